@@ -1,0 +1,30 @@
+# The two commands of README.md: `make demo` and `make test`. Each sets up .venv itself on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+
+.PHONY: demo test install clean
+CHECKOV := infra/.tools/checkov/bin/checkov
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[train,bench,dev,infra]'
+	rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/edgerec demo
+
+# checkov lives in its own venv: its pins (packaging<24) conflict with pytest's.
+$(CHECKOV): infra/tools/install-checkov.sh
+	PYTHON=$(PYTHON) bash infra/tools/install-checkov.sh
+
+# EDGEREC_INFRA_STRICT=1: a missing infra tool fails the run instead of skipping.
+test: $(STAMP) $(CHECKOV)
+	EDGEREC_INFRA_STRICT=1 $(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) .pytest_cache infra/.tools

@@ -1,0 +1,103 @@
+"""The edge's served state: one immutable, versioned object (offers per region, arrays for the ranker, model)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+from models.runtime import Ranker
+from origin_sync.client import Replica
+
+NEG_INF = np.float32(-np.inf)
+
+
+@dataclass(frozen=True)
+class RegionCatalog:
+    """One region's offers, laid out once per data version as arrays the ranker takes as they are."""
+
+    region: str
+    region_index: int
+    offer_ids: tuple[str, ...]
+    candidates: np.ndarray      # int64 [N]: model item index of each offer
+    base_penalty: np.ndarray    # float32 [N]: 0, or -inf where a static rule (stock, price) rules the offer out
+    active_from: np.ndarray     # float64 [N]: epoch seconds, -inf when open
+    active_to: np.ndarray       # float64 [N]: epoch seconds, +inf when open
+    has_windows: bool
+    fragments: tuple[dict[str, Any], ...]  # the response body of each offer, less its score
+    positions: Mapping[str, tuple[int, ...]]  # offer id and sku -> positions, for exclusions
+
+    def __len__(self) -> int:
+        return len(self.offer_ids)
+
+    @classmethod
+    def build(cls, region: str, offers: list[dict[str, Any]], ranker: Ranker) -> "RegionCatalog":
+        offers = sorted(offers, key=lambda o: o["id"])
+        n = len(offers)
+        candidates = ranker.item_indices([o["sku"] for o in offers]) if n else np.zeros(0, dtype=np.int64)
+        base_penalty = np.array([0.0 if o["stock"] > 0 and o["price"] > 0 else -np.inf for o in offers],
+                                dtype=np.float32)
+        active_from = np.array([o["active_from"] if o["active_from"] is not None else -np.inf for o in offers],
+                               dtype=np.float64)
+        active_to = np.array([o["active_to"] if o["active_to"] is not None else np.inf for o in offers],
+                             dtype=np.float64)
+        positions: dict[str, list[int]] = {}
+        for i, o in enumerate(offers):
+            positions.setdefault(o["id"], []).append(i)
+            if o["sku"] != o["id"]:
+                positions.setdefault(o["sku"], []).append(i)
+        fragments = tuple(
+            {"offer_id": o["id"], "sku": o["sku"], "title": o["title"], "price": o["price"],
+             "currency": o["currency"]}
+            for o in offers
+        )
+        return cls(
+            region=region,
+            region_index=ranker.region_index(region),
+            offer_ids=tuple(o["id"] for o in offers),
+            candidates=np.ascontiguousarray(candidates, dtype=np.int64),
+            base_penalty=base_penalty,
+            active_from=active_from,
+            active_to=active_to,
+            has_windows=bool(np.isfinite(active_from).any() or np.isfinite(active_to).any()),
+            fragments=fragments,
+            positions={k: tuple(v) for k, v in positions.items()},
+        )
+
+    def penalty_at(self, now: float) -> np.ndarray:
+        """The business-rule mask at time `now`: static rules plus campaign windows."""
+        if not self.has_windows:
+            return self.base_penalty.copy()
+        outside = (now < self.active_from) | (now >= self.active_to)
+        return np.where(outside, NEG_INF, self.base_penalty)
+
+
+@dataclass(frozen=True)
+class EdgeState:
+    """Everything a request reads, at one data version; sync builds the next one beside it and swaps."""
+
+    data_version: int
+    model: Ranker
+    catalogs: Mapping[str, RegionCatalog]
+    built_at: float = field(default_factory=time.time)
+
+    @classmethod
+    def build(cls, replica: Replica, model: Ranker) -> "EdgeState":
+        by_region: dict[str, list[dict[str, Any]]] = {r: [] for r in replica.regions}
+        for offer in replica.offers.values():
+            for region in offer["regions"]:
+                if region in by_region:
+                    by_region[region].append(offer)
+        catalogs = {r: RegionCatalog.build(r, offers, model) for r, offers in by_region.items()}
+        return cls(data_version=replica.version, model=model, catalogs=catalogs)
+
+
+class StateHolder:
+    """The one mutable reference of the edge: the current state, replaced whole by the syncer."""
+
+    __slots__ = ("current",)
+
+    def __init__(self) -> None:
+        self.current: EdgeState | None = None

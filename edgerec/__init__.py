@@ -1,0 +1,1 @@
+"""edgerec: edge-deployed personalization runtime (command line and demo; services live in edge_node and origin_sync)."""

@@ -1,0 +1,80 @@
+"""The `edgerec` command: origin and edge services, model training and evaluation, and the demo."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+
+def _configure_logging() -> None:
+    level = os.environ.get("EDGEREC_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+def _origin_serve(args: argparse.Namespace) -> int:
+    from origin_sync.config import OriginConfig
+    from origin_sync.server import serve
+
+    serve(OriginConfig.from_args(args))
+    return 0
+
+
+def _edge_serve(args: argparse.Namespace) -> int:
+    from edge_node.app import serve
+    from edge_node.config import EdgeConfig
+
+    serve(EdgeConfig.from_args(args))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(serve=args.serve, workdir=args.workdir)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from edge_node.config import EdgeConfig
+    from models.cli import add_model_commands
+    from origin_sync.config import OriginConfig
+
+    parser = argparse.ArgumentParser(prog="edgerec", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    origin = commands.add_parser("origin", help="the central origin service").add_subparsers(dest="action",
+                                                                                            required=True)
+    origin_serve = origin.add_parser("serve", help="run the origin (admin + sync API)")
+    OriginConfig.add_arguments(origin_serve)
+    origin_serve.set_defaults(func=_origin_serve)
+
+    edge = commands.add_parser("edge", help="a regional edge node").add_subparsers(dest="action", required=True)
+    edge_serve = edge.add_parser("serve", help="run an edge node")
+    EdgeConfig.add_arguments(edge_serve)
+    edge_serve.set_defaults(func=_edge_serve)
+
+    model = commands.add_parser("model", help="train and evaluate recommendation models")
+    add_model_commands(model.add_subparsers(dest="action", required=True))
+
+    demo = commands.add_parser("demo", help="origin + two edges on loopback, end to end")
+    demo.add_argument("--serve", action="store_true", help="keep the services running until interrupted")
+    demo.add_argument("--workdir", default=None, help="where the demo keeps its files (default: a temp dir)")
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from edge_node.config import ConfigError as EdgeConfigError
+    from origin_sync.config import ConfigError as OriginConfigError
+
+    _configure_logging()
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (EdgeConfigError, OriginConfigError) as exc:
+        print(f"edgerec: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,156 @@
+"""Start, probe and stop edgerec services as real processes on loopback (used by the demo, tests and benchmarks)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_call(url_base: str, method: str, path: str, body: bytes | None = None,
+              headers: dict[str, str] | None = None, timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP request with the standard library; returns (status, headers, body)."""
+    host_port = url_base.split("://", 1)[1].rstrip("/")
+    conn = http.client.HTTPConnection(host_port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+def http_json(url_base: str, method: str, path: str, payload: Any = None,
+              headers: dict[str, str] | None = None, timeout: float = 10.0) -> tuple[int, Any]:
+    body = None if payload is None else json.dumps(payload).encode()
+    hdrs = {"Content-Type": "application/json", **(headers or {})}
+    status, _, raw = http_call(url_base, method, path, body, hdrs, timeout)
+    try:
+        return status, json.loads(raw) if raw else None
+    except ValueError:
+        return status, raw.decode(errors="replace")
+
+
+@dataclass
+class Service:
+    """One edgerec process (`python -m edgerec ...`) with its log file; stopped by pid with SIGTERM."""
+
+    name: str
+    args: list[str]
+    port: int
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "Service":
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        env = {**os.environ, **self.env}
+        self.process = subprocess.Popen([sys.executable, "-m", "edgerec", *self.args], stdout=log,
+                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        log.close()
+        return self
+
+    def wait_ready(self, path: str, timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        last = "no answer"
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.process.returncode}; log: {self.log_tail()}")
+            try:
+                status, _, body = http_call(self.url, "GET", path, timeout=2)
+                if status == 200:
+                    return
+                last = f"HTTP {status} {body[:200]!r}"
+            except OSError as exc:
+                last = str(exc)
+            time.sleep(0.05)
+        raise TimeoutError(f"{self.name} not ready at {path} after {timeout_s}s ({last}); log: {self.log_tail()}")
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        proc = self.process
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def origin_service(workdir: Path, port: int, admin_token: str, sync_token: str) -> Service:
+    return Service(
+        name="origin",
+        args=["origin", "serve", "--port", str(port), "--db", str(workdir / "origin" / "origin.db"),
+              "--blob-dir", str(workdir / "origin" / "blobs")],
+        port=port,
+        log_path=workdir / "logs" / "origin.log",
+        env={"EDGEREC_ADMIN_TOKEN": admin_token, "EDGEREC_SYNC_TOKEN": sync_token},
+    )
+
+
+def edge_service(workdir: Path, region: str, port: int, origin_url: str, sync_token: str) -> Service:
+    return Service(
+        name=f"edge {region}",
+        args=["edge", "serve", "--port", str(port), "--regions", region, "--origin", origin_url,
+              "--data-dir", str(workdir / f"edge-{region}")],
+        port=port,
+        log_path=workdir / "logs" / f"edge-{region}.log",
+        env={"EDGEREC_SYNC_TOKEN": sync_token},
+    )
+
+
+def admin_headers(admin_token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {admin_token}"}
+
+
+def publish_bundle(origin_url: str, admin_token: str, bundle_dir: Path) -> dict[str, Any]:
+    """Upload a model bundle (model.onnx + manifest.json) to the origin, which makes it the active model."""
+    import msgpack
+
+    manifest = json.loads((Path(bundle_dir) / "manifest.json").read_text())
+    model = (Path(bundle_dir) / "model.onnx").read_bytes()
+    body = msgpack.packb({"manifest": manifest, "model": model}, use_bin_type=True)
+    status, _, raw = http_call(origin_url, "POST", "/v1/admin/models", body,
+                               {"Content-Type": "application/x-msgpack", **admin_headers(admin_token)}, timeout=60)
+    if status != 201:
+        raise RuntimeError(f"publishing the model failed: HTTP {status} {raw[:300]!r}")
+    return json.loads(raw)
+
+
+def put_offer(origin_url: str, admin_token: str, offer: dict[str, Any]) -> dict[str, Any]:
+    status, body = http_json(origin_url, "PUT", f"/v1/admin/offers/{offer['id']}", offer,
+                             admin_headers(admin_token))
+    if status != 200:
+        raise RuntimeError(f"upserting offer {offer['id']} failed: HTTP {status} {body}")
+    return body

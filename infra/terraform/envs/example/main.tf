@@ -1,0 +1,155 @@
+locals {
+  name             = "edgerec-${var.environment}"
+  edge_domain_name = "edges.${var.domain_name}"
+  cdn_domain_name  = "reco.${var.domain_name}"
+  origin_domain    = "origin.${var.domain_name}"
+  edge_regions     = ["eu-west-1", "eu-central-1", "us-east-1"]
+
+  # Secrets replicated to every edge region, encrypted there with the AWS managed key.
+  replica_regions = { for r in local.edge_regions : r => null }
+
+  # A replica has the primary's ARN with its own region.
+  sync_token_arn = { for r in local.edge_regions : r => replace(module.origin.sync_token_secret_arn, ":${var.origin_region}:", ":${r}:") }
+  cdn_secret_arn = { for r in local.edge_regions : r => replace(module.cdn.cdn_secret_arn, ":${module.cdn.cdn_secret_region}:", ":${r}:") }
+}
+
+module "origin" {
+  source = "../../modules/origin"
+
+  name = local.name
+  tags = var.tags
+
+  vpc_id              = var.networks[var.origin_region].vpc_id
+  private_subnet_ids  = var.networks[var.origin_region].private_subnet_ids
+  database_subnet_ids = var.networks[var.origin_region].database_subnet_ids
+  # Edges reach the origin over Transit Gateway / VPC peering.
+  ingress_cidr_blocks = [for r in local.edge_regions : var.networks[r].vpc_cidr]
+
+  certificate_arn    = var.certificates["origin"]
+  origin_domain_name = local.origin_domain
+  route53_zone_id    = var.origin_private_zone_id
+
+  image = var.origin_image
+
+  s3_access_logs_bucket  = var.log_buckets[var.origin_region]
+  alb_access_logs_bucket = var.log_buckets[var.origin_region]
+
+  secret_replica_regions = local.replica_regions
+}
+
+module "cdn" {
+  source = "../../modules/cdn"
+  providers = {
+    aws = aws.us_east_1
+  }
+
+  name = local.name
+  tags = var.tags
+
+  aliases                    = [local.cdn_domain_name]
+  acm_certificate_arn        = var.certificates["cloudfront"]
+  edge_domain_name           = local.edge_domain_name
+  cdn_secret_header_values   = var.cdn_secret_header_values
+  secret_replica_regions     = local.replica_regions
+  logging_bucket_domain_name = var.log_buckets["cloudfront"]
+}
+
+module "edge_eu_west_1" {
+  source = "../../modules/edge_region"
+  providers = {
+    aws = aws.eu_west_1
+  }
+
+  name    = local.name
+  tags    = var.tags
+  markets = var.markets["eu-west-1"]
+
+  vpc_id             = var.networks["eu-west-1"].vpc_id
+  public_subnet_ids  = var.networks["eu-west-1"].public_subnet_ids
+  private_subnet_ids = var.networks["eu-west-1"].private_subnet_ids
+
+  certificate_arn  = var.certificates["eu-west-1"]
+  edge_domain_name = local.edge_domain_name
+  route53_zone_id  = var.route53_zone_id
+
+  image                    = var.edge_image
+  origin_url               = module.origin.origin_url
+  sync_token_secret_arn    = local.sync_token_arn["eu-west-1"]
+  cdn_secret_arn           = local.cdn_secret_arn["eu-west-1"]
+  secrets_kms_key_arns     = var.origin_region == "eu-west-1" ? [module.origin.kms_key_arn] : []
+  cdn_secret_header_values = var.cdn_secret_header_values
+
+  alb_access_logs_bucket = var.log_buckets["eu-west-1"]
+}
+
+module "edge_eu_central_1" {
+  source = "../../modules/edge_region"
+  providers = {
+    aws = aws.eu_central_1
+  }
+
+  name    = local.name
+  tags    = var.tags
+  markets = var.markets["eu-central-1"]
+
+  vpc_id             = var.networks["eu-central-1"].vpc_id
+  public_subnet_ids  = var.networks["eu-central-1"].public_subnet_ids
+  private_subnet_ids = var.networks["eu-central-1"].private_subnet_ids
+
+  certificate_arn  = var.certificates["eu-central-1"]
+  edge_domain_name = local.edge_domain_name
+  route53_zone_id  = var.route53_zone_id
+
+  image                    = var.edge_image
+  origin_url               = module.origin.origin_url
+  sync_token_secret_arn    = local.sync_token_arn["eu-central-1"]
+  cdn_secret_arn           = local.cdn_secret_arn["eu-central-1"]
+  secrets_kms_key_arns     = var.origin_region == "eu-central-1" ? [module.origin.kms_key_arn] : []
+  cdn_secret_header_values = var.cdn_secret_header_values
+
+  alb_access_logs_bucket = var.log_buckets["eu-central-1"]
+}
+
+module "edge_us_east_1" {
+  source = "../../modules/edge_region"
+  providers = {
+    aws = aws.us_east_1
+  }
+
+  name    = local.name
+  tags    = var.tags
+  markets = var.markets["us-east-1"]
+
+  vpc_id             = var.networks["us-east-1"].vpc_id
+  public_subnet_ids  = var.networks["us-east-1"].public_subnet_ids
+  private_subnet_ids = var.networks["us-east-1"].private_subnet_ids
+
+  certificate_arn  = var.certificates["us-east-1"]
+  edge_domain_name = local.edge_domain_name
+  route53_zone_id  = var.route53_zone_id
+
+  image                 = var.edge_image
+  origin_url            = module.origin.origin_url
+  sync_token_secret_arn = local.sync_token_arn["us-east-1"]
+  cdn_secret_arn        = local.cdn_secret_arn["us-east-1"]
+  # The CDN secret's primary lives in us-east-1, encrypted with the CDN module's key.
+  secrets_kms_key_arns     = compact([var.origin_region == "us-east-1" ? module.origin.kms_key_arn : "", module.cdn.kms_key_arn])
+  cdn_secret_header_values = var.cdn_secret_header_values
+
+  alb_access_logs_bucket = var.log_buckets["us-east-1"]
+}
+
+# Shoppers' name -> CloudFront.
+resource "aws_route53_record" "cdn" {
+  for_each = toset(["A", "AAAA"])
+
+  zone_id = var.route53_zone_id
+  name    = local.cdn_domain_name
+  type    = each.value
+
+  alias {
+    name                   = module.cdn.distribution_domain_name
+    zone_id                = module.cdn.distribution_hosted_zone_id
+    evaluate_target_health = false
+  }
+}

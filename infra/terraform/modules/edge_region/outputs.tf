@@ -1,0 +1,46 @@
+# No secret value is ever an output: only ARNs and names.
+
+output "region" {
+  description = "AWS region of this edge fleet."
+  value       = local.region
+}
+
+output "markets" {
+  description = "Market codes served here (EDGEREC_REGIONS)."
+  value       = var.markets
+}
+
+output "alb_dns_name" {
+  description = "DNS name of the edge ALB."
+  value       = aws_lb.this.dns_name
+}
+
+output "alb_arn_suffix" {
+  description = "ARN suffix of the edge ALB (CloudWatch metrics dimension)."
+  value       = aws_lb.this.arn_suffix
+}
+
+output "target_group_arn_suffix" {
+  description = "ARN suffix of the edge target group (CloudWatch metrics dimension)."
+  value       = aws_lb_target_group.this.arn_suffix
+}
+
+output "cluster_name" {
+  description = "ECS cluster of this edge region."
+  value       = aws_ecs_cluster.this.name
+}
+
+output "service_name" {
+  description = "ECS service of this edge region."
+  value       = aws_ecs_service.this.name
+}
+
+output "task_security_group_id" {
+  description = "Security group of the edge tasks (allow it at the origin)."
+  value       = aws_security_group.tasks.id
+}
+
+output "log_group_name" {
+  description = "CloudWatch log group of the edge containers."
+  value       = aws_cloudwatch_log_group.this.name
+}

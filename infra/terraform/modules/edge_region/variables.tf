@@ -1,0 +1,217 @@
+variable "name" {
+  description = "Name prefix for every resource of this edge region (e.g. \"edgerec-prod\"); the region is appended where names must be unique."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{1,30}[a-z0-9]$", var.name))
+    error_message = "name must be 3-32 characters of lowercase letters, digits and hyphens, starting with a letter."
+  }
+}
+
+variable "tags" {
+  description = "Tags added to every resource."
+  type        = map(string)
+  default     = {}
+}
+
+variable "markets" {
+  description = "Market codes this region serves (EDGEREC_REGIONS), e.g. [\"DE\", \"FR\"]."
+  type        = list(string)
+
+  validation {
+    condition     = length(var.markets) > 0 && alltrue([for m in var.markets : can(regex("^[A-Z]{2}$", m))])
+    error_message = "markets must be a non-empty list of two-letter upper-case market codes."
+  }
+}
+
+variable "vpc_id" {
+  description = "VPC of this edge region."
+  type        = string
+
+  validation {
+    condition     = can(regex("^vpc-[0-9a-f]+$", var.vpc_id))
+    error_message = "vpc_id must look like vpc-0123abcd."
+  }
+}
+
+variable "public_subnet_ids" {
+  description = "Public subnets (at least two AZs) for the internet-facing ALB that CloudFront connects to."
+  type        = list(string)
+
+  validation {
+    condition     = length(var.public_subnet_ids) >= 2
+    error_message = "Give at least two public subnets in different availability zones."
+  }
+}
+
+variable "private_subnet_ids" {
+  description = "Private subnets (at least two AZs) for the Fargate tasks."
+  type        = list(string)
+
+  validation {
+    condition     = length(var.private_subnet_ids) >= 2
+    error_message = "Give at least two private subnets in different availability zones."
+  }
+}
+
+variable "certificate_arn" {
+  description = "ACM certificate in this region for the latency-routed edge domain (edge_domain_name)."
+  type        = string
+
+  validation {
+    condition     = can(regex("^arn:aws[a-z-]*:acm:", var.certificate_arn))
+    error_message = "certificate_arn must be an ACM certificate ARN."
+  }
+}
+
+variable "edge_domain_name" {
+  description = "Latency-routed DNS name shared by all edge regions; CloudFront's origin domain."
+  type        = string
+}
+
+variable "route53_zone_id" {
+  description = "Route 53 zone holding edge_domain_name; this module adds its region's latency record."
+  type        = string
+}
+
+variable "origin_url" {
+  description = "URL of the origin's sync API (EDGEREC_ORIGIN_URL), https only."
+  type        = string
+
+  validation {
+    condition     = startswith(var.origin_url, "https://")
+    error_message = "origin_url must use https."
+  }
+}
+
+variable "sync_token_secret_arn" {
+  description = "ARN of the sync-token secret replica in this region (EDGEREC_SYNC_TOKEN)."
+  type        = string
+}
+
+variable "cdn_secret_arn" {
+  description = "ARN of the CDN shared-secret replica in this region (EDGEREC_CDN_SECRET)."
+  type        = string
+}
+
+variable "secrets_kms_key_arns" {
+  description = "KMS keys that encrypt the injected secrets' replicas in this region (the execution role may decrypt with them)."
+  type        = list(string)
+  default     = []
+}
+
+variable "cdn_secret_header_values" {
+  description = "Accepted values of the X-Edgerec-CDN-Secret header (one, or two during a rotation). The listener forwards only requests that carry one of them."
+  type        = list(string)
+  sensitive   = true
+
+  validation {
+    condition     = length(var.cdn_secret_header_values) >= 1 && length(var.cdn_secret_header_values) <= 2 && alltrue([for v in var.cdn_secret_header_values : length(v) >= 32 && !strcontains(v, ",")])
+    error_message = "Give one or two CDN secret values of at least 32 characters, without commas."
+  }
+}
+
+variable "image" {
+  description = "Container image of the edge (built from infra/docker/Dockerfile.edge), pinned by digest or immutable tag."
+  type        = string
+
+  validation {
+    condition     = !endswith(var.image, ":latest")
+    error_message = "Pin the image by digest or an immutable tag, not :latest."
+  }
+}
+
+variable "cpu" {
+  description = "Fargate task CPU units (one uvicorn worker per vCPU)."
+  type        = number
+  default     = 1024
+
+  validation {
+    condition     = contains([256, 512, 1024, 2048, 4096, 8192, 16384], var.cpu)
+    error_message = "cpu must be a Fargate CPU size."
+  }
+}
+
+variable "memory" {
+  description = "Fargate task memory (MiB): holds the whole EdgeState (offers, embeddings, model) twice during a swap."
+  type        = number
+  default     = 2048
+}
+
+variable "cpu_architecture" {
+  description = "Fargate CPU architecture the image is built for."
+  type        = string
+  default     = "X86_64"
+
+  validation {
+    condition     = contains(["X86_64", "ARM64"], var.cpu_architecture)
+    error_message = "cpu_architecture must be X86_64 or ARM64."
+  }
+}
+
+variable "ephemeral_storage_gib" {
+  description = "Fargate ephemeral storage (GiB) for EDGEREC_EDGE_DATA_DIR (persisted snapshot and model bundle)."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.ephemeral_storage_gib >= 21 && var.ephemeral_storage_gib <= 200
+    error_message = "ephemeral_storage_gib must be between 21 and 200."
+  }
+}
+
+variable "min_capacity" {
+  description = "Minimum number of edge tasks in this region."
+  type        = number
+  default     = 2
+
+  validation {
+    condition     = var.min_capacity >= 1
+    error_message = "min_capacity must be at least 1."
+  }
+}
+
+variable "max_capacity" {
+  description = "Maximum number of edge tasks in this region."
+  type        = number
+  default     = 20
+}
+
+variable "cpu_target_percent" {
+  description = "Target average CPU utilisation for autoscaling."
+  type        = number
+  default     = 60
+
+  validation {
+    condition     = var.cpu_target_percent > 10 && var.cpu_target_percent < 95
+    error_message = "cpu_target_percent must be between 10 and 95."
+  }
+}
+
+variable "requests_per_target" {
+  description = "Target ALB requests per task (per minute) for autoscaling; size it from the edge benchmark (req/s per task x 60 x headroom)."
+  type        = number
+  default     = 120000
+}
+
+variable "alb_access_logs_bucket" {
+  description = "Existing bucket in this region (with the ELB log delivery policy) receiving the ALB's access logs."
+  type        = string
+}
+
+variable "deletion_protection" {
+  description = "Deletion protection for the load balancer."
+  type        = bool
+  default     = true
+}
+
+variable "log_retention_days" {
+  description = "CloudWatch Logs retention for the edge's container logs."
+  type        = number
+  default     = 365
+
+  validation {
+    condition     = contains([1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653], var.log_retention_days)
+    error_message = "log_retention_days must be a value CloudWatch Logs accepts."
+  }
+}

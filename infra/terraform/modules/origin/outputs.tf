@@ -1,0 +1,71 @@
+# No secret value is ever an output: only ARNs and names.
+
+output "origin_url" {
+  description = "URL the edges use as EDGEREC_ORIGIN_URL."
+  value       = "https://${var.origin_domain_name}"
+}
+
+output "alb_dns_name" {
+  description = "DNS name of the origin ALB."
+  value       = aws_lb.this.dns_name
+}
+
+output "alb_zone_id" {
+  description = "Hosted zone of the origin ALB (for alias records)."
+  value       = aws_lb.this.zone_id
+}
+
+output "cluster_arn" {
+  description = "ECS cluster of the origin."
+  value       = aws_ecs_cluster.this.arn
+}
+
+output "service_name" {
+  description = "ECS service of the origin."
+  value       = aws_ecs_service.this.name
+}
+
+output "task_security_group_id" {
+  description = "Security group of the origin tasks."
+  value       = aws_security_group.tasks.id
+}
+
+output "db_endpoint" {
+  description = "PostgreSQL endpoint (host:port)."
+  value       = aws_db_instance.this.endpoint
+}
+
+output "db_instance_identifier" {
+  description = "RDS instance identifier (for point-in-time restore)."
+  value       = aws_db_instance.this.identifier
+}
+
+output "db_master_user_secret_arn" {
+  description = "ARN of the RDS-managed secret holding the database password."
+  value       = aws_db_instance.this.master_user_secret[0].secret_arn
+}
+
+output "blob_bucket" {
+  description = "S3 bucket of the model blobs."
+  value       = aws_s3_bucket.blobs.id
+}
+
+output "kms_key_arn" {
+  description = "Customer managed KMS key of the origin."
+  value       = aws_kms_key.this.arn
+}
+
+output "admin_token_secret_arn" {
+  description = "ARN of the admin token secret (value put out of band)."
+  value       = aws_secretsmanager_secret.admin_token.arn
+}
+
+output "sync_token_secret_arn" {
+  description = "ARN of the sync token secret in the origin's region (value put out of band)."
+  value       = aws_secretsmanager_secret.sync_token.arn
+}
+
+output "sync_token_secret_name" {
+  description = "Name of the sync token secret; its replicas in the edge regions have the same name."
+  value       = aws_secretsmanager_secret.sync_token.name
+}

@@ -1,0 +1,233 @@
+variable "name" {
+  description = "Name prefix for every resource of the origin (e.g. \"edgerec-prod\")."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{1,30}[a-z0-9]$", var.name))
+    error_message = "name must be 3-32 characters of lowercase letters, digits and hyphens, starting with a letter."
+  }
+}
+
+variable "tags" {
+  description = "Tags added to every resource."
+  type        = map(string)
+  default     = {}
+}
+
+variable "vpc_id" {
+  description = "VPC that hosts the origin's load balancer, tasks and database."
+  type        = string
+
+  validation {
+    condition     = can(regex("^vpc-[0-9a-f]+$", var.vpc_id))
+    error_message = "vpc_id must look like vpc-0123abcd."
+  }
+}
+
+variable "private_subnet_ids" {
+  description = "Private subnets (at least two AZs) for the internal ALB and the Fargate tasks."
+  type        = list(string)
+
+  validation {
+    condition     = length(var.private_subnet_ids) >= 2
+    error_message = "Give at least two private subnets in different availability zones."
+  }
+}
+
+variable "database_subnet_ids" {
+  description = "Isolated subnets (at least two AZs) for the Multi-AZ PostgreSQL instance."
+  type        = list(string)
+
+  validation {
+    condition     = length(var.database_subnet_ids) >= 2
+    error_message = "Give at least two database subnets in different availability zones."
+  }
+}
+
+variable "ingress_cidr_blocks" {
+  description = "CIDR blocks allowed to reach the origin's HTTPS listener: the edge regions' VPCs (over peering/Transit Gateway) and the operators' network."
+  type        = list(string)
+
+  validation {
+    condition     = length(var.ingress_cidr_blocks) > 0 && alltrue([for c in var.ingress_cidr_blocks : can(cidrhost(c, 0)) && c != "0.0.0.0/0"])
+    error_message = "ingress_cidr_blocks must be valid, non-empty and must not contain 0.0.0.0/0: the origin is not a public service."
+  }
+}
+
+variable "internal" {
+  description = "Whether the origin ALB is internal (reached over private networking). Keep true unless edges reach the origin over the internet."
+  type        = bool
+  default     = true
+}
+
+variable "certificate_arn" {
+  description = "ACM certificate (in the origin's region) for origin_domain_name, served by the HTTPS listener."
+  type        = string
+
+  validation {
+    condition     = can(regex("^arn:aws[a-z-]*:acm:", var.certificate_arn))
+    error_message = "certificate_arn must be an ACM certificate ARN."
+  }
+}
+
+variable "origin_domain_name" {
+  description = "DNS name the edges use to reach the origin (EDGEREC_ORIGIN_URL is https://<this>)."
+  type        = string
+}
+
+variable "route53_zone_id" {
+  description = "Route 53 zone where the origin's alias record is created; null to manage DNS elsewhere."
+  type        = string
+  default     = null
+}
+
+variable "image" {
+  description = "Container image of the origin (built from infra/docker/Dockerfile.origin), pinned by digest or immutable tag."
+  type        = string
+
+  validation {
+    condition     = !endswith(var.image, ":latest")
+    error_message = "Pin the image by digest or an immutable tag, not :latest."
+  }
+}
+
+variable "cpu" {
+  description = "Fargate task CPU units."
+  type        = number
+  default     = 1024
+
+  validation {
+    condition     = contains([256, 512, 1024, 2048, 4096, 8192, 16384], var.cpu)
+    error_message = "cpu must be a Fargate CPU size."
+  }
+}
+
+variable "memory" {
+  description = "Fargate task memory (MiB)."
+  type        = number
+  default     = 2048
+}
+
+variable "cpu_architecture" {
+  description = "Fargate CPU architecture the image is built for."
+  type        = string
+  default     = "X86_64"
+
+  validation {
+    condition     = contains(["X86_64", "ARM64"], var.cpu_architecture)
+    error_message = "cpu_architecture must be X86_64 or ARM64."
+  }
+}
+
+variable "desired_count" {
+  description = "Number of origin tasks (spread over the private subnets' AZs)."
+  type        = number
+  default     = 2
+
+  validation {
+    condition     = var.desired_count >= 0
+    error_message = "desired_count must not be negative."
+  }
+}
+
+variable "db_engine_version" {
+  description = "PostgreSQL major (or major.minor) version."
+  type        = string
+  default     = "16"
+}
+
+variable "db_instance_class" {
+  description = "RDS instance class."
+  type        = string
+  default     = "db.m7g.large"
+}
+
+variable "db_allocated_storage" {
+  description = "Initial storage (GiB)."
+  type        = number
+  default     = 50
+}
+
+variable "db_max_allocated_storage" {
+  description = "Storage autoscaling ceiling (GiB)."
+  type        = number
+  default     = 500
+}
+
+variable "db_name" {
+  description = "Database name."
+  type        = string
+  default     = "edgerec"
+}
+
+variable "db_username" {
+  description = "Master user name (its password is generated and rotated by RDS in Secrets Manager)."
+  type        = string
+  default     = "edgerec"
+}
+
+variable "db_backup_retention_days" {
+  description = "Automated backup retention (days); bounds point-in-time recovery."
+  type        = number
+  default     = 14
+
+  validation {
+    condition     = var.db_backup_retention_days >= 7 && var.db_backup_retention_days <= 35
+    error_message = "db_backup_retention_days must be between 7 and 35."
+  }
+}
+
+variable "deletion_protection" {
+  description = "Deletion protection for the database and the load balancer."
+  type        = bool
+  default     = true
+}
+
+variable "blob_noncurrent_version_days" {
+  description = "Days a superseded model blob version is kept before expiry (recovery window for overwritten or deleted blobs)."
+  type        = number
+  default     = 90
+
+  validation {
+    condition     = var.blob_noncurrent_version_days >= 7
+    error_message = "Keep noncurrent blob versions at least 7 days."
+  }
+}
+
+variable "s3_access_logs_bucket" {
+  description = "Existing bucket receiving S3 server access logs of the blob bucket."
+  type        = string
+}
+
+variable "alb_access_logs_bucket" {
+  description = "Existing bucket (with the ELB log delivery policy) receiving the ALB's access logs."
+  type        = string
+}
+
+variable "log_retention_days" {
+  description = "CloudWatch Logs retention for the origin's container logs."
+  type        = number
+  default     = 365
+
+  validation {
+    condition     = contains([1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653], var.log_retention_days)
+    error_message = "log_retention_days must be a value CloudWatch Logs accepts."
+  }
+}
+
+variable "secret_replica_regions" {
+  description = "Regions the sync-token secret is replicated to (the edge regions), so edges start without a cross-region call. Map of region to KMS key ARN in that region (null for the AWS managed key)."
+  type        = map(string)
+  default     = {}
+}
+
+variable "secret_recovery_window_days" {
+  description = "Days a deleted secret stays recoverable."
+  type        = number
+  default     = 7
+
+  validation {
+    condition     = var.secret_recovery_window_days >= 7 && var.secret_recovery_window_days <= 30
+    error_message = "secret_recovery_window_days must be between 7 and 30."
+  }
+}

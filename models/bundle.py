@@ -1,0 +1,126 @@
+"""Model bundle on disk: model.onnx + manifest.json, content-addressed by the sha256 of the model.
+
+Golden cases store the business-rule penalty as `excluded_positions` (penalty -inf there, 0
+elsewhere) so the manifest stays plain JSON without Infinity.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+FORMAT = "edgerec-bundle/1"
+MODEL_FILE = "model.onnx"
+MANIFEST_FILE = "manifest.json"
+REQUIRED_KEYS = ("format", "version", "sha256", "inputs", "outputs", "context_length", "items", "regions", "golden")
+
+
+class BundleError(Exception):
+    """A bundle is missing, malformed, does not match its hash, or fails its golden check."""
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def version_of(onnx_bytes: bytes) -> str:
+    """Content-derived, so the same model always has the same version."""
+    return "m-" + sha256_hex(onnx_bytes)[:12]
+
+
+def golden_case(
+    context: np.ndarray,
+    region: int,
+    candidates: np.ndarray,
+    excluded_positions: list[int],
+    k: int,
+    expected_scores: np.ndarray,
+    expected_indices: np.ndarray,
+) -> dict:
+    """One golden request and its expected answer, as JSON lists."""
+    return {
+        "inputs": {
+            "context_items": [int(v) for v in context],
+            "region": [int(region)],
+            "candidates": [int(v) for v in candidates],
+            "excluded_positions": [int(v) for v in excluded_positions],
+            "k": [int(k)],
+        },
+        "expected": {"scores": [float(v) for v in expected_scores], "indices": [int(v) for v in expected_indices]},
+    }
+
+
+def golden_feeds(case: dict) -> dict[str, np.ndarray]:
+    """The graph inputs of a golden case."""
+    inputs = case["inputs"]
+    candidates = np.asarray(inputs["candidates"], dtype=np.int64)
+    penalty = np.zeros(len(candidates), dtype=np.float32)
+    penalty[np.asarray(inputs["excluded_positions"], dtype=np.int64)] = -np.inf
+    return {
+        "context_items": np.asarray(inputs["context_items"], dtype=np.int64),
+        "region": np.asarray(inputs["region"], dtype=np.int64),
+        "candidates": candidates,
+        "penalty": penalty,
+        "k": np.asarray(inputs["k"], dtype=np.int64),
+    }
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.name, suffix=".tmp", delete=False) as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.chmod(handle.name, 0o644)  # bundles are published, not secret
+    os.replace(handle.name, path)
+
+
+def write_bundle(out_dir: str | Path, onnx_bytes: bytes, fields: dict) -> dict:
+    """Write model.onnx then manifest.json (format, version, created_at, sha256 added); returns the manifest."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest = {
+        "format": FORMAT,
+        "version": version_of(onnx_bytes),
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "sha256": sha256_hex(onnx_bytes),
+        **fields,
+    }
+    _write_atomically(out_dir / MODEL_FILE, onnx_bytes)
+    # The manifest goes last: a reader that sees it sees the model it describes.
+    _write_atomically(out_dir / MANIFEST_FILE, json.dumps(manifest, indent=1, allow_nan=False).encode("utf-8"))
+    return manifest
+
+
+def check_manifest(manifest: object, onnx_bytes: bytes) -> None:
+    """Raise BundleError unless the manifest is complete, of our format, and hashes these model bytes."""
+    if not isinstance(manifest, dict):
+        raise BundleError("manifest is not a JSON object")
+    missing = [key for key in REQUIRED_KEYS if key not in manifest]
+    if missing:
+        raise BundleError(f"manifest lacks {', '.join(missing)}")
+    if manifest["format"] != FORMAT:
+        raise BundleError(f"unsupported bundle format {manifest['format']!r}, expected {FORMAT!r}")
+    actual = sha256_hex(onnx_bytes)
+    if actual != manifest["sha256"]:
+        raise BundleError(f"model.onnx sha256 {actual[:12]}… does not match manifest {str(manifest['sha256'])[:12]}…")
+    if not manifest["golden"]:
+        raise BundleError("manifest has no golden cases")
+
+
+def read_bundle(bundle_dir: str | Path) -> tuple[bytes, dict]:
+    """The model bytes and the parsed manifest of a bundle directory (hash not yet checked)."""
+    bundle_dir = Path(bundle_dir)
+    try:
+        onnx_bytes = (bundle_dir / MODEL_FILE).read_bytes()
+        manifest = json.loads((bundle_dir / MANIFEST_FILE).read_text(encoding="utf-8"))
+    except OSError as error:
+        raise BundleError(f"cannot read bundle {bundle_dir}: {error.strerror}: {error.filename}") from None
+    except ValueError as error:
+        raise BundleError(f"{bundle_dir / MANIFEST_FILE} is not valid JSON: {error}") from None
+    return onnx_bytes, manifest

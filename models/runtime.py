@@ -1,0 +1,132 @@
+"""The edge's view of a model: load and verify a bundle, encode requests, rank candidates."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import onnxruntime
+
+from models.bundle import BundleError, check_manifest, golden_feeds, read_bundle
+
+__all__ = ["BundleError", "Ranker"]
+
+GOLDEN_TOLERANCE = 1e-4
+
+_telemetry_lock = threading.Lock()
+_telemetry_disabled = False
+
+
+def _disable_telemetry_once() -> None:
+    global _telemetry_disabled
+    with _telemetry_lock:
+        if not _telemetry_disabled:
+            onnxruntime.disable_telemetry_events()
+            _telemetry_disabled = True
+
+
+def _session_options() -> onnxruntime.SessionOptions:
+    # One thread, no spinning: many replicas share a host, and a request is far too small to split.
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return options
+
+
+class Ranker:
+    """A verified, warmed-up ONNX ranker plus the manifest's vocabularies."""
+
+    version: str
+    manifest: dict
+    context_length: int
+    sha256: str
+
+    def __init__(self, session: onnxruntime.InferenceSession, manifest: dict) -> None:
+        self._session = session
+        self.manifest = manifest
+        self.version = str(manifest["version"])
+        self.sha256 = str(manifest["sha256"])
+        self.context_length = int(manifest["context_length"])
+        self._item_index = {str(code).upper(): position + 1 for position, code in enumerate(manifest["items"])}
+        self._region_index = {str(code).upper(): position + 1 for position, code in enumerate(manifest["regions"])}
+
+    @classmethod
+    def from_bytes(cls, onnx_bytes: bytes, manifest: dict) -> Ranker:
+        """Verify hash, build the session, and pass every golden case; BundleError otherwise."""
+        check_manifest(manifest, onnx_bytes)
+        _disable_telemetry_once()
+        try:
+            session = onnxruntime.InferenceSession(
+                onnx_bytes, sess_options=_session_options(), providers=["CPUExecutionProvider"]
+            )
+        except Exception as error:  # onnxruntime raises its own untyped errors for bad graphs
+            raise BundleError(f"onnxruntime cannot load model {manifest['version']}: {error}") from None
+        try:
+            ranker = cls(session, manifest)
+        except (KeyError, TypeError, ValueError) as error:
+            raise BundleError(f"manifest field is malformed: {error!r}") from None
+        ranker._check_golden()
+        return ranker
+
+    @classmethod
+    def load(cls, bundle_dir: str | Path) -> Ranker:
+        onnx_bytes, manifest = read_bundle(bundle_dir)
+        return cls.from_bytes(onnx_bytes, manifest)
+
+    def _check_golden(self) -> None:
+        # Also the warm-up: the first runs allocate ORT's buffers before any shopper waits on them.
+        for number, case in enumerate(self.manifest["golden"]):
+            try:
+                feeds = golden_feeds(case)
+                scores, indices = self._session.run(None, feeds)
+                expected_scores = np.asarray(case["expected"]["scores"], dtype=np.float64)
+                expected_indices = np.asarray(case["expected"]["indices"], dtype=np.int64)
+            except Exception as error:
+                raise BundleError(f"golden case {number} of {self.version} cannot run: {error}") from None
+            if scores.shape != expected_scores.shape or not np.array_equal(indices, expected_indices):
+                raise BundleError(f"golden case {number} of {self.version}: ranked positions differ from expected")
+            if not np.allclose(scores, expected_scores, rtol=0.0, atol=GOLDEN_TOLERANCE):
+                worst = float(np.max(np.abs(scores - expected_scores)))
+                raise BundleError(f"golden case {number} of {self.version}: scores off by {worst:.3g} > {GOLDEN_TOLERANCE}")
+
+    def item_index(self, sku: str) -> int:
+        """Vocabulary index of a StockCode, 0 when unknown."""
+        return self._item_index.get(sku.upper(), 0)
+
+    def item_indices(self, skus: Sequence[str]) -> np.ndarray:
+        lookup = self._item_index
+        return np.fromiter((lookup.get(sku.upper(), 0) for sku in skus), dtype=np.int64, count=len(skus))
+
+    def region_index(self, region: str) -> int:
+        """Index of a market code, 0 when unknown (the graph then uses global popularity)."""
+        return self._region_index.get(region.upper(), 0)
+
+    def encode_context(self, skus: Sequence[str]) -> np.ndarray:
+        """int64 [L]: the last L items, most recent last, left-padded with 0."""
+        recent = list(skus)[-self.context_length :] if self.context_length else []
+        context = np.zeros(self.context_length, dtype=np.int64)
+        if recent:
+            context[self.context_length - len(recent) :] = self.item_indices(recent)
+        return context
+
+    def rank(
+        self, context: np.ndarray, region: int, candidates: np.ndarray, penalty: np.ndarray, k: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(scores float32 [k'], positions into candidates int64 [k']), best first; k' = min(k, N)."""
+        if k <= 0 or len(candidates) == 0:
+            return np.empty(0, dtype=np.float32), np.empty(0, dtype=np.int64)
+        scores, positions = self._session.run(
+            None,
+            {
+                "context_items": context,
+                "region": np.array([region], dtype=np.int64),
+                "candidates": candidates,
+                "penalty": penalty,
+                "k": np.array([k], dtype=np.int64),
+            },
+        )
+        return scores, positions

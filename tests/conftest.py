@@ -1,0 +1,91 @@
+"""Shared fixtures: a trained bundle, and real origin and edge processes on free loopback ports."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+from edgerec.services import Service, edge_service, free_port, origin_service, publish_bundle, put_offer
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data" / "online_retail" / "transactions.csv.gz"
+
+
+@pytest.fixture(scope="session")
+def synthetic_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from models.synthetic import write_synthetic_transactions
+
+    return write_synthetic_transactions(tmp_path_factory.mktemp("data") / "transactions.csv.gz", seed=7)
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(synthetic_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from models.train import train_bundle
+
+    out = tmp_path_factory.mktemp("bundle")
+    train_bundle(synthetic_csv, out, progress=False)
+    return out
+
+
+class Cluster:
+    """An origin with a published model, and edges started on demand; everything stopped at teardown."""
+
+    def __init__(self, workdir: Path, bundle: Path) -> None:
+        self.workdir = workdir
+        self.admin_token = secrets.token_urlsafe(24)
+        self.sync_token = secrets.token_urlsafe(24)
+        self.origin = origin_service(workdir, free_port(), self.admin_token, self.sync_token)
+        self.edges: list[Service] = []
+        self.bundle = bundle
+
+    def start_origin(self) -> None:
+        self.origin.start()
+        self.origin.wait_ready("/healthz")
+
+    def publish(self, bundle: Path | None = None) -> dict:
+        return publish_bundle(self.origin.url, self.admin_token, bundle or self.bundle)
+
+    def put_offer(self, offer: dict) -> dict:
+        return put_offer(self.origin.url, self.admin_token, offer)
+
+    def start_edge(self, region: str, port: int | None = None, ready: bool = True) -> Service:
+        edge = edge_service(self.workdir, region, port or free_port(), self.origin.url, self.sync_token).start()
+        self.edges.append(edge)
+        if ready:
+            edge.wait_ready("/readyz")
+        return edge
+
+    def stop(self) -> None:
+        for edge in self.edges:
+            edge.stop()
+        self.origin.stop()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, bundle_dir: Path) -> Iterator[Cluster]:
+    c = Cluster(tmp_path, bundle_dir)
+    c.start_origin()
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+def make_offer(offer_id: str, sku: str, region: str = "GB", **overrides) -> dict:
+    offer = {"id": offer_id, "sku": sku, "title": f"Item {sku}", "price": 9.99, "currency": "GBP",
+             "regions": [region], "stock": 10}
+    offer.update(overrides)
+    return offer
+
+
+@pytest.fixture(scope="session")
+def catalog_skus(bundle_dir: Path) -> list[str]:
+    import json
+
+    return json.loads((bundle_dir / "manifest.json").read_text())["items"]
+
+
+MakeOffer = Callable[..., dict]

@@ -1,0 +1,255 @@
+"""The Terraform modules and Dockerfiles agree with the application, as written in infra/app_contract.json."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from infra_support import DOCKER
+
+
+def _env_names(container: dict) -> set[str]:
+    return {e["name"] for e in container.get("environment", [])}
+
+
+def _secret_names(container: dict) -> set[str]:
+    return {e["name"] for e in container.get("secrets", [])}
+
+
+def _healthcheck_url(container: dict) -> str:
+    cmd = " ".join(container["healthCheck"]["command"])
+    m = re.search(r"https?://127\.0\.0\.1:(\d+)(/\S*?)['\"]", cmd)
+    assert m, f"healthcheck does not call a local URL: {cmd}"
+    assert "urllib" in cmd and cmd.startswith("CMD python"), "healthcheck must use python's urllib (no curl in slim)"
+    return f":{m.group(1)}{m.group(2)}"
+
+
+# --- edge -------------------------------------------------------------------------------------------
+
+
+def test_edge_container_listens_on_contract_port(hcl_modules, contract):
+    edge = hcl_modules["edge_region"]
+    port = contract["edge"]["port"]
+    assert edge.locals()["container_port"] == port
+    assert edge.resource("aws_lb_target_group")["port"] == "${local.container_port}"
+    c = edge.locals()["container_definition"]
+    assert c["portMappings"][0]["containerPort"] == "${local.container_port}"
+    env = {e["name"]: e["value"] for e in c["environment"]}
+    assert env[contract["edge"]["env"]["port"]] == "${tostring(local.container_port)}"
+
+
+def test_edge_alb_checks_readiness_and_container_checks_liveness(hcl_modules, contract):
+    edge = hcl_modules["edge_region"]
+    assert edge.locals()["readiness_path"] == contract["edge"]["readiness_path"]
+    assert edge.locals()["liveness_path"] == contract["edge"]["liveness_path"]
+    assert edge.resource("aws_lb_target_group")["health_check"]["path"] == "${local.readiness_path}"
+    c = edge.locals()["container_definition"]
+    assert _healthcheck_url(c) == f":{contract['edge']['port']}{contract['edge']['liveness_path']}"
+
+
+def test_edge_environment_uses_contract_names_and_secrets_come_from_secrets_manager(hcl_modules, contract):
+    c = hcl_modules["edge_region"].locals()["container_definition"]
+    assert _env_names(c) == set(contract["edge"]["env"].values())
+    assert _secret_names(c) == set(contract["edge"]["secret_env"].values())
+    assert not _env_names(c) & _secret_names(c), "a secret is also set as a plain environment variable"
+
+
+def test_edge_regions_env_joins_markets_with_contract_separator(hcl_modules, contract):
+    c = hcl_modules["edge_region"].locals()["container_definition"]
+    env = {e["name"]: e["value"] for e in c["environment"]}
+    sep = contract["edge"]["regions_separator"]
+    assert env[contract["edge"]["env"]["regions"]] == f'${{join("{sep}", var.markets)}}'
+
+
+def test_edge_listener_forwards_only_requests_with_cdn_secret_header(hcl_modules, contract):
+    edge = hcl_modules["edge_region"]
+    assert edge.locals()["cdn_secret_header"] == contract["cdn"]["secret_header"]
+    listener = edge.resource("aws_lb_listener", "https")
+    assert listener["protocol"] == "HTTPS"
+    assert listener["default_action"]["type"] == "fixed-response"
+    assert listener["default_action"]["fixed_response"]["status_code"] in ("403", 403)
+    rule = edge.resource("aws_lb_listener_rule", "from_cdn")
+    header = rule["condition"]["http_header"]
+    assert header["http_header_name"] == "${local.cdn_secret_header}"
+    assert header["values"] == "${var.cdn_secret_header_values}"
+    assert rule["action"]["type"] == "forward"
+    assert edge.variables()["cdn_secret_header_values"]["sensitive"] is True
+
+
+def test_edge_service_rolls_back_failed_deploys_and_autoscales(hcl_modules):
+    edge = hcl_modules["edge_region"]
+    svc = edge.resource("aws_ecs_service")
+    assert svc["deployment_circuit_breaker"] == {"enable": True, "rollback": True}
+    assert svc["deployment_minimum_healthy_percent"] == 100
+    metrics = {
+        p["target_tracking_scaling_policy_configuration"]["predefined_metric_specification"]["predefined_metric_type"]
+        for p in edge.resources("aws_appautoscaling_policy").values()
+    }
+    assert metrics == {"ECSServiceAverageCPUUtilization", "ALBRequestCountPerTarget"}
+
+
+def test_edge_data_dir_is_a_writable_volume(hcl_modules, contract):
+    c = hcl_modules["edge_region"].locals()["container_definition"]
+    env = {e["name"]: e["value"] for e in c["environment"]}
+    mounts = {m["containerPath"] for m in c["mountPoints"]}
+    assert env[contract["edge"]["env"]["data_dir"]] == "${local.data_dir}"
+    assert "${local.data_dir}" in mounts
+    assert c["readonlyRootFilesystem"] is True
+
+
+# --- origin -----------------------------------------------------------------------------------------
+
+
+def test_origin_container_listens_on_contract_port_and_checks_healthz(hcl_modules, contract):
+    origin = hcl_modules["origin"]
+    assert origin.locals()["container_port"] == contract["origin"]["port"]
+    assert origin.locals()["health_path"] == contract["origin"]["liveness_path"]
+    assert origin.resource("aws_lb_target_group")["health_check"]["path"] == "${local.health_path}"
+    c = origin.locals()["container_definition"]
+    assert c["portMappings"][0]["containerPort"] == "${local.container_port}"
+    assert _healthcheck_url(c) == f":{contract['origin']['port']}{contract['origin']['liveness_path']}"
+
+
+def test_origin_environment_uses_contract_names_and_secrets_come_from_secrets_manager(hcl_modules, contract):
+    c = hcl_modules["origin"].locals()["container_definition"]
+    env = _env_names(c)
+    # Production runs on PostgreSQL: the DSN is set and the SQLite path is not.
+    expected = set(contract["origin"]["env"].values()) - {contract["origin"]["env"]["db"]}
+    assert env == expected
+    assert _secret_names(c) == set(contract["origin"]["secret_env"].values())
+    assert not env & _secret_names(c)
+    dsn = next(e["value"] for e in c["environment"] if e["name"] == contract["origin"]["env"]["dsn"])
+    assert dsn.startswith("postgresql://") and ":${" not in dsn.split("@")[0], "no password in the DSN"
+    assert "sslmode=verify-full" in dsn
+
+
+def test_secrets_are_named_as_in_the_contract(hcl_modules, contract):
+    names = contract["secrets"]["names"]
+    origin = hcl_modules["origin"]
+    assert origin.resource("aws_secretsmanager_secret", "admin_token")["name"] == f"${{var.name}}/{names['admin_token']}"
+    assert origin.resource("aws_secretsmanager_secret", "sync_token")["name"] == f"${{var.name}}/{names['sync_token']}"
+    cdn = hcl_modules["cdn"]
+    assert cdn.resource("aws_secretsmanager_secret", "cdn_secret")["name"] == f"${{var.name}}/{names['cdn_secret']}"
+    sep = contract["secrets"]["value_separator"]
+    version = cdn.resource("aws_secretsmanager_secret_version", "cdn_secret")
+    assert version["secret_string"] == f'${{join("{sep}", var.cdn_secret_header_values)}}'
+
+
+def test_origin_secrets_map_to_the_right_env_vars(hcl_modules, contract):
+    c = hcl_modules["origin"].locals()["container_definition"]
+    secrets = {e["name"]: e["valueFrom"] for e in c["secrets"]}
+    env = contract["origin"]["secret_env"]
+    assert secrets[env["admin_token"]] == "${aws_secretsmanager_secret.admin_token.arn}"
+    assert secrets[env["sync_token"]] == "${aws_secretsmanager_secret.sync_token.arn}"
+    assert secrets[env["db_password"]].endswith(":password::")
+
+
+# --- cdn --------------------------------------------------------------------------------------------
+
+
+def test_cdn_injects_secret_header_and_forwards_geo_header(hcl_modules, contract):
+    cdn = hcl_modules["cdn"]
+    loc = cdn.locals()
+    assert loc["cdn_secret_header"] == contract["cdn"]["secret_header"]
+    assert loc["geo_headers"] == contract["cdn"]["geo_headers"]
+    dist = cdn.resource("aws_cloudfront_distribution")
+    header = dist["origin"]["custom_header"]
+    assert header == {"name": "${local.cdn_secret_header}", "value": "${var.cdn_secret_header_values[0]}"}
+    orp = cdn.resource("aws_cloudfront_origin_request_policy")
+    assert "local.geo_headers" in orp["headers_config"]["headers"]["items"]
+    assert cdn.variables()["cdn_secret_header_values"]["sensitive"] is True
+
+
+def test_cdn_honours_origin_cache_control_and_requires_modern_tls(hcl_modules):
+    cdn = hcl_modules["cdn"]
+    policy = cdn.resource("aws_cloudfront_cache_policy")
+    assert policy["min_ttl"] == 0 and policy["default_ttl"] == 0
+    dist = cdn.resource("aws_cloudfront_distribution")
+    assert dist["viewer_certificate"]["minimum_protocol_version"].startswith("TLSv1.2")
+    assert dist["origin"]["custom_origin_config"]["origin_protocol_policy"] == "https-only"
+    assert dist["origin"]["custom_origin_config"]["origin_ssl_protocols"] == ["TLSv1.2"]
+    assert dist["web_acl_id"] == "${aws_wafv2_web_acl.this.arn}"
+    assert "logging_config" in dist
+
+
+def test_cdn_waf_has_rate_limit_and_managed_rules(hcl_modules):
+    acl = hcl_modules["cdn"].resource("aws_wafv2_web_acl")
+    rules = acl["rule"] if isinstance(acl["rule"], list) else [acl["rule"]]
+    kinds = set()
+    for r in rules:
+        st = r["statement"]
+        if "rate_based_statement" in st:
+            kinds.add("rate")
+        if "managed_rule_group_statement" in st:
+            kinds.add(st["managed_rule_group_statement"]["name"])
+    assert {"rate", "AWSManagedRulesCommonRuleSet", "AWSManagedRulesKnownBadInputsRuleSet"} <= kinds
+
+
+# --- Dockerfiles ------------------------------------------------------------------------------------
+
+
+def _dockerfile(name: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
+    text = (DOCKER / name).read_text()
+    logical, buf = [], ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not buf and (not line or line.startswith("#")):
+            continue
+        if line.endswith("\\"):
+            buf += line[:-1] + " "
+            continue
+        buf += line
+        instr, _, args = buf.partition(" ")
+        logical.append((instr.upper(), args.strip()))
+        buf = ""
+    return logical
+
+
+def _final_stage(instrs):
+    idx = max(i for i, (ins, _) in enumerate(instrs) if ins == "FROM")
+    return instrs[idx:]
+
+
+@pytest.mark.parametrize("service", ["edge", "origin"])
+def test_dockerfile_runs_non_root_with_healthcheck_on_contract_port(service, contract):
+    instrs = _dockerfile(f"Dockerfile.{service}")
+    spec = contract[service]
+    for ins, args in instrs:
+        if ins == "FROM":
+            image = args.split()[0]
+            assert image.startswith("python:3.11") and "slim" in image, image
+            assert image.split(":", 1)[1] not in ("3.11-slim", "slim", "latest") or "@sha256:" in image, \
+                f"pin the base image by a specific tag or digest: {image}"
+    final = _final_stage(instrs)
+    users = [a for i, a in final if i == "USER"]
+    assert users, "final stage sets no USER"
+    user = users[-1].split(":")[0]
+    assert user not in ("root", "0"), f"runs as {user}"
+    exposes = [a for i, a in final if i == "EXPOSE"]
+    assert exposes == [str(spec["port"])]
+    checks = [a for i, a in final if i == "HEALTHCHECK"]
+    assert len(checks) == 1
+    hc = checks[0]
+    assert "urllib" in hc and "curl" not in hc
+    assert f"127.0.0.1:{spec['port']}{spec['liveness_path']}" in hc
+    cmd = [a for i, a in final if i == "CMD"][-1]
+    assert cmd == "[" + ", ".join(f'"{c}"' for c in spec["command"]) + "]"
+    build = " ".join(a for i, a in instrs if i == "RUN")
+    assert "pip install ." in build
+
+
+@pytest.mark.parametrize("service", ["edge", "origin"])
+def test_dockerfile_env_defaults_match_contract(service, contract):
+    env_lines = " ".join(a for i, a in _final_stage(_dockerfile(f"Dockerfile.{service}")) if i == "ENV")
+    assert f"{contract[service]['env']['port']}={contract[service]['port']}" in env_lines
+    for name in contract[service].get("secret_env", {}).values():
+        assert name not in env_lines, f"secret {name} must not be baked into the image"
+
+
+def test_dockerignore_keeps_secrets_and_venvs_out_of_the_build_context():
+    from infra_support import REPO
+
+    patterns = {l.strip() for l in (REPO / ".dockerignore").read_text().splitlines() if l.strip() and not l.startswith("#")}
+    assert {".git", ".venv", "tests", "infra", ".env", "*.tfstate*"} <= patterns

@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import onnx
+import pytest
+
+from models.bundle import FORMAT, read_bundle, sha256_hex
+from models.runtime import BundleError, Ranker
+from models.train import train_bundle
+
+
+def test_bundle_passes_onnx_checker_and_manifest_hashes_the_model(bundle_dir: Path) -> None:
+    onnx_bytes, manifest = read_bundle(bundle_dir)
+    onnx.checker.check_model(onnx.load_from_string(onnx_bytes), full_check=True)
+    assert manifest["format"] == FORMAT
+    assert manifest["sha256"] == sha256_hex(onnx_bytes)
+    assert manifest["version"] == "m-" + manifest["sha256"][:12]
+    assert [entry["name"] for entry in manifest["inputs"]] == ["context_items", "region", "candidates", "penalty", "k"]
+    assert [entry["name"] for entry in manifest["outputs"]] == ["scores", "indices"]
+    assert manifest["context_length"] == 50 and len(manifest["items"]) > 300
+    assert {"GB", "DE", "FR"} <= set(manifest["regions"])
+    assert len(manifest["golden"]) >= 3
+    assert set(manifest["training"]["feature_weights"]) == {"repeat", "affinity", "region_popularity", "global_popularity"}
+
+
+def test_ranker_loads_a_good_bundle(bundle_dir: Path) -> None:
+    ranker = Ranker.load(bundle_dir)
+    assert ranker.version.startswith("m-") and ranker.context_length == 50
+    assert ranker.sha256 == ranker.manifest["sha256"]
+
+
+def test_tampered_model_bytes_are_rejected_by_hash(bundle_dir: Path) -> None:
+    onnx_bytes, manifest = read_bundle(bundle_dir)
+    tampered = bytearray(onnx_bytes)
+    tampered[len(tampered) // 2] ^= 0xFF
+    with pytest.raises(BundleError, match="sha256"):
+        Ranker.from_bytes(bytes(tampered), manifest)
+
+
+def test_rehashed_model_with_other_weights_fails_the_golden_check(bundle_dir: Path) -> None:
+    onnx_bytes, manifest = read_bundle(bundle_dir)
+    model = onnx.load_from_string(onnx_bytes)
+    for initializer in model.graph.initializer:
+        if initializer.name == "repeat_position_weights":
+            weights = onnx.numpy_helper.to_array(initializer) * 3.0
+            initializer.CopyFrom(onnx.numpy_helper.from_array(weights, initializer.name))
+    tampered = model.SerializeToString()
+    with pytest.raises(BundleError, match="golden"):
+        Ranker.from_bytes(tampered, {**manifest, "sha256": sha256_hex(tampered)})
+
+
+def test_tampered_golden_expectation_is_rejected(bundle_dir: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle_dir, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["golden"][0]["expected"]["scores"][0] += 0.01
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="golden case 0"):
+        Ranker.load(copy)
+
+
+def test_missing_bundle_files_and_wrong_format_raise_bundle_error(bundle_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(BundleError, match="cannot read bundle"):
+        Ranker.load(tmp_path / "nowhere")
+    onnx_bytes, manifest = read_bundle(bundle_dir)
+    with pytest.raises(BundleError, match="format"):
+        Ranker.from_bytes(onnx_bytes, {**manifest, "format": "other/9"})
+    with pytest.raises(BundleError, match="lacks golden"):
+        Ranker.from_bytes(onnx_bytes, {key: value for key, value in manifest.items() if key != "golden"})
+
+
+def test_training_is_deterministic_so_same_data_gives_same_version(synthetic_csv: Path, bundle_dir: Path, tmp_path: Path) -> None:
+    again = train_bundle(synthetic_csv, tmp_path / "again", progress=False)
+    assert again["version"] == json.loads((bundle_dir / "manifest.json").read_text())["version"]

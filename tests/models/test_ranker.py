@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import pytest
+
+from models.data import read_transactions
+from models.export import build_ranking_graph
+from models.features import RankingModel
+from models.runtime import Ranker
+from models.train import TrainingConfig, fit_ranking_model
+
+
+@pytest.fixture(scope="module")
+def ranker(bundle_dir: Path) -> Ranker:
+    return Ranker.load(bundle_dir)
+
+
+@pytest.fixture(scope="module")
+def trained_model(synthetic_csv: Path) -> RankingModel:
+    return fit_ranking_model(read_transactions(synthetic_csv), TrainingConfig()).model
+
+
+def test_onnx_graph_matches_numpy_reference_on_held_out_requests(trained_model: RankingModel) -> None:
+    session = onnxruntime.InferenceSession(build_ranking_graph(trained_model).SerializeToString())
+    rng = np.random.default_rng(123)
+    item_count = len(trained_model.statistics.vocabulary.items)
+    region_count = len(trained_model.statistics.vocabulary.regions)
+    for trial in range(30):
+        context = rng.integers(0, item_count + 1, trained_model.context_length)
+        context[: rng.integers(0, trained_model.context_length)] = 0  # left padding
+        context[-3:] = context[-1]  # repeats
+        candidates = rng.integers(0, item_count + 1, int(rng.integers(1, 500)))
+        candidates[0] = 0  # the unknown item is a legal candidate
+        penalty = np.where(rng.random(len(candidates)) < 0.1, -np.inf, 0.0).astype(np.float32)
+        region = int(rng.integers(0, region_count + 1))
+        expected = trained_model.score_candidates(context, region, candidates) + penalty
+        scores, positions = session.run(
+            None,
+            {
+                "context_items": context.astype(np.int64),
+                "region": np.array([region], dtype=np.int64),
+                "candidates": candidates.astype(np.int64),
+                "penalty": penalty,
+                "k": np.array([len(candidates)], dtype=np.int64),
+            },
+        )
+        # Compare score by position, so float32 rounding between near-ties cannot flip the test.
+        np.testing.assert_allclose(scores, expected[positions], rtol=0, atol=1e-5)
+        np.testing.assert_allclose(np.sort(scores)[::-1], np.sort(expected)[::-1], rtol=0, atol=1e-5)
+        assert sorted(positions.tolist()) == list(range(len(candidates)))
+
+
+def test_padding_and_unknown_items_never_count_as_repeats(trained_model: RankingModel, ranker: Ranker) -> None:
+    empty = np.zeros(ranker.context_length, dtype=np.int64)
+    candidates = np.array([0, 1, 2], dtype=np.int64)
+    penalty = np.zeros(3, dtype=np.float32)
+    empty_scores, empty_positions = ranker.rank(empty, 0, candidates, penalty, 3)
+    padded = empty.copy()
+    padded[-1] = 0  # an unknown item in the context is encoded as 0, like padding
+    assert np.array_equal(ranker.rank(padded, 0, candidates, penalty, 3)[0], empty_scores)
+    unknown_score = empty_scores[list(empty_positions).index(0)]
+    with_context = ranker.encode_context(ranker.manifest["items"][:10] + ["NOT-A-SKU"])
+    scores, positions = ranker.rank(with_context, 0, candidates, penalty, 3)
+    assert scores[list(positions).index(0)] == pytest.approx(unknown_score, abs=1e-6)
+
+
+def test_minus_infinity_penalty_puts_excluded_candidates_last(ranker: Ranker) -> None:
+    context = ranker.encode_context(ranker.manifest["items"][:20])
+    candidates = ranker.item_indices(ranker.manifest["items"][:50])
+    open_scores, open_positions = ranker.rank(context, ranker.region_index("GB"), candidates, np.zeros(50, np.float32), 5)
+    penalty = np.zeros(50, dtype=np.float32)
+    penalty[open_positions] = -np.inf
+    scores, positions = ranker.rank(context, ranker.region_index("GB"), candidates, penalty, 10)
+    assert not set(positions.tolist()) & set(open_positions.tolist())
+    assert np.isfinite(scores).all() and np.all(np.diff(scores) <= 0)
+
+
+def test_k_larger_than_candidates_returns_all_candidates_sorted(ranker: Ranker) -> None:
+    candidates = ranker.item_indices(ranker.manifest["items"][:7])
+    penalty = np.zeros(7, dtype=np.float32)
+    penalty[3] = -np.inf
+    scores, positions = ranker.rank(ranker.encode_context([]), 1, candidates, penalty, 100)
+    assert scores.dtype == np.float32 and positions.dtype == np.int64
+    assert sorted(positions.tolist()) == list(range(7))
+    assert positions[-1] == 3 and scores[-1] == -np.inf
+    empty_scores, empty_positions = ranker.rank(ranker.encode_context([]), 1, candidates[:0], penalty[:0], 10)
+    assert len(empty_scores) == len(empty_positions) == 0
+
+
+def test_encoding_keeps_last_items_left_padded_and_maps_unknowns_to_zero(ranker: Ranker) -> None:
+    items = ranker.manifest["items"]
+    assert ranker.item_index(items[4].lower()) == 5
+    assert ranker.item_index("NO-SUCH") == 0 and ranker.region_index("XX") == 0
+    assert ranker.region_index("gb") == ranker.manifest["regions"].index("GB") + 1
+    short = ranker.encode_context([items[0], "NO-SUCH", items[2]])
+    assert short.dtype == np.int64 and short.shape == (ranker.context_length,)
+    assert short[-3:].tolist() == [1, 0, 3] and not short[:-3].any()
+    long = ranker.encode_context(items[: ranker.context_length + 5])
+    assert long.tolist() == list(range(6, ranker.context_length + 6))
+
+
+def test_recent_repeat_raises_an_items_rank(ranker: Ranker) -> None:
+    candidates = ranker.item_indices(ranker.manifest["items"])
+    penalty = np.zeros(len(candidates), dtype=np.float32)
+    _, cold_positions = ranker.rank(ranker.encode_context([]), 1, candidates, penalty, len(candidates))
+    least_liked = ranker.manifest["items"][int(cold_positions[-1])]
+    _, positions = ranker.rank(ranker.encode_context([least_liked] * 3), 1, candidates, penalty, 10)
+    assert ranker.manifest["items"][int(positions[0])] == least_liked
+
+
+def test_model_beats_global_popularity_on_held_out_synthetic_users(bundle_dir: Path) -> None:
+    metrics = Ranker.load(bundle_dir).manifest["training"]["metrics"]
+    assert metrics["model"]["ndcg@10"] > metrics["popularity"]["ndcg@10"] + 0.03
+    assert metrics["model"]["recall@10"] > metrics["popularity"]["recall@10"] + 0.03

@@ -1,0 +1,143 @@
+"""The origin's admin and sync API over HTTP: authentication, validation, versions and long-poll."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import msgpack
+import pytest
+
+from edgerec.services import http_call, http_json
+from tests.conftest import make_offer
+
+
+def _sync(cluster, path: str, token: str | None = None) -> tuple[int, dict, bytes]:
+    headers = {"Authorization": f"Bearer {token or cluster.sync_token}"}
+    return http_call(cluster.origin.url, "GET", path, headers=headers, timeout=30)
+
+
+@pytest.mark.parametrize("method,path,body", [
+    ("PUT", "/v1/admin/offers/o1", make_offer("o1", "10001")),
+    ("DELETE", "/v1/admin/offers/o1", None),
+    ("GET", "/v1/admin/models", None),
+    ("POST", "/v1/admin/models", {}),
+    ("POST", "/v1/admin/models/m1/activate", None),
+])
+def test_admin_calls_without_or_with_wrong_token_are_refused(cluster, method, path, body):
+    for headers in ({}, {"Authorization": "Bearer not-the-token"}, {"Authorization": f"Bearer {cluster.sync_token}"}):
+        status, answer = http_json(cluster.origin.url, method, path, body, headers)
+        assert status == 401, (headers, answer)
+        assert answer["error"]["code"] == "unauthorized"
+    status, _ = http_json(cluster.origin.url, "GET", "/v1/admin/offers/o1")
+    assert status == 401
+
+
+def test_sync_calls_need_the_sync_token_not_the_admin_token(cluster):
+    assert _sync(cluster, "/v1/sync/snapshot?regions=GB")[0] == 200
+    assert _sync(cluster, "/v1/sync/snapshot?regions=GB", token=cluster.admin_token)[0] == 401
+    status, _, _ = http_call(cluster.origin.url, "GET", "/v1/sync/snapshot?regions=GB")
+    assert status == 401
+
+
+@pytest.mark.parametrize("offer,field", [
+    ({"sku": "1", "title": "t", "price": -1, "currency": "GBP", "regions": ["GB"]}, "price"),
+    ({"sku": "1", "title": "t", "price": 1, "currency": "pounds", "regions": ["GB"]}, "currency"),
+    ({"sku": "1", "title": "t", "price": 1, "currency": "GBP", "regions": []}, "regions"),
+    ({"sku": "1", "title": "t", "price": 1, "currency": "GBP", "regions": ["GB"], "stock": "many"}, "stock"),
+    ({"sku": "1", "title": "t", "price": 1, "currency": "GBP", "regions": ["GB"], "colour": "red"}, "colour"),
+    ({"sku": "1", "title": "t", "price": 1, "currency": "GBP", "regions": ["GB"],
+      "active_from": "2030-01-02", "active_to": "2030-01-01"}, "active_to"),
+    ({"id": "other", "sku": "1", "title": "t", "price": 1, "currency": "GBP", "regions": ["GB"]}, "id"),
+])
+def test_invalid_offers_are_refused_with_the_field_named(cluster, offer, field):
+    status, answer = http_json(cluster.origin.url, "PUT", "/v1/admin/offers/o1", offer,
+                               {"Authorization": f"Bearer {cluster.admin_token}"})
+    assert status == 422
+    assert field in answer["error"]["message"]
+
+
+def test_not_json_and_unknown_routes_get_json_errors(cluster):
+    auth = {"Authorization": f"Bearer {cluster.admin_token}", "Content-Type": "application/json"}
+    status, _, raw = http_call(cluster.origin.url, "PUT", "/v1/admin/offers/o1", b"{nope", auth)
+    assert status == 400 and "JSON" in json.loads(raw)["error"]["message"]
+    status, _, raw = http_call(cluster.origin.url, "GET", "/nowhere")
+    assert status == 404 and json.loads(raw)["error"]
+
+
+def test_every_change_gets_the_next_version_and_deletes_are_logged(cluster):
+    v1 = cluster.put_offer(make_offer("o1", "10001"))["data_version"]
+    v2 = cluster.put_offer(make_offer("o1", "10001", price=5.0))["data_version"]
+    status, answer = http_json(cluster.origin.url, "DELETE", "/v1/admin/offers/o1", None,
+                               {"Authorization": f"Bearer {cluster.admin_token}"})
+    assert status == 200 and v1 < v2 < answer["data_version"]
+    status, _, raw = _sync(cluster, f"/v1/sync/deltas?regions=GB&since={v1}")
+    batch = msgpack.unpackb(raw)
+    assert [c["op"] for c in batch["changes"]] == ["offer_upsert", "offer_delete"]
+    assert batch["changes"][0]["offer"]["price"] == 5.0
+    status, answer = http_json(cluster.origin.url, "DELETE", "/v1/admin/offers/o1", None,
+                               {"Authorization": f"Bearer {cluster.admin_token}"})
+    assert status == 404
+
+
+def test_deltas_are_scoped_to_the_edge_regions(cluster):
+    base = msgpack.unpackb(_sync(cluster, "/v1/sync/snapshot?regions=DE")[2])["version"]
+    cluster.put_offer(make_offer("gb-only", "10001", region="GB"))
+    cluster.put_offer(make_offer("de-only", "10002", region="DE", currency="EUR"))
+    batch = msgpack.unpackb(_sync(cluster, f"/v1/sync/deltas?regions=DE&since={base}")[2])
+    assert [c["offer"]["id"] for c in batch["changes"]] == ["de-only"]
+    # An offer that leaves a region is still announced there, so that the edge drops it.
+    cluster.put_offer(make_offer("de-only", "10002", region="FR", currency="EUR"))
+    batch = msgpack.unpackb(_sync(cluster, f"/v1/sync/deltas?regions=DE&since={batch['to']}")[2])
+    assert [c["offer"]["regions"] for c in batch["changes"]] == [["FR"]]
+
+
+def test_long_poll_returns_as_soon_as_something_changes(cluster):
+    head = msgpack.unpackb(_sync(cluster, "/v1/sync/snapshot?regions=GB")[2])["version"]
+    timer = threading.Timer(0.5, lambda: cluster.put_offer(make_offer("o9", "10009")))
+    started = time.monotonic()
+    timer.start()
+    status, _, raw = _sync(cluster, f"/v1/sync/deltas?regions=GB&since={head}&wait=20")
+    elapsed = time.monotonic() - started
+    timer.join()
+    assert status == 200
+    assert [c["offer"]["id"] for c in msgpack.unpackb(raw)["changes"]] == ["o9"]
+    assert 0.4 < elapsed < 5, elapsed
+
+
+def test_long_poll_with_nothing_new_answers_empty_after_the_wait(cluster):
+    head = msgpack.unpackb(_sync(cluster, "/v1/sync/snapshot?regions=GB")[2])["version"]
+    started = time.monotonic()
+    batch = msgpack.unpackb(_sync(cluster, f"/v1/sync/deltas?regions=GB&since={head}&wait=0.5")[2])
+    assert batch["changes"] == [] and batch["to"] == head
+    assert time.monotonic() - started >= 0.45
+
+
+def test_an_edge_ahead_of_the_origin_is_told_to_resync(cluster):
+    status, _, raw = _sync(cluster, "/v1/sync/deltas?regions=GB&since=999999")
+    assert status == 409 and json.loads(raw)["error"]["code"] == "ahead_of_origin"
+
+
+def test_a_bundle_whose_bytes_do_not_match_its_manifest_is_refused(cluster, bundle_dir):
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    model = bytearray((bundle_dir / "model.onnx").read_bytes())
+    model[len(model) // 2] ^= 0xFF
+    body = msgpack.packb({"manifest": manifest, "model": bytes(model)})
+    status, _, raw = http_call(cluster.origin.url, "POST", "/v1/admin/models", body,
+                               {"Authorization": f"Bearer {cluster.admin_token}",
+                                "Content-Type": "application/x-msgpack"})
+    assert status == 422, raw
+    status, answer = http_json(cluster.origin.url, "GET", "/v1/admin/models", None,
+                               {"Authorization": f"Bearer {cluster.admin_token}"})
+    assert answer["models"] == []
+
+
+def test_a_published_model_can_be_rolled_back_to(cluster):
+    published = cluster.publish()
+    auth = {"Authorization": f"Bearer {cluster.admin_token}"}
+    status, answer = http_json(cluster.origin.url, "POST",
+                               f"/v1/admin/models/{published['model_version']}/activate", None, auth)
+    assert status == 200 and answer["data_version"] > published["data_version"]
+    status, answer = http_json(cluster.origin.url, "POST", "/v1/admin/models/nope/activate", None, auth)
+    assert status == 404
