@@ -1,7 +1,7 @@
 """Build the ONNX ranking graph: raw request inputs in, features computed inside, top-k out.
 
 The learned weights are folded into the tables (one score vector over the whole vocabulary), so
-a request is a dozen small kernels: per-call overhead, not arithmetic, is what costs at the edge.
+a request is a couple dozen small kernels: per-call overhead, not arithmetic, is what costs at the edge.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from models.features import RankingModel
+from models.features import FEATURE_NAMES, RankingModel, position_decay
 
 OPSET = 18  # ScatterElements with reduction="add" needs 16+; 18 is widely supported by onnxruntime
 
@@ -27,20 +27,37 @@ _ELEMENT_TYPES = {"int64": TensorProto.INT64, "float32": TensorProto.FLOAT}
 
 def folded_tables(model: RankingModel) -> dict[str, np.ndarray]:
     """The linear model rewritten as lookup tables, so the graph needs no separate weight step."""
-    repeat_weight, affinity_weight, region_weight, global_weight = model.weights.tolist()
+    weight = dict(zip(FEATURE_NAMES, model.weights.tolist()))
     stats = model.statistics
-    region_base = (
-        region_weight * stats.region_log_popularity + global_weight * stats.global_log_popularity[None, :] + model.bias
+    base = (
+        model.bias
+        + weight["region_popularity"] * stats.region_log_popularity
+        + weight["trend_popularity"] * stats.trend_log_popularity[None, :]
+        + weight["growth"] * stats.growth[None, :]
     )
+    repeat_base = (
+        weight["is_repeat"]
+        + weight["repeat_propensity_if_repeat"] * stats.repeat_propensity
+        + weight["trend_popularity_if_repeat"] * stats.trend_log_popularity
+        + weight["growth_if_repeat"] * stats.growth
+    )
+    position_weights = weight["count"] + weight["recent_count"] * position_decay(model.context_length, model.recent_decay)
+    size = len(stats.vocabulary.items) + 1
     return {
-        "embeddings": stats.embeddings.astype(np.float32),
-        "region_base_scores": region_base.astype(np.float32),
-        "affinity_position_weights": (affinity_weight * model.affinity_position_weights)[None, :].astype(np.float32),
-        "repeat_position_weights": (repeat_weight * model.repeat_position_weights).astype(np.float32),
+        "region_base_scores": base.astype(np.float32),
+        "repeat_base_scores": repeat_base.astype(np.float32),
+        "position_weights": position_weights.astype(np.float32),
+        "context_ones": np.ones(model.context_length, dtype=np.float32),
+        "item_ones": np.ones(size, dtype=np.float32),
+        "neighbours": stats.neighbours.astype(np.int64),
+        "neighbour_weights": stats.neighbour_weights.astype(np.float32),
+        "log_count_weight": np.array([weight["log_count"]], dtype=np.float32),
+        "item_knn_weight": np.array([weight["item_knn"]], dtype=np.float32),
+        "item_knn_if_repeat_weight": np.array([weight["item_knn_if_repeat"]], dtype=np.float32),
+        "flat_shape": np.array([-1], dtype=np.int64),
         "unknown_item_index": np.zeros(1, dtype=np.int64),
-        # Column 0 of region_base_scores is the same in every row (see log_popularity).
-        "unknown_item_score": region_base[:1, 0].astype(np.float32),
-        "squeeze_axis": np.zeros(1, dtype=np.int64),
+        # Column 0 of region_base_scores is the same in every row (see log_popularity and trend).
+        "unknown_item_score": base[:1, 0].astype(np.float32),
     }
 
 
@@ -48,43 +65,51 @@ def _value_info(name: str, dtype: str, shape: list) -> onnx.ValueInfoProto:
     return helper.make_tensor_value_info(name, _ELEMENT_TYPES[dtype], shape)
 
 
+def _node(op: str, inputs: list[str], output: str, **attributes) -> onnx.NodeProto:
+    return helper.make_node(op, inputs, [output], **attributes)
+
+
 def build_ranking_graph(model: RankingModel) -> onnx.ModelProto:
-    """One graph: (context_items, region, candidates, penalty, k) → (scores, indices); checker-clean."""
+    """One graph: (context_items, region, candidates, penalty, k) → (scores, indices); checker-clean.
+
+    Every feature is a [V+1] vector over the whole vocabulary, built by a few scatters from the
+    context: cheaper than per-candidate work once N is in the hundreds, and N-independent.
+    """
     tables = folded_tables(model)
     L = model.context_length
+    add = {"axis": 0, "reduction": "add"}
     nodes = [
-        # Popularity terms, bias and the unknown item's score for this region: [1, V+1].
-        helper.make_node("Gather", ["region_base_scores", "region"], ["base_scores"], axis=0),
-        # Affinity: E · (decayed sum of context embeddings); padding rows of E are zero.
-        helper.make_node("Gather", ["embeddings", "context_items"], ["context_embeddings"], axis=0),
-        helper.make_node("MatMul", ["affinity_position_weights", "context_embeddings"], ["context_vector"]),
-        # Gemm with the constant table as B lets onnxruntime pre-pack it; a plain E·u MatMul is ~100x slower.
-        helper.make_node(
-            "Gemm", ["context_vector", "embeddings", "base_scores"], ["scores_row"], transB=1
-        ),
-        helper.make_node("Squeeze", ["scores_row", "squeeze_axis"], ["scores_without_repeats"]),
-        # Repeats: each context position adds its decayed weight to its own item's score.
-        helper.make_node(
-            "ScatterElements",
-            ["scores_without_repeats", "context_items", "repeat_position_weights"],
-            ["scores_with_padding"],
-            axis=0,
-            reduction="add",
-        ),
+        # Popularity, trend, growth and bias for this region: [V+1].
+        _node("Gather", ["region_base_scores", "region"], "base_row", axis=0),
+        _node("Reshape", ["base_row", "flat_shape"], "base_scores"),
+        # count and recency-decayed count: each context position adds its weight to its own item.
+        _node("ScatterElements", ["base_scores", "context_items", "position_weights"], "with_counts", **add),
+        _node("ScatterElements", ["item_ones", "context_items", "context_ones"], "one_plus_count", **add),
+        _node("Log", ["one_plus_count"], "log_count"),
+        _node("Sign", ["log_count"], "is_repeat"),  # log(1 + count) > 0 exactly when count > 0
+        # item-kNN: each context item adds its neighbours' cosine weights; padding's row is all zero weight.
+        _node("Gather", ["neighbours", "context_items"], "context_neighbours", axis=0),
+        _node("Gather", ["neighbour_weights", "context_items"], "context_neighbour_weights", axis=0),
+        _node("Reshape", ["context_neighbours", "flat_shape"], "flat_neighbours"),
+        _node("Reshape", ["context_neighbour_weights", "flat_shape"], "flat_neighbour_weights"),
+        _node("ScatterElements", ["item_ones", "flat_neighbours", "flat_neighbour_weights"], "one_plus_knn", **add),
+        _node("Log", ["one_plus_knn"], "item_knn"),
+        _node("Mul", ["log_count", "log_count_weight"], "log_count_term"),
+        _node("Add", ["with_counts", "log_count_term"], "with_log_count"),
+        _node("Mul", ["item_knn", "item_knn_weight"], "item_knn_term"),
+        _node("Add", ["with_log_count", "item_knn_term"], "shared_scores"),
+        # Repeat-only terms: their own base per item plus their own kNN weight, gated by is_repeat.
+        _node("Mul", ["item_knn", "item_knn_if_repeat_weight"], "repeat_knn_term"),
+        _node("Add", ["repeat_base_scores", "repeat_knn_term"], "repeat_terms"),
+        _node("Mul", ["repeat_terms", "is_repeat"], "gated_repeat_terms"),
+        _node("Add", ["shared_scores", "gated_repeat_terms"], "scores_with_padding"),
         # Padding (index 0) collected the weights of empty positions; put its score back.
-        helper.make_node(
-            "ScatterElements",
-            ["scores_with_padding", "unknown_item_index", "unknown_item_score"],
-            ["item_scores"],
-            axis=0,
-        ),
-        helper.make_node("Gather", ["item_scores", "candidates"], ["candidate_scores"], axis=0),
-        helper.make_node("Add", ["candidate_scores", "penalty"], ["ranked_scores"]),
-        helper.make_node("Shape", ["candidates"], ["candidate_count"]),
-        helper.make_node("Min", ["k", "candidate_count"], ["top_count"]),
-        helper.make_node(
-            "TopK", ["ranked_scores", "top_count"], ["scores", "indices"], axis=-1, largest=1, sorted=1
-        ),
+        _node("ScatterElements", ["scores_with_padding", "unknown_item_index", "unknown_item_score"], "item_scores", axis=0),
+        _node("Gather", ["item_scores", "candidates"], "candidate_scores", axis=0),
+        _node("Add", ["candidate_scores", "penalty"], "ranked_scores"),
+        _node("Shape", ["candidates"], "candidate_count"),
+        _node("Min", ["k", "candidate_count"], "top_count"),
+        helper.make_node("TopK", ["ranked_scores", "top_count"], ["scores", "indices"], axis=-1, largest=1, sorted=1),
     ]
     inputs = [_value_info(name, dtype, [L] if name == "context_items" else shape) for name, dtype, shape in INPUTS]
     graph = helper.make_graph(

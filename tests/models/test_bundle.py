@@ -9,7 +9,8 @@ import pytest
 
 from models.bundle import FORMAT, read_bundle, sha256_hex
 from models.runtime import BundleError, Ranker
-from models.train import train_bundle
+from models.features import FEATURE_NAMES
+from models.train import DEFAULT_CONTEXT_LENGTH, train_bundle
 
 
 def test_bundle_passes_onnx_checker_and_manifest_hashes_the_model(bundle_dir: Path) -> None:
@@ -20,15 +21,17 @@ def test_bundle_passes_onnx_checker_and_manifest_hashes_the_model(bundle_dir: Pa
     assert manifest["version"] == "m-" + manifest["sha256"][:12]
     assert [entry["name"] for entry in manifest["inputs"]] == ["context_items", "region", "candidates", "penalty", "k"]
     assert [entry["name"] for entry in manifest["outputs"]] == ["scores", "indices"]
-    assert manifest["context_length"] == 50 and len(manifest["items"]) > 300
+    assert manifest["context_length"] == DEFAULT_CONTEXT_LENGTH >= 100 and len(manifest["items"]) > 300
     assert {"GB", "DE", "FR"} <= set(manifest["regions"])
     assert len(manifest["golden"]) >= 3
-    assert set(manifest["training"]["feature_weights"]) == {"repeat", "affinity", "region_popularity", "global_popularity"}
+    assert list(manifest["training"]["feature_weights"]) == list(FEATURE_NAMES) == manifest["features"]
+    assert manifest["training"]["date_range"][0] < manifest["training"]["date_range"][1]
+    assert {"model", "repeat", "item_knn"} <= set(manifest["training"]["metrics"])
 
 
 def test_ranker_loads_a_good_bundle(bundle_dir: Path) -> None:
     ranker = Ranker.load(bundle_dir)
-    assert ranker.version.startswith("m-") and ranker.context_length == 50
+    assert ranker.version.startswith("m-") and ranker.context_length == DEFAULT_CONTEXT_LENGTH
     assert ranker.sha256 == ranker.manifest["sha256"]
 
 
@@ -44,7 +47,7 @@ def test_rehashed_model_with_other_weights_fails_the_golden_check(bundle_dir: Pa
     onnx_bytes, manifest = read_bundle(bundle_dir)
     model = onnx.load_from_string(onnx_bytes)
     for initializer in model.graph.initializer:
-        if initializer.name == "repeat_position_weights":
+        if initializer.name == "position_weights":
             weights = onnx.numpy_helper.to_array(initializer) * 3.0
             initializer.CopyFrom(onnx.numpy_helper.from_array(weights, initializer.name))
     tampered = model.SerializeToString()

@@ -98,8 +98,9 @@ def test_encoding_keeps_last_items_left_padded_and_maps_unknowns_to_zero(ranker:
     short = ranker.encode_context([items[0], "NO-SUCH", items[2]])
     assert short.dtype == np.int64 and short.shape == (ranker.context_length,)
     assert short[-3:].tolist() == [1, 0, 3] and not short[:-3].any()
-    long = ranker.encode_context(items[: ranker.context_length + 5])
-    assert long.tolist() == list(range(6, ranker.context_length + 6))
+    events = [items[i % len(items)] for i in range(ranker.context_length + 5)]
+    long = ranker.encode_context(events)
+    assert long.tolist() == [i % len(items) + 1 for i in range(5, ranker.context_length + 5)]
 
 
 def test_recent_repeat_raises_an_items_rank(ranker: Ranker) -> None:
@@ -115,3 +116,25 @@ def test_model_beats_global_popularity_on_held_out_synthetic_users(bundle_dir: P
     metrics = Ranker.load(bundle_dir).manifest["training"]["metrics"]
     assert metrics["model"]["ndcg@10"] > metrics["popularity"]["ndcg@10"] + 0.03
     assert metrics["model"]["recall@10"] > metrics["popularity"]["recall@10"] + 0.03
+
+
+def test_new_items_that_neighbour_the_context_outrank_the_same_items_without_it(trained_model: RankingModel) -> None:
+    session = onnxruntime.InferenceSession(build_ranking_graph(trained_model).SerializeToString())
+    stats = trained_model.statistics
+    anchor = int(np.argmax(stats.neighbour_weights[:, 0]))
+    neighbour = int(stats.neighbours[anchor, 0])
+    context = np.zeros(trained_model.context_length, dtype=np.int64)
+
+    def score_of_neighbour(context: np.ndarray) -> float:
+        feeds = {
+            "context_items": context,
+            "region": np.array([0], dtype=np.int64),
+            "candidates": np.array([neighbour], dtype=np.int64),
+            "penalty": np.zeros(1, dtype=np.float32),
+            "k": np.array([1], dtype=np.int64),
+        }
+        return float(session.run(None, feeds)[0][0])
+
+    with_anchor = context.copy()
+    with_anchor[-1] = anchor
+    assert neighbour not in with_anchor and score_of_neighbour(with_anchor) > score_of_neighbour(context)
