@@ -3,15 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import logging
-import os
 import sys
 
-
-def _configure_logging() -> None:
-    level = os.environ.get("EDGEREC_LOG_LEVEL", "INFO").upper()
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+from .logs import configure_logging
 
 
 def _origin_serve(args: argparse.Namespace) -> int:
@@ -19,6 +13,17 @@ def _origin_serve(args: argparse.Namespace) -> int:
     from origin_sync.server import serve
 
     serve(OriginConfig.from_args(args))
+    return 0
+
+
+def _origin_keygen(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from origin_sync.protocol import Signer, generate_key_pair, load_private_key
+
+    private, public = generate_key_pair(Path(args.out))
+    print(f"private key {private} (origin: EDGEREC_SIGNING_KEY)\npublic key  {public} (edges: "
+          f"EDGEREC_ORIGIN_PUBLIC_KEY)\nkey id      {Signer(load_private_key(str(private))).key_id}")
     return 0
 
 
@@ -49,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     origin_serve = origin.add_parser("serve", help="run the origin (admin + sync API)")
     OriginConfig.add_arguments(origin_serve)
     origin_serve.set_defaults(func=_origin_serve)
+    keygen = origin.add_parser("keygen", help="write a new Ed25519 signing key pair (origin private, edges public)")
+    keygen.add_argument("--out", required=True, help="directory for signing_key.pem and signing_key.pub.pem")
+    keygen.set_defaults(func=_origin_keygen)
 
     edge = commands.add_parser("edge", help="a regional edge node").add_subparsers(dest="action", required=True)
     edge_serve = edge.add_parser("serve", help="run an edge node")
@@ -69,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     from edge_node.config import ConfigError as EdgeConfigError
     from origin_sync.config import ConfigError as OriginConfigError
 
-    _configure_logging()
+    configure_logging()
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)

@@ -132,8 +132,10 @@ def run_demo(serve: bool = False, workdir: str | None = None) -> int:
              f"{manifest['context_length']}")
 
         _say("[3/6] starting the origin and publishing the model and offers")
-        admin_token, sync_token = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
-        origin = origin_service(work, free_port(), admin_token, sync_token).start()
+        # Each region's edges get their own sync token; the origin signs with a key pair made under work/keys.
+        admin_token = secrets.token_urlsafe(24)
+        region_tokens = {r: secrets.token_urlsafe(24) for r in DEMO_REGIONS}
+        origin = origin_service(work, free_port(), admin_token, region_tokens=region_tokens).start()
         services.append(origin)
         origin.wait_ready("/healthz")
         publish_bundle(origin.url, admin_token, work / "bundle")
@@ -144,7 +146,7 @@ def run_demo(serve: bool = False, workdir: str | None = None) -> int:
         _say(f"      {len(offers)} offers in {', '.join(DEMO_REGIONS)}")
 
         _say("[4/6] starting one edge per region; each syncs a snapshot, then long-polls deltas")
-        edges = {r: edge_service(work, r, free_port(), origin.url, sync_token).start() for r in DEMO_REGIONS}
+        edges = {r: edge_service(work, r, free_port(), origin.url, region_tokens[r]).start() for r in DEMO_REGIONS}
         services.extend(edges.values())
         for edge in edges.values():
             edge.wait_ready("/readyz")

@@ -108,25 +108,58 @@ class Service:
             self.process.wait()
 
 
-def origin_service(workdir: Path, port: int, admin_token: str, sync_token: str) -> Service:
+def ensure_signing_keys(workdir: Path) -> tuple[Path, Path]:
+    """The origin's Ed25519 key pair under `workdir/keys` (made on first use): (private PEM, public PEM)."""
+    from origin_sync.protocol import generate_key_pair
+
+    private, public = workdir / "keys" / "signing_key.pem", workdir / "keys" / "signing_key.pub.pem"
+    if not (private.exists() and public.exists()):
+        generate_key_pair(workdir / "keys")
+    return private, public
+
+
+def format_region_tokens(tokens: dict[str, str | list[str]]) -> str:
+    """{"GB": "tok", "DE": ["new", "old"]} -> "DE=new|old,GB=tok" (EDGEREC_REGION_TOKENS)."""
+    return ",".join(f"{r}={'|'.join([t] if isinstance(t, str) else t)}" for r, t in sorted(tokens.items()))
+
+
+def origin_service(workdir: Path, port: int, admin_token: str, sync_token: str | None = None,
+                   region_tokens: dict[str, str | list[str]] | None = None, dsn: str | None = None,
+                   extra_args: list[str] | None = None, extra_env: dict[str, str] | None = None,
+                   name: str = "origin") -> Service:
+    """An origin signing with `workdir/keys/signing_key.pem`; edges sync with `sync_token` (every region) or the
+    per-region `region_tokens`."""
+    private_key, _ = ensure_signing_keys(workdir)
+    env = {"EDGEREC_ADMIN_TOKEN": admin_token, "EDGEREC_SIGNING_KEY": str(private_key)}
+    if sync_token:
+        env["EDGEREC_SYNC_TOKEN"] = sync_token
+    if region_tokens:
+        env["EDGEREC_REGION_TOKENS"] = format_region_tokens(region_tokens)
+    if dsn:
+        env["EDGEREC_ORIGIN_DSN"] = dsn
+    slug = name.replace(" ", "-")
     return Service(
-        name="origin",
+        name=name,
         args=["origin", "serve", "--port", str(port), "--db", str(workdir / "origin" / "origin.db"),
-              "--blob-dir", str(workdir / "origin" / "blobs")],
+              "--blob-dir", str(workdir / slug / "blobs"), *(extra_args or [])],
         port=port,
-        log_path=workdir / "logs" / "origin.log",
-        env={"EDGEREC_ADMIN_TOKEN": admin_token, "EDGEREC_SYNC_TOKEN": sync_token},
+        log_path=workdir / "logs" / f"{slug}.log",
+        env={**env, **(extra_env or {})},
     )
 
 
-def edge_service(workdir: Path, region: str, port: int, origin_url: str, sync_token: str) -> Service:
+def edge_service(workdir: Path, region: str, port: int, origin_url: str, sync_token: str,
+                 extra_args: list[str] | None = None, extra_env: dict[str, str] | None = None) -> Service:
+    """An edge serving `region` (one market code, or several comma-separated)."""
+    name = region.replace(",", "-")
     return Service(
         name=f"edge {region}",
         args=["edge", "serve", "--port", str(port), "--regions", region, "--origin", origin_url,
-              "--data-dir", str(workdir / f"edge-{region}")],
+              "--data-dir", str(workdir / f"edge-{name}"), *(extra_args or [])],
         port=port,
-        log_path=workdir / "logs" / f"edge-{region}.log",
-        env={"EDGEREC_SYNC_TOKEN": sync_token},
+        log_path=workdir / "logs" / f"edge-{name}.log",
+        env={"EDGEREC_SYNC_TOKEN": sync_token,
+             "EDGEREC_ORIGIN_PUBLIC_KEY": str(ensure_signing_keys(workdir)[1]), **(extra_env or {})},
     )
 
 

@@ -1,26 +1,43 @@
-"""The edge's syncer (aiohttp client): snapshot at start, then long-poll deltas, each applied to a new replica."""
+"""The edge's syncer (aiohttp client): verified snapshot, then long-polled verified deltas, each applied to a new
+replica that is handed over whole; the last good replica and the model blobs are kept on local disk."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import collections
 import hashlib
 import logging
 import random
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Awaitable, Callable, Mapping
 
 import aiohttp
 
+from .disk import BlobStore, NotFound, write_atomically
 from .protocol import (
+    GENESIS_HASH,
+    KEY_ID_HEADER,
+    KIND_DELTAS,
+    KIND_SNAPSHOT,
     OP_MODEL_ACTIVATE,
     OP_OFFER_DELETE,
     OP_OFFER_UPSERT,
     PROTOCOL_HEADER,
     PROTOCOL_VERSION,
+    SIGNATURE_HEADER,
+    IntegrityError,
     ProtocolError,
-    check_envelope,
+    Verifier,
+    blob_signing_bytes,
+    canonical,
+    chain_hash,
     offered_in,
+    open_envelope,
+    pack,
     unpack,
 )
 
@@ -35,24 +52,53 @@ class Replica:
     regions: tuple[str, ...]
     offers: Mapping[str, dict[str, Any]]
     model: dict[str, Any] | None  # {"version", "sha256", "manifest"} of the active model
+    head_hash: bytes = GENESIS_HASH  # the origin's chain hash at `version`
+
+
+def _check_payload(payload: object, kind: str, regions: tuple[str, ...]) -> dict[str, Any]:
+    if not isinstance(payload, dict) or payload.get("kind") != kind:
+        raise ProtocolError(f"expected a {kind}")
+    if payload.get("protocol") != PROTOCOL_VERSION:
+        raise IntegrityError("protocol", f"{kind}: protocol {payload.get('protocol')!r}, "
+                                         f"this edge speaks {PROTOCOL_VERSION}")
+    if tuple(payload.get("regions") or ()) != tuple(regions):
+        # A payload for other regions (a cross-region replay) is refused even though it is well signed.
+        raise IntegrityError("region", f"{kind} is for regions {payload.get('regions')!r}, this edge syncs "
+                                       f"{list(regions)}")
+    return payload
 
 
 def apply_deltas(replica: Replica, batch: dict[str, Any]) -> Replica:
-    """Return the replica that results from a delta batch; the given replica is left untouched."""
-    check_envelope(batch, "deltas")
-    if batch.get("from") != replica.version:
-        raise ProtocolError(f"delta batch starts at {batch.get('from')}, replica is at {replica.version}")
-    to = batch.get("to")
-    if not isinstance(to, int) or to < replica.version:
-        raise ProtocolError(f"delta batch ends at {to!r}, before the replica's version {replica.version}")
+    """Return the replica that results from a verified delta batch; the given replica is left untouched.
+
+    The batch must start at the replica's version and chain hash (else it is replayed or out of order), its
+    changes must be in version order, and re-hashing them must land on the batch's `to_hash`. Versions of other
+    regions' changes are skipped; the signed `prev` hash of the next change bridges them.
+    """
+    _check_payload(batch, KIND_DELTAS, replica.regions)
+    start = batch.get("from")
+    if start != replica.version:
+        raise IntegrityError("order", f"delta batch starts at {start!r}, replica is at {replica.version}")
+    if batch.get("from_hash") != replica.head_hash:
+        raise IntegrityError("chain", f"delta batch does not continue the chain at version {replica.version}")
+    to, to_hash = batch.get("to"), batch.get("to_hash")
+    if not isinstance(to, int) or to < replica.version or not isinstance(to_hash, bytes):
+        raise IntegrityError("order", f"delta batch ends at {to!r}, before the replica's version {replica.version}")
     offers = dict(replica.offers)
     model = replica.model
-    last = replica.version
-    for change in batch.get("changes", []):
-        version = change.get("version")
+    last, digest = replica.version, replica.head_hash
+    for entry in batch.get("changes", []):
+        try:
+            prev, body = entry["prev"], entry["body"]
+            change = unpack(body)
+            version = change["version"]
+        except (KeyError, TypeError, ProtocolError) as exc:
+            raise IntegrityError("decode", f"malformed change entry: {exc}") from None
         if not isinstance(version, int) or version <= last or version > to:
-            raise ProtocolError(f"change version {version!r} out of order after {last} (batch to {to})")
-        last = version
+            raise IntegrityError("order", f"change version {version!r} out of order after {last} (batch to {to})")
+        if version == last + 1 and prev != digest:
+            raise IntegrityError("chain", f"change {version} does not follow the hash of version {last}")
+        digest, last = chain_hash(prev, body), version
         op = change.get("op")
         if op == OP_OFFER_UPSERT:
             offer = change["offer"]
@@ -66,28 +112,114 @@ def apply_deltas(replica: Replica, batch: dict[str, Any]) -> Replica:
             model = change["model"]
         else:
             raise ProtocolError(f"unknown change op {op!r}")
-    return Replica(version=to, regions=replica.regions, offers=offers, model=model)
+    if last == to and digest != to_hash:
+        raise IntegrityError("chain", f"re-hashing the changes does not give the chain hash at version {to}")
+    return Replica(version=to, regions=replica.regions, offers=offers, model=model, head_hash=to_hash)
 
 
 def replica_from_snapshot(snapshot: dict[str, Any], regions: tuple[str, ...]) -> Replica:
-    check_envelope(snapshot, "snapshot")
+    _check_payload(snapshot, KIND_SNAPSHOT, regions)
+    head_hash = snapshot.get("head_hash")
+    if not isinstance(snapshot.get("version"), int) or not isinstance(head_hash, bytes):
+        raise IntegrityError("decode", "snapshot without version or chain hash")
     offers = {o["id"]: o for o in snapshot["offers"] if offered_in(o, regions)}
-    return Replica(version=int(snapshot["version"]), regions=regions, offers=offers, model=snapshot.get("model"))
+    return Replica(version=snapshot["version"], regions=regions, offers=offers, model=snapshot.get("model"),
+                   head_hash=head_hash)
 
 
 @dataclass
 class SyncStatus:
-    """What the edge reports about its sync: how fresh its copy is."""
+    """What the edge reports about its sync: how fresh its copy is, and what it refused."""
 
     version: int = 0
     origin_version: int = 0
-    last_contact: float | None = None  # time.time() of the last successful answer from the origin
+    last_contact: float | None = None  # time.time() of the last verified answer from the origin (kept on disk)
     errors: int = 0
     last_error: str | None = None
     applied: int = 0
+    snapshots: int = 0
+    rejected: collections.Counter = field(default_factory=collections.Counter)  # refused payloads by reason
+    persist_failures: int = 0
+    persisted_version: int | None = None
+    loaded_from_disk: bool = False
+    started_at: float = field(default_factory=time.time)
+    poll_open: bool = False  # a long-poll is open to an origin that answered the previous request
 
     def staleness_s(self) -> float | None:
+        """Seconds since the origin was last known to be there: 0 while a long-poll is open to an origin that
+        answered the request before (so a quiet catalogue is not stale), else since the last verified answer."""
+        if self.poll_open:
+            return 0.0
         return None if self.last_contact is None else max(0.0, time.time() - self.last_contact)
+
+    def versions_behind(self) -> int:
+        return max(0, self.origin_version - self.version)
+
+
+class LocalCopy:
+    """The edge's files under its data dir: the last applied replica (atomically replaced) and model blobs.
+
+    The replica file carries a sha256 of its body (a torn or damaged file is refused) and the origin's signed
+    envelope that vouches for its version and chain hash; a replica taken from a snapshot is stored as that
+    signed snapshot itself.
+    """
+
+    FORMAT = 1
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = Path(data_dir)
+        self.replica_path = self.data_dir / "replica.msgpack"
+        self.blobs = BlobStore(self.data_dir / "blobs")
+
+    def save(self, replica: Replica, proof_kind: str, proof: bytes, last_contact: float | None,
+             origin_version: int) -> None:
+        record: dict[str, Any] = {"format": self.FORMAT, "version": replica.version, "head_hash": replica.head_hash,
+                                  "regions": list(replica.regions), "proof_kind": proof_kind, "proof": proof,
+                                  "last_contact": last_contact, "origin_version": origin_version, "saved_at": time.time()}
+        if proof_kind != KIND_SNAPSHOT:
+            record["offers"] = [replica.offers[k] for k in sorted(replica.offers)]
+            record["model"] = replica.model
+        body = canonical(record)
+        write_atomically(self.replica_path, pack({"sha256": hashlib.sha256(body).digest(), "body": body}))
+
+    def load(self, verifier: Verifier, regions: tuple[str, ...]) -> tuple[Replica, tuple[str, bytes], dict] | None:
+        """The persisted replica, checked; None when there is none. IntegrityError when it cannot be trusted."""
+        try:
+            raw = self.replica_path.read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            outer = unpack(raw)
+            body = outer["body"]
+            if hashlib.sha256(body).digest() != outer["sha256"]:
+                raise IntegrityError("disk", f"{self.replica_path} is damaged (checksum mismatch)")
+            record = unpack(body)
+        except (ProtocolError, KeyError, TypeError) as exc:
+            if isinstance(exc, IntegrityError):
+                raise
+            raise IntegrityError("disk", f"{self.replica_path} is unreadable: {exc}") from None
+        if record.get("format") != self.FORMAT or tuple(record.get("regions", ())) != regions:
+            raise IntegrityError("disk", f"{self.replica_path} is for other regions or another format")
+        kind, proof = record["proof_kind"], record["proof"]
+        payload = open_envelope(proof, kind, verifier)
+        if kind == KIND_SNAPSHOT:
+            replica = replica_from_snapshot(payload, regions)
+        else:
+            _check_payload(payload, KIND_DELTAS, regions)
+            replica = Replica(version=record["version"], regions=regions,
+                              offers={o["id"]: o for o in record["offers"]}, model=record["model"],
+                              head_hash=record["head_hash"])
+            if payload.get("to") != replica.version or payload.get("to_hash") != replica.head_hash:
+                raise IntegrityError("disk", "the persisted version is not the one the origin signed")
+        if replica.version != record["version"] or replica.head_hash != record["head_hash"]:
+            raise IntegrityError("disk", "the persisted version is not the one the origin signed")
+        return replica, (kind, proof), record
+
+
+class _ResyncNeeded(Exception):
+    def __init__(self, message: str, rollback: bool = False) -> None:
+        super().__init__(message)
+        self.rollback = rollback
 
 
 OnReplica = Callable[[Replica, "Syncer"], Awaitable[None]]
@@ -95,90 +227,226 @@ OnReplica = Callable[[Replica, "Syncer"], Awaitable[None]]
 
 @dataclass
 class Syncer:
-    """Keeps a replica in step with the origin and hands every new one to `on_replica`."""
+    """Keeps a replica in step with the origin and hands every new one to `on_replica`.
+
+    A payload that fails any check is refused: the current replica stays, the refusal is counted by reason in
+    `status.rejected` and logged, and the syncer retries with backoff and full jitter. With a `data_dir`, the
+    last good replica and the model blobs survive restarts, so an edge can serve with the origin down.
+    """
 
     origin_url: str
     regions: tuple[str, ...]
     token: str
     on_replica: OnReplica
+    verifier: Verifier | None = None
+    data_dir: Path | None = None
     wait_s: float = 25.0
     backoff_base_s: float = 0.2
     backoff_max_s: float = 10.0
+    persist_retry_s: float = 5.0
     status: SyncStatus = field(default_factory=SyncStatus)
     replica: Replica | None = None
     _session: aiohttp.ClientSession | None = None
 
+    def __post_init__(self) -> None:
+        self.local = LocalCopy(self.data_dir) if self.data_dir is not None else None
+        self._proof: tuple[str, bytes] | None = None
+        self._need_snapshot = False
+        self._allow_rollback = False
+        self._persist_wanted = asyncio.Event()
+        self._healthy = False  # the last request to the origin succeeded
+
+    def __repr__(self) -> str:  # never show the token
+        return f"Syncer(origin_url={self.origin_url!r}, regions={self.regions!r}, version={self.status.version})"
+
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}", PROTOCOL_HEADER: str(PROTOCOL_VERSION)}
 
-    async def _get(self, path: str, params: dict[str, str], timeout_s: float) -> bytes:
+    async def _get(self, path: str, params: dict[str, str], timeout_s: float) -> tuple[bytes, Mapping[str, str]]:
         assert self._session is not None
         url = f"{self.origin_url.rstrip('/')}{path}"
         async with self._session.get(url, params=params, headers=self._headers(),
                                      timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
             body = await resp.read()
-            if resp.status == 409:
-                raise _ResyncNeeded(body.decode(errors="replace"))
-            if resp.status != 200:
-                raise ProtocolError(f"GET {path}: HTTP {resp.status}: {body[:200].decode(errors='replace')}")
-            self.status.last_contact = time.time()
-            return body
+            if resp.status == 200:
+                return body, resp.headers
+            text = body[:300].decode(errors="replace")
+            if resp.status == 410:
+                raise _ResyncNeeded(f"the origin compacted its log past version {params.get('since')}")
+            if resp.status == 409 and "ahead_of_origin" in text:
+                raise _ResyncNeeded(text, rollback=True)
+            if resp.status == 409 and "protocol_mismatch" in text:
+                raise IntegrityError("protocol", f"origin and edge disagree on the protocol: {text}")
+            raise ProtocolError(f"GET {path}: HTTP {resp.status}: {text}")
 
     async def fetch_blob(self, sha256: str) -> bytes:
-        """Download a content-addressed blob and check that its bytes hash to its name."""
-        data = await self._get(f"/v1/sync/blobs/{sha256}", {}, timeout_s=120)
+        """A model blob: from the local cache when it is there and intact, else downloaded, verified and cached."""
+        if self.local is not None:
+            try:
+                return await asyncio.to_thread(self.local.blobs.get, sha256)
+            except NotFound:
+                pass
+        data, headers = await self._get(f"/v1/sync/blobs/{sha256}", {}, timeout_s=120)
+        try:
+            signature = base64.b64decode(headers.get(SIGNATURE_HEADER, ""), validate=True)
+        except (binascii.Error, ValueError):
+            signature = b""
+        assert self.verifier is not None
+        self.verifier.verify(headers.get(KEY_ID_HEADER), signature or None, blob_signing_bytes(sha256))
         if hashlib.sha256(data).hexdigest() != sha256:
-            raise ProtocolError(f"blob {sha256} arrived corrupted")
+            raise IntegrityError("blob", f"blob {sha256} arrived corrupted")
+        if self.local is not None:
+            try:
+                await asyncio.to_thread(write_atomically, self.local.blobs.path(sha256), data)
+            except OSError as exc:
+                self.status.persist_failures += 1
+                log.error("could not cache blob %s on disk (%s); using it from memory", sha256, exc)
         return data
 
-    async def _take_snapshot(self) -> Replica:
-        body = await self._get("/v1/sync/snapshot", {"regions": ",".join(self.regions)}, timeout_s=60)
-        return replica_from_snapshot(unpack(body), self.regions)
+    async def _take_snapshot(self) -> None:
+        assert self.verifier is not None
+        body, _ = await self._get("/v1/sync/snapshot", {"regions": ",".join(self.regions)}, timeout_s=120)
+        payload = await asyncio.to_thread(open_envelope, body, KIND_SNAPSHOT, self.verifier)
+        replica = replica_from_snapshot(payload, self.regions)
+        current = self.replica
+        if current is not None and not self._allow_rollback:
+            if replica.version < current.version:
+                raise IntegrityError("order", f"snapshot at version {replica.version} is older than the "
+                                              f"replica's {current.version} (replayed?)")
+            if replica.version == current.version and replica.head_hash != current.head_hash:
+                raise IntegrityError("chain", f"snapshot at version {replica.version} forks from the replica")
+        if self._allow_rollback and current is not None and replica.version < current.version:
+            log.error("origin is behind this edge (restored database?): going back from version %d to %d",
+                      current.version, replica.version)
+        self._contact(payload)
+        self.status.snapshots += 1
+        self._need_snapshot = self._allow_rollback = False
+        if current is None or replica.version != current.version or replica.head_hash != current.head_hash:
+            await self._publish(replica, (KIND_SNAPSHOT, body))
 
-    async def _next_replica(self, current: Replica) -> Replica:
-        params = {"regions": ",".join(self.regions), "since": str(current.version), "wait": str(self.wait_s)}
-        body = await self._get("/v1/sync/deltas", params, timeout_s=self.wait_s + 15)
-        batch = unpack(body)
+    async def _follow_deltas(self, current: Replica) -> None:
+        assert self.verifier is not None
+        # After a failure the first poll answers at once: a verified answer is what proves the origin is back.
+        wait = self.wait_s if self._healthy else 0.0
+        params = {"regions": ",".join(self.regions), "since": str(current.version), "wait": str(wait)}
+        self.status.poll_open = self._healthy
+        try:
+            body, _ = await self._get("/v1/sync/deltas", params, timeout_s=wait + 15)
+        finally:
+            self.status.poll_open = False
+        batch = open_envelope(body, KIND_DELTAS, self.verifier)
         replica = apply_deltas(current, batch)
-        self.status.origin_version = max(self.status.origin_version, replica.version)
-        return replica
+        self._contact(batch)
+        if replica.version != current.version:
+            await self._publish(replica, (KIND_DELTAS, body))
 
-    async def _publish(self, replica: Replica) -> None:
+    def _contact(self, payload: dict[str, Any]) -> None:
+        self.status.last_contact = time.time()
+        head = payload.get("head", payload.get("version"))
+        if isinstance(head, int):
+            self.status.origin_version = head
+
+    async def _publish(self, replica: Replica, proof: tuple[str, bytes], persist: bool = True) -> None:
         await self.on_replica(replica, self)
-        self.replica = replica
+        self.replica, self._proof = replica, proof
         self.status.version = replica.version
         self.status.origin_version = max(self.status.origin_version, replica.version)
         self.status.applied += 1
+        if persist and self.local is not None:
+            self._persist_wanted.set()
+
+    async def _persist_forever(self) -> None:
+        """Write the newest replica after each change (coalesced: a burst of changes costs one write)."""
+        assert self.local is not None
+        while True:
+            await self._persist_wanted.wait()
+            self._persist_wanted.clear()
+            replica, proof = self.replica, self._proof
+            if replica is None or proof is None or replica.version == self.status.persisted_version:
+                continue
+            try:
+                await asyncio.to_thread(self.local.save, replica, proof[0], proof[1], self.status.last_contact,
+                                        self.status.origin_version)
+                self.status.persisted_version = replica.version
+            except OSError as exc:
+                # Serving from memory goes on; the write is retried until the disk takes it again.
+                self.status.persist_failures += 1
+                log.error("could not persist version %d under %s (%s); serving from memory, retrying in %.0fs",
+                          replica.version, self.local.data_dir, exc, self.persist_retry_s)
+                await asyncio.sleep(self.persist_retry_s)
+                self._persist_wanted.set()
+
+    async def load_local(self) -> bool:
+        """Serve the persisted replica, if there is a trustworthy one; True when it was handed over."""
+        if self.local is None or self.verifier is None:
+            return False
+        try:
+            loaded = await asyncio.to_thread(self.local.load, self.verifier, self.regions)
+        except (IntegrityError, ProtocolError, OSError, KeyError, TypeError) as exc:
+            reason = exc.reason if isinstance(exc, IntegrityError) else "disk"
+            self.status.rejected[reason] += 1
+            log.error("persisted replica refused (%s); starting from the origin", exc)
+            return False
+        if loaded is None:
+            return False
+        replica, proof, record = loaded
+        self.status.last_contact = record.get("last_contact")
+        self.status.origin_version = int(record.get("origin_version") or 0)
+        try:
+            await self._publish(replica, proof, persist=False)
+        except Exception as exc:  # noqa: BLE001 - e.g. its model blob is gone and the origin is down
+            log.error("could not serve the persisted replica at version %d: %s", replica.version, exc)
+            return False
+        self.status.persisted_version = replica.version
+        self.status.loaded_from_disk = True
+        log.info("serving persisted version %d from %s", replica.version, self.local.replica_path)
+        return True
 
     async def run(self) -> None:
         """Sync until cancelled; any failure keeps the current replica and retries with backoff and jitter."""
+        if self.verifier is None:
+            raise ValueError("a Syncer needs the origin's public key(s) to verify what it applies")
+        if self.replica is None:
+            await self.load_local()
+        persister = asyncio.create_task(self._persist_forever()) if self.local is not None else None
         failures = 0
-        async with aiohttp.ClientSession() as session:
-            self._session = session
-            while True:
-                try:
-                    if self.replica is None:
-                        await self._publish(await self._take_snapshot())
-                    else:
-                        replica = await self._next_replica(self.replica)
-                        if replica.version != self.replica.version:
-                            await self._publish(replica)
-                    failures = 0
-                except asyncio.CancelledError:
-                    raise
-                except _ResyncNeeded as exc:
-                    log.warning("origin asks for a resync: %s", exc)
-                    self.replica = None
-                except Exception as exc:  # noqa: BLE001 - the syncer must outlive any one bad answer
-                    failures += 1
-                    self.status.errors += 1
-                    self.status.last_error = f"{type(exc).__name__}: {exc}"
-                    delay = min(self.backoff_max_s, self.backoff_base_s * 2 ** min(failures, 10))
-                    delay = random.uniform(0, delay)  # full jitter: edges must not retry in lockstep
-                    log.warning("sync failed (%s); keeping version %s, retrying in %.2fs",
-                                self.status.last_error, self.status.version, delay)
-                    await asyncio.sleep(delay)
+        try:
+            async with aiohttp.ClientSession(auto_decompress=False) as session:
+                self._session = session
+                while True:
+                    try:
+                        if self.replica is None or self._need_snapshot:
+                            await self._take_snapshot()
+                        else:
+                            await self._follow_deltas(self.replica)
+                        failures = 0
+                        self._healthy = True
+                    except asyncio.CancelledError:
+                        raise
+                    except _ResyncNeeded as exc:
+                        log.warning("taking a snapshot: %s", exc)
+                        self._need_snapshot = True
+                        self._allow_rollback = exc.rollback
+                    except Exception as exc:  # noqa: BLE001 - the syncer must outlive any one bad answer
+                        failures += 1
+                        self._healthy = False
+                        self._count_failure(exc)
+                        delay = min(self.backoff_max_s, self.backoff_base_s * 2 ** min(failures, 10))
+                        delay = random.uniform(0, delay)  # full jitter: edges must not retry in lockstep
+                        await asyncio.sleep(delay)
+        finally:
+            if persister is not None:
+                persister.cancel()
 
-
-class _ResyncNeeded(Exception):
-    pass
+    def _count_failure(self, exc: Exception) -> None:
+        self.status.errors += 1
+        self.status.last_error = f"{type(exc).__name__}: {exc}"[:500]
+        if isinstance(exc, IntegrityError):
+            self.status.rejected[exc.reason] += 1
+            log.error("refused a payload from the origin (%s: %s); keeping version %d",
+                      exc.reason, exc, self.status.version)
+        elif isinstance(exc, aiohttp.ClientPayloadError):
+            self.status.rejected["truncated"] += 1
+            log.error("refused a truncated answer from the origin (%s); keeping version %d", exc, self.status.version)
+        else:
+            log.warning("sync failed (%s); keeping version %d", self.status.last_error, self.status.version)

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
+
+from .protocol import Signer, is_region_code, load_private_key
 
 
 class ConfigError(ValueError):
@@ -13,16 +18,69 @@ class ConfigError(ValueError):
 
 
 MIN_SECRET_CHARS = 16
+_AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def secret_list(variable: str) -> tuple[str, ...]:
-    """Read a secret that may hold several accepted values ("new,old" during a rotation); the first is current."""
-    values = tuple(v.strip() for v in os.environ.get(variable, "").split(",") if v.strip())
-    if not values:
-        raise ConfigError(f"{variable} must be set")
+def _check_secrets(variable: str, values: tuple[str, ...]) -> tuple[str, ...]:
     if any(len(v) < MIN_SECRET_CHARS for v in values):
         raise ConfigError(f"{variable}: every value must be a secret of at least {MIN_SECRET_CHARS} characters")
     return values
+
+
+def secret_list(variable: str, required: bool = True) -> tuple[str, ...]:
+    """Read a secret that may hold several accepted values ("new,old" during a rotation); the first is current."""
+    values = tuple(v.strip() for v in os.environ.get(variable, "").split(",") if v.strip())
+    if not values and required:
+        raise ConfigError(f"{variable} must be set")
+    return _check_secrets(variable, values)
+
+
+def parse_region_tokens(raw: str, variable: str = "EDGEREC_REGION_TOKENS") -> dict[str, tuple[str, ...]]:
+    """Per-region sync tokens: "GB=tok1|tok1old,DE=tok2", or a JSON object {"GB": ["tok1", ...]} inline or in a file.
+
+    The values never appear in an error message.
+    """
+    raw = raw.strip()
+    if not raw:
+        return {}
+    if not raw.startswith("{") and Path(raw).is_file():
+        raw = Path(raw).read_text().strip()
+    if raw.startswith("{"):
+        try:
+            loaded = json.loads(raw)
+        except ValueError:
+            raise ConfigError(f"{variable}: not valid JSON") from None
+        pairs = [(r, [v] if isinstance(v, str) else v) for r, v in loaded.items()]
+    else:
+        pairs = []
+        for item in filter(None, (p.strip() for p in raw.split(","))):
+            region, sep, values = item.partition("=")
+            if not sep:
+                raise ConfigError(f"{variable}: expected REGION=token|token,... (an item has no '=')")
+            pairs.append((region.strip(), [v.strip() for v in values.split("|") if v.strip()]))
+    tokens: dict[str, tuple[str, ...]] = {}
+    for region, values in pairs:
+        region = str(region).upper()
+        if not is_region_code(region):
+            raise ConfigError(f"{variable}: {region!r} is not a two-letter market code")
+        if not isinstance(values, list) or not values or not all(isinstance(v, str) for v in values):
+            raise ConfigError(f"{variable}: region {region} needs at least one token")
+        tokens[region] = tokens.get(region, ()) + _check_secrets(variable, tuple(values))
+    return tokens
+
+
+def parse_retention(raw: str) -> tuple[int | None, float | None]:
+    """"100000" keeps that many versions; "7d", "12h", "30m", "600s" keep that much time; "0"/"" keeps everything."""
+    raw = raw.strip().lower()
+    if raw in ("", "0", "none", "forever"):
+        return None, None
+    if raw.isdigit():
+        return int(raw), None
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", raw)
+    if not match:
+        raise ConfigError(f"--log-retention/EDGEREC_LOG_RETENTION: {raw!r} is neither a number of versions "
+                          "nor an age such as 7d, 12h, 30m")
+    return None, float(match.group(1)) * _AGE_UNITS[match.group(2)]
 
 
 @dataclass(frozen=True)
@@ -32,8 +90,18 @@ class OriginConfig:
     db_path: Path
     blob_dir: Path
     admin_tokens: tuple[str, ...]
-    sync_tokens: tuple[str, ...]
+    sync_tokens: tuple[str, ...]  # accepted for every region (EDGEREC_SYNC_TOKEN)
+    region_tokens: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # region -> accepted tokens
+    signer: Signer | None = None
+    dsn: str | None = None
     max_wait_s: float = 30.0
+    retention_versions: int | None = None
+    retention_seconds: float | None = 7 * 86400.0
+    compact_interval_s: float = 60.0
+
+    def __repr__(self) -> str:  # no secret in a log line or a traceback
+        return (f"OriginConfig(host={self.host!r}, port={self.port}, db={'postgresql' if self.dsn else self.db_path}, "
+                f"regions_with_tokens={sorted(self.region_tokens)}, key_id={self.signer and self.signer.key_id})")
 
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,23 +111,50 @@ class OriginConfig:
         parser.add_argument("--port", type=int, default=int(env("EDGEREC_ORIGIN_PORT", "8080")),
                             help="listen port (EDGEREC_ORIGIN_PORT, default 8080)")
         parser.add_argument("--db", default=env("EDGEREC_ORIGIN_DB", "var/origin/origin.db"),
-                            help="SQLite database path (EDGEREC_ORIGIN_DB)")
+                            help="SQLite database path (EDGEREC_ORIGIN_DB), used when no DSN is given")
+        parser.add_argument("--dsn", default=env("EDGEREC_ORIGIN_DSN", ""),
+                            help="PostgreSQL DSN, e.g. postgresql://user@host:5432/db (EDGEREC_ORIGIN_DSN); "
+                                 "the password comes from PGPASSWORD, never from the DSN")
         parser.add_argument("--blob-dir", default=env("EDGEREC_BLOB_DIR", "var/origin/blobs"),
                             help="directory of content-addressed model blobs (EDGEREC_BLOB_DIR)")
         parser.add_argument("--max-wait", type=float, default=float(env("EDGEREC_MAX_WAIT_S", "30")),
                             help="longest long-poll in seconds (EDGEREC_MAX_WAIT_S, default 30)")
+        parser.add_argument("--log-retention", default=env("EDGEREC_LOG_RETENTION", "7d"),
+                            help="how much change log to keep: versions (100000) or age (7d, 12h) "
+                                 "(EDGEREC_LOG_RETENTION, default 7d)")
+        parser.add_argument("--compact-interval", type=float,
+                            default=float(env("EDGEREC_COMPACT_INTERVAL_S", "60")),
+                            help="seconds between compactions (EDGEREC_COMPACT_INTERVAL_S, default 60)")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "OriginConfig":
         # Secrets come only from the environment so that they never show in a process list.
         admin_tokens = secret_list("EDGEREC_ADMIN_TOKEN")
-        sync_tokens = secret_list("EDGEREC_SYNC_TOKEN")
-        if set(admin_tokens) & set(sync_tokens):
-            raise ConfigError("EDGEREC_ADMIN_TOKEN and EDGEREC_SYNC_TOKEN must not share a value")
+        sync_tokens = secret_list("EDGEREC_SYNC_TOKEN", required=False)
+        region_tokens = parse_region_tokens(os.environ.get("EDGEREC_REGION_TOKENS", ""))
+        if not sync_tokens and not region_tokens:
+            raise ConfigError("set EDGEREC_REGION_TOKENS (per-region edge tokens) and/or EDGEREC_SYNC_TOKEN "
+                              "(a token valid for every region)")
+        every_sync_token = set(sync_tokens).union(*region_tokens.values())
+        if set(admin_tokens) & every_sync_token:
+            raise ConfigError("EDGEREC_ADMIN_TOKEN must not share a value with an edge sync token")
+        signing_key = os.environ.get("EDGEREC_SIGNING_KEY", "").strip()
+        if not signing_key:
+            raise ConfigError("EDGEREC_SIGNING_KEY must be set: the origin's Ed25519 private key "
+                              "(a PEM file path or the PEM text); `edgerec origin keygen DIR` makes one")
+        try:
+            signer = Signer(load_private_key(signing_key))
+        except (ValueError, TypeError, OSError) as exc:
+            raise ConfigError(f"EDGEREC_SIGNING_KEY: not a usable Ed25519 private key ({type(exc).__name__})") from None
         if not 0 < args.port < 65536:
             raise ConfigError(f"--port/EDGEREC_ORIGIN_PORT: {args.port} is not a TCP port")
         if not 0 < args.max_wait <= 300:
             raise ConfigError("--max-wait/EDGEREC_MAX_WAIT_S: between 0 and 300 seconds")
+        if args.dsn and not args.dsn.startswith(("postgresql://", "postgres://")):
+            raise ConfigError("--dsn/EDGEREC_ORIGIN_DSN: expected a postgresql:// URL")
+        if args.compact_interval <= 0:
+            raise ConfigError("--compact-interval/EDGEREC_COMPACT_INTERVAL_S: must be positive")
+        retention_versions, retention_seconds = parse_retention(args.log_retention)
         return cls(
             host=args.host,
             port=args.port,
@@ -67,5 +162,11 @@ class OriginConfig:
             blob_dir=Path(args.blob_dir),
             admin_tokens=admin_tokens,
             sync_tokens=sync_tokens,
+            region_tokens=region_tokens,
+            signer=signer,
+            dsn=args.dsn or None,
             max_wait_s=args.max_wait,
+            retention_versions=retention_versions,
+            retention_seconds=retention_seconds,
+            compact_interval_s=args.compact_interval,
         )

@@ -1,17 +1,45 @@
-"""Wire vocabulary shared by origin and edge: offers, changes, snapshots and deltas, msgpack-encoded."""
+"""Wire vocabulary shared by origin and edge: offers, changes, the hash chain, signed snapshot and delta envelopes.
+
+Everything an edge applies arrives in an envelope: `payload` is the canonical msgpack of a snapshot or delta
+batch, `sig` is the origin's Ed25519 signature over exactly those bytes (before compression), `key_id` names
+the key. The edge checks the envelope, decompresses with a size cap, verifies the signature, and only then
+decodes the payload. Changes form a hash chain: hash(v) = sha256(hash(v-1) || canonical change bytes).
+"""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import math
+import os
 import re
+import zlib
 from datetime import datetime, timezone
-from typing import Any
+from pathlib import Path
+from typing import Any, Iterable, Mapping
 
 import msgpack
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-PROTOCOL_VERSION = 1
+# 2: signed envelopes, hash chain, compression, region-scoped tokens, 410 on compacted logs.
+PROTOCOL_VERSION = 2
 MSGPACK_TYPE = "application/x-msgpack"
 PROTOCOL_HEADER = "X-Edgerec-Protocol"
+SIGNATURE_HEADER = "X-Edgerec-Signature"
+KEY_ID_HEADER = "X-Edgerec-Key-Id"
+
+KIND_SNAPSHOT = "snapshot"
+KIND_DELTAS = "deltas"
+KIND_BLOB = "blob"
+
+# Payloads above this size travel zlib-compressed; the envelope's `encoding` says so.
+COMPRESS_OVER_BYTES = 1024
+# The most a compressed payload may expand to at the edge: a guard against decompression bombs.
+MAX_PAYLOAD_BYTES = 512 * 1024 * 1024
+
+GENESIS_HASH = bytes(32)  # the hash "before" version 1
 
 # Change operations in the log; an edge ignores nothing silently: an unknown op is a protocol error.
 OP_OFFER_UPSERT = "offer_upsert"
@@ -32,6 +60,17 @@ class ProtocolError(ValueError):
     """A payload does not follow the sync protocol (wrong version, shape or field)."""
 
 
+class IntegrityError(ProtocolError):
+    """A payload is corrupted, truncated, badly signed, replayed or out of order: refused, never applied.
+
+    `reason` is a short label for metrics: decode, signature, unknown_key, chain, order, region, protocol, blob.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 class InvalidOffer(ValueError):
     """An offer sent to the admin API is not valid; the message says which field and why."""
 
@@ -40,12 +79,207 @@ def pack(obj: Any) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)
 
 
+def _sorted(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {k: _sorted(obj[k]) for k in sorted(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [_sorted(v) for v in obj]
+    return obj
+
+
+def canonical(obj: Any) -> bytes:
+    """Deterministic msgpack: map keys sorted, tuples as arrays, floats as float64. What is hashed and signed."""
+    return msgpack.packb(_sorted(obj), use_bin_type=True)
+
+
 def unpack(data: bytes) -> Any:
     try:
         return msgpack.unpackb(data, raw=False, strict_map_key=True)
-    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
         raise ProtocolError(f"undecodable msgpack payload: {exc}") from exc
 
+
+def chain_hash(prev_hash: bytes, change_bytes: bytes) -> bytes:
+    """The hash chain's link: sha256(previous hash || canonical bytes of the change)."""
+    return hashlib.sha256(prev_hash + change_bytes).digest()
+
+
+# -- keys and signatures ---------------------------------------------------------------------------
+
+def key_id_of(public_key: Ed25519PublicKey) -> str:
+    """A key's id: the first 16 hex digits of sha256 of its raw bytes, so origin and edge agree without config."""
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def _key_material(value: str) -> bytes:
+    """A key given as a file path, PEM text or base64: return its bytes (PEM or raw)."""
+    text = value.strip()
+    if text.startswith("-----BEGIN"):
+        return text.encode()
+    if os.path.isfile(text):
+        return Path(text).read_bytes()
+    # Base64 may contain "/", so only an existing file counts as a path; anything else must decode.
+    try:
+        return base64.b64decode(text, validate=True)
+    except ValueError:
+        kind = "key file does not exist" if text.endswith(".pem") or text.startswith(("/", ".")) else \
+            "not a file path, PEM or base64 key"
+        raise ValueError(f"{kind}: {text[:40]!r}") from None
+
+
+def load_private_key(value: str) -> Ed25519PrivateKey:
+    material = _key_material(value)
+    if material.lstrip().startswith(b"-----BEGIN"):
+        key = serialization.load_pem_private_key(material, password=None)
+    elif len(material) == 32:
+        key = Ed25519PrivateKey.from_private_bytes(material)
+    else:
+        key = serialization.load_der_private_key(material, password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError("the signing key is not an Ed25519 private key")
+    return key
+
+
+def load_public_key(value: str) -> Ed25519PublicKey:
+    material = _key_material(value)
+    if material.lstrip().startswith(b"-----BEGIN"):
+        key = serialization.load_pem_public_key(material)
+    elif len(material) == 32:
+        key = Ed25519PublicKey.from_public_bytes(material)
+    else:
+        key = serialization.load_der_public_key(material)
+    if not isinstance(key, Ed25519PublicKey):
+        raise ValueError("the origin public key is not an Ed25519 public key")
+    return key
+
+
+def private_key_pem(key: Ed25519PrivateKey) -> str:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption()).decode()
+
+
+def public_key_pem(key: Ed25519PublicKey) -> str:
+    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+def generate_key_pair(directory: Path) -> tuple[Path, Path]:
+    """Write a fresh Ed25519 pair as `signing_key.pem` (mode 0600) and `signing_key.pub.pem`; for demos and tests."""
+    directory.mkdir(parents=True, exist_ok=True)
+    key = Ed25519PrivateKey.generate()
+    private_path, public_path = directory / "signing_key.pem", directory / "signing_key.pub.pem"
+    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(private_key_pem(key))
+    public_path.write_text(public_key_pem(key.public_key()))
+    return private_path, public_path
+
+
+class Signer:
+    """The origin's signing key. Its repr never shows the key."""
+
+    def __init__(self, private_key: Ed25519PrivateKey) -> None:
+        self._key = private_key
+        self.key_id = key_id_of(private_key.public_key())
+
+    def __repr__(self) -> str:
+        return f"Signer(key_id={self.key_id!r})"
+
+    @property
+    def public_key(self) -> Ed25519PublicKey:
+        return self._key.public_key()
+
+    def sign(self, data: bytes) -> bytes:
+        return self._key.sign(data)
+
+
+class Verifier:
+    """The public keys an edge trusts, by key id (several during a key rotation)."""
+
+    def __init__(self, public_keys: Iterable[Ed25519PublicKey]) -> None:
+        self.keys = {key_id_of(k): k for k in public_keys}
+        if not self.keys:
+            raise ValueError("no origin public key given")
+
+    @classmethod
+    def from_config(cls, value: str) -> "Verifier":
+        """Comma-separated keys (file paths, PEM or base64), the current one first. PEM holds no commas, so
+        several PEM keys are listed the same way."""
+        return cls(load_public_key(p) for p in value.split(",") if p.strip())
+
+    def verify(self, key_id: object, signature: object, data: bytes) -> None:
+        key = self.keys.get(key_id) if isinstance(key_id, str) else None
+        if key is None:
+            raise IntegrityError("unknown_key", f"signed with unknown key id {key_id!r}")
+        if not isinstance(signature, bytes):
+            raise IntegrityError("signature", "missing signature")
+        try:
+            key.verify(signature, data)
+        except InvalidSignature:
+            raise IntegrityError("signature", "bad signature") from None
+
+
+# -- envelopes -------------------------------------------------------------------------------------
+
+def seal(kind: str, payload: dict[str, Any], signer: Signer) -> bytes:
+    """Sign a payload and wrap it in the wire envelope (compressed when large)."""
+    body = canonical({**payload, "kind": kind, "protocol": PROTOCOL_VERSION})
+    signature = signer.sign(body)
+    encoding = "identity"
+    if len(body) > COMPRESS_OVER_BYTES:
+        body, encoding = zlib.compress(body, 6), "zlib"
+    return pack({"protocol": PROTOCOL_VERSION, "kind": kind, "key_id": signer.key_id, "sig": signature,
+                 "encoding": encoding, "payload": body})
+
+
+def _inflate(data: bytes) -> bytes:
+    inflater = zlib.decompressobj()
+    try:
+        out = inflater.decompress(data, MAX_PAYLOAD_BYTES)
+    except zlib.error as exc:
+        raise IntegrityError("decode", f"corrupted compressed payload: {exc}") from None
+    if inflater.unconsumed_tail:
+        raise IntegrityError("decode", f"payload expands beyond {MAX_PAYLOAD_BYTES} bytes")
+    if not inflater.eof:
+        raise IntegrityError("decode", "truncated compressed payload")
+    return out
+
+
+def open_envelope(data: bytes, kind: str, verifier: Verifier) -> dict[str, Any]:
+    """Check, decompress, verify and decode an envelope; IntegrityError on anything wrong. Nothing is trusted before."""
+    try:
+        envelope = unpack(data)
+    except ProtocolError as exc:
+        raise IntegrityError("decode", f"{kind}: {exc}") from None
+    if not isinstance(envelope, dict):
+        raise IntegrityError("decode", f"{kind}: envelope is not a map")
+    if envelope.get("protocol") != PROTOCOL_VERSION:
+        raise IntegrityError("protocol", f"{kind}: protocol {envelope.get('protocol')!r}, "
+                                         f"this edge speaks {PROTOCOL_VERSION}")
+    if envelope.get("kind") != kind:
+        raise IntegrityError("decode", f"expected a {kind}, got {envelope.get('kind')!r}")
+    body = envelope.get("payload")
+    if not isinstance(body, bytes):
+        raise IntegrityError("decode", f"{kind}: payload missing")
+    encoding = envelope.get("encoding", "identity")
+    if encoding == "zlib":
+        body = _inflate(body)
+    elif encoding != "identity":
+        raise IntegrityError("decode", f"{kind}: unknown encoding {encoding!r}")
+    verifier.verify(envelope.get("key_id"), envelope.get("sig"), body)
+    payload = unpack(body)
+    # The kind is inside the signed bytes too, so a signed delta batch cannot be passed off as a snapshot.
+    if not isinstance(payload, dict) or payload.get("kind") != kind or payload.get("protocol") != PROTOCOL_VERSION:
+        raise IntegrityError("decode", f"{kind}: signed payload is not a {kind} of protocol {PROTOCOL_VERSION}")
+    return payload
+
+
+def blob_signing_bytes(sha256: str) -> bytes:
+    """What the origin signs for a model blob: its content address (the bytes are then checked against it)."""
+    return f"edgerec-blob:{sha256}".encode()
+
+
+# -- offers ----------------------------------------------------------------------------------------
 
 def is_region_code(value: object) -> bool:
     return isinstance(value, str) and bool(_REGION_RE.match(value))
@@ -82,7 +316,26 @@ def _timestamp(value: object, field: str) -> float | None:
     raise InvalidOffer(f"{field}: expected an ISO 8601 date-time, epoch seconds or null")
 
 
-OFFER_FIELDS = ("id", "sku", "title", "price", "currency", "regions", "stock", "active_from", "active_to")
+OFFER_FIELDS = ("id", "sku", "title", "price", "currency", "regions", "stock", "active_from", "active_to",
+                "group", "boost")
+MAX_BOOST = 100.0
+
+
+def _group(value: object) -> str | None:
+    """Product group, for the edge's diversity rule (at most N offers of one group)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _ID_RE.match(value):
+        raise InvalidOffer("group: 1-128 characters of letters, digits and . _ : -, or null")
+    return value
+
+
+def _boost(value: object) -> float:
+    """Campaign boost added to the model's score at the edge (0 = none)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or abs(value) > MAX_BOOST:
+        raise InvalidOffer(f"boost: a number between -{MAX_BOOST:g} and {MAX_BOOST:g}")
+    return float(value)
 
 
 def validate_offer(payload: object, offer_id: str | None = None) -> dict[str, Any]:
@@ -129,21 +382,10 @@ def validate_offer(payload: object, offer_id: str | None = None) -> dict[str, An
         "stock": stock,
         "active_from": active_from,
         "active_to": active_to,
+        "group": _group(payload.get("group")),
+        "boost": _boost(payload.get("boost", 0.0)),
     }
 
 
 def offered_in(offer: dict[str, Any], regions: tuple[str, ...]) -> bool:
     return any(r in offer["regions"] for r in regions)
-
-
-def check_envelope(payload: object, kind: str) -> dict[str, Any]:
-    """Check the common envelope of a snapshot or delta batch before looking inside it."""
-    if not isinstance(payload, dict):
-        raise ProtocolError(f"{kind}: payload is not a map")
-    if payload.get("protocol") != PROTOCOL_VERSION:
-        raise ProtocolError(
-            f"{kind}: protocol {payload.get('protocol')!r}, this edge speaks {PROTOCOL_VERSION}"
-        )
-    if payload.get("kind") != kind:
-        raise ProtocolError(f"expected a {kind}, got {payload.get('kind')!r}")
-    return payload

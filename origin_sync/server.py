@@ -1,11 +1,17 @@
-"""The origin's HTTP service (aiohttp): admin API for offers and models, sync API (snapshot, long-poll deltas, blobs)."""
+"""The origin's HTTP service (aiohttp): admin API for offers and models, sync API (snapshot, long-poll deltas, blobs).
+
+Every snapshot and delta batch leaves signed (see protocol.seal); edges authenticate with per-region tokens.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import hmac
 import logging
 import time
+from collections import OrderedDict
 from typing import Any, Awaitable, Callable
 
 import orjson
@@ -13,26 +19,76 @@ from aiohttp import web
 
 from .config import OriginConfig
 from .protocol import (
+    KEY_ID_HEADER,
+    KIND_DELTAS,
+    KIND_SNAPSHOT,
     MSGPACK_TYPE,
     PROTOCOL_HEADER,
     PROTOCOL_VERSION,
+    SIGNATURE_HEADER,
     InvalidOffer,
     ProtocolError,
-    pack,
+    Signer,
+    blob_signing_bytes,
     parse_regions,
+    seal,
     unpack,
     validate_offer,
 )
-from .store import ChangeLogStore, NotFound
+from .store import AheadOfOrigin, ChangeLogStore, Compacted, NotFound, open_store
 
 log = logging.getLogger("edgerec.origin")
 
 MAX_MODEL_BYTES = 256 * 1024 * 1024
+# A long-poll re-reads the head at least this often, so that writes by another process on a database without
+# notifications (SQLite) or a lost notification still wake it.
+RECHECK_S = 1.0
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 STORE = web.AppKey("store", ChangeLogStore)
 CONFIG = web.AppKey("config", OriginConfig)
-CHANGED = web.AppKey("changed", asyncio.Condition)
+CHANGES = web.AppKey("changes", "ChangeSignal")
+SNAPSHOTS = web.AppKey("snapshots", "SnapshotCache")
+ALL = "*"  # the regions a fleet-wide sync token may sync
+
+
+class ChangeSignal:
+    """Wakes every waiting long-poll when a change is committed; spurious wake-ups are harmless."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+        self.closing = False
+
+    def close(self) -> None:
+        """At shutdown: answer every waiting long-poll now, so that edges move on instead of holding the exit."""
+        self.closing = True
+        self.notify()
+
+    def notify(self) -> None:
+        self._event.set()
+        self._event = asyncio.Event()
+
+    async def wait(self, timeout_s: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._event.wait(), timeout_s)
+
+
+class SnapshotCache:
+    """Sealed snapshots by (regions, version): immutable, so shared by every edge that asks for the same one."""
+
+    def __init__(self, size: int = 16) -> None:
+        self._items: OrderedDict[tuple[tuple[str, ...], int], bytes] = OrderedDict()
+        self._size = size
+
+    def get(self, key: tuple[tuple[str, ...], int]) -> bytes | None:
+        if key in self._items:
+            self._items.move_to_end(key)
+        return self._items.get(key)
+
+    def put(self, key: tuple[tuple[str, ...], int], body: bytes) -> None:
+        self._items[key] = body
+        while len(self._items) > self._size:
+            self._items.popitem(last=False)
 
 
 def json_response(body: Any, status: int = 200) -> web.Response:
@@ -43,29 +99,50 @@ def error(status: int, code: str, message: str) -> web.Response:
     return json_response({"error": {"code": code, "message": message}}, status)
 
 
-def msgpack_response(body: Any) -> web.Response:
-    return web.Response(body=pack(body), content_type=MSGPACK_TYPE,
-                        headers={PROTOCOL_HEADER: str(PROTOCOL_VERSION), "Cache-Control": "no-store"})
+def sealed_response(body: bytes, cacheable: bool = False) -> web.Response:
+    return web.Response(body=body, content_type=MSGPACK_TYPE,
+                        headers={PROTOCOL_HEADER: str(PROTOCOL_VERSION),
+                                 "Cache-Control": "private, max-age=60" if cacheable else "no-store"})
 
 
-def _bearer_matches(request: web.Request, secrets: tuple[str, ...]) -> bool:
-    """Constant-time check of the bearer token against every accepted value (two during a rotation)."""
+def _presented_token(request: web.Request) -> bytes | None:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    presented = token.encode()
-    matches = [hmac.compare_digest(presented, s.encode()) for s in secrets]
-    return scheme.lower() == "bearer" and any(matches)
+    return token.strip().encode() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def _matches(presented: bytes | None, secrets: tuple[str, ...]) -> bool:
+    """Constant-time comparison against every accepted value (two during a rotation)."""
+    if presented is None:
+        return False
+    return any([hmac.compare_digest(presented, s.encode()) for s in secrets])
+
+
+def _sync_scope(config: OriginConfig, presented: bytes | None) -> frozenset[str] | None:
+    """The regions a sync token may sync ({"*"} for a fleet-wide token), or None when it is no sync token."""
+    if presented is None:
+        return None
+    if _matches(presented, config.sync_tokens):
+        return frozenset({ALL})
+    regions = frozenset(r for r, tokens in config.region_tokens.items() if _matches(presented, tokens))
+    return regions or None
 
 
 @web.middleware
 async def errors_and_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     config = request.app[CONFIG]
     path = request.path
-    if path.startswith("/v1/admin/") and not _bearer_matches(request, config.admin_tokens):
+    presented = _presented_token(request)
+    if path.startswith("/v1/admin/") and not _matches(presented, config.admin_tokens):
         return error(401, "unauthorized", "admin calls need 'Authorization: Bearer <admin token>'")
-    if path.startswith("/v1/sync/") and not _bearer_matches(request, config.sync_tokens):
-        return error(401, "unauthorized", "sync calls need 'Authorization: Bearer <sync token>'")
+    if path.startswith("/v1/sync/"):
+        scope = _sync_scope(config, presented)
+        if scope is None:
+            return error(401, "unauthorized", "sync calls need 'Authorization: Bearer <edge sync token>'")
+        request["sync_scope"] = scope
     try:
         return await handler(request)
+    except _SyncError as exc:
+        return error(exc.status, exc.code, str(exc))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -73,11 +150,6 @@ async def errors_and_auth(request: web.Request, handler: Handler) -> web.StreamR
     except Exception:
         log.exception("unhandled error on %s %s", request.method, path)
         return error(500, "internal", "internal error; see the origin's log")
-
-
-async def _notify(app: web.Application) -> None:
-    async with app[CHANGED]:
-        app[CHANGED].notify_all()
 
 
 async def _json_body(request: web.Request) -> Any:
@@ -99,25 +171,23 @@ async def put_offer(request: web.Request) -> web.Response:
         offer = validate_offer(await _json_body(request), request.match_info["offer_id"])
     except (_BadRequest, InvalidOffer) as exc:
         return error(422 if isinstance(exc, InvalidOffer) else 400, "invalid_offer", str(exc))
-    version = await asyncio.to_thread(request.app[STORE].upsert_offer, offer)
-    await _notify(request.app)
+    version = await request.app[STORE].upsert_offer(offer)
     log.info("offer %s upserted at version %d", offer["id"], version)
     return json_response({"offer": offer, "data_version": version})
 
 
 async def get_offer(request: web.Request) -> web.Response:
     try:
-        return json_response({"offer": request.app[STORE].offer(request.match_info["offer_id"])})
+        return json_response({"offer": await request.app[STORE].offer(request.match_info["offer_id"])})
     except NotFound as exc:
         return error(404, "not_found", str(exc))
 
 
 async def delete_offer(request: web.Request) -> web.Response:
     try:
-        version = await asyncio.to_thread(request.app[STORE].delete_offer, request.match_info["offer_id"])
+        version = await request.app[STORE].delete_offer(request.match_info["offer_id"])
     except NotFound as exc:
         return error(404, "not_found", str(exc))
-    await _notify(request.app)
     return json_response({"deleted": request.match_info["offer_id"], "data_version": version})
 
 
@@ -141,51 +211,87 @@ async def publish_model(request: web.Request) -> web.Response:
     except BundleError as exc:
         return error(422, "invalid_bundle", f"bundle rejected: {exc}")
     try:
-        version = await asyncio.to_thread(request.app[STORE].publish_model, manifest, payload["model"])
+        version = await request.app[STORE].publish_model(manifest, payload["model"])
     except ValueError as exc:
         return error(409, "conflict", str(exc))
-    await _notify(request.app)
     log.info("model %s published at version %d", manifest["version"], version)
     return json_response({"model_version": manifest["version"], "data_version": version}, 201)
 
 
 async def activate_model(request: web.Request) -> web.Response:
     try:
-        version = await asyncio.to_thread(request.app[STORE].activate_model, request.match_info["model_version"])
+        version = await request.app[STORE].activate_model(request.match_info["model_version"])
     except NotFound as exc:
         return error(404, "not_found", str(exc))
-    await _notify(request.app)
     return json_response({"model_version": request.match_info["model_version"], "data_version": version})
 
 
 async def list_models(request: web.Request) -> web.Response:
-    return json_response({"models": request.app[STORE].models()})
+    return json_response({"models": await request.app[STORE].models()})
 
 
 async def status(request: web.Request) -> web.Response:
-    return json_response({"data_version": request.app[STORE].head_version()})
+    head = await request.app[STORE].head()
+    return json_response({"data_version": head.version, "head_hash": head.hash.hex(), "compaction_floor": head.floor,
+                          "protocol": PROTOCOL_VERSION, "key_id": request.app[CONFIG].signer.key_id})
+
+
+async def compact(request: web.Request) -> web.Response:
+    """Compact now. Query `keep_versions=N` overrides the configured retention (operators, tests)."""
+    config = request.app[CONFIG]
+    keep = request.query.get("keep_versions")
+    if keep is not None:
+        if not keep.isdigit():
+            return error(422, "invalid_query", "keep_versions must be a non-negative integer")
+        floor = await request.app[STORE].compact(keep_versions=int(keep))
+    else:
+        floor = await request.app[STORE].compact(config.retention_versions, config.retention_seconds)
+    log.info("change log compacted: floor at version %d", floor)
+    return json_response({"compaction_floor": floor})
 
 
 # -- sync --------------------------------------------------------------------------------------
 
+class _SyncError(Exception):
+    """A sync request that is refused; turned into a JSON error by the middleware."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code = status, code
+
+
 def _regions(request: web.Request) -> tuple[str, ...]:
     try:
-        return parse_regions(request.query.get("regions", ""))
+        regions = parse_regions(request.query.get("regions", ""))
     except ValueError as exc:
-        raise web.HTTPUnprocessableEntity(reason=f"regions: {exc}") from None
+        raise _SyncError(422, "invalid_query", f"regions: {exc}") from None
+    scope = request["sync_scope"]
+    if ALL not in scope and not set(regions) <= scope:
+        # The region is named (it is in the URL already), never the token.
+        raise _SyncError(403, "forbidden_region",
+                         f"this edge token may not sync {','.join(sorted(set(regions) - scope))}")
+    return regions
 
 
 def _check_protocol(request: web.Request) -> None:
     sent = request.headers.get(PROTOCOL_HEADER)
     if sent is not None and sent != str(PROTOCOL_VERSION):
-        raise web.HTTPConflict(reason=f"protocol {sent} not supported; origin speaks {PROTOCOL_VERSION}")
+        raise _SyncError(409, "protocol_mismatch",
+                         f"edge speaks protocol {sent}; this origin speaks {PROTOCOL_VERSION}: upgrade the edge")
 
 
 async def snapshot(request: web.Request) -> web.Response:
     _check_protocol(request)
     regions = _regions(request)
-    snap = await asyncio.to_thread(request.app[STORE].snapshot, regions)
-    return msgpack_response({"protocol": PROTOCOL_VERSION, "kind": "snapshot", "regions": list(regions), **snap})
+    store, cache = request.app[STORE], request.app[SNAPSHOTS]
+    head = await store.head_version()
+    body = cache.get((regions, head))
+    if body is None:
+        snap = await store.snapshot(regions)
+        payload = {"regions": list(regions), "issued_at": time.time(), **snap}
+        body = await asyncio.to_thread(seal, KIND_SNAPSHOT, payload, request.app[CONFIG].signer)
+        cache.put((regions, snap["version"]), body)
+    return sealed_response(body)
 
 
 async def deltas(request: web.Request) -> web.Response:
@@ -197,54 +303,91 @@ async def deltas(request: web.Request) -> web.Response:
         wait = min(float(request.query.get("wait", "0")), request.app[CONFIG].max_wait_s)
     except ValueError:
         return error(422, "invalid_query", "since must be an integer version and wait a number of seconds")
-    store = request.app[STORE]
-    head = store.head_version()
-    if since > head:
-        return error(409, "ahead_of_origin", f"edge version {since} is ahead of the origin's {head}; take a snapshot")
+    if since < 0:
+        return error(422, "invalid_query", "since must be >= 0")
+    store, changes = request.app[STORE], request.app[CHANGES]
     deadline = time.monotonic() + max(wait, 0.0)
-    condition = request.app[CHANGED]
-    while store.head_version() <= since and (remaining := deadline - time.monotonic()) > 0:
-        async with condition:
-            try:
-                await asyncio.wait_for(condition.wait(), remaining)
-            except asyncio.TimeoutError:
-                break
-    changes, reached = await asyncio.to_thread(store.changes_since, since, regions)
-    return msgpack_response({"protocol": PROTOCOL_VERSION, "kind": "deltas", "regions": list(regions),
-                             "from": since, "to": reached, "changes": changes})
+    while not changes.closing and (await store.head_version()) <= since \
+            and (remaining := deadline - time.monotonic()) > 0:
+        await changes.wait(min(remaining, RECHECK_S))
+    try:
+        page = await store.changes_since(since, regions)
+    except AheadOfOrigin as exc:
+        return error(409, "ahead_of_origin", str(exc))
+    except Compacted as exc:
+        return error(410, "compacted", str(exc))
+    payload = {"regions": list(regions), "from": page.since, "from_hash": page.from_hash, "to": page.to,
+               "to_hash": page.to_hash, "head": page.head, "issued_at": time.time(), "changes": page.changes}
+    return sealed_response(seal(KIND_DELTAS, payload, request.app[CONFIG].signer))
+
+
+_BLOB_SIGNATURES: dict[tuple[str, str], str] = {}
+
+
+def _blob_signature(signer: Signer, sha256: str) -> str:
+    key = (signer.key_id, sha256)
+    if key not in _BLOB_SIGNATURES:
+        _BLOB_SIGNATURES[key] = base64.b64encode(signer.sign(blob_signing_bytes(sha256))).decode()
+    return _BLOB_SIGNATURES[key]
 
 
 async def blob(request: web.Request) -> web.StreamResponse:
+    sha = request.match_info["sha256"]
     try:
-        path = request.app[STORE].blobs.path(request.match_info["sha256"])
+        path = await request.app[STORE].blob_path(sha)
     except NotFound as exc:
         return error(404, "not_found", str(exc))
-    if not path.exists():
-        return error(404, "not_found", "no such blob")
-    # Content-addressed, so immutable: any HTTP cache may keep it forever.
+    signer = request.app[CONFIG].signer
+    # Content-addressed, so immutable: any HTTP cache may keep it forever. The signature covers the address.
     return web.FileResponse(path, headers={"Cache-Control": "public, max-age=31536000, immutable",
-                                           "Content-Type": "application/octet-stream"})
+                                           "Content-Type": "application/octet-stream",
+                                           SIGNATURE_HEADER: _blob_signature(signer, sha),
+                                           KEY_ID_HEADER: signer.key_id})
 
 
 async def healthz(request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
 
 
+async def _compact_periodically(app: web.Application) -> None:
+    config = app[CONFIG]
+    if config.retention_versions is None and config.retention_seconds is None:
+        return
+    while True:
+        await asyncio.sleep(config.compact_interval_s)
+        try:
+            await app[STORE].compact(config.retention_versions, config.retention_seconds)
+        except Exception:  # noqa: BLE001 - compaction is housekeeping: log it, try again later
+            log.exception("compaction failed; will retry")
+
+
 def build_app(config: OriginConfig, store: ChangeLogStore | None = None) -> web.Application:
+    if config.signer is None:
+        raise ValueError("the origin needs a signing key")
     app = web.Application(middlewares=[errors_and_auth], client_max_size=MAX_MODEL_BYTES)
     app[CONFIG] = config
-    app[STORE] = store or ChangeLogStore(config.db_path, config.blob_dir)
+    app[STORE] = store or open_store(config.dsn, config.db_path, config.blob_dir)
+    app[SNAPSHOTS] = SnapshotCache()
 
-    async def on_startup(app: web.Application) -> None:
-        app[CHANGED] = asyncio.Condition()
+    async def lifecycle(app: web.Application) -> Any:
+        app[CHANGES] = ChangeSignal()
+        app[STORE].on_change(app[CHANGES].notify)
+        await app[STORE].open()
+        compactor = asyncio.create_task(_compact_periodically(app), name="edgerec-compact")
+        yield
+        compactor.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await compactor
+        await app[STORE].close()
 
-    async def on_cleanup(app: web.Application) -> None:
-        app[STORE].close()
+    async def on_shutdown(app: web.Application) -> None:
+        app[CHANGES].close()
 
-    app.on_startup.append(on_startup)
-    app.on_cleanup.append(on_cleanup)
+    app.cleanup_ctx.append(lifecycle)
+    app.on_shutdown.append(on_shutdown)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/v1/admin/status", status)
+    app.router.add_post("/v1/admin/compact", compact)
     app.router.add_put("/v1/admin/offers/{offer_id}", put_offer)
     app.router.add_get("/v1/admin/offers/{offer_id}", get_offer)
     app.router.add_delete("/v1/admin/offers/{offer_id}", delete_offer)
@@ -260,6 +403,7 @@ def build_app(config: OriginConfig, store: ChangeLogStore | None = None) -> web.
 def serve(config: OriginConfig) -> None:
     import uvloop
 
-    log.info("origin listening on http://%s:%d (db %s)", config.host, config.port, config.db_path)
+    log.info("origin listening on http://%s:%d (%s, signing key %s)", config.host, config.port,
+             "postgresql" if config.dsn else f"sqlite {config.db_path}", config.signer.key_id if config.signer else None)
     web.run_app(build_app(config), host=config.host, port=config.port, print=None,
                 access_log=None, loop=uvloop.new_event_loop(), handle_signals=True)

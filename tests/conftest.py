@@ -30,14 +30,28 @@ def bundle_dir(synthetic_csv: Path, tmp_path_factory: pytest.TempPathFactory) ->
     return out
 
 
+@pytest.fixture(scope="session")
+def second_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Another model (trained on another synthetic shop), for model swaps and rollbacks."""
+    from models.synthetic import write_synthetic_transactions
+    from models.train import train_bundle
+
+    data = write_synthetic_transactions(tmp_path_factory.mktemp("data2") / "transactions.csv.gz", seed=8)
+    out = tmp_path_factory.mktemp("bundle2")
+    train_bundle(data, out, progress=False)
+    return out
+
+
 class Cluster:
     """An origin with a published model, and edges started on demand; everything stopped at teardown."""
 
     def __init__(self, workdir: Path, bundle: Path) -> None:
         self.workdir = workdir
         self.admin_token = secrets.token_urlsafe(24)
-        self.sync_token = secrets.token_urlsafe(24)
-        self.origin = origin_service(workdir, free_port(), self.admin_token, self.sync_token)
+        self.sync_token = secrets.token_urlsafe(24)  # valid for every region
+        # Edges present the token of their region; a GB token may sync only GB.
+        self.region_tokens = {r: secrets.token_urlsafe(24) for r in ("GB", "DE", "FR")}
+        self.origin = origin_service(workdir, free_port(), self.admin_token, self.sync_token, self.region_tokens)
         self.edges: list[Service] = []
         self.bundle = bundle
 
@@ -51,8 +65,13 @@ class Cluster:
     def put_offer(self, offer: dict) -> dict:
         return put_offer(self.origin.url, self.admin_token, offer)
 
-    def start_edge(self, region: str, port: int | None = None, ready: bool = True) -> Service:
-        edge = edge_service(self.workdir, region, port or free_port(), self.origin.url, self.sync_token).start()
+    def start_edge(self, region: str, port: int | None = None, ready: bool = True,
+                   args: list[str] | None = None, env: dict[str, str] | None = None,
+                   origin_url: str | None = None) -> Service:
+        token = self.region_tokens.get(region, self.sync_token)
+        env = {"EDGEREC_SYNC_BACKOFF_MAX_S": "1", **(env or {})}
+        edge = edge_service(self.workdir, region, port or free_port(), origin_url or self.origin.url, token,
+                            args, env).start()
         self.edges.append(edge)
         if ready:
             edge.wait_ready("/readyz")
@@ -67,6 +86,17 @@ class Cluster:
 @pytest.fixture
 def cluster(tmp_path: Path, bundle_dir: Path) -> Iterator[Cluster]:
     c = Cluster(tmp_path, bundle_dir)
+    c.start_origin()
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.fixture(scope="module")
+def module_cluster(tmp_path_factory: pytest.TempPathFactory, bundle_dir: Path) -> Iterator[Cluster]:
+    """One cluster shared by a module's tests, for tests that only read or that tolerate each other's changes."""
+    c = Cluster(tmp_path_factory.mktemp("cluster"), bundle_dir)
     c.start_origin()
     try:
         yield c

@@ -21,7 +21,12 @@ def _parse(config_cls, argv=()):
 
 
 @pytest.fixture
-def secrets_env(monkeypatch):
+def secrets_env(monkeypatch, tmp_path):
+    from origin_sync.protocol import generate_key_pair
+
+    private_key, public_key = generate_key_pair(tmp_path / "keys")
+    monkeypatch.setenv(CONTRACT["origin"]["secret_env"]["signing_key"], str(private_key))
+    monkeypatch.setenv(CONTRACT["edge"]["env"]["origin_public_key"], str(public_key))
     monkeypatch.setenv(CONTRACT["origin"]["secret_env"]["admin_token"], "a" * 20)
     monkeypatch.setenv(CONTRACT["edge"]["secret_env"]["sync_token"], "new-sync-token-0001,old-sync-token-0001")
     monkeypatch.setenv(CONTRACT["edge"]["env"]["regions"], "DE,FR")

@@ -9,13 +9,22 @@ import time
 import msgpack
 import pytest
 
-from edgerec.services import http_call, http_json
+from edgerec.services import ensure_signing_keys, http_call, http_json
+from origin_sync.protocol import Verifier, open_envelope
 from tests.conftest import make_offer
 
 
 def _sync(cluster, path: str, token: str | None = None) -> tuple[int, dict, bytes]:
     headers = {"Authorization": f"Bearer {token or cluster.sync_token}"}
     return http_call(cluster.origin.url, "GET", path, headers=headers, timeout=30)
+
+
+def _opened(cluster, raw: bytes, kind: str = "deltas") -> dict:
+    """A signed payload, verified with the origin's public key as an edge would."""
+    payload = open_envelope(raw, kind, Verifier.from_config(str(ensure_signing_keys(cluster.workdir)[1])))
+    if kind == "deltas":
+        payload["changes"] = [msgpack.unpackb(c["body"]) for c in payload["changes"]]
+    return payload
 
 
 @pytest.mark.parametrize("method,path,body", [
@@ -73,7 +82,7 @@ def test_every_change_gets_the_next_version_and_deletes_are_logged(cluster):
                                {"Authorization": f"Bearer {cluster.admin_token}"})
     assert status == 200 and v1 < v2 < answer["data_version"]
     status, _, raw = _sync(cluster, f"/v1/sync/deltas?regions=GB&since={v1}")
-    batch = msgpack.unpackb(raw)
+    batch = _opened(cluster, raw)
     assert [c["op"] for c in batch["changes"]] == ["offer_upsert", "offer_delete"]
     assert batch["changes"][0]["offer"]["price"] == 5.0
     status, answer = http_json(cluster.origin.url, "DELETE", "/v1/admin/offers/o1", None,
@@ -82,19 +91,19 @@ def test_every_change_gets_the_next_version_and_deletes_are_logged(cluster):
 
 
 def test_deltas_are_scoped_to_the_edge_regions(cluster):
-    base = msgpack.unpackb(_sync(cluster, "/v1/sync/snapshot?regions=DE")[2])["version"]
+    base = _opened(cluster, _sync(cluster, "/v1/sync/snapshot?regions=DE")[2], "snapshot")["version"]
     cluster.put_offer(make_offer("gb-only", "10001", region="GB"))
     cluster.put_offer(make_offer("de-only", "10002", region="DE", currency="EUR"))
-    batch = msgpack.unpackb(_sync(cluster, f"/v1/sync/deltas?regions=DE&since={base}")[2])
+    batch = _opened(cluster, _sync(cluster, f"/v1/sync/deltas?regions=DE&since={base}")[2])
     assert [c["offer"]["id"] for c in batch["changes"]] == ["de-only"]
     # An offer that leaves a region is still announced there, so that the edge drops it.
     cluster.put_offer(make_offer("de-only", "10002", region="FR", currency="EUR"))
-    batch = msgpack.unpackb(_sync(cluster, f"/v1/sync/deltas?regions=DE&since={batch['to']}")[2])
+    batch = _opened(cluster, _sync(cluster, f"/v1/sync/deltas?regions=DE&since={batch['to']}")[2])
     assert [c["offer"]["regions"] for c in batch["changes"]] == [["FR"]]
 
 
 def test_long_poll_returns_as_soon_as_something_changes(cluster):
-    head = msgpack.unpackb(_sync(cluster, "/v1/sync/snapshot?regions=GB")[2])["version"]
+    head = _opened(cluster, _sync(cluster, "/v1/sync/snapshot?regions=GB")[2], "snapshot")["version"]
     timer = threading.Timer(0.5, lambda: cluster.put_offer(make_offer("o9", "10009")))
     started = time.monotonic()
     timer.start()
@@ -102,14 +111,14 @@ def test_long_poll_returns_as_soon_as_something_changes(cluster):
     elapsed = time.monotonic() - started
     timer.join()
     assert status == 200
-    assert [c["offer"]["id"] for c in msgpack.unpackb(raw)["changes"]] == ["o9"]
+    assert [c["offer"]["id"] for c in _opened(cluster, raw)["changes"]] == ["o9"]
     assert 0.4 < elapsed < 5, elapsed
 
 
 def test_long_poll_with_nothing_new_answers_empty_after_the_wait(cluster):
-    head = msgpack.unpackb(_sync(cluster, "/v1/sync/snapshot?regions=GB")[2])["version"]
+    head = _opened(cluster, _sync(cluster, "/v1/sync/snapshot?regions=GB")[2], "snapshot")["version"]
     started = time.monotonic()
-    batch = msgpack.unpackb(_sync(cluster, f"/v1/sync/deltas?regions=GB&since={head}&wait=0.5")[2])
+    batch = _opened(cluster, _sync(cluster, f"/v1/sync/deltas?regions=GB&since={head}&wait=0.5")[2])
     assert batch["changes"] == [] and batch["to"] == head
     assert time.monotonic() - started >= 0.45
 
@@ -141,3 +150,55 @@ def test_a_published_model_can_be_rolled_back_to(cluster):
     assert status == 200 and answer["data_version"] > published["data_version"]
     status, answer = http_json(cluster.origin.url, "POST", "/v1/admin/models/nope/activate", None, auth)
     assert status == 404
+
+
+def test_a_region_token_syncs_its_own_region_only(cluster):
+    gb = cluster.region_tokens["GB"]
+    assert _sync(cluster, "/v1/sync/snapshot?regions=GB", token=gb)[0] == 200
+    status, _, raw = _sync(cluster, "/v1/sync/snapshot?regions=DE", token=gb)
+    assert status == 403 and json.loads(raw)["error"]["code"] == "forbidden_region"
+    assert _sync(cluster, "/v1/sync/deltas?regions=DE,GB&since=0", token=gb)[0] == 403
+    # A region token is no admin credential.
+    status, _ = http_json(cluster.origin.url, "GET", "/v1/admin/models", None, {"Authorization": f"Bearer {gb}"})
+    assert status == 401
+
+
+def test_an_edge_of_another_protocol_version_is_told_so(cluster):
+    status, _, raw = http_call(cluster.origin.url, "GET", "/v1/sync/deltas?regions=GB&since=0",
+                               headers={"Authorization": f"Bearer {cluster.sync_token}", "X-Edgerec-Protocol": "1"})
+    assert status == 409 and json.loads(raw)["error"]["code"] == "protocol_mismatch"
+
+
+def test_large_payloads_travel_compressed_and_signed(cluster, catalog_skus):
+    for i, sku in enumerate(catalog_skus[:40]):
+        cluster.put_offer(make_offer(f"o{i}", sku))
+    status, _, raw = _sync(cluster, "/v1/sync/snapshot?regions=GB")
+    envelope = msgpack.unpackb(raw)
+    assert status == 200 and envelope["encoding"] == "zlib" and len(envelope["sig"]) == 64
+    assert len(_opened(cluster, raw, "snapshot")["offers"]) == 40
+
+
+def test_a_compacted_log_answers_410_and_the_snapshot_still_serves(cluster):
+    for i in range(5):
+        cluster.put_offer(make_offer(f"o{i}", "10001"))
+    auth = {"Authorization": f"Bearer {cluster.admin_token}"}
+    status, answer = http_json(cluster.origin.url, "POST", "/v1/admin/compact?keep_versions=2", None, auth)
+    assert status == 200 and answer["compaction_floor"] == 3
+    status, _, raw = _sync(cluster, "/v1/sync/deltas?regions=GB&since=1")
+    assert status == 410 and json.loads(raw)["error"]["code"] == "compacted"
+    batch = _opened(cluster, _sync(cluster, "/v1/sync/deltas?regions=GB&since=3")[2])
+    assert [c["version"] for c in batch["changes"]] == [4, 5]
+    assert len(_opened(cluster, _sync(cluster, "/v1/sync/snapshot?regions=GB")[2], "snapshot")["offers"]) == 5
+
+
+def test_no_token_or_key_appears_in_the_origin_log(cluster):
+    cluster.put_offer(make_offer("o1", "10001"))
+    _sync(cluster, "/v1/sync/snapshot?regions=GB")
+    _sync(cluster, "/v1/sync/snapshot?regions=DE", token=cluster.region_tokens["GB"])
+    http_json(cluster.origin.url, "GET", "/v1/admin/models", None, {"Authorization": "Bearer wrong-token-123456"})
+    log_text = cluster.origin.log_path.read_text()
+    private_pem = ensure_signing_keys(cluster.workdir)[0].read_text()
+    secrets = [cluster.admin_token, cluster.sync_token, *cluster.region_tokens.values(), "wrong-token-123456"]
+    assert "origin listening" in log_text
+    assert not [s for s in secrets if s in log_text]
+    assert private_pem.splitlines()[1] not in log_text

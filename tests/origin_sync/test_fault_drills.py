@@ -1,0 +1,359 @@
+"""Fault drills: real origin and edge processes, with a mangling proxy between them or processes killed.
+
+Each drill proves three things: the edge keeps serving its last good version, it never serves a torn or
+unverified state, and it recovers on its own when the fault ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import msgpack
+import pytest
+from aiohttp import ClientSession, web
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from edgerec.services import free_port, http_call, http_json
+from tests.conftest import make_offer
+
+
+class SyncProxy:
+    """A loopback HTTP proxy between an edge and the origin that can mangle the origin's answers."""
+
+    def __init__(self, origin_url: str) -> None:
+        self.origin_url = origin_url
+        self.port = free_port()
+        self.mode = "pass"
+        self.recorded_deltas: bytes | None = None
+        self.mangled = 0
+        self._other_key = Ed25519PrivateKey.generate()
+        self._loop = asyncio.new_event_loop()
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> "SyncProxy":
+        self._thread.start()
+        assert self._started.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        async def shutdown() -> None:
+            await self._session.close()
+            await self._runner.cleanup()
+            self._loop.stop()
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self._loop)
+        self._thread.join(10)
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        runner = self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+        self._loop.run_until_complete(runner.setup())
+        self._loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port, shutdown_timeout=0.1).start())
+        async def make_session() -> ClientSession:
+            return ClientSession(auto_decompress=False)
+
+        self._session = self._loop.run_until_complete(make_session())
+        self._started.set()
+        self._loop.run_forever()
+
+    async def _forward(self, request: web.Request, query: dict[str, str]) -> tuple[int, bytes, dict, str]:
+        headers = {k: v for k, v in request.headers.items() if k.lower() in ("authorization", "x-edgerec-protocol")}
+        async with self._session.get(self.origin_url + request.path, params=query, headers=headers) as resp:
+            body = await resp.read()
+            out_headers = {k: v for k, v in resp.headers.items()
+                           if k.lower() in ("x-edgerec-signature", "x-edgerec-key-id", "x-edgerec-protocol")}
+            return resp.status, body, out_headers, resp.content_type or "application/octet-stream"
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        query = dict(request.query)
+        is_deltas = request.path == "/v1/sync/deltas"
+        status, body, headers, content_type = await self._forward(request, query)
+        mode = self.mode  # read after the (long-polled) answer: a fault switched on mid-poll applies to it
+        if status == 200 and is_deltas and mode == "pass" and msgpack.unpackb(body)["payload"]:
+            self.recorded_deltas = body
+        if status == 200 and is_deltas and mode == "replay" and self.recorded_deltas is not None:
+            self.mangled += 1
+            body = self.recorded_deltas  # an old, well-signed batch, sent again
+        elif status == 200 and is_deltas and mode == "reorder":
+            # The batch that starts one version later: well signed, but not the one that follows.
+            self.mangled += 1
+            status, body, headers, content_type = await self._forward(
+                request, {**query, "since": str(int(query["since"]) + 1), "wait": "0"})
+        elif status == 200 and mode != "pass":
+            body = self._mangle(mode, request.path, body)
+        return web.Response(body=body, status=status, headers=headers, content_type=content_type)
+
+    def _mangle(self, mode: str, path: str, body: bytes) -> bytes:
+        is_blob = path.startswith("/v1/sync/blobs/")
+        if mode == "corrupt_blob" and is_blob or mode in ("truncate", "flip", "bad_signature") and not is_blob:
+            self.mangled += 1
+        if mode == "corrupt_blob" and is_blob:
+            return body[:1000] + bytes([body[1000] ^ 0x55]) + body[1001:]
+        if is_blob:
+            return body
+        if mode == "truncate":
+            return body[: max(1, len(body) * 2 // 3)]
+        if mode == "flip":
+            i = len(body) - 20
+            return body[:i] + bytes([body[i] ^ 0x01]) + body[i + 1:]
+        if mode == "bad_signature":
+            envelope = msgpack.unpackb(body)
+            envelope["sig"] = self._other_key.sign(envelope["payload"])  # same key id, wrong key
+            return msgpack.packb(envelope)
+        return body
+
+
+def readyz(edge) -> dict:
+    return json.loads(http_call(edge.url, "GET", "/readyz", timeout=5)[2])
+
+
+def served(edge, request: dict) -> dict:
+    status, answer = http_json(edge.url, "POST", "/v1/recommendations", request, timeout=5)
+    assert status == 200, answer
+    return answer
+
+
+def wait_until(predicate, timeout_s: float = 15.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def seeded(cluster, catalog_skus):
+    cluster.publish()
+    for sku in catalog_skus[:20]:
+        cluster.put_offer(make_offer(f"GB-{sku}", sku))
+    return cluster
+
+
+def _price_of(answer: dict, offer_id: str) -> float | None:
+    return next((o["price"] for o in answer["offers"] if o["offer_id"] == offer_id), None)
+
+
+def _assert_consistent(answer: dict, version_prices: dict[int, float], offer_id: str) -> None:
+    """A served answer shows the price that belongs to its data version: never a mix of versions."""
+    assert _price_of(answer, offer_id) == version_prices[answer["data_version"]], answer
+
+
+@pytest.mark.parametrize("mode", ["truncate", "flip", "replay", "reorder", "bad_signature"])
+def test_a_mangled_delta_is_refused_and_the_edge_keeps_its_last_good_version(seeded, catalog_skus, mode):
+    with SyncProxy(seeded.origin.url) as proxy:
+        edge = seeded.start_edge("GB", origin_url=proxy.url)
+        request = {"recent_items": catalog_skus[:5], "k": 30}
+        target = f"GB-{catalog_skus[0]}"
+        prices: dict[int, float] = {}
+        good = seeded.put_offer(make_offer(target, catalog_skus[0], price=5.0))["data_version"]
+        prices[good] = 5.0
+        wait_until(lambda: served(edge, request)["data_version"] == good, what="the good version")
+        wait_until(lambda: proxy.recorded_deltas is not None, what="a recorded batch")
+
+        proxy.mode = mode
+        bad = seeded.put_offer(make_offer(target, catalog_skus[0], price=6.0))["data_version"]
+        prices[bad] = 6.0
+        wait_until(lambda: proxy.mangled >= 2, what="mangled answers")
+        wait_until(lambda: sum(readyz(edge)["rejected_payloads"].values()) >= 1, what="a counted refusal")
+        for _ in range(20):
+            answer = served(edge, request)
+            assert answer["data_version"] == good
+            _assert_consistent(answer, prices, target)
+        state = readyz(edge)
+        assert state["ready"] and state["data_version"] == good
+        metrics = http_call(edge.url, "GET", "/metrics")[2].decode()
+        assert "edgerec_sync_rejected_total{reason=" in metrics
+        log_text = edge.log_path.read_text()
+        assert "refused" in log_text and seeded.region_tokens["GB"] not in log_text
+
+        proxy.mode = "pass"
+        wait_until(lambda: served(edge, request)["data_version"] == bad, what="recovery")
+        _assert_consistent(served(edge, request), prices, target)
+
+
+def _second_bundle(bundle_dir: Path, out: Path) -> Path:
+    """The same model with other bytes (an extra metadata entry): a new version for the edge to fetch."""
+    import onnx
+
+    model = onnx.load(str(bundle_dir / "model.onnx"))
+    onnx.helper.set_model_props(model, {"drill": "second"})
+    data = model.SerializeToString()
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    manifest.update(version=manifest["version"] + "-b", sha256=hashlib.sha256(data).hexdigest())
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "model.onnx").write_bytes(data)
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    return out
+
+
+def test_a_corrupt_model_blob_is_refused_and_the_previous_version_served(seeded, catalog_skus, tmp_path):
+    with SyncProxy(seeded.origin.url) as proxy:
+        edge = seeded.start_edge("GB", origin_url=proxy.url)
+        request = {"recent_items": catalog_skus[:5], "k": 10}
+        first = served(edge, request)
+        proxy.mode = "corrupt_blob"
+        published = seeded.publish(_second_bundle(seeded.bundle, tmp_path / "b2"))
+        wait_until(lambda: readyz(edge)["rejected_payloads"].get("blob", 0) >= 1, what="the blob refused")
+        for _ in range(10):
+            answer = served(edge, request)
+            assert answer["model_version"] == first["model_version"]
+            assert answer["data_version"] == first["data_version"]  # the model's version is not half-applied
+        proxy.mode = "pass"
+        answer = wait_until(lambda: (a := served(edge, request))["model_version"] == published["model_version"] and a,
+                            what="the new model")
+        assert answer["data_version"] == published["data_version"]
+        # The blob is cached on disk under its sha256, verified.
+        blobs = list((seeded.workdir / "edge-GB" / "blobs").iterdir())
+        assert all(hashlib.sha256(b.read_bytes()).hexdigest() == b.name for b in blobs) and len(blobs) == 2
+
+
+def test_the_origin_killed_mid_long_poll_and_restarted(seeded, catalog_skus):
+    edge = seeded.start_edge("GB")
+    request = {"recent_items": catalog_skus[:5], "k": 30}
+    before = served(edge, request)
+    time.sleep(0.3)  # the edge is now parked in a long-poll
+    seeded.origin.kill()
+    for _ in range(20):
+        assert served(edge, request)["data_version"] == before["data_version"]
+        time.sleep(0.05)
+    state = readyz(edge)
+    assert state["ready"] and state["seconds_since_origin_contact"] is not None
+    seeded.origin.start()
+    seeded.origin.wait_ready("/healthz")
+    changed = seeded.put_offer(make_offer(f"GB-{catalog_skus[0]}", catalog_skus[0], price=0.42))
+    answer = wait_until(lambda: (a := served(edge, request))["data_version"] == changed["data_version"] and a,
+                        what="recovery after the restart")
+    assert _price_of(answer, f"GB-{catalog_skus[0]}") == 0.42
+    assert readyz(edge)["versions_behind"] == 0
+
+
+def test_a_restarted_edge_serves_from_disk_with_the_origin_down_and_reports_staleness(seeded, catalog_skus):
+    edge = seeded.start_edge("GB", env={"EDGEREC_MAX_STALENESS_S": "3600"})
+    request = {"recent_items": catalog_skus[:5], "k": 30}
+    last = seeded.put_offer(make_offer(f"GB-{catalog_skus[0]}", catalog_skus[0], price=0.77))["data_version"]
+    wait_until(lambda: readyz(edge)["persisted_version"] == last, what="the copy on disk")
+    edge.stop()
+    seeded.origin.kill()
+    started = time.monotonic()
+    restarted = seeded.start_edge("GB", port=edge.port, env={"EDGEREC_MAX_STALENESS_S": "3600"})
+    elapsed = time.monotonic() - started
+    state = readyz(restarted)
+    assert state["ready"] and state["loaded_from_disk"] and state["data_version"] == last
+    assert state["seconds_since_origin_contact"] >= 0 and elapsed < 15
+    assert _price_of(served(restarted, request), f"GB-{catalog_skus[0]}") == 0.77
+    metrics = http_call(restarted.url, "GET", "/metrics")[2].decode()
+    assert "edgerec_sync_staleness_seconds" in metrics and "edgerec_sync_versions_behind" in metrics
+
+
+def test_an_edge_past_its_staleness_limit_is_not_ready_but_keeps_answering(seeded, catalog_skus):
+    edge = seeded.start_edge("GB", env={"EDGEREC_MAX_STALENESS_S": "1"})
+    seeded.origin.kill()
+    wait_until(lambda: http_call(edge.url, "GET", "/readyz")[0] == 503, what="stale")
+    assert readyz(edge)["stale"] is True
+    assert served(edge, {"recent_items": []})["offers"]
+    seeded.origin.start()
+    edge.wait_ready("/readyz", timeout_s=20)
+
+
+def test_an_edge_killed_while_persisting_restarts_on_a_whole_version(seeded, catalog_skus):
+    edge = seeded.start_edge("GB")
+    versions: dict[int, float] = {}
+    stop = threading.Event()
+
+    def write_changes() -> None:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            price = 100.0 + i
+            versions[seeded.put_offer(make_offer(f"GB-{catalog_skus[0]}", catalog_skus[0], price=price))
+                     ["data_version"]] = price
+
+    writer = threading.Thread(target=write_changes)
+    writer.start()
+    try:
+        time.sleep(1.5)  # a stream of changes, each followed by a write of the replica file
+        os.kill(edge.process.pid, signal.SIGKILL)
+        edge.process.wait()
+    finally:
+        stop.set()
+        writer.join()
+    seeded.origin.kill()
+    restarted = seeded.start_edge("GB", port=edge.port)
+    state = readyz(restarted)
+    assert state["loaded_from_disk"], state
+    answer = served(restarted, {"recent_items": catalog_skus[:5], "k": 30})
+    version = answer["data_version"]
+    assert version in versions or version < min(versions)
+    if version in versions:
+        assert _price_of(answer, f"GB-{catalog_skus[0]}") == versions[version]
+    seeded.origin.start()
+    seeded.origin.wait_ready("/healthz")
+    head = max(versions)
+    wait_until(lambda: readyz(restarted)["data_version"] == head, what="catch-up after the restart")
+
+
+def _tmpfs(path: Path, size_kb: int) -> bool:
+    path.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(path)],
+                            capture_output=True)
+    return result.returncode == 0
+
+
+def test_a_full_or_unwritable_state_directory_does_not_stop_serving(seeded, catalog_skus, tmp_path):
+    data_dir = tmp_path / "small-disk"
+    if not _tmpfs(data_dir, 512):
+        pytest.skip("mounting a small tmpfs needs root; the unwritable case below runs anyway")
+    try:
+        edge = seeded.start_edge("GB", args=["--data-dir", str(data_dir)])
+        request = {"recent_items": catalog_skus[:5], "k": 30}
+        filler = data_dir / "filler"
+        with open(filler, "wb") as f:  # fill the disk to the last byte
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            except OSError:
+                pass
+        changed = seeded.put_offer(make_offer(f"GB-{catalog_skus[0]}", catalog_skus[0], price=0.33))
+        answer = wait_until(lambda: (a := served(edge, request))["data_version"] == changed["data_version"] and a,
+                            what="serving the change from memory")
+        assert _price_of(answer, f"GB-{catalog_skus[0]}") == 0.33
+        wait_until(lambda: readyz(edge)["persist_failures"] >= 1, what="a counted write failure")
+        assert "edgerec_sync_persist_failures_total" in http_call(edge.url, "GET", "/metrics")[2].decode()
+        assert "could not persist" in edge.log_path.read_text()
+        filler.unlink()  # the fault ends: the next retry persists
+        wait_until(lambda: readyz(edge)["persisted_version"] == changed["data_version"], timeout_s=20,
+                   what="persisted after space came back")
+
+        # Unwritable: the directory is replaced by a read-only bind of itself.
+        subprocess.run(["mount", "-o", "remount,ro", str(data_dir)], check=True)
+        again = seeded.put_offer(make_offer(f"GB-{catalog_skus[0]}", catalog_skus[0], price=0.34))
+        wait_until(lambda: served(edge, request)["data_version"] == again["data_version"], what="serving, read-only")
+        failures = readyz(edge)["persist_failures"]
+        wait_until(lambda: readyz(edge)["persist_failures"] > failures, what="another counted failure")
+        subprocess.run(["mount", "-o", "remount,rw", str(data_dir)], check=True)
+        wait_until(lambda: readyz(edge)["persisted_version"] == again["data_version"], timeout_s=20,
+                   what="persisted once writable")
+    finally:
+        for e in seeded.edges:
+            e.stop()
+        subprocess.run(["umount", "-l", str(data_dir)], capture_output=True)
+        shutil.rmtree(data_dir, ignore_errors=True)
