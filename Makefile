@@ -22,8 +22,13 @@ demo: $(STAMP)
 $(CHECKOV): infra/tools/install-checkov.sh
 	PYTHON=$(PYTHON) bash infra/tools/install-checkov.sh
 
-# EDGEREC_INFRA_STRICT=1: a missing infra tool fails the run instead of skipping.
-test: $(STAMP) $(CHECKOV)
+# Varnish (Debian's package) is the CDN the edge's cache behaviour is tested behind.
+VARNISHD := /usr/sbin/varnishd
+$(VARNISHD):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends varnish
+
+# EDGEREC_INFRA_STRICT=1: a missing tool (checkov, varnishd) fails the run instead of skipping.
+test: $(STAMP) $(CHECKOV) $(VARNISHD)
 	EDGEREC_INFRA_STRICT=1 $(BIN)/python -m pytest -q
 
 clean:

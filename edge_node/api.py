@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import logging
-import os
-import time
 
 import orjson
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .openapi import OPENAPI
-from .ranking import recommend
-from .validation import RequestError, parse_recommendation_request
+from .openapi import build_openapi
+from .validation import RequestError
 
 log = logging.getLogger("edgerec.edge")
 
 JSON = "application/json"
 NO_STORE = {"Cache-Control": "private, no-store"}
-_OPENAPI_BODY = orjson.dumps(OPENAPI)
 
 
 def json_response(body: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -30,68 +26,35 @@ def error_response(exc: RequestError) -> Response:
     return Response(exc.body(), status_code=exc.status, media_type=JSON, headers=NO_STORE)
 
 
-async def read_body_limited(request: Request, limit: int) -> bytes:
-    """Read the body, refusing anything over `limit` bytes before it is all in memory."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise RequestError(400, "invalid_header", "Content-Length is not a number")
-        if int(declared) > limit:
-            raise RequestError(413, "body_too_large", f"request body over {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise RequestError(413, "body_too_large", f"request body over {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def recommendations(request: Request) -> Response:
-    started = time.perf_counter()
-    app = request.app
-    config = app.state.config
-    metrics = app.state.metrics
-    status = 200
-    try:
-        state = app.state.holder.current
-        if state is None:
-            raise RequestError(503, "not_ready", "this edge has no data or model yet; retry shortly")
-        content_type = request.headers.get("content-type", JSON).split(";")[0].strip().lower()
-        if content_type not in (JSON, "application/*+json", "text/plain", ""):
-            raise RequestError(415, "unsupported_media_type", "send the request as application/json")
-        body = await read_body_limited(request, config.max_body_bytes)
-        parsed = parse_recommendation_request(body, config.max_k, config.default_k)
-        answer = recommend(parsed, state)
-        answer["request_id"] = os.urandom(8).hex()
-        return Response(orjson.dumps(answer), media_type=JSON, headers=NO_STORE)
-    except RequestError as exc:
-        status = exc.status
-        return error_response(exc)
-    finally:
-        metrics.requests.labels("recommendations", str(status)).inc()
-        metrics.latency.labels("recommendations").observe(time.perf_counter() - started)
-
-
 async def healthz(request: Request) -> Response:
     return json_response({"status": "alive"})
 
 
 async def readyz(request: Request) -> Response:
+    """Ready when the edge has a state to serve and, if a staleness limit is set, has heard from the origin within it."""
     state = request.app.state.holder.current
     sync = request.app.state.syncer.status
+    limit = request.app.state.config.max_staleness_s
+    staleness = sync.staleness_s()
+    too_stale = bool(limit) and (staleness is None or staleness > limit)
     details = {
-        "data_version": sync.version,
+        "data_version": state.data_version if state else None,
+        "synced_version": sync.version,
         "origin_version": sync.origin_version,
-        "versions_behind": max(0, sync.origin_version - sync.version),
-        "seconds_since_origin_contact": sync.staleness_s(),
+        "versions_behind": sync.versions_behind(),
+        "seconds_since_origin_contact": None if staleness is None else round(staleness, 3),
+        "max_staleness_s": limit or None,
+        "stale": too_stale,
+        "loaded_from_disk": sync.loaded_from_disk,
+        "persisted_version": sync.persisted_version,
         "sync_errors": sync.errors,
+        "rejected_payloads": dict(sync.rejected),
+        "persist_failures": sync.persist_failures,
         "last_sync_error": sync.last_error,
         "model_version": state.model.version if state else None,
         "regions": {r: len(c) for r, c in state.catalogs.items()} if state else {},
     }
-    ready = state is not None
+    ready = state is not None and not too_stale
     return json_response({"ready": ready, **details}, 200 if ready else 503, NO_STORE)
 
 
@@ -101,7 +64,10 @@ async def metrics_endpoint(request: Request) -> Response:
 
 
 async def openapi(request: Request) -> Response:
-    return Response(_OPENAPI_BODY, media_type=JSON)
+    config = request.app.state.config
+    state = request.app.state.holder.current
+    context_length = state.model.context_length if state is not None else None
+    return json_response(build_openapi(config.max_k, config.default_k, context_length))
 
 
 async def http_exception(request: Request, exc: Exception) -> Response:

@@ -13,23 +13,33 @@ from starlette.routing import Route
 
 from models.runtime import BundleError, Ranker
 from origin_sync.client import Replica, Syncer
+from origin_sync.protocol import Verifier
 
 from . import api
-from .config import EdgeConfig
+from .config import EdgeConfig, config_from_env, config_to_env
 from .metrics import EdgeMetrics
+from .recommendations import RecommendationsEndpoint
 from .state import EdgeState, StateHolder
 
 log = logging.getLogger("edgerec.edge")
 
+STARTUP_WAIT_S = 15.0
+
 
 class StateUpdater:
-    """Turns each new replica from the syncer into a served EdgeState, loading a new model only when it changed."""
+    """Turns each new replica from the syncer into a served EdgeState, loading a new model only when it changed.
+
+    A model blob that cannot be fetched or fails its hash or signature raises: the syncer then keeps the whole
+    previous version (offers and model) and retries. A bundle that arrives intact but fails its own checks
+    (golden outputs) is refused for good: the data moves on with the model the edge already serves.
+    """
 
     def __init__(self, holder: StateHolder, metrics: EdgeMetrics) -> None:
         self.holder = holder
         self.metrics = metrics
         self.ranker: Ranker | None = None
         self._refused_sha: str | None = None
+        self.first_state = asyncio.Event()
 
     async def _model_for(self, replica: Replica, syncer: Syncer) -> Ranker | None:
         ref = replica.model
@@ -37,11 +47,10 @@ class StateUpdater:
             return self.ranker
         if ref["sha256"] == self._refused_sha:
             return self.ranker
+        blob = await syncer.fetch_blob(ref["sha256"])  # verified: signature over the sha256, bytes against it
         try:
-            blob = await syncer.fetch_blob(ref["sha256"])
             ranker = await asyncio.to_thread(Ranker.from_bytes, blob, ref["manifest"])
         except BundleError as exc:
-            # A bad bundle never goes live: keep serving the model we have.
             self._refused_sha = ref["sha256"]
             self.metrics.model_load_failures.inc()
             log.error("model %s refused, keeping %s: %s", ref.get("version"),
@@ -61,6 +70,7 @@ class StateUpdater:
             return
         state = await asyncio.to_thread(EdgeState.build, replica, ranker)
         self.holder.current = state  # the swap: one reference, readers see the old or the new state whole
+        self.first_state.set()
         log.info("serving data version %d (%s)", state.data_version,
                  ", ".join(f"{r}: {len(c)} offers" for r, c in state.catalogs.items()))
 
@@ -68,12 +78,22 @@ class StateUpdater:
 def build_app(config: EdgeConfig) -> Starlette:
     holder = StateHolder()
     metrics = EdgeMetrics()
+    updater = StateUpdater(holder, metrics)
     syncer = Syncer(origin_url=config.origin_url, regions=config.regions, token=config.sync_token,
-                    on_replica=StateUpdater(holder, metrics), wait_s=config.sync_wait_s)
+                    on_replica=updater, verifier=Verifier.from_config(config.origin_public_key),
+                    data_dir=config.data_dir, wait_s=config.sync_wait_s, backoff_max_s=config.sync_backoff_max_s)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # The syncer first serves the copy persisted on disk (no network), then follows the origin.
         task = asyncio.create_task(syncer.run(), name="edgerec-sync")
+        if config.workers > 1:
+            # Workers share one listening socket and a worker takes connections once this returns: wait for a
+            # state first, so that a shopper is never handed to a worker that cannot answer yet.
+            try:
+                await asyncio.wait_for(updater.first_state.wait(), STARTUP_WAIT_S)
+            except asyncio.TimeoutError:
+                log.warning("no state after %.0f s; accepting requests anyway (not ready)", STARTUP_WAIT_S)
         try:
             yield
         finally:
@@ -81,9 +101,12 @@ def build_app(config: EdgeConfig) -> Starlette:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
+    recommendations = RecommendationsEndpoint(holder, metrics, config.cdn, config.rules, config.max_body_bytes,
+                                              config.max_k, config.default_k)
     app = Starlette(
         routes=[
-            Route("/v1/recommendations", api.recommendations, methods=["POST"]),
+            # A raw ASGI app (not a function): Starlette hands it every method, and it answers 405 itself.
+            Route("/v1/recommendations", recommendations),
             Route("/healthz", api.healthz, methods=["GET"]),
             Route("/readyz", api.readyz, methods=["GET"]),
             Route("/metrics", api.metrics_endpoint, methods=["GET"]),
@@ -99,9 +122,20 @@ def build_app(config: EdgeConfig) -> Starlette:
     return app
 
 
+def app_from_environment() -> Starlette:
+    """Factory for worker processes: rebuild the app from the config the parent put in the environment."""
+    return build_app(config_from_env())
+
+
 def serve(config: EdgeConfig) -> None:
     import uvicorn
 
-    uvicorn.run(build_app(config), host=config.host, port=config.port, loop="uvloop", http="httptools",
-                log_level="warning", access_log=False, server_header=False,
-                limit_concurrency=2048, timeout_keep_alive=30, h11_max_incomplete_event_size=16 * 1024)
+    options = dict(host=config.host, port=config.port, loop="uvloop", http="httptools", log_level="warning",
+                   access_log=False, server_header=False, date_header=False, limit_concurrency=4096,
+                   timeout_keep_alive=30, timeout_graceful_shutdown=10, h11_max_incomplete_event_size=16 * 1024)
+    if config.workers == 1:
+        uvicorn.run(build_app(config), **options)
+    else:
+        # Each worker is a process with its own syncer and state: replicas share nothing but the origin.
+        config_to_env(config)
+        uvicorn.run("edge_node.app:app_from_environment", factory=True, workers=config.workers, **options)

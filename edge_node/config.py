@@ -3,16 +3,34 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from origin_sync.protocol import parse_regions
+from origin_sync.protocol import Verifier, parse_regions
+
+from .cdn import UNTRUSTED_IGNORE, UNTRUSTED_REFUSE, CdnPolicy
+from .ranking import Rules
 
 
 class ConfigError(ValueError):
     """A setting is missing or invalid; the message names the flag and the variable."""
+
+
+def parse_markets(raw: str) -> dict[str, str]:
+    """'GB:GB,IE;DE:DE,AT' -> {"GB": "GB", "IE": "GB", "DE": "DE", "AT": "DE"}: viewer country -> market."""
+    markets: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in raw.split(";"))):
+        market, sep, countries = part.partition(":")
+        try:
+            (market,) = parse_regions(market)
+            for country in parse_regions(countries) if sep else ():
+                markets[country] = market
+        except ValueError as exc:
+            raise ConfigError(f"--markets/EDGEREC_MARKETS: {part!r}: {exc}") from None
+    return markets
 
 
 @dataclass(frozen=True)
@@ -27,6 +45,12 @@ class EdgeConfig:
     max_k: int = 100
     default_k: int = 10
     sync_wait_s: float = 25.0
+    origin_public_key: str = ""     # the origin's Ed25519 public key(s): file path, PEM or base64; comma-separated
+    max_staleness_s: float = 0.0    # readiness fails past this many seconds without the origin; 0 = never
+    sync_backoff_max_s: float = 10.0
+    workers: int = 1
+    cdn: CdnPolicy = CdnPolicy()
+    rules: Rules = Rules()
 
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,8 +65,44 @@ class EdgeConfig:
                             help="comma-separated market codes this edge serves, e.g. DE,FR (EDGEREC_REGIONS)")
         parser.add_argument("--data-dir", default=env("EDGEREC_EDGE_DATA_DIR", "var/edge"),
                             help="local directory for the edge's persisted copy (EDGEREC_EDGE_DATA_DIR)")
+        parser.add_argument("--origin-public-key", default=env("EDGEREC_ORIGIN_PUBLIC_KEY", ""),
+                            help="the origin's Ed25519 public key(s) every payload is verified with: a file path, "
+                                 "PEM or base64, comma-separated during a key rotation (EDGEREC_ORIGIN_PUBLIC_KEY)")
+        parser.add_argument("--max-staleness", type=float, default=float(env("EDGEREC_MAX_STALENESS_S", "0")),
+                            help="/readyz fails after this many seconds without a verified answer from the origin; "
+                                 "0 = never (EDGEREC_MAX_STALENESS_S, default 0)")
+        parser.add_argument("--sync-wait", type=float, default=float(env("EDGEREC_SYNC_WAIT_S", "25")),
+                            help="long-poll wait asked of the origin, s (EDGEREC_SYNC_WAIT_S, default 25)")
+        parser.add_argument("--sync-backoff-max", type=float, default=float(env("EDGEREC_SYNC_BACKOFF_MAX_S", "10")),
+                            help="longest pause between failed sync attempts, s (EDGEREC_SYNC_BACKOFF_MAX_S, default 10)")
         parser.add_argument("--max-body-bytes", type=int, default=int(env("EDGEREC_MAX_BODY_BYTES", "65536")),
                             help="largest accepted request body (EDGEREC_MAX_BODY_BYTES, default 65536)")
+        parser.add_argument("--max-k", type=int, default=int(env("EDGEREC_MAX_K", "100")),
+                            help="largest k a request may ask for (EDGEREC_MAX_K, default 100)")
+        parser.add_argument("--workers", type=int, default=int(env("EDGEREC_WORKERS", "1")),
+                            help="server worker processes, each with its own synced copy (EDGEREC_WORKERS, default 1)")
+        parser.add_argument("--geo-headers", default=env("EDGEREC_GEO_HEADERS", "CloudFront-Viewer-Country,CF-IPCountry"),
+                            help="headers the CDN puts the viewer's country in (EDGEREC_GEO_HEADERS)")
+        parser.add_argument("--markets", default=env("EDGEREC_MARKETS", ""),
+                            help="viewer countries served by a market, e.g. 'GB:GB,IE,IM;DE:DE,AT,CH' (EDGEREC_MARKETS); "
+                                 "a country not listed is its own market")
+        parser.add_argument("--untrusted-cdn-headers", choices=(UNTRUSTED_IGNORE, UNTRUSTED_REFUSE),
+                            default=env("EDGEREC_UNTRUSTED_CDN_HEADERS", UNTRUSTED_IGNORE),
+                            help="CDN headers without the shared secret: ignore them or refuse the request with 403 "
+                                 "(EDGEREC_UNTRUSTED_CDN_HEADERS, default ignore)")
+        parser.add_argument("--proxy-hops", type=int, default=int(env("EDGEREC_PROXY_HOPS", "1")),
+                            help="X-Forwarded-For entries added by trusted proxies (EDGEREC_PROXY_HOPS, default 1)")
+        parser.add_argument("--cache-s-maxage", type=int, default=int(env("EDGEREC_CACHE_S_MAXAGE", "30")),
+                            help="how long shared caches keep anonymous answers, s (EDGEREC_CACHE_S_MAXAGE, default 30)")
+        parser.add_argument("--max-per-group", type=int, default=int(env("EDGEREC_MAX_PER_GROUP", "0")),
+                            help="diversity: at most this many offers of one product group, 0 = off "
+                                 "(EDGEREC_MAX_PER_GROUP)")
+        parser.add_argument("--just-bought-days", type=float, default=float(env("EDGEREC_JUST_BOUGHT_DAYS", "1")),
+                            help="exclude items bought this many days ago or less, when requests send age_days "
+                                 "(EDGEREC_JUST_BOUGHT_DAYS, default 1; 0 = off)")
+        parser.add_argument("--model-budget-ms", type=float, default=float(env("EDGEREC_MODEL_BUDGET_MS", "25")),
+                            help="a model run over this sends answers to the popularity fallback for a cool-down "
+                                 "(EDGEREC_MODEL_BUDGET_MS, default 25)")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "EdgeConfig":
@@ -59,8 +119,37 @@ class EdgeConfig:
             raise ConfigError("EDGEREC_SYNC_TOKEN must be set (the token this edge presents to the origin)")
         if not 0 < args.port < 65536:
             raise ConfigError(f"--port/EDGEREC_EDGE_PORT: {args.port} is not a TCP port")
+        if not args.origin_public_key.strip():
+            raise ConfigError("--origin-public-key/EDGEREC_ORIGIN_PUBLIC_KEY must be set: the origin's Ed25519 "
+                              "public key, so that the edge applies nothing unsigned")
+        try:
+            Verifier.from_config(args.origin_public_key)
+        except (ValueError, TypeError, OSError) as exc:
+            raise ConfigError(f"--origin-public-key/EDGEREC_ORIGIN_PUBLIC_KEY: {exc}") from None
+        if args.max_staleness < 0 or not 0 < args.sync_wait <= 300 or not 0 < args.sync_backoff_max <= 600:
+            raise ConfigError("--max-staleness >= 0, --sync-wait in (0, 300], --sync-backoff-max in (0, 600]")
         if args.max_body_bytes < 1024:
             raise ConfigError("--max-body-bytes/EDGEREC_MAX_BODY_BYTES: at least 1024")
+        if not 1 <= args.max_k <= 1000:
+            raise ConfigError("--max-k/EDGEREC_MAX_K: between 1 and 1000")
+        if not 1 <= args.workers <= 256:
+            raise ConfigError("--workers/EDGEREC_WORKERS: between 1 and 256")
+        if args.proxy_hops < 1 or args.cache_s_maxage < 1 or args.max_per_group < 0 or args.just_bought_days < 0 \
+                or args.model_budget_ms <= 0:
+            raise ConfigError("--proxy-hops and --cache-s-maxage must be >= 1, --max-per-group and "
+                              "--just-bought-days >= 0, --model-budget-ms > 0")
+        cdn_secrets = tuple(v.strip() for v in os.environ.get("EDGEREC_CDN_SECRET", "").split(",") if v.strip())
+        cdn = CdnPolicy(
+            secrets=cdn_secrets,
+            geo_headers=tuple(h.strip().lower() for h in args.geo_headers.split(",") if h.strip()),
+            untrusted=args.untrusted_cdn_headers,
+            markets=parse_markets(args.markets),
+            proxy_hops=args.proxy_hops,
+            s_maxage=args.cache_s_maxage,
+            stale_while_revalidate=2 * args.cache_s_maxage,
+        )
+        rules = Rules(max_per_group=args.max_per_group, just_bought_days=args.just_bought_days,
+                      model_budget_ms=args.model_budget_ms)
         return cls(
             host=args.host,
             port=args.port,
@@ -69,4 +158,37 @@ class EdgeConfig:
             sync_token=sync_token,
             data_dir=Path(args.data_dir),
             max_body_bytes=args.max_body_bytes,
+            sync_wait_s=args.sync_wait,
+            origin_public_key=args.origin_public_key,
+            max_staleness_s=args.max_staleness,
+            sync_backoff_max_s=args.sync_backoff_max,
+            max_k=args.max_k,
+            default_k=min(10, args.max_k),
+            workers=args.workers,
+            cdn=cdn,
+            rules=rules,
         )
+
+
+CONFIG_ENV = "EDGEREC_EDGE_CONFIG_JSON"
+
+
+def config_to_env(config: EdgeConfig) -> None:
+    """Hand a parsed config to worker processes, which inherit the environment; secrets stay in their own variables."""
+    data = asdict(config)
+    data.pop("sync_token")
+    data["cdn"].pop("secrets")
+    os.environ[CONFIG_ENV] = json.dumps(data, default=str)
+
+
+def config_from_env() -> EdgeConfig:
+    data = json.loads(os.environ[CONFIG_ENV])
+    cdn = data.pop("cdn")
+    rules = data.pop("rules")
+    cdn_secrets = tuple(v.strip() for v in os.environ.get("EDGEREC_CDN_SECRET", "").split(",") if v.strip())
+    return EdgeConfig(
+        **{**data, "regions": tuple(data["regions"]), "data_dir": Path(data["data_dir"])},
+        sync_token=os.environ.get("EDGEREC_SYNC_TOKEN", "").split(",")[0].strip(),
+        cdn=CdnPolicy(**{**cdn, "geo_headers": tuple(cdn["geo_headers"])}, secrets=cdn_secrets),
+        rules=Rules(**rules),
+    )

@@ -2,20 +2,58 @@
 
 from __future__ import annotations
 
+from typing import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from origin_sync.client import SyncStatus
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
 
 
+class SyncCollector:
+    """Sync counters read from the syncer's status at scrape time (the syncer counts; metrics only report)."""
+
+    def __init__(self) -> None:
+        self.status: SyncStatus | None = None
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        sync = self.status
+        if sync is None:
+            return
+        yield CounterMetricFamily("edgerec_sync_errors", "Failed sync attempts since start", value=sync.errors)
+        rejected = CounterMetricFamily("edgerec_sync_rejected", "Payloads refused before use, by reason "
+                                       "(signature, chain, order, decode, truncated, blob, disk, ...)",
+                                       labels=["reason"])
+        for reason, count in sorted(sync.rejected.items()):
+            rejected.add_metric([reason], count)
+        yield rejected
+        yield CounterMetricFamily("edgerec_sync_persist_failures", "Failed writes of the local copy (disk full, "
+                                  "unwritable); serving goes on from memory", value=sync.persist_failures)
+        yield CounterMetricFamily("edgerec_sync_applied", "Versions applied (snapshots and delta batches)",
+                                  value=sync.applied)
+        yield CounterMetricFamily("edgerec_sync_snapshots", "Snapshots taken", value=sync.snapshots)
+        yield GaugeMetricFamily("edgerec_sync_versions_behind", "Origin version minus the applied version",
+                                value=sync.versions_behind())
+        yield GaugeMetricFamily("edgerec_sync_persisted_version", "Version of the copy on local disk",
+                                value=sync.persisted_version if sync.persisted_version is not None else float("nan"))
+
+
 class EdgeMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.requests = Counter("edgerec_requests_total", "Requests answered, by endpoint and status",
-                                ["endpoint", "status"], registry=self.registry)
-        self.latency = Histogram("edgerec_request_duration_seconds", "Time to answer a recommendation request",
-                                 ["endpoint"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.requests = Counter("edgerec_requests_total", "Requests answered, by route, method and status",
+                                ["route", "method", "status"], registry=self.registry)
+        self.latency = Histogram("edgerec_request_duration_seconds", "Time to answer a request, by route and method",
+                                 ["route", "method"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.inference = Histogram("edgerec_inference_seconds", "Time of one ONNX ranker run",
+                                   buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.anonymous_cache = Counter("edgerec_anonymous_cache_total", "Anonymous answers, by in-process cache result",
+                                       ["result"], registry=self.registry)
         self.fallbacks = Counter("edgerec_fallback_total", "Answers served from a fallback, by reason",
                                  ["reason"], registry=self.registry)
         self.data_version = Gauge("edgerec_data_version", "Data version being served", registry=self.registry)
@@ -23,8 +61,8 @@ class EdgeMetrics:
                                     registry=self.registry)
         self.staleness = Gauge("edgerec_sync_staleness_seconds",
                                "Seconds since the last successful contact with the origin", registry=self.registry)
-        self.sync_errors = Gauge("edgerec_sync_errors_total", "Failed sync attempts since start",
-                                 registry=self.registry)
+        self.sync = SyncCollector()
+        self.registry.register(self.sync)
         self.model_load_failures = Counter("edgerec_model_load_failures_total",
                                            "Model bundles refused at load (bad hash, golden check, ...)",
                                            registry=self.registry)
@@ -37,5 +75,5 @@ class EdgeMetrics:
             self.origin_version.set(sync.origin_version)
             staleness = sync.staleness_s()
             self.staleness.set(staleness if staleness is not None else float("nan"))
-            self.sync_errors.set(sync.errors)
+            self.sync.status = sync
         return generate_latest(self.registry)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .validation import DEVICES, MAX_EXCLUDE, MAX_ID_CHARS, MAX_RECENT_ITEMS
+from .validation import DEVICES, MAX_EXCLUDE, MAX_ID_CHARS, MAX_RECENT_ITEMS, SLOT_RE
 
 _ID = {"type": "string", "minLength": 1, "maxLength": MAX_ID_CHARS}
 _ERROR = {
@@ -17,86 +17,117 @@ _ERROR = {
     },
 }
 _ERROR_RESPONSE = {"description": "Client error", "content": {"application/json": {"schema": _ERROR}}}
+_SLOT = {"type": "string", "pattern": SLOT_RE.pattern,
+         "description": "Where the offers are shown (home, cart, ...); a label kept in metrics and cache keys"}
+_REGION = {"type": "string", "pattern": "^[A-Za-z]{2}$",
+           "description": "Market code; else the trusted CDN geo header decides, else the edge's only region"}
+_ANSWER = {"description": "Ranked offers",
+           "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RecommendationResponse"}}}}
+_ERRORS = {"400": _ERROR_RESPONSE, "403": _ERROR_RESPONSE, "404": _ERROR_RESPONSE, "408": _ERROR_RESPONSE,
+           "413": _ERROR_RESPONSE, "415": _ERROR_RESPONSE, "422": _ERROR_RESPONSE,
+           "503": {"description": "No state yet", "content": {"application/json": {"schema": _ERROR}}}}
 
-OPENAPI = {
-    "openapi": "3.0.3",
-    "info": {"title": "edgerec edge node", "version": "1",
-             "description": "Personalized offer recommendations served at the edge."},
-    "paths": {
-        "/v1/recommendations": {
-            "post": {
-                "summary": "Rank the region's offers for one shopper",
-                "requestBody": {
-                    "required": True,
-                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RecommendationRequest"}}},
+def build_openapi(max_k: int, default_k: int, context_length: int | None) -> dict:
+    """The OpenAPI document for this edge's settings and its current model's context length."""
+    max_recent = min(MAX_RECENT_ITEMS, context_length) if context_length is not None else MAX_RECENT_ITEMS
+    spec = _template()
+    get = spec["paths"]["/v1/recommendations"]["get"]
+    request = spec["components"]["schemas"]["RecommendationRequest"]["properties"]
+    for k_schema in (request["k"], get["parameters"][1]["schema"]):
+        k_schema.update(maximum=max_k, default=default_k)
+    request["recent_items"]["maxItems"] = max_recent
+    return spec
+
+
+def _template() -> dict:
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "edgerec edge node", "version": "1",
+                 "description": "Personalized offer recommendations served at the edge."},
+        "paths": {
+            "/v1/recommendations": {
+                "post": {
+                    "summary": "Rank the region's offers for one shopper",
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RecommendationRequest"}}},
+                    },
+                    "responses": {"200": _ANSWER, **_ERRORS},
                 },
-                "responses": {
-                    "200": {"description": "Ranked offers",
-                            "content": {"application/json": {
-                                "schema": {"$ref": "#/components/schemas/RecommendationResponse"}}}},
-                    "400": _ERROR_RESPONSE, "404": _ERROR_RESPONSE, "413": _ERROR_RESPONSE,
-                    "415": _ERROR_RESPONSE, "422": _ERROR_RESPONSE,
-                    "503": {"description": "No state yet", "content": {"application/json": {"schema": _ERROR}}},
+                "get": {
+                    "summary": "Region-level offers for an anonymous shopper; cacheable by a CDN",
+                    "description": "Answers carry Cache-Control public with s-maxage and stale-while-revalidate, an "
+                                   "ETag (If-None-Match gives 304), and Surrogate-Key / Cache-Tag per offer, region "
+                                   "and data version.",
+                    "parameters": [
+                        {"name": "region", "in": "query", "required": False, "schema": _REGION},
+                        {"name": "k", "in": "query", "required": False,
+                         "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 10}},
+                        {"name": "slot", "in": "query", "required": False, "schema": _SLOT},
+                        {"name": "device", "in": "query", "required": False,
+                         "schema": {"type": "string", "enum": sorted(DEVICES)}},
+                    ],
+                    "responses": {"200": _ANSWER, "304": {"description": "Not modified (ETag matched)"}, **_ERRORS},
+                },
+            },
+            "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "Alive"}}}},
+            "/readyz": {"get": {"summary": "Readiness with sync details",
+                                "responses": {"200": {"description": "Ready"},
+                                              "503": {"description": "No state or model yet"}}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "Text format"}}}},
+        },
+        "components": {
+            "schemas": {
+                "RecommendationRequest": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "shopper_id": {**_ID, "description": "Opaque shopper id; never stored at the edge"},
+                        "region": _REGION,
+                        "slot": _SLOT,
+                        "recent_items": {
+                            "type": "array", "maxItems": MAX_RECENT_ITEMS,
+                            "description": "Recent purchase events, most recent last, repeats kept",
+                            "items": {"oneOf": [
+                                _ID,
+                                {"type": "object", "additionalProperties": False, "required": ["item"],
+                                 "properties": {"item": _ID,
+                                                "age_days": {"type": "number", "minimum": 0, "nullable": True}}},
+                            ]},
+                        },
+                        "k": {"type": "integer", "minimum": 1, "maximum": 100, "default": 10},
+                        "exclude": {"type": "array", "maxItems": MAX_EXCLUDE, "items": _ID},
+                        "context": {
+                            "type": "object", "additionalProperties": False,
+                            "properties": {
+                                "time": {"oneOf": [{"type": "string", "format": "date-time"}, {"type": "number"}],
+                                         "nullable": True},
+                                "device": {"type": "string", "enum": sorted(DEVICES), "nullable": True},
+                            },
+                        },
+                    },
+                },
+                "RecommendationResponse": {
+                    "type": "object",
+                    "required": ["offers", "region", "model_version", "data_version", "fallback", "request_id"],
+                    "properties": {
+                        "offers": {"type": "array", "items": {
+                            "type": "object",
+                            "required": ["offer_id", "sku", "title", "price", "currency", "score"],
+                            "properties": {
+                                "offer_id": {"type": "string"}, "sku": {"type": "string"},
+                                "title": {"type": "string"}, "price": {"type": "number"},
+                                "currency": {"type": "string"}, "score": {"type": "number"},
+                            },
+                        }},
+                        "region": {"type": "string"},
+                        "model_version": {"type": "string"},
+                        "data_version": {"type": "integer"},
+                        "fallback": {"type": "string", "nullable": True, "enum": ["model_error", "latency_budget", None],
+                                     "description": "null, or why the answer comes from regional popularity"},
+                        "request_id": {"type": "string"},
+                    },
                 },
             }
         },
-        "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "Alive"}}}},
-        "/readyz": {"get": {"summary": "Readiness with sync details",
-                            "responses": {"200": {"description": "Ready"},
-                                          "503": {"description": "No state or model yet"}}}},
-        "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "Text format"}}}},
-    },
-    "components": {
-        "schemas": {
-            "RecommendationRequest": {
-                "type": "object",
-                "additionalProperties": False,
-                "properties": {
-                    "shopper_id": {**_ID, "description": "Opaque shopper id; never stored at the edge"},
-                    "region": {"type": "string", "pattern": "^[A-Za-z]{2}$",
-                               "description": "Market code; optional when the edge serves one region"},
-                    "recent_items": {
-                        "type": "array", "maxItems": MAX_RECENT_ITEMS,
-                        "description": "Recent purchase events, most recent last, repeats kept",
-                        "items": {"oneOf": [
-                            _ID,
-                            {"type": "object", "additionalProperties": False, "required": ["item"],
-                             "properties": {"item": _ID,
-                                            "age_days": {"type": "number", "minimum": 0, "nullable": True}}},
-                        ]},
-                    },
-                    "k": {"type": "integer", "minimum": 1, "maximum": 100, "default": 10},
-                    "exclude": {"type": "array", "maxItems": MAX_EXCLUDE, "items": _ID},
-                    "context": {
-                        "type": "object", "additionalProperties": False,
-                        "properties": {
-                            "time": {"oneOf": [{"type": "string", "format": "date-time"}, {"type": "number"}],
-                                     "nullable": True},
-                            "device": {"type": "string", "enum": sorted(DEVICES), "nullable": True},
-                        },
-                    },
-                },
-            },
-            "RecommendationResponse": {
-                "type": "object",
-                "required": ["offers", "region", "model_version", "data_version", "fallback", "request_id"],
-                "properties": {
-                    "offers": {"type": "array", "items": {
-                        "type": "object",
-                        "required": ["offer_id", "sku", "title", "price", "currency", "score"],
-                        "properties": {
-                            "offer_id": {"type": "string"}, "sku": {"type": "string"},
-                            "title": {"type": "string"}, "price": {"type": "number"},
-                            "currency": {"type": "string"}, "score": {"type": "number"},
-                        },
-                    }},
-                    "region": {"type": "string"},
-                    "model_version": {"type": "string"},
-                    "data_version": {"type": "integer"},
-                    "fallback": {"type": "string", "nullable": True},
-                    "request_id": {"type": "string"},
-                },
-            },
-        }
-    },
-}
+    }

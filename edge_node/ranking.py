@@ -1,52 +1,157 @@
-"""From a validated request and the current state to the ranked offers: candidates, rule mask, ONNX ranker, top-k."""
+"""From a validated request and the current state to the ranked offers: candidates, rules, ONNX ranker, fallback."""
 
 from __future__ import annotations
 
+import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from .state import NEG_INF, EdgeState, RegionCatalog
+from .state import NEG_INF, NO_GROUP, EdgeState, RegionCatalog
 from .validation import RecommendationRequest, RequestError
 
+log = logging.getLogger("edgerec.edge")
 
-def resolve_region(request: RecommendationRequest, state: EdgeState) -> RegionCatalog:
-    """The catalog the request is for: its own region if sent, else the edge's only region."""
-    if request.region is None:
+FALLBACK_MODEL_ERROR = "model_error"
+FALLBACK_LATENCY_BUDGET = "latency_budget"
+
+
+@dataclass(frozen=True)
+class Rules:
+    """Business rules the edge applies after scoring (configured per edge; offers carry boosts and groups)."""
+
+    max_per_group: int = 0            # diversity: at most this many offers of one product group; 0 = no limit
+    just_bought_days: float = 1.0     # exclude items the shopper bought this recently (needs age_days)
+    model_budget_ms: float = 25.0     # a model run slower than this opens the breaker
+    breaker_cooldown_s: float = 5.0   # how long answers come from the fallback after an overrun
+
+
+class ModelBreaker:
+    """Sends requests to the popularity fallback for a while after the model overran its latency budget."""
+
+    __slots__ = ("budget_s", "cooldown_s", "open_until")
+
+    def __init__(self, budget_ms: float, cooldown_s: float) -> None:
+        self.budget_s = budget_ms / 1000.0
+        self.cooldown_s = cooldown_s
+        self.open_until = 0.0
+
+    def is_open(self, now: float) -> bool:
+        return now < self.open_until
+
+    def record(self, run_s: float, now: float) -> None:
+        if run_s > self.budget_s:
+            self.open_until = now + self.cooldown_s
+            log.warning("model run took %.1f ms, over its %.1f ms budget: fallback for %.1f s",
+                        run_s * 1000, self.budget_s * 1000, self.cooldown_s)
+
+
+@dataclass(slots=True)
+class Ranked:
+    """The answer before rendering, and what the request cost per stage."""
+
+    body: dict[str, Any]
+    catalog: RegionCatalog
+    positions: list[int]
+    model_s: float
+    fallback: str | None
+
+
+def resolve_region(region: str | None, state: EdgeState) -> RegionCatalog:
+    """The catalog the request is for: its own region if known, else the edge's only region."""
+    if region is None:
         if len(state.catalogs) == 1:
             return next(iter(state.catalogs.values()))
         raise RequestError(422, "region_required",
                            f"this edge serves {', '.join(sorted(state.catalogs))}; say which in 'region'")
-    catalog = state.catalogs.get(request.region)
+    catalog = state.catalogs.get(region)
     if catalog is None:
         raise RequestError(404, "unknown_region",
-                           f"region {request.region!r} is not served here; this edge serves "
+                           f"region {region!r} is not served here; this edge serves "
                            f"{', '.join(sorted(state.catalogs))}")
     return catalog
 
 
-def recommend(request: RecommendationRequest, state: EdgeState) -> dict[str, Any]:
-    catalog = resolve_region(request, state)
-    offers: list[dict[str, Any]] = []
+def _exclude(adjust: np.ndarray, catalog: RegionCatalog, request: RecommendationRequest, rules: Rules) -> None:
+    positions = catalog.positions
+    for key in request.exclude:
+        for pos in positions.get(key, ()):
+            adjust[pos] = NEG_INF
+    ages = request.recent_ages_days
+    if ages is not None and rules.just_bought_days > 0:
+        for sku, age in zip(request.recent_items, ages):
+            if age <= rules.just_bought_days:  # NaN (age not sent) compares False
+                for pos in positions.get(sku, ()):
+                    adjust[pos] = NEG_INF
+
+
+def _diversify(scores: list[float], positions: list[int], groups: np.ndarray, k: int, limit: int) -> list[int]:
+    """Keep the best-ranked offers, at most `limit` of any one product group (a greedy pass over a few dozen)."""
+    kept: list[int] = []
+    per_group: dict[int, int] = {}
+    for score, pos in zip(scores, positions):
+        if score == -np.inf:
+            break
+        group = int(groups[pos])
+        if group != NO_GROUP:
+            if per_group.get(group, 0) >= limit:
+                continue
+            per_group[group] = per_group.get(group, 0) + 1
+        kept.append(pos)
+        if len(kept) == k:
+            break
+    return kept
+
+
+def rank(request: RecommendationRequest, state: EdgeState, rules: Rules, breaker: ModelBreaker,
+         region: str | None) -> Ranked:
+    catalog = resolve_region(region, state)
+    model = state.model
+    if len(request.recent_items) > model.context_length:
+        raise RequestError(422, "invalid_request",
+                           f"recent_items: at most {model.context_length} events (the model's context length), "
+                           f"got {len(request.recent_items)}")
+    fallback: str | None = None
+    model_s = 0.0
+    scores_list: list[float] = []
+    positions_list: list[int] = []
     if len(catalog):
         now = request.at if request.at is not None else time.time()
-        penalty = catalog.penalty_at(now)
-        for key in request.exclude:
-            for pos in catalog.positions.get(key, ()):
-                penalty[pos] = NEG_INF
-        model = state.model
-        context = model.encode_context(request.recent_items)
-        scores, positions = model.rank(context, catalog.region_index, catalog.candidates, penalty, request.k)
-        fragments = catalog.fragments
-        for score, pos in zip(scores.tolist(), positions.tolist()):
-            if score == -np.inf:
-                break  # sorted descending: everything after is ruled out too
-            offers.append({**fragments[pos], "score": round(score, 6)})
-    return {
-        "offers": offers,
+        adjust = catalog.adjust_at(now)
+        _exclude(adjust, catalog, request, rules)
+        diverse = rules.max_per_group > 0 and bool((catalog.groups != NO_GROUP).any())
+        want = min(len(catalog), request.k * 4 if diverse else request.k)
+        clock = time.perf_counter()
+        if breaker.is_open(time.monotonic()):
+            fallback = FALLBACK_LATENCY_BUDGET
+        else:
+            try:
+                context = model.encode_context(request.recent_items, ages_days=request.recent_ages_days)
+                scores, positions = model.rank(context, catalog.region_index, catalog.candidates, adjust, want)
+            except Exception:  # noqa: BLE001 - any failure of the model must still leave the shopper an answer
+                log.exception("model %s failed; answering from regional popularity", model.version)
+                fallback = FALLBACK_MODEL_ERROR
+            else:
+                model_s = time.perf_counter() - clock
+                breaker.record(model_s, time.monotonic())
+        if fallback is not None:
+            scores, positions = catalog.rank_by_popularity(adjust, want)
+        scores_list, positions_list = scores.tolist(), positions.tolist()
+        if diverse:
+            positions_list = _diversify(scores_list, positions_list, catalog.groups, request.k, rules.max_per_group)
+            score_of = dict(zip(positions.tolist(), scores_list))
+            scores_list = [score_of[p] for p in positions_list]
+        else:
+            cut = next((i for i, s in enumerate(scores_list) if s == -np.inf), len(scores_list))
+            scores_list, positions_list = scores_list[:cut], positions_list[:cut]
+    fragments = catalog.fragments
+    body = {
+        "offers": [{**fragments[p], "score": round(s, 6)} for s, p in zip(scores_list, positions_list)],
         "region": catalog.region,
-        "model_version": state.model.version,
+        "model_version": model.version,
         "data_version": state.data_version,
-        "fallback": None,
+        "fallback": fallback,
     }
+    return Ranked(body=body, catalog=catalog, positions=positions_list, model_s=model_s, fallback=fallback)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -12,9 +13,11 @@ import orjson
 MAX_RECENT_ITEMS = 1000
 MAX_EXCLUDE = 500
 MAX_ID_CHARS = 128
-FIELDS = frozenset({"shopper_id", "region", "recent_items", "k", "exclude", "context"})
+FIELDS = frozenset({"shopper_id", "region", "recent_items", "k", "exclude", "context", "slot"})
+QUERY_FIELDS = frozenset({"region", "k", "slot", "device"})
 CONTEXT_FIELDS = frozenset({"time", "device"})
 DEVICES = frozenset({"desktop", "mobile", "tablet", "app", "other"})
+SLOT_RE = re.compile(r"^[a-z0-9_-]{1,32}$")
 
 
 class RequestError(Exception):
@@ -44,11 +47,43 @@ class RecommendationRequest:
     exclude: tuple[str, ...]
     at: float | None                     # epoch seconds of the shopper's "now", if sent
     device: str | None
+    slot: str | None = None              # where the offers are shown ("home", "cart", ...): a label
+    personalized: bool = True            # False for the anonymous, CDN-cacheable GET form
 
 
 def _short_string(value: Any, field: str) -> str:
     if not isinstance(value, str) or not value or len(value) > MAX_ID_CHARS:
         raise invalid(f"{field}: expected a non-empty string of at most {MAX_ID_CHARS} characters")
+    return value
+
+
+def _slot(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not SLOT_RE.match(value):
+        raise invalid("slot: 1-32 characters of lower-case letters, digits, '-' and '_'")
+    return value
+
+
+def _k(value: Any, max_k: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise invalid(f"k: expected an integer between 1 and {max_k}")
+    if not 1 <= value <= max_k:
+        raise invalid(f"k: {value} is out of range; expected 1 to {max_k}")
+    return value
+
+
+def _region(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) != 2 or not value.isalpha() or not value.isascii():
+        raise invalid("region: expected a two-letter market code such as \"DE\"")
+    return value.upper()
+
+
+def _device(value: Any) -> str | None:
+    if value is not None and value not in DEVICES:
+        raise invalid(f"context.device: one of {', '.join(sorted(DEVICES))}")
     return value
 
 
@@ -113,17 +148,9 @@ def parse_recommendation_request(body: bytes, max_k: int, default_k: int) -> Rec
     shopper_id = data.get("shopper_id")
     if shopper_id is not None:
         shopper_id = _short_string(shopper_id, "shopper_id")
-    region = data.get("region")
-    if region is not None:
-        if not isinstance(region, str) or len(region) != 2 or not region.isalpha():
-            raise invalid("region: expected a two-letter market code such as \"DE\"")
-        region = region.upper()
+    region = _region(data.get("region"))
     recent, ages = _recent_items(data.get("recent_items", []))
-    k = data.get("k", default_k)
-    if isinstance(k, bool) or not isinstance(k, int):
-        raise invalid(f"k: expected an integer between 1 and {max_k}")
-    if not 1 <= k <= max_k:
-        raise invalid(f"k: {k} is out of range; expected 1 to {max_k}")
+    k = _k(data.get("k", default_k), max_k)
     exclude_raw = data.get("exclude", [])
     if not isinstance(exclude_raw, list) or len(exclude_raw) > MAX_EXCLUDE:
         raise invalid(f"exclude: expected a list of at most {MAX_EXCLUDE} offer ids or SKUs")
@@ -135,7 +162,26 @@ def parse_recommendation_request(body: bytes, max_k: int, default_k: int) -> Rec
     if unknown_ctx:
         raise invalid(f"context: unknown field(s) {', '.join(sorted(unknown_ctx))}")
     at = _time(context["time"]) if context.get("time") is not None else None
-    device = context.get("device")
-    if device is not None and device not in DEVICES:
-        raise invalid(f"context.device: one of {', '.join(sorted(DEVICES))}")
-    return RecommendationRequest(shopper_id, region, recent, ages, k, exclude, at, device)
+    device = _device(context.get("device"))
+    return RecommendationRequest(shopper_id, region, recent, ages, k, exclude, at, device, _slot(data.get("slot")))
+
+
+def parse_anonymous_query(query: dict[str, list[str]], max_k: int, default_k: int) -> RecommendationRequest:
+    """The GET form: region-level offers for a shopper the edge knows nothing about, cacheable by a CDN."""
+    unknown = set(query) - QUERY_FIELDS
+    if unknown:
+        raise invalid(f"unknown query parameter(s): {', '.join(sorted(unknown))}; "
+                      f"allowed: {', '.join(sorted(QUERY_FIELDS))}")
+    repeated = [name for name, values in query.items() if len(values) > 1]
+    if repeated:
+        raise invalid(f"query parameter(s) given more than once: {', '.join(sorted(repeated))}")
+    one = {name: values[0] for name, values in query.items()}
+    k = default_k
+    if "k" in one:
+        if not one["k"].isdigit() or len(one["k"]) > 6:
+            raise invalid(f"k: expected an integer between 1 and {max_k}")
+        k = _k(int(one["k"]), max_k)
+    return RecommendationRequest(
+        shopper_id=None, region=_region(one.get("region")), recent_items=(), recent_ages_days=None, k=k,
+        exclude=(), at=None, device=_device(one.get("device")), slot=_slot(one.get("slot")), personalized=False,
+    )

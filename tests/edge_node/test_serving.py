@@ -133,7 +133,7 @@ def test_metrics_and_openapi_are_served(seeded):
     status, _, raw = http_call(edge.url, "GET", "/metrics")
     text = raw.decode()
     assert status == 200
-    assert 'edgerec_requests_total{endpoint="recommendations",status="200"} 1.0' in text
+    assert 'edgerec_requests_total{method="POST",route="/v1/recommendations",status="200"} 1.0' in text
     assert "edgerec_sync_staleness_seconds" in text and "edgerec_data_version" in text
     status, _, raw = http_call(edge.url, "GET", "/openapi.json")
     spec = json.loads(raw)
@@ -176,8 +176,23 @@ def test_malformed_requests_get_a_4xx_json_error_that_says_what_is_wrong(seeded)
         assert mention in json.loads(raw)["error"]["message"], (name, raw[:200])
     got, _, raw = http_call(edge.url, "POST", "/v1/recommendations", b"<xml/>", {"Content-Type": "application/xml"})
     assert got == 415 and json.loads(raw)["error"]["code"] == "unsupported_media_type"
-    got, _, raw = http_call(edge.url, "GET", "/v1/recommendations")
+    got, headers, raw = http_call(edge.url, "PUT", "/v1/recommendations", b"{}")
     assert got == 405 and json.loads(raw)["error"]["code"] == "method_not_allowed"
+    assert headers["allow"] == "GET, HEAD, POST"
     # The edge is still healthy and serving after all of that.
     assert http_call(edge.url, "GET", "/healthz")[0] == 200
     assert recommend(edge, {"recent_items": []})[0] == 200
+
+
+def test_an_edge_with_several_workers_serves_from_every_one(seeded, catalog_skus):
+    edge = seeded.start_edge("GB", args=["--workers", "2"])
+    seen = set()
+    for _ in range(40):  # new connections spread over the workers; each has its own synced copy
+        status, answer = recommend(edge, {"recent_items": catalog_skus[:3]})
+        assert status == 200 and answer["data_version"] > 0
+        seen.add(answer["request_id"])
+    assert len(seen) == 40
+    import subprocess
+
+    workers = subprocess.run(["pgrep", "-P", str(edge.process.pid)], capture_output=True, text=True).stdout.split()
+    assert len(workers) >= 2

@@ -1,0 +1,174 @@
+"""The hot path, `/v1/recommendations`, as a raw ASGI endpoint: one pass over headers, one body read, no
+per-offer Python beyond the k answers, cached anonymous answers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from typing import Any, Awaitable, Callable
+from urllib.parse import parse_qs
+
+import orjson
+from cachetools import TTLCache
+
+from .cdn import UNTRUSTED_REFUSE, CdnPolicy, etag_for, etag_matches, public_headers, read_viewer
+from .metrics import EdgeMetrics
+from .ranking import ModelBreaker, Rules, rank
+from .state import StateHolder
+from .validation import RecommendationRequest, RequestError, parse_anonymous_query, parse_recommendation_request
+
+log = logging.getLogger("edgerec.edge")
+
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+JSON_TYPES = (b"application/json", b"text/plain", b"")
+PRIVATE = (b"cache-control", b"private, no-store")
+CONTENT_JSON = (b"content-type", b"application/json")
+BODY_TIMEOUT_S = 5.0
+ROUTE = "/v1/recommendations"
+
+
+class RecommendationsEndpoint:
+    """POST: personalized answers (never cached). GET: anonymous region-level answers (CDN-cacheable)."""
+
+    def __init__(self, holder: StateHolder, metrics: EdgeMetrics, cdn: CdnPolicy, rules: Rules,
+                 max_body_bytes: int, max_k: int, default_k: int, anonymous_cache_size: int = 4096) -> None:
+        self.holder = holder
+        self.metrics = metrics
+        self.cdn = cdn
+        self.rules = rules
+        self.breaker = ModelBreaker(rules.model_budget_ms, rules.breaker_cooldown_s)
+        self.max_body_bytes = max_body_bytes
+        self.max_k = max_k
+        self.default_k = default_k
+        # Anonymous answers per (data version, model, region, k, slot, device); the data version in the key
+        # means a sync swap invalidates them at once, the TTL bounds how long campaign windows can lag.
+        self.anonymous: TTLCache = TTLCache(maxsize=anonymous_cache_size, ttl=max(1, cdn.s_maxage))
+        self._latency = {m: metrics.latency.labels(ROUTE, m) for m in ("POST", "GET", "HEAD", "OTHER")}
+        self._cache = {True: metrics.anonymous_cache.labels("hit"), False: metrics.anonymous_cache.labels("miss")}
+        self._inference = metrics.inference
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        method = scope["method"]
+        status = 200
+        request_id = os.urandom(8).hex()
+        try:
+            if method not in ("POST", "GET", "HEAD"):
+                raise RequestError(405, "method_not_allowed", "use POST (personalized) or GET (anonymous)")
+            peer = scope.get("client")
+            viewer = read_viewer(scope["headers"], peer[0] if peer else None, self.cdn)
+            if viewer.cdn_headers_untrusted and self.cdn.untrusted == UNTRUSTED_REFUSE:
+                raise RequestError(403, "untrusted_cdn_headers",
+                                   "CDN headers without the CDN's shared secret are refused")
+            state = self.holder.current
+            if state is None:
+                raise RequestError(503, "not_ready", "this edge has no data or model yet; retry shortly")
+            if method == "POST":
+                status, headers, body = await self._personalized(scope, receive, viewer, state, started, request_id)
+            else:
+                status, headers, body = self._anonymous(scope, viewer, state, started, request_id)
+        except RequestError as exc:
+            status, headers, body = exc.status, [CONTENT_JSON, PRIVATE], exc.body()
+            if status == 405:
+                headers.append((b"allow", b"GET, HEAD, POST"))
+        headers.append((b"x-request-id", request_id.encode()))
+        if status != 304:
+            headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
+        label = method if method in self._latency else "OTHER"
+        self.metrics.requests.labels(ROUTE, label, str(status)).inc()
+        self._latency[label].observe(time.perf_counter() - started)
+
+    async def _read_body(self, receive: Receive, declared: bytes | None) -> bytes:
+        limit = self.max_body_bytes
+        if declared is not None:
+            if not declared.isdigit():
+                raise RequestError(400, "invalid_header", "Content-Length is not a number")
+            if int(declared) > limit:
+                raise RequestError(413, "body_too_large", f"request body over {limit} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        deadline = time.monotonic() + BODY_TIMEOUT_S
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                message = await asyncio.wait_for(receive(), remaining) if remaining > 0 else None
+            except asyncio.TimeoutError:
+                message = None
+            if message is None:
+                raise RequestError(408, "body_timeout", f"request body not received within {BODY_TIMEOUT_S:.0f} s")
+            if message["type"] == "http.disconnect":
+                raise RequestError(400, "client_disconnected", "client went away before sending the body")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise RequestError(413, "body_too_large", f"request body over {limit} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks) if len(chunks) != 1 else chunks[0]
+
+    def _region_for(self, explicit: str | None, viewer) -> tuple[str | None, bool]:
+        """(region, came_from_geo_header): the request's own region first, then the trusted CDN's country."""
+        if explicit is not None:
+            return explicit, False
+        if viewer.country is not None:
+            return self.cdn.market_of(viewer.country), True
+        return None, False
+
+    async def _personalized(self, scope, receive, viewer, state, started, request_id):
+        content_type = (viewer.content_type or b"").split(b";")[0].strip().lower()
+        if content_type not in JSON_TYPES and not content_type.endswith(b"+json"):
+            raise RequestError(415, "unsupported_media_type", "send the request as application/json")
+        body = await self._read_body(receive, viewer.content_length)
+        request = parse_recommendation_request(body, self.max_k, self.default_k)
+        parsed = time.perf_counter()
+        region, _ = self._region_for(request.region, viewer)
+        ranked = rank(request, state, self.rules, self.breaker, region)
+        ranked.body["request_id"] = request_id
+        payload = orjson.dumps(ranked.body)
+        self._observe(ranked)
+        return 200, [CONTENT_JSON, PRIVATE, self._timing(started, parsed, ranked.model_s)], payload
+
+    def _anonymous(self, scope, viewer, state, started, request_id):
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        request = parse_anonymous_query(query, self.max_k, self.default_k)
+        region, _ = self._region_for(request.region, viewer)
+        key = (state.data_version, state.model.version, region, request.k, request.slot, request.device)
+        cached = self.anonymous.get(key)
+        hit = cached is not None
+        self._cache[hit].inc()
+        if not hit:
+            ranked = rank(request, state, self.rules, self.breaker, region)
+            ranked.body["request_id"] = request_id
+            offer_ids = [ranked.catalog.offer_ids[p] for p in ranked.positions]
+            etag = etag_for(*key, *offer_ids)
+            cached = (orjson.dumps(ranked.body), etag, ranked.catalog.region, offer_ids, ranked.fallback)
+            self._observe(ranked)
+            if ranked.fallback is None:  # a degraded answer is not worth keeping
+                self.anonymous[key] = cached
+        payload, etag, served_region, offer_ids, _ = cached
+        headers = [CONTENT_JSON, *public_headers(self.cdn, etag, served_region, state.data_version, offer_ids,
+                                                 vary_on_geo=request.region is None)]
+        cache_state = b"hit" if hit else b"miss"
+        headers.append((b"server-timing", b"cache;desc=" + cache_state + b";dur=%.3f"
+                        % ((time.perf_counter() - started) * 1000)))
+        if etag_matches(viewer.if_none_match, etag):
+            return 304, headers, b""
+        return 200, headers, payload
+
+    def _observe(self, ranked) -> None:
+        if ranked.fallback is not None:
+            self.metrics.fallbacks.labels(ranked.fallback).inc()
+        elif ranked.model_s:
+            self._inference.observe(ranked.model_s)
+
+    @staticmethod
+    def _timing(started: float, parsed: float, model_s: float) -> tuple[bytes, bytes]:
+        now = time.perf_counter()
+        return (b"server-timing", b"parse;dur=%.3f, model;dur=%.3f, total;dur=%.3f"
+                % ((parsed - started) * 1000, model_s * 1000, (now - started) * 1000))
