@@ -65,7 +65,8 @@ def inference_cost(bundle: Path, repeats: int) -> dict:
     ranker = Ranker.load(bundle)
     items = len(ranker.manifest["items"])
     rng = np.random.default_rng(0)
-    context = rng.integers(1, items + 1, ranker.context_length).astype(np.int64)
+    skus = [ranker.manifest["items"][i] for i in rng.integers(0, items, ranker.context_length)]
+    context = ranker.encode_context(skus, ages_days=np.sort(rng.exponential(60.0, len(skus)))[::-1].tolist())
     region = ranker.region_index("GB")
     out = {}
     for count in CANDIDATE_COUNTS:

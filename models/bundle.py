@@ -36,6 +36,7 @@ def version_of(onnx_bytes: bytes) -> str:
 
 def golden_case(
     context: np.ndarray,
+    ages_days: np.ndarray,
     region: int,
     candidates: np.ndarray,
     excluded_positions: list[int],
@@ -47,6 +48,7 @@ def golden_case(
     return {
         "inputs": {
             "context_items": [int(v) for v in context],
+            "context_ages_days": [float(np.float32(v)) for v in ages_days],
             "region": [int(region)],
             "candidates": [int(v) for v in candidates],
             "excluded_positions": [int(v) for v in excluded_positions],
@@ -64,6 +66,7 @@ def golden_feeds(case: dict) -> dict[str, np.ndarray]:
     penalty[np.asarray(inputs["excluded_positions"], dtype=np.int64)] = -np.inf
     return {
         "context_items": np.asarray(inputs["context_items"], dtype=np.int64),
+        "context_ages_days": np.asarray(inputs["context_ages_days"], dtype=np.float32),
         "region": np.asarray(inputs["region"], dtype=np.int64),
         "candidates": candidates,
         "penalty": penalty,

@@ -27,6 +27,7 @@ class EvaluationUsers:
 
     candidates: list[str]
     contexts: list[list[str]]  # last L history events per user, most recent last
+    context_ages: list[list[float]]  # their ages in days when the test period starts (its first purchase)
     regions: list[str]
     history_counts: np.ndarray  # float [U, M]: own purchase events per candidate
     targets: np.ndarray  # bool [U, M]
@@ -51,14 +52,19 @@ def evaluation_users(history: Transactions, test: Transactions, context_length: 
     history_counts = np.zeros((len(users), len(candidates)))
     targets = np.zeros((len(users), len(candidates)), dtype=bool)
     contexts: list[list[str]] = [[] for _ in users]
+    ages: list[list[float]] = [[] for _ in users]
     regions = [NO_REGION] * len(users)
-    for customer, code, region in zip(
-        history_events.customer_id.tolist(), history_events.stock_code.tolist(), history_events.region.tolist()
+    # Shoppers are asked at the start of the test period, so an event's age is measured from there.
+    asked_at = test_events.invoiced_at.min() if len(test_events) else np.datetime64("NaT")
+    event_ages = ((asked_at - history_events.invoiced_at) / np.timedelta64(1, "D")).tolist()
+    for customer, code, region, age in zip(
+        history_events.customer_id.tolist(), history_events.stock_code.tolist(), history_events.region.tolist(), event_ages
     ):
         row = user_row.get(customer)
         if row is not None:
             history_counts[row, position[code]] += 1
             contexts[row].append(code)
+            ages[row].append(age)
             regions[row] = region  # events are in time order: the last one wins
     for customer, code in zip(test_events.customer_id.tolist(), test_events.stock_code.tolist()):
         row = user_row.get(customer)
@@ -67,6 +73,7 @@ def evaluation_users(history: Transactions, test: Transactions, context_length: 
     return EvaluationUsers(
         candidates=candidates,
         contexts=[context[-context_length:] for context in contexts],
+        context_ages=[user_ages[-context_length:] for user_ages in ages],
         regions=regions,
         history_counts=history_counts,
         targets=targets,
@@ -97,11 +104,12 @@ def item_knn_scores(users: EvaluationUsers, context_length: int) -> np.ndarray:
 def model_top(ranker: Ranker, users: EvaluationUsers, exclude: np.ndarray | None) -> np.ndarray:
     candidates = ranker.item_indices(users.candidates)
     top = np.zeros((len(users.contexts), K), dtype=np.int64)
-    for row, (context, region) in enumerate(zip(users.contexts, users.regions)):
+    for row, (context, ages, region) in enumerate(zip(users.contexts, users.context_ages, users.regions)):
         penalty = np.zeros(len(candidates), dtype=np.float32)
         if exclude is not None:
             penalty[exclude[row]] = -np.inf
-        _, positions = ranker.rank(ranker.encode_context(context), ranker.region_index(region), candidates, penalty, K)
+        encoded = ranker.encode_context(context, ages_days=ages)
+        _, positions = ranker.rank(encoded, ranker.region_index(region), candidates, penalty, K)
         top[row, : len(positions)] = positions
     return top
 
@@ -145,6 +153,7 @@ def evaluate(bundle_dir: str | Path, history_path: str | Path, test_path: str | 
     new_users = EvaluationUsers(
         candidates=users.candidates,
         contexts=[context for context, keep in zip(users.contexts, has_new) if keep],
+        context_ages=[ages for ages, keep in zip(users.context_ages, has_new) if keep],
         regions=[region for region, keep in zip(users.regions, has_new) if keep],
         history_counts=users.history_counts[has_new],
         targets=new_targets[has_new],

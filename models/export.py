@@ -16,6 +16,7 @@ OPSET = 18  # ScatterElements with reduction="add" needs 16+; 18 is widely suppo
 
 INPUTS = (
     ("context_items", "int64", ["L"]),
+    ("context_ages_days", "float32", ["L"]),
     ("region", "int64", [1]),
     ("candidates", "int64", ["N"]),
     ("penalty", "float32", ["N"]),
@@ -54,6 +55,13 @@ def folded_tables(model: RankingModel) -> dict[str, np.ndarray]:
         "log_count_weight": np.array([weight["log_count"]], dtype=np.float32),
         "item_knn_weight": np.array([weight["item_knn"]], dtype=np.float32),
         "item_knn_if_repeat_weight": np.array([weight["item_knn_if_repeat"]], dtype=np.float32),
+        "negative_inverse_decay_days": np.array([-1.0 / model.age_decay_days], dtype=np.float32),
+        "decayed_count_weight": np.array([weight["decayed_count_days"]], dtype=np.float32),
+        "user_recency_weight": np.array([weight["user_recency_if_repeat"]], dtype=np.float32),
+        # weight * log(1 + events) for every possible number of events 0..L: one Gather instead of four nodes.
+        "context_size_terms": (weight["user_context_size_if_repeat"] * np.log1p(np.arange(model.context_length + 1))).astype(np.float32),
+        "no_item": np.zeros(1, dtype=np.int64),
+        "zero": np.zeros(1, dtype=np.float32),
         "flat_shape": np.array([-1], dtype=np.int64),
         "unknown_item_index": np.zeros(1, dtype=np.int64),
         # Column 0 of region_base_scores is the same in every row (see log_popularity and trend).
@@ -70,7 +78,7 @@ def _node(op: str, inputs: list[str], output: str, **attributes) -> onnx.NodePro
 
 
 def build_ranking_graph(model: RankingModel) -> onnx.ModelProto:
-    """One graph: (context_items, region, candidates, penalty, k) → (scores, indices); checker-clean.
+    """One graph: (context_items, context_ages_days, region, candidates, penalty, k) → (scores, indices); checker-clean.
 
     Every feature is a [V+1] vector over the whole vocabulary, built by a few scatters from the
     context: cheaper than per-candidate work once N is in the hundreds, and N-independent.
@@ -82,8 +90,15 @@ def build_ranking_graph(model: RankingModel) -> onnx.ModelProto:
         # Popularity, trend, growth and bias for this region: [V+1].
         _node("Gather", ["region_base_scores", "region"], "base_row", axis=0),
         _node("Reshape", ["base_row", "flat_shape"], "base_scores"),
-        # count and recency-decayed count: each context position adds its weight to its own item.
-        _node("ScatterElements", ["base_scores", "context_items", "position_weights"], "with_counts", **add),
+        # exp(-age / decay) of each real event (padding and unknown items give 0).
+        _node("Mul", ["context_ages_days", "negative_inverse_decay_days"], "scaled_ages"),
+        _node("Exp", ["scaled_ages"], "age_decay"),
+        _node("Greater", ["context_items", "no_item"], "is_event"),
+        _node("Where", ["is_event", "age_decay", "zero"], "event_recency"),
+        # count, event-decayed and day-decayed count: each context position adds its weight to its own item.
+        _node("Mul", ["event_recency", "decayed_count_weight"], "decayed_count_terms"),
+        _node("Add", ["position_weights", "decayed_count_terms"], "context_weights"),
+        _node("ScatterElements", ["base_scores", "context_items", "context_weights"], "with_counts", **add),
         _node("ScatterElements", ["item_ones", "context_items", "context_ones"], "one_plus_count", **add),
         _node("Log", ["one_plus_count"], "log_count"),
         _node("Sign", ["log_count"], "is_repeat"),  # log(1 + count) > 0 exactly when count > 0
@@ -100,7 +115,15 @@ def build_ranking_graph(model: RankingModel) -> onnx.ModelProto:
         _node("Add", ["with_log_count", "item_knn_term"], "shared_scores"),
         # Repeat-only terms: their own base per item plus their own kNN weight, gated by is_repeat.
         _node("Mul", ["item_knn", "item_knn_if_repeat_weight"], "repeat_knn_term"),
-        _node("Add", ["repeat_base_scores", "repeat_knn_term"], "repeat_terms"),
+        _node("Add", ["repeat_base_scores", "repeat_knn_term"], "item_repeat_terms"),
+        # The shopper's recency (newest event) and context size move all their repeats together.
+        _node("ReduceMax", ["event_recency"], "user_recency", keepdims=1),
+        _node("Mul", ["user_recency", "user_recency_weight"], "user_recency_term"),
+        _node("Cast", ["is_event"], "event_flags", to=TensorProto.INT64),
+        _node("ReduceSum", ["event_flags"], "events", keepdims=1),
+        _node("Gather", ["context_size_terms", "events"], "context_size_term", axis=0),
+        _node("Add", ["user_recency_term", "context_size_term"], "user_repeat_term"),
+        _node("Add", ["item_repeat_terms", "user_repeat_term"], "repeat_terms"),
         _node("Mul", ["repeat_terms", "is_repeat"], "gated_repeat_terms"),
         _node("Add", ["shared_scores", "gated_repeat_terms"], "scores_with_padding"),
         # Padding (index 0) collected the weights of empty positions; put its score back.
@@ -111,7 +134,7 @@ def build_ranking_graph(model: RankingModel) -> onnx.ModelProto:
         _node("Min", ["k", "candidate_count"], "top_count"),
         helper.make_node("TopK", ["ranked_scores", "top_count"], ["scores", "indices"], axis=-1, largest=1, sorted=1),
     ]
-    inputs = [_value_info(name, dtype, [L] if name == "context_items" else shape) for name, dtype, shape in INPUTS]
+    inputs = [_value_info(name, dtype, [L] if shape == ["L"] else shape) for name, dtype, shape in INPUTS]
     graph = helper.make_graph(
         nodes,
         "edgerec_ranker",
@@ -131,7 +154,7 @@ def signature(context_length: int) -> dict[str, list[dict]]:
     """The manifest's inputs/outputs entries: name, dtype and shape (strings are dynamic sizes)."""
     return {
         "inputs": [
-            {"name": name, "dtype": dtype, "shape": [context_length] if name == "context_items" else shape}
+            {"name": name, "dtype": dtype, "shape": [context_length] if shape == ["L"] else shape}
             for name, dtype, shape in INPUTS
         ],
         "outputs": [{"name": name, "dtype": dtype, "shape": shape} for name, dtype, shape in OUTPUTS],

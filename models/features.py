@@ -4,6 +4,7 @@ Features of item v given a context (item indices, most recent last, 0 = padding)
 repetition — count, recency-decayed count, log(1 + count), is_repeat, repeat propensity (repeats only);
 exploration — log(1 + item-kNN score: summed cosine of v to the context items' top-K neighbours);
 popularity — regional log share, recent-trend log share, growth (recent vs all-time).
+time — decayed count in days (needs each event's age), the shopper's recency and context size (repeats only).
 Terms marked "_if_repeat" are multiplied by is_repeat, so a repeat and a new item get their own weights:
 ranking items a shopper already buys and items new to them are different problems.
 """
@@ -29,6 +30,9 @@ FEATURE_NAMES = (
     "trend_popularity_if_repeat",
     "growth",
     "growth_if_repeat",
+    "decayed_count_days",
+    "user_recency_if_repeat",
+    "user_context_size_if_repeat",
 )
 
 
@@ -48,13 +52,23 @@ def scatter_rows(contexts: np.ndarray, values: np.ndarray, item_count: int) -> n
 
 
 def context_features(
-    statistics: ItemStatistics, contexts: np.ndarray, regions: np.ndarray, recent_decay: float
+    statistics: ItemStatistics,
+    contexts: np.ndarray,
+    regions: np.ndarray,
+    recent_decay: float,
+    ages: np.ndarray,
+    age_decay_days: float,
 ) -> np.ndarray:
-    """float64 [F, S, V+1]: every FEATURE_NAMES feature of every item for contexts [S, L] and regions [S]."""
+    """float64 [F, S, V+1]: every FEATURE_NAMES feature of every item for contexts [S, L], ages [S, L] and regions [S]."""
     item_count = len(statistics.vocabulary.items)
     samples, length = contexts.shape
     valid = contexts > 0
     count = scatter_rows(contexts, valid.astype(np.float64), item_count)
+    # One decay in days serves both the item's decayed count and the shopper's recency (newest event).
+    event_recency = np.where(valid, np.exp(-np.asarray(ages, np.float64) / age_decay_days), 0.0)
+    decayed_days = scatter_rows(contexts, event_recency, item_count)
+    user_recency = event_recency.max(axis=1, initial=0.0)[:, None]
+    events = valid.sum(axis=1)[:, None].astype(np.float64)
     recent = scatter_rows(contexts, valid * position_decay(length, recent_decay)[None, :], item_count)
     is_repeat = (count > 0).astype(np.float64)
     neighbours = statistics.neighbours[contexts].reshape(samples, -1)
@@ -76,40 +90,60 @@ def context_features(
             trend * is_repeat,
             growth,
             growth * is_repeat,
+            decayed_days,
+            is_repeat * user_recency,
+            is_repeat * np.log1p(events),
         ]
     )
 
 
 @dataclass(frozen=True)
 class RankingModel:
-    """Item statistics + the recency decay + learned linear weights over FEATURE_NAMES."""
+    """Item statistics + the decay constants + learned linear weights over FEATURE_NAMES."""
 
     statistics: ItemStatistics
     context_length: int
     recent_decay: float
+    age_decay_days: float
     weights: np.ndarray  # float64 [len(FEATURE_NAMES)]
     bias: float
 
-    def score_all_items(self, contexts: np.ndarray, regions: np.ndarray, *, batch: int = 256) -> np.ndarray:
+    def features(self, contexts: np.ndarray, ages: np.ndarray, regions: np.ndarray) -> np.ndarray:
+        """float64 [F, S, V+1] for contexts [S, L], their ages in days [S, L] and regions [S]."""
+        return context_features(
+            self.statistics, contexts, regions, self.recent_decay, ages, self.age_decay_days
+        )
+
+    def score_all_items(
+        self, contexts: np.ndarray, ages: np.ndarray, regions: np.ndarray, *, batch: int = 256
+    ) -> np.ndarray:
         """[S, V+1] scores of every item; column 0 is the unknown item."""
         item_count = len(self.statistics.vocabulary.items)
         scores = np.empty((len(contexts), item_count + 1))
         for start in range(0, len(contexts), batch):
-            features = context_features(
-                self.statistics, contexts[start : start + batch], regions[start : start + batch], self.recent_decay
-            )
-            scores[start : start + batch] = np.tensordot(self.weights, features, axes=1) + self.bias
+            window = slice(start, start + batch)
+            features = self.features(contexts[window], ages[window], regions[window])
+            scores[window] = np.tensordot(self.weights, features, axes=1) + self.bias
         return scores
 
-    def score_candidates(self, context: np.ndarray, region: int, candidates: np.ndarray) -> np.ndarray:
+    def score_candidates(
+        self, context: np.ndarray, ages: np.ndarray, region: int, candidates: np.ndarray
+    ) -> np.ndarray:
         """[N] float64 scores for one request, the numpy twin of the ONNX graph (before penalty)."""
-        return self.score_all_items(np.asarray(context)[None, :], np.array([region]))[0, np.asarray(candidates)]
+        scores = self.score_all_items(np.asarray(context)[None, :], np.asarray(ages, np.float64)[None, :], np.array([region]))
+        return scores[0, np.asarray(candidates)]
 
 
 def rank_reference(
-    model: RankingModel, context: np.ndarray, region: int, candidates: np.ndarray, penalty: np.ndarray, k: int
+    model: RankingModel,
+    context: np.ndarray,
+    ages: np.ndarray,
+    region: int,
+    candidates: np.ndarray,
+    penalty: np.ndarray,
+    k: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """What the ONNX graph must return: top-min(k, N) scores and positions, ties by lower position."""
-    scores = model.score_candidates(context, region, candidates) + penalty.astype(np.float64)
+    scores = model.score_candidates(context, ages, region, candidates) + penalty.astype(np.float64)
     order = np.argsort(-scores, kind="stable")[: max(0, min(k, len(candidates)))]
     return scores[order], order.astype(np.int64)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -11,7 +12,7 @@ import onnxruntime
 
 from models.bundle import BundleError, check_manifest, golden_feeds, read_bundle
 
-__all__ = ["BundleError", "Ranker"]
+__all__ = ["BundleError", "Ranker", "RequestContext"]
 
 GOLDEN_TOLERANCE = 1e-4
 
@@ -37,6 +38,14 @@ def _session_options() -> onnxruntime.SessionOptions:
     return options
 
 
+@dataclass(frozen=True)
+class RequestContext:
+    """A shopper's encoded context: the graph's context_items and context_ages_days, both [L]."""
+
+    items: np.ndarray  # int64 [L]: last L events, most recent last, left-padded with 0
+    ages_days: np.ndarray  # float32 [L]: days from each event to the request
+
+
 class Ranker:
     """A verified, warmed-up ONNX ranker plus the manifest's vocabularies."""
 
@@ -51,6 +60,10 @@ class Ranker:
         self.version = str(manifest["version"])
         self.sha256 = str(manifest["sha256"])
         self.context_length = int(manifest["context_length"])
+        # Ages for events that come without one: the median age of an event at that position in training.
+        self._default_ages = np.asarray(manifest["default_ages_days"], dtype=np.float32)
+        if self._default_ages.shape != (self.context_length,):
+            raise ValueError(f"default_ages_days has {self._default_ages.size} entries, context_length is {self.context_length}")
         self._item_index = {str(code).upper(): position + 1 for position, code in enumerate(manifest["items"])}
         self._region_index = {str(code).upper(): position + 1 for position, code in enumerate(manifest["regions"])}
 
@@ -105,24 +118,47 @@ class Ranker:
         """Index of a market code, 0 when unknown (the graph then uses global popularity)."""
         return self._region_index.get(region.upper(), 0)
 
-    def encode_context(self, skus: Sequence[str]) -> np.ndarray:
-        """int64 [L]: the last L items, most recent last, left-padded with 0."""
-        recent = list(skus)[-self.context_length :] if self.context_length else []
-        context = np.zeros(self.context_length, dtype=np.int64)
+    def encode_context(self, skus: Sequence[str], ages_days: Sequence[float] | None = None) -> RequestContext:
+        """The last L items, most recent last, left-padded with 0, with each one's age in days.
+
+        ages_days, when given, is aligned with skus (same length); a NaN, a missing list, or a negative
+        age takes the manifest's default_ages_days for that position (the training median there).
+        """
+        length = self.context_length
+        recent = list(skus)[-length:] if length else []
+        items = np.zeros(length, dtype=np.int64)
+        ages = self._default_ages.copy()
         if recent:
-            context[self.context_length - len(recent) :] = self.item_indices(recent)
-        return context
+            items[length - len(recent) :] = self.item_indices(recent)
+            if ages_days is not None:
+                if len(ages_days) != len(skus):
+                    raise ValueError(f"ages_days has {len(ages_days)} entries for {len(skus)} items")
+                sent = np.asarray(ages_days[len(ages_days) - len(recent) :], dtype=np.float32)
+                tail = ages[length - len(recent) :]
+                tail[:] = np.where(sent >= 0, sent, tail)  # NaN >= 0 is False: NaN and negatives keep the default
+        return RequestContext(items, ages)
 
     def rank(
-        self, context: np.ndarray, region: int, candidates: np.ndarray, penalty: np.ndarray, k: int
+        self,
+        context: RequestContext | np.ndarray,
+        region: int,
+        candidates: np.ndarray,
+        penalty: np.ndarray,
+        k: int,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(scores float32 [k'], positions into candidates int64 [k']), best first; k' = min(k, N)."""
+        """(scores float32 [k'], positions into candidates int64 [k']), best first; k' = min(k, N).
+
+        context is what encode_context returns; a bare int64 [L] item array is taken with default ages.
+        """
         if k <= 0 or len(candidates) == 0:
             return np.empty(0, dtype=np.float32), np.empty(0, dtype=np.int64)
+        if not isinstance(context, RequestContext):
+            context = RequestContext(context, self._default_ages)
         scores, positions = self._session.run(
             None,
             {
-                "context_items": context,
+                "context_items": context.items,
+                "context_ages_days": context.ages_days,
                 "region": np.array([region], dtype=np.int64),
                 "candidates": candidates,
                 "penalty": penalty,

@@ -6,6 +6,7 @@ come only from data before it. Weights are fitted with a multi-positive softmax 
 candidates (all repeats, the targets, top item-kNN new items, importance-weighted random items),
 so the loss ranks repeats against new items the way NDCG@k does. The last cut is the validation
 cut: it picks the repeat offset and gives the held-out metrics. The shipped statistics are refit on all data.
+Each context event carries its age in days at the cut, as a request carries it at the edge.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ class TrainingConfig:
 
     context_length: int = DEFAULT_CONTEXT_LENGTH
     recent_decay: float = 0.99  # per purchase event, for the recency-weighted count
+    # e-folding time in days of the decayed count and of the shopper's recency; on the validation cut of
+    # history→Aug, 180 beat 30/60/90 and ties 365/1000 (short decays favour summer habits that autumn breaks).
+    age_decay_days: float = 180.0
     neighbours: int = 10  # item-kNN table width K; 10-20 beat 50+ on new items
     trend_days: int = 28
     # Samples mirror the evaluation: context before a cut, targets = everything bought in the next horizon.
@@ -73,11 +77,18 @@ def index_events(events: Transactions, vocabulary: Vocabulary) -> CustomerEvents
     )
 
 
-def contexts_before(events: CustomerEvents, positions: np.ndarray, context_length: int) -> np.ndarray:
-    """[S, L] the customer's last L events before each position, left-padded with 0."""
+DAY = np.timedelta64(1, "D")
+
+
+def contexts_before(
+    events: CustomerEvents, positions: np.ndarray, context_length: int, at: np.datetime64
+) -> tuple[np.ndarray, np.ndarray]:
+    """[S, L] the customer's last L events before each position, left-padded with 0, and their ages in days at `at`."""
     window = positions[:, None] - context_length + np.arange(context_length)
     inside = window >= events.customer_start[positions][:, None]
-    return np.where(inside, events.items[np.clip(window, 0, None)], 0)
+    clipped = np.clip(window, 0, None)
+    ages = (at - events.times[clipped]) / DAY
+    return np.where(inside, events.items[clipped], 0), np.where(inside, ages, 0.0)
 
 
 @dataclass(frozen=True)
@@ -85,6 +96,7 @@ class HeldOut:
     """Users active on both sides of a cut: context, whole-history counts and targets."""
 
     contexts: np.ndarray  # int64 [U, L]
+    ages: np.ndarray  # float64 [U, L]: days from each context event to the cut
     regions: np.ndarray  # int64 [U]
     history: np.ndarray  # float64 [U, V+1]: all purchase events before the cut
     targets: np.ndarray  # bool [U, V+1]: bought in [cut, until), known items only
@@ -118,8 +130,8 @@ def held_out_users(
     history = history.reshape(len(last_before), size).astype(np.float64)
     history[:, 0] = 0.0
     # A user with a target has an event after last_before, so last_before + 1 is a valid position.
-    contexts = contexts_before(events, last_before[keep] + 1, context_length)
-    return HeldOut(contexts, events.regions[last_before][keep], history[keep], targets[keep])
+    contexts, ages = contexts_before(events, last_before[keep] + 1, context_length, cut)
+    return HeldOut(contexts, ages, events.regions[last_before][keep], history[keep], targets[keep])
 
 
 @dataclass(frozen=True)
@@ -161,8 +173,10 @@ def cut_samples(
     users = held_out_users(indexed, cut, until, config.context_length, known)
     rows, labels, log_weights, sizes = [], [], [], []
     for start in range(0, len(users.regions), 128):
+        window = slice(start, start + 128)
         features = context_features(
-            statistics, users.contexts[start : start + 128], users.regions[start : start + 128], config.recent_decay
+            statistics, users.contexts[window], users.regions[window], config.recent_decay,
+            users.ages[window], config.age_decay_days,
         )
         for user in range(features.shape[1]):
             targets = users.targets[start + user]
@@ -258,10 +272,10 @@ def held_out_metrics(model: RankingModel, cut: CutSamples) -> dict[str, dict[str
     popularity = np.exp(stats.global_log_popularity)
     tiebreak = popularity / (popularity.max() * 2.0)
     features = np.concatenate(
-        [context_features(stats, users.contexts[s : s + 256], users.regions[s : s + 256], model.recent_decay)[_ITEM_KNN] for s in range(0, len(users.regions), 256)]
+        [model.features(users.contexts[s : s + 256], users.ages[s : s + 256], users.regions[s : s + 256])[_ITEM_KNN] for s in range(0, len(users.regions), 256)]
     ) if len(users.regions) else np.zeros((0, len(known)))
     scores = {
-        "model": model.score_all_items(users.contexts, users.regions),
+        "model": model.score_all_items(users.contexts, users.ages, users.regions),
         "popularity": np.broadcast_to(stats.global_log_popularity, users.targets.shape),
         "region_popularity": stats.region_log_popularity[users.regions],
         "repeat": users.history + tiebreak,
@@ -287,7 +301,8 @@ def golden_cases(model: RankingModel, held_out: HeldOut, rng: np.random.Generato
     for user in rng.permutation(len(held_out.regions)).tolist():
         if len(cases) == count:
             break
-        context = held_out.contexts[user]
+        # Ages go through the graph as float32: the reference sees the same rounded values.
+        context, ages = held_out.contexts[user], held_out.ages[user].astype(np.float32).astype(np.float64)
         if len(cases) == 1:
             context = np.r_[np.zeros(model.context_length // 2, dtype=np.int64), context[model.context_length // 2 :]]
         size = 5 if len(cases) == 2 else min(40, item_count)
@@ -300,13 +315,28 @@ def golden_cases(model: RankingModel, held_out: HeldOut, rng: np.random.Generato
         penalty = np.zeros(len(candidates), dtype=np.float32)
         penalty[excluded] = -np.inf
         region = int(held_out.regions[user]) if len(cases) != 0 else 0
-        scores, indices = rank_reference(model, context, region, candidates, penalty, K)
+        scores, indices = rank_reference(model, context, ages, region, candidates, penalty, K)
         finite = scores[np.isfinite(scores)]
-        full = np.sort(model.score_candidates(context, region, candidates))[::-1]
+        full = np.sort(model.score_candidates(context, ages, region, candidates))[::-1]
         if len(finite) < len(scores) or (len(full) > 1 and np.min(np.abs(np.diff(full[: K + 3]))) < 1e-3):
             continue
-        cases.append(golden_case(context, region, candidates, excluded, K, scores, indices))
+        cases.append(golden_case(context, ages, region, candidates, excluded, K, scores, indices))
     return cases
+
+
+def default_ages(held_out: HeldOut) -> np.ndarray:
+    """float32 [L]: median age in days of the event at each context position, for requests that send no ages.
+
+    Positions no held-out user reaches take the oldest median seen, so the defaults never decrease with age.
+    """
+    length = held_out.contexts.shape[1]
+    medians = np.zeros(length)
+    for position in range(length):
+        present = held_out.contexts[:, position] > 0
+        medians[position] = np.median(held_out.ages[present, position]) if present.any() else np.nan
+    medians = np.where(np.isnan(medians), np.nanmax(medians) if np.isfinite(medians).any() else 0.0, medians)
+    # Older positions sit on the left: the running maximum from the right keeps ages non-increasing left to right.
+    return np.maximum.accumulate(medians[::-1])[::-1].astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -316,6 +346,12 @@ class TrainedRanker:
     model: RankingModel
     held_out: HeldOut
     report: dict
+
+
+def _model(statistics: ItemStatistics, config: TrainingConfig, weights: np.ndarray, bias: float) -> RankingModel:
+    return RankingModel(
+        statistics, config.context_length, config.recent_decay, config.age_decay_days, weights, bias
+    )
 
 
 def _cut_times(first: np.datetime64, end: np.datetime64, config: TrainingConfig) -> tuple[list[np.datetime64], np.datetime64]:
@@ -365,12 +401,12 @@ def fit_ranking_model(
     for offset in config.repeat_offsets:
         shifted = weights.copy()
         shifted[_IS_REPEAT] += offset
-        candidate = RankingModel(validation.statistics, config.context_length, config.recent_decay, shifted, bias)
-        top = _masked_top(candidate.score_all_items(validation.users.contexts, validation.users.regions), validation.known)
+        candidate = _model(validation.statistics, config, shifted, bias)
+        top = _masked_top(candidate.score_all_items(validation.users.contexts, validation.users.ages, validation.users.regions), validation.known)
         offsets[offset] = ranking_metrics(top, validation.users.targets)[f"ndcg@{K}"]
     repeat_offset = max(offsets, key=lambda value: (offsets[value], -value))
     weights[_IS_REPEAT] += repeat_offset
-    validation_model = RankingModel(validation.statistics, config.context_length, config.recent_decay, weights, bias)
+    validation_model = _model(validation.statistics, config, weights, bias)
     metrics = held_out_metrics(validation_model, validation)
     steps.set_postfix_str("final weights and statistics")
     # The shipped weights also learn from the validation cut, the most recent behaviour there is.
@@ -379,7 +415,7 @@ def fit_ranking_model(
     final_statistics = fit_item_statistics(
         vocabulary, purchases, events, neighbours=config.neighbours, trend_days=config.trend_days, until=end
     )
-    model = RankingModel(final_statistics, config.context_length, config.recent_decay, final_weights, bias)
+    model = _model(final_statistics, config, final_weights, bias)
     steps.update()
     steps.close()
     times = transactions.invoiced_at
@@ -437,6 +473,7 @@ def write_trained_bundle(trained: TrainedRanker, out_dir: str | Path, config: Tr
         {
             **signature(config.context_length),
             "context_length": config.context_length,
+            "default_ages_days": [float(v) for v in default_ages(trained.held_out)],
             "items": list(model.statistics.vocabulary.items),
             "regions": list(model.statistics.vocabulary.regions),
             "features": list(FEATURE_NAMES),

@@ -19,9 +19,11 @@ def test_bundle_passes_onnx_checker_and_manifest_hashes_the_model(bundle_dir: Pa
     assert manifest["format"] == FORMAT
     assert manifest["sha256"] == sha256_hex(onnx_bytes)
     assert manifest["version"] == "m-" + manifest["sha256"][:12]
-    assert [entry["name"] for entry in manifest["inputs"]] == ["context_items", "region", "candidates", "penalty", "k"]
+    assert [entry["name"] for entry in manifest["inputs"]] == ["context_items", "context_ages_days", "region", "candidates", "penalty", "k"]
     assert [entry["name"] for entry in manifest["outputs"]] == ["scores", "indices"]
     assert manifest["context_length"] == DEFAULT_CONTEXT_LENGTH >= 100 and len(manifest["items"]) > 300
+    defaults = manifest["default_ages_days"]
+    assert len(defaults) == DEFAULT_CONTEXT_LENGTH and all(a >= b >= 0 for a, b in zip(defaults, defaults[1:]))
     assert {"GB", "DE", "FR"} <= set(manifest["regions"])
     assert len(manifest["golden"]) >= 3
     assert list(manifest["training"]["feature_weights"]) == list(FEATURE_NAMES) == manifest["features"]

@@ -9,7 +9,7 @@ import pytest
 from models.data import read_transactions
 from models.export import build_ranking_graph
 from models.features import RankingModel
-from models.runtime import Ranker
+from models.runtime import Ranker, RequestContext
 from models.train import TrainingConfig, fit_ranking_model
 
 
@@ -32,15 +32,18 @@ def test_onnx_graph_matches_numpy_reference_on_held_out_requests(trained_model: 
         context = rng.integers(0, item_count + 1, trained_model.context_length)
         context[: rng.integers(0, trained_model.context_length)] = 0  # left padding
         context[-3:] = context[-1]  # repeats
+        ages = np.sort(rng.exponential(90.0, trained_model.context_length))[::-1].astype(np.float32)
+        ages[rng.random(len(ages)) < 0.05] = rng.uniform(0, 400)  # out of order ages are legal too
         candidates = rng.integers(0, item_count + 1, int(rng.integers(1, 500)))
         candidates[0] = 0  # the unknown item is a legal candidate
         penalty = np.where(rng.random(len(candidates)) < 0.1, -np.inf, 0.0).astype(np.float32)
         region = int(rng.integers(0, region_count + 1))
-        expected = trained_model.score_candidates(context, region, candidates) + penalty
+        expected = trained_model.score_candidates(context, ages.astype(np.float64), region, candidates) + penalty
         scores, positions = session.run(
             None,
             {
                 "context_items": context.astype(np.int64),
+                "context_ages_days": ages,
                 "region": np.array([region], dtype=np.int64),
                 "candidates": candidates.astype(np.int64),
                 "penalty": penalty,
@@ -95,12 +98,54 @@ def test_encoding_keeps_last_items_left_padded_and_maps_unknowns_to_zero(ranker:
     assert ranker.item_index(items[4].lower()) == 5
     assert ranker.item_index("NO-SUCH") == 0 and ranker.region_index("XX") == 0
     assert ranker.region_index("gb") == ranker.manifest["regions"].index("GB") + 1
-    short = ranker.encode_context([items[0], "NO-SUCH", items[2]])
+    short = ranker.encode_context([items[0], "NO-SUCH", items[2]]).items
     assert short.dtype == np.int64 and short.shape == (ranker.context_length,)
     assert short[-3:].tolist() == [1, 0, 3] and not short[:-3].any()
     events = [items[i % len(items)] for i in range(ranker.context_length + 5)]
-    long = ranker.encode_context(events)
+    long = ranker.encode_context(events).items
     assert long.tolist() == [i % len(items) + 1 for i in range(5, ranker.context_length + 5)]
+
+
+def test_missing_ages_take_the_manifest_defaults_and_sent_ages_are_kept(ranker: Ranker) -> None:
+    items = ranker.manifest["items"][:3]
+    defaults = np.asarray(ranker.manifest["default_ages_days"], dtype=np.float32)
+    unaged = ranker.encode_context(items)
+    assert unaged.ages_days.dtype == np.float32 and np.array_equal(unaged.ages_days, defaults)
+    aged = ranker.encode_context(items, ages_days=(40.0, float("nan"), 2.5))
+    assert aged.ages_days[-3:].tolist() == [40.0, defaults[-2], 2.5]
+    assert np.array_equal(aged.ages_days[:-3], defaults[:-3])
+    long = [items[0]] * (ranker.context_length + 2)
+    assert ranker.encode_context(long, ages_days=list(range(len(long), 0, -1))).ages_days[-1] == 1.0
+    with pytest.raises(ValueError, match="ages_days"):
+        ranker.encode_context(items, ages_days=(1.0,))
+
+
+def test_bare_item_array_ranks_like_a_context_with_default_ages(ranker: Ranker) -> None:
+    context = ranker.encode_context(ranker.manifest["items"][:20])
+    candidates = ranker.item_indices(ranker.manifest["items"][:60])
+    penalty = np.zeros(60, dtype=np.float32)
+    region = ranker.region_index("GB")
+    bare = ranker.rank(context.items, region, candidates, penalty, 10)
+    wrapped = ranker.rank(RequestContext(context.items, context.ages_days), region, candidates, penalty, 10)
+    assert np.array_equal(bare[1], wrapped[1]) and np.array_equal(bare[0], wrapped[0])
+
+
+def test_ages_change_scores_of_repeats_only_through_the_graph(trained_model: RankingModel) -> None:
+    session = onnxruntime.InferenceSession(build_ranking_graph(trained_model).SerializeToString())
+    context = np.zeros(trained_model.context_length, dtype=np.int64)
+    context[-5:] = [1, 2, 3, 2, 4]
+    candidates = np.array([2, 7, 9], dtype=np.int64)
+
+    def scores(age: float) -> np.ndarray:
+        ages = np.full(trained_model.context_length, age, dtype=np.float32)
+        feeds = {"context_items": context, "context_ages_days": ages, "region": np.array([0], dtype=np.int64),
+                 "candidates": candidates, "penalty": np.zeros(3, dtype=np.float32), "k": np.array([3], dtype=np.int64)}
+        values, positions = session.run(None, feeds)
+        return values[np.argsort(positions)]
+
+    fresh, old = scores(1.0), scores(300.0)
+    assert fresh[0] != pytest.approx(old[0], abs=1e-6)  # item 2 is in the context: its age matters
+    np.testing.assert_allclose(fresh[1:], old[1:], atol=1e-6)  # new items do not depend on ages
 
 
 def test_recent_repeat_raises_an_items_rank(ranker: Ranker) -> None:
@@ -128,6 +173,7 @@ def test_new_items_that_neighbour_the_context_outrank_the_same_items_without_it(
     def score_of_neighbour(context: np.ndarray) -> float:
         feeds = {
             "context_items": context,
+            "context_ages_days": np.full(trained_model.context_length, 30.0, dtype=np.float32),
             "region": np.array([0], dtype=np.int64),
             "candidates": np.array([neighbour], dtype=np.int64),
             "penalty": np.zeros(1, dtype=np.float32),
