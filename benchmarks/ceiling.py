@@ -1,0 +1,56 @@
+"""The ceiling: a bare Starlette endpoint answering a precomputed JSON, on the edge's uvicorn settings.
+
+No Python web service on this stack answers faster, so edgerec's throughput over this one says how
+much of the budget the recommendation work itself takes.
+
+    python -m benchmarks.ceiling --port 8123 --body-file answer.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.responses import Response
+from starlette.routing import Route
+
+
+def build_app(body: bytes | None = None) -> Starlette:
+    if body is None:  # a uvicorn worker process: the body file comes through the environment
+        body = Path(os.environ["EDGEREC_CEILING_BODY_FILE"]).read_bytes()
+    headers = {"Cache-Control": "private, no-store"}
+
+    async def answer(request) -> Response:  # the body is not read: this is the floor
+        return Response(body, media_type="application/json", headers=headers)
+
+    async def healthz(request) -> Response:
+        return Response(b'{"status":"alive"}', media_type="application/json")
+
+    return Starlette(routes=[
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/{path:path}", answer, methods=["GET", "POST"]),
+    ])
+
+
+def main(argv: list[str] | None = None) -> None:
+    import uvicorn
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (default 1)")
+    parser.add_argument("--body-file", type=Path, required=True, help="the JSON answered to every request")
+    args = parser.parse_args(argv)
+    os.environ["EDGEREC_CEILING_BODY_FILE"] = str(args.body_file.resolve())
+    app = "benchmarks.ceiling:build_app" if args.workers > 1 else build_app()
+    # The same settings as edge_node.app.serve, so the two differ only in the work per request.
+    uvicorn.run(app, factory=args.workers > 1, workers=args.workers, host=args.host, port=args.port, loop="uvloop",
+                http="httptools", log_level="warning", access_log=False, server_header=False,
+                date_header=False, limit_concurrency=4096, timeout_keep_alive=30,
+                h11_max_incomplete_event_size=16 * 1024)
+
+
+if __name__ == "__main__":
+    main()

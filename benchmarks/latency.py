@@ -1,0 +1,601 @@
+"""Latency under load: edgerec against its ceiling, a peer model server and itself behind a CDN cache.
+
+    python -m benchmarks.latency --out DIR [--duration S] [--users U] [--repeat N] [--servers N]
+
+Starts everything as a user would (origin, edge, bare Starlette, MLServer, Varnish: real processes on
+loopback, servers pinned apart from the load), drives realistic shopper traffic with locust, cross-checks
+throughput with wrk, and writes DIR/report.json, DIR/report.md, DIR/latency_cdf.png and
+DIR/throughput_p99.png. Per target and round: a closed-loop peak run, a wrk run, then fixed-rate steps
+at fractions of the peak, from which the knee (highest req/s with p99 under 10 ms) is read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import secrets
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable
+
+from edgerec.services import Service, edge_service, free_port, http_call, origin_service, publish_bundle, put_offer
+
+from . import cdn, peer
+from .histogram import Histogram
+from .loadgen import LoadSettings, run_locust, run_wrk, wrk_missing, write_wrk_requests
+from .processes import CpuSampler, Placement, Proc, cores
+from .report import ORDER, build_report, write_outputs
+from .traffic import (
+    DEFAULT_REGIONS,
+    GEO_HEADER,
+    PATH,
+    SECRET_HEADER,
+    Contract,
+    RequestMix,
+    build_traffic,
+    regional_offers,
+    resolve_data,
+    save_traffic,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.latency", description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, required=True, help="directory for report.json, report.md and the plots")
+    p.add_argument("--duration", type=float, default=5.0, help="measured seconds of each step (default 5)")
+    p.add_argument("--users", type=int, default=32, help="concurrent locust users, also wrk's connections (default 32)")
+    p.add_argument("--repeat", type=int, default=1, help="rounds over all targets; medians reported (default 1)")
+    p.add_argument("--servers", type=int, default=1,
+                   help="server worker processes per target and cores they get (default 1): the edge's --workers, "
+                        "the ceiling's uvicorn workers, the peer's MLServer instances; scale up on bigger machines")
+    p.add_argument("--locust-processes", type=int, default=0,
+                   help="locust processes (default: one per core left to the load)")
+    p.add_argument("--steps", default="0.25,0.5,0.7,0.85",
+                   help="fixed-rate steps as fractions of each target's peak (0.7 always included)")
+    p.add_argument("--warmup", type=float, default=1.0, help="seconds of each run not measured (default 1)")
+    p.add_argument("--data", default="auto",
+                   help="auto (shared Online Retail data when present, else synthetic), synthetic, or a CSV path")
+    p.add_argument("--bundle", type=Path, default=None,
+                   help="serve this model bundle instead of training one on --data (which still feeds the traffic)")
+    p.add_argument("--regions", default=",".join(DEFAULT_REGIONS), help="regions of the traffic (default GB,DE,FR)")
+    p.add_argument("--offers-per-region", type=int, default=200, help="candidates per request (default 200)")
+    p.add_argument("--anonymous-share", type=float, default=0.3, help="share of anonymous shoppers (default 0.3)")
+    p.add_argument("--targets", default=",".join(ORDER), help=f"subset of {','.join(ORDER)}")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke mode: no peer (no venv made), only the 0.7 step; for tests")
+    p.add_argument("--no-wrk", action="store_true", help="skip the wrk cross-check")
+    p.add_argument("--no-pin", action="store_true", help="do not pin servers and load to separate cores")
+    p.add_argument("--peer-venv", type=Path, default=None,
+                   help=f"the peer's venv (default {peer.default_venv_dir()}); made on first use")
+    p.add_argument("--peer-parallel-workers", type=int, default=0,
+                   help="MLServer parallel_workers (default 0: inference in the server process, like edgerec)")
+    args = p.parse_args(argv)
+    if args.duration <= 0 or args.users < 1 or args.repeat < 1 or args.servers < 1:
+        p.error("--duration, --users, --repeat and --servers must be positive")
+    unknown = set(args.targets.split(",")) - set(ORDER)
+    if unknown:
+        p.error(f"--targets: unknown {', '.join(sorted(unknown))}")
+    return args
+
+
+# ---------------------------------------------------------------- machine
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _tool_version(argv: list[str]) -> str | None:
+    if not shutil.which(argv[0]):
+        return None
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+        text = (out.stdout or out.stderr).strip().splitlines()
+        return text[0] if text else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def machine_info(placement: Placement) -> dict[str, Any]:
+    cpu_model = None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    os_name = None
+    try:
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("PRETTY_NAME="):
+                os_name = line.split("=", 1)[1].strip('"')
+    except OSError:
+        pass
+    try:
+        import psutil
+        memory = round(psutil.virtual_memory().total / 2**30, 1)
+    except Exception:  # noqa: BLE001 - the figure is informative only
+        memory = None
+    commit = None
+    try:
+        commit = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"],
+                                capture_output=True, text=True, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {
+        "cpu_model": cpu_model,
+        "logical_cpus": os.cpu_count(),
+        "memory_gib": memory,
+        "os": os_name,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "placement": placement.describe(),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "git": commit,
+        "versions": {
+            **{p: _version(p) for p in ("starlette", "uvicorn", "uvloop", "httptools", "onnxruntime", "numpy",
+                                        "locust", "orjson")},
+            "wrk": _tool_version(["wrk", "--version"]),
+            "varnish": _tool_version(["varnishd", "-V"]),
+        },
+    }
+
+
+# ---------------------------------------------------------------- set-up
+
+
+class Bench:
+    """Everything one run started, stopped in reverse order at the end whatever happens."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.out: Path = args.out
+        self.work = self.out / "work"
+        self.placement = Placement.plan(args.servers, pin=not args.no_pin)
+        self.started: list[Callable[[], None]] = []
+        self.cdn_secret = secrets.token_urlsafe(24)
+        self.targets: dict[str, dict[str, Any]] = {}  # name -> {"hosts", "group"} or {"skipped"}
+        self.server_pids: dict[str, list[int]] = {}
+
+    def stop_all(self) -> None:
+        for stop in reversed(self.started):
+            try:
+                stop()
+            except Exception as exc:  # noqa: BLE001 - keep stopping the rest
+                say(f"  (stopping a process failed: {exc})")
+        self.started.clear()
+
+    def start_service(self, service: Service | Proc, cpu_set: tuple[int, ...] | None) -> None:
+        if isinstance(service, Service):
+            with cores(cpu_set):
+                service.start()
+        else:
+            service.start(cpu_set)
+        self.started.append(service.stop)
+
+    # ------------------------------------------------------------ edgerec
+
+    def train(self) -> tuple[Path, Any, str]:
+        from models.data import read_transactions
+        from models.synthetic import write_synthetic_transactions
+        from models.train import train_bundle
+
+        data, label = resolve_data(self.args.data)
+        if data is None:
+            data = write_synthetic_transactions(self.work / "transactions.csv.gz", seed=7)
+        if self.args.bundle:
+            say(f"[1/5] serving the bundle {self.args.bundle}; traffic from {label}")
+            bundle = self.work / "bundle"
+            shutil.copytree(self.args.bundle, bundle)
+            manifest = json.loads((bundle / "manifest.json").read_text())
+            say(f"      model {manifest['version']}: {len(manifest['items'])} items")
+            return bundle, read_transactions(data), label
+        say(f"[1/5] training the ranking model on {label}")
+        t0 = time.perf_counter()
+        bundle = self.work / "bundle"
+        manifest = train_bundle(data, bundle, progress=False)
+        say(f"      model {manifest['version']}: {len(manifest['items'])} items, "
+            f"{time.perf_counter() - t0:.1f} s")
+        return bundle, read_transactions(data), label
+
+    def start_edgerec(self, bundle: Path, transactions: Any, regions: tuple[str, ...]) -> tuple[list[dict], Any]:
+        from models.data import purchase_events
+
+        admin, sync = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+        origin = origin_service(self.work, free_port(), admin, sync)
+        self.start_service(origin, self.placement.load_cores)  # idle during the runs: kept off the server cores
+        origin.wait_ready("/healthz")
+        publish_bundle(origin.url, admin, bundle)
+        manifest = json.loads((bundle / "manifest.json").read_text())
+        events = purchase_events(transactions)
+        offers = regional_offers(transactions, events, regions, self.args.offers_per_region, set(manifest["items"]))
+        for offer in offers:
+            put_offer(origin.url, admin, offer)
+        counts = {r: sum(1 for o in offers if r in o["regions"]) for r in regions}
+        say(f"      origin {origin.url}: {len(offers)} offers ({', '.join(f'{r} {n}' for r, n in counts.items())})")
+        # One edge serving all the traffic's regions with --servers worker processes, as it runs in production.
+        edge = edge_service(self.work, ",".join(regions), free_port(), origin.url, sync,
+                            extra_args=["--workers", str(self.args.servers)],
+                            extra_env={"EDGEREC_CDN_SECRET": self.cdn_secret})
+        self.start_service(edge, self.placement.server_cores)
+        edge.wait_ready("/readyz", timeout_s=60)
+        self._wait_for_offers(edge.url, counts)
+        hosts, pids = [edge.url], [edge.process.pid]
+        self.targets["edgerec"] = {"hosts": hosts, "pids": pids}
+        return offers, counts
+
+    @staticmethod
+    def _wait_for_offers(url: str, counts: dict[str, int], timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            status, _, body = http_call(url, "GET", "/readyz")
+            served = json.loads(body).get("regions", {}) if status == 200 else {}
+            if all(served.get(r) == n for r, n in counts.items()):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"edge {url} serves {served}, expected {counts}")
+            time.sleep(0.1)
+
+    def probe_contract(self, url: str, region: str) -> Contract:
+        """Which form of the API the edge speaks: the anonymous GET and the geo header may not exist yet."""
+        cdn_headers = {GEO_HEADER: region, SECRET_HEADER: self.cdn_secret}
+
+        def answered_region(method: str, path: str, body: dict | None) -> str | None:
+            raw = json.dumps(body).encode() if body is not None else None
+            headers = {**cdn_headers, **({"Content-Type": "application/json"} if raw else {})}
+            status, _, data = http_call(url, method, path, raw, headers)
+            if status != 200:
+                return None
+            try:
+                return json.loads(data).get("region")
+            except ValueError:
+                return None
+
+        post_geo = answered_region("POST", PATH, {"k": 3}) == region
+        get_geo = answered_region("GET", f"{PATH}?k=3", None) == region
+        get_query = get_geo or answered_region("GET", f"{PATH}?region={region}&k=3", None) == region
+        return Contract(anonymous_get=get_query, geo_header=post_geo and (get_geo or not get_query))
+
+    def typical_answer(self, url: str, traffic: dict[str, Any], contract: Contract) -> bytes:
+        """An edgerec answer for a returning shopper with k=10: the ceiling answers bytes of this size."""
+        region = next(iter(traffic["regions"]))
+        mix = RequestMix(traffic, "edgerec", contract, self.cdn_secret, seed=1)
+        pool = traffic["returning"][region]
+        req = mix.returning_shopper(region, 10, pool[0]) if pool else mix.anonymous(region, 10)
+        status, _, body = http_call(url, req.method, req.path, req.body, req.headers)
+        if status != 200:
+            raise RuntimeError(f"the edge answered HTTP {status} to a typical request: {body[:300]!r}")
+        return body
+
+    # ------------------------------------------------------------ other targets
+
+    def start_ceiling(self, body: bytes) -> None:
+        body_file = self.work / "ceiling-answer.json"
+        body_file.write_bytes(body)
+        port = free_port()
+        proc = Proc(name="ceiling", argv=[sys.executable, "-m", "benchmarks.ceiling", "--port", str(port),
+                                          "--workers", str(self.args.servers), "--body-file", str(body_file)],
+                    log_path=self.work / "logs" / "ceiling.log", cwd=REPO)
+        self.start_service(proc, self.placement.server_cores)
+        proc.wait_ready(f"http://127.0.0.1:{port}", "/healthz", 30)
+        hosts, pids = [f"http://127.0.0.1:{port}"], [proc.pid]
+        self.targets["ceiling"] = {"hosts": hosts, "pids": pids, "note": f"answers a fixed {len(body)}-byte JSON "
+                                   "(an edgerec answer for k=10) without reading the request"}
+
+    def start_peer(self, bundle: Path, offers: list[dict], traffic: dict[str, Any], contract: Contract) -> None:
+        if self.args.quick:
+            self.targets["peer"] = {"skipped": "--quick (no peer venv made in smoke mode)",
+                                    "name": f"MLServer {peer.MLSERVER_VERSION}"}
+            return
+        venv = self.args.peer_venv or peer.default_venv_dir()
+        try:
+            mlserver = peer.ensure_venv(venv, self.work / "logs" / "peer-venv.log")
+        except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+            self.targets["peer"] = {"skipped": f"could not make the peer's venv: {exc}",
+                                    "name": f"MLServer {peer.MLSERVER_VERSION}"}
+            return
+        version = peer.mlserver_version(mlserver)
+        hosts, pids = [], []
+        for i in range(self.args.servers):
+            proc, url = peer.mlserver_process(mlserver, self.work / "peer", bundle, offers, i,
+                                              self.args.peer_parallel_workers)
+            self.start_service(proc, self.placement.server_cores)
+            proc.wait_ready(url, f"/v2/models/{peer.PEER_MODEL}/ready", 120)
+            hosts.append(url)
+            pids.append(proc.pid)
+        parity = self.peer_parity(hosts[0], traffic, contract)
+        self.targets["peer"] = {
+            "hosts": hosts, "pids": pids,
+            "name": f"MLServer {version.split()[0] if version else peer.MLSERVER_VERSION}",
+            "config": f"custom runtime (benchmarks/peer_runtime/mlserver_runtime.py), parallel_workers="
+                      f"{self.args.peer_parallel_workers}, debug false, gzip_enabled false, uvloop {version.split()[1] if version else '?'}, "
+                      f"{self.args.servers} instance(s)",
+            "parity": parity,
+            "note": "Open Inference Protocol JSON in and out; answers offer ids and scores only "
+                    "(edgerec also returns title, price and currency per offer)",
+        }
+
+    def peer_parity(self, peer_url: str, traffic: dict[str, Any], contract: Contract) -> str:
+        """The same shoppers through edgerec and the peer must get the same offers in the same order."""
+        edge_url = self.targets["edgerec"]["hosts"][0]
+        edge_mix = RequestMix(traffic, "edgerec", contract, self.cdn_secret, seed=99)
+        peer_mix = RequestMix(traffic, "peer", contract, self.cdn_secret, seed=99)
+        same = total = 0
+        for _ in range(30):
+            a, b = edge_mix.next(), peer_mix.next()
+            sa, _, ra = http_call(edge_url, a.method, a.path, a.body, a.headers)
+            sb, _, rb = http_call(peer_url, b.method, b.path, b.body, b.headers)
+            if sa != 200 or sb != 200:
+                continue
+            total += 1
+            edge_ids = [o["offer_id"] for o in json.loads(ra)["offers"]]
+            outputs = {o["name"]: o["data"] for o in json.loads(rb)["outputs"]}
+            same += edge_ids == outputs.get("offer_ids")
+        return f"{same}/{total} sampled requests got the same offers in the same order from both"
+
+    def start_cdn(self, contract: Contract) -> None:
+        reason = cdn.missing()
+        if reason:
+            self.targets["edgerec_cdn"] = {"skipped": reason}
+            say(f"      CDN target skipped: {reason}")
+            return
+        if not contract.anonymous_get:
+            self.targets["edgerec_cdn"] = {"skipped": "the edge answers GET /v1/recommendations with 405: the "
+                                           "anonymous CDN-cacheable form is not in this edge yet"}
+            return
+        hosts, pids = [], []
+        for i, edge_url in enumerate(self.targets["edgerec"]["hosts"]):
+            proc, url, vcl_source = cdn.varnish_process(self.work / f"varnish-{i}",
+                                                        int(edge_url.rsplit(":", 1)[1]), self.cdn_secret)
+            self.start_service(proc, self.placement.server_cores)
+            proc.wait_ready(url, "/healthz", 30)
+            hosts.append(url)
+            pids.append(proc.pid)
+        # The CDN's CPU is the cache's plus the edges' it still calls on misses.
+        self.targets["edgerec_cdn"] = {"hosts": hosts, "pids": pids + self.targets["edgerec"]["pids"],
+                                       "note": f"Varnish with {vcl_source}; anonymous GETs only, the geo header "
+                                               "standing in for the CDN's own geo lookup",
+                                       "varnish_dirs": [self.work / f"varnish-{i}" for i in range(len(hosts))]}
+
+
+# ---------------------------------------------------------------- measuring
+
+
+TARGET_KIND = {"edgerec": "edgerec", "ceiling": "ceiling", "peer": "peer", "edgerec_cdn": "cdn"}
+
+
+def measure_target(bench: Bench, name: str, round_no: int, load: LoadSettings, sampler: CpuSampler,
+                   wrk_files: dict[str, Path], steps: list[float]) -> dict[str, Any]:
+    args = bench.args
+    target = bench.targets[name]
+    if "skipped" in target:
+        return {k: target[k] for k in ("skipped", "name") if k in target}
+    hosts, group, kind = target["hosts"], f"server:{name}", TARGET_KIND[name]
+    runs = bench.out / "runs" / f"round-{round_no}"
+    runs.mkdir(parents=True, exist_ok=True)
+    counters_before = _cache_counters(target)
+    result: dict[str, Any] = {k: target[k] for k in ("name", "config", "parity", "note") if k in target}
+    warm_up(bench, name, kind, hosts, load, sampler, wrk_files, runs)
+    peak = run_locust(f"{name}-peak", kind, hosts, load, args.duration, 0.0, runs, sampler, group)
+    peak["load_cores"] = max(1, load.locust_processes)
+    peak["server_cores"] = len(load.server_cores or ()) or 1
+    result["peak"] = peak
+    say(f"    {name:12s} peak   {peak['rps']:9.1f} req/s  p50 {peak['p50_ms']} ms  p99 {peak['p99_ms']} ms  "
+        f"errors {peak['errors']}  server CPU {peak['cpu_percent']}%  locust CPU {peak['loadgen_cpu_percent']}%")
+    if args.no_wrk:
+        result["wrk"] = {"skipped": "--no-wrk"}
+    elif wrk_missing():
+        result["wrk"] = {"skipped": wrk_missing()}
+    else:
+        wrk = run_wrk(f"{name}-wrk", hosts, wrk_files[kind], args.users, args.duration + args.warmup,
+                      load.load_cores, runs, sampler, group)
+        wrk["load_cores"] = len(hosts)  # one single-threaded wrk per host
+        wrk["server_cores"] = len(load.server_cores or ()) or 1
+        result["wrk"] = wrk
+        say(f"    {name:12s} wrk    {wrk['rps']:9.1f} req/s  p50 {wrk['p50_ms']} ms  p99 {wrk['p99_ms']} ms  "
+            f"errors {wrk['errors']}  server CPU {wrk['cpu_percent']}%")
+    result["steps"] = []
+    for fraction in steps:
+        rate = round(fraction * peak["rps"], 1)
+        step = run_locust(f"{name}-step-{fraction:g}", kind, hosts, load, args.duration, rate, runs, sampler, group)
+        step["fraction"] = fraction
+        step.pop("_histogram", None)
+        step.pop("by_kind", None)
+        result["steps"].append(step)
+        say(f"    {name:12s} {fraction:4.0%}   {step['rps']:9.1f} req/s (offered {rate})  p50 {step['p50_ms']} ms  "
+            f"p99 {step['p99_ms']} ms  errors {step['errors']}")
+    counters_after = _cache_counters(target)
+    if counters_after:
+        delta = {k: counters_after[k] - counters_before.get(k, 0) for k in counters_after}
+        looked_up = delta.get("hits", 0) + delta.get("misses", 0)
+        delta["hit_ratio"] = round(delta.get("hits", 0) / looked_up, 4) if looked_up else None
+        result["cache"] = delta
+    return result
+
+
+def warm_up(bench: Bench, name: str, kind: str, hosts: list[str], load: LoadSettings, sampler: CpuSampler,
+            wrk_files: dict[str, Path], runs: Path) -> None:
+    """A short unmeasured burst at full concurrency before a target's peak run: lazy imports, JIT-free but
+    cold code paths, connection pools and caches settle, so no server pays its start-up inside the figures."""
+    if not bench.args.no_wrk and not wrk_missing():
+        run_wrk(f"{name}-warmup", hosts, wrk_files[kind], bench.args.users, 2.0, load.load_cores, runs, sampler,
+                f"server:{name}")
+    else:
+        run_locust(f"{name}-warmup", kind, hosts, load, 1.0, 0.0, runs, sampler, f"server:{name}")
+
+
+def _cache_counters(target: dict[str, Any]) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for d in target.get("varnish_dirs", []):
+        for k, v in cdn.cache_counters(d).items():
+            totals[k] = totals.get(k, 0) + v
+    return totals
+
+
+def run(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    bench = Bench(args)
+    out = args.out
+    if (out / "work").exists():
+        shutil.rmtree(out / "work")
+    if (out / "runs").exists():
+        shutil.rmtree(out / "runs")
+    bench.work.mkdir(parents=True, exist_ok=True)
+    placement = bench.placement
+    if placement.load_cores:
+        os.sched_setaffinity(0, set(placement.load_cores))  # this harness stays off the server cores
+    wanted = args.targets.split(",")
+    regions = tuple(r.strip().upper() for r in args.regions.split(",") if r.strip())
+    steps = sorted({float(x) for x in args.steps.split(",") if x.strip()} | {0.7})
+    if args.quick:
+        steps = [0.7]
+    locust_processes = args.locust_processes or (len(placement.load_cores) if placement.load_cores else 1)
+    machine = machine_info(placement)
+    load_avg = machine["load_average_at_start"][0]
+    if load_avg > 0.5 * (os.cpu_count() or 1):
+        machine["noisy"] = (f"load average {load_avg} at start on {os.cpu_count()} CPUs: other work was running")
+    try:
+        bundle, transactions, data_label = bench.train()
+        say("[2/5] starting the origin and edge(s), loading offers")
+        offers, _counts = bench.start_edgerec(bundle, transactions, regions)
+        edge_url = bench.targets["edgerec"]["hosts"][0]
+        contract = bench.probe_contract(edge_url, regions[-1])
+        say(f"      edge contract: {contract.to_json()}")
+        manifest = json.loads((bundle / "manifest.json").read_text())
+        traffic = build_traffic(transactions, regions, manifest["context_length"], args.anonymous_share)
+        traffic_path = bench.work / "traffic.json"
+        save_traffic(traffic_path, traffic)
+        say("[3/5] starting the ceiling, the peer and the CDN cache")
+        if "ceiling" in wanted:
+            bench.start_ceiling(bench.typical_answer(edge_url, traffic, contract))
+        if "peer" in wanted:
+            try:
+                bench.start_peer(bundle, offers, traffic, contract)
+            except (RuntimeError, OSError) as exc:
+                bench.targets["peer"] = {"skipped": f"the peer did not start: {exc}",
+                                         "name": f"MLServer {peer.MLSERVER_VERSION}"}
+            if "skipped" in bench.targets["peer"]:
+                say(f"      peer skipped: {bench.targets['peer']['skipped']}")
+            else:
+                say(f"      peer: {bench.targets['peer']['name']}; {bench.targets['peer']['parity']}")
+        if "edgerec_cdn" in wanted:
+            try:
+                bench.start_cdn(contract)
+            except (RuntimeError, OSError) as exc:
+                bench.targets["edgerec_cdn"] = {"skipped": f"Varnish did not start: {exc}"}
+        for name in ORDER:
+            if name not in wanted:
+                bench.targets.setdefault(name, {"skipped": "not in --targets"})
+        wrk_files = {kind: write_wrk_requests(bench.work / f"wrk-{kind}.tsv", traffic, kind, contract,
+                                              bench.cdn_secret)
+                     for kind in set(TARGET_KIND.values())}
+        load = LoadSettings(users=args.users, locust_processes=locust_processes, warmup_s=args.warmup,
+                            load_cores=placement.load_cores, server_cores=placement.server_cores,
+                            traffic_path=traffic_path, contract=contract,
+                            cdn_secret=bench.cdn_secret)
+        say(f"[4/5] measuring: {args.repeat} round(s), {args.duration:g} s per step, {args.users} users, "
+            f"{locust_processes} locust process(es), {placement.describe()}")
+        rounds: list[dict[str, dict[str, Any]]] = []
+        peak_histograms: dict[str, Histogram] = {}
+        with CpuSampler() as sampler:
+            for name, target in bench.targets.items():
+                if "pids" in target:
+                    sampler.track(f"server:{name}", target["pids"])
+            active = [n for n in ORDER if n in wanted]
+            for round_no in range(args.repeat):
+                say(f"  round {round_no + 1}/{args.repeat}")
+                # Each round starts from a different target, so no target always runs first or last.
+                order = active[round_no % len(active):] + active[:round_no % len(active)] if active else []
+                this_round: dict[str, dict[str, Any]] = {}
+                for name in order:
+                    try:
+                        this_round[name] = measure_target(bench, name, round_no, load, sampler, wrk_files, steps)
+                    except Exception as exc:  # noqa: BLE001 - one target failing must not lose the others
+                        this_round[name] = {"error": f"{type(exc).__name__}: {exc}"}
+                        say(f"    {name}: failed: {exc}")
+                    hist = (this_round[name].get("peak") or {}).get("_histogram")
+                    if hist is not None:
+                        peak_histograms.setdefault(name, Histogram()).merge(hist)
+                for name in ORDER:
+                    this_round.setdefault(name, {"skipped": bench.targets.get(name, {}).get("skipped", "not run")})
+                rounds.append(this_round)
+        machine["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+        if "peer" in bench.targets and "name" in bench.targets["peer"]:
+            machine["versions"]["peer"] = f"{bench.targets['peer']['name']}: {bench.targets['peer'].get('config')}"
+        settings = {
+            "duration_s": args.duration, "warmup_s": args.warmup, "users": args.users, "repeat": args.repeat,
+            "servers": args.servers, "locust_processes": locust_processes, "steps": steps, "quick": args.quick,
+            "data": data_label, "regions": list(regions), "offers_per_region": args.offers_per_region,
+            "anonymous_share": args.anonymous_share, "k_values": sorted(int(k) for k in traffic["k_weights"]),
+            "contract": contract.to_json(), "p99_budget_ms": 10.0,
+        }
+        say("[5/5] writing the report")
+        command = "python -m benchmarks.latency " + " ".join(shlex.quote(a) for a in (sys.argv[1:] or []))
+        report = build_report(machine, settings, rounds, command)
+        report["wall_seconds"] = round(time.monotonic() - started, 1)
+        written = write_outputs(out, report, peak_histograms)
+        print_summary(report)
+        for path in written:
+            say(f"  wrote {path}")
+        return 0
+    finally:
+        bench.stop_all()
+
+
+def print_summary(report: dict[str, Any]) -> None:
+    say("")
+    say(f"{'target':14s} {'req/s':>9s} {'wrk req/s':>10s} {'p50':>7s} {'p99':>7s} {'p99.9':>7s} {'errors':>7s} {'CPU%':>6s}")
+    for name in ORDER:
+        t = report["targets"][name]
+        if t.get("skipped"):
+            say(f"{name:14s} skipped: {t['skipped']}")
+            continue
+        wrk = (t.get("wrk") or {}).get("rps")
+        say(f"{name:14s} {t['rps'] or 0:9.1f} {wrk or 0:10.1f} {t['p50_ms'] or 0:7.2f} {t['p99_ms'] or 0:7.2f} "
+            f"{t['p999_ms'] or 0:7.2f} {t['errors'] or 0:7d} {t['cpu_percent'] or 0:6.0f}")
+    say(f"ratios: {report['ratios']}")
+    if report["peer_wins"]:
+        say("the peer wins on: " + "; ".join(report["peer_wins"]))
+    hints = []
+    if any("varnishd not installed" in str(t.get("skipped")) for t in report["targets"].values()):
+        hints.append(cdn.INSTALL_HINT)
+    if any("wrk not installed" in str((t.get("wrk") or {}).get("skipped")) for t in report["targets"].values()):
+        hints.append("apt-get install -y wrk")
+    for hint in hints:
+        say(f"missing tool: {hint}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    import importlib.util
+    missing = [m for m in ("locust", "matplotlib", "psutil") if importlib.util.find_spec(m) is None]
+    if missing:
+        print(f"missing {', '.join(missing)}: install the bench extra with  pip install -e '.[bench]'", file=sys.stderr)
+        return 2
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""The latency benchmark end to end in smoke mode: real origin, edge, ceiling (and Varnish, wrk when installed),
+locust for a second per step; checks the outputs' shape, never the figures (this machine is shared)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# Only looked up, never imported: importing locust monkey-patches the test process with gevent.
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("locust") is None or importlib.util.find_spec("matplotlib") is None,
+    reason="the bench extra is not installed (pip install -e '.[bench]')")
+
+REPO = Path(__file__).resolve().parents[2]
+T_KEYS = {"rps", "p50_ms", "p95_ms", "p99_ms", "p999_ms", "max_ms", "errors", "cpu_percent"}
+
+
+@pytest.fixture(scope="module")
+def smoke_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("bench")
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.latency", "--out", str(out), "--quick", "--data", "synthetic",
+         "--duration", "1", "--warmup", "0.5", "--users", "4"],
+        cwd=REPO, capture_output=True, text=True, timeout=150,
+    )
+    assert result.returncode == 0, f"stdout:\n{result.stdout[-4000:]}\nstderr:\n{result.stderr[-4000:]}"
+    return out
+
+
+def test_smoke_run_writes_report_json_md_and_both_plots(smoke_report: Path) -> None:
+    for name in ("report.json", "report.md", "latency_cdf.png", "throughput_p99.png"):
+        assert (smoke_report / name).is_file(), name
+    for png in ("latency_cdf.png", "throughput_p99.png"):
+        assert (smoke_report / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_json_has_the_shape_the_issue_asks_for(smoke_report: Path) -> None:
+    report = json.loads((smoke_report / "report.json").read_text())
+    assert {"machine", "targets", "ratios", "at_70pct_peak"} <= report.keys()
+    assert report["machine"]["placement"]["pinned"] in (True, False)
+    assert {"edgerec", "ceiling", "peer", "edgerec_cdn"} <= report["targets"].keys()
+    for name, target in report["targets"].items():
+        assert T_KEYS <= target.keys(), name
+    assert report["targets"]["peer"]["name"]
+    assert report["targets"]["peer"]["skipped"]  # --quick makes no peer venv
+    assert {"edgerec_vs_ceiling_rps", "edgerec_vs_peer_rps"} <= report["ratios"].keys()
+    assert {"rps", "p99_ms"} <= report["at_70pct_peak"]["edgerec"].keys()
+
+
+def test_edgerec_and_ceiling_were_measured_without_errors(smoke_report: Path) -> None:
+    report = json.loads((smoke_report / "report.json").read_text())
+    for name in ("edgerec", "ceiling"):
+        target = report["targets"][name]
+        assert "skipped" not in target, target
+        assert target["rps"] > 0 and target["errors"] == 0, target
+    cdn = report["targets"]["edgerec_cdn"]
+    # Varnish may be missing on this machine: then the report says why instead of failing.
+    assert cdn.get("skipped") or (cdn["rps"] > 0 and cdn["errors"] == 0), cdn
+
+
+def test_report_md_shows_the_table_and_the_readme_section(smoke_report: Path) -> None:
+    text = (smoke_report / "report.md").read_text()
+    assert "| target | req/s (locust) |" in text
+    assert "## For README.md" in text and "python -m benchmarks.latency" in text
