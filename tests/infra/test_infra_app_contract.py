@@ -253,3 +253,90 @@ def test_dockerignore_keeps_secrets_and_venvs_out_of_the_build_context():
 
     patterns = {l.strip() for l in (REPO / ".dockerignore").read_text().splitlines() if l.strip() and not l.startswith("#")}
     assert {".git", ".venv", "tests", "infra", ".env", "*.tfstate*"} <= patterns
+
+
+# --- signed, region-scoped sync ---------------------------------------------------------------------
+
+
+def test_origin_blob_dir_is_a_local_cache_on_a_writable_volume(hcl_modules, contract):
+    # With PostgreSQL the blobs live in the database and EDGEREC_BLOB_DIR is a local cache: a path, not s3://.
+    c = hcl_modules["origin"].locals()["container_definition"]
+    env = {e["name"]: e["value"] for e in c["environment"]}
+    assert env[contract["origin"]["env"]["blob_dir"]] == "${local.blob_dir}"
+    loc = hcl_modules["origin"].locals()
+    assert loc["blob_dir"] == "${local.data_dir}/blobs" and loc["data_dir"].startswith("/")
+    assert "${local.data_dir}" in {m["containerPath"] for m in c["mountPoints"]}
+    assert c["readonlyRootFilesystem"] is True
+    assert env[contract["origin"]["env"]["log_retention"]] == "${var.change_log_retention}"
+    assert hcl_modules["origin"].variables()["change_log_retention"]["default"] == "7d"
+
+
+def test_origin_signing_key_and_region_tokens_are_secrets_named_as_in_the_contract(hcl_modules, contract):
+    origin = hcl_modules["origin"]
+    names = contract["secrets"]["names"]
+    for key in ("signing_key", "region_tokens"):
+        assert origin.resource("aws_secretsmanager_secret", key)["name"] == f"${{var.name}}/{names[key]}"
+    assert not origin.resources("aws_secretsmanager_secret_version"), "token and key values are put out of band"
+    c = origin.locals()["container_definition"]
+    secrets = {e["name"]: e["valueFrom"] for e in c["secrets"]}
+    env = contract["origin"]["secret_env"]
+    assert secrets[env["signing_key"]] == "${aws_secretsmanager_secret.signing_key.arn}"
+    assert secrets[env["region_tokens"]] == "${aws_secretsmanager_secret.region_tokens.arn}"
+    # The all-regions token stays at the origin: not replicated to the edge regions.
+    assert "replica" not in origin.resource("aws_secretsmanager_secret", "sync_token")
+    readable = origin.files["main.tf"]["data"]
+    policy = next(b["aws_iam_policy_document"]["execution_secrets"] for b in readable
+                  if "execution_secrets" in b.get("aws_iam_policy_document", {}))
+    text = str(policy)
+    assert "region_tokens.arn" in text and "signing_key.arn" in text
+
+
+def test_each_edge_region_has_its_own_sync_token_secret(hcl_modules, contract):
+    edge = hcl_modules["edge_region"]
+    secret = edge.resource("aws_secretsmanager_secret", "sync_token")
+    assert secret["name"] == "${local.sync_token_secret_name}"
+    assert edge.locals()["sync_token_secret_name"] == f"${{var.name}}/{contract['secrets']['names']['sync_token']}-${{local.region}}"
+    assert secret["kms_key_id"] == "${aws_kms_key.this.arn}"
+    assert "replica" not in secret
+    c = edge.locals()["container_definition"]
+    secrets = {e["name"]: e["valueFrom"] for e in c["secrets"]}
+    assert secrets[contract["edge"]["secret_env"]["sync_token"]] == "${aws_secretsmanager_secret.sync_token.arn}"
+    assert "sync_token_secret_arn" not in edge.variables()
+    assert not edge.resources("aws_secretsmanager_secret_version"), "token values are put out of band"
+
+
+def test_edge_verifies_the_origin_key_and_stays_ready_when_the_origin_is_down(hcl_modules, contract):
+    edge = hcl_modules["edge_region"]
+    c = edge.locals()["container_definition"]
+    env = {e["name"]: e["value"] for e in c["environment"]}
+    assert env[contract["edge"]["env"]["origin_public_key"]] == '${join(",", var.origin_public_keys)}'
+    assert env[contract["edge"]["env"]["max_staleness_s"]] == "${tostring(var.max_staleness_s)}"
+    variables = edge.variables()
+    assert "default" not in variables["origin_public_keys"], "the edge must be told which key to trust"
+    assert variables["origin_public_keys"].get("sensitive") is not True, "a public key is not a secret"
+    assert variables["max_staleness_s"]["default"] == 0
+    assert env[contract["edge"]["env"]["untrusted_cdn_headers"]] == "${var.untrusted_cdn_headers}"
+    assert variables["untrusted_cdn_headers"]["default"] == "refuse"
+
+
+def test_cdn_caches_the_anonymous_get_by_country_and_recommendation_query_only(hcl_modules, contract):
+    cdn = hcl_modules["cdn"]
+    loc = cdn.locals()
+    assert loc["recommendation_query_strings"] == ["region", "k", "slot", "device"]
+    key = cdn.resource("aws_cloudfront_cache_policy")["parameters_in_cache_key_and_forwarded_to_origin"]
+    assert key["headers_config"]["headers"]["items"] == "${local.geo_headers}"
+    assert key["query_strings_config"]["query_string_behavior"] == "whitelist"
+    assert key["query_strings_config"]["query_strings"]["items"] == "${local.recommendation_query_strings}"
+    assert key["cookies_config"]["cookie_behavior"] == "none"
+    # Nothing reaches the edge that is not in the cache key (no poisoning by an extra query parameter).
+    orp = cdn.resource("aws_cloudfront_origin_request_policy")
+    assert orp["query_strings_config"]["query_string_behavior"] == "none"
+    assert orp["cookies_config"]["cookie_behavior"] == "none"
+    dist = cdn.resource("aws_cloudfront_distribution")
+    behaviours = dist["ordered_cache_behavior"]
+    behaviours = behaviours if isinstance(behaviours, list) else [behaviours]
+    reco = next(b for b in behaviours if b["path_pattern"] == "/v1/recommendations")
+    assert "POST" in reco["allowed_methods"]
+    assert reco["cached_methods"] == ["GET", "HEAD"], "POST is never cached"
+    assert reco["cache_policy_id"] == "${aws_cloudfront_cache_policy.this.id}"
+    assert dist["default_cache_behavior"]["allowed_methods"] == ["GET", "HEAD", "OPTIONS"]

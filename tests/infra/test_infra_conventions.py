@@ -85,11 +85,8 @@ def test_data_is_encrypted_at_rest(hcl_modules):
     assert db["storage_encrypted"] is True and db["kms_key_id"] == "${aws_kms_key.this.arn}"
     assert db["multi_az"] is True and db["deletion_protection"] == "${var.deletion_protection}"
     assert db["manage_master_user_password"] is True and "password" not in db
-    sse = origin.resource("aws_s3_bucket_server_side_encryption_configuration", "blobs")
-    assert sse["rule"]["apply_server_side_encryption_by_default"]["sse_algorithm"] == "aws:kms"
-    assert origin.resource("aws_s3_bucket_versioning", "blobs")["versioning_configuration"]["status"] == "Enabled"
-    pab = origin.resource("aws_s3_bucket_public_access_block", "blobs")
-    assert all(pab[k] is True for k in ("block_public_acls", "block_public_policy", "ignore_public_acls", "restrict_public_buckets"))
+    # Model blobs live in PostgreSQL (EDGEREC_ORIGIN_DSN): no bucket that nothing would use.
+    assert not origin.resources("aws_s3_bucket"), "the origin stores blobs in PostgreSQL; an S3 bucket would be unused"
     for name in MODULE_NAMES:
         for sname, secret in hcl_modules[name].resources("aws_secretsmanager_secret").items():
             assert secret["kms_key_id"] == "${aws_kms_key.this.arn}", f"{name}: secret {sname} not on the CMK"
@@ -107,3 +104,7 @@ def test_example_wires_origin_cdn_and_three_edge_regions(hcl_example):
     providers = {m["providers"]["aws"] for m in edges.values()}
     assert len(providers) == len(edges), "each edge region needs its own provider alias"
     assert modules["cdn"]["providers"]["aws"] == "${aws.us_east_1}"
+    for name, edge in edges.items():
+        # Each region has its own sync-token secret (modules/edge_region); none gets the origin's.
+        assert "sync_token_secret_arn" not in edge, f"{name} must not get the origin's all-regions token"
+        assert edge["origin_public_keys"] == "${var.origin_public_keys}", name

@@ -5,12 +5,14 @@ locals {
   origin_domain    = "origin.${var.domain_name}"
   edge_regions     = ["eu-west-1", "eu-central-1", "us-east-1"]
 
-  # Secrets replicated to every edge region, encrypted there with the AWS managed key.
+  # The CDN secret is replicated to every edge region, encrypted there with the AWS managed key.
+  # (Each edge region creates its own sync-token secret: modules/edge_region.)
   replica_regions = { for r in local.edge_regions : r => null }
 
   # A replica has the primary's ARN with its own region.
-  sync_token_arn = { for r in local.edge_regions : r => replace(module.origin.sync_token_secret_arn, ":${var.origin_region}:", ":${r}:") }
   cdn_secret_arn = { for r in local.edge_regions : r => replace(module.cdn.cdn_secret_arn, ":${module.cdn.cdn_secret_region}:", ":${r}:") }
+
+  edges = [module.edge_eu_west_1, module.edge_eu_central_1, module.edge_us_east_1]
 }
 
 module "origin" {
@@ -31,10 +33,8 @@ module "origin" {
 
   image = var.origin_image
 
-  s3_access_logs_bucket  = var.log_buckets[var.origin_region]
+  change_log_retention   = var.change_log_retention
   alb_access_logs_bucket = var.log_buckets[var.origin_region]
-
-  secret_replica_regions = local.replica_regions
 }
 
 module "cdn" {
@@ -74,9 +74,8 @@ module "edge_eu_west_1" {
 
   image                    = var.edge_image
   origin_url               = module.origin.origin_url
-  sync_token_secret_arn    = local.sync_token_arn["eu-west-1"]
+  origin_public_keys       = var.origin_public_keys
   cdn_secret_arn           = local.cdn_secret_arn["eu-west-1"]
-  secrets_kms_key_arns     = var.origin_region == "eu-west-1" ? [module.origin.kms_key_arn] : []
   cdn_secret_header_values = var.cdn_secret_header_values
 
   alb_access_logs_bucket = var.log_buckets["eu-west-1"]
@@ -102,9 +101,8 @@ module "edge_eu_central_1" {
 
   image                    = var.edge_image
   origin_url               = module.origin.origin_url
-  sync_token_secret_arn    = local.sync_token_arn["eu-central-1"]
+  origin_public_keys       = var.origin_public_keys
   cdn_secret_arn           = local.cdn_secret_arn["eu-central-1"]
-  secrets_kms_key_arns     = var.origin_region == "eu-central-1" ? [module.origin.kms_key_arn] : []
   cdn_secret_header_values = var.cdn_secret_header_values
 
   alb_access_logs_bucket = var.log_buckets["eu-central-1"]
@@ -128,12 +126,12 @@ module "edge_us_east_1" {
   edge_domain_name = local.edge_domain_name
   route53_zone_id  = var.route53_zone_id
 
-  image                 = var.edge_image
-  origin_url            = module.origin.origin_url
-  sync_token_secret_arn = local.sync_token_arn["us-east-1"]
-  cdn_secret_arn        = local.cdn_secret_arn["us-east-1"]
+  image              = var.edge_image
+  origin_url         = module.origin.origin_url
+  origin_public_keys = var.origin_public_keys
+  cdn_secret_arn     = local.cdn_secret_arn["us-east-1"]
   # The CDN secret's primary lives in us-east-1, encrypted with the CDN module's key.
-  secrets_kms_key_arns     = compact([var.origin_region == "us-east-1" ? module.origin.kms_key_arn : "", module.cdn.kms_key_arn])
+  secrets_kms_key_arns     = [module.cdn.kms_key_arn]
   cdn_secret_header_values = var.cdn_secret_header_values
 
   alb_access_logs_bucket = var.log_buckets["us-east-1"]

@@ -57,6 +57,17 @@ variable "cdn_secret_header_values" {
   sensitive   = true
 }
 
+variable "origin_public_keys" {
+  description = "The origin's Ed25519 public key(s), not secret (EDGEREC_ORIGIN_PUBLIC_KEY on every edge): the base64 line of signing_key.pub.pem from `edgerec origin keygen`. Two during a signing-key rotation (README)."
+  type        = list(string)
+}
+
+variable "change_log_retention" {
+  description = "Origin change-log retention (EDGEREC_LOG_RETENTION), e.g. \"7d\": longer than the longest edge outage you want to heal with deltas rather than a snapshot."
+  type        = string
+  default     = "7d"
+}
+
 variable "certificates" {
   description = "ACM certificate ARNs: \"cloudfront\" (us-east-1, reco.<domain>), \"origin\" (origin region, origin.<domain>) and one per edge region keyed by region (edges.<domain>)."
   type        = map(string)
@@ -84,7 +95,7 @@ variable "networks" {
 }
 
 variable "log_buckets" {
-  description = "Existing log buckets per region (ALB and S3 access logs), plus \"cloudfront\": the regional domain name of the CloudFront standard-log bucket."
+  description = "Existing log buckets per region (ALB access logs), plus \"cloudfront\": the regional domain name of the CloudFront standard-log bucket."
   type        = map(string)
 }
 

@@ -14,6 +14,11 @@ locals {
   geo_headers       = ["CloudFront-Viewer-Country"]
   origin_id         = "edges"
 
+  # The query parameters of the anonymous GET /v1/recommendations (edge_node/validation.py QUERY_FIELDS).
+  # Only these are in the cache key and forwarded: any other parameter is a 422 at the edge, and a cache
+  # key without it must not point at an answer computed with it.
+  recommendation_query_strings = ["region", "k", "slot", "device"]
+
   tags = merge(var.tags, {
     "edgerec:component" = "cdn"
   })
@@ -264,10 +269,13 @@ resource "aws_wafv2_web_acl_logging_configuration" "this" {
 ################################################################################
 
 # min/default TTL 0: CloudFront caches only what the edge marks cacheable with
-# Cache-Control (personalised answers say no-store/private), for at most max_ttl.
+# Cache-Control, for at most max_ttl. The anonymous GET /v1/recommendations says
+# "public, max-age=0, s-maxage=30, stale-while-revalidate=60" (CloudFront honours
+# s-maxage and stale-while-revalidate); personal POST answers say "private,
+# no-store", and CloudFront never caches POST anyway (cached_methods GET/HEAD).
 resource "aws_cloudfront_cache_policy" "this" {
   name        = "${var.name}-honour-origin"
-  comment     = "edgerec: honour the edge's Cache-Control; vary on viewer country"
+  comment     = "edgerec: honour the edge's Cache-Control; key on viewer country and the recommendation query"
   min_ttl     = 0
   default_ttl = 0
   max_ttl     = var.max_ttl_seconds
@@ -280,7 +288,8 @@ resource "aws_cloudfront_cache_policy" "this" {
       cookie_behavior = "none"
     }
 
-    # Answers differ by market, so the country is part of the cache key.
+    # Answers differ by market (the edge picks it from the geo header when ?region= is absent and then
+    # answers Vary: CloudFront-Viewer-Country), so the country is part of the cache key.
     headers_config {
       header_behavior = "whitelist"
 
@@ -289,15 +298,23 @@ resource "aws_cloudfront_cache_policy" "this" {
       }
     }
 
+    # In the cache key, hence forwarded to the edges.
     query_strings_config {
-      query_string_behavior = "all"
+      query_string_behavior = "whitelist"
+
+      query_strings {
+        items = local.recommendation_query_strings
+      }
     }
   }
 }
 
+# What reaches the edges beyond the cache key: Content-Type (POST bodies). The query strings
+# forwarded are exactly the cache key's (none added here), so no answer is cached under a key
+# that lacks an input it was computed from.
 resource "aws_cloudfront_origin_request_policy" "this" {
   name    = "${var.name}-geo"
-  comment = "edgerec: forward the viewer-country geo header to the edges"
+  comment = "edgerec: forward the viewer-country geo header and Content-Type to the edges"
 
   cookies_config {
     cookie_behavior = "none"
@@ -307,12 +324,12 @@ resource "aws_cloudfront_origin_request_policy" "this" {
     header_behavior = "whitelist"
 
     headers {
-      items = concat(local.geo_headers, ["Content-Type", "Accept-Language"])
+      items = concat(local.geo_headers, ["Content-Type"])
     }
   }
 
   query_strings_config {
-    query_string_behavior = "all"
+    query_string_behavior = "none"
   }
 }
 
@@ -379,9 +396,26 @@ resource "aws_cloudfront_distribution" "this" {
     }
   }
 
+  # Everything but the recommendation API: read-only (/openapi.json, /healthz, ...).
   default_cache_behavior {
     target_origin_id           = local.origin_id
     viewer_protocol_policy     = "redirect-to-https"
+    allowed_methods            = ["GET", "HEAD", "OPTIONS"]
+    cached_methods             = ["GET", "HEAD"]
+    compress                   = true
+    cache_policy_id            = aws_cloudfront_cache_policy.this.id
+    origin_request_policy_id   = aws_cloudfront_origin_request_policy.this.id
+    response_headers_policy_id = aws_cloudfront_response_headers_policy.this.id
+  }
+
+  # The recommendation API: POST (personal, "private, no-store", never cached: CloudFront caches only
+  # GET/HEAD) and the anonymous GET, cached per (viewer country, region, k, slot, device) for as long
+  # as the edge's s-maxage says. Model blobs (/v1/sync/blobs/*) are not behind this distribution: they
+  # are served by the origin, which edges reach over private networking with their region token.
+  ordered_cache_behavior {
+    path_pattern               = "/v1/recommendations"
+    target_origin_id           = local.origin_id
+    viewer_protocol_policy     = "https-only"
     allowed_methods            = ["GET", "HEAD", "OPTIONS", "PUT", "POST", "PATCH", "DELETE"]
     cached_methods             = ["GET", "HEAD"]
     compress                   = true

@@ -21,6 +21,9 @@ locals {
   cdn_secret_header = "X-Edgerec-CDN-Secret"
   data_dir          = "/var/lib/edgerec"
 
+  # The sync token of this region's edges; the origin's region-tokens secret lists it for each of var.markets.
+  sync_token_secret_name = "${var.name}/sync-token-${local.region}"
+
   tags = merge(var.tags, {
     "edgerec:component" = "edge"
     "edgerec:region"    = local.region
@@ -28,11 +31,11 @@ locals {
 }
 
 ################################################################################
-# KMS: container logs of this region
+# KMS: container logs and the sync-token secret of this region
 ################################################################################
 
 resource "aws_kms_key" "this" {
-  description             = "${local.prefix}: logs"
+  description             = "${local.prefix}: logs, sync token"
   enable_key_rotation     = true
   deletion_window_in_days = 30
   # A key policy's "Resource": "*" means this key only, so it is written inline
@@ -66,6 +69,23 @@ resource "aws_kms_key" "this" {
 resource "aws_kms_alias" "this" {
   name          = "alias/${local.prefix}"
   target_key_id = aws_kms_key.this.key_id
+}
+
+################################################################################
+# This region's sync token (EDGEREC_SYNC_TOKEN). Created here, in the edge's own
+# region, so edges start without a cross-region call and hold no other
+# region's token. Terraform creates the container only; the value is put out of
+# band (infra/terraform/README.md) and never appears in code, plans or state.
+################################################################################
+
+resource "aws_secretsmanager_secret" "sync_token" {
+  #checkov:skip=CKV2_AWS_57:Rotation is the new|old overlap procedure in infra/terraform/README.md: the origin must accept the new token before this region's edges send it, which a rotation Lambda cannot order.
+  name                    = local.sync_token_secret_name
+  description             = "edgerec sync token of the ${local.region} edges (EDGEREC_SYNC_TOKEN), valid at the origin for markets ${join(",", var.markets)} only."
+  kms_key_id              = aws_kms_key.this.arn
+  recovery_window_in_days = var.secret_recovery_window_days
+
+  tags = local.tags
 }
 
 resource "aws_cloudwatch_log_group" "this" {
@@ -305,17 +325,13 @@ data "aws_iam_policy_document" "execution_secrets" {
   statement {
     sid       = "ReadInjectedSecrets"
     actions   = ["secretsmanager:GetSecretValue"]
-    resources = [var.sync_token_secret_arn, var.cdn_secret_arn]
+    resources = [aws_secretsmanager_secret.sync_token.arn, var.cdn_secret_arn]
   }
 
-  dynamic "statement" {
-    for_each = length(var.secrets_kms_key_arns) > 0 ? [1] : []
-
-    content {
-      sid       = "DecryptInjectedSecrets"
-      actions   = ["kms:Decrypt"]
-      resources = var.secrets_kms_key_arns
-    }
+  statement {
+    sid       = "DecryptInjectedSecrets"
+    actions   = ["kms:Decrypt"]
+    resources = distinct(concat([aws_kms_key.this.arn], var.secrets_kms_key_arns))
   }
 }
 
@@ -356,10 +372,14 @@ locals {
       { name = "EDGEREC_ORIGIN_URL", value = var.origin_url },
       { name = "EDGEREC_REGIONS", value = join(",", var.markets) },
       { name = "EDGEREC_EDGE_DATA_DIR", value = local.data_dir },
+      # Not secret: the origin's Ed25519 public key(s), base64, comma-separated during a key rotation.
+      { name = "EDGEREC_ORIGIN_PUBLIC_KEY", value = join(",", var.origin_public_keys) },
+      { name = "EDGEREC_MAX_STALENESS_S", value = tostring(var.max_staleness_s) },
+      { name = "EDGEREC_UNTRUSTED_CDN_HEADERS", value = var.untrusted_cdn_headers },
     ]
 
     secrets = [
-      { name = "EDGEREC_SYNC_TOKEN", valueFrom = var.sync_token_secret_arn },
+      { name = "EDGEREC_SYNC_TOKEN", valueFrom = aws_secretsmanager_secret.sync_token.arn },
       { name = "EDGEREC_CDN_SECRET", valueFrom = var.cdn_secret_arn },
     ]
 

@@ -44,3 +44,13 @@ output "log_group_name" {
   description = "CloudWatch log group of the edge containers."
   value       = aws_cloudwatch_log_group.this.name
 }
+
+output "sync_token_secret_arn" {
+  description = "ARN of this region's sync-token secret (value put out of band; the origin's region-tokens secret lists the same token for each of markets)."
+  value       = aws_secretsmanager_secret.sync_token.arn
+}
+
+output "sync_token_secret_name" {
+  description = "Name of this region's sync-token secret."
+  value       = aws_secretsmanager_secret.sync_token.name
+}

@@ -84,9 +84,47 @@ variable "origin_url" {
   }
 }
 
-variable "sync_token_secret_arn" {
-  description = "ARN of the sync-token secret replica in this region (EDGEREC_SYNC_TOKEN)."
+variable "origin_public_keys" {
+  description = "The origin's Ed25519 public key(s) (EDGEREC_ORIGIN_PUBLIC_KEY), not secret: each the base64 line of `signing_key.pub.pem` (`sed -n 2p signing_key.pub.pem`) or of the raw 32-byte key. One normally; during a signing-key rotation the current and the next key (order does not matter: the edge picks the key by the payload's key id)."
+  type        = list(string)
+
+  validation {
+    condition     = length(var.origin_public_keys) >= 1 && length(var.origin_public_keys) <= 3 && alltrue([for k in var.origin_public_keys : can(regex("^(MCowBQYDK2VwAyEA)?[A-Za-z0-9+/]{43}=$", k))])
+    error_message = "Give 1-3 Ed25519 public keys, each base64 (the middle line of signing_key.pub.pem, or the raw 32-byte key)."
+  }
+}
+
+variable "max_staleness_s" {
+  description = "EDGEREC_MAX_STALENESS_S: /readyz fails after this many seconds without a verified answer from the origin; 0 = never. Keep 0 in production (see README): a failing readiness makes the ALB drop and ECS replace every edge task during an origin outage."
+  type        = number
+  default     = 0
+
+  validation {
+    condition     = var.max_staleness_s == 0 || var.max_staleness_s >= 120
+    error_message = "max_staleness_s must be 0 (never) or at least 120 seconds (several long-poll cycles and backoffs)."
+  }
+}
+
+variable "untrusted_cdn_headers" {
+  description = "EDGEREC_UNTRUSTED_CDN_HEADERS: what an edge does with CDN headers (geo, X-Forwarded-For) that arrive without a valid CDN secret: \"refuse\" (403) or \"ignore\". The ALB only forwards requests carrying the secret, so \"refuse\" never fires unless something bypasses or misconfigures that gate; the CDN-secret rotation must then redeploy the edges before CloudFront switches values (README)."
   type        = string
+  default     = "refuse"
+
+  validation {
+    condition     = contains(["refuse", "ignore"], var.untrusted_cdn_headers)
+    error_message = "untrusted_cdn_headers must be refuse or ignore."
+  }
+}
+
+variable "secret_recovery_window_days" {
+  description = "Days this region's deleted sync-token secret stays recoverable."
+  type        = number
+  default     = 7
+
+  validation {
+    condition     = var.secret_recovery_window_days >= 7 && var.secret_recovery_window_days <= 30
+    error_message = "secret_recovery_window_days must be between 7 and 30."
+  }
 }
 
 variable "cdn_secret_arn" {
@@ -95,7 +133,7 @@ variable "cdn_secret_arn" {
 }
 
 variable "secrets_kms_key_arns" {
-  description = "KMS keys that encrypt the injected secrets' replicas in this region (the execution role may decrypt with them)."
+  description = "Other KMS keys that encrypt injected secrets in this region, i.e. the CDN secret's replica when not on the AWS managed key (this module's own key, which encrypts the sync token, is always allowed)."
   type        = list(string)
   default     = []
 }

@@ -12,7 +12,10 @@ locals {
   container_port = 8080
   health_path    = "/healthz"
 
-  blob_prefix = "blobs"
+  # With EDGEREC_ORIGIN_DSN the model blobs live in PostgreSQL; EDGEREC_BLOB_DIR is each task's local
+  # read-through cache of them, on the task's ephemeral storage (the image creates and owns data_dir).
+  data_dir = "/var/lib/edgerec"
+  blob_dir = "${local.data_dir}/blobs"
 
   tags = merge(var.tags, {
     "edgerec:component" = "origin"
@@ -24,7 +27,7 @@ locals {
 ################################################################################
 
 resource "aws_kms_key" "this" {
-  description             = "${var.name} origin: database, model blobs, secrets, logs"
+  description             = "${var.name} origin: database (incl. model blobs), secrets, logs"
   enable_key_rotation     = true
   deletion_window_in_days = 30
   # A key policy's "Resource": "*" means this key only, so it is written inline
@@ -61,10 +64,15 @@ resource "aws_kms_alias" "this" {
 }
 
 ################################################################################
-# Secrets: admin and sync tokens. Terraform creates the containers only; the
-# values are put out of band (see infra/terraform/README.md) so that they never
-# appear in code, plans, state or outputs. Value format: a comma-separated list
-# of accepted tokens, the first one is sent (two during a rotation).
+# Secrets. Terraform creates the containers only; the values are put out of
+# band (see infra/terraform/README.md) so that they never appear in code, plans,
+# state or outputs.
+#   admin-token    EDGEREC_ADMIN_TOKEN    comma-separated accepted tokens, first is current
+#   sync-token     EDGEREC_SYNC_TOKEN     all-regions sync token(s): transitional / break-glass
+#   region-tokens  EDGEREC_REGION_TOKENS  per-market edge tokens, "GB=new|old,IE=new|old,DE=..."
+#   signing-key    EDGEREC_SIGNING_KEY    the origin's Ed25519 private key (PEM)
+# The edges' own tokens live in one secret per edge region (modules/edge_region),
+# so no edge holds a token that syncs another region's data.
 ################################################################################
 
 resource "aws_secretsmanager_secret" "admin_token" {
@@ -77,126 +85,35 @@ resource "aws_secretsmanager_secret" "admin_token" {
   tags = local.tags
 }
 
+# Not replicated: edges present their region's token, never this one.
 resource "aws_secretsmanager_secret" "sync_token" {
-  #checkov:skip=CKV2_AWS_57:Rotation is the operator-driven two-token procedure in infra/terraform/README.md (origin accepts old and new while edges roll); a rotation Lambda cannot coordinate it.
+  #checkov:skip=CKV2_AWS_57:Rotation is the operator-driven two-token procedure in infra/terraform/README.md (origin accepts old and new while clients switch); a rotation Lambda cannot coordinate it.
   name                    = "${var.name}/sync-token"
-  description             = "edgerec sync API token shared by the origin and the edges (EDGEREC_SYNC_TOKEN)."
+  description             = "edgerec all-regions sync token(s) accepted by the origin (EDGEREC_SYNC_TOKEN); transitional/break-glass, no edge holds it."
   kms_key_id              = aws_kms_key.this.arn
   recovery_window_in_days = var.secret_recovery_window_days
 
-  dynamic "replica" {
-    for_each = { for region, key in var.secret_replica_regions : region => key if region != local.region }
+  tags = local.tags
+}
 
-    content {
-      region     = replica.key
-      kms_key_id = replica.value
-    }
-  }
+resource "aws_secretsmanager_secret" "region_tokens" {
+  #checkov:skip=CKV2_AWS_57:Per-region tokens rotate with the new|old overlap procedure in infra/terraform/README.md (origin first, then that region's edges); a rotation Lambda cannot order the redeploys.
+  name                    = "${var.name}/region-tokens"
+  description             = "edgerec per-region edge sync tokens accepted by the origin (EDGEREC_REGION_TOKENS: GB=new|old,DE=...)."
+  kms_key_id              = aws_kms_key.this.arn
+  recovery_window_in_days = var.secret_recovery_window_days
 
   tags = local.tags
 }
 
-################################################################################
-# S3: content-addressed model blobs
-################################################################################
-
-resource "aws_s3_bucket" "blobs" {
-  #checkov:skip=CKV_AWS_144:Blobs are immutable, content-addressed build outputs that the model pipeline can republish, and every edge keeps a local copy; versioning plus PITR of the database is the recovery path (README, disaster recovery).
-  #checkov:skip=CKV2_AWS_62:Nothing consumes bucket events: the origin announces new blobs through its change log.
-  bucket_prefix = "${var.name}-blobs-"
+resource "aws_secretsmanager_secret" "signing_key" {
+  #checkov:skip=CKV2_AWS_57:An Ed25519 key rotation needs the edges to trust the new public key first (origin_public_keys, an apply) before the origin signs with it; the procedure in infra/terraform/README.md orders that, a rotation Lambda cannot.
+  name                    = "${var.name}/signing-key"
+  description             = "edgerec origin Ed25519 signing key, PEM (EDGEREC_SIGNING_KEY); made by `edgerec origin keygen`."
+  kms_key_id              = aws_kms_key.this.arn
+  recovery_window_in_days = var.secret_recovery_window_days
 
   tags = local.tags
-}
-
-resource "aws_s3_bucket_ownership_controls" "blobs" {
-  bucket = aws_s3_bucket.blobs.id
-
-  rule {
-    object_ownership = "BucketOwnerEnforced"
-  }
-}
-
-resource "aws_s3_bucket_public_access_block" "blobs" {
-  bucket = aws_s3_bucket.blobs.id
-
-  block_public_acls       = true
-  block_public_policy     = true
-  ignore_public_acls      = true
-  restrict_public_buckets = true
-}
-
-resource "aws_s3_bucket_versioning" "blobs" {
-  bucket = aws_s3_bucket.blobs.id
-
-  versioning_configuration {
-    status = "Enabled"
-  }
-}
-
-resource "aws_s3_bucket_server_side_encryption_configuration" "blobs" {
-  bucket = aws_s3_bucket.blobs.id
-
-  rule {
-    apply_server_side_encryption_by_default {
-      sse_algorithm     = "aws:kms"
-      kms_master_key_id = aws_kms_key.this.arn
-    }
-    bucket_key_enabled = true
-  }
-}
-
-resource "aws_s3_bucket_logging" "blobs" {
-  bucket        = aws_s3_bucket.blobs.id
-  target_bucket = var.s3_access_logs_bucket
-  target_prefix = "s3/${var.name}-blobs/"
-}
-
-resource "aws_s3_bucket_lifecycle_configuration" "blobs" {
-  bucket = aws_s3_bucket.blobs.id
-
-  rule {
-    id     = "expire-noncurrent-versions"
-    status = "Enabled"
-
-    filter {}
-
-    noncurrent_version_expiration {
-      noncurrent_days = var.blob_noncurrent_version_days
-    }
-
-    abort_incomplete_multipart_upload {
-      days_after_initiation = 7
-    }
-  }
-
-  depends_on = [aws_s3_bucket_versioning.blobs]
-}
-
-data "aws_iam_policy_document" "blobs" {
-  statement {
-    sid       = "DenyInsecureTransport"
-    effect    = "Deny"
-    actions   = ["s3:*"]
-    resources = [aws_s3_bucket.blobs.arn, "${aws_s3_bucket.blobs.arn}/*"]
-
-    principals {
-      type        = "*"
-      identifiers = ["*"]
-    }
-
-    condition {
-      test     = "Bool"
-      variable = "aws:SecureTransport"
-      values   = ["false"]
-    }
-  }
-}
-
-resource "aws_s3_bucket_policy" "blobs" {
-  bucket = aws_s3_bucket.blobs.id
-  policy = data.aws_iam_policy_document.blobs.json
-
-  depends_on = [aws_s3_bucket_public_access_block.blobs]
 }
 
 ################################################################################
@@ -264,7 +181,7 @@ resource "aws_vpc_security_group_ingress_rule" "tasks_from_alb" {
 
 resource "aws_vpc_security_group_egress_rule" "tasks_https" {
   security_group_id = aws_security_group.tasks.id
-  description       = "HTTPS to AWS APIs (ECR, S3, Secrets Manager, Logs) via VPC endpoints or NAT"
+  description       = "HTTPS to AWS APIs (ECR, Secrets Manager, Logs) via VPC endpoints or NAT"
   ip_protocol       = "tcp"
   from_port         = 443
   to_port           = 443
@@ -557,6 +474,8 @@ data "aws_iam_policy_document" "execution_secrets" {
     resources = [
       aws_secretsmanager_secret.admin_token.arn,
       aws_secretsmanager_secret.sync_token.arn,
+      aws_secretsmanager_secret.region_tokens.arn,
+      aws_secretsmanager_secret.signing_key.arn,
       aws_db_instance.this.master_user_secret[0].secret_arn,
     ]
   }
@@ -574,38 +493,12 @@ resource "aws_iam_role_policy" "execution_secrets" {
   policy      = data.aws_iam_policy_document.execution_secrets.json
 }
 
-# Task role: what the origin process itself may do (model blobs only).
+# Task role: the origin process calls no AWS API (blobs are in PostgreSQL); an empty role keeps it that way.
 resource "aws_iam_role" "task" {
   name_prefix        = "${var.name}-origin-task-"
   assume_role_policy = data.aws_iam_policy_document.ecs_tasks_assume.json
 
   tags = local.tags
-}
-
-data "aws_iam_policy_document" "task" {
-  statement {
-    sid       = "ListBlobs"
-    actions   = ["s3:ListBucket"]
-    resources = [aws_s3_bucket.blobs.arn]
-  }
-
-  statement {
-    sid       = "ReadWriteBlobs"
-    actions   = ["s3:GetObject", "s3:PutObject", "s3:GetObjectVersion"]
-    resources = ["${aws_s3_bucket.blobs.arn}/${local.blob_prefix}/*"]
-  }
-
-  statement {
-    sid       = "BlobEncryption"
-    actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
-    resources = [aws_kms_key.this.arn]
-  }
-}
-
-resource "aws_iam_role_policy" "task" {
-  name_prefix = "blobs-"
-  role        = aws_iam_role.task.id
-  policy      = data.aws_iam_policy_document.task.json
 }
 
 locals {
@@ -630,12 +523,17 @@ locals {
       { name = "EDGEREC_ORIGIN_PORT", value = tostring(local.container_port) },
       # No password in the DSN: libpq/asyncpg read it from PGPASSWORD (injected below from the RDS-managed secret).
       { name = "EDGEREC_ORIGIN_DSN", value = "postgresql://${var.db_username}@${aws_db_instance.this.address}:${aws_db_instance.this.port}/${var.db_name}?sslmode=verify-full" },
-      { name = "EDGEREC_BLOB_DIR", value = "s3://${aws_s3_bucket.blobs.id}/${local.blob_prefix}" },
+      # Local cache of the blobs stored in PostgreSQL (the app does not speak S3).
+      { name = "EDGEREC_BLOB_DIR", value = local.blob_dir },
+      # Change log kept before compaction; an edge further behind takes a snapshot (410).
+      { name = "EDGEREC_LOG_RETENTION", value = var.change_log_retention },
     ]
 
     secrets = [
       { name = "EDGEREC_ADMIN_TOKEN", valueFrom = aws_secretsmanager_secret.admin_token.arn },
       { name = "EDGEREC_SYNC_TOKEN", valueFrom = aws_secretsmanager_secret.sync_token.arn },
+      { name = "EDGEREC_REGION_TOKENS", valueFrom = aws_secretsmanager_secret.region_tokens.arn },
+      { name = "EDGEREC_SIGNING_KEY", valueFrom = aws_secretsmanager_secret.signing_key.arn },
       { name = "PGPASSWORD", valueFrom = "${aws_db_instance.this.master_user_secret[0].secret_arn}:password::" },
     ]
 
@@ -649,6 +547,7 @@ locals {
     }
 
     mountPoints = [
+      { sourceVolume = "data", containerPath = local.data_dir, readOnly = false },
       { sourceVolume = "tmp", containerPath = "/tmp", readOnly = false },
     ]
 
@@ -679,6 +578,15 @@ resource "aws_ecs_task_definition" "this" {
   runtime_platform {
     operating_system_family = "LINUX"
     cpu_architecture        = var.cpu_architecture
+  }
+
+  # Fargate ephemeral storage (encrypted at rest, AES-256, Fargate-managed key) holds the blob cache.
+  ephemeral_storage {
+    size_in_gib = var.ephemeral_storage_gib
+  }
+
+  volume {
+    name = "data"
   }
 
   volume {

@@ -45,11 +45,6 @@ output "db_master_user_secret_arn" {
   value       = aws_db_instance.this.master_user_secret[0].secret_arn
 }
 
-output "blob_bucket" {
-  description = "S3 bucket of the model blobs."
-  value       = aws_s3_bucket.blobs.id
-}
-
 output "kms_key_arn" {
   description = "Customer managed KMS key of the origin."
   value       = aws_kms_key.this.arn
@@ -61,11 +56,16 @@ output "admin_token_secret_arn" {
 }
 
 output "sync_token_secret_arn" {
-  description = "ARN of the sync token secret in the origin's region (value put out of band)."
+  description = "ARN of the all-regions sync token secret (EDGEREC_SYNC_TOKEN at the origin; value put out of band)."
   value       = aws_secretsmanager_secret.sync_token.arn
 }
 
-output "sync_token_secret_name" {
-  description = "Name of the sync token secret; its replicas in the edge regions have the same name."
-  value       = aws_secretsmanager_secret.sync_token.name
+output "region_tokens_secret_arn" {
+  description = "ARN of the per-region sync tokens secret (EDGEREC_REGION_TOKENS; value put out of band)."
+  value       = aws_secretsmanager_secret.region_tokens.arn
+}
+
+output "signing_key_secret_arn" {
+  description = "ARN of the origin's Ed25519 signing key secret (EDGEREC_SIGNING_KEY; value put out of band)."
+  value       = aws_secretsmanager_secret.signing_key.arn
 }

@@ -183,20 +183,26 @@ variable "deletion_protection" {
   default     = true
 }
 
-variable "blob_noncurrent_version_days" {
-  description = "Days a superseded model blob version is kept before expiry (recovery window for overwritten or deleted blobs)."
-  type        = number
-  default     = 90
+variable "change_log_retention" {
+  description = "How much change log the origin keeps before compaction (EDGEREC_LOG_RETENTION): an age (\"7d\", \"12h\", \"30m\") or a number of versions (\"100000\"); \"0\" keeps everything. An edge further behind than this takes a full snapshot instead of deltas."
+  type        = string
+  default     = "7d"
 
   validation {
-    condition     = var.blob_noncurrent_version_days >= 7
-    error_message = "Keep noncurrent blob versions at least 7 days."
+    condition     = can(regex("^([0-9]+|[0-9]+(\\.[0-9]+)?[smhd])$", var.change_log_retention))
+    error_message = "change_log_retention must be a number of versions (100000), an age such as 7d, 12h, 30m, 600s, or 0."
   }
 }
 
-variable "s3_access_logs_bucket" {
-  description = "Existing bucket receiving S3 server access logs of the blob bucket."
-  type        = string
+variable "ephemeral_storage_gib" {
+  description = "Fargate ephemeral storage (GiB) of an origin task; holds the local model-blob cache (EDGEREC_BLOB_DIR)."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.ephemeral_storage_gib >= 21 && var.ephemeral_storage_gib <= 200
+    error_message = "ephemeral_storage_gib must be between 21 and 200."
+  }
 }
 
 variable "alb_access_logs_bucket" {
@@ -213,12 +219,6 @@ variable "log_retention_days" {
     condition     = contains([1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653], var.log_retention_days)
     error_message = "log_retention_days must be a value CloudWatch Logs accepts."
   }
-}
-
-variable "secret_replica_regions" {
-  description = "Regions the sync-token secret is replicated to (the edge regions), so edges start without a cross-region call. Map of region to KMS key ARN in that region (null for the AWS managed key)."
-  type        = map(string)
-  default     = {}
 }
 
 variable "secret_recovery_window_days" {
