@@ -87,33 +87,56 @@ def _device(value: Any) -> str | None:
     return value
 
 
+def _event_error(i: int, event: Any) -> RequestError:
+    """The message for a bad purchase event (built only on failure: the valid path stays cheap)."""
+    if isinstance(event, str):
+        return invalid(f"recent_items[{i}]: expected a non-empty string of at most {MAX_ID_CHARS} characters")
+    if not isinstance(event, dict):
+        return invalid(f"recent_items[{i}]: expected a SKU string or an object with 'item'")
+    extra = set(event) - {"item", "age_days"}
+    if extra:
+        return invalid(f"recent_items[{i}]: unknown field(s) {', '.join(sorted(extra))}")
+    item = event.get("item")
+    if not isinstance(item, str) or not item or len(item) > MAX_ID_CHARS:
+        return invalid(f"recent_items[{i}].item: expected a non-empty string of at most {MAX_ID_CHARS} characters")
+    return invalid(f"recent_items[{i}].age_days: expected a number >= 0")
+
+
+def _valid_age(age: Any) -> bool:
+    return age is None or (type(age) in (int, float) and math.isfinite(age) and age >= 0)
+
+
 def _recent_items(value: Any) -> tuple[tuple[str, ...], tuple[float, ...] | None]:
+    """SKUs (upper-cased) and, when any event carries one, ages in days (NaN where an event has none)."""
     if not isinstance(value, list):
         raise invalid("recent_items: expected a list of SKUs or {\"item\": SKU, \"age_days\": number} objects")
     if len(value) > MAX_RECENT_ITEMS:
         raise invalid(f"recent_items: at most {MAX_RECENT_ITEMS} events, got {len(value)}")
     skus: list[str] = []
-    ages: list[float] = []
+    ages: list[float] | None = None
     for i, event in enumerate(value):
-        if isinstance(event, str):
-            skus.append(_short_string(event, f"recent_items[{i}]").upper())
-            ages.append(math.nan)
-        elif isinstance(event, dict):
-            extra = set(event) - {"item", "age_days"}
-            if extra:
-                raise invalid(f"recent_items[{i}]: unknown field(s) {', '.join(sorted(extra))}")
-            skus.append(_short_string(event.get("item"), f"recent_items[{i}].item").upper())
-            age = event.get("age_days")
-            if age is None:
+        kind = type(event)
+        if kind is str:
+            if not event or len(event) > MAX_ID_CHARS:
+                raise _event_error(i, event)
+            skus.append(event.upper())
+            if ages is not None:
                 ages.append(math.nan)
-            elif isinstance(age, bool) or not isinstance(age, (int, float)) or not math.isfinite(age) or age < 0:
-                raise invalid(f"recent_items[{i}].age_days: expected a number >= 0")
-            else:
-                ages.append(float(age))
-        else:
-            raise invalid(f"recent_items[{i}]: expected a SKU string or an object with 'item'")
-    has_ages = any(not math.isnan(a) for a in ages)
-    return tuple(skus), (tuple(ages) if has_ages else None)
+            continue
+        if kind is not dict:
+            raise _event_error(i, event)
+        item, age = event.get("item"), event.get("age_days")
+        if type(item) is not str or not item or len(item) > MAX_ID_CHARS or not _valid_age(age) \
+                or len(event) > 1 + ("age_days" in event) or (len(event) == 2 and "item" not in event):
+            raise _event_error(i, event)
+        skus.append(item.upper())
+        if age is not None:
+            if ages is None:
+                ages = [math.nan] * (len(skus) - 1)
+            ages.append(float(age))
+        elif ages is not None:
+            ages.append(math.nan)
+    return tuple(skus), (tuple(ages) if ages is not None else None)
 
 
 def _time(value: Any) -> float:
