@@ -50,6 +50,7 @@ class RecommendationsEndpoint:
         self._latency = {m: metrics.latency.labels(ROUTE, m) for m in ("POST", "GET", "HEAD", "OTHER")}
         self._cache = {True: metrics.anonymous_cache.labels("hit"), False: metrics.anonymous_cache.labels("miss")}
         self._inference = metrics.inference
+        self._counters: dict[tuple[str, int], Any] = {}
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -81,7 +82,10 @@ class RecommendationsEndpoint:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
         label = method if method in self._latency else "OTHER"
-        self.metrics.requests.labels(ROUTE, label, str(status)).inc()
+        counter = self._counters.get((label, status))
+        if counter is None:  # a label lookup takes a lock and builds a key: keep the children
+            counter = self._counters[(label, status)] = self.metrics.requests.labels(ROUTE, label, str(status))
+        counter.inc()
         self._latency[label].observe(time.perf_counter() - started)
 
     async def _read_body(self, receive: Receive, declared: bytes | None) -> bytes:
@@ -93,15 +97,15 @@ class RecommendationsEndpoint:
                 raise RequestError(413, "body_too_large", f"request body over {limit} bytes")
         chunks: list[bytes] = []
         size = 0
-        deadline = time.monotonic() + BODY_TIMEOUT_S
+        deadline = asyncio.get_running_loop().time() + BODY_TIMEOUT_S
         while True:
-            remaining = deadline - time.monotonic()
             try:
-                message = await asyncio.wait_for(receive(), remaining) if remaining > 0 else None
-            except asyncio.TimeoutError:
-                message = None
-            if message is None:
-                raise RequestError(408, "body_timeout", f"request body not received within {BODY_TIMEOUT_S:.0f} s")
+                # asyncio.timeout arms one timer; wait_for would wrap every read in a new task.
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                raise RequestError(408, "body_timeout",
+                                   f"request body not received within {BODY_TIMEOUT_S:.0f} s") from None
             if message["type"] == "http.disconnect":
                 raise RequestError(400, "client_disconnected", "client went away before sending the body")
             chunk = message.get("body", b"")
