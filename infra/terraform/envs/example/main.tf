@@ -10,7 +10,8 @@ locals {
   replica_regions = { for r in local.edge_regions : r => null }
 
   # A replica has the primary's ARN with its own region.
-  cdn_secret_arn = { for r in local.edge_regions : r => replace(module.cdn.cdn_secret_arn, ":${module.cdn.cdn_secret_region}:", ":${r}:") }
+  cdn_secret_arn    = { for r in local.edge_regions : r => replace(module.cdn.cdn_secret_arn, ":${module.cdn.cdn_secret_region}:", ":${r}:") }
+  pseudonym_key_arn = { for r in local.edge_regions : r => replace(module.cdn.pseudonym_key_secret_arn, ":${module.cdn.cdn_secret_region}:", ":${r}:") }
 
   edges = [module.edge_eu_west_1, module.edge_eu_central_1, module.edge_us_east_1]
 }
@@ -76,6 +77,7 @@ module "edge_eu_west_1" {
   origin_url               = module.origin.origin_url
   origin_public_keys       = var.origin_public_keys
   cdn_secret_arn           = local.cdn_secret_arn["eu-west-1"]
+  pseudonym_key_secret_arn = local.pseudonym_key_arn["eu-west-1"]
   cdn_secret_header_values = var.cdn_secret_header_values
 
   alb_access_logs_bucket = var.log_buckets["eu-west-1"]
@@ -103,6 +105,7 @@ module "edge_eu_central_1" {
   origin_url               = module.origin.origin_url
   origin_public_keys       = var.origin_public_keys
   cdn_secret_arn           = local.cdn_secret_arn["eu-central-1"]
+  pseudonym_key_secret_arn = local.pseudonym_key_arn["eu-central-1"]
   cdn_secret_header_values = var.cdn_secret_header_values
 
   alb_access_logs_bucket = var.log_buckets["eu-central-1"]
@@ -126,10 +129,11 @@ module "edge_us_east_1" {
   edge_domain_name = local.edge_domain_name
   route53_zone_id  = var.route53_zone_id
 
-  image              = var.edge_image
-  origin_url         = module.origin.origin_url
-  origin_public_keys = var.origin_public_keys
-  cdn_secret_arn     = local.cdn_secret_arn["us-east-1"]
+  image                    = var.edge_image
+  origin_url               = module.origin.origin_url
+  origin_public_keys       = var.origin_public_keys
+  cdn_secret_arn           = local.cdn_secret_arn["us-east-1"]
+  pseudonym_key_secret_arn = local.pseudonym_key_arn["us-east-1"]
   # The CDN secret's primary lives in us-east-1, encrypted with the CDN module's key.
   secrets_kms_key_arns     = [module.cdn.kms_key_arn]
   cdn_secret_header_values = var.cdn_secret_header_values

@@ -90,6 +90,28 @@ resource "aws_secretsmanager_secret" "cdn_secret" {
   tags = local.tags
 }
 
+# The edges' pseudonym key (EDGEREC_PSEUDONYM_KEY): the same value on every edge, so that a shopper's
+# events carry one pseudonym fleet-wide. It lives here because this module already replicates fleet-wide
+# edge secrets to every edge region. Terraform creates the container only; the value is put out of band.
+resource "aws_secretsmanager_secret" "pseudonym_key" {
+  #checkov:skip=CKV2_AWS_57:Rotating the pseudonym key changes every shopper's pseudonym (their past events stop matching erasure requests); it is a planned operation in infra/terraform/README.md, not a rotation Lambda's.
+  name                    = "${var.name}/pseudonym-key"
+  description             = "edgerec edge pseudonym key (EDGEREC_PSEUDONYM_KEY): keyed hash of shopper ids in feedback events."
+  kms_key_id              = aws_kms_key.this.arn
+  recovery_window_in_days = var.secret_recovery_window_days
+
+  dynamic "replica" {
+    for_each = { for region, key in var.secret_replica_regions : region => key if region != local.region }
+
+    content {
+      region     = replica.key
+      kms_key_id = replica.value
+    }
+  }
+
+  tags = local.tags
+}
+
 resource "aws_secretsmanager_secret_version" "cdn_secret" {
   secret_id     = aws_secretsmanager_secret.cdn_secret.id
   secret_string = join(",", var.cdn_secret_header_values)

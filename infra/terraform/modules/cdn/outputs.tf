@@ -20,6 +20,11 @@ output "web_acl_arn" {
   value       = aws_wafv2_web_acl.this.arn
 }
 
+output "pseudonym_key_secret_arn" {
+  description = "ARN of the edges' pseudonym key secret in us-east-1; replicas in other regions have the same ARN with that region."
+  value       = aws_secretsmanager_secret.pseudonym_key.arn
+}
+
 output "cdn_secret_arn" {
   description = "ARN of the CDN secret in us-east-1; replicas in other regions have the same ARN with that region."
   value       = aws_secretsmanager_secret.cdn_secret.arn

@@ -325,7 +325,7 @@ data "aws_iam_policy_document" "execution_secrets" {
   statement {
     sid       = "ReadInjectedSecrets"
     actions   = ["secretsmanager:GetSecretValue"]
-    resources = [aws_secretsmanager_secret.sync_token.arn, var.cdn_secret_arn]
+    resources = [aws_secretsmanager_secret.sync_token.arn, var.cdn_secret_arn, var.pseudonym_key_secret_arn]
   }
 
   statement {
@@ -381,6 +381,7 @@ locals {
     secrets = [
       { name = "EDGEREC_SYNC_TOKEN", valueFrom = aws_secretsmanager_secret.sync_token.arn },
       { name = "EDGEREC_CDN_SECRET", valueFrom = var.cdn_secret_arn },
+      { name = "EDGEREC_PSEUDONYM_KEY", valueFrom = var.pseudonym_key_secret_arn },
     ]
 
     # Liveness only (the process answers); readiness is the ALB's /readyz check.

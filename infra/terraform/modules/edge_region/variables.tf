@@ -132,6 +132,11 @@ variable "cdn_secret_arn" {
   type        = string
 }
 
+variable "pseudonym_key_secret_arn" {
+  description = "ARN of the pseudonym key replica in this region (EDGEREC_PSEUDONYM_KEY): the same key on every edge."
+  type        = string
+}
+
 variable "secrets_kms_key_arns" {
   description = "Other KMS keys that encrypt injected secrets in this region, i.e. the CDN secret's replica when not on the AWS managed key (this module's own key, which encrypts the sync token, is always allowed)."
   type        = list(string)
