@@ -16,6 +16,8 @@ from origin_sync.client import Replica, Syncer
 from origin_sync.protocol import Verifier
 
 from . import api
+from .events import EventRecorder, post_events
+from .spool import EventSpool
 from .config import EdgeConfig, config_from_env, config_to_env
 from .metrics import EdgeMetrics
 from .recommendations import RecommendationsEndpoint
@@ -40,6 +42,34 @@ class StateUpdater:
         self.ranker: Ranker | None = None
         self._refused_sha: str | None = None
         self.first_state = asyncio.Event()
+        self.variant_rankers: dict[str, Ranker] = {}  # experiment variants' models, by sha256
+        self._refused_variants: set[str] = set()
+
+    async def _variant_models(self, replica: Replica, syncer: Syncer) -> dict[str, Ranker]:
+        """Load (beside the served model) every model a running experiment's variant needs, each warmed up and
+        golden-checked; a refused one is left out and its experiment is not served here."""
+        from .experiments import variant_model_refs
+
+        loaded: dict[str, Ranker] = {}
+        for ref in variant_model_refs(replica):
+            sha = ref["sha256"]
+            if sha in loaded or sha in self._refused_variants:
+                continue
+            if self.ranker is not None and self.ranker.sha256 == sha:
+                loaded[sha] = self.ranker
+            elif sha in self.variant_rankers:
+                loaded[sha] = self.variant_rankers[sha]
+            else:
+                blob = await syncer.fetch_blob(sha)  # verified like the served model's
+                try:
+                    loaded[sha] = await asyncio.to_thread(Ranker.from_bytes, blob, ref["manifest"])
+                except BundleError as exc:
+                    self._refused_variants.add(sha)
+                    self.metrics.model_load_failures.inc()
+                    log.error("experiment model %s refused: %s", ref.get("version"), exc)
+                    continue
+                log.info("experiment model %s loaded and golden-checked", ref.get("version"))
+        return loaded
 
     async def _model_for(self, replica: Replica, syncer: Syncer) -> Ranker | None:
         ref = replica.model
@@ -68,7 +98,9 @@ class StateUpdater:
         if ranker is None:
             log.warning("data version %d has no usable model yet; not ready", replica.version)
             return
-        state = await asyncio.to_thread(EdgeState.build, replica, ranker)
+        rankers = await self._variant_models(replica, syncer)
+        state = await asyncio.to_thread(EdgeState.build, replica, ranker, rankers)
+        self.variant_rankers = rankers  # models no experiment needs any more are let go
         self.holder.current = state  # the swap: one reference, readers see the old or the new state whole
         self.first_state.set()
         log.info("serving data version %d (%s)", state.data_version,
@@ -82,10 +114,20 @@ def build_app(config: EdgeConfig) -> Starlette:
     syncer = Syncer(origin_url=config.origin_url, regions=config.regions, token=config.sync_token,
                     on_replica=updater, verifier=Verifier.from_config(config.origin_public_key),
                     data_dir=config.data_dir, wait_s=config.sync_wait_s, backoff_max_s=config.sync_backoff_max_s)
+    spool = EventSpool(config.data_dir / "events", max_bytes=config.event_spool_max_mb * 1024 * 1024)
+    recorder = EventRecorder(spool, config.pseudonym_key or None)
+    metrics.spool = spool
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # The syncer first serves the copy persisted on disk (no network), then follows the origin.
+        await asyncio.to_thread(spool.open)
+        if not config.pseudonym_key:
+            log.warning("EDGEREC_PSEUDONYM_KEY is not set: events carry no shopper reference at all")
+        writer = asyncio.create_task(spool.run_writer(), name="edgerec-spool-writer")
+        shipper = asyncio.create_task(spool.run_shipper(config.origin_url, config.sync_token, config.regions,
+                                                        backoff_max_s=config.sync_backoff_max_s * 3),
+                                      name="edgerec-spool-shipper")
         task = asyncio.create_task(syncer.run(), name="edgerec-sync")
         if config.workers > 1:
             # Workers share one listening socket and a worker takes connections once this returns: wait for a
@@ -97,16 +139,18 @@ def build_app(config: EdgeConfig) -> Starlette:
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for background in (task, shipper, writer):  # the writer last: it writes what is still pending
+                background.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await background
 
     recommendations = RecommendationsEndpoint(holder, metrics, config.cdn, config.rules, config.max_body_bytes,
-                                              config.max_k, config.default_k)
+                                              config.max_k, config.default_k, recorder=recorder)
     app = Starlette(
         routes=[
             # A raw ASGI app (not a function): Starlette hands it every method, and it answers 405 itself.
             Route("/v1/recommendations", recommendations),
+            Route("/v1/events", post_events, methods=["POST"]),
             Route("/healthz", api.healthz, methods=["GET"]),
             Route("/readyz", api.readyz, methods=["GET"]),
             Route("/metrics", api.metrics_endpoint, methods=["GET"]),
@@ -119,6 +163,7 @@ def build_app(config: EdgeConfig) -> Starlette:
     app.state.holder = holder
     app.state.metrics = metrics
     app.state.syncer = syncer
+    app.state.recorder = recorder
     return app
 
 

@@ -49,8 +49,13 @@ class EdgeConfig:
     max_staleness_s: float = 0.0    # readiness fails past this many seconds without the origin; 0 = never
     sync_backoff_max_s: float = 10.0
     workers: int = 1
+    event_spool_max_mb: int = 1024  # the event spool's bound on disk; past it new events are dropped and counted
+    pseudonym_key: str = ""         # EDGEREC_PSEUDONYM_KEY: the keyed hash of shopper ids in events (secret)
     cdn: CdnPolicy = CdnPolicy()
     rules: Rules = Rules()
+
+    def __repr__(self) -> str:  # no secret in a log line or a traceback
+        return f"EdgeConfig(port={self.port}, regions={self.regions}, origin_url={self.origin_url!r})"
 
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -100,6 +105,9 @@ class EdgeConfig:
         parser.add_argument("--just-bought-days", type=float, default=float(env("EDGEREC_JUST_BOUGHT_DAYS", "1")),
                             help="exclude items bought this many days ago or less, when requests send age_days "
                                  "(EDGEREC_JUST_BOUGHT_DAYS, default 1; 0 = off)")
+        parser.add_argument("--event-spool-max-mb", type=int, default=int(env("EDGEREC_EVENT_SPOOL_MAX_MB", "1024")),
+                            help="most disk the event spool may use, MiB; past it new events are dropped and counted "
+                                 "(EDGEREC_EVENT_SPOOL_MAX_MB, default 1024)")
         parser.add_argument("--model-budget-ms", type=float, default=float(env("EDGEREC_MODEL_BUDGET_MS", "25")),
                             help="a model run over this sends answers to the popularity fallback for a cool-down "
                                  "(EDGEREC_MODEL_BUDGET_MS, default 25)")
@@ -138,6 +146,9 @@ class EdgeConfig:
                 or args.model_budget_ms <= 0:
             raise ConfigError("--proxy-hops and --cache-s-maxage must be >= 1, --max-per-group and "
                               "--just-bought-days >= 0, --model-budget-ms > 0")
+        if args.event_spool_max_mb < 1:
+            raise ConfigError("--event-spool-max-mb/EDGEREC_EVENT_SPOOL_MAX_MB: at least 1")
+        pseudonym_key = _pseudonym_key()
         cdn_secrets = tuple(v.strip() for v in os.environ.get("EDGEREC_CDN_SECRET", "").split(",") if v.strip())
         cdn = CdnPolicy(
             secrets=cdn_secrets,
@@ -165,9 +176,18 @@ class EdgeConfig:
             max_k=args.max_k,
             default_k=min(10, args.max_k),
             workers=args.workers,
+            event_spool_max_mb=args.event_spool_max_mb,
+            pseudonym_key=pseudonym_key,
             cdn=cdn,
             rules=rules,
         )
+
+
+def _pseudonym_key() -> str:
+    key = os.environ.get("EDGEREC_PSEUDONYM_KEY", "").strip()
+    if key and len(key) < 16:
+        raise ConfigError("EDGEREC_PSEUDONYM_KEY: a secret of at least 16 characters (the same on every edge)")
+    return key
 
 
 CONFIG_ENV = "EDGEREC_EDGE_CONFIG_JSON"
@@ -177,6 +197,7 @@ def config_to_env(config: EdgeConfig) -> None:
     """Hand a parsed config to worker processes, which inherit the environment; secrets stay in their own variables."""
     data = asdict(config)
     data.pop("sync_token")
+    data.pop("pseudonym_key")
     data["cdn"].pop("secrets")
     os.environ[CONFIG_ENV] = json.dumps(data, default=str)
 
@@ -189,6 +210,7 @@ def config_from_env() -> EdgeConfig:
     return EdgeConfig(
         **{**data, "regions": tuple(data["regions"]), "data_dir": Path(data["data_dir"])},
         sync_token=os.environ.get("EDGEREC_SYNC_TOKEN", "").split(",")[0].strip(),
+        pseudonym_key=_pseudonym_key(),
         cdn=CdnPolicy(**{**cdn, "geo_headers": tuple(cdn["geo_headers"])}, secrets=cdn_secrets),
         rules=Rules(**rules),
     )

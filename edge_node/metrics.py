@@ -43,6 +43,34 @@ class SyncCollector:
                                 value=sync.persisted_version if sync.persisted_version is not None else float("nan"))
 
 
+class SpoolCollector:
+    """The event spool's counters, read at scrape time."""
+
+    def __init__(self, metrics: "EdgeMetrics") -> None:
+        self.metrics = metrics
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        spool = self.metrics.spool
+        if spool is None:
+            return
+        dropped = CounterMetricFamily("edgerec_events_dropped", "Events dropped, by reason (spool_full, backlog, "
+                                      "disk_error, rejected; torn_write counts torn segment tails)", labels=["reason"])
+        for reason in ("spool_full", "backlog", "disk_error", "rejected", "torn_write"):
+            dropped.add_metric([reason], spool.dropped.get(reason, 0))
+        yield dropped
+        yield CounterMetricFamily("edgerec_events_recorded", "Events queued for the spool", value=spool.appended)
+        yield CounterMetricFamily("edgerec_events_written", "Events written and fsynced to the spool",
+                                  value=spool.written)
+        yield CounterMetricFamily("edgerec_events_shipped", "Events acknowledged by the origin", value=spool.shipped)
+        yield CounterMetricFamily("edgerec_events_ship_failures", "Failed shipping attempts",
+                                  value=spool.ship_failures)
+        yield GaugeMetricFamily("edgerec_events_spool_bytes", "Bytes of events on disk not yet acknowledged",
+                                value=spool.bytes_on_disk)
+
+
 class EdgeMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -63,6 +91,8 @@ class EdgeMetrics:
                                "Seconds since the last successful contact with the origin", registry=self.registry)
         self.sync = SyncCollector()
         self.registry.register(self.sync)
+        self.spool = None  # the EventSpool, once the app has one
+        self.registry.register(SpoolCollector(self))
         self.model_load_failures = Counter("edgerec_model_load_failures_total",
                                            "Model bundles refused at load (bad hash, golden check, ...)",
                                            registry=self.registry)

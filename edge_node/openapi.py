@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .events import MAX_EVENTS_PER_REQUEST, MAX_OFFERS_PER_EVENT, MAX_VALUE
 from .validation import DEVICES, MAX_EXCLUDE, MAX_ID_CHARS, MAX_RECENT_ITEMS, SLOT_RE
 
 _ID = {"type": "string", "minLength": 1, "maxLength": MAX_ID_CHARS}
@@ -16,6 +17,7 @@ _ERROR = {
         }
     },
 }
+_TOKEN = {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,64}$"}
 _ERROR_RESPONSE = {"description": "Client error", "content": {"application/json": {"schema": _ERROR}}}
 _SLOT = {"type": "string", "pattern": SLOT_RE.pattern,
          "description": "Where the offers are shown (home, cart, ...); a label kept in metrics and cache keys"}
@@ -26,6 +28,24 @@ _ANSWER = {"description": "Ranked offers",
 _ERRORS = {"400": _ERROR_RESPONSE, "403": _ERROR_RESPONSE, "404": _ERROR_RESPONSE, "408": _ERROR_RESPONSE,
            "413": _ERROR_RESPONSE, "415": _ERROR_RESPONSE, "422": _ERROR_RESPONSE,
            "503": {"description": "No state yet", "content": {"application/json": {"schema": _ERROR}}}}
+
+def _event_schema(types: list[str], purchase: bool) -> dict:
+    """A click or add_to_cart carries no value; a purchase must carry its value."""
+    properties = {
+        "type": {"type": "string", "enum": types},
+        "request_id": _TOKEN,
+        "offer_ids": {"type": "array", "minItems": 1, "maxItems": MAX_OFFERS_PER_EVENT, "items": _ID},
+        "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
+        "shopper_id": {**_ID, "description": "Pseudonymized at the edge before it is stored"},
+        "experiment": _TOKEN, "variant": _TOKEN,
+        "region": _REGION,
+    }
+    required = ["type", "request_id", "offer_ids"]
+    if purchase:
+        properties["value"] = {"type": "number", "minimum": 0, "maximum": MAX_VALUE}
+        required.append("value")
+    return {"type": "object", "additionalProperties": False, "required": required, "properties": properties}
+
 
 def build_openapi(max_k: int, default_k: int, context_length: int | None) -> dict:
     """The OpenAPI document for this edge's settings and its current model's context length."""
@@ -70,6 +90,24 @@ def _template() -> dict:
                     "responses": {"200": _ANSWER, "304": {"description": "Not modified (ETag matched)"}, **_ERRORS},
                 },
             },
+            "/v1/events": {
+                "post": {
+                    "summary": "Record what a shopper did after an answer: click, add_to_cart, purchase",
+                    "description": "Each event names the request_id of the recommendation answer it follows; the "
+                                   "edge pseudonymizes shopper_id, spools the events durably and ships them to "
+                                   "the origin. Impressions are recorded by the edge itself.",
+                    "requestBody": {"required": True, "content": {"application/json": {
+                        "schema": {"$ref": "#/components/schemas/EventsRequest"}}}},
+                    "responses": {
+                        "202": {"description": "Queued (on disk within about 5 ms)", "content": {"application/json": {
+                            "schema": {"type": "object", "required": ["accepted"],
+                                       "properties": {"accepted": {"type": "integer"}}}}}},
+                        **{code: _ERROR_RESPONSE for code in ("400", "404", "413", "415", "422")},
+                        "503": {"description": "The spool is full; retry later",
+                                "content": {"application/json": {"schema": _ERROR}}},
+                    },
+                },
+            },
             "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "Alive"}}}},
             "/readyz": {"get": {"summary": "Readiness with sync details",
                                 "responses": {"200": {"description": "Ready"},
@@ -107,9 +145,18 @@ def _template() -> dict:
                         },
                     },
                 },
+                "EventsRequest": {
+                    "type": "object", "additionalProperties": False, "required": ["events"],
+                    "properties": {"events": {
+                        "type": "array", "minItems": 1, "maxItems": MAX_EVENTS_PER_REQUEST,
+                        "items": {"oneOf": [_event_schema(["click", "add_to_cart"], purchase=False),
+                                            _event_schema(["purchase"], purchase=True)]},
+                    }},
+                },
                 "RecommendationResponse": {
                     "type": "object",
-                    "required": ["offers", "region", "model_version", "data_version", "fallback", "request_id"],
+                    "required": ["offers", "region", "model_version", "data_version", "fallback", "request_id",
+                                 "experiment", "variant"],
                     "properties": {
                         "offers": {"type": "array", "items": {
                             "type": "object",
@@ -126,6 +173,10 @@ def _template() -> dict:
                         "fallback": {"type": "string", "nullable": True, "enum": ["model_error", "latency_budget", None],
                                      "description": "null, or why the answer comes from regional popularity"},
                         "request_id": {"type": "string"},
+                        "experiment": {"type": "string", "nullable": True,
+                                       "description": "The running experiment the shopper is enrolled in, or null"},
+                        "variant": {"type": "string", "nullable": True,
+                                    "description": "The shopper's variant (stable per shopper id), or null"},
                     },
                 },
             }

@@ -109,6 +109,20 @@ def rank(request: RecommendationRequest, state: EdgeState, rules: Rules, breaker
          region: str | None) -> Ranked:
     catalog = resolve_region(region, state)
     model = state.model
+    max_per_group = rules.max_per_group
+    experiment_id = variant_name = None
+    if state.experiments is not None:
+        # The wall clock decides the experiment's window, never the shopper's context.time.
+        plan = state.experiments.running(catalog.region, time.time())
+        if plan is not None:
+            if request.shopper_id is None:
+                variant = plan.variants[0]  # anonymous shoppers get the control and are not enrolled
+            else:
+                variant = plan.variant_for(request.shopper_id)
+                experiment_id, variant_name = plan.id, variant.name
+            model, catalog = variant.model, variant.catalogs[catalog.region]
+            if variant.max_per_group is not None:
+                max_per_group = variant.max_per_group
     if len(request.recent_items) > model.context_length:
         raise RequestError(422, "invalid_request",
                            f"recent_items: at most {model.context_length} events (the model's context length), "
@@ -121,7 +135,7 @@ def rank(request: RecommendationRequest, state: EdgeState, rules: Rules, breaker
         now = request.at if request.at is not None else time.time()
         adjust = catalog.adjust_at(now)
         _exclude(adjust, catalog, request, rules)
-        diverse = rules.max_per_group > 0 and bool((catalog.groups != NO_GROUP).any())
+        diverse = max_per_group > 0 and bool((catalog.groups != NO_GROUP).any())
         want = min(len(catalog), request.k * 4 if diverse else request.k)
         clock = time.perf_counter()
         if breaker.is_open(time.monotonic()):
@@ -140,7 +154,7 @@ def rank(request: RecommendationRequest, state: EdgeState, rules: Rules, breaker
             scores, positions = catalog.rank_by_popularity(adjust, want)
         scores_list, positions_list = scores.tolist(), positions.tolist()
         if diverse:
-            positions_list = _diversify(scores_list, positions_list, catalog.groups, request.k, rules.max_per_group)
+            positions_list = _diversify(scores_list, positions_list, catalog.groups, request.k, max_per_group)
             score_of = dict(zip(positions.tolist(), scores_list))
             scores_list = [score_of[p] for p in positions_list]
         else:
@@ -153,5 +167,7 @@ def rank(request: RecommendationRequest, state: EdgeState, rules: Rules, breaker
         "model_version": model.version,
         "data_version": state.data_version,
         "fallback": fallback,
+        "experiment": experiment_id,
+        "variant": variant_name,
     }
     return Ranked(body=body, catalog=catalog, positions=positions_list, model_s=model_s, fallback=fallback)

@@ -14,6 +14,7 @@ import orjson
 from cachetools import TTLCache
 
 from .cdn import UNTRUSTED_REFUSE, CdnPolicy, etag_for, etag_matches, public_headers, read_viewer
+from .events import EventRecorder
 from .metrics import EdgeMetrics
 from .ranking import ModelBreaker, Rules, rank
 from .state import StateHolder
@@ -35,8 +36,10 @@ class RecommendationsEndpoint:
     """POST: personalized answers (never cached). GET: anonymous region-level answers (CDN-cacheable)."""
 
     def __init__(self, holder: StateHolder, metrics: EdgeMetrics, cdn: CdnPolicy, rules: Rules,
-                 max_body_bytes: int, max_k: int, default_k: int, anonymous_cache_size: int = 4096) -> None:
+                 max_body_bytes: int, max_k: int, default_k: int, anonymous_cache_size: int = 4096,
+                 recorder: "EventRecorder | None" = None) -> None:
         self.holder = holder
+        self.recorder = recorder  # records an impression for every answer served
         self.metrics = metrics
         self.cdn = cdn
         self.rules = rules
@@ -136,6 +139,10 @@ class RecommendationsEndpoint:
         ranked.body["request_id"] = request_id
         payload = orjson.dumps(ranked.body)
         self._observe(ranked)
+        if self.recorder is not None:
+            offer_ids = ranked.catalog.offer_ids
+            self.recorder.impression(request_id, ranked.body, [offer_ids[p] for p in ranked.positions],
+                                     request.shopper_id, request.slot)
         return 200, [CONTENT_JSON, PRIVATE, self._timing(started, parsed, ranked.model_s)], payload
 
     def _anonymous(self, scope, viewer, state, started, request_id):
@@ -156,6 +163,9 @@ class RecommendationsEndpoint:
             if ranked.fallback is None:  # a degraded answer is not worth keeping
                 self.anonymous[key] = cached
         payload, etag, served_region, offer_ids, _ = cached
+        if self.recorder is not None:
+            self.recorder.impression(request_id, {"region": served_region, "model_version": key[1],
+                                                  "data_version": state.data_version}, offer_ids, None, request.slot)
         headers = [CONTENT_JSON, *public_headers(self.cdn, etag, served_region, state.data_version, offer_ids,
                                                  vary_on_geo=request.region is None)]
         cache_state = b"hit" if hit else b"miss"

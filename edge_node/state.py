@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
 from models.runtime import Ranker
 from origin_sync.client import Replica
+
+if TYPE_CHECKING:
+    from .experiments import Experiments
 
 NEG_INF = np.float32(-np.inf)
 NO_GROUP = -1
@@ -36,13 +39,17 @@ class RegionCatalog:
         return len(self.offer_ids)
 
     @classmethod
-    def build(cls, region: str, offers: list[dict[str, Any]], ranker: Ranker) -> "RegionCatalog":
+    def build(cls, region: str, offers: list[dict[str, Any]], ranker: Ranker,
+              extra_boosts: Mapping[str, float] | None = None) -> "RegionCatalog":
+        """`extra_boosts` (offer id -> boost) are an experiment variant's campaign boosts, added to the offers' own."""
         offers = sorted(offers, key=lambda o: o["id"])
+        extra = extra_boosts or {}
         n = len(offers)
         candidates = np.ascontiguousarray(
             ranker.item_indices([o["sku"] for o in offers]) if n else np.zeros(0), dtype=np.int64)
         base_adjust = np.array(
-            [float(o.get("boost") or 0.0) if o["stock"] > 0 and o["price"] > 0 else -np.inf for o in offers],
+            [float(o.get("boost") or 0.0) + extra.get(o["id"], 0.0) if o["stock"] > 0 and o["price"] > 0 else -np.inf
+             for o in offers],
             dtype=np.float32)
         active_from = np.array([o["active_from"] if o["active_from"] is not None else -np.inf for o in offers],
                                dtype=np.float64)
@@ -113,16 +120,22 @@ class EdgeState:
     model: Ranker
     catalogs: Mapping[str, RegionCatalog]
     built_at: float = field(default_factory=time.time)
+    experiments: "Experiments | None" = None  # running experiments of this data version, None when there are none
 
     @classmethod
-    def build(cls, replica: Replica, model: Ranker) -> "EdgeState":
+    def build(cls, replica: Replica, model: Ranker, rankers: Mapping[str, Ranker] | None = None) -> "EdgeState":
+        """`rankers` (by sha256) holds the loaded models of experiment variants; a variant whose model is not
+        there (refused at load) leaves its experiment out of this state."""
+        from .experiments import build_experiments
+
         by_region: dict[str, list[dict[str, Any]]] = {r: [] for r in replica.regions}
         for offer in replica.offers.values():
             for region in offer["regions"]:
                 if region in by_region:
                     by_region[region].append(offer)
         catalogs = {r: RegionCatalog.build(r, offers, model) for r, offers in by_region.items()}
-        return cls(data_version=replica.version, model=model, catalogs=catalogs)
+        experiments = build_experiments(replica, by_region, model, catalogs, rankers or {})
+        return cls(data_version=replica.version, model=model, catalogs=catalogs, experiments=experiments)
 
 
 class StateHolder:

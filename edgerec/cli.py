@@ -66,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     model = commands.add_parser("model", help="train and evaluate recommendation models")
     add_model_commands(model.add_subparsers(dest="action", required=True))
 
+    from .admin import add_admin_commands
+
+    add_admin_commands(commands)
+
     demo = commands.add_parser("demo", help="origin + two edges on loopback, end to end")
     demo.add_argument("--serve", action="store_true", help="keep the services running until interrupted")
     demo.add_argument("--workdir", default=None, help="where the demo keeps its files (default: a temp dir)")
@@ -77,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     from edge_node.config import ConfigError as EdgeConfigError
     from origin_sync.config import ConfigError as OriginConfigError
 
+    from .admin import AdminError
+
     configure_logging()
     args = build_parser().parse_args(argv)
     try:
@@ -84,5 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     except (EdgeConfigError, OriginConfigError) as exc:
         print(f"edgerec: configuration error: {exc}", file=sys.stderr)
         return 2
+    except AdminError as exc:
+        print(f"edgerec: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130

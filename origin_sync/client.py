@@ -23,6 +23,8 @@ from .protocol import (
     KEY_ID_HEADER,
     KIND_DELTAS,
     KIND_SNAPSHOT,
+    OP_EXPERIMENT_DELETE,
+    OP_EXPERIMENT_UPSERT,
     OP_MODEL_ACTIVATE,
     OP_OFFER_DELETE,
     OP_OFFER_UPSERT,
@@ -53,6 +55,7 @@ class Replica:
     offers: Mapping[str, dict[str, Any]]
     model: dict[str, Any] | None  # {"version", "sha256", "manifest"} of the active model
     head_hash: bytes = GENESIS_HASH  # the origin's chain hash at `version`
+    experiments: Mapping[str, dict[str, Any]] = field(default_factory=dict)  # by id, with variants' model refs
 
 
 def _check_payload(payload: object, kind: str, regions: tuple[str, ...]) -> dict[str, Any]:
@@ -85,6 +88,7 @@ def apply_deltas(replica: Replica, batch: dict[str, Any]) -> Replica:
     if not isinstance(to, int) or to < replica.version or not isinstance(to_hash, bytes):
         raise IntegrityError("order", f"delta batch ends at {to!r}, before the replica's version {replica.version}")
     offers = dict(replica.offers)
+    experiments = dict(replica.experiments)
     model = replica.model
     last, digest = replica.version, replica.head_hash
     for entry in batch.get("changes", []):
@@ -110,11 +114,16 @@ def apply_deltas(replica: Replica, batch: dict[str, Any]) -> Replica:
             offers.pop(change["offer_id"], None)
         elif op == OP_MODEL_ACTIVATE:
             model = change["model"]
+        elif op == OP_EXPERIMENT_UPSERT:
+            experiments[change["experiment"]["id"]] = change["experiment"]
+        elif op == OP_EXPERIMENT_DELETE:
+            experiments.pop(change["experiment_id"], None)
         else:
             raise ProtocolError(f"unknown change op {op!r}")
     if last == to and digest != to_hash:
         raise IntegrityError("chain", f"re-hashing the changes does not give the chain hash at version {to}")
-    return Replica(version=to, regions=replica.regions, offers=offers, model=model, head_hash=to_hash)
+    return Replica(version=to, regions=replica.regions, offers=offers, model=model, head_hash=to_hash,
+                   experiments=experiments)
 
 
 def replica_from_snapshot(snapshot: dict[str, Any], regions: tuple[str, ...]) -> Replica:
@@ -123,8 +132,9 @@ def replica_from_snapshot(snapshot: dict[str, Any], regions: tuple[str, ...]) ->
     if not isinstance(snapshot.get("version"), int) or not isinstance(head_hash, bytes):
         raise IntegrityError("decode", "snapshot without version or chain hash")
     offers = {o["id"]: o for o in snapshot["offers"] if offered_in(o, regions)}
+    experiments = {e["id"]: e for e in snapshot.get("experiments") or []}
     return Replica(version=snapshot["version"], regions=regions, offers=offers, model=snapshot.get("model"),
-                   head_hash=head_hash)
+                   head_hash=head_hash, experiments=experiments)
 
 
 @dataclass
@@ -179,6 +189,7 @@ class LocalCopy:
         if proof_kind != KIND_SNAPSHOT:
             record["offers"] = [replica.offers[k] for k in sorted(replica.offers)]
             record["model"] = replica.model
+            record["experiments"] = [replica.experiments[k] for k in sorted(replica.experiments)]
         body = canonical(record)
         write_atomically(self.replica_path, pack({"sha256": hashlib.sha256(body).digest(), "body": body}))
 
@@ -208,7 +219,8 @@ class LocalCopy:
             _check_payload(payload, KIND_DELTAS, regions)
             replica = Replica(version=record["version"], regions=regions,
                               offers={o["id"]: o for o in record["offers"]}, model=record["model"],
-                              head_hash=record["head_hash"])
+                              head_hash=record["head_hash"],
+                              experiments={e["id"]: e for e in record.get("experiments") or []})
             if payload.get("to") != replica.version or payload.get("to_hash") != replica.head_hash:
                 raise IntegrityError("disk", "the persisted version is not the one the origin signed")
         if replica.version != record["version"] or replica.head_hash != record["head_hash"]:

@@ -98,6 +98,10 @@ class OriginConfig:
     retention_versions: int | None = None
     retention_seconds: float | None = 7 * 86400.0
     compact_interval_s: float = 60.0
+    event_sinks: tuple[str, ...] = ("sql",)
+    events_db: Path = Path("var/origin/events.db")
+    nats_url: str = "nats://127.0.0.1:4222"
+    event_retention_s: float | None = 90 * 86400.0
 
     def __repr__(self) -> str:  # no secret in a log line or a traceback
         return (f"OriginConfig(host={self.host!r}, port={self.port}, db={'postgresql' if self.dsn else self.db_path}, "
@@ -125,6 +129,18 @@ class OriginConfig:
         parser.add_argument("--compact-interval", type=float,
                             default=float(env("EDGEREC_COMPACT_INTERVAL_S", "60")),
                             help="seconds between compactions (EDGEREC_COMPACT_INTERVAL_S, default 60)")
+
+        parser.add_argument("--event-sink", default=env("EDGEREC_EVENT_SINK", "sql"),
+                            help="where shipped events go: sql (the SQLite events file, or PostgreSQL with --dsn), "
+                                 "nats (JetStream), or both: sql,nats (EDGEREC_EVENT_SINK, default sql)")
+        parser.add_argument("--events-db", default=env("EDGEREC_EVENTS_DB", ""),
+                            help="SQLite file of events when no DSN is given (EDGEREC_EVENTS_DB, default: events.db "
+                                 "beside the --db file)")
+        parser.add_argument("--nats-url", default=env("EDGEREC_NATS_URL", "nats://127.0.0.1:4222"),
+                            help="NATS server of the nats event sink (EDGEREC_NATS_URL)")
+        parser.add_argument("--event-retention", default=env("EDGEREC_EVENT_RETENTION", "90d"),
+                            help="how long raw events are kept: an age such as 90d or 12h; 0 keeps them "
+                                 "(EDGEREC_EVENT_RETENTION, default 90d)")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "OriginConfig":
@@ -155,6 +171,14 @@ class OriginConfig:
         if args.compact_interval <= 0:
             raise ConfigError("--compact-interval/EDGEREC_COMPACT_INTERVAL_S: must be positive")
         retention_versions, retention_seconds = parse_retention(args.log_retention)
+        sinks = tuple(sorted({p.strip().lower() for p in args.event_sink.split(",") if p.strip()}))
+        if not sinks or not set(sinks) <= {"sql", "nats"}:
+            raise ConfigError("--event-sink/EDGEREC_EVENT_SINK: sql, nats, or sql,nats")
+        if not args.nats_url.startswith(("nats://", "tls://")):
+            raise ConfigError("--nats-url/EDGEREC_NATS_URL: a nats:// or tls:// URL")
+        event_versions, event_retention_s = parse_retention(args.event_retention)
+        if event_versions is not None:
+            raise ConfigError("--event-retention/EDGEREC_EVENT_RETENTION: an age such as 90d, 12h; or 0")
         return cls(
             host=args.host,
             port=args.port,
@@ -169,4 +193,8 @@ class OriginConfig:
             retention_versions=retention_versions,
             retention_seconds=retention_seconds,
             compact_interval_s=args.compact_interval,
+            event_sinks=sinks,
+            events_db=Path(args.events_db) if args.events_db else Path(args.db).parent / "events.db",
+            nats_url=args.nats_url,
+            event_retention_s=event_retention_s,
         )

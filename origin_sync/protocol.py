@@ -45,7 +45,10 @@ GENESIS_HASH = bytes(32)  # the hash "before" version 1
 OP_OFFER_UPSERT = "offer_upsert"
 OP_OFFER_DELETE = "offer_delete"
 OP_MODEL_ACTIVATE = "model_activate"
-OPS = frozenset({OP_OFFER_UPSERT, OP_OFFER_DELETE, OP_MODEL_ACTIVATE})
+# An experiment travels whole, with the refs {version, sha256, manifest} of its variants' models (see experiments.py).
+OP_EXPERIMENT_UPSERT = "experiment_upsert"
+OP_EXPERIMENT_DELETE = "experiment_delete"
+OPS = frozenset({OP_OFFER_UPSERT, OP_OFFER_DELETE, OP_MODEL_ACTIVATE, OP_EXPERIMENT_UPSERT, OP_EXPERIMENT_DELETE})
 
 # A change that concerns every region (models) is tagged with this instead of region codes.
 ALL_REGIONS = "*"

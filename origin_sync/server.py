@@ -35,6 +35,10 @@ from .protocol import (
     unpack,
     validate_offer,
 )
+from .analysis import build_report
+from .events import InvalidEvents, decode_batch
+from .experiments import InvalidExperiment, validate_experiment
+from .sinks import EventSink, open_sink
 from .store import AheadOfOrigin, ChangeLogStore, Compacted, NotFound, open_store
 
 log = logging.getLogger("edgerec.origin")
@@ -49,6 +53,7 @@ STORE = web.AppKey("store", ChangeLogStore)
 CONFIG = web.AppKey("config", OriginConfig)
 CHANGES = web.AppKey("changes", "ChangeSignal")
 SNAPSHOTS = web.AppKey("snapshots", "SnapshotCache")
+SINK = web.AppKey("sink", EventSink)
 ALL = "*"  # the regions a fleet-wide sync token may sync
 
 
@@ -191,6 +196,40 @@ async def delete_offer(request: web.Request) -> web.Response:
     return json_response({"deleted": request.match_info["offer_id"], "data_version": version})
 
 
+async def put_experiment(request: web.Request) -> web.Response:
+    """Create or replace an experiment; it reaches the edges with the data version answered."""
+    try:
+        experiment = validate_experiment(await _json_body(request), request.match_info["experiment_id"])
+    except (_BadRequest, InvalidExperiment) as exc:
+        return error(422 if isinstance(exc, InvalidExperiment) else 400, "invalid_experiment", str(exc))
+    try:
+        version = await request.app[STORE].upsert_experiment(experiment)
+    except NotFound as exc:
+        return error(422, "invalid_experiment", f"variants: {exc} (publish the model first)")
+    log.info("experiment %s upserted at version %d", experiment["id"], version)
+    return json_response({"experiment": await request.app[STORE].experiment(experiment["id"]),
+                          "data_version": version})
+
+
+async def get_experiment(request: web.Request) -> web.Response:
+    try:
+        return json_response({"experiment": await request.app[STORE].experiment(request.match_info["experiment_id"])})
+    except NotFound as exc:
+        return error(404, "not_found", str(exc))
+
+
+async def list_experiments(request: web.Request) -> web.Response:
+    return json_response({"experiments": await request.app[STORE].experiments()})
+
+
+async def delete_experiment(request: web.Request) -> web.Response:
+    try:
+        version = await request.app[STORE].delete_experiment(request.match_info["experiment_id"])
+    except NotFound as exc:
+        return error(404, "not_found", str(exc))
+    return json_response({"deleted": request.match_info["experiment_id"], "data_version": version})
+
+
 async def publish_model(request: web.Request) -> web.Response:
     """Body: msgpack map {"manifest": {...}, "model": <model.onnx bytes>}."""
     try:
@@ -248,6 +287,36 @@ async def compact(request: web.Request) -> web.Response:
         floor = await request.app[STORE].compact(config.retention_versions, config.retention_seconds)
     log.info("change log compacted: floor at version %d", floor)
     return json_response({"compaction_floor": floor})
+
+
+async def experiment_report(request: web.Request) -> web.Response:
+    """Per variant: impressions, CTR, conversion, revenue per impression (95% CIs), z-tests, sample-ratio check."""
+    try:
+        experiment = await request.app[STORE].experiment(request.match_info["experiment_id"])
+        counts = await request.app[SINK].experiment_counts(experiment["id"])
+    except NotFound as exc:
+        return error(404, "not_found", str(exc))
+    except NotImplementedError as exc:
+        return error(409, "no_queryable_sink", str(exc))
+    return json_response({**build_report(experiment, counts), "definition": experiment})
+
+
+async def erase_events(request: web.Request) -> web.Response:
+    """Body {"shopper": <pseudonym>}: delete every stored event of one person (GDPR erasure). The caller computes
+    the pseudonym from the shopper id with the deployment's key, so the id itself never reaches the origin."""
+    try:
+        body = await _json_body(request)
+    except _BadRequest as exc:
+        return error(400, "invalid_json", str(exc))
+    shopper = body.get("shopper") if isinstance(body, dict) else None
+    if not isinstance(shopper, str) or len(shopper) != 32 or not all(c in "0123456789abcdef" for c in shopper):
+        return error(422, "invalid_request", "shopper: the 32-hex-digit pseudonym (edgerec events erase computes it)")
+    try:
+        erased = await request.app[SINK].erase(shopper)
+    except NotImplementedError as exc:
+        return error(409, "no_queryable_sink", str(exc))
+    log.info("erased %d events of one shopper", erased)
+    return json_response({"erased": erased})
 
 
 # -- sync --------------------------------------------------------------------------------------
@@ -321,6 +390,22 @@ async def deltas(request: web.Request) -> web.Response:
     return sealed_response(seal(KIND_DELTAS, payload, request.app[CONFIG].signer))
 
 
+async def ingest_events(request: web.Request) -> web.Response:
+    """An edge's event batch (msgpack, see events.encode_batch). Idempotent: a batch id seen before is acknowledged
+    again without storing anything; the edge deletes its segment only after this answer."""
+    try:
+        batch_id, regions, events = await asyncio.to_thread(decode_batch, await request.read())
+    except InvalidEvents as exc:
+        return error(422, "invalid_events", str(exc))
+    scope = request["sync_scope"]
+    if ALL not in scope and not set(regions) <= scope:
+        return error(403, "forbidden_region",
+                     f"this edge token may not send events of {','.join(sorted(set(regions) - scope))}")
+    # Scoped by the regions, so that one region's token can never shadow another region's batch.
+    fresh = await request.app[SINK].write_batch(f"{','.join(sorted(regions))}/{batch_id}", events)
+    return json_response({"batch_id": batch_id, "events": len(events), "duplicate": not fresh})
+
+
 _BLOB_SIGNATURES: dict[tuple[str, str], str] = {}
 
 
@@ -351,33 +436,38 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def _compact_periodically(app: web.Application) -> None:
     config = app[CONFIG]
-    if config.retention_versions is None and config.retention_seconds is None:
-        return
     while True:
         await asyncio.sleep(config.compact_interval_s)
         try:
-            await app[STORE].compact(config.retention_versions, config.retention_seconds)
+            if config.retention_versions is not None or config.retention_seconds is not None:
+                await app[STORE].compact(config.retention_versions, config.retention_seconds)
+            if config.event_retention_s is not None:
+                await app[SINK].purge_before(time.time() - config.event_retention_s)
         except Exception:  # noqa: BLE001 - compaction is housekeeping: log it, try again later
             log.exception("compaction failed; will retry")
 
 
-def build_app(config: OriginConfig, store: ChangeLogStore | None = None) -> web.Application:
+def build_app(config: OriginConfig, store: ChangeLogStore | None = None,
+              sink: EventSink | None = None) -> web.Application:
     if config.signer is None:
         raise ValueError("the origin needs a signing key")
     app = web.Application(middlewares=[errors_and_auth], client_max_size=MAX_MODEL_BYTES)
     app[CONFIG] = config
     app[STORE] = store or open_store(config.dsn, config.db_path, config.blob_dir)
     app[SNAPSHOTS] = SnapshotCache()
+    app[SINK] = sink or open_sink(config.event_sinks, config.dsn, config.events_db, config.nats_url)
 
     async def lifecycle(app: web.Application) -> Any:
         app[CHANGES] = ChangeSignal()
         app[STORE].on_change(app[CHANGES].notify)
         await app[STORE].open()
+        await app[SINK].open()
         compactor = asyncio.create_task(_compact_periodically(app), name="edgerec-compact")
         yield
         compactor.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await compactor
+        await app[SINK].close()
         await app[STORE].close()
 
     async def on_shutdown(app: web.Application) -> None:
@@ -391,12 +481,19 @@ def build_app(config: OriginConfig, store: ChangeLogStore | None = None) -> web.
     app.router.add_put("/v1/admin/offers/{offer_id}", put_offer)
     app.router.add_get("/v1/admin/offers/{offer_id}", get_offer)
     app.router.add_delete("/v1/admin/offers/{offer_id}", delete_offer)
+    app.router.add_get("/v1/admin/experiments", list_experiments)
+    app.router.add_put("/v1/admin/experiments/{experiment_id}", put_experiment)
+    app.router.add_get("/v1/admin/experiments/{experiment_id}", get_experiment)
+    app.router.add_get("/v1/admin/experiments/{experiment_id}/report", experiment_report)
+    app.router.add_post("/v1/admin/events/erase", erase_events)
+    app.router.add_delete("/v1/admin/experiments/{experiment_id}", delete_experiment)
     app.router.add_get("/v1/admin/models", list_models)
     app.router.add_post("/v1/admin/models", publish_model)
     app.router.add_post("/v1/admin/models/{model_version}/activate", activate_model)
     app.router.add_get("/v1/sync/snapshot", snapshot)
     app.router.add_get("/v1/sync/deltas", deltas)
     app.router.add_get("/v1/sync/blobs/{sha256}", blob)
+    app.router.add_post("/v1/sync/events", ingest_events)
     return app
 
 

@@ -20,6 +20,8 @@ from .disk import BlobStore, NotFound, write_atomically
 from .protocol import (
     ALL_REGIONS,
     GENESIS_HASH,
+    OP_EXPERIMENT_DELETE,
+    OP_EXPERIMENT_UPSERT,
     OP_MODEL_ACTIVATE,
     OP_OFFER_DELETE,
     OP_OFFER_UPSERT,
@@ -108,6 +110,19 @@ class ChangeLogStore(abc.ABC):
     async def activate_model(self, model_version: str) -> int: ...
 
     @abc.abstractmethod
+    async def upsert_experiment(self, experiment: dict[str, Any]) -> int:
+        """Store a validated experiment, its variants' model refs resolved (NotFound for an unknown model)."""
+
+    @abc.abstractmethod
+    async def delete_experiment(self, experiment_id: str) -> int: ...
+
+    @abc.abstractmethod
+    async def experiment(self, experiment_id: str) -> dict[str, Any]: ...
+
+    @abc.abstractmethod
+    async def experiments(self) -> list[dict[str, Any]]: ...
+
+    @abc.abstractmethod
     async def head(self) -> LogHead: ...
 
     async def head_version(self) -> int:
@@ -121,7 +136,7 @@ class ChangeLogStore(abc.ABC):
 
     @abc.abstractmethod
     async def snapshot(self, regions: tuple[str, ...]) -> dict[str, Any]:
-        """{"version", "head_hash", "offers", "model"}: the state an edge serving `regions` needs, at one version."""
+        """{"version", "head_hash", "offers", "model", "experiments"}: the state an edge serving `regions` needs, at one version."""
 
     @abc.abstractmethod
     async def changes_since(self, since: int, regions: tuple[str, ...], limit: int = PAGE_LIMIT) -> DeltaPage: ...
@@ -183,7 +198,18 @@ CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS experiments (
+    id      TEXT PRIMARY KEY,
+    body    BLOB NOT NULL,
+    version INTEGER NOT NULL
+);
 """
+
+
+def _with_model_refs(experiment: dict[str, Any], refs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The experiment as stored and synced: each variant carries the ref of its model (None: the active model)."""
+    return {**experiment, "variants": [{**v, "model_ref": refs[v["model"]] if v["model"] else None}
+                                       for v in experiment["variants"]]}
 
 
 class SQLiteStore(ChangeLogStore):
@@ -305,6 +331,42 @@ class SQLiteStore(ChangeLogStore):
     async def activate_model(self, model_version: str) -> int:
         return await self._commit(self._activate, model_version)
 
+    def _upsert_experiment(self, experiment: dict[str, Any]) -> int:
+        refs = {v["model"]: self._model_ref(v["model"]) for v in experiment["variants"] if v["model"]}
+        body = _with_model_refs(experiment, refs)
+        version = self._append(OP_EXPERIMENT_UPSERT, body["id"], [ALL_REGIONS], {"experiment": body})
+        self._db.execute("INSERT INTO experiments(id, body, version) VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE "
+                         "SET body = excluded.body, version = excluded.version", (body["id"], pack(body), version))
+        return version
+
+    async def upsert_experiment(self, experiment: dict[str, Any]) -> int:
+        return await self._commit(self._upsert_experiment, experiment)
+
+    def _delete_experiment(self, experiment_id: str) -> int:
+        if self._db.execute("SELECT 1 FROM experiments WHERE id = ?", (experiment_id,)).fetchone() is None:
+            raise NotFound(f"no experiment {experiment_id!r}")
+        version = self._append(OP_EXPERIMENT_DELETE, experiment_id, [ALL_REGIONS], {"experiment_id": experiment_id})
+        self._db.execute("DELETE FROM experiments WHERE id = ?", (experiment_id,))
+        return version
+
+    async def delete_experiment(self, experiment_id: str) -> int:
+        return await self._commit(self._delete_experiment, experiment_id)
+
+    def _experiment(self, experiment_id: str) -> dict[str, Any]:
+        row = self._db.execute("SELECT body FROM experiments WHERE id = ?", (experiment_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no experiment {experiment_id!r}")
+        return unpack(row[0])
+
+    async def experiment(self, experiment_id: str) -> dict[str, Any]:
+        return await self._run(self._experiment, experiment_id)
+
+    def _experiments(self) -> list[dict[str, Any]]:
+        return [unpack(b) for (b,) in self._db.execute("SELECT body FROM experiments ORDER BY id")]
+
+    async def experiments(self) -> list[dict[str, Any]]:
+        return await self._run(self._experiments)
+
     def _head(self) -> LogHead:
         version, digest, floor = self._db.execute("SELECT version, hash, floor FROM log_head WHERE id = 1").fetchone()
         return LogHead(int(version), bytes(digest), int(floor))
@@ -338,10 +400,11 @@ class SQLiteStore(ChangeLogStore):
             offers = [unpack(body) for (body,) in self._db.execute("SELECT body FROM offers ORDER BY id")]
             active = self._db.execute("SELECT value FROM meta WHERE key = 'active_model'").fetchone()
             model = self._model_ref(active[0]) if active else None
+            experiments = self._experiments()
         finally:
             self._db.execute("COMMIT")
         wanted = set(regions)
-        return {"version": head.version, "head_hash": head.hash, "model": model,
+        return {"version": head.version, "head_hash": head.hash, "model": model, "experiments": experiments,
                 "offers": [o for o in offers if wanted.intersection(o["regions"])]}
 
     async def snapshot(self, regions: tuple[str, ...]) -> dict[str, Any]:
@@ -468,6 +531,11 @@ CREATE TABLE IF NOT EXISTS blobs (
     sha256 TEXT PRIMARY KEY,
     data   BYTEA NOT NULL
 );
+CREATE TABLE IF NOT EXISTS experiments (
+    id      TEXT PRIMARY KEY,
+    body    BYTEA NOT NULL,
+    version BIGINT NOT NULL
+);
 """
 _SCHEMA_LOCK = 0x6564676572656331  # pg_advisory_xact_lock key: "edgerec1"
 
@@ -585,6 +653,36 @@ class PostgresStore(ChangeLogStore):
     async def activate_model(self, model_version: str) -> int:
         return await self._in_transaction(self._activate, model_version)
 
+    async def upsert_experiment(self, experiment: dict[str, Any]) -> int:
+        async def write(conn: Any) -> int:
+            refs = {v["model"]: await self._model_ref(conn, v["model"]) for v in experiment["variants"] if v["model"]}
+            body = _with_model_refs(experiment, refs)
+            version = await self._append(conn, OP_EXPERIMENT_UPSERT, body["id"], [ALL_REGIONS], {"experiment": body})
+            await conn.execute("INSERT INTO experiments(id, body, version) VALUES ($1, $2, $3) ON CONFLICT (id) "
+                               "DO UPDATE SET body = excluded.body, version = excluded.version",
+                               body["id"], pack(body), version)
+            return version
+        return await self._in_transaction(write)
+
+    async def delete_experiment(self, experiment_id: str) -> int:
+        async def write(conn: Any) -> int:
+            if await conn.fetchval("SELECT 1 FROM experiments WHERE id = $1", experiment_id) is None:
+                raise NotFound(f"no experiment {experiment_id!r}")
+            version = await self._append(conn, OP_EXPERIMENT_DELETE, experiment_id, [ALL_REGIONS],
+                                         {"experiment_id": experiment_id})
+            await conn.execute("DELETE FROM experiments WHERE id = $1", experiment_id)
+            return version
+        return await self._in_transaction(write)
+
+    async def experiment(self, experiment_id: str) -> dict[str, Any]:
+        body = await self._pool.fetchval("SELECT body FROM experiments WHERE id = $1", experiment_id)
+        if body is None:
+            raise NotFound(f"no experiment {experiment_id!r}")
+        return unpack(body)
+
+    async def experiments(self) -> list[dict[str, Any]]:
+        return [unpack(r["body"]) for r in await self._pool.fetch("SELECT body FROM experiments ORDER BY id")]
+
     async def head(self) -> LogHead:
         row = await self._pool.fetchrow("SELECT version, hash, floor FROM log_head WHERE id = 1")
         return LogHead(int(row["version"]), bytes(row["hash"]), int(row["floor"]))
@@ -608,7 +706,9 @@ class PostgresStore(ChangeLogStore):
             bodies = await conn.fetch("SELECT body FROM offers WHERE regions && $1::text[] ORDER BY id", list(regions))
             active = await conn.fetchval("SELECT value FROM meta WHERE key = 'active_model'")
             model = await self._model_ref(conn, active) if active else None
+            experiments = [unpack(r["body"]) for r in await conn.fetch("SELECT body FROM experiments ORDER BY id")]
         return {"version": int(head["version"]), "head_hash": bytes(head["hash"]), "model": model,
+                "experiments": experiments,
                 "offers": [unpack(r["body"]) for r in bodies]}
 
     async def changes_since(self, since: int, regions: tuple[str, ...], limit: int = PAGE_LIMIT) -> DeltaPage:

@@ -51,6 +51,7 @@ class Cluster:
         self.sync_token = secrets.token_urlsafe(24)  # valid for every region
         # Edges present the token of their region; a GB token may sync only GB.
         self.region_tokens = {r: secrets.token_urlsafe(24) for r in ("GB", "DE", "FR")}
+        self.pseudonym_key = secrets.token_urlsafe(24)  # the same on every edge, as in a deployment
         self.origin = origin_service(workdir, free_port(), self.admin_token, self.sync_token, self.region_tokens)
         self.edges: list[Service] = []
         self.bundle = bundle
@@ -69,7 +70,7 @@ class Cluster:
                    args: list[str] | None = None, env: dict[str, str] | None = None,
                    origin_url: str | None = None) -> Service:
         token = self.region_tokens.get(region, self.sync_token)
-        env = {"EDGEREC_SYNC_BACKOFF_MAX_S": "1", **(env or {})}
+        env = {"EDGEREC_SYNC_BACKOFF_MAX_S": "1", "EDGEREC_PSEUDONYM_KEY": self.pseudonym_key, **(env or {})}
         edge = edge_service(self.workdir, region, port or free_port(), origin_url or self.origin.url, token,
                             args, env).start()
         self.edges.append(edge)

@@ -1,0 +1,157 @@
+"""Feedback events at the edge: an impression for every answer served, and `POST /v1/events` (click, add_to_cart,
+purchase), validated, pseudonymized and handed to the durable spool."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import time
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from origin_sync.events import FEEDBACK_KINDS, KIND_IMPRESSION, KIND_PURCHASE, pseudonym_key, pseudonymize
+
+from .spool import EventSpool
+from .validation import MAX_ID_CHARS, RequestError, invalid
+
+MAX_EVENTS_PER_REQUEST = 100
+MAX_OFFERS_PER_EVENT = 100
+MAX_VALUE = 1e9
+EVENT_FIELDS = frozenset({"type", "request_id", "offer_ids", "value", "currency", "shopper_id", "experiment",
+                          "variant", "region"})
+_TOKEN_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+_CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
+
+
+class EventRecorder:
+    """What the request path calls: builds events (the shopper id only as its keyed pseudonym) for the spool."""
+
+    __slots__ = ("spool", "_key")
+
+    def __init__(self, spool: EventSpool, pseudonym_secret: str | None) -> None:
+        self.spool = spool
+        self._key = pseudonym_key(pseudonym_secret) if pseudonym_secret else None
+
+    def pseudonym(self, shopper_id: str | None) -> str | None:
+        # Without a key no shopper reference is kept at all: events are then anonymous (and cannot be erased).
+        if shopper_id is None or self._key is None:
+            return None
+        return pseudonymize(self._key, shopper_id)
+
+    def impression(self, request_id: str, body: dict[str, Any], offer_ids: list[str], shopper_id: str | None,
+                   slot: str | None) -> None:
+        self.spool.append({
+            "id": request_id, "kind": KIND_IMPRESSION, "ts": time.time(), "region": body["region"],
+            "request_id": request_id, "shopper": self.pseudonym(shopper_id), "experiment": body.get("experiment"),
+            "variant": body.get("variant"), "offer_ids": offer_ids, "value": None, "currency": None,
+            "model_version": body["model_version"], "data_version": body["data_version"], "slot": slot,
+        })
+
+
+def _optional_token(event: dict[str, Any], name: str, where: str) -> str | None:
+    value = event.get(name)
+    if value is not None and (not isinstance(value, str) or not _TOKEN_RE.match(value)):
+        raise invalid(f"{where}.{name}: 1-64 characters of letters, digits and . _ : -")
+    return value
+
+
+def parse_events(body: bytes, regions: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The events of a `POST /v1/events` body, checked; RequestError (4xx) at the first problem."""
+    if not body.strip():
+        raise RequestError(400, "empty_body", "request body is empty; send {\"events\": [...]}")
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise RequestError(400, "invalid_json", f"request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict) or set(data) != {"events"}:
+        raise invalid("request body must be an object with exactly one field, 'events'")
+    raw = data["events"]
+    if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_EVENTS_PER_REQUEST:
+        raise invalid(f"events: a list of 1 to {MAX_EVENTS_PER_REQUEST} events")
+    checked = []
+    for i, event in enumerate(raw):
+        where = f"events[{i}]"
+        if not isinstance(event, dict):
+            raise invalid(f"{where}: expected an object")
+        unknown = set(event) - EVENT_FIELDS
+        if unknown:
+            raise invalid(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+        kind = event.get("type")
+        if kind not in FEEDBACK_KINDS:
+            raise invalid(f"{where}.type: one of {', '.join(FEEDBACK_KINDS)}")
+        request_id = event.get("request_id")
+        if not isinstance(request_id, str) or not _TOKEN_RE.match(request_id):
+            raise invalid(f"{where}.request_id: the request_id of the recommendation answer the event follows")
+        offer_ids = event.get("offer_ids")
+        if not isinstance(offer_ids, list) or not 1 <= len(offer_ids) <= MAX_OFFERS_PER_EVENT or not all(
+                isinstance(o, str) and 0 < len(o) <= MAX_ID_CHARS for o in offer_ids):
+            raise invalid(f"{where}.offer_ids: a list of 1 to {MAX_OFFERS_PER_EVENT} offer ids")
+        value = event.get("value")
+        if kind == KIND_PURCHASE:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or not 0 <= value <= MAX_VALUE:
+                raise invalid(f"{where}.value: a purchase needs its value, a number from 0 to {MAX_VALUE:g}")
+            value = float(value)
+        elif value is not None:
+            raise invalid(f"{where}.value: only a purchase has a value")
+        currency = event.get("currency")
+        if currency is not None and (not isinstance(currency, str) or not _CURRENCY_RE.match(currency)):
+            raise invalid(f"{where}.currency: a three-letter ISO 4217 code such as GBP")
+        shopper_id = event.get("shopper_id")
+        if shopper_id is not None and (not isinstance(shopper_id, str) or not 0 < len(shopper_id) <= MAX_ID_CHARS):
+            raise invalid(f"{where}.shopper_id: a non-empty string of at most {MAX_ID_CHARS} characters")
+        region = event.get("region")
+        if region is None:
+            if len(regions) != 1:
+                raise RequestError(422, "region_required", f"{where}.region: this edge serves "
+                                                           f"{', '.join(regions)}; say which")
+            region = regions[0]
+        elif not isinstance(region, str) or region.upper() not in regions:
+            raise RequestError(404, "unknown_region", f"{where}.region: {region!r} is not served here; this edge "
+                                                      f"serves {', '.join(regions)}")
+        checked.append({"kind": kind, "request_id": request_id, "offer_ids": offer_ids, "value": value,
+                        "currency": currency, "shopper_id": shopper_id, "region": region.upper(),
+                        "experiment": _optional_token(event, "experiment", where),
+                        "variant": _optional_token(event, "variant", where)})
+    return checked
+
+
+async def post_events(request: Request) -> Response:
+    """`POST /v1/events`: 202 once the events are queued for the next fsynced batch (about 5 ms later on disk)."""
+    from .api import error_response, json_response
+
+    app_state = request.app.state
+    recorder: EventRecorder = app_state.recorder
+    config = app_state.config
+    try:
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type not in ("application/json", "text/plain", "") and not content_type.endswith("+json"):
+            raise RequestError(415, "unsupported_media_type", "send the events as application/json")
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > config.max_body_bytes:
+            raise RequestError(413, "body_too_large", f"request body over {config.max_body_bytes} bytes")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > config.max_body_bytes:
+                raise RequestError(413, "body_too_large", f"request body over {config.max_body_bytes} bytes")
+        events = parse_events(bytes(body), config.regions)
+        if not recorder.spool.has_room():
+            recorder.spool.dropped["spool_full"] += len(events)
+            raise RequestError(503, "spool_full", "this edge cannot take events now; retry later")
+    except RequestError as exc:
+        return error_response(exc)
+    now = time.time()
+    for event in events:
+        recorder.spool.append({
+            "id": os.urandom(8).hex(), "kind": event["kind"], "ts": now, "region": event["region"],
+            "request_id": event["request_id"], "shopper": recorder.pseudonym(event["shopper_id"]),
+            "experiment": event["experiment"], "variant": event["variant"], "offer_ids": event["offer_ids"],
+            "value": event["value"], "currency": event["currency"], "model_version": None, "data_version": None,
+            "slot": None,
+        })
+    return json_response({"accepted": len(events)}, 202, {"Cache-Control": "private, no-store"})

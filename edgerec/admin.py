@@ -1,0 +1,177 @@
+"""`edgerec experiments ...` and `edgerec events ...`: admin-API clients (origin URL from --origin or
+EDGEREC_ORIGIN_URL, admin token from EDGEREC_ADMIN_TOKEN, never from a flag)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any
+
+from .services import admin_headers, http_json
+
+
+class AdminError(RuntimeError):
+    """The origin refused an admin call, or the settings are missing; the message says which."""
+
+
+def _token() -> str:
+    token = os.environ.get("EDGEREC_ADMIN_TOKEN", "").split(",")[0].strip()
+    if not token:
+        raise AdminError("EDGEREC_ADMIN_TOKEN must be set (the origin's admin token)")
+    return token
+
+
+def _call(args: argparse.Namespace, method: str, path: str, payload: Any = None) -> Any:
+    status, body = http_json(args.origin, method, path, payload, admin_headers(_token()), timeout=60)
+    if status >= 400:
+        message = body.get("error", {}).get("message") if isinstance(body, dict) else body
+        raise AdminError(f"{method} {path}: HTTP {status}: {message}")
+    return body
+
+
+def parse_variant(spec: str) -> dict[str, Any]:
+    """'treatment:weight=50,model=m-2,max_per_group=2,boost.GB-1=1.5' -> a variant object."""
+    name, _, options = spec.partition(":")
+    variant: dict[str, Any] = {"name": name.strip()}
+    for option in filter(None, (o.strip() for o in options.split(","))):
+        key, sep, value = option.partition("=")
+        if not sep:
+            raise AdminError(f"--variant {spec!r}: expected key=value, got {option!r}")
+        if key == "weight":
+            variant["weight"] = float(value)
+        elif key == "model":
+            variant["model"] = value
+        elif key == "max_per_group":
+            variant["max_per_group"] = int(value)
+        elif key.startswith("boost."):
+            variant.setdefault("boosts", {})[key[len("boost."):]] = float(value)
+        else:
+            raise AdminError(f"--variant {spec!r}: unknown option {key!r} (weight, model, max_per_group, boost.OFFER)")
+    return variant
+
+
+def _create(args: argparse.Namespace) -> int:
+    experiment: dict[str, Any] = {"id": args.id, "variants": [parse_variant(v) for v in args.variant]}
+    for name in ("start", "end", "salt"):
+        if getattr(args, name) is not None:
+            experiment[name] = getattr(args, name)
+    if args.regions:
+        experiment["regions"] = [r.strip().upper() for r in args.regions.split(",") if r.strip()]
+    body = _call(args, "PUT", f"/v1/admin/experiments/{args.id}", experiment)
+    print(f"experiment {args.id} saved at data version {body['data_version']}")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    body = _call(args, "GET", "/v1/admin/experiments")
+    if args.json:
+        print(json.dumps(body["experiments"], indent=2))
+        return 0
+    now = time.time()
+    for e in body["experiments"]:
+        state = "ended" if e["end"] is not None and e["end"] <= now else \
+            "scheduled" if e["start"] is not None and e["start"] > now else "running"
+        variants = ", ".join(f"{v['name']}({v['weight']:g}{', ' + v['model'] if v['model'] else ''})"
+                             for v in e["variants"])
+        print(f"{e['id']}\t{state}\t{','.join(e['regions']) or 'all regions'}\t{variants}")
+    return 0
+
+
+def _stop(args: argparse.Namespace) -> int:
+    """Set the end to now: edges stop assigning at once (with the data version), the events stay for the report."""
+    experiment = _call(args, "GET", f"/v1/admin/experiments/{args.id}")["experiment"]
+    experiment["end"] = time.time()
+    if experiment["start"] is not None and experiment["start"] >= experiment["end"]:
+        experiment["start"] = experiment["end"] - 1
+    experiment["variants"] = [{k: v for k, v in variant.items() if k != "model_ref"}
+                              for variant in experiment["variants"]]
+    body = _call(args, "PUT", f"/v1/admin/experiments/{args.id}", experiment)
+    print(f"experiment {args.id} stopped at data version {body['data_version']}")
+    return 0
+
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _report(args: argparse.Namespace) -> int:
+    report = _call(args, "GET", f"/v1/admin/experiments/{args.id}/report")
+    if args.plot:
+        from origin_sync.analysis import plot_report
+
+        report["plot"] = plot_report(report, args.plot)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"experiment {report['experiment']} (control {report['control']})")
+    print(f"{'variant':<16}{'impressions':>12}{'CTR [95% CI]':>28}{'conversion [95% CI]':>28}"
+          f"{'revenue/impr [95% CI]':>30}{'p (conv.)':>11}")
+    for name, v in report["variants"].items():
+        ctr, conv, rpi = v["ctr"], v["conversion"], v["revenue_per_impression"]
+        p = v.get("vs_control", {}).get("conversion", {}).get("p_value")
+        print(f"{name:<16}{v['impressions']:>12}"
+              f"{_fmt(ctr['rate']):>10} [{_fmt(ctr['ci_low'])}, {_fmt(ctr['ci_high'])}]"
+              f"{_fmt(conv['rate']):>10} [{_fmt(conv['ci_low'])}, {_fmt(conv['ci_high'])}]"
+              f"{_fmt(rpi['mean'], 3):>12} [{_fmt(rpi['ci_low'], 3)}, {_fmt(rpi['ci_high'], 3)}]"
+              f"{_fmt(p):>11}")
+    srm = report["sample_ratio"]
+    print(f"sample ratio: chi2={_fmt(srm['chi2'], 2)} p={_fmt(srm['p_value'])}"
+          f"{'  MISMATCH: the split is broken, do not trust the results' if srm['mismatch'] else ' (ok)'}")
+    print(f"winner: {report['winner'] or 'none yet (no significant difference)'}"
+          f"; leader {report['leader']}, uplift {_fmt(report['uplift'])}, p={_fmt(report['p_value'])}")
+    if args.plot:
+        print(f"plot: {report['plot']}")
+    return 0
+
+
+def _erase(args: argparse.Namespace) -> int:
+    from origin_sync.events import pseudonym_key, pseudonymize
+
+    secret = os.environ.get("EDGEREC_PSEUDONYM_KEY", "").strip()
+    if not secret:
+        raise AdminError("EDGEREC_PSEUDONYM_KEY must be set: the same key as the edges', to compute the pseudonym")
+    body = _call(args, "POST", "/v1/admin/events/erase",
+                 {"shopper": pseudonymize(pseudonym_key(secret), args.shopper)})
+    print(f"erased {body['erased']} events")
+    return 0
+
+
+def add_admin_commands(commands: argparse._SubParsersAction) -> None:
+    def origin_flag(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        parser.add_argument("--origin", default=os.environ.get("EDGEREC_ORIGIN_URL", "http://127.0.0.1:8080"),
+                            help="origin base URL (EDGEREC_ORIGIN_URL); the token comes from EDGEREC_ADMIN_TOKEN")
+        return parser
+
+    experiments = commands.add_parser("experiments", help="A/B experiments at the origin").add_subparsers(
+        dest="action", required=True)
+    create = origin_flag(experiments.add_parser("create", help="create or replace an experiment"))
+    create.add_argument("id")
+    create.add_argument("--variant", action="append", required=True,
+                        help="NAME[:weight=W,model=VERSION,max_per_group=N,boost.OFFER=X]; the first is the control; "
+                             "give it twice or more")
+    create.add_argument("--start", help="ISO 8601 or epoch seconds (default: now)")
+    create.add_argument("--end", help="ISO 8601 or epoch seconds (default: open)")
+    create.add_argument("--salt", help="assignment salt (default: the id); a new salt reshuffles shoppers")
+    create.add_argument("--regions", help="comma-separated markets (default: every region)")
+    create.set_defaults(func=_create)
+    listing = origin_flag(experiments.add_parser("list", help="list experiments"))
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(func=_list)
+    stop = origin_flag(experiments.add_parser("stop", help="end an experiment now (its events stay)"))
+    stop.add_argument("id")
+    stop.set_defaults(func=_stop)
+    report = origin_flag(experiments.add_parser("report", help="per-variant results with CIs and tests"))
+    report.add_argument("id")
+    report.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    report.add_argument("--plot", help="write a PNG of the results here")
+    report.set_defaults(func=_report)
+
+    events = commands.add_parser("events", help="feedback events at the origin").add_subparsers(
+        dest="action", required=True)
+    erase = origin_flag(events.add_parser("erase", help="delete one shopper's events (right to erasure)"))
+    erase.add_argument("--shopper", required=True, help="the shopper id as the shop knows it")
+    erase.set_defaults(func=_erase)
+

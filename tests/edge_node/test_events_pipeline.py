@@ -1,0 +1,175 @@
+"""Feedback events end to end through real processes: impressions and posted events are spooled durably at the
+edge, survive the origin's absence and an edge's SIGKILL, reach the origin exactly once, can be erased per
+shopper, and feed the experiment report."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from edgerec.services import http_call, http_json
+from origin_sync.events import encode_batch, pseudonym_key, pseudonymize
+from tests.conftest import make_offer
+
+
+@pytest.fixture
+def seeded(cluster, catalog_skus):
+    cluster.publish()
+    for sku in catalog_skus[:20]:
+        cluster.put_offer(make_offer(f"GB-{sku}", sku))
+    return cluster
+
+
+def stored(cluster, sql: str = "SELECT COUNT(*) FROM events", args: tuple = ()):
+    path = cluster.workdir / "origin" / "events.db"
+    if not path.exists():
+        return 0
+    with sqlite3.connect(path) as db:
+        return db.execute(sql, args).fetchone()[0]
+
+
+def wait_for(predicate, timeout_s: float = 30.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def shop(edge, shoppers: range, catalog_skus) -> int:
+    """Each shopper gets an answer, clicks its first offer, and every third buys it; returns events created."""
+    created = 0
+    for i in shoppers:
+        status, answer = http_json(edge.url, "POST", "/v1/recommendations",
+                                   {"shopper_id": f"shopper-{i}", "recent_items": catalog_skus[:2], "k": 3})
+        assert status == 200, answer
+        offer = answer["offers"][0]["offer_id"]
+        events = [{"type": "click", "request_id": answer["request_id"], "offer_ids": [offer],
+                   "shopper_id": f"shopper-{i}"}]
+        if i % 3 == 0:
+            events.append({"type": "purchase", "request_id": answer["request_id"], "offer_ids": [offer],
+                           "value": 9.99, "currency": "GBP", "shopper_id": f"shopper-{i}"})
+        status, body = http_json(edge.url, "POST", "/v1/events", {"events": events})
+        assert status == 202 and body == {"accepted": len(events)}, body
+        created += 1 + len(events)
+    return created
+
+
+@pytest.mark.parametrize("body, status, code", [
+    (b"", 400, "empty_body"),
+    (b"{", 400, "invalid_json"),
+    (json.dumps({"events": []}).encode(), 422, "invalid_request"),
+    (json.dumps({"events": [{"type": "view", "request_id": "r", "offer_ids": ["a"]}]}).encode(), 422, "invalid_request"),
+    (json.dumps({"events": [{"type": "purchase", "request_id": "r", "offer_ids": ["a"]}]}).encode(), 422,
+     "invalid_request"),
+    (json.dumps({"events": [{"type": "click", "request_id": "r", "offer_ids": ["a"], "value": 3}]}).encode(), 422,
+     "invalid_request"),
+    (json.dumps({"events": [{"type": "click", "request_id": "r", "offer_ids": ["a"], "ip": "1.2.3.4"}]}).encode(),
+     422, "invalid_request"),
+    (json.dumps({"events": [{"type": "click", "request_id": "r", "offer_ids": ["a"], "region": "DE"}]}).encode(),
+     404, "unknown_region"),
+])
+def test_bad_events_get_a_4xx_json_error(seeded, body, status, code):
+    edge = seeded.start_edge("GB")
+    got, headers, raw = http_call(edge.url, "POST", "/v1/events", body, {"Content-Type": "application/json"})
+    assert got == status and json.loads(raw)["error"]["code"] == code, raw
+    got, _, raw = http_call(edge.url, "POST", "/v1/events", b"x" * 70_000, {"Content-Type": "application/json"})
+    assert got == 413
+
+
+def test_events_survive_the_origin_down_and_an_edge_sigkill_and_arrive_exactly_once(seeded, catalog_skus):
+    cluster = seeded
+    edge = cluster.start_edge("GB")
+    expected = shop(edge, range(0, 30), catalog_skus)
+    wait_for(lambda: stored(cluster) == expected, what="the first events at the origin")
+
+    cluster.origin.stop()
+    expected += shop(edge, range(30, 60), catalog_skus)
+    time.sleep(0.3)  # past the 5 ms fsync window: everything accepted is on disk
+    edge.kill()  # SIGKILL
+    edge = cluster.start_edge("GB", port=edge.port)  # serves from its copy on disk, origin still down
+    expected += shop(edge, range(60, 70), catalog_skus)
+    time.sleep(1.5)
+    assert stored(cluster) == 30 * 2 + 10  # nothing more arrived while the origin was away
+
+    cluster.start_origin()
+    wait_for(lambda: stored(cluster) >= expected, what="the spooled events after the outage")
+    time.sleep(1.0)
+    assert stored(cluster) == expected
+    assert stored(cluster, "SELECT COUNT(DISTINCT id) FROM events") == expected  # no event counted twice
+    assert stored(cluster, "SELECT COUNT(*) FROM events WHERE kind = 'impression'") == 70
+    # No shopper id, IP address or user agent is stored: only the keyed pseudonym.
+    key = pseudonym_key(cluster.pseudonym_key)
+    assert stored(cluster, "SELECT COUNT(*) FROM events WHERE shopper = ?", (pseudonymize(key, "shopper-3"),)) == 3
+    assert stored(cluster, "SELECT COUNT(*) FROM events WHERE shopper LIKE 'shopper-%'") == 0
+    wait_for(lambda: not list((cluster.workdir / "edge-GB" / "events").rglob("*.seg")),
+             what="acknowledged segments deleted")
+    status, _, metrics = http_call(edge.url, "GET", "/metrics")
+    assert b'edgerec_events_dropped_total{reason="spool_full"} 0.0' in metrics
+
+
+def test_a_retried_batch_is_acknowledged_without_a_duplicate_and_a_token_sends_only_its_region(seeded):
+    cluster = seeded
+    event = {"id": "e1", "kind": "click", "ts": time.time(), "region": "GB", "request_id": "r1", "shopper": None,
+             "experiment": None, "variant": None, "offer_ids": ["GB-1"], "value": None, "currency": None,
+             "model_version": None, "data_version": None, "slot": None}
+    body = encode_batch("batch-1", ["GB"], [event])
+    headers = {"Authorization": f"Bearer {cluster.region_tokens['GB']}", "Content-Type": "application/x-msgpack"}
+    answers = [json.loads(http_call(cluster.origin.url, "POST", "/v1/sync/events", body, headers)[2])
+               for _ in range(3)]
+    assert [a["duplicate"] for a in answers] == [False, True, True]
+    assert stored(cluster) == 1
+    de_headers = {**headers, "Authorization": f"Bearer {cluster.region_tokens['DE']}"}
+    status, _, raw = http_call(cluster.origin.url, "POST", "/v1/sync/events", body, de_headers)
+    assert status == 403 and b"forbidden_region" in raw
+    status, _, raw = http_call(cluster.origin.url, "POST", "/v1/sync/events", b"\x93garbage", headers)
+    assert status == 422
+    forged = encode_batch("batch-2", ["GB"], [{**event, "region": "DE"}])
+    status, _, raw = http_call(cluster.origin.url, "POST", "/v1/sync/events", forged, headers)
+    assert status == 422 and b"region" in raw
+
+
+def test_erasure_removes_one_shoppers_events_and_the_report_reads_the_rest(seeded, catalog_skus, tmp_path):
+    cluster = seeded
+    edge = cluster.start_edge("GB")
+    status, saved = http_json(cluster.origin.url, "PUT", "/v1/admin/experiments/e1",
+                              {"id": "e1", "variants": [{"name": "control"}, {"name": "treatment",
+                                                                                "max_per_group": 1}]},
+                              {"Authorization": f"Bearer {cluster.admin_token}"})
+    assert status == 200
+    probes = 1
+    while http_json(edge.url, "POST", "/v1/recommendations", {"shopper_id": "x"})[1]["data_version"] \
+            < saved["data_version"]:
+        probes += 1
+        time.sleep(0.02)
+    expected = shop(edge, range(100), catalog_skus) + probes
+    wait_for(lambda: stored(cluster) == expected, what="the events at the origin")
+    env = {"EDGEREC_ADMIN_TOKEN": cluster.admin_token, "EDGEREC_PSEUDONYM_KEY": cluster.pseudonym_key,
+           "PATH": "/usr/bin:/bin"}
+    pseudonym = pseudonymize(pseudonym_key(cluster.pseudonym_key), "shopper-6")
+    assert stored(cluster, "SELECT COUNT(*) FROM events WHERE shopper = ?", (pseudonym,)) == 3
+    erase = subprocess.run([sys.executable, "-m", "edgerec", "events", "erase", "--shopper", "shopper-6",
+                            "--origin", cluster.origin.url], env=env, capture_output=True, text=True, timeout=60)
+    assert erase.returncode == 0 and "erased 3 events" in erase.stdout, erase.stderr
+    assert stored(cluster, "SELECT COUNT(*) FROM events WHERE shopper = ?", (pseudonym,)) == 0
+    assert stored(cluster) == expected - 3
+
+    plot = tmp_path / "e1.png"
+    report = subprocess.run([sys.executable, "-m", "edgerec", "experiments", "report", "e1", "--json", "--plot",
+                             str(plot), "--origin", cluster.origin.url], env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert report.returncode == 0, report.stderr
+    result = json.loads(report.stdout)
+    variants = result["variants"]
+    assert sum(v["impressions"] for v in variants.values()) == 99 + 1  # shopper-6's was erased; x's probe
+    assert sum(v["clicks"] for v in variants.values()) == 99  # every shopper clicked (not the probe)
+    assert result["sample_ratio"]["p_value"] is not None and plot.stat().st_size > 1000
+    text = subprocess.run([sys.executable, "-m", "edgerec", "experiments", "report", "e1", "--origin",
+                           cluster.origin.url], env=env, capture_output=True, text=True, timeout=120)
+    assert "sample ratio" in text.stdout and "winner" in text.stdout, text.stderr
