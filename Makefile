@@ -29,6 +29,7 @@ $(VARNISHD):
 
 # EDGEREC_INFRA_STRICT=1: a missing tool (checkov, varnishd) fails the run instead of skipping.
 test: $(STAMP) $(CHECKOV) $(VARNISHD)
+	bash scripts/test-services.sh
 	EDGEREC_INFRA_STRICT=1 $(BIN)/python -m pytest -q
 
 clean:
