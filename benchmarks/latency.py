@@ -1,11 +1,12 @@
-"""Latency under load: edgerec against its ceiling, a peer model server and itself behind a CDN cache.
+"""Latency under load: edgerec against its ceiling, a peer model server, itself behind a CDN cache and itself
+with impressions off (the events on/off cost).
 
     python -m benchmarks.latency --out DIR [--duration S] [--users U] [--repeat N] [--servers N]
 
 Starts everything as a user would (origin, edge, bare Starlette, MLServer, Varnish: real processes on
 loopback, servers pinned apart from the load), drives realistic shopper traffic with locust, cross-checks
 throughput with wrk, and writes DIR/report.json, DIR/report.md, DIR/latency_cdf.png and
-DIR/throughput_p99.png. Per target and round: a closed-loop peak run, a wrk run, then fixed-rate steps
+DIR/throughput_p99.png (and DIR/events_on_off.png). Per target and round: a closed-loop peak run, a wrk run, then fixed-rate steps
 at fractions of the peak, from which the knee (highest req/s with p99 under 10 ms) is read.
 """
 
@@ -32,7 +33,7 @@ from . import cdn, peer
 from .histogram import Histogram
 from .loadgen import LoadSettings, run_locust, run_wrk, wrk_missing, write_wrk_requests
 from .processes import CpuSampler, Placement, Proc, cores
-from .report import ORDER, build_report, write_outputs
+from .report import EVENTS_BUDGET, ORDER, build_report, write_outputs
 from .traffic import (
     DEFAULT_REGIONS,
     GEO_HEADER,
@@ -241,7 +242,29 @@ class Bench:
         self._wait_for_offers(edge.url, counts)
         hosts, pids = [edge.url], [edge.process.pid]
         self.targets["edgerec"] = {"hosts": hosts, "pids": pids}
+        self.origin_url, self.sync_token, self.offer_counts = origin.url, sync, counts
         return offers, counts
+
+    def start_edgerec_no_events(self, regions: tuple[str, ...]) -> None:
+        """A second edge like the first (same origin, regions, workers, cores) with impressions off: the edge has
+        no switch for it, so benchmarks/edge_no_events.py launches it with the impression recorder a no-op."""
+        edge = edge_service(self.work, ",".join(regions), free_port(), self.origin_url, self.sync_token,
+                            extra_args=["--workers", str(self.args.servers)],
+                            extra_env={"EDGEREC_CDN_SECRET": self.cdn_secret,
+                                       "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO),
+                                                                                   os.environ.get("PYTHONPATH")]))})
+        data_dir = self.work / "edge-no-events"
+        edge.args[edge.args.index("--data-dir") + 1] = str(data_dir)
+        edge.name, edge.log_path = "edge (impressions off)", self.work / "logs" / "edge-no-events.log"
+        launcher = NoEventsEdge(**{f: getattr(edge, f) for f in ("name", "args", "port", "log_path", "env")})
+        self.start_service(launcher, self.placement.server_cores)
+        launcher.wait_ready("/readyz", timeout_s=60)
+        self._wait_for_offers(launcher.url, self.offer_counts)
+        self.targets["edgerec_no_events"] = {
+            "hosts": [launcher.url], "pids": [launcher.process.pid],
+            "note": "the same edge with impressions off: benchmarks/edge_no_events.py makes "
+                    "EventRecorder.impression a no-op (the edge has no switch for it); compare with edgerec "
+                    "within a round (ratios.events_on_vs_off_rps)"}
 
     @staticmethod
     def _wait_for_offers(url: str, counts: dict[str, int], timeout_s: float = 30.0) -> None:
@@ -377,10 +400,23 @@ class Bench:
                                        "varnish_dirs": [self.work / f"varnish-{i}" for i in range(len(hosts))]}
 
 
+class NoEventsEdge(Service):
+    """An edge process started through benchmarks.edge_no_events instead of `python -m edgerec`."""
+
+    def start(self) -> "NoEventsEdge":
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen([sys.executable, "-m", "benchmarks.edge_no_events", *self.args],
+                                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                            env={**os.environ, **self.env}, cwd=REPO)
+        return self
+
+
 # ---------------------------------------------------------------- measuring
 
 
-TARGET_KIND = {"edgerec": "edgerec", "ceiling": "ceiling", "peer": "peer", "edgerec_cdn": "cdn"}
+TARGET_KIND = {"edgerec": "edgerec", "edgerec_no_events": "edgerec", "ceiling": "ceiling", "peer": "peer",
+               "edgerec_cdn": "cdn"}
 
 
 def measure_target(bench: Bench, name: str, round_no: int, load: LoadSettings, sampler: CpuSampler,
@@ -484,7 +520,12 @@ def run(args: argparse.Namespace) -> int:
         traffic = build_traffic(transactions, regions, manifest["context_length"], args.anonymous_share)
         traffic_path = bench.work / "traffic.json"
         save_traffic(traffic_path, traffic)
-        say("[3/5] starting the ceiling, the peer and the CDN cache")
+        say("[3/5] starting edgerec with impressions off, the ceiling, the peer and the CDN cache")
+        if "edgerec_no_events" in wanted:
+            try:
+                bench.start_edgerec_no_events(regions)
+            except (RuntimeError, OSError, TimeoutError) as exc:
+                bench.targets["edgerec_no_events"] = {"skipped": f"the edge with impressions off did not start: {exc}"}
         if "ceiling" in wanted:
             bench.start_ceiling(bench.typical_answer(edge_url, traffic, contract))
         if "peer" in wanted:
@@ -573,6 +614,8 @@ def print_summary(report: dict[str, Any]) -> None:
         say(f"{name:14s} {t['rps'] or 0:9.1f} {wrk or 0:10.1f} {t['p50_ms'] or 0:7.2f} {t['p99_ms'] or 0:7.2f} "
             f"{t['p999_ms'] or 0:7.2f} {t['errors'] or 0:7d} {t['cpu_percent'] or 0:6.0f}")
     say(f"ratios: {report['ratios']}")
+    say(f"events on / off throughput: {report['ratios'].get('events_on_vs_off_rps')} "
+        f"(the goal: at least {EVENTS_BUDGET})")
     if report["peer_wins"]:
         say("the peer wins on: " + "; ".join(report["peer_wins"]))
     hints = []

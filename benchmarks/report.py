@@ -11,9 +11,10 @@ from .histogram import Histogram
 
 P99_BUDGET_MS = 10.0
 T_FIELDS = ("rps", "p50_ms", "p95_ms", "p99_ms", "p999_ms", "max_ms", "errors", "cpu_percent")
-LABELS = {"edgerec": "edgerec", "ceiling": "ceiling (bare Starlette)", "peer": "peer",
-          "edgerec_cdn": "edgerec behind Varnish (anonymous)"}
-ORDER = ("edgerec", "ceiling", "peer", "edgerec_cdn")
+LABELS = {"edgerec": "edgerec", "edgerec_no_events": "edgerec, impressions off (benchmark launcher)",
+          "ceiling": "ceiling (bare Starlette)", "peer": "peer", "edgerec_cdn": "edgerec behind Varnish (anonymous)"}
+ORDER = ("edgerec", "edgerec_no_events", "ceiling", "peer", "edgerec_cdn")
+EVENTS_BUDGET = 0.95  # with events on, throughput must stay within 5% of throughput with events off
 
 
 def median(values: list[Any]) -> Any:
@@ -126,6 +127,8 @@ def round_ratios(round_results: dict[str, dict[str, Any]], source: str) -> dict[
 
     return {
         "edgerec_vs_ceiling_rps": ratio(rps("edgerec"), rps("ceiling")),
+        "events_on_vs_off_rps": ratio(rps("edgerec"), rps("edgerec_no_events")),
+        "events_on_vs_off_capacity_at_full_cpu": ratio(full_cpu("edgerec"), full_cpu("edgerec_no_events")),
         "edgerec_vs_peer_rps": ratio(rps("edgerec"), rps("peer")),
         "edgerec_cdn_vs_edgerec_rps": ratio(rps("edgerec_cdn"), rps("edgerec")),
         "edgerec_vs_peer_p99_at_peak": ratio(p99("edgerec"), p99("peer")),
@@ -168,6 +171,11 @@ def build_report(machine: dict[str, Any], settings: dict[str, Any], rounds: list
         "ratios_locust": ratios_locust,
         "at_70pct_peak": at70,
         "rounds": [_strip(r) for r in rounds],
+        # Peak req/s of the same edge with events on and off, round by round (both measured in the same round).
+        "events_on_off_rounds": [
+            {f"{side}_{src}": ((r.get(name) or {}).get("wrk" if src == "wrk" else "peak") or {}).get("rps")
+             for side, name in (("on", "edgerec"), ("off", "edgerec_no_events")) for src in ("wrk", "locust")}
+            for r in rounds],
     }
     report["peer_wins"] = peer_wins(report)
     return report
@@ -286,6 +294,10 @@ def render_markdown(report: dict[str, Any], plots: list[str]) -> str:
               f"- req/s at full server CPU, edgerec / ceiling: {_fmt(r.get('edgerec_vs_ceiling_capacity_at_full_cpu'), 3)}; "
               f"edgerec / peer: {_fmt(r.get('edgerec_vs_peer_capacity_at_full_cpu'), 3)} "
               "(throughput over server CPU share: holds even where a load generator, not the server, was the limit)",
+              f"- events on / off (edgerec recording an impression per answer / the same edge with impressions "
+              f"off): throughput **{_fmt(r.get('events_on_vs_off_rps'), 3)}**, req/s at full server CPU "
+              f"{_fmt(r.get('events_on_vs_off_capacity_at_full_cpu'), 3)}; {events_verdict(r.get('events_on_vs_off_rps'))}"
+              + (" (see events_on_off.png)" if "events_on_off.png" in plots else ""),
               f"- measured with: {r.get('source')}", ""]
     wins = report["peer_wins"]
     if targets["peer"].get("skipped"):
@@ -316,6 +328,51 @@ def render_markdown(report: dict[str, Any], plots: list[str]) -> str:
     return "\n".join(lines)
 
 
+def events_verdict(value: float | None) -> str:
+    if value is None:
+        return "not measured (both edgerec targets are needed in the same round)"
+    if value >= EVENTS_BUDGET:
+        return f"within the 5% budget (≥ {EVENTS_BUDGET})"
+    return f"OUTSIDE the 5% budget (< {EVENTS_BUDGET})"
+
+
+def plot_events_on_off(path: Path, report: dict[str, Any]) -> bool:
+    """Bars of req/s with events on and off per round (wrk and locust peaks), the ratio in the title."""
+    rounds = report.get("events_on_off_rounds") or []
+    if not rounds:
+        return False
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    labels, on, off = [], [], []
+    for i, r in enumerate(rounds):
+        for source in ("wrk", "locust"):
+            if r.get(f"on_{source}") and r.get(f"off_{source}"):
+                labels.append(f"round {i + 1}\n{source}")
+                on.append(r[f"on_{source}"])
+                off.append(r[f"off_{source}"])
+    if not labels:
+        plt.close(fig)
+        return False
+    xs = list(range(len(labels)))
+    ax.bar([x - 0.2 for x in xs], off, width=0.4, label="impressions off", color="#888888")
+    ax.bar([x + 0.2 for x in xs], on, width=0.4, label="impressions on (as shipped)", color="#3b7dd8")
+    for x, a, b in zip(xs, on, off):
+        ax.text(x, max(a, b) * 1.01, f"{a / b:.3f}", ha="center", fontsize=8)
+    ax.set_xticks(xs, labels, fontsize=8)
+    ax.set_ylabel("peak req/s")
+    ratio_value = report["ratios"].get("events_on_vs_off_rps")
+    ax.set_title(f"edgerec throughput, events on / off: {_fmt(ratio_value, 3)} (budget ≥ {EVENTS_BUDGET})",
+                 fontsize=10)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def readme_section(report: dict[str, Any]) -> list[str]:
     """The short form of this run for README's Benchmarks section: figures, machine, the command."""
     m, t, r = report["machine"], report["targets"], report["ratios"]
@@ -337,7 +394,8 @@ def readme_section(report: dict[str, Any]) -> list[str]:
         *rows,
         "",
         f"edgerec / ceiling: {_fmt(r.get('edgerec_vs_ceiling_rps'), 2)}; edgerec / peer: "
-        f"{_fmt(r.get('edgerec_vs_peer_rps'), 2)} (req/s, {r.get('source', '').split(' ')[0]}).",
+        f"{_fmt(r.get('edgerec_vs_peer_rps'), 2)} (req/s, {r.get('source', '').split(' ')[0]}); events on / off: "
+        f"{_fmt(r.get('events_on_vs_off_rps'), 3)} ({events_verdict(r.get('events_on_vs_off_rps'))}).",
         *([f"Where the peer wins: {'; '.join(report['peer_wins'])}."] if report["peer_wins"] else []),
         "",
         f"Reproduce: `{report['command']}`",
@@ -409,6 +467,8 @@ def write_outputs(out: Path, report: dict[str, Any], peak_histograms: dict[str, 
     plot_cdf(out / "latency_cdf.png", peak_histograms, labels)
     plot_throughput_p99(out / "throughput_p99.png", report)
     plots = ["latency_cdf.png", "throughput_p99.png"]
+    if plot_events_on_off(out / "events_on_off.png", report):
+        plots.append("events_on_off.png")
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "report.md").write_text(render_markdown(report, plots))
     return [out / "report.json", out / "report.md", *(out / p for p in plots)]

@@ -67,3 +67,14 @@ def test_report_md_shows_the_table_and_the_readme_section(smoke_report: Path) ->
     text = (smoke_report / "report.md").read_text()
     assert "| target | req/s (locust) |" in text
     assert "## For README.md" in text and "python -m benchmarks.latency" in text
+
+
+def test_events_on_off_is_measured_in_the_same_run(smoke_report: Path) -> None:
+    report = json.loads((smoke_report / "report.json").read_text())
+    off = report["targets"]["edgerec_no_events"]
+    assert "skipped" not in off, off
+    assert off["rps"] > 0 and off["errors"] == 0, off
+    assert isinstance(report["ratios"]["events_on_vs_off_rps"], float)
+    assert report["events_on_off_rounds"][0]["on_locust"] and report["events_on_off_rounds"][0]["off_locust"]
+    assert "- events on / off" in (smoke_report / "report.md").read_text()
+    assert (smoke_report / "events_on_off.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
