@@ -11,6 +11,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.routing import Route
 
+from edgerec.ratelimit import make_limiter
 from models.runtime import BundleError, Ranker
 from origin_sync.client import Replica, Syncer
 from origin_sync.protocol import Verifier
@@ -144,8 +145,10 @@ def build_app(config: EdgeConfig) -> Starlette:
                 with contextlib.suppress(asyncio.CancelledError):
                     await background
 
+    # One bucket per client for the whole public API (recommendations and events), in this worker.
+    limiter = make_limiter(config.rate_limit_rps, config.rate_limit_burst)
     recommendations = RecommendationsEndpoint(holder, metrics, config.cdn, config.rules, config.max_body_bytes,
-                                              config.max_k, config.default_k, recorder=recorder)
+                                              config.max_k, config.default_k, recorder=recorder, limiter=limiter)
     app = Starlette(
         routes=[
             # A raw ASGI app (not a function): Starlette hands it every method, and it answers 405 itself.
@@ -164,6 +167,7 @@ def build_app(config: EdgeConfig) -> Starlette:
     app.state.metrics = metrics
     app.state.syncer = syncer
     app.state.recorder = recorder
+    app.state.limiter = limiter
     return app
 
 
@@ -177,7 +181,10 @@ def serve(config: EdgeConfig) -> None:
 
     options = dict(host=config.host, port=config.port, loop="uvloop", http="httptools", log_level="warning",
                    access_log=False, server_header=False, date_header=False, limit_concurrency=4096,
-                   timeout_keep_alive=30, timeout_graceful_shutdown=10, h11_max_incomplete_event_size=16 * 1024)
+                   timeout_keep_alive=30, timeout_graceful_shutdown=10, h11_max_incomplete_event_size=16 * 1024,
+                   # uvicorn would otherwise take X-Forwarded-For from any connection of a "trusted" peer (127.0.0.1
+                   # by default) as the client address; the edge decides itself, only with the CDN's shared secret.
+                   proxy_headers=False)
     if config.workers == 1:
         uvicorn.run(build_app(config), **options)
     else:

@@ -51,6 +51,8 @@ class EdgeConfig:
     workers: int = 1
     event_spool_max_mb: int = 1024  # the event spool's bound on disk; past it new events are dropped and counted
     pseudonym_key: str = ""         # EDGEREC_PSEUDONYM_KEY: the keyed hash of shopper ids in events (secret)
+    rate_limit_rps: float = 50.0    # per client (trusted X-Forwarded-For, else the peer); 0 = no limit
+    rate_limit_burst: int = 100
     cdn: CdnPolicy = CdnPolicy()
     rules: Rules = Rules()
 
@@ -108,6 +110,14 @@ class EdgeConfig:
         parser.add_argument("--event-spool-max-mb", type=int, default=int(env("EDGEREC_EVENT_SPOOL_MAX_MB", "1024")),
                             help="most disk the event spool may use, MiB; past it new events are dropped and counted "
                                  "(EDGEREC_EVENT_SPOOL_MAX_MB, default 1024)")
+        parser.add_argument("--rate-limit-rps", type=float, default=float(env("EDGEREC_RATE_LIMIT_RPS", "50")),
+                            help="requests a second one client may make to /v1/recommendations and /v1/events "
+                                 "(per edge worker), past which it gets 429; the client is the trusted CDN's "
+                                 "X-Forwarded-For address, else the connection's; 0 = no limit "
+                                 "(EDGEREC_RATE_LIMIT_RPS, default 50)")
+        parser.add_argument("--rate-limit-burst", type=int, default=int(env("EDGEREC_RATE_LIMIT_BURST", "100")),
+                            help="requests one client may make at once above its rate (EDGEREC_RATE_LIMIT_BURST, "
+                                 "default 100)")
         parser.add_argument("--model-budget-ms", type=float, default=float(env("EDGEREC_MODEL_BUDGET_MS", "25")),
                             help="a model run over this sends answers to the popularity fallback for a cool-down "
                                  "(EDGEREC_MODEL_BUDGET_MS, default 25)")
@@ -148,6 +158,9 @@ class EdgeConfig:
                               "--just-bought-days >= 0, --model-budget-ms > 0")
         if args.event_spool_max_mb < 1:
             raise ConfigError("--event-spool-max-mb/EDGEREC_EVENT_SPOOL_MAX_MB: at least 1")
+        if args.rate_limit_rps < 0 or args.rate_limit_burst < 1:
+            raise ConfigError("--rate-limit-rps/EDGEREC_RATE_LIMIT_RPS >= 0 (0 = off), "
+                              "--rate-limit-burst/EDGEREC_RATE_LIMIT_BURST >= 1")
         pseudonym_key = _pseudonym_key()
         cdn_secrets = tuple(v.strip() for v in os.environ.get("EDGEREC_CDN_SECRET", "").split(",") if v.strip())
         cdn = CdnPolicy(
@@ -178,6 +191,8 @@ class EdgeConfig:
             workers=args.workers,
             event_spool_max_mb=args.event_spool_max_mb,
             pseudonym_key=pseudonym_key,
+            rate_limit_rps=args.rate_limit_rps,
+            rate_limit_burst=args.rate_limit_burst,
             cdn=cdn,
             rules=rules,
         )

@@ -16,7 +16,8 @@ from starlette.responses import Response
 from origin_sync.events import FEEDBACK_KINDS, KIND_IMPRESSION, KIND_PURCHASE, pseudonym_key, pseudonymize
 
 from .spool import EventSpool
-from .validation import MAX_ID_CHARS, RequestError, invalid
+from .cdn import read_viewer
+from .validation import MAX_ID_CHARS, RateLimited, RequestError, invalid
 
 MAX_EVENTS_PER_REQUEST = 100
 MAX_OFFERS_PER_EVENT = 100
@@ -127,6 +128,17 @@ async def post_events(request: Request) -> Response:
     app_state = request.app.state
     recorder: EventRecorder = app_state.recorder
     config = app_state.config
+    limiter = app_state.limiter
+    if limiter is not None:
+        peer = request.scope.get("client")
+        viewer = read_viewer(request.scope["headers"], peer[0] if peer else None, config.cdn)
+        wait = limiter.check(viewer.client_ip)
+        if wait:
+            app_state.metrics.rate_limited.labels("/v1/events").inc()
+            limited = RateLimited(wait)
+            response = error_response(limited)
+            response.headers["Retry-After"] = str(limited.retry_after)
+            return response
     try:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type not in ("application/json", "text/plain", "") and not content_type.endswith("+json"):

@@ -84,6 +84,8 @@ class EdgeMetrics:
                                        ["result"], registry=self.registry)
         self.fallbacks = Counter("edgerec_fallback_total", "Answers served from a fallback, by reason",
                                  ["reason"], registry=self.registry)
+        self.rate_limited = Counter("edgerec_rate_limited_total", "Requests refused with 429 (client over its rate "
+                                    "limit), by route", ["route"], registry=self.registry)
         self.data_version = Gauge("edgerec_data_version", "Data version being served", registry=self.registry)
         self.origin_version = Gauge("edgerec_origin_version", "Latest data version seen at the origin",
                                     registry=self.registry)

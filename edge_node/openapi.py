@@ -25,8 +25,12 @@ _REGION = {"type": "string", "pattern": "^[A-Za-z]{2}$",
            "description": "Market code; else the trusted CDN geo header decides, else the edge's only region"}
 _ANSWER = {"description": "Ranked offers",
            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RecommendationResponse"}}}}
+_RATE_LIMITED = {"description": "Too many requests from this client; retry after Retry-After seconds",
+                 "headers": {"Retry-After": {"description": "Seconds to wait (integer, at least 1)",
+                                             "schema": {"type": "integer", "minimum": 1}}},
+                 "content": {"application/json": {"schema": _ERROR}}}
 _ERRORS = {"400": _ERROR_RESPONSE, "403": _ERROR_RESPONSE, "404": _ERROR_RESPONSE, "408": _ERROR_RESPONSE,
-           "413": _ERROR_RESPONSE, "415": _ERROR_RESPONSE, "422": _ERROR_RESPONSE,
+           "413": _ERROR_RESPONSE, "415": _ERROR_RESPONSE, "422": _ERROR_RESPONSE, "429": _RATE_LIMITED,
            "503": {"description": "No state yet", "content": {"application/json": {"schema": _ERROR}}}}
 
 def _event_schema(types: list[str], purchase: bool) -> dict:
@@ -103,6 +107,7 @@ def _template() -> dict:
                             "schema": {"type": "object", "required": ["accepted"],
                                        "properties": {"accepted": {"type": "integer"}}}}}},
                         **{code: _ERROR_RESPONSE for code in ("400", "404", "413", "415", "422")},
+                        "429": _RATE_LIMITED,
                         "503": {"description": "The spool is full; retry later",
                                 "content": {"application/json": {"schema": _ERROR}}},
                     },

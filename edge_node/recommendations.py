@@ -13,12 +13,20 @@ from urllib.parse import parse_qs
 import orjson
 from cachetools import TTLCache
 
+from edgerec.ratelimit import RateLimiter
+
 from .cdn import UNTRUSTED_REFUSE, CdnPolicy, etag_for, etag_matches, public_headers, read_viewer
 from .events import EventRecorder
 from .metrics import EdgeMetrics
 from .ranking import ModelBreaker, Rules, rank
 from .state import StateHolder
-from .validation import RecommendationRequest, RequestError, parse_anonymous_query, parse_recommendation_request
+from .validation import (
+    RateLimited,
+    RecommendationRequest,
+    RequestError,
+    parse_anonymous_query,
+    parse_recommendation_request,
+)
 
 log = logging.getLogger("edgerec.edge")
 
@@ -37,8 +45,9 @@ class RecommendationsEndpoint:
 
     def __init__(self, holder: StateHolder, metrics: EdgeMetrics, cdn: CdnPolicy, rules: Rules,
                  max_body_bytes: int, max_k: int, default_k: int, anonymous_cache_size: int = 4096,
-                 recorder: "EventRecorder | None" = None) -> None:
+                 recorder: "EventRecorder | None" = None, limiter: "RateLimiter | None" = None) -> None:
         self.holder = holder
+        self.limiter = limiter  # per-client token buckets (None: no limit)
         self.recorder = recorder  # records an impression for every answer served
         self.metrics = metrics
         self.cdn = cdn
@@ -54,6 +63,7 @@ class RecommendationsEndpoint:
         self._cache = {True: metrics.anonymous_cache.labels("hit"), False: metrics.anonymous_cache.labels("miss")}
         self._inference = metrics.inference
         self._counters: dict[tuple[str, int], Any] = {}
+        self._limited = metrics.rate_limited.labels(ROUTE)
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -65,6 +75,10 @@ class RecommendationsEndpoint:
                 raise RequestError(405, "method_not_allowed", "use POST (personalized) or GET (anonymous)")
             peer = scope.get("client")
             viewer = read_viewer(scope["headers"], peer[0] if peer else None, self.cdn)
+            if self.limiter is not None:
+                wait = self.limiter.check(viewer.client_ip)
+                if wait:
+                    raise RateLimited(wait)
             if viewer.cdn_headers_untrusted and self.cdn.untrusted == UNTRUSTED_REFUSE:
                 raise RequestError(403, "untrusted_cdn_headers",
                                    "CDN headers without the CDN's shared secret are refused")
@@ -79,6 +93,9 @@ class RecommendationsEndpoint:
             status, headers, body = exc.status, [CONTENT_JSON, PRIVATE], exc.body()
             if status == 405:
                 headers.append((b"allow", b"GET, HEAD, POST"))
+            elif status == 429:
+                headers.append((b"retry-after", str(exc.retry_after).encode()))  # type: ignore[attr-defined]
+                self._limited.inc()
         headers.append((b"x-request-id", request_id.encode()))
         if status != 304:
             headers.append((b"content-length", str(len(body)).encode()))

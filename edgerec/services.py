@@ -123,6 +123,14 @@ def format_region_tokens(tokens: dict[str, str | list[str]]) -> str:
     return ",".join(f"{r}={'|'.join([t] if isinstance(t, str) else t)}" for r, t in sorted(tokens.items()))
 
 
+# Tests, benchmarks and the demo drive services from one loopback address, one "client" far over any per-client
+# limit a deployment would set; they get limits no run reaches (the check still runs on every request, so its cost
+# is measured). A test of the limits themselves passes its own values in extra_env / env.
+HARNESS_EDGE_LIMITS = {"EDGEREC_RATE_LIMIT_RPS": "1000000", "EDGEREC_RATE_LIMIT_BURST": "1000000"}
+HARNESS_ORIGIN_LIMITS = {"EDGEREC_ADMIN_RATE_LIMIT_RPS": "1000000", "EDGEREC_ADMIN_RATE_LIMIT_BURST": "1000000",
+                         "EDGEREC_SYNC_RATE_LIMIT_RPS": "1000000", "EDGEREC_SYNC_RATE_LIMIT_BURST": "1000000"}
+
+
 def origin_service(workdir: Path, port: int, admin_token: str, sync_token: str | None = None,
                    region_tokens: dict[str, str | list[str]] | None = None, dsn: str | None = None,
                    extra_args: list[str] | None = None, extra_env: dict[str, str] | None = None,
@@ -130,7 +138,7 @@ def origin_service(workdir: Path, port: int, admin_token: str, sync_token: str |
     """An origin signing with `workdir/keys/signing_key.pem`; edges sync with `sync_token` (every region) or the
     per-region `region_tokens`."""
     private_key, _ = ensure_signing_keys(workdir)
-    env = {"EDGEREC_ADMIN_TOKEN": admin_token, "EDGEREC_SIGNING_KEY": str(private_key)}
+    env = {**HARNESS_ORIGIN_LIMITS, "EDGEREC_ADMIN_TOKEN": admin_token, "EDGEREC_SIGNING_KEY": str(private_key)}
     if sync_token:
         env["EDGEREC_SYNC_TOKEN"] = sync_token
     if region_tokens:
@@ -158,7 +166,7 @@ def edge_service(workdir: Path, region: str, port: int, origin_url: str, sync_to
               "--data-dir", str(workdir / f"edge-{name}"), *(extra_args or [])],
         port=port,
         log_path=workdir / "logs" / f"edge-{name}.log",
-        env={"EDGEREC_SYNC_TOKEN": sync_token,
+        env={**HARNESS_EDGE_LIMITS, "EDGEREC_SYNC_TOKEN": sync_token,
              "EDGEREC_ORIGIN_PUBLIC_KEY": str(ensure_signing_keys(workdir)[1]), **(extra_env or {})},
     )
 

@@ -102,6 +102,11 @@ class OriginConfig:
     events_db: Path = Path("var/origin/events.db")
     nats_url: str = "nats://127.0.0.1:4222"
     event_retention_s: float | None = 90 * 86400.0
+    admin_rate_limit_rps: float = 10.0   # per admin credential (per peer address without one); 0 = no limit
+    admin_rate_limit_burst: int = 50
+    sync_rate_limit_rps: float = 100.0   # per sync token, shared by every edge worker presenting it; 0 = no limit
+    sync_rate_limit_burst: int = 500
+    audit_retention_s: float | None = 365 * 86400.0
 
     def __repr__(self) -> str:  # no secret in a log line or a traceback
         return (f"OriginConfig(host={self.host!r}, port={self.port}, db={'postgresql' if self.dsn else self.db_path}, "
@@ -142,6 +147,25 @@ class OriginConfig:
                             help="how long raw events are kept: an age such as 90d or 12h; 0 keeps them "
                                  "(EDGEREC_EVENT_RETENTION, default 90d)")
 
+        parser.add_argument("--admin-rate-limit-rps", type=float,
+                            default=float(env("EDGEREC_ADMIN_RATE_LIMIT_RPS", "10")),
+                            help="admin calls a second per admin credential (per peer address for calls without "
+                                 "a valid one), past which 429; 0 = no limit (EDGEREC_ADMIN_RATE_LIMIT_RPS, default 10)")
+        parser.add_argument("--admin-rate-limit-burst", type=int,
+                            default=int(env("EDGEREC_ADMIN_RATE_LIMIT_BURST", "50")),
+                            help="admin calls at once above the rate (EDGEREC_ADMIN_RATE_LIMIT_BURST, default 50)")
+        parser.add_argument("--sync-rate-limit-rps", type=float,
+                            default=float(env("EDGEREC_SYNC_RATE_LIMIT_RPS", "100")),
+                            help="sync calls a second per sync token, all edges presenting it together (per peer "
+                                 "address for calls without a valid one); 0 = no limit "
+                                 "(EDGEREC_SYNC_RATE_LIMIT_RPS, default 100)")
+        parser.add_argument("--sync-rate-limit-burst", type=int,
+                            default=int(env("EDGEREC_SYNC_RATE_LIMIT_BURST", "500")),
+                            help="sync calls at once above the rate (EDGEREC_SYNC_RATE_LIMIT_BURST, default 500)")
+        parser.add_argument("--audit-retention", default=env("EDGEREC_AUDIT_RETENTION", "365d"),
+                            help="how long audit entries of admin calls are kept in the store: an age such as "
+                                 "365d; 0 keeps them (EDGEREC_AUDIT_RETENTION, default 365d)")
+
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "OriginConfig":
         # Secrets come only from the environment so that they never show in a process list.
@@ -179,6 +203,13 @@ class OriginConfig:
         event_versions, event_retention_s = parse_retention(args.event_retention)
         if event_versions is not None:
             raise ConfigError("--event-retention/EDGEREC_EVENT_RETENTION: an age such as 90d, 12h; or 0")
+        if args.admin_rate_limit_rps < 0 or args.sync_rate_limit_rps < 0 or args.admin_rate_limit_burst < 1 \
+                or args.sync_rate_limit_burst < 1:
+            raise ConfigError("--admin-rate-limit-rps/--sync-rate-limit-rps >= 0 (0 = off), "
+                              "--admin-rate-limit-burst/--sync-rate-limit-burst >= 1")
+        audit_versions, audit_retention_s = parse_retention(args.audit_retention)
+        if audit_versions is not None:
+            raise ConfigError("--audit-retention/EDGEREC_AUDIT_RETENTION: an age such as 365d; or 0")
         return cls(
             host=args.host,
             port=args.port,
@@ -197,4 +228,9 @@ class OriginConfig:
             events_db=Path(args.events_db) if args.events_db else Path(args.db).parent / "events.db",
             nats_url=args.nats_url,
             event_retention_s=event_retention_s,
+            admin_rate_limit_rps=args.admin_rate_limit_rps,
+            admin_rate_limit_burst=args.admin_rate_limit_burst,
+            sync_rate_limit_rps=args.sync_rate_limit_rps,
+            sync_rate_limit_burst=args.sync_rate_limit_burst,
+            audit_retention_s=audit_retention_s,
         )

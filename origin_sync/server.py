@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
 import hmac
 import logging
 import time
@@ -16,6 +17,8 @@ from typing import Any, Awaitable, Callable
 
 import orjson
 from aiohttp import web
+
+from edgerec.ratelimit import RateLimiter, make_limiter, retry_after
 
 from .config import OriginConfig
 from .protocol import (
@@ -42,6 +45,7 @@ from .sinks import EventSink, open_sink
 from .store import AheadOfOrigin, ChangeLogStore, Compacted, NotFound, open_store
 
 log = logging.getLogger("edgerec.origin")
+audit_log = logging.getLogger("edgerec.audit")
 
 MAX_MODEL_BYTES = 256 * 1024 * 1024
 # A long-poll re-reads the head at least this often, so that writes by another process on a database without
@@ -54,6 +58,9 @@ CONFIG = web.AppKey("config", OriginConfig)
 CHANGES = web.AppKey("changes", "ChangeSignal")
 SNAPSHOTS = web.AppKey("snapshots", "SnapshotCache")
 SINK = web.AppKey("sink", EventSink)
+LIMITS = web.AppKey("limits", dict)
+METRICS = web.AppKey("metrics", "OriginMetrics")
+MAX_AUDIT_PATH = 512
 ALL = "*"  # the regions a fleet-wide sync token may sync
 
 
@@ -115,11 +122,26 @@ def _presented_token(request: web.Request) -> bytes | None:
     return token.strip().encode() if scheme.lower() == "bearer" and token.strip() else None
 
 
+def _matching(presented: bytes | None, secrets: tuple[str, ...]) -> str | None:
+    """The accepted value the presented token equals (each compared in constant time), or None."""
+    if presented is None:
+        return None
+    found = None
+    for secret in secrets:
+        if hmac.compare_digest(presented, secret.encode()):
+            found = secret
+    return found
+
+
 def _matches(presented: bytes | None, secrets: tuple[str, ...]) -> bool:
     """Constant-time comparison against every accepted value (two during a rotation)."""
-    if presented is None:
-        return False
-    return any([hmac.compare_digest(presented, s.encode()) for s in secrets])
+    return _matching(presented, secrets) is not None
+
+
+def fingerprint(token: str | bytes) -> str:
+    """A credential's name in logs, metrics keys and the audit log: the first 8 hex digits of its sha256.
+    It tells tokens apart (which admin, which token of a rotation) and gives nothing away about them."""
+    return hashlib.sha256(token.encode() if isinstance(token, str) else token).hexdigest()[:8]
 
 
 def _sync_scope(config: OriginConfig, presented: bytes | None) -> frozenset[str] | None:
@@ -132,18 +154,62 @@ def _sync_scope(config: OriginConfig, presented: bytes | None) -> frozenset[str]
     return regions or None
 
 
-@web.middleware
-async def errors_and_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    config = request.app[CONFIG]
-    path = request.path
-    presented = _presented_token(request)
-    if path.startswith("/v1/admin/") and not _matches(presented, config.admin_tokens):
-        return error(401, "unauthorized", "admin calls need 'Authorization: Bearer <admin token>'")
-    if path.startswith("/v1/sync/"):
-        scope = _sync_scope(config, presented)
-        if scope is None:
-            return error(401, "unauthorized", "sync calls need 'Authorization: Bearer <edge sync token>'")
-        request["sync_scope"] = scope
+class OriginMetrics:
+    """The origin's own Prometheus metrics (`GET /metrics`, no auth, on the origin's port)."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter
+
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.rate_limited = Counter("edgerec_origin_rate_limited_total", "Calls refused with 429 (caller over its "
+                                    "rate limit), by endpoint group (admin, sync)", ["endpoint"],
+                                    registry=self.registry)
+        self.admin_calls = Counter("edgerec_origin_admin_calls_total", "Admin calls audited, by status",
+                                   ["status"], registry=self.registry)
+        self.audit_failures = Counter("edgerec_origin_audit_write_failures_total",
+                                      "Audit entries that could not be stored (the log line was still written)",
+                                      registry=self.registry)
+
+    def render(self) -> bytes:
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry)
+
+
+def _rate_limited(request: web.Request, group: str, key: str) -> web.Response | None:
+    limiter: RateLimiter | None = request.app[LIMITS].get(group)
+    if limiter is None:
+        return None
+    wait = limiter.check(key)
+    if not wait:
+        return None
+    request.app[METRICS].rate_limited.labels(group).inc()
+    seconds = retry_after(wait)
+    response = error(429, "rate_limited", f"too many {group} calls from this caller; retry in {seconds} s")
+    response.headers["Retry-After"] = str(seconds)
+    return response
+
+
+async def _audit(request: web.Request, actor: str | None, status: int) -> None:
+    """One admin call: a JSON line on `edgerec.audit` and a row of the store's audit_log. Never a token: the actor
+    is the credential's fingerprint, and the path and ids are the caller's own."""
+    target = request.get("audit_target")
+    if target is None and request.match_info:
+        target = ",".join(f"{k}={v}" for k, v in request.match_info.items())
+    entry = {"ts": time.time(), "actor": actor, "method": request.method, "path": request.path[:MAX_AUDIT_PATH],
+             "target": target[:MAX_AUDIT_PATH] if target else None, "peer": request.remote, "status": status}
+    metrics = request.app[METRICS]
+    metrics.admin_calls.labels(str(status)).inc()
+    audit_log.info("admin %s %s -> %d by %s from %s", entry["method"], entry["path"], status, actor or "nobody",
+                   entry["peer"], extra={"audit": entry})
+    try:
+        await request.app[STORE].record_audit(entry)
+    except Exception:  # noqa: BLE001 - the call is done; the log line above is the record, alert on the counter
+        metrics.audit_failures.inc()
+        log.exception("could not store the audit entry of %s %s", entry["method"], entry["path"])
+
+
+async def _dispatch(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except _SyncError as exc:
@@ -153,8 +219,41 @@ async def errors_and_auth(request: web.Request, handler: Handler) -> web.StreamR
             raise
         return error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
     except Exception:
-        log.exception("unhandled error on %s %s", request.method, path)
+        log.exception("unhandled error on %s %s", request.method, request.path)
         return error(500, "internal", "internal error; see the origin's log")
+
+
+@web.middleware
+async def errors_and_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    config = request.app[CONFIG]
+    path = request.path
+    if path.startswith("/v1/admin/"):
+        presented = _presented_token(request)
+        token = _matching(presented, config.admin_tokens)
+        actor = f"admin:{fingerprint(token)}" if token is not None else None
+        # Rate-limited before anything else: by credential, and by address for calls without a valid one (guesses).
+        limited = _rate_limited(request, "admin", actor or f"peer:{request.remote}")
+        if limited is not None:
+            return limited
+        if actor is None:
+            await _audit(request, None, 401)
+            return error(401, "unauthorized", "admin calls need 'Authorization: Bearer <admin token>'")
+        request["actor"] = actor
+        response = await _dispatch(request, handler)
+        await _audit(request, actor, response.status)
+        return response
+    if path.startswith("/v1/sync/"):
+        presented = _presented_token(request)
+        scope = _sync_scope(config, presented)
+        key = f"sync:{fingerprint(presented)}" if scope is not None and presented is not None \
+            else f"peer:{request.remote}"
+        limited = _rate_limited(request, "sync", key)
+        if limited is not None:
+            return limited
+        if scope is None:
+            return error(401, "unauthorized", "sync calls need 'Authorization: Bearer <edge sync token>'")
+        request["sync_scope"] = scope
+    return await _dispatch(request, handler)
 
 
 async def _json_body(request: web.Request) -> Any:
@@ -242,6 +341,7 @@ async def publish_model(request: web.Request) -> web.Response:
     manifest = payload["manifest"]
     if not isinstance(manifest.get("version"), str) or not manifest["version"]:
         return error(422, "invalid_bundle", "manifest.version must be a non-empty string")
+    request["audit_target"] = f"model_version={manifest['version']}"
     # The origin refuses a bundle an edge would refuse, so a bad model never reaches the fleet.
     from models.runtime import BundleError, Ranker
 
@@ -434,6 +534,19 @@ async def healthz(request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
 
 
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[METRICS].render(),
+                        headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
+async def read_audit(request: web.Request) -> web.Response:
+    """The newest audit entries (`limit`, default 100, at most 1000), newest first."""
+    raw = request.query.get("limit", "100")
+    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+        return error(422, "invalid_query", "limit must be an integer from 1 to 1000")
+    return json_response({"entries": await request.app[STORE].audit_log(int(raw))})
+
+
 async def _compact_periodically(app: web.Application) -> None:
     config = app[CONFIG]
     while True:
@@ -443,6 +556,8 @@ async def _compact_periodically(app: web.Application) -> None:
                 await app[STORE].compact(config.retention_versions, config.retention_seconds)
             if config.event_retention_s is not None:
                 await app[SINK].purge_before(time.time() - config.event_retention_s)
+            if config.audit_retention_s is not None:
+                await app[STORE].purge_audit(time.time() - config.audit_retention_s)
         except Exception:  # noqa: BLE001 - compaction is housekeeping: log it, try again later
             log.exception("compaction failed; will retry")
 
@@ -455,6 +570,9 @@ def build_app(config: OriginConfig, store: ChangeLogStore | None = None,
     app[CONFIG] = config
     app[STORE] = store or open_store(config.dsn, config.db_path, config.blob_dir)
     app[SNAPSHOTS] = SnapshotCache()
+    app[METRICS] = OriginMetrics()
+    app[LIMITS] = {"admin": make_limiter(config.admin_rate_limit_rps, config.admin_rate_limit_burst),
+                   "sync": make_limiter(config.sync_rate_limit_rps, config.sync_rate_limit_burst)}
     app[SINK] = sink or open_sink(config.event_sinks, config.dsn, config.events_db, config.nats_url)
 
     async def lifecycle(app: web.Application) -> Any:
@@ -476,6 +594,8 @@ def build_app(config: OriginConfig, store: ChangeLogStore | None = None,
     app.cleanup_ctx.append(lifecycle)
     app.on_shutdown.append(on_shutdown)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics_endpoint)
+    app.router.add_get("/v1/admin/audit", read_audit)
     app.router.add_get("/v1/admin/status", status)
     app.router.add_post("/v1/admin/compact", compact)
     app.router.add_put("/v1/admin/offers/{offer_id}", put_offer)

@@ -36,6 +36,7 @@ __all__ = ["ChangeLogStore", "SQLiteStore", "PostgresStore", "NotFound", "Compac
 
 T = TypeVar("T")
 PAGE_LIMIT = 10_000
+AUDIT_FIELDS = ("ts", "actor", "method", "path", "target", "peer", "status")
 
 
 class Compacted(LookupError):
@@ -141,6 +142,19 @@ class ChangeLogStore(abc.ABC):
     @abc.abstractmethod
     async def changes_since(self, since: int, regions: tuple[str, ...], limit: int = PAGE_LIMIT) -> DeltaPage: ...
 
+    # -- audit log of admin calls: kept beside the data they changed, outside the change log (never synced)
+    async def record_audit(self, entry: dict[str, Any]) -> None:
+        """Append one audit entry: ts, actor, method, path, target, peer, status (see AUDIT_FIELDS)."""
+        raise NotImplementedError
+
+    async def audit_log(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest `limit` audit entries, newest first."""
+        raise NotImplementedError
+
+    async def purge_audit(self, before_ts: float) -> int:
+        """Delete audit entries older than `before_ts` (epoch seconds); returns how many."""
+        raise NotImplementedError
+
     @abc.abstractmethod
     async def compact(self, keep_versions: int | None = None, keep_seconds: float | None = None) -> int:
         """Drop log entries no longer needed by the retention; returns the new floor (oldest `since` served)."""
@@ -203,6 +217,17 @@ CREATE TABLE IF NOT EXISTS experiments (
     body    BLOB NOT NULL,
     version INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS audit_log (
+    id     INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts     REAL NOT NULL,
+    actor  TEXT,               -- "admin:<first 8 hex of sha256(token)>", or NULL when refused (no valid token)
+    method TEXT NOT NULL,
+    path   TEXT NOT NULL,
+    target TEXT,
+    peer   TEXT,
+    status INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_log_ts ON audit_log (ts);
 """
 
 
@@ -463,6 +488,24 @@ class SQLiteStore(ChangeLogStore):
     async def compact(self, keep_versions: int | None = None, keep_seconds: float | None = None) -> int:
         return await self._run(self._write, self._compact, keep_versions, keep_seconds)
 
+    def _record_audit(self, entry: dict[str, Any]) -> None:
+        self._db.execute("INSERT INTO audit_log(ts, actor, method, path, target, peer, status) "
+                         "VALUES (?, ?, ?, ?, ?, ?, ?)", tuple(entry.get(f) for f in AUDIT_FIELDS))
+
+    async def record_audit(self, entry: dict[str, Any]) -> None:
+        await self._run(self._record_audit, entry)
+
+    def _audit_log(self, limit: int) -> list[dict[str, Any]]:
+        rows = self._db.execute("SELECT id, ts, actor, method, path, target, peer, status FROM audit_log "
+                                "ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+        return [dict(zip(("id", *AUDIT_FIELDS), row)) for row in rows]
+
+    async def audit_log(self, limit: int = 100) -> list[dict[str, Any]]:
+        return await self._run(self._audit_log, limit)
+
+    async def purge_audit(self, before_ts: float) -> int:
+        return await self._run(lambda: self._db.execute("DELETE FROM audit_log WHERE ts < ?", (before_ts,)).rowcount)
+
     async def blob_path(self, sha256: str) -> Path:
         path = self.blobs.path(sha256)
         if not path.exists():
@@ -536,6 +579,17 @@ CREATE TABLE IF NOT EXISTS experiments (
     body    BYTEA NOT NULL,
     version BIGINT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS audit_log (
+    id     BIGSERIAL PRIMARY KEY,
+    ts     DOUBLE PRECISION NOT NULL,
+    actor  TEXT,
+    method TEXT NOT NULL,
+    path   TEXT NOT NULL,
+    target TEXT,
+    peer   TEXT,
+    status INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_log_ts ON audit_log (ts);
 """
 _SCHEMA_LOCK = 0x6564676572656331  # pg_advisory_xact_lock key: "edgerec1"
 
@@ -752,6 +806,19 @@ class PostgresStore(ChangeLogStore):
                 await conn.execute("UPDATE log_head SET floor = $1, floor_hash = $2 WHERE id = 1",
                                    new_floor, floor_hash)
         return new_floor
+
+    async def record_audit(self, entry: dict[str, Any]) -> None:
+        await self._pool.execute("INSERT INTO audit_log(ts, actor, method, path, target, peer, status) "
+                                 "VALUES ($1, $2, $3, $4, $5, $6, $7)", *(entry.get(f) for f in AUDIT_FIELDS))
+
+    async def audit_log(self, limit: int = 100) -> list[dict[str, Any]]:
+        rows = await self._pool.fetch("SELECT id, ts, actor, method, path, target, peer, status FROM audit_log "
+                                      "ORDER BY id DESC LIMIT $1", limit)
+        return [dict(r) for r in rows]
+
+    async def purge_audit(self, before_ts: float) -> int:
+        result = await self._pool.execute("DELETE FROM audit_log WHERE ts < $1", before_ts)
+        return int(result.split()[-1])
 
     async def blob_path(self, sha256: str) -> Path:
         path = self.blobs.path(sha256)
