@@ -1,8 +1,6 @@
-"""The token bucket itself: burst, refill, Retry-After, per-key independence, bounded memory, and its cost."""
+"""The token bucket itself: burst, refill, Retry-After, per-key independence and bounded memory."""
 
 from __future__ import annotations
-
-import time
 
 import pytest
 
@@ -61,16 +59,3 @@ def test_zero_rate_means_no_limiter():
     assert make_limiter(0, 100) is None
     with pytest.raises(ValueError):
         RateLimiter(1, 0)
-
-
-def test_the_check_costs_about_a_microsecond_or_less():
-    lim = RateLimiter(1e9, 10**9)
-    keys = [f"198.51.100.{i}" for i in range(256)]
-    n = 200_000
-    best = float("inf")
-    for _ in range(3):
-        started = time.perf_counter()
-        for i in range(n):
-            lim.check(keys[i & 255])
-        best = min(best, (time.perf_counter() - started) / n)
-    assert best < 2e-6, f"{best * 1e6:.2f} µs a check"
