@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import time
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -103,6 +104,18 @@ def module_cluster(tmp_path_factory: pytest.TempPathFactory, bundle_dir: Path) -
         yield c
     finally:
         c.stop()
+
+
+def wait_until(predicate: Callable[[], object], timeout_s: float = 30.0, what: str = "condition",
+               interval_s: float = 0.02):
+    """Poll until `predicate()` is truthy and return its value; fail the test after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 def make_offer(offer_id: str, sku: str, region: str = "GB", **overrides) -> dict:

@@ -14,7 +14,7 @@ import pytest
 
 from edgerec.services import http_call, http_json
 from origin_sync.events import encode_batch, pseudonym_key, pseudonymize
-from tests.conftest import make_offer
+from tests.conftest import make_offer, wait_until as wait_for
 
 
 @pytest.fixture
@@ -33,13 +33,6 @@ def stored(cluster, sql: str = "SELECT COUNT(*) FROM events", args: tuple = ()):
         return db.execute(sql, args).fetchone()[0]
 
 
-def wait_for(predicate, timeout_s: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def shop(edge, shoppers: range, catalog_skus) -> int:

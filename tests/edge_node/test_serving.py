@@ -3,26 +3,17 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
 from edgerec.services import http_call, http_json
-from tests.conftest import make_offer
+from tests.conftest import make_offer, wait_until
 
 
 def recommend(edge, payload: dict) -> tuple[int, dict]:
     return http_json(edge.url, "POST", "/v1/recommendations", payload)
 
 
-def wait_until(predicate, timeout_s: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture

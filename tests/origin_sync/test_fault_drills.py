@@ -23,7 +23,7 @@ from aiohttp import ClientSession, web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edgerec.services import free_port, http_call, http_json
-from tests.conftest import make_offer
+from tests.conftest import make_offer, wait_until
 
 
 class SyncProxy:
@@ -129,14 +129,6 @@ def served(edge, request: dict) -> dict:
     return answer
 
 
-def wait_until(predicate, timeout_s: float = 15.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
