@@ -11,7 +11,7 @@ import hashlib
 import logging
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Mapping
 
@@ -29,19 +29,23 @@ from .protocol import (
     OP_OFFER_DELETE,
     OP_OFFER_UPSERT,
     PROTOCOL_HEADER,
+    OP_SIGNING_KEYS,
     PROTOCOL_VERSION,
     SIGNATURE_HEADER,
     IntegrityError,
+    TRUSTED_KEYS_HEADER,
     ProtocolError,
     Verifier,
     blob_signing_bytes,
     canonical,
     chain_hash,
     offered_in,
+    merge_key_sets,
     open_envelope,
     pack,
     unpack,
 )
+    validate_key_set,
 
 log = logging.getLogger("edgerec.sync")
 
@@ -57,6 +61,19 @@ class Replica:
     head_hash: bytes = GENESIS_HASH  # the origin's chain hash at `version`
     experiments: Mapping[str, dict[str, Any]] = field(default_factory=dict)  # by id, with variants' model refs
 
+    key_set: dict[str, Any] | None = None  # the origin's signed signing-key set: announced and revoked key ids
+
+
+def _key_set(value: object, held: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A key set that arrived signed (or from the edge's own disk), checked and merged with the revocations held."""
+    if value is None:
+        return held
+    try:
+        return merge_key_sets(held, validate_key_set(value))
+    except IntegrityError:
+        raise
+    except ProtocolError as exc:
+        raise IntegrityError("decode", f"malformed signing key set: {exc}") from None
 
 def _check_payload(payload: object, kind: str, regions: tuple[str, ...]) -> dict[str, Any]:
     if not isinstance(payload, dict) or payload.get("kind") != kind:
@@ -91,6 +108,7 @@ def apply_deltas(replica: Replica, batch: dict[str, Any]) -> Replica:
     experiments = dict(replica.experiments)
     model = replica.model
     last, digest = replica.version, replica.head_hash
+    key_set = replica.key_set
     for entry in batch.get("changes", []):
         try:
             prev, body = entry["prev"], entry["body"]
@@ -119,11 +137,14 @@ def apply_deltas(replica: Replica, batch: dict[str, Any]) -> Replica:
         elif op == OP_EXPERIMENT_DELETE:
             experiments.pop(change["experiment_id"], None)
         else:
+        elif op == OP_SIGNING_KEYS:
+            # Trusted because the batch carrying it was verified with a key this edge trusts (never a revoked one).
+            key_set = _key_set(change.get("key_set"), key_set)
             raise ProtocolError(f"unknown change op {op!r}")
     if last == to and digest != to_hash:
         raise IntegrityError("chain", f"re-hashing the changes does not give the chain hash at version {to}")
     return Replica(version=to, regions=replica.regions, offers=offers, model=model, head_hash=to_hash,
-                   experiments=experiments)
+                   experiments=experiments, key_set=key_set)
 
 
 def replica_from_snapshot(snapshot: dict[str, Any], regions: tuple[str, ...]) -> Replica:
@@ -134,7 +155,7 @@ def replica_from_snapshot(snapshot: dict[str, Any], regions: tuple[str, ...]) ->
     offers = {o["id"]: o for o in snapshot["offers"] if offered_in(o, regions)}
     experiments = {e["id"]: e for e in snapshot.get("experiments") or []}
     return Replica(version=snapshot["version"], regions=regions, offers=offers, model=snapshot.get("model"),
-                   head_hash=head_hash, experiments=experiments)
+                   head_hash=head_hash, experiments=experiments, key_set=_key_set(snapshot.get("signing_keys"), None))
 
 
 @dataclass
@@ -185,7 +206,8 @@ class LocalCopy:
              origin_version: int) -> None:
         record: dict[str, Any] = {"format": self.FORMAT, "version": replica.version, "head_hash": replica.head_hash,
                                   "regions": list(replica.regions), "proof_kind": proof_kind, "proof": proof,
-                                  "last_contact": last_contact, "origin_version": origin_version, "saved_at": time.time()}
+                                  "last_contact": last_contact, "origin_version": origin_version, "saved_at": time.time(),
+                                  "key_set": replica.key_set}
         if proof_kind != KIND_SNAPSHOT:
             record["offers"] = [replica.offers[k] for k in sorted(replica.offers)]
             record["model"] = replica.model
@@ -212,7 +234,10 @@ class LocalCopy:
         if record.get("format") != self.FORMAT or tuple(record.get("regions", ())) != regions:
             raise IntegrityError("disk", f"{self.replica_path} is for other regions or another format")
         kind, proof = record["proof_kind"], record["proof"]
-        payload = open_envelope(proof, kind, verifier)
+        # The key set learnt before the restart: the proof may be signed by an announced key, and a key revoked
+        # since stays refused although the configuration still lists it.
+        key_set = _key_set(record.get("key_set"), None)
+        payload = open_envelope(proof, kind, verifier.with_key_set(key_set))
         if kind == KIND_SNAPSHOT:
             replica = replica_from_snapshot(payload, regions)
         else:
@@ -220,12 +245,12 @@ class LocalCopy:
             replica = Replica(version=record["version"], regions=regions,
                               offers={o["id"]: o for o in record["offers"]}, model=record["model"],
                               head_hash=record["head_hash"],
-                              experiments={e["id"]: e for e in record.get("experiments") or []})
+                              experiments={e["id"]: e for e in record.get("experiments") or []}, key_set=key_set)
             if payload.get("to") != replica.version or payload.get("to_hash") != replica.head_hash:
                 raise IntegrityError("disk", "the persisted version is not the one the origin signed")
         if replica.version != record["version"] or replica.head_hash != record["head_hash"]:
             raise IntegrityError("disk", "the persisted version is not the one the origin signed")
-        return replica, (kind, proof), record
+        return replace(replica, key_set=merge_key_sets(key_set, replica.key_set)), (kind, proof), record
 
 
 class _ResyncNeeded(Exception):
@@ -269,10 +294,14 @@ class Syncer:
         self._healthy = False  # the last request to the origin succeeded
 
     def __repr__(self) -> str:  # never show the token
+        self._anchors = self.verifier  # the configured keys; `verifier` adds what the origin's key set says
         return f"Syncer(origin_url={self.origin_url!r}, regions={self.regions!r}, version={self.status.version})"
 
     def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}", PROTOCOL_HEADER: str(PROTOCOL_VERSION)}
+        headers = {"Authorization": f"Bearer {self.token}", PROTOCOL_HEADER: str(PROTOCOL_VERSION)}
+        if self.verifier is not None:
+            headers[TRUSTED_KEYS_HEADER] = ",".join(sorted(self.verifier.keys))
+        return headers
 
     async def _get(self, path: str, params: dict[str, str], timeout_s: float) -> tuple[bytes, Mapping[str, str]]:
         assert self._session is not None
@@ -319,10 +348,12 @@ class Syncer:
         assert self.verifier is not None
         body, _ = await self._get("/v1/sync/snapshot", {"regions": ",".join(self.regions)}, timeout_s=120)
         payload = await asyncio.to_thread(open_envelope, body, KIND_SNAPSHOT, self.verifier)
-        replica = replica_from_snapshot(payload, self.regions)
         current = self.replica
         if current is not None and not self._allow_rollback:
             if replica.version < current.version:
+        replica = replica_from_snapshot(payload, self.regions)
+        if current is not None:
+            replica = replace(replica, key_set=merge_key_sets(current.key_set, replica.key_set))
                 raise IntegrityError("order", f"snapshot at version {replica.version} is older than the "
                                               f"replica's {current.version} (replayed?)")
             if replica.version == current.version and replica.head_hash != current.head_hash:
@@ -363,6 +394,8 @@ class Syncer:
         self.replica, self._proof = replica, proof
         self.status.version = replica.version
         self.status.origin_version = max(self.status.origin_version, replica.version)
+        if self._anchors is not None:
+            self.verifier = self._anchors.with_key_set(replica.key_set)
         self.status.applied += 1
         if persist and self.local is not None:
             self._persist_wanted.set()

@@ -48,7 +48,19 @@ OP_MODEL_ACTIVATE = "model_activate"
 # An experiment travels whole, with the refs {version, sha256, manifest} of its variants' models (see experiments.py).
 OP_EXPERIMENT_UPSERT = "experiment_upsert"
 OP_EXPERIMENT_DELETE = "experiment_delete"
-OPS = frozenset({OP_OFFER_UPSERT, OP_OFFER_DELETE, OP_MODEL_ACTIVATE, OP_EXPERIMENT_UPSERT, OP_EXPERIMENT_DELETE})
+# The origin's signing keys as a whole set {active, keys: [{key_id, public_key, status}]} (see KeySet below).
+OP_SIGNING_KEYS = "signing_keys"
+OPS = frozenset({OP_OFFER_UPSERT, OP_OFFER_DELETE, OP_MODEL_ACTIVATE, OP_EXPERIMENT_UPSERT, OP_EXPERIMENT_DELETE,
+                 OP_SIGNING_KEYS})
+
+# A key's status in the published key set: "active" signs; "next" is accepted but does not sign (a new key before
+# its activation, or the previous key during the overlap after it); "revoked" is refused for good.
+KEY_ACTIVE, KEY_NEXT, KEY_REVOKED = "active", "next", "revoked"
+KEY_STATUSES = (KEY_ACTIVE, KEY_NEXT, KEY_REVOKED)
+# The edge names the key ids it trusts in this request header, so that during an overlap the origin signs with a
+# key the edge already knows (the edge verifies in any case: the header is a hint, never a credential).
+TRUSTED_KEYS_HEADER = "X-Edgerec-Trusted-Keys"
+MAX_KEY_SET_ENTRIES = 64
 
 # A change that concerns every region (models) is tagged with this instead of region codes.
 ALL_REGIONS = "*"
@@ -66,7 +78,8 @@ class ProtocolError(ValueError):
 class IntegrityError(ProtocolError):
     """A payload is corrupted, truncated, badly signed, replayed or out of order: refused, never applied.
 
-    `reason` is a short label for metrics: decode, signature, unknown_key, chain, order, region, protocol, blob.
+    `reason` is a short label for metrics: decode, signature, unknown_key, revoked_key, chain, order, region,
+    protocol, blob.
     """
 
     def __init__(self, reason: str, message: str) -> None:
@@ -196,13 +209,79 @@ class Signer:
         return self._key.sign(data)
 
 
-class Verifier:
-    """The public keys an edge trusts, by key id (several during a key rotation)."""
+def public_key_b64(public_key: Ed25519PublicKey) -> str:
+    """A public key as it travels in the key set: base64 of its 32 raw bytes."""
+    return base64.b64encode(public_key.public_bytes(serialization.Encoding.Raw,
+                                                    serialization.PublicFormat.Raw)).decode()
 
-    def __init__(self, public_keys: Iterable[Ed25519PublicKey]) -> None:
-        self.keys = {key_id_of(k): k for k in public_keys}
-        if not self.keys:
+
+_KEY_ID_RE = re.compile(r"^[0-9a-f]{16}$")
+
+
+def is_key_id(value: object) -> bool:
+    return isinstance(value, str) and bool(_KEY_ID_RE.match(value))
+
+
+def validate_key_set(value: object) -> dict[str, Any]:
+    """Check a key set {active, keys: [{key_id, public_key, status}]} and return it in canonical form (keys sorted
+    by id). Every key id must be the id of its public key, and exactly one key, the `active` one, is active.
+    ProtocolError says what is wrong."""
+    if not isinstance(value, dict) or set(value) != {"active", "keys"} or not isinstance(value["keys"], list) \
+            or not 0 < len(value["keys"]) <= MAX_KEY_SET_ENTRIES:
+        raise ProtocolError(f"a key set is {{active, keys: [1-{MAX_KEY_SET_ENTRIES} entries]}}")
+    entries: dict[str, dict[str, str]] = {}
+    for entry in value["keys"]:
+        if not isinstance(entry, dict) or set(entry) != {"key_id", "public_key", "status"} \
+                or entry["status"] not in KEY_STATUSES or not isinstance(entry["public_key"], str):
+            raise ProtocolError("a key set entry is {key_id, public_key (base64), status: active|next|revoked}")
+        try:
+            public_key = Ed25519PublicKey.from_public_bytes(base64.b64decode(entry["public_key"], validate=True))
+        except ValueError:
+            raise ProtocolError(f"key set entry {entry['key_id']!r}: not a base64 Ed25519 public key") from None
+        if entry["key_id"] != key_id_of(public_key) or entry["key_id"] in entries:
+            raise ProtocolError(f"key set entry {entry['key_id']!r}: the id is not its key's, or is listed twice")
+        entries[entry["key_id"]] = {"key_id": entry["key_id"], "public_key": entry["public_key"],
+                                    "status": entry["status"]}
+    active = [k for k, e in entries.items() if e["status"] == KEY_ACTIVE]
+    if active != [value["active"]]:
+        raise ProtocolError("a key set has exactly one active key, the one named by `active`")
+    return {"active": value["active"], "keys": [entries[k] for k in sorted(entries)]}
+
+
+def merge_key_sets(held: dict[str, Any] | None, received: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The key set `received`, with every key revoked in `held` still revoked: a revocation is never undone, even
+    by a later set (or an older snapshot) that leaves the key out or lists it as valid."""
+    if received is None or held is None:
+        return received or held
+    revoked = {e["key_id"]: e for e in held["keys"] if e["status"] == KEY_REVOKED}
+    if revoked.get(received["active"]):
+        raise IntegrityError("revoked_key", f"key set makes the revoked key {received['active']} active")
+    entries = {e["key_id"]: e for e in received["keys"]}
+    entries.update(revoked)
+    return {"active": received["active"], "keys": [entries[k] for k in sorted(entries)]}
+
+
+class Verifier:
+    """The public keys an edge trusts, by key id (several during a key rotation).
+
+    Trust is anchored in the configured keys; the origin's signed key set (`with_key_set`) adds the keys it
+    announces and revokes key ids, which are refused from then on even when they are configured.
+    """
+
+    def __init__(self, public_keys: Iterable[Ed25519PublicKey], key_set: dict[str, Any] | None = None) -> None:
+        self.anchors = {key_id_of(k): k for k in public_keys}
+        if not self.anchors:
             raise ValueError("no origin public key given")
+        self.key_set = key_set
+        announced: dict[str, Ed25519PublicKey] = {}
+        revoked: set[str] = set()
+        for entry in (key_set or {}).get("keys", ()):
+            if entry["status"] == KEY_REVOKED:
+                revoked.add(entry["key_id"])
+            else:
+                announced[entry["key_id"]] = Ed25519PublicKey.from_public_bytes(base64.b64decode(entry["public_key"]))
+        self.revoked = frozenset(revoked)
+        self.keys = {kid: k for kid, k in {**self.anchors, **announced}.items() if kid not in revoked}
 
     @classmethod
     def from_config(cls, value: str) -> "Verifier":
@@ -210,7 +289,13 @@ class Verifier:
         several PEM keys are listed the same way."""
         return cls(load_public_key(p) for p in value.split(",") if p.strip())
 
+    def with_key_set(self, key_set: dict[str, Any] | None) -> "Verifier":
+        """The same anchors, trusting what `key_set` (already verified and merged) announces and revokes."""
+        return self if key_set == self.key_set else Verifier(self.anchors.values(), key_set)
+
     def verify(self, key_id: object, signature: object, data: bytes) -> None:
+        if isinstance(key_id, str) and key_id in self.revoked:
+            raise IntegrityError("revoked_key", f"signed with the revoked key id {key_id!r}")
         key = self.keys.get(key_id) if isinstance(key_id, str) else None
         if key is None:
             raise IntegrityError("unknown_key", f"signed with unknown key id {key_id!r}")

@@ -25,6 +25,7 @@ from .protocol import (
     OP_MODEL_ACTIVATE,
     OP_OFFER_DELETE,
     OP_OFFER_UPSERT,
+    OP_SIGNING_KEYS,
     canonical,
     chain_hash,
     pack,
@@ -37,6 +38,8 @@ __all__ = ["ChangeLogStore", "SQLiteStore", "PostgresStore", "NotFound", "Compac
 T = TypeVar("T")
 PAGE_LIMIT = 10_000
 AUDIT_FIELDS = ("ts", "actor", "method", "path", "target", "peer", "status")
+KEY_SET_META = "signing_keys"  # the meta row holding the published signing-key set (JSON)
+KeySetUpdate = Callable[[dict[str, Any] | None], dict[str, Any]]
 
 
 class Compacted(LookupError):
@@ -137,7 +140,17 @@ class ChangeLogStore(abc.ABC):
 
     @abc.abstractmethod
     async def snapshot(self, regions: tuple[str, ...]) -> dict[str, Any]:
-        """{"version", "head_hash", "offers", "model", "experiments"}: the state an edge serving `regions` needs, at one version."""
+        """{"version", "head_hash", "offers", "model", "experiments", "signing_keys"}: the state an edge serving
+        `regions` needs, at one version."""
+
+    @abc.abstractmethod
+    async def key_set(self) -> dict[str, Any] | None:
+        """The published signing-key set, or None while none was ever published."""
+
+    @abc.abstractmethod
+    async def update_key_set(self, update: KeySetUpdate) -> tuple[int, dict[str, Any]]:
+        """In one transaction: the new key set `update(current)` is stored and appended to the change log as a
+        `signing_keys` change for every region; returns (version, key set). An exception from `update` aborts it."""
 
     @abc.abstractmethod
     async def changes_since(self, since: int, regions: tuple[str, ...], limit: int = PAGE_LIMIT) -> DeltaPage: ...
@@ -356,6 +369,23 @@ class SQLiteStore(ChangeLogStore):
     async def activate_model(self, model_version: str) -> int:
         return await self._commit(self._activate, model_version)
 
+    def _key_set(self) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (KEY_SET_META,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    async def key_set(self) -> dict[str, Any] | None:
+        return await self._run(self._key_set)
+
+    def _update_key_set(self, update: KeySetUpdate) -> tuple[int, dict[str, Any]]:
+        key_set = update(self._key_set())
+        version = self._append(OP_SIGNING_KEYS, key_set["active"], [ALL_REGIONS], {"key_set": key_set})
+        self._db.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = "
+                         "excluded.value", (KEY_SET_META, json.dumps(key_set)))
+        return version, key_set
+
+    async def update_key_set(self, update: KeySetUpdate) -> tuple[int, dict[str, Any]]:
+        return await self._commit(self._update_key_set, update)
+
     def _upsert_experiment(self, experiment: dict[str, Any]) -> int:
         refs = {v["model"]: self._model_ref(v["model"]) for v in experiment["variants"] if v["model"]}
         body = _with_model_refs(experiment, refs)
@@ -426,11 +456,12 @@ class SQLiteStore(ChangeLogStore):
             active = self._db.execute("SELECT value FROM meta WHERE key = 'active_model'").fetchone()
             model = self._model_ref(active[0]) if active else None
             experiments = self._experiments()
+            key_set = self._key_set()
         finally:
             self._db.execute("COMMIT")
         wanted = set(regions)
         return {"version": head.version, "head_hash": head.hash, "model": model, "experiments": experiments,
-                "offers": [o for o in offers if wanted.intersection(o["regions"])]}
+                "offers": [o for o in offers if wanted.intersection(o["regions"])], "signing_keys": key_set}
 
     async def snapshot(self, regions: tuple[str, ...]) -> dict[str, Any]:
         return await self._run(self._snapshot, regions)
@@ -707,6 +738,20 @@ class PostgresStore(ChangeLogStore):
     async def activate_model(self, model_version: str) -> int:
         return await self._in_transaction(self._activate, model_version)
 
+    async def key_set(self) -> dict[str, Any] | None:
+        value = await self._pool.fetchval("SELECT value FROM meta WHERE key = $1", KEY_SET_META)
+        return json.loads(value) if value else None
+
+    async def update_key_set(self, update: KeySetUpdate) -> tuple[int, dict[str, Any]]:
+        async def write(conn: Any) -> tuple[int, dict[str, Any]]:
+            current = await conn.fetchval("SELECT value FROM meta WHERE key = $1", KEY_SET_META)
+            key_set = update(json.loads(current) if current else None)
+            version = await self._append(conn, OP_SIGNING_KEYS, key_set["active"], [ALL_REGIONS], {"key_set": key_set})
+            await conn.execute("INSERT INTO meta(key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = "
+                               "excluded.value", KEY_SET_META, json.dumps(key_set))
+            return version, key_set
+        return await self._in_transaction(write)
+
     async def upsert_experiment(self, experiment: dict[str, Any]) -> int:
         async def write(conn: Any) -> int:
             refs = {v["model"]: await self._model_ref(conn, v["model"]) for v in experiment["variants"] if v["model"]}
@@ -761,9 +806,10 @@ class PostgresStore(ChangeLogStore):
             active = await conn.fetchval("SELECT value FROM meta WHERE key = 'active_model'")
             model = await self._model_ref(conn, active) if active else None
             experiments = [unpack(r["body"]) for r in await conn.fetch("SELECT body FROM experiments ORDER BY id")]
+            key_set = await conn.fetchval("SELECT value FROM meta WHERE key = $1", KEY_SET_META)
         return {"version": int(head["version"]), "head_hash": bytes(head["hash"]), "model": model,
-                "experiments": experiments,
-                "offers": [unpack(r["body"]) for r in bodies]}
+                "experiments": experiments, "offers": [unpack(r["body"]) for r in bodies],
+                "signing_keys": json.loads(key_set) if key_set else None}
 
     async def changes_since(self, since: int, regions: tuple[str, ...], limit: int = PAGE_LIMIT) -> DeltaPage:
         async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
