@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from pathlib import Path
 from typing import AsyncIterator
 
 from starlette.applications import Starlette
@@ -12,6 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Route
 
 from edgerec.ratelimit import make_limiter
+from edgerec.tls import CertificateReloader
 from models.runtime import BundleError, Ranker
 from origin_sync.client import Replica, Syncer
 from origin_sync.protocol import Verifier
@@ -112,9 +114,15 @@ def build_app(config: EdgeConfig) -> Starlette:
     holder = StateHolder()
     metrics = EdgeMetrics()
     updater = StateUpdater(holder, metrics)
+    origin_tls = config.origin_ssl_context()  # the syncer's and the shipper's: CA bundle, client certificate
     syncer = Syncer(origin_url=config.origin_url, regions=config.regions, token=config.sync_token,
                     on_replica=updater, verifier=Verifier.from_config(config.origin_public_key),
-                    data_dir=config.data_dir, wait_s=config.sync_wait_s, backoff_max_s=config.sync_backoff_max_s)
+                    data_dir=config.data_dir, wait_s=config.sync_wait_s, backoff_max_s=config.sync_backoff_max_s,
+                    ssl_context=origin_tls)
+    # A renewed client certificate on disk is loaded into the same context: the next connection presents it.
+    client_cert_reloader = CertificateReloader(origin_tls, Path(config.client_cert_file),
+                                               Path(config.client_key_file)) \
+        if origin_tls is not None and config.client_cert_file else None
     spool = EventSpool(config.data_dir / "events", max_bytes=config.event_spool_max_mb * 1024 * 1024)
     recorder = EventRecorder(spool, config.pseudonym_key or None)
     metrics.spool = spool
@@ -127,9 +135,12 @@ def build_app(config: EdgeConfig) -> Starlette:
             log.warning("EDGEREC_PSEUDONYM_KEY is not set: events carry no shopper reference at all")
         writer = asyncio.create_task(spool.run_writer(), name="edgerec-spool-writer")
         shipper = asyncio.create_task(spool.run_shipper(config.origin_url, config.sync_token, config.regions,
-                                                        backoff_max_s=config.sync_backoff_max_s * 3),
+                                                        backoff_max_s=config.sync_backoff_max_s * 3,
+                                                        ssl_context=origin_tls),
                                       name="edgerec-spool-shipper")
         task = asyncio.create_task(syncer.run(), name="edgerec-sync")
+        reloading = asyncio.create_task(client_cert_reloader.run(), name="edgerec-tls-reload") \
+            if client_cert_reloader is not None else None
         if config.workers > 1:
             # Workers share one listening socket and a worker takes connections once this returns: wait for a
             # state first, so that a shopper is never handed to a worker that cannot answer yet.
@@ -140,6 +151,8 @@ def build_app(config: EdgeConfig) -> Starlette:
         try:
             yield
         finally:
+            if reloading is not None:
+                reloading.cancel()
             for background in (task, shipper, writer):  # the writer last: it writes what is still pending
                 background.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -185,6 +198,9 @@ def serve(config: EdgeConfig) -> None:
                    # uvicorn would otherwise take X-Forwarded-For from any connection of a "trusted" peer (127.0.0.1
                    # by default) as the client address; the edge decides itself, only with the CDN's shared secret.
                    proxy_headers=False)
+    if config.tls_cert_file:
+        # For deployments where no CDN or load balancer terminates TLS in front of the edge.
+        options.update(ssl_certfile=config.tls_cert_file, ssl_keyfile=config.tls_key_file)
     if config.workers == 1:
         uvicorn.run(build_app(config), **options)
     else:

@@ -5,17 +5,28 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import ssl
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from edgerec.settings import (
+    SettingError,
+    parse_flag,
+    production_mode,
+    require_strong_secrets,
+    require_tls_beyond_loopback,
+    secret_from_env,
+    secret_values_from_env,
+)
+from edgerec.tls import client_context, server_context
 from origin_sync.protocol import Verifier, parse_regions
 
 from .cdn import UNTRUSTED_IGNORE, UNTRUSTED_REFUSE, CdnPolicy
 from .ranking import Rules
 
 
-class ConfigError(ValueError):
+class ConfigError(SettingError):
     """A setting is missing or invalid; the message names the flag and the variable."""
 
 
@@ -55,6 +66,21 @@ class EdgeConfig:
     rate_limit_burst: int = 100
     cdn: CdnPolicy = CdnPolicy()
     rules: Rules = Rules()
+    origin_ca_file: str = ""        # CA bundle the origin's certificate is verified against ("" = system store)
+    client_cert_file: str = ""      # mutual TLS: the certificate (naming this edge's regions) shown to the origin
+    client_key_file: str = ""
+    tls_cert_file: str = ""         # the shopper listener serves HTTPS with these ("" = plain HTTP behind a CDN/LB)
+    tls_key_file: str = ""
+    production: bool = False
+
+    def origin_ssl_context(self) -> ssl.SSLContext | None:
+        """The client context for every call to the origin, or None for plain HTTP without TLS settings."""
+        if not (self.origin_url.startswith("https://") or self.origin_ca_file or self.client_cert_file):
+            return None
+        return client_context(Path(self.origin_ca_file) if self.origin_ca_file else None,
+                              Path(self.client_cert_file) if self.client_cert_file else None,
+                              Path(self.client_key_file) if self.client_key_file else None)
+
 
     def __repr__(self) -> str:  # no secret in a log line or a traceback
         return f"EdgeConfig(port={self.port}, regions={self.regions}, origin_url={self.origin_url!r})"
@@ -121,6 +147,24 @@ class EdgeConfig:
         parser.add_argument("--model-budget-ms", type=float, default=float(env("EDGEREC_MODEL_BUDGET_MS", "25")),
                             help="a model run over this sends answers to the popularity fallback for a cool-down "
                                  "(EDGEREC_MODEL_BUDGET_MS, default 25)")
+        # TLS settings hold paths, never key material, so flags are fine for them.
+        parser.add_argument("--origin-ca", default=env("EDGEREC_ORIGIN_CA_FILE", ""),
+                            help="PEM CA bundle the origin's certificate is verified against "
+                                 "(EDGEREC_ORIGIN_CA_FILE; default: the system's trust store)")
+        parser.add_argument("--client-cert", default=env("EDGEREC_CLIENT_CERT_FILE", ""),
+                            help="mutual TLS: PEM client certificate presented to the origin, naming this edge's "
+                                 "regions (CN/SAN edge.<region> or spiffe://edgerec/edge/<REGION>) "
+                                 "(EDGEREC_CLIENT_CERT_FILE)")
+        parser.add_argument("--client-key", default=env("EDGEREC_CLIENT_KEY_FILE", ""),
+                            help="PEM private key of the client certificate (EDGEREC_CLIENT_KEY_FILE)")
+        parser.add_argument("--tls-cert", default=env("EDGEREC_EDGE_TLS_CERT_FILE", ""),
+                            help="serve shoppers HTTPS with this PEM certificate chain, where no CDN or load "
+                                 "balancer terminates TLS (EDGEREC_EDGE_TLS_CERT_FILE)")
+        parser.add_argument("--tls-key", default=env("EDGEREC_EDGE_TLS_KEY_FILE", ""),
+                            help="PEM private key of the listener's certificate (EDGEREC_EDGE_TLS_KEY_FILE)")
+        parser.add_argument("--production", action="store_const", const="true", default="false",
+                            help="production mode (also EDGEREC_ENV=production): refuse weak secrets and a plain "
+                                 "HTTP origin beyond loopback")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "EdgeConfig":
@@ -132,9 +176,10 @@ class EdgeConfig:
         if url.scheme not in ("http", "https") or not url.netloc:
             raise ConfigError(f"--origin/EDGEREC_ORIGIN_URL: {args.origin!r} is not an http(s) URL")
         # During a rotation the variable holds "new,old"; an edge presents the first.
-        sync_token = os.environ.get("EDGEREC_SYNC_TOKEN", "").split(",")[0].strip()
+        sync_token, pseudonym_key, cdn_secrets = _edge_secrets()
         if not sync_token:
-            raise ConfigError("EDGEREC_SYNC_TOKEN must be set (the token this edge presents to the origin)")
+            raise ConfigError("EDGEREC_SYNC_TOKEN must be set (the token this edge presents to the origin), "
+                              "or EDGEREC_SYNC_TOKEN_FILE naming a file that holds it")
         if not 0 < args.port < 65536:
             raise ConfigError(f"--port/EDGEREC_EDGE_PORT: {args.port} is not a TCP port")
         if not args.origin_public_key.strip():
@@ -161,8 +206,13 @@ class EdgeConfig:
         if args.rate_limit_rps < 0 or args.rate_limit_burst < 1:
             raise ConfigError("--rate-limit-rps/EDGEREC_RATE_LIMIT_RPS >= 0 (0 = off), "
                               "--rate-limit-burst/EDGEREC_RATE_LIMIT_BURST >= 1")
-        pseudonym_key = _pseudonym_key()
-        cdn_secrets = tuple(v.strip() for v in os.environ.get("EDGEREC_CDN_SECRET", "").split(",") if v.strip())
+        production = production_mode(parse_flag("--production", args.production))
+        if production:
+            require_strong_secrets("EDGEREC_SYNC_TOKEN", (sync_token,))
+            require_strong_secrets("EDGEREC_CDN_SECRET", cdn_secrets, required=False)
+            require_strong_secrets("EDGEREC_PSEUDONYM_KEY", (pseudonym_key,) if pseudonym_key else (), required=False)
+            require_tls_beyond_loopback("--origin/EDGEREC_ORIGIN_URL", args.origin)
+        _check_tls_files(args)
         cdn = CdnPolicy(
             secrets=cdn_secrets,
             geo_headers=tuple(h.strip().lower() for h in args.geo_headers.split(",") if h.strip()),
@@ -195,11 +245,40 @@ class EdgeConfig:
             rate_limit_burst=args.rate_limit_burst,
             cdn=cdn,
             rules=rules,
+            origin_ca_file=args.origin_ca,
+            client_cert_file=args.client_cert,
+            client_key_file=args.client_key,
+            tls_cert_file=args.tls_cert,
+            tls_key_file=args.tls_key,
+            production=production,
         )
 
 
+def _check_tls_files(args: argparse.Namespace) -> None:
+    """Build the TLS contexts once, so that a missing or mismatched file is a clear error at start."""
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise ConfigError("--tls-cert/EDGEREC_EDGE_TLS_CERT_FILE and --tls-key/EDGEREC_EDGE_TLS_KEY_FILE go together")
+    if bool(args.client_cert) != bool(args.client_key):
+        raise ConfigError("--client-cert/EDGEREC_CLIENT_CERT_FILE and --client-key/EDGEREC_CLIENT_KEY_FILE go together")
+    try:
+        if args.tls_cert:
+            server_context(Path(args.tls_cert), Path(args.tls_key))
+        client_context(Path(args.origin_ca) if args.origin_ca else None,
+                       Path(args.client_cert) if args.client_cert else None,
+                       Path(args.client_key) if args.client_key else None)
+    except SettingError as exc:
+        raise ConfigError(f"--tls-cert/--origin-ca/--client-cert: {exc}") from None
+
+
+def _edge_secrets() -> tuple[str, str, tuple[str, ...]]:
+    """(sync token presented, pseudonym key, accepted CDN secrets), each from its variable or `<VAR>_FILE`.
+    During a rotation EDGEREC_SYNC_TOKEN holds "new,old"; an edge presents the first."""
+    sync_tokens = secret_values_from_env("EDGEREC_SYNC_TOKEN")
+    return (sync_tokens[0] if sync_tokens else "", _pseudonym_key(), secret_values_from_env("EDGEREC_CDN_SECRET"))
+
+
 def _pseudonym_key() -> str:
-    key = os.environ.get("EDGEREC_PSEUDONYM_KEY", "").strip()
+    key = secret_from_env("EDGEREC_PSEUDONYM_KEY")
     if key and len(key) < 16:
         raise ConfigError("EDGEREC_PSEUDONYM_KEY: a secret of at least 16 characters (the same on every edge)")
     return key
@@ -221,11 +300,11 @@ def config_from_env() -> EdgeConfig:
     data = json.loads(os.environ[CONFIG_ENV])
     cdn = data.pop("cdn")
     rules = data.pop("rules")
-    cdn_secrets = tuple(v.strip() for v in os.environ.get("EDGEREC_CDN_SECRET", "").split(",") if v.strip())
+    sync_token, pseudonym_key, cdn_secrets = _edge_secrets()
     return EdgeConfig(
         **{**data, "regions": tuple(data["regions"]), "data_dir": Path(data["data_dir"])},
-        sync_token=os.environ.get("EDGEREC_SYNC_TOKEN", "").split(",")[0].strip(),
-        pseudonym_key=_pseudonym_key(),
+        sync_token=sync_token,
+        pseudonym_key=pseudonym_key,
         cdn=CdnPolicy(**{**cdn, "geo_headers": tuple(cdn["geo_headers"])}, secrets=cdn_secrets),
         rules=Rules(**rules),
     )

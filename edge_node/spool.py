@@ -17,6 +17,7 @@ import logging
 import os
 import random
 import secrets
+import ssl
 import struct
 import time
 import zlib
@@ -202,13 +203,16 @@ class EventSpool:
     # -- shipping -----------------------------------------------------------------------------------
 
     async def run_shipper(self, origin_url: str, token: str, regions: tuple[str, ...],
-                          backoff_base_s: float = 0.2, backoff_max_s: float = 30.0, idle_s: float = 0.2) -> None:
+                          backoff_base_s: float = 0.2, backoff_max_s: float = 30.0, idle_s: float = 0.2,
+                          ssl_context: ssl.SSLContext | None = None) -> None:
         """Ship closed segments in order, one batch each (its id is the segment's name, so a retry after a lost
-        acknowledgement is recognised by the origin); delete a segment only after the origin acknowledged it."""
+        acknowledgement is recognised by the origin); delete a segment only after the origin acknowledged it.
+        `ssl_context` is the syncer's: the same CA bundle and client certificate."""
         url = f"{origin_url.rstrip('/')}/v1/sync/events"
         headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/x-msgpack"}
         failures = 0
-        async with aiohttp.ClientSession() as session:
+        connector = aiohttp.TCPConnector(ssl=ssl_context if ssl_context is not None else True)
+        async with aiohttp.ClientSession(connector=connector) as session:
             while True:
                 segments = self.closed_segments()
                 if not segments:

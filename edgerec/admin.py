@@ -6,11 +6,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import ssl
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from .services import admin_headers, http_json
+from .tls import client_context
 
 
 class AdminError(RuntimeError):
@@ -24,8 +27,20 @@ def _token() -> str:
     return token
 
 
+def _origin_tls(origin_url: str) -> ssl.SSLContext | None:
+    """For an https:// origin: verified against EDGEREC_ORIGIN_CA_FILE (else the system's trust store), presenting
+    EDGEREC_CLIENT_CERT_FILE/EDGEREC_CLIENT_KEY_FILE where the origin requires client certificates."""
+    if not origin_url.startswith("https://"):
+        return None
+    paths = [os.environ.get(name, "").strip() for name in
+             ("EDGEREC_ORIGIN_CA_FILE", "EDGEREC_CLIENT_CERT_FILE", "EDGEREC_CLIENT_KEY_FILE")]
+    ca_file, cert_file, key_file = (Path(p) if p else None for p in paths)
+    return client_context(ca_file, cert_file, key_file)
+
+
 def _call(args: argparse.Namespace, method: str, path: str, payload: Any = None) -> Any:
-    status, body = http_json(args.origin, method, path, payload, admin_headers(_token()), timeout=60)
+    status, body = http_json(args.origin, method, path, payload, admin_headers(_token()), timeout=60,
+                             ssl_context=_origin_tls(args.origin))
     if status >= 400:
         message = body.get("error", {}).get("message") if isinstance(body, dict) else body
         raise AdminError(f"{method} {path}: HTTP {status}: {message}")

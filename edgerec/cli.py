@@ -78,16 +78,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from edge_node.config import ConfigError as EdgeConfigError
-    from origin_sync.config import ConfigError as OriginConfigError
-
     from .admin import AdminError
+    from .settings import SettingError
 
     configure_logging()
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (EdgeConfigError, OriginConfigError) as exc:
+    except SettingError as exc:  # both services' ConfigError, and secrets or TLS files that cannot be read
         print(f"edgerec: configuration error: {exc}", file=sys.stderr)
         return 2
     except AdminError as exc:

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -22,10 +23,18 @@ def free_port() -> int:
 
 
 def http_call(url_base: str, method: str, path: str, body: bytes | None = None,
-              headers: dict[str, str] | None = None, timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:
-    """One HTTP request with the standard library; returns (status, headers, body)."""
-    host_port = url_base.split("://", 1)[1].rstrip("/")
-    conn = http.client.HTTPConnection(host_port, timeout=timeout)
+              headers: dict[str, str] | None = None, timeout: float = 10.0,
+              ssl_context: ssl.SSLContext | None = None) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP(S) request with the standard library; returns (status, headers, body). An https:// base is
+    verified with `ssl_context` (the system's trust store without one)."""
+    scheme, _, rest = url_base.partition("://")
+    host_port = rest.rstrip("/")
+    conn: http.client.HTTPConnection
+    if scheme == "https":
+        conn = http.client.HTTPSConnection(host_port, timeout=timeout,
+                                           context=ssl_context or ssl.create_default_context())
+    else:
+        conn = http.client.HTTPConnection(host_port, timeout=timeout)
     try:
         conn.request(method, path, body=body, headers=headers or {})
         resp = conn.getresponse()
@@ -35,10 +44,11 @@ def http_call(url_base: str, method: str, path: str, body: bytes | None = None,
 
 
 def http_json(url_base: str, method: str, path: str, payload: Any = None,
-              headers: dict[str, str] | None = None, timeout: float = 10.0) -> tuple[int, Any]:
+              headers: dict[str, str] | None = None, timeout: float = 10.0,
+              ssl_context: ssl.SSLContext | None = None) -> tuple[int, Any]:
     body = None if payload is None else json.dumps(payload).encode()
     hdrs = {"Content-Type": "application/json", **(headers or {})}
-    status, _, raw = http_call(url_base, method, path, body, hdrs, timeout)
+    status, _, raw = http_call(url_base, method, path, body, hdrs, timeout, ssl_context)
     try:
         return status, json.loads(raw) if raw else None
     except ValueError:
@@ -55,10 +65,12 @@ class Service:
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen | None = None
+    scheme: str = "http"
+    tls: ssl.SSLContext | None = None  # how probes verify an https service (and the certificate they present)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def start(self) -> "Service":
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -76,7 +88,7 @@ class Service:
             if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {self.process.returncode}; log: {self.log_tail()}")
             try:
-                status, _, body = http_call(self.url, "GET", path, timeout=2)
+                status, _, body = http_call(self.url, "GET", path, timeout=2, ssl_context=self.tls)
                 if status == 200:
                     return
                 last = f"HTTP {status} {body[:200]!r}"
@@ -175,7 +187,8 @@ def admin_headers(admin_token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {admin_token}"}
 
 
-def publish_bundle(origin_url: str, admin_token: str, bundle_dir: Path) -> dict[str, Any]:
+def publish_bundle(origin_url: str, admin_token: str, bundle_dir: Path,
+                   ssl_context: ssl.SSLContext | None = None) -> dict[str, Any]:
     """Upload a model bundle (model.onnx + manifest.json) to the origin, which makes it the active model."""
     import msgpack
 
@@ -183,15 +196,17 @@ def publish_bundle(origin_url: str, admin_token: str, bundle_dir: Path) -> dict[
     model = (Path(bundle_dir) / "model.onnx").read_bytes()
     body = msgpack.packb({"manifest": manifest, "model": model}, use_bin_type=True)
     status, _, raw = http_call(origin_url, "POST", "/v1/admin/models", body,
-                               {"Content-Type": "application/x-msgpack", **admin_headers(admin_token)}, timeout=60)
+                               {"Content-Type": "application/x-msgpack", **admin_headers(admin_token)}, timeout=60,
+                               ssl_context=ssl_context)
     if status != 201:
         raise RuntimeError(f"publishing the model failed: HTTP {status} {raw[:300]!r}")
     return json.loads(raw)
 
 
-def put_offer(origin_url: str, admin_token: str, offer: dict[str, Any]) -> dict[str, Any]:
+def put_offer(origin_url: str, admin_token: str, offer: dict[str, Any],
+              ssl_context: ssl.SSLContext | None = None) -> dict[str, Any]:
     status, body = http_json(origin_url, "PUT", f"/v1/admin/offers/{offer['id']}", offer,
-                             admin_headers(admin_token))
+                             admin_headers(admin_token), ssl_context=ssl_context)
     if status != 200:
         raise RuntimeError(f"upserting offer {offer['id']} failed: HTTP {status} {body}")
     return body

@@ -10,6 +10,7 @@ import collections
 import hashlib
 import logging
 import random
+import ssl
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -283,6 +284,7 @@ class Syncer:
     persist_retry_s: float = 5.0
     status: SyncStatus = field(default_factory=SyncStatus)
     replica: Replica | None = None
+    ssl_context: ssl.SSLContext | None = None  # verifies the origin (CA bundle) and holds the mutual-TLS certificate
     _session: aiohttp.ClientSession | None = None
 
     def __post_init__(self) -> None:
@@ -456,7 +458,8 @@ class Syncer:
         persister = asyncio.create_task(self._persist_forever()) if self.local is not None else None
         failures = 0
         try:
-            async with aiohttp.ClientSession(auto_decompress=False) as session:
+            connector = aiohttp.TCPConnector(ssl=self.ssl_context if self.ssl_context is not None else True)
+            async with aiohttp.ClientSession(auto_decompress=False, connector=connector) as session:
                 self._session = session
                 while True:
                     try:

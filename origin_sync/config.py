@@ -6,18 +6,29 @@ import argparse
 import json
 import os
 import re
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from edgerec.settings import (
+    MIN_SECRET_CHARS,
+    SettingError,
+    parse_flag,
+    production_mode,
+    require_strong_secrets,
+    secret_from_env,
+    secret_values_from_env,
+)
+from edgerec.tls import DEFAULT_RELOAD_INTERVAL_S, server_context
+
 from .protocol import Signer, is_region_code, load_private_key
 
 
-class ConfigError(ValueError):
+class ConfigError(SettingError):
     """A setting is missing or invalid; the message names the flag and the variable."""
 
 
-MIN_SECRET_CHARS = 16
 _AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -28,10 +39,11 @@ def _check_secrets(variable: str, values: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def secret_list(variable: str, required: bool = True) -> tuple[str, ...]:
-    """Read a secret that may hold several accepted values ("new,old" during a rotation); the first is current."""
-    values = tuple(v.strip() for v in os.environ.get(variable, "").split(",") if v.strip())
+    """Read a secret that may hold several accepted values ("new,old" during a rotation); the first is current.
+    It comes from the variable or from the file `<variable>_FILE` names."""
+    values = secret_values_from_env(variable)
     if not values and required:
-        raise ConfigError(f"{variable} must be set")
+        raise ConfigError(f"{variable} must be set (or {variable}_FILE)")
     return _check_secrets(variable, values)
 
 
@@ -107,6 +119,9 @@ class OriginConfig:
     sync_rate_limit_rps: float = 100.0   # per sync token, shared by every edge worker presenting it; 0 = no limit
     sync_rate_limit_burst: int = 500
     audit_retention_s: float | None = 365 * 86400.0
+    tls: OriginTls | None = None    # HTTPS listener; None = plain HTTP (loopback/dev, or behind a TLS proxy)
+    behind_tls_proxy: bool = False  # declared: a proxy in front terminates TLS (lets production serve plain HTTP)
+    production: bool = False
 
     def __repr__(self) -> str:  # no secret in a log line or a traceback
         return (f"OriginConfig(host={self.host!r}, port={self.port}, db={'postgresql' if self.dsn else self.db_path}, "
@@ -165,13 +180,14 @@ class OriginConfig:
         parser.add_argument("--audit-retention", default=env("EDGEREC_AUDIT_RETENTION", "365d"),
                             help="how long audit entries of admin calls are kept in the store: an age such as "
                                  "365d; 0 keeps them (EDGEREC_AUDIT_RETENTION, default 365d)")
+        add_tls_arguments(parser)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "OriginConfig":
         # Secrets come only from the environment so that they never show in a process list.
         admin_tokens = secret_list("EDGEREC_ADMIN_TOKEN")
         sync_tokens = secret_list("EDGEREC_SYNC_TOKEN", required=False)
-        region_tokens = parse_region_tokens(os.environ.get("EDGEREC_REGION_TOKENS", ""))
+        region_tokens = parse_region_tokens(secret_from_env("EDGEREC_REGION_TOKENS"))
         if not sync_tokens and not region_tokens:
             raise ConfigError("set EDGEREC_REGION_TOKENS (per-region edge tokens) and/or EDGEREC_SYNC_TOKEN "
                               "(a token valid for every region)")
@@ -210,6 +226,15 @@ class OriginConfig:
         audit_versions, audit_retention_s = parse_retention(args.audit_retention)
         if audit_versions is not None:
             raise ConfigError("--audit-retention/EDGEREC_AUDIT_RETENTION: an age such as 365d; or 0")
+        tls = tls_from_args(args)
+        production = production_mode(parse_flag("--production", args.production))
+        behind_tls_proxy = parse_flag("--behind-tls-proxy/EDGEREC_ORIGIN_BEHIND_TLS_PROXY", args.behind_tls_proxy)
+        if production:
+            refuse_weak_origin_secrets(admin_tokens, sync_tokens, region_tokens)
+            if tls is None and not behind_tls_proxy:
+                raise ConfigError("production: the origin serves HTTPS only: set --tls-cert/EDGEREC_ORIGIN_TLS_CERT_FILE "
+                                  "and --tls-key/EDGEREC_ORIGIN_TLS_KEY_FILE, or declare the TLS-terminating proxy "
+                                  "in front of it with --behind-tls-proxy/EDGEREC_ORIGIN_BEHIND_TLS_PROXY=true")
         return cls(
             host=args.host,
             port=args.port,
@@ -233,4 +258,83 @@ class OriginConfig:
             sync_rate_limit_rps=args.sync_rate_limit_rps,
             sync_rate_limit_burst=args.sync_rate_limit_burst,
             audit_retention_s=audit_retention_s,
+            tls=tls,
+            behind_tls_proxy=behind_tls_proxy,
+            production=production,
         )
+
+@dataclass(frozen=True)
+class OriginTls:
+    """The origin's HTTPS listener: certificate and key files (reloaded when they change) and, for mutual TLS, the
+    CA that edges' client certificates must chain to."""
+
+    cert_file: Path
+    key_file: Path
+    client_ca_file: Path | None = None
+    require_client_cert: bool = False   # without a certificate the handshake fails; else checked when presented
+    reload_interval_s: float = DEFAULT_RELOAD_INTERVAL_S
+
+    def context(self) -> ssl.SSLContext:
+        return server_context(self.cert_file, self.key_file, self.client_ca_file, self.require_client_cert)
+
+
+def add_tls_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of the origin's TLS and production mode; they hold paths and switches, never a secret."""
+    env = os.environ.get
+    parser.add_argument("--tls-cert", default=env("EDGEREC_ORIGIN_TLS_CERT_FILE", ""),
+                        help="PEM certificate chain of the HTTPS listener, reloaded when the file changes "
+                             "(EDGEREC_ORIGIN_TLS_CERT_FILE; unset = plain HTTP)")
+    parser.add_argument("--tls-key", default=env("EDGEREC_ORIGIN_TLS_KEY_FILE", ""),
+                        help="PEM private key of that certificate (EDGEREC_ORIGIN_TLS_KEY_FILE)")
+    parser.add_argument("--client-ca", default=env("EDGEREC_ORIGIN_CLIENT_CA_FILE", ""),
+                        help="CA bundle edges' client certificates must chain to (mutual TLS); a presented "
+                             "certificate must name the regions of the token (EDGEREC_ORIGIN_CLIENT_CA_FILE)")
+    parser.add_argument("--require-client-cert", action="store_const", const="true",
+                        default=env("EDGEREC_ORIGIN_REQUIRE_CLIENT_CERT", "false"),
+                        help="refuse TLS connections without a client certificate from --client-ca "
+                             "(EDGEREC_ORIGIN_REQUIRE_CLIENT_CERT)")
+    parser.add_argument("--tls-reload-interval", type=float,
+                        default=env("EDGEREC_TLS_RELOAD_INTERVAL_S", str(DEFAULT_RELOAD_INTERVAL_S)),
+                        help="seconds between checks of the certificate files for a renewal "
+                             "(EDGEREC_TLS_RELOAD_INTERVAL_S, default 5)")
+    parser.add_argument("--behind-tls-proxy", action="store_const", const="true",
+                        default=env("EDGEREC_ORIGIN_BEHIND_TLS_PROXY", "false"),
+                        help="a proxy in front of the origin terminates TLS (lets production mode serve plain "
+                             "HTTP to it) (EDGEREC_ORIGIN_BEHIND_TLS_PROXY)")
+    parser.add_argument("--production", action="store_const", const="true", default="false",
+                        help="production mode (also EDGEREC_ENV=production): refuse weak or missing secrets and "
+                             "plain HTTP")
+
+
+def tls_from_args(args: argparse.Namespace) -> OriginTls | None:
+    """The HTTPS settings, checked by building the server context once (a bad file is a clear error at start)."""
+    require = parse_flag("--require-client-cert/EDGEREC_ORIGIN_REQUIRE_CLIENT_CERT", args.require_client_cert)
+    if not args.tls_cert and not args.tls_key:
+        if args.client_ca or require:
+            raise ConfigError("--client-ca and --require-client-cert need the origin to serve TLS: set --tls-cert/"
+                              "EDGEREC_ORIGIN_TLS_CERT_FILE and --tls-key/EDGEREC_ORIGIN_TLS_KEY_FILE")
+        return None
+    if not args.tls_cert or not args.tls_key:
+        raise ConfigError("--tls-cert/EDGEREC_ORIGIN_TLS_CERT_FILE and --tls-key/EDGEREC_ORIGIN_TLS_KEY_FILE "
+                          "go together")
+    if not 0 < args.tls_reload_interval <= 3600:
+        raise ConfigError("--tls-reload-interval/EDGEREC_TLS_RELOAD_INTERVAL_S: between 0 and 3600 seconds")
+    tls = OriginTls(cert_file=Path(args.tls_cert), key_file=Path(args.tls_key),
+                    client_ca_file=Path(args.client_ca) if args.client_ca else None,
+                    require_client_cert=require, reload_interval_s=args.tls_reload_interval)
+    try:
+        tls.context()
+    except SettingError as exc:
+        raise ConfigError(f"--tls-cert/--tls-key/--client-ca: {exc}") from None
+    return tls
+
+
+def refuse_weak_origin_secrets(admin_tokens: tuple[str, ...], sync_tokens: tuple[str, ...],
+                               region_tokens: Mapping[str, tuple[str, ...]]) -> None:
+    """Production mode: every secret the origin holds must be strong; the error names the variable."""
+    require_strong_secrets("EDGEREC_ADMIN_TOKEN", admin_tokens)
+    require_strong_secrets("EDGEREC_SYNC_TOKEN", sync_tokens, required=False)
+    for region, tokens in sorted(region_tokens.items()):
+        require_strong_secrets(f"EDGEREC_REGION_TOKENS (region {region})", tokens)
+    password = os.environ.get("PGPASSWORD", "")  # libpq reads it itself, so it has no _FILE form here
+    require_strong_secrets("PGPASSWORD", (password,) if password else (), required=False)

@@ -19,6 +19,7 @@ import orjson
 from aiohttp import web
 
 from edgerec.ratelimit import RateLimiter, make_limiter, retry_after
+from edgerec.tls import CertificateReloader, peer_certificate, regions_in_certificate
 
 from .config import OriginConfig
 from .protocol import (
@@ -154,6 +155,12 @@ def _sync_scope(config: OriginConfig, presented: bytes | None) -> frozenset[str]
     return regions or None
 
 
+def _certificate_regions(request: web.Request) -> frozenset[str] | None:
+    """The edge regions the connection's verified client certificate names, or None without one."""
+    certificate = peer_certificate(request.transport)
+    return None if certificate is None else regions_in_certificate(certificate)
+
+
 class OriginMetrics:
     """The origin's own Prometheus metrics (`GET /metrics`, no auth, on the origin's port)."""
 
@@ -252,6 +259,15 @@ async def errors_and_auth(request: web.Request, handler: Handler) -> web.StreamR
             return limited
         if scope is None:
             return error(401, "unauthorized", "sync calls need 'Authorization: Bearer <edge sync token>'")
+        certified = _certificate_regions(request)
+        if certified is not None:
+            # Mutual TLS: the token and the client certificate must agree; the edge may sync what both allow.
+            allowed = certified if ALL in scope else scope & certified
+            if not allowed:
+                named = ",".join(sorted(certified)) or "no edge region"
+                return error(403, "certificate_mismatch", f"the client certificate names {named}, which this "
+                             f"edge token may not sync")
+            scope = allowed
         request["sync_scope"] = scope
     return await _dispatch(request, handler)
 
@@ -620,7 +636,17 @@ def build_app(config: OriginConfig, store: ChangeLogStore | None = None,
 def serve(config: OriginConfig) -> None:
     import uvloop
 
-    log.info("origin listening on http://%s:%d (%s, signing key %s)", config.host, config.port,
-             "postgresql" if config.dsn else f"sqlite {config.db_path}", config.signer.key_id if config.signer else None)
-    web.run_app(build_app(config), host=config.host, port=config.port, print=None,
+    app = build_app(config)
+    ssl_context = None
+    if config.tls is not None:
+        # One context for the server's life: the reloader loads a renewed certificate into it for new handshakes.
+        ssl_context = config.tls.context()
+        reloader = CertificateReloader(ssl_context, config.tls.cert_file, config.tls.key_file,
+                                       config.tls.reload_interval_s)
+        app.cleanup_ctx.append(reloader.running)
+    log.info("origin listening on %s://%s:%d (%s, signing key %s%s)", "https" if ssl_context else "http",
+             config.host, config.port, "postgresql" if config.dsn else f"sqlite {config.db_path}",
+             config.signer.key_id if config.signer else None,
+             ", client certificates required" if config.tls and config.tls.require_client_cert else "")
+    web.run_app(app, host=config.host, port=config.port, print=None, ssl_context=ssl_context,
                 access_log=None, loop=uvloop.new_event_loop(), handle_signals=True)

@@ -62,10 +62,10 @@ class Cluster:
         self.origin.wait_ready("/healthz")
 
     def publish(self, bundle: Path | None = None) -> dict:
-        return publish_bundle(self.origin.url, self.admin_token, bundle or self.bundle)
+        return publish_bundle(self.origin.url, self.admin_token, bundle or self.bundle, ssl_context=self.origin.tls)
 
     def put_offer(self, offer: dict) -> dict:
-        return put_offer(self.origin.url, self.admin_token, offer)
+        return put_offer(self.origin.url, self.admin_token, offer, ssl_context=self.origin.tls)
 
     def start_edge(self, region: str, port: int | None = None, ready: bool = True,
                    args: list[str] | None = None, env: dict[str, str] | None = None,
@@ -133,3 +133,44 @@ def catalog_skus(bundle_dir: Path) -> list[str]:
 
 
 MakeOffer = Callable[..., dict]
+
+class Pki:
+    """Certificates made at test time (trustme): a CA, the origin's server certificate for 127.0.0.1, and edge client
+    certificates naming their region; every file lives under the test's directory, none is committed."""
+
+    def __init__(self, directory: Path) -> None:
+        import trustme
+
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self.ca = trustme.CA()
+        self.ca_file = self.write_ca(self.ca, "ca.pem")
+        self.origin_cert, self.origin_key = self.issue("origin", "127.0.0.1", "localhost")
+
+    def write_ca(self, ca, name: str) -> Path:
+        path = self.directory / name
+        ca.cert_pem.write_to_path(str(path))
+        return path
+
+    def issue(self, name: str, *identities: str, common_name: str | None = None, ca=None) -> tuple[Path, Path]:
+        """(certificate chain file, private key file) of a new certificate from `ca` (this PKI's CA by default)."""
+        leaf = (ca or self.ca).issue_cert(*identities, common_name=common_name)
+        cert, key = self.directory / f"{name}.crt", self.directory / f"{name}.key"
+        cert.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
+        leaf.private_key_pem.write_to_path(str(key))
+        return cert, key
+
+    def edge_cert(self, region: str) -> tuple[Path, Path]:
+        """A client certificate naming one edge region (CN and SAN DNS `edge.<region>`)."""
+        name = f"edge.{region.lower()}"
+        return self.issue(f"client-{region}", name, common_name=name)
+
+    def client_context(self, cert: tuple[Path, Path] | None = None):
+        from edgerec.tls import client_context
+
+        return client_context(self.ca_file, *(cert or (None, None)))
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> Pki:
+    return Pki(tmp_path / "pki")
