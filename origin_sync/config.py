@@ -331,8 +331,9 @@ def tls_from_args(args: argparse.Namespace) -> OriginTls | None:
 
 def refuse_weak_origin_secrets(admin_tokens: tuple[str, ...], sync_tokens: tuple[str, ...],
                                region_tokens: Mapping[str, tuple[str, ...]]) -> None:
-    """Production mode: every secret the origin holds must be strong; the error names the variable."""
-    require_strong_secrets("EDGEREC_ADMIN_TOKEN", admin_tokens)
+    """Production mode: every plaintext secret the origin holds must be strong; the error names the variable.
+    (Whether any admin credential is set at all is checked where the token settings are read.)"""
+    require_strong_secrets("EDGEREC_ADMIN_TOKEN", admin_tokens, required=False)
     require_strong_secrets("EDGEREC_SYNC_TOKEN", sync_tokens, required=False)
     for region, tokens in sorted(region_tokens.items()):
         require_strong_secrets(f"EDGEREC_REGION_TOKENS (region {region})", tokens)

@@ -1,0 +1,57 @@
+"""The edge's own network behaviour with real processes: its shopper listener serving HTTPS, and no outbound
+connection but to its origin (no telemetry, no surprise traffic)."""
+
+from __future__ import annotations
+
+import json
+import ssl
+import time
+
+import psutil
+import pytest
+
+from edgerec.services import http_call, http_json
+from tests.conftest import make_offer, wait_until
+
+
+def seed(cluster, catalog_skus) -> None:
+    cluster.publish()
+    for sku in catalog_skus[:10]:
+        cluster.put_offer(make_offer(f"GB-{sku}", sku))
+
+
+def test_the_edge_listener_answers_https_with_its_configured_certificate(cluster, pki, catalog_skus):
+    seed(cluster, catalog_skus)
+    cert, key = pki.issue("edge-listener", "127.0.0.1", "localhost")
+    edge = cluster.start_edge("GB", ready=False, args=["--tls-cert", str(cert), "--tls-key", str(key)])
+    edge.scheme, edge.tls = "https", pki.client_context()
+    edge.wait_ready("/readyz")
+    status, answer = http_json(edge.url, "POST", "/v1/recommendations", {"k": 3}, ssl_context=edge.tls)
+    assert status == 200 and len(answer["offers"]) == 3
+    # A client that does not trust the listener's CA refuses it: the certificate served is the configured one.
+    with pytest.raises(ssl.SSLCertVerificationError):
+        http_call(edge.url, "GET", "/healthz", ssl_context=ssl.create_default_context(), timeout=5)
+
+
+def test_an_edge_opens_no_connection_but_to_its_origin(cluster, catalog_skus):
+    seed(cluster, catalog_skus)
+    edge = cluster.start_edge("GB")
+    process = psutil.Process(edge.process.pid)
+    seen: set[tuple[str, int, str, int]] = set()
+    deadline = time.monotonic() + 3.0
+    while time.monotonic() < deadline:
+        # Traffic of every kind the edge serves (answers record impressions, shipped to the origin), then a look.
+        assert http_json(edge.url, "POST", "/v1/recommendations", {"shopper_id": "s-1", "k": 3,
+                                                                   "recent_items": catalog_skus[:3]})[0] == 200
+        assert http_call(edge.url, "GET", "/v1/recommendations?region=GB&k=3")[0] == 200
+        for connection in process.net_connections(kind="inet"):
+            if connection.raddr:
+                seen.add((connection.laddr.ip, connection.laddr.port, connection.raddr.ip, connection.raddr.port))
+        time.sleep(0.1)
+    wait_until(lambda: json.loads(http_call(edge.url, "GET", "/readyz")[2])["data_version"] >= 11,
+               what="the edge in sync")
+    to_origin = {c for c in seen if c[3] == cluster.origin.port}
+    inbound = {c for c in seen if c[1] == edge.port}
+    assert to_origin, "the edge never held a connection to its origin (long-poll), so the check saw nothing"
+    assert seen == to_origin | inbound, f"unexpected connections: {sorted(seen - to_origin - inbound)}"
+    assert all(c[2] in ("127.0.0.1", "::1", "::ffff:127.0.0.1") for c in seen)
