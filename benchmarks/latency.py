@@ -246,24 +246,20 @@ class Bench:
         return offers, counts
 
     def start_edgerec_no_events(self, regions: tuple[str, ...]) -> None:
-        """A second edge like the first (same origin, regions, workers, cores) with impressions off: the edge has
-        no switch for it, so benchmarks/edge_no_events.py launches it with the impression recorder a no-op."""
+        """A second edge like the first (same origin, regions, workers, cores) with events off (EDGEREC_EVENTS=off:
+        no impression recorded, no spool, no shipper), for the events on/off ratio measured in the same rounds."""
         edge = edge_service(self.work, ",".join(regions), free_port(), self.origin_url, self.sync_token,
-                            extra_args=["--workers", str(self.args.servers)],
-                            extra_env={"EDGEREC_CDN_SECRET": self.cdn_secret,
-                                       "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO),
-                                                                                   os.environ.get("PYTHONPATH")]))})
+                            extra_args=["--workers", str(self.args.servers), "--events", "off"],
+                            extra_env={"EDGEREC_CDN_SECRET": self.cdn_secret})
         data_dir = self.work / "edge-no-events"
         edge.args[edge.args.index("--data-dir") + 1] = str(data_dir)
-        edge.name, edge.log_path = "edge (impressions off)", self.work / "logs" / "edge-no-events.log"
-        launcher = NoEventsEdge(**{f: getattr(edge, f) for f in ("name", "args", "port", "log_path", "env")})
-        self.start_service(launcher, self.placement.server_cores)
-        launcher.wait_ready("/readyz", timeout_s=60)
-        self._wait_for_offers(launcher.url, self.offer_counts)
+        edge.name, edge.log_path = "edge (events off)", self.work / "logs" / "edge-no-events.log"
+        self.start_service(edge, self.placement.server_cores)
+        edge.wait_ready("/readyz", timeout_s=60)
+        self._wait_for_offers(edge.url, self.offer_counts)
         self.targets["edgerec_no_events"] = {
-            "hosts": [launcher.url], "pids": [launcher.process.pid],
-            "note": "the same edge with impressions off: benchmarks/edge_no_events.py makes "
-                    "EventRecorder.impression a no-op (the edge has no switch for it); compare with edgerec "
+            "hosts": [edge.url], "pids": [edge.process.pid],
+            "note": "the same edge with --events off (no impressions, no spool, no shipper); compare with edgerec "
                     "within a round (ratios.events_on_vs_off_rps)"}
 
     @staticmethod
@@ -398,21 +394,6 @@ class Bench:
                                        "note": f"Varnish with {vcl_source}; anonymous GETs only, the geo header "
                                                "standing in for the CDN's own geo lookup",
                                        "varnish_dirs": [self.work / f"varnish-{i}" for i in range(len(hosts))]}
-
-
-class NoEventsEdge(Service):
-    """An edge process started through benchmarks.edge_no_events instead of `python -m edgerec`."""
-
-    def start(self) -> "NoEventsEdge":
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "benchmarks.edge_no_events", *self.args],
-                                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                            env={**os.environ, **self.env}, cwd=REPO)
-        return self
-
-
-# ---------------------------------------------------------------- measuring
 
 
 TARGET_KIND = {"edgerec": "edgerec", "edgerec_no_events": "edgerec", "ceiling": "ceiling", "peer": "peer",

@@ -11,7 +11,7 @@ from .histogram import Histogram
 
 P99_BUDGET_MS = 10.0
 T_FIELDS = ("rps", "p50_ms", "p95_ms", "p99_ms", "p999_ms", "max_ms", "errors", "cpu_percent")
-LABELS = {"edgerec": "edgerec", "edgerec_no_events": "edgerec, impressions off (benchmark launcher)",
+LABELS = {"edgerec": "edgerec", "edgerec_no_events": "edgerec, events off (--events off)",
           "ceiling": "ceiling (bare Starlette)", "peer": "peer", "edgerec_cdn": "edgerec behind Varnish (anonymous)"}
 ORDER = ("edgerec", "edgerec_no_events", "ceiling", "peer", "edgerec_cdn")
 EVENTS_BUDGET = 0.95  # with events on, throughput must stay within 5% of throughput with events off

@@ -67,7 +67,7 @@ async def openapi(request: Request) -> Response:
     config = request.app.state.config
     state = request.app.state.holder.current
     context_length = state.model.context_length if state is not None else None
-    return json_response(build_openapi(config.max_k, config.default_k, context_length))
+    return json_response(build_openapi(config.max_k, config.default_k, context_length, config.events))
 
 
 async def http_exception(request: Request, exc: Exception) -> Response:

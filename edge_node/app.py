@@ -123,22 +123,29 @@ def build_app(config: EdgeConfig) -> Starlette:
     client_cert_reloader = CertificateReloader(origin_tls, Path(config.client_cert_file),
                                                Path(config.client_key_file)) \
         if origin_tls is not None and config.client_cert_file else None
-    spool = EventSpool(config.data_dir / "events", max_bytes=config.event_spool_max_mb * 1024 * 1024)
-    recorder = EventRecorder(spool, config.pseudonym_key or None)
+    # With events off (EDGEREC_EVENTS=off) there is no spool, no recorder and no shipper at all.
+    spool = EventSpool(config.data_dir / "events", max_bytes=config.event_spool_max_mb * 1024 * 1024) \
+        if config.events else None
+    recorder = EventRecorder(spool, config.pseudonym_key or None) if spool is not None else None
     metrics.spool = spool
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # The syncer first serves the copy persisted on disk (no network), then follows the origin.
-        await asyncio.to_thread(spool.open)
-        if not config.pseudonym_key:
-            log.warning("EDGEREC_PSEUDONYM_KEY is not set: events carry no shopper reference at all")
-        writer = asyncio.create_task(spool.run_writer(), name="edgerec-spool-writer")
-        shipper = asyncio.create_task(spool.run_shipper(config.origin_url, config.sync_token, config.regions,
-                                                        backoff_max_s=config.sync_backoff_max_s * 3,
-                                                        ssl_context=origin_tls),
-                                      name="edgerec-spool-shipper")
+        background_tasks = []
+        if spool is not None:
+            await asyncio.to_thread(spool.open)
+            if not config.pseudonym_key:
+                log.warning("EDGEREC_PSEUDONYM_KEY is not set: events carry no shopper reference at all")
+            background_tasks.append(asyncio.create_task(spool.run_writer(), name="edgerec-spool-writer"))
+            background_tasks.append(asyncio.create_task(
+                spool.run_shipper(config.origin_url, config.sync_token, config.regions,
+                                  backoff_max_s=config.sync_backoff_max_s * 3, ssl_context=origin_tls),
+                name="edgerec-spool-shipper"))
+        else:
+            log.info("events are off (EDGEREC_EVENTS=off): no impressions recorded, POST /v1/events answers 404")
         task = asyncio.create_task(syncer.run(), name="edgerec-sync")
+        background_tasks.append(task)
         reloading = asyncio.create_task(client_cert_reloader.run(), name="edgerec-tls-reload") \
             if client_cert_reloader is not None else None
         if config.workers > 1:
@@ -153,7 +160,7 @@ def build_app(config: EdgeConfig) -> Starlette:
         finally:
             if reloading is not None:
                 reloading.cancel()
-            for background in (task, shipper, writer):  # the writer last: it writes what is still pending
+            for background in reversed(background_tasks):  # the writer last: it writes what is still pending
                 background.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await background

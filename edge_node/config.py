@@ -61,6 +61,7 @@ class EdgeConfig:
     sync_backoff_max_s: float = 10.0
     workers: int = 1
     event_spool_max_mb: int = 1024  # the event spool's bound on disk; past it new events are dropped and counted
+    events: bool = True             # impressions recorded and /v1/events taken; off: neither (EDGEREC_EVENTS=off)
     pseudonym_key: str = ""         # EDGEREC_PSEUDONYM_KEY: the keyed hash of shopper ids in events (secret)
     rate_limit_rps: float = 50.0    # per client (trusted X-Forwarded-For, else the peer); 0 = no limit
     rate_limit_burst: int = 100
@@ -80,7 +81,6 @@ class EdgeConfig:
         return client_context(Path(self.origin_ca_file) if self.origin_ca_file else None,
                               Path(self.client_cert_file) if self.client_cert_file else None,
                               Path(self.client_key_file) if self.client_key_file else None)
-
 
     def __repr__(self) -> str:  # no secret in a log line or a traceback
         return f"EdgeConfig(port={self.port}, regions={self.regions}, origin_url={self.origin_url!r})"
@@ -136,6 +136,9 @@ class EdgeConfig:
         parser.add_argument("--event-spool-max-mb", type=int, default=int(env("EDGEREC_EVENT_SPOOL_MAX_MB", "1024")),
                             help="most disk the event spool may use, MiB; past it new events are dropped and counted "
                                  "(EDGEREC_EVENT_SPOOL_MAX_MB, default 1024)")
+        parser.add_argument("--events", choices=("on", "off"), default=env("EDGEREC_EVENTS", "on"),
+                            help="on: record an impression per answer and take POST /v1/events (spooled, shipped to "
+                                 "the origin); off: neither, and /v1/events answers 404 (EDGEREC_EVENTS, default on)")
         parser.add_argument("--rate-limit-rps", type=float, default=float(env("EDGEREC_RATE_LIMIT_RPS", "50")),
                             help="requests a second one client may make to /v1/recommendations and /v1/events "
                                  "(per edge worker), past which it gets 429; the client is the trusted CDN's "
@@ -201,6 +204,8 @@ class EdgeConfig:
                 or args.model_budget_ms <= 0:
             raise ConfigError("--proxy-hops and --cache-s-maxage must be >= 1, --max-per-group and "
                               "--just-bought-days >= 0, --model-budget-ms > 0")
+        if args.events not in ("on", "off"):  # argparse does not check a default taken from the environment
+            raise ConfigError(f"--events/EDGEREC_EVENTS: 'on' or 'off', not {args.events!r}")
         if args.event_spool_max_mb < 1:
             raise ConfigError("--event-spool-max-mb/EDGEREC_EVENT_SPOOL_MAX_MB: at least 1")
         if args.rate_limit_rps < 0 or args.rate_limit_burst < 1:
@@ -240,6 +245,7 @@ class EdgeConfig:
             default_k=min(10, args.max_k),
             workers=args.workers,
             event_spool_max_mb=args.event_spool_max_mb,
+            events=args.events == "on",
             pseudonym_key=pseudonym_key,
             rate_limit_rps=args.rate_limit_rps,
             rate_limit_burst=args.rate_limit_burst,

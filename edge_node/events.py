@@ -45,12 +45,13 @@ class EventRecorder:
 
     def impression(self, request_id: str, body: dict[str, Any], offer_ids: list[str], shopper_id: str | None,
                    slot: str | None) -> None:
-        self.spool.append({
-            "id": request_id, "kind": KIND_IMPRESSION, "ts": time.time(), "region": body["region"],
-            "request_id": request_id, "shopper": self.pseudonym(shopper_id), "experiment": body.get("experiment"),
-            "variant": body.get("variant"), "offer_ids": offer_ids, "value": None, "currency": None,
-            "model_version": body["model_version"], "data_version": body["data_version"], "slot": slot,
-        })
+        # A row in EVENT_FIELDS order: (id, kind, ts, region, request_id, shopper, experiment, variant, offer_ids,
+        # value, currency, model_version, data_version, slot); an impression's id is its request_id.
+        self.spool.append([
+            request_id, KIND_IMPRESSION, time.time(), body["region"], request_id, self.pseudonym(shopper_id),
+            body.get("experiment"), body.get("variant"), offer_ids, None, None, body["model_version"],
+            body["data_version"], slot,
+        ])
 
 
 def _optional_token(event: dict[str, Any], name: str, where: str) -> str | None:
@@ -126,8 +127,11 @@ async def post_events(request: Request) -> Response:
     from .api import error_response, json_response
 
     app_state = request.app.state
-    recorder: EventRecorder = app_state.recorder
+    recorder: EventRecorder | None = app_state.recorder
     config = app_state.config
+    if recorder is None:
+        return error_response(RequestError(404, "events_disabled",
+                                           "this edge does not take events (EDGEREC_EVENTS=off)"))
     limiter = app_state.limiter
     if limiter is not None:
         peer = request.scope.get("client")
@@ -159,11 +163,9 @@ async def post_events(request: Request) -> Response:
         return error_response(exc)
     now = time.time()
     for event in events:
-        recorder.spool.append({
-            "id": os.urandom(8).hex(), "kind": event["kind"], "ts": now, "region": event["region"],
-            "request_id": event["request_id"], "shopper": recorder.pseudonym(event["shopper_id"]),
-            "experiment": event["experiment"], "variant": event["variant"], "offer_ids": event["offer_ids"],
-            "value": event["value"], "currency": event["currency"], "model_version": None, "data_version": None,
-            "slot": None,
-        })
+        recorder.spool.append([
+            os.urandom(8).hex(), event["kind"], now, event["region"], event["request_id"],
+            recorder.pseudonym(event["shopper_id"]), event["experiment"], event["variant"], event["offer_ids"],
+            event["value"], event["currency"], None, None, None,
+        ])
     return json_response({"accepted": len(events)}, 202, {"Cache-Control": "private, no-store"})

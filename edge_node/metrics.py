@@ -62,7 +62,7 @@ class SpoolCollector:
             dropped.add_metric([reason], spool.dropped.get(reason, 0))
         yield dropped
         yield CounterMetricFamily("edgerec_events_recorded", "Events queued for the spool", value=spool.appended)
-        yield CounterMetricFamily("edgerec_events_written", "Events written and fsynced to the spool",
+        yield CounterMetricFamily("edgerec_events_written", "Events written to the spool's segment files",
                                   value=spool.written)
         yield CounterMetricFamily("edgerec_events_shipped", "Events acknowledged by the origin", value=spool.shipped)
         yield CounterMetricFamily("edgerec_events_ship_failures", "Failed shipping attempts",

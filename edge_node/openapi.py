@@ -51,8 +51,9 @@ def _event_schema(types: list[str], purchase: bool) -> dict:
     return {"type": "object", "additionalProperties": False, "required": required, "properties": properties}
 
 
-def build_openapi(max_k: int, default_k: int, context_length: int | None) -> dict:
-    """The OpenAPI document for this edge's settings and its current model's context length."""
+def build_openapi(max_k: int, default_k: int, context_length: int | None, events: bool = True) -> dict:
+    """The OpenAPI document for this edge's settings and its current model's context length; without `events`
+    (EDGEREC_EVENTS=off) it has no /v1/events."""
     max_recent = min(MAX_RECENT_ITEMS, context_length) if context_length is not None else MAX_RECENT_ITEMS
     spec = _template()
     get = spec["paths"]["/v1/recommendations"]["get"]
@@ -60,6 +61,10 @@ def build_openapi(max_k: int, default_k: int, context_length: int | None) -> dic
     for k_schema in (request["k"], get["parameters"][1]["schema"]):
         k_schema.update(maximum=max_k, default=default_k)
     request["recent_items"]["maxItems"] = max_recent
+    if not events:
+        del spec["paths"]["/v1/events"]
+        spec["components"]["schemas"] = {name: schema for name, schema in spec["components"]["schemas"].items()
+                                         if "Event" not in name}
     return spec
 
 
