@@ -29,24 +29,24 @@ from .protocol import (
     OP_MODEL_ACTIVATE,
     OP_OFFER_DELETE,
     OP_OFFER_UPSERT,
-    PROTOCOL_HEADER,
     OP_SIGNING_KEYS,
+    PROTOCOL_HEADER,
     PROTOCOL_VERSION,
     SIGNATURE_HEADER,
-    IntegrityError,
     TRUSTED_KEYS_HEADER,
+    IntegrityError,
     ProtocolError,
     Verifier,
     blob_signing_bytes,
     canonical,
     chain_hash,
-    offered_in,
     merge_key_sets,
+    offered_in,
     open_envelope,
     pack,
     unpack,
-)
     validate_key_set,
+)
 
 log = logging.getLogger("edgerec.sync")
 
@@ -61,7 +61,6 @@ class Replica:
     model: dict[str, Any] | None  # {"version", "sha256", "manifest"} of the active model
     head_hash: bytes = GENESIS_HASH  # the origin's chain hash at `version`
     experiments: Mapping[str, dict[str, Any]] = field(default_factory=dict)  # by id, with variants' model refs
-
     key_set: dict[str, Any] | None = None  # the origin's signed signing-key set: announced and revoked key ids
 
 
@@ -75,6 +74,7 @@ def _key_set(value: object, held: dict[str, Any] | None) -> dict[str, Any] | Non
         raise
     except ProtocolError as exc:
         raise IntegrityError("decode", f"malformed signing key set: {exc}") from None
+
 
 def _check_payload(payload: object, kind: str, regions: tuple[str, ...]) -> dict[str, Any]:
     if not isinstance(payload, dict) or payload.get("kind") != kind:
@@ -108,8 +108,8 @@ def apply_deltas(replica: Replica, batch: dict[str, Any]) -> Replica:
     offers = dict(replica.offers)
     experiments = dict(replica.experiments)
     model = replica.model
-    last, digest = replica.version, replica.head_hash
     key_set = replica.key_set
+    last, digest = replica.version, replica.head_hash
     for entry in batch.get("changes", []):
         try:
             prev, body = entry["prev"], entry["body"]
@@ -137,10 +137,10 @@ def apply_deltas(replica: Replica, batch: dict[str, Any]) -> Replica:
             experiments[change["experiment"]["id"]] = change["experiment"]
         elif op == OP_EXPERIMENT_DELETE:
             experiments.pop(change["experiment_id"], None)
-        else:
         elif op == OP_SIGNING_KEYS:
             # Trusted because the batch carrying it was verified with a key this edge trusts (never a revoked one).
             key_set = _key_set(change.get("key_set"), key_set)
+        else:
             raise ProtocolError(f"unknown change op {op!r}")
     if last == to and digest != to_hash:
         raise IntegrityError("chain", f"re-hashing the changes does not give the chain hash at version {to}")
@@ -294,9 +294,9 @@ class Syncer:
         self._allow_rollback = False
         self._persist_wanted = asyncio.Event()
         self._healthy = False  # the last request to the origin succeeded
+        self._anchors = self.verifier  # the configured keys; `verifier` adds what the origin's key set says
 
     def __repr__(self) -> str:  # never show the token
-        self._anchors = self.verifier  # the configured keys; `verifier` adds what the origin's key set says
         return f"Syncer(origin_url={self.origin_url!r}, regions={self.regions!r}, version={self.status.version})"
 
     def _headers(self) -> dict[str, str]:
@@ -351,11 +351,11 @@ class Syncer:
         body, _ = await self._get("/v1/sync/snapshot", {"regions": ",".join(self.regions)}, timeout_s=120)
         payload = await asyncio.to_thread(open_envelope, body, KIND_SNAPSHOT, self.verifier)
         current = self.replica
-        if current is not None and not self._allow_rollback:
-            if replica.version < current.version:
         replica = replica_from_snapshot(payload, self.regions)
         if current is not None:
             replica = replace(replica, key_set=merge_key_sets(current.key_set, replica.key_set))
+        if current is not None and not self._allow_rollback:
+            if replica.version < current.version:
                 raise IntegrityError("order", f"snapshot at version {replica.version} is older than the "
                                               f"replica's {current.version} (replayed?)")
             if replica.version == current.version and replica.head_hash != current.head_hash:
@@ -394,10 +394,10 @@ class Syncer:
     async def _publish(self, replica: Replica, proof: tuple[str, bytes], persist: bool = True) -> None:
         await self.on_replica(replica, self)
         self.replica, self._proof = replica, proof
-        self.status.version = replica.version
-        self.status.origin_version = max(self.status.origin_version, replica.version)
         if self._anchors is not None:
             self.verifier = self._anchors.with_key_set(replica.key_set)
+        self.status.version = replica.version
+        self.status.origin_version = max(self.status.origin_version, replica.version)
         self.status.applied += 1
         if persist and self.local is not None:
             self._persist_wanted.set()
