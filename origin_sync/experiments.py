@@ -94,6 +94,43 @@ def validate_experiment(payload: object, experiment_id: str | None = None) -> di
             "regions": sorted(set(regions))}
 
 
+class ExperimentOverlap(InvalidExperiment):
+    """Another experiment already covers one of the regions for part of the same time: a shopper could then be
+    in two experiments at once, and neither report would be sound."""
+
+
+def _window(experiment: dict[str, Any]) -> tuple[float, float]:
+    start, end = experiment.get("start"), experiment.get("end")
+    return (-math.inf if start is None else float(start), math.inf if end is None else float(end))
+
+
+def overlapping(experiment: dict[str, Any], others: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The first of `others` (another id) that shares a region (no regions = every region) and part of the time
+    window with `experiment`, or None."""
+    start, end = _window(experiment)
+    regions = set(experiment.get("regions") or ())
+    for other in others:
+        if other["id"] == experiment["id"]:
+            continue
+        other_regions = set(other.get("regions") or ())
+        if regions and other_regions and not regions & other_regions:
+            continue
+        other_start, other_end = _window(other)
+        if start < other_end and other_start < end:
+            return other
+    return None
+
+
+def check_no_overlap(experiment: dict[str, Any], others: list[dict[str, Any]]) -> None:
+    """ExperimentOverlap naming the experiment in the way, if any."""
+    other = overlapping(experiment, others)
+    if other is not None:
+        shared = sorted(set(experiment.get("regions") or ()) & set(other.get("regions") or ())) or \
+            sorted(set(experiment.get("regions") or ()) | set(other.get("regions") or ())) or ["every region"]
+        raise ExperimentOverlap(f"experiment {other['id']!r} already runs in {', '.join(shared)} during part of "
+                                "this window; stop it (or move this one's start past its end) first")
+
+
 def bucket_of(salt: str, shopper_id: str) -> int:
     """The shopper's bucket in [0, 10000): a stable keyed hash, the same on every edge, replica and restart."""
     digest = hashlib.blake2b(shopper_id.encode(), digest_size=8, key=hashlib.sha256(salt.encode()).digest()).digest()

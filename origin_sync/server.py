@@ -41,7 +41,7 @@ from .protocol import (
 )
 from .analysis import build_report
 from .events import InvalidEvents, decode_batch
-from .experiments import InvalidExperiment, validate_experiment
+from .experiments import ExperimentOverlap, InvalidExperiment, validate_experiment
 from .sinks import EventSink, open_sink
 from .store import AheadOfOrigin, ChangeLogStore, Compacted, NotFound, open_store
 
@@ -321,6 +321,8 @@ async def put_experiment(request: web.Request) -> web.Response:
         version = await request.app[STORE].upsert_experiment(experiment)
     except NotFound as exc:
         return error(422, "invalid_experiment", f"variants: {exc} (publish the model first)")
+    except ExperimentOverlap as exc:
+        return error(409, "experiment_overlap", str(exc))
     log.info("experiment %s upserted at version %d", experiment["id"], version)
     return json_response({"experiment": await request.app[STORE].experiment(experiment["id"]),
                           "data_version": version})

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from .disk import BlobStore, NotFound, write_atomically
+from .experiments import check_no_overlap
 from .protocol import (
     ALL_REGIONS,
     GENESIS_HASH,
@@ -387,6 +388,7 @@ class SQLiteStore(ChangeLogStore):
         return await self._commit(self._update_key_set, update)
 
     def _upsert_experiment(self, experiment: dict[str, Any]) -> int:
+        check_no_overlap(experiment, self._experiments())  # in the write transaction: two PUTs cannot both pass
         refs = {v["model"]: self._model_ref(v["model"]) for v in experiment["variants"] if v["model"]}
         body = _with_model_refs(experiment, refs)
         version = self._append(OP_EXPERIMENT_UPSERT, body["id"], [ALL_REGIONS], {"experiment": body})
@@ -757,6 +759,10 @@ class PostgresStore(ChangeLogStore):
             refs = {v["model"]: await self._model_ref(conn, v["model"]) for v in experiment["variants"] if v["model"]}
             body = _with_model_refs(experiment, refs)
             version = await self._append(conn, OP_EXPERIMENT_UPSERT, body["id"], [ALL_REGIONS], {"experiment": body})
+            # After the append, which holds the log_head row lock until commit: a concurrent PUT waits for it and
+            # then reads this transaction's experiments, so two overlapping experiments cannot both pass.
+            others = [unpack(r["body"]) for r in await conn.fetch("SELECT body FROM experiments")]
+            check_no_overlap(body, others)
             await conn.execute("INSERT INTO experiments(id, body, version) VALUES ($1, $2, $3) ON CONFLICT (id) "
                                "DO UPDATE SET body = excluded.body, version = excluded.version",
                                body["id"], pack(body), version)

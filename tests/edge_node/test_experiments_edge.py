@@ -112,6 +112,11 @@ def test_an_experiment_is_validated_like_an_offer_and_needs_published_models(two
     status, body = http_json(two_models.origin.url, "GET", "/v1/admin/experiments/x",
                              headers={"Authorization": f"Bearer {two_models.admin_token}"})
     assert status == 404
+    # One shopper, one experiment: a second experiment over the same region and time is refused with 409.
+    status, _ = put_experiment(two_models, {"id": "y", "regions": ["GB"], "variants": [{"name": "a"}, {"name": "b"}]})
+    assert status == 200
+    status, body = put_experiment(two_models, {"id": "z", "variants": [{"name": "a"}, {"name": "b"}]})
+    assert status == 409 and body["error"]["code"] == "experiment_overlap" and "'y'" in body["error"]["message"]
     status, _ = http_json(two_models.origin.url, "GET", "/v1/admin/experiments")
     assert status == 401
 

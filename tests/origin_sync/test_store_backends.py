@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from edgerec.services import free_port, http_json, origin_service
+from origin_sync.experiments import ExperimentOverlap, validate_experiment
 from origin_sync.protocol import GENESIS_HASH, chain_hash, unpack
 from origin_sync.store import ChangeLogStore, Compacted, NotFound, PostgresStore, SQLiteStore
 from tests.conftest import make_offer
@@ -140,6 +141,33 @@ def test_concurrent_writers_of_one_store_get_one_gapless_sequence(kind, tmp_path
         versions = await asyncio.gather(*(store.upsert_offer(make_offer(f"o{i}", "10001")) for i in range(40)))
         assert sorted(versions) == list(range(1, 41))
         await store.verify_chain()
+
+    run(_with_store(kind, tmp_path, request.getfixturevalue("pg_schema") if kind == "postgres" else None, scenario))
+
+
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=needs_pg)])
+def test_overlapping_experiments_are_refused_even_when_written_at_once(kind, tmp_path, request):
+    def experiment(eid: str, regions: list[str], start: float | None = None, end: float | None = None) -> dict:
+        return validate_experiment({"id": eid, "variants": [{"name": "control"}, {"name": "b"}], "regions": regions,
+                                    "start": start, "end": end})
+
+    async def scenario(store: ChangeLogStore) -> None:
+        await store.upsert_experiment(experiment("gb-1", ["GB"], end=2_000_000_000))
+        with pytest.raises(ExperimentOverlap, match="gb-1"):
+            await store.upsert_experiment(experiment("gb-2", ["GB", "DE"], start=1_900_000_000))
+        with pytest.raises(ExperimentOverlap, match="gb-1"):
+            await store.upsert_experiment(experiment("everywhere", []))  # no regions = every region
+        head = (await store.head()).version
+        await store.upsert_experiment(experiment("de-1", ["DE"]))  # another region
+        await store.upsert_experiment(experiment("gb-later", ["GB"], start=2_000_000_000))  # after gb-1 ends
+        await store.upsert_experiment(experiment("gb-1", ["GB"], end=1_999_000_000))  # replacing itself is fine
+        assert (await store.head()).version == head + 3  # a refused write left no change behind
+        # Two overlapping experiments written at the same moment: exactly one gets in.
+        results = await asyncio.gather(store.upsert_experiment(experiment("fr-a", ["FR"])),
+                                       store.upsert_experiment(experiment("fr-b", ["FR"])), return_exceptions=True)
+        assert sorted(type(r).__name__ for r in results) == ["ExperimentOverlap", "int"]
+        assert sorted(e["id"] for e in await store.experiments()) == ["de-1", "fr-a" if isinstance(results[0], int)
+                                                                      else "fr-b", "gb-1", "gb-later"]
 
     run(_with_store(kind, tmp_path, request.getfixturevalue("pg_schema") if kind == "postgres" else None, scenario))
 
