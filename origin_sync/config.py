@@ -7,7 +7,7 @@ import json
 import os
 import re
 import ssl
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
@@ -22,6 +22,7 @@ from edgerec.settings import (
 )
 from edgerec.tls import DEFAULT_RELOAD_INTERVAL_S, server_context
 
+from .credentials import AdminCredential, CredentialError, Credentials, parse_admin_credentials
 from .protocol import Signer, is_region_code, load_private_key
 
 
@@ -95,16 +96,55 @@ def parse_retention(raw: str) -> tuple[int | None, float | None]:
     return None, float(match.group(1)) * _AGE_UNITS[match.group(2)]
 
 
+TOKEN_VARIABLES = ("EDGEREC_ADMIN_TOKEN", "EDGEREC_ADMIN_TOKENS", "EDGEREC_SYNC_TOKEN", "EDGEREC_REGION_TOKENS")
+
+
+def read_token_settings() -> tuple[tuple[str, ...], tuple[AdminCredential, ...], tuple[str, ...],
+                                   dict[str, tuple[str, ...]]]:
+    """The token settings as configured: EDGEREC_ADMIN_TOKEN (every scope), EDGEREC_ADMIN_TOKENS (named, scoped),
+    EDGEREC_SYNC_TOKEN (every region) and EDGEREC_REGION_TOKENS. Any entry may be `sha256:<hex>` instead of a token."""
+    try:
+        named_admin = parse_admin_credentials(secret_from_env("EDGEREC_ADMIN_TOKENS"))
+    except CredentialError as exc:
+        raise ConfigError(str(exc)) from None
+    return (secret_list("EDGEREC_ADMIN_TOKEN", required=False), named_admin,
+            secret_list("EDGEREC_SYNC_TOKEN", required=False),
+            parse_region_tokens(secret_from_env("EDGEREC_REGION_TOKENS")))
+
+
+def credential_files() -> tuple[Path, ...]:
+    """The files the token settings are read from (a JSON file named by the variable, or `<variable>_FILE`)."""
+    files = []
+    for variable in TOKEN_VARIABLES:
+        for value in (os.environ.get(variable, "").strip(), os.environ.get(f"{variable}_FILE", "").strip()):
+            if value and not value.startswith(("{", "sha256:")) and "," not in value and Path(value).is_file():
+                files.append(Path(value))
+    return tuple(files)
+
+
+def hash_credentials(admin_tokens: tuple[str, ...], named_admin: tuple[AdminCredential, ...],
+                     sync_tokens: tuple[str, ...], region_tokens: Mapping[str, tuple[str, ...]]) -> Credentials:
+    try:
+        return Credentials.build(admin_tokens, named_admin, sync_tokens, region_tokens, credential_files())
+    except CredentialError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def load_credentials() -> Credentials:
+    """Read, check and hash the token settings again: what the origin does on SIGHUP or when one of their files
+    changes, so that a rotation needs no restart. ConfigError leaves the caller on the credentials it has."""
+    return hash_credentials(*read_token_settings())
+
+
 @dataclass(frozen=True)
 class OriginConfig:
     host: str
     port: int
     db_path: Path
     blob_dir: Path
-    admin_tokens: tuple[str, ...]
-    sync_tokens: tuple[str, ...]  # accepted for every region (EDGEREC_SYNC_TOKEN)
-    region_tokens: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # region -> accepted tokens
+    credentials: Credentials  # digests only; reloaded at run time from the same settings (see load_credentials)
     signer: Signer | None = None
+    signers: tuple[Signer, ...] = ()  # every private key held (EDGEREC_SIGNING_KEY); () = just `signer`
     dsn: str | None = None
     max_wait_s: float = 30.0
     retention_versions: int | None = None
@@ -125,7 +165,8 @@ class OriginConfig:
 
     def __repr__(self) -> str:  # no secret in a log line or a traceback
         return (f"OriginConfig(host={self.host!r}, port={self.port}, db={'postgresql' if self.dsn else self.db_path}, "
-                f"regions_with_tokens={sorted(self.region_tokens)}, key_id={self.signer and self.signer.key_id})")
+                f"regions_with_tokens={sorted(self.credentials.region_tokens)}, "
+                f"key_id={self.signer and self.signer.key_id})")
 
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -185,22 +226,18 @@ class OriginConfig:
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "OriginConfig":
         # Secrets come only from the environment so that they never show in a process list.
-        admin_tokens = secret_list("EDGEREC_ADMIN_TOKEN")
-        sync_tokens = secret_list("EDGEREC_SYNC_TOKEN", required=False)
-        region_tokens = parse_region_tokens(secret_from_env("EDGEREC_REGION_TOKENS"))
-        if not sync_tokens and not region_tokens:
-            raise ConfigError("set EDGEREC_REGION_TOKENS (per-region edge tokens) and/or EDGEREC_SYNC_TOKEN "
-                              "(a token valid for every region)")
-        every_sync_token = set(sync_tokens).union(*region_tokens.values())
-        if set(admin_tokens) & every_sync_token:
-            raise ConfigError("EDGEREC_ADMIN_TOKEN must not share a value with an edge sync token")
+        # Plaintext tokens live in these locals only: the config keeps their digests.
+        admin_tokens, named_admin, sync_tokens, region_tokens = read_token_settings()
+        credentials = hash_credentials(admin_tokens, named_admin, sync_tokens, region_tokens)
         signing_key = os.environ.get("EDGEREC_SIGNING_KEY", "").strip()
         if not signing_key:
             raise ConfigError("EDGEREC_SIGNING_KEY must be set: the origin's Ed25519 private key "
                               "(a PEM file path or the PEM text); `edgerec origin keygen DIR` makes one")
         try:
-            signer = Signer(load_private_key(signing_key))
-        except (ValueError, TypeError, OSError) as exc:
+            # Several keys (comma-separated) during a key rotation; the first signs until a key set is published.
+            signers = tuple(Signer(load_private_key(part)) for part in signing_key.split(",") if part.strip())
+            signer = signers[0]
+        except (ValueError, TypeError, OSError, IndexError) as exc:
             raise ConfigError(f"EDGEREC_SIGNING_KEY: not a usable Ed25519 private key ({type(exc).__name__})") from None
         if not 0 < args.port < 65536:
             raise ConfigError(f"--port/EDGEREC_ORIGIN_PORT: {args.port} is not a TCP port")
@@ -240,10 +277,9 @@ class OriginConfig:
             port=args.port,
             db_path=Path(args.db),
             blob_dir=Path(args.blob_dir),
-            admin_tokens=admin_tokens,
-            sync_tokens=sync_tokens,
-            region_tokens=region_tokens,
+            credentials=credentials,
             signer=signer,
+            signers=signers,
             dsn=args.dsn or None,
             max_wait_s=args.max_wait,
             retention_versions=retention_versions,
@@ -262,6 +298,7 @@ class OriginConfig:
             behind_tls_proxy=behind_tls_proxy,
             production=production,
         )
+
 
 @dataclass(frozen=True)
 class OriginTls:

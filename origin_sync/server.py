@@ -9,7 +9,6 @@ import asyncio
 import base64
 import contextlib
 import hashlib
-import hmac
 import logging
 import time
 from collections import OrderedDict
@@ -21,7 +20,18 @@ from aiohttp import web
 from edgerec.ratelimit import RateLimiter, make_limiter, retry_after
 from edgerec.tls import CertificateReloader, peer_certificate, regions_in_certificate
 
-from .config import OriginConfig
+from .config import ConfigError, OriginConfig, load_credentials
+from .credentials import (
+    SCOPE_CATALOG,
+    SCOPE_EVENTS,
+    SCOPE_EXPERIMENTS,
+    SCOPE_KEYS,
+    SCOPE_MODELS,
+    SCOPE_OPS,
+    SCOPE_READ,
+    Credentials,
+)
+from .keyring import KeyRing, KeyRingError
 from .protocol import (
     KEY_ID_HEADER,
     KIND_DELTAS,
@@ -30,10 +40,12 @@ from .protocol import (
     PROTOCOL_HEADER,
     PROTOCOL_VERSION,
     SIGNATURE_HEADER,
+    TRUSTED_KEYS_HEADER,
     InvalidOffer,
     ProtocolError,
     Signer,
     blob_signing_bytes,
+    is_key_id,
     parse_regions,
     seal,
     unpack,
@@ -61,8 +73,17 @@ SNAPSHOTS = web.AppKey("snapshots", "SnapshotCache")
 SINK = web.AppKey("sink", EventSink)
 LIMITS = web.AppKey("limits", dict)
 METRICS = web.AppKey("metrics", "OriginMetrics")
+KEYRING = web.AppKey("keyring", KeyRing)
+CREDENTIALS = web.AppKey("credentials", "CredentialReloader")
 MAX_AUDIT_PATH = 512
 ALL = "*"  # the regions a fleet-wide sync token may sync
+# How often the files holding tokens are checked for a change (a rotation); SIGHUP reloads at once.
+CREDENTIAL_CHECK_S = 1.0
+# The scope an admin path needs (a GET also passes with `read`); the first matching prefix decides.
+ADMIN_PATH_SCOPES = (("/v1/admin/offers", SCOPE_CATALOG), ("/v1/admin/models", SCOPE_MODELS),
+                     ("/v1/admin/experiments", SCOPE_EXPERIMENTS), ("/v1/admin/events", SCOPE_EVENTS),
+                     ("/v1/admin/keys", SCOPE_KEYS), ("/v1/admin/compact", SCOPE_OPS),
+                     ("/v1/admin/status", SCOPE_READ), ("/v1/admin/audit", SCOPE_READ))
 
 
 class ChangeSignal:
@@ -87,18 +108,19 @@ class ChangeSignal:
 
 
 class SnapshotCache:
-    """Sealed snapshots by (regions, version): immutable, so shared by every edge that asks for the same one."""
+    """Sealed snapshots by (regions, version, signing key id): immutable, so shared by every edge that asks for the
+    same one."""
 
     def __init__(self, size: int = 16) -> None:
-        self._items: OrderedDict[tuple[tuple[str, ...], int], bytes] = OrderedDict()
+        self._items: OrderedDict[tuple[tuple[str, ...], int, str], bytes] = OrderedDict()
         self._size = size
 
-    def get(self, key: tuple[tuple[str, ...], int]) -> bytes | None:
+    def get(self, key: tuple[tuple[str, ...], int, str]) -> bytes | None:
         if key in self._items:
             self._items.move_to_end(key)
         return self._items.get(key)
 
-    def put(self, key: tuple[tuple[str, ...], int], body: bytes) -> None:
+    def put(self, key: tuple[tuple[str, ...], int, str], body: bytes) -> None:
         self._items[key] = body
         while len(self._items) > self._size:
             self._items.popitem(last=False)
@@ -123,36 +145,90 @@ def _presented_token(request: web.Request) -> bytes | None:
     return token.strip().encode() if scheme.lower() == "bearer" and token.strip() else None
 
 
-def _matching(presented: bytes | None, secrets: tuple[str, ...]) -> str | None:
-    """The accepted value the presented token equals (each compared in constant time), or None."""
-    if presented is None:
-        return None
-    found = None
-    for secret in secrets:
-        if hmac.compare_digest(presented, secret.encode()):
-            found = secret
-    return found
-
-
-def _matches(presented: bytes | None, secrets: tuple[str, ...]) -> bool:
-    """Constant-time comparison against every accepted value (two during a rotation)."""
-    return _matching(presented, secrets) is not None
-
-
 def fingerprint(token: str | bytes) -> str:
     """A credential's name in logs, metrics keys and the audit log: the first 8 hex digits of its sha256.
     It tells tokens apart (which admin, which token of a rotation) and gives nothing away about them."""
     return hashlib.sha256(token.encode() if isinstance(token, str) else token).hexdigest()[:8]
 
 
-def _sync_scope(config: OriginConfig, presented: bytes | None) -> frozenset[str] | None:
-    """The regions a sync token may sync ({"*"} for a fleet-wide token), or None when it is no sync token."""
-    if presented is None:
+def _admin_scope(path: str) -> str | None:
+    """The scope an admin path needs; None for a path outside every scope (it answers 404 to any admin)."""
+    return next((scope for prefix, scope in ADMIN_PATH_SCOPES if path == prefix or path.startswith(prefix + "/")),
+                None)
+
+
+def _trusted_key_ids(request: web.Request) -> frozenset[str] | None:
+    """The key ids the edge says it trusts (a hint for choosing the signing key), or None when it says nothing."""
+    raw = request.headers.get(TRUSTED_KEYS_HEADER)
+    if raw is None:
         return None
-    if _matches(presented, config.sync_tokens):
-        return frozenset({ALL})
-    regions = frozenset(r for r, tokens in config.region_tokens.items() if _matches(presented, tokens))
-    return regions or None
+    return frozenset(k for k in (p.strip() for p in raw.split(",")[:64]) if is_key_id(k))
+
+
+def _signer(request: web.Request) -> Signer:
+    return request.app[KEYRING].signer_for(_trusted_key_ids(request))
+
+
+class CredentialReloader:
+    """The credentials in force, re-read from their settings on SIGHUP and whenever one of their files changes.
+
+    A reload that fails (unreadable file, bad JSON, short token) keeps the credentials in force, logs why and is
+    counted, so that a mistake during a rotation never locks every edge and operator out.
+    """
+
+    def __init__(self, credentials: Credentials, metrics: "OriginMetrics") -> None:
+        self.current = credentials
+        self._metrics = metrics
+        self._seen = self._file_states()
+
+    def _file_states(self) -> tuple[tuple[str, float, int] | None, ...]:
+        states = []
+        for path in self.current.sources:
+            try:
+                stat = path.stat()
+                states.append((str(path), stat.st_mtime, stat.st_size))
+            except OSError:
+                states.append(None)
+        return tuple(states)
+
+    def reload(self, why: str) -> bool:
+        try:
+            credentials = load_credentials()
+        except (ConfigError, OSError) as exc:
+            self._metrics.credential_reloads.labels("failed").inc()
+            log.error("credentials not reloaded (%s): %s; the previous ones stay in force", why, exc)
+            self._seen = self._file_states()
+            return False
+        self.current = credentials
+        self._seen = self._file_states()
+        self._metrics.credential_reloads.labels("ok").inc()
+        log.info("credentials reloaded (%s): %r", why, credentials)
+        return True
+
+    def check_files(self) -> None:
+        if self._file_states() != self._seen:
+            self.reload("a token file changed")
+
+    async def watching(self, app: web.Application) -> Any:
+        """cleanup_ctx: poll the token files, and reload on SIGHUP where the loop can take a signal handler."""
+        import signal
+
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signal.SIGHUP, self.reload, "SIGHUP")
+
+        async def poll() -> None:
+            while True:
+                await asyncio.sleep(CREDENTIAL_CHECK_S)
+                self.check_files()
+
+        task = asyncio.create_task(poll(), name="edgerec-credentials")
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.remove_signal_handler(signal.SIGHUP)
 
 
 def _certificate_regions(request: web.Request) -> frozenset[str] | None:
@@ -173,6 +249,10 @@ class OriginMetrics:
                                     registry=self.registry)
         self.admin_calls = Counter("edgerec_origin_admin_calls_total", "Admin calls audited, by status",
                                    ["status"], registry=self.registry)
+        self.credential_reloads = Counter("edgerec_origin_credential_reloads_total",
+                                          "Reloads of the token settings (SIGHUP or a changed token file), by result "
+                                          "(ok, failed: the previous credentials stayed in force)", ["result"],
+                                          registry=self.registry)
         self.audit_failures = Counter("edgerec_origin_audit_write_failures_total",
                                       "Audit entries that could not be stored (the log line was still written)",
                                       registry=self.registry)
@@ -232,12 +312,12 @@ async def _dispatch(request: web.Request, handler: Handler) -> web.StreamRespons
 
 @web.middleware
 async def errors_and_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    config = request.app[CONFIG]
+    credentials = request.app[CREDENTIALS].current
     path = request.path
     if path.startswith("/v1/admin/"):
         presented = _presented_token(request)
-        token = _matching(presented, config.admin_tokens)
-        actor = f"admin:{fingerprint(token)}" if token is not None else None
+        match = credentials.admin_for(presented)
+        actor = match[0].actor(match[1]) if match is not None else None
         # Rate-limited before anything else: by credential, and by address for calls without a valid one (guesses).
         limited = _rate_limited(request, "admin", actor or f"peer:{request.remote}")
         if limited is not None:
@@ -246,12 +326,17 @@ async def errors_and_auth(request: web.Request, handler: Handler) -> web.StreamR
             await _audit(request, None, 401)
             return error(401, "unauthorized", "admin calls need 'Authorization: Bearer <admin token>'")
         request["actor"] = actor
+        scope = _admin_scope(path)
+        if match is not None and not match[0].allows(scope, request.method):
+            await _audit(request, actor, 403)
+            return error(403, "forbidden_scope", f"this admin credential lacks the {scope!r} scope for "
+                                                 f"{request.method} {path[:100]}")
         response = await _dispatch(request, handler)
         await _audit(request, actor, response.status)
         return response
     if path.startswith("/v1/sync/"):
         presented = _presented_token(request)
-        scope = _sync_scope(config, presented)
+        scope = credentials.sync_scope(presented)
         key = f"sync:{fingerprint(presented)}" if scope is not None and presented is not None \
             else f"peer:{request.remote}"
         limited = _rate_limited(request, "sync", key)
@@ -390,7 +475,59 @@ async def list_models(request: web.Request) -> web.Response:
 async def status(request: web.Request) -> web.Response:
     head = await request.app[STORE].head()
     return json_response({"data_version": head.version, "head_hash": head.hash.hex(), "compaction_floor": head.floor,
-                          "protocol": PROTOCOL_VERSION, "key_id": request.app[CONFIG].signer.key_id})
+                          "protocol": PROTOCOL_VERSION, "key_id": request.app[KEYRING].signer.key_id})
+
+
+async def list_keys(request: web.Request) -> web.Response:
+    """The published signing-key set, the active key id and the ids of the private keys this origin holds."""
+    return json_response(request.app[KEYRING].describe())
+
+
+async def _rotation_step(request: web.Request, key_id: object, step: str) -> web.Response:
+    """Apply one rotation step to the stored key set and publish it through the change log (signed by the key that
+    signs now, so every edge verifies it with a key it already trusts)."""
+    if not isinstance(key_id, str) or not is_key_id(key_id):
+        return error(422, "invalid_key_id", "key_id: 16 lowercase hex digits (GET /v1/admin/keys lists them)")
+    request["audit_target"] = f"key_id={key_id}"
+    ring = request.app[KEYRING]
+    transition = {"announce": ring.announced, "activate": ring.activated, "revoke": ring.revoked}[step]
+    try:
+        version, key_set = await request.app[STORE].update_key_set(lambda stored: transition(stored, key_id))
+    except KeyRingError as exc:
+        return error(exc.status, exc.code, str(exc))
+    ring.adopt(key_set)
+    log.info("signing key %s: %s at version %d; %s signs", key_id, step, version, ring.signer.key_id)
+    return json_response({"key_set": key_set, "active": ring.signer.key_id, "data_version": version})
+
+
+async def announce_key(request: web.Request) -> web.Response:
+    """Body {"key_id": ...}: publish a key the origin holds as `next`, so that edges trust it before it signs."""
+    try:
+        body = await _json_body(request)
+    except _BadRequest as exc:
+        return error(400, "invalid_json", str(exc))
+    return await _rotation_step(request, body.get("key_id") if isinstance(body, dict) else None, "announce")
+
+
+async def activate_key(request: web.Request) -> web.Response:
+    return await _rotation_step(request, request.match_info["key_id"], "activate")
+
+
+async def revoke_key(request: web.Request) -> web.Response:
+    return await _rotation_step(request, request.match_info["key_id"], "revoke")
+
+
+async def _follow_key_set(app: web.Application) -> None:
+    """Other origin processes on the same database rotate keys too: adopt the stored key set within a second."""
+    while True:
+        await asyncio.sleep(RECHECK_S)
+        try:
+            key_set = await app[STORE].key_set()
+            if key_set != app[KEYRING].key_set:
+                app[KEYRING].adopt(key_set)
+                log.info("signing key set changed by another origin process; %s signs", app[KEYRING].signer.key_id)
+        except Exception:  # noqa: BLE001 - keep signing with the keys in force; try again
+            log.exception("could not adopt the stored signing key set; keeping the one in force")
 
 
 async def compact(request: web.Request) -> web.Response:
@@ -472,12 +609,13 @@ async def snapshot(request: web.Request) -> web.Response:
     regions = _regions(request)
     store, cache = request.app[STORE], request.app[SNAPSHOTS]
     head = await store.head_version()
-    body = cache.get((regions, head))
+    signer = _signer(request)
+    body = cache.get((regions, head, signer.key_id))
     if body is None:
         snap = await store.snapshot(regions)
         payload = {"regions": list(regions), "issued_at": time.time(), **snap}
-        body = await asyncio.to_thread(seal, KIND_SNAPSHOT, payload, request.app[CONFIG].signer)
-        cache.put((regions, snap["version"]), body)
+        body = await asyncio.to_thread(seal, KIND_SNAPSHOT, payload, signer)
+        cache.put((regions, snap["version"], signer.key_id), body)
     return sealed_response(body)
 
 
@@ -505,7 +643,7 @@ async def deltas(request: web.Request) -> web.Response:
         return error(410, "compacted", str(exc))
     payload = {"regions": list(regions), "from": page.since, "from_hash": page.from_hash, "to": page.to,
                "to_hash": page.to_hash, "head": page.head, "issued_at": time.time(), "changes": page.changes}
-    return sealed_response(seal(KIND_DELTAS, payload, request.app[CONFIG].signer))
+    return sealed_response(seal(KIND_DELTAS, payload, _signer(request)))
 
 
 async def ingest_events(request: web.Request) -> web.Response:
@@ -540,7 +678,7 @@ async def blob(request: web.Request) -> web.StreamResponse:
         path = await request.app[STORE].blob_path(sha)
     except NotFound as exc:
         return error(404, "not_found", str(exc))
-    signer = request.app[CONFIG].signer
+    signer = _signer(request)
     # Content-addressed, so immutable: any HTTP cache may keep it forever. The signature covers the address.
     return web.FileResponse(path, headers={"Cache-Control": "public, max-age=31536000, immutable",
                                            "Content-Type": "application/octet-stream",
@@ -589,6 +727,8 @@ def build_app(config: OriginConfig, store: ChangeLogStore | None = None,
     app[STORE] = store or open_store(config.dsn, config.db_path, config.blob_dir)
     app[SNAPSHOTS] = SnapshotCache()
     app[METRICS] = OriginMetrics()
+    app[KEYRING] = KeyRing(config.signers or (config.signer,))
+    app[CREDENTIALS] = CredentialReloader(config.credentials, app[METRICS])
     app[LIMITS] = {"admin": make_limiter(config.admin_rate_limit_rps, config.admin_rate_limit_burst),
                    "sync": make_limiter(config.sync_rate_limit_rps, config.sync_rate_limit_burst)}
     app[SINK] = sink or open_sink(config.event_sinks, config.dsn, config.events_db, config.nats_url)
@@ -598,11 +738,14 @@ def build_app(config: OriginConfig, store: ChangeLogStore | None = None,
         app[STORE].on_change(app[CHANGES].notify)
         await app[STORE].open()
         await app[SINK].open()
-        compactor = asyncio.create_task(_compact_periodically(app), name="edgerec-compact")
+        app[KEYRING].adopt(await app[STORE].key_set())
+        tasks = [asyncio.create_task(_compact_periodically(app), name="edgerec-compact"),
+                 asyncio.create_task(_follow_key_set(app), name="edgerec-key-set")]
         yield
-        compactor.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await compactor
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await app[SINK].close()
         await app[STORE].close()
 
@@ -610,12 +753,17 @@ def build_app(config: OriginConfig, store: ChangeLogStore | None = None,
         app[CHANGES].close()
 
     app.cleanup_ctx.append(lifecycle)
+    app.cleanup_ctx.append(app[CREDENTIALS].watching)
     app.on_shutdown.append(on_shutdown)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_endpoint)
     app.router.add_get("/v1/admin/audit", read_audit)
     app.router.add_get("/v1/admin/status", status)
     app.router.add_post("/v1/admin/compact", compact)
+    app.router.add_get("/v1/admin/keys", list_keys)
+    app.router.add_post("/v1/admin/keys", announce_key)
+    app.router.add_post("/v1/admin/keys/{key_id}/activate", activate_key)
+    app.router.add_post("/v1/admin/keys/{key_id}/revoke", revoke_key)
     app.router.add_put("/v1/admin/offers/{offer_id}", put_offer)
     app.router.add_get("/v1/admin/offers/{offer_id}", get_offer)
     app.router.add_delete("/v1/admin/offers/{offer_id}", delete_offer)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 from pathlib import Path
 
@@ -56,4 +57,7 @@ def test_the_origin_reads_the_contract_variables_and_accepts_every_listed_token(
     monkeypatch.setenv(env["blob_dir"], "/data/blobs")
     config = _parse(OriginConfig)
     assert (config.port, str(config.db_path), str(config.blob_dir)) == (9002, "/data/origin.db", "/data/blobs")
-    assert config.sync_tokens == ("new-sync-token-0001", "old-sync-token-0001")
+    # The origin keeps only the tokens' digests, in the order given.
+    assert config.credentials.sync_tokens == tuple(hashlib.sha256(t.encode()).digest()
+                                                   for t in ("new-sync-token-0001", "old-sync-token-0001"))
+    assert "new-sync-token-0001" not in repr(config)
