@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 from pathlib import Path
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -110,7 +110,25 @@ class StateUpdater:
                  ", ".join(f"{r}: {len(c)} offers" for r, c in state.catalogs.items()))
 
 
-def build_app(config: EdgeConfig) -> Starlette:
+class HotPath:
+    """The ASGI app uvicorn runs: `/v1/recommendations` goes straight to its endpoint, everything else (and the
+    lifespan) through Starlette. Starlette's router and its two error middlewares cost 7-14 µs a request here,
+    a tenth of an answer; the endpoint turns its own errors into JSON responses."""
+
+    def __init__(self, starlette: Starlette, path: str, endpoint: RecommendationsEndpoint) -> None:
+        self.starlette = starlette
+        self.state = starlette.state
+        self._path = path
+        self._endpoint = endpoint
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == self._path:
+            await self._endpoint(scope, receive, send)
+        else:
+            await self.starlette(scope, receive, send)
+
+
+def build_app(config: EdgeConfig) -> HotPath:
     holder = StateHolder()
     metrics = EdgeMetrics()
     updater = StateUpdater(holder, metrics)
@@ -188,10 +206,10 @@ def build_app(config: EdgeConfig) -> Starlette:
     app.state.syncer = syncer
     app.state.recorder = recorder
     app.state.limiter = limiter
-    return app
+    return HotPath(app, "/v1/recommendations", recommendations)
 
 
-def app_from_environment() -> Starlette:
+def app_from_environment() -> HotPath:
     """Factory for worker processes: rebuild the app from the config the parent put in the environment."""
     return build_app(config_from_env())
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 
 from .state import NEG_INF, NO_GROUP, EdgeState, RegionCatalog
 from .validation import RecommendationRequest, RequestError
@@ -52,11 +53,28 @@ class ModelBreaker:
 class Ranked:
     """The answer before rendering, and what the request cost per stage."""
 
-    body: dict[str, Any]
+    meta: dict[str, Any]  # the answer's fields but its offers (and request_id): region, versions, fallback, ...
     catalog: RegionCatalog
-    positions: list[int]
+    positions: list[int]  # into the catalog, best first
+    scores: list[float]   # of those positions
     model_s: float
     fallback: str | None
+
+    def render(self, request_id: str | None) -> bytes:
+        """The JSON answer, from each offer's pre-rendered fragment and its score (rounded to 6 digits): no dict
+        per offer and no per-offer serialization, which cost about twice as much at k = 20."""
+        scores = orjson.dumps(np.round(np.asarray(self.scores, dtype=np.float64), 6),
+                              option=orjson.OPT_SERIALIZE_NUMPY)[1:-1].split(b",") if self.scores else ()
+        fragments = self.catalog.fragments_json
+        offers = b",".join([fragments[p] + score + b"}" for score, p in zip(scores, self.positions)])
+        return b'{"offers":[' + offers + b"]," + orjson.dumps({**self.meta, "request_id": request_id})[1:]
+
+    @property
+    def body(self) -> dict[str, Any]:
+        """The answer as a dict (what render() writes, less the request_id)."""
+        fragments = self.catalog.fragments
+        return {"offers": [{**fragments[p], "score": round(s, 6)} for s, p in zip(self.scores, self.positions)],
+                **self.meta}
 
 
 def resolve_region(region: str | None, state: EdgeState) -> RegionCatalog:
@@ -160,9 +178,7 @@ def rank(request: RecommendationRequest, state: EdgeState, rules: Rules, breaker
         else:
             cut = next((i for i, s in enumerate(scores_list) if s == -np.inf), len(scores_list))
             scores_list, positions_list = scores_list[:cut], positions_list[:cut]
-    fragments = catalog.fragments
-    body = {
-        "offers": [{**fragments[p], "score": round(s, 6)} for s, p in zip(scores_list, positions_list)],
+    meta = {
         "region": catalog.region,
         "model_version": model.version,
         "data_version": state.data_version,
@@ -170,4 +186,5 @@ def rank(request: RecommendationRequest, state: EdgeState, rules: Rules, breaker
         "experiment": experiment_id,
         "variant": variant_name,
     }
-    return Ranked(body=body, catalog=catalog, positions=positions_list, model_s=model_s, fallback=fallback)
+    return Ranked(meta=meta, catalog=catalog, positions=positions_list, scores=scores_list, model_s=model_s,
+                  fallback=fallback)

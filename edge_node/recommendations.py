@@ -10,7 +10,6 @@ import time
 from typing import Any, Awaitable, Callable
 from urllib.parse import parse_qs
 
-import orjson
 from cachetools import TTLCache
 
 from edgerec.ratelimit import RateLimiter
@@ -89,7 +88,10 @@ class RecommendationsEndpoint:
                 status, headers, body = await self._personalized(scope, receive, viewer, state, started, request_id)
             else:
                 status, headers, body = self._anonymous(scope, viewer, state, started, request_id)
-        except RequestError as exc:
+        except Exception as exc:  # noqa: BLE001 - this endpoint runs outside Starlette's error middleware
+            if not isinstance(exc, RequestError):
+                log.exception("unhandled error on %s %s", method, ROUTE)
+                exc = RequestError(500, "internal", "internal error; see the edge's log")
             status, headers, body = exc.status, [CONTENT_JSON, PRIVATE], exc.body()
             if status == 405:
                 headers.append((b"allow", b"GET, HEAD, POST"))
@@ -153,12 +155,11 @@ class RecommendationsEndpoint:
         parsed = time.perf_counter()
         region, _ = self._region_for(request.region, viewer)
         ranked = rank(request, state, self.rules, self.breaker, region)
-        ranked.body["request_id"] = request_id
-        payload = orjson.dumps(ranked.body)
+        payload = ranked.render(request_id)
         self._observe(ranked)
         if self.recorder is not None:
             offer_ids = ranked.catalog.offer_ids
-            self.recorder.impression(request_id, ranked.body, [offer_ids[p] for p in ranked.positions],
+            self.recorder.impression(request_id, ranked.meta, [offer_ids[p] for p in ranked.positions],
                                      request.shopper_id, request.slot)
         return 200, [CONTENT_JSON, PRIVATE, self._timing(started, parsed, ranked.model_s)], payload
 
@@ -172,10 +173,9 @@ class RecommendationsEndpoint:
         self._cache[hit].inc()
         if not hit:
             ranked = rank(request, state, self.rules, self.breaker, region)
-            ranked.body["request_id"] = request_id
             offer_ids = [ranked.catalog.offer_ids[p] for p in ranked.positions]
             etag = etag_for(*key, *offer_ids)
-            cached = (orjson.dumps(ranked.body), etag, ranked.catalog.region, offer_ids, ranked.fallback)
+            cached = (ranked.render(request_id), etag, ranked.catalog.region, offer_ids, ranked.fallback)
             self._observe(ranked)
             if ranked.fallback is None:  # a degraded answer is not worth keeping
                 self.anonymous[key] = cached
