@@ -61,3 +61,80 @@ def test_the_origin_reads_the_contract_variables_and_accepts_every_listed_token(
     assert config.credentials.sync_tokens == tuple(hashlib.sha256(t.encode()).digest()
                                                    for t in ("new-sync-token-0001", "old-sync-token-0001"))
     assert "new-sync-token-0001" not in repr(config)
+
+
+def _self_signed(directory: Path, name: str) -> tuple[Path, Path]:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now)
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = directory / f"{name}.crt", directory / f"{name}.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_file, key_file
+
+
+def test_the_origin_reads_the_production_and_tls_variables_the_deployment_sets(secrets_env, monkeypatch, tmp_path):
+    env = CONTRACT["origin"]["env"]
+    cert, key = _self_signed(tmp_path, "origin")
+    monkeypatch.setenv(CONTRACT["origin"]["secret_env"]["admin_token"], "Xq7-admin-9fKp2LmZ4tRw")
+    monkeypatch.setenv(CONTRACT["origin"]["secret_env"]["region_tokens"], "DE=Vb3-region-7hJk1NsQ8eYu")
+    monkeypatch.setenv(CONTRACT["origin"]["secret_env"]["sync_token"], "Pw5-all-regions-3dGh8KcV2")
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    monkeypatch.setenv(env["environment"], CONTRACT["production"]["environment_value"])
+    monkeypatch.setenv(env["host"], "0.0.0.0")
+    monkeypatch.setenv(env["behind_tls_proxy"], "false")
+    monkeypatch.setenv(env["tls_cert_file"], str(cert))
+    monkeypatch.setenv(env["tls_key_file"], str(key))
+    config = _parse(OriginConfig)
+    assert config.production and not config.behind_tls_proxy and config.host == "0.0.0.0"
+    assert (config.tls.cert_file, config.tls.key_file) == (cert, key)
+    # Without the key pair, the deployment's settings make the origin refuse to start, not serve plain HTTP.
+    monkeypatch.delenv(env["tls_cert_file"])
+    monkeypatch.delenv(env["tls_key_file"])
+    with pytest.raises(ValueError, match="HTTPS"):
+        _parse(OriginConfig)
+
+
+def test_the_edge_reads_the_production_and_tls_variables_the_deployment_sets(secrets_env, monkeypatch, tmp_path):
+    env, optional = CONTRACT["edge"]["env"], CONTRACT["edge"]["optional_env"]
+    ca, _ = _self_signed(tmp_path, "origin-ca")
+    client_cert, client_key = _self_signed(tmp_path, "edge.de")
+    monkeypatch.setenv(CONTRACT["edge"]["secret_env"]["sync_token"], "Vb3-region-7hJk1NsQ8eYu")
+    monkeypatch.setenv(env["environment"], CONTRACT["production"]["environment_value"])
+    monkeypatch.setenv(env["host"], "0.0.0.0")
+    monkeypatch.setenv(env["origin_url"], "https://origin.example")
+    monkeypatch.setenv(optional["origin_ca_file"], str(ca))
+    monkeypatch.setenv(optional["client_cert_file"], str(client_cert))
+    monkeypatch.setenv(optional["client_key_file"], str(client_key))
+    config = _parse(EdgeConfig)
+    assert config.production and config.host == "0.0.0.0"
+    assert (config.origin_ca_file, config.client_cert_file, config.client_key_file) == \
+        (str(ca), str(client_cert), str(client_key))
+    monkeypatch.setenv(env["origin_url"], "http://origin.example")
+    with pytest.raises(ValueError, match="https"):
+        _parse(EdgeConfig)
+
+
+@pytest.mark.parametrize("service", ["edge", "origin"])
+def test_every_variable_of_the_contract_is_read_by_the_app(service):
+    # The deployment sets only contract names (tests/infra); each one is a literal the service's code reads.
+    root = Path(__file__).resolve().parents[2]
+    package = {"edge": "edge_node", "origin": "origin_sync"}[service]
+    source = "\n".join(p.read_text() for d in (package, "edgerec") for p in (root / d).glob("*.py"))
+    spec = CONTRACT[service]
+    names = [*spec["env"].values(), *spec.get("optional_env", {}).values(), *spec["secret_env"].values()]
+    unread = [n for n in names if f'"{n}"' not in source and f"'{n}'" not in source]
+    assert not unread, f"{service}: the deployment would set variables the app never reads: {unread}"

@@ -9,8 +9,18 @@ import pytest
 from infra_support import DOCKER
 
 
-def _env_names(container: dict) -> set[str]:
-    return {e["name"] for e in container.get("environment", [])}
+def _environment(container: dict, module=None) -> list[dict]:
+    """A container's environment entries; for `concat(local.a, cond ? [] : local.b, ...)`, every entry it may join."""
+    env = container.get("environment", [])
+    if isinstance(env, str):
+        assert module is not None, f"environment is an expression: {env}"
+        loc = module.locals()
+        env = [e for name in re.findall(r"local\.(\w+)", env) if isinstance(loc.get(name), list) for e in loc[name]]
+    return env
+
+
+def _env_names(container: dict, module=None) -> set[str]:
+    return {e["name"] for e in _environment(container, module)}
 
 
 def _secret_names(container: dict) -> set[str]:
@@ -35,7 +45,7 @@ def test_edge_container_listens_on_contract_port(hcl_modules, contract):
     assert edge.resource("aws_lb_target_group")["port"] == "${local.container_port}"
     c = edge.locals()["container_definition"]
     assert c["portMappings"][0]["containerPort"] == "${local.container_port}"
-    env = {e["name"]: e["value"] for e in c["environment"]}
+    env = {e["name"]: e["value"] for e in _environment(c, edge)}
     assert env[contract["edge"]["env"]["port"]] == "${tostring(local.container_port)}"
 
 
@@ -49,15 +59,21 @@ def test_edge_alb_checks_readiness_and_container_checks_liveness(hcl_modules, co
 
 
 def test_edge_environment_uses_contract_names_and_secrets_come_from_secrets_manager(hcl_modules, contract):
-    c = hcl_modules["edge_region"].locals()["container_definition"]
-    assert _env_names(c) == set(contract["edge"]["env"].values())
+    edge = hcl_modules["edge_region"]
+    c = edge.locals()["container_definition"]
+    loc = edge.locals()
+    always = {e["name"] for e in loc["container_environment"]}
+    optional = {e["name"] for n in ("origin_ca_environment", "client_certificate_environment") for e in loc[n]}
+    assert always == set(contract["edge"]["env"].values())
+    assert optional == set(contract["edge"]["optional_env"].values())
+    assert _env_names(c, edge) == always | optional
     assert _secret_names(c) == set(contract["edge"]["secret_env"].values())
-    assert not _env_names(c) & _secret_names(c), "a secret is also set as a plain environment variable"
+    assert not _env_names(c, edge) & _secret_names(c), "a secret is also set as a plain environment variable"
 
 
 def test_edge_regions_env_joins_markets_with_contract_separator(hcl_modules, contract):
     c = hcl_modules["edge_region"].locals()["container_definition"]
-    env = {e["name"]: e["value"] for e in c["environment"]}
+    env = {e["name"]: e["value"] for e in _environment(c, hcl_modules["edge_region"])}
     sep = contract["edge"]["regions_separator"]
     assert env[contract["edge"]["env"]["regions"]] == f'${{join("{sep}", var.markets)}}'
 
@@ -91,7 +107,7 @@ def test_edge_service_rolls_back_failed_deploys_and_autoscales(hcl_modules):
 
 def test_edge_data_dir_is_a_writable_volume(hcl_modules, contract):
     c = hcl_modules["edge_region"].locals()["container_definition"]
-    env = {e["name"]: e["value"] for e in c["environment"]}
+    env = {e["name"]: e["value"] for e in _environment(c, hcl_modules["edge_region"])}
     mounts = {m["containerPath"] for m in c["mountPoints"]}
     assert env[contract["edge"]["env"]["data_dir"]] == "${local.data_dir}"
     assert "${local.data_dir}" in mounts
@@ -308,7 +324,7 @@ def test_each_edge_region_has_its_own_sync_token_secret(hcl_modules, contract):
 def test_edge_verifies_the_origin_key_and_stays_ready_when_the_origin_is_down(hcl_modules, contract):
     edge = hcl_modules["edge_region"]
     c = edge.locals()["container_definition"]
-    env = {e["name"]: e["value"] for e in c["environment"]}
+    env = {e["name"]: e["value"] for e in _environment(c, edge)}
     assert env[contract["edge"]["env"]["origin_public_key"]] == '${join(",", var.origin_public_keys)}'
     assert env[contract["edge"]["env"]["max_staleness_s"]] == "${tostring(var.max_staleness_s)}"
     variables = edge.variables()
@@ -340,3 +356,78 @@ def test_cdn_caches_the_anonymous_get_by_country_and_recommendation_query_only(h
     assert reco["cached_methods"] == ["GET", "HEAD"], "POST is never cached"
     assert reco["cache_policy_id"] == "${aws_cloudfront_cache_policy.this.id}"
     assert dist["default_cache_behavior"]["allowed_methods"] == ["GET", "HEAD", "OPTIONS"]
+
+
+# --- production mode and TLS on every hop -----------------------------------------------------------
+
+
+def _container_definitions(module) -> str:
+    return module.resource("aws_ecs_task_definition")["container_definitions"]
+
+
+def test_both_services_run_in_production_mode_listening_on_their_task_address(hcl_modules, contract):
+    for service, module_name in (("edge", "edge_region"), ("origin", "origin")):
+        module = hcl_modules[module_name]
+        env = {e["name"]: e["value"] for e in _environment(module.locals()["container_definition"], module)}
+        assert env[contract[service]["env"]["environment"]] == contract["production"]["environment_value"], service
+        assert env[contract[service]["env"]["host"]] == "0.0.0.0", f"{service}: the ALB reaches the task's ENI"
+
+
+def test_origin_serves_tls_itself_behind_an_https_target_group(hcl_modules, contract):
+    origin = hcl_modules["origin"]
+    loc = origin.locals()
+    tg = origin.resource("aws_lb_target_group")
+    assert tg["protocol"] == "HTTPS" and tg["health_check"]["protocol"] == "HTTPS"
+    c = loc["container_definition"]
+    env = {e["name"]: e["value"] for e in c["environment"]}
+    names = contract["origin"]["env"]
+    # The origin terminates TLS itself, so production mode would refuse to start without the key pair.
+    assert env[names["behind_tls_proxy"]] == "false"
+    assert env[names["tls_cert_file"]] == "${local.tls_cert_file}" and env[names["tls_key_file"]] == "${local.tls_key_file}"
+    assert loc["tls_dir"] == "${local.data_dir}/tls"
+    assert "https://127.0.0.1" in " ".join(c["healthCheck"]["command"])
+    # tls-init makes a per-task self-signed pair on the shared data volume and must succeed first.
+    init = loc["tls_init_container"]
+    assert init["name"] == contract["tls_init"]["container"] and init["essential"] is False
+    assert "secrets" not in init, "the origin's TLS key is made in the task, never delivered"
+    assert {m["containerPath"] for m in init["mountPoints"]} == {"${local.data_dir}"}
+    assert c["dependsOn"] == [{"containerName": "${local.tls_init_container.name}", "condition": "SUCCESS"}]
+    assert "local.tls_init_container" in _container_definitions(origin)
+    listener = origin.resource("aws_lb_listener", "https")
+    assert listener["protocol"] == "HTTPS" and listener["ssl_policy"].startswith("ELBSecurityPolicy-TLS13")
+
+
+def test_edges_reach_the_origin_over_https_and_get_tls_material_from_tls_init(hcl_modules, hcl_example, contract):
+    assert hcl_modules["origin"].outputs()["origin_url"]["value"] == "https://${var.origin_domain_name}"
+    edge = hcl_modules["edge_region"]
+    assert "https://" in str(edge.variables()["origin_url"]["validation"])
+    for block in hcl_example.blocks("module"):
+        for name, body in block.items():
+            if body["source"] == "../../modules/edge_region":
+                assert body["origin_url"] == "${module.origin.origin_url}", name
+    loc = edge.locals()
+    prefix, tls = contract["tls_init"]["pem_prefix"], contract["tls_init"]
+    # Each PEM_<NAME> is written to <tls_dir>/<name>.pem: the file settings point at those names.
+    files = {loc[e["value"].removeprefix("${local.").removesuffix("}")]: e["name"]
+             for n in ("origin_ca_environment", "client_certificate_environment") for e in loc[n]}
+    pem_vars = [e["name"] for e in loc["tls_init_origin_ca_environment"]] + \
+               [e["name"] for e in loc["tls_init_client_certificate_secrets"]]
+    assert all(v.startswith(prefix) for v in pem_vars)
+    written = {loc[f"{v[len(prefix):].lower()}_file"] for v in pem_vars}
+    assert written == set(files), (written, files)
+    assert loc["origin_ca_file"] == "${local.tls_dir}/origin_ca.pem" and loc["tls_dir"] == "${local.data_dir}/tls"
+    # The client certificate's key arrives as an ECS secret (JSON keys of one secret), never as a plain value.
+    secrets = {e["name"]: e["valueFrom"] for e in loc["tls_init_client_certificate_secrets"]}
+    for key, var in tls["edge_secret_json_keys"].items():
+        assert secrets[var] == f'${{coalesce(var.client_certificate_secret_arn, "-")}}:{key}::'
+    init = loc["tls_init_container"]
+    assert init["secrets"] == "${local.client_certificate ? local.tls_init_client_certificate_secrets : []}"
+    assert not set(secrets) & {e["name"] for e in loc["tls_init_origin_ca_environment"]}
+    assert not set(secrets) & _env_names(loc["container_definition"], edge)
+    assert [e["name"] for e in loc["tls_init_origin_ca_environment"]] == list(tls["edge_env"].values())
+    policy = next(b["aws_iam_policy_document"]["execution_secrets"] for b in edge.files["main.tf"]["data"]
+                  if "execution_secrets" in b.get("aws_iam_policy_document", {}))
+    assert "var.client_certificate_secret_arn" in str(policy)
+    assert edge.variables()["client_certificate_secret_arn"]["default"] is None
+    assert edge.variables()["origin_ca_bundle"]["default"] is None
+    assert hcl_modules["origin"].variables()["client_ca_bundle_s3"]["default"] is None

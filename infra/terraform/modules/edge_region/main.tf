@@ -21,6 +21,16 @@ locals {
   cdn_secret_header = "X-Edgerec-CDN-Secret"
   data_dir          = "/var/lib/edgerec"
 
+  # Files of the edge -> origin TLS settings, written at task start by the "tls-init" container (below) on
+  # the data volume: the origin's private CA bundle (origin_ca_bundle) and the mutual-TLS client certificate
+  # (client_certificate_secret_arn). Neither option set: no tls-init, the system trust store verifies the origin.
+  tls_dir            = "${local.data_dir}/tls"
+  origin_ca_file     = "${local.tls_dir}/origin_ca.pem"
+  client_cert_file   = "${local.tls_dir}/client_cert.pem"
+  client_key_file    = "${local.tls_dir}/client_key.pem"
+  client_certificate = var.client_certificate_secret_arn != null
+  tls_init_enabled   = var.origin_ca_bundle != null || local.client_certificate
+
   # The sync token of this region's edges; the origin's region-tokens secret lists it for each of var.markets.
   sync_token_secret_name = "${var.name}/sync-token-${local.region}"
 
@@ -323,9 +333,10 @@ resource "aws_iam_role_policy_attachment" "execution" {
 
 data "aws_iam_policy_document" "execution_secrets" {
   statement {
-    sid       = "ReadInjectedSecrets"
-    actions   = ["secretsmanager:GetSecretValue"]
-    resources = [aws_secretsmanager_secret.sync_token.arn, var.cdn_secret_arn, var.pseudonym_key_secret_arn]
+    sid     = "ReadInjectedSecrets"
+    actions = ["secretsmanager:GetSecretValue"]
+    resources = concat([aws_secretsmanager_secret.sync_token.arn, var.cdn_secret_arn, var.pseudonym_key_secret_arn],
+    local.client_certificate ? [var.client_certificate_secret_arn] : [])
   }
 
   statement {
@@ -350,6 +361,74 @@ resource "aws_iam_role" "task" {
 }
 
 locals {
+  # Non-secret configuration only; secrets go through "secrets". The file settings are set only with their option.
+  container_environment = [
+    # Production mode: the edge refuses weak or missing secrets and an http:// origin.
+    { name = "EDGEREC_ENV", value = "production" },
+    # awsvpc: the task's own ENI; the security group admits only the ALB.
+    { name = "EDGEREC_EDGE_HOST", value = "0.0.0.0" },
+    { name = "EDGEREC_EDGE_PORT", value = tostring(local.container_port) },
+    { name = "EDGEREC_ORIGIN_URL", value = var.origin_url },
+    { name = "EDGEREC_REGIONS", value = join(",", var.markets) },
+    { name = "EDGEREC_EDGE_DATA_DIR", value = local.data_dir },
+    # Not secret: the origin's Ed25519 public key(s), base64, comma-separated during a key rotation.
+    { name = "EDGEREC_ORIGIN_PUBLIC_KEY", value = join(",", var.origin_public_keys) },
+    { name = "EDGEREC_MAX_STALENESS_S", value = tostring(var.max_staleness_s) },
+    { name = "EDGEREC_UNTRUSTED_CDN_HEADERS", value = var.untrusted_cdn_headers },
+  ]
+  origin_ca_environment = [
+    { name = "EDGEREC_ORIGIN_CA_FILE", value = local.origin_ca_file },
+  ]
+  client_certificate_environment = [
+    { name = "EDGEREC_CLIENT_CERT_FILE", value = local.client_cert_file },
+    { name = "EDGEREC_CLIENT_KEY_FILE", value = local.client_key_file },
+  ]
+
+  # tls-init writes every PEM_<NAME> variable to <tls_dir>/<name>.pem (mode 0600) and exits.
+  tls_init_script = <<-EOT
+    import os, pathlib
+    d = pathlib.Path(os.environ["TLS_DIR"])
+    d.mkdir(mode=0o700, exist_ok=True)
+    for var, text in os.environ.items():
+        if var.startswith("PEM_"):
+            fd = os.open(d / (var[4:].lower() + ".pem"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.write(fd, text.strip().encode() + b"\n")
+            os.close(fd)
+  EOT
+  # Not secret: a CA bundle is public.
+  tls_init_origin_ca_environment = [
+    { name = "PEM_ORIGIN_CA", value = coalesce(var.origin_ca_bundle, "-") },
+  ]
+  # The client certificate and its key: a Secrets Manager JSON secret {"certificate": PEM, "private_key": PEM}.
+  tls_init_client_certificate_secrets = [
+    { name = "PEM_CLIENT_CERT", valueFrom = "${coalesce(var.client_certificate_secret_arn, "-")}:certificate::" },
+    { name = "PEM_CLIENT_KEY", valueFrom = "${coalesce(var.client_certificate_secret_arn, "-")}:private_key::" },
+  ]
+
+  tls_init_container = {
+    name                   = "tls-init"
+    image                  = var.image
+    essential              = false
+    user                   = "10001:10001"
+    readonlyRootFilesystem = true
+    command                = ["python", "-c", local.tls_init_script]
+    environment            = concat([{ name = "TLS_DIR", value = local.tls_dir }], var.origin_ca_bundle == null ? [] : local.tls_init_origin_ca_environment)
+    secrets                = local.client_certificate ? local.tls_init_client_certificate_secrets : []
+
+    mountPoints = [
+      { sourceVolume = "data", containerPath = local.data_dir, readOnly = false },
+    ]
+
+    logConfiguration = {
+      logDriver = "awslogs"
+      options = {
+        awslogs-group         = aws_cloudwatch_log_group.this.name
+        awslogs-region        = local.region
+        awslogs-stream-prefix = "edge-tls-init"
+      }
+    }
+  }
+
   container_definition = {
     name                   = local.container_name
     image                  = var.image
@@ -357,6 +436,7 @@ locals {
     user                   = "10001:10001"
     readonlyRootFilesystem = true
     stopTimeout            = 30
+    dependsOn              = local.tls_init_enabled ? [{ containerName = local.tls_init_container.name, condition = "SUCCESS" }] : []
 
     portMappings = [
       {
@@ -366,17 +446,9 @@ locals {
       }
     ]
 
-    # Non-secret configuration only. Secrets go through "secrets" below.
-    environment = [
-      { name = "EDGEREC_EDGE_PORT", value = tostring(local.container_port) },
-      { name = "EDGEREC_ORIGIN_URL", value = var.origin_url },
-      { name = "EDGEREC_REGIONS", value = join(",", var.markets) },
-      { name = "EDGEREC_EDGE_DATA_DIR", value = local.data_dir },
-      # Not secret: the origin's Ed25519 public key(s), base64, comma-separated during a key rotation.
-      { name = "EDGEREC_ORIGIN_PUBLIC_KEY", value = join(",", var.origin_public_keys) },
-      { name = "EDGEREC_MAX_STALENESS_S", value = tostring(var.max_staleness_s) },
-      { name = "EDGEREC_UNTRUSTED_CDN_HEADERS", value = var.untrusted_cdn_headers },
-    ]
+    environment = concat(local.container_environment,
+      var.origin_ca_bundle == null ? [] : local.origin_ca_environment,
+    local.client_certificate ? local.client_certificate_environment : [])
 
     secrets = [
       { name = "EDGEREC_SYNC_TOKEN", valueFrom = aws_secretsmanager_secret.sync_token.arn },
@@ -440,7 +512,7 @@ resource "aws_ecs_task_definition" "this" {
     name = "tmp"
   }
 
-  container_definitions = jsonencode([local.container_definition])
+  container_definitions = jsonencode(concat(local.tls_init_enabled ? [local.tls_init_container] : [], [local.container_definition]))
 
   tags = local.tags
 }

@@ -258,3 +258,25 @@ variable "log_retention_days" {
     error_message = "log_retention_days must be a value CloudWatch Logs accepts."
   }
 }
+
+variable "origin_ca_bundle" {
+  description = "PEM CA bundle the edges verify the origin's certificate against (EDGEREC_ORIGIN_CA_FILE), when the origin ALB's certificate is from a private CA (ACM Private CA); null = the system trust store (a public ACM certificate). Not secret."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.origin_ca_bundle == null || can(regex("-----BEGIN CERTIFICATE-----", var.origin_ca_bundle))
+    error_message = "origin_ca_bundle must be PEM text (-----BEGIN CERTIFICATE-----)."
+  }
+}
+
+variable "client_certificate_secret_arn" {
+  description = "Optional mutual TLS towards the origin (null = off): ARN of a Secrets Manager secret in this region holding JSON {\"certificate\": PEM chain, \"private_key\": PEM} of the client certificate these edges present (EDGEREC_CLIENT_CERT_FILE/_KEY_FILE), naming this region's markets (edge.<market>). Pair with the origin module's client_ca_bundle_s3; add the secret's KMS key to secrets_kms_key_arns unless it is this module's."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.client_certificate_secret_arn == null || can(regex("^arn:aws[a-z-]*:secretsmanager:", var.client_certificate_secret_arn))
+    error_message = "client_certificate_secret_arn must be a Secrets Manager secret ARN."
+  }
+}

@@ -17,6 +17,13 @@ locals {
   data_dir = "/var/lib/edgerec"
   blob_dir = "${local.data_dir}/blobs"
 
+  # TLS on the ALB -> task hop. The ALB does not verify a target's certificate, so each task makes its own
+  # self-signed key pair at start (the "tls-init" container, below): encryption in transit inside the VPC
+  # with a private key that never leaves the task, is in no secret and needs no rotation.
+  tls_dir       = "${local.data_dir}/tls"
+  tls_cert_file = "${local.tls_dir}/cert.pem"
+  tls_key_file  = "${local.tls_dir}/key.pem"
+
   tags = merge(var.tags, {
     "edgerec:component" = "origin"
   })
@@ -363,13 +370,14 @@ resource "aws_lb" "this" {
 resource "aws_lb_target_group" "this" {
   name_prefix          = "eo-"
   port                 = local.container_port
-  protocol             = "HTTP"
+  protocol             = "HTTPS"
   target_type          = "ip"
   vpc_id               = var.vpc_id
   deregistration_delay = 30
 
   health_check {
     enabled             = true
+    protocol            = "HTTPS"
     path                = local.health_path
     matcher             = "200"
     interval            = 15
@@ -392,10 +400,32 @@ resource "aws_lb_listener" "https" {
   ssl_policy        = "ELBSecurityPolicy-TLS13-1-2-2021-06"
   certificate_arn   = var.certificate_arn
 
+  # Optional mutual TLS at the ALB (default off): edges (and operators) must present a certificate that
+  # chains to the CA bundle in S3. The ALB ends TLS, so the origin's own per-region certificate check
+  # (--client-ca) cannot run behind it: see infra/terraform/README.md (TLS).
+  dynamic "mutual_authentication" {
+    for_each = var.client_ca_bundle_s3 == null ? [] : [var.client_ca_bundle_s3]
+
+    content {
+      mode            = "verify"
+      trust_store_arn = aws_lb_trust_store.clients[0].arn
+    }
+  }
+
   default_action {
     type             = "forward"
     target_group_arn = aws_lb_target_group.this.arn
   }
+
+  tags = local.tags
+}
+
+resource "aws_lb_trust_store" "clients" {
+  count = var.client_ca_bundle_s3 == null ? 0 : 1
+
+  name_prefix                      = "eo-"
+  ca_certificates_bundle_s3_bucket = var.client_ca_bundle_s3.bucket
+  ca_certificates_bundle_s3_key    = var.client_ca_bundle_s3.key
 
   tags = local.tags
 }
@@ -502,6 +532,60 @@ resource "aws_iam_role" "task" {
 }
 
 locals {
+  # Writes the task's TLS key pair (see tls_dir above) and exits; the origin starts once it succeeded.
+  tls_init_script = <<-EOT
+    import datetime, os, pathlib
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    d = pathlib.Path(os.environ["TLS_DIR"])
+    d.mkdir(mode=0o700, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, os.environ["TLS_COMMON_NAME"])])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=825))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(os.environ["TLS_COMMON_NAME"])]), critical=False)
+            .sign(key, hashes.SHA256()))
+    pem = {"key.pem": key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                        serialization.NoEncryption()),
+           "cert.pem": cert.public_bytes(serialization.Encoding.PEM)}
+    for file, data in pem.items():
+        fd = os.open(d / file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.write(fd, data)
+        os.close(fd)
+  EOT
+
+  tls_init_container = {
+    name                   = "tls-init"
+    image                  = var.image
+    essential              = false
+    user                   = "10001:10001"
+    readonlyRootFilesystem = true
+    command                = ["python", "-c", local.tls_init_script]
+
+    # Read by the script above, not by the app. No secret: the key is made here.
+    environment = [
+      { name = "TLS_DIR", value = local.tls_dir },
+      { name = "TLS_COMMON_NAME", value = var.origin_domain_name },
+    ]
+
+    mountPoints = [
+      { sourceVolume = "data", containerPath = local.data_dir, readOnly = false },
+    ]
+
+    logConfiguration = {
+      logDriver = "awslogs"
+      options = {
+        awslogs-group         = aws_cloudwatch_log_group.this.name
+        awslogs-region        = local.region
+        awslogs-stream-prefix = "origin-tls-init"
+      }
+    }
+  }
+
   container_definition = {
     name                   = local.container_name
     image                  = var.image
@@ -510,9 +594,13 @@ locals {
     readonlyRootFilesystem = true
     stopTimeout            = 30
 
+    dependsOn = [
+      { containerName = local.tls_init_container.name, condition = "SUCCESS" },
+    ]
+
     portMappings = [
       {
-        name          = "http"
+        name          = "https"
         containerPort = local.container_port
         protocol      = "tcp"
       }
@@ -520,7 +608,16 @@ locals {
 
     # Non-secret configuration only. Secrets go through "secrets" below.
     environment = [
+      # Production mode: the origin refuses weak or missing secrets and plain HTTP.
+      { name = "EDGEREC_ENV", value = "production" },
+      # awsvpc: the task's own ENI; the security group admits only the ALB.
+      { name = "EDGEREC_ORIGIN_HOST", value = "0.0.0.0" },
       { name = "EDGEREC_ORIGIN_PORT", value = tostring(local.container_port) },
+      # HTTPS on the ALB -> task hop too (target group protocol HTTPS), with the key pair tls-init made.
+      # Not "behind a TLS proxy": the origin serves TLS itself, so production mode refuses to start without it.
+      { name = "EDGEREC_ORIGIN_BEHIND_TLS_PROXY", value = "false" },
+      { name = "EDGEREC_ORIGIN_TLS_CERT_FILE", value = local.tls_cert_file },
+      { name = "EDGEREC_ORIGIN_TLS_KEY_FILE", value = local.tls_key_file },
       # No password in the DSN: libpq/asyncpg read it from PGPASSWORD (injected below from the RDS-managed secret).
       { name = "EDGEREC_ORIGIN_DSN", value = "postgresql://${var.db_username}@${aws_db_instance.this.address}:${aws_db_instance.this.port}/${var.db_name}?sslmode=verify-full" },
       # Local cache of the blobs stored in PostgreSQL (the app does not speak S3).
@@ -537,9 +634,10 @@ locals {
       { name = "PGPASSWORD", valueFrom = "${aws_db_instance.this.master_user_secret[0].secret_arn}:password::" },
     ]
 
-    # Liveness: python's urllib (the slim image has no curl).
+    # Liveness: python's urllib (the slim image has no curl), over the task's own TLS on loopback: the
+    # certificate is the task's self-signed one, so this probe does not verify it.
     healthCheck = {
-      command     = ["CMD", "python", "-c", "import sys,urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=3).status == 200 else 1)"]
+      command     = ["CMD", "python", "-c", "import ssl,sys,urllib.request; sys.exit(0 if urllib.request.urlopen('https://127.0.0.1:8080/healthz', timeout=3, context=ssl._create_unverified_context()).status == 200 else 1)"]
       interval    = 15
       timeout     = 5
       retries     = 3
@@ -593,7 +691,7 @@ resource "aws_ecs_task_definition" "this" {
     name = "tmp"
   }
 
-  container_definitions = jsonencode([local.container_definition])
+  container_definitions = jsonencode([local.tls_init_container, local.container_definition])
 
   tags = local.tags
 }

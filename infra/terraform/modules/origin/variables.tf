@@ -231,3 +231,12 @@ variable "secret_recovery_window_days" {
     error_message = "secret_recovery_window_days must be between 7 and 30."
   }
 }
+
+variable "client_ca_bundle_s3" {
+  description = "Optional mutual TLS at the origin ALB (null = off): the S3 object (bucket, key) holding the PEM CA bundle that edges' and operators' client certificates must chain to (an ALB trust store, mode verify). Edges present theirs with edge_region's client_certificate_secret_arn."
+  type = object({
+    bucket = string
+    key    = string
+  })
+  default = null
+}
