@@ -5,14 +5,16 @@ acknowledged.
 Bounds: a batch is written to its segment file at most `flush_interval_s` (5 ms) after its first event, or as soon
 as `flush_events` (256) are pending, so a SIGKILL of the edge loses at most that window (what is written is in the
 kernel's page cache and survives the process); the file is fdatasync'ed at most `sync_interval_s` (20 ms) after a
-write, so a crash of the machine itself loses at most about 25 ms of events. (An fsync costs ~75-130 µs of CPU here:
-one every 20 ms instead of every 5 ms keeps the spool's cost on the serving core small.) The spool holds at most `max_bytes` on
+write, so a crash of the machine itself loses at most about 25 ms of events. The spool holds at most `max_bytes` on
 disk (and `max_pending` events in memory); past that, new events are dropped (the oldest are kept, they are
 the ones the origin is waiting for) and counted in `edgerec_events_dropped_total{reason}`.
 
-Cost: the request path appends one row (a list in EVENT_FIELDS order) to a list; packing, compressing, writing and
-fsyncing happen in the writer thread, and a segment travels to the origin as the frames it holds (the shipper
-checks their checksums and sends the bytes, it decodes nothing).
+Cost: the request path appends one row (a list in EVENT_FIELDS order) to a list. Every 5 ms the event loop packs
+and compresses what is pending (about 1 µs an event) and writes it with one write(2) to the page cache; only the
+fdatasync, which blocks for milliseconds and costs 75-130 µs of CPU here, runs in a thread, woken at most every
+20 ms and only while something is unsynced. (A writer thread waking every 5 ms cost more: each wake-up is a GIL
+hand-off on the serving core.) A segment travels to the origin as the frames it holds: the shipper checks their
+checksums and sends the bytes, it decodes nothing.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import queue
 import random
 import secrets
 import ssl
@@ -77,14 +80,16 @@ class EventSpool:
         self.written = 0
         self.shipped = 0
         self.ship_failures = 0
-        # deque: the request path appends, the writer thread pops; each call is atomic, no lock on the hot path.
-        self._pending: collections.deque[list[Any]] = collections.deque()
-        self._wake = threading.Event()  # set when a batch is full, or to stop
-        self._stop = threading.Event()
-        self._disk_lock = threading.Lock()  # bytes_on_disk: grown by the writer thread, shrunk by the shipper
-        self._segment: int | None = None  # the open segment's file descriptor (only the writer thread uses it)
+        self._pending: list[list[Any]] = []
+        self._full: asyncio.Event | None = None  # set by append when a batch is full (made in run_writer's loop)
+        # Only the event loop writes to and rolls segments; the sync thread only fdatasyncs and closes what it is
+        # handed (("sync", fd, directory_too) or ("close", fd, path)), so neither waits for the other.
+        self._sync_requests: queue.SimpleQueue[tuple[str, int, Any] | None] = queue.SimpleQueue()
+        self._disk_lock = threading.Lock()  # bytes_on_disk: grown by the event loop, shrunk after shipping
+        self._segment: int | None = None  # the open segment's file descriptor
         self._segment_path: Path | None = None
-        self._unsynced_since: float | None = None  # monotonic time of the first write not yet fdatasync'ed
+        self._segment_new = False  # its directory entry is not fsynced yet
+        self._unsynced_since: float | None = None  # monotonic time of the first write not yet handed to sync
         self._segment_opened = 0.0
         self._segment_bytes = 0
         self.bytes_on_disk = 0
@@ -105,8 +110,8 @@ class EventSpool:
             return False
         pending.append(row)
         self.appended += 1
-        if len(pending) == self.flush_events:
-            self._wake.set()
+        if len(pending) == self.flush_events and self._full is not None:
+            self._full.set()
         return True
 
     def has_room(self) -> bool:
@@ -143,9 +148,9 @@ class EventSpool:
         name = f"{time.time_ns():020d}-{secrets.token_hex(6)}"
         self._segment_path = self.directory / f"{name}{OPEN_SUFFIX}"
         self._segment = os.open(self._segment_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
+        self._segment_new = True
         self._segment_opened = time.monotonic()
         self._segment_bytes = 0
-        self._fsync_dir()
 
     def _fsync_dir(self) -> None:
         assert self.directory is not None
@@ -170,26 +175,46 @@ class EventSpool:
             self.bytes_on_disk += len(frame)
         self.written += len(rows)
 
-    def _sync(self) -> None:
+    def _request_sync(self) -> None:
         if self._segment is not None and self._unsynced_since is not None:
-            os.fdatasync(self._segment)
+            self._sync_requests.put(("sync", self._segment, self._segment_new))
+            self._segment_new = False
             self._unsynced_since = None
 
     def _close_segment(self) -> None:
+        """Hand the open segment to the sync thread, which syncs, closes and renames it for the shipper."""
         if self._segment is None:
             return
-        assert self._segment_path is not None
-        self._sync()
-        os.close(self._segment)
-        self._segment = None
-        self._segment_path.rename(self._segment_path.with_suffix(CLOSED_SUFFIX))
-        self._fsync_dir()
-        self._segment_path = None
+        self._sync_requests.put(("close", self._segment, self._segment_path))
+        self._segment = self._segment_path = None
+        self._segment_new = False
+        self._unsynced_since = None
+
+    def _sync_loop(self) -> None:
+        """The sync thread: blocks on its queue (no wake-ups when idle), fdatasyncs, closes and renames."""
+        while True:
+            request = self._sync_requests.get()
+            if request is None:
+                return
+            action, fd, detail = request
+            try:
+                os.fdatasync(fd)
+                if action == "sync":
+                    if detail:  # a new segment: its directory entry must survive a crash too
+                        self._fsync_dir()
+                    continue
+                os.close(fd)
+                detail.rename(detail.with_suffix(CLOSED_SUFFIX))
+                self._fsync_dir()
+            except OSError as exc:
+                log.error("could not sync or close event segment (%s); it is closed at the next start", exc)
+                if action == "close":
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
 
     def flush(self) -> None:
-        """Write and fsync what is pending now (the writer thread's step; also callable directly)."""
-        pending = self._pending
-        rows = [pending.popleft() for _ in range(len(pending))]
+        """Write what is pending now to the open segment (one write(2); the event loop's step every 5 ms)."""
+        rows, self._pending = self._pending, []
         if rows:
             try:
                 self._write_batch(rows)
@@ -198,44 +223,35 @@ class EventSpool:
                 log.error("could not write %d events to the spool (%s); dropped", len(rows), exc)
                 # A failed write may have left part of a frame: end the segment there (the shipper sends the whole
                 # frames before it), and write the next batch to a new one.
-                with contextlib.suppress(OSError):
-                    self._close_segment()
-                if self._segment is not None:
-                    with contextlib.suppress(OSError):
-                        os.close(self._segment)
-                    self._segment = self._segment_path = None
+                self._close_segment()
 
-    def _writer_loop(self) -> None:
-        while True:
-            self._wake.wait(self.flush_interval_s)
-            self._wake.clear()
-            stopping = self._stop.is_set()
-            self.flush()
-            try:
-                now = time.monotonic()
-                if self._segment is not None and (stopping or self._segment_bytes >= self.segment_max_bytes or
-                                                  now - self._segment_opened >= self.segment_max_age_s):
-                    self._close_segment()
-                elif self._unsynced_since is not None and now - self._unsynced_since >= self.sync_interval_s:
-                    self._sync()
-            except OSError as exc:
-                log.error("could not sync or close an event segment (%s); retried", exc)
-            if stopping:
-                return
+    def _step(self, stopping: bool = False) -> None:
+        self.flush()
+        now = time.monotonic()
+        if self._segment is not None and (stopping or self._segment_bytes >= self.segment_max_bytes or
+                                          now - self._segment_opened >= self.segment_max_age_s):
+            self._close_segment()
+        elif self._unsynced_since is not None and now - self._unsynced_since >= self.sync_interval_s:
+            self._request_sync()
 
     async def run_writer(self) -> None:
-        """Run the writer thread until cancelled: it writes pending events every flush interval (at once when a
-        batch is full) and rolls segments by size and age, so that the shipper gets them within about a second.
-        A clean stop (SIGTERM) loses nothing: what is pending is written and the segment closed."""
-        thread = threading.Thread(target=self._writer_loop, name="edgerec-spool-writer", daemon=True)
-        self._stop.clear()
-        thread.start()
+        """Until cancelled: write pending events every flush interval (at once when a batch is full), roll
+        segments by size and age so that the shipper gets them within about a second, and hand fdatasyncs to the
+        sync thread. A clean stop (SIGTERM) loses nothing: what is pending is written and the segment closed."""
+        self._full = asyncio.Event()
+        syncer = threading.Thread(target=self._sync_loop, name="edgerec-spool-sync", daemon=True)
+        syncer.start()
         try:
-            await asyncio.Event().wait()  # until cancelled
+            while True:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    async with asyncio.timeout(self.flush_interval_s):
+                        await self._full.wait()
+                self._full.clear()
+                self._step()
         finally:
-            self._stop.set()
-            self._wake.set()
-            await asyncio.to_thread(thread.join)
+            self._step(stopping=True)
+            self._sync_requests.put(None)
+            await asyncio.to_thread(syncer.join)
 
     def closed_segments(self) -> list[Path]:
         assert self.directory is not None

@@ -1,10 +1,10 @@
-"""The event spool on its own: rows appended on the request path while the writer thread runs are written exactly
-once, segments travel to the origin as the frames they hold, and a torn or corrupted frame is never shipped."""
+"""The event spool on its own: rows appended on the request path while the writer runs are written exactly once and
+synced, segments travel to the origin as the frames they hold, and a torn or corrupted frame is never shipped."""
 
 from __future__ import annotations
 
 import asyncio
-import threading
+import os
 import time
 
 import msgpack
@@ -29,7 +29,7 @@ def impression_row(number: int, region: str = "GB") -> list:
     return [row[field] for field in EVENT_FIELDS]
 
 
-def test_rows_appended_while_the_writer_thread_runs_are_written_exactly_once(tmp_path):
+def test_rows_appended_while_the_writer_runs_are_written_exactly_once(tmp_path):
     spool = EventSpool(tmp_path, flush_interval_s=0.001, flush_events=64, segment_max_age_s=0.02)
     spool.open()
 
@@ -99,25 +99,26 @@ def test_a_full_spool_drops_new_rows_and_counts_them(tmp_path):
     assert not spool.append(impression_row(99)) and spool.dropped["spool_full"] == 1
 
 
-def test_rows_from_several_threads_are_all_written(tmp_path):
-    spool = EventSpool(tmp_path, flush_interval_s=0.001, flush_events=32)
+def test_a_segment_is_synced_and_closed_for_the_shipper_by_the_sync_thread(tmp_path, monkeypatch):
+    synced: list[int] = []
+    real_fdatasync = os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (synced.append(fd), real_fdatasync(fd)))
+    spool = EventSpool(tmp_path, flush_interval_s=0.002, sync_interval_s=0.01, segment_max_age_s=10)
     spool.open()
-    writer = threading.Thread(target=spool._writer_loop)
-    writer.start()
 
-    def produce(offset: int) -> None:
-        for number in range(offset, offset + 5_000):
+    async def scenario() -> None:
+        writer = asyncio.create_task(spool.run_writer())
+        for number in range(50):
             spool.append(impression_row(number))
+            await asyncio.sleep(0.002)
+        await asyncio.sleep(0.05)
+        assert synced  # written rows are fdatasync'ed within the sync interval, segment still open
+        assert list(spool.directory.glob("*.open")) and not spool.closed_segments()
+        writer.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await writer
 
-    producers = [threading.Thread(target=produce, args=(n * 10_000,)) for n in range(3)]
-    for producer in producers:
-        producer.start()
-    for producer in producers:
-        producer.join()
-    spool._stop.set()
-    spool._wake.set()
-    writer.join(timeout=10)
-    assert not writer.is_alive()
-    assert spool.written == 15_000
-    ids = {event["id"] for path in spool.directory.glob(f"*{CLOSED_SUFFIX}") for event in read_segment(path)[0]}
-    assert len(ids) == 15_000
+    asyncio.run(scenario())
+    [segment] = spool.closed_segments()
+    assert [e["id"] for e in read_segment(segment)[0]] == [f"r{n}" for n in range(50)]
+    assert not list(spool.directory.glob("*.open"))
