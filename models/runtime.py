@@ -64,7 +64,11 @@ class Ranker:
         self._default_ages = np.asarray(manifest["default_ages_days"], dtype=np.float32)
         if self._default_ages.shape != (self.context_length,):
             raise ValueError(f"default_ages_days has {self._default_ages.size} entries, context_length is {self.context_length}")
+        self._output_names = [output.name for output in session.get_outputs()]
+        self._scalars: dict[int, np.ndarray] = {}
         self._item_index = {str(code).upper(): position + 1 for position, code in enumerate(manifest["items"])}
+        # Exact-case hits first (codes as the manifest has them, and in lower case); only a miss pays for .upper().
+        self._item_lookup = {**{code.lower(): index for code, index in self._item_index.items()}, **self._item_index}
         self._region_index = {str(code).upper(): position + 1 for position, code in enumerate(manifest["regions"])}
 
     @classmethod
@@ -111,8 +115,8 @@ class Ranker:
         return self._item_index.get(sku.upper(), 0)
 
     def item_indices(self, skus: Sequence[str]) -> np.ndarray:
-        lookup = self._item_index
-        return np.fromiter((lookup.get(sku.upper(), 0) for sku in skus), dtype=np.int64, count=len(skus))
+        get = self._item_lookup.get  # indices start at 1, so `or` only falls through on a miss
+        return np.fromiter([get(sku) or get(sku.upper(), 0) for sku in skus], dtype=np.int64, count=len(skus))
 
     def region_index(self, region: str) -> int:
         """Index of a market code, 0 when unknown (the graph then uses global popularity)."""
@@ -155,14 +159,24 @@ class Ranker:
         if not isinstance(context, RequestContext):
             context = RequestContext(context, self._default_ages)
         scores, positions = self._session.run(
-            None,
+            self._output_names,
             {
                 "context_items": context.items,
                 "context_ages_days": context.ages_days,
-                "region": np.array([region], dtype=np.int64),
+                "region": self._scalar(region),
                 "candidates": candidates,
                 "penalty": penalty,
-                "k": np.array([k], dtype=np.int64),
+                "k": self._scalar(k),
             },
         )
         return scores, positions
+
+    def _scalar(self, value: int) -> np.ndarray:
+        """A [1] int64 input, made once per value (regions and k take few values; the arrays are never written)."""
+        array = self._scalars.get(value)
+        if array is None:
+            array = np.array([value], dtype=np.int64)
+            array.flags.writeable = False
+            if len(self._scalars) < 4096:
+                self._scalars[value] = array
+        return array
