@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from edgerec.settings import SettingError, production_mode, require_strong_secrets
+
 # What an admin credential may do. A GET of an admin endpoint needs `read` or the endpoint's own scope.
 SCOPE_CATALOG = "catalog"          # offers
 SCOPE_MODELS = "models"            # publish and activate model bundles
@@ -109,6 +111,11 @@ def parse_admin_credentials(raw: str) -> tuple[AdminCredential, ...]:
         if not _NAME_RE.match(name) or not isinstance(entry, dict) or set(entry) - {"token", "sha256", "scopes"}:
             raise CredentialError(f"{variable}: {name[:64]!r}: a name of 1-64 letters, digits, '.', '_', '-' mapped "
                                   "to {token and/or sha256, scopes}")
+        if production_mode():  # a plaintext token here is held to the same bar as EDGEREC_ADMIN_TOKEN
+            try:
+                require_strong_secrets(f"{variable} ({name})", tuple(_listed(entry, "token")), required=False)
+            except SettingError as exc:
+                raise CredentialError(str(exc)) from None
         digests = tuple(token_digest(f"{variable} ({name})", t) for t in _listed(entry, "token")) + \
             tuple(token_digest(f"{variable} ({name})", HASH_PREFIX + h) for h in _listed(entry, "sha256"))
         scopes = frozenset(_listed(entry, "scopes"))

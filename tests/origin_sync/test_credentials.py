@@ -36,6 +36,17 @@ def test_tokens_are_kept_as_digests_and_may_be_given_as_digests():
     assert "gb-token-0123456789" not in held and "admin-token-0123456789" not in held
 
 
+def test_production_mode_holds_named_admin_tokens_to_the_strength_of_every_secret(monkeypatch):
+    weak = json.dumps({"ci-bot": {"token": "aaaaaaaaaaaaaaaaaaaa", "scopes": ["catalog"]}})
+    assert parse_admin_credentials(weak)[0].name == "ci-bot"  # outside production it is the operator's call
+    monkeypatch.setenv("EDGEREC_ENV", "production")
+    with pytest.raises(CredentialError, match=r"EDGEREC_ADMIN_TOKENS \(ci-bot\) is too weak"):
+        parse_admin_credentials(weak)
+    strong = json.dumps({"ci-bot": {"token": CATALOG_TOKEN, "scopes": ["catalog"]},
+                         "auditor": {"sha256": _sha256(AUDITOR_TOKEN), "scopes": ["read"]}})
+    assert {c.name for c in parse_admin_credentials(strong)} == {"ci-bot", "auditor"}
+
+
 @pytest.mark.parametrize("admin_tokens,named,sync,message", [
     (("short",), "", ("fleet-token-0123456789",), "at least 16"),
     (("admin-token-0123456789",), "", ("sha256:abc",), "64 hex"),
