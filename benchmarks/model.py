@@ -28,7 +28,7 @@ SPLITS = (
 # The first split's bundle, never refit, on months after its test month.
 LATER = ("history→Jul / test Sep–Oct (later, unseen)", 0, "2011-09-01", "2011-11-01")
 CONTEXT_LENGTHS = (100, 200, 400)
-CANDIDATE_COUNTS = (100, 1000, 4000)
+CANDIDATE_COUNTS = (100, 200, 1000, 4000)  # 200: the offers per region the edge benchmark sends
 TARGET_ALL, TARGET_NEW = 1.05, 1.10
 
 

@@ -184,3 +184,28 @@ def test_new_items_that_neighbour_the_context_outrank_the_same_items_without_it(
     with_anchor = context.copy()
     with_anchor[-1] = anchor
     assert neighbour not in with_anchor and score_of_neighbour(with_anchor) > score_of_neighbour(context)
+
+
+def test_per_candidate_and_vocabulary_wide_branches_give_the_same_scores(trained_model: RankingModel) -> None:
+    from models.export import PER_CANDIDATE_LIMIT
+
+    session = onnxruntime.InferenceSession(build_ranking_graph(trained_model).SerializeToString())
+    item_count = len(trained_model.statistics.vocabulary.items)
+    rng = np.random.default_rng(5)
+    context = rng.integers(0, item_count + 1, trained_model.context_length)
+    context[-4:] = context[-1]
+    ages = np.sort(rng.exponential(60.0, trained_model.context_length))[::-1].astype(np.float32)
+    many = rng.integers(0, item_count + 1, PER_CANDIDATE_LIMIT + 1)
+    many[:3] = [0, context[-1], context[-10]]  # the unknown item and repeats on both sides of the limit
+
+    def scores(candidates: np.ndarray) -> np.ndarray:
+        feeds = {"context_items": context.astype(np.int64), "context_ages_days": ages, "region": np.array([1], dtype=np.int64),
+                 "candidates": candidates.astype(np.int64), "penalty": np.zeros(len(candidates), dtype=np.float32),
+                 "k": np.array([len(candidates)], dtype=np.int64)}
+        values, positions = session.run(None, feeds)
+        return values[np.argsort(positions)]
+
+    small, large = scores(many[:PER_CANDIDATE_LIMIT]), scores(many)
+    np.testing.assert_allclose(small, large[:PER_CANDIDATE_LIMIT], rtol=0, atol=1e-5)
+    expected = trained_model.score_candidates(context, ages.astype(np.float64), 1, many)
+    np.testing.assert_allclose(large, expected, rtol=0, atol=1e-5)
