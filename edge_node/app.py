@@ -22,6 +22,7 @@ from . import api
 from .events import EventRecorder, post_events
 from .spool import EventSpool
 from .config import EdgeConfig, config_from_env, config_to_env
+from .limits import LIFESPAN_KEY, ConnectionLimits, GuardedHttpToolsProtocol
 from .metrics import EdgeMetrics
 from .recommendations import RecommendationsEndpoint
 from .state import EdgeState, StateHolder
@@ -148,7 +149,7 @@ def build_app(config: EdgeConfig) -> HotPath:
     metrics.spool = spool
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, ConnectionLimits]]:
         # The syncer first serves the copy persisted on disk (no network), then follows the origin.
         background_tasks = []
         if spool is not None:
@@ -174,7 +175,9 @@ def build_app(config: EdgeConfig) -> HotPath:
             except asyncio.TimeoutError:
                 log.warning("no state after %.0f s; accepting requests anyway (not ready)", STARTUP_WAIT_S)
         try:
-            yield
+            # uvicorn hands the lifespan state to its connection protocol (edge_node.limits reads its bounds there).
+            yield {LIFESPAN_KEY: ConnectionLimits(config.max_header_bytes, config.header_timeout_s,
+                                                  lambda reason: metrics.connections_cut.labels(reason).inc())}
         finally:
             if reloading is not None:
                 reloading.cancel()
@@ -217,9 +220,10 @@ def app_from_environment() -> HotPath:
 def serve(config: EdgeConfig) -> None:
     import uvicorn
 
-    options = dict(host=config.host, port=config.port, loop="uvloop", http="httptools", log_level="warning",
-                   access_log=False, server_header=False, date_header=False, limit_concurrency=4096,
-                   timeout_keep_alive=30, timeout_graceful_shutdown=10, h11_max_incomplete_event_size=16 * 1024,
+    # httptools with the header bounds of edge_node.limits (431 / 408); h11 is never used.
+    options = dict(host=config.host, port=config.port, loop="uvloop", http=GuardedHttpToolsProtocol,
+                   log_level="warning", access_log=False, server_header=False, date_header=False,
+                   limit_concurrency=4096, timeout_keep_alive=30, timeout_graceful_shutdown=10,
                    # uvicorn would otherwise take X-Forwarded-For from any connection of a "trusted" peer (127.0.0.1
                    # by default) as the client address; the edge decides itself, only with the CDN's shared secret.
                    proxy_headers=False)

@@ -53,6 +53,8 @@ class EdgeConfig:
     sync_token: str
     data_dir: Path
     max_body_bytes: int = 64 * 1024
+    max_header_bytes: int = 16 * 1024  # request line plus headers; over it 431 and the connection is closed
+    header_timeout_s: float = 10.0     # time for a request line and headers to arrive; over it 408, closed
     max_k: int = 100
     default_k: int = 10
     sync_wait_s: float = 25.0
@@ -110,6 +112,13 @@ class EdgeConfig:
                             help="longest pause between failed sync attempts, s (EDGEREC_SYNC_BACKOFF_MAX_S, default 10)")
         parser.add_argument("--max-body-bytes", type=int, default=int(env("EDGEREC_MAX_BODY_BYTES", "65536")),
                             help="largest accepted request body (EDGEREC_MAX_BODY_BYTES, default 65536)")
+        parser.add_argument("--max-header-bytes", type=int, default=int(env("EDGEREC_MAX_HEADER_BYTES", "16384")),
+                            help="largest request line plus headers; over it 431 and the connection is closed "
+                                 "(EDGEREC_MAX_HEADER_BYTES, default 16384)")
+        parser.add_argument("--header-timeout", type=float, default=float(env("EDGEREC_HEADER_TIMEOUT_S", "10")),
+                            help="seconds a request line and headers may take from the connection or the request's "
+                                 "first byte; over it 408 and the connection is closed (EDGEREC_HEADER_TIMEOUT_S, "
+                                 "default 10)")
         parser.add_argument("--max-k", type=int, default=int(env("EDGEREC_MAX_K", "100")),
                             help="largest k a request may ask for (EDGEREC_MAX_K, default 100)")
         parser.add_argument("--workers", type=int, default=int(env("EDGEREC_WORKERS", "1")),
@@ -194,6 +203,10 @@ class EdgeConfig:
             raise ConfigError(f"--origin-public-key/EDGEREC_ORIGIN_PUBLIC_KEY: {exc}") from None
         if args.max_staleness < 0 or not 0 < args.sync_wait <= 300 or not 0 < args.sync_backoff_max <= 600:
             raise ConfigError("--max-staleness >= 0, --sync-wait in (0, 300], --sync-backoff-max in (0, 600]")
+        if not 1024 <= args.max_header_bytes <= 1024 * 1024:
+            raise ConfigError("--max-header-bytes/EDGEREC_MAX_HEADER_BYTES: from 1024 to 1048576")
+        if not 0 < args.header_timeout <= 600:
+            raise ConfigError("--header-timeout/EDGEREC_HEADER_TIMEOUT_S: more than 0 and at most 600 seconds")
         if args.max_body_bytes < 1024:
             raise ConfigError("--max-body-bytes/EDGEREC_MAX_BODY_BYTES: at least 1024")
         if not 1 <= args.max_k <= 1000:
@@ -237,6 +250,8 @@ class EdgeConfig:
             sync_token=sync_token,
             data_dir=Path(args.data_dir),
             max_body_bytes=args.max_body_bytes,
+            max_header_bytes=args.max_header_bytes,
+            header_timeout_s=args.header_timeout,
             sync_wait_s=args.sync_wait,
             origin_public_key=args.origin_public_key,
             max_staleness_s=args.max_staleness,

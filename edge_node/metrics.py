@@ -84,6 +84,10 @@ class EdgeMetrics:
                                        ["result"], registry=self.registry)
         self.fallbacks = Counter("edgerec_fallback_total", "Answers served from a fallback, by reason",
                                  ["reason"], registry=self.registry)
+        self.connections_cut = Counter("edgerec_connections_cut_total",
+                                       "Connections answered 431 or 408 and closed because their request line and "
+                                       "headers were too large or too slow, by reason", ["reason"],
+                                       registry=self.registry)
         self.rate_limited = Counter("edgerec_rate_limited_total", "Requests refused with 429 (client over its rate "
                                     "limit), by route", ["route"], registry=self.registry)
         self.data_version = Gauge("edgerec_data_version", "Data version being served", registry=self.registry)

@@ -31,3 +31,61 @@ def test_a_body_that_never_completes_gets_408_and_the_edge_keeps_serving(module_
     assert head.startswith(b"HTTP/1.1 408"), head
     assert json.loads(body)["error"]["code"] == "body_timeout"
     assert 4 < waited < 10
+
+
+def _read_answer(sock: socket.socket) -> tuple[bytes, bytes]:
+    answer = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        answer += chunk
+        head, _, body = answer.partition(b"\r\n\r\n")
+        if b"content-length:" in head.lower():
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            if len(body) >= length:
+                break
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return head, body
+
+
+def _closed(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_headers_too_large_or_too_slow_are_cut_off_with_json_errors_and_counted(module_cluster, catalog_skus):
+    module_cluster.publish()
+    edge = module_cluster.start_edge("GB", env={"EDGEREC_HEADER_TIMEOUT_S": "1", "EDGEREC_MAX_HEADER_BYTES": "16384"})
+    request = b"GET /healthz HTTP/1.1\r\nHost: edge\r\n"
+
+    # A 12 KB header is served; 2 MB of header gets 431 once the bound is passed, not after buffering it all.
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=15) as sock:
+        sock.sendall(request + b"X-Fine: " + b"a" * 12_000 + b"\r\n\r\n")
+        head, _ = _read_answer(sock)
+        assert head.startswith(b"HTTP/1.1 200"), head
+        time.sleep(1.5)  # idle on a kept-alive connection: the keep-alive timeout rules there, not the header one
+        sock.sendall(request + b"X-Big: " + b"a" * 2_000_000 + b"\r\n\r\n")
+        head, body = _read_answer(sock)
+        assert head.startswith(b"HTTP/1.1 431") and b"connection: close" in head.lower(), head
+        assert json.loads(body)["error"]["code"] == "header_too_large"
+
+    # A request line and headers that stall, and a connection that never sends anything, get 408 after 1 s.
+    for opening in (request, b""):
+        with socket.create_connection(("127.0.0.1", edge.port), timeout=15) as sock:
+            sock.sendall(opening)
+            started = time.monotonic()
+            head, body = _read_answer(sock)
+            assert 0.8 < time.monotonic() - started < 5
+            assert head.startswith(b"HTTP/1.1 408"), head
+            assert json.loads(body)["error"]["code"] == "header_timeout"
+            assert _closed(sock)
+
+    assert http_json(edge.url, "POST", "/v1/recommendations", {"recent_items": []})[0] in (200, 503)
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=15) as sock:
+        sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: edge\r\nConnection: close\r\n\r\n")
+        _, metrics = _read_answer(sock)
+    assert b'edgerec_connections_cut_total{reason="header_too_large"} 1.0' in metrics
+    assert b'edgerec_connections_cut_total{reason="header_timeout"} 2.0' in metrics
