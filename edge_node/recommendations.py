@@ -21,7 +21,6 @@ from .ranking import ModelBreaker, Rules, rank
 from .state import StateHolder
 from .validation import (
     RateLimited,
-    RecommendationRequest,
     RequestError,
     parse_anonymous_query,
     parse_recommendation_request,

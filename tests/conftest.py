@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import secrets
 import time
 from pathlib import Path
@@ -134,6 +136,7 @@ def catalog_skus(bundle_dir: Path) -> list[str]:
 
 MakeOffer = Callable[..., dict]
 
+
 class Pki:
     """Certificates made at test time (trustme): a CA, the origin's server certificate for 127.0.0.1, and edge client
     certificates naming their region; every file lives under the test's directory, none is committed."""
@@ -174,3 +177,63 @@ class Pki:
 @pytest.fixture
 def pki(tmp_path: Path) -> Pki:
     return Pki(tmp_path / "pki")
+
+
+# PostgreSQL for the tests that need it (the development and CI machines run it; make test starts it).
+PG_DSN = os.environ.get("EDGEREC_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _pg_reachable() -> str | None:
+    import asyncpg
+
+    async def probe() -> None:
+        conn = await asyncpg.connect(PG_DSN, timeout=3)
+        await conn.close()
+
+    try:
+        asyncio.run(probe())
+        return None
+    except Exception as exc:  # noqa: BLE001 - any failure means: no database to test against
+        return f"PostgreSQL not reachable at {PG_DSN} ({type(exc).__name__}: {exc}); .ci/run starts it"
+
+
+PG_UNREACHABLE = _pg_reachable()
+needs_pg = pytest.mark.skipif(PG_UNREACHABLE is not None, reason=PG_UNREACHABLE or "")
+
+
+class PgSchema:
+    """A schema of its own in the test database, dropped afterwards."""
+
+    def __init__(self) -> None:
+        self.name = f"edgerec_t_{secrets.token_hex(6)}"
+
+    async def _execute(self, sql: str) -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(PG_DSN)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    def create(self) -> None:
+        asyncio.run(self._execute(f"CREATE SCHEMA {self.name}"))
+
+    def drop(self) -> None:
+        asyncio.run(self._execute(f"DROP SCHEMA IF EXISTS {self.name} CASCADE"))
+
+    @property
+    def dsn(self) -> str:
+        return f"{PG_DSN}?search_path={self.name}"
+
+
+@pytest.fixture
+def pg_schema():
+    if PG_UNREACHABLE:
+        pytest.skip(PG_UNREACHABLE)
+    schema = PgSchema()
+    schema.create()
+    try:
+        yield schema
+    finally:
+        schema.drop()

@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-from edgerec.services import http_call, http_json
+from edgerec.services import free_port, http_call, http_json, origin_service
 from origin_sync.events import encode_batch, pseudonym_key, pseudonymize
-from tests.conftest import make_offer, wait_until as wait_for
+from tests.conftest import Cluster, make_offer, wait_until as wait_for
 
 
 @pytest.fixture
@@ -190,3 +190,55 @@ def test_erasure_removes_one_shoppers_events_and_the_report_reads_the_rest(seede
     text = subprocess.run([sys.executable, "-m", "edgerec", "experiments", "report", "e1", "--origin",
                            cluster.origin.url], env=env, capture_output=True, text=True, timeout=120)
     assert "sample ratio" in text.stdout and "winner" in text.stdout, text.stderr
+
+
+def test_events_reach_a_postgresql_origin_exactly_once_across_its_restart_and_feed_the_report(
+        tmp_path, bundle_dir, catalog_skus, pg_schema):
+    import asyncio
+
+    import asyncpg
+
+    async def count(sql: str, *args):
+        conn = await asyncpg.connect(pg_schema.dsn.split("?")[0], server_settings={"search_path": pg_schema.name})
+        try:
+            return await conn.fetchval(sql, *args)
+        finally:
+            await conn.close()
+
+    def in_pg(sql: str = "SELECT COUNT(*) FROM events", *args):
+        try:
+            return asyncio.run(count(sql, *args))
+        except asyncpg.UndefinedTableError:
+            return 0
+
+    cluster = Cluster(tmp_path, bundle_dir)
+    cluster.origin = origin_service(tmp_path, free_port(), cluster.admin_token, cluster.sync_token,
+                                    cluster.region_tokens, dsn=pg_schema.dsn)
+    cluster.start_origin()
+    try:
+        cluster.publish()
+        for sku in catalog_skus[:20]:
+            cluster.put_offer(make_offer(f"GB-{sku}", sku))
+        status, saved = http_json(cluster.origin.url, "PUT", "/v1/admin/experiments/pg",
+                                  {"id": "pg", "variants": [{"name": "control"}, {"name": "treatment"}]},
+                                  {"Authorization": f"Bearer {cluster.admin_token}"})
+        assert status == 200
+        edge = cluster.start_edge("GB")
+        wait_for(lambda: http_json(edge.url, "POST", "/v1/recommendations", {})[1]["data_version"]
+                 >= saved["data_version"], what="the experiment at the edge")
+        expected = shop(edge, range(0, 20), catalog_skus) + 1  # and the probe's impression
+        wait_for(lambda: in_pg() == expected, what="the events in PostgreSQL")
+        cluster.origin.stop()  # the spool keeps what arrives meanwhile
+        expected += shop(edge, range(20, 40), catalog_skus)
+        time.sleep(1.5)
+        cluster.start_origin()
+        wait_for(lambda: in_pg() == expected, what="the events spooled while the origin was down")
+        time.sleep(1.0)
+        assert in_pg() == expected == in_pg("SELECT COUNT(DISTINCT id) FROM events")  # nothing twice
+        status, report = http_json(cluster.origin.url, "GET", "/v1/admin/experiments/pg/report",
+                                   headers={"Authorization": f"Bearer {cluster.admin_token}"})
+        assert status == 200, report
+        assert sum(v["impressions"] for v in report["variants"].values()) == 40  # the 40 shoppers enrolled
+        assert sum(v["clicks"] for v in report["variants"].values()) == 40
+    finally:
+        cluster.stop()

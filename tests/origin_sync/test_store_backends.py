@@ -6,7 +6,6 @@ Every PostgreSQL test runs in its own schema (created and dropped), so runs neve
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 import threading
 from pathlib import Path
@@ -17,66 +16,7 @@ from edgerec.services import free_port, http_json, origin_service
 from origin_sync.experiments import ExperimentOverlap, validate_experiment
 from origin_sync.protocol import GENESIS_HASH, chain_hash, unpack
 from origin_sync.store import ChangeLogStore, Compacted, NotFound, PostgresStore, SQLiteStore
-from tests.conftest import make_offer
-
-PG_DSN = os.environ.get("EDGEREC_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-def _pg_reachable() -> str | None:
-    import asyncpg
-
-    async def probe() -> None:
-        conn = await asyncpg.connect(PG_DSN, timeout=3)
-        await conn.close()
-
-    try:
-        asyncio.run(probe())
-        return None
-    except Exception as exc:  # noqa: BLE001 - any failure means: no database to test against
-        return f"PostgreSQL not reachable at {PG_DSN} ({type(exc).__name__}: {exc}); .ci/run starts it"
-
-
-PG_UNREACHABLE = _pg_reachable()
-needs_pg = pytest.mark.skipif(PG_UNREACHABLE is not None, reason=PG_UNREACHABLE or "")
-
-
-class PgSchema:
-    """A schema of its own in the test database, dropped afterwards."""
-
-    def __init__(self) -> None:
-        self.name = f"edgerec_t_{secrets.token_hex(6)}"
-
-    async def _execute(self, sql: str) -> None:
-        import asyncpg
-
-        conn = await asyncpg.connect(PG_DSN)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    def create(self) -> None:
-        asyncio.run(self._execute(f"CREATE SCHEMA {self.name}"))
-
-    def drop(self) -> None:
-        asyncio.run(self._execute(f"DROP SCHEMA IF EXISTS {self.name} CASCADE"))
-
-    @property
-    def dsn(self) -> str:
-        return f"{PG_DSN}?search_path={self.name}"
-
-
-@pytest.fixture
-def pg_schema():
-    if PG_UNREACHABLE:
-        pytest.skip(PG_UNREACHABLE)
-    schema = PgSchema()
-    schema.create()
-    try:
-        yield schema
-    finally:
-        schema.drop()
-
+from tests.conftest import PG_DSN, PgSchema, make_offer, needs_pg
 
 def run(coro):
     return asyncio.run(coro)
