@@ -10,8 +10,8 @@ import pytest
 
 from edgerec.services import admin_headers, http_call, http_json
 from origin_sync.store import ChangeLogStore
-from tests.conftest import Cluster, make_offer
-from tests.origin_sync.test_store_backends import _with_store, needs_pg, pg_schema, run  # noqa: F401 - a fixture
+from tests.conftest import Cluster, make_offer, needs_pg
+from tests.origin_sync.test_store_backends import _with_store, run
 
 
 def test_every_admin_call_is_audited_with_no_secret(tmp_path, bundle_dir, catalog_skus):

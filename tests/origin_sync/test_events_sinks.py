@@ -14,7 +14,7 @@ import pytest
 
 from origin_sync.events import KINDS
 from origin_sync.sinks import FanoutSink, NatsEventSink, PostgresEventSink, SQLiteEventSink
-from tests.origin_sync.test_store_backends import PgSchema, needs_pg, PG_DSN
+from tests.conftest import PG_DSN, PgSchema, needs_pg
 
 NATS_URL = os.environ.get("EDGEREC_TEST_NATS_URL", "nats://127.0.0.1:4222")
 
