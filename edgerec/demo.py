@@ -146,7 +146,10 @@ def run_demo(serve: bool = False, workdir: str | None = None) -> int:
         _say(f"      {len(offers)} offers in {', '.join(DEMO_REGIONS)}")
 
         _say("[4/6] starting one edge per region; each syncs a snapshot, then long-polls deltas")
-        edges = {r: edge_service(work, r, free_port(), origin.url, region_tokens[r]).start() for r in DEMO_REGIONS}
+        # One pseudonym key for the whole fleet, as in a deployment: events carry keyed hashes of shopper ids.
+        pseudonym_key = secrets.token_urlsafe(24)
+        edges = {r: edge_service(work, r, free_port(), origin.url, region_tokens[r],
+                                 extra_env={"EDGEREC_PSEUDONYM_KEY": pseudonym_key}).start() for r in DEMO_REGIONS}
         services.extend(edges.values())
         for edge in edges.values():
             edge.wait_ready("/readyz")
