@@ -65,8 +65,8 @@ class EventSpool:
     """One process's spool directory (a worker takes a free slot under `<data dir>/events/` with a file lock)."""
 
     def __init__(self, root: Path, max_bytes: int = 1024 * 1024 * 1024, flush_interval_s: float = 0.005,
-                 sync_interval_s: float = 0.02, flush_events: int = 256, segment_max_bytes: int = 1024 * 1024, segment_max_age_s: float = 1.0,
-                 max_pending: int = 100_000) -> None:
+                 sync_interval_s: float = 0.02, flush_events: int = 256, segment_max_bytes: int = 1024 * 1024,
+                 segment_max_age_s: float = 1.0, max_pending: int = 100_000) -> None:
         self.root = Path(root)
         self.max_bytes = max_bytes
         self.flush_interval_s = flush_interval_s
@@ -99,7 +99,7 @@ class EventSpool:
     # -- request path -------------------------------------------------------------------------------
 
     def append(self, row: list[Any]) -> bool:
-        """Queue one event (its values in EVENT_FIELDS order) for the next fsynced batch; False (and counted) when
+        """Queue one event (its values in EVENT_FIELDS order) for the next batch written; False (and counted) when
         the spool is full."""
         if self.bytes_on_disk >= self.max_bytes:
             self.dropped["spool_full"] += 1
@@ -125,7 +125,7 @@ class EventSpool:
         for slot in range(1024):
             directory = self.root / f"w{slot}"
             directory.mkdir(exist_ok=True)
-            # Read-only: flock needs no write access, and no file stays open for writing (a remount stays possible).
+            # The lock file is opened read-only: flock needs no write access.
             lock_path = directory / ".lock"
             if not lock_path.exists():
                 lock_path.touch(mode=0o600)
