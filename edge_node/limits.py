@@ -13,7 +13,6 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any, Callable
 
-import httptools
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -60,27 +59,16 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if limits is None:
             super().data_received(data)
             return
-        self._unset_keepalive_if_required()
         if self._in_headers:
             # No per-header callback on the hot path: the chunk may complete the headers only if their end,
             # CRLF CRLF, lies within the bytes still allowed.
             room = limits.max_header_bytes - self._header_bytes
             if len(data) > room and data.find(b"\r\n\r\n", 0, max(room, 0) + 4) < 0:
-                self._cut(431, b"Request Header Fields Too Large", HEADER_TOO_LARGE,
-                          f"request line and headers over {limits.max_header_bytes} bytes")
+                self._cut_too_large()
                 return
         self._message_began = False
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError:
-            limits.on_cut(INVALID_REQUEST)
-            self.send_400_response("Invalid HTTP request received.")
-            return
-        except httptools.HttpParserUpgrade:
-            if self._should_upgrade():  # as uvicorn does
-                self.handle_websocket_upgrade()
-            else:
-                self._unsupported_upgrade_warning()
+        super().data_received(data)  # uvicorn's own parsing and error handling
+        if self.transport.is_closing():
             return
         if self._in_headers and not self._message_began:
             # All of this chunk went into an unfinished request line or header, which httptools buffers itself.
@@ -88,8 +76,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             # check above catches the next chunk, so the bound may be passed by at most one read.)
             self._header_bytes += len(data)
             if self._header_bytes > limits.max_header_bytes:
-                self._cut(431, b"Request Header Fields Too Large", HEADER_TOO_LARGE,
-                          f"request line and headers over {limits.max_header_bytes} bytes")
+                self._cut_too_large()
+
+    def send_400_response(self, msg: str) -> None:
+        if self._limits is not None:
+            self._limits.on_cut(INVALID_REQUEST)
+        super().send_400_response(msg)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -119,6 +111,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._in_headers and self._limits is not None and not self.transport.is_closing():
             self._cut(408, b"Request Timeout", HEADER_TIMEOUT,
                       f"request line and headers not received within {self._limits.header_timeout_s:g} s")
+
+    def _cut_too_large(self) -> None:
+        assert self._limits is not None
+        self._cut(431, b"Request Header Fields Too Large", HEADER_TOO_LARGE,
+                  f"request line and headers over {self._limits.max_header_bytes} bytes")
 
     def _cut(self, status: int, reason: bytes, code: str, message: str) -> None:
         self._disarm_header_timer()

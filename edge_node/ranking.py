@@ -71,10 +71,10 @@ class Ranked:
 
     @property
     def body(self) -> dict[str, Any]:
-        """The answer as a dict (what render() writes, less the request_id)."""
-        fragments = self.catalog.fragments
-        return {"offers": [{**fragments[p], "score": round(s, 6)} for s, p in zip(self.scores, self.positions)],
-                **self.meta}
+        """The answer as a dict (what render() writes, less the request_id); for tests and tools, not the hot path."""
+        body = orjson.loads(self.render(None))
+        del body["request_id"]
+        return body
 
 
 def resolve_region(region: str | None, state: EdgeState) -> RegionCatalog:

@@ -31,15 +31,13 @@ import secrets
 import ssl
 import threading
 import time
-import zlib
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import msgpack
 import orjson
 
-from origin_sync.events import EVENT_FIELDS, FRAME_HEADER, complete_frames, encode_frame, encode_frames_batch
+from origin_sync.events import EVENT_FIELDS, complete_frames, decode_frames, encode_frame, encode_frames_batch
 
 log = logging.getLogger("edgerec.events")
 
@@ -50,14 +48,7 @@ def read_segment(path: Path) -> tuple[list[dict[str, Any]], bool]:
     """The events of a segment (as maps), and whether it ended in a torn frame (a write cut short by a crash)."""
     data = path.read_bytes()
     whole, _, torn = complete_frames(data)
-    events: list[dict[str, Any]] = []
-    offset = 0
-    while offset < whole:
-        length, _ = FRAME_HEADER.unpack_from(data, offset)
-        payload = data[offset + FRAME_HEADER.size: offset + FRAME_HEADER.size + length]
-        for event in msgpack.unpackb(zlib.decompress(payload), raw=False):
-            events.append(dict(zip(EVENT_FIELDS, event)) if isinstance(event, list) else event)
-        offset += FRAME_HEADER.size + length
+    events = [dict(zip(EVENT_FIELDS, e)) if isinstance(e, list) else e for e in decode_frames(data[:whole])]
     return events, torn
 
 

@@ -33,8 +33,7 @@ class RegionCatalog:
     has_windows: bool
     groups: np.ndarray          # int32 [N]: product group id, NO_GROUP when the offer has none
     popularity: np.ndarray      # float32 [N]: the model's score for an empty context (the fallback ranking)
-    fragments: tuple[dict[str, Any], ...]  # the response body of each offer, less its score
-    fragments_json: tuple[bytes, ...]  # the same as JSON, open for its score: b'{"offer_id":...,"score":'
+    fragments_json: tuple[bytes, ...]  # each offer's part of the answer, open for its score: b'{"offer_id":...,"score":'
     positions: Mapping[str, tuple[int, ...]]  # offer id and sku -> positions, for exclusions
 
     def __len__(self) -> int:
@@ -66,8 +65,6 @@ class RegionCatalog:
             if o["sku"] != o["id"]:
                 positions.setdefault(o["sku"], []).append(i)
         region_index = ranker.region_index(region)
-        fragments = tuple({"offer_id": o["id"], "sku": o["sku"], "title": o["title"], "price": o["price"],
-                           "currency": o["currency"]} for o in offers)
         return cls(
             region=region,
             region_index=region_index,
@@ -79,8 +76,9 @@ class RegionCatalog:
             has_windows=bool(np.isfinite(active_from).any() or np.isfinite(active_to).any()),
             groups=groups,
             popularity=_popularity(ranker, region_index, candidates),
-            fragments=fragments,
-            fragments_json=tuple(orjson.dumps(f)[:-1] + b',"score":' for f in fragments),
+            fragments_json=tuple(orjson.dumps({"offer_id": o["id"], "sku": o["sku"], "title": o["title"],
+                                               "price": o["price"], "currency": o["currency"]})[:-1] + b',"score":'
+                                 for o in offers),
             positions={k: tuple(v) for k, v in positions.items()},
         )
 

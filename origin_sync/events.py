@@ -104,7 +104,8 @@ def _unpack_events(body: bytes) -> list[Any]:
     return events
 
 
-def _decode_frames(data: bytes) -> list[Any]:
+def decode_frames(data: bytes) -> list[Any]:
+    """The events (rows or maps, unchecked) of whole frames; InvalidEvents for a torn or corrupted one."""
     whole, _, torn = complete_frames(data)
     if torn:
         raise InvalidEvents(f"events: a torn or corrupted frame at byte {whole}")
@@ -177,7 +178,7 @@ def decode_batch(data: bytes) -> tuple[str, list[str], list[dict[str, Any]]]:
         raise InvalidEvents("regions: the non-empty list of the edge's regions")
     encoding = outer["encoding"]
     if encoding == "frames":
-        events = _decode_frames(outer["events"])
+        events = decode_frames(outer["events"])
     else:
         events = _unpack_events(_inflate(outer["events"]) if encoding == "zlib" else outer["events"])
     if len(events) > MAX_BATCH_EVENTS:
