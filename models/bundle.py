@@ -58,13 +58,14 @@ def golden_case(
     }
 
 
-def golden_feeds(case: dict) -> dict[str, np.ndarray]:
-    """The graph inputs of a golden case."""
+def golden_feeds(case: dict, batched: bool = True) -> dict[str, np.ndarray]:
+    """The graph inputs of a golden case: a batch of one row (batched=False: the unbatched graphs of bundles
+    made before 2026-12, whose inputs are one request's [L] and [N] arrays)."""
     inputs = case["inputs"]
     candidates = np.asarray(inputs["candidates"], dtype=np.int64)
     penalty = np.zeros(len(candidates), dtype=np.float32)
     penalty[np.asarray(inputs["excluded_positions"], dtype=np.int64)] = -np.inf
-    return {
+    feeds = {
         "context_items": np.asarray(inputs["context_items"], dtype=np.int64),
         "context_ages_days": np.asarray(inputs["context_ages_days"], dtype=np.float32),
         "region": np.asarray(inputs["region"], dtype=np.int64),
@@ -72,6 +73,10 @@ def golden_feeds(case: dict) -> dict[str, np.ndarray]:
         "penalty": penalty,
         "k": np.asarray(inputs["k"], dtype=np.int64),
     }
+    if batched:
+        for name in ("context_items", "context_ages_days", "candidates", "penalty"):
+            feeds[name] = feeds[name][None, :]
+    return feeds
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

@@ -40,7 +40,7 @@ def _session_options() -> onnxruntime.SessionOptions:
 
 @dataclass(frozen=True)
 class RequestContext:
-    """A shopper's encoded context: the graph's context_items and context_ages_days, both [L]."""
+    """A shopper's encoded context: one row of the graph's context_items and context_ages_days, both [L]."""
 
     items: np.ndarray  # int64 [L]: last L events, most recent last, left-padded with 0
     ages_days: np.ndarray  # float32 [L]: days from each event to the request
@@ -65,6 +65,8 @@ class Ranker:
         if self._default_ages.shape != (self.context_length,):
             raise ValueError(f"default_ages_days has {self._default_ages.size} entries, context_length is {self.context_length}")
         self._output_names = [output.name for output in session.get_outputs()]
+        # A graph takes a batch of requests ([B, L] contexts); bundles made before 2026-12 take one ([L]).
+        self.batched = len(session.get_inputs()[0].shape) == 2
         self._scalars: dict[int, np.ndarray] = {}
         self._item_index = {str(code).upper(): position + 1 for position, code in enumerate(manifest["items"])}
         # Exact-case hits first (codes as the manifest has them, and in lower case); only a miss pays for .upper().
@@ -96,19 +98,40 @@ class Ranker:
 
     def _check_golden(self) -> None:
         # Also the warm-up: the first runs allocate ORT's buffers before any shopper waits on them.
-        for number, case in enumerate(self.manifest["golden"]):
+        cases = self.manifest["golden"]
+        for number, case in enumerate(cases):
             try:
-                feeds = golden_feeds(case)
-                scores, indices = self._session.run(None, feeds)
-                expected_scores = np.asarray(case["expected"]["scores"], dtype=np.float64)
-                expected_indices = np.asarray(case["expected"]["indices"], dtype=np.int64)
+                scores, indices = self._session.run(None, golden_feeds(case, self.batched))
+                if self.batched:
+                    scores, indices = scores[0], indices[0]
             except Exception as error:
                 raise BundleError(f"golden case {number} of {self.version} cannot run: {error}") from None
-            if scores.shape != expected_scores.shape or not np.array_equal(indices, expected_indices):
-                raise BundleError(f"golden case {number} of {self.version}: ranked positions differ from expected")
-            if not np.allclose(scores, expected_scores, rtol=0.0, atol=GOLDEN_TOLERANCE):
-                worst = float(np.max(np.abs(scores - expected_scores)))
-                raise BundleError(f"golden case {number} of {self.version}: scores off by {worst:.3g} > {GOLDEN_TOLERANCE}")
+            self._compare_golden(f"golden case {number}", case, scores, indices)
+        if self.batched and len(cases) > 1:
+            # Shoppers are served in batches: every case again, all in one run, padded to the longest.
+            try:
+                feeds = [golden_feeds(case, batched=False) for case in cases]
+                k = max(int(feed["k"][0]) for feed in feeds)
+                results = self.rank_many(
+                    [(RequestContext(f["context_items"], f["context_ages_days"]), int(f["region"][0]),
+                      f["candidates"], f["penalty"]) for f in feeds], k)
+            except Exception as error:
+                raise BundleError(f"golden cases of {self.version} cannot run as one batch: {error}") from None
+            for number, (case, feed, (scores, indices)) in enumerate(zip(cases, feeds, results)):
+                keep = min(int(feed["k"][0]), len(feed["candidates"]))
+                self._compare_golden(f"golden case {number} in a batch", case, scores[:keep], indices[:keep])
+
+    def _compare_golden(self, what: str, case: dict, scores: np.ndarray, indices: np.ndarray) -> None:
+        try:
+            expected_scores = np.asarray(case["expected"]["scores"], dtype=np.float64)
+            expected_indices = np.asarray(case["expected"]["indices"], dtype=np.int64)
+        except Exception as error:
+            raise BundleError(f"{what} of {self.version} is malformed: {error}") from None
+        if scores.shape != expected_scores.shape or not np.array_equal(indices, expected_indices):
+            raise BundleError(f"{what} of {self.version}: ranked positions differ from expected")
+        if not np.allclose(scores, expected_scores, rtol=0.0, atol=GOLDEN_TOLERANCE):
+            worst = float(np.max(np.abs(scores - expected_scores)))
+            raise BundleError(f"{what} of {self.version}: scores off by {worst:.3g} > {GOLDEN_TOLERANCE}")
 
     def item_index(self, sku: str) -> int:
         """Vocabulary index of a StockCode, 0 when unknown."""
@@ -158,12 +181,63 @@ class Ranker:
             return np.empty(0, dtype=np.float32), np.empty(0, dtype=np.int64)
         if not isinstance(context, RequestContext):
             context = RequestContext(context, self._default_ages)
+        if not self.batched:
+            return self._run(context.items, context.ages_days, self._scalar(region), candidates, penalty, k)
+        scores, positions = self._run(context.items[None, :], context.ages_days[None, :],
+                                      self._scalar(region), candidates[None, :], penalty[None, :], k)
+        return scores[0], positions[0]
+
+    def rank_many(
+        self,
+        requests: Sequence[tuple[RequestContext, int, np.ndarray, np.ndarray]],
+        k: int,
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Several (context, region, candidates, penalty) requests in one run; for each, what rank() gives with k:
+        best first, at most k, positions into its own candidates.
+
+        Requests with fewer candidates than the longest are padded with the unknown item at penalty -inf, and
+        padded slots are cut off here. So a padded slot can only take the place of an entry at -inf (an
+        excluded offer): such a request gets the same finite entries as from rank(), and maybe fewer at -inf.
+        """
+        if not requests:
+            return []
+        if not self.batched or len(requests) == 1:
+            return [self.rank(context, region, candidates, penalty, k) for context, region, candidates, penalty in requests]
+        if k <= 0:
+            return [(np.empty(0, dtype=np.float32), np.empty(0, dtype=np.int64)) for _ in requests]
+        counts = [len(candidates) for _, _, candidates, _ in requests]
+        width = max(counts)
+        if width == 0:
+            return [(np.empty(0, dtype=np.float32), np.empty(0, dtype=np.int64)) for _ in requests]
+        items = np.stack([context.items for context, _, _, _ in requests])
+        ages = np.stack([context.ages_days for context, _, _, _ in requests])
+        regions = np.fromiter((region for _, region, _, _ in requests), dtype=np.int64, count=len(requests))
+        if min(counts) == width:
+            candidates = np.stack([c for _, _, c, _ in requests])
+            penalties = np.stack([p for _, _, _, p in requests])
+        else:
+            candidates = np.zeros((len(requests), width), dtype=np.int64)
+            penalties = np.full((len(requests), width), -np.inf, dtype=np.float32)
+            for row, (_, _, c, p) in enumerate(requests):
+                candidates[row, : len(c)] = c
+                penalties[row, : len(p)] = p
+        scores, positions = self._run(items, ages, regions, candidates, penalties, k)
+        results = []
+        for row, count in enumerate(counts):
+            if count == width:
+                results.append((scores[row], positions[row]))
+            else:
+                own = positions[row] < count
+                results.append((scores[row][own], positions[row][own]))
+        return results
+
+    def _run(self, items, ages, regions, candidates, penalty, k: int) -> tuple[np.ndarray, np.ndarray]:
         scores, positions = self._session.run(
             self._output_names,
             {
-                "context_items": context.items,
-                "context_ages_days": context.ages_days,
-                "region": self._scalar(region),
+                "context_items": items,
+                "context_ages_days": ages,
+                "region": regions,
                 "candidates": candidates,
                 "penalty": penalty,
                 "k": self._scalar(k),

@@ -21,6 +21,7 @@ from mlserver.utils import get_model_uri
 # The inputs of edgerec's ranking graph (models/export.py), fed as models.runtime.Ranker feeds them;
 # context_ages_days came with a later graph (events sent without an age take the manifest's defaults).
 FEEDS = {"context_items", "region", "candidates", "penalty", "k"}
+ROWS = {"context_items", "context_ages_days", "candidates", "penalty"}  # one row per request in a batched graph
 OPTIONAL_FEEDS = {"context_ages_days"}
 
 
@@ -39,6 +40,7 @@ class RecommenderRuntime(MLModel):
         self._session = onnxruntime.InferenceSession(str(model_path), sess_options=options,
                                                      providers=["CPUExecutionProvider"])
         inputs = {i.name for i in self._session.get_inputs()}
+        self._batched = len(self._session.get_inputs()[0].shape) == 2
         if not FEEDS <= inputs <= FEEDS | OPTIONAL_FEEDS:
             # The graph's signature moved on: say so rather than serve something else than the edge does.
             raise ValueError(f"the ranking graph takes {sorted(inputs)}; this runtime feeds {sorted(FEEDS)}")
@@ -86,7 +88,11 @@ class RecommenderRuntime(MLModel):
                  "penalty": penalty, "k": np.array([k], dtype=np.int64)}
         if self._default_ages is not None:
             feeds["context_ages_days"] = self._default_ages
-        scores, positions = self._session.run(None, feeds)
+        if self._batched:  # graphs since 2026-12 take a batch of requests: this is a batch of one
+            feeds = {name: value[None, :] if name in ROWS else value for name, value in feeds.items()}
+            scores, positions = (output[0] for output in self._session.run(None, feeds))
+        else:
+            scores, positions = self._session.run(None, feeds)
         keep = scores > -np.inf
         scores, positions = scores[keep], positions[keep]
         offer_ids = [region["offer_ids"][p] for p in positions.tolist()]

@@ -13,6 +13,17 @@ from models.runtime import Ranker, RequestContext
 from models.train import TrainingConfig, fit_ranking_model
 
 
+ROW_INPUTS = ("context_items", "context_ages_days", "candidates", "penalty")
+
+
+def run_one(session: onnxruntime.InferenceSession, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """One request through the batched graph: its [L] and [N] inputs as a batch of one row."""
+    scores, positions = session.run(None, {name: value[None, :] if name in ROW_INPUTS else value
+                                           for name, value in feeds.items()})
+    assert scores.shape[0] == positions.shape[0] == 1
+    return scores[0], positions[0]
+
+
 @pytest.fixture(scope="module")
 def ranker(bundle_dir: Path) -> Ranker:
     return Ranker.load(bundle_dir)
@@ -39,8 +50,8 @@ def test_onnx_graph_matches_numpy_reference_on_held_out_requests(trained_model: 
         penalty = np.where(rng.random(len(candidates)) < 0.1, -np.inf, 0.0).astype(np.float32)
         region = int(rng.integers(0, region_count + 1))
         expected = trained_model.score_candidates(context, ages.astype(np.float64), region, candidates) + penalty
-        scores, positions = session.run(
-            None,
+        scores, positions = run_one(
+            session,
             {
                 "context_items": context.astype(np.int64),
                 "context_ages_days": ages,
@@ -140,7 +151,7 @@ def test_ages_change_scores_of_repeats_only_through_the_graph(trained_model: Ran
         ages = np.full(trained_model.context_length, age, dtype=np.float32)
         feeds = {"context_items": context, "context_ages_days": ages, "region": np.array([0], dtype=np.int64),
                  "candidates": candidates, "penalty": np.zeros(3, dtype=np.float32), "k": np.array([3], dtype=np.int64)}
-        values, positions = session.run(None, feeds)
+        values, positions = run_one(session, feeds)
         return values[np.argsort(positions)]
 
     fresh, old = scores(1.0), scores(300.0)
@@ -179,7 +190,7 @@ def test_new_items_that_neighbour_the_context_outrank_the_same_items_without_it(
             "penalty": np.zeros(1, dtype=np.float32),
             "k": np.array([1], dtype=np.int64),
         }
-        return float(session.run(None, feeds)[0][0])
+        return float(run_one(session, feeds)[0][0])
 
     with_anchor = context.copy()
     with_anchor[-1] = anchor
@@ -202,10 +213,36 @@ def test_per_candidate_and_vocabulary_wide_branches_give_the_same_scores(trained
         feeds = {"context_items": context.astype(np.int64), "context_ages_days": ages, "region": np.array([1], dtype=np.int64),
                  "candidates": candidates.astype(np.int64), "penalty": np.zeros(len(candidates), dtype=np.float32),
                  "k": np.array([len(candidates)], dtype=np.int64)}
-        values, positions = session.run(None, feeds)
+        values, positions = run_one(session, feeds)
         return values[np.argsort(positions)]
 
     small, large = scores(many[:PER_CANDIDATE_LIMIT]), scores(many)
     np.testing.assert_allclose(small, large[:PER_CANDIDATE_LIMIT], rtol=0, atol=1e-5)
     expected = trained_model.score_candidates(context, ages.astype(np.float64), 1, many)
     np.testing.assert_allclose(large, expected, rtol=0, atol=1e-5)
+
+
+def test_a_batch_ranks_each_request_as_it_would_alone(ranker: Ranker) -> None:
+    """Shoppers are ranked in batches: regions, contexts, candidate counts (padded) and penalties all differ per row,
+    and rows on both sides of the per-candidate limit run in separate batches, as the edge sends them."""
+    from models.export import PER_CANDIDATE_LIMIT
+
+    rng = np.random.default_rng(11)
+    items = ranker.manifest["items"]
+    for count_range in ((1, 300), (PER_CANDIDATE_LIMIT + 1, PER_CANDIDATE_LIMIT + 200)):
+        requests = []
+        for row in range(9):
+            context = ranker.encode_context([items[i] for i in rng.integers(0, len(items), int(rng.integers(0, 60)))])
+            candidates = ranker.item_indices([items[i] for i in rng.integers(0, len(items), int(rng.integers(*count_range)))])
+            penalty = np.where(rng.random(len(candidates)) < 0.2, -np.inf, 0.0).astype(np.float32)
+            requests.append((context, int(rng.integers(0, len(ranker.manifest["regions"]) + 1)), candidates, penalty))
+        for k in (1, 10, 500):
+            batch = ranker.rank_many(requests, k)
+            assert len(batch) == len(requests)
+            for (context, region, candidates, penalty), (scores, positions) in zip(requests, batch):
+                alone_scores, alone_positions = ranker.rank(context, region, candidates, penalty, k)
+                finite = np.isfinite(alone_scores)
+                assert positions.max(initial=0) < len(candidates)
+                np.testing.assert_allclose(scores[: finite.sum()], alone_scores[finite], rtol=0, atol=1e-5)
+                assert np.array_equal(positions[: finite.sum()], alone_positions[finite])
+                assert not np.isfinite(scores[finite.sum():]).any() and len(scores) <= len(alone_scores)
