@@ -80,6 +80,8 @@ class EdgeMetrics:
                                  ["route", "method"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.inference = Histogram("edgerec_inference_seconds", "Time of one ONNX ranker run",
                                    buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.inference_batch = Histogram("edgerec_inference_batch_size", "Requests ranked together in one ONNX run",
+                                         buckets=(1, 2, 4, 8, 16, 32, 64), registry=self.registry)
         self.anonymous_cache = Counter("edgerec_anonymous_cache_total", "Anonymous answers, by in-process cache result",
                                        ["result"], registry=self.registry)
         self.fallbacks = Counter("edgerec_fallback_total", "Answers served from a fallback, by reason",

@@ -123,8 +123,35 @@ def _diversify(scores: list[float], positions: list[int], groups: np.ndarray, k:
     return kept
 
 
-def rank(request: RecommendationRequest, state: EdgeState, rules: Rules, breaker: ModelBreaker,
-         region: str | None) -> Ranked:
+@dataclass(slots=True)
+class Plan:
+    """A request made ready for the model: the catalog and model it is answered from, what the rules leave of
+    the catalog (adjust), and, once the model ran (or could not), its scores or the fallback's reason."""
+
+    catalog: RegionCatalog
+    model: Any  # models.runtime.Ranker: the served one, or an experiment variant's
+    data_version: int
+    experiment_id: str | None
+    variant_name: str | None
+    k: int
+    max_per_group: int
+    diverse: bool
+    want: int  # how many ranked positions to ask for (more than k when diversity may drop some)
+    adjust: np.ndarray | None  # float32 penalties per offer: -inf where a rule excludes it, boosts elsewhere
+    context: Any  # models.runtime.RequestContext; None when the model is not to run
+    fallback: str | None = None
+    scores: np.ndarray | None = None
+    positions: np.ndarray | None = None
+    model_s: float = 0.0
+
+    @property
+    def needs_model(self) -> bool:
+        return self.context is not None and self.fallback is None
+
+
+def plan_request(request: RecommendationRequest, state: EdgeState, rules: Rules, breaker: ModelBreaker,
+                 region: str | None) -> Plan:
+    """Everything before the model: region, experiment variant, business rules, the encoded context."""
     catalog = resolve_region(region, state)
     model = state.model
     max_per_group = rules.max_per_group
@@ -145,34 +172,57 @@ def rank(request: RecommendationRequest, state: EdgeState, rules: Rules, breaker
         raise RequestError(422, "invalid_request",
                            f"recent_items: at most {model.context_length} events (the model's context length), "
                            f"got {len(request.recent_items)}")
-    fallback: str | None = None
-    model_s = 0.0
+    planned = Plan(catalog=catalog, model=model, data_version=state.data_version, experiment_id=experiment_id,
+                   variant_name=variant_name, k=request.k, max_per_group=max_per_group, diverse=False, want=0,
+                   adjust=None, context=None)
+    if len(catalog):
+        now = request.at if request.at is not None else time.time()
+        planned.adjust = adjust = catalog.adjust_at(now)
+        _exclude(adjust, catalog, request, rules)
+        planned.diverse = diverse = max_per_group > 0 and bool((catalog.groups != NO_GROUP).any())
+        planned.want = min(len(catalog), request.k * 4 if diverse else request.k)
+        if breaker.is_open(time.monotonic()):
+            planned.fallback = FALLBACK_LATENCY_BUDGET
+        else:
+            try:
+                planned.context = model.encode_context(request.recent_items, ages_days=request.recent_ages_days)
+            except Exception:  # noqa: BLE001 - any failure of the model must still leave the shopper an answer
+                log.exception("model %s cannot encode a request; answering from regional popularity", model.version)
+                planned.fallback = FALLBACK_MODEL_ERROR
+    return planned
+
+
+def run_model(planned: Plan, breaker: ModelBreaker) -> None:
+    """One request's own ONNX run (the anonymous path and tools; shoppers' requests go through edge_node.batching)."""
+    if not planned.needs_model:
+        return
+    clock = time.perf_counter()
+    try:
+        planned.scores, planned.positions = planned.model.rank(
+            planned.context, planned.catalog.region_index, planned.catalog.candidates, planned.adjust, planned.want)
+    except Exception:  # noqa: BLE001 - any failure of the model must still leave the shopper an answer
+        log.exception("model %s failed; answering from regional popularity", planned.model.version)
+        planned.fallback = FALLBACK_MODEL_ERROR
+    else:
+        planned.model_s = time.perf_counter() - clock
+        breaker.record(planned.model_s, time.monotonic())
+
+
+def finish(planned: Plan) -> Ranked:
+    """Everything after the model: the fallback's ranking if needed, diversity, the cut at excluded offers."""
+    catalog = planned.catalog
     scores_list: list[float] = []
     positions_list: list[int] = []
     if len(catalog):
-        now = request.at if request.at is not None else time.time()
-        adjust = catalog.adjust_at(now)
-        _exclude(adjust, catalog, request, rules)
-        diverse = max_per_group > 0 and bool((catalog.groups != NO_GROUP).any())
-        want = min(len(catalog), request.k * 4 if diverse else request.k)
-        clock = time.perf_counter()
-        if breaker.is_open(time.monotonic()):
-            fallback = FALLBACK_LATENCY_BUDGET
+        if planned.fallback is not None or planned.scores is None:
+            if planned.fallback is None:  # the model was never asked (no context): not expected, but say so
+                planned.fallback = FALLBACK_MODEL_ERROR
+            scores, positions = catalog.rank_by_popularity(planned.adjust, planned.want)
         else:
-            try:
-                context = model.encode_context(request.recent_items, ages_days=request.recent_ages_days)
-                scores, positions = model.rank(context, catalog.region_index, catalog.candidates, adjust, want)
-            except Exception:  # noqa: BLE001 - any failure of the model must still leave the shopper an answer
-                log.exception("model %s failed; answering from regional popularity", model.version)
-                fallback = FALLBACK_MODEL_ERROR
-            else:
-                model_s = time.perf_counter() - clock
-                breaker.record(model_s, time.monotonic())
-        if fallback is not None:
-            scores, positions = catalog.rank_by_popularity(adjust, want)
+            scores, positions = planned.scores, planned.positions
         scores_list, positions_list = scores.tolist(), positions.tolist()
-        if diverse:
-            positions_list = _diversify(scores_list, positions_list, catalog.groups, request.k, max_per_group)
+        if planned.diverse:
+            positions_list = _diversify(scores_list, positions_list, catalog.groups, planned.k, planned.max_per_group)
             score_of = dict(zip(positions.tolist(), scores_list))
             scores_list = [score_of[p] for p in positions_list]
         else:
@@ -180,11 +230,19 @@ def rank(request: RecommendationRequest, state: EdgeState, rules: Rules, breaker
             scores_list, positions_list = scores_list[:cut], positions_list[:cut]
     meta = {
         "region": catalog.region,
-        "model_version": model.version,
-        "data_version": state.data_version,
-        "fallback": fallback,
-        "experiment": experiment_id,
-        "variant": variant_name,
+        "model_version": planned.model.version,
+        "data_version": planned.data_version,
+        "fallback": planned.fallback,
+        "experiment": planned.experiment_id,
+        "variant": planned.variant_name,
     }
-    return Ranked(meta=meta, catalog=catalog, positions=positions_list, scores=scores_list, model_s=model_s,
-                  fallback=fallback)
+    return Ranked(meta=meta, catalog=catalog, positions=positions_list, scores=scores_list,
+                  model_s=planned.model_s, fallback=planned.fallback)
+
+
+def rank(request: RecommendationRequest, state: EdgeState, rules: Rules, breaker: ModelBreaker,
+         region: str | None) -> Ranked:
+    """One request from start to answer, with its own model run."""
+    planned = plan_request(request, state, rules, breaker, region)
+    run_model(planned, breaker)
+    return finish(planned)

@@ -17,7 +17,8 @@ from edgerec.ratelimit import RateLimiter
 from .cdn import UNTRUSTED_REFUSE, CdnPolicy, etag_for, etag_matches, public_headers, read_viewer
 from .events import EventRecorder
 from .metrics import EdgeMetrics
-from .ranking import ModelBreaker, Rules, rank
+from .batching import InferenceBatcher
+from .ranking import ModelBreaker, Rules, finish, plan_request, rank
 from .state import StateHolder
 from .validation import (
     RateLimited,
@@ -51,6 +52,8 @@ class RecommendationsEndpoint:
         self.cdn = cdn
         self.rules = rules
         self.breaker = ModelBreaker(rules.model_budget_ms, rules.breaker_cooldown_s)
+        # Personalized requests ready in the same pass of the event loop share one ONNX run.
+        self.batcher = InferenceBatcher(self.breaker, metrics.inference, metrics.inference_batch)
         self.max_body_bytes = max_body_bytes
         self.max_k = max_k
         self.default_k = default_k
@@ -153,7 +156,10 @@ class RecommendationsEndpoint:
         request = parse_recommendation_request(body, self.max_k, self.default_k)
         parsed = time.perf_counter()
         region, _ = self._region_for(request.region, viewer)
-        ranked = rank(request, state, self.rules, self.breaker, region)
+        planned = plan_request(request, state, self.rules, self.breaker, region)
+        if planned.needs_model:
+            await self.batcher.submit(planned)
+        ranked = finish(planned)
         payload = ranked.render(request_id)
         self._observe(ranked)
         if self.recorder is not None:
@@ -176,6 +182,8 @@ class RecommendationsEndpoint:
             etag = etag_for(*key, *offer_ids)
             cached = (ranked.render(request_id), etag, ranked.catalog.region, offer_ids, ranked.fallback)
             self._observe(ranked)
+            if ranked.model_s:  # its own run (the batcher observes the personalized ones)
+                self._inference.observe(ranked.model_s)
             if ranked.fallback is None:  # a degraded answer is not worth keeping
                 self.anonymous[key] = cached
         payload, etag, served_region, offer_ids, _ = cached
@@ -194,8 +202,6 @@ class RecommendationsEndpoint:
     def _observe(self, ranked) -> None:
         if ranked.fallback is not None:
             self.metrics.fallbacks.labels(ranked.fallback).inc()
-        elif ranked.model_s:
-            self._inference.observe(ranked.model_s)
 
     @staticmethod
     def _timing(started: float, parsed: float, model_s: float) -> tuple[bytes, bytes]:

@@ -1,0 +1,134 @@
+"""Shoppers ranked together in one ONNX run (edge_node.batching), in process, on a real EdgeState and ranker."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry, Histogram
+
+from edge_node.batching import InferenceBatcher
+from edge_node.ranking import FALLBACK_MODEL_ERROR, ModelBreaker, Rules, finish, plan_request, rank
+from edge_node.state import EdgeState
+from edge_node.validation import parse_recommendation_request
+from models.runtime import Ranker
+from origin_sync.client import Replica
+from origin_sync.protocol import validate_offer
+from tests.conftest import make_offer
+
+RULES = Rules(max_per_group=2)
+
+
+@pytest.fixture(scope="module")
+def ranker(bundle_dir):
+    return Ranker.load(bundle_dir)
+
+
+@pytest.fixture(scope="module")
+def state(ranker, catalog_skus) -> EdgeState:
+    # Three regions with different offer counts (so batches are padded), product groups (diversity) and stock.
+    offers = [make_offer(f"GB-{s}", s, group=f"g{i % 4}", stock=i % 7) for i, s in enumerate(catalog_skus[:60])]
+    offers += [make_offer(f"DE-{s}", s, region="DE") for s in catalog_skus[10:35]]
+    offers += [make_offer(f"FR-{s}", s, region="FR") for s in catalog_skus[5:8]]
+    replica = Replica(version=3, regions=("GB", "DE", "FR"), offers={o["id"]: validate_offer(o) for o in offers},
+                      model=None)
+    return EdgeState.build(replica, ranker)
+
+
+def _histograms() -> tuple[CollectorRegistry, Histogram, Histogram]:
+    registry = CollectorRegistry()
+    return (registry, Histogram("run_seconds", "", registry=registry),
+            Histogram("batch_size", "", buckets=(1, 2, 4, 8, 16, 32, 64), registry=registry))
+
+
+def _bodies(catalog_skus: list[str], count: int) -> list[bytes]:
+    rng = np.random.default_rng(4)
+    bodies = []
+    for number in range(count):
+        items = ", ".join(f'{{"item": "{catalog_skus[i]}", "age_days": {age:.1f}}}'
+                          for i, age in zip(rng.integers(0, 80, int(rng.integers(0, 30))), rng.uniform(0, 200, 30)))
+        exclude = f'"{catalog_skus[int(rng.integers(0, 60))]}"'
+        bodies.append(f'{{"region": "{("GB", "DE", "FR")[number % 3]}", "k": {1 + number % 9}, '
+                      f'"recent_items": [{items}], "exclude": [{exclude}]}}'.encode())
+    return bodies
+
+
+async def _concurrently(batcher: InferenceBatcher, state: EdgeState, bodies: list[bytes], breaker: ModelBreaker):
+    async def one(body: bytes):
+        request = parse_recommendation_request(body, 100, 10)
+        planned = plan_request(request, state, RULES, breaker, request.region)
+        await batcher.submit(planned)
+        return finish(planned)
+
+    return await asyncio.gather(*(one(body) for body in bodies))
+
+
+def test_requests_ready_together_share_a_run_and_get_the_answers_they_get_alone(state, catalog_skus):
+    bodies = _bodies(catalog_skus, 24)
+    breaker = ModelBreaker(RULES.model_budget_ms, RULES.breaker_cooldown_s)
+    requests = [parse_recommendation_request(body, 100, 10) for body in bodies]
+    alone = [rank(request, state, RULES, breaker, request.region) for request in requests]
+    registry, run_seconds, batch_sizes = _histograms()
+    batcher = InferenceBatcher(breaker, run_seconds, batch_sizes, max_batch=16)
+    together = asyncio.run(_concurrently(batcher, state, bodies, breaker))
+    for single, batched in zip(alone, together):
+        assert batched.fallback is None and batched.meta == single.meta
+        assert batched.positions == single.positions
+        np.testing.assert_allclose(batched.scores, single.scores, rtol=0, atol=1e-5)
+    # All 24 were ready in one pass of the loop: one flush, in two runs (16 + 8) since at most 16 share one.
+    assert registry.get_sample_value("batch_size_count") == 2 and registry.get_sample_value("batch_size_sum") == 24
+    assert registry.get_sample_value("batch_size_bucket", {"le": "8.0"}) == 1
+    assert registry.get_sample_value("run_seconds_count") == 2
+
+
+def test_a_request_the_model_fails_on_falls_back_alone_and_its_batch_is_served(state, catalog_skus):
+    # An item index beyond the model's vocabulary makes onnxruntime's Gather fail: a real model error, in DE only.
+    broken = dataclasses.replace(state.catalogs["DE"], candidates=np.full_like(state.catalogs["DE"].candidates, 10**6))
+    damaged = dataclasses.replace(state, catalogs={**state.catalogs, "DE": broken})
+    bodies = _bodies(catalog_skus, 9)
+    breaker = ModelBreaker(RULES.model_budget_ms, RULES.breaker_cooldown_s)
+    registry, run_seconds, batch_sizes = _histograms()
+    answers = asyncio.run(_concurrently(InferenceBatcher(breaker, run_seconds, batch_sizes), damaged, bodies, breaker))
+    regions = [a.meta["region"] for a in answers]
+    assert [a.fallback for a, r in zip(answers, regions) if r == "DE"] == [FALLBACK_MODEL_ERROR] * 3
+    assert all(a.fallback is None for a, r in zip(answers, regions) if r != "DE")
+    assert all(a.positions for a in answers)  # the fallback still answers, from regional popularity
+    # The batch of 9 failed, then each request ran alone: 6 good runs of one were recorded.
+    assert registry.get_sample_value("batch_size_count") == 6 and registry.get_sample_value("batch_size_sum") == 6
+
+
+def test_a_flush_with_nothing_to_rank_still_releases_its_waiters(state):
+    breaker = ModelBreaker(RULES.model_budget_ms, RULES.breaker_cooldown_s)
+    batcher = InferenceBatcher(breaker, *_histograms()[1:])
+
+    async def main():
+        request = parse_recommendation_request(b'{"region": "GB"}', 100, 10)
+        planned = plan_request(request, state, RULES, breaker, "GB")
+        planned.model = None  # a plan the batcher cannot even group: the flush fails outside the model
+        await asyncio.wait_for(batcher.submit(planned), 5)
+        return finish(dataclasses.replace(planned, model=state.model))
+
+    assert asyncio.run(main()).fallback == FALLBACK_MODEL_ERROR
+
+
+def test_a_cancelled_request_leaves_the_others_of_its_batch_served(state, catalog_skus):
+    breaker = ModelBreaker(RULES.model_budget_ms, RULES.breaker_cooldown_s)
+    batcher = InferenceBatcher(breaker, *_histograms()[1:])
+
+    async def main():
+        async def one(body: bytes):
+            request = parse_recommendation_request(body, 100, 10)
+            planned = plan_request(request, state, RULES, breaker, request.region)
+            await batcher.submit(planned)
+            return finish(planned)
+
+        tasks = [asyncio.ensure_future(one(body)) for body in _bodies(catalog_skus, 5)]
+        await asyncio.sleep(0)  # every task has planned and is waiting on the batch
+        tasks[2].cancel()  # a client gone, or a server shutting down past its grace period
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    results = asyncio.run(main())
+    assert isinstance(results[2], asyncio.CancelledError)
+    assert all(r.fallback is None and r.positions for i, r in enumerate(results) if i != 2)
