@@ -135,8 +135,9 @@ _WRK_LINE = re.compile(r"^EDGEREC_WRK (\{.*\})\s*$", re.M)
 
 def run_wrk(name: str, hosts: list[str], requests_file: Path, connections: int, duration_s: float,
             load_cores: tuple[int, ...] | None, out_dir: Path, sampler: CpuSampler,
-            server_group: str) -> dict[str, Any]:
-    """wrk against every server process at once (one wrk each, one thread), summed: the server's capacity."""
+            server_group: str, rate: float = 0.0) -> dict[str, Any]:
+    """wrk against every server process at once (one wrk each, one thread), summed: the server's capacity, or with
+    rate > 0 the latency at that fixed arrival rate in total (wrk_requests.lua's schedule, split over the hosts)."""
     wrk = shutil.which("wrk")
     assert wrk is not None
     per_host = max(1, connections // len(hosts))
@@ -148,10 +149,11 @@ def run_wrk(name: str, hosts: list[str], requests_file: Path, connections: int, 
             log = out_dir / f"{name}-{i}.log"
             logs.append(log)
             with open(log, "wb") as fh:
+                env = {**os.environ, "EDGEREC_WRK_RATE": f"{rate / len(hosts):.3f}"} if rate > 0 else None
                 procs.append(subprocess.Popen(
                     [wrk, "-t1", f"-c{per_host}", f"-d{max(1, int(round(duration_s)))}s", "--timeout", "5s",
                      "-s", str(WRK_SCRIPT), host, "--", str(requests_file)],
-                    stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
+                    stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env))
     sampler.track(f"load:{name}", [p.pid for p in procs])
     for p in procs:
         p.wait(timeout=duration_s + 30)
@@ -175,6 +177,8 @@ def run_wrk(name: str, hosts: list[str], requests_file: Path, connections: int, 
         "p50_ms": worst("p50_us"), "p95_ms": worst("p95_us"), "p99_ms": worst("p99_us"),
         "p999_ms": worst("p999_us"), "max_ms": worst("max_us"),
         "errors": errors, "requests": requests, "connections": per_host * len(hosts),
+        # Fixed-rate runs: requests that left over 1 ms after their slot because no connection was free.
+        "late_sends": sum(r.get("late_sends", 0) for r in results),
         # The window of wrk's run, less a second at each end for connection set-up and tear-down.
         "cpu_percent": sampler.percent(server_group, started + 1.0, ended - 1.0),
         "loadgen_cpu_percent": load_cpu,

@@ -1,6 +1,23 @@
 -- wrk script of the edgerec benchmark: replays a file of requests (the locust traffic mix) and prints
 -- exact latency percentiles as one JSON line. Usage: wrk ... -s wrk_requests.lua -- requests.tsv
 -- Each line of requests.tsv: METHOD <TAB> PATH <TAB> BODY (may be empty) [<TAB> Name: value]...
+-- With EDGEREC_WRK_RATE=R (requests/s, this wrk process, one thread) the requests leave on a fixed schedule, one
+-- every 1/R s whichever connection is free, instead of each connection sending its next one at once: an open
+-- arrival process as long as a connection is free, which the JSON line checks (late_sends: requests that left
+-- more than 1 ms after their slot because every connection was still waiting).
+local ffi = require("ffi")
+ffi.cdef[[
+  typedef struct { long tv_sec; long tv_nsec; } edgerec_timespec;
+  int clock_gettime(int clock, edgerec_timespec *out);
+]]
+local clock = ffi.new("edgerec_timespec")
+local function now_ms()
+  ffi.C.clock_gettime(1, clock)  -- CLOCK_MONOTONIC
+  return tonumber(clock.tv_sec) * 1000 + tonumber(clock.tv_nsec) / 1e6
+end
+local interval_ms = 0
+local next_slot = nil
+local late_sends = 0
 local requests = {}
 local count = 0
 local position = 0
@@ -23,6 +40,21 @@ function init(args)
   end
   -- Threads start at different places of the list, as different shoppers would.
   position = math.random(count) - 1
+  local rate = tonumber(os.getenv("EDGEREC_WRK_RATE") or "0")
+  if rate > 0 then interval_ms = 1000 / rate end
+end
+
+function delay()
+  if interval_ms <= 0 then return 0 end
+  local now = now_ms()
+  if next_slot == nil then next_slot = now end
+  local slot = next_slot
+  next_slot = next_slot + interval_ms
+  if slot < now then
+    if now - slot > 1 then late_sends = late_sends + 1 end
+    return 0
+  end
+  return slot - now
 end
 
 function request()
@@ -30,12 +62,21 @@ function request()
   return requests[position]
 end
 
+local threads = {}
+
+function setup(thread)
+  threads[#threads + 1] = thread
+end
+
 function done(summary, latency, requests)
   local e = summary.errors
+  local late_sends = 0
+  for _, thread in ipairs(threads) do late_sends = late_sends + (thread:get("late_sends") or 0) end
   io.write(string.format(
     'EDGEREC_WRK {"requests":%d,"duration_us":%d,"errors_connect":%d,"errors_read":%d,"errors_write":%d,' ..
-    '"errors_status":%d,"errors_timeout":%d,"p50_us":%d,"p95_us":%d,"p99_us":%d,"p999_us":%d,"max_us":%d}\n',
+    '"errors_status":%d,"errors_timeout":%d,"p50_us":%d,"p95_us":%d,"p99_us":%d,"p999_us":%d,"max_us":%d,' ..
+    '"late_sends":%d}\n',
     summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
     latency:percentile(50), latency:percentile(95), latency:percentile(99), latency:percentile(99.9),
-    latency.max))
+    latency.max, late_sends))
 end

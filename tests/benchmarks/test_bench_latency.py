@@ -50,6 +50,10 @@ def test_report_json_has_the_shape_the_issue_asks_for(smoke_report: Path) -> Non
     assert report["targets"]["peer"]["skipped"]  # --quick makes no peer venv
     assert {"edgerec_vs_ceiling_rps", "edgerec_vs_peer_rps"} <= report["ratios"].keys()
     assert {"rps", "p99_ms"} <= report["at_70pct_peak"]["edgerec"].keys()
+    if report["targets"]["edgerec"].get("wrk", {}).get("rps"):  # wrk installed: the fixed-rate step ran too
+        at70 = report["at_70pct_peak_wrk"]["edgerec"]
+        assert at70["rps"] == pytest.approx(at70["offered_rps"], rel=0.1), at70  # the schedule held the rate
+        assert at70["errors"] == 0 and at70["p99_ms"] > 0
 
 
 def test_edgerec_and_ceiling_were_measured_without_errors(smoke_report: Path) -> None:
