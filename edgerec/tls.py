@@ -10,7 +10,7 @@ import os
 import re
 import ssl
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 from .settings import SettingError
 
@@ -76,22 +76,47 @@ def client_context(ca_file: Path | None = None, cert_file: Path | None = None,
     return context
 
 
-class CertificateReloader:
-    """Watches a certificate and key on disk and loads them again into the same SSLContext when they change.
+def _matching_pair(cert_pem: bytes, key_pem: bytes) -> bool:
+    """Whether the first certificate of a PEM chain and a PEM private key belong together (both parse)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
 
-    `load_cert_chain` on a live context affects the handshakes that follow, so a renewed certificate is served
-    without a restart; connections already open keep theirs. A half-replaced pair (new certificate, old key) fails
-    to load: the previous pair stays in use and the load is retried at the next check.
+    try:
+        certificate = x509.load_pem_x509_certificate(cert_pem)
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except (ValueError, TypeError):
+        return False
+    encoding, spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    return certificate.public_key().public_bytes(encoding, spki) == key.public_key().public_bytes(encoding, spki)
+
+
+class CertificateReloader:
+    """Watches a certificate and key on disk and serves a renewed pair to new handshakes without a restart.
+
+    A server context is never changed in place: `load_cert_chain` on a live context replaces the certificate and
+    then the key, and a connection that starts in between gets a certificate without its key, so its handshake
+    fails (seen as an EOF by clients polling during a renewal). With `factory` (the function that made the
+    server's context), a renewed pair is loaded into a whole new context, and the live one's SNI callback, which
+    OpenSSL calls on every ClientHello, with or without a server name, hands each new connection the newest
+    context: the certificate, key, client CA and verify mode change together. A client context (the edge's client
+    certificate, no factory) is reloaded in place; it starts few connections. Either way the pair on disk is first
+    checked in memory (the certificate's public key against the private key's): a half-replaced pair (one file
+    renewed, the other not yet) is not loaded and is tried again at the next check.
     """
 
+    LOAD_ATTEMPTS = 3
+
     def __init__(self, context: ssl.SSLContext, cert_file: Path, key_file: Path,
-                 interval_s: float = DEFAULT_RELOAD_INTERVAL_S) -> None:
+                 interval_s: float = DEFAULT_RELOAD_INTERVAL_S,
+                 factory: Callable[[], ssl.SSLContext] | None = None) -> None:
         self.context = context
         self.cert_file, self.key_file = Path(cert_file), Path(key_file)
         self.interval_s = interval_s
+        self.factory = factory
         self.reloads = 0
         self.failures = 0
         self._seen = self._fingerprint()
+        self._current: ssl.SSLContext | None = None  # the newest server context, once a renewal was loaded
 
     def _fingerprint(self) -> tuple[tuple[int, int, int], ...] | None:
         try:
@@ -100,22 +125,46 @@ class CertificateReloader:
             return None
         return tuple((s.st_mtime_ns, s.st_size, s.st_ino) for s in stats)
 
+    def _select(self, connection: ssl.SSLObject, server_name: str | None, context: ssl.SSLContext) -> None:
+        current = self._current
+        if current is not None:
+            connection.context = current
+
     def check(self) -> bool:
         """Reload when either file changed since the last successful load; True when a new pair was loaded."""
         current = self._fingerprint()
         if current is None or current == self._seen:
             return False
-        try:
-            self.context.load_cert_chain(certfile=str(self.cert_file), keyfile=str(self.key_file))
-        except (OSError, ssl.SSLError) as exc:
-            self.failures += 1
-            log.error("could not reload the TLS certificate %s (%s); still serving the previous one",
-                      self.cert_file, getattr(exc, "reason", None) or type(exc).__name__)
-            return False
-        self._seen = current
-        self.reloads += 1
-        log.info("reloaded the TLS certificate %s; new connections get it", self.cert_file)
-        return True
+        problem = "unreadable"
+        for _ in range(self.LOAD_ATTEMPTS):
+            try:
+                matching = _matching_pair(self.cert_file.read_bytes(), self.key_file.read_bytes())
+            except OSError as exc:
+                problem = exc.strerror or type(exc).__name__
+                break
+            if not matching:
+                problem = "the certificate and key on disk do not belong together (yet)"
+                break
+            try:
+                if self.factory is not None:
+                    fresh = self.factory()
+                    self._current = fresh
+                    if self.context.sni_callback is None:
+                        self.context.sni_callback = self._select  # type: ignore[assignment]
+                else:
+                    self.context.load_cert_chain(certfile=str(self.cert_file), keyfile=str(self.key_file))
+            except (OSError, ssl.SSLError, SettingError) as exc:  # the files changed since the check: again
+                problem = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
+                current = self._fingerprint()
+                continue
+            self._seen = current
+            self.reloads += 1
+            log.info("reloaded the TLS certificate %s; new connections get it", self.cert_file)
+            return True
+        self.failures += 1
+        log.error("could not reload the TLS certificate %s (%s); still serving the previous one, retrying",
+                  self.cert_file, problem)
+        return False
 
     async def run(self) -> None:
         """Check every `interval_s` until cancelled."""

@@ -789,10 +789,10 @@ def serve(config: OriginConfig) -> None:
     app = build_app(config)
     ssl_context = None
     if config.tls is not None:
-        # One context for the server's life: the reloader loads a renewed certificate into it for new handshakes.
+        # The listener keeps this context; a renewed certificate goes into a new one that its SNI callback hands out.
         ssl_context = config.tls.context()
         reloader = CertificateReloader(ssl_context, config.tls.cert_file, config.tls.key_file,
-                                       config.tls.reload_interval_s)
+                                       config.tls.reload_interval_s, factory=config.tls.context)
         app.cleanup_ctx.append(reloader.running)
     log.info("origin listening on %s://%s:%d (%s, signing key %s%s)", "https" if ssl_context else "http",
              config.host, config.port, "postgresql" if config.dsn else f"sqlite {config.db_path}",
