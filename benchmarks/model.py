@@ -83,6 +83,36 @@ def inference_cost(bundle: Path, repeats: int) -> dict:
     return out
 
 
+BATCH_SIZES = (1, 2, 4, 8, 16, 32)
+
+
+def batch_cost(bundle: Path, repeats: int, count: int = 200) -> dict:
+    """Median µs per request of one Ranker.rank_many run over a batch of different shoppers, per batch size: what the
+    edge pays when the requests ready in one event-loop pass share a run."""
+    ranker = Ranker.load(bundle)
+    items = ranker.manifest["items"]
+    rng = np.random.default_rng(1)
+    requests = []
+    for _ in range(max(BATCH_SIZES)):
+        skus = [items[i] for i in rng.integers(0, len(items), int(rng.integers(5, ranker.context_length + 1)))]
+        context = ranker.encode_context(skus, ages_days=np.sort(rng.exponential(60.0, len(skus)))[::-1].tolist())
+        candidates = rng.choice(np.arange(1, len(items) + 1), count, replace=False).astype(np.int64)
+        requests.append((context, int(rng.integers(1, len(ranker.manifest["regions"]) + 1)), candidates,
+                         np.zeros(count, dtype=np.float32)))
+    out = {}
+    for size in BATCH_SIZES:
+        batch = requests[:size]
+        for _ in range(20):
+            ranker.rank_many(batch, 10)
+        times = np.empty(repeats)
+        for i in range(repeats):
+            started = time.perf_counter_ns()
+            ranker.rank_many(batch, 10)
+            times[i] = (time.perf_counter_ns() - started) / 1000.0
+        out[str(size)] = {"run_us": float(np.median(times)), "per_request_us": float(np.median(times)) / size}
+    return out
+
+
 def plot(report: dict, path: Path) -> None:
     import matplotlib
 
@@ -137,6 +167,10 @@ def markdown(report: dict) -> str:
               "| candidates | median µs | p99 µs |", "|---|---|---|"]
     for count, cost in report["inference_us"].items():
         lines.append(f"| {count} | {cost['median_us']:.1f} | {cost['p99_us']:.1f} |")
+    lines += ["", "## Inference in batches (Ranker.rank_many: different shoppers, 200 candidates each, k=10)", "",
+              "| requests per run | median µs per run | µs per request |", "|---|---|---|"]
+    for size, cost in report.get("batch_us", {}).items():
+        lines.append(f"| {size} | {cost['run_us']:.1f} | {cost['per_request_us']:.1f} |")
     lines += ["", f"Training on the full shared data: {report['full_training_seconds']:.1f} s (wall, incl. reading and export).",
               "", f"int8: {report['int8']}", ""]
     return "\n".join(lines)
@@ -202,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     steps.update()
     steps.set_postfix_str("inference timing")
     report["inference_us"] = inference_cost(work / "full", 300 if args.quick else 2000)
+    report["batch_us"] = batch_cost(work / "full", 100 if args.quick else 500)
     report["int8"] = (
         "not offered: the graph has no MatMul/Gemm/Conv (features are gathers and scatters over [V+1] "
         "vectors), so dynamic int8 quantization has nothing to quantize; cost is per-node overhead, not arithmetic."
