@@ -27,8 +27,13 @@ VARNISHD := /usr/sbin/varnishd
 $(VARNISHD):
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends varnish
 
-# EDGEREC_INFRA_STRICT=1: a missing tool (checkov, varnishd) fails the run instead of skipping.
-test: $(STAMP) $(CHECKOV) $(VARNISHD)
+# wrk (Debian's package): the latency benchmark's cross-check and fixed-rate load, run by its smoke test.
+WRK := /usr/bin/wrk
+$(WRK):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk
+
+# EDGEREC_INFRA_STRICT=1: a missing tool (checkov, varnishd, wrk) fails the run instead of skipping.
+test: $(STAMP) $(CHECKOV) $(VARNISHD) $(WRK)
 	bash scripts/test-services.sh
 	EDGEREC_INFRA_STRICT=1 $(BIN)/python -m pytest -q
 

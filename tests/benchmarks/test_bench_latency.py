@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -50,6 +51,8 @@ def test_report_json_has_the_shape_the_issue_asks_for(smoke_report: Path) -> Non
     assert report["targets"]["peer"]["skipped"]  # --quick makes no peer venv
     assert {"edgerec_vs_ceiling_rps", "edgerec_vs_peer_rps"} <= report["ratios"].keys()
     assert {"rps", "p99_ms"} <= report["at_70pct_peak"]["edgerec"].keys()
+    if os.environ.get("EDGEREC_INFRA_STRICT") == "1":  # CI installs wrk (make test): its runs must be there
+        assert report["targets"]["edgerec"].get("wrk", {}).get("rps"), report["targets"]["edgerec"].get("wrk")
     if report["targets"]["edgerec"].get("wrk", {}).get("rps"):  # wrk installed: the fixed-rate step ran too
         at70 = report["at_70pct_peak_wrk"]["edgerec"]
         assert at70["rps"] == pytest.approx(at70["offered_rps"], rel=0.1), at70  # the schedule held the rate
