@@ -50,15 +50,10 @@ class InferenceBatcher:
         pending, waiters = self._pending, self._waiters
         self._pending, self._waiters = [], []
         try:
-            first = pending[0].model
-            if all(planned.model is first for planned in pending):  # the rule: experiments are the exception
-                groups = [pending]
-            else:
-                by_model: dict[int, list[Plan]] = {}
-                for planned in pending:
-                    by_model.setdefault(id(planned.model), []).append(planned)
-                groups = list(by_model.values())
-            for group in groups:
+            by_model: dict[int, list[Plan]] = {}  # one group unless an experiment's variant has its own model
+            for planned in pending:
+                by_model.setdefault(id(planned.model), []).append(planned)
+            for group in by_model.values():
                 for start in range(0, len(group), self.max_batch):
                     self._run(group[start : start + self.max_batch])
         except Exception:  # noqa: BLE001 - whatever happens here, no request may be left waiting

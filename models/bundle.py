@@ -18,6 +18,8 @@ import numpy as np
 FORMAT = "edgerec-bundle/1"
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
+# The graph inputs that hold one row per request in a batched graph (region is [B]; k is shared, [1]).
+ROW_INPUTS = ("context_items", "context_ages_days", "candidates", "penalty")
 REQUIRED_KEYS = ("format", "version", "sha256", "inputs", "outputs", "context_length", "items", "regions", "golden")
 
 
@@ -74,7 +76,7 @@ def golden_feeds(case: dict, batched: bool = True) -> dict[str, np.ndarray]:
         "k": np.asarray(inputs["k"], dtype=np.int64),
     }
     if batched:
-        for name in ("context_items", "context_ages_days", "candidates", "penalty"):
+        for name in ROW_INPUTS:
             feeds[name] = feeds[name][None, :]
     return feeds
 

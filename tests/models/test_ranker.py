@@ -6,14 +6,12 @@ import numpy as np
 import onnxruntime
 import pytest
 
+from models.bundle import ROW_INPUTS
 from models.data import read_transactions
 from models.export import build_ranking_graph
 from models.features import RankingModel
 from models.runtime import Ranker, RequestContext
 from models.train import TrainingConfig, fit_ranking_model
-
-
-ROW_INPUTS = ("context_items", "context_ages_days", "candidates", "penalty")
 
 
 def run_one(session: onnxruntime.InferenceSession, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
