@@ -17,8 +17,9 @@ from models.features import FEATURE_NAMES, RankingModel, position_decay
 OPSET = 18  # ScatterElements with reduction="add" needs 16+; 18 is widely supported by onnxruntime
 
 INPUTS = (
-    ("context_items", "int64", ["B", "L"]),
-    ("context_ages_days", "float32", ["B", "L"]),
+    # W, the context's width, is at most the bundle's context_length: a batch sends its longest context's columns.
+    ("context_items", "int64", ["B", "W"]),
+    ("context_ages_days", "float32", ["B", "W"]),
     ("region", "int64", ["B"]),
     ("candidates", "int64", ["B", "N"]),
     ("penalty", "float32", ["B", "N"]),
@@ -67,7 +68,8 @@ def folded_tables(model: RankingModel) -> dict[str, np.ndarray]:
         "context_size_terms": (weight["user_context_size_if_repeat"] * np.log1p(np.arange(model.context_length + 1))).astype(np.float32),
         "no_item": np.zeros(1, dtype=np.int64),
         "zero": np.zeros(1, dtype=np.float32),
-        "rows_shape": np.array([0, -1], dtype=np.int64),  # [B, L, M] -> [B, L * M]
+        "rows_shape": np.array([0, -1], dtype=np.int64),  # [B, W, M] -> [B, W * M]
+        "context_length": np.array([model.context_length], dtype=np.int64),
         "column_shape": np.array([-1, 1], dtype=np.int64),  # [B] -> [B, 1]
         "row_axis": np.array([1], dtype=np.int64),
         "table_shape": np.array([len(stats.vocabulary.regions) + 1, size], dtype=np.int64),
@@ -144,8 +146,10 @@ def _filled(name: str, value: float) -> onnx.NodeProto:
 def build_ranking_graph(model: RankingModel) -> onnx.ModelProto:
     """One graph: (context_items, context_ages_days, region, candidates, penalty, k) → (scores, indices); checker-clean.
 
-    Batched: row b of every input is one request ([B, L] contexts, [B] regions, [B, N] candidates and
-    penalties; k is shared, so a caller wanting fewer keeps the first ones of its row). Requests with fewer
+    Batched: row b of every input is one request ([B, W] contexts, [B] regions, [B, N] candidates and
+    penalties; k is shared, so a caller wanting fewer keeps the first ones of its row). Contexts are the
+    last W <= L positions: a caller sends only the columns its longest context fills, since every per-event
+    kernel (the item-kNN gathers and scatter above all) costs in proportion to W. Requests with fewer
     candidates than N pad with item 0 and penalty -inf. A batch of 8 costs about 25 µs per request on the
     2-core machine against 48 µs for a batch of 1, since the per-node and cold-cache costs are shared.
     Three scatters per row build [B, V+1] tensors (1 + count, 1 + item-kNN score, and the count terms);
@@ -156,7 +160,6 @@ def build_ranking_graph(model: RankingModel) -> onnx.ModelProto:
     every scatter, so the unknown item scores as "never seen" without a fix-up.
     """
     tables = folded_tables(model)
-    L = model.context_length
     add = {"axis": 1, "reduction": "add"}
     nodes = [
         helper.make_node("Shape", ["context_items"], ["batch_size"], end=1),
@@ -171,7 +174,11 @@ def build_ranking_graph(model: RankingModel) -> onnx.ModelProto:
         _node("Where", ["is_event", "age_decay", "zero"], "event_recency"),
         # count, event-decayed and day-decayed count: each context position adds its weight to its own item.
         _node("Mul", ["event_recency", "decayed_count_weight"], "decayed_count_terms"),
-        _node("Add", ["position_weights", "decayed_count_terms"], "position_terms"),
+        # A context narrower than L is the last W positions (most recent last): their weights are the last W.
+        helper.make_node("Shape", ["context_items"], ["context_width"], start=1, end=2),
+        _node("Sub", ["context_length", "context_width"], "first_position"),
+        _node("Slice", ["position_weights", "first_position", "context_length"], "width_position_weights"),
+        _node("Add", ["width_position_weights", "decayed_count_terms"], "position_terms"),
         _node("Mul", ["position_terms", "event_ones"], "context_weights"),
         _node("ScatterElements", ["ones", "context_items", "event_ones"], "one_plus_count", **add),
         # item-kNN: each context item adds its neighbours' cosine weights; padding's row is all zero weight.
@@ -199,7 +206,7 @@ def build_ranking_graph(model: RankingModel) -> onnx.ModelProto:
         _node("Min", ["k", "candidate_count"], "top_count"),
         helper.make_node("TopK", ["ranked_scores", "top_count"], ["scores", "indices"], axis=-1, largest=1, sorted=1),
     ]
-    inputs = [_value_info(name, dtype, [L if size == "L" else size for size in shape]) for name, dtype, shape in INPUTS]
+    inputs = [_value_info(name, dtype, shape) for name, dtype, shape in INPUTS]
     graph = helper.make_graph(
         nodes,
         "edgerec_ranker",
@@ -215,12 +222,11 @@ def build_ranking_graph(model: RankingModel) -> onnx.ModelProto:
     return onnx_model
 
 
-def signature(context_length: int) -> dict[str, list[dict]]:
+def signature() -> dict[str, list[dict]]:
     """The manifest's inputs/outputs entries: name, dtype and shape (strings are dynamic sizes)."""
     return {
         "inputs": [
-            {"name": name, "dtype": dtype, "shape": [context_length if size == "L" else size for size in shape]}
-            for name, dtype, shape in INPUTS
+            {"name": name, "dtype": dtype, "shape": shape} for name, dtype, shape in INPUTS
         ],
         "outputs": [{"name": name, "dtype": dtype, "shape": shape} for name, dtype, shape in OUTPUTS],
     }

@@ -65,8 +65,12 @@ class Ranker:
         if self._default_ages.shape != (self.context_length,):
             raise ValueError(f"default_ages_days has {self._default_ages.size} entries, context_length is {self.context_length}")
         self._output_names = [output.name for output in session.get_outputs()]
-        # A graph takes a batch of requests ([B, L] contexts); bundles made before 2026-12 take one ([L]).
-        self.batched = len(session.get_inputs()[0].shape) == 2
+        # A graph takes a batch of requests ([B, W] contexts); bundles made before 2026-12 take one ([L]).
+        context_shape = session.get_inputs()[0].shape
+        self.batched = len(context_shape) == 2
+        # Graphs since 2026-12-01 take a context of any width W <= L (the last W positions): runs then send only
+        # the columns the widest context of the batch fills. Older graphs take exactly L.
+        self.trims_context = self.batched and not isinstance(context_shape[1], int)
         self._scalars: dict[int, np.ndarray] = {}
         self._item_index = {str(code).upper(): position + 1 for position, code in enumerate(manifest["items"])}
         # Exact-case hits first (codes as the manifest has them, and in lower case); only a miss pays for .upper().
@@ -183,9 +187,20 @@ class Ranker:
             context = RequestContext(context, self._default_ages)
         if not self.batched:
             return self._run(context.items, context.ages_days, self._scalar(region), candidates, penalty, k)
-        scores, positions = self._run(context.items[None, :], context.ages_days[None, :],
-                                      self._scalar(region), candidates[None, :], penalty[None, :], k)
+        items, ages = self._trimmed(context.items[None, :], context.ages_days[None, :])
+        scores, positions = self._run(items, ages, self._scalar(region), candidates[None, :], penalty[None, :], k)
         return scores[0], positions[0]
+
+    def _trimmed(self, items: np.ndarray, ages: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """[B, L] contexts cut to the columns from the first one any row fills (at least one column), for graphs
+        that take a narrower context. The cut columns hold only padding (item 0), which adds nothing to any score."""
+        if not self.trims_context:
+            return items, ages
+        filled = items.any(axis=0)
+        first = int(filled.argmax()) if filled.any() else items.shape[1] - 1
+        if first == 0:
+            return items, ages
+        return np.ascontiguousarray(items[:, first:]), np.ascontiguousarray(ages[:, first:])
 
     def rank_many(
         self,
@@ -209,8 +224,8 @@ class Ranker:
         width = max(counts)
         if width == 0:
             return [(np.empty(0, dtype=np.float32), np.empty(0, dtype=np.int64)) for _ in requests]
-        items = np.stack([context.items for context, _, _, _ in requests])
-        ages = np.stack([context.ages_days for context, _, _, _ in requests])
+        items, ages = self._trimmed(np.stack([context.items for context, _, _, _ in requests]),
+                                    np.stack([context.ages_days for context, _, _, _ in requests]))
         regions = np.fromiter((region for _, region, _, _ in requests), dtype=np.int64, count=len(requests))
         if min(counts) == width:
             candidates = np.stack([c for _, _, c, _ in requests])

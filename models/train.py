@@ -471,7 +471,7 @@ def write_trained_bundle(trained: TrainedRanker, out_dir: str | Path, config: Tr
         out_dir,
         onnx_model.SerializeToString(),
         {
-            **signature(config.context_length),
+            **signature(),
             "context_length": config.context_length,
             "default_ages_days": [float(v) for v in default_ages(trained.held_out)],
             "items": list(model.statistics.vocabulary.items),

@@ -244,3 +244,52 @@ def test_a_batch_ranks_each_request_as_it_would_alone(ranker: Ranker) -> None:
                 np.testing.assert_allclose(scores[: finite.sum()], alone_scores[finite], rtol=0, atol=1e-5)
                 assert np.array_equal(positions[: finite.sum()], alone_positions[finite])
                 assert not np.isfinite(scores[finite.sum():]).any() and len(scores) <= len(alone_scores)
+
+
+def test_a_context_cut_to_its_filled_columns_scores_as_the_full_width_context(ranker: Ranker) -> None:
+    """The ranker sends only the columns the widest context of a run fills; the graph then takes the last W
+    position weights. Whatever the width, the answer is the one of the full [L] context."""
+    assert ranker.trims_context
+    rng = np.random.default_rng(5)
+    items = ranker.manifest["items"]
+    length = ranker.context_length
+    candidates = ranker.item_indices(items[:150])
+    penalty = np.zeros(len(candidates), dtype=np.float32)
+    for events in (0, 1, 7, length - 1, length):
+        context = ranker.encode_context([items[i] for i in rng.integers(0, len(items), events)],
+                                        ages_days=list(rng.uniform(0, 90, events)))
+        full = run_one(ranker._session, {"context_items": context.items, "context_ages_days": context.ages_days,
+                                         "region": np.array([1]), "candidates": candidates, "penalty": penalty,
+                                         "k": np.array([20])})
+        scores, positions = ranker.rank(context, 1, candidates, penalty, 20)
+        np.testing.assert_allclose(scores, full[0], rtol=0, atol=1e-6)
+        assert np.array_equal(positions, full[1])
+        narrow, _ = ranker._trimmed(context.items[None, :], context.ages_days[None, :])
+        assert narrow.shape[1] == max(events, 1)  # left-padded: the filled columns are the last ones
+
+
+def test_a_graph_of_a_fixed_context_width_is_sent_the_whole_context(bundle_dir: Path, tmp_path: Path) -> None:
+    """Batched bundles made before 2026-12-01 take exactly [B, L]: the ranker keeps sending all L columns."""
+    import json
+
+    import onnx
+
+    from models.bundle import read_bundle, write_bundle
+
+    onnx_bytes, manifest = read_bundle(bundle_dir)
+    graph = onnx.load_from_string(onnx_bytes)
+    for value in graph.graph.input:
+        if value.name in ("context_items", "context_ages_days"):
+            value.type.tensor_type.shape.dim[1].dim_value = manifest["context_length"]
+    fields = {k: v for k, v in manifest.items() if k not in ("format", "version", "sha256", "created_at")}
+    write_bundle(tmp_path, graph.SerializeToString(), json.loads(json.dumps(fields)))
+    fixed = Ranker.load(tmp_path)  # its golden cases pass, alone and in one batch
+    assert fixed.batched and not fixed.trims_context
+    context = fixed.encode_context(manifest["items"][:3])
+    assert fixed._trimmed(context.items[None, :], context.ages_days[None, :])[0].shape[1] == fixed.context_length
+    candidates = fixed.item_indices(manifest["items"][:40])
+    penalty = np.zeros(len(candidates), dtype=np.float32)
+    expected_scores, expected_positions = Ranker.load(bundle_dir).rank(context, 1, candidates, penalty, 10)
+    scores, positions = fixed.rank(context, 1, candidates, penalty, 10)
+    np.testing.assert_allclose(scores, expected_scores, rtol=0, atol=1e-6)
+    assert np.array_equal(positions, expected_positions)
