@@ -11,26 +11,33 @@ from tests.conftest import make_offer
 
 
 def test_a_body_that_never_completes_gets_408_and_the_edge_keeps_serving(module_cluster, catalog_skus):
+    """On both routes that read a body; the connection is cut (and counted) after 5 s, wherever the app waits."""
     module_cluster.publish()
     module_cluster.put_offer(make_offer(f"GB-{catalog_skus[0]}", catalog_skus[0]))
     edge = module_cluster.start_edge("GB")
+    for path in (b"/v1/recommendations", b"/v1/events"):
+        with socket.create_connection(("127.0.0.1", edge.port), timeout=15) as sock:
+            sock.sendall(b"POST " + path + b" HTTP/1.1\r\nHost: edge\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 100\r\n\r\n{\"k\": ")
+            started = time.monotonic()
+            # Meanwhile other shoppers are served as usual.
+            assert http_json(edge.url, "POST", "/v1/recommendations", {"recent_items": []})[0] == 200
+            answer = b""
+            while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                answer += chunk
+            waited = time.monotonic() - started
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 408"), (path, head)
+            assert json.loads(body)["error"]["code"] == "body_timeout"
+            assert 4 < waited < 10
+            assert _closed(sock)
     with socket.create_connection(("127.0.0.1", edge.port), timeout=15) as sock:
-        sock.sendall(b"POST /v1/recommendations HTTP/1.1\r\nHost: edge\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: 100\r\n\r\n{\"k\": ")
-        started = time.monotonic()
-        # Meanwhile other shoppers are served as usual.
-        assert http_json(edge.url, "POST", "/v1/recommendations", {"recent_items": []})[0] == 200
-        answer = b""
-        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            answer += chunk
-    waited = time.monotonic() - started
-    head, _, body = answer.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 408"), head
-    assert json.loads(body)["error"]["code"] == "body_timeout"
-    assert 4 < waited < 10
+        sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: edge\r\nConnection: close\r\n\r\n")
+        _, metrics = _read_answer(sock)
+    assert b'edgerec_connections_cut_total{reason="body_timeout"} 2.0' in metrics
 
 
 def _read_answer(sock: socket.socket) -> tuple[bytes, bytes]:
