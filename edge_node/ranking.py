@@ -17,6 +17,7 @@ log = logging.getLogger("edgerec.edge")
 
 FALLBACK_MODEL_ERROR = "model_error"
 FALLBACK_LATENCY_BUDGET = "latency_budget"
+_FLOAT_MAX = float(np.finfo(np.float64).max)  # NaN and the infinities fall outside [-max, max]
 
 
 @dataclass(frozen=True)
@@ -61,13 +62,20 @@ class Ranked:
     fallback: str | None
 
     def render(self, request_id: str | None) -> bytes:
-        """The JSON answer, from each offer's pre-rendered fragment and its score (rounded to 6 digits): no dict
-        per offer. (Measured in sequence with real requests, between ONNX runs that leave the caches cold: 13.6 µs
-        against 16-18 µs for building and serializing a dict per offer, and 17 µs with numpy rounding.)"""
-        scores = orjson.dumps([round(score, 6) for score in self.scores])[1:-1].split(b",") if self.scores else ()
+        """The JSON answer, from each offer's pre-rendered fragment and its score with 6 decimals: no dict per
+        offer, and printf formatting (0.15 µs a score; round() then orjson took 4 µs for 12 scores). A score
+        that is not finite is written as null, as orjson writes it."""
+        parts = [b'{"offers":[']
+        append = parts.append
         fragments = self.catalog.fragments_json
-        offers = b",".join([fragments[p] + score + b"}" for score, p in zip(scores, self.positions)])
-        return b'{"offers":[' + offers + b"]," + orjson.dumps({**self.meta, "request_id": request_id})[1:]
+        for score, p in zip(self.scores, self.positions):
+            append(fragments[p])
+            append(b"%.6f}," % score if -_FLOAT_MAX <= score <= _FLOAT_MAX else b"null},")
+        if self.scores:
+            parts[-1] = parts[-1][:-1]  # the last offer's comma
+        append(b"],")
+        append(orjson.dumps({**self.meta, "request_id": request_id})[1:])
+        return b"".join(parts)
 
     @property
     def body(self) -> dict[str, Any]:

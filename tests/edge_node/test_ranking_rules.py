@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import orjson
 import pytest
 
 from edge_node.ranking import FALLBACK_LATENCY_BUDGET, FALLBACK_MODEL_ERROR, ModelBreaker, Rules, rank
@@ -94,3 +95,19 @@ def test_more_recent_items_than_the_model_context_length_are_refused(ranker, cat
     with pytest.raises(RequestError) as info:
         _ask(state, too_many)
     assert info.value.status == 422 and str(ranker.context_length) in info.value.message
+
+
+def test_the_answer_is_json_with_each_offers_fields_and_its_score_to_six_decimals(ranker, catalog_skus):
+    offers = [make_offer(f"GB-{s}", s, title=f'Mug "{s}" – blue') for s in catalog_skus[:5]]
+    ranked = _ask(_state(ranker, offers), b'{"k": 5}')
+    ranked.scores = [1.5, -0.12345678, 3e-9, float("nan"), float("inf")]
+    body = orjson.loads(ranked.render("r-1"))
+    assert [o["score"] for o in body["offers"]] == [1.5, -0.123457, 0.0, None, None]
+    by_id = {o["id"]: o for o in offers}
+    for offer in body["offers"]:
+        source = by_id[offer["offer_id"]]
+        assert (offer["sku"], offer["title"], offer["price"], offer["currency"]) == \
+            (source["sku"], source["title"], source["price"], source["currency"])
+    assert body["request_id"] == "r-1" and body["region"] == "GB" and body["fallback"] is None
+    ranked.scores, ranked.positions = [], []
+    assert orjson.loads(ranked.render("r-2"))["offers"] == []
