@@ -44,6 +44,7 @@ class RequestContext:
 
     items: np.ndarray  # int64 [L]: last L events, most recent last, left-padded with 0
     ages_days: np.ndarray  # float32 [L]: days from each event to the request
+    width: int | None = None  # how many of the last positions hold events (the others are padding); None: unknown
 
 
 class Ranker:
@@ -167,7 +168,7 @@ class Ranker:
                 sent = np.asarray(ages_days[len(ages_days) - len(recent) :], dtype=np.float32)
                 tail = ages[length - len(recent) :]
                 tail[:] = np.where(sent >= 0, sent, tail)  # NaN >= 0 is False: NaN and negatives keep the default
-        return RequestContext(items, ages)
+        return RequestContext(items, ages, len(recent))
 
     def rank(
         self,
@@ -187,20 +188,19 @@ class Ranker:
             context = RequestContext(context, self._default_ages)
         if not self.batched:
             return self._run(context.items, context.ages_days, self._scalar(region), candidates, penalty, k)
-        items, ages = self._trimmed(context.items[None, :], context.ages_days[None, :])
-        scores, positions = self._run(items, ages, self._scalar(region), candidates[None, :], penalty[None, :], k)
+        first = self.context_length - self.context_width((context,))
+        scores, positions = self._run(context.items[None, first:], context.ages_days[None, first:],
+                                      self._scalar(region), candidates[None, :], penalty[None, :], k)
         return scores[0], positions[0]
 
-    def _trimmed(self, items: np.ndarray, ages: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """[B, L] contexts cut to the columns from the first one any row fills (at least one column), for graphs
-        that take a narrower context. The cut columns hold only padding (item 0), which adds nothing to any score."""
+    def context_width(self, contexts: Sequence[RequestContext]) -> int:
+        """How many of the last context columns a run sends: the widest context's events (at least one column)
+        for graphs that take a narrower context, else all L. The columns left out hold only padding (item 0),
+        which adds nothing to any score."""
+        length = self.context_length
         if not self.trims_context:
-            return items, ages
-        filled = items.any(axis=0)
-        first = int(filled.argmax()) if filled.any() else items.shape[1] - 1
-        if first == 0:
-            return items, ages
-        return np.ascontiguousarray(items[:, first:]), np.ascontiguousarray(ages[:, first:])
+            return length
+        return max(1, max(length if c.width is None else min(c.width, length) for c in contexts))
 
     def rank_many(
         self,
@@ -224,8 +224,9 @@ class Ranker:
         width = max(counts)
         if width == 0:
             return [(np.empty(0, dtype=np.float32), np.empty(0, dtype=np.int64)) for _ in requests]
-        items, ages = self._trimmed(np.stack([context.items for context, _, _, _ in requests]),
-                                    np.stack([context.ages_days for context, _, _, _ in requests]))
+        first = self.context_length - self.context_width([context for context, _, _, _ in requests])
+        items = np.stack([context.items[first:] for context, _, _, _ in requests])
+        ages = np.stack([context.ages_days[first:] for context, _, _, _ in requests])
         regions = np.fromiter((region for _, region, _, _ in requests), dtype=np.int64, count=len(requests))
         if min(counts) == width:
             candidates = np.stack([c for _, _, c, _ in requests])

@@ -264,8 +264,9 @@ def test_a_context_cut_to_its_filled_columns_scores_as_the_full_width_context(ra
         scores, positions = ranker.rank(context, 1, candidates, penalty, 20)
         np.testing.assert_allclose(scores, full[0], rtol=0, atol=1e-6)
         assert np.array_equal(positions, full[1])
-        narrow, _ = ranker._trimmed(context.items[None, :], context.ages_days[None, :])
-        assert narrow.shape[1] == max(events, 1)  # left-padded: the filled columns are the last ones
+        assert ranker.context_width([context]) == max(events, 1)  # left-padded: the filled columns are the last ones
+        bare = RequestContext(context.items, context.ages_days)  # built by hand: its width is not known
+        assert ranker.context_width([context, bare]) == length
 
 
 def test_a_graph_of_a_fixed_context_width_is_sent_the_whole_context(bundle_dir: Path, tmp_path: Path) -> None:
@@ -286,7 +287,7 @@ def test_a_graph_of_a_fixed_context_width_is_sent_the_whole_context(bundle_dir: 
     fixed = Ranker.load(tmp_path)  # its golden cases pass, alone and in one batch
     assert fixed.batched and not fixed.trims_context
     context = fixed.encode_context(manifest["items"][:3])
-    assert fixed._trimmed(context.items[None, :], context.ages_days[None, :])[0].shape[1] == fixed.context_length
+    assert fixed.context_width([context]) == fixed.context_length
     candidates = fixed.item_indices(manifest["items"][:40])
     penalty = np.zeros(len(candidates), dtype=np.float32)
     expected_scores, expected_positions = Ranker.load(bundle_dir).rank(context, 1, candidates, penalty, 10)
