@@ -4,6 +4,12 @@ No Python web service on this stack answers faster, so edgerec's throughput over
 much of the budget the recommendation work itself takes.
 
     python -m benchmarks.ceiling --port 8123 --body-file answer.json
+    python -m benchmarks.ceiling --port 8123 --body-file answer.json --raw
+
+`--raw` serves the server's own floor instead: a bare ASGI callable (no framework) that reads the request
+body and answers the same bytes with the headers of a personalized edgerec answer (content type, cache
+control, Server-Timing, request id, length). What uvicorn and the kernel cost per request on their own is
+the part of edgerec's budget no application code can win back.
 """
 
 from __future__ import annotations
@@ -34,6 +40,28 @@ def build_app(body: bytes | None = None) -> Starlette:
     ])
 
 
+def build_raw_app(body: bytes | None = None):
+    if body is None:
+        body = Path(os.environ["EDGEREC_CEILING_BODY_FILE"]).read_bytes()
+    headers = [(b"content-type", b"application/json"), (b"cache-control", b"private, no-store"),
+               (b"server-timing", b"parse;dur=0.010, model;dur=0.030, total;dur=0.090"),
+               (b"x-request-id", b"0123456789abcdef"), (b"content-length", str(len(body)).encode())]
+
+    async def app(scope, receive, send) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        more = scope["method"] == "POST"
+        while more:  # the body is read, as any real endpoint must
+            more = (await receive()).get("more_body", False)
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
 def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
@@ -42,9 +70,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (default 1)")
     parser.add_argument("--body-file", type=Path, required=True, help="the JSON answered to every request")
+    parser.add_argument("--raw", action="store_true", help="a bare ASGI callable instead of Starlette: the server's "
+                                                           "floor")
     args = parser.parse_args(argv)
     os.environ["EDGEREC_CEILING_BODY_FILE"] = str(args.body_file.resolve())
-    app = "benchmarks.ceiling:build_app" if args.workers > 1 else build_app()
+    factory = "benchmarks.ceiling:build_raw_app" if args.raw else "benchmarks.ceiling:build_app"
+    app = factory if args.workers > 1 else (build_raw_app() if args.raw else build_app())
     # The same settings as edge_node.app.serve, so the two differ only in the work per request.
     uvicorn.run(app, factory=args.workers > 1, workers=args.workers, host=args.host, port=args.port, loop="uvloop",
                 http="httptools", log_level="warning", access_log=False, server_header=False,
