@@ -173,18 +173,23 @@ class RecommendationsEndpoint:
             ranked = rank(request, state, self.rules, self.breaker, region)
             offer_ids = [ranked.catalog.offer_ids[p] for p in ranked.positions]
             etag = etag_for(*key, *offer_ids)
-            cached = (ranked.render(request_id), etag, ranked.catalog.region, offer_ids, ranked.fallback)
+            # The last item: the answer's cache headers, per value of vary_on_geo, made on first use.
+            cached = (ranked.render(request_id), etag, ranked.catalog.region, offer_ids, ranked.fallback, {})
             self._observe(ranked)
             if ranked.model_s:  # its own run (the batcher observes the personalized ones)
                 self._inference.observe(ranked.model_s)
             if ranked.fallback is None:  # a degraded answer is not worth keeping
                 self.anonymous[key] = cached
-        payload, etag, served_region, offer_ids, _ = cached
+        payload, etag, served_region, offer_ids, _, headers_by_vary = cached
         if self.recorder is not None:
             self.recorder.impression(request_id, {"region": served_region, "model_version": key[1],
                                                   "data_version": state.data_version}, offer_ids, None, request.slot)
-        headers = [CONTENT_JSON, *public_headers(self.cdn, etag, served_region, state.data_version, offer_ids,
-                                                 vary_on_geo=request.region is None)]
+        vary_on_geo = request.region is None
+        shared = headers_by_vary.get(vary_on_geo)
+        if shared is None:  # the surrogate keys and the rest, built once per cached answer
+            shared = headers_by_vary[vary_on_geo] = [CONTENT_JSON, *public_headers(
+                self.cdn, etag, served_region, state.data_version, offer_ids, vary_on_geo=vary_on_geo)]
+        headers = shared.copy()
         cache_state = b"hit" if hit else b"miss"
         headers.append((b"server-timing", b"cache;desc=" + cache_state + b";dur=%.3f"
                         % ((time.perf_counter() - started) * 1000)))
