@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import ssl
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator
 
@@ -13,7 +16,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Route
 
 from edgerec.ratelimit import make_limiter
-from edgerec.tls import CertificateReloader
+from edgerec.tls import CertificateReloader, server_context
 from models.runtime import BundleError, Ranker
 from origin_sync.client import Replica, Syncer
 from origin_sync.protocol import Verifier
@@ -111,6 +114,37 @@ class StateUpdater:
                  ", ".join(f"{r}: {len(c)} offers" for r, c in state.catalogs.items()))
 
 
+@dataclass(frozen=True)
+class ListenerTls:
+    """uvicorn's `ssl_context_factory` for the shopper listener: a context from edgerec.tls, watched for renewals.
+
+    uvicorn calls it in each worker process, in the worker's event loop, before it listens; beside the context it
+    starts a CertificateReloader there, so a renewed pair on disk goes into a new context that the listener's SNI
+    callback hands to every new connection, as on the origin (no restart). Plain data, so that uvicorn can hand it
+    to worker processes."""
+
+    cert_file: str
+    key_file: str
+    reload_interval_s: float
+
+    def __call__(self, _config: Any, _default_factory: Any) -> ssl.SSLContext:
+        cert_file, key_file = Path(self.cert_file), Path(self.key_file)
+        factory = functools.partial(server_context, cert_file, key_file)
+        context = factory()
+        reloader = CertificateReloader(context, cert_file, key_file, self.reload_interval_s, factory=factory)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not from a uvicorn server's loop: nothing can watch the files
+            log.warning("the listener's certificate %s is read once; a renewal needs a restart", cert_file)
+        else:
+            # Referenced here until the worker's loop ends (and cancels it with the rest).
+            _LISTENER_RELOADS.add(loop.create_task(reloader.run(), name="edgerec-listener-tls-reload"))
+        return context
+
+
+_LISTENER_RELOADS: set[asyncio.Task] = set()
+
+
 class HotPath:
     """The ASGI app uvicorn runs: `/v1/recommendations` goes straight to its endpoint, everything else (and the
     lifespan) through Starlette. Starlette's router and its two error middlewares cost 7-14 µs a request (measured
@@ -140,7 +174,7 @@ def build_app(config: EdgeConfig) -> HotPath:
                     ssl_context=origin_tls)
     # A renewed client certificate on disk is loaded into the same context: the next connection presents it.
     client_cert_reloader = CertificateReloader(origin_tls, Path(config.client_cert_file),
-                                               Path(config.client_key_file)) \
+                                               Path(config.client_key_file), config.tls_reload_interval_s) \
         if origin_tls is not None and config.client_cert_file else None
     # With events off (EDGEREC_EVENTS=off) there is no spool, no recorder and no shipper at all.
     spool = EventSpool(config.data_dir / "events", max_bytes=config.event_spool_max_mb * 1024 * 1024) \
@@ -229,7 +263,8 @@ def serve(config: EdgeConfig) -> None:
                    proxy_headers=False)
     if config.tls_cert_file:
         # For deployments where no CDN or load balancer terminates TLS in front of the edge.
-        options.update(ssl_certfile=config.tls_cert_file, ssl_keyfile=config.tls_key_file)
+        options.update(ssl_context_factory=ListenerTls(config.tls_cert_file, config.tls_key_file,
+                                                       config.tls_reload_interval_s))
     if config.workers == 1:
         uvicorn.run(build_app(config), **options)
     else:

@@ -19,7 +19,7 @@ from edgerec.settings import (
     secret_from_env,
     secret_values_from_env,
 )
-from edgerec.tls import client_context, server_context
+from edgerec.tls import DEFAULT_RELOAD_INTERVAL_S, client_context, server_context
 from origin_sync.protocol import Verifier, parse_regions
 
 from .cdn import UNTRUSTED_IGNORE, UNTRUSTED_REFUSE, CdnPolicy
@@ -74,6 +74,7 @@ class EdgeConfig:
     client_key_file: str = ""
     tls_cert_file: str = ""         # the shopper listener serves HTTPS with these ("" = plain HTTP behind a CDN/LB)
     tls_key_file: str = ""
+    tls_reload_interval_s: float = DEFAULT_RELOAD_INTERVAL_S  # checks of the listener's and client's certificate files
     production: bool = False
 
     def origin_ssl_context(self) -> ssl.SSLContext | None:
@@ -174,6 +175,10 @@ class EdgeConfig:
                                  "balancer terminates TLS (EDGEREC_EDGE_TLS_CERT_FILE)")
         parser.add_argument("--tls-key", default=env("EDGEREC_EDGE_TLS_KEY_FILE", ""),
                             help="PEM private key of the listener's certificate (EDGEREC_EDGE_TLS_KEY_FILE)")
+        parser.add_argument("--tls-reload-interval", type=float,
+                            default=env("EDGEREC_TLS_RELOAD_INTERVAL_S", str(DEFAULT_RELOAD_INTERVAL_S)),
+                            help="seconds between checks of the listener's and the client certificate's files for "
+                                 "a renewal (EDGEREC_TLS_RELOAD_INTERVAL_S, default 5)")
         parser.add_argument("--production", action="store_const", const="true", default="false",
                             help="production mode (also EDGEREC_ENV=production): refuse weak secrets and a plain "
                                  "HTTP origin beyond loopback")
@@ -271,12 +276,15 @@ class EdgeConfig:
             client_key_file=args.client_key,
             tls_cert_file=args.tls_cert,
             tls_key_file=args.tls_key,
+            tls_reload_interval_s=args.tls_reload_interval,
             production=production,
         )
 
 
 def _check_tls_files(args: argparse.Namespace) -> None:
     """Build the TLS contexts once, so that a missing or mismatched file is a clear error at start."""
+    if not 0 < args.tls_reload_interval <= 3600:
+        raise ConfigError("--tls-reload-interval/EDGEREC_TLS_RELOAD_INTERVAL_S: between 0 and 3600 seconds")
     if bool(args.tls_cert) != bool(args.tls_key):
         raise ConfigError("--tls-cert/EDGEREC_EDGE_TLS_CERT_FILE and --tls-key/EDGEREC_EDGE_TLS_KEY_FILE go together")
     if bool(args.client_cert) != bool(args.client_key):

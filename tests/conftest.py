@@ -120,6 +120,31 @@ def wait_until(predicate: Callable[[], object], timeout_s: float = 30.0, what: s
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def served_certificate(port: int, context: "ssl.SSLContext") -> bytes:
+    """The DER certificate a TLS server on 127.0.0.1 shows a new connection."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            return tls.getpeercert(binary_form=True)
+
+
+def first_certificate_der(chain_file: Path) -> bytes:
+    """The DER form of the first certificate of a PEM chain file."""
+    import ssl
+
+    end = "-----END CERTIFICATE-----"
+    return ssl.PEM_cert_to_DER_cert(chain_file.read_text().split(end)[0] + end + "\n")
+
+
+def renew_in_place(renewed: tuple[Path, Path], live: tuple[Path, Path]) -> None:
+    """Replace a live (certificate, key) pair the way a certificate agent does: write beside, rename over, key first."""
+    for new, old in ((renewed[1], live[1]), (renewed[0], live[0])):
+        staged = old.with_suffix(".new")
+        staged.write_bytes(new.read_bytes())
+        os.replace(staged, old)
+
+
 def make_offer(offer_id: str, sku: str, region: str = "GB", **overrides) -> dict:
     offer = {"id": offer_id, "sku": sku, "title": f"Item {sku}", "price": 9.99, "currency": "GBP",
              "regions": [region], "stock": 10}

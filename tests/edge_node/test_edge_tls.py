@@ -11,7 +11,7 @@ import psutil
 import pytest
 
 from edgerec.services import http_call, http_json
-from tests.conftest import make_offer, wait_until
+from tests.conftest import first_certificate_der, make_offer, renew_in_place, served_certificate, wait_until
 
 
 def seed(cluster, catalog_skus) -> None:
@@ -55,3 +55,24 @@ def test_an_edge_opens_no_connection_but_to_its_origin(cluster, catalog_skus):
     assert to_origin, "the edge never held a connection to its origin (long-poll), so the check saw nothing"
     assert seen == to_origin | inbound, f"unexpected connections: {sorted(seen - to_origin - inbound)}"
     assert all(c[2] in ("127.0.0.1", "::1", "::ffff:127.0.0.1") for c in seen)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_listener_certificate_renewed_on_disk_is_served_to_new_connections_without_a_restart(cluster, pki,
+                                                                                               catalog_skus, workers):
+    """Every worker process watches the files: new connections, whichever worker takes them, get the renewal."""
+    seed(cluster, catalog_skus)
+    live = pki.issue("edge-listener", "127.0.0.1", "localhost")
+    edge = cluster.start_edge("GB", ready=False, args=["--tls-cert", str(live[0]), "--tls-key", str(live[1]),
+                                                       "--tls-reload-interval", "0.2", "--workers", str(workers)])
+    edge.scheme, edge.tls = "https", pki.client_context()
+    edge.wait_ready("/readyz")
+    assert served_certificate(edge.port, edge.tls) == first_certificate_der(live[0])
+    renewed = pki.issue("edge-listener-renewed", "127.0.0.1", "localhost")
+    renew_in_place(renewed, live)
+    expected = first_certificate_der(renewed[0])
+    wait_until(lambda: all(served_certificate(edge.port, edge.tls) == expected for _ in range(20)), timeout_s=15,
+               what="the renewed certificate on new connections")
+    assert edge.process.poll() is None  # the same process, never restarted
+    status, answer = http_json(edge.url, "POST", "/v1/recommendations", {"k": 3}, ssl_context=edge.tls)
+    assert status == 200 and len(answer["offers"]) == 3

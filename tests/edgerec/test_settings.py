@@ -181,6 +181,9 @@ def test_unusable_tls_files_are_a_clear_error_at_start(keys, tmp_path):
     edge_env = {"EDGEREC_ORIGIN_PUBLIC_KEY": str(keys[1]), "EDGEREC_REGIONS": "GB", "EDGEREC_SYNC_TOKEN": strong()}
     assert_refused(run_edgerec(["edge", "serve", "--data-dir", str(tmp_path / "e"), "--origin-ca", str(garbage)],
                                edge_env), "--origin-ca", "not a PEM CA bundle")
+    for interval in ("0", "-1", "nan", "7200"):
+        assert_refused(run_edgerec(["edge", "serve", "--data-dir", str(tmp_path / "e"), "--tls-reload-interval",
+                                    interval], edge_env), "--tls-reload-interval", "between 0 and 3600")
 
 
 def test_a_production_origin_with_tls_and_strong_secrets_is_accepted(clean_env, keys, pki):

@@ -4,16 +4,14 @@ TLS whose certificate must agree with the region token, and a certificate renewe
 from __future__ import annotations
 
 import json
-import os
-import socket
-import ssl
 from pathlib import Path
 
 import pytest
 
 from edgerec.services import http_call
 from origin_sync.protocol import PROTOCOL_HEADER, PROTOCOL_VERSION
-from tests.conftest import Cluster, Pki, make_offer, wait_until
+from tests.conftest import (Cluster, Pki, first_certificate_der, make_offer, renew_in_place, served_certificate,
+                            wait_until)
 
 
 def https_cluster(workdir: Path, bundle: Path, pki: Pki, *origin_args: str,
@@ -42,13 +40,6 @@ def edge_tls_env(pki: Pki, ca_file: Path | None = None, cert: tuple[Path, Path] 
 
 def sync_headers(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}", PROTOCOL_HEADER: str(PROTOCOL_VERSION)}
-
-
-def served_certificate(port: int, context: ssl.SSLContext) -> bytes:
-    """The DER certificate the server shows a new connection."""
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
-        with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
-            return tls.getpeercert(binary_form=True)
 
 
 def sync_error_count(edge) -> float:
@@ -137,14 +128,9 @@ def test_a_certificate_replaced_on_disk_is_served_to_new_connections_without_a_r
     try:
         context = pki.client_context()
         before = served_certificate(cluster.origin.port, context)
-        renewed_cert, renewed_key = pki.issue("origin-renewed", "127.0.0.1", "localhost")
-        # Renewal the way a certificate agent does it: write beside, rename over (the key first).
-        for renewed, live in ((renewed_key, pki.origin_key), (renewed_cert, pki.origin_cert)):
-            staged = live.with_suffix(".new")
-            staged.write_bytes(renewed.read_bytes())
-            os.replace(staged, live)
-        expected = ssl.PEM_cert_to_DER_cert(renewed_cert.read_text().split("-----END CERTIFICATE-----")[0]
-                                            + "-----END CERTIFICATE-----\n")
+        renewed = pki.issue("origin-renewed", "127.0.0.1", "localhost")
+        renew_in_place(renewed, (pki.origin_cert, pki.origin_key))
+        expected = first_certificate_der(renewed[0])
         assert expected != before
         wait_until(lambda: served_certificate(cluster.origin.port, context) == expected, timeout_s=15,
                    what="the renewed certificate on a new connection")
