@@ -12,11 +12,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from edgerec.services import free_port
+from edgerec.services import Service, free_port
 
 REPO_VCL = Path(__file__).resolve().parents[1] / "infra" / "varnish" / "edgerec.vcl"
 
-from .processes import Proc
 from .traffic import SECRET_HEADER
 
 INSTALL_HINT = "apt-get install -y --no-install-recommends varnish"
@@ -66,7 +65,7 @@ def vcl_text(backend_port: int, secret: str) -> tuple[str, str]:
     return FALLBACK_VCL.format(port=backend_port, secret=secret, secret_header=SECRET_HEADER), "benchmarks/cdn.py"
 
 
-def varnish_process(workdir: Path, backend_port: int, secret: str) -> tuple[Proc, str, str]:
+def varnish_process(workdir: Path, backend_port: int, secret: str) -> tuple[Service, str, str]:
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     vcl = workdir / "default.vcl"
@@ -76,7 +75,8 @@ def varnish_process(workdir: Path, backend_port: int, secret: str) -> tuple[Proc
     # -F: stay in the foreground so the pid is ours; -j none: no jail (the harness runs as the user it is).
     argv = [shutil.which("varnishd") or "varnishd", "-F", "-a", f"127.0.0.1:{port}", "-T", f"127.0.0.1:{admin_port}",
             "-f", str(vcl), "-s", "malloc,64m", "-n", str(workdir / "state"), "-j", "none"]
-    return Proc(name="varnish", argv=argv, log_path=workdir / "varnishd.log"), f"http://127.0.0.1:{port}", source
+    return (Service(name="varnish", argv=argv, port=port, log_path=workdir / "varnishd.log"),
+            f"http://127.0.0.1:{port}", source)
 
 
 def cache_counters(workdir: Path) -> dict[str, int]:

@@ -32,7 +32,7 @@ from edgerec.services import Service, edge_service, free_port, http_call, origin
 from . import cdn, peer
 from .histogram import Histogram
 from .loadgen import LoadSettings, run_locust, run_wrk, wrk_missing, write_wrk_requests
-from .processes import CpuSampler, Placement, Proc, cores
+from .processes import CpuSampler, Placement, cores
 from .report import EVENTS_BUDGET, ORDER, build_report, write_outputs
 from .traffic import (
     DEFAULT_REGIONS,
@@ -185,12 +185,9 @@ class Bench:
                 say(f"  (stopping a process failed: {exc})")
         self.started.clear()
 
-    def start_service(self, service: Service | Proc, cpu_set: tuple[int, ...] | None) -> None:
-        if isinstance(service, Service):
-            with cores(cpu_set):
-                service.start()
-        else:
-            service.start(cpu_set)
+    def start_service(self, service: Service, cpu_set: tuple[int, ...] | None) -> None:
+        with cores(cpu_set):
+            service.start()
         self.started.append(service.stop)
 
     # ------------------------------------------------------------ edgerec
@@ -315,11 +312,11 @@ class Bench:
         body_file = self.work / "ceiling-answer.json"
         body_file.write_bytes(body)
         port = free_port()
-        proc = Proc(name="ceiling", argv=[sys.executable, "-m", "benchmarks.ceiling", "--port", str(port),
-                                          "--workers", str(self.args.servers), "--body-file", str(body_file)],
-                    log_path=self.work / "logs" / "ceiling.log", cwd=REPO)
+        proc = Service(name="ceiling", port=port, log_path=self.work / "logs" / "ceiling.log", cwd=REPO,
+                       argv=[sys.executable, "-m", "benchmarks.ceiling", "--port", str(port), "--workers",
+                             str(self.args.servers), "--body-file", str(body_file)])
         self.start_service(proc, self.placement.server_cores)
-        proc.wait_ready(f"http://127.0.0.1:{port}", "/healthz", 30)
+        proc.wait_ready("/healthz", timeout_s=30)
         hosts, pids = [f"http://127.0.0.1:{port}"], [proc.pid]
         self.targets["ceiling"] = {"hosts": hosts, "pids": pids, "note": f"answers a fixed {len(body)}-byte JSON "
                                    "(an edgerec answer for k=10) without reading the request"}
@@ -342,7 +339,7 @@ class Bench:
             proc, url = peer.mlserver_process(mlserver, self.work / "peer", bundle, offers, i,
                                               self.args.peer_parallel_workers)
             self.start_service(proc, self.placement.server_cores)
-            proc.wait_ready(url, f"/v2/models/{peer.PEER_MODEL}/ready", 120)
+            proc.wait_ready(f"/v2/models/{peer.PEER_MODEL}/ready", timeout_s=120)
             hosts.append(url)
             pids.append(proc.pid)
         parity = self.peer_parity(hosts[0], traffic, contract)
@@ -390,7 +387,7 @@ class Bench:
             proc, url, vcl_source = cdn.varnish_process(self.work / f"varnish-{i}",
                                                         int(edge_url.rsplit(":", 1)[1]), self.cdn_secret)
             self.start_service(proc, self.placement.server_cores)
-            proc.wait_ready(url, "/healthz", 30)
+            proc.wait_ready("/healthz", timeout_s=30)
             hosts.append(url)
             pids.append(proc.pid)
         # The CDN's CPU is the cache's plus the edges' it still calls on misses.

@@ -16,9 +16,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from edgerec.services import free_port
+from edgerec.services import Service, free_port
 
-from .processes import Proc
 from .traffic import PEER_MODEL
 
 RUNTIME_FILE = Path(__file__).resolve().parent / "peer_runtime" / "mlserver_runtime.py"
@@ -82,7 +81,7 @@ def write_model_repository(root: Path, bundle_dir: Path, offers: list[dict[str, 
 
 
 def mlserver_process(mlserver: Path, workdir: Path, bundle_dir: Path, offers: list[dict[str, Any]], index: int,
-                     parallel_workers: int) -> tuple[Proc, str]:
+                     parallel_workers: int) -> tuple[Service, str]:
     """One MLServer instance on free ports; access logs off (debug false), as a production user runs it."""
     # `mlserver start DIR` takes DIR as its model repository and reads DIR/settings.json.
     instance = workdir / f"instance-{index}"
@@ -102,9 +101,8 @@ def mlserver_process(mlserver: Path, workdir: Path, bundle_dir: Path, offers: li
         "metrics_dir": str(instance / ".metrics"),
     }
     (instance / "settings.json").write_text(json.dumps(settings, indent=2))
-    proc = Proc(name=f"mlserver {index}", argv=[str(mlserver), "start", str(instance)],
-                log_path=workdir / f"mlserver-{index}.log", cwd=instance,
-                env={"PYTHONDONTWRITEBYTECODE": "1"})
+    proc = Service(name=f"mlserver {index}", argv=[str(mlserver), "start", str(instance)], port=port,
+                   log_path=workdir / f"mlserver-{index}.log", cwd=instance, env={"PYTHONDONTWRITEBYTECODE": "1"})
     return proc, f"http://127.0.0.1:{port}"
 
 

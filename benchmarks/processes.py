@@ -1,20 +1,15 @@
-"""Processes of a benchmark run: CPU pinning, start/stop by pid, readiness, and CPU accounting."""
+"""Processes of a benchmark run: CPU pinning and CPU accounting (they start and stop as edgerec.services.Service)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import subprocess
 import threading
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import psutil
-
-from edgerec.services import http_call
 
 
 @dataclass(frozen=True)
@@ -64,64 +59,6 @@ def cores(cpu_set: Sequence[int] | None) -> Iterator[None]:
         yield
     finally:
         os.sched_setaffinity(0, before)
-
-
-@dataclass
-class Proc:
-    """A server process this harness started (not through a shell: its pid is the server's)."""
-
-    name: str
-    argv: list[str]
-    log_path: Path
-    env: dict[str, str] = field(default_factory=dict)
-    cwd: Path | None = None
-    process: subprocess.Popen | None = None
-
-    def start(self, cpu_set: Sequence[int] | None = None) -> "Proc":
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log, cores(cpu_set):
-            self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, env={**os.environ, **self.env},
-                                            cwd=self.cwd)
-        return self
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-    def wait_ready(self, url: str, path: str, timeout_s: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        last = "no answer"
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.process.returncode}: {self.log_tail()}")
-            try:
-                status, _, body = http_call(url, "GET", path, timeout=2)
-                if status == 200:
-                    return
-                last = f"HTTP {status} {body[:200]!r}"
-            except OSError as exc:
-                last = str(exc)
-            time.sleep(0.1)
-        raise TimeoutError(f"{self.name} not ready at {url}{path} after {timeout_s:.0f}s ({last}): {self.log_tail()}")
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        proc = self.process
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def tree_cpu_seconds(pids: Sequence[int]) -> float:

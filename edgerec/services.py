@@ -57,16 +57,28 @@ def http_json(url_base: str, method: str, path: str, payload: Any = None,
 
 @dataclass
 class Service:
-    """One edgerec process (`python -m edgerec ...`) with its log file; stopped by pid with SIGTERM."""
+    """One server process with its log file, started without a shell (its pid is the server's) and stopped by pid with
+    SIGTERM: `python -m edgerec <args>`, or any other program given as `argv` (the benchmarks' ceiling, MLServer and
+    Varnish)."""
 
     name: str
-    args: list[str]
     port: int
     log_path: Path
+    args: list[str] = field(default_factory=list)
+    argv: list[str] | None = None  # another program's whole command line, instead of edgerec's
+    cwd: Path | None = None
     env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen | None = None
     scheme: str = "http"
     tls: ssl.SSLContext | None = None  # how probes verify an https service (and the certificate they present)
+
+    def command(self) -> list[str]:
+        return self.argv if self.argv is not None else [sys.executable, "-m", "edgerec", *self.args]
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None, f"{self.name} was not started"
+        return self.process.pid
 
     @property
     def url(self) -> str:
@@ -76,8 +88,8 @@ class Service:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         env = {**os.environ, **self.env}
-        self.process = subprocess.Popen([sys.executable, "-m", "edgerec", *self.args], stdout=log,
-                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, env=env, cwd=self.cwd)
         log.close()
         return self
 
