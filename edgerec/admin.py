@@ -7,7 +7,6 @@ import argparse
 import json
 import os
 import ssl
-import sys
 import time
 from pathlib import Path
 from typing import Any

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import ssl
 import time
 from pathlib import Path
 from typing import Callable, Iterator
@@ -120,7 +121,7 @@ def wait_until(predicate: Callable[[], object], timeout_s: float = 30.0, what: s
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def served_certificate(port: int, context: "ssl.SSLContext") -> bytes:
+def served_certificate(port: int, context: ssl.SSLContext) -> bytes:
     """The DER certificate a TLS server on 127.0.0.1 shows a new connection."""
     import socket
 
@@ -131,8 +132,6 @@ def served_certificate(port: int, context: "ssl.SSLContext") -> bytes:
 
 def first_certificate_der(chain_file: Path) -> bytes:
     """The DER form of the first certificate of a PEM chain file."""
-    import ssl
-
     end = "-----END CERTIFICATE-----"
     return ssl.PEM_cert_to_DER_cert(chain_file.read_text().split(end)[0] + end + "\n")
 
