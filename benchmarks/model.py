@@ -86,16 +86,21 @@ def inference_cost(bundle: Path, repeats: int) -> dict:
 BATCH_SIZES = (1, 2, 4, 8, 16, 32)
 
 
-def batch_cost(bundle: Path, repeats: int, count: int = 200) -> dict:
+def batch_cost(bundle: Path, repeats: int, count: int = 200, histories: list[list[str]] | None = None) -> dict:
     """Median µs per request of one Ranker.rank_many run over a batch of different shoppers, per batch size: what the
-    edge pays when the requests ready in one event-loop pass share a run."""
+    edge pays when the requests ready in one event-loop pass share a run. `histories` (real shoppers' recent items)
+    replace the synthetic contexts of 5 to L events: the run's cost follows its widest context."""
     ranker = Ranker.load(bundle)
     items = ranker.manifest["items"]
     rng = np.random.default_rng(1)
     requests = []
-    for _ in range(max(BATCH_SIZES)):
-        skus = [items[i] for i in rng.integers(0, len(items), int(rng.integers(5, ranker.context_length + 1)))]
-        context = ranker.encode_context(skus, ages_days=np.sort(rng.exponential(60.0, len(skus)))[::-1].tolist())
+    for number in range(max(BATCH_SIZES)):
+        if histories:
+            skus, ages = histories[number % len(histories)], None
+        else:
+            skus = [items[i] for i in rng.integers(0, len(items), int(rng.integers(5, ranker.context_length + 1)))]
+            ages = np.sort(rng.exponential(60.0, len(skus)))[::-1].tolist()
+        context = ranker.encode_context(skus, ages_days=ages)
         candidates = rng.choice(np.arange(1, len(items) + 1), count, replace=False).astype(np.int64)
         requests.append((context, int(rng.integers(1, len(ranker.manifest["regions"]) + 1)), candidates,
                          np.zeros(count, dtype=np.float32)))
@@ -111,6 +116,17 @@ def batch_cost(bundle: Path, repeats: int, count: int = 200) -> dict:
             times[i] = (time.perf_counter_ns() - started) / 1000.0
         out[str(size)] = {"run_us": float(np.median(times)), "per_request_us": float(np.median(times)) / size}
     return out
+
+
+def shopper_contexts(data: Path, context_length: int, count: int = 256) -> list[list[str]]:
+    """Recent items of real GB shoppers cut at a random point of their history: the latency benchmark's traffic."""
+    import random
+
+    from benchmarks.traffic import shopper_histories
+    from models.data import purchase_events, read_transactions
+
+    events = purchase_events(read_transactions(data))
+    return [h["recent_items"] for h in shopper_histories(events, "GB", context_length, count, random.Random(11))]
 
 
 def plot(report: dict, path: Path) -> None:
@@ -162,15 +178,21 @@ def markdown(report: dict) -> str:
                 f"| {row['L']} | {row['all']['model']:.4f} | {row['all']['best_baseline_ndcg@10']:.4f} | {row['all']['ratio']:.3f} | "
                 f"{row['new_items']['model']:.4f} | {row['new_items']['best_baseline_ndcg@10']:.4f} | {row['new_items']['ratio']:.3f} |"
             )
-    lines += ["", "## Inference, one thread, one request (Ranker.rank, k=10)", "",
+    lines += ["", "## Inference, one thread, one request with a full context of L events (Ranker.rank, k=10)", "",
               f"Graph nodes: {report['nodes']}; L = {report['context_length']}.", "",
               "| candidates | median µs | p99 µs |", "|---|---|---|"]
     for count, cost in report["inference_us"].items():
         lines.append(f"| {count} | {cost['median_us']:.1f} | {cost['p99_us']:.1f} |")
+    shoppers = report.get("batch_us_shoppers", {})
+    events = report.get("shopper_events", {})
     lines += ["", "## Inference in batches (Ranker.rank_many: different shoppers, 200 candidates each, k=10)", "",
-              "| requests per run | median µs per run | µs per request |", "|---|---|---|"]
+              "| requests per run | synthetic contexts (5 to L events): median µs per run | µs per request | real GB "
+              f"shoppers ({events.get('mean', 0):.0f} events on average, median {events.get('median', 0):.0f}): median "
+              "µs per run | µs per request |", "|---|---|---|---|---|"]
     for size, cost in report.get("batch_us", {}).items():
-        lines.append(f"| {size} | {cost['run_us']:.1f} | {cost['per_request_us']:.1f} |")
+        real = shoppers.get(size)
+        lines.append(f"| {size} | {cost['run_us']:.1f} | {cost['per_request_us']:.1f} | "
+                     + (f"{real['run_us']:.1f} | {real['per_request_us']:.1f} |" if real else "– | – |"))
     lines += ["", f"Training on the full shared data: {report['full_training_seconds']:.1f} s (wall, incl. reading and export).",
               "", f"int8: {report['int8']}", ""]
     return "\n".join(lines)
@@ -237,6 +259,10 @@ def main(argv: list[str] | None = None) -> int:
     steps.set_postfix_str("inference timing")
     report["inference_us"] = inference_cost(work / "full", 300 if args.quick else 2000)
     report["batch_us"] = batch_cost(work / "full", 100 if args.quick else 500)
+    histories = shopper_contexts(args.data, full["context_length"])
+    report["batch_us_shoppers"] = batch_cost(work / "full", 100 if args.quick else 500, histories=histories)
+    report["shopper_events"] = {"mean": float(np.mean([len(h) for h in histories])),
+                                "median": float(np.median([len(h) for h in histories]))}
     report["int8"] = (
         "not offered: the graph has no MatMul/Gemm/Conv (features are gathers and scatters over [V+1] "
         "vectors), so dynamic int8 quantization has nothing to quantize; cost is per-node overhead, not arithmetic."
