@@ -27,6 +27,9 @@ HEADER_TOO_LARGE = "header_too_large"
 HEADER_TIMEOUT = "header_timeout"
 BODY_TIMEOUT = "body_timeout"
 INVALID_REQUEST = "invalid_request"  # not HTTP/1.1 at all: uvicorn's 400, counted here
+# scope["extensions"][HOLD_HEAD]: called just before sending `http.response.start`, it holds the head back until the
+# body, so that the two go out in one write.
+HOLD_HEAD = "edgerec.hold_response_head"
 
 
 class Watchdog:
@@ -68,6 +71,54 @@ class ConnectionLimits:
         object.__setattr__(self, "watchdog", Watchdog(min([0.5, *(t / 10 for t in timeouts)])))
 
 
+class CoalescingTransport:
+    """A connection's transport that can hold one write back until the next one: a response head until its body.
+
+    uvicorn writes the head and the body of a response with two write(2) calls. On loopback and behind a load
+    balancer each is a TCP segment, and each wakes the client up: perf showed the wake-ups alone at 7% of the edge's
+    CPU under wrk. Held and joined, a small answer leaves in one segment. Only what asks for it (the hot endpoint,
+    through scope["extensions"][HOLD_HEAD]) is held, and whatever is held goes out at the next write, when the
+    response completes, or before the connection closes."""
+
+    __slots__ = ("_transport", "_held", "_hold_next")
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+        self._held: bytes | None = None
+        self._hold_next = False
+
+    def hold_next_write(self) -> None:
+        self._hold_next = True
+
+    def write(self, data: bytes) -> None:
+        if self._hold_next:
+            self._hold_next = False
+            self._held = data
+            return
+        held = self._held
+        if held is not None:
+            self._held = None
+            data = held + data
+        self._transport.write(data)
+
+    def flush(self) -> None:
+        self._hold_next = False
+        held = self._held
+        if held is not None:
+            self._held = None
+            self._transport.write(held)
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:  # everything else is the transport's own
+        return getattr(self._transport, name)
+
+
 def _error_response(status: int, reason: bytes, code: str, message: str) -> bytes:
     body = orjson.dumps({"error": {"code": code, "message": message}})
     return (b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncache-control: private, no-store\r\n"
@@ -87,6 +138,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        # uvicorn's protocol and each request's cycle write through this (its flow control keeps the transport).
+        self._coalescing = CoalescingTransport(transport)
+        self.transport = self._coalescing  # type: ignore[assignment]
+        self._extensions = {HOLD_HEAD: self._coalescing.hold_next_write}
         if self._limits is not None:
             self._limits.watchdog.watch(self)
             self._start_headers()  # a connection that never sends a request is cut too
@@ -128,6 +183,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self.scope["extensions"] = self._extensions  # type: ignore[typeddict-unknown-key]
         self._in_headers = True
         self._message_began = True
         self._header_bytes = 0
@@ -145,6 +201,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         self.deadline = None
         super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        self._coalescing.flush()  # a held head whose body never came (not expected)
+        super().on_response_complete()
 
     def _start_headers(self) -> None:
         if self._limits is not None and self._limits.header_timeout_s > 0:

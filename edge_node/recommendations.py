@@ -15,6 +15,7 @@ from edgerec.ratelimit import RateLimiter
 
 from .cdn import UNTRUSTED_REFUSE, CdnPolicy, etag_for, etag_matches, public_headers, read_viewer
 from .events import EventRecorder
+from .limits import HOLD_HEAD
 from .metrics import EdgeMetrics
 from .batching import InferenceBatcher
 from .ranking import ModelBreaker, Rules, finish, plan_request, rank
@@ -101,6 +102,10 @@ class RecommendationsEndpoint:
         headers.append((b"x-request-id", request_id.encode()))
         if status != 304:
             headers.append((b"content-length", str(len(body)).encode()))
+        extensions = scope.get("extensions")
+        hold_head = extensions.get(HOLD_HEAD) if extensions else None
+        if hold_head is not None:
+            hold_head()  # head and body in one write (edge_node.limits)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
         label = method if method in self._latency else "OTHER"
