@@ -74,11 +74,12 @@ class ConnectionLimits:
 class CoalescingTransport:
     """A connection's transport that can hold one write back until the next one: a response head until its body.
 
-    uvicorn writes the head and the body of a response with two write(2) calls. On loopback and behind a load
-    balancer each is a TCP segment, and each wakes the client up: perf showed the wake-ups alone at 7% of the edge's
-    CPU under wrk. Held and joined, a small answer leaves in one segment. Only what asks for it (the hot endpoint,
-    through scope["extensions"][HOLD_HEAD]) is held, and whatever is held goes out at the next write, when the
-    response completes, or before the connection closes."""
+    uvicorn writes the head and the body of a response with two write(2) calls, and each is a TCP segment that the
+    kernel carries through its whole send path (on loopback, through the receiver's too: perf under wrk puts the
+    kernel at a fifth of the edge's CPU). Held and joined, a small answer leaves in one segment: 3 µs less CPU per
+    request in an A/B under wrk. Only what asks for it (the hot endpoint, through scope["extensions"][HOLD_HEAD])
+    is held, and whatever is held goes out at the next write, when the response completes, or before the
+    connection closes."""
 
     __slots__ = ("_transport", "_held", "_hold_next")
 
