@@ -136,12 +136,17 @@ def first_certificate_der(chain_file: Path) -> bytes:
     return ssl.PEM_cert_to_DER_cert(chain_file.read_text().split(end)[0] + end + "\n")
 
 
+def replace_file(live: Path, renewed: Path) -> None:
+    """Replace one live file the way a certificate agent does: write beside, rename over."""
+    staged = live.with_suffix(".new")
+    staged.write_bytes(renewed.read_bytes())
+    os.replace(staged, live)
+
+
 def renew_in_place(renewed: tuple[Path, Path], live: tuple[Path, Path]) -> None:
-    """Replace a live (certificate, key) pair the way a certificate agent does: write beside, rename over, key first."""
-    for new, old in ((renewed[1], live[1]), (renewed[0], live[0])):
-        staged = old.with_suffix(".new")
-        staged.write_bytes(new.read_bytes())
-        os.replace(staged, old)
+    """Replace a live (certificate, key) pair: each file renamed over, the key first."""
+    replace_file(live[1], renewed[1])
+    replace_file(live[0], renewed[0])
 
 
 def make_offer(offer_id: str, sku: str, region: str = "GB", **overrides) -> dict:

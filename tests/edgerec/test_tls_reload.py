@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import ssl
-from pathlib import Path
 
 from edgerec.tls import CertificateReloader, server_context
+from tests.conftest import first_certificate_der, replace_file
 
 
 def _handshake(server: ssl.SSLContext, client: ssl.SSLContext) -> bytes:
@@ -27,29 +26,19 @@ def _handshake(server: ssl.SSLContext, client: ssl.SSLContext) -> bytes:
     raise AssertionError("handshake did not finish")
 
 
-def _der(cert: Path) -> bytes:
-    return ssl.PEM_cert_to_DER_cert(cert.read_text().split("-----END CERTIFICATE-----")[0] + "-----END CERTIFICATE-----\n")
-
-
-def _replace(live: Path, renewed: Path) -> None:
-    staged = live.with_suffix(".new")
-    staged.write_bytes(renewed.read_bytes())
-    os.replace(staged, live)
-
-
 def test_a_half_renewed_pair_is_not_loaded_and_handshakes_keep_working(pki):
     context = server_context(pki.origin_cert, pki.origin_key)
     reloader = CertificateReloader(context, pki.origin_cert, pki.origin_key, interval_s=60)
     client = pki.client_context()
-    first = _der(pki.origin_cert)
+    first = first_certificate_der(pki.origin_cert)
     assert _handshake(context, client) == first
     renewed_cert, renewed_key = pki.issue("origin-renewed", "127.0.0.1", "localhost")
-    _replace(pki.origin_key, renewed_key)  # the key first, as a certificate agent renames them
+    replace_file(pki.origin_key, renewed_key)  # the key first, as a certificate agent renames them
     assert reloader.check() is False and reloader.failures == 1
     assert _handshake(context, client) == first  # still the previous pair, whole
-    _replace(pki.origin_cert, renewed_cert)
+    replace_file(pki.origin_cert, renewed_cert)
     assert reloader.check() is True and reloader.reloads == 1
-    assert _handshake(context, client) == _der(renewed_cert)
+    assert _handshake(context, client) == first_certificate_der(renewed_cert)
     assert reloader.check() is False and reloader.failures == 1  # nothing changed since: no reload, no failure
 
 
@@ -62,13 +51,13 @@ def test_a_server_context_is_never_changed_in_place_the_renewal_reaches_new_hand
     context = factory()
     reloader = CertificateReloader(context, pki.origin_cert, pki.origin_key, interval_s=60, factory=factory)
     client = pki.client_context()
-    first = _der(pki.origin_cert)
+    first = first_certificate_der(pki.origin_cert)
     renewed_cert, renewed_key = pki.issue("origin-renewed", "127.0.0.1", "localhost")
-    _replace(pki.origin_key, renewed_key)
+    replace_file(pki.origin_key, renewed_key)
     assert reloader.check() is False and _handshake(context, client) == first
-    _replace(pki.origin_cert, renewed_cert)
+    replace_file(pki.origin_cert, renewed_cert)
     assert reloader.check() is True
-    assert _handshake(context, client) == _der(renewed_cert)
+    assert _handshake(context, client) == first_certificate_der(renewed_cert)
     # The live context still holds the first pair itself: nothing in it was replaced while handshakes ran.
     context.sni_callback = None
     assert _handshake(context, client) == first
