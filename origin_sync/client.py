@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, Mapping
 
 import aiohttp
+import numpy as np
 
+from . import digest
 from .disk import BlobStore, NotFound, write_atomically
 from .protocol import (
     GENESIS_HASH,
@@ -62,6 +64,29 @@ class Replica:
     head_hash: bytes = GENESIS_HASH  # the origin's chain hash at `version`
     experiments: Mapping[str, dict[str, Any]] = field(default_factory=dict)  # by id, with variants' model refs
     key_set: dict[str, Any] | None = None  # the origin's signed signing-key set: announced and revoked key ids
+    # The state's LtHash vector (digest.py), kept current at O(changed items) by apply_deltas; computed from the
+    # content when not given (O(state)). Its checksum is what the origin's signed `state_digest` must equal.
+    lanes: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.lanes is None:
+            object.__setattr__(self, "lanes", digest.state_vector(self.offers.values(), self.model,
+                                                                  self.experiments.values(), self.regions))
+
+    @property
+    def state_digest(self) -> bytes:
+        assert self.lanes is not None
+        return digest.checksum(self.lanes)
+
+
+def check_state_digest(replica: Replica, signed: object, where: str) -> None:
+    """Refuse a state that the origin's signed digest does not vouch for (reason "digest")."""
+    if not isinstance(signed, bytes):
+        raise IntegrityError("digest", f"{where} carries no signed state digest")
+    if signed != replica.state_digest:
+        raise IntegrityError("digest", f"{where}: the state at version {replica.version} does not match the state "
+                                       f"digest the origin signed ({replica.state_digest.hex()[:16]} against "
+                                       f"{signed.hex()[:16]})")
 
 
 def _key_set(value: object, held: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -109,7 +134,16 @@ def apply_deltas(replica: Replica, batch: dict[str, Any]) -> Replica:
     experiments = dict(replica.experiments)
     model = replica.model
     key_set = replica.key_set
-    last, digest = replica.version, replica.head_hash
+    assert replica.lanes is not None
+    lanes = replica.lanes.copy()
+
+    def swap(old: list[tuple[str, bytes]], new: list[tuple[str, bytes]]) -> None:
+        for _, element in old:
+            np.subtract(lanes, digest.vector_of(element), out=lanes)
+        for _, element in new:
+            np.add(lanes, digest.vector_of(element), out=lanes)
+
+    last, chained = replica.version, replica.head_hash
     for entry in batch.get("changes", []):
         try:
             prev, body = entry["prev"], entry["body"]
@@ -119,33 +153,43 @@ def apply_deltas(replica: Replica, batch: dict[str, Any]) -> Replica:
             raise IntegrityError("decode", f"malformed change entry: {exc}") from None
         if not isinstance(version, int) or version <= last or version > to:
             raise IntegrityError("order", f"change version {version!r} out of order after {last} (batch to {to})")
-        if version == last + 1 and prev != digest:
+        if version == last + 1 and prev != chained:
             raise IntegrityError("chain", f"change {version} does not follow the hash of version {last}")
-        digest, last = chain_hash(prev, body), version
+        chained, last = chain_hash(prev, body), version
         op = change.get("op")
+        regions = replica.regions
         if op == OP_OFFER_UPSERT:
             offer = change["offer"]
-            if offered_in(offer, replica.regions):
+            old = offers.pop(offer["id"], None)
+            swap(digest.offer_elements(old, regions) if old else [], digest.offer_elements(offer, regions))
+            if offered_in(offer, regions):
                 offers[offer["id"]] = offer
-            else:
-                offers.pop(offer["id"], None)
         elif op == OP_OFFER_DELETE:
-            offers.pop(change["offer_id"], None)
+            old = offers.pop(change["offer_id"], None)
+            swap(digest.offer_elements(old, regions) if old else [], [])
         elif op == OP_MODEL_ACTIVATE:
+            swap(digest.model_element(model), digest.model_element(change["model"]))
             model = change["model"]
         elif op == OP_EXPERIMENT_UPSERT:
+            swap(digest.experiment_element(experiments.get(change["experiment"]["id"])),
+                 digest.experiment_element(change["experiment"]))
             experiments[change["experiment"]["id"]] = change["experiment"]
         elif op == OP_EXPERIMENT_DELETE:
-            experiments.pop(change["experiment_id"], None)
+            swap(digest.experiment_element(experiments.pop(change["experiment_id"], None)), [])
         elif op == OP_SIGNING_KEYS:
             # Trusted because the batch carrying it was verified with a key this edge trusts (never a revoked one).
             key_set = _key_set(change.get("key_set"), key_set)
         else:
             raise ProtocolError(f"unknown change op {op!r}")
-    if last == to and digest != to_hash:
+    if last == to and chained != to_hash:
         raise IntegrityError("chain", f"re-hashing the changes does not give the chain hash at version {to}")
-    return Replica(version=to, regions=replica.regions, offers=offers, model=model, head_hash=to_hash,
-                   experiments=experiments, key_set=key_set)
+    result = Replica(version=to, regions=replica.regions, offers=offers, model=model, head_hash=to_hash,
+                     experiments=experiments, key_set=key_set, lanes=lanes)
+    # A batch that reaches the origin's head carries the signed digest of the whole state there; one that stops
+    # short (a full page) carries none, and the next page proves it.
+    if "state_digest" in batch:
+        check_state_digest(result, batch["state_digest"], f"delta batch to version {to}")
+    return result
 
 
 def replica_from_snapshot(snapshot: dict[str, Any], regions: tuple[str, ...]) -> Replica:
@@ -155,8 +199,11 @@ def replica_from_snapshot(snapshot: dict[str, Any], regions: tuple[str, ...]) ->
         raise IntegrityError("decode", "snapshot without version or chain hash")
     offers = {o["id"]: o for o in snapshot["offers"] if offered_in(o, regions)}
     experiments = {e["id"]: e for e in snapshot.get("experiments") or []}
-    return Replica(version=snapshot["version"], regions=regions, offers=offers, model=snapshot.get("model"),
-                   head_hash=head_hash, experiments=experiments, key_set=_key_set(snapshot.get("signing_keys"), None))
+    replica = Replica(version=snapshot["version"], regions=regions, offers=offers, model=snapshot.get("model"),
+                      head_hash=head_hash, experiments=experiments,
+                      key_set=_key_set(snapshot.get("signing_keys"), None))
+    check_state_digest(replica, snapshot.get("state_digest"), f"snapshot at version {replica.version}")
+    return replica
 
 
 @dataclass
@@ -249,6 +296,9 @@ class LocalCopy:
                               experiments={e["id"]: e for e in record.get("experiments") or []}, key_set=key_set)
             if payload.get("to") != replica.version or payload.get("to_hash") != replica.head_hash:
                 raise IntegrityError("disk", "the persisted version is not the one the origin signed")
+            # Every offer, the model and the experiments, recomputed from the file (O(state)), against the digest
+            # inside the origin's signed batch: an edit of the file, checksum recomputed or not, ends here.
+            check_state_digest(replica, payload.get("state_digest"), f"the persisted replica {self.replica_path}")
         if replica.version != record["version"] or replica.head_hash != record["head_hash"]:
             raise IntegrityError("disk", "the persisted version is not the one the origin signed")
         return replace(replica, key_set=merge_key_sets(key_set, replica.key_set)), (kind, proof), record
@@ -327,8 +377,9 @@ class Syncer:
         if self.local is not None:
             try:
                 return await asyncio.to_thread(self.local.blobs.get, sha256)
-            except NotFound:
-                pass
+            except NotFound as exc:
+                if self._session is None:  # loading from disk, before any connection to the origin
+                    raise IntegrityError("blob", f"{exc}, and the origin is not reached yet") from None
         data, headers = await self._get(f"/v1/sync/blobs/{sha256}", {}, timeout_s=120)
         try:
             signature = base64.b64decode(headers.get(SIGNATURE_HEADER, ""), validate=True)
@@ -366,7 +417,8 @@ class Syncer:
         self._contact(payload)
         self.status.snapshots += 1
         self._need_snapshot = self._allow_rollback = False
-        if current is None or replica.version != current.version or replica.head_hash != current.head_hash:
+        if current is None or replica.version != current.version or replica.head_hash != current.head_hash \
+                or replica.state_digest != current.state_digest:
             await self._publish(replica, (KIND_SNAPSHOT, body))
 
     async def _follow_deltas(self, current: Replica) -> None:
@@ -442,7 +494,10 @@ class Syncer:
         try:
             await self._publish(replica, proof, persist=False)
         except Exception as exc:  # noqa: BLE001 - e.g. its model blob is gone and the origin is down
-            log.error("could not serve the persisted replica at version %d: %s", replica.version, exc)
+            reason = exc.reason if isinstance(exc, IntegrityError) else "disk"
+            self.status.rejected[reason] += 1
+            log.error("could not serve the persisted replica at version %d (%s: %s); starting from the origin",
+                      replica.version, reason, f"{type(exc).__name__}: {exc}" if str(exc) else repr(exc))
             return False
         self.status.persisted_version = replica.version
         self.status.loaded_from_disk = True
@@ -479,6 +534,10 @@ class Syncer:
                         failures += 1
                         self._healthy = False
                         self._count_failure(exc)
+                        if isinstance(exc, IntegrityError) and exc.reason == "digest":
+                            # The copy (or the batch) disagrees with the signed state: only a fresh snapshot, itself
+                            # checked against its digest, can be proven again.
+                            self._need_snapshot = True
                         delay = min(self.backoff_max_s, self.backoff_base_s * 2 ** min(failures, 10))
                         delay = random.uniform(0, delay)  # full jitter: edges must not retry in lockstep
                         await asyncio.sleep(delay)

@@ -24,7 +24,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 # 2: signed envelopes, hash chain, compression, region-scoped tokens, 410 on compacted logs.
-PROTOCOL_VERSION = 2
+# 3: every snapshot, and every delta batch that reaches the head, carries the signed state digest (digest.py).
+PROTOCOL_VERSION = 3
 MSGPACK_TYPE = "application/x-msgpack"
 PROTOCOL_HEADER = "X-Edgerec-Protocol"
 SIGNATURE_HEADER = "X-Edgerec-Signature"
@@ -79,7 +80,7 @@ class IntegrityError(ProtocolError):
     """A payload is corrupted, truncated, badly signed, replayed or out of order: refused, never applied.
 
     `reason` is a short label for metrics: decode, signature, unknown_key, revoked_key, chain, order, region,
-    protocol, blob.
+    protocol, blob, digest (the state does not match the signed state digest), disk.
     """
 
     def __init__(self, reason: str, message: str) -> None:

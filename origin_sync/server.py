@@ -20,6 +20,7 @@ from aiohttp import web
 from edgerec.ratelimit import RateLimiter, make_limiter, retry_after
 from edgerec.tls import CertificateReloader, peer_certificate, regions_in_certificate
 
+from . import digest
 from .config import ConfigError, OriginConfig, load_credentials
 from .credentials import (
     SCOPE_CATALOG,
@@ -604,6 +605,12 @@ def _check_protocol(request: web.Request) -> None:
                          f"edge speaks protocol {sent}; this origin speaks {PROTOCOL_VERSION}: upgrade the edge")
 
 
+def _seal_snapshot(payload: dict[str, Any], regions: tuple[str, ...], signer: Signer) -> bytes:
+    # The digest of exactly what the snapshot carries (O(state), once a version: sealed snapshots are cached).
+    payload["state_digest"] = digest.state_digest(payload["offers"], payload["model"], payload["experiments"], regions)
+    return seal(KIND_SNAPSHOT, payload, signer)
+
+
 async def snapshot(request: web.Request) -> web.Response:
     _check_protocol(request)
     regions = _regions(request)
@@ -614,7 +621,7 @@ async def snapshot(request: web.Request) -> web.Response:
     if body is None:
         snap = await store.snapshot(regions)
         payload = {"regions": list(regions), "issued_at": time.time(), **snap}
-        body = await asyncio.to_thread(seal, KIND_SNAPSHOT, payload, signer)
+        body = await asyncio.to_thread(_seal_snapshot, payload, regions, signer)
         cache.put((regions, snap["version"], signer.key_id), body)
     return sealed_response(body)
 
@@ -643,6 +650,8 @@ async def deltas(request: web.Request) -> web.Response:
         return error(410, "compacted", str(exc))
     payload = {"regions": list(regions), "from": page.since, "from_hash": page.from_hash, "to": page.to,
                "to_hash": page.to_hash, "head": page.head, "issued_at": time.time(), "changes": page.changes}
+    if page.state_digest is not None:
+        payload["state_digest"] = page.state_digest
     return sealed_response(seal(KIND_DELTAS, payload, _signer(request)))
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
+from . import digest
 from .disk import BlobStore, NotFound, write_atomically
 from .experiments import check_no_overlap
 from .protocol import (
@@ -40,6 +41,9 @@ T = TypeVar("T")
 PAGE_LIMIT = 10_000
 AUDIT_FIELDS = ("ts", "actor", "method", "path", "target", "peer", "status")
 KEY_SET_META = "signing_keys"  # the meta row holding the published signing-key set (JSON)
+# The meta row naming the version the `state_digests` rows describe: every write advances both in its transaction,
+# and an origin that finds them apart at start (a database from before the digests) rebuilds the rows.
+DIGESTS_AT_META = "state_digests_at"
 KeySetUpdate = Callable[[dict[str, Any] | None], dict[str, Any]]
 
 
@@ -72,6 +76,8 @@ class DeltaPage:
     to_hash: bytes
     head: int
     changes: list[dict[str, Any]]  # {"prev": bytes, "body": canonical change bytes}
+    # sha256 of the regions' state vector at `to` (see digest.py); None when `to` is not the head (a full page)
+    state_digest: bytes | None = None
 
 
 def _change(version: int, op: str, prev_hash: bytes, fields: dict[str, Any]) -> tuple[bytes, bytes]:
@@ -182,6 +188,25 @@ class ChangeLogStore(abc.ABC):
         """Recompute every retained link of the hash chain; raises ValueError at the first broken one."""
 
 
+def _page_digest(to: int, head: int, digests_at: int | None, vectors: dict[str, Any],
+                 regions: tuple[str, ...]) -> bytes | None:
+    """The signed digest of the regions' state at `to`: only the head's is kept, so a page that stops short of the
+    head (or rows an older origin left behind) carries none; the edge then proves its state at the next page."""
+    if to != head or digests_at != head:
+        return None
+    return digest.checksum(digest.combined(vectors, regions))
+
+
+def _rebuilt_vectors(offers: list[dict[str, Any]], model: dict[str, Any] | None,
+                     experiments: list[dict[str, Any]]) -> dict[str, Any]:
+    """Every scope's vector from the whole state (O(state)): for a database that has none yet."""
+    elements: dict[str, list[bytes]] = {}
+    for scope, element in [e for o in offers for e in digest.offer_elements(o)] + digest.model_element(model) + \
+            [e for x in experiments for e in digest.experiment_element(x)]:
+        elements.setdefault(scope, []).append(element)
+    return {scope: digest.sum_of(items) for scope, items in elements.items()}
+
+
 def _compaction_floor(head: int, floor: int, keep_versions: int | None, aged_out: int | None) -> int:
     candidates = [floor]
     if keep_versions is not None:
@@ -231,6 +256,10 @@ CREATE TABLE IF NOT EXISTS experiments (
     body    BLOB NOT NULL,
     version INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS state_digests (
+    scope TEXT PRIMARY KEY,  -- a market code, or "*" for the global state (model, experiments)
+    lanes BLOB NOT NULL      -- the scope's LtHash16 vector (digest.py)
+);
 CREATE TABLE IF NOT EXISTS audit_log (
     id     INTEGER PRIMARY KEY AUTOINCREMENT,
     ts     REAL NOT NULL,
@@ -271,6 +300,7 @@ class SQLiteStore(ChangeLogStore):
         self._db.execute("INSERT OR IGNORE INTO log_head(id, version, hash, floor, floor_hash) VALUES (1, 0, ?, 0, ?)",
                          (GENESIS_HASH, GENESIS_HASH))
         self._lock = threading.Lock()
+        self._write(self._ensure_digests)
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.to_thread(self._locked, fn, *args)
@@ -297,27 +327,64 @@ class SQLiteStore(ChangeLogStore):
         self._changed()
         return result
 
-    def _append(self, op: str, key: str, regions: list[str], fields: dict[str, Any]) -> int:
+    def _append(self, op: str, key: str, regions: list[str], fields: dict[str, Any],
+                update: digest.Update | None = None) -> int:
         version, prev = self._db.execute("SELECT version, hash FROM log_head WHERE id = 1").fetchone()
         version += 1
-        body, digest = _change(version, op, prev, fields)
+        body, chained = _change(version, op, prev, fields)
         self._db.execute(
             "INSERT INTO changes(version, op, key, regions, body, prev_hash, hash, created_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (version, op, key, json.dumps(sorted(regions)), body, prev, digest, time.time()),
+            (version, op, key, json.dumps(sorted(regions)), body, prev, chained, time.time()),
         )
-        self._db.execute("UPDATE log_head SET version = ?, hash = ? WHERE id = 1", (version, digest))
+        self._db.execute("UPDATE log_head SET version = ?, hash = ? WHERE id = 1", (version, chained))
+        self._advance_digests(update, version)
         return version
 
-    def _old_regions(self, offer_id: str) -> list[str] | None:
+    # -- the state digests (digest.py), advanced in every write's transaction
+    def _vectors(self, scopes: Any = None) -> dict[str, Any]:
+        rows = self._db.execute("SELECT scope, lanes FROM state_digests").fetchall()
+        return {s: digest.from_bytes(bytes(b)) for s, b in rows if scopes is None or s in scopes}
+
+    def _digests_at(self) -> int | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (DIGESTS_AT_META,)).fetchone()
+        return int(row[0]) if row else None
+
+    def _store_vectors(self, vectors: dict[str, Any], version: int) -> None:
+        for scope, vector in vectors.items():
+            self._db.execute("INSERT INTO state_digests(scope, lanes) VALUES (?, ?) ON CONFLICT(scope) DO UPDATE SET "
+                             "lanes = excluded.lanes", (scope, vector.tobytes()))
+        self._db.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = "
+                         "excluded.value", (DIGESTS_AT_META, str(version)))
+
+    def _advance_digests(self, update: digest.Update | None, version: int) -> None:
+        vectors = update.apply(self._vectors(update.scopes())) if update is not None else {}
+        self._store_vectors(vectors, version)
+
+    def _ensure_digests(self) -> None:
+        head = self._head()
+        if self._digests_at() == head.version:
+            return
+        active = self._db.execute("SELECT value FROM meta WHERE key = 'active_model'").fetchone()
+        offers = [unpack(body) for (body,) in self._db.execute("SELECT body FROM offers")]
+        vectors = _rebuilt_vectors(offers, self._model_ref(active[0]) if active else None, self._experiments())
+        self._db.execute("DELETE FROM state_digests")
+        self._store_vectors(vectors, head.version)
+
+    def _old_offer(self, offer_id: str) -> dict[str, Any] | None:
         row = self._db.execute("SELECT body FROM offers WHERE id = ?", (offer_id,)).fetchone()
-        return None if row is None else unpack(row[0])["regions"]
+        return None if row is None else unpack(row[0])
+
+    def _active_ref(self) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'active_model'").fetchone()
+        return self._model_ref(row[0]) if row else None
 
     def _upsert(self, offer: dict[str, Any]) -> int:
-        old = self._old_regions(offer["id"]) or []
+        old = self._old_offer(offer["id"])
+        update = digest.Update().replace(digest.offer_elements(old) if old else [], digest.offer_elements(offer))
         # An edge whose region the offer just left must hear about it, so tag both old and new regions.
-        version = self._append(OP_OFFER_UPSERT, offer["id"], sorted(set(old) | set(offer["regions"])),
-                               {"offer": offer})
+        version = self._append(OP_OFFER_UPSERT, offer["id"], sorted(set(old["regions"] if old else ()) |
+                                                                    set(offer["regions"])), {"offer": offer}, update)
         self._db.execute(
             "INSERT INTO offers(id, body, version) VALUES (?, ?, ?) "
             "ON CONFLICT(id) DO UPDATE SET body = excluded.body, version = excluded.version",
@@ -329,10 +396,11 @@ class SQLiteStore(ChangeLogStore):
         return await self._commit(self._upsert, offer)
 
     def _delete(self, offer_id: str) -> int:
-        old = self._old_regions(offer_id)
+        old = self._old_offer(offer_id)
         if old is None:
             raise NotFound(f"no offer {offer_id!r}")
-        version = self._append(OP_OFFER_DELETE, offer_id, old, {"offer_id": offer_id})
+        version = self._append(OP_OFFER_DELETE, offer_id, old["regions"], {"offer_id": offer_id},
+                               digest.Update().replace(digest.offer_elements(old), []))
         self._db.execute("DELETE FROM offers WHERE id = ?", (offer_id,))
         return version
 
@@ -347,7 +415,8 @@ class SQLiteStore(ChangeLogStore):
 
     def _activate(self, model_version: str) -> int:
         ref = self._model_ref(model_version)
-        version = self._append(OP_MODEL_ACTIVATE, model_version, [ALL_REGIONS], {"model": ref})
+        update = digest.Update().replace(digest.model_element(self._active_ref()), digest.model_element(ref))
+        version = self._append(OP_MODEL_ACTIVATE, model_version, [ALL_REGIONS], {"model": ref}, update)
         self._db.execute("INSERT INTO meta(key, value) VALUES ('active_model', ?) "
                          "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (model_version,))
         return version
@@ -391,7 +460,10 @@ class SQLiteStore(ChangeLogStore):
         check_no_overlap(experiment, self._experiments())  # in the write transaction: two PUTs cannot both pass
         refs = {v["model"]: self._model_ref(v["model"]) for v in experiment["variants"] if v["model"]}
         body = _with_model_refs(experiment, refs)
-        version = self._append(OP_EXPERIMENT_UPSERT, body["id"], [ALL_REGIONS], {"experiment": body})
+        old = self._db.execute("SELECT body FROM experiments WHERE id = ?", (body["id"],)).fetchone()
+        update = digest.Update().replace(digest.experiment_element(unpack(old[0]) if old else None),
+                                         digest.experiment_element(body))
+        version = self._append(OP_EXPERIMENT_UPSERT, body["id"], [ALL_REGIONS], {"experiment": body}, update)
         self._db.execute("INSERT INTO experiments(id, body, version) VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE "
                          "SET body = excluded.body, version = excluded.version", (body["id"], pack(body), version))
         return version
@@ -400,9 +472,11 @@ class SQLiteStore(ChangeLogStore):
         return await self._commit(self._upsert_experiment, experiment)
 
     def _delete_experiment(self, experiment_id: str) -> int:
-        if self._db.execute("SELECT 1 FROM experiments WHERE id = ?", (experiment_id,)).fetchone() is None:
+        old = self._db.execute("SELECT body FROM experiments WHERE id = ?", (experiment_id,)).fetchone()
+        if old is None:
             raise NotFound(f"no experiment {experiment_id!r}")
-        version = self._append(OP_EXPERIMENT_DELETE, experiment_id, [ALL_REGIONS], {"experiment_id": experiment_id})
+        version = self._append(OP_EXPERIMENT_DELETE, experiment_id, [ALL_REGIONS], {"experiment_id": experiment_id},
+                               digest.Update().replace(digest.experiment_element(unpack(old[0])), []))
         self._db.execute("DELETE FROM experiments WHERE id = ?", (experiment_id,))
         return version
 
@@ -489,6 +563,7 @@ class SQLiteStore(ChangeLogStore):
             rows = self._db.execute(
                 "SELECT version, regions, body, prev_hash, hash FROM changes WHERE version > ? "
                 "ORDER BY version LIMIT ?", (since, limit)).fetchall()
+            vectors, digests_at = self._vectors({*regions, ALL_REGIONS}), self._digests_at()
         finally:
             self._db.execute("COMMIT")
         wanted = set(regions) | {ALL_REGIONS}
@@ -499,7 +574,7 @@ class SQLiteStore(ChangeLogStore):
         else:
             to, to_hash = head.version, head.hash
         return DeltaPage(since=since, from_hash=from_hash, to=to, to_hash=to_hash, head=head.version,
-                         changes=changes)
+                         changes=changes, state_digest=_page_digest(to, head.version, digests_at, vectors, regions))
 
     async def changes_since(self, since: int, regions: tuple[str, ...], limit: int = PAGE_LIMIT) -> DeltaPage:
         return await self._run(self._changes_since, since, regions, limit)
@@ -612,6 +687,10 @@ CREATE TABLE IF NOT EXISTS experiments (
     body    BYTEA NOT NULL,
     version BIGINT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS state_digests (
+    scope TEXT PRIMARY KEY,
+    lanes BYTEA NOT NULL
+);
 CREATE TABLE IF NOT EXISTS audit_log (
     id     BIGSERIAL PRIMARY KEY,
     ts     DOUBLE PRECISION NOT NULL,
@@ -657,6 +736,7 @@ class PostgresStore(ChangeLogStore):
             for statement in (s.strip() for s in _PG_SCHEMA.split(";")):
                 if statement:
                     await conn.execute(statement, *([GENESIS_HASH] if "$1" in statement else []))
+            await self._ensure_digests(conn)
         self._listen_conn = await asyncpg.connect(self.dsn, server_settings=settings)
         await self._listen_conn.add_listener(self.channel, lambda *_: self._changed())
 
@@ -666,17 +746,53 @@ class PostgresStore(ChangeLogStore):
         if self._pool is not None:
             await self._pool.close()
 
-    async def _append(self, conn: Any, op: str, key: str, regions: list[str], fields: dict[str, Any]) -> int:
+    async def _append(self, conn: Any, op: str, key: str, regions: list[str], fields: dict[str, Any],
+                      update: digest.Update | None = None) -> int:
         # The row lock taken here is what serialises writers across processes.
         row = await conn.fetchrow("UPDATE log_head SET version = version + 1 WHERE id = 1 RETURNING version, hash")
         version, prev = int(row["version"]), bytes(row["hash"])
-        body, digest = _change(version, op, prev, fields)
+        body, chained = _change(version, op, prev, fields)
         await conn.execute("INSERT INTO changes(version, op, key, regions, body, prev_hash, hash, created_at) "
                            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                           version, op, key, sorted(regions), body, prev, digest, time.time())
-        await conn.execute("UPDATE log_head SET hash = $1 WHERE id = 1", digest)
+                           version, op, key, sorted(regions), body, prev, chained, time.time())
+        await conn.execute("UPDATE log_head SET hash = $1 WHERE id = 1", chained)
+        await self._advance_digests(conn, update, version)
         await conn.execute("SELECT pg_notify($1, $2)", self.channel, str(version))
         return version
+
+    # -- the state digests (digest.py), advanced in every write's transaction
+    async def _vectors(self, conn: Any, scopes: Any = None) -> dict[str, Any]:
+        rows = await conn.fetch("SELECT scope, lanes FROM state_digests")
+        return {r["scope"]: digest.from_bytes(bytes(r["lanes"])) for r in rows if scopes is None or r["scope"] in scopes}
+
+    async def _digests_at(self, conn: Any) -> int | None:
+        value = await conn.fetchval("SELECT value FROM meta WHERE key = $1", DIGESTS_AT_META)
+        return None if value is None else int(value)
+
+    async def _store_vectors(self, conn: Any, vectors: dict[str, Any], version: int) -> None:
+        for scope, vector in vectors.items():
+            await conn.execute("INSERT INTO state_digests(scope, lanes) VALUES ($1, $2) ON CONFLICT (scope) DO UPDATE "
+                               "SET lanes = excluded.lanes", scope, vector.tobytes())
+        await conn.execute("INSERT INTO meta(key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = "
+                           "excluded.value", DIGESTS_AT_META, str(version))
+
+    async def _advance_digests(self, conn: Any, update: digest.Update | None, version: int) -> None:
+        vectors = update.apply(await self._vectors(conn, update.scopes())) if update is not None else {}
+        await self._store_vectors(conn, vectors, version)
+
+    async def _active_ref(self, conn: Any) -> dict[str, Any] | None:
+        active = await conn.fetchval("SELECT value FROM meta WHERE key = 'active_model'")
+        return await self._model_ref(conn, active) if active else None
+
+    async def _ensure_digests(self, conn: Any) -> None:
+        head = int(await conn.fetchval("SELECT version FROM log_head WHERE id = 1"))
+        if await self._digests_at(conn) == head:
+            return
+        offers = [unpack(r["body"]) for r in await conn.fetch("SELECT body FROM offers")]
+        experiments = [unpack(r["body"]) for r in await conn.fetch("SELECT body FROM experiments")]
+        vectors = _rebuilt_vectors(offers, await self._active_ref(conn), experiments)
+        await conn.execute("DELETE FROM state_digests")
+        await self._store_vectors(conn, vectors, head)
 
     async def _in_transaction(self, fn: Callable[..., Any], *args: Any) -> Any:
         async with self._pool.acquire() as conn, conn.transaction():
@@ -688,9 +804,12 @@ class PostgresStore(ChangeLogStore):
 
     async def upsert_offer(self, offer: dict[str, Any]) -> int:
         async def write(conn: Any) -> int:
-            old = await conn.fetchval("SELECT regions FROM offers WHERE id = $1", offer["id"]) or []
+            body = await conn.fetchval("SELECT body FROM offers WHERE id = $1", offer["id"])
+            old = unpack(body) if body is not None else None
+            update = digest.Update().replace(digest.offer_elements(old) if old else [], digest.offer_elements(offer))
             version = await self._append(conn, OP_OFFER_UPSERT, offer["id"],
-                                         sorted(set(old) | set(offer["regions"])), {"offer": offer})
+                                         sorted(set(old["regions"] if old else ()) | set(offer["regions"])),
+                                         {"offer": offer}, update)
             await conn.execute("INSERT INTO offers(id, body, regions, version) VALUES ($1, $2, $3, $4) "
                                "ON CONFLICT (id) DO UPDATE SET body = excluded.body, regions = excluded.regions, "
                                "version = excluded.version", offer["id"], pack(offer), offer["regions"], version)
@@ -699,10 +818,12 @@ class PostgresStore(ChangeLogStore):
 
     async def delete_offer(self, offer_id: str) -> int:
         async def write(conn: Any) -> int:
-            old = await conn.fetchval("SELECT regions FROM offers WHERE id = $1", offer_id)
-            if old is None:
+            body = await conn.fetchval("SELECT body FROM offers WHERE id = $1", offer_id)
+            if body is None:
                 raise NotFound(f"no offer {offer_id!r}")
-            version = await self._append(conn, OP_OFFER_DELETE, offer_id, list(old), {"offer_id": offer_id})
+            old = unpack(body)
+            version = await self._append(conn, OP_OFFER_DELETE, offer_id, list(old["regions"]), {"offer_id": offer_id},
+                                         digest.Update().replace(digest.offer_elements(old), []))
             await conn.execute("DELETE FROM offers WHERE id = $1", offer_id)
             return version
         return await self._in_transaction(write)
@@ -715,7 +836,8 @@ class PostgresStore(ChangeLogStore):
 
     async def _activate(self, conn: Any, model_version: str) -> int:
         ref = await self._model_ref(conn, model_version)
-        version = await self._append(conn, OP_MODEL_ACTIVATE, model_version, [ALL_REGIONS], {"model": ref})
+        update = digest.Update().replace(digest.model_element(await self._active_ref(conn)), digest.model_element(ref))
+        version = await self._append(conn, OP_MODEL_ACTIVATE, model_version, [ALL_REGIONS], {"model": ref}, update)
         await conn.execute("INSERT INTO meta(key, value) VALUES ('active_model', $1) "
                            "ON CONFLICT (key) DO UPDATE SET value = excluded.value", model_version)
         return version
@@ -758,7 +880,11 @@ class PostgresStore(ChangeLogStore):
         async def write(conn: Any) -> int:
             refs = {v["model"]: await self._model_ref(conn, v["model"]) for v in experiment["variants"] if v["model"]}
             body = _with_model_refs(experiment, refs)
-            version = await self._append(conn, OP_EXPERIMENT_UPSERT, body["id"], [ALL_REGIONS], {"experiment": body})
+            old = await conn.fetchval("SELECT body FROM experiments WHERE id = $1", body["id"])
+            update = digest.Update().replace(digest.experiment_element(unpack(old) if old is not None else None),
+                                             digest.experiment_element(body))
+            version = await self._append(conn, OP_EXPERIMENT_UPSERT, body["id"], [ALL_REGIONS], {"experiment": body},
+                                         update)
             # After the append, which holds the log_head row lock until commit: a concurrent PUT waits for it and
             # then reads this transaction's experiments, so two overlapping experiments cannot both pass.
             others = [unpack(r["body"]) for r in await conn.fetch("SELECT body FROM experiments")]
@@ -771,10 +897,12 @@ class PostgresStore(ChangeLogStore):
 
     async def delete_experiment(self, experiment_id: str) -> int:
         async def write(conn: Any) -> int:
-            if await conn.fetchval("SELECT 1 FROM experiments WHERE id = $1", experiment_id) is None:
+            old = await conn.fetchval("SELECT body FROM experiments WHERE id = $1", experiment_id)
+            if old is None:
                 raise NotFound(f"no experiment {experiment_id!r}")
             version = await self._append(conn, OP_EXPERIMENT_DELETE, experiment_id, [ALL_REGIONS],
-                                         {"experiment_id": experiment_id})
+                                         {"experiment_id": experiment_id},
+                                         digest.Update().replace(digest.experiment_element(unpack(old)), []))
             await conn.execute("DELETE FROM experiments WHERE id = $1", experiment_id)
             return version
         return await self._in_transaction(write)
@@ -835,12 +963,14 @@ class PostgresStore(ChangeLogStore):
                 "CASE WHEN regions && $3::text[] THEN body END AS body, prev_hash "
                 "FROM changes WHERE version > $1 ORDER BY version LIMIT $2",
                 since, limit, [*regions, ALL_REGIONS])
+            vectors, digests_at = await self._vectors(conn, {*regions, ALL_REGIONS}), await self._digests_at(conn)
         changes = [{"prev": bytes(r["prev_hash"]), "body": bytes(r["body"])} for r in rows if r["wanted"]]
         if len(rows) == limit:
             to, to_hash = int(rows[-1]["version"]), bytes(rows[-1]["hash"])
         else:
             to, to_hash = version, bytes(head["hash"])
-        return DeltaPage(since=since, from_hash=from_hash, to=to, to_hash=to_hash, head=version, changes=changes)
+        return DeltaPage(since=since, from_hash=from_hash, to=to, to_hash=to_hash, head=version, changes=changes,
+                         state_digest=_page_digest(to, version, digests_at, vectors, regions))
 
     async def compact(self, keep_versions: int | None = None, keep_seconds: float | None = None) -> int:
         async with self._pool.acquire() as conn, conn.transaction():

@@ -22,7 +22,7 @@ from origin_sync.protocol import (
     seal,
     validate_key_set,
 )
-from tests.origin_sync.test_replica import _batch, _upsert
+from tests.origin_sync.test_replica import _batch, _upsert, signed_at, with_digest
 
 OLD, NEW, ROGUE = (Signer(Ed25519PrivateKey.generate()) for _ in range(3))
 RING = KeyRing([OLD, NEW])
@@ -128,8 +128,9 @@ def test_a_malformed_key_set_is_a_protocol_error(bad):
 
 def test_a_snapshot_carries_the_key_set_and_the_persisted_copy_keeps_it(tmp_path):
     _, activated, revoked = _announce_then_activate_then_revoke()
-    snapshot = {"protocol": PROTOCOL_VERSION, "kind": "snapshot", "regions": ["GB"], "version": 7,
-                "head_hash": GENESIS_HASH, "offers": [], "model": None, "experiments": [], "signing_keys": activated}
+    snapshot = with_digest({"protocol": PROTOCOL_VERSION, "kind": "snapshot", "regions": ["GB"], "version": 7,
+                            "head_hash": GENESIS_HASH, "offers": [], "model": None, "experiments": [],
+                            "signing_keys": activated})
     replica = replica_from_snapshot(snapshot, ("GB",))
     assert replica.key_set == activated
     # The edge restarts knowing only the old key from its configuration; its copy was signed with the new one.
@@ -140,7 +141,8 @@ def test_a_snapshot_carries_the_key_set_and_the_persisted_copy_keeps_it(tmp_path
     assert loaded.key_set == activated
     # A revocation learnt after the snapshot stays in force after a restart.
     later = apply_deltas(loaded, _batch(loaded, [_keys_change(8, revoked), _upsert(9, "a")]))
-    copy.save(later, "deltas", seal("deltas", _batch(loaded, [_keys_change(8, revoked), _upsert(9, "a")]), NEW),
+    copy.save(later, "deltas", seal("deltas", signed_at(_batch(loaded, [_keys_change(8, revoked), _upsert(9, "a")]),
+                                                        later), NEW),
               None, 9)
     reloaded, _, _ = copy.load(Verifier([OLD.public_key]), ("GB",))
     assert Verifier([OLD.public_key]).with_key_set(reloaded.key_set).revoked == {OLD.key_id}

@@ -7,6 +7,7 @@ import msgpack
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from origin_sync import digest
 from origin_sync.client import LocalCopy, Replica, apply_deltas, replica_from_snapshot
 from origin_sync.protocol import (
     GENESIS_HASH,
@@ -43,6 +44,17 @@ def _batch(replica: Replica, changes: list[dict], to: int | None = None, **overr
              "to_hash": digest, "head": 0, "changes": entries}
     batch.update(overrides)
     return batch
+
+
+def with_digest(snapshot: dict) -> dict:
+    """A hand-made snapshot with the state digest the origin would sign for it."""
+    return {**snapshot, "state_digest": digest.state_digest(snapshot["offers"], snapshot.get("model"),
+                                                            snapshot.get("experiments") or [], snapshot["regions"])}
+
+
+def signed_at(batch: dict, replica: Replica) -> dict:
+    """A batch carrying the digest of `replica`, the state it leads to (as the origin signs at its head)."""
+    return {**batch, "state_digest": replica.state_digest}
 
 
 def _replica() -> Replica:
@@ -122,13 +134,13 @@ def test_an_offer_moved_out_of_the_region_is_dropped():
 def test_a_snapshot_keeps_only_the_edge_regions():
     snap = {"protocol": PROTOCOL_VERSION, "kind": "snapshot", "regions": ["DE"], "version": 9, "model": None,
             "head_hash": GENESIS_HASH, "offers": [make_offer("a", "1"), make_offer("b", "2", region="DE")]}
-    replica = replica_from_snapshot(snap, ("DE",))
+    replica = replica_from_snapshot(with_digest(snap), ("DE",))
     assert set(replica.offers) == {"b"} and replica.version == 9
 
 
 def _sealed_snapshot(offers: int = 50) -> bytes:
-    return seal("snapshot", {"regions": ["GB"], "version": 7, "head_hash": GENESIS_HASH, "model": None,
-                             "offers": [make_offer(f"o{i}", "10001") for i in range(offers)]}, SIGNER)
+    return seal("snapshot", with_digest({"regions": ["GB"], "version": 7, "head_hash": GENESIS_HASH, "model": None,
+                                         "offers": [make_offer(f"o{i}", "10001") for i in range(offers)]}), SIGNER)
 
 
 def test_a_sealed_payload_opens_only_intact_and_with_a_trusted_key():
@@ -162,6 +174,7 @@ def test_the_persisted_copy_round_trips_and_a_damaged_file_is_refused(tmp_path):
 
     batch_payload = _batch(replica, [_upsert(8, "b")])
     newer = apply_deltas(replica, batch_payload)
+    batch_payload = signed_at(batch_payload, newer)
     sealed_batch = seal("deltas", {k: v for k, v in batch_payload.items() if k not in ("kind", "protocol")}, SIGNER)
     local.save(newer, "deltas", sealed_batch, 124.0, 8)
     assert local.load(VERIFIER, ("GB",))[0] == newer
