@@ -6,7 +6,9 @@ Propagation: M offer changes are written at the origin one after another; for ea
 admin call until every one of the N syncers (real `Syncer` instances, verifying signatures and the hash chain,
 in this process) has applied it. Bytes: the wire size of a signed, compressed 10,000-offer snapshot and of the
 delta batch for a one-offer change. Cold start: a real edge process until /readyz answers 200, from the origin
-and from its disk copy with the origin down. Writes DIR/report.json, DIR/report.md and DIR/propagation.png.
+and from its disk copy with the origin down (which includes proving the whole copy against the signed state digest).
+The state digest's own cost, in this process: recomputing it over the whole region (what a load from disk does) and
+applying a one-offer batch with its digest check. Writes DIR/report.json, DIR/report.md and DIR/propagation.png.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from typing import Any
 import aiohttp
 
 from edgerec.services import edge_service, ensure_signing_keys, free_port, origin_service, publish_bundle
-from origin_sync.client import Replica, Syncer
-from origin_sync.protocol import Verifier
+from origin_sync import digest
+from origin_sync.client import Replica, Syncer, apply_deltas
+from origin_sync.protocol import PROTOCOL_VERSION, Verifier, canonical, chain_hash
 from origin_sync.store import SQLiteStore
 
 REGION = "GB"
@@ -108,7 +111,7 @@ async def _propagation(origin_url: str, admin: str, token: str, verifier: Verifi
 def _bytes(origin_url: str, admin: str, token: str) -> dict[str, int]:
     from edgerec.services import http_call, http_json
 
-    auth = {"Authorization": f"Bearer {token}", "X-Edgerec-Protocol": "2"}
+    auth = {"Authorization": f"Bearer {token}", "X-Edgerec-Protocol": str(PROTOCOL_VERSION)}
     status, _, snapshot = http_call(origin_url, "GET", f"/v1/sync/snapshot?regions={REGION}", headers=auth, timeout=60)
     assert status == 200
     status, body = http_json(origin_url, "GET", "/v1/admin/status", None, {"Authorization": f"Bearer {admin}"})
@@ -116,6 +119,34 @@ def _bytes(origin_url: str, admin: str, token: str) -> dict[str, int]:
     _, _, delta = http_call(origin_url, "GET", f"/v1/sync/deltas?regions={REGION}&since={head - 1}",
                             headers=auth, timeout=60)
     return {"snapshot_bytes": len(snapshot), "delta_bytes_one_offer": len(delta)}
+
+
+def _digest_costs(skus: list[str], offers: int, rounds: int = 200) -> dict[str, float]:
+    """What the state digest costs an edge: O(state) at load, O(changed items) per applied batch."""
+    from origin_sync.protocol import validate_offer
+
+    catalogue = {o["id"]: o for o in (validate_offer(_offer(i, skus[i % len(skus)])) for i in range(offers))}
+    started = time.perf_counter()
+    replica = Replica(version=1, regions=(REGION,), offers=catalogue, model=None)  # computes the vector
+    full_ms = (time.perf_counter() - started) * 1000
+    timings = []
+    for n in range(rounds):
+        change = canonical({"version": 2, "op": "offer_upsert",
+                            "offer": validate_offer(_offer(n % offers, skus[0], price=1.0 + n))})
+        after = chain_hash(replica.head_hash, change)
+        batch = {"protocol": PROTOCOL_VERSION, "kind": "deltas", "regions": [REGION], "from": 1,
+                 "from_hash": replica.head_hash, "to": 2, "to_hash": after, "head": 2,
+                 "changes": [{"prev": replica.head_hash, "body": change}]}
+        expected = apply_deltas(replica, batch).state_digest
+        started = time.perf_counter()
+        apply_deltas(replica, {**batch, "state_digest": expected})
+        timings.append((time.perf_counter() - started) * 1e6)
+    element = digest.offer_elements(next(iter(catalogue.values())))[0][1]
+    started = time.perf_counter()
+    for _ in range(rounds):
+        digest.vector_of(element)
+    return {"full_state_ms": round(full_ms, 1), "apply_one_offer_batch_us": round(statistics.median(timings), 1),
+            "per_element_us": round((time.perf_counter() - started) / rounds * 1e6, 2)}
 
 
 def _time_to_ready(service) -> float:
@@ -161,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"workdir {work}", flush=True)
     bundle = _bundle(work, args.bundle)
     skus = json.loads((bundle / "manifest.json").read_text())["items"]
+    print("state digest costs", flush=True)
+    digest_costs = _digest_costs(skus, args.offers)
     print(f"seeding {args.offers} offers", flush=True)
     asyncio.run(_seed(work / "origin" / "origin.db", work / "origin" / "blobs", skus, args.offers))
 
@@ -202,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         "snapshot_offers": args.offers,
         "delta_to_snapshot_ratio": round(sizes["delta_bytes_one_offer"] / sizes["snapshot_bytes"], 5),
         "cold_start_ms": {"from_disk_origin_down": round(from_disk_ms, 1), "from_origin": round(from_origin_ms, 1)},
+        "state_digest": digest_costs,
         "targets": {"propagation_p99_ms": 250, "delta_to_snapshot_ratio": 0.01, "cold_start_from_disk_ms": 1000},
         "setup": {"origin": "1 process, SQLite", "edges": "real Syncer instances in one process, verifying "
                   "every payload; cold start: a real edge process", "host_cpus": __import__("os").cpu_count(),
@@ -221,7 +255,9 @@ def main(argv: list[str] | None = None) -> int:
         f"| delta / snapshot | {report['delta_to_snapshot_ratio'] * 100:.3f} % | ≤ 1 % |\n"
         f"| cold start to ready, from disk, origin down | {report['cold_start_ms']['from_disk_origin_down']} ms "
         f"| ≤ 1000 ms |\n"
-        f"| cold start to ready, from the origin | {report['cold_start_ms']['from_origin']} ms | |\n\n"
+        f"| cold start to ready, from the origin | {report['cold_start_ms']['from_origin']} ms | |\n"
+        f"| state digest over the whole region (at load) | {digest_costs['full_state_ms']} ms | |\n"
+        f"| applying a one-offer batch, digest checked | {digest_costs['apply_one_offer_batch_us']} µs | |\n\n"
         f"Propagation is measured from sending the admin write until the last of the {args.edges} syncers has "
         f"verified (signature, hash chain) and applied the change. Cold start is a real `edgerec edge serve` "
         f"process, from spawn to `/readyz` 200 (includes the Python start-up, loading and golden-checking the ONNX "
