@@ -4,27 +4,15 @@ from __future__ import annotations
 
 import logging
 
-import orjson
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
 from .openapi import build_openapi
+from .responses import NO_STORE, error_response, json_response
 from .validation import RequestError
 
 log = logging.getLogger("edgerec.edge")
-
-JSON = "application/json"
-NO_STORE = {"Cache-Control": "private, no-store"}
-
-
-def json_response(body: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type=JSON, headers=headers)
-
-
-def error_response(exc: RequestError) -> Response:
-    return Response(exc.body(), status_code=exc.status, media_type=JSON, headers=NO_STORE)
-
 
 async def healthz(request: Request) -> Response:
     return json_response({"status": "alive"})

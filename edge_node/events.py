@@ -15,8 +15,9 @@ from starlette.responses import Response
 
 from origin_sync.events import FEEDBACK_KINDS, KIND_IMPRESSION, KIND_PURCHASE, pseudonym_key, pseudonymize
 
-from .spool import EventSpool
 from .cdn import read_viewer
+from .responses import error_response, json_response
+from .spool import EventSpool
 from .validation import MAX_ID_CHARS, RateLimited, RequestError, invalid
 
 MAX_EVENTS_PER_REQUEST = 100
@@ -124,8 +125,6 @@ def parse_events(body: bytes, regions: tuple[str, ...]) -> list[dict[str, Any]]:
 
 async def post_events(request: Request) -> Response:
     """`POST /v1/events`: 202 once the events are queued for the next fsynced batch (about 5 ms later on disk)."""
-    from .api import error_response, json_response
-
     app_state = request.app.state
     recorder: EventRecorder | None = app_state.recorder
     config = app_state.config

@@ -14,7 +14,7 @@ from models.runtime import Ranker
 from origin_sync.client import Replica
 from origin_sync.experiments import BUCKETS, bucket_bounds
 
-from .state import RegionCatalog
+from .catalog import RegionCatalog
 
 log = logging.getLogger("edgerec.edge")
 

@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-from .state import NEG_INF, NO_GROUP, EdgeState, RegionCatalog
+from .catalog import NEG_INF, NO_GROUP, RegionCatalog
+from .state import EdgeState
 from .validation import RecommendationRequest, RequestError
 
 log = logging.getLogger("edgerec.edge")
