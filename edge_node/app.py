@@ -177,8 +177,8 @@ def build_app(config: EdgeConfig) -> HotPath:
                                                Path(config.client_key_file), config.tls_reload_interval_s) \
         if origin_tls is not None and config.client_cert_file else None
     # With events off (EDGEREC_EVENTS=off) there is no spool, no recorder and no shipper at all.
-    spool = EventSpool(config.data_dir / "events", max_bytes=config.event_spool_max_mb * 1024 * 1024) \
-        if config.events else None
+    spool = EventSpool(config.data_dir / "events", max_bytes=config.event_spool_max_mb * 1024 * 1024,
+                       ack=config.events_ack) if config.events else None
     recorder = EventRecorder(spool, config.pseudonym_key or None) if spool is not None else None
     metrics.spool = spool
 

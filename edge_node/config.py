@@ -64,6 +64,7 @@ class EdgeConfig:
     workers: int = 1
     event_spool_max_mb: int = 1024  # the event spool's bound on disk; past it new events are dropped and counted
     events: bool = True             # impressions recorded and /v1/events taken; off: neither (EDGEREC_EVENTS=off)
+    events_ack: str = "write"       # a 202 of /v1/events once its events are written, or "fsync": fdatasync'ed too
     pseudonym_key: str = ""         # EDGEREC_PSEUDONYM_KEY: the keyed hash of shopper ids in events (secret)
     rate_limit_rps: float = 50.0    # per client (trusted X-Forwarded-For, else the peer); 0 = no limit
     rate_limit_burst: int = 100
@@ -149,6 +150,11 @@ class EdgeConfig:
         parser.add_argument("--events", choices=("on", "off"), default=env("EDGEREC_EVENTS", "on"),
                             help="on: record an impression per answer and take POST /v1/events (spooled, shipped to "
                                  "the origin); off: neither, and /v1/events answers 404 (EDGEREC_EVENTS, default on)")
+        parser.add_argument("--events-ack", choices=("write", "fsync"), default=env("EDGEREC_EVENTS_ACK", "write"),
+                            help="when POST /v1/events answers 202: write, once its events are written to the "
+                                 "spool's segment file (a SIGKILL of the edge loses none); fsync, once they are "
+                                 "fdatasync'ed as well (a crash of the machine loses none; each answer waits for a "
+                                 "disk flush, shared by concurrent requests) (EDGEREC_EVENTS_ACK, default write)")
         parser.add_argument("--rate-limit-rps", type=float, default=float(env("EDGEREC_RATE_LIMIT_RPS", "50")),
                             help="requests a second one client may make to /v1/recommendations and /v1/events "
                                  "(per edge worker), past which it gets 429; the client is the trusted CDN's "
@@ -224,6 +230,8 @@ class EdgeConfig:
                               "--just-bought-days >= 0, --model-budget-ms > 0")
         if args.events not in ("on", "off"):  # argparse does not check a default taken from the environment
             raise ConfigError(f"--events/EDGEREC_EVENTS: 'on' or 'off', not {args.events!r}")
+        if args.events_ack not in ("write", "fsync"):
+            raise ConfigError(f"--events-ack/EDGEREC_EVENTS_ACK: 'write' or 'fsync', not {args.events_ack!r}")
         if args.event_spool_max_mb < 1:
             raise ConfigError("--event-spool-max-mb/EDGEREC_EVENT_SPOOL_MAX_MB: at least 1")
         if args.rate_limit_rps < 0 or args.rate_limit_burst < 1:
@@ -266,6 +274,7 @@ class EdgeConfig:
             workers=args.workers,
             event_spool_max_mb=args.event_spool_max_mb,
             events=args.events == "on",
+            events_ack=args.events_ack,
             pseudonym_key=pseudonym_key,
             rate_limit_rps=args.rate_limit_rps,
             rate_limit_burst=args.rate_limit_burst,

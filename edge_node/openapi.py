@@ -108,12 +108,15 @@ def _template() -> dict:
                     "requestBody": {"required": True, "content": {"application/json": {
                         "schema": {"$ref": "#/components/schemas/EventsRequest"}}}},
                     "responses": {
-                        "202": {"description": "Queued (on disk within about 5 ms)", "content": {"application/json": {
-                            "schema": {"type": "object", "required": ["accepted"],
-                                       "properties": {"accepted": {"type": "integer"}}}}}},
+                        "202": {"description": "Kept: written to the edge's spool (with --events-ack fsync, "
+                                               "fdatasync'ed too) before this answer",
+                                "content": {"application/json": {"schema": {
+                                    "type": "object", "required": ["accepted"],
+                                    "properties": {"accepted": {"type": "integer"}}}}}},
                         **{code: _ERROR_RESPONSE for code in ("400", "404", "413", "415", "422")},
                         "429": _RATE_LIMITED,
-                        "503": {"description": "The spool is full; retry later",
+                        "503": {"description": "Not kept (the spool is full, its write or sync failed, or the "
+                                               "edge is stopping); retry later",
                                 "content": {"application/json": {"schema": _ERROR}}},
                     },
                 },

@@ -1,20 +1,31 @@
 """The edge's durable event spool: events appended in memory on the request path, written to segment files in
-small fsynced batches by a writer thread, shipped to the origin in idempotent msgpack batches, deleted only once
-acknowledged.
+small batches by the event loop, fdatasync'ed by a sync thread, shipped to the origin in idempotent msgpack batches,
+deleted only once acknowledged.
 
-Bounds: a batch is written to its segment file at most `flush_interval_s` (5 ms) after its first event, or as soon
-as `flush_events` (256) are pending, so a SIGKILL of the edge loses at most that window (what is written is in the
-kernel's page cache and survives the process); the file is fdatasync'ed at most `sync_interval_s` (20 ms) after a
-write, so a crash of the machine itself loses at most about 25 ms of events. The spool holds at most `max_bytes` on
-disk (and `max_pending` events in memory); past that, new events are dropped (the oldest are kept, they are
-the ones the origin is waiting for) and counted in `edgerec_events_dropped_total{reason}`.
+What a 202 of `POST /v1/events` means (group commit): its events are appended with `append_acked`, and the answer
+waits for the batch that holds them. With `ack="write"` (`--events-ack write`, the default) the 202 leaves once that
+batch's one write(2) to the segment file returned: the events are in the kernel's page cache, so a SIGKILL of the
+edge loses none of them (a crash of the machine may still lose up to about 25 ms). With `ack="fsync"` it leaves once
+the segment (and, for a new segment, its directory entry) is fdatasync'ed as well: a crash of the machine loses none.
+The first waiting append schedules a flush for the end of the event loop's pass (no 5 ms wait), so the requests
+handled in the same pass share one write, and in fsync mode the requests written while an fdatasync runs share the
+next one. A write or sync that fails fails its waiters (NotKept: the client gets a 503, never a 202), and a stop
+writes what is pending and settles every waiter before the writer returns.
 
-Cost: the request path appends one row (a list in EVENT_FIELDS order) to a list. Every 5 ms the event loop packs
-and compresses what is pending (about 1 µs an event) and writes it with one write(2) to the page cache; only the
-fdatasync, which blocks for milliseconds and costs 75-130 µs of CPU here, runs in a thread, woken at most every
-20 ms and only while something is unsynced. (A writer thread waking every 5 ms cost more: each wake-up is a GIL
-hand-off on the serving core.) A segment travels to the origin as the frames it holds: the shipper checks their
-checksums and sends the bytes, it decodes nothing.
+Impressions (`append`) stay asynchronous, as no client waits for them: a batch is written at most
+`flush_interval_s` (5 ms) after its first event, or as soon as `flush_events` (256) are pending, so a SIGKILL of the
+edge loses at most that window of impressions; the file is fdatasync'ed at most `sync_interval_s` (20 ms) after a
+write, so a crash of the machine loses at most about 25 ms of them. The spool holds at most `max_bytes` on disk (and
+`max_pending` events in memory); past that, new events are dropped (the oldest are kept, they are the ones the
+origin is waiting for) and counted in `edgerec_events_dropped_total{reason}`.
+
+Cost: the request path appends one row (a list in EVENT_FIELDS order) to a list. Every 5 ms (and at the end of a
+pass in which a client waits) the event loop packs and compresses what is pending (about 1 µs an event) and writes
+it with one write(2) to the page cache; only the fdatasync, which blocks for milliseconds and costs 75-130 µs of
+CPU here, runs in a thread, woken at most every 20 ms and only while something is unsynced (at once, with
+`ack="fsync"`, when a client waits). (A writer thread waking every 5 ms cost more: each wake-up is a GIL hand-off on
+the serving core.) A segment travels to the origin as the frames it holds: the shipper checks their checksums and
+sends the bytes, it decodes nothing.
 """
 
 from __future__ import annotations
@@ -42,6 +53,17 @@ from origin_sync.events import EVENT_FIELDS, complete_frames, decode_frames, enc
 log = logging.getLogger("edgerec.events")
 
 OPEN_SUFFIX, CLOSED_SUFFIX = ".open", ".seg"
+ACK_WRITE, ACK_FSYNC = "write", "fsync"  # when an acknowledged append is settled: written, or fdatasync'ed too
+ACK_MODES = (ACK_WRITE, ACK_FSYNC)
+
+
+class NotKept(Exception):
+    """The events of an acknowledged append were not written (or, with ack "fsync", not synced): the client must
+    not get a 202. `code` is the error code of the answer."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def read_segment(path: Path) -> tuple[list[dict[str, Any]], bool]:
@@ -57,8 +79,11 @@ class EventSpool:
 
     def __init__(self, root: Path, max_bytes: int = 1024 * 1024 * 1024, flush_interval_s: float = 0.005,
                  sync_interval_s: float = 0.02, flush_events: int = 256, segment_max_bytes: int = 1024 * 1024,
-                 segment_max_age_s: float = 1.0, max_pending: int = 100_000) -> None:
+                 segment_max_age_s: float = 1.0, max_pending: int = 100_000, ack: str = ACK_WRITE) -> None:
+        if ack not in ACK_MODES:
+            raise ValueError(f"ack: one of {', '.join(ACK_MODES)}, not {ack!r}")
         self.root = Path(root)
+        self.ack = ack
         self.max_bytes = max_bytes
         self.flush_interval_s = flush_interval_s
         self.sync_interval_s = sync_interval_s
@@ -73,9 +98,15 @@ class EventSpool:
         self.ship_failures = 0
         self._pending: list[list[Any]] = []
         self._full: asyncio.Event | None = None  # set by append when a batch is full (made in run_writer's loop)
+        # The futures of acknowledged appends whose rows are in _pending; settled by the flush that writes them (or,
+        # with ack "fsync", by the sync thread once that write is fdatasync'ed).
+        self._waiters: list[asyncio.Future[None]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None  # the writer's, while it runs (acked appends need it)
+        self._flush_scheduled = False  # a flush is queued for the end of this loop pass (a client waits)
         # Only the event loop writes to and rolls segments; the sync thread only fdatasyncs and closes what it is
-        # handed (("sync", fd, directory_too) or ("close", fd, path)), so neither waits for the other.
-        self._sync_requests: queue.SimpleQueue[tuple[str, int, Any] | None] = queue.SimpleQueue()
+        # handed (("sync", fd, directory_too, waiters) or ("close", fd, path, ())), so neither waits for the other.
+        self._sync_requests: queue.SimpleQueue[tuple[str, int, Any, list[asyncio.Future[None]]] | None] = \
+            queue.SimpleQueue()
         self._disk_lock = threading.Lock()  # bytes_on_disk: grown by the event loop, shrunk after shipping
         self._segment: int | None = None  # the open segment's file descriptor
         self._segment_path: Path | None = None
@@ -105,8 +136,45 @@ class EventSpool:
             self._full.set()
         return True
 
+    def append_acked(self, rows: list[list[Any]]) -> asyncio.Future[None] | None:
+        """Queue a client's events for the next batch, all or none, and return a future that is settled when the
+        batch holding them is written (ack "write") or written and fdatasync'ed (ack "fsync"); it fails with NotKept
+        when that write or sync fails. None (and counted) when the spool has no room for them. Raises NotKept when
+        the writer is not running (not started, or stopping). The flush is scheduled at once, for the end of this
+        event loop pass: the acknowledged appends of one pass share one write."""
+        loop = self._loop
+        if loop is None:
+            raise NotKept("spool_stopping", "this edge is not taking events now (its spool writer is stopped)")
+        count = len(rows)
+        if self.bytes_on_disk >= self.max_bytes:
+            self.dropped["spool_full"] += count
+            return None
+        pending = self._pending
+        if len(pending) + count > self.max_pending:
+            self.dropped["backlog"] += count
+            return None
+        pending.extend(rows)
+        self.appended += count
+        waiter = loop.create_future()
+        self._waiters.append(waiter)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush_for_waiters)
+        return waiter
+
     def has_room(self) -> bool:
         return self.bytes_on_disk < self.max_bytes and len(self._pending) < self.max_pending
+
+    @staticmethod
+    def _settle(waiters: list[asyncio.Future[None]], failure: tuple[str, str] | None = None) -> None:
+        """Resolve the waiters (on the event loop), or fail them with NotKept(*failure). A waiter whose request was
+        cancelled (the client went away) is already done and skipped."""
+        for waiter in waiters:
+            if not waiter.done():
+                if failure is None:
+                    waiter.set_result(None)
+                else:
+                    waiter.set_exception(NotKept(*failure))
 
     # -- disk ---------------------------------------------------------------------------------------
 
@@ -166,9 +234,9 @@ class EventSpool:
             self.bytes_on_disk += len(frame)
         self.written += len(rows)
 
-    def _request_sync(self) -> None:
-        if self._segment is not None and self._unsynced_since is not None:
-            self._sync_requests.put(("sync", self._segment, self._segment_new))
+    def _request_sync(self, waiters: list[asyncio.Future[None]] | None = None) -> None:
+        if self._segment is not None and (self._unsynced_since is not None or waiters):
+            self._sync_requests.put(("sync", self._segment, self._segment_new, waiters or []))
             self._segment_new = False
             self._unsynced_since = None
 
@@ -176,45 +244,98 @@ class EventSpool:
         """Hand the open segment to the sync thread, which syncs, closes and renames it for the shipper."""
         if self._segment is None:
             return
-        self._sync_requests.put(("close", self._segment, self._segment_path))
+        self._sync_requests.put(("close", self._segment, self._segment_path, []))
         self._segment = self._segment_path = None
         self._segment_new = False
         self._unsynced_since = None
 
-    def _sync_loop(self) -> None:
-        """The sync thread: blocks on its queue (no wake-ups when idle), fdatasyncs, closes and renames."""
+    def _sync_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The sync thread: blocks on its queue (no wake-ups when idle), fdatasyncs, closes and renames. The sync
+        requests queued for one segment while it was busy share one fdatasync (group commit with ack "fsync"); their
+        waiters are settled back on the event loop."""
         while True:
-            request = self._sync_requests.get()
-            if request is None:
-                return
-            action, fd, detail = request
-            try:
-                os.fdatasync(fd)
+            requests = [self._sync_requests.get()]
+            with contextlib.suppress(queue.Empty):
+                while requests[-1] is not None:
+                    requests.append(self._sync_requests.get_nowait())
+            i = 0
+            while i < len(requests):
+                request = requests[i]
+                if request is None:  # the last one queued: everything before it is done
+                    return
+                action, fd, detail, waiters = request
+                i += 1
                 if action == "sync":
-                    if detail:  # a new segment: its directory entry must survive a crash too
-                        self._fsync_dir()
-                    continue
-                os.close(fd)
-                detail.rename(detail.with_suffix(CLOSED_SUFFIX))
-                self._fsync_dir()
-            except OSError as exc:
-                log.error("could not sync or close event segment (%s); it is closed at the next start", exc)
-                if action == "close":
-                    with contextlib.suppress(OSError):
-                        os.close(fd)
+                    # The syncs right after it are of the same segment (a close always comes between two segments,
+                    # so a reused descriptor number is never mistaken for the same file).
+                    while i < len(requests) and requests[i] is not None and requests[i][0] == "sync" \
+                            and requests[i][1] == fd:
+                        detail = detail or requests[i][2]
+                        waiters = waiters + requests[i][3]
+                        i += 1
+                failure = self._sync_one(action, fd, detail)
+                if waiters or failure is not None:
+                    with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+                        loop.call_soon_threadsafe(self._synced, fd, waiters, failure)
+
+    def _sync_one(self, action: str, fd: int, detail: Any) -> tuple[str, str] | None:
+        try:
+            os.fdatasync(fd)
+            if action == "sync":
+                if detail:  # a new segment: its directory entry must survive a crash too
+                    self._fsync_dir()
+                return None
+            os.close(fd)
+            detail.rename(detail.with_suffix(CLOSED_SUFFIX))
+            self._fsync_dir()
+            return None
+        except OSError as exc:
+            log.error("could not sync or close event segment (%s); it is closed at the next start", exc)
+            if action == "close":
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            return "spool_sync_failed", f"the edge could not sync its event spool to disk ({exc.strerror or exc})"
+
+    def _synced(self, fd: int, waiters: list[asyncio.Future[None]], failure: tuple[str, str] | None) -> None:
+        """On the event loop, after the sync thread is done with a request: settle its waiters; after a failed sync
+        the segment is not trusted any more, the next batch goes to a new one."""
+        self._settle(waiters, failure)
+        if failure is not None and self._segment == fd:
+            self._close_segment()
 
     def flush(self) -> None:
-        """Write what is pending now to the open segment (one write(2); the event loop's step every 5 ms)."""
+        """Write what is pending now to the open segment (one write(2); the event loop's step every 5 ms, or at the
+        end of a pass in which a client waits), and settle the waiters of that write (ack "write") or hand them to
+        the sync thread with an fdatasync of it (ack "fsync")."""
         rows, self._pending = self._pending, []
-        if rows:
-            try:
-                self._write_batch(rows)
-            except OSError as exc:
-                self.dropped["disk_error"] += len(rows)
-                log.error("could not write %d events to the spool (%s); dropped", len(rows), exc)
-                # A failed write may have left part of a frame: end the segment there (the shipper sends the whole
-                # frames before it), and write the next batch to a new one.
-                self._close_segment()
+        waiters, self._waiters = self._waiters, []
+        if not rows:
+            return
+        try:
+            self._write_batch(rows)
+        except OSError as exc:
+            self.dropped["disk_error"] += len(rows)
+            log.error("could not write %d events to the spool (%s); dropped", len(rows), exc)
+            # A failed write may have left part of a frame: end the segment there (the shipper sends the whole
+            # frames before it), and write the next batch to a new one.
+            self._close_segment()
+            self._settle(waiters, ("spool_write_failed",
+                                   f"the edge could not write the events to its spool ({exc.strerror or exc})"))
+            return
+        except BaseException:
+            self._settle(waiters, ("spool_write_failed", "the edge could not write the events to its spool"))
+            raise
+        if not waiters:
+            return
+        if self.ack == ACK_FSYNC:
+            self._request_sync(waiters)
+        else:
+            self._settle(waiters)
+
+    def _flush_for_waiters(self) -> None:
+        self._flush_scheduled = False
+        if self._loop is not None:  # else the writer's last step has written (or will write) them
+            self.flush()
 
     def _step(self, stopping: bool = False) -> None:
         self.flush()
@@ -228,10 +349,13 @@ class EventSpool:
     async def run_writer(self) -> None:
         """Until cancelled: write pending events every flush interval (at once when a batch is full), roll
         segments by size and age so that the shipper gets them within about a second, and hand fdatasyncs to the
-        sync thread. A clean stop (SIGTERM) loses nothing: what is pending is written and the segment closed."""
+        sync thread. A clean stop (SIGTERM) loses nothing: what is pending is written and the segment closed, every
+        waiting append is settled (resolved once written and synced, or failed), and later ones fail at once."""
         self._full = asyncio.Event()
-        syncer = threading.Thread(target=self._sync_loop, name="edgerec-spool-sync", daemon=True)
+        loop = asyncio.get_running_loop()
+        syncer = threading.Thread(target=self._sync_loop, args=(loop,), name="edgerec-spool-sync", daemon=True)
         syncer.start()
+        self._loop, self._flush_scheduled = loop, False
         try:
             while True:
                 with contextlib.suppress(asyncio.TimeoutError):
@@ -240,9 +364,16 @@ class EventSpool:
                 self._full.clear()
                 self._step()
         finally:
-            self._step(stopping=True)
-            self._sync_requests.put(None)
-            await asyncio.to_thread(syncer.join)
+            self._loop = None  # acked appends from here on fail at once
+            try:
+                self._step(stopping=True)
+            finally:
+                self._sync_requests.put(None)
+                # The sync thread queues its last settlements on this loop before it ends, so they have run when
+                # the join's result arrives (queued after them): no handler is left waiting when the writer is gone.
+                await asyncio.to_thread(syncer.join)
+                self._settle(self._waiters, ("spool_stopping", "this edge stopped before writing the events"))
+                self._waiters = []
 
     def closed_segments(self) -> list[Path]:
         assert self.directory is not None

@@ -1,16 +1,20 @@
 """The event spool on its own: rows appended on the request path while the writer runs are written exactly once and
-synced, segments travel to the origin as the frames they hold, and a torn or corrupted frame is never shipped."""
+synced, segments travel to the origin as the frames they hold, a torn or corrupted frame is never shipped, and an
+acknowledged append is settled only once its batch is written (or fdatasync'ed), failed when that write fails."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import resource
+import signal
+import threading
 import time
 
 import msgpack
 import pytest
 
-from edge_node.spool import CLOSED_SUFFIX, EventSpool, read_segment
+from edge_node.spool import CLOSED_SUFFIX, EventSpool, NotKept, read_segment
 from origin_sync.events import (
     EVENT_FIELDS,
     InvalidEvents,
@@ -122,3 +126,160 @@ def test_a_segment_is_synced_and_closed_for_the_shipper_by_the_sync_thread(tmp_p
     [segment] = spool.closed_segments()
     assert [e["id"] for e in read_segment(segment)[0]] == [f"r{n}" for n in range(50)]
     assert not list(spool.directory.glob("*.open"))
+
+
+# -- acknowledged appends (POST /v1/events): a waiter is settled by the write, or the fdatasync, of its batch --------
+
+
+def click_row(number: int) -> list:
+    row = dict.fromkeys(EVENT_FIELDS)
+    row.update(id=f"c{number}", kind="click", ts=time.time(), region="GB", request_id=f"r{number}",
+               offer_ids=[f"GB-{number % 7}"])
+    return [row[field] for field in EVENT_FIELDS]
+
+
+def open_segment_events(spool: EventSpool) -> tuple[list[str], int]:
+    """(event ids, whole frames) of the open segment, read from the file (what the kernel holds, not memory)."""
+    [segment] = spool.directory.glob("*.open")
+    data = segment.read_bytes()
+    whole, frames, _ = complete_frames(data)
+    return [e["id"] for e in read_segment(segment)[0]], frames
+
+
+async def start_writer(spool: EventSpool) -> asyncio.Task:
+    writer = asyncio.create_task(spool.run_writer())
+    await asyncio.sleep(0)  # the writer runs: acknowledged appends need its loop
+    return writer
+
+
+async def stop_writer(writer: asyncio.Task) -> None:
+    writer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await writer
+
+
+def test_an_acked_append_resolves_only_once_its_batch_is_in_the_segment_file_one_write_per_pass(tmp_path):
+    # A flush interval no test waits for: only the wake-up of the first waiting append can write these rows.
+    spool = EventSpool(tmp_path, flush_interval_s=30, segment_max_age_s=60)
+    spool.open()
+
+    async def scenario() -> None:
+        writer = await start_writer(spool)
+        started = time.monotonic()
+        waiting = [spool.append_acked([click_row(n), click_row(100 + n)]) for n in range(10)]  # one loop pass
+        assert not any(w.done() for w in waiting)
+        assert not list(spool.directory.glob("*.open"))  # nothing written yet: no answer may leave
+        seen_when_resolved: list[tuple[list[str], int]] = []
+        waiting[0].add_done_callback(lambda _: seen_when_resolved.append(open_segment_events(spool)))
+        await asyncio.wait_for(asyncio.gather(*waiting), 5)
+        assert time.monotonic() - started < 1  # one loop pass, not the flush interval
+        [(ids, frames)] = seen_when_resolved
+        assert sorted(ids) == sorted([f"c{n}" for n in range(10)] + [f"c{100 + n}" for n in range(10)])
+        assert frames == 1  # the ten requests of the pass shared one write(2)
+        assert spool.append_acked([click_row(50)]) is not None  # the next pass: its own write
+        await asyncio.sleep(0.01)
+        assert open_segment_events(spool)[1] == 2
+        await stop_writer(writer)
+
+    asyncio.run(scenario())
+    [segment] = spool.closed_segments()
+    assert len(read_segment(segment)[0]) == 21 and spool.appended == spool.written == 21
+
+
+def test_with_ack_fsync_an_append_resolves_only_after_the_fdatasync_of_its_write(tmp_path, monkeypatch):
+    # The real fdatasync, held at a gate: while it has not returned, no waiter may be resolved.
+    gate, syncing = threading.Event(), threading.Event()
+    synced: list[int] = []
+    real_fdatasync = os.fdatasync
+
+    def gated_fdatasync(fd: int) -> None:
+        syncing.set()
+        gate.wait(10)
+        real_fdatasync(fd)
+        synced.append(fd)
+
+    monkeypatch.setattr(os, "fdatasync", gated_fdatasync)
+    spool = EventSpool(tmp_path, ack="fsync", flush_interval_s=30, sync_interval_s=30, segment_max_age_s=60)
+    spool.open()
+
+    async def scenario() -> None:
+        writer = await start_writer(spool)
+        first = spool.append_acked([click_row(1)])
+        syncs_done_when_resolved: list[int] = []
+        first.add_done_callback(lambda _: syncs_done_when_resolved.append(len(synced)))
+        await asyncio.sleep(0.05)
+        assert syncing.is_set() and open_segment_events(spool)[0] == ["c1"]  # written, being synced
+        assert not first.done()
+        # Two more passes while that fdatasync runs: each is written, both wait for the next sync.
+        second = spool.append_acked([click_row(2)])
+        await asyncio.sleep(0.01)
+        third = spool.append_acked([click_row(3)])
+        await asyncio.sleep(0.01)
+        assert open_segment_events(spool) == (["c1", "c2", "c3"], 3)
+        assert not any(w.done() for w in (first, second, third))
+        gate.set()
+        await asyncio.wait_for(asyncio.gather(first, second, third), 5)
+        assert syncs_done_when_resolved[0] >= 1  # resolved after its fdatasync had returned
+        assert len(synced) == 2  # the two writes made during the first sync shared one fdatasync
+        await stop_writer(writer)
+
+    asyncio.run(scenario())
+    [segment] = spool.closed_segments()
+    assert [e["id"] for e in read_segment(segment)[0]] == ["c1", "c2", "c3"]
+
+
+def test_a_failed_write_fails_its_waiters_and_the_next_batch_goes_to_a_new_segment(tmp_path):
+    # A real failure of write(2): the file size limit (RLIMIT_FSIZE, like a full disk) lets the kernel write part of
+    # the frame, then refuses the rest with EFBIG. SIGXFSZ is ignored meanwhile, so the write fails instead.
+    spool = EventSpool(tmp_path, flush_interval_s=30, segment_max_age_s=60)
+    spool.open()
+
+    async def scenario() -> None:
+        writer = await start_writer(spool)
+        await asyncio.wait_for(spool.append_acked([click_row(1)]), 5)
+        [first_segment] = spool.directory.glob("*.open")
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (first_segment.stat().st_size + 10, hard))
+        try:
+            failing = [spool.append_acked([click_row(n)]) for n in range(2, 5)]
+            results = await asyncio.wait_for(asyncio.gather(*failing, return_exceptions=True), 5)
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+            signal.signal(signal.SIGXFSZ, previous)
+        assert all(isinstance(r, NotKept) and r.code == "spool_write_failed" for r in results), results
+        assert "File too large" in str(results[0])
+        assert spool.dropped["disk_error"] == 3
+        await asyncio.wait_for(spool.append_acked([click_row(5)]), 5)  # kept, in a new segment
+        await stop_writer(writer)
+        return first_segment
+
+    first_segment = asyncio.run(scenario())
+    torn, fresh = spool.closed_segments()
+    assert torn.stem == first_segment.stem
+    assert read_segment(torn) == (read_segment(torn)[0], True)  # ends in the part of a frame that was written
+    assert [e["id"] for e in read_segment(torn)[0]] == ["c1"]  # what the shipper sends: the failed rows are not in it
+    assert [e["id"] for e in read_segment(fresh)[0]] == ["c5"]
+
+
+@pytest.mark.parametrize("ack", ["write", "fsync"])
+def test_a_stop_writes_and_settles_every_waiting_append_and_refuses_later_ones(tmp_path, ack):
+    spool = EventSpool(tmp_path, ack=ack, flush_interval_s=30, segment_max_age_s=60, max_pending=10)
+    spool.open()
+
+    async def scenario() -> None:
+        writer = await start_writer(spool)
+        assert spool.append_acked([click_row(n) for n in range(11)]) is None  # all or none: no room for 11
+        assert spool.dropped["backlog"] == 11 and spool.appended == 0
+        writer.cancel()  # the stop runs before the flush these appends schedule
+        waiting = [spool.append_acked([click_row(n)]) for n in range(5)]
+        with pytest.raises(asyncio.CancelledError):
+            await writer
+        assert all(w.done() and w.exception() is None for w in waiting)  # written (and synced) by the stop
+        with pytest.raises(NotKept) as refused:
+            spool.append_acked([click_row(9)])
+        assert refused.value.code == "spool_stopping"
+
+    asyncio.run(scenario())
+    [segment] = spool.closed_segments()
+    assert [e["id"] for e in read_segment(segment)[0]] == [f"c{n}" for n in range(5)]
