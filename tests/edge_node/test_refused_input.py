@@ -1,9 +1,14 @@
 """Input the edge must refuse (issue 21): numbers out of their documented range, answered with a JSON 422 that names
-the field."""
+the field; and every line the edge logs stays JSON."""
 
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
+import sys
+import threading
+import time
 
 import pytest
 
@@ -16,7 +21,7 @@ from edge_node.validation import (
     parse_recommendation_request,
 )
 from edgerec.services import http_call
-from tests.conftest import make_offer
+from tests.conftest import REPO, make_offer
 
 MAX_K = 100
 
@@ -84,6 +89,38 @@ def edge(module_cluster, catalog_skus):
     return module_cluster.start_edge("GB")
 
 
+def exchange(port: int, data: bytes, body_bytes: int = 0, timeout: float = 5.0) -> tuple[float, bytes, bool]:
+    """Send `data` (then `body_bytes` of body, from another thread, as a client uploading would); read until the
+    edge closes. (seconds from the send to the whole answer, the answer, whether the edge closed cleanly)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sender = threading.Thread(target=lambda: _send(sock, b"x" * body_bytes)) if body_bytes else None
+        started = time.monotonic()
+        sock.sendall(data)
+        if sender is not None:
+            sender.start()
+        answer, clean = b"", True
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:
+                clean = False
+                break
+            if not chunk:
+                break
+            answer += chunk
+        waited = time.monotonic() - started
+        if sender is not None:
+            sender.join()
+        return waited, answer, clean
+
+
+def _send(sock: socket.socket, data: bytes) -> None:
+    try:
+        sock.sendall(data)
+    except OSError:  # the edge stopped reading: the test then sees no clean close
+        pass
+
+
 def test_out_of_range_numbers_get_a_422_that_names_the_field(edge, catalog_skus):
     for body, field in ((b'{"recent_items": [{"item": "%s", "age_days": 1e308}]}' % catalog_skus[0].encode(),
                          "recent_items[0].age_days"),
@@ -95,3 +132,57 @@ def test_out_of_range_numbers_get_a_422_that_names_the_field(edge, catalog_skus)
         assert error["code"] == "invalid_request" and error["message"].startswith(field + ":"), error
     status, _, raw = http_call(edge.url, "GET", "/v1/recommendations?k=%C2%B2")
     assert status == 422 and json.loads(raw)["error"]["message"].startswith("k:")
+
+
+def assert_json_lines(text: str) -> list[dict]:
+    lines = [line for line in text.splitlines() if line.strip()]
+    for line in lines:
+        try:
+            json.loads(line)
+        except ValueError:
+            raise AssertionError(f"a log line that is not JSON: {line!r}\n--- the log:\n{text}") from None
+    return [json.loads(line) for line in lines]
+
+
+def test_an_edge_with_workers_logs_only_json_lines(module_cluster, catalog_skus):
+    """uvicorn's worker processes apply the edge's logging too (they used to log text, and drop info lines)."""
+    module_cluster.publish()
+    edge = module_cluster.start_edge("DE", args=["--workers", "2"])  # beside the GB edge, its own data dir
+    for body in (b'{"recent_items": []}', b'{"context": {"time": 1e300}}', b"{nope", b"[]"):
+        assert http_call(edge.url, "POST", "/v1/recommendations", body, {"Content-Type": "application/json"})[0] \
+            in (200, 400, 422)
+    for raw in (b"FOO BAR BAZ\r\n\r\n", b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n"):
+        exchange(edge.port, raw)
+    edge.stop()
+    entries = assert_json_lines(edge.log_path.read_text())
+    loggers = {e["logger"] for e in entries}
+    assert "uvicorn.error" in loggers, entries  # its "invalid HTTP request" warnings
+    assert sum("serving data version" in e["msg"] for e in entries) >= 2, entries  # one per worker
+
+
+WARNINGS_IN_A_WORKER = """
+import logging, warnings
+import numpy as np
+import uvicorn
+from edge_node.limits import GuardedHttpToolsProtocol
+from edgerec.logs import logging_config
+
+# What uvicorn does in a worker process it spawns: apply the log_config the edge hands it, nothing else.
+config = uvicorn.Config("edge_node.app:app_from_environment", factory=True, log_config=logging_config(),
+                        log_level="warning", http=GuardedHttpToolsProtocol)
+config.configure_logging()
+np.asarray([1e308], dtype=np.float32)  # numpy: RuntimeWarning: overflow encountered in cast
+warnings.warn("a warning of the code itself")
+logging.getLogger("uvicorn.error").warning("from uvicorn")
+logging.getLogger("edgerec.edge").info("from the edge")
+"""
+
+
+def test_python_warnings_are_logged_as_json_lines_in_every_edge_process():
+    result = subprocess.run([sys.executable, "-c", WARNINGS_IN_A_WORKER], capture_output=True, text=True, cwd=REPO,
+                            check=False, timeout=60)
+    assert result.returncode == 0, result.stderr
+    entries = assert_json_lines(result.stdout + result.stderr)
+    warned = [e["msg"] for e in entries if e["logger"] == "py.warnings"]
+    assert len(warned) == 2 and "RuntimeWarning: overflow encountered in cast" in warned[0], warned
+    assert {"uvicorn.error", "edgerec.edge"} <= {e["logger"] for e in entries}
