@@ -1,5 +1,5 @@
-"""Input the edge must refuse (issue 21): numbers out of their documented range, answered with a JSON 422 that names
-the field; and every line the edge logs stays JSON."""
+"""Input the edge must refuse (issue 21): numbers out of their documented range, a body declared too large, requests
+that are not HTTP/1.x; each answered with a JSON error at once, and every line the edge logs stays JSON."""
 
 from __future__ import annotations
 
@@ -121,6 +121,20 @@ def _send(sock: socket.socket, data: bytes) -> None:
         pass
 
 
+def json_error(answer: bytes, status: int) -> dict:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.lower().split(b"\r\n")
+    assert lines[0].startswith(b"http/1.1 %d " % status), head
+    assert b"content-type: application/json" in lines and b"connection: close" in lines, head
+    return json.loads(body)["error"]
+
+
+def cut_counts(edge) -> dict[str, float]:
+    metrics = http_call(edge.url, "GET", "/metrics")[2].decode()
+    return {line.split('"')[1]: float(line.split()[-1]) for line in metrics.splitlines()
+            if line.startswith("edgerec_connections_cut_total{")}
+
+
 def test_out_of_range_numbers_get_a_422_that_names_the_field(edge, catalog_skus):
     for body, field in ((b'{"recent_items": [{"item": "%s", "age_days": 1e308}]}' % catalog_skus[0].encode(),
                          "recent_items[0].age_days"),
@@ -132,6 +146,72 @@ def test_out_of_range_numbers_get_a_422_that_names_the_field(edge, catalog_skus)
         assert error["code"] == "invalid_request" and error["message"].startswith(field + ":"), error
     status, _, raw = http_call(edge.url, "GET", "/v1/recommendations?k=%C2%B2")
     assert status == 422 and json.loads(raw)["error"]["message"].startswith("k:")
+
+
+@pytest.mark.parametrize("path", [b"/v1/recommendations", b"/v1/events"])
+def test_a_body_declared_too_large_is_refused_as_soon_as_the_headers_are_read(edge, path):
+    before = cut_counts(edge).get("body_too_large", 0)
+    head = (b"POST " + path + b" HTTP/1.1\r\nHost: edge\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n")
+    # Headers alone: the 413 and the close come at once, not after the 5 s body timeout.
+    waited, answer, clean = exchange(edge.port, head % 999_999_999)
+    assert waited < 1, waited
+    assert json_error(answer, 413) == {"code": "body_too_large", "message": "request body over 65536 bytes"}
+    assert clean
+    # Nor is a client that waits for `100 Continue` told to go on.
+    waited, answer, clean = exchange(edge.port, head.replace(b"\r\n\r\n", b"\r\nExpect: 100-continue\r\n\r\n")
+                                     % 999_999_999)
+    assert waited < 1 and json_error(answer, 413)["code"] == "body_too_large" and clean
+    # A client already uploading its 3 MB still reads the 413 (the edge reads out what is in flight, no reset).
+    waited, answer, clean = exchange(edge.port, head % 3_000_000, body_bytes=3_000_000)
+    assert waited < 3 and json_error(answer, 413)["code"] == "body_too_large" and clean
+    assert cut_counts(edge)["body_too_large"] == before + 3
+
+
+def test_an_answer_given_before_the_body_arrived_ends_the_connection(edge):
+    # A chunked body (no length to refuse at the headers) over the bound: the app's 413, then the connection ends
+    # at once instead of waiting for the rest of a body nothing reads.
+    chunk = b"x" * 70_000
+    waited, answer, clean = exchange(edge.port, b"POST /v1/recommendations HTTP/1.1\r\nHost: edge\r\n"
+                                                b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                                b"%x\r\n%s\r\n" % (len(chunk), chunk))
+    assert waited < 1 and clean and answer.startswith(b"HTTP/1.1 413 ")
+    assert json.loads(answer.partition(b"\r\n\r\n")[2])["error"]["code"] == "body_too_large"
+    # An early error (415) to a request whose body is still to come: the same.
+    waited, answer, clean = exchange(edge.port, b"POST /v1/recommendations HTTP/1.1\r\nHost: edge\r\n"
+                                                b"Content-Type: text/xml\r\nContent-Length: 500\r\n\r\n<a/>")
+    assert waited < 1 and clean and answer.startswith(b"HTTP/1.1 415 ")
+    # Whole requests are still kept alive (and pipelined).
+    body = b'{"recent_items": []}'
+    request = (b"POST /v1/recommendations HTTP/1.1\r\nHost: edge\r\nContent-Type: application/json\r\n"
+               b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=5) as sock:
+        sock.sendall(request * 2)
+        answers = b""
+        while answers.count(b"HTTP/1.1 200 ") < 2:
+            answers += sock.recv(65536)
+        sock.sendall(request)
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+
+
+@pytest.mark.parametrize("request_bytes, status, code, mention", [
+    (b"GET /\r\n", 400, "bad_request", "HTTP/0.9"),  # an HTTP/0.9 request line, and nothing after it
+    (b"GET /healthz\r\n\r\n", 400, "bad_request", "HTTP/0.9"),
+    (b"GET /healthz HTTP/2.0\r\nHost: edge\r\n\r\n", 505, "http_version_not_supported", "HTTP/2.0"),
+    (b"FOO BAR BAZ\r\n\r\n", 400, "bad_request", "Invalid method"),
+    (b"GET /healthz HTTP/1.1\r\nHost: edge\r\nContent-Length: abc\r\n\r\n", 400, "bad_request", "Content-Length"),
+    (b"GET /healthz HTTP/1.1\r\nHost edge\r\n\r\n", 400, "bad_request", "invalid HTTP request"),
+    (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40, 400, "bad_request", "invalid HTTP request"),
+])
+def test_what_is_not_http_1_gets_a_json_error_and_the_connection_closed(edge, request_bytes, status, code, mention):
+    before = cut_counts(edge).get("invalid_request", 0)
+    waited, answer, clean = exchange(edge.port, request_bytes)
+    assert waited < 1, waited  # the header timeout (10 s) plays no part
+    error = json_error(answer, status)
+    assert error["code"] == code and mention in error["message"], error
+    assert clean
+    assert cut_counts(edge)["invalid_request"] == before + 1
+    assert http_call(edge.url, "GET", "/healthz")[0] == 200
 
 
 def assert_json_lines(text: str) -> list[dict]:
@@ -151,7 +231,7 @@ def test_an_edge_with_workers_logs_only_json_lines(module_cluster, catalog_skus)
     for body in (b'{"recent_items": []}', b'{"context": {"time": 1e300}}', b"{nope", b"[]"):
         assert http_call(edge.url, "POST", "/v1/recommendations", body, {"Content-Type": "application/json"})[0] \
             in (200, 400, 422)
-    for raw in (b"FOO BAR BAZ\r\n\r\n", b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n"):
+    for raw in (b"FOO BAR BAZ\r\n\r\n", b"GET /\r\n", b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n"):
         exchange(edge.port, raw)
     edge.stop()
     entries = assert_json_lines(edge.log_path.read_text())
