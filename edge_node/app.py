@@ -211,7 +211,8 @@ def build_app(config: EdgeConfig) -> HotPath:
         try:
             # uvicorn hands the lifespan state to its connection protocol (edge_node.limits reads its bounds there).
             yield {LIFESPAN_KEY: ConnectionLimits(config.max_header_bytes, config.header_timeout_s,
-                                                  lambda reason: metrics.connections_cut.labels(reason).inc())}
+                                                  lambda reason: metrics.connections_cut.labels(reason).inc(),
+                                                  max_body_bytes=config.max_body_bytes)}
         finally:
             if reloading is not None:
                 reloading.cancel()
@@ -254,10 +255,13 @@ def app_from_environment() -> HotPath:
 def serve(config: EdgeConfig) -> None:
     import uvicorn
 
-    # httptools with the header bounds of edge_node.limits (431 / 408); h11 is never used.
+    from edgerec.logs import logging_config
+
+    # httptools with the bounds of edge_node.limits (431 / 408 / 413 / 400); h11 is never used. uvicorn applies
+    # log_config here and in each worker process: its own loggers, edgerec's and Python warnings, all as JSON lines.
     options = dict(host=config.host, port=config.port, loop="uvloop", http=GuardedHttpToolsProtocol,
-                   log_level="warning", access_log=False, server_header=False, date_header=False,
-                   limit_concurrency=4096, timeout_keep_alive=30, timeout_graceful_shutdown=10,
+                   log_config=logging_config(), log_level="warning", access_log=False, server_header=False,
+                   date_header=False, limit_concurrency=4096, timeout_keep_alive=30, timeout_graceful_shutdown=10,
                    # uvicorn would otherwise take X-Forwarded-For from any connection of a "trusted" peer (127.0.0.1
                    # by default) as the client address; the edge decides itself, only with the CDN's shared secret.
                    proxy_headers=False)

@@ -87,8 +87,9 @@ class EdgeMetrics:
         self.fallbacks = Counter("edgerec_fallback_total", "Answers served from a fallback, by reason",
                                  ["reason"], registry=self.registry)
         self.connections_cut = Counter("edgerec_connections_cut_total",
-                                       "Connections answered 431 or 408 and closed because their request line and "
-                                       "headers were too large or too slow, by reason", ["reason"],
+                                       "Connections the edge answered itself and closed, by reason: request line "
+                                       "and headers too large (431) or too slow (408), body too slow (408) or "
+                                       "declared too large (413), not HTTP/1.x (400, 505)", ["reason"],
                                        registry=self.registry)
         self.rate_limited = Counter("edgerec_rate_limited_total", "Requests refused with 429 (client over its rate "
                                     "limit), by route", ["route"], registry=self.registry)

@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 from .events import MAX_EVENTS_PER_REQUEST, MAX_OFFERS_PER_EVENT, MAX_VALUE
-from .validation import DEVICES, MAX_EXCLUDE, MAX_ID_CHARS, MAX_RECENT_ITEMS, SLOT_RE
+from .validation import (
+    DEVICES,
+    MAX_AGE_DAYS,
+    MAX_EPOCH_S,
+    MAX_EXCLUDE,
+    MAX_ID_CHARS,
+    MAX_RECENT_ITEMS,
+    MIN_EPOCH_S,
+    SLOT_RE,
+)
 
 _ID = {"type": "string", "minLength": 1, "maxLength": MAX_ID_CHARS}
 _ERROR = {
@@ -143,7 +152,9 @@ def _template() -> dict:
                                 _ID,
                                 {"type": "object", "additionalProperties": False, "required": ["item"],
                                  "properties": {"item": _ID,
-                                                "age_days": {"type": "number", "minimum": 0, "nullable": True}}},
+                                                "age_days": {"type": "number", "minimum": 0, "maximum": MAX_AGE_DAYS,
+                                                             "nullable": True,
+                                                             "description": "Days from the purchase to now"}}},
                             ]},
                         },
                         "k": {"type": "integer", "minimum": 1, "maximum": 100, "default": 10},
@@ -151,8 +162,11 @@ def _template() -> dict:
                         "context": {
                             "type": "object", "additionalProperties": False,
                             "properties": {
-                                "time": {"oneOf": [{"type": "string", "format": "date-time"}, {"type": "number"}],
-                                         "nullable": True},
+                                "time": {"oneOf": [{"type": "string", "format": "date-time"},
+                                                   {"type": "number", "minimum": MIN_EPOCH_S, "maximum": MAX_EPOCH_S}],
+                                         "nullable": True,
+                                         "description": "The shopper's now: ISO 8601, or epoch seconds from "
+                                                        "1970-01-01T00:00:00Z to 9999-12-31T23:59:59Z"},
                                 "device": {"type": "string", "enum": sorted(DEVICES), "nullable": True},
                             },
                         },

@@ -13,6 +13,11 @@ import orjson
 MAX_RECENT_ITEMS = 1000
 MAX_EXCLUDE = 500
 MAX_ID_CHARS = 128
+# Every number a request carries is finite and inside a documented range (edge_node.openapi states them).
+MAX_AGE_DAYS = 36500  # recent_items[].age_days: 0 to 100 years
+MIN_EPOCH_S = 0  # context.time as epoch seconds: 1970-01-01T00:00:00Z ...
+MAX_EPOCH_S = 253402300799  # ... to 9999-12-31T23:59:59Z, the end of what the ISO 8601 form can say
+_NUMBER = (int, float)  # exact types: bool is not a number here
 FIELDS = frozenset({"shopper_id", "region", "recent_items", "k", "exclude", "context", "slot"})
 QUERY_FIELDS = frozenset({"region", "k", "slot", "device"})
 CONTEXT_FIELDS = frozenset({"time", "device"})
@@ -109,11 +114,7 @@ def _event_error(i: int, event: Any) -> RequestError:
     item = event.get("item")
     if not isinstance(item, str) or not item or len(item) > MAX_ID_CHARS:
         return invalid(f"recent_items[{i}].item: expected a non-empty string of at most {MAX_ID_CHARS} characters")
-    return invalid(f"recent_items[{i}].age_days: expected a number >= 0")
-
-
-def _valid_age(age: Any) -> bool:
-    return age is None or (type(age) in (int, float) and math.isfinite(age) and age >= 0)
+    return invalid(f"recent_items[{i}].age_days: expected a number from 0 to {MAX_AGE_DAYS} (days), or null")
 
 
 def _recent_items(value: Any) -> tuple[tuple[str, ...], tuple[float, ...] | None]:
@@ -136,11 +137,14 @@ def _recent_items(value: Any) -> tuple[tuple[str, ...], tuple[float, ...] | None
         if kind is not dict:
             raise _event_error(i, event)
         item, age = event.get("item"), event.get("age_days")
-        if type(item) is not str or not item or len(item) > MAX_ID_CHARS or not _valid_age(age) \
+        if type(item) is not str or not item or len(item) > MAX_ID_CHARS \
                 or len(event) > 1 + ("age_days" in event) or (len(event) == 2 and "item" not in event):
             raise _event_error(i, event)
         skus.append(item.upper())
         if age is not None:
+            # One chained comparison bounds it (NaN and infinities fail it too: none can come out of orjson anyway).
+            if type(age) not in _NUMBER or not 0 <= age <= MAX_AGE_DAYS:
+                raise _event_error(i, event)
             if ages is None:
                 ages = [math.nan] * (len(skus) - 1)
             ages.append(float(age))
@@ -150,10 +154,11 @@ def _recent_items(value: Any) -> tuple[tuple[str, ...], tuple[float, ...] | None
 
 
 def _time(value: Any) -> float:
-    if isinstance(value, bool):
-        raise invalid("context.time: expected an ISO 8601 date-time or epoch seconds")
-    if isinstance(value, (int, float)) and math.isfinite(value):
-        return float(value)
+    if type(value) in _NUMBER:
+        if MIN_EPOCH_S <= value <= MAX_EPOCH_S:
+            return float(value)
+        raise invalid(f"context.time: {value!r} epoch seconds is out of range; expected {MIN_EPOCH_S} to "
+                      f"{MAX_EPOCH_S} (1970-01-01T00:00:00Z to 9999-12-31T23:59:59Z)")
     if isinstance(value, str) and len(value) <= 40:
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -211,7 +216,7 @@ def parse_anonymous_query(query: dict[str, list[str]], max_k: int, default_k: in
     one = {name: values[0] for name, values in query.items()}
     k = default_k
     if "k" in one:
-        if not one["k"].isdigit() or len(one["k"]) > 6:
+        if not one["k"].isdigit() or not one["k"].isascii() or len(one["k"]) > 6:  # "²".isdigit() is True
             raise invalid(f"k: expected an integer between 1 and {max_k}")
         k = _k(int(one["k"]), max_k)
     return RecommendationRequest(
