@@ -1,7 +1,7 @@
 """Connection-level limits uvicorn does not have: a request line and headers larger than a bound get 431, a
 request whose headers or body do not arrive in time (a client that connects and stalls, slowloris) gets 408, a body
 declared larger than the app takes gets 413 as soon as the headers are read, and what is not HTTP/1.x at all gets
-400 (HTTP/0.9 included) or 505: all as JSON, connection closed, and counted in `edgerec_connections_cut_total{reason}`.
+400 (HTTP/0.9 and versions other than 1.x included): all as JSON, connection closed, and counted in `edgerec_connections_cut_total{reason}`.
 An answer that leaves before its request's body has arrived (413 at the headers, or any app's early error) ends the
 connection too: nothing would read the rest of that body, and the next request could not be told from it.
 
@@ -30,7 +30,7 @@ HEADER_TOO_LARGE = "header_too_large"
 HEADER_TIMEOUT = "header_timeout"
 BODY_TIMEOUT = "body_timeout"
 BODY_TOO_LARGE = "body_too_large"  # the code the apps answer an over-long body with too
-INVALID_REQUEST = "invalid_request"  # not HTTP/1.x at all (400 bad_request, 505): the reason it is counted under
+INVALID_REQUEST = "invalid_request"  # not HTTP/1.x at all (400 bad_request, 400 http_version_not_supported): the reason it is counted under
 BAD_REQUEST = "bad_request"
 VERSION_NOT_SUPPORTED = "http_version_not_supported"
 # After an answer that leaves a request's body unread, the connection sends its FIN at once and reads (and drops)
@@ -269,7 +269,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._cut(400, b"Bad Request", BAD_REQUEST, "HTTP/0.9 is not supported; send HTTP/1.1",
                       reason_counted=INVALID_REQUEST)
         else:
-            self._cut(505, b"HTTP Version Not Supported", VERSION_NOT_SUPPORTED,
+            self._cut(400, b"Bad Request", VERSION_NOT_SUPPORTED,
                       f"HTTP/{version} is not supported; send HTTP/1.1", reason_counted=INVALID_REQUEST)
 
     def on_message_begin(self) -> None:

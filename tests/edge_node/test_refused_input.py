@@ -197,7 +197,7 @@ def test_an_answer_given_before_the_body_arrived_ends_the_connection(edge):
 @pytest.mark.parametrize("request_bytes, status, code, mention", [
     (b"GET /\r\n", 400, "bad_request", "HTTP/0.9"),  # an HTTP/0.9 request line, and nothing after it
     (b"GET /healthz\r\n\r\n", 400, "bad_request", "HTTP/0.9"),
-    (b"GET /healthz HTTP/2.0\r\nHost: edge\r\n\r\n", 505, "http_version_not_supported", "HTTP/2.0"),
+    (b"GET /healthz HTTP/2.0\r\nHost: edge\r\n\r\n", 400, "http_version_not_supported", "HTTP/2.0"),
     (b"FOO BAR BAZ\r\n\r\n", 400, "bad_request", "Invalid method"),
     (b"GET /healthz HTTP/1.1\r\nHost: edge\r\nContent-Length: abc\r\n\r\n", 400, "bad_request", "Content-Length"),
     (b"GET /healthz HTTP/1.1\r\nHost edge\r\n\r\n", 400, "bad_request", "invalid HTTP request"),
