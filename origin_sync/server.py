@@ -461,11 +461,17 @@ async def publish_model(request: web.Request) -> web.Response:
 
 
 async def activate_model(request: web.Request) -> web.Response:
+    """Activate a published model (roll back). The model already active is a no-op: no change is appended, the data
+    version stays, and the answer says so (`changed: false`), so no edge rebuilds for nothing."""
+    model_version = request.match_info["model_version"]
     try:
-        version = await request.app[STORE].activate_model(request.match_info["model_version"])
+        version, changed = await request.app[STORE].activate_model(model_version)
     except NotFound as exc:
         return error(404, "not_found", str(exc))
-    return json_response({"model_version": request.match_info["model_version"], "data_version": version})
+    answer: dict[str, Any] = {"model_version": model_version, "data_version": version, "changed": changed}
+    if not changed:
+        answer["message"] = f"model {model_version} is already active; nothing changed"
+    return json_response(answer)
 
 
 async def list_models(request: web.Request) -> web.Response:

@@ -142,14 +142,32 @@ def test_a_bundle_whose_bytes_do_not_match_its_manifest_is_refused(cluster, bund
     assert answer["models"] == []
 
 
-def test_a_published_model_can_be_rolled_back_to(cluster):
-    published = cluster.publish()
+def test_a_published_model_can_be_rolled_back_to_and_reactivating_the_active_one_changes_nothing(
+        cluster, bundle_dir, tmp_path):
+    first = cluster.publish()
+    # The same graph under another version: a second model, published (and so activated) after the first.
+    again = tmp_path / "again"
+    again.mkdir()
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    (again / "manifest.json").write_text(json.dumps({**manifest, "version": manifest["version"] + "-again"}))
+    (again / "model.onnx").write_bytes((bundle_dir / "model.onnx").read_bytes())
+    second = cluster.publish(again)
     auth = {"Authorization": f"Bearer {cluster.admin_token}"}
-    status, answer = http_json(cluster.origin.url, "POST",
-                               f"/v1/admin/models/{published['model_version']}/activate", None, auth)
-    assert status == 200 and answer["data_version"] > published["data_version"]
+    status, answer = http_json(cluster.origin.url, "POST", f"/v1/admin/models/{first['model_version']}/activate",
+                               None, auth)
+    assert status == 200 and answer["data_version"] == second["data_version"] + 1 and answer["changed"] is True
+    # Activating the model already active appends no change: same data version, no delta, no edge rebuild.
+    status, answer = http_json(cluster.origin.url, "POST", f"/v1/admin/models/{first['model_version']}/activate",
+                               None, auth)
+    assert status == 200 and answer == {
+        "model_version": first["model_version"], "data_version": second["data_version"] + 1, "changed": False,
+        "message": f"model {first['model_version']} is already active; nothing changed"}
+    assert http_json(cluster.origin.url, "GET", "/v1/admin/status", None, auth)[1]["data_version"] == \
+        second["data_version"] + 1
+    assert _opened(cluster, _sync(cluster, f"/v1/sync/deltas?regions=GB&since={answer['data_version']}")[2])[
+        "changes"] == []
     status, answer = http_json(cluster.origin.url, "POST", "/v1/admin/models/nope/activate", None, auth)
-    assert status == 404
+    assert status == 404 and answer["error"]["code"] == "not_found"
 
 
 def test_a_region_token_syncs_its_own_region_only(cluster):

@@ -112,6 +112,30 @@ def test_overlapping_experiments_are_refused_even_when_written_at_once(kind, tmp
     run(_with_store(kind, tmp_path, request.getfixturevalue("pg_schema") if kind == "postgres" else None, scenario))
 
 
+def _manifest(version: str, data: bytes) -> dict:
+    import hashlib
+
+    return {"version": version, "sha256": hashlib.sha256(data).hexdigest()}
+
+
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=needs_pg)])
+def test_activating_the_model_already_active_appends_nothing(kind, tmp_path, request):
+    async def scenario(store: ChangeLogStore) -> None:
+        await store.publish_model(_manifest("m-1", b"one"), b"one")
+        published = await store.publish_model(_manifest("m-2", b"two"), b"two")  # publishing activates
+        assert await store.activate_model("m-2") == (published, False)  # already active: nothing appended
+        assert (await store.head()).version == published
+        assert (await store.changes_since(published, ("GB",))).changes == []
+        assert await store.activate_model("m-1") == (published + 1, True)  # a real roll back is a change
+        assert await store.activate_model("m-1") == (published + 1, False)
+        assert [m["version"] for m in await store.models() if m["active"]] == ["m-1"]
+        with pytest.raises(NotFound):
+            await store.activate_model("nope")
+        assert (await store.verify_chain()).version == published + 1
+
+    run(_with_store(kind, tmp_path, request.getfixturevalue("pg_schema") if kind == "postgres" else None, scenario))
+
+
 async def _with_store(kind: str, tmp_path: Path, schema: PgSchema | None, scenario) -> None:
     if schema is None:
         store: ChangeLogStore = SQLiteStore(tmp_path / "origin.db", tmp_path / "blobs")
