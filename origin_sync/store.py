@@ -399,8 +399,9 @@ class SQLiteStore(ChangeLogStore):
         return await self._commit(self._update_key_set, update)
 
     def _upsert_experiment(self, experiment: dict[str, Any]) -> int:
-        check_no_overlap(experiment, self._experiments())  # in the write transaction: two PUTs cannot both pass
+        # The experiment itself first (an unknown model is NotFound), then its neighbours, as PostgresStore does.
         refs = {v["model"]: self._model_ref(v["model"]) for v in experiment["variants"] if v["model"]}
+        check_no_overlap(experiment, self._experiments())  # in the write transaction: two PUTs cannot both pass
         body = _with_model_refs(experiment, refs)
         version = self._append(OP_EXPERIMENT_UPSERT, body["id"], [ALL_REGIONS], {"experiment": body})
         self._db.execute("INSERT INTO experiments(id, body, version) VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE "

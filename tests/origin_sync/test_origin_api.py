@@ -170,6 +170,22 @@ def test_a_published_model_can_be_rolled_back_to_and_reactivating_the_active_one
     assert status == 404 and answer["error"]["code"] == "not_found"
 
 
+def test_an_experiment_naming_an_unknown_model_is_refused_422_even_where_it_would_overlap(cluster):
+    auth = {"Authorization": f"Bearer {cluster.admin_token}"}
+    status, _ = http_json(cluster.origin.url, "PUT", "/v1/admin/experiments/gb-1",
+                          {"variants": [{"name": "a"}, {"name": "b"}], "regions": ["GB"]}, auth)
+    assert status == 200
+    status, answer = http_json(cluster.origin.url, "PUT", "/v1/admin/experiments/gb-2",
+                               {"variants": [{"name": "a"}, {"name": "b", "model": "m-unknown"}], "regions": ["GB"]},
+                               auth)
+    assert status == 422 and answer["error"]["code"] == "invalid_experiment", answer
+    assert "m-unknown" in answer["error"]["message"]
+    # A valid body that overlaps is still refused for the overlap.
+    status, answer = http_json(cluster.origin.url, "PUT", "/v1/admin/experiments/gb-2",
+                               {"variants": [{"name": "a"}, {"name": "b"}], "regions": ["GB"]}, auth)
+    assert status == 409 and answer["error"]["code"] == "experiment_overlap", answer
+
+
 def test_a_region_token_syncs_its_own_region_only(cluster):
     gb = cluster.region_tokens["GB"]
     assert _sync(cluster, "/v1/sync/snapshot?regions=GB", token=gb)[0] == 200

@@ -136,6 +136,24 @@ def test_activating_the_model_already_active_appends_nothing(kind, tmp_path, req
     run(_with_store(kind, tmp_path, request.getfixturevalue("pg_schema") if kind == "postgres" else None, scenario))
 
 
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=needs_pg)])
+def test_an_experiment_naming_an_unknown_model_is_refused_for_that_before_any_overlap(kind, tmp_path, request):
+    async def scenario(store: ChangeLogStore) -> None:
+        await store.upsert_experiment(validate_experiment({"id": "gb-1", "variants": [{"name": "a"}, {"name": "b"}],
+                                                           "regions": ["GB"]}))
+        head = (await store.head()).version
+        overlapping = validate_experiment({"id": "gb-2", "variants": [{"name": "a"}, {"name": "b", "model": "nope"}],
+                                           "regions": ["GB"]})
+        with pytest.raises(NotFound, match="nope"):  # the body's own mistake first, not ExperimentOverlap
+            await store.upsert_experiment(overlapping)
+        await store.publish_model(_manifest("nope", b"now it exists"), b"now it exists")
+        with pytest.raises(ExperimentOverlap, match="gb-1"):  # then, with the model published, the overlap
+            await store.upsert_experiment(overlapping)
+        assert (await store.head()).version == head + 1  # only the publish appended a change
+
+    run(_with_store(kind, tmp_path, request.getfixturevalue("pg_schema") if kind == "postgres" else None, scenario))
+
+
 async def _with_store(kind: str, tmp_path: Path, schema: PgSchema | None, scenario) -> None:
     if schema is None:
         store: ChangeLogStore = SQLiteStore(tmp_path / "origin.db", tmp_path / "blobs")
