@@ -64,6 +64,7 @@ MAX_MODEL_BYTES = 256 * 1024 * 1024
 # A long-poll re-reads the head at least this often, so that writes by another process on a database without
 # notifications (SQLite) or a lost notification still wake it.
 RECHECK_S = 1.0
+READY_TIMEOUT_S = 2.0  # /readyz answers 503 when the store takes longer than this to answer
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 STORE = web.AppKey("store", ChangeLogStore)
@@ -75,6 +76,7 @@ LIMITS = web.AppKey("limits", dict)
 METRICS = web.AppKey("metrics", "OriginMetrics")
 KEYRING = web.AppKey("keyring", KeyRing)
 CREDENTIALS = web.AppKey("credentials", "CredentialReloader")
+READY_STATE = web.AppKey("ready_state", dict)  # {"reason": why /readyz last answered 503, or None}
 MAX_AUDIT_PATH = 512
 ALL = "*"  # the regions a fleet-wide sync token may sync
 # How often the files holding tokens are checked for a change (a rotation); SIGHUP reloads at once.
@@ -696,6 +698,34 @@ async def healthz(request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
 
 
+async def readyz(request: web.Request) -> web.Response:
+    """Ready (200) when the store answers a cheap query (its head) within READY_TIMEOUT_S and a signing key is
+    loaded; else 503 `{"ready": false, "reason": ...}`. No auth, like /healthz, so the reason names the failure's
+    kind only; the origin's log has its details (once per change to not ready, not on every probe)."""
+    reason, detail = None, None
+    try:
+        signer = request.app[KEYRING].signer
+    except Exception as exc:  # noqa: BLE001 - e.g. a key set whose active key this origin does not hold
+        reason, detail = "no signing key loaded", f"{type(exc).__name__}: {exc}"
+    else:
+        try:
+            head = await asyncio.wait_for(request.app[STORE].head(), READY_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            reason = detail = f"store: no answer within {READY_TIMEOUT_S:g} s"
+        except Exception as exc:  # noqa: BLE001 - whatever the database says, the origin cannot serve without it
+            reason, detail = f"store: {type(exc).__name__}", f"{type(exc).__name__}: {exc}"
+    state = request.app[READY_STATE]
+    if reason != state.get("reason"):
+        if reason is None:
+            log.info("origin ready again")
+        else:
+            log.warning("origin not ready: %s", detail)
+        state["reason"] = reason
+    if reason is not None:
+        return json_response({"ready": False, "reason": reason}, 503)
+    return json_response({"ready": True, "data_version": head.version, "key_id": signer.key_id})
+
+
 async def metrics_endpoint(request: web.Request) -> web.Response:
     return web.Response(body=request.app[METRICS].render(),
                         headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
@@ -738,6 +768,7 @@ def build_app(config: OriginConfig, store: ChangeLogStore | None = None,
     app[LIMITS] = {"admin": make_limiter(config.admin_rate_limit_rps, config.admin_rate_limit_burst),
                    "sync": make_limiter(config.sync_rate_limit_rps, config.sync_rate_limit_burst)}
     app[SINK] = sink or open_sink(config.event_sinks, config.dsn, config.events_db, config.nats_url)
+    app[READY_STATE] = {"reason": None}
 
     async def lifecycle(app: web.Application) -> Any:
         app[CHANGES] = ChangeSignal()
@@ -762,6 +793,7 @@ def build_app(config: OriginConfig, store: ChangeLogStore | None = None,
     app.cleanup_ctx.append(app[CREDENTIALS].watching)
     app.on_shutdown.append(on_shutdown)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint)
     app.router.add_get("/v1/admin/audit", read_audit)
     app.router.add_get("/v1/admin/status", status)

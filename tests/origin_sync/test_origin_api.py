@@ -9,7 +9,7 @@ import time
 import msgpack
 import pytest
 
-from edgerec.services import ensure_signing_keys, http_call, http_json
+from edgerec.services import ensure_signing_keys, free_port, http_call, http_json, origin_service
 from origin_sync.protocol import Verifier, open_envelope
 from tests.conftest import make_offer
 
@@ -184,6 +184,124 @@ def test_an_experiment_naming_an_unknown_model_is_refused_422_even_where_it_woul
     status, answer = http_json(cluster.origin.url, "PUT", "/v1/admin/experiments/gb-2",
                                {"variants": [{"name": "a"}, {"name": "b"}], "regions": ["GB"]}, auth)
     assert status == 409 and answer["error"]["code"] == "experiment_overlap", answer
+
+
+def test_readyz_answers_without_auth_when_the_store_answers_and_a_key_is_loaded(cluster):
+    status, answer = http_json(cluster.origin.url, "GET", "/readyz")
+    assert status == 200 and answer["ready"] is True, answer
+    assert answer["data_version"] == 0 and len(answer["key_id"]) == 16
+    cluster.put_offer(make_offer("o1", "10001"))
+    assert http_json(cluster.origin.url, "GET", "/readyz")[1]["data_version"] == 1
+
+
+class CuttableTcpProxy:
+    """A TCP forwarder in front of PostgreSQL that a test can cut (listener and every connection closed: the
+    database is unreachable, connections refused) and restore on the same port."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        import socket
+
+        self.target = target
+        self.port = free_port()
+        self._socket = socket
+        self._listener = None
+        self._connections: list = []
+        self._lock = threading.Lock()
+
+    def start(self) -> CuttableTcpProxy:
+        listener = self._socket.socket()
+        listener.setsockopt(self._socket.SOL_SOCKET, self._socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+        return self
+
+    def _accept(self, listener) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = self._socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._connections += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source, sink) -> None:
+        import socket
+
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:  # one side closed: close both (shutdown first, which wakes the other pump's recv)
+            for s in (source, sink):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                s.close()
+
+    def cut(self) -> None:
+        import socket
+
+        try:
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread; close alone would not
+        except OSError:
+            pass
+        self._listener.close()
+        with self._lock:
+            connections, self._connections = self._connections, []
+        for s in connections:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+                s.close()
+            except OSError:
+                pass
+
+
+def test_readyz_says_503_while_the_postgresql_database_is_unreachable_and_200_once_it_is_back(tmp_path, pg_schema):
+    from urllib.parse import urlsplit
+
+    from tests.conftest import PG_DSN, wait_until
+
+    pg = urlsplit(PG_DSN)
+    proxy = CuttableTcpProxy((pg.hostname, pg.port or 5432)).start()
+    dsn = f"{pg.scheme}://{pg.netloc.rsplit('@', 1)[0]}@127.0.0.1:{proxy.port}{pg.path}?search_path={pg_schema.name}"
+    origin = origin_service(tmp_path, free_port(), "a" * 32, "s" * 32, dsn=dsn)
+    origin.start()
+    try:
+        origin.wait_ready("/readyz")
+        status, answer = http_json(origin.url, "GET", "/readyz")
+        assert status == 200 and answer["ready"] is True and answer["data_version"] == 0, answer
+        proxy.cut()
+        def not_ready() -> dict | None:
+            status, body = http_json(origin.url, "GET", "/readyz")
+            return body if status == 503 else None
+
+        answer = wait_until(not_ready, timeout_s=20, what="/readyz to answer 503")
+        assert answer["ready"] is False and answer["reason"].startswith("store: "), answer
+        assert set(answer) == {"ready", "reason"} and "5432" not in answer["reason"]  # no address to anyone asking
+        for _ in range(3):
+            assert http_json(origin.url, "GET", "/readyz")[0] == 503
+        assert http_json(origin.url, "GET", "/healthz")[0] == 200  # alive, just not ready
+        proxy.start()  # the database is reachable again: the pool reconnects
+        wait_until(lambda: http_json(origin.url, "GET", "/readyz")[0] == 200, timeout_s=30, what="ready again")
+        log = origin.log_path.read_text()
+        assert log.count("origin not ready") == 1 and "origin ready again" in log  # once, not on every probe
+        origin.stop()
+        assert origin.process.returncode == 0, origin.log_tail()  # and it still stops cleanly
+    finally:
+        origin.stop()
+        proxy.cut()
 
 
 def test_a_region_token_syncs_its_own_region_only(cluster):
