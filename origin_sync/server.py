@@ -553,10 +553,11 @@ async def compact(request: web.Request) -> web.Response:
 
 
 async def experiment_report(request: web.Request) -> web.Response:
-    """Per variant: impressions, CTR, conversion, revenue per impression (95% CIs), z-tests, sample-ratio check."""
+    """Per variant: impressions, CTR, conversion, revenue per impression per currency (95% CIs), z-tests,
+    sample-ratio check."""
     try:
         experiment = await request.app[STORE].experiment(request.match_info["experiment_id"])
-        counts = await request.app[SINK].experiment_counts(experiment["id"])
+        counts = await request.app[SINK].experiment_counts(experiment)
     except NotFound as exc:
         return error(404, "not_found", str(exc))
     except NotImplementedError as exc:

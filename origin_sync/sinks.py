@@ -52,33 +52,51 @@ class EventSink(abc.ABC):
     async def purge_before(self, ts: float) -> int:
         return 0
 
-    async def experiment_counts(self, experiment_id: str) -> list[dict[str, Any]]:
+    async def experiment_counts(self, experiment: dict[str, Any]) -> dict[str, Any]:
+        """What an experiment's report is computed from (see analysis.build_report): {"variants": rows of
+        _COUNTS_KEYS, "revenue": rows of _REVENUE_KEYS}."""
         raise NotImplementedError(f"the {self.name} sink cannot answer reports")
 
     async def count(self) -> int:
         raise NotImplementedError
 
 
-# Per impression (unit of analysis): did it lead to a click, a cart, a purchase, and what revenue. Feedback is
-# attributed to the impression through its request_id, so the variant is the one the edge served.
-_REPORT_SQL = """
+# Per impression (unit of analysis): did it lead to a click, a cart, a purchase. Feedback is attributed to the
+# impression through its request_id, so the variant is the one the edge served. Grouped by region as well, so that
+# revenue in a currency can be set against the impressions of the regions that pay in it.
+_COUNTS_SQL = """
 WITH imp AS (
-    SELECT request_id, variant FROM events WHERE kind = 'impression' AND experiment = {p1}
+    SELECT request_id, variant, region FROM events WHERE kind = 'impression' AND experiment = {p1}
 ), act AS (
     SELECT request_id,
            MAX(CASE WHEN kind = 'click' OR kind = 'purchase' THEN 1 ELSE 0 END) AS clicked,
            MAX(CASE WHEN kind = 'add_to_cart' THEN 1 ELSE 0 END) AS carted,
-           MAX(CASE WHEN kind = 'purchase' THEN 1 ELSE 0 END) AS purchased,
-           SUM(CASE WHEN kind = 'purchase' THEN value ELSE 0 END) AS revenue
+           MAX(CASE WHEN kind = 'purchase' THEN 1 ELSE 0 END) AS purchased
     FROM events WHERE kind <> 'impression' AND request_id IN (SELECT request_id FROM imp)
     GROUP BY request_id
 )
-SELECT imp.variant, COUNT(*), COALESCE(SUM(act.clicked), 0), COALESCE(SUM(act.carted), 0),
-       COALESCE(SUM(act.purchased), 0), COALESCE(SUM(act.revenue), 0), COALESCE(SUM(act.revenue * act.revenue), 0)
+SELECT imp.variant, imp.region, COUNT(*), COALESCE(SUM(act.clicked), 0), COALESCE(SUM(act.carted), 0),
+       COALESCE(SUM(act.purchased), 0)
 FROM imp LEFT JOIN act ON act.request_id = imp.request_id
-GROUP BY imp.variant ORDER BY imp.variant
+GROUP BY imp.variant, imp.region ORDER BY imp.variant, imp.region
 """
-_REPORT_KEYS = ("variant", "impressions", "clicked", "carted", "converted", "revenue", "revenue_sq")
+_COUNTS_KEYS = ("variant", "region", "impressions", "clicked", "carted", "converted")
+# Revenue per currency, never summed across currencies: per impression and currency the value of its purchases,
+# then per (variant, region, currency) how many impressions had one, their revenue and its sum of squares.
+# A purchase without a currency keeps NULL (the report names it apart).
+_REVENUE_SQL = """
+WITH imp AS (
+    SELECT request_id, variant, region FROM events WHERE kind = 'impression' AND experiment = {p1}
+), rev AS (
+    SELECT request_id, COALESCE(currency, '') AS currency, COALESCE(SUM(value), 0) AS revenue
+    FROM events WHERE kind = 'purchase' AND request_id IN (SELECT request_id FROM imp)
+    GROUP BY request_id, COALESCE(currency, '')
+)
+SELECT imp.variant, imp.region, NULLIF(rev.currency, ''), COUNT(*), SUM(rev.revenue), SUM(rev.revenue * rev.revenue)
+FROM imp JOIN rev ON rev.request_id = imp.request_id
+GROUP BY imp.variant, imp.region, rev.currency ORDER BY imp.variant, imp.region, rev.currency
+"""
+_REVENUE_KEYS = ("variant", "region", "currency", "purchases", "revenue", "revenue_sq")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS event_batches (
@@ -161,9 +179,18 @@ class SQLiteEventSink(EventSink):
             return self._db.execute("DELETE FROM events WHERE ts < ?", (ts,)).rowcount
         return await self._run(purge)
 
-    async def experiment_counts(self, experiment_id: str) -> list[dict[str, Any]]:
-        rows = await self._run(lambda: self._db.execute(_REPORT_SQL.format(p1="?"), (experiment_id,)).fetchall())
-        return [dict(zip(_REPORT_KEYS, r)) for r in rows]
+    async def experiment_counts(self, experiment: dict[str, Any]) -> dict[str, Any]:
+        def query() -> dict[str, Any]:
+            # One read transaction, so that both figures describe the same events.
+            self._db.execute("BEGIN")
+            try:
+                counts = self._db.execute(_COUNTS_SQL.format(p1="?"), (experiment["id"],)).fetchall()
+                revenue = self._db.execute(_REVENUE_SQL.format(p1="?"), (experiment["id"],)).fetchall()
+            finally:
+                self._db.execute("COMMIT")
+            return {"variants": [dict(zip(_COUNTS_KEYS, r)) for r in counts],
+                    "revenue": [dict(zip(_REVENUE_KEYS, r)) for r in revenue]}
+        return await self._run(query)
 
     async def count(self) -> int:
         return await self._run(lambda: self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
@@ -214,9 +241,12 @@ class PostgresEventSink(EventSink):
             result = await conn.execute("DELETE FROM events WHERE ts < $1", ts)
         return int(result.split()[-1])
 
-    async def experiment_counts(self, experiment_id: str) -> list[dict[str, Any]]:
-        rows = await self._pool.fetch(_REPORT_SQL.format(p1="$1"), experiment_id)
-        return [dict(zip(_REPORT_KEYS, tuple(r))) for r in rows]
+    async def experiment_counts(self, experiment: dict[str, Any]) -> dict[str, Any]:
+        async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            counts = await conn.fetch(_COUNTS_SQL.format(p1="$1"), experiment["id"])
+            revenue = await conn.fetch(_REVENUE_SQL.format(p1="$1"), experiment["id"])
+        return {"variants": [dict(zip(_COUNTS_KEYS, tuple(r))) for r in counts],
+                "revenue": [dict(zip(_REVENUE_KEYS, tuple(r))) for r in revenue]}
 
     async def count(self) -> int:
         return int(await self._pool.fetchval("SELECT COUNT(*) FROM events"))
@@ -305,8 +335,8 @@ class FanoutSink(EventSink):
     async def purge_before(self, ts: float) -> int:
         return await self._sql.purge_before(ts) if self._sql is not None else 0
 
-    async def experiment_counts(self, experiment_id: str) -> list[dict[str, Any]]:
-        return await self._queryable().experiment_counts(experiment_id)
+    async def experiment_counts(self, experiment: dict[str, Any]) -> dict[str, Any]:
+        return await self._queryable().experiment_counts(experiment)
 
     async def count(self) -> int:
         return await self._queryable().count()

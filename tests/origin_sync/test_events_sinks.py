@@ -13,7 +13,12 @@ import orjson
 import pytest
 
 from origin_sync.events import KINDS
-from origin_sync.sinks import FanoutSink, NatsEventSink, PostgresEventSink, SQLiteEventSink
+from origin_sync.sinks import (
+    FanoutSink,
+    NatsEventSink,
+    PostgresEventSink,
+    SQLiteEventSink,
+)
 from tests.conftest import PG_DSN, PgSchema, needs_pg
 
 NATS_URL = os.environ.get("EDGEREC_TEST_NATS_URL", "nats://127.0.0.1:4222")
@@ -51,9 +56,11 @@ async def _exercise(sink) -> None:
         assert await sink.write_batch("GB/b1", batch) is True
         assert await sink.write_batch("GB/b1", batch) is False  # a retry: acknowledged, not stored again
         assert await sink.count() == len(batch)
-        counts = {c["variant"]: c for c in await sink.experiment_counts("e")}
-        assert counts["b"]["impressions"] == 20 and counts["b"]["converted"] == 10
-        assert counts["b"]["revenue"] == pytest.approx(100.0) and counts["a"]["converted"] == 0
+        report = await sink.experiment_counts({"id": "e", "regions": [], "start": None, "end": None})
+        counts = {c["variant"]: c for c in report["variants"]}
+        assert counts["b"]["impressions"] == 20 and counts["b"]["converted"] == 10 and counts["a"]["converted"] == 0
+        assert report["revenue"] == [{"variant": "b", "region": "GB", "currency": "GBP", "purchases": 10,
+                                      "revenue": pytest.approx(100.0), "revenue_sq": pytest.approx(1000.0)}]
         other = events(3, shopper="other")
         assert await sink.write_batch("GB/b2", other) is True
         assert await sink.erase("abc") == len(batch)
@@ -63,8 +70,54 @@ async def _exercise(sink) -> None:
         await sink.close()
 
 
+def event(kind: str, request_id: str, region: str = "GB", ts: float = 1000.0, **fields) -> dict:
+    return {"id": secrets.token_hex(6), "kind": kind, "ts": ts, "region": region, "request_id": request_id,
+            "shopper": None, "experiment": None, "variant": None, "offer_ids": ["x"], "value": None, "currency": None,
+            "model_version": None, "data_version": None, "slot": None, **fields}
+
+
+async def _report_counts(sink) -> None:
+    """Revenue per (variant, region, currency), never summed across currencies."""
+    await sink.open()
+    try:
+        batch = [event("impression", "gb-1", experiment="x", variant="a"),
+                 event("impression", "gb-2", experiment="x", variant="b"),
+                 event("impression", "de-1", region="DE", experiment="x", variant="b"),
+                 event("purchase", "gb-1", value=10.0, currency="GBP"),
+                 event("purchase", "gb-1", value=5.0, currency="GBP"),  # one impression, two purchases: 15
+                 event("purchase", "de-1", region="DE", value=20.0, currency="EUR"),
+                 event("purchase", "de-1", region="DE", value=2.0),  # no currency: kept apart
+                 event("click", "gb-2"),
+                 event("purchase", "nowhere-2", value=3.0, currency="GBP")]  # no impression: no variant's revenue
+        assert await sink.write_batch("GB,DE/b1", batch) is True
+        experiment = {"id": "x", "regions": ["DE", "GB"], "start": 100.0, "end": 2000.0}
+        counts = await sink.experiment_counts(experiment)
+        assert sorted((r["variant"], r["region"], r["impressions"], r["clicked"], r["converted"])
+                      for r in counts["variants"]) == [("a", "GB", 1, 1, 1), ("b", "DE", 1, 1, 1), ("b", "GB", 1, 1, 0)]
+        revenue = sorted(counts["revenue"], key=lambda r: (r["variant"], r["region"], r["currency"] or ""))
+        assert [(r["variant"], r["region"], r["currency"], r["purchases"], r["revenue"], r["revenue_sq"])
+                for r in revenue] == [("a", "GB", "GBP", 1, 15.0, 225.0), ("b", "DE", None, 1, 2.0, 4.0),
+                                      ("b", "DE", "EUR", 1, 20.0, 400.0)]
+    finally:
+        await sink.close()
+
+
 def test_the_sqlite_sink_stores_each_batch_once_and_answers_reports_and_erasure(tmp_path):
     asyncio.run(_exercise(SQLiteEventSink(tmp_path / "events.db")))
+
+
+def test_the_sqlite_sink_reports_revenue_per_currency(tmp_path):
+    asyncio.run(_report_counts(SQLiteEventSink(tmp_path / "events.db")))
+
+
+@needs_pg
+def test_the_postgresql_sink_reports_revenue_per_currency():
+    schema = PgSchema()
+    schema.create()
+    try:
+        asyncio.run(_report_counts(PostgresEventSink(PG_DSN, schema.name)))
+    finally:
+        schema.drop()
 
 
 @needs_pg

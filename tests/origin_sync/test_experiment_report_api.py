@@ -1,0 +1,69 @@
+"""The experiment report through a real origin and the `edgerec` command: revenue per currency (never one sum across
+currencies)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from edgerec.services import http_call, http_json
+from origin_sync.events import encode_batch
+
+def _event(kind: str, request_id: str, region: str, variant: str | None = None, value: float | None = None,
+           currency: str | None = None) -> dict:
+    return {"id": f"{kind}-{request_id}-{time.monotonic_ns()}", "kind": kind, "ts": time.time(), "region": region,
+            "request_id": request_id, "shopper": None, "experiment": "ab" if kind == "impression" else None,
+            "variant": variant, "offer_ids": ["o"], "value": value, "currency": currency, "model_version": None,
+            "data_version": None, "slot": None}
+
+
+@pytest.fixture(scope="module")
+def reported(module_cluster):
+    """An experiment in GB and DE whose treatment names a published model, with impressions and purchases in GBP
+    (GB) and EUR (DE) shipped as an edge would, and three feedback events no impression explains."""
+    cluster = module_cluster
+    published = cluster.publish()
+    auth = {"Authorization": f"Bearer {cluster.admin_token}"}
+    status, answer = http_json(cluster.origin.url, "PUT", "/v1/admin/experiments/ab", {
+        "variants": [{"name": "control"}, {"name": "treatment", "model": published["model_version"]}],
+        "regions": ["GB", "DE"]}, auth)
+    assert status == 200, answer
+    events = []
+    for variant in ("control", "treatment"):
+        for i in range(40):
+            gb, de = f"{variant}-gb-{i}", f"{variant}-de-{i}"
+            events += [_event("impression", gb, "GB", variant), _event("impression", de, "DE", variant)]
+            if i % 4 == 0:
+                events.append(_event("purchase", gb, "GB", value=10.0, currency="GBP"))
+            if i % 2 == 0:
+                events.append(_event("purchase", de, "DE", value=30.0 if variant == "treatment" else 20.0,
+                                     currency="EUR"))
+    events += [_event("click", "lost-1", "GB"), _event("click", "lost-2", "DE"),
+               _event("purchase", "lost-3", "GB", value=99.0, currency="GBP")]
+    headers = {"Authorization": f"Bearer {cluster.sync_token}", "Content-Type": "application/x-msgpack"}
+    status, _, raw = http_call(cluster.origin.url, "POST", "/v1/sync/events",
+                               encode_batch("b1", ["DE", "GB"], events), headers)
+    assert status == 200, raw
+    status, _, raw = http_call(cluster.origin.url, "GET", "/v1/admin/experiments/ab/report", headers=auth)
+    assert status == 200, raw
+    return cluster, published, raw
+
+
+def test_revenue_is_reported_per_currency_and_never_summed(reported):
+    _, _, raw = reported
+    report = json.loads(raw)
+    assert report["currencies"] == ["EUR", "GBP"]
+    treatment, control = report["variants"]["treatment"], report["variants"]["control"]
+    assert treatment["revenue"] == {"EUR": 600.0, "GBP": 100.0} and control["revenue"] == {"EUR": 400.0, "GBP": 100.0}
+    # Each currency over the impressions of the regions that pay in it (40 per variant each), not all 80.
+    assert treatment["revenue_per_impression"]["EUR"]["impressions"] == 40
+    assert treatment["revenue_per_impression"]["EUR"]["mean"] == pytest.approx(15.0)
+    assert treatment["revenue_per_impression"]["GBP"]["mean"] == pytest.approx(2.5)
+    assert control["revenue_per_impression"]["EUR"]["mean"] == pytest.approx(10.0)
+    tests = treatment["vs_control"]["revenue_per_impression"]
+    assert set(tests) == {"EUR", "GBP"} and tests["GBP"]["p_value"] == pytest.approx(1.0)
+    assert tests["EUR"]["uplift"] == pytest.approx(0.5)
+    assert report["revenue_by_currency"]["EUR"]["regions"] == ["DE"]
+    assert report["revenue_by_currency"]["GBP"]["regions"] == ["GB"]
