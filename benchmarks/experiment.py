@@ -409,7 +409,8 @@ def summarize(origin_report: dict[str, Any]) -> dict[str, Any]:
     return {"variants": variants, "winner": leader, "significant": origin_report["significant"],
             "runner_up": runner_up, "uplift": uplift, "p_value": origin_report["p_value"],
             "uplift_vs_control": origin_report["uplift"], "currencies": origin_report["currencies"],
-            "revenue_by_currency": origin_report["revenue_by_currency"]}
+            "revenue_by_currency": origin_report["revenue_by_currency"],
+            "unattributed": origin_report["unattributed"]}
 
 
 def fmt(value: Any, digits: int = 4) -> str:
@@ -465,7 +466,8 @@ def render_markdown(report: dict[str, Any], plot: str) -> str:
     lines += ["", "Revenue is in each region's offer currency (GBP in GB, EUR elsewhere, converted from the data's GBP "
               f"at {EUR_PER_GBP}) and reported per currency, never summed across them; each currency's revenue per "
               "impression is over the impressions of the regions that pay in it. CTR equals conversion by "
-              "construction (a simulated click is always a purchase).",
+              "construction (a simulated click is always a purchase). Feedback that no impression explains: "
+              f"{report['unattributed']}.",
               "", f"![results]({plot})", ""]
     return "\n".join(lines)
 

@@ -149,6 +149,9 @@ def _report(args: argparse.Namespace) -> int:
           f"{'  MISMATCH: the split is broken, do not trust the results' if srm['mismatch'] else ' (ok)'}")
     print(f"winner on conversion: {report['winner'] or 'none yet (no significant difference)'}"
           f"; leader {report['leader']}, uplift {_fmt(report['uplift'])}, p={_fmt(report['p_value'])}")
+    print(f"unattributed feedback (no impression with its request_id): {report.get('unattributed', 0)}"
+          + (f" ({', '.join(f'{k} {n}' for k, n in report['unattributed_by_kind'].items())})"
+             if report.get("unattributed") else ""))
     if args.plot:
         print(f"plot: {report['plot']}")
     return 0

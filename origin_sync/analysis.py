@@ -227,10 +227,12 @@ def build_report(experiment: dict[str, Any], counts: dict[str, Any], alpha: floa
             "significant": sound, "p_value": p,
             "uplift": variants[leader]["vs_control"]["revenue_per_impression"][cur]["uplift"]
             if leader != control else 0.0}
+    unattributed = {k: int(v) for k, v in sorted((counts.get("unattributed") or {}).items())}
     return {"experiment": experiment["id"], "control": control, "variants": variants, "sample_ratio": srm,
             "winner": best if significant else None, "leader": best, "significant": significant,
             "uplift": uplift, "p_value": p_value, "alpha": alpha, "currencies": currencies,
-            "revenue_by_currency": revenue_tests}
+            "revenue_by_currency": revenue_tests, "unattributed": sum(unattributed.values()),
+            "unattributed_by_kind": unattributed}
 
 
 def entry_rate(counts: dict[str, Any], key: str) -> float | None:

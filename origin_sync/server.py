@@ -54,7 +54,7 @@ from .protocol import (
 from .analysis import build_report
 from .events import InvalidEvents, decode_batch
 from .experiments import ExperimentOverlap, InvalidExperiment, validate_experiment
-from .sinks import EventSink, open_sink
+from .sinks import EventSink, open_sink, unattributed_feedback, unresolved_request_ids
 from .store import AheadOfOrigin, ChangeLogStore, Compacted, NotFound, open_store
 
 log = logging.getLogger("edgerec.origin")
@@ -258,6 +258,10 @@ class OriginMetrics:
         self.audit_failures = Counter("edgerec_origin_audit_write_failures_total",
                                       "Audit entries that could not be stored (the log line was still written)",
                                       registry=self.registry)
+        self.unattributed_events = Counter("edgerec_origin_events_unattributed_total",
+                                           "Feedback events (click, add_to_cart, purchase) stored with a request_id "
+                                           "that no impression stored so far carries, by kind", ["kind"],
+                                           registry=self.registry)
 
     def render(self) -> bytes:
         from prometheus_client import generate_latest
@@ -554,7 +558,7 @@ async def compact(request: web.Request) -> web.Response:
 
 async def experiment_report(request: web.Request) -> web.Response:
     """Per variant: impressions, CTR, conversion, revenue per impression per currency (95% CIs), z-tests,
-    sample-ratio check."""
+    sample-ratio check, and the feedback in the experiment's scope that matches no impression (`unattributed`)."""
     try:
         experiment = await request.app[STORE].experiment(request.match_info["experiment_id"])
         counts = await request.app[SINK].experiment_counts(experiment)
@@ -668,7 +672,29 @@ async def ingest_events(request: web.Request) -> web.Response:
                      f"this edge token may not send events of {','.join(sorted(set(regions) - scope))}")
     # Scoped by the regions, so that one region's token can never shadow another region's batch.
     fresh = await request.app[SINK].write_batch(f"{','.join(sorted(regions))}/{batch_id}", events)
+    if fresh:
+        await _count_unattributed(request.app, events)
     return json_response({"batch_id": batch_id, "events": len(events), "duplicate": not fresh})
+
+
+async def _count_unattributed(app: web.Application, events: list[dict[str, Any]]) -> None:
+    """Count the feedback of a stored batch whose request_id no impression carries, neither in the batch nor stored
+    before it (one indexed look-up per batch, for the ids the batch itself does not explain). An edge spools an
+    impression before its answer leaves, so feedback through the same worker always arrives after it; feedback that
+    reached another worker or replica may arrive before its impression and is counted too. The report's
+    `unattributed` is computed when it is read, so it is exact for the events stored by then."""
+    unresolved = unresolved_request_ids(events)
+    if not unresolved:
+        return
+    try:
+        known = await app[SINK].stored_impressions(unresolved)
+    except NotImplementedError:  # no SQL sink (NATS only): nothing to look impressions up in
+        return
+    except Exception:  # noqa: BLE001 - the batch is stored and acknowledged; only the count is missing
+        log.exception("could not look up the impressions of an event batch; its unattributed feedback is not counted")
+        return
+    for kind, n in unattributed_feedback(events, known).items():
+        app[METRICS].unattributed_events.labels(kind).inc(n)
 
 
 _BLOB_SIGNATURES: dict[tuple[str, str], str] = {}

@@ -62,6 +62,7 @@ def test_revenue_is_per_currency_never_one_sum(report_dir: Path) -> None:
                 assert low <= v["revenue_per_impression"][cur] <= high, (name, cur)
     origin = report["origin_report"]
     assert origin["variants"]["model"]["vs_control"]["revenue_per_impression"].keys() == set(report["currencies"])
+    assert report["unattributed"] == 0  # every simulated click and purchase follows an answer
     assert all(f"revenue / impression, {cur}" in (report_dir / "report.md").read_text() for cur in report["currencies"])
 
 

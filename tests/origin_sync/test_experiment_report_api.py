@@ -1,5 +1,5 @@
 """The experiment report through a real origin and the `edgerec` command: revenue per currency (never one sum across
-currencies)."""
+currencies), the feedback no impression explains."""
 
 from __future__ import annotations
 
@@ -67,3 +67,12 @@ def test_revenue_is_reported_per_currency_and_never_summed(reported):
     assert tests["EUR"]["uplift"] == pytest.approx(0.5)
     assert report["revenue_by_currency"]["EUR"]["regions"] == ["DE"]
     assert report["revenue_by_currency"]["GBP"]["regions"] == ["GB"]
+
+
+def test_the_report_counts_the_feedback_no_impression_explains(reported):
+    cluster, _, raw = reported
+    report = json.loads(raw)
+    assert report["unattributed"] == 3 and report["unattributed_by_kind"] == {"click": 2, "purchase": 1}
+    assert report["variants"]["control"]["revenue"]["GBP"] == 100.0  # the unattributed 99 GBP went nowhere
+    _, _, metrics = http_call(cluster.origin.url, "GET", "/metrics")
+    assert b'edgerec_origin_events_unattributed_total{kind="click"} 2.0' in metrics

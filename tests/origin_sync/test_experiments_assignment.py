@@ -118,7 +118,7 @@ def _two_currencies() -> dict:
                  "revenue_sq": 160_000.0},
                 {"variant": "treatment", "region": "GB", "currency": None, "purchases": 1, "revenue": 5.0,
                  "revenue_sq": 25.0}]
-    return {"variants": rows, "revenue": revenue}
+    return {"variants": rows, "revenue": revenue, "unattributed": {"click": 3, "purchase": 1}}
 
 
 def test_revenue_is_reported_and_tested_per_currency_never_summed():
@@ -139,6 +139,7 @@ def test_revenue_is_reported_and_tested_per_currency_never_summed():
         "regions": ["DE"], "leader": "treatment", "winner": "treatment", "significant": True,
         "p_value": tests["EUR"]["p_value"], "uplift": pytest.approx(1.0)}
     assert report["revenue_by_currency"]["GBP"]["winner"] is None
+    assert report["unattributed"] == 4 and report["unattributed_by_kind"] == {"click": 3, "purchase": 1}
 
 
 def test_welch_matches_a_hand_computation():

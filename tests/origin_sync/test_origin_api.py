@@ -304,6 +304,43 @@ def test_readyz_says_503_while_the_postgresql_database_is_unreachable_and_200_on
         proxy.cut()
 
 
+def _metric(cluster, name: str) -> float:
+    _, _, raw = http_call(cluster.origin.url, "GET", "/metrics")
+    for line in raw.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_unattributed_feedback_no_impression_explains_is_counted_at_ingest(cluster):
+    from origin_sync.events import encode_batch
+
+    def event(kind: str, request_id: str) -> dict:
+        return {"id": f"{kind}-{request_id}-{time.monotonic_ns()}", "kind": kind, "ts": time.time(), "region": "GB",
+                "request_id": request_id, "shopper": None, "experiment": None, "variant": None, "offer_ids": ["o"],
+                "value": 1.0 if kind == "purchase" else None, "currency": "GBP" if kind == "purchase" else None,
+                "model_version": None, "data_version": None, "slot": None}
+
+    headers = {"Authorization": f"Bearer {cluster.region_tokens['GB']}", "Content-Type": "application/x-msgpack"}
+
+    def ship(batch_id: str, events: list[dict]) -> None:
+        status, _, raw = http_call(cluster.origin.url, "POST", "/v1/sync/events",
+                                   encode_batch(batch_id, ["GB"], events), headers)
+        assert status == 200, raw
+
+    # Explained by an impression of the same batch, or of an earlier one: not counted.
+    ship("b1", [event("impression", "seen-1"), event("click", "seen-1"), event("impression", "seen-2")])
+    ship("b2", [event("purchase", "seen-2"), event("add_to_cart", "seen-1")])
+    # Never seen: counted per kind, once (a retried batch is not counted again).
+    unknown = [event("click", "never-1"), event("click", "never-2"), event("purchase", "never-1")]
+    ship("b3", unknown)
+    ship("b3", unknown)
+    name = "edgerec_origin_events_unattributed_total"
+    assert _metric(cluster, f'{name}{{kind="click"}}') == 2.0
+    assert _metric(cluster, f'{name}{{kind="purchase"}}') == 1.0
+    assert _metric(cluster, f'{name}{{kind="add_to_cart"}}') == 0.0
+
+
 def test_a_region_token_syncs_its_own_region_only(cluster):
     gb = cluster.region_tokens["GB"]
     assert _sync(cluster, "/v1/sync/snapshot?regions=GB", token=gb)[0] == 200
