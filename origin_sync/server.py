@@ -556,6 +556,14 @@ async def compact(request: web.Request) -> web.Response:
     return json_response({"compaction_floor": floor})
 
 
+def _without_manifests(experiment: dict[str, Any]) -> dict[str, Any]:
+    """The experiment with each variant's model ref cut to the model's version and sha256: the manifest (the item
+    list and training report, about 150 KB a model) says nothing about the experiment."""
+    return {**experiment, "variants": [
+        {**v, "model_ref": {"version": v["model_ref"]["version"], "sha256": v["model_ref"]["sha256"]}}
+        if v.get("model_ref") else v for v in experiment["variants"]]}
+
+
 async def experiment_report(request: web.Request) -> web.Response:
     """Per variant: impressions, CTR, conversion, revenue per impression per currency (95% CIs), z-tests,
     sample-ratio check, and the feedback in the experiment's scope that matches no impression (`unattributed`)."""
@@ -566,7 +574,7 @@ async def experiment_report(request: web.Request) -> web.Response:
         return error(404, "not_found", str(exc))
     except NotImplementedError as exc:
         return error(409, "no_queryable_sink", str(exc))
-    return json_response({**build_report(experiment, counts), "definition": experiment})
+    return json_response({**build_report(experiment, counts), "definition": _without_manifests(experiment)})
 
 
 async def erase_events(request: web.Request) -> web.Response:

@@ -64,6 +64,8 @@ def test_revenue_is_per_currency_never_one_sum(report_dir: Path) -> None:
     assert origin["variants"]["model"]["vs_control"]["revenue_per_impression"].keys() == set(report["currencies"])
     assert report["unattributed"] == 0  # every simulated click and purchase follows an answer
     assert all(f"revenue / impression, {cur}" in (report_dir / "report.md").read_text() for cur in report["currencies"])
+    assert "model_ref" not in json.dumps(origin["definition"]) or all(
+        set(v["model_ref"]) == {"version", "sha256"} for v in origin["definition"]["variants"] if v["model_ref"])
 
 
 def test_every_event_sent_reached_the_origin_exactly_once(report_dir: Path) -> None:

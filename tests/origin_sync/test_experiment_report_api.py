@@ -1,5 +1,5 @@
 """The experiment report through a real origin and the `edgerec` command: revenue per currency (never one sum across
-currencies), the feedback no impression explains."""
+currencies), the feedback no impression explains, and a definition without model manifests."""
 
 from __future__ import annotations
 
@@ -76,3 +76,12 @@ def test_the_report_counts_the_feedback_no_impression_explains(reported):
     assert report["variants"]["control"]["revenue"]["GBP"] == 100.0  # the unattributed 99 GBP went nowhere
     _, _, metrics = http_call(cluster.origin.url, "GET", "/metrics")
     assert b'edgerec_origin_events_unattributed_total{kind="click"} 2.0' in metrics
+
+
+def test_the_report_names_the_models_but_carries_no_manifest(reported):
+    _, published, raw = reported
+    definition = json.loads(raw)["definition"]
+    ref = definition["variants"][1]["model_ref"]
+    assert set(ref) == {"version", "sha256"} and ref["version"] == published["model_version"]
+    assert definition["variants"][0]["model_ref"] is None
+    assert len(raw) < 16_000, len(raw)  # it was 158 KB with the manifest's item list
