@@ -1,15 +1,21 @@
 """The experiment report through a real origin and the `edgerec` command: revenue per currency (never one sum across
-currencies), the feedback no impression explains, and a definition without model manifests."""
+currencies), the feedback no impression explains, a definition without model manifests, and a reader that closes
+the command's stdout early."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 
 import pytest
 
 from edgerec.services import http_call, http_json
 from origin_sync.events import encode_batch
+from tests.conftest import REPO
+
 
 def _event(kind: str, request_id: str, region: str, variant: str | None = None, value: float | None = None,
            currency: str | None = None) -> dict:
@@ -85,3 +91,44 @@ def test_the_report_names_the_models_but_carries_no_manifest(reported):
     assert set(ref) == {"version", "sha256"} and ref["version"] == published["model_version"]
     assert definition["variants"][0]["model_ref"] is None
     assert len(raw) < 16_000, len(raw)  # it was 158 KB with the manifest's item list
+
+
+def _edgerec_into_a_closed_pipe(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    """Run `python -m edgerec ARGS` with stdout a pipe whose reader is gone before the command writes (what `| head`
+    leaves once it has read its lines)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return subprocess.run([sys.executable, "-m", "edgerec", *args], stdout=write_end, stderr=subprocess.PIPE,
+                              env=env, cwd=REPO, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+
+
+@pytest.mark.parametrize("args", [
+    ["experiments", "report", "ab", "--json"],
+    ["experiments", "report", "ab"],
+    ["experiments", "list", "--json"],
+    ["--help"],
+    ["origin", "keygen", "--out", "{tmp}"],
+], ids=["report-json", "report-text", "list-json", "help", "keygen"])
+def test_a_reader_that_goes_away_ends_any_command_quietly(reported, args, tmp_path):
+    cluster, _, _ = reported
+    env = {**os.environ, "EDGEREC_ADMIN_TOKEN": cluster.admin_token, "EDGEREC_ORIGIN_URL": cluster.origin.url}
+    result = _edgerec_into_a_closed_pipe([a.replace("{tmp}", str(tmp_path / "keys")) for a in args], env)
+    # 128 + SIGPIPE, as a shell reports a command its reader left; argparse swallows a failed write of --help itself.
+    assert result.returncode == 141 or (args == ["--help"] and result.returncode == 0), result.stderr
+    assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr, result.stderr
+    assert "Exception ignored" not in result.stderr, result.stderr
+
+
+def test_report_json_piped_into_head_ends_quietly(reported):
+    """The shell form: `edgerec experiments report ID --json | head -n 3`."""
+    cluster, _, _ = reported
+    env = {**os.environ, "EDGEREC_ADMIN_TOKEN": cluster.admin_token, "EDGEREC_ORIGIN_URL": cluster.origin.url,
+           "PYTHONPATH": os.environ.get("PYTHONPATH", str(REPO))}
+    result = subprocess.run(["bash", "-c", f"set -o pipefail; {sys.executable} -m edgerec experiments report ab "
+                                           "--json | head -n 3"], env=env, cwd=REPO, capture_output=True, text=True,
+                            timeout=120)
+    assert result.stdout.splitlines()[0] == "{" and len(result.stdout.splitlines()) == 3
+    assert result.returncode in (0, 141) and result.stderr == "", result.stderr
