@@ -389,14 +389,16 @@ def integrity(cluster: Cluster, sent: Sent, before: dict[str, int]) -> dict[str,
 def summarize(origin_report: dict[str, Any]) -> dict[str, Any]:
     variants = {}
     for name, v in origin_report["variants"].items():
+        rpi = v["revenue_per_impression"]
         variants[name] = {
             "model": v.get("model"), "impressions": v["impressions"], "clicks": v["clicks"],
-            "conversions": v["conversions"], "revenue": round(v["revenue"], 2),
+            "conversions": v["conversions"],
+            # Per currency (GBP in GB, EUR elsewhere): never one sum across currencies.
+            "revenue": {cur: round(value, 2) for cur, value in v["revenue"].items()},
             "ctr": v["ctr"]["rate"], "ctr_ci95": [v["ctr"]["ci_low"], v["ctr"]["ci_high"]],
             "conversion": v["conversion"]["rate"], "ci95": [v["conversion"]["ci_low"], v["conversion"]["ci_high"]],
-            "revenue_per_impression": v["revenue_per_impression"]["mean"],
-            "revenue_per_impression_ci95": [v["revenue_per_impression"]["ci_low"],
-                                            v["revenue_per_impression"]["ci_high"]],
+            "revenue_per_impression": {cur: r["mean"] for cur, r in rpi.items()},
+            "revenue_per_impression_ci95": {cur: [r["ci_low"], r["ci_high"]] for cur, r in rpi.items()},
         }
     leader = origin_report["leader"]
     others = [n for n in variants if n != leader]
@@ -406,7 +408,9 @@ def summarize(origin_report: dict[str, Any]) -> dict[str, Any]:
     uplift = (rate / base - 1) if base and rate is not None else None
     return {"variants": variants, "winner": leader, "significant": origin_report["significant"],
             "runner_up": runner_up, "uplift": uplift, "p_value": origin_report["p_value"],
-            "uplift_vs_control": origin_report["uplift"]}
+            "uplift_vs_control": origin_report["uplift"], "currencies": origin_report["currencies"],
+            "revenue_by_currency": origin_report["revenue_by_currency"],
+            "unattributed": origin_report["unattributed"]}
 
 
 def fmt(value: Any, digits: int = 4) -> str:
@@ -432,26 +436,38 @@ def render_markdown(report: dict[str, Any], plot: str) -> str:
              ""]
     if s.get("note"):
         lines += [f"> **Note:** {s['note']}", ""]
-    lines += ["| variant | impressions | CTR [95% CI] | conversion [95% CI] | revenue / impression [95% CI] |",
-              "|---|---:|---:|---:|---:|"]
+    currencies = report["currencies"]
+    lines += ["| variant | impressions | CTR [95% CI] | conversion [95% CI] | "
+              + "".join(f"revenue / impression, {cur} [95% CI] | " for cur in currencies),
+              "|---|---:|---:|---:|" + "---:|" * len(currencies)]
     for name, v in report["variants"].items():
         lines.append(f"| {name} | {v['impressions']:,} | {fmt(v['ctr'])} [{fmt(v['ctr_ci95'][0])}, "
-                     f"{fmt(v['ctr_ci95'][1])}] | {fmt(v['conversion'])} [{fmt(v['ci95'][0])}, {fmt(v['ci95'][1])}] "
-                     f"| {fmt(v['revenue_per_impression'], 3)} [{fmt(v['revenue_per_impression_ci95'][0], 3)}, "
-                     f"{fmt(v['revenue_per_impression_ci95'][1], 3)}] |")
+                     f"{fmt(v['ctr_ci95'][1])}] | {fmt(v['conversion'])} [{fmt(v['ci95'][0])}, {fmt(v['ci95'][1])}] | "
+                     + "".join(f"{fmt(v['revenue_per_impression'][cur], 3)} "
+                               f"[{fmt(v['revenue_per_impression_ci95'][cur][0], 3)}, "
+                               f"{fmt(v['revenue_per_impression_ci95'][cur][1], 3)}] | " for cur in currencies))
     srm = report["origin_report"]["sample_ratio"]
     lines += ["", f"**Winner: {report['winner']}** ({'significant' if report['significant'] else 'NOT significant'} "
               f"at 5%): conversion uplift {fmt(report['uplift'] * 100 if report['uplift'] is not None else None, 1)}% "
               f"over {report['runner_up']}, two-proportion z-test p = {fmt(report['p_value'], 6)}; sample ratio "
-              f"chi² p = {fmt(srm['p_value'])}{' (MISMATCH)' if srm['mismatch'] else ' (sound)'}.", "",
-              f"Events: {report['events_sent']:,} sent (impressions, clicks, purchases), {report['events_ingested']:,} "
+              f"chi² p = {fmt(srm['p_value'])}{' (MISMATCH)' if srm['mismatch'] else ' (sound)'}.", ""]
+    for cur in currencies:
+        test = report["revenue_by_currency"][cur]
+        lines += [f"Revenue per impression in {cur} (impressions of {', '.join(test['regions'])}): leader "
+                  f"{test['leader']}, {'significant' if test['significant'] else 'NOT significant'} at 5% (Welch "
+                  f"p = {fmt(test['p_value'], 6)}, uplift over the control "
+                  f"{fmt(test['uplift'] * 100 if test['uplift'] is not None else None, 1)}%).", ""]
+    lines += [f"Events: {report['events_sent']:,} sent (impressions, clicks, purchases), {report['events_ingested']:,} "
               f"ingested at the origin, {report['duplicates']} duplicates, {report['lost']} lost; the spools drained "
               f"{fmt(report['timings']['drain_seconds'], 1)} s after the last shopper.", "",
               "| kind | sent | ingested |", "|---|---:|---:|"]
     for kind, v in report["integrity"]["by_kind"].items():
         lines.append(f"| {kind} | {v['sent']:,} | {v['ingested']:,} |")
     lines += ["", "Revenue is in each region's offer currency (GBP in GB, EUR elsewhere, converted from the data's GBP "
-              f"at {EUR_PER_GBP}); CTR equals conversion by construction (a simulated click is always a purchase).",
+              f"at {EUR_PER_GBP}) and reported per currency, never summed across them; each currency's revenue per "
+              "impression is over the impressions of the regions that pay in it. CTR equals conversion by "
+              "construction (a simulated click is always a purchase). Feedback that no impression explains: "
+              f"{report['unattributed']}.",
               "", f"![results]({plot})", ""]
     return "\n".join(lines)
 

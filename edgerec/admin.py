@@ -121,21 +121,37 @@ def _report(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
         return 0
     print(f"experiment {report['experiment']} (control {report['control']})")
-    print(f"{'variant':<16}{'impressions':>12}{'CTR [95% CI]':>28}{'conversion [95% CI]':>28}"
-          f"{'revenue/impr [95% CI]':>30}{'p (conv.)':>11}")
+    print(f"{'variant':<16}{'impressions':>12}{'CTR [95% CI]':>28}{'conversion [95% CI]':>28}{'p (conv.)':>11}")
     for name, v in report["variants"].items():
-        ctr, conv, rpi = v["ctr"], v["conversion"], v["revenue_per_impression"]
+        ctr, conv = v["ctr"], v["conversion"]
         p = v.get("vs_control", {}).get("conversion", {}).get("p_value")
         print(f"{name:<16}{v['impressions']:>12}"
               f"{_fmt(ctr['rate']):>10} [{_fmt(ctr['ci_low'])}, {_fmt(ctr['ci_high'])}]"
               f"{_fmt(conv['rate']):>10} [{_fmt(conv['ci_low'])}, {_fmt(conv['ci_high'])}]"
-              f"{_fmt(rpi['mean'], 3):>12} [{_fmt(rpi['ci_low'], 3)}, {_fmt(rpi['ci_high'], 3)}]"
               f"{_fmt(p):>11}")
+    # Revenue per currency, never summed across currencies.
+    for currency in report.get("currencies", ()):
+        test = report["revenue_by_currency"][currency]
+        print(f"revenue in {currency} (impressions of {', '.join(test['regions'])}):")
+        print(f"  {'variant':<14}{'impressions':>12}{'purchases':>11}{'revenue':>14}"
+              f"{'revenue/impr [95% CI]':>32}{'p (rev.)':>11}")
+        for name, v in report["variants"].items():
+            rpi = v["revenue_per_impression"][currency]
+            p = v.get("vs_control", {}).get("revenue_per_impression", {}).get(currency, {}).get("p_value")
+            print(f"  {name:<14}{rpi['impressions']:>12}{rpi['purchases']:>11}{v['revenue'][currency]:>14.2f}"
+                  f"{_fmt(rpi['mean'], 3):>12} [{_fmt(rpi['ci_low'], 3)}, {_fmt(rpi['ci_high'], 3)}]{_fmt(p):>11}")
+        print(f"  winner on revenue in {currency}: {test['winner'] or 'none (no significant difference)'}; "
+              f"leader {test['leader']}, uplift {_fmt(test['uplift'])}, p={_fmt(test['p_value'])}")
+    if not report.get("currencies"):
+        print("revenue: no purchases yet")
     srm = report["sample_ratio"]
     print(f"sample ratio: chi2={_fmt(srm['chi2'], 2)} p={_fmt(srm['p_value'])}"
           f"{'  MISMATCH: the split is broken, do not trust the results' if srm['mismatch'] else ' (ok)'}")
-    print(f"winner: {report['winner'] or 'none yet (no significant difference)'}"
+    print(f"winner on conversion: {report['winner'] or 'none yet (no significant difference)'}"
           f"; leader {report['leader']}, uplift {_fmt(report['uplift'])}, p={_fmt(report['p_value'])}")
+    print(f"unattributed feedback (no impression with its request_id): {report.get('unattributed', 0)}"
+          + (f" ({', '.join(f'{k} {n}' for k, n in report['unattributed_by_kind'].items())})"
+             if report.get("unattributed") else ""))
     if args.plot:
         print(f"plot: {report['plot']}")
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .logs import configure_logging
@@ -77,13 +78,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a command whose reader went away
+
+
 def main(argv: list[str] | None = None) -> int:
+    try:
+        try:
+            return _run(argv)
+        finally:
+            if sys.stdout is not None:
+                sys.stdout.flush()  # here, where a closed stdout is caught, rather than at exit
+    except BrokenPipeError:
+        # The reader of stdout went away (`edgerec ... | head`): stop quietly, as a command killed by SIGPIPE would.
+        # What is still buffered goes to /dev/null, so that flushing at exit does not fail (and print) again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
+
+
+def _run(argv: list[str] | None) -> int:
     from .admin import AdminError
     from .settings import SettingError
 
     configure_logging()
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         return int(args.func(args) or 0)
     except SettingError as exc:  # both services' ConfigError, and secrets or TLS files that cannot be read
         print(f"edgerec: configuration error: {exc}", file=sys.stderr)

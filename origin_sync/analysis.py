@@ -1,10 +1,11 @@
 """An experiment's report from per-variant counts: rates with 95% confidence intervals, two-proportion z-tests
-against the control, revenue per impression, and a chi-square sample-ratio-mismatch check."""
+against the control, revenue per impression per currency (never summed across currencies) with Welch tests, and a
+chi-square sample-ratio-mismatch check."""
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 Z95 = 1.959963984540054
 SRM_ALPHA = 0.001  # a sample ratio this unlikely means the split itself is broken: do not trust the results
@@ -78,7 +79,9 @@ def mean_ci(total: float, total_sq: float, n: int) -> dict[str, float | None]:
     if n == 0:
         return {"mean": None, "ci_low": None, "ci_high": None}
     mean = total / n
-    variance = max(0.0, total_sq / n - mean * mean) * (n / (n - 1) if n > 1 else 0.0)
+    if n == 1:  # one impression says nothing about the spread: no interval (rather than a zero-width one)
+        return {"mean": mean, "ci_low": None, "ci_high": None}
+    variance = max(0.0, total_sq / n - mean * mean) * n / (n - 1)
     half = Z95 * math.sqrt(variance / n)
     return {"mean": mean, "ci_low": mean - half, "ci_high": mean + half}
 
@@ -94,47 +97,142 @@ def sample_ratio_check(observed: list[int], weights: list[float]) -> dict[str, A
     return {"chi2": chi2, "p_value": p_value, "mismatch": p_value < SRM_ALPHA}
 
 
-def build_report(experiment: dict[str, Any], counts: list[dict[str, Any]], alpha: float = 0.05) -> dict[str, Any]:
-    """The report of one experiment: per variant (the control first) its rates and their tests against the
-    control; the winner on conversion when its difference is significant and the split is sound."""
-    by_name = {c["variant"]: c for c in counts}
-    variants: dict[str, Any] = {}
+def two_mean_z(total1: float, sq1: float, n1: int, total2: float, sq2: float, n2: int) -> dict[str, float | None]:
+    """Welch's test of variant (2) against control (1) on a mean per impression (revenue), in its large-sample
+    normal form (as the intervals of mean_ci); two-sided p-value."""
+    if n1 < 2 or n2 < 2:
+        return {"z": None, "p_value": None}
+    m1, m2 = total1 / n1, total2 / n2
+    var1 = max(0.0, sq1 / n1 - m1 * m1) * n1 / (n1 - 1)
+    var2 = max(0.0, sq2 / n2 - m2 * m2) * n2 / (n2 - 1)
+    se = math.sqrt(var1 / n1 + var2 / n2)
+    if se == 0:
+        return {"z": 0.0, "p_value": 1.0} if m1 == m2 else {"z": None, "p_value": None}
+    z = (m2 - m1) / se
+    return {"z": z, "p_value": 2 * normal_sf(abs(z))}
+
+
+NO_CURRENCY = "unknown"  # the currency key of purchases sent without one
+
+
+def _revenue_by_currency(counts: dict[str, Any]) -> tuple[dict[str, dict[str, dict[str, float]]],
+                                                           dict[str, set[str]]]:
+    """{currency: {variant: {purchases, revenue, revenue_sq}}} and {currency: regions whose impressions led to a
+    purchase in it}."""
+    revenue: dict[str, dict[str, dict[str, float]]] = {}
+    regions: dict[str, set[str]] = {}
+    for row in counts.get("revenue", ()):
+        currency = row.get("currency") or NO_CURRENCY
+        cell = revenue.setdefault(currency, {}).setdefault(row["variant"], {"purchases": 0, "revenue": 0.0,
+                                                                             "revenue_sq": 0.0})
+        cell["purchases"] += int(row.get("purchases", 0))
+        cell["revenue"] += float(row.get("revenue") or 0.0)
+        cell["revenue_sq"] += float(row.get("revenue_sq") or 0.0)
+        regions.setdefault(currency, set()).add(row["region"])
+    return revenue, regions
+
+
+def _leader(variants: dict[str, Any], control: str, value: Callable[[str], float | None],
+            p_value_vs_control: Callable[[str], float | None]) -> tuple[str, float | None]:
+    """The variant with the highest value, and the p-value that decides whether its lead is real: against the
+    control, or, when the control leads, of the best challenger against it."""
+    best = max(variants, key=lambda v: value(v) or 0.0)
+    if best != control:
+        return best, p_value_vs_control(best)
+    challenger = max((v for v in variants if v != control), key=lambda v: value(v) or 0.0)
+    return best, p_value_vs_control(challenger)
+
+
+def build_report(experiment: dict[str, Any], counts: dict[str, Any], alpha: float = 0.05) -> dict[str, Any]:
+    """The report of one experiment from its sink's counts (EventSink.experiment_counts): per variant (the control
+    first) its rates and their tests against the control; the winner on conversion when its difference is
+    significant and the split is sound.
+
+    Revenue is never summed across currencies: per currency, revenue per impression (with its 95% interval) is
+    that currency's revenue over the variant's impressions in the regions where purchases were made in it, and it
+    is tested against the control per currency (Welch), with its own leader and winner."""
     control = experiment["variants"][0]["name"]
-    c0 = by_name.get(control, {})
+    totals: dict[str, dict[str, int]] = {}
+    by_region: dict[str, dict[str, int]] = {}
+    for row in counts.get("variants", ()):
+        t = totals.setdefault(row["variant"], {"impressions": 0, "clicked": 0, "carted": 0, "converted": 0})
+        for key in t:
+            t[key] += int(row.get(key, 0))
+        region_counts = by_region.setdefault(row["variant"], {})
+        region_counts[row["region"]] = region_counts.get(row["region"], 0) + int(row.get("impressions", 0))
+    revenue, currency_regions = _revenue_by_currency(counts)
+    currencies = sorted(revenue)
+
+    def base(variant: str, currency: str) -> int:
+        return sum(by_region.get(variant, {}).get(r, 0) for r in currency_regions[currency])
+
+    def cell(currency: str, variant: str) -> dict[str, float]:
+        return revenue[currency].get(variant, {"purchases": 0, "revenue": 0.0, "revenue_sq": 0.0})
+
+    variants: dict[str, Any] = {}
+    c0 = totals.get(control, {})
     for variant in experiment["variants"]:
-        c = by_name.get(variant["name"], {})
+        name = variant["name"]
+        c = totals.get(name, {})
         n = int(c.get("impressions", 0))
         entry: dict[str, Any] = {
             "weight": variant["weight"], "model": variant.get("model"), "impressions": n,
             "clicks": int(c.get("clicked", 0)), "add_to_carts": int(c.get("carted", 0)),
-            "conversions": int(c.get("converted", 0)), "revenue": float(c.get("revenue", 0.0)),
+            "conversions": int(c.get("converted", 0)),
             "ctr": proportion(int(c.get("clicked", 0)), n),
             "conversion": proportion(int(c.get("converted", 0)), n),
-            "revenue_per_impression": mean_ci(float(c.get("revenue", 0.0)), float(c.get("revenue_sq", 0.0)), n),
+            # Per currency, never one sum across currencies.
+            "revenue": {cur: cell(cur, name)["revenue"] for cur in currencies},
+            "revenue_per_impression": {
+                cur: {**mean_ci(cell(cur, name)["revenue"], cell(cur, name)["revenue_sq"], base(name, cur)),
+                      "impressions": base(name, cur), "purchases": int(cell(cur, name)["purchases"])}
+                for cur in currencies},
         }
-        if variant["name"] != control:
+        if name != control:
             n0 = int(c0.get("impressions", 0))
             entry["vs_control"] = {
                 "ctr": two_proportion_z(int(c0.get("clicked", 0)), n0, int(c.get("clicked", 0)), n),
                 "conversion": two_proportion_z(int(c0.get("converted", 0)), n0, int(c.get("converted", 0)), n),
             }
-            base, rate = entry_rate(c0, "converted"), entry_rate(c, "converted")
-            entry["vs_control"]["conversion_uplift"] = (rate / base - 1) if base and rate is not None else None
-        variants[variant["name"]] = entry
+            base_rate, rate = entry_rate(c0, "converted"), entry_rate(c, "converted")
+            entry["vs_control"]["conversion_uplift"] = (rate / base_rate - 1) if base_rate and rate is not None \
+                else None
+            by_currency = {}
+            for cur in currencies:
+                mine, theirs = entry["revenue_per_impression"][cur], cell(cur, control)
+                test = two_mean_z(theirs["revenue"], theirs["revenue_sq"], base(control, cur),
+                                  cell(cur, name)["revenue"], cell(cur, name)["revenue_sq"], base(name, cur))
+                control_mean = theirs["revenue"] / base(control, cur) if base(control, cur) else None
+                test["uplift"] = (mine["mean"] / control_mean - 1) if control_mean and mine["mean"] is not None \
+                    else None
+                by_currency[cur] = test
+            entry["vs_control"]["revenue_per_impression"] = by_currency
+        variants[name] = entry
     srm = sample_ratio_check([variants[v["name"]]["impressions"] for v in experiment["variants"]],
                              [v["weight"] for v in experiment["variants"]])
-    best = max(variants, key=lambda v: variants[v]["conversion"]["rate"] or 0.0)
-    if best != control:
-        test = variants[best]["vs_control"]
-        p_value, uplift = test["conversion"]["p_value"], test["conversion_uplift"]
-    else:  # the control leads: is it significantly better than the best challenger?
-        challenger = max((v for v in variants if v != control),
-                         key=lambda v: variants[v]["conversion"]["rate"] or 0.0)
-        p_value, uplift = variants[challenger]["vs_control"]["conversion"]["p_value"], 0.0
+
+    best, p_value = _leader(variants, control, lambda v: variants[v]["conversion"]["rate"],
+                            lambda v: variants[v]["vs_control"]["conversion"]["p_value"])
+    uplift = variants[best]["vs_control"]["conversion_uplift"] if best != control else 0.0
     significant = p_value is not None and p_value < alpha and not srm["mismatch"]
+
+    revenue_tests: dict[str, Any] = {}
+    for cur in currencies:
+        leader, p = _leader(variants, control,
+                            lambda v, cur=cur: variants[v]["revenue_per_impression"][cur]["mean"],
+                            lambda v, cur=cur: variants[v]["vs_control"]["revenue_per_impression"][cur]["p_value"])
+        sound = p is not None and p < alpha and not srm["mismatch"]
+        revenue_tests[cur] = {
+            "regions": sorted(currency_regions[cur]), "leader": leader, "winner": leader if sound else None,
+            "significant": sound, "p_value": p,
+            "uplift": variants[leader]["vs_control"]["revenue_per_impression"][cur]["uplift"]
+            if leader != control else 0.0}
+    unattributed = {k: int(v) for k, v in sorted((counts.get("unattributed") or {}).items())}
     return {"experiment": experiment["id"], "control": control, "variants": variants, "sample_ratio": srm,
             "winner": best if significant else None, "leader": best, "significant": significant,
-            "uplift": uplift, "p_value": p_value, "alpha": alpha}
+            "uplift": uplift, "p_value": p_value, "alpha": alpha, "currencies": currencies,
+            "revenue_by_currency": revenue_tests, "unattributed": sum(unattributed.values()),
+            "unattributed_by_kind": unattributed}
 
 
 def entry_rate(counts: dict[str, Any], key: str) -> float | None:
@@ -142,25 +240,76 @@ def entry_rate(counts: dict[str, Any], key: str) -> float | None:
     return int(counts.get(key, 0)) / n if n else None
 
 
-def plot_report(report: dict[str, Any], path: str) -> str:
-    """A PNG: CTR, conversion and revenue per impression per variant with their 95% intervals."""
+def _p(value: float | None) -> str:
+    if value is None:
+        return "p=-"
+    return f"p={value:.4f}" if value >= 1e-4 else f"p={value:.1e}"
+
+
+def plot_title(report: dict[str, Any]) -> str:
+    """The figure's title: the winner on conversion, or that there is none (and why, when the split is broken)."""
+    head = f"experiment {report['experiment']}: "
+    if report["winner"] is not None:
+        return head + f"winner {report['winner']} on conversion ({_p(report['p_value'])})"
+    if report["sample_ratio"]["mismatch"]:
+        return head + "no significant winner: sample ratio mismatch, the split is broken"
+    return head + f"no significant winner on conversion (leader {report['leader']}, {_p(report['p_value'])})"
+
+
+VARIANT_COLOURS = ("#888888", "#3b7dd8", "#e07b39", "#3aa655", "#c9463d", "#8a5cc2", "#b8912f", "#2fa7b8",
+                   "#d45fa0", "#5f6f7f")
+
+
+def report_figure(report: dict[str, Any]) -> Any:
+    """The report as a matplotlib figure: CTR, conversion, and revenue per impression in each currency (one panel
+    per currency), per variant with their 95% intervals; the variants' legend below the panels, off the bars."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
     names = list(report["variants"])
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.8))
-    for ax, (key, label, field) in zip(axes, [("ctr", "CTR", "rate"), ("conversion", "conversion", "rate"),
-                                               ("revenue_per_impression", "revenue / impression", "mean")]):
-        values = [report["variants"][n][key][field] or 0.0 for n in names]
-        lows = [v - (report["variants"][n][key]["ci_low"] or 0.0) for v, n in zip(values, names)]
-        highs = [(report["variants"][n][key]["ci_high"] or 0.0) - v for v, n in zip(values, names)]
-        ax.bar(names, values, yerr=[lows, highs], capsize=6, color=["#888888"] + ["#3b7dd8"] * (len(names) - 1))
-        ax.set_title(f"{label} (95% CI)")
-    fig.suptitle(f"experiment {report['experiment']}: winner {report['winner']} "
-                 f"(p={report['p_value'] if report['p_value'] is None else round(report['p_value'], 4)})")
-    fig.tight_layout()
+    colours = [VARIANT_COLOURS[i % len(VARIANT_COLOURS)] for i in range(len(names))]
+    panels: list[tuple[str, Callable[[str], dict[str, Any]], str]] = [
+        ("CTR (95% CI)", lambda n: report["variants"][n]["ctr"], "rate"),
+        ("conversion (95% CI)", lambda n: report["variants"][n]["conversion"], "rate")]
+    for cur in report.get("currencies", ()):
+        panels.append((f"revenue / impression, {cur} (95% CI)",
+                       lambda n, cur=cur: report["variants"][n]["revenue_per_impression"][cur], "mean"))
+    currencies = list(report.get("currencies", ()))
+    fig, axes = plt.subplots(1, len(panels) + (0 if currencies else 1), figsize=(4 * max(3, len(panels)), 4.2),
+                             squeeze=False)
+    if not currencies:
+        empty = axes[0][-1]
+        empty.set_title("revenue / impression", fontsize=10)
+        empty.text(0.5, 0.5, "no purchases yet", transform=empty.transAxes, ha="center", va="center",
+                   color="#555555")
+        empty.set_xticks([])
+        empty.set_yticks([])
+    for ax, (title, stat, field) in zip(axes[0], panels):
+        values = [stat(n)[field] or 0.0 for n in names]
+        # No interval (too few impressions): no error bar, rather than a misleading one.
+        lows = [v - stat(n)["ci_low"] if stat(n)["ci_low"] is not None else 0.0 for v, n in zip(values, names)]
+        highs = [stat(n)["ci_high"] - v if stat(n)["ci_high"] is not None else 0.0 for v, n in zip(values, names)]
+        ax.bar(range(len(names)), values, yerr=[lows, highs], capsize=6, color=colours)
+        ax.set_xticks(range(len(names)), names)
+        ax.set_title(title, fontsize=10)
+    fig.suptitle(plot_title(report))
+    fig.legend(handles=[Patch(color=c, label=f"{n} (control)" if n == report["control"] and "control" not in n
+                              else n)
+                        for n, c in zip(names, colours)],
+               loc="lower center", ncol=min(len(names), 5), frameon=False, bbox_to_anchor=(0.5, 0.0))
+    rows = (len(names) + 4) // 5
+    fig.tight_layout(rect=(0, 0.06 * rows + 0.02, 1, 0.95))
+    return fig
+
+
+def plot_report(report: dict[str, Any], path: str) -> str:
+    """A PNG of report_figure."""
+    import matplotlib.pyplot as plt
+
+    fig = report_figure(report)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

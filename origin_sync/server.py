@@ -55,7 +55,7 @@ from .protocol import (
 from .analysis import build_report
 from .events import InvalidEvents, decode_batch
 from .experiments import ExperimentOverlap, InvalidExperiment, validate_experiment
-from .sinks import EventSink, open_sink
+from .sinks import EventSink, open_sink, unattributed_feedback, unresolved_request_ids
 from .store import AheadOfOrigin, ChangeLogStore, Compacted, NotFound, open_store
 
 log = logging.getLogger("edgerec.origin")
@@ -65,6 +65,7 @@ MAX_MODEL_BYTES = 256 * 1024 * 1024
 # A long-poll re-reads the head at least this often, so that writes by another process on a database without
 # notifications (SQLite) or a lost notification still wake it.
 RECHECK_S = 1.0
+READY_TIMEOUT_S = 2.0  # /readyz answers 503 when the store takes longer than this to answer
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 STORE = web.AppKey("store", ChangeLogStore)
@@ -76,6 +77,7 @@ LIMITS = web.AppKey("limits", dict)
 METRICS = web.AppKey("metrics", "OriginMetrics")
 KEYRING = web.AppKey("keyring", KeyRing)
 CREDENTIALS = web.AppKey("credentials", "CredentialReloader")
+READY_STATE = web.AppKey("ready_state", dict)  # {"reason": why /readyz last answered 503, or None}
 MAX_AUDIT_PATH = 512
 ALL = "*"  # the regions a fleet-wide sync token may sync
 # How often the files holding tokens are checked for a change (a rotation); SIGHUP reloads at once.
@@ -257,6 +259,10 @@ class OriginMetrics:
         self.audit_failures = Counter("edgerec_origin_audit_write_failures_total",
                                       "Audit entries that could not be stored (the log line was still written)",
                                       registry=self.registry)
+        self.unattributed_events = Counter("edgerec_origin_events_unattributed_total",
+                                           "Feedback events (click, add_to_cart, purchase) stored with a request_id "
+                                           "that no impression stored so far carries, by kind", ["kind"],
+                                           registry=self.registry)
 
     def render(self) -> bytes:
         from prometheus_client import generate_latest
@@ -462,11 +468,17 @@ async def publish_model(request: web.Request) -> web.Response:
 
 
 async def activate_model(request: web.Request) -> web.Response:
+    """Activate a published model (roll back). The model already active is a no-op: no change is appended, the data
+    version stays, and the answer says so (`changed: false`), so no edge rebuilds for nothing."""
+    model_version = request.match_info["model_version"]
     try:
-        version = await request.app[STORE].activate_model(request.match_info["model_version"])
+        version, changed = await request.app[STORE].activate_model(model_version)
     except NotFound as exc:
         return error(404, "not_found", str(exc))
-    return json_response({"model_version": request.match_info["model_version"], "data_version": version})
+    answer: dict[str, Any] = {"model_version": model_version, "data_version": version, "changed": changed}
+    if not changed:
+        answer["message"] = f"model {model_version} is already active; nothing changed"
+    return json_response(answer)
 
 
 async def list_models(request: web.Request) -> web.Response:
@@ -545,16 +557,25 @@ async def compact(request: web.Request) -> web.Response:
     return json_response({"compaction_floor": floor})
 
 
+def _without_manifests(experiment: dict[str, Any]) -> dict[str, Any]:
+    """The experiment with each variant's model ref cut to the model's version and sha256: the manifest (the item
+    list and training report, about 150 KB a model) says nothing about the experiment."""
+    return {**experiment, "variants": [
+        {**v, "model_ref": {"version": v["model_ref"]["version"], "sha256": v["model_ref"]["sha256"]}}
+        if v.get("model_ref") else v for v in experiment["variants"]]}
+
+
 async def experiment_report(request: web.Request) -> web.Response:
-    """Per variant: impressions, CTR, conversion, revenue per impression (95% CIs), z-tests, sample-ratio check."""
+    """Per variant: impressions, CTR, conversion, revenue per impression per currency (95% CIs), z-tests,
+    sample-ratio check, and the feedback in the experiment's scope that matches no impression (`unattributed`)."""
     try:
         experiment = await request.app[STORE].experiment(request.match_info["experiment_id"])
-        counts = await request.app[SINK].experiment_counts(experiment["id"])
+        counts = await request.app[SINK].experiment_counts(experiment)
     except NotFound as exc:
         return error(404, "not_found", str(exc))
     except NotImplementedError as exc:
         return error(409, "no_queryable_sink", str(exc))
-    return json_response({**build_report(experiment, counts), "definition": experiment})
+    return json_response({**build_report(experiment, counts), "definition": _without_manifests(experiment)})
 
 
 async def erase_events(request: web.Request) -> web.Response:
@@ -668,7 +689,29 @@ async def ingest_events(request: web.Request) -> web.Response:
                      f"this edge token may not send events of {','.join(sorted(set(regions) - scope))}")
     # Scoped by the regions, so that one region's token can never shadow another region's batch.
     fresh = await request.app[SINK].write_batch(f"{','.join(sorted(regions))}/{batch_id}", events)
+    if fresh:
+        await _count_unattributed(request.app, events)
     return json_response({"batch_id": batch_id, "events": len(events), "duplicate": not fresh})
+
+
+async def _count_unattributed(app: web.Application, events: list[dict[str, Any]]) -> None:
+    """Count the feedback of a stored batch whose request_id no impression carries, neither in the batch nor stored
+    before it (one indexed look-up per batch, for the ids the batch itself does not explain). An edge spools an
+    impression before its answer leaves, so feedback through the same worker always arrives after it; feedback that
+    reached another worker or replica may arrive before its impression and is counted too. The report's
+    `unattributed` is computed when it is read, so it is exact for the events stored by then."""
+    unresolved = unresolved_request_ids(events)
+    if not unresolved:
+        return
+    try:
+        known = await app[SINK].stored_impressions(unresolved)
+    except NotImplementedError:  # no SQL sink (NATS only): nothing to look impressions up in
+        return
+    except Exception:  # noqa: BLE001 - the batch is stored and acknowledged; only the count is missing
+        log.exception("could not look up the impressions of an event batch; its unattributed feedback is not counted")
+        return
+    for kind, n in unattributed_feedback(events, known).items():
+        app[METRICS].unattributed_events.labels(kind).inc(n)
 
 
 _BLOB_SIGNATURES: dict[tuple[str, str], str] = {}
@@ -697,6 +740,34 @@ async def blob(request: web.Request) -> web.StreamResponse:
 
 async def healthz(request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready (200) when the store answers a cheap query (its head) within READY_TIMEOUT_S and a signing key is
+    loaded; else 503 `{"ready": false, "reason": ...}`. No auth, like /healthz, so the reason names the failure's
+    kind only; the origin's log has its details (once per change to not ready, not on every probe)."""
+    reason, detail = None, None
+    try:
+        signer = request.app[KEYRING].signer
+    except Exception as exc:  # noqa: BLE001 - e.g. a key set whose active key this origin does not hold
+        reason, detail = "no signing key loaded", f"{type(exc).__name__}: {exc}"
+    else:
+        try:
+            head = await asyncio.wait_for(request.app[STORE].head(), READY_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            reason = detail = f"store: no answer within {READY_TIMEOUT_S:g} s"
+        except Exception as exc:  # noqa: BLE001 - whatever the database says, the origin cannot serve without it
+            reason, detail = f"store: {type(exc).__name__}", f"{type(exc).__name__}: {exc}"
+    state = request.app[READY_STATE]
+    if reason != state.get("reason"):
+        if reason is None:
+            log.info("origin ready again")
+        else:
+            log.warning("origin not ready: %s", detail)
+        state["reason"] = reason
+    if reason is not None:
+        return json_response({"ready": False, "reason": reason}, 503)
+    return json_response({"ready": True, "data_version": head.version, "key_id": signer.key_id})
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:
@@ -741,6 +812,7 @@ def build_app(config: OriginConfig, store: ChangeLogStore | None = None,
     app[LIMITS] = {"admin": make_limiter(config.admin_rate_limit_rps, config.admin_rate_limit_burst),
                    "sync": make_limiter(config.sync_rate_limit_rps, config.sync_rate_limit_burst)}
     app[SINK] = sink or open_sink(config.event_sinks, config.dsn, config.events_db, config.nats_url)
+    app[READY_STATE] = {"reason": None}
 
     async def lifecycle(app: web.Application) -> Any:
         app[CHANGES] = ChangeSignal()
@@ -765,6 +837,7 @@ def build_app(config: OriginConfig, store: ChangeLogStore | None = None,
     app.cleanup_ctx.append(app[CREDENTIALS].watching)
     app.on_shutdown.append(on_shutdown)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint)
     app.router.add_get("/v1/admin/audit", read_audit)
     app.router.add_get("/v1/admin/status", status)

@@ -19,7 +19,7 @@ from typing import Any, Callable, TypeVar
 
 import orjson
 
-from .events import KINDS
+from .events import FEEDBACK_KINDS, KIND_IMPRESSION, KINDS
 
 T = TypeVar("T")
 _COLUMNS = ("id", "kind", "ts", "region", "request_id", "shopper", "experiment", "variant", "offer_ids", "value",
@@ -52,33 +52,96 @@ class EventSink(abc.ABC):
     async def purge_before(self, ts: float) -> int:
         return 0
 
-    async def experiment_counts(self, experiment_id: str) -> list[dict[str, Any]]:
+    async def experiment_counts(self, experiment: dict[str, Any]) -> dict[str, Any]:
+        """What an experiment's report is computed from (see analysis.build_report): {"variants": rows of
+        _COUNTS_KEYS, "revenue": rows of _REVENUE_KEYS, "unattributed": {kind: feedback events in the experiment's
+        scope whose request_id matches no stored impression}}."""
         raise NotImplementedError(f"the {self.name} sink cannot answer reports")
+
+    async def stored_impressions(self, request_ids: list[str]) -> set[str]:
+        """Those of `request_ids` that some stored impression carries."""
+        raise NotImplementedError(f"the {self.name} sink cannot look events up")
 
     async def count(self) -> int:
         raise NotImplementedError
 
 
-# Per impression (unit of analysis): did it lead to a click, a cart, a purchase, and what revenue. Feedback is
-# attributed to the impression through its request_id, so the variant is the one the edge served.
-_REPORT_SQL = """
+# Per impression (unit of analysis): did it lead to a click, a cart, a purchase. Feedback is attributed to the
+# impression through its request_id, so the variant is the one the edge served. Grouped by region as well, so that
+# revenue in a currency can be set against the impressions of the regions that pay in it.
+_COUNTS_SQL = """
 WITH imp AS (
-    SELECT request_id, variant FROM events WHERE kind = 'impression' AND experiment = {p1}
+    SELECT request_id, variant, region FROM events WHERE kind = 'impression' AND experiment = {p1}
 ), act AS (
     SELECT request_id,
            MAX(CASE WHEN kind = 'click' OR kind = 'purchase' THEN 1 ELSE 0 END) AS clicked,
            MAX(CASE WHEN kind = 'add_to_cart' THEN 1 ELSE 0 END) AS carted,
-           MAX(CASE WHEN kind = 'purchase' THEN 1 ELSE 0 END) AS purchased,
-           SUM(CASE WHEN kind = 'purchase' THEN value ELSE 0 END) AS revenue
+           MAX(CASE WHEN kind = 'purchase' THEN 1 ELSE 0 END) AS purchased
     FROM events WHERE kind <> 'impression' AND request_id IN (SELECT request_id FROM imp)
     GROUP BY request_id
 )
-SELECT imp.variant, COUNT(*), COALESCE(SUM(act.clicked), 0), COALESCE(SUM(act.carted), 0),
-       COALESCE(SUM(act.purchased), 0), COALESCE(SUM(act.revenue), 0), COALESCE(SUM(act.revenue * act.revenue), 0)
+SELECT imp.variant, imp.region, COUNT(*), COALESCE(SUM(act.clicked), 0), COALESCE(SUM(act.carted), 0),
+       COALESCE(SUM(act.purchased), 0)
 FROM imp LEFT JOIN act ON act.request_id = imp.request_id
-GROUP BY imp.variant ORDER BY imp.variant
+GROUP BY imp.variant, imp.region ORDER BY imp.variant, imp.region
 """
-_REPORT_KEYS = ("variant", "impressions", "clicked", "carted", "converted", "revenue", "revenue_sq")
+_COUNTS_KEYS = ("variant", "region", "impressions", "clicked", "carted", "converted")
+# Revenue per currency, never summed across currencies: per impression and currency the value of its purchases,
+# then per (variant, region, currency) how many impressions had one, their revenue and its sum of squares.
+# A purchase without a currency keeps NULL (the report names it apart).
+_REVENUE_SQL = """
+WITH imp AS (
+    SELECT request_id, variant, region FROM events WHERE kind = 'impression' AND experiment = {p1}
+), rev AS (
+    SELECT request_id, COALESCE(currency, '') AS currency, COALESCE(SUM(value), 0) AS revenue
+    FROM events WHERE kind = 'purchase' AND request_id IN (SELECT request_id FROM imp)
+    GROUP BY request_id, COALESCE(currency, '')
+)
+SELECT imp.variant, imp.region, NULLIF(rev.currency, ''), COUNT(*), SUM(rev.revenue), SUM(rev.revenue * rev.revenue)
+FROM imp JOIN rev ON rev.request_id = imp.request_id
+GROUP BY imp.variant, imp.region, rev.currency ORDER BY imp.variant, imp.region, rev.currency
+"""
+_REVENUE_KEYS = ("variant", "region", "currency", "purchases", "revenue", "revenue_sq")
+_FEEDBACK_SQL = ", ".join(f"'{k}'" for k in FEEDBACK_KINDS)
+
+
+def _unattributed_sql(experiment: dict[str, Any], placeholder: Callable[[int], str]) -> tuple[str, list[Any]]:
+    """Feedback events within an experiment's scope (its regions, every region when it names none, and its time
+    window) whose request_id matches no stored impression at all, per kind. Experiments never overlap in region and
+    time, so each such event falls in at most one experiment's report."""
+    where, args = [f"f.kind IN ({_FEEDBACK_SQL})"], []
+    for clause, value in (("f.ts >= {}", experiment.get("start")), ("f.ts < {}", experiment.get("end"))):
+        if value is not None:
+            args.append(float(value))
+            where.append(clause.format(placeholder(len(args))))
+    regions = list(experiment.get("regions") or ())
+    if regions:
+        marks = []
+        for region in regions:
+            args.append(region)
+            marks.append(placeholder(len(args)))
+        where.append(f"f.region IN ({', '.join(marks)})")
+    sql = (f"SELECT f.kind, COUNT(*) FROM events f WHERE {' AND '.join(where)} AND NOT EXISTS "  # nosec B608 - constant clauses, values bound
+           "(SELECT 1 FROM events i WHERE i.request_id = f.request_id AND i.kind = 'impression') GROUP BY f.kind")
+    return sql, args
+
+
+def unattributed_feedback(events: list[dict[str, Any]], known: set[str]) -> dict[str, int]:
+    """Per kind, the feedback events of a batch whose request_id is neither an impression of the batch nor in
+    `known` (the request ids of stored impressions)."""
+    seen = known | {e["request_id"] for e in events if e["kind"] == KIND_IMPRESSION}
+    counts: dict[str, int] = {}
+    for event in events:
+        if event["kind"] in FEEDBACK_KINDS and event["request_id"] not in seen:
+            counts[event["kind"]] = counts.get(event["kind"], 0) + 1
+    return counts
+
+
+def unresolved_request_ids(events: list[dict[str, Any]]) -> list[str]:
+    """The request ids of a batch's feedback that the batch's own impressions do not explain."""
+    own = {e["request_id"] for e in events if e["kind"] == KIND_IMPRESSION}
+    return sorted({e["request_id"] for e in events if e["kind"] in FEEDBACK_KINDS and e["request_id"] not in own})
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS event_batches (
@@ -161,9 +224,33 @@ class SQLiteEventSink(EventSink):
             return self._db.execute("DELETE FROM events WHERE ts < ?", (ts,)).rowcount
         return await self._run(purge)
 
-    async def experiment_counts(self, experiment_id: str) -> list[dict[str, Any]]:
-        rows = await self._run(lambda: self._db.execute(_REPORT_SQL.format(p1="?"), (experiment_id,)).fetchall())
-        return [dict(zip(_REPORT_KEYS, r)) for r in rows]
+    async def experiment_counts(self, experiment: dict[str, Any]) -> dict[str, Any]:
+        unattributed_sql, unattributed_args = _unattributed_sql(experiment, lambda _: "?")
+
+        def query() -> dict[str, Any]:
+            # One read transaction, so that the three figures describe the same events.
+            self._db.execute("BEGIN")
+            try:
+                counts = self._db.execute(_COUNTS_SQL.format(p1="?"), (experiment["id"],)).fetchall()
+                revenue = self._db.execute(_REVENUE_SQL.format(p1="?"), (experiment["id"],)).fetchall()
+                unattributed = self._db.execute(unattributed_sql, unattributed_args).fetchall()
+            finally:
+                self._db.execute("COMMIT")
+            return {"variants": [dict(zip(_COUNTS_KEYS, r)) for r in counts],
+                    "revenue": [dict(zip(_REVENUE_KEYS, r)) for r in revenue],
+                    "unattributed": {kind: int(n) for kind, n in unattributed}}
+        return await self._run(query)
+
+    async def stored_impressions(self, request_ids: list[str]) -> set[str]:
+        def query() -> set[str]:
+            found: set[str] = set()
+            for start in range(0, len(request_ids), 500):  # under SQLite's limit of bound parameters
+                chunk = request_ids[start:start + 500]
+                found.update(r for (r,) in self._db.execute(
+                    f"SELECT DISTINCT request_id FROM events WHERE kind = 'impression' AND request_id IN "  # nosec B608 - placeholders only
+                    f"({', '.join('?' * len(chunk))})", chunk))
+            return found
+        return await self._run(query) if request_ids else set()
 
     async def count(self) -> int:
         return await self._run(lambda: self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
@@ -214,9 +301,22 @@ class PostgresEventSink(EventSink):
             result = await conn.execute("DELETE FROM events WHERE ts < $1", ts)
         return int(result.split()[-1])
 
-    async def experiment_counts(self, experiment_id: str) -> list[dict[str, Any]]:
-        rows = await self._pool.fetch(_REPORT_SQL.format(p1="$1"), experiment_id)
-        return [dict(zip(_REPORT_KEYS, tuple(r))) for r in rows]
+    async def experiment_counts(self, experiment: dict[str, Any]) -> dict[str, Any]:
+        unattributed_sql, unattributed_args = _unattributed_sql(experiment, lambda i: f"${i}")
+        async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            counts = await conn.fetch(_COUNTS_SQL.format(p1="$1"), experiment["id"])
+            revenue = await conn.fetch(_REVENUE_SQL.format(p1="$1"), experiment["id"])
+            unattributed = await conn.fetch(unattributed_sql, *unattributed_args)
+        return {"variants": [dict(zip(_COUNTS_KEYS, tuple(r))) for r in counts],
+                "revenue": [dict(zip(_REVENUE_KEYS, tuple(r))) for r in revenue],
+                "unattributed": {r[0]: int(r[1]) for r in unattributed}}
+
+    async def stored_impressions(self, request_ids: list[str]) -> set[str]:
+        if not request_ids:
+            return set()
+        rows = await self._pool.fetch("SELECT DISTINCT request_id FROM events WHERE kind = 'impression' AND "
+                                      "request_id = ANY($1::text[])", request_ids)
+        return {r[0] for r in rows}
 
     async def count(self) -> int:
         return int(await self._pool.fetchval("SELECT COUNT(*) FROM events"))
@@ -305,8 +405,11 @@ class FanoutSink(EventSink):
     async def purge_before(self, ts: float) -> int:
         return await self._sql.purge_before(ts) if self._sql is not None else 0
 
-    async def experiment_counts(self, experiment_id: str) -> list[dict[str, Any]]:
-        return await self._queryable().experiment_counts(experiment_id)
+    async def experiment_counts(self, experiment: dict[str, Any]) -> dict[str, Any]:
+        return await self._queryable().experiment_counts(experiment)
+
+    async def stored_impressions(self, request_ids: list[str]) -> set[str]:
+        return await self._queryable().stored_impressions(request_ids)
 
     async def count(self) -> int:
         return await self._queryable().count()

@@ -118,7 +118,9 @@ class ChangeLogStore(abc.ABC):
     async def publish_model(self, manifest: dict[str, Any], onnx_bytes: bytes) -> int: ...
 
     @abc.abstractmethod
-    async def activate_model(self, model_version: str) -> int: ...
+    async def activate_model(self, model_version: str) -> tuple[int, bool]:
+        """Make a published model the active one: (data version, True) with the change appended, or (the current
+        data version, False) when it is active already: nothing is appended, so no edge rebuilds."""
 
     @abc.abstractmethod
     async def upsert_experiment(self, experiment: dict[str, Any]) -> int:
@@ -436,8 +438,17 @@ class SQLiteStore(ChangeLogStore):
             raise ValueError(f"manifest sha256 {manifest.get('sha256')!r} does not match the model bytes ({sha})")
         return await self._commit(self._publish, manifest, sha)
 
-    async def activate_model(self, model_version: str) -> int:
-        return await self._commit(self._activate, model_version)
+    def _activate_unless_active(self, model_version: str) -> tuple[int, bool]:
+        active = self._db.execute("SELECT value FROM meta WHERE key = 'active_model'").fetchone()
+        if active is not None and active[0] == model_version:
+            return self._head().version, False
+        return self._activate(model_version), True
+
+    async def activate_model(self, model_version: str) -> tuple[int, bool]:
+        version, changed = await self._run(self._write, self._activate_unless_active, model_version)
+        if changed:
+            self._changed()
+        return version, changed
 
     def _key_set(self) -> dict[str, Any] | None:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (KEY_SET_META,)).fetchone()
@@ -457,8 +468,9 @@ class SQLiteStore(ChangeLogStore):
         return await self._commit(self._update_key_set, update)
 
     def _upsert_experiment(self, experiment: dict[str, Any]) -> int:
-        check_no_overlap(experiment, self._experiments())  # in the write transaction: two PUTs cannot both pass
+        # The experiment itself first (an unknown model is NotFound), then its neighbours, as PostgresStore does.
         refs = {v["model"]: self._model_ref(v["model"]) for v in experiment["variants"] if v["model"]}
+        check_no_overlap(experiment, self._experiments())  # in the write transaction: two PUTs cannot both pass
         body = _with_model_refs(experiment, refs)
         old = self._db.execute("SELECT body FROM experiments WHERE id = ?", (body["id"],)).fetchone()
         update = digest.Update().replace(digest.experiment_element(unpack(old[0]) if old else None),
@@ -859,8 +871,13 @@ class PostgresStore(ChangeLogStore):
             return await self._activate(conn, manifest["version"])
         return await self._in_transaction(write)
 
-    async def activate_model(self, model_version: str) -> int:
-        return await self._in_transaction(self._activate, model_version)
+    async def activate_model(self, model_version: str) -> tuple[int, bool]:
+        async def write(conn: Any) -> tuple[int, bool]:
+            # Under the log_head row lock (_in_transaction): a concurrent activation commits before or after this.
+            if await conn.fetchval("SELECT value FROM meta WHERE key = 'active_model'") == model_version:
+                return int(await conn.fetchval("SELECT version FROM log_head WHERE id = 1")), False
+            return await self._activate(conn, model_version), True
+        return await self._in_transaction(write)
 
     async def key_set(self) -> dict[str, Any] | None:
         value = await self._pool.fetchval("SELECT value FROM meta WHERE key = $1", KEY_SET_META)

@@ -48,6 +48,26 @@ def test_report_has_the_keys_the_issue_asks_for(report_dir: Path) -> None:
     assert report["settings"]["regions"][0] == "GB" and len(report["settings"]["regions"]) == 2
 
 
+def test_revenue_is_per_currency_never_one_sum(report_dir: Path) -> None:
+    """GB pays in GBP, the other region in EUR: the report keeps them apart, per variant and in its tests."""
+    report = json.loads((report_dir / "report.json").read_text())
+    assert set(report["currencies"]) <= {"GBP", "EUR"} and "GBP" in report["currencies"]
+    assert report["revenue_by_currency"]["GBP"]["regions"] == ["GB"]
+    if "EUR" in report["currencies"]:
+        assert report["revenue_by_currency"]["EUR"]["regions"] == [report["settings"]["regions"][1]]
+    for name, v in report["variants"].items():
+        assert set(v["revenue"]) == set(v["revenue_per_impression"]) == set(report["currencies"]), name
+        for cur, (low, high) in v["revenue_per_impression_ci95"].items():
+            if low is not None:  # None: too few impressions in that currency's regions for an interval
+                assert low <= v["revenue_per_impression"][cur] <= high, (name, cur)
+    origin = report["origin_report"]
+    assert origin["variants"]["model"]["vs_control"]["revenue_per_impression"].keys() == set(report["currencies"])
+    assert report["unattributed"] == 0  # every simulated click and purchase follows an answer
+    assert all(f"revenue / impression, {cur}" in (report_dir / "report.md").read_text() for cur in report["currencies"])
+    assert "model_ref" not in json.dumps(origin["definition"]) or all(
+        set(v["model_ref"]) == {"version", "sha256"} for v in origin["definition"]["variants"] if v["model_ref"])
+
+
 def test_every_event_sent_reached_the_origin_exactly_once(report_dir: Path) -> None:
     report = json.loads((report_dir / "report.json").read_text())
     assert report["duplicates"] == 0 and report["lost"] == 0

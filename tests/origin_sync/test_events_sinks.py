@@ -13,7 +13,14 @@ import orjson
 import pytest
 
 from origin_sync.events import KINDS
-from origin_sync.sinks import FanoutSink, NatsEventSink, PostgresEventSink, SQLiteEventSink
+from origin_sync.sinks import (
+    FanoutSink,
+    NatsEventSink,
+    PostgresEventSink,
+    SQLiteEventSink,
+    unattributed_feedback,
+    unresolved_request_ids,
+)
 from tests.conftest import PG_DSN, PgSchema, needs_pg
 
 NATS_URL = os.environ.get("EDGEREC_TEST_NATS_URL", "nats://127.0.0.1:4222")
@@ -51,9 +58,12 @@ async def _exercise(sink) -> None:
         assert await sink.write_batch("GB/b1", batch) is True
         assert await sink.write_batch("GB/b1", batch) is False  # a retry: acknowledged, not stored again
         assert await sink.count() == len(batch)
-        counts = {c["variant"]: c for c in await sink.experiment_counts("e")}
-        assert counts["b"]["impressions"] == 20 and counts["b"]["converted"] == 10
-        assert counts["b"]["revenue"] == pytest.approx(100.0) and counts["a"]["converted"] == 0
+        report = await sink.experiment_counts({"id": "e", "regions": [], "start": None, "end": None})
+        counts = {c["variant"]: c for c in report["variants"]}
+        assert counts["b"]["impressions"] == 20 and counts["b"]["converted"] == 10 and counts["a"]["converted"] == 0
+        assert report["revenue"] == [{"variant": "b", "region": "GB", "currency": "GBP", "purchases": 10,
+                                      "revenue": pytest.approx(100.0), "revenue_sq": pytest.approx(1000.0)}]
+        assert report["unattributed"] == {}
         other = events(3, shopper="other")
         assert await sink.write_batch("GB/b2", other) is True
         assert await sink.erase("abc") == len(batch)
@@ -63,8 +73,73 @@ async def _exercise(sink) -> None:
         await sink.close()
 
 
+def event(kind: str, request_id: str, region: str = "GB", ts: float = 1000.0, **fields) -> dict:
+    return {"id": secrets.token_hex(6), "kind": kind, "ts": ts, "region": region, "request_id": request_id,
+            "shopper": None, "experiment": None, "variant": None, "offer_ids": ["x"], "value": None, "currency": None,
+            "model_version": None, "data_version": None, "slot": None, **fields}
+
+
+async def _report_counts(sink) -> None:
+    """Revenue per (variant, region, currency), never summed across currencies; feedback without an impression
+    counted in the scope (regions and window) of the experiment; impressions looked up by request id."""
+    await sink.open()
+    try:
+        batch = [event("impression", "gb-1", experiment="x", variant="a"),
+                 event("impression", "gb-2", experiment="x", variant="b"),
+                 event("impression", "de-1", region="DE", experiment="x", variant="b"),
+                 event("purchase", "gb-1", value=10.0, currency="GBP"),
+                 event("purchase", "gb-1", value=5.0, currency="GBP"),  # one impression, two purchases: 15
+                 event("purchase", "de-1", region="DE", value=20.0, currency="EUR"),
+                 event("purchase", "de-1", region="DE", value=2.0),  # no currency: kept apart
+                 event("click", "gb-2"),
+                 # Feedback no impression explains: in scope (GB or DE, inside the window) or not.
+                 event("click", "nowhere-1"), event("purchase", "nowhere-2", value=3.0, currency="GBP"),
+                 event("add_to_cart", "nowhere-3", region="DE"),
+                 event("click", "nowhere-4", region="FR"),  # another region
+                 event("click", "nowhere-5", ts=5000.0),  # after the end
+                 event("click", "nowhere-6", ts=10.0)]  # before the start
+        assert await sink.write_batch("GB,DE/b1", batch) is True
+        experiment = {"id": "x", "regions": ["DE", "GB"], "start": 100.0, "end": 2000.0}
+        counts = await sink.experiment_counts(experiment)
+        assert sorted((r["variant"], r["region"], r["impressions"], r["clicked"], r["converted"])
+                      for r in counts["variants"]) == [("a", "GB", 1, 1, 1), ("b", "DE", 1, 1, 1), ("b", "GB", 1, 1, 0)]
+        revenue = sorted(counts["revenue"], key=lambda r: (r["variant"], r["region"], r["currency"] or ""))
+        assert [(r["variant"], r["region"], r["currency"], r["purchases"], r["revenue"], r["revenue_sq"])
+                for r in revenue] == [("a", "GB", "GBP", 1, 15.0, 225.0), ("b", "DE", None, 1, 2.0, 4.0),
+                                      ("b", "DE", "EUR", 1, 20.0, 400.0)]
+        assert counts["unattributed"] == {"click": 1, "purchase": 1, "add_to_cart": 1}
+        everywhere = await sink.experiment_counts({"id": "x", "regions": [], "start": None, "end": None})
+        assert everywhere["unattributed"] == {"click": 4, "purchase": 1, "add_to_cart": 1}
+        assert await sink.stored_impressions(["gb-1", "nowhere-1", "de-1"]) == {"gb-1", "de-1"}
+        assert await sink.stored_impressions([f"r{i}" for i in range(1200)]) == set()  # over SQLite's bound limit
+        assert await sink.stored_impressions([]) == set()
+    finally:
+        await sink.close()
+
+
 def test_the_sqlite_sink_stores_each_batch_once_and_answers_reports_and_erasure(tmp_path):
     asyncio.run(_exercise(SQLiteEventSink(tmp_path / "events.db")))
+
+
+def test_the_sqlite_sink_reports_revenue_per_currency_and_unattributed_feedback(tmp_path):
+    asyncio.run(_report_counts(SQLiteEventSink(tmp_path / "events.db")))
+
+
+@needs_pg
+def test_the_postgresql_sink_reports_revenue_per_currency_and_unattributed_feedback():
+    schema = PgSchema()
+    schema.create()
+    try:
+        asyncio.run(_report_counts(PostgresEventSink(PG_DSN, schema.name)))
+    finally:
+        schema.drop()
+
+
+def test_a_batch_s_feedback_is_unattributed_only_without_an_impression_in_it_or_stored():
+    batch = [event("impression", "r1"), event("click", "r1"), event("click", "r2"), event("purchase", "r3"),
+             event("purchase", "r4"), event("add_to_cart", "r4")]
+    assert unresolved_request_ids(batch) == ["r2", "r3", "r4"]
+    assert unattributed_feedback(batch, known={"r3"}) == {"click": 1, "purchase": 1, "add_to_cart": 1}
 
 
 @needs_pg

@@ -9,7 +9,7 @@ import time
 import msgpack
 import pytest
 
-from edgerec.services import ensure_signing_keys, http_call, http_json
+from edgerec.services import ensure_signing_keys, free_port, http_call, http_json, origin_service
 from origin_sync.protocol import Verifier, open_envelope
 from tests.conftest import make_offer
 
@@ -142,14 +142,203 @@ def test_a_bundle_whose_bytes_do_not_match_its_manifest_is_refused(cluster, bund
     assert answer["models"] == []
 
 
-def test_a_published_model_can_be_rolled_back_to(cluster):
-    published = cluster.publish()
+def test_a_published_model_can_be_rolled_back_to_and_reactivating_the_active_one_changes_nothing(
+        cluster, bundle_dir, tmp_path):
+    first = cluster.publish()
+    # The same graph under another version: a second model, published (and so activated) after the first.
+    again = tmp_path / "again"
+    again.mkdir()
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    (again / "manifest.json").write_text(json.dumps({**manifest, "version": manifest["version"] + "-again"}))
+    (again / "model.onnx").write_bytes((bundle_dir / "model.onnx").read_bytes())
+    second = cluster.publish(again)
     auth = {"Authorization": f"Bearer {cluster.admin_token}"}
-    status, answer = http_json(cluster.origin.url, "POST",
-                               f"/v1/admin/models/{published['model_version']}/activate", None, auth)
-    assert status == 200 and answer["data_version"] > published["data_version"]
+    status, answer = http_json(cluster.origin.url, "POST", f"/v1/admin/models/{first['model_version']}/activate",
+                               None, auth)
+    assert status == 200 and answer["data_version"] == second["data_version"] + 1 and answer["changed"] is True
+    # Activating the model already active appends no change: same data version, no delta, no edge rebuild.
+    status, answer = http_json(cluster.origin.url, "POST", f"/v1/admin/models/{first['model_version']}/activate",
+                               None, auth)
+    assert status == 200 and answer == {
+        "model_version": first["model_version"], "data_version": second["data_version"] + 1, "changed": False,
+        "message": f"model {first['model_version']} is already active; nothing changed"}
+    assert http_json(cluster.origin.url, "GET", "/v1/admin/status", None, auth)[1]["data_version"] == \
+        second["data_version"] + 1
+    assert _opened(cluster, _sync(cluster, f"/v1/sync/deltas?regions=GB&since={answer['data_version']}")[2])[
+        "changes"] == []
     status, answer = http_json(cluster.origin.url, "POST", "/v1/admin/models/nope/activate", None, auth)
-    assert status == 404
+    assert status == 404 and answer["error"]["code"] == "not_found"
+
+
+def test_an_experiment_naming_an_unknown_model_is_refused_422_even_where_it_would_overlap(cluster):
+    auth = {"Authorization": f"Bearer {cluster.admin_token}"}
+    status, _ = http_json(cluster.origin.url, "PUT", "/v1/admin/experiments/gb-1",
+                          {"variants": [{"name": "a"}, {"name": "b"}], "regions": ["GB"]}, auth)
+    assert status == 200
+    status, answer = http_json(cluster.origin.url, "PUT", "/v1/admin/experiments/gb-2",
+                               {"variants": [{"name": "a"}, {"name": "b", "model": "m-unknown"}], "regions": ["GB"]},
+                               auth)
+    assert status == 422 and answer["error"]["code"] == "invalid_experiment", answer
+    assert "m-unknown" in answer["error"]["message"]
+    # A valid body that overlaps is still refused for the overlap.
+    status, answer = http_json(cluster.origin.url, "PUT", "/v1/admin/experiments/gb-2",
+                               {"variants": [{"name": "a"}, {"name": "b"}], "regions": ["GB"]}, auth)
+    assert status == 409 and answer["error"]["code"] == "experiment_overlap", answer
+
+
+def test_readyz_answers_without_auth_when_the_store_answers_and_a_key_is_loaded(cluster):
+    status, answer = http_json(cluster.origin.url, "GET", "/readyz")
+    assert status == 200 and answer["ready"] is True, answer
+    assert answer["data_version"] == 0 and len(answer["key_id"]) == 16
+    cluster.put_offer(make_offer("o1", "10001"))
+    assert http_json(cluster.origin.url, "GET", "/readyz")[1]["data_version"] == 1
+
+
+class CuttableTcpProxy:
+    """A TCP forwarder in front of PostgreSQL that a test can cut (listener and every connection closed: the
+    database is unreachable, connections refused) and restore on the same port."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        import socket
+
+        self.target = target
+        self.port = free_port()
+        self._socket = socket
+        self._listener = None
+        self._connections: list = []
+        self._lock = threading.Lock()
+
+    def start(self) -> CuttableTcpProxy:
+        listener = self._socket.socket()
+        listener.setsockopt(self._socket.SOL_SOCKET, self._socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+        return self
+
+    def _accept(self, listener) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = self._socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._connections += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source, sink) -> None:
+        import socket
+
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:  # one side closed: close both (shutdown first, which wakes the other pump's recv)
+            for s in (source, sink):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                s.close()
+
+    def cut(self) -> None:
+        import socket
+
+        try:
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread; close alone would not
+        except OSError:
+            pass
+        self._listener.close()
+        with self._lock:
+            connections, self._connections = self._connections, []
+        for s in connections:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+                s.close()
+            except OSError:
+                pass
+
+
+def test_readyz_says_503_while_the_postgresql_database_is_unreachable_and_200_once_it_is_back(tmp_path, pg_schema):
+    from urllib.parse import urlsplit
+
+    from tests.conftest import PG_DSN, wait_until
+
+    pg = urlsplit(PG_DSN)
+    proxy = CuttableTcpProxy((pg.hostname, pg.port or 5432)).start()
+    dsn = f"{pg.scheme}://{pg.netloc.rsplit('@', 1)[0]}@127.0.0.1:{proxy.port}{pg.path}?search_path={pg_schema.name}"
+    origin = origin_service(tmp_path, free_port(), "a" * 32, "s" * 32, dsn=dsn)
+    origin.start()
+    try:
+        origin.wait_ready("/readyz")
+        status, answer = http_json(origin.url, "GET", "/readyz")
+        assert status == 200 and answer["ready"] is True and answer["data_version"] == 0, answer
+        proxy.cut()
+        def not_ready() -> dict | None:
+            status, body = http_json(origin.url, "GET", "/readyz")
+            return body if status == 503 else None
+
+        answer = wait_until(not_ready, timeout_s=20, what="/readyz to answer 503")
+        assert answer["ready"] is False and answer["reason"].startswith("store: "), answer
+        assert set(answer) == {"ready", "reason"} and "5432" not in answer["reason"]  # no address to anyone asking
+        for _ in range(3):
+            assert http_json(origin.url, "GET", "/readyz")[0] == 503
+        assert http_json(origin.url, "GET", "/healthz")[0] == 200  # alive, just not ready
+        proxy.start()  # the database is reachable again: the pool reconnects
+        wait_until(lambda: http_json(origin.url, "GET", "/readyz")[0] == 200, timeout_s=30, what="ready again")
+        log = origin.log_path.read_text()
+        assert log.count("origin not ready") == 1 and "origin ready again" in log  # once, not on every probe
+        origin.stop()
+        assert origin.process.returncode == 0, origin.log_tail()  # and it still stops cleanly
+    finally:
+        origin.stop()
+        proxy.cut()
+
+
+def _metric(cluster, name: str) -> float:
+    _, _, raw = http_call(cluster.origin.url, "GET", "/metrics")
+    for line in raw.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_unattributed_feedback_no_impression_explains_is_counted_at_ingest(cluster):
+    from origin_sync.events import encode_batch
+
+    def event(kind: str, request_id: str) -> dict:
+        return {"id": f"{kind}-{request_id}-{time.monotonic_ns()}", "kind": kind, "ts": time.time(), "region": "GB",
+                "request_id": request_id, "shopper": None, "experiment": None, "variant": None, "offer_ids": ["o"],
+                "value": 1.0 if kind == "purchase" else None, "currency": "GBP" if kind == "purchase" else None,
+                "model_version": None, "data_version": None, "slot": None}
+
+    headers = {"Authorization": f"Bearer {cluster.region_tokens['GB']}", "Content-Type": "application/x-msgpack"}
+
+    def ship(batch_id: str, events: list[dict]) -> None:
+        status, _, raw = http_call(cluster.origin.url, "POST", "/v1/sync/events",
+                                   encode_batch(batch_id, ["GB"], events), headers)
+        assert status == 200, raw
+
+    # Explained by an impression of the same batch, or of an earlier one: not counted.
+    ship("b1", [event("impression", "seen-1"), event("click", "seen-1"), event("impression", "seen-2")])
+    ship("b2", [event("purchase", "seen-2"), event("add_to_cart", "seen-1")])
+    # Never seen: counted per kind, once (a retried batch is not counted again).
+    unknown = [event("click", "never-1"), event("click", "never-2"), event("purchase", "never-1")]
+    ship("b3", unknown)
+    ship("b3", unknown)
+    name = "edgerec_origin_events_unattributed_total"
+    assert _metric(cluster, f'{name}{{kind="click"}}') == 2.0
+    assert _metric(cluster, f'{name}{{kind="purchase"}}') == 1.0
+    assert _metric(cluster, f'{name}{{kind="add_to_cart"}}') == 0.0
 
 
 def test_a_region_token_syncs_its_own_region_only(cluster):

@@ -112,6 +112,48 @@ def test_overlapping_experiments_are_refused_even_when_written_at_once(kind, tmp
     run(_with_store(kind, tmp_path, request.getfixturevalue("pg_schema") if kind == "postgres" else None, scenario))
 
 
+def _manifest(version: str, data: bytes) -> dict:
+    import hashlib
+
+    return {"version": version, "sha256": hashlib.sha256(data).hexdigest()}
+
+
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=needs_pg)])
+def test_activating_the_model_already_active_appends_nothing(kind, tmp_path, request):
+    async def scenario(store: ChangeLogStore) -> None:
+        await store.publish_model(_manifest("m-1", b"one"), b"one")
+        published = await store.publish_model(_manifest("m-2", b"two"), b"two")  # publishing activates
+        assert await store.activate_model("m-2") == (published, False)  # already active: nothing appended
+        assert (await store.head()).version == published
+        assert (await store.changes_since(published, ("GB",))).changes == []
+        assert await store.activate_model("m-1") == (published + 1, True)  # a real roll back is a change
+        assert await store.activate_model("m-1") == (published + 1, False)
+        assert [m["version"] for m in await store.models() if m["active"]] == ["m-1"]
+        with pytest.raises(NotFound):
+            await store.activate_model("nope")
+        assert (await store.verify_chain()).version == published + 1
+
+    run(_with_store(kind, tmp_path, request.getfixturevalue("pg_schema") if kind == "postgres" else None, scenario))
+
+
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=needs_pg)])
+def test_an_experiment_naming_an_unknown_model_is_refused_for_that_before_any_overlap(kind, tmp_path, request):
+    async def scenario(store: ChangeLogStore) -> None:
+        await store.upsert_experiment(validate_experiment({"id": "gb-1", "variants": [{"name": "a"}, {"name": "b"}],
+                                                           "regions": ["GB"]}))
+        head = (await store.head()).version
+        overlapping = validate_experiment({"id": "gb-2", "variants": [{"name": "a"}, {"name": "b", "model": "nope"}],
+                                           "regions": ["GB"]})
+        with pytest.raises(NotFound, match="nope"):  # the body's own mistake first, not ExperimentOverlap
+            await store.upsert_experiment(overlapping)
+        await store.publish_model(_manifest("nope", b"now it exists"), b"now it exists")
+        with pytest.raises(ExperimentOverlap, match="gb-1"):  # then, with the model published, the overlap
+            await store.upsert_experiment(overlapping)
+        assert (await store.head()).version == head + 1  # only the publish appended a change
+
+    run(_with_store(kind, tmp_path, request.getfixturevalue("pg_schema") if kind == "postgres" else None, scenario))
+
+
 async def _with_store(kind: str, tmp_path: Path, schema: PgSchema | None, scenario) -> None:
     if schema is None:
         store: ChangeLogStore = SQLiteStore(tmp_path / "origin.db", tmp_path / "blobs")
