@@ -35,6 +35,7 @@ $(WRK):
 # EDGEREC_INFRA_STRICT=1: a missing tool (checkov, varnishd, wrk) fails the run instead of skipping.
 test: $(STAMP) $(CHECKOV) $(VARNISHD) $(WRK)
 	bash scripts/test-services.sh
+	$(BIN)/lint-imports
 	EDGEREC_INFRA_STRICT=1 $(BIN)/python -m pytest -q
 
 clean:

@@ -12,7 +12,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from edgerec.services import Service, free_port
+from edgerec.cli.services import Service, free_port
 
 REPO_VCL = Path(__file__).resolve().parents[1] / "infra" / "varnish" / "edgerec.vcl"
 

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edgerec.services import edge_service, free_port, origin_service
+from edgerec.cli.services import edge_service, free_port, origin_service
 
 REGION = "GB"
 

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from edgerec.services import (
+from edgerec.cli.services import (
     Service,
     admin_headers,
     edge_service,
@@ -105,7 +105,12 @@ def train_models(history_path: Path, work: Path, quick: bool) -> tuple[Path, Pat
     """The trained ranker and the popularity ranker, both as bundles trained on the history only."""
     from models.data import read_transactions
     from models.features import FEATURE_NAMES
-    from models.train import TrainedRanker, TrainingConfig, fit_ranking_model, write_trained_bundle
+    from models.train import (
+        TrainedRanker,
+        TrainingConfig,
+        fit_ranking_model,
+        write_trained_bundle,
+    )
 
     config = TrainingConfig(training_cuts=2) if quick else TrainingConfig()
     trained = fit_ranking_model(read_transactions(history_path), config, data_name=history_path.name)
@@ -570,7 +575,7 @@ def run(args: argparse.Namespace) -> int:
         "command": "python -m benchmarks.experiment " + " ".join(sys.argv[1:]),
         "origin_report": origin_report,
     }
-    from origin_sync.analysis import plot_report
+    from origin_sync.origin.analysis import plot_report
 
     plot_report(origin_report, str(out / "experiment.png"))
     report["wall_seconds"] = round(time.monotonic() - wall, 1)

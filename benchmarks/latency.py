@@ -27,11 +27,19 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
-from edgerec.services import Service, edge_service, free_port, http_call, origin_service, publish_bundle, put_offer
+from edgerec.cli.services import (
+    Service,
+    edge_service,
+    free_port,
+    http_call,
+    origin_service,
+    publish_bundle,
+    put_offer,
+)
 
 from . import cdn, peer
 from .histogram import Histogram
-from .loadgen import LoadSettings, run_locust, run_wrk, wrk_missing, write_wrk_requests
+from .loadgen import LoadSettings, run_locust, run_wrk, write_wrk_requests, wrk_missing
 from .processes import CpuSampler, Placement, cores
 from .report import EVENTS_BUDGET, ORDER, build_report, write_outputs
 from .traffic import (

@@ -16,7 +16,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from edgerec.services import Service, free_port
+from edgerec.cli.services import Service, free_port
 
 from .traffic import PEER_MODEL
 

@@ -1,4 +1,4 @@
-"""Processes of a benchmark run: CPU pinning and CPU accounting (they start and stop as edgerec.services.Service)."""
+"""Processes of a benchmark run: CPU pinning and CPU accounting (they start and stop as edgerec.cli.services.Service)."""
 
 from __future__ import annotations
 

@@ -26,11 +26,17 @@ from typing import Any
 
 import aiohttp
 
-from edgerec.services import edge_service, ensure_signing_keys, free_port, origin_service, publish_bundle
-from origin_sync import digest
-from origin_sync.client import Replica, Syncer, apply_deltas
-from origin_sync.protocol import PROTOCOL_VERSION, Verifier, canonical, chain_hash
-from origin_sync.store import SQLiteStore
+from edgerec.cli.services import (
+    edge_service,
+    ensure_signing_keys,
+    free_port,
+    origin_service,
+    publish_bundle,
+)
+from origin_sync.origin.store import SQLiteStore
+from origin_sync.replica import Replica, Syncer, apply_deltas
+from origin_sync.wire import digest
+from origin_sync.wire.protocol import PROTOCOL_VERSION, Verifier, canonical, chain_hash
 
 REGION = "GB"
 
@@ -48,7 +54,7 @@ def _offer(i: int, sku: str, price: float = 9.99) -> dict[str, Any]:
 
 async def _seed(db: Path, blobs: Path, skus: list[str], count: int) -> None:
     """Write the catalogue straight into the origin's database before it starts (fast, same code path)."""
-    from origin_sync.protocol import validate_offer
+    from origin_sync.wire.protocol import validate_offer
 
     store = SQLiteStore(db, blobs)
     store._db.execute("PRAGMA synchronous=OFF")  # seeding only: the benchmark measures sync, not bulk load
@@ -109,7 +115,7 @@ async def _propagation(origin_url: str, admin: str, token: str, verifier: Verifi
 
 
 def _bytes(origin_url: str, admin: str, token: str) -> dict[str, int]:
-    from edgerec.services import http_call, http_json
+    from edgerec.cli.services import http_call, http_json
 
     auth = {"Authorization": f"Bearer {token}", "X-Edgerec-Protocol": str(PROTOCOL_VERSION)}
     status, _, snapshot = http_call(origin_url, "GET", f"/v1/sync/snapshot?regions={REGION}", headers=auth, timeout=60)
@@ -123,7 +129,7 @@ def _bytes(origin_url: str, admin: str, token: str) -> dict[str, int]:
 
 def _digest_costs(skus: list[str], offers: int, rounds: int = 200) -> dict[str, float]:
     """What the state digest costs an edge: O(state) at load, O(changed items) per applied batch."""
-    from origin_sync.protocol import validate_offer
+    from origin_sync.wire.protocol import validate_offer
 
     catalogue = {o["id"]: o for o in (validate_offer(_offer(i, skus[i % len(skus)])) for i in range(offers))}
     started = time.perf_counter()

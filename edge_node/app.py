@@ -15,19 +15,19 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.routing import Route
 
-from edgerec.ratelimit import make_limiter
-from edgerec.tls import CertificateReloader, server_context
+from edgerec.core.ratelimit import make_limiter
+from edgerec.core.tls import CertificateReloader, server_context
 from models.runtime import BundleError, Ranker
-from origin_sync.client import Replica, Syncer
-from origin_sync.protocol import Verifier
+from origin_sync.replica import Replica, Syncer
+from origin_sync.wire.protocol import Verifier
 
 from . import api
-from .events import EventRecorder, post_events
-from .spool import EventSpool
 from .config import EdgeConfig, config_from_env, config_to_env
+from .events import EventRecorder, post_events
 from .limits import LIFESPAN_KEY, ConnectionLimits, GuardedHttpToolsProtocol
 from .metrics import EdgeMetrics
 from .recommendations import RecommendationsEndpoint
+from .spool import EventSpool
 from .state import EdgeState, StateHolder
 
 log = logging.getLogger("edgerec.edge")
@@ -116,7 +116,7 @@ class StateUpdater:
 
 @dataclass(frozen=True)
 class ListenerTls:
-    """uvicorn's `ssl_context_factory` for the shopper listener: a context from edgerec.tls, watched for renewals.
+    """uvicorn's `ssl_context_factory` for the shopper listener: a context from edgerec.core.tls, watched for renewals.
 
     uvicorn calls it in each worker process, in the worker's event loop, before it listens; beside the context it
     starts a CertificateReloader there, so a renewed pair on disk goes into a new context that the listener's SNI
@@ -255,7 +255,7 @@ def app_from_environment() -> HotPath:
 def serve(config: EdgeConfig) -> None:
     import uvicorn
 
-    from edgerec.logs import logging_config
+    from edgerec.core.logs import logging_config
 
     # httptools with the bounds of edge_node.limits (431 / 408 / 413 / 400); h11 is never used. uvicorn applies
     # log_config here and in each worker process: its own loggers, edgerec's and Python warnings, all as JSON lines.

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from edgerec.settings import (
+from edgerec.core.settings import (
     SettingError,
     parse_flag,
     production_mode,
@@ -19,8 +19,8 @@ from edgerec.settings import (
     secret_from_env,
     secret_values_from_env,
 )
-from edgerec.tls import DEFAULT_RELOAD_INTERVAL_S, client_context, server_context
-from origin_sync.protocol import Verifier, parse_regions
+from edgerec.core.tls import DEFAULT_RELOAD_INTERVAL_S, client_context, server_context
+from origin_sync.wire.protocol import Verifier, parse_regions
 
 from .cdn import UNTRUSTED_IGNORE, UNTRUSTED_REFUSE, CdnPolicy
 from .ranking import Rules

@@ -19,7 +19,13 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from origin_sync.events import FEEDBACK_KINDS, KIND_IMPRESSION, KIND_PURCHASE, pseudonym_key, pseudonymize
+from origin_sync.wire.events import (
+    FEEDBACK_KINDS,
+    KIND_IMPRESSION,
+    KIND_PURCHASE,
+    pseudonym_key,
+    pseudonymize,
+)
 
 from .cdn import read_viewer
 from .responses import error_response, json_response

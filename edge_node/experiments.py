@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from models.runtime import Ranker
-from origin_sync.client import Replica
-from origin_sync.experiments import BUCKETS, bucket_bounds
+from origin_sync.replica import Replica
+from origin_sync.wire.experiments import BUCKETS, bucket_bounds
 
 from .catalog import RegionCatalog
 
@@ -30,7 +30,7 @@ class VariantPlan:
 @dataclass(frozen=True, slots=True)
 class ExperimentPlan:
     id: str
-    salt_key: bytes                        # blake2b key derived from the salt (see origin_sync.experiments)
+    salt_key: bytes                        # blake2b key derived from the salt (see origin_sync.wire.experiments)
     start: float
     end: float
     bounds: tuple[int, ...]

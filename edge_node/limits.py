@@ -261,7 +261,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._bad_request(msg)
 
     def _bad_request(self, message: str) -> None:
-        self.logger.warning("%s", message)  # as uvicorn does (a JSON line: edgerec.logs)
+        self.logger.warning("%s", message)  # as uvicorn does (a JSON line: edgerec.core.logs)
         self._cut(400, b"Bad Request", BAD_REQUEST, message, reason_counted=INVALID_REQUEST)
 
     def _version_not_supported(self, version: str) -> None:

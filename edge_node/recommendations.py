@@ -11,13 +11,20 @@ from urllib.parse import parse_qs
 
 from cachetools import TTLCache
 
-from edgerec.ratelimit import RateLimiter
+from edgerec.core.ratelimit import RateLimiter
 
-from .cdn import UNTRUSTED_REFUSE, CdnPolicy, etag_for, etag_matches, public_headers, read_viewer
+from .batching import InferenceBatcher
+from .cdn import (
+    UNTRUSTED_REFUSE,
+    CdnPolicy,
+    etag_for,
+    etag_matches,
+    public_headers,
+    read_viewer,
+)
 from .events import EventRecorder
 from .limits import HOLD_HEAD
 from .metrics import EdgeMetrics
-from .batching import InferenceBatcher
 from .ranking import ModelBreaker, Rules, finish, plan_request, rank
 from .state import StateHolder
 from .validation import (

@@ -48,7 +48,13 @@ from typing import Any
 import aiohttp
 import orjson
 
-from origin_sync.events import EVENT_FIELDS, complete_frames, decode_frames, encode_frame, encode_frames_batch
+from origin_sync.wire.events import (
+    EVENT_FIELDS,
+    complete_frames,
+    decode_frames,
+    encode_frame,
+    encode_frames_batch,
+)
 
 log = logging.getLogger("edgerec.events")
 

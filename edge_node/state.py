@@ -7,10 +7,11 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from models.runtime import Ranker
-from origin_sync.client import Replica
+from origin_sync.replica import Replica
 
 from .catalog import RegionCatalog
 from .experiments import Experiments, build_experiments
+
 
 @dataclass(frozen=True)
 class EdgeState:

@@ -42,7 +42,7 @@ class RateLimited(RequestError):
     """429: the client is over its rate; `retry_after` whole seconds (>= 1) until it may try again."""
 
     def __init__(self, wait_s: float) -> None:
-        from edgerec.ratelimit import retry_after
+        from edgerec.core.ratelimit import retry_after
 
         self.retry_after = retry_after(wait_s)
         super().__init__(429, "rate_limited", f"too many requests from this client; retry in {self.retry_after} s")

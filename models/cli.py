@@ -36,7 +36,9 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from models.evaluate import evaluate  # keeps `train` usable without evaluation's imports
+    from models.evaluate import (
+        evaluate,  # keeps `train` usable without evaluation's imports
+    )
 
     try:
         report = evaluate(args.bundle, args.history, args.test)

@@ -13,7 +13,15 @@ from pathlib import Path
 
 import numpy as np
 
-from models.data import COLUMNS, NO_REGION, DataError, Transactions, clean_purchases, purchase_events, read_transactions
+from models.data import (
+    COLUMNS,
+    NO_REGION,
+    DataError,
+    Transactions,
+    clean_purchases,
+    purchase_events,
+    read_transactions,
+)
 from models.metrics import ranking_metrics, top_k
 from models.runtime import Ranker
 

@@ -19,11 +19,27 @@ import numpy as np
 from tqdm import tqdm
 
 from models.bundle import golden_case, write_bundle
-from models.data import DataError, Transactions, clean_purchases, purchase_events, read_transactions
+from models.data import (
+    DataError,
+    Transactions,
+    clean_purchases,
+    purchase_events,
+    read_transactions,
+)
 from models.export import build_ranking_graph, signature
-from models.features import FEATURE_NAMES, RankingModel, context_features, rank_reference
+from models.features import (
+    FEATURE_NAMES,
+    RankingModel,
+    context_features,
+    rank_reference,
+)
 from models.metrics import ranking_metrics, top_k
-from models.statistics import ItemStatistics, Vocabulary, fit_item_statistics, vocabulary_of
+from models.statistics import (
+    ItemStatistics,
+    Vocabulary,
+    fit_item_statistics,
+    vocabulary_of,
+)
 
 # benchmarks/model.py sweeps 100/200/400 on history→Aug / test Sep–Oct: 100 loses ~1% ndcg@10 over all
 # targets, 200 and 400 tie (0.3625 vs 0.3619 all, 0.1106 vs 0.1108 new items), so the shorter request wins.

@@ -12,7 +12,14 @@ from typing import Callable, Iterator
 
 import pytest
 
-from edgerec.services import Service, edge_service, free_port, origin_service, publish_bundle, put_offer
+from edgerec.cli.services import (
+    Service,
+    edge_service,
+    free_port,
+    origin_service,
+    publish_bundle,
+    put_offer,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data" / "online_retail" / "transactions.csv.gz"
@@ -198,7 +205,7 @@ class Pki:
         return self.issue(f"client-{region}", name, common_name=name)
 
     def client_context(self, cert: tuple[Path, Path] | None = None):
-        from edgerec.tls import client_context
+        from edgerec.core.tls import client_context
 
         return client_context(self.ca_file, *(cert or (None, None)))
 
@@ -266,3 +273,31 @@ def pg_schema():
         yield schema
     finally:
         schema.drop()
+
+
+def readyz(edge) -> dict:
+    """An edge's /readyz details (whatever its status)."""
+    import json
+
+    from edgerec.cli.services import http_call
+
+    return json.loads(http_call(edge.url, "GET", "/readyz", timeout=5)[2])
+
+
+def served(edge, request: dict) -> dict:
+    """A personalized answer, which must be a 200."""
+    from edgerec.cli.services import http_json
+
+    status, answer = http_json(edge.url, "POST", "/v1/recommendations", request, timeout=5)
+    assert status == 200, answer
+    return answer
+
+
+@pytest.fixture
+def seeded(cluster, catalog_skus):
+    """The cluster with its model published and 20 GB offers of catalogue items."""
+    cluster.publish()
+    for sku in catalog_skus[:20]:
+        cluster.put_offer(make_offer(f"GB-{sku}", sku))
+    return cluster
+

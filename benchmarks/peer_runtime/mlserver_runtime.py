@@ -17,7 +17,6 @@ from mlserver.codecs import NumpyCodec, StringCodec
 from mlserver.types import InferenceRequest, InferenceResponse
 from mlserver.utils import get_model_uri
 
-
 # The inputs of edgerec's ranking graph (models/export.py), fed as models.runtime.Ranker feeds them;
 # context_ages_days came with a later graph (events sent without an age take the manifest's defaults).
 FEEDS = {"context_items", "region", "candidates", "penalty", "k"}

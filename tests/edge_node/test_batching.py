@@ -10,12 +10,19 @@ import pytest
 from prometheus_client import CollectorRegistry, Histogram
 
 from edge_node.batching import InferenceBatcher
-from edge_node.ranking import FALLBACK_MODEL_ERROR, ModelBreaker, Rules, finish, plan_request, rank
+from edge_node.ranking import (
+    FALLBACK_MODEL_ERROR,
+    ModelBreaker,
+    Rules,
+    finish,
+    plan_request,
+    rank,
+)
 from edge_node.state import EdgeState
 from edge_node.validation import parse_recommendation_request
 from models.runtime import Ranker
-from origin_sync.client import Replica
-from origin_sync.protocol import validate_offer
+from origin_sync.replica import Replica
+from origin_sync.wire.protocol import validate_offer
 from tests.conftest import make_offer
 
 RULES = Rules(max_per_group=2)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from edgerec.services import free_port, http_call
+from edgerec.cli.services import free_port, http_call
 from tests.conftest import make_offer
 
 SECRET = "cdn-shared-secret-for-tests-0001"

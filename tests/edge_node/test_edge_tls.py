@@ -10,8 +10,14 @@ import time
 import psutil
 import pytest
 
-from edgerec.services import http_call, http_json
-from tests.conftest import first_certificate_der, make_offer, renew_in_place, served_certificate, wait_until
+from edgerec.cli.services import http_call, http_json
+from tests.conftest import (
+    first_certificate_der,
+    make_offer,
+    renew_in_place,
+    served_certificate,
+    wait_until,
+)
 
 
 def seed(cluster, catalog_skus) -> None:

@@ -12,9 +12,10 @@ import time
 
 import pytest
 
-from edgerec.services import free_port, http_call, http_json, origin_service
-from origin_sync.events import encode_batch, pseudonym_key, pseudonymize
-from tests.conftest import Cluster, make_offer, wait_until as wait_for
+from edgerec.cli.services import free_port, http_call, http_json, origin_service
+from origin_sync.wire.events import encode_batch, pseudonym_key, pseudonymize
+from tests.conftest import Cluster, make_offer
+from tests.conftest import wait_until as wait_for
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from edgerec.services import http_json
-from origin_sync.experiments import assign
+from edgerec.cli.services import http_json
+from origin_sync.wire.experiments import assign
 from tests.conftest import make_offer
 
 

@@ -8,12 +8,18 @@ import numpy as np
 import orjson
 import pytest
 
-from edge_node.ranking import FALLBACK_LATENCY_BUDGET, FALLBACK_MODEL_ERROR, ModelBreaker, Rules, rank
+from edge_node.ranking import (
+    FALLBACK_LATENCY_BUDGET,
+    FALLBACK_MODEL_ERROR,
+    ModelBreaker,
+    Rules,
+    rank,
+)
 from edge_node.state import EdgeState
 from edge_node.validation import RequestError, parse_recommendation_request
 from models.runtime import Ranker
-from origin_sync.client import Replica
-from origin_sync.protocol import validate_offer
+from origin_sync.replica import Replica
+from origin_sync.wire.protocol import validate_offer
 from tests.conftest import make_offer
 
 

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from edgerec.services import http_call
+from edgerec.cli.services import http_call
 from tests.conftest import make_offer
 
 CDN_SECRET = "cdn-secret-for-ratelimit-tests"

@@ -20,7 +20,7 @@ from edge_node.validation import (
     parse_anonymous_query,
     parse_recommendation_request,
 )
-from edgerec.services import http_call
+from edgerec.cli.services import http_call
 from tests.conftest import REPO, make_offer
 
 MAX_K = 100
@@ -245,7 +245,7 @@ import logging, warnings
 import numpy as np
 import uvicorn
 from edge_node.limits import GuardedHttpToolsProtocol
-from edgerec.logs import logging_config
+from edgerec.core.logs import logging_config
 
 # What uvicorn does in a worker process it spawns: apply the log_config the edge hands it, nothing else.
 config = uvicorn.Config("edge_node.app:app_from_environment", factory=True, log_config=logging_config(),

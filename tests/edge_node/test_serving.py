@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from edgerec.services import http_call, http_json
+from edgerec.cli.services import http_call, http_json
 from tests.conftest import make_offer, wait_until
 
 

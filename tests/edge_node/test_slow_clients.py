@@ -6,7 +6,7 @@ import json
 import socket
 import time
 
-from edgerec.services import http_json
+from edgerec.cli.services import http_json
 from tests.conftest import make_offer
 
 

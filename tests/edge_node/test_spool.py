@@ -15,7 +15,7 @@ import msgpack
 import pytest
 
 from edge_node.spool import CLOSED_SUFFIX, EventSpool, NotKept, read_segment
-from origin_sync.events import (
+from origin_sync.wire.events import (
     EVENT_FIELDS,
     InvalidEvents,
     complete_frames,

@@ -27,7 +27,7 @@ def test_no_token_key_or_shopper_id_appears_in_the_logs_of_a_full_demo_run(tmp_p
 
     import psutil
 
-    from edgerec.services import http_json
+    from edgerec.cli.services import http_json
 
     env = {**os.environ, "EDGEREC_LOG_LEVEL": "DEBUG"}
     demo = subprocess.Popen([sys.executable, "-m", "edgerec", "demo", "--serve", "--workdir", str(tmp_path)],

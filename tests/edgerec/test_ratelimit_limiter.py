@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgerec.ratelimit import RateLimiter, make_limiter, retry_after
+from edgerec.core.ratelimit import RateLimiter, make_limiter, retry_after
 
 
 class FakeClock:

@@ -33,7 +33,7 @@ def test_no_token_key_or_shopper_id_appears_in_any_log(tmp_path, bundle_dir, cat
             cluster.put_offer(make_offer(f"GB-{sku}", sku))
         edge = cluster.start_edge("GB", env={"EDGEREC_LOG_LEVEL": "DEBUG", "EDGEREC_CDN_SECRET": "cdn-secret-0123456789"})
         shopper = "shopper-7f3a9c2e41"
-        from edgerec.services import http_call, http_json
+        from edgerec.cli.services import http_call, http_json
 
         for _ in range(3):
             status, _ = http_json(edge.url, "POST", "/v1/recommendations",

@@ -13,16 +13,16 @@ from pathlib import Path
 import pytest
 
 from edge_node.config import EdgeConfig, config_from_env, config_to_env
-from edgerec.settings import (
+from edgerec.core.settings import (
     SettingError,
     production_mode,
     require_tls_beyond_loopback,
     secret_from_env,
     weak_secret_reason,
 )
-from edgerec.tls import regions_in_certificate
-from origin_sync.config import OriginConfig
-from origin_sync.protocol import generate_key_pair
+from edgerec.core.tls import regions_in_certificate
+from origin_sync.origin.config import OriginConfig
+from origin_sync.wire.protocol import generate_key_pair
 
 REPO = Path(__file__).resolve().parents[2]
 

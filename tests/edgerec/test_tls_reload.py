@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ssl
 
-from edgerec.tls import CertificateReloader, server_context
+from edgerec.core.tls import CertificateReloader, server_context
 from tests.conftest import first_certificate_der, replace_file
 
 

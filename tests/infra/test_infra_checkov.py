@@ -7,7 +7,6 @@ import re
 import subprocess
 
 import pytest
-
 from infra_support import REPO, TERRAFORM
 
 SKIP_RE = re.compile(r"#\s*checkov:skip=([A-Z0-9_]+)(?::(.*))?")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from infra_support import ENVS, MODULE_NAMES, MODULES, TERRAFORM
 
 ALL_DIRS = [MODULES / m for m in MODULE_NAMES] + [ENVS / "example"]

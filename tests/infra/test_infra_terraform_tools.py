@@ -6,7 +6,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from infra_support import ENVS, MODULE_NAMES, MODULES, TERRAFORM
 
 ROOTS = [MODULES / name for name in MODULE_NAMES] + [ENVS / "example"]

@@ -8,8 +8,8 @@ import onnx
 import pytest
 
 from models.bundle import FORMAT, read_bundle, sha256_hex
-from models.runtime import BundleError, Ranker
 from models.features import FEATURE_NAMES
+from models.runtime import BundleError, Ranker
 from models.train import DEFAULT_CONTEXT_LENGTH, train_bundle
 
 

@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from edgerec.services import admin_headers, http_call, http_json
-from origin_sync.store import ChangeLogStore
+from edgerec.cli.services import admin_headers, http_call, http_json
+from origin_sync.origin.store import ChangeLogStore
 from tests.conftest import Cluster, make_offer, needs_pg
 from tests.origin_sync.test_store_backends import _with_store, run
 

@@ -10,9 +10,13 @@ import json
 import msgpack
 import pytest
 
-from edgerec.services import ensure_signing_keys, http_call, http_json
-from origin_sync.credentials import CredentialError, Credentials, parse_admin_credentials
-from origin_sync.protocol import Verifier, open_envelope
+from edgerec.cli.services import ensure_signing_keys, http_call, http_json
+from origin_sync.origin.credentials import (
+    CredentialError,
+    Credentials,
+    parse_admin_credentials,
+)
+from origin_sync.wire.protocol import Verifier, open_envelope
 from tests.conftest import Cluster, make_offer, wait_until
 
 CATALOG_TOKEN = "catalog-bot-token-0123456789"

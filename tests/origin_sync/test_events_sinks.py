@@ -12,8 +12,7 @@ import time
 import orjson
 import pytest
 
-from origin_sync.events import KINDS
-from origin_sync.sinks import (
+from origin_sync.origin.sinks import (
     FanoutSink,
     NatsEventSink,
     PostgresEventSink,
@@ -21,6 +20,7 @@ from origin_sync.sinks import (
     unattributed_feedback,
     unresolved_request_ids,
 )
+from origin_sync.wire.events import KINDS
 from tests.conftest import PG_DSN, PgSchema, needs_pg
 
 NATS_URL = os.environ.get("EDGEREC_TEST_NATS_URL", "nats://127.0.0.1:4222")

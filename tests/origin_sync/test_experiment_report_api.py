@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from edgerec.services import http_call, http_json
-from origin_sync.events import encode_batch
+from edgerec.cli.services import http_call, http_json
+from origin_sync.wire.events import encode_batch
 from tests.conftest import REPO
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from origin_sync.analysis import (
+from origin_sync.origin.analysis import (
     NO_CURRENCY,
     build_report,
     chi2_sf,
@@ -17,7 +17,14 @@ from origin_sync.analysis import (
     two_mean_z,
     two_proportion_z,
 )
-from origin_sync.experiments import BUCKETS, InvalidExperiment, assign, bucket_bounds, bucket_of, validate_experiment
+from origin_sync.wire.experiments import (
+    BUCKETS,
+    InvalidExperiment,
+    assign,
+    bucket_bounds,
+    bucket_of,
+    validate_experiment,
+)
 
 
 def experiment(**overrides):

@@ -22,8 +22,8 @@ import pytest
 from aiohttp import ClientSession, web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edgerec.services import free_port, http_call, http_json
-from tests.conftest import make_offer, wait_until
+from edgerec.cli.services import free_port, http_call
+from tests.conftest import make_offer, readyz, served, wait_until
 
 
 class SyncProxy:
@@ -117,26 +117,6 @@ class SyncProxy:
             envelope["sig"] = self._other_key.sign(envelope["payload"])  # same key id, wrong key
             return msgpack.packb(envelope)
         return body
-
-
-def readyz(edge) -> dict:
-    return json.loads(http_call(edge.url, "GET", "/readyz", timeout=5)[2])
-
-
-def served(edge, request: dict) -> dict:
-    status, answer = http_json(edge.url, "POST", "/v1/recommendations", request, timeout=5)
-    assert status == 200, answer
-    return answer
-
-
-
-
-@pytest.fixture
-def seeded(cluster, catalog_skus):
-    cluster.publish()
-    for sku in catalog_skus[:20]:
-        cluster.put_offer(make_offer(f"GB-{sku}", sku))
-    return cluster
 
 
 def _price_of(answer: dict, offer_id: str) -> float | None:

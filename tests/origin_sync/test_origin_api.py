@@ -9,8 +9,14 @@ import time
 import msgpack
 import pytest
 
-from edgerec.services import ensure_signing_keys, free_port, http_call, http_json, origin_service
-from origin_sync.protocol import Verifier, open_envelope
+from edgerec.cli.services import (
+    ensure_signing_keys,
+    free_port,
+    http_call,
+    http_json,
+    origin_service,
+)
+from origin_sync.wire.protocol import Verifier, open_envelope
 from tests.conftest import make_offer
 
 
@@ -313,7 +319,7 @@ def _metric(cluster, name: str) -> float:
 
 
 def test_unattributed_feedback_no_impression_explains_is_counted_at_ingest(cluster):
-    from origin_sync.events import encode_batch
+    from origin_sync.wire.events import encode_batch
 
     def event(kind: str, request_id: str) -> dict:
         return {"id": f"{kind}-{request_id}-{time.monotonic_ns()}", "kind": kind, "ts": time.time(), "region": "GB",

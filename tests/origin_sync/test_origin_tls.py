@@ -8,10 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from edgerec.services import http_call
-from origin_sync.protocol import PROTOCOL_HEADER, PROTOCOL_VERSION
-from tests.conftest import (Cluster, Pki, first_certificate_der, make_offer, renew_in_place, served_certificate,
-                            wait_until)
+from edgerec.cli.services import http_call
+from origin_sync.wire.protocol import PROTOCOL_HEADER, PROTOCOL_VERSION
+from tests.conftest import (
+    Cluster,
+    Pki,
+    first_certificate_der,
+    make_offer,
+    renew_in_place,
+    served_certificate,
+    wait_until,
+)
 
 
 def https_cluster(workdir: Path, bundle: Path, pki: Pki, *origin_args: str,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from edgerec.services import admin_headers, http_call, http_json
+from edgerec.cli.services import admin_headers, http_call, http_json
 from tests.conftest import Cluster
 
 

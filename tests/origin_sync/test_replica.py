@@ -7,9 +7,9 @@ import msgpack
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from origin_sync import digest
-from origin_sync.client import LocalCopy, Replica, apply_deltas, replica_from_snapshot
-from origin_sync.protocol import (
+from origin_sync.replica import LocalCopy, Replica, apply_deltas, replica_from_snapshot
+from origin_sync.wire import digest
+from origin_sync.wire.protocol import (
     GENESIS_HASH,
     PROTOCOL_VERSION,
     IntegrityError,

@@ -11,14 +11,28 @@ import msgpack
 import numpy as np
 import pytest
 
-from edgerec.services import http_call
-from origin_sync import digest
-from origin_sync.client import LocalCopy, apply_deltas, replica_from_snapshot
-from origin_sync.protocol import IntegrityError, canonical, open_envelope, pack, seal, unpack
-from origin_sync.store import PostgresStore, SQLiteStore
-from tests.conftest import make_offer, wait_until
-from tests.origin_sync.test_fault_drills import readyz, seeded, served  # noqa: F401 - `seeded` is a fixture
-from tests.origin_sync.test_replica import SIGNER, VERIFIER, _batch, _replica, _upsert, signed_at, with_digest
+from edgerec.cli.services import http_call
+from origin_sync.origin.store import PostgresStore, SQLiteStore
+from origin_sync.replica import LocalCopy, apply_deltas, replica_from_snapshot
+from origin_sync.wire import digest
+from origin_sync.wire.protocol import (
+    IntegrityError,
+    canonical,
+    open_envelope,
+    pack,
+    seal,
+    unpack,
+)
+from tests.conftest import make_offer, readyz, served, wait_until
+from tests.origin_sync.test_replica import (
+    SIGNER,
+    VERIFIER,
+    _batch,
+    _replica,
+    _upsert,
+    signed_at,
+    with_digest,
+)
 
 
 def test_the_lattice_hash_is_a_set_hash_that_composes():

@@ -12,11 +12,18 @@ from pathlib import Path
 
 import pytest
 
-from edgerec.services import free_port, http_json, origin_service
-from origin_sync.experiments import ExperimentOverlap, validate_experiment
-from origin_sync.protocol import GENESIS_HASH, chain_hash, unpack
-from origin_sync.store import ChangeLogStore, Compacted, NotFound, PostgresStore, SQLiteStore
+from edgerec.cli.services import free_port, http_json, origin_service
+from origin_sync.origin.store import (
+    ChangeLogStore,
+    Compacted,
+    NotFound,
+    PostgresStore,
+    SQLiteStore,
+)
+from origin_sync.wire.experiments import ExperimentOverlap, validate_experiment
+from origin_sync.wire.protocol import GENESIS_HASH, chain_hash, unpack
 from tests.conftest import PG_DSN, PgSchema, make_offer, needs_pg
+
 
 def run(coro):
     return asyncio.run(coro)
@@ -220,8 +227,8 @@ def test_several_origin_processes_on_one_postgresql_produce_one_gapless_sequence
 def test_a_long_poll_on_one_origin_wakes_on_a_write_through_another(tmp_path, pg_schema):
     import time
 
-    from edgerec.services import ensure_signing_keys, http_call
-    from origin_sync.protocol import Verifier, open_envelope
+    from edgerec.cli.services import ensure_signing_keys, http_call
+    from origin_sync.wire.protocol import Verifier, open_envelope
 
     admin, sync = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
     a, b = (origin_service(tmp_path, free_port(), admin, sync, dsn=pg_schema.dsn, name=f"origin {i}") for i in "ab")

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .services import (
+from edgerec.cli.services import (
     Service,
     edge_service,
     free_port,

@@ -17,12 +17,15 @@ from typing import Any, Awaitable, Callable
 import orjson
 from aiohttp import web
 
-from edgerec.ratelimit import RateLimiter, make_limiter, retry_after
-from edgerec.tls import CertificateReloader, peer_certificate, regions_in_certificate
-
-from . import digest
-from .config import ConfigError, OriginConfig, load_credentials
-from .credentials import (
+from edgerec.core.ratelimit import RateLimiter, make_limiter, retry_after
+from edgerec.core.tls import (
+    CertificateReloader,
+    peer_certificate,
+    regions_in_certificate,
+)
+from origin_sync.origin.analysis import build_report
+from origin_sync.origin.config import ConfigError, OriginConfig, load_credentials
+from origin_sync.origin.credentials import (
     SCOPE_CATALOG,
     SCOPE_EVENTS,
     SCOPE_EXPERIMENTS,
@@ -32,8 +35,28 @@ from .credentials import (
     SCOPE_READ,
     Credentials,
 )
-from .keyring import KeyRing, KeyRingError
-from .protocol import (
+from origin_sync.origin.keyring import KeyRing, KeyRingError
+from origin_sync.origin.sinks import (
+    EventSink,
+    open_sink,
+    unattributed_feedback,
+    unresolved_request_ids,
+)
+from origin_sync.origin.store import (
+    AheadOfOrigin,
+    ChangeLogStore,
+    Compacted,
+    NotFound,
+    open_store,
+)
+from origin_sync.wire import digest
+from origin_sync.wire.events import InvalidEvents, decode_batch
+from origin_sync.wire.experiments import (
+    ExperimentOverlap,
+    InvalidExperiment,
+    validate_experiment,
+)
+from origin_sync.wire.protocol import (
     KEY_ID_HEADER,
     KIND_DELTAS,
     KIND_SNAPSHOT,
@@ -52,11 +75,6 @@ from .protocol import (
     unpack,
     validate_offer,
 )
-from .analysis import build_report
-from .events import InvalidEvents, decode_batch
-from .experiments import ExperimentOverlap, InvalidExperiment, validate_experiment
-from .sinks import EventSink, open_sink, unattributed_feedback, unresolved_request_ids
-from .store import AheadOfOrigin, ChangeLogStore, Compacted, NotFound, open_store
 
 log = logging.getLogger("edgerec.origin")
 audit_log = logging.getLogger("edgerec.audit")

@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .services import admin_headers, http_json
-from .tls import client_context
+from edgerec.cli.services import admin_headers, http_json
+from edgerec.core.tls import client_context
 
 
 class AdminError(RuntimeError):
@@ -114,7 +114,7 @@ def _fmt(value: float | None, digits: int = 4) -> str:
 def _report(args: argparse.Namespace) -> int:
     report = _call(args, "GET", f"/v1/admin/experiments/{args.id}/report")
     if args.plot:
-        from origin_sync.analysis import plot_report
+        from origin_sync.origin.analysis import plot_report
 
         report["plot"] = plot_report(report, args.plot)
     if args.json:
@@ -158,7 +158,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _erase(args: argparse.Namespace) -> int:
-    from origin_sync.events import pseudonym_key, pseudonymize
+    from origin_sync.wire.events import pseudonym_key, pseudonymize
 
     secret = os.environ.get("EDGEREC_PSEUDONYM_KEY", "").strip()
     if not secret:

@@ -21,7 +21,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from .protocol import ALL_REGIONS, canonical
+from origin_sync.wire.protocol import ALL_REGIONS, canonical
 
 LANES = 1024  # 16-bit lanes: 2 KiB a vector
 _VECTOR_BYTES = 2 * LANES

@@ -19,7 +19,7 @@ from typing import Any, Callable, TypeVar
 
 import orjson
 
-from .events import FEEDBACK_KINDS, KIND_IMPRESSION, KINDS
+from origin_sync.wire.events import FEEDBACK_KINDS, KIND_IMPRESSION, KINDS
 
 T = TypeVar("T")
 _COLUMNS = ("id", "kind", "ts", "region", "request_id", "shopper", "experiment", "variant", "offer_ids", "value",

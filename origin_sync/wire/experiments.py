@@ -9,7 +9,12 @@ import math
 import re
 from typing import Any
 
-from .protocol import MAX_BOOST, InvalidOffer, _timestamp, is_region_code
+from origin_sync.wire.protocol import (
+    MAX_BOOST,
+    InvalidOffer,
+    _timestamp,
+    is_region_code,
+)
 
 BUCKETS = 10_000
 MAX_VARIANTS = 10

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from . import digest
-from .disk import BlobStore, NotFound, write_atomically
-from .experiments import check_no_overlap
-from .protocol import (
+from edgerec.core.files import BlobStore, NotFound, write_atomically
+from origin_sync.wire import digest
+from origin_sync.wire.experiments import check_no_overlap
+from origin_sync.wire.protocol import (
     ALL_REGIONS,
     GENESIS_HASH,
     OP_EXPERIMENT_DELETE,

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from edgerec.settings import SettingError, production_mode, require_strong_secrets
+from edgerec.core.settings import SettingError, production_mode, require_strong_secrets
 
 # What an admin credential may do. A GET of an admin endpoint needs `read` or the endpoint's own scope.
 SCOPE_CATALOG = "catalog"          # offers

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from edgerec.settings import (
+from edgerec.core.settings import (
     MIN_SECRET_CHARS,
     SettingError,
     parse_flag,
@@ -20,10 +20,14 @@ from edgerec.settings import (
     secret_from_env,
     secret_values_from_env,
 )
-from edgerec.tls import DEFAULT_RELOAD_INTERVAL_S, server_context
-
-from .credentials import AdminCredential, CredentialError, Credentials, parse_admin_credentials
-from .protocol import Signer, is_region_code, load_private_key
+from edgerec.core.tls import DEFAULT_RELOAD_INTERVAL_S, server_context
+from origin_sync.origin.credentials import (
+    AdminCredential,
+    CredentialError,
+    Credentials,
+    parse_admin_credentials,
+)
+from origin_sync.wire.protocol import Signer, is_region_code, load_private_key
 
 
 class ConfigError(SettingError):

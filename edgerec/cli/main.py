@@ -6,12 +6,12 @@ import argparse
 import os
 import sys
 
-from .logs import configure_logging
+from edgerec.core.logs import configure_logging
 
 
 def _origin_serve(args: argparse.Namespace) -> int:
-    from origin_sync.config import OriginConfig
-    from origin_sync.server import serve
+    from origin_sync.origin.config import OriginConfig
+    from origin_sync.origin.server import serve
 
     serve(OriginConfig.from_args(args))
     return 0
@@ -20,7 +20,7 @@ def _origin_serve(args: argparse.Namespace) -> int:
 def _origin_keygen(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from origin_sync.protocol import Signer, generate_key_pair, load_private_key
+    from origin_sync.wire.protocol import Signer, generate_key_pair, load_private_key
 
     private, public = generate_key_pair(Path(args.out))
     print(f"private key {private} (origin: EDGEREC_SIGNING_KEY)\npublic key  {public} (edges: "
@@ -37,7 +37,7 @@ def _edge_serve(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from edgerec.cli.demo import run_demo
 
     return run_demo(serve=args.serve, workdir=args.workdir)
 
@@ -45,7 +45,7 @@ def _demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from edge_node.config import EdgeConfig
     from models.cli import add_model_commands
-    from origin_sync.config import OriginConfig
+    from origin_sync.origin.config import OriginConfig
 
     parser = argparse.ArgumentParser(prog="edgerec", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     model = commands.add_parser("model", help="train and evaluate recommendation models")
     add_model_commands(model.add_subparsers(dest="action", required=True))
 
-    from .admin import add_admin_commands
+    from edgerec.cli.admin import add_admin_commands
 
     add_admin_commands(commands)
 
@@ -98,8 +98,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(argv: list[str] | None) -> int:
-    from .admin import AdminError
-    from .settings import SettingError
+    from edgerec.cli.admin import AdminError
+    from edgerec.core.settings import SettingError
 
     configure_logging()
     try:

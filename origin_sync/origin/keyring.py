@@ -6,7 +6,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from .protocol import KEY_ACTIVE, KEY_NEXT, KEY_REVOKED, Signer, is_key_id, public_key_b64, validate_key_set
+from origin_sync.wire.protocol import (
+    KEY_ACTIVE,
+    KEY_NEXT,
+    KEY_REVOKED,
+    Signer,
+    is_key_id,
+    public_key_b64,
+    validate_key_set,
+)
 
 
 class KeyRingError(Exception):

@@ -12,9 +12,9 @@ import ssl
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
-from .settings import SettingError
+from edgerec.core.settings import SettingError
 
-log = logging.getLogger("edgerec.tls")
+log = logging.getLogger("edgerec.core.tls")
 
 MIN_TLS_VERSION = ssl.TLSVersion.TLSv1_2
 DEFAULT_RELOAD_INTERVAL_S = 5.0

@@ -21,7 +21,10 @@ from typing import Any, Iterable, Mapping
 import msgpack
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
 
 # 2: signed envelopes, hash chain, compression, region-scoped tokens, 410 on compacted logs.
 # 3: every snapshot, and every delta batch that reaches the head, carries the signed state digest (digest.py).

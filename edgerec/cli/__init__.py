@@ -1,0 +1,1 @@
+"""The command line on top: `edgerec`, the demo, admin commands and the process helpers."""

@@ -1,0 +1,1 @@
+"""The origin: its store, event sinks, credentials, signing keys and HTTP service."""
