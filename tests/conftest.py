@@ -233,8 +233,25 @@ def _pg_reachable() -> str | None:
         return f"PostgreSQL not reachable at {PG_DSN} ({type(exc).__name__}: {exc}); .ci/run starts it"
 
 
+# EDGEREC_INFRA_STRICT=1 (set by `make test`, so by CI): a part the suite needs that is missing fails its tests
+# instead of skipping them.
+STRICT = os.environ.get("EDGEREC_INFRA_STRICT") == "1"
+
+
+def needs(missing: str | None) -> pytest.MarkDecorator:
+    """Skip when a part is missing (`missing` says which and why), except under EDGEREC_INFRA_STRICT=1."""
+    return pytest.mark.skipif(missing is not None and not STRICT, reason=missing or "")
+
+
+def missing_part(reason: str) -> None:
+    """Inside a test or fixture: skip, or fail under EDGEREC_INFRA_STRICT=1."""
+    if STRICT:
+        pytest.fail(f"{reason} (EDGEREC_INFRA_STRICT=1)")
+    pytest.skip(reason)
+
+
 PG_UNREACHABLE = _pg_reachable()
-needs_pg = pytest.mark.skipif(PG_UNREACHABLE is not None, reason=PG_UNREACHABLE or "")
+needs_pg = needs(PG_UNREACHABLE)
 
 
 class PgSchema:
@@ -266,7 +283,7 @@ class PgSchema:
 @pytest.fixture
 def pg_schema():
     if PG_UNREACHABLE:
-        pytest.skip(PG_UNREACHABLE)
+        missing_part(PG_UNREACHABLE)
     schema = PgSchema()
     schema.create()
     try:

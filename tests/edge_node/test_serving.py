@@ -47,11 +47,10 @@ def test_an_edge_serves_ranked_offers_of_its_region_only(seeded, catalog_skus):
 
 def test_recommendations_depend_on_the_shopper_history(seeded, catalog_skus):
     edge = seeded.start_edge("GB")
-    answers = {
-        tuple(served_ids(recommend(edge, {"recent_items": history, "k": 10})[1]))
-        for history in ([], catalog_skus[:3], catalog_skus[10:13] * 3, catalog_skus[20:30])
-    }
-    assert len(answers) > 1
+    anonymous = served_ids(recommend(edge, {"recent_items": [], "k": 10})[1])
+    for history in (catalog_skus[:3], catalog_skus[10:13] * 3, catalog_skus[20:30]):
+        # Every history moves the answer away from the popularity ranking an empty context gets.
+        assert served_ids(recommend(edge, {"recent_items": history, "k": 10})[1]) != anonymous, history
 
 
 def test_an_offer_changed_at_the_origin_is_served_by_the_edge(seeded, catalog_skus):
@@ -66,7 +65,7 @@ def test_an_offer_changed_at_the_origin_is_served_by_the_edge(seeded, catalog_sk
         return answer if offer and offer["price"] == 1.23 and offer["title"] == "On sale" else None
 
     answer = wait_until(served, what="the changed price")
-    assert answer["data_version"] >= changed["data_version"]
+    assert answer["data_version"] == changed["data_version"]
 
     seeded.put_offer(make_offer(top["offer_id"], top["sku"], stock=0))
     wait_until(lambda: top["offer_id"] not in served_ids(recommend(edge, request)[1]), what="sold-out offer gone")

@@ -21,7 +21,7 @@ from origin_sync.origin.sinks import (
     unresolved_request_ids,
 )
 from origin_sync.wire.events import KINDS
-from tests.conftest import PG_DSN, PgSchema, needs_pg
+from tests.conftest import PG_DSN, PgSchema, needs, needs_pg
 
 NATS_URL = os.environ.get("EDGEREC_TEST_NATS_URL", "nats://127.0.0.1:4222")
 
@@ -34,7 +34,7 @@ def _nats_down() -> str | None:
         return f"NATS not reachable at {NATS_URL} ({exc}); .ci/run starts it"
 
 
-needs_nats = pytest.mark.skipif(_nats_down() is not None, reason=_nats_down() or "")
+needs_nats = needs(_nats_down())
 
 
 def events(n: int, experiment: str = "e", shopper: str | None = None) -> list[dict]:

@@ -23,7 +23,7 @@ from aiohttp import ClientSession, web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edgerec.cli.services import free_port, http_call
-from tests.conftest import make_offer, readyz, served, wait_until
+from tests.conftest import make_offer, missing_part, readyz, served, wait_until
 
 
 class SyncProxy:
@@ -292,7 +292,7 @@ def _tmpfs(path: Path, size_kb: int) -> bool:
 def test_a_full_or_unwritable_state_directory_does_not_stop_serving(seeded, catalog_skus, tmp_path):
     data_dir = tmp_path / "small-disk"
     if not _tmpfs(data_dir, 512):
-        pytest.skip("mounting a small tmpfs needs root; the unwritable case below runs anyway")
+        missing_part("mounting a small tmpfs (the full disk) and remounting it read-only both need root")
     try:
         edge = seeded.start_edge("GB", args=["--data-dir", str(data_dir)])
         request = {"recent_items": catalog_skus[:5], "k": 30}
