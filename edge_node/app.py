@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
+import shutil
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +27,7 @@ from . import api
 from .config import EdgeConfig, config_from_env, config_to_env
 from .events import EventRecorder, post_events
 from .limits import LIFESPAN_KEY, ConnectionLimits, GuardedHttpToolsProtocol
-from .metrics import EdgeMetrics
+from .metrics import MULTIPROC_ENV, EdgeMetrics
 from .recommendations import RecommendationsEndpoint
 from .spool import EventSpool
 from .state import EdgeState, StateHolder
@@ -95,7 +97,7 @@ class StateUpdater:
             return self.ranker
         log.info("model %s loaded and golden-checked", ranker.version)
         if self.ranker is not None:
-            self.metrics.model_info.remove(self.ranker.version)
+            self.metrics.model_replaced(self.ranker.version)
         self.metrics.model_info.labels(ranker.version).set(1)
         self.ranker = ranker
         return ranker
@@ -199,6 +201,8 @@ def build_app(config: EdgeConfig) -> HotPath:
             log.info("events are off (EDGEREC_EVENTS=off): no impressions recorded, POST /v1/events answers 404")
         task = asyncio.create_task(syncer.run(), name="edgerec-sync")
         background_tasks.append(task)
+        if metrics.multiprocess_dir:
+            background_tasks.append(asyncio.create_task(_publish_metrics(metrics, syncer), name="edgerec-metrics"))
         reloading = asyncio.create_task(client_cert_reloader.run(), name="edgerec-tls-reload") \
             if client_cert_reloader is not None else None
         if config.workers > 1:
@@ -252,6 +256,22 @@ def app_from_environment() -> HotPath:
     return build_app(config_from_env())
 
 
+async def _publish_metrics(metrics: EdgeMetrics, syncer: Syncer, every_s: float = 1.0) -> None:
+    """With several workers: this worker's sync and spool figures into the shared metric files, once a second."""
+    while True:
+        metrics.publish(syncer.status)
+        await asyncio.sleep(every_s)
+
+
+def _multiprocess_metrics(data_dir: Path) -> None:
+    """A fresh directory for prometheus-client's multiprocess files, named in the environment the workers inherit
+    (it must be set before they import prometheus_client)."""
+    directory = data_dir / "prometheus"
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    os.environ[MULTIPROC_ENV] = str(directory)
+
+
 def serve(config: EdgeConfig) -> None:
     import uvicorn
 
@@ -272,6 +292,8 @@ def serve(config: EdgeConfig) -> None:
     if config.workers == 1:
         uvicorn.run(build_app(config), **options)
     else:
-        # Each worker is a process with its own syncer and state: replicas share nothing but the origin.
+        # Each worker is a process with its own syncer and state: replicas share nothing but the origin (and the
+        # metric files, so that /metrics shows every worker).
+        _multiprocess_metrics(config.data_dir)
         config_to_env(config)
         uvicorn.run("edge_node.app:app_from_environment", factory=True, workers=config.workers, **options)

@@ -1,8 +1,15 @@
-"""Prometheus metrics of one edge node: request counts and latency, served versions, sync freshness."""
+"""Prometheus metrics of one edge node: request counts and latency, served versions, sync freshness.
+
+With `--workers N` the edge runs prometheus-client's multiprocess mode (`PROMETHEUS_MULTIPROC_DIR`, set by `serve`
+before the workers start): every worker writes its metrics to memory-mapped files in that directory, so whichever
+worker answers `/metrics` shows all workers' counters summed, and versions as the lowest (data version) or highest
+(origin version, staleness) over the live workers.
+"""
 
 from __future__ import annotations
 
-from typing import Iterator
+import os
+from typing import Any, Iterator
 
 from prometheus_client import (
     CollectorRegistry,
@@ -10,6 +17,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
+    multiprocess,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
@@ -77,8 +85,84 @@ class SpoolCollector:
                                 value=spool.bytes_on_disk)
 
 
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+DROP_REASONS = ("spool_full", "backlog", "disk_error", "rejected", "torn_write")
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get(MULTIPROC_ENV) or None
+
+
+def forget_dead_workers(directory: str) -> None:
+    """Drop the live gauges of worker processes that are gone (a worker uvicorn restarted)."""
+    for name in os.listdir(directory):
+        pid = name.rsplit("_", 1)[-1].removesuffix(".db")
+        if name.startswith("gauge_live") and pid.isdigit():
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:
+                multiprocess.mark_process_dead(int(pid), directory)
+            except PermissionError:
+                pass
+
+
+class WorkerFigures:
+    """In multiprocess mode, this worker's sync and spool figures as metrics in the shared files: counters advanced
+    by what grew since the last publish, gauges set (the scrape combines them over the workers)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
+            return Counter(name, doc, labels, registry=registry)
+
+        self.counters = {
+            "errors": counter("edgerec_sync_errors", "Failed sync attempts since start"),
+            "rejected": counter("edgerec_sync_rejected", "Payloads refused before use, by reason", ("reason",)),
+            "persist_failures": counter("edgerec_sync_persist_failures", "Failed writes of the local copy"),
+            "applied": counter("edgerec_sync_applied", "Versions applied (snapshots and delta batches)"),
+            "snapshots": counter("edgerec_sync_snapshots", "Snapshots taken"),
+            "dropped": counter("edgerec_events_dropped", "Events dropped, by reason", ("reason",)),
+            "appended": counter("edgerec_events_recorded", "Events queued for the spool"),
+            "written": counter("edgerec_events_written", "Events written to the spool's segment files"),
+            "shipped": counter("edgerec_events_shipped", "Events acknowledged by the origin"),
+            "ship_failures": counter("edgerec_events_ship_failures", "Failed shipping attempts"),
+        }
+        self.versions_behind = Gauge("edgerec_sync_versions_behind", "Origin version minus the applied version",
+                                     registry=registry, multiprocess_mode="livemax")
+        self.persisted_version = Gauge("edgerec_sync_persisted_version", "Version of the copy on local disk",
+                                       registry=registry, multiprocess_mode="livemin")
+        self.spool_bytes = Gauge("edgerec_events_spool_bytes", "Bytes of events on disk not yet acknowledged",
+                                 registry=registry, multiprocess_mode="livesum")
+        self._published: dict[tuple[str, str], float] = {}
+
+    def _advance(self, name: str, value: float, label: str = "") -> None:
+        grown = value - self._published.get((name, label), 0.0)
+        if grown > 0:
+            counter = self.counters[name]
+            (counter.labels(label) if label else counter).inc(grown)
+            self._published[(name, label)] = value
+
+    def publish(self, sync: Any, spool: Any) -> None:
+        if sync is not None:
+            for name in ("errors", "persist_failures", "applied", "snapshots"):
+                self._advance(name, getattr(sync, name))
+            for reason, count in sync.rejected.items():
+                self._advance("rejected", count, reason)
+            self.versions_behind.set(sync.versions_behind())
+            if sync.persisted_version is not None:
+                self.persisted_version.set(sync.persisted_version)
+        if spool is not None:
+            for name in ("appended", "written", "shipped", "ship_failures"):
+                self._advance(name, getattr(spool, name))
+            for reason in DROP_REASONS:
+                self._advance("dropped", spool.dropped.get(reason, 0), reason)
+            self.spool_bytes.set(spool.bytes_on_disk)
+
+
 class EdgeMetrics:
     def __init__(self) -> None:
+        self.multiprocess_dir = multiprocess_dir()
+        if self.multiprocess_dir:
+            forget_dead_workers(self.multiprocess_dir)
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter("edgerec_requests_total", "Requests answered, by route, method and status",
                                 ["route", "method", "status"], registry=self.registry)
@@ -99,26 +183,48 @@ class EdgeMetrics:
                                        registry=self.registry)
         self.rate_limited = Counter("edgerec_rate_limited_total", "Requests refused with 429 (client over its rate "
                                     "limit), by route", ["route"], registry=self.registry)
-        self.data_version = Gauge("edgerec_data_version", "Data version being served", registry=self.registry)
+        # Over several workers: the lowest data version served, the highest origin version and staleness seen.
+        self.data_version = Gauge("edgerec_data_version", "Data version being served", registry=self.registry,
+                                  multiprocess_mode="livemin")
         self.origin_version = Gauge("edgerec_origin_version", "Latest data version seen at the origin",
-                                    registry=self.registry)
+                                    registry=self.registry, multiprocess_mode="livemax")
         self.staleness = Gauge("edgerec_sync_staleness_seconds",
-                               "Seconds since the last successful contact with the origin", registry=self.registry)
+                               "Seconds since the last successful contact with the origin", registry=self.registry,
+                               multiprocess_mode="livemax")
         self.sync = SyncCollector()
-        self.registry.register(self.sync)
         self.spool = None  # the EventSpool, once the app has one
-        self.registry.register(SpoolCollector(self))
+        self.worker_figures = WorkerFigures(self.registry) if self.multiprocess_dir else None
+        if self.worker_figures is None:
+            self.registry.register(self.sync)
+            self.registry.register(SpoolCollector(self))
         self.model_load_failures = Counter("edgerec_model_load_failures_total",
                                            "Model bundles refused at load (bad hash, golden check, ...)",
                                            registry=self.registry)
         self.model_info = Gauge("edgerec_model_info", "The model being served (value 1)", ["version"],
-                                registry=self.registry)
+                                registry=self.registry, multiprocess_mode="livemax")
 
-    def render(self, sync: SyncStatus | None) -> bytes:
+    def model_replaced(self, old_version: str) -> None:
+        if self.multiprocess_dir:  # a series cannot be removed from the shared files: the old model reads 0
+            self.model_info.labels(old_version).set(0)
+        else:
+            self.model_info.remove(old_version)
+
+    def publish(self, sync: SyncStatus | None) -> None:
+        """This process's sync and spool figures into the metrics (at every scrape; in multiprocess mode also
+        every second from each worker, so that a scrape of one worker shows the others' recent figures)."""
         if sync is not None:
             self.data_version.set(sync.version)
             self.origin_version.set(sync.origin_version)
             staleness = sync.staleness_s()
             self.staleness.set(staleness if staleness is not None else float("nan"))
             self.sync.status = sync
-        return generate_latest(self.registry)
+        if self.worker_figures is not None:
+            self.worker_figures.publish(sync, self.spool)
+
+    def render(self, sync: SyncStatus | None) -> bytes:
+        self.publish(sync)
+        if not self.multiprocess_dir:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, self.multiprocess_dir)
+        return generate_latest(registry)
