@@ -36,6 +36,7 @@ $(WRK):
 test: $(STAMP) $(CHECKOV) $(VARNISHD) $(WRK)
 	bash scripts/test-services.sh
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 	EDGEREC_INFRA_STRICT=1 $(BIN)/python -m pytest -q
 
 clean:

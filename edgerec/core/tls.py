@@ -150,7 +150,7 @@ class CertificateReloader:
                     fresh = self.factory()
                     self._current = fresh
                     if self.context.sni_callback is None:
-                        self.context.sni_callback = self._select  # type: ignore[assignment]
+                        self.context.sni_callback = self._select
                 else:
                     self.context.load_cert_chain(certfile=str(self.cert_file), keyfile=str(self.key_file))
             except (OSError, ssl.SSLError, SettingError) as exc:  # the files changed since the check: again

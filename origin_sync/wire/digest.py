@@ -41,7 +41,8 @@ def sum_of(elements: Iterable[bytes]) -> np.ndarray:
     data = b"".join(hashlib.shake_128(e).digest(_VECTOR_BYTES) for e in elements)
     if not data:
         return zero()
-    return np.frombuffer(data, dtype=_DTYPE).reshape(-1, LANES).sum(axis=0, dtype=_DTYPE)
+    total: np.ndarray = np.frombuffer(data, dtype=_DTYPE).reshape(-1, LANES).sum(axis=0, dtype=_DTYPE)
+    return total
 
 
 def checksum(vector: np.ndarray) -> bytes:

@@ -160,4 +160,5 @@ def variant_index(bounds: tuple[int, ...], bucket: int) -> int:
 def assign(experiment: dict[str, Any], shopper_id: str) -> str:
     """The variant name a shopper gets in an experiment (what an edge computes, for reports and tests)."""
     bounds = bucket_bounds([v["weight"] for v in experiment["variants"]])
-    return experiment["variants"][variant_index(bounds, bucket_of(experiment["salt"], shopper_id))]["name"]
+    name: str = experiment["variants"][variant_index(bounds, bucket_of(experiment["salt"], shopper_id))]["name"]
+    return name
