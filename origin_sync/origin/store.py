@@ -797,7 +797,8 @@ class PostgresStore(ChangeLogStore):
         return await self._model_ref(conn, active) if active else None
 
     async def _ensure_digests(self, conn: Any) -> None:
-        head = int(await conn.fetchval("SELECT version FROM log_head WHERE id = 1"))
+        # The log row lock: no other origin writes while the vectors are rebuilt from the whole state.
+        head = int(await conn.fetchval("SELECT version FROM log_head WHERE id = 1 FOR UPDATE"))
         if await self._digests_at(conn) == head:
             return
         offers = [unpack(r["body"]) for r in await conn.fetch("SELECT body FROM offers")]
