@@ -63,11 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
     EdgeConfig.add_arguments(edge_serve)
     edge_serve.set_defaults(func=_edge_serve)
 
-    model = commands.add_parser("model", help="train and evaluate recommendation models")
-    add_model_commands(model.add_subparsers(dest="action", required=True))
+    model = commands.add_parser("model", help="train and evaluate recommendation models; publish and activate them")
+    model_commands = model.add_subparsers(dest="action", required=True)
+    add_model_commands(model_commands)
 
     from .admin import add_admin_commands
+    from .models_admin import add_model_admin_commands
 
+    add_model_admin_commands(model_commands)
     add_admin_commands(commands)
 
     demo = commands.add_parser("demo", help="origin + two edges on loopback, end to end")

@@ -138,7 +138,7 @@ def run_demo(serve: bool = False, workdir: str | None = None) -> int:
         origin = origin_service(work, free_port(), admin_token, region_tokens=region_tokens).start()
         services.append(origin)
         origin.wait_ready("/healthz")
-        publish_bundle(origin.url, admin_token, work / "bundle")
+        publish_bundle(origin.url, admin_token, work / "bundle", state="active")
         transactions = read_transactions(data_path)
         offers = offers_from_catalog(item_catalog(transactions), DEMO_REGIONS)
         for offer in offers:

@@ -55,7 +55,16 @@ from .analysis import build_report
 from .events import InvalidEvents, decode_batch
 from .experiments import ExperimentOverlap, InvalidExperiment, validate_experiment
 from .sinks import EventSink, open_sink
-from .store import AheadOfOrigin, ChangeLogStore, Compacted, NotFound, open_store
+from .store import (
+    MODEL_ACTIVE,
+    PUBLISH_STATES,
+    AheadOfOrigin,
+    ChangeLogStore,
+    Compacted,
+    NotFound,
+    UnservableModel,
+    open_store,
+)
 
 log = logging.getLogger("edgerec.origin")
 audit_log = logging.getLogger("edgerec.audit")
@@ -406,6 +415,8 @@ async def put_experiment(request: web.Request) -> web.Response:
         version = await request.app[STORE].upsert_experiment(experiment)
     except NotFound as exc:
         return error(422, "invalid_experiment", f"variants: {exc} (publish the model first)")
+    except UnservableModel as exc:
+        return error(422, "invalid_experiment", f"variants: {exc}")
     except ExperimentOverlap as exc:
         return error(409, "experiment_overlap", str(exc))
     log.info("experiment %s upserted at version %d", experiment["id"], version)
@@ -433,7 +444,12 @@ async def delete_experiment(request: web.Request) -> web.Response:
 
 
 async def publish_model(request: web.Request) -> web.Response:
-    """Body: msgpack map {"manifest": {...}, "model": <model.onnx bytes>}."""
+    """Body: msgpack map {"manifest": {...}, "model": <model.onnx bytes>}. Query `state`: `published` (stored,
+    served nowhere), `candidate` (an experiment's variant may name it) or `active` (served by every edge); without
+    it the model is activated, as every publish did before model states."""
+    state = request.query.get("state", MODEL_ACTIVE)
+    if state not in PUBLISH_STATES:
+        return error(422, "invalid_query", f"state must be one of {', '.join(PUBLISH_STATES)}")
     try:
         payload = unpack(await request.read())
     except ProtocolError as exc:
@@ -453,11 +469,12 @@ async def publish_model(request: web.Request) -> web.Response:
     except BundleError as exc:
         return error(422, "invalid_bundle", f"bundle rejected: {exc}")
     try:
-        version = await request.app[STORE].publish_model(manifest, payload["model"])
+        version, stored_state = await request.app[STORE].publish_model(manifest, payload["model"], state=state)
     except ValueError as exc:
         return error(409, "conflict", str(exc))
-    log.info("model %s published at version %d", manifest["version"], version)
-    return json_response({"model_version": manifest["version"], "data_version": version}, 201)
+    log.info("model %s published as %s (data version %d)", manifest["version"], stored_state, version)
+    return json_response({"model_version": manifest["version"], "state": stored_state, "data_version": version},
+                         201)
 
 
 async def activate_model(request: web.Request) -> web.Response:
