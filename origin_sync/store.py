@@ -35,13 +35,14 @@ from .protocol import (
 
 __all__ = ["ChangeLogStore", "SQLiteStore", "PostgresStore", "NotFound", "Compacted", "AheadOfOrigin",
            "DeltaPage", "LogHead", "open_store", "write_atomically", "MODEL_STATES", "MODEL_PUBLISHED",
-           "MODEL_CANDIDATE", "MODEL_ACTIVE", "MODEL_RETIRED", "UnservableModel"]
+           "MODEL_CANDIDATE", "MODEL_ACTIVE", "MODEL_RETIRED", "UnservableModel", "OfferUpdate"]
 
 T = TypeVar("T")
 PAGE_LIMIT = 10_000
 AUDIT_FIELDS = ("ts", "actor", "method", "path", "target", "peer", "status")
 KEY_SET_META = "signing_keys"  # the meta row holding the published signing-key set (JSON)
 KeySetUpdate = Callable[[dict[str, Any] | None], dict[str, Any]]
+OfferUpdate = Callable[[dict[str, Any]], dict[str, Any]]  # stored offer -> the new, validated offer
 
 # A model's state (the models table's `state`): `published` is stored and served nowhere; `candidate` may be named by
 # an experiment's variant (and is then served to that variant's shoppers only); `active` is the one model every edge
@@ -133,6 +134,17 @@ class ChangeLogStore(abc.ABC):
 
     @abc.abstractmethod
     async def delete_offer(self, offer_id: str) -> int: ...
+
+    @abc.abstractmethod
+    async def upsert_offers(self, offers: list[dict[str, Any]]) -> tuple[int, list[str]]:
+        """Validated offers in one transaction, in order: for each, "created", "changed" or "unchanged" (an offer
+        equal to the stored one is not written, so it adds no change); returns (head version, outcomes)."""
+
+    @abc.abstractmethod
+    async def update_offer(self, offer_id: str, update: OfferUpdate) -> tuple[int, dict[str, Any]]:
+        """In one transaction: the stored offer (NotFound without one) is replaced by `update(stored)`; an exception
+        from `update` aborts it, and a result equal to the stored offer writes nothing. Returns (head version,
+        offer)."""
 
     @abc.abstractmethod
     async def publish_model(self, manifest: dict[str, Any], onnx_bytes: bytes, *, state: str) -> tuple[int, str]:
@@ -379,6 +391,36 @@ class SQLiteStore(ChangeLogStore):
 
     async def upsert_offer(self, offer: dict[str, Any]) -> int:
         return await self._commit(self._upsert, offer)
+
+    def _stored_offer(self, offer_id: str) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT body FROM offers WHERE id = ?", (offer_id,)).fetchone()
+        return None if row is None else unpack(row[0])
+
+    def _upsert_many(self, offers: list[dict[str, Any]]) -> tuple[int, list[str]]:
+        outcomes = []
+        for offer in offers:
+            stored = self._stored_offer(offer["id"])
+            if stored == offer:
+                outcomes.append("unchanged")
+                continue
+            self._upsert(offer)
+            outcomes.append("created" if stored is None else "changed")
+        return self._head().version, outcomes
+
+    async def upsert_offers(self, offers: list[dict[str, Any]]) -> tuple[int, list[str]]:
+        return await self._commit(self._upsert_many, offers)
+
+    def _update_offer(self, offer_id: str, update: OfferUpdate) -> tuple[int, dict[str, Any]]:
+        stored = self._stored_offer(offer_id)
+        if stored is None:
+            raise NotFound(f"no offer {offer_id!r}")
+        offer = update(stored)
+        if offer != stored:
+            self._upsert(offer)
+        return self._head().version, offer
+
+    async def update_offer(self, offer_id: str, update: OfferUpdate) -> tuple[int, dict[str, Any]]:
+        return await self._commit(self._update_offer, offer_id, update)
 
     def _delete(self, offer_id: str) -> int:
         old = self._old_regions(offer_id)
@@ -785,6 +827,72 @@ class PostgresStore(ChangeLogStore):
                                "ON CONFLICT (id) DO UPDATE SET body = excluded.body, regions = excluded.regions, "
                                "version = excluded.version", offer["id"], pack(offer), offer["regions"], version)
             return version
+        return await self._in_transaction(write)
+
+    async def _upsert_in(self, conn: Any, offer: dict[str, Any], old_regions: list[str]) -> int:
+        version = await self._append(conn, OP_OFFER_UPSERT, offer["id"],
+                                     sorted(set(old_regions) | set(offer["regions"])), {"offer": offer})
+        await conn.execute("INSERT INTO offers(id, body, regions, version) VALUES ($1, $2, $3, $4) "
+                           "ON CONFLICT (id) DO UPDATE SET body = excluded.body, regions = excluded.regions, "
+                           "version = excluded.version", offer["id"], pack(offer), offer["regions"], version)
+        return version
+
+    async def _stored_offer(self, conn: Any, offer_id: str) -> dict[str, Any] | None:
+        body = await conn.fetchval("SELECT body FROM offers WHERE id = $1", offer_id)
+        return None if body is None else unpack(body)
+
+    async def _append_many(self, conn: Any, entries: list[tuple[str, str, list[str], dict[str, Any]]]) -> list[int]:
+        """`_append` for many changes (op, key, regions, fields) at once, in a few round trips: the versions are
+        taken with one update of the log head row (its lock serialises writers, as in `_append`), the chain is
+        computed here, the rows go in one executemany, and one notification wakes the long-polls."""
+        if not entries:
+            return []
+        row = await conn.fetchrow("UPDATE log_head SET version = version + $1 WHERE id = 1 RETURNING version, hash",
+                                  len(entries))
+        first, prev = int(row["version"]) - len(entries) + 1, bytes(row["hash"])
+        rows, now = [], time.time()
+        for version, (op, key, regions, fields) in enumerate(entries, start=first):
+            body, digest = _change(version, op, prev, fields)
+            rows.append((version, op, key, sorted(regions), body, prev, digest, now))
+            prev = digest
+        await conn.executemany("INSERT INTO changes(version, op, key, regions, body, prev_hash, hash, created_at) "
+                               "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)", rows)
+        await conn.execute("UPDATE log_head SET hash = $1 WHERE id = 1", prev)
+        await conn.execute("SELECT pg_notify($1, $2)", self.channel, str(rows[-1][0]))
+        return [r[0] for r in rows]
+
+    async def upsert_offers(self, offers: list[dict[str, Any]]) -> tuple[int, list[str]]:
+        async def write(conn: Any) -> tuple[int, list[str]]:
+            rows = await conn.fetch("SELECT id, body FROM offers WHERE id = ANY($1::text[])",
+                                    sorted({o["id"] for o in offers}))
+            stored = {r["id"]: unpack(r["body"]) for r in rows}
+            outcomes, writes = [], []
+            for offer in offers:  # in order: an id twice in a batch is written twice, the last one last
+                old = stored.get(offer["id"])
+                if old == offer:
+                    outcomes.append("unchanged")
+                    continue
+                outcomes.append("created" if old is None else "changed")
+                writes.append((offer, old["regions"] if old else []))
+                stored[offer["id"]] = offer
+            versions = await self._append_many(conn, [
+                (OP_OFFER_UPSERT, o["id"], sorted(set(old) | set(o["regions"])), {"offer": o}) for o, old in writes])
+            await conn.executemany("INSERT INTO offers(id, body, regions, version) VALUES ($1, $2, $3, $4) "
+                                   "ON CONFLICT (id) DO UPDATE SET body = excluded.body, regions = excluded.regions, "
+                                   "version = excluded.version",
+                                   [(o["id"], pack(o), o["regions"], v) for (o, _), v in zip(writes, versions)])
+            return int(await conn.fetchval("SELECT version FROM log_head WHERE id = 1")), outcomes
+        return await self._in_transaction(write)
+
+    async def update_offer(self, offer_id: str, update: OfferUpdate) -> tuple[int, dict[str, Any]]:
+        async def write(conn: Any) -> tuple[int, dict[str, Any]]:
+            stored = await self._stored_offer(conn, offer_id)
+            if stored is None:
+                raise NotFound(f"no offer {offer_id!r}")
+            offer = update(stored)
+            if offer != stored:
+                await self._upsert_in(conn, offer, stored["regions"])
+            return int(await conn.fetchval("SELECT version FROM log_head WHERE id = 1")), offer
         return await self._in_transaction(write)
 
     async def delete_offer(self, offer_id: str) -> int:
