@@ -69,9 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .admin import add_admin_commands
     from .models_admin import add_model_admin_commands
+    from .offers_import import add_offer_commands
 
     add_model_admin_commands(model_commands)
     add_admin_commands(commands)
+    add_offer_commands(commands)
 
     demo = commands.add_parser("demo", help="origin + two edges on loopback, end to end")
     demo.add_argument("--serve", action="store_true", help="keep the services running until interrupted")
