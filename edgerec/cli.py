@@ -77,7 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="origin + two edges on loopback, end to end")
     demo.add_argument("--serve", action="store_true", help="keep the services running until interrupted")
-    demo.add_argument("--workdir", default=None, help="where the demo keeps its files (default: a temp dir)")
+    demo.add_argument("--workdir", default=None,
+                      help="where the demo keeps its files, logs included (default: a temp dir, deleted at exit "
+                           "but for the logs, which stay in a directory of their own)")
     demo.set_defaults(func=_demo)
     return parser
 
