@@ -520,8 +520,8 @@ def run(args: argparse.Namespace) -> int:
             f"({', '.join(f'{r} {n}' for r, n in offer_counts.items())})")
         t = time.monotonic()
         cluster.start_origin()
-        publish_bundle(cluster.origin.url, cluster.admin_token, popularity_dir)
-        publish_bundle(cluster.origin.url, cluster.admin_token, model_dir)
+        publish_bundle(cluster.origin.url, cluster.admin_token, popularity_dir, state="active")
+        publish_bundle(cluster.origin.url, cluster.admin_token, model_dir, state="active")
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
             list(pool.map(lambda o: put_offer(cluster.origin.url, cluster.admin_token, o), offers))
         experiment = {"id": EXPERIMENT_ID, "regions": list(regions), "variants": [

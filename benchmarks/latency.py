@@ -234,7 +234,7 @@ class Bench:
         # as it would run on its own hosts in a deployment (the edges' spools hold the events meanwhile).
         os.setpriority(os.PRIO_PROCESS, origin.process.pid, 19)
         origin.wait_ready("/healthz")
-        publish_bundle(origin.url, admin, bundle)
+        publish_bundle(origin.url, admin, bundle, state="active")
         manifest = json.loads((bundle / "manifest.json").read_text())
         events = purchase_events(transactions)
         offers = regional_offers(transactions, events, regions, self.args.offers_per_region, set(manifest["items"]))

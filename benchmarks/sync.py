@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         origin.start()
         origin.wait_ready("/healthz")
-        publish_bundle(origin.url, admin, bundle)
+        publish_bundle(origin.url, admin, bundle, state="active")
         print("cold start from the origin", flush=True)
         from_origin_ms = _time_to_ready(edge)
         print(f"propagation: {args.edges} syncers, {args.changes} changes", flush=True)

@@ -71,8 +71,10 @@ class Cluster:
         self.origin.start()
         self.origin.wait_ready("/healthz")
 
-    def publish(self, bundle: Path | None = None) -> dict:
-        return publish_bundle(self.origin.url, self.admin_token, bundle or self.bundle, ssl_context=self.origin.tls)
+    def publish(self, bundle: Path | None = None, state: str = "active") -> dict:
+        """Publish a bundle (this cluster's by default) and, unless told another state, activate it."""
+        return publish_bundle(self.origin.url, self.admin_token, bundle or self.bundle, state=state,
+                              ssl_context=self.origin.tls)
 
     def put_offer(self, offer: dict) -> dict:
         return put_offer(self.origin.url, self.admin_token, offer, ssl_context=self.origin.tls)

@@ -1,9 +1,12 @@
 """`edgerec experiments ...` and `edgerec events ...`: admin-API clients (origin URL from --origin or
-EDGEREC_ORIGIN_URL, admin token from EDGEREC_ADMIN_TOKEN, never from a flag)."""
+EDGEREC_ORIGIN_URL, admin token from EDGEREC_ADMIN_TOKEN or the file EDGEREC_ADMIN_TOKEN_FILE names, never from a
+flag: `ps` shows flags). `edgerec model publish|list|activate` (models_admin.py) and `edgerec offers import`
+(offers_import.py) use the same settings."""
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import ssl
@@ -11,7 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edgerec.cli.services import admin_headers, http_json
+from edgerec.cli.services import admin_headers, http_call
+from edgerec.core.settings import secret_from_env
 from edgerec.core.tls import client_context
 
 
@@ -20,9 +24,9 @@ class AdminError(RuntimeError):
 
 
 def _token() -> str:
-    token = os.environ.get("EDGEREC_ADMIN_TOKEN", "").split(",")[0].strip()
+    token = secret_from_env("EDGEREC_ADMIN_TOKEN").split(",")[0].strip()
     if not token:
-        raise AdminError("EDGEREC_ADMIN_TOKEN must be set (the origin's admin token)")
+        raise AdminError("EDGEREC_ADMIN_TOKEN (or EDGEREC_ADMIN_TOKEN_FILE) must be set: the origin's admin token")
     return token
 
 
@@ -37,13 +41,35 @@ def _origin_tls(origin_url: str) -> ssl.SSLContext | None:
     return client_context(ca_file, cert_file, key_file)
 
 
-def _call(args: argparse.Namespace, method: str, path: str, payload: Any = None) -> Any:
-    status, body = http_json(args.origin, method, path, payload, admin_headers(_token()), timeout=60,
-                             ssl_context=_origin_tls(args.origin))
+def _call(args: argparse.Namespace, method: str, path: str, payload: Any = None, *, body: bytes | None = None,
+          content_type: str = "application/json", timeout: float = 60) -> Any:
+    """One admin call: `payload` sent as JSON (or `body` as it is); the answer's JSON. AdminError, one line, for an
+    origin that cannot be reached or answers an error."""
+    if not args.origin.startswith(("http://", "https://")):
+        raise AdminError(f"--origin {args.origin!r}: expected http://HOST:PORT or https://HOST:PORT")
+    if body is None and payload is not None:
+        body = json.dumps(payload).encode()
+    headers = {"Content-Type": content_type, **admin_headers(_token())}
+    try:
+        status, _, raw = http_call(args.origin, method, path, body, headers, timeout=timeout,
+                                   ssl_context=_origin_tls(args.origin))
+    except (OSError, http.client.HTTPException) as exc:
+        raise AdminError(f"cannot reach the origin at {args.origin}: {exc or type(exc).__name__}") from None
+    try:
+        answer = json.loads(raw) if raw else None
+    except ValueError:
+        answer = raw.decode(errors="replace")[:300]
     if status >= 400:
-        message = body.get("error", {}).get("message") if isinstance(body, dict) else body
-        raise AdminError(f"{method} {path}: HTTP {status}: {message}")
-    return body
+        message = answer.get("error", {}).get("message") if isinstance(answer, dict) else answer
+        raise AdminError(f"{method} {path.split('?')[0]}: HTTP {status}: {message}")
+    return answer
+
+
+def origin_flag(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--origin", default=os.environ.get("EDGEREC_ORIGIN_URL", "http://127.0.0.1:8080"),
+                        help="origin base URL (EDGEREC_ORIGIN_URL); the token comes from EDGEREC_ADMIN_TOKEN "
+                             "or EDGEREC_ADMIN_TOKEN_FILE")
+    return parser
 
 
 def parse_variant(spec: str) -> dict[str, Any]:
@@ -170,11 +196,6 @@ def _erase(args: argparse.Namespace) -> int:
 
 
 def add_admin_commands(commands: argparse._SubParsersAction) -> None:
-    def origin_flag(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        parser.add_argument("--origin", default=os.environ.get("EDGEREC_ORIGIN_URL", "http://127.0.0.1:8080"),
-                            help="origin base URL (EDGEREC_ORIGIN_URL); the token comes from EDGEREC_ADMIN_TOKEN")
-        return parser
-
     experiments = commands.add_parser("experiments", help="A/B experiments at the origin").add_subparsers(
         dest="action", required=True)
     create = origin_flag(experiments.add_parser("create", help="create or replace an experiment"))

@@ -107,6 +107,12 @@ def _print_answer(shopper: dict[str, Any], answer: dict[str, Any], elapsed_ms: f
               f"{offer['title'][:48]}")
 
 
+def _logged_under(service: Service, logs: Path) -> Service:
+    """The service with its log file in `logs` (which the demo keeps), not under the work directory."""
+    service.log_path = logs / service.log_path.name
+    return service
+
+
 def _wait_for_signal() -> None:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -122,6 +128,10 @@ def run_demo(serve: bool = False, workdir: str | None = None) -> int:
 
     work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="edgerec-demo-"))
     work.mkdir(parents=True, exist_ok=True)
+    # The services' logs outlive the demo: in the work directory when one is given (kept), else in a directory of
+    # their own in the system's temp directory (the rest of the temporary work directory is deleted at exit).
+    logs = work / "logs" if workdir else Path(tempfile.mkdtemp(prefix="edgerec-demo-logs-"))
+    logs.mkdir(parents=True, exist_ok=True)
     services: list[Service] = []
     try:
         _say(f"[1/6] generating a synthetic shop in the Online Retail format ({work})")
@@ -135,10 +145,13 @@ def run_demo(serve: bool = False, workdir: str | None = None) -> int:
         # Each region's edges get their own sync token; the origin signs with a key pair made under work/keys.
         admin_token = secrets.token_urlsafe(24)
         region_tokens = {r: secrets.token_urlsafe(24) for r in DEMO_REGIONS}
-        origin = origin_service(work, free_port(), admin_token, region_tokens=region_tokens).start()
-        services.append(origin)
+        origin = _logged_under(origin_service(work, free_port(), admin_token, region_tokens=region_tokens), logs)
+        _say("      rate limits are off in the demo: all of its requests come from this one loopback address, "
+             "which the per-client limits of a deployment would throttle")
+        _say(f"      service logs: {logs} (kept after the demo exits)")
+        services.append(origin.start())
         origin.wait_ready("/healthz")
-        publish_bundle(origin.url, admin_token, work / "bundle")
+        publish_bundle(origin.url, admin_token, work / "bundle", state="active")
         transactions = read_transactions(data_path)
         offers = offers_from_catalog(item_catalog(transactions), DEMO_REGIONS)
         for offer in offers:
@@ -148,9 +161,11 @@ def run_demo(serve: bool = False, workdir: str | None = None) -> int:
         _say("[4/6] starting one edge per region; each syncs a snapshot, then long-polls deltas")
         # One pseudonym key for the whole fleet, as in a deployment: events carry keyed hashes of shopper ids.
         pseudonym_key = secrets.token_urlsafe(24)
-        edges = {r: edge_service(work, r, free_port(), origin.url, region_tokens[r],
-                                 extra_env={"EDGEREC_PSEUDONYM_KEY": pseudonym_key}).start() for r in DEMO_REGIONS}
-        services.extend(edges.values())
+        edges = {r: _logged_under(edge_service(work, r, free_port(), origin.url, region_tokens[r],
+                                               extra_env={"EDGEREC_PSEUDONYM_KEY": pseudonym_key}), logs)
+                 for r in DEMO_REGIONS}
+        for edge in edges.values():
+            services.append(edge.start())
         for edge in edges.values():
             edge.wait_ready("/readyz")
 
@@ -198,12 +213,12 @@ def run_demo(serve: bool = False, workdir: str | None = None) -> int:
             print(f"admin-token {admin_token}", flush=True)
             print("serving until interrupted (Ctrl-C)", flush=True)
             _wait_for_signal()
-        print("demo finished; stopping services", flush=True)
+        print(f"demo finished; stopping services (their logs stay in {logs})", flush=True)
         return 0
     except (RuntimeError, TimeoutError, OSError) as exc:
         print(f"edgerec demo failed: {exc}", flush=True)
         for service in services:
-            print(f"--- last lines of {service.name}'s log ---\n{service.log_tail()}")
+            print(f"--- last lines of {service.name}'s log ({service.log_path}) ---\n{service.log_tail()}")
         return 1
     finally:
         for service in reversed(services):

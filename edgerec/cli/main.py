@@ -64,16 +64,23 @@ def build_parser() -> argparse.ArgumentParser:
     EdgeConfig.add_arguments(edge_serve)
     edge_serve.set_defaults(func=_edge_serve)
 
-    model = commands.add_parser("model", help="train and evaluate recommendation models")
-    add_model_commands(model.add_subparsers(dest="action", required=True))
+    model = commands.add_parser("model", help="train and evaluate recommendation models; publish and activate them")
+    model_commands = model.add_subparsers(dest="action", required=True)
+    add_model_commands(model_commands)
 
     from edgerec.cli.admin import add_admin_commands
+    from edgerec.cli.models_admin import add_model_admin_commands
+    from edgerec.cli.offers_import import add_offer_commands
 
+    add_model_admin_commands(model_commands)
     add_admin_commands(commands)
+    add_offer_commands(commands)
 
     demo = commands.add_parser("demo", help="origin + two edges on loopback, end to end")
     demo.add_argument("--serve", action="store_true", help="keep the services running until interrupted")
-    demo.add_argument("--workdir", default=None, help="where the demo keeps its files (default: a temp dir)")
+    demo.add_argument("--workdir", default=None,
+                      help="where the demo keeps its files, logs included (default: a temp dir, deleted at exit "
+                           "but for the logs, which stay in a directory of their own)")
     demo.set_defaults(func=_demo)
     return parser
 

@@ -199,15 +199,21 @@ def admin_headers(admin_token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {admin_token}"}
 
 
-def publish_bundle(origin_url: str, admin_token: str, bundle_dir: Path,
-                   ssl_context: ssl.SSLContext | None = None) -> dict[str, Any]:
-    """Upload a model bundle (model.onnx + manifest.json) to the origin, which makes it the active model."""
+def bundle_upload(bundle_dir: Path) -> tuple[dict[str, Any], bytes]:
+    """(manifest, the msgpack body of POST /v1/admin/models) of a bundle directory (model.onnx + manifest.json)."""
     import msgpack
 
     manifest = json.loads((Path(bundle_dir) / "manifest.json").read_text())
     model = (Path(bundle_dir) / "model.onnx").read_bytes()
-    body = msgpack.packb({"manifest": manifest, "model": model}, use_bin_type=True)
-    status, _, raw = http_call(origin_url, "POST", "/v1/admin/models", body,
+    return manifest, msgpack.packb({"manifest": manifest, "model": model}, use_bin_type=True)
+
+
+def publish_bundle(origin_url: str, admin_token: str, bundle_dir: Path, *, state: str,
+                   ssl_context: ssl.SSLContext | None = None) -> dict[str, Any]:
+    """Upload a model bundle (model.onnx + manifest.json) to the origin in `state`: "active" makes it the model every
+    edge serves, "candidate" a model experiments may name, "published" only stores it (see the README's models)."""
+    _, body = bundle_upload(bundle_dir)
+    status, _, raw = http_call(origin_url, "POST", f"/v1/admin/models?state={state}", body,
                                {"Content-Type": "application/x-msgpack", **admin_headers(admin_token)}, timeout=60,
                                ssl_context=ssl_context)
     if status != 201:

@@ -43,10 +43,13 @@ from origin_sync.origin.sinks import (
     unresolved_request_ids,
 )
 from origin_sync.origin.store import (
+    MODEL_ACTIVE,
+    PUBLISH_STATES,
     AheadOfOrigin,
     ChangeLogStore,
     Compacted,
     NotFound,
+    UnservableModel,
     open_store,
 )
 from origin_sync.wire import digest
@@ -70,6 +73,7 @@ from origin_sync.wire.protocol import (
     Signer,
     blob_signing_bytes,
     is_key_id,
+    merge_patch,
     parse_regions,
     seal,
     unpack,
@@ -80,6 +84,8 @@ log = logging.getLogger("edgerec.origin")
 audit_log = logging.getLogger("edgerec.audit")
 
 MAX_MODEL_BYTES = 256 * 1024 * 1024
+MAX_OFFER_BATCH = 1000  # offers per POST /v1/admin/offers
+MERGE_PATCH_TYPE = "application/merge-patch+json"
 # A long-poll re-reads the head at least this often, so that writes by another process on a database without
 # notifications (SQLite) or a lost notification still wake it.
 RECHECK_S = 1.0
@@ -406,6 +412,62 @@ async def put_offer(request: web.Request) -> web.Response:
     return json_response({"offer": offer, "data_version": version})
 
 
+async def patch_offer(request: web.Request) -> web.Response:
+    """RFC 7396 merge patch of a stored offer: the members sent replace the stored ones, a null resets one to its
+    default (or leaves a required field missing), and the result is validated whole, in the write transaction."""
+    if request.content_type != MERGE_PATCH_TYPE:
+        return error(415, "unsupported_media_type", f"PATCH takes a JSON merge patch (RFC 7396) with Content-Type: "
+                                                    f"{MERGE_PATCH_TYPE}; PUT replaces a whole offer")
+    try:
+        patch = await _json_body(request)
+    except _BadRequest as exc:
+        return error(400, "invalid_json", str(exc))
+    if not isinstance(patch, dict):
+        return error(422, "invalid_offer", "a merge patch of an offer is a JSON object of the fields to change")
+    offer_id = request.match_info["offer_id"]
+    try:
+        version, offer = await request.app[STORE].update_offer(
+            offer_id, lambda stored: validate_offer(merge_patch(stored, patch), offer_id))
+    except NotFound as exc:
+        return error(404, "not_found", str(exc))
+    except InvalidOffer as exc:
+        return error(422, "invalid_offer", str(exc))
+    log.info("offer %s patched (data version %d)", offer_id, version)
+    return json_response({"offer": offer, "data_version": version})
+
+
+async def put_offers(request: web.Request) -> web.Response:
+    """Body {"offers": [...]}: up to MAX_OFFER_BATCH whole offers (each with its id) upserted in one transaction.
+    Each is validated alone: a refused one is reported and the others are stored. Answers per offer, in order,
+    "created", "changed", "unchanged" (equal to the stored one, not written) or "refused" with the reason."""
+    try:
+        body = await _json_body(request)
+    except _BadRequest as exc:
+        return error(400, "invalid_json", str(exc))
+    offers = body.get("offers") if isinstance(body, dict) else None
+    if not isinstance(offers, list) or not 0 < len(offers) <= MAX_OFFER_BATCH:
+        return error(422, "invalid_request", f"expected {{\"offers\": [1 to {MAX_OFFER_BATCH} offers]}}")
+    request["audit_target"] = f"offers={len(offers)}"
+    results: list[dict[str, Any]] = []
+    valid: list[dict[str, Any]] = []
+    for item in offers:
+        oid = item.get("id") if isinstance(item, dict) and isinstance(item.get("id"), str) else None
+        try:
+            valid.append(validate_offer(item))
+            results.append({"id": oid, "status": None})
+        except InvalidOffer as exc:
+            results.append({"id": oid, "status": "refused", "error": str(exc)})
+    version, outcomes = await request.app[STORE].upsert_offers(valid) if valid else \
+        ((await request.app[STORE].head()).version, [])
+    pending = iter(outcomes)
+    for result in results:
+        if result["status"] is None:
+            result["status"] = next(pending)
+    counts = {k: sum(1 for r in results if r["status"] == k) for k in ("created", "changed", "unchanged", "refused")}
+    log.info("offer batch: %s (data version %d)", ", ".join(f"{n} {k}" for k, n in counts.items()), version)
+    return json_response({"results": results, "counts": counts, "data_version": version})
+
+
 async def get_offer(request: web.Request) -> web.Response:
     try:
         return json_response({"offer": await request.app[STORE].offer(request.match_info["offer_id"])})
@@ -431,6 +493,8 @@ async def put_experiment(request: web.Request) -> web.Response:
         version = await request.app[STORE].upsert_experiment(experiment)
     except NotFound as exc:
         return error(422, "invalid_experiment", f"variants: {exc} (publish the model first)")
+    except UnservableModel as exc:
+        return error(422, "invalid_experiment", f"variants: {exc}")
     except ExperimentOverlap as exc:
         return error(409, "experiment_overlap", str(exc))
     log.info("experiment %s upserted at version %d", experiment["id"], version)
@@ -458,7 +522,12 @@ async def delete_experiment(request: web.Request) -> web.Response:
 
 
 async def publish_model(request: web.Request) -> web.Response:
-    """Body: msgpack map {"manifest": {...}, "model": <model.onnx bytes>}."""
+    """Body: msgpack map {"manifest": {...}, "model": <model.onnx bytes>}. Query `state`: `published` (stored,
+    served nowhere), `candidate` (an experiment's variant may name it) or `active` (served by every edge); without
+    it the model is activated, as every publish did before model states."""
+    state = request.query.get("state", MODEL_ACTIVE)
+    if state not in PUBLISH_STATES:
+        return error(422, "invalid_query", f"state must be one of {', '.join(PUBLISH_STATES)}")
     try:
         payload = unpack(await request.read())
     except ProtocolError as exc:
@@ -478,11 +547,12 @@ async def publish_model(request: web.Request) -> web.Response:
     except BundleError as exc:
         return error(422, "invalid_bundle", f"bundle rejected: {exc}")
     try:
-        version = await request.app[STORE].publish_model(manifest, payload["model"])
+        version, stored_state = await request.app[STORE].publish_model(manifest, payload["model"], state=state)
     except ValueError as exc:
         return error(409, "conflict", str(exc))
-    log.info("model %s published at version %d", manifest["version"], version)
-    return json_response({"model_version": manifest["version"], "data_version": version}, 201)
+    log.info("model %s published as %s (data version %d)", manifest["version"], stored_state, version)
+    return json_response({"model_version": manifest["version"], "state": stored_state, "data_version": version},
+                         201)
 
 
 async def activate_model(request: web.Request) -> web.Response:
@@ -864,7 +934,9 @@ def build_app(config: OriginConfig, store: ChangeLogStore | None = None,
     app.router.add_post("/v1/admin/keys", announce_key)
     app.router.add_post("/v1/admin/keys/{key_id}/activate", activate_key)
     app.router.add_post("/v1/admin/keys/{key_id}/revoke", revoke_key)
+    app.router.add_post("/v1/admin/offers", put_offers)
     app.router.add_put("/v1/admin/offers/{offer_id}", put_offer)
+    app.router.add_patch("/v1/admin/offers/{offer_id}", patch_offer)
     app.router.add_get("/v1/admin/offers/{offer_id}", get_offer)
     app.router.add_delete("/v1/admin/offers/{offer_id}", delete_offer)
     app.router.add_get("/v1/admin/experiments", list_experiments)

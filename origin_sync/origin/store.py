@@ -35,7 +35,8 @@ from origin_sync.wire.protocol import (
 )
 
 __all__ = ["ChangeLogStore", "SQLiteStore", "PostgresStore", "NotFound", "Compacted", "AheadOfOrigin",
-           "DeltaPage", "LogHead", "open_store", "write_atomically"]
+           "DeltaPage", "LogHead", "open_store", "write_atomically", "MODEL_STATES", "MODEL_PUBLISHED",
+           "MODEL_CANDIDATE", "MODEL_ACTIVE", "MODEL_RETIRED", "UnservableModel", "OfferUpdate"]
 
 T = TypeVar("T")
 PAGE_LIMIT = 10_000
@@ -45,6 +46,15 @@ KEY_SET_META = "signing_keys"  # the meta row holding the published signing-key 
 # and an origin that finds them apart at start (a database from before the digests) rebuilds the rows.
 DIGESTS_AT_META = "state_digests_at"
 KeySetUpdate = Callable[[dict[str, Any] | None], dict[str, Any]]
+OfferUpdate = Callable[[dict[str, Any]], dict[str, Any]]  # stored offer -> the new, validated offer
+
+# A model's state (the models table's `state`): `published` is stored and served nowhere; `candidate` may be named by
+# an experiment's variant (and is then served to that variant's shoppers only); `active` is the one model every edge
+# serves; `retired` was active or a candidate and was replaced (an experiment may still name it, a rollback
+# re-activates it). Only activation reaches the edges through the change log.
+MODEL_PUBLISHED, MODEL_CANDIDATE, MODEL_ACTIVE, MODEL_RETIRED = "published", "candidate", "active", "retired"
+MODEL_STATES = (MODEL_PUBLISHED, MODEL_CANDIDATE, MODEL_ACTIVE, MODEL_RETIRED)
+PUBLISH_STATES = (MODEL_PUBLISHED, MODEL_CANDIDATE, MODEL_ACTIVE)  # what a publish may ask for
 
 
 class Compacted(LookupError):
@@ -57,6 +67,23 @@ class Compacted(LookupError):
 
 class AheadOfOrigin(LookupError):
     """The edge claims a version the origin never reached (e.g. the origin's database was restored)."""
+
+
+class UnservableModel(ValueError):
+    """An experiment names a model that is only `published`: it must become a candidate (or active) first."""
+
+
+def _state_after_publish(stored: str, wanted: str) -> str | None:
+    """Publishing a version again (the same bytes): the state it moves to, or None to keep the stored one. A publish
+    never demotes (an active or candidate model stays so); `active` is reached through activation, not here."""
+    if wanted == MODEL_CANDIDATE and stored in (MODEL_PUBLISHED, MODEL_RETIRED):
+        return MODEL_CANDIDATE
+    return None
+
+
+def _unservable(model_version: str) -> UnservableModel:
+    return UnservableModel(f"model {model_version!r} is only published: publish it as a candidate "
+                           f"(edgerec model publish --candidate) or activate it first")
 
 
 @dataclass(frozen=True)
@@ -115,12 +142,27 @@ class ChangeLogStore(abc.ABC):
     async def delete_offer(self, offer_id: str) -> int: ...
 
     @abc.abstractmethod
-    async def publish_model(self, manifest: dict[str, Any], onnx_bytes: bytes) -> int: ...
+    async def upsert_offers(self, offers: list[dict[str, Any]]) -> tuple[int, list[str]]:
+        """Validated offers in one transaction, in order: for each, "created", "changed" or "unchanged" (an offer
+        equal to the stored one is not written, so it adds no change); returns (head version, outcomes)."""
+
+    @abc.abstractmethod
+    async def update_offer(self, offer_id: str, update: OfferUpdate) -> tuple[int, dict[str, Any]]:
+        """In one transaction: the stored offer (NotFound without one) is replaced by `update(stored)`; an exception
+        from `update` aborts it, and a result equal to the stored offer writes nothing. Returns (head version,
+        offer)."""
+
+    @abc.abstractmethod
+    async def publish_model(self, manifest: dict[str, Any], onnx_bytes: bytes, *, state: str) -> tuple[int, str]:
+        """Store a model bundle in `state` (one of PUBLISH_STATES; `active` activates it): (data version, the
+        model's state). Publishing a stored version again with the same bytes is idempotent (see
+        _state_after_publish); with other bytes it is a ValueError."""
 
     @abc.abstractmethod
     async def activate_model(self, model_version: str) -> tuple[int, bool]:
-        """Make a published model the active one: (data version, True) with the change appended, or (the current
-        data version, False) when it is active already: nothing is appended, so no edge rebuilds."""
+        """Make a stored model the active one (the previous active one is retired; NotFound for an unknown one):
+        (data version, True) with the change appended, or (the current data version, False) when it is active
+        already: nothing is appended, so no edge rebuilds."""
 
     @abc.abstractmethod
     async def upsert_experiment(self, experiment: dict[str, Any]) -> int:
@@ -145,7 +187,8 @@ class ChangeLogStore(abc.ABC):
     async def offer(self, offer_id: str) -> dict[str, Any]: ...
 
     @abc.abstractmethod
-    async def models(self) -> list[dict[str, Any]]: ...
+    async def models(self) -> list[dict[str, Any]]:
+        """Every stored model, oldest first: version, sha256, created_at, state and `active` (state == active)."""
 
     @abc.abstractmethod
     async def snapshot(self, regions: tuple[str, ...]) -> dict[str, Any]:
@@ -247,7 +290,8 @@ CREATE TABLE IF NOT EXISTS models (
     version    TEXT PRIMARY KEY,
     sha256     TEXT NOT NULL,
     manifest   TEXT NOT NULL,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    state      TEXT NOT NULL DEFAULT 'published'  -- published, candidate, active or retired (MODEL_STATES)
 );
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
@@ -301,8 +345,28 @@ class SQLiteStore(ChangeLogStore):
         self._db.executescript(_SQLITE_SCHEMA)
         self._db.execute("INSERT OR IGNORE INTO log_head(id, version, hash, floor, floor_hash) VALUES (1, 0, ?, 0, ?)",
                          (GENESIS_HASH, GENESIS_HASH))
+        self._migrate_model_states()
         self._lock = threading.Lock()
         self._write(self._ensure_digests)
+
+    def _migrate_model_states(self) -> None:
+        """A database made before model states has no models.state: add it. Until then every publish activated,
+        so the model named active is `active` and every other one `retired`."""
+        def missing() -> bool:
+            return "state" not in {row[1] for row in self._db.execute("PRAGMA table_info(models)")}
+
+        if not missing():
+            return
+        self._db.execute("BEGIN IMMEDIATE")  # another process may be opening the same file
+        try:
+            if missing():
+                self._db.execute("ALTER TABLE models ADD COLUMN state TEXT NOT NULL DEFAULT 'published'")
+                self._db.execute("UPDATE models SET state = CASE WHEN version = (SELECT value FROM meta WHERE "
+                                 "key = 'active_model') THEN 'active' ELSE 'retired' END")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.to_thread(self._locked, fn, *args)
@@ -397,6 +461,36 @@ class SQLiteStore(ChangeLogStore):
     async def upsert_offer(self, offer: dict[str, Any]) -> int:
         return await self._commit(self._upsert, offer)
 
+    def _stored_offer(self, offer_id: str) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT body FROM offers WHERE id = ?", (offer_id,)).fetchone()
+        return None if row is None else unpack(row[0])
+
+    def _upsert_many(self, offers: list[dict[str, Any]]) -> tuple[int, list[str]]:
+        outcomes = []
+        for offer in offers:
+            stored = self._stored_offer(offer["id"])
+            if stored == offer:
+                outcomes.append("unchanged")
+                continue
+            self._upsert(offer)
+            outcomes.append("created" if stored is None else "changed")
+        return self._head().version, outcomes
+
+    async def upsert_offers(self, offers: list[dict[str, Any]]) -> tuple[int, list[str]]:
+        return await self._commit(self._upsert_many, offers)
+
+    def _update_offer(self, offer_id: str, update: OfferUpdate) -> tuple[int, dict[str, Any]]:
+        stored = self._stored_offer(offer_id)
+        if stored is None:
+            raise NotFound(f"no offer {offer_id!r}")
+        offer = update(stored)
+        if offer != stored:
+            self._upsert(offer)
+        return self._head().version, offer
+
+    async def update_offer(self, offer_id: str, update: OfferUpdate) -> tuple[int, dict[str, Any]]:
+        return await self._commit(self._update_offer, offer_id, update)
+
     def _delete(self, offer_id: str) -> int:
         old = self._old_offer(offer_id)
         if old is None:
@@ -421,22 +515,34 @@ class SQLiteStore(ChangeLogStore):
         version = self._append(OP_MODEL_ACTIVATE, model_version, [ALL_REGIONS], {"model": ref}, update)
         self._db.execute("INSERT INTO meta(key, value) VALUES ('active_model', ?) "
                          "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (model_version,))
+        self._db.execute("UPDATE models SET state = ? WHERE state = ? AND version != ?",
+                         (MODEL_RETIRED, MODEL_ACTIVE, model_version))
+        self._db.execute("UPDATE models SET state = ? WHERE version = ?", (MODEL_ACTIVE, model_version))
         return version
 
-    def _publish(self, manifest: dict[str, Any], sha: str) -> int:
-        self._db.execute("INSERT INTO models(version, sha256, manifest, created_at) VALUES (?, ?, ?, ?) "
+    def _publish(self, manifest: dict[str, Any], sha: str, state: str) -> tuple[int, str]:
+        self._db.execute("INSERT INTO models(version, sha256, manifest, created_at, state) VALUES (?, ?, ?, ?, ?) "
                          "ON CONFLICT(version) DO NOTHING",
-                         (manifest["version"], sha, json.dumps(manifest), time.time()))
-        row = self._db.execute("SELECT sha256 FROM models WHERE version = ?", (manifest["version"],)).fetchone()
+                         (manifest["version"], sha, json.dumps(manifest), time.time(),
+                          MODEL_PUBLISHED if state == MODEL_ACTIVE else state))
+        row = self._db.execute("SELECT sha256, state FROM models WHERE version = ?",
+                               (manifest["version"],)).fetchone()
         if row[0] != sha:
             raise ValueError(f"model version {manifest['version']!r} already exists with other bytes")
-        return self._activate(manifest["version"])
+        if state == MODEL_ACTIVE:
+            return self._activate(manifest["version"]), MODEL_ACTIVE
+        moved = _state_after_publish(row[1], state)
+        if moved is not None:
+            self._db.execute("UPDATE models SET state = ? WHERE version = ?", (moved, manifest["version"]))
+        return self._head().version, moved or row[1]
 
-    async def publish_model(self, manifest: dict[str, Any], onnx_bytes: bytes) -> int:
+    async def publish_model(self, manifest: dict[str, Any], onnx_bytes: bytes, *, state: str) -> tuple[int, str]:
+        if state not in PUBLISH_STATES:
+            raise ValueError(f"a model is published as one of {', '.join(PUBLISH_STATES)}, not {state!r}")
         sha = await asyncio.to_thread(self.blobs.put, onnx_bytes)
         if manifest.get("sha256") != sha:
             raise ValueError(f"manifest sha256 {manifest.get('sha256')!r} does not match the model bytes ({sha})")
-        return await self._commit(self._publish, manifest, sha)
+        return await self._commit(self._publish, manifest, sha, state)
 
     def _activate_unless_active(self, model_version: str) -> tuple[int, bool]:
         active = self._db.execute("SELECT value FROM meta WHERE key = 'active_model'").fetchone()
@@ -467,9 +573,18 @@ class SQLiteStore(ChangeLogStore):
     async def update_key_set(self, update: KeySetUpdate) -> tuple[int, dict[str, Any]]:
         return await self._commit(self._update_key_set, update)
 
+    def _variant_model_ref(self, model_version: str) -> dict[str, Any]:
+        """The ref of a model an experiment's variant names: any stored model but a merely published one."""
+        ref = self._model_ref(model_version)
+        (state,) = self._db.execute("SELECT state FROM models WHERE version = ?", (model_version,)).fetchone()
+        if state == MODEL_PUBLISHED:
+            raise _unservable(model_version)
+        return ref
+
     def _upsert_experiment(self, experiment: dict[str, Any]) -> int:
-        # The experiment itself first (an unknown model is NotFound), then its neighbours, as PostgresStore does.
-        refs = {v["model"]: self._model_ref(v["model"]) for v in experiment["variants"] if v["model"]}
+        # The experiment itself first (an unknown or unservable model is refused), then its neighbours, as
+        # PostgresStore does.
+        refs = {v["model"]: self._variant_model_ref(v["model"]) for v in experiment["variants"] if v["model"]}
         check_no_overlap(experiment, self._experiments())  # in the write transaction: two PUTs cannot both pass
         body = _with_model_refs(experiment, refs)
         old = self._db.execute("SELECT body FROM experiments WHERE id = ?", (body["id"],)).fetchone()
@@ -527,10 +642,10 @@ class SQLiteStore(ChangeLogStore):
         return await self._run(self._offer, offer_id)
 
     def _models(self) -> list[dict[str, Any]]:
-        rows = self._db.execute("SELECT version, sha256, created_at FROM models ORDER BY created_at").fetchall()
-        active = self._db.execute("SELECT value FROM meta WHERE key = 'active_model'").fetchone()
-        active_version = active[0] if active else None
-        return [{"version": v, "sha256": s, "created_at": c, "active": v == active_version} for v, s, c in rows]
+        rows = self._db.execute("SELECT version, sha256, created_at, state FROM models "
+                                "ORDER BY created_at").fetchall()
+        return [{"version": v, "sha256": s, "created_at": c, "state": state, "active": state == MODEL_ACTIVE}
+                for v, s, c, state in rows]
 
     async def models(self) -> list[dict[str, Any]]:
         return await self._run(self._models)
@@ -684,7 +799,8 @@ CREATE TABLE IF NOT EXISTS models (
     version    TEXT PRIMARY KEY,
     sha256     TEXT NOT NULL,
     manifest   TEXT NOT NULL,
-    created_at DOUBLE PRECISION NOT NULL
+    created_at DOUBLE PRECISION NOT NULL,
+    state      TEXT NOT NULL DEFAULT 'published'
 );
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
@@ -716,6 +832,22 @@ CREATE TABLE IF NOT EXISTS audit_log (
 CREATE INDEX IF NOT EXISTS audit_log_ts ON audit_log (ts);
 """
 _SCHEMA_LOCK = 0x6564676572656331  # pg_advisory_xact_lock key: "edgerec1"
+# A database made before model states: models.state added; every publish activated until then, so the model named
+# active is `active` and every other one `retired`. Run (under the schema lock) only while the column is missing.
+_PG_MODEL_STATES_MIGRATION = (
+    "ALTER TABLE models ADD COLUMN IF NOT EXISTS state TEXT",
+    "UPDATE models SET state = CASE WHEN version = (SELECT value FROM meta WHERE key = 'active_model') "
+    "THEN 'active' ELSE 'retired' END WHERE state IS NULL",
+    "ALTER TABLE models ALTER COLUMN state SET DEFAULT 'published', ALTER COLUMN state SET NOT NULL",
+)
+
+
+async def _migrate_pg_model_states(conn: Any) -> None:
+    nullable = await conn.fetchval("SELECT is_nullable FROM information_schema.columns WHERE table_schema = "
+                                   "current_schema() AND table_name = 'models' AND column_name = 'state'")
+    if nullable is None or nullable == "YES":
+        for statement in _PG_MODEL_STATES_MIGRATION:
+            await conn.execute(statement)
 
 
 class PostgresStore(ChangeLogStore):
@@ -748,6 +880,7 @@ class PostgresStore(ChangeLogStore):
             for statement in (s.strip() for s in _PG_SCHEMA.split(";")):
                 if statement:
                     await conn.execute(statement, *([GENESIS_HASH] if "$1" in statement else []))
+            await _migrate_pg_model_states(conn)
             await self._ensure_digests(conn)
         self._listen_conn = await asyncpg.connect(self.dsn, server_settings=settings)
         await self._listen_conn.add_listener(self.channel, lambda *_: self._changed())
@@ -817,16 +950,80 @@ class PostgresStore(ChangeLogStore):
 
     async def upsert_offer(self, offer: dict[str, Any]) -> int:
         async def write(conn: Any) -> int:
-            body = await conn.fetchval("SELECT body FROM offers WHERE id = $1", offer["id"])
-            old = unpack(body) if body is not None else None
-            update = digest.Update().replace(digest.offer_elements(old) if old else [], digest.offer_elements(offer))
-            version = await self._append(conn, OP_OFFER_UPSERT, offer["id"],
-                                         sorted(set(old["regions"] if old else ()) | set(offer["regions"])),
-                                         {"offer": offer}, update)
-            await conn.execute("INSERT INTO offers(id, body, regions, version) VALUES ($1, $2, $3, $4) "
-                               "ON CONFLICT (id) DO UPDATE SET body = excluded.body, regions = excluded.regions, "
-                               "version = excluded.version", offer["id"], pack(offer), offer["regions"], version)
-            return version
+            return await self._upsert_in(conn, offer, await self._stored_offer(conn, offer["id"]))
+        return await self._in_transaction(write)
+
+    async def _upsert_in(self, conn: Any, offer: dict[str, Any], old: dict[str, Any] | None) -> int:
+        update = digest.Update().replace(digest.offer_elements(old) if old else [], digest.offer_elements(offer))
+        # An edge whose region the offer just left must hear about it, so tag both old and new regions.
+        version = await self._append(conn, OP_OFFER_UPSERT, offer["id"],
+                                     sorted(set(old["regions"] if old else ()) | set(offer["regions"])),
+                                     {"offer": offer}, update)
+        await conn.execute("INSERT INTO offers(id, body, regions, version) VALUES ($1, $2, $3, $4) "
+                           "ON CONFLICT (id) DO UPDATE SET body = excluded.body, regions = excluded.regions, "
+                           "version = excluded.version", offer["id"], pack(offer), offer["regions"], version)
+        return version
+
+    async def _stored_offer(self, conn: Any, offer_id: str) -> dict[str, Any] | None:
+        body = await conn.fetchval("SELECT body FROM offers WHERE id = $1", offer_id)
+        return None if body is None else unpack(body)
+
+    async def _append_many(self, conn: Any, entries: list[tuple[str, str, list[str], dict[str, Any]]],
+                           update: digest.Update) -> list[int]:
+        """`_append` for many changes (op, key, regions, fields) at once, in a few round trips: the versions are
+        taken with one update of the log head row (its lock serialises writers, as in `_append`), the chain is
+        computed here, the rows go in one executemany, and one notification wakes the long-polls."""
+        if not entries:
+            return []
+        row = await conn.fetchrow("UPDATE log_head SET version = version + $1 WHERE id = 1 RETURNING version, hash",
+                                  len(entries))
+        first, prev = int(row["version"]) - len(entries) + 1, bytes(row["hash"])
+        rows, now = [], time.time()
+        for version, (op, key, regions, fields) in enumerate(entries, start=first):
+            body, chained = _change(version, op, prev, fields)
+            rows.append((version, op, key, sorted(regions), body, prev, chained, now))
+            prev = chained
+        await conn.executemany("INSERT INTO changes(version, op, key, regions, body, prev_hash, hash, created_at) "
+                               "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)", rows)
+        await conn.execute("UPDATE log_head SET hash = $1 WHERE id = 1", prev)
+        await self._advance_digests(conn, update, rows[-1][0])  # the batch's changes, summed into the vectors
+        await conn.execute("SELECT pg_notify($1, $2)", self.channel, str(rows[-1][0]))
+        return [r[0] for r in rows]
+
+    async def upsert_offers(self, offers: list[dict[str, Any]]) -> tuple[int, list[str]]:
+        async def write(conn: Any) -> tuple[int, list[str]]:
+            rows = await conn.fetch("SELECT id, body FROM offers WHERE id = ANY($1::text[])",
+                                    sorted({o["id"] for o in offers}))
+            stored = {r["id"]: unpack(r["body"]) for r in rows}
+            outcomes, writes, update = [], [], digest.Update()
+            for offer in offers:  # in order: an id twice in a batch is written twice, the last one last
+                old = stored.get(offer["id"])
+                if old == offer:
+                    outcomes.append("unchanged")
+                    continue
+                outcomes.append("created" if old is None else "changed")
+                writes.append((offer, old["regions"] if old else []))
+                update.replace(digest.offer_elements(old) if old else [], digest.offer_elements(offer))
+                stored[offer["id"]] = offer
+            versions = await self._append_many(conn, [
+                (OP_OFFER_UPSERT, o["id"], sorted(set(old) | set(o["regions"])), {"offer": o}) for o, old in writes],
+                update)
+            await conn.executemany("INSERT INTO offers(id, body, regions, version) VALUES ($1, $2, $3, $4) "
+                                   "ON CONFLICT (id) DO UPDATE SET body = excluded.body, regions = excluded.regions, "
+                                   "version = excluded.version",
+                                   [(o["id"], pack(o), o["regions"], v) for (o, _), v in zip(writes, versions)])
+            return int(await conn.fetchval("SELECT version FROM log_head WHERE id = 1")), outcomes
+        return await self._in_transaction(write)
+
+    async def update_offer(self, offer_id: str, update: OfferUpdate) -> tuple[int, dict[str, Any]]:
+        async def write(conn: Any) -> tuple[int, dict[str, Any]]:
+            stored = await self._stored_offer(conn, offer_id)
+            if stored is None:
+                raise NotFound(f"no offer {offer_id!r}")
+            offer = update(stored)
+            if offer != stored:
+                await self._upsert_in(conn, offer, stored)
+            return int(await conn.fetchval("SELECT version FROM log_head WHERE id = 1")), offer
         return await self._in_transaction(write)
 
     async def delete_offer(self, offer_id: str) -> int:
@@ -853,23 +1050,34 @@ class PostgresStore(ChangeLogStore):
         version = await self._append(conn, OP_MODEL_ACTIVATE, model_version, [ALL_REGIONS], {"model": ref}, update)
         await conn.execute("INSERT INTO meta(key, value) VALUES ('active_model', $1) "
                            "ON CONFLICT (key) DO UPDATE SET value = excluded.value", model_version)
+        await conn.execute("UPDATE models SET state = $1 WHERE state = $2 AND version <> $3",
+                           MODEL_RETIRED, MODEL_ACTIVE, model_version)
+        await conn.execute("UPDATE models SET state = $1 WHERE version = $2", MODEL_ACTIVE, model_version)
         return version
 
-    async def publish_model(self, manifest: dict[str, Any], onnx_bytes: bytes) -> int:
+    async def publish_model(self, manifest: dict[str, Any], onnx_bytes: bytes, *, state: str) -> tuple[int, str]:
+        if state not in PUBLISH_STATES:
+            raise ValueError(f"a model is published as one of {', '.join(PUBLISH_STATES)}, not {state!r}")
         sha = await asyncio.to_thread(self.blobs.put, onnx_bytes)
         if manifest.get("sha256") != sha:
             raise ValueError(f"manifest sha256 {manifest.get('sha256')!r} does not match the model bytes ({sha})")
 
-        async def write(conn: Any) -> int:
+        async def write(conn: Any) -> tuple[int, str]:
             await conn.execute("INSERT INTO blobs(sha256, data) VALUES ($1, $2) ON CONFLICT (sha256) DO NOTHING",
                                sha, onnx_bytes)
-            await conn.execute("INSERT INTO models(version, sha256, manifest, created_at) VALUES ($1, $2, $3, $4) "
-                               "ON CONFLICT (version) DO NOTHING",
-                               manifest["version"], sha, json.dumps(manifest), time.time())
-            stored = await conn.fetchval("SELECT sha256 FROM models WHERE version = $1", manifest["version"])
-            if stored != sha:
+            await conn.execute("INSERT INTO models(version, sha256, manifest, created_at, state) "
+                               "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (version) DO NOTHING",
+                               manifest["version"], sha, json.dumps(manifest), time.time(),
+                               MODEL_PUBLISHED if state == MODEL_ACTIVE else state)
+            stored = await conn.fetchrow("SELECT sha256, state FROM models WHERE version = $1", manifest["version"])
+            if stored["sha256"] != sha:
                 raise ValueError(f"model version {manifest['version']!r} already exists with other bytes")
-            return await self._activate(conn, manifest["version"])
+            if state == MODEL_ACTIVE:
+                return await self._activate(conn, manifest["version"]), MODEL_ACTIVE
+            moved = _state_after_publish(stored["state"], state)
+            if moved is not None:
+                await conn.execute("UPDATE models SET state = $1 WHERE version = $2", moved, manifest["version"])
+            return int(await conn.fetchval("SELECT version FROM log_head WHERE id = 1")), moved or stored["state"]
         return await self._in_transaction(write)
 
     async def activate_model(self, model_version: str) -> tuple[int, bool]:
@@ -894,9 +1102,17 @@ class PostgresStore(ChangeLogStore):
             return version, key_set
         return await self._in_transaction(write)
 
+    async def _variant_model_ref(self, conn: Any, model_version: str) -> dict[str, Any]:
+        """The ref of a model an experiment's variant names: any stored model but a merely published one."""
+        ref = await self._model_ref(conn, model_version)
+        if await conn.fetchval("SELECT state FROM models WHERE version = $1", model_version) == MODEL_PUBLISHED:
+            raise _unservable(model_version)
+        return ref
+
     async def upsert_experiment(self, experiment: dict[str, Any]) -> int:
         async def write(conn: Any) -> int:
-            refs = {v["model"]: await self._model_ref(conn, v["model"]) for v in experiment["variants"] if v["model"]}
+            refs = {v["model"]: await self._variant_model_ref(conn, v["model"])
+                    for v in experiment["variants"] if v["model"]}
             body = _with_model_refs(experiment, refs)
             old = await conn.fetchval("SELECT body FROM experiments WHERE id = $1", body["id"])
             update = digest.Update().replace(digest.experiment_element(unpack(old) if old is not None else None),
@@ -945,11 +1161,9 @@ class PostgresStore(ChangeLogStore):
         return unpack(body)
 
     async def models(self) -> list[dict[str, Any]]:
-        async with self._pool.acquire() as conn:
-            rows = await conn.fetch("SELECT version, sha256, created_at FROM models ORDER BY created_at")
-            active = await conn.fetchval("SELECT value FROM meta WHERE key = 'active_model'")
-        return [{"version": r["version"], "sha256": r["sha256"], "created_at": r["created_at"],
-                 "active": r["version"] == active} for r in rows]
+        rows = await self._pool.fetch("SELECT version, sha256, created_at, state FROM models ORDER BY created_at")
+        return [{"version": r["version"], "sha256": r["sha256"], "created_at": r["created_at"], "state": r["state"],
+                 "active": r["state"] == MODEL_ACTIVE} for r in rows]
 
     async def snapshot(self, regions: tuple[str, ...]) -> dict[str, Any]:
         async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):

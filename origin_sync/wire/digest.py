@@ -103,10 +103,9 @@ class Update:
     def apply(self, vectors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """New vectors for the scopes this update touches (missing scopes start at zero); the inputs are untouched."""
         out = {s: (vectors[s].copy() if s in vectors else zero()) for s in self.scopes()}
-        for scope, element in self.removed:
-            out[scope] -= vector_of(element)
-        for scope, element in self.added:
-            out[scope] += vector_of(element)
+        for scope in out:  # each side hashed in one pass per scope (a batch of offers is one update)
+            out[scope] -= sum_of([e for s, e in self.removed if s == scope])
+            out[scope] += sum_of([e for s, e in self.added if s == scope])
         return out
 
 

@@ -410,6 +410,8 @@ def _timestamp(value: object, field: str) -> float | None:
 
 OFFER_FIELDS = ("id", "sku", "title", "price", "currency", "regions", "stock", "active_from", "active_to",
                 "group", "boost")
+# The fields an offer must have (the id may come from the URL); the others have defaults.
+REQUIRED_OFFER_FIELDS = ("id", "sku", "title", "price", "currency", "regions")
 MAX_BOOST = 100.0
 
 
@@ -437,6 +439,11 @@ def validate_offer(payload: object, offer_id: str | None = None) -> dict[str, An
     unknown = sorted(set(payload) - set(OFFER_FIELDS))
     if unknown:
         raise InvalidOffer(f"unknown field(s): {', '.join(unknown)}")
+    missing = [f for f in REQUIRED_OFFER_FIELDS if payload.get(f) is None and not (f == "id" and offer_id)]
+    if missing:
+        raise InvalidOffer(f"missing required field(s): {', '.join(missing)} (an offer needs "
+                           f"{', '.join(REQUIRED_OFFER_FIELDS)}; stock, active_from, active_to, group and boost "
+                           f"have defaults)")
     oid = payload.get("id", offer_id)
     if offer_id is not None and oid != offer_id:
         raise InvalidOffer(f"id: body says {oid!r} but the path says {offer_id!r}")
@@ -477,6 +484,20 @@ def validate_offer(payload: object, offer_id: str | None = None) -> dict[str, An
         "group": _group(payload.get("group")),
         "boost": _boost(payload.get("boost", 0.0)),
     }
+
+
+def merge_patch(target: object, patch: object) -> object:
+    """RFC 7396 JSON merge patch: an object patch merges member by member (null removes the member, an object
+    merges recursively), anything else replaces the target."""
+    if not isinstance(patch, dict):
+        return patch
+    merged = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = merge_patch(merged.get(key), value)
+    return merged
 
 
 def offered_in(offer: dict[str, Any], regions: tuple[str, ...]) -> bool:

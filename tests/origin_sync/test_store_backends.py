@@ -128,8 +128,8 @@ def _manifest(version: str, data: bytes) -> dict:
 @pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=needs_pg)])
 def test_activating_the_model_already_active_appends_nothing(kind, tmp_path, request):
     async def scenario(store: ChangeLogStore) -> None:
-        await store.publish_model(_manifest("m-1", b"one"), b"one")
-        published = await store.publish_model(_manifest("m-2", b"two"), b"two")  # publishing activates
+        await store.publish_model(_manifest("m-1", b"one"), b"one", state="active")
+        published, _ = await store.publish_model(_manifest("m-2", b"two"), b"two", state="active")
         assert await store.activate_model("m-2") == (published, False)  # already active: nothing appended
         assert (await store.head()).version == published
         assert (await store.changes_since(published, ("GB",))).changes == []
@@ -153,7 +153,7 @@ def test_an_experiment_naming_an_unknown_model_is_refused_for_that_before_any_ov
                                            "regions": ["GB"]})
         with pytest.raises(NotFound, match="nope"):  # the body's own mistake first, not ExperimentOverlap
             await store.upsert_experiment(overlapping)
-        await store.publish_model(_manifest("nope", b"now it exists"), b"now it exists")
+        await store.publish_model(_manifest("nope", b"now it exists"), b"now it exists", state="active")
         with pytest.raises(ExperimentOverlap, match="gb-1"):  # then, with the model published, the overlap
             await store.upsert_experiment(overlapping)
         assert (await store.head()).version == head + 1  # only the publish appended a change
