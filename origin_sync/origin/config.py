@@ -236,7 +236,7 @@ class OriginConfig:
         signing_key = os.environ.get("EDGEREC_SIGNING_KEY", "").strip()
         if not signing_key:
             raise ConfigError("EDGEREC_SIGNING_KEY must be set: the origin's Ed25519 private key "
-                              "(a PEM file path or the PEM text); `edgerec origin keygen DIR` makes one")
+                              "(a PEM file path or the PEM text); `edgerec origin keygen --out DIR` makes one")
         try:
             # Several keys (comma-separated) during a key rotation; the first signs until a key set is published.
             signers = tuple(Signer(load_private_key(part)) for part in signing_key.split(",") if part.strip())
