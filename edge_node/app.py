@@ -242,6 +242,8 @@ def build_app(config: EdgeConfig) -> HotPath:
         exception_handlers={HTTPException: api.http_exception, Exception: api.unhandled_exception},
         lifespan=lifespan,
     )
+    # A trailing slash is another path, answered 404 as JSON like every other error, not a 307 with an empty body.
+    app.router.redirect_slashes = False
     app.state.config = config
     app.state.holder = holder
     app.state.metrics = metrics

@@ -186,3 +186,11 @@ def test_an_edge_with_several_workers_serves_from_every_one(seeded, catalog_skus
 
     workers = subprocess.run(["pgrep", "-P", str(edge.process.pid)], capture_output=True, text=True).stdout.split()
     assert len(workers) >= 2
+
+
+def test_a_trailing_slash_is_answered_as_json_not_redirected(seeded):
+    edge = seeded.start_edge("GB")
+    for path in ("/healthz/", "/v1/recommendations/", "/nope"):
+        status, headers, raw = http_call(edge.url, "GET", path)
+        assert status == 404 and headers["content-type"].startswith("application/json"), (path, status, raw)
+        assert json.loads(raw)["error"]["code"] == "not_found"
