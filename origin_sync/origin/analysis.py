@@ -7,48 +7,20 @@ from __future__ import annotations
 import math
 from typing import Any, Callable
 
+from scipy import stats
+
 Z95 = 1.959963984540054
 SRM_ALPHA = 0.001  # a sample ratio this unlikely means the split itself is broken: do not trust the results
 
 
 def normal_sf(z: float) -> float:
     """P(Z > z) for a standard normal."""
-    return 0.5 * math.erfc(z / math.sqrt(2))
+    return float(stats.norm.sf(z))
 
 
 def chi2_sf(x: float, dof: int) -> float:
-    """P(X > x) for a chi-square with `dof` degrees of freedom (regularized upper incomplete gamma)."""
-    if x <= 0:
-        return 1.0
-    a, half = dof / 2.0, x / 2.0
-    if half < a + 1:  # series for the lower function
-        term = total = 1.0 / a
-        n = a
-        for _ in range(10_000):
-            n += 1
-            term *= half / n
-            total += term
-            if term < total * 1e-15:
-                break
-        return max(0.0, 1.0 - total * math.exp(-half + a * math.log(half) - math.lgamma(a)))
-    # continued fraction for the upper function (Lentz)
-    tiny = 1e-300
-    b = half + 1 - a
-    c, d = 1 / tiny, 1 / b
-    h = d
-    for i in range(1, 10_000):
-        an = -i * (i - a)
-        b += 2
-        d = an * d + b
-        d = tiny if abs(d) < tiny else d
-        c = b + an / c
-        c = tiny if abs(c) < tiny else c
-        d = 1 / d
-        delta = d * c
-        h *= delta
-        if abs(delta - 1) < 1e-15:
-            break
-    return min(1.0, math.exp(-half + a * math.log(half) - math.lgamma(a)) * h)
+    """P(X > x) for a chi-square with `dof` degrees of freedom."""
+    return float(stats.chi2.sf(x, dof))
 
 
 def proportion(successes: int, n: int) -> dict[str, float | None]:
