@@ -93,7 +93,7 @@ class RecommendationsEndpoint:
             if state is None:
                 raise RequestError(503, "not_ready", "this edge has no data or model yet; retry shortly")
             if method == "POST":
-                status, headers, body = await self._personalized(scope, receive, viewer, state, started, request_id)
+                status, headers, body = await self._personalized(receive, viewer, state, started, request_id)
             else:
                 status, headers, body = self._anonymous(scope, viewer, state, started, request_id)
         except Exception as exc:  # noqa: BLE001 - this endpoint runs outside Starlette's error middleware
@@ -145,22 +145,22 @@ class RecommendationsEndpoint:
             if not message.get("more_body", False):
                 return b"".join(chunks) if len(chunks) != 1 else chunks[0]
 
-    def _region_for(self, explicit: str | None, viewer) -> tuple[str | None, bool]:
-        """(region, came_from_geo_header): the request's own region first, then the trusted CDN's country."""
+    def _region_for(self, explicit: str | None, viewer) -> str | None:
+        """The request's own region first, then the trusted CDN's country."""
         if explicit is not None:
-            return explicit, False
+            return explicit
         if viewer.country is not None:
-            return self.cdn.market_of(viewer.country), True
-        return None, False
+            return self.cdn.market_of(viewer.country)
+        return None
 
-    async def _personalized(self, scope, receive, viewer, state, started, request_id):
+    async def _personalized(self, receive, viewer, state, started, request_id):
         content_type = (viewer.content_type or b"").split(b";")[0].strip().lower()
         if content_type not in JSON_TYPES and not content_type.endswith(b"+json"):
             raise RequestError(415, "unsupported_media_type", "send the request as application/json")
         body = await self._read_body(receive, viewer.content_length)
         request = parse_recommendation_request(body, self.max_k, self.default_k)
         parsed = time.perf_counter()
-        region, _ = self._region_for(request.region, viewer)
+        region = self._region_for(request.region, viewer)
         planned = plan_request(request, state, self.rules, self.breaker, region)
         if planned.needs_model:
             await self.batcher.submit(planned)
@@ -176,7 +176,7 @@ class RecommendationsEndpoint:
     def _anonymous(self, scope, viewer, state, started, request_id):
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
         request = parse_anonymous_query(query, self.max_k, self.default_k)
-        region, _ = self._region_for(request.region, viewer)
+        region = self._region_for(request.region, viewer)
         key = (state.data_version, state.model.version, region, request.k, request.slot, request.device)
         cached = self.anonymous.get(key)
         hit = cached is not None

@@ -63,7 +63,6 @@ class RecommendationRequest:
     at: float | None                     # epoch seconds of the shopper's "now", if sent
     device: str | None
     slot: str | None = None              # where the offers are shown ("home", "cart", ...): a label
-    personalized: bool = True            # False for the anonymous, CDN-cacheable GET form
 
 
 def _short_string(value: Any, field: str) -> str:
@@ -221,5 +220,5 @@ def parse_anonymous_query(query: dict[str, list[str]], max_k: int, default_k: in
         k = _k(int(one["k"]), max_k)
     return RecommendationRequest(
         shopper_id=None, region=_region(one.get("region")), recent_items=(), recent_ages_days=None, k=k,
-        exclude=(), at=None, device=_device(one.get("device")), slot=_slot(one.get("slot")), personalized=False,
+        exclude=(), at=None, device=_device(one.get("device")), slot=_slot(one.get("slot")),
     )
