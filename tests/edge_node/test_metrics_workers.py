@@ -24,7 +24,10 @@ def test_metrics_of_a_two_worker_edge_count_every_worker(seeded, catalog_skus):
     def scrape() -> str:
         return http_call(edge.url, "GET", "/metrics")[2].decode()
 
-    # Every scrape, whichever worker answers it, counts all the answers of both workers.
+    # A worker observes an answer's latency just after sending it: wait for the last one, then every scrape,
+    # whichever worker answers it, counts all the answers of both workers.
+    wait_until(lambda: _sample(scrape(), "edgerec_request_duration_seconds_count",
+                               'method="POST",route="/v1/recommendations"') == answered, what="the last observation")
     for _ in range(6):
         text = scrape()
         assert _sample(text, "edgerec_requests_total",
