@@ -253,6 +253,25 @@ def missing_part(reason: str) -> None:
 PG_UNREACHABLE = _pg_reachable()
 needs_pg = needs(PG_UNREACHABLE)
 
+# NATS JetStream for the tests of the nats event sink (.ci/run and make test start it).
+NATS_URL = os.environ.get("EDGEREC_TEST_NATS_URL", "nats://127.0.0.1:4222")
+
+
+def _nats_down() -> str | None:
+    import socket
+    from urllib.parse import urlsplit
+
+    where = urlsplit(NATS_URL)
+    try:
+        socket.create_connection((where.hostname or "127.0.0.1", where.port or 4222), timeout=2).close()
+        return None
+    except OSError as exc:
+        return f"NATS not reachable at {NATS_URL} ({exc}); .ci/run starts it"
+
+
+NATS_DOWN = _nats_down()
+needs_nats = needs(NATS_DOWN)
+
 
 class PgSchema:
     """A schema of its own in the test database, dropped afterwards."""
