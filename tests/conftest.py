@@ -16,6 +16,7 @@ from edgerec.cli.services import (
     Service,
     edge_service,
     free_port,
+    http_call,
     origin_service,
     publish_bundle,
     put_offer,
@@ -213,6 +214,34 @@ class Pki:
 @pytest.fixture
 def pki(tmp_path: Path) -> Pki:
     return Pki(tmp_path / "pki")
+
+
+def https_cluster(workdir: Path, bundle: Path, pki: Pki, *origin_args: str,
+                  admin_cert: tuple[Path, Path] | None = None) -> Cluster:
+    """A started origin serving HTTPS with the PKI's certificate; its probes and admin calls trust the PKI's CA."""
+    cluster = Cluster(workdir, bundle)
+    cluster.origin.args += ["--tls-cert", str(pki.origin_cert), "--tls-key", str(pki.origin_key), *origin_args]
+    cluster.origin.scheme = "https"
+    cluster.origin.tls = pki.client_context(admin_cert)
+    cluster.start_origin()
+    return cluster
+
+
+def edge_tls_env(pki: Pki, ca_file: Path | None = None, cert: tuple[Path, Path] | None = None) -> dict[str, str]:
+    """An edge's settings to verify the origin against `ca_file` (the PKI's CA) and present `cert` (mutual TLS)."""
+    env = {"EDGEREC_ORIGIN_CA_FILE": str(ca_file or pki.ca_file)}
+    if cert is not None:
+        env.update(EDGEREC_CLIENT_CERT_FILE=str(cert[0]), EDGEREC_CLIENT_KEY_FILE=str(cert[1]))
+    return env
+
+
+def sync_error_count(edge) -> float:
+    """An edge's edgerec_sync_errors_total."""
+    _, _, body = http_call(edge.url, "GET", "/metrics", ssl_context=edge.tls)
+    for line in body.decode().splitlines():
+        if line.startswith("edgerec_sync_errors_total "):
+            return float(line.split()[1])
+    return 0.0
 
 
 # PostgreSQL for the tests that need it (the development and CI machines run it; make test starts it).
