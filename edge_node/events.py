@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from origin_sync.wire.events import (
@@ -166,10 +166,16 @@ async def post_events(request: Request) -> Response:
         if declared is not None and declared.isdigit() and int(declared) > config.max_body_bytes:
             raise RequestError(413, "body_too_large", f"request body over {config.max_body_bytes} bytes")
         body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > config.max_body_bytes:
-                raise RequestError(413, "body_too_large", f"request body over {config.max_body_bytes} bytes")
+        try:
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > config.max_body_bytes:
+                    raise RequestError(413, "body_too_large", f"request body over {config.max_body_bytes} bytes")
+        except ClientDisconnect:
+            # The connection ended before the body did: the client went away, or edge_node.limits answered the
+            # request itself (a body that did not arrive in time, a broken chunked encoding). Nothing reaches the
+            # client any more; it is bad input, as on /v1/recommendations, not an error of the edge.
+            raise RequestError(400, "client_disconnected", "client went away before sending the body") from None
         events = parse_events(bytes(body), config.regions)
         now = time.time()
         rows = [[

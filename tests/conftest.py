@@ -16,6 +16,7 @@ from edgerec.cli.services import (
     Service,
     edge_service,
     free_port,
+    http_call,
     origin_service,
     publish_bundle,
     put_offer,
@@ -217,6 +218,34 @@ def pki(tmp_path: Path) -> Pki:
     return Pki(tmp_path / "pki")
 
 
+def https_cluster(workdir: Path, bundle: Path, pki: Pki, *origin_args: str,
+                  admin_cert: tuple[Path, Path] | None = None) -> Cluster:
+    """A started origin serving HTTPS with the PKI's certificate; its probes and admin calls trust the PKI's CA."""
+    cluster = Cluster(workdir, bundle)
+    cluster.origin.args += ["--tls-cert", str(pki.origin_cert), "--tls-key", str(pki.origin_key), *origin_args]
+    cluster.origin.scheme = "https"
+    cluster.origin.tls = pki.client_context(admin_cert)
+    cluster.start_origin()
+    return cluster
+
+
+def edge_tls_env(pki: Pki, ca_file: Path | None = None, cert: tuple[Path, Path] | None = None) -> dict[str, str]:
+    """An edge's settings to verify the origin against `ca_file` (the PKI's CA) and present `cert` (mutual TLS)."""
+    env = {"EDGEREC_ORIGIN_CA_FILE": str(ca_file or pki.ca_file)}
+    if cert is not None:
+        env.update(EDGEREC_CLIENT_CERT_FILE=str(cert[0]), EDGEREC_CLIENT_KEY_FILE=str(cert[1]))
+    return env
+
+
+def sync_error_count(edge) -> float:
+    """An edge's edgerec_sync_errors_total."""
+    _, _, body = http_call(edge.url, "GET", "/metrics", ssl_context=edge.tls)
+    for line in body.decode().splitlines():
+        if line.startswith("edgerec_sync_errors_total "):
+            return float(line.split()[1])
+    return 0.0
+
+
 # PostgreSQL for the tests that need it (the development and CI machines run it; make test starts it).
 PG_DSN = os.environ.get("EDGEREC_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -254,6 +283,25 @@ def missing_part(reason: str) -> None:
 
 PG_UNREACHABLE = _pg_reachable()
 needs_pg = needs(PG_UNREACHABLE)
+
+# NATS JetStream for the tests of the nats event sink (.ci/run and make test start it).
+NATS_URL = os.environ.get("EDGEREC_TEST_NATS_URL", "nats://127.0.0.1:4222")
+
+
+def _nats_down() -> str | None:
+    import socket
+    from urllib.parse import urlsplit
+
+    where = urlsplit(NATS_URL)
+    try:
+        socket.create_connection((where.hostname or "127.0.0.1", where.port or 4222), timeout=2).close()
+        return None
+    except OSError as exc:
+        return f"NATS not reachable at {NATS_URL} ({exc}); .ci/run starts it"
+
+
+NATS_DOWN = _nats_down()
+needs_nats = needs(NATS_DOWN)
 
 
 class PgSchema:

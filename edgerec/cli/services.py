@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -59,7 +60,9 @@ def http_json(url_base: str, method: str, path: str, payload: Any = None,
 class Service:
     """One server process with its log file, started without a shell (its pid is the server's) and stopped by pid with
     SIGTERM: `python -m edgerec <args>`, or any other program given as `argv` (the benchmarks' ceiling, MLServer and
-    Varnish)."""
+    Varnish). With `own_group` it leads a process group of its own, and `kill()` SIGKILLs the whole group: the worker
+    processes of an edge with `--workers` die with it, as in a crash of the host's unit (killing the parent alone
+    leaves the workers serving on the inherited socket)."""
 
     name: str
     port: int
@@ -71,6 +74,7 @@ class Service:
     process: subprocess.Popen | None = None
     scheme: str = "http"
     tls: ssl.SSLContext | None = None  # how probes verify an https service (and the certificate they present)
+    own_group: bool = False  # a process group of its own, killed as a whole
 
     def command(self) -> list[str]:
         return self.argv if self.argv is not None else [sys.executable, "-m", "edgerec", *self.args]
@@ -89,7 +93,8 @@ class Service:
         log = open(self.log_path, "ab")
         env = {**os.environ, **self.env}
         self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, env=env, cwd=self.cwd)
+                                        stdin=subprocess.DEVNULL, env=env, cwd=self.cwd,
+                                        process_group=0 if self.own_group else None)
         log.close()
         return self
 
@@ -123,13 +128,20 @@ class Service:
         try:
             proc.wait(timeout_s)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            self.kill()
 
     def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+        """SIGKILL: the process, or with `own_group` every process of its group."""
+        proc = self.process
+        if proc is None or proc.returncode is not None:  # reaped before: its pid may be another process's by now
+            return
+        if self.own_group:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # not reaped yet, so the group is still this service's
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+        proc.wait()
 
 
 def ensure_signing_keys(workdir: Path) -> tuple[Path, Path]:
@@ -190,6 +202,7 @@ def edge_service(workdir: Path, region: str, port: int, origin_url: str, sync_to
               "--data-dir", str(workdir / f"edge-{name}"), *(extra_args or [])],
         port=port,
         log_path=workdir / "logs" / f"edge-{name}.log",
+        own_group=True,  # with --workers, a kill takes the workers too
         env={**HARNESS_EDGE_LIMITS, "EDGEREC_SYNC_TOKEN": sync_token,
              "EDGEREC_ORIGIN_PUBLIC_KEY": str(ensure_signing_keys(workdir)[1]), **(extra_env or {})},
     )

@@ -4,9 +4,7 @@ JetStream at 127.0.0.1:4222 (a stream per event kind)."""
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
-import socket
 import time
 
 import orjson
@@ -21,20 +19,7 @@ from origin_sync.origin.sinks import (
     unresolved_request_ids,
 )
 from origin_sync.wire.events import KINDS
-from tests.conftest import PG_DSN, PgSchema, needs, needs_pg
-
-NATS_URL = os.environ.get("EDGEREC_TEST_NATS_URL", "nats://127.0.0.1:4222")
-
-
-def _nats_down() -> str | None:
-    try:
-        socket.create_connection(("127.0.0.1", 4222), timeout=2).close()
-        return None
-    except OSError as exc:
-        return f"NATS not reachable at {NATS_URL} ({exc}); .ci/run starts it"
-
-
-needs_nats = needs(_nats_down())
+from tests.conftest import NATS_URL, PG_DSN, PgSchema, needs_nats, needs_pg
 
 
 def events(n: int, experiment: str = "e", shopper: str | None = None) -> list[dict]:

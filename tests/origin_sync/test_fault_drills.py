@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import threading
 import time
@@ -19,22 +20,38 @@ from pathlib import Path
 
 import msgpack
 import pytest
-from aiohttp import ClientSession, web
+from aiohttp import ClientSession, TCPConnector, web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edgerec.cli.services import free_port, http_call
-from tests.conftest import make_offer, missing_part, readyz, served, wait_until
+from edgerec.core.tls import server_context
+from tests.conftest import (
+    edge_tls_env,
+    https_cluster,
+    make_offer,
+    missing_part,
+    readyz,
+    renew_in_place,
+    served,
+    sync_error_count,
+    wait_until,
+)
 
 
 class SyncProxy:
-    """A loopback HTTP proxy between an edge and the origin that can mangle the origin's answers."""
+    """A loopback HTTP proxy between an edge and the origin that can mangle the origin's answers. With
+    `server_tls` it serves HTTPS (the edge's TLS ends here) and with `client_tls` it reaches an HTTPS origin on a
+    TLS connection of its own: a hop that terminates and re-originates TLS, as a load balancer does."""
 
-    def __init__(self, origin_url: str) -> None:
+    def __init__(self, origin_url: str, server_tls: ssl.SSLContext | None = None,
+                 client_tls: ssl.SSLContext | None = None) -> None:
         self.origin_url = origin_url
+        self.server_tls, self.client_tls = server_tls, client_tls
         self.port = free_port()
         self.mode = "pass"
         self.recorded_deltas: bytes | None = None
         self.mangled = 0
+        self.client_subjects: set[str] = set()  # the CNs of the client certificates the edge presented (HTTPS)
         self._other_key = Ed25519PrivateKey.generate()
         self._loop = asyncio.new_event_loop()
         self._started = threading.Event()
@@ -42,7 +59,7 @@ class SyncProxy:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.server_tls else 'http'}://127.0.0.1:{self.port}"
 
     def __enter__(self) -> "SyncProxy":
         self._thread.start()
@@ -62,11 +79,13 @@ class SyncProxy:
         asyncio.set_event_loop(self._loop)
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        runner = self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+        runner = self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=0.1)
         self._loop.run_until_complete(runner.setup())
-        self._loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port, shutdown_timeout=0.1).start())
+        self._loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port, ssl_context=self.server_tls).start())
+
         async def make_session() -> ClientSession:
-            return ClientSession(auto_decompress=False)
+            connector = TCPConnector(ssl=self.client_tls) if self.client_tls is not None else None
+            return ClientSession(auto_decompress=False, connector=connector)
 
         self._session = self._loop.run_until_complete(make_session())
         self._started.set()
@@ -81,6 +100,9 @@ class SyncProxy:
             return resp.status, body, out_headers, resp.content_type or "application/octet-stream"
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        peer = request.transport.get_extra_info("peercert") if request.transport is not None else None
+        if peer:
+            self.client_subjects.update(v for rdn in peer["subject"] for k, v in rdn if k == "commonName")
         query = dict(request.query)
         is_deltas = request.path == "/v1/sync/deltas"
         status, body, headers, content_type = await self._forward(request, query)
@@ -128,37 +150,144 @@ def _assert_consistent(answer: dict, version_prices: dict[int, float], offer_id:
     assert _price_of(answer, offer_id) == version_prices[answer["data_version"]], answer
 
 
+def refuse_then_recover(cluster, edge, proxy: SyncProxy, mode: str, sku: str, prices: tuple[float, float]) -> None:
+    """A good version reaches the edge through the proxy; under `mode` the next one is mangled on the way: the edge
+    refuses it, counts and logs the refusal, and keeps serving the good version whole; once the proxy passes answers
+    again, the edge takes the new version."""
+    request = {"recent_items": [sku], "k": 30}
+    target = f"GB-{sku}"
+    version_prices: dict[int, float] = {}
+    good = cluster.put_offer(make_offer(target, sku, price=prices[0]))["data_version"]
+    version_prices[good] = prices[0]
+    wait_until(lambda: served(edge, request)["data_version"] == good, what="the good version")
+    wait_until(lambda: proxy.recorded_deltas is not None, what="a recorded batch")
+    refused_before = sum(readyz(edge)["rejected_payloads"].values())
+
+    proxy.mangled = 0
+    proxy.mode = mode
+    bad = cluster.put_offer(make_offer(target, sku, price=prices[1]))["data_version"]
+    version_prices[bad] = prices[1]
+    wait_until(lambda: proxy.mangled >= 2, what="mangled answers")
+    wait_until(lambda: sum(readyz(edge)["rejected_payloads"].values()) > refused_before, what="a counted refusal")
+    for _ in range(20):
+        answer = served(edge, request)
+        assert answer["data_version"] == good
+        _assert_consistent(answer, version_prices, target)
+    state = readyz(edge)
+    assert state["ready"] and state["data_version"] == good
+    metrics = http_call(edge.url, "GET", "/metrics")[2].decode()
+    assert "edgerec_sync_rejected_total{reason=" in metrics
+    log_text = edge.log_path.read_text()
+    assert "refused" in log_text and cluster.region_tokens["GB"] not in log_text
+
+    proxy.mode = "pass"
+    wait_until(lambda: served(edge, request)["data_version"] == bad, what="recovery")
+    _assert_consistent(served(edge, request), version_prices, target)
+
+
 @pytest.mark.parametrize("mode", ["truncate", "flip", "replay", "reorder", "bad_signature"])
 def test_a_mangled_delta_is_refused_and_the_edge_keeps_its_last_good_version(seeded, catalog_skus, mode):
     with SyncProxy(seeded.origin.url) as proxy:
         edge = seeded.start_edge("GB", origin_url=proxy.url)
-        request = {"recent_items": catalog_skus[:5], "k": 30}
-        target = f"GB-{catalog_skus[0]}"
-        prices: dict[int, float] = {}
-        good = seeded.put_offer(make_offer(target, catalog_skus[0], price=5.0))["data_version"]
-        prices[good] = 5.0
-        wait_until(lambda: served(edge, request)["data_version"] == good, what="the good version")
-        wait_until(lambda: proxy.recorded_deltas is not None, what="a recorded batch")
+        refuse_then_recover(seeded, edge, proxy, mode, catalog_skus[0], (5.0, 6.0))
 
-        proxy.mode = mode
-        bad = seeded.put_offer(make_offer(target, catalog_skus[0], price=6.0))["data_version"]
-        prices[bad] = 6.0
-        wait_until(lambda: proxy.mangled >= 2, what="mangled answers")
-        wait_until(lambda: sum(readyz(edge)["rejected_payloads"].values()) >= 1, what="a counted refusal")
+
+@pytest.fixture
+def mtls_cluster(tmp_path, bundle_dir, pki, catalog_skus):
+    """An origin serving HTTPS that requires a client certificate of the PKI's CA (mutual TLS), reloading its
+    certificate files every 0.2 s; its model published and 20 GB offers. The test's admin calls present an
+    operator's certificate."""
+    cluster = https_cluster(tmp_path, bundle_dir, pki, "--client-ca", str(pki.ca_file), "--require-client-cert",
+                            "--tls-reload-interval", "0.2",
+                            admin_cert=pki.issue("operator", "ops.example", common_name="ops.example"))
+    try:
+        cluster.publish()
+        for sku in catalog_skus[:20]:
+            cluster.put_offer(make_offer(f"GB-{sku}", sku))
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def test_a_delta_mangled_on_a_hop_that_re_originates_mutual_tls_is_refused(mtls_cluster, pki, catalog_skus):
+    """TLS authenticates each hop, not what the origin signed: a hop the edge trusts (its certificate is from the
+    edge's CA, it asks for and checks the edge's client certificate, and it reaches the origin with a client
+    certificate of its own for the region) that mangles a delta gets it refused all the same."""
+    hop_cert, hop_key = pki.issue("hop", "127.0.0.1", "localhost")
+    server_tls = server_context(hop_cert, hop_key, client_ca_file=pki.ca_file, require_client_cert=True)
+    client_tls = pki.client_context(pki.issue("hop-client", "edge.gb", common_name="edge.gb"))
+    with SyncProxy(mtls_cluster.origin.url, server_tls=server_tls, client_tls=client_tls) as proxy:
+        assert proxy.url.startswith("https://") and mtls_cluster.origin.url.startswith("https://")
+        edge = mtls_cluster.start_edge("GB", origin_url=proxy.url, env=edge_tls_env(pki, cert=pki.edge_cert("GB")))
+        for mode, prices in (("flip", (5.0, 6.0)), ("bad_signature", (7.0, 8.0))):
+            refuse_then_recover(mtls_cluster, edge, proxy, mode, catalog_skus[0], prices)
+        assert proxy.client_subjects == {"edge.gb"}  # the edge presented its certificate on the first hop
+
+
+def _reloads(service) -> int:
+    return service.log_path.read_text().count("reloaded the TLS certificate")
+
+
+def test_an_untrusted_certificate_at_either_end_of_mutual_tls_stops_sync_never_serving(mtls_cluster, pki,
+                                                                                       catalog_skus):
+    """The origin comes back with a certificate of a CA the edge does not trust, then the edge's client
+    certificate is replaced by one of a CA the origin does not trust: each time the edge keeps serving its last
+    version, counts the failed syncs and says why, and catches up once the right certificate is back on disk
+    (reloaded by the running process, neither restarted)."""
+    import trustme
+
+    cluster = mtls_cluster
+    sku = catalog_skus[0]
+    request = {"recent_items": [sku], "k": 30}
+    edge_cert = pki.edge_cert("GB")
+    edge = cluster.start_edge("GB", env={**edge_tls_env(pki, cert=edge_cert), "EDGEREC_TLS_RELOAD_INTERVAL_S": "0.2"})
+    first = cluster.put_offer(make_offer(f"GB-{sku}", sku, price=1.0))["data_version"]
+    wait_until(lambda: served(edge, request)["data_version"] == first, what="the first version")
+
+    rogue = trustme.CA()
+    # The test's own admin calls trust both CAs, so that they reach the origin whichever certificate it shows.
+    cluster.origin.tls.load_verify_locations(cafile=str(pki.write_ca(rogue, "rogue-ca.pem")))
+
+    def keeps_serving(version: int, price: float, why: tuple[str, ...]) -> None:
+        """Sync fails again and again (a newer version waits at the origin), the error says `why`, and the edge
+        answers from `version` all along."""
+        errors = sync_error_count(edge)
+        wait_until(lambda: sync_error_count(edge) >= errors + 3, what="failed syncs counted")
+        last = wait_until(lambda: (e := readyz(edge)["last_sync_error"] or "") and any(w in e for w in why) and e,
+                          what=f"the sync error naming one of {why}")
         for _ in range(20):
             answer = served(edge, request)
-            assert answer["data_version"] == good
-            _assert_consistent(answer, prices, target)
-        state = readyz(edge)
-        assert state["ready"] and state["data_version"] == good
-        metrics = http_call(edge.url, "GET", "/metrics")[2].decode()
-        assert "edgerec_sync_rejected_total{reason=" in metrics
-        log_text = edge.log_path.read_text()
-        assert "refused" in log_text and seeded.region_tokens["GB"] not in log_text
+            assert answer["data_version"] == version and _price_of(answer, f"GB-{sku}") == price, (answer, last)
+            time.sleep(0.05)
+        assert edge.process.poll() is None
 
-        proxy.mode = "pass"
-        wait_until(lambda: served(edge, request)["data_version"] == bad, what="recovery")
-        _assert_consistent(served(edge, request), prices, target)
+    # 1. The origin redeployed with a certificate of another CA: new connections fail the edge's verification.
+    cluster.origin.stop()
+    renew_in_place(pki.issue("origin-rogue", "127.0.0.1", "localhost", ca=rogue), (pki.origin_cert, pki.origin_key))
+    cluster.start_origin()
+    second = cluster.put_offer(make_offer(f"GB-{sku}", sku, price=2.0))["data_version"]
+    keeps_serving(first, 1.0, ("CERTIFICATE_VERIFY_FAILED",))
+    reloads = _reloads(cluster.origin)
+    renew_in_place(pki.issue("origin-renewed", "127.0.0.1", "localhost"), (pki.origin_cert, pki.origin_key))
+    wait_until(lambda: _reloads(cluster.origin) > reloads, what="the origin reloading its certificate")
+    wait_until(lambda: served(edge, request)["data_version"] == second, what="catching up with the right certificate")
+
+    # 2. The edge's client certificate replaced by one of another CA; once the origin restarts, every new
+    # connection presents it and the origin refuses the handshake.
+    reloads = _reloads(edge)
+    renew_in_place(pki.issue("client-rogue", "edge.gb", common_name="edge.gb", ca=rogue), edge_cert)
+    wait_until(lambda: _reloads(edge) > reloads, what="the edge reloading its client certificate")
+    cluster.origin.stop()
+    cluster.start_origin()
+    third = cluster.put_offer(make_offer(f"GB-{sku}", sku, price=3.0))["data_version"]
+    # TLS 1.3: the client's side of the handshake is over before the origin checks its certificate, so the edge
+    # sees the origin hang up (the origin's alert, when it is read, names the unknown CA).
+    keeps_serving(second, 2.0, ("ServerDisconnectedError", "Connection reset by peer", "UNKNOWN_CA"))
+    reloads = _reloads(edge)
+    renew_in_place(pki.issue("client-GB-renewed", "edge.gb", common_name="edge.gb"), edge_cert)
+    wait_until(lambda: _reloads(edge) > reloads, what="the edge reloading the right client certificate")
+    wait_until(lambda: served(edge, request)["data_version"] == third, what="catching up with the right certificate")
+    assert readyz(edge)["ready"]
 
 
 def _second_bundle(bundle_dir: Path, out: Path) -> Path:

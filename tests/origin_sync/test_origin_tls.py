@@ -4,7 +4,6 @@ TLS whose certificate must agree with the region token, and a certificate renewe
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -12,24 +11,15 @@ from edgerec.cli.services import http_call
 from origin_sync.wire.protocol import PROTOCOL_HEADER, PROTOCOL_VERSION
 from tests.conftest import (
     Cluster,
-    Pki,
+    edge_tls_env,
     first_certificate_der,
+    https_cluster,
     make_offer,
     renew_in_place,
     served_certificate,
+    sync_error_count,
     wait_until,
 )
-
-
-def https_cluster(workdir: Path, bundle: Path, pki: Pki, *origin_args: str,
-                  admin_cert: tuple[Path, Path] | None = None) -> Cluster:
-    """A started origin serving HTTPS with the PKI's certificate; its probes and admin calls trust the PKI's CA."""
-    cluster = Cluster(workdir, bundle)
-    cluster.origin.args += ["--tls-cert", str(pki.origin_cert), "--tls-key", str(pki.origin_key), *origin_args]
-    cluster.origin.scheme = "https"
-    cluster.origin.tls = pki.client_context(admin_cert)
-    cluster.start_origin()
-    return cluster
 
 
 def seed(cluster: Cluster, catalog_skus: list[str]) -> None:
@@ -38,23 +28,8 @@ def seed(cluster: Cluster, catalog_skus: list[str]) -> None:
         cluster.put_offer(make_offer(f"GB-{sku}", sku))
 
 
-def edge_tls_env(pki: Pki, ca_file: Path | None = None, cert: tuple[Path, Path] | None = None) -> dict[str, str]:
-    env = {"EDGEREC_ORIGIN_CA_FILE": str(ca_file or pki.ca_file)}
-    if cert is not None:
-        env.update(EDGEREC_CLIENT_CERT_FILE=str(cert[0]), EDGEREC_CLIENT_KEY_FILE=str(cert[1]))
-    return env
-
-
 def sync_headers(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}", PROTOCOL_HEADER: str(PROTOCOL_VERSION)}
-
-
-def sync_error_count(edge) -> float:
-    _, _, body = http_call(edge.url, "GET", "/metrics", ssl_context=edge.tls)
-    for line in body.decode().splitlines():
-        if line.startswith("edgerec_sync_errors_total "):
-            return float(line.split()[1])
-    return 0.0
 
 
 def test_an_edge_syncs_over_https_verifying_the_origin_against_its_ca_bundle(tmp_path, bundle_dir, pki,
