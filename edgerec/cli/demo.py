@@ -113,12 +113,13 @@ def _logged_under(service: Service, logs: Path) -> Service:
     return service
 
 
-def _wait_for_signal() -> None:
+def _stop_on_signal() -> threading.Event:
+    """SIGINT and SIGTERM set the returned event from now on: installed before the demo says it serves, so a
+    supervisor that signals as soon as it reads the lines stops the demo cleanly instead of interrupting it."""
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    while not stop.wait(0.5):
-        pass
+    return stop
 
 
 def run_demo(serve: bool = False, workdir: str | None = None) -> int:
@@ -207,12 +208,14 @@ def run_demo(serve: bool = False, workdir: str | None = None) -> int:
                   f"p99 {lat['p99_ms']:.2f} ms, max {lat['max_ms']:.2f} ms")
 
         if serve:
+            stop = _stop_on_signal()
             print(f"origin {origin.url}")
             for region, edge in edges.items():
                 print(f"edge {region} {edge.url}")
             print(f"admin-token {admin_token}", flush=True)
             print("serving until interrupted (Ctrl-C)", flush=True)
-            _wait_for_signal()
+            while not stop.wait(0.5):
+                pass
         print(f"demo finished; stopping services (their logs stay in {logs})", flush=True)
         return 0
     except (RuntimeError, TimeoutError, OSError) as exc:
