@@ -2,18 +2,24 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements/dev.txt | sha256sum | cut -c1-12)
 
-.PHONY: demo test install clean
+.PHONY: demo test install lock clean
 CHECKOV := infra/.tools/checkov/bin/checkov
 
-$(STAMP): pyproject.toml
+# Every package from the lock (pinned, hash-checked); then edgerec itself, editable, with nothing resolved anew.
+$(STAMP): pyproject.toml requirements/dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[train,bench,dev,infra]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements/dev.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 install: $(STAMP)
+
+# Re-resolve requirements/*.txt after a change to pyproject.toml (scripts/lock.sh --upgrade moves every pin).
+lock: $(STAMP)
+	bash scripts/lock.sh
 
 demo: $(STAMP)
 	$(BIN)/edgerec demo
@@ -35,6 +41,7 @@ $(WRK):
 # EDGEREC_INFRA_STRICT=1: a missing tool (checkov, varnishd, wrk) fails the run instead of skipping.
 test: $(STAMP) $(CHECKOV) $(VARNISHD) $(WRK)
 	bash scripts/test-services.sh
+	bash scripts/lock.sh --check
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 	EDGEREC_INFRA_STRICT=1 $(BIN)/python -m pytest -q

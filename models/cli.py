@@ -11,7 +11,6 @@ import sys
 
 from models.bundle import BundleError
 from models.data import DataError
-from models.train import DEFAULT_CONTEXT_LENGTH, train_bundle
 
 EXIT_BAD_INPUT = 2
 
@@ -24,8 +23,12 @@ def _positive_int(text: str) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    # Imported here: training needs the train extra (onnx, tqdm), the parser that mounts it does not.
+    from models.train import DEFAULT_CONTEXT_LENGTH, train_bundle
+
+    context_length = args.context_length or DEFAULT_CONTEXT_LENGTH
     try:
-        manifest = train_bundle(args.data, args.out, context_length=args.context_length, progress=True)
+        manifest = train_bundle(args.data, args.out, context_length=context_length, progress=True)
     except (DataError, BundleError, OSError) as error:
         print(f"edgerec model train: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -61,7 +64,8 @@ def add_model_commands(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--data", required=True, help="Online Retail CSV or CSV.gz")
     train.add_argument("--out", required=True, help="bundle directory to write")
     train.add_argument(
-        "--context-length", type=_positive_int, default=DEFAULT_CONTEXT_LENGTH, help="recent purchase events the model reads"
+        "--context-length", type=_positive_int, default=None,
+        help="recent purchase events the model reads (default: the trainer's, models.train.DEFAULT_CONTEXT_LENGTH)"
     )
     train.set_defaults(func=run_train)
 

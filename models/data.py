@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-from tqdm import tqdm
 
 COLUMNS = (
     "InvoiceNo",
@@ -136,6 +135,8 @@ def _parse_dates(values: list[str]) -> np.ndarray:
 
 
 def _rows(reader: Iterator[list[str]], progress: bool, name: str) -> Iterator[list[str]]:
+    from tqdm import tqdm  # the train extra's; the edge's CLI imports this module for DataError alone
+
     return tqdm(reader, desc=f"reading {name}", unit=" rows", disable=not progress, mininterval=0.5)
 
 

@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     from origin_sync.origin.config import OriginConfig
 
     parser = argparse.ArgumentParser(prog="edgerec", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"edgerec {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     origin = commands.add_parser("origin", help="the central origin service").add_subparsers(dest="action",
@@ -85,6 +86,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("edgerec")
+    except PackageNotFoundError:  # a checkout on PYTHONPATH, not installed
+        return "unknown (not installed)"
+
+
+# The packages of the optional extras (pyproject.toml), and the extra that brings each: a command run in an
+# install without its role's extra says what to install instead of a traceback.
+EXTRA_OF = {"onnx": "train", "lightgbm": "train", "onnxmltools": "train", "tqdm": "train",
+            "asyncpg": "origin", "nats": "origin", "scipy": "origin", "matplotlib": "origin",
+            "redis": "edge", "locust": "bench", "psutil": "bench"}
+
+
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a command whose reader went away
 
 
@@ -118,5 +135,12 @@ def _run(argv: list[str] | None) -> int:
     except AdminError as exc:
         print(f"edgerec: {exc}", file=sys.stderr)
         return 1
+    except ModuleNotFoundError as exc:
+        package = (exc.name or "").split(".")[0]
+        if package not in EXTRA_OF:
+            raise
+        print(f"edgerec: this command needs the `{package}` package, which this install lacks: "
+              f"pip install 'edgerec[{EXTRA_OF[package]}]'", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130

@@ -252,7 +252,12 @@ def test_dockerfile_runs_non_root_with_healthcheck_on_contract_port(service, con
     cmd = [a for i, a in final if i == "CMD"][-1]
     assert cmd == "[" + ", ".join(f'"{c}"' for c in spec["command"]) + "]"
     build = " ".join(a for i, a in instrs if i == "RUN")
-    assert "pip install ." in build
+    # The image installs its role's lock, hash-checked, and then edgerec itself without resolving anything anew.
+    assert f"pip install --require-hashes -r requirements/{service}.txt" in build
+    assert "pip install --no-deps ." in build
+    assert (DOCKER.parents[1] / "requirements" / f"{service}.txt").is_file()
+    # No `# syntax=` line: it makes every build pull a frontend image, which breaks offline and mirrored builds.
+    assert not (DOCKER / f"Dockerfile.{service}").read_text().lstrip().startswith("# syntax=")
 
 
 @pytest.mark.parametrize("service", ["edge", "origin"])
