@@ -173,8 +173,14 @@ def _report(args: argparse.Namespace) -> int:
     srm = report["sample_ratio"]
     print(f"sample ratio: chi2={_fmt(srm['chi2'], 2)} p={_fmt(srm['p_value'])}"
           f"{'  MISMATCH: the split is broken, do not trust the results' if srm['mismatch'] else ' (ok)'}")
-    print(f"winner on conversion: {report['winner'] or 'none yet (no significant difference)'}"
+    print(f"winner on conversion (fixed horizon, valid at one planned look): "
+          f"{report['winner'] or 'none yet (no significant difference)'}"
           f"; leader {report['leader']}, uplift {_fmt(report['uplift'])}, p={_fmt(report['p_value'])}")
+    sequential = report.get("sequential")
+    if sequential:
+        p_values = ", ".join(f"{v} p={_fmt(p)}" for v, p in sequential["p_values"].items())
+        print(f"winner on conversion (mSPRT, valid at every look): {sequential['winner'] or 'none yet'}"
+              f"{'; losing: ' + ', '.join(sequential['losers']) if sequential['losers'] else ''} ({p_values})")
     print(f"unattributed feedback (no impression with its request_id): {report.get('unattributed', 0)}"
           + (f" ({', '.join(f'{k} {n}' for k, n in report['unattributed_by_kind'].items())})"
              if report.get("unattributed") else ""))

@@ -1,6 +1,6 @@
 """An experiment's report from per-variant counts: rates with 95% confidence intervals, two-proportion z-tests
-against the control, revenue per impression per currency (never summed across currencies) with Welch tests, and a
-chi-square sample-ratio-mismatch check."""
+against the control, revenue per impression per currency (never summed across currencies) with Welch tests, a
+chi-square sample-ratio-mismatch check, and the always-valid (sequential) tests that decide while one watches."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import math
 from typing import Any, Callable
 
 from scipy import stats
+
+from .sequential import Moments, cuped, sequential_means, sequential_proportions
 
 Z95 = 1.959963984540054
 SRM_ALPHA = 0.001  # a sample ratio this unlikely means the split itself is broken: do not trust the results
@@ -179,6 +181,19 @@ def build_report(experiment: dict[str, Any], counts: dict[str, Any], alpha: floa
                     else None
                 by_currency[cur] = test
             entry["vs_control"]["revenue_per_impression"] = by_currency
+            # Always valid at every look: what a decision taken while watching may rest on.
+            moments = counts.get("cuped") or {}
+            entry["vs_control"]["sequential"] = {
+                "conversion": sequential_proportions(int(c0.get("converted", 0)), n0, int(c.get("converted", 0)), n,
+                                                     alpha),
+                "conversion_cuped": cuped(Moments.from_dict(moments[control]), Moments.from_dict(moments[name]),
+                                          alpha) if control in moments and name in moments else None,
+                "revenue_per_impression": {
+                    cur: sequential_means(cell(cur, control)["revenue"], cell(cur, control)["revenue_sq"],
+                                          base(control, cur), cell(cur, name)["revenue"],
+                                          cell(cur, name)["revenue_sq"], base(name, cur), alpha)
+                    for cur in currencies},
+            }
         variants[name] = entry
     srm = sample_ratio_check([variants[v["name"]]["impressions"] for v in experiment["variants"]],
                              [v["weight"] for v in experiment["variants"]])
@@ -199,12 +214,31 @@ def build_report(experiment: dict[str, Any], counts: dict[str, Any], alpha: floa
             "significant": sound, "p_value": p,
             "uplift": variants[leader]["vs_control"]["revenue_per_impression"][cur]["uplift"]
             if leader != control else 0.0}
+    sequential = _sequential_decision(variants, control, alpha, srm["mismatch"])
     unattributed = {k: int(v) for k, v in sorted((counts.get("unattributed") or {}).items())}
     return {"experiment": experiment["id"], "control": control, "variants": variants, "sample_ratio": srm,
             "winner": best if significant else None, "leader": best, "significant": significant,
             "uplift": uplift, "p_value": p_value, "alpha": alpha, "currencies": currencies,
-            "revenue_by_currency": revenue_tests, "unattributed": sum(unattributed.values()),
+            "revenue_by_currency": revenue_tests, "sequential": sequential,
+            "unattributed": sum(unattributed.values()),
             "unattributed_by_kind": unattributed}
+
+
+def _sequential_decision(variants: dict[str, Any], control: str, alpha: float, mismatch: bool) -> dict[str, Any]:
+    """On conversion, by the always-valid test (CUPED's when the pre-period is known): the variants whose
+    confidence sequence lies wholly above the control's (winners) or wholly below (losers)."""
+    winners, losers, tests = [], [], {}
+    for name, entry in variants.items():
+        if name == control:
+            continue
+        test = entry["vs_control"]["sequential"]["conversion_cuped"] or entry["vs_control"]["sequential"]["conversion"]
+        tests[name] = test
+        if test["p_value"] is None or test["p_value"] >= alpha or mismatch:
+            continue
+        (winners if test["difference"] > 0 else losers).append(name)
+    best = max(winners, key=lambda v: tests[v]["difference"]) if winners else None
+    return {"method": "mSPRT", "metric": "conversion", "winner": best, "winners": winners, "losers": losers,
+            "significant": best is not None, "p_values": {v: t["p_value"] for v, t in tests.items()}}
 
 
 def entry_rate(counts: dict[str, Any], key: str) -> float | None:
