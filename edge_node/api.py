@@ -38,6 +38,8 @@ async def readyz(request: Request) -> Response:
         "sync_errors": sync.errors,
         "rejected_payloads": dict(sync.rejected),
         "persist_failures": sync.persist_failures,
+        "origin": sync.origin,  # the one the syncer follows now (of several, with a list in EDGEREC_ORIGIN_URL)
+        "origin_failovers": sync.failovers,
         # The first 16 hex digits of the signed state digest the served copy was proven against (digest.py).
         "state_digest": replica.state_digest.hex()[:16] if (replica := request.app.state.syncer.replica) else None,
         "last_sync_error": sync.last_error,

@@ -194,7 +194,7 @@ def build_app(config: EdgeConfig) -> HotPath:
                 log.warning("EDGEREC_PSEUDONYM_KEY is not set: events carry no shopper reference at all")
             background_tasks.append(asyncio.create_task(spool.run_writer(), name="edgerec-spool-writer"))
             background_tasks.append(asyncio.create_task(
-                spool.run_shipper(config.origin_url, config.sync_token, config.regions,
+                spool.run_shipper(lambda: syncer.current_origin, config.sync_token, config.regions,
                                   backoff_max_s=config.sync_backoff_max_s * 3, ssl_context=origin_tls),
                 name="edgerec-spool-shipper"))
         else:

@@ -97,7 +97,8 @@ class EdgeConfig:
         parser.add_argument("--port", type=int, default=int(env("EDGEREC_EDGE_PORT", "8000")),
                             help="listen port (EDGEREC_EDGE_PORT, default 8000)")
         parser.add_argument("--origin", default=env("EDGEREC_ORIGIN_URL", "http://127.0.0.1:8080"),
-                            help="origin base URL (EDGEREC_ORIGIN_URL)")
+                            help="origin base URL, or several comma-separated to fail over between in order "
+                                 "(EDGEREC_ORIGIN_URL)")
         parser.add_argument("--regions", default=env("EDGEREC_REGIONS", ""),
                             help="comma-separated market codes this edge serves, e.g. DE,FR (EDGEREC_REGIONS)")
         parser.add_argument("--data-dir", default=env("EDGEREC_EDGE_DATA_DIR", "var/edge"),
@@ -195,9 +196,14 @@ class EdgeConfig:
             regions = parse_regions(args.regions)
         except ValueError as exc:
             raise ConfigError(f"--regions/EDGEREC_REGIONS: {exc}") from None
-        url = urlparse(args.origin)
-        if url.scheme not in ("http", "https") or not url.netloc:
-            raise ConfigError(f"--origin/EDGEREC_ORIGIN_URL: {args.origin!r} is not an http(s) URL")
+        # Several origins (on one database), comma-separated: the syncer fails over between them in this order.
+        origins = [u.strip() for u in args.origin.split(",") if u.strip()]
+        for origin in origins or [args.origin]:
+            url = urlparse(origin)
+            if url.scheme not in ("http", "https") or not url.netloc:
+                raise ConfigError(f"--origin/EDGEREC_ORIGIN_URL: {origin!r} is not an http(s) URL")
+        if len({urlparse(u).scheme for u in origins}) > 1:
+            raise ConfigError(f"--origin/EDGEREC_ORIGIN_URL: {args.origin!r} mixes http and https origins")
         # During a rotation the variable holds "new,old"; an edge presents the first.
         sync_token, pseudonym_key, cdn_secrets = _edge_secrets()
         if not sync_token:
@@ -242,7 +248,8 @@ class EdgeConfig:
             require_strong_secrets("EDGEREC_SYNC_TOKEN", (sync_token,))
             require_strong_secrets("EDGEREC_CDN_SECRET", cdn_secrets, required=False)
             require_strong_secrets("EDGEREC_PSEUDONYM_KEY", (pseudonym_key,) if pseudonym_key else (), required=False)
-            require_tls_beyond_loopback("--origin/EDGEREC_ORIGIN_URL", args.origin)
+            for origin in origins:
+                require_tls_beyond_loopback("--origin/EDGEREC_ORIGIN_URL", origin)
         _check_tls_files(args)
         cdn = CdnPolicy(
             secrets=cdn_secrets,

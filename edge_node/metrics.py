@@ -51,6 +51,8 @@ class SyncCollector:
         yield CounterMetricFamily("edgerec_sync_applied", "Versions applied (snapshots and delta batches)",
                                   value=sync.applied)
         yield CounterMetricFamily("edgerec_sync_snapshots", "Snapshots taken", value=sync.snapshots)
+        yield CounterMetricFamily("edgerec_sync_failovers", "Moves to the next origin (EDGEREC_ORIGIN_URL lists "
+                                  "several) after one failed or answered something refused", value=sync.failovers)
         yield GaugeMetricFamily("edgerec_sync_versions_behind", "Origin version minus the applied version",
                                 value=sync.versions_behind())
         yield GaugeMetricFamily("edgerec_sync_persisted_version", "Version of the copy on local disk",
@@ -120,6 +122,7 @@ class WorkerFigures:
             "persist_failures": counter("edgerec_sync_persist_failures", "Failed writes of the local copy"),
             "applied": counter("edgerec_sync_applied", "Versions applied (snapshots and delta batches)"),
             "snapshots": counter("edgerec_sync_snapshots", "Snapshots taken"),
+            "failovers": counter("edgerec_sync_failovers", "Moves to the next origin"),
             "dropped": counter("edgerec_events_dropped", "Events dropped, by reason", ("reason",)),
             "appended": counter("edgerec_events_recorded", "Events queued for the spool"),
             "written": counter("edgerec_events_written", "Events written to the spool's segment files"),
@@ -143,7 +146,7 @@ class WorkerFigures:
 
     def publish(self, sync: Any, spool: Any) -> None:
         if sync is not None:
-            for name in ("errors", "persist_failures", "applied", "snapshots"):
+            for name in ("errors", "persist_failures", "applied", "snapshots", "failovers"):
                 self._advance(name, getattr(sync, name))
             for reason, count in sync.rejected.items():
                 self._advance("rejected", count, reason)

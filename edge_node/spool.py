@@ -43,7 +43,7 @@ import ssl
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import aiohttp
 import orjson
@@ -387,13 +387,13 @@ class EventSpool:
 
     # -- shipping -----------------------------------------------------------------------------------
 
-    async def run_shipper(self, origin_url: str, token: str, regions: tuple[str, ...],
+    async def run_shipper(self, origin_url: str | Callable[[], str], token: str, regions: tuple[str, ...],
                           backoff_base_s: float = 0.2, backoff_max_s: float = 30.0, idle_s: float = 0.2,
                           ssl_context: ssl.SSLContext | None = None) -> None:
         """Ship closed segments in order, one batch each (its id is the segment's name, so a retry after a lost
         acknowledgement is recognised by the origin); delete a segment only after the origin acknowledged it.
-        `ssl_context` is the syncer's: the same CA bundle and client certificate."""
-        url = f"{origin_url.rstrip('/')}/v1/sync/events"
+        `ssl_context` is the syncer's: the same CA bundle and client certificate. `origin_url` may be a callable
+        giving the origin to ship to now: the syncer's current one, so events follow it when it fails over."""
         headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/x-msgpack"}
         failures = 0
         connector = aiohttp.TCPConnector(ssl=ssl_context if ssl_context is not None else True)
@@ -403,6 +403,8 @@ class EventSpool:
                 if not segments:
                     await asyncio.sleep(idle_s)
                     continue
+                base = origin_url() if callable(origin_url) else origin_url
+                url = f"{base.rstrip('/')}/v1/sync/events"
                 try:
                     for path in segments:
                         await self._ship(session, url, headers, regions, path)

@@ -57,6 +57,8 @@ class SyncStatus:
     loaded_from_disk: bool = False
     started_at: float = field(default_factory=time.time)
     poll_open: bool = False  # a long-poll is open to an origin that answered the previous request
+    origin: str | None = None  # the origin URL the syncer talks to now (one of `origin_url`'s)
+    failovers: int = 0  # moves to the next origin after one failed or answered something refused
 
     def staleness_s(self) -> float | None:
         """Seconds since the origin was last known to be there: 0 while a long-poll is open to an origin that
@@ -85,6 +87,11 @@ class Syncer:
     A payload that fails any check is refused: the current replica stays, the refusal is counted by reason in
     `status.rejected` and logged, and the syncer retries with backoff and full jitter. With a `data_dir`, the
     last good replica and the model blobs survive restarts, so an edge can serve with the origin down.
+
+    `origin_url` may name several origins, comma-separated (origins on one database). The syncer talks to one at a
+    time and moves to the next when that one fails or answers something refused, keeping its version: the next
+    origin resumes from it, and one whose chain does not extend the replica is refused like any bad payload. One
+    DNS name with several addresses needs no list: aiohttp tries each address in turn.
     """
 
     origin_url: str
@@ -110,9 +117,32 @@ class Syncer:
         self._persist_wanted = asyncio.Event()
         self._healthy = False  # the last request to the origin succeeded
         self._anchors = self.verifier  # the configured keys; `verifier` adds what the origin's key set says
+        self.origins = tuple(u.strip().rstrip("/") for u in self.origin_url.split(",") if u.strip())
+        if not self.origins:
+            raise ValueError("a Syncer needs at least one origin URL")
+        self._origin_index = 0
+        self._behind: set[str] = set()  # origins that said they are behind this edge's copy
+        self.status.origin = self.origins[0]
 
     def __repr__(self) -> str:  # never show the token
         return f"Syncer(origin_url={self.origin_url!r}, regions={self.regions!r}, version={self.status.version})"
+
+    @property
+    def current_origin(self) -> str:
+        return self.origins[self._origin_index]
+
+    def _fail_over(self, why: str) -> bool:
+        """Move to the next origin, if there is another; True when it moved."""
+        if len(self.origins) < 2:
+            return False
+        before = self.current_origin
+        self._origin_index = (self._origin_index + 1) % len(self.origins)
+        self.status.origin = self.current_origin
+        self.status.failovers += 1
+        self._healthy = False  # the next origin's first poll answers at once, proving it is there
+        log.warning("sync: leaving origin %s (%s) for %s, from version %d", before, why, self.current_origin,
+                    self.status.version)
+        return True
 
     def _headers(self) -> dict[str, str]:
         headers = {"Authorization": f"Bearer {self.token}", PROTOCOL_HEADER: str(PROTOCOL_VERSION)}
@@ -122,7 +152,7 @@ class Syncer:
 
     async def _get(self, path: str, params: dict[str, str], timeout_s: float) -> tuple[bytes, Mapping[str, str]]:
         assert self._session is not None
-        url = f"{self.origin_url.rstrip('/')}{path}"
+        url = f"{self.current_origin}{path}"
         async with self._session.get(url, params=params, headers=self._headers(),
                                      timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
             body = await resp.read()
@@ -289,9 +319,15 @@ class Syncer:
                             await self._follow_deltas(self.replica)
                         failures = 0
                         self._healthy = True
+                        self._behind.clear()
                     except asyncio.CancelledError:
                         raise
                     except _ResyncNeeded as exc:
+                        if exc.rollback:
+                            # An origin behind this copy may be a lagging one: go back only when every origin is.
+                            self._behind.add(self.current_origin)
+                            if len(self._behind) < len(self.origins) and self._fail_over("behind this edge"):
+                                continue
                         log.warning("taking a snapshot: %s", exc)
                         self._need_snapshot = True
                         self._allow_rollback = exc.rollback
@@ -303,6 +339,10 @@ class Syncer:
                             # The copy (or the batch) disagrees with the signed state: only a fresh snapshot, itself
                             # checked against its digest, can be proven again.
                             self._need_snapshot = True
+                        if self._fail_over(self.status.last_error or "failed"):
+                            # A fresh origin gets its chance at once; the backoff grows once all were tried.
+                            if failures < len(self.origins):
+                                continue
                         delay = min(self.backoff_max_s, self.backoff_base_s * 2 ** min(failures, 10))
                         delay = random.uniform(0, delay)  # full jitter: edges must not retry in lockstep
                         await asyncio.sleep(delay)
