@@ -38,8 +38,13 @@ WRK := /usr/bin/wrk
 $(WRK):
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk
 
+# HAProxy (Debian's package): the load balancer with health checks in front of the edges in the availability drill.
+HAPROXY := /usr/sbin/haproxy
+$(HAPROXY):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends haproxy
+
 # EDGEREC_INFRA_STRICT=1: a missing tool (checkov, varnishd, wrk) fails the run instead of skipping.
-test: $(STAMP) $(CHECKOV) $(VARNISHD) $(WRK)
+test: $(STAMP) $(CHECKOV) $(VARNISHD) $(WRK) $(HAPROXY)
 	bash scripts/test-services.sh
 	bash scripts/lock.sh --check
 	$(BIN)/lint-imports
