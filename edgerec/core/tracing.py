@@ -31,7 +31,7 @@ def parse_sample_ratio(text: str) -> float:
     return ratio
 
 
-@dataclass
+@dataclass(frozen=True)
 class Tracing:
     """The process's tracer, or none. `span()` is a context manager yielding the span (None when off)."""
 

@@ -18,6 +18,7 @@ from typing import Any, Awaitable, Callable, Mapping
 import aiohttp
 
 from edgerec.core.files import NotFound, write_atomically
+from edgerec.core.tracing import DISABLED, Tracing
 from origin_sync.wire.protocol import (
     KEY_ID_HEADER,
     KIND_DELTAS,
@@ -107,6 +108,7 @@ class Syncer:
     status: SyncStatus = field(default_factory=SyncStatus)
     replica: Replica | None = None
     ssl_context: ssl.SSLContext | None = None  # verifies the origin (CA bundle) and holds the mutual-TLS certificate
+    tracing: Tracing = DISABLED  # a span a sync request, its traceparent sent to the origin
     _session: aiohttp.ClientSession | None = None
 
     def __post_init__(self) -> None:
@@ -153,7 +155,15 @@ class Syncer:
     async def _get(self, path: str, params: dict[str, str], timeout_s: float) -> tuple[bytes, Mapping[str, str]]:
         assert self._session is not None
         url = f"{self.current_origin}{path}"
-        async with self._session.get(url, params=params, headers=self._headers(),
+        with self.tracing.span(f"sync GET {path}", attributes={"sync.since": params.get("since", ""),
+                                                                "sync.regions": params.get("regions", ""),
+                                                                "server.address": self.current_origin}):
+            return await self._fetch(path, url, params, timeout_s)
+
+    async def _fetch(self, path: str, url: str, params: dict[str, str],
+                     timeout_s: float) -> tuple[bytes, Mapping[str, str]]:
+        assert self._session is not None
+        async with self._session.get(url, params=params, headers=self.tracing.inject(self._headers()),
                                      timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
             body = await resp.read()
             if resp.status == 200:
