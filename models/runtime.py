@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from models.profile import DECAY_DAYS, Profile
 __all__ = ["BundleError", "Profile", "Ranker", "RequestContext"]
 
 GOLDEN_TOLERANCE = 1e-4
+_FEW_EVENTS = 64  # up to this many recent items a request is summarised in plain Python, above in numpy
 
 _telemetry_lock = threading.Lock()
 _telemetry_disabled = False
@@ -227,24 +229,59 @@ class Ranker:
         """A profile graph's row for a list of events (item indices, ages in days): each known item's count, days
         since its last and first event and its decayed frequency, as a profile of those events holds them
         (models/profile.py), its strongest P items kept, strongest last."""
-        known = items > 0
-        items, ages = items[known], ages[known].astype(np.float64)
-        unique, inverse = np.unique(items, return_inverse=True)
-        counts = np.bincount(inverse, minlength=len(unique)).astype(np.float32)
-        last = np.full(len(unique), np.inf)
-        np.minimum.at(last, inverse, ages)
-        first = np.zeros(len(unique))
-        np.maximum.at(first, inverse, ages)
-        decayed = np.bincount(inverse, weights=np.exp(-ages / DECAY_DAYS), minlength=len(unique))
-        order = np.argsort(decayed, kind="stable")[-self.context_length :]
-        return self._slots_context(unique[order], counts[order], last[order], first[order], decayed[order])
+        width = self.context_length
+        if len(items) <= _FEW_EVENTS:
+            return self._few_events_context(items.tolist(), ages.tolist(), width)
+        return self._many_events_context(items, ages, width)
 
-    def _slots_context(self, items, counts, since_last, since_first, decayed) -> RequestContext:
-        width, filled = self.context_length, len(items)
-        arrays = [np.zeros(width, dtype=np.int64)] + [np.zeros(width, dtype=np.float32) for _ in range(4)]
-        for array, values in zip(arrays, (items, counts, since_last, since_first, decayed)):
-            array[width - filled :] = values
-        return RequestContext(arrays[0], arrays[2], filled, arrays[1], arrays[3], arrays[4])
+    @staticmethod
+    def _many_events_context(items: np.ndarray, ages: np.ndarray, width: int) -> RequestContext:
+        known = items > 0
+        items, ages = items[known], ages[known]
+        order = np.argsort(items, kind="stable")  # runs of one item, summed by reduceat: far cheaper than ufunc.at
+        items, ages = items[order], ages[order].astype(np.float64)
+        slots = np.zeros(width, dtype=np.int64)
+        stats = np.zeros((4, width), dtype=np.float32)  # counts, days since last, days since first, decayed
+        filled = 0
+        if len(items):
+            is_start = np.empty(len(items), dtype=bool)
+            is_start[0] = True
+            np.not_equal(items[1:], items[:-1], out=is_start[1:])
+            starts = np.flatnonzero(is_start)
+            decayed = np.add.reduceat(np.exp(ages * (-1.0 / DECAY_DAYS)), starts)
+            strongest = np.argsort(decayed, kind="stable")[-width:] if width else starts[:0]
+            filled = len(strongest)
+            slots[width - filled :] = items[starts[strongest]]
+            stats[0, width - filled :] = np.diff(starts, append=len(items))[strongest]
+            stats[1, width - filled :] = np.minimum.reduceat(ages, starts)[strongest]
+            stats[2, width - filled :] = np.maximum.reduceat(ages, starts)[strongest]
+            stats[3, width - filled :] = decayed[strongest]
+        return RequestContext(slots, stats[1], filled, stats[0], stats[2], stats[3])
+
+    @staticmethod
+    def _few_events_context(items: list[int], ages: list[float], width: int) -> RequestContext:
+        """_events_context in plain Python, for the short lists most requests carry (a few µs instead of tens)."""
+        summaries: dict[int, list[float]] = {}
+        for item, age in zip(items, ages):
+            if item > 0:
+                weight = math.exp(age * (-1.0 / DECAY_DAYS))
+                entry = summaries.get(item)
+                if entry is None:
+                    summaries[item] = [item, 1.0, age, age, weight]
+                else:
+                    entry[1] += 1.0
+                    entry[2] = min(entry[2], age)
+                    entry[3] = max(entry[3], age)
+                    entry[4] += weight
+        # Same order as the numpy path: by decayed frequency, ties by item index (argsort is stable over sorted items).
+        rows = sorted(summaries.values(), key=lambda entry: (entry[4], entry[0]))[-width:] if width else []
+        slots = np.zeros(width, dtype=np.int64)
+        stats = np.zeros((4, width), dtype=np.float32)
+        if rows:
+            columns = np.array(rows, dtype=np.float64).T
+            slots[width - len(rows) :] = columns[0]
+            stats[:, width - len(rows) :] = columns[1:]
+        return RequestContext(slots, stats[1], len(rows), stats[0], stats[2], stats[3])
 
     def encode_profile(self, profile: Profile, now: float) -> RequestContext:
         """A shopper's profile (models/profile.py) as of `now` (Unix seconds) as one row of a profile graph."""

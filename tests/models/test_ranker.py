@@ -143,6 +143,19 @@ def test_missing_ages_take_the_manifest_defaults_and_sent_ages_are_kept(ranker: 
         ranker.encode_context(items, ages_days=(1.0,))
 
 
+def test_short_and_long_event_lists_are_summarised_alike(ranker: Ranker) -> None:
+    """Requests of few events take a plain-Python path, longer ones numpy: both give the same slots."""
+    rng = np.random.default_rng(8)
+    for count in (0, 1, 5, 40, 300):
+        items = rng.integers(0, 30, count).astype(np.int64)
+        ages = rng.uniform(0, 200, count).astype(np.float32)
+        few = ranker._few_events_context(items.tolist(), ages.tolist(), ranker.context_length)
+        many = ranker._many_events_context(items, ages, ranker.context_length)
+        assert few.width == many.width and np.array_equal(few.items, many.items)
+        for name in ("counts", "ages_days", "days_since_first", "decayed"):
+            np.testing.assert_allclose(getattr(few, name), getattr(many, name), rtol=1e-6)
+
+
 def test_a_profile_ranks_as_the_request_that_sends_the_same_events(ranker: Ranker) -> None:
     """The edge's two paths agree: a stored profile (models/profile.py) and the same events as recent_items."""
     rng = np.random.default_rng(3)
