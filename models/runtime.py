@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import math
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -12,8 +10,9 @@ import numpy as np
 import onnxruntime
 
 from models.bundle import PROFILE_INPUTS, BundleError, check_manifest, golden_feeds, read_bundle
+from models.encoding import CaseInsensitiveSkus, RequestContext, few_events_context, many_events_context
 from models.features import encode_profile
-from models.profile import DECAY_DAYS, Profile
+from models.profile import Profile
 
 __all__ = ["BundleError", "Profile", "Ranker", "RequestContext"]
 
@@ -42,37 +41,6 @@ def _session_options() -> onnxruntime.SessionOptions:
     return options
 
 
-class _CaseInsensitive(dict):
-    """A StockCode lookup that tries the code as given, then upper-cased (profiles keep what the events said)."""
-
-    def get(self, sku, default=0):  # type: ignore[override]
-        return super().get(sku) or super().get(sku.upper(), default)
-
-
-@dataclass(frozen=True)
-class RequestContext:
-    """A shopper's encoded context: one row of the graph's inputs, each [L].
-
-    For a profile graph (bundles since 2026-12-04) the row is the profile's slots: items, counts, ages_days (days
-    since each item's last purchase), days_since_first and decayed (frequency at the request), filled slots last.
-    For a context graph (before) it is the last L events: items and ages_days, most recent last.
-    """
-
-    items: np.ndarray  # int64 [L]: left-padded with 0
-    ages_days: np.ndarray  # float32 [L]
-    width: int | None = None  # how many of the last positions are filled (the others are padding); None: unknown
-    counts: np.ndarray | None = None  # float32 [L], profile graphs only
-    days_since_first: np.ndarray | None = None  # float32 [L], profile graphs only
-    decayed: np.ndarray | None = None  # float32 [L], profile graphs only
-
-    def rows(self, first: int) -> tuple[np.ndarray, ...]:
-        """Its arrays from position `first` on, in the graph's input order."""
-        if self.counts is None or self.days_since_first is None or self.decayed is None:
-            return self.items[first:], self.ages_days[first:]
-        return (self.items[first:], self.counts[first:], self.ages_days[first:], self.days_since_first[first:],
-                self.decayed[first:])
-
-
 class Ranker:
     """A verified, warmed-up ONNX ranker plus the manifest's vocabularies."""
 
@@ -89,6 +57,7 @@ class Ranker:
         self.context_length = int(manifest["context_length"])
         # Ages for events that come without one: the median age of an event at that position in training.
         self._default_ages = np.asarray(manifest["default_ages_days"], dtype=np.float32)
+        self._default_ages_list = self._default_ages.tolist()
         input_names = [graph_input.name for graph_input in session.get_inputs()]
         # Profile graphs read profile slots; context graphs (bundles before 2026-12-04) read the last L events.
         self.reads_profiles = input_names[0] == "profile_items"
@@ -108,7 +77,7 @@ class Ranker:
         self._item_index = {str(code).upper(): position + 1 for position, code in enumerate(manifest["items"])}
         # Exact-case hits first (codes as the manifest has them, and in lower case); only a miss pays for .upper().
         self._item_lookup = {**{code.lower(): index for code, index in self._item_index.items()}, **self._item_index}
-        self._profile_lookup = _CaseInsensitive(self._item_lookup)
+        self._profile_lookup = CaseInsensitiveSkus(self._item_lookup)
         self._region_index = {str(code).upper(): position + 1 for position, code in enumerate(manifest["regions"])}
 
     @classmethod
@@ -195,6 +164,9 @@ class Ranker:
         age takes the manifest's default_ages_days for that position (the training median there).
         """
         if self.reads_profiles:
+            if len(skus) <= _FEW_EVENTS:  # the common short request: lists all the way, no numpy round trips
+                return few_events_context(self._few_indices(skus), self._few_ages(skus, ages_days),
+                                                self.context_length)
             return self._events_context(self.item_indices(list(skus)), self._event_ages(skus, ages_days))
         length = self.context_length
         recent = list(skus)[-length:] if length else []
@@ -209,6 +181,22 @@ class Ranker:
                 tail = ages[length - len(recent) :]
                 tail[:] = np.where(sent >= 0, sent, tail)  # NaN >= 0 is False: NaN and negatives keep the default
         return RequestContext(items, ages, len(recent))
+
+    def _few_indices(self, skus: Sequence[str]) -> list[int]:
+        get = self._item_lookup.get
+        return [get(sku) or get(sku.upper(), 0) for sku in skus]
+
+    def _few_ages(self, skus: Sequence[str], ages_days: Sequence[float] | None) -> list[float]:
+        """_event_ages as a list (float32-rounded like it), for short requests."""
+        count, defaults = len(skus), self._default_ages_list
+        shown = min(count, len(defaults))
+        ages = [defaults[0]] * (count - shown) + defaults[len(defaults) - shown :]
+        if ages_days is not None:
+            if len(ages_days) != count:
+                raise ValueError(f"ages_days has {len(ages_days)} entries for {count} items")
+            sent = np.asarray(ages_days, dtype=np.float32).tolist()
+            ages = [age if age >= 0 else default for age, default in zip(sent, ages)]  # NaN >= 0 is False
+        return ages
 
     def _event_ages(self, skus: Sequence[str], ages_days: Sequence[float] | None) -> np.ndarray:
         """float32 ages of all the events: those sent (NaN or negative: the default), else the default of the
@@ -231,57 +219,8 @@ class Ranker:
         (models/profile.py), its strongest P items kept, strongest last."""
         width = self.context_length
         if len(items) <= _FEW_EVENTS:
-            return self._few_events_context(items.tolist(), ages.tolist(), width)
-        return self._many_events_context(items, ages, width)
-
-    @staticmethod
-    def _many_events_context(items: np.ndarray, ages: np.ndarray, width: int) -> RequestContext:
-        known = items > 0
-        items, ages = items[known], ages[known]
-        order = np.argsort(items, kind="stable")  # runs of one item, summed by reduceat: far cheaper than ufunc.at
-        items, ages = items[order], ages[order].astype(np.float64)
-        slots = np.zeros(width, dtype=np.int64)
-        stats = np.zeros((4, width), dtype=np.float32)  # counts, days since last, days since first, decayed
-        filled = 0
-        if len(items):
-            is_start = np.empty(len(items), dtype=bool)
-            is_start[0] = True
-            np.not_equal(items[1:], items[:-1], out=is_start[1:])
-            starts = np.flatnonzero(is_start)
-            decayed = np.add.reduceat(np.exp(ages * (-1.0 / DECAY_DAYS)), starts)
-            strongest = np.argsort(decayed, kind="stable")[-width:] if width else starts[:0]
-            filled = len(strongest)
-            slots[width - filled :] = items[starts[strongest]]
-            stats[0, width - filled :] = np.diff(starts, append=len(items))[strongest]
-            stats[1, width - filled :] = np.minimum.reduceat(ages, starts)[strongest]
-            stats[2, width - filled :] = np.maximum.reduceat(ages, starts)[strongest]
-            stats[3, width - filled :] = decayed[strongest]
-        return RequestContext(slots, stats[1], filled, stats[0], stats[2], stats[3])
-
-    @staticmethod
-    def _few_events_context(items: list[int], ages: list[float], width: int) -> RequestContext:
-        """_events_context in plain Python, for the short lists most requests carry (a few µs instead of tens)."""
-        summaries: dict[int, list[float]] = {}
-        for item, age in zip(items, ages):
-            if item > 0:
-                weight = math.exp(age * (-1.0 / DECAY_DAYS))
-                entry = summaries.get(item)
-                if entry is None:
-                    summaries[item] = [item, 1.0, age, age, weight]
-                else:
-                    entry[1] += 1.0
-                    entry[2] = min(entry[2], age)
-                    entry[3] = max(entry[3], age)
-                    entry[4] += weight
-        # Same order as the numpy path: by decayed frequency, ties by item index (argsort is stable over sorted items).
-        rows = sorted(summaries.values(), key=lambda entry: (entry[4], entry[0]))[-width:] if width else []
-        slots = np.zeros(width, dtype=np.int64)
-        stats = np.zeros((4, width), dtype=np.float32)
-        if rows:
-            columns = np.array(rows, dtype=np.float64).T
-            slots[width - len(rows) :] = columns[0]
-            stats[:, width - len(rows) :] = columns[1:]
-        return RequestContext(slots, stats[1], len(rows), stats[0], stats[2], stats[3])
+            return few_events_context(items.tolist(), ages.tolist(), width)
+        return many_events_context(items, ages, width)
 
     def encode_profile(self, profile: Profile, now: float) -> RequestContext:
         """A shopper's profile (models/profile.py) as of `now` (Unix seconds) as one row of a profile graph."""

@@ -8,6 +8,7 @@ import pytest
 
 from models.bundle import PROFILE_INPUTS, ROW_INPUTS
 from models.data import read_transactions
+from models.encoding import few_events_context, many_events_context
 from models.export import build_ranking_graph
 from models.features import ProfileSlots, RankingModel
 from models.profile import DAY_SECONDS, build
@@ -149,11 +150,18 @@ def test_short_and_long_event_lists_are_summarised_alike(ranker: Ranker) -> None
     for count in (0, 1, 5, 40, 300):
         items = rng.integers(0, 30, count).astype(np.int64)
         ages = rng.uniform(0, 200, count).astype(np.float32)
-        few = ranker._few_events_context(items.tolist(), ages.tolist(), ranker.context_length)
-        many = ranker._many_events_context(items, ages, ranker.context_length)
+        few = few_events_context(items.tolist(), ages.tolist(), ranker.context_length)
+        many = many_events_context(items, ages, ranker.context_length)
         assert few.width == many.width and np.array_equal(few.items, many.items)
         for name in ("counts", "ages_days", "days_since_first", "decayed"):
             np.testing.assert_allclose(getattr(few, name), getattr(many, name), rtol=1e-6)
+    skus = [ranker.manifest["items"][i] for i in rng.integers(0, 30, 40)] + ["NO-SUCH"]
+    ages = [float("nan") if i % 3 == 0 else float(i) for i in range(len(skus))]
+    for sent in (None, ages):
+        short = ranker.encode_context(skus, ages_days=sent)
+        long = many_events_context(ranker.item_indices(skus), ranker._event_ages(skus, sent), ranker.context_length)
+        assert np.array_equal(short.items, long.items) and np.allclose(short.ages_days, long.ages_days)
+        assert np.allclose(short.days_since_first, long.days_since_first) and np.allclose(short.decayed, long.decayed)
 
 
 def test_a_profile_ranks_as_the_request_that_sends_the_same_events(ranker: Ranker) -> None:
