@@ -123,7 +123,7 @@ def train_models(history_path: Path, work: Path, quick: bool) -> tuple[Path, Pat
     popular = dataclasses.replace(trained.model, weights=weights, bias=0.0)
     report = {**trained.report, "feature_weights": dict(zip(FEATURE_NAMES, weights.tolist())), "bias": 0.0,
               "variant": "popularity: only region_popularity weighted (benchmarks/experiment.py)"}
-    popularity_manifest = write_trained_bundle(TrainedRanker(popular, trained.held_out, report), popularity_dir,
+    popularity_manifest = write_trained_bundle(TrainedRanker(popular, trained.held_out, report, trained.default_ages), popularity_dir,
                                                config)
     info = {"model": model_manifest["version"], "popularity": popularity_manifest["version"],
             "context_length": model_manifest["context_length"], "items": model_manifest["items"],

@@ -1,7 +1,7 @@
 """Model benchmark: train on time splits of the shared data, evaluate against the baselines, time inference.
 
 Run from the repository root: `python -m benchmarks.model --out DIR [--quick]`. Writes DIR/report.json,
-DIR/report.md and DIR/ndcg.png. --quick skips the context-length sweep.
+DIR/report.md and DIR/ndcg.png. --quick skips the sweep of the profile width P (the items of a profile the model reads).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ SPLITS = (
 )
 # The first split's bundle, never refit, on months after its test month.
 LATER = ("history→Jul / test Sep–Oct (later, unseen)", 0, "2011-09-01", "2011-11-01")
-CONTEXT_LENGTHS = (100, 200, 400)
+CONTEXT_LENGTHS = (64, 128, 256)  # profile slots P: the strongest P items of each profile
 CANDIDATE_COUNTS = (100, 200, 1000, 4000)  # 200: the offers per region the edge benchmark sends
 TARGET_ALL, TARGET_NEW = 1.05, 1.10
 
@@ -137,7 +137,7 @@ def plot(report: dict, path: Path) -> None:
 
     splits = report["splits"]
     figure, axes = plt.subplots(1, 2, figsize=(13, 4.5))
-    methods = ["model", "repeat", "item_knn", "region_popularity", "popularity"]
+    methods = ["model", "repeat", "tifu_knn", "up_cf_r", "item_knn", "region_popularity", "popularity"]
     for axis, section in zip(axes, ("all", "new_items")):
         width = 0.8 / len(methods)
         for m, method in enumerate(methods):
@@ -157,8 +157,9 @@ def plot(report: dict, path: Path) -> None:
 def markdown(report: dict) -> str:
     lines = ["# Model benchmark", "", f"Data: `{report['data']}`; machine: {report['machine']}.", ""]
     lines += ["## Model vs baselines (ndcg@10)", "",
-              "| split | targets | model | repeat | item_knn | region_pop | popularity | ratio vs best | target | met |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              "| split | targets | model | repeat | TIFU-KNN | UP-CF@r | item_knn | region_pop | popularity | ratio vs best "
+              "| target | met |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for split in report["splits"]:
         for section in ("all", "new_items"):
             block = split["evaluation"] if section == "all" else split["evaluation"]["new_items"]
@@ -166,20 +167,21 @@ def markdown(report: dict) -> str:
             ratio = split["ratios"][section]
             lines.append(
                 f"| {split['name']} | {section} | {block['model']['ndcg@10']:.4f} | {base['repeat']['ndcg@10']:.4f} | "
+                f"{base['tifu_knn']['ndcg@10']:.4f} | {base['up_cf_r']['ndcg@10']:.4f} | "
                 f"{base['item_knn']['ndcg@10']:.4f} | {base['region_popularity']['ndcg@10']:.4f} | "
                 f"{base['popularity']['ndcg@10']:.4f} | {ratio['ratio']:.3f} ({ratio['best_baseline']}) | "
                 f"{ratio['target']:.2f} | {'yes' if ratio['meets_target'] else 'NO'} |"
             )
     if report.get("context_length_sweep"):
-        lines += ["", "## Context length L (history→Aug / test Sep–Oct)", "",
-                  "| L | model all | repeat all | ratio all | model new | item_knn new | ratio new |", "|---|---|---|---|---|---|---|"]
+        lines += ["", "## Profile slots P read by the model (history→Aug / test Sep–Oct)", "",
+                  "| P | model all | repeat all | ratio all | model new | item_knn new | ratio new |", "|---|---|---|---|---|---|---|"]
         for row in report["context_length_sweep"]:
             lines.append(
                 f"| {row['L']} | {row['all']['model']:.4f} | {row['all']['best_baseline_ndcg@10']:.4f} | {row['all']['ratio']:.3f} | "
                 f"{row['new_items']['model']:.4f} | {row['new_items']['best_baseline_ndcg@10']:.4f} | {row['new_items']['ratio']:.3f} |"
             )
-    lines += ["", "## Inference, one thread, one request with a full context of L events (Ranker.rank, k=10)", "",
-              f"Graph nodes: {report['nodes']}; L = {report['context_length']}.", "",
+    lines += ["", "## Inference, one thread, one request with a full profile of P items (Ranker.rank, k=10)", "",
+              f"Graph nodes: {report['nodes']}; P = {report['context_length']}.", "",
               "| candidates | median µs | p99 µs |", "|---|---|---|"]
     for count, cost in report["inference_us"].items():
         lines.append(f"| {count} | {cost['median_us']:.1f} | {cost['p99_us']:.1f} |")
@@ -245,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             steps.set_postfix_str(f"L={length}")
             bundle = work / f"L{length}"
-            train_bundle(history, bundle, config=TrainingConfig(context_length=length), progress=False)
+            train_bundle(history, bundle, config=TrainingConfig(slots=length), progress=False)
             evaluation = evaluate(bundle, history, test)
             steps.update()
         report["context_length_sweep"].append({"L": length, **ratios(evaluation)})

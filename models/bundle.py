@@ -18,8 +18,12 @@ import numpy as np
 FORMAT = "edgerec-bundle/1"
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
-# The graph inputs that hold one row per request in a batched graph (region is [B]; k is shared, [1]).
-ROW_INPUTS = ("context_items", "context_ages_days", "candidates", "penalty")
+# The graph inputs that hold one row per request in a batched graph (region is [B]; k is shared, [1]): those of
+# profile graphs (since 2026-12-04) and of context graphs (before).
+PROFILE_INPUTS = ("profile_items", "profile_counts", "profile_days_since_last", "profile_days_since_first",
+                  "profile_decayed")
+ROW_INPUTS = ("context_items", "context_ages_days", *PROFILE_INPUTS, "candidates", "penalty")
+_INTEGER_INPUTS = frozenset({"context_items", "profile_items", "region", "candidates", "k"})
 REQUIRED_KEYS = ("format", "version", "sha256", "inputs", "outputs", "context_length", "items", "regions", "golden")
 
 
@@ -60,6 +64,31 @@ def golden_case(
     }
 
 
+def golden_profile_case(
+    slots: dict[str, np.ndarray],
+    region: int,
+    candidates: np.ndarray,
+    excluded_positions: list[int],
+    k: int,
+    expected_scores: np.ndarray,
+    expected_indices: np.ndarray,
+) -> dict:
+    """A golden request of a profile graph: slots maps the ProfileSlots fields (items, counts, ...) to [P] arrays."""
+    inputs: dict[str, list] = {"profile_items": [int(v) for v in slots["items"]]}
+    for field, name in zip(("counts", "days_since_last", "days_since_first", "decayed"), PROFILE_INPUTS[1:]):
+        inputs[name] = [float(np.float32(v)) for v in slots[field]]
+    return {
+        "inputs": {
+            **inputs,
+            "region": [int(region)],
+            "candidates": [int(v) for v in candidates],
+            "excluded_positions": [int(v) for v in excluded_positions],
+            "k": [int(k)],
+        },
+        "expected": {"scores": [float(v) for v in expected_scores], "indices": [int(v) for v in expected_indices]},
+    }
+
+
 def golden_feeds(case: dict, batched: bool = True) -> dict[str, np.ndarray]:
     """The graph inputs of a golden case: a batch of one row (batched=False: the unbatched graphs of bundles
     made before 2026-12, whose inputs are one request's [L] and [N] arrays)."""
@@ -68,16 +97,14 @@ def golden_feeds(case: dict, batched: bool = True) -> dict[str, np.ndarray]:
     penalty = np.zeros(len(candidates), dtype=np.float32)
     penalty[np.asarray(inputs["excluded_positions"], dtype=np.int64)] = -np.inf
     feeds = {
-        "context_items": np.asarray(inputs["context_items"], dtype=np.int64),
-        "context_ages_days": np.asarray(inputs["context_ages_days"], dtype=np.float32),
-        "region": np.asarray(inputs["region"], dtype=np.int64),
-        "candidates": candidates,
-        "penalty": penalty,
-        "k": np.asarray(inputs["k"], dtype=np.int64),
+        name: np.asarray(values, dtype=np.int64 if name in _INTEGER_INPUTS else np.float32)
+        for name, values in inputs.items() if name != "excluded_positions"
     }
+    feeds["candidates"], feeds["penalty"] = candidates, penalty
     if batched:
         for name in ROW_INPUTS:
-            feeds[name] = feeds[name][None, :]
+            if name in feeds:
+                feeds[name] = feeds[name][None, :]
     return feeds
 
 

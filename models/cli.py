@@ -53,8 +53,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
         return 0
     print(f"{report['users']} users, bundle {report['bundle']}")
     rows = [("model", report["model"])] + list(report["baselines"].items())
+    tuned = "; ".join(f"{name} {entry['params']}" for name, entry in report.get("baseline_tuning", {}).items())
     for name, metrics in rows:
         print(f"  {name:<18} " + "  ".join(f"{key} {value:.3f}" for key, value in metrics.items()))
+    if tuned:
+        print(f"  tuned on the history's last weeks: {tuned}")
     return 0
 
 
@@ -65,7 +68,7 @@ def add_model_commands(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--out", required=True, help="bundle directory to write")
     train.add_argument(
         "--context-length", type=_positive_int, default=None,
-        help="recent purchase events the model reads (default: the trainer's, models.train.DEFAULT_CONTEXT_LENGTH)"
+        help="profile items the model reads, its strongest ones (default: models.train.DEFAULT_CONTEXT_LENGTH)"
     )
     train.set_defaults(func=run_train)
 

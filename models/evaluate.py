@@ -1,6 +1,8 @@
-"""Offline evaluation of a bundle against simple baselines on a history/test split of purchases.
+"""Offline evaluation of a bundle against baselines on a history/test split of purchases.
 
-The model is scored through the shipped ONNX graph (Ranker.rank), exactly as the edge runs it.
+The model is scored through the shipped ONNX graph, exactly as the edge runs it: each shopper's profile is built
+from --history with models/profile.py, the way an edge's store builds it from the same events, and ranked as of the
+start of the test period (Ranker.rank_profiles). Bundles made before profiles read the last L events instead.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from models.baselines import NextBasketBaselines, tune
 from models.data import (
     COLUMNS,
     NO_REGION,
@@ -23,10 +26,12 @@ from models.data import (
     read_transactions,
 )
 from models.metrics import ranking_metrics, top_k
+from models.profile import Profile, build
 from models.runtime import Ranker
 
 K = 10
 KNN_NEIGHBOURS = 50
+KNN_CONTEXT = 200  # the item-kNN baseline reads the last 200 events, whatever the bundle reads
 
 
 @dataclass(frozen=True)
@@ -34,8 +39,11 @@ class EvaluationUsers:
     """Users active in both files, over the candidate items (all items seen in history)."""
 
     candidates: list[str]
+    customers: list[int]
     contexts: list[list[str]]  # last L history events per user, most recent last
     context_ages: list[list[float]]  # their ages in days when the test period starts (its first purchase)
+    profiles: list[Profile]  # each user's profile of the whole history, as an edge would hold it
+    asked_at: float  # Unix seconds: the start of the test period
     regions: list[str]
     history_counts: np.ndarray  # float [U, M]: own purchase events per candidate
     targets: np.ndarray  # bool [U, M]
@@ -62,14 +70,18 @@ def evaluation_users(history: Transactions, test: Transactions, context_length: 
     contexts: list[list[str]] = [[] for _ in users]
     ages: list[list[float]] = [[] for _ in users]
     regions = [NO_REGION] * len(users)
+    times: list[list[float]] = [[] for _ in users]
+    seconds = history_events.invoiced_at.astype("datetime64[s]").astype(np.int64).astype(np.float64).tolist()
     # Shoppers are asked at the start of the test period, so an event's age is measured from there.
     asked_at = test_events.invoiced_at.min() if len(test_events) else np.datetime64("NaT")
     event_ages = ((asked_at - history_events.invoiced_at) / np.timedelta64(1, "D")).tolist()
-    for customer, code, region, age in zip(
-        history_events.customer_id.tolist(), history_events.stock_code.tolist(), history_events.region.tolist(), event_ages
+    for customer, code, region, age, second in zip(
+        history_events.customer_id.tolist(), history_events.stock_code.tolist(), history_events.region.tolist(),
+        event_ages, seconds,
     ):
         row = user_row.get(customer)
         if row is not None:
+            times[row].append(second)
             history_counts[row, position[code]] += 1
             contexts[row].append(code)
             ages[row].append(age)
@@ -80,8 +92,11 @@ def evaluation_users(history: Transactions, test: Transactions, context_length: 
             targets[row, position[code]] = True
     return EvaluationUsers(
         candidates=candidates,
+        customers=users,
         contexts=[context[-context_length:] for context in contexts],
         context_ages=[user_ages[-context_length:] for user_ages in ages],
+        profiles=[build(zip(context, when)) for context, when in zip(contexts, times)],
+        asked_at=float(asked_at.astype("datetime64[s]").astype(np.int64)) if len(test_events) else 0.0,
         regions=regions,
         history_counts=history_counts,
         targets=targets,
@@ -116,14 +131,18 @@ def model_top(ranker: Ranker, users: EvaluationUsers, exclude: np.ndarray | None
         penalty = np.zeros(len(candidates), dtype=np.float32)
         if exclude is not None:
             penalty[exclude[row]] = -np.inf
-        encoded = ranker.encode_context(context, ages_days=ages)
+        if ranker.reads_profiles:
+            encoded = ranker.encode_profile(users.profiles[row], users.asked_at)
+        else:
+            encoded = ranker.encode_context(context, ages_days=ages)
         _, positions = ranker.rank(encoded, ranker.region_index(region), candidates, penalty, K)
         top[row, : len(positions)] = positions
     return top
 
 
 def _evaluate_section(
-    ranker: Ranker, users: EvaluationUsers, targets: np.ndarray, exclude: np.ndarray | None, knn: np.ndarray
+    ranker: Ranker, users: EvaluationUsers, targets: np.ndarray, exclude: np.ndarray | None, knn: np.ndarray,
+    next_basket: dict[str, np.ndarray],
 ) -> dict:
     history = users.history_counts > 0
     tiebreak = users.popularity / (users.popularity.max() + 1.0)  # < 1, so it only breaks ties
@@ -134,6 +153,7 @@ def _evaluate_section(
         ),
         "repeat": users.history_counts + tiebreak,
         "item_knn": knn + 1e-6 * tiebreak,
+        **{name: scores + 1e-9 * tiebreak for name, scores in next_basket.items()},
     }
     catalog = len(users.candidates)
     report = {"model": ranking_metrics(model_top(ranker, users, exclude), targets, history, catalog)}
@@ -148,20 +168,30 @@ def _evaluate_section(
 def evaluate(bundle_dir: str | Path, history_path: str | Path, test_path: str | Path) -> dict:
     """Metrics@10 for the bundle and the baselines, on all targets and on items new to each user."""
     ranker = Ranker.load(bundle_dir)
-    users = evaluation_users(read_transactions(history_path), read_transactions(test_path), ranker.context_length)
+    history_transactions = read_transactions(history_path)
+    users = evaluation_users(history_transactions, read_transactions(test_path), ranker.context_length)
     if not users.contexts:
         raise DataError("no customer buys in both the history and the test file")
-    knn = item_knn_scores(users, ranker.context_length)
+    knn = item_knn_scores(users, KNN_CONTEXT)
     history = users.history_counts > 0
-    report = {"users": len(users.contexts), "k": K, "bundle": ranker.version, "candidates": len(users.candidates)}
-    report.update(_evaluate_section(ranker, users, users.targets, None, knn))
+    history_events = purchase_events(history_transactions)
+    tiebreak = 1e-9 * users.popularity / (users.popularity.max() + 1.0)
+    tuning = tune(history_events, users.candidates, tiebreak)
+    baselines = NextBasketBaselines(history_events, users.candidates)
+    next_basket = {name: baselines.scores(name, tuned["params"], users.customers) for name, tuned in tuning.items()}
+    report = {"users": len(users.contexts), "k": K, "bundle": ranker.version, "candidates": len(users.candidates),
+              "baseline_tuning": tuning}
+    report.update(_evaluate_section(ranker, users, users.targets, None, knn, next_basket))
 
     new_targets = users.targets & ~history
     has_new = new_targets.any(axis=1)
     new_users = EvaluationUsers(
         candidates=users.candidates,
+        customers=[customer for customer, keep in zip(users.customers, has_new) if keep],
         contexts=[context for context, keep in zip(users.contexts, has_new) if keep],
         context_ages=[ages for ages, keep in zip(users.context_ages, has_new) if keep],
+        profiles=[profile for profile, keep in zip(users.profiles, has_new) if keep],
+        asked_at=users.asked_at,
         regions=[region for region, keep in zip(users.regions, has_new) if keep],
         history_counts=users.history_counts[has_new],
         targets=new_targets[has_new],
@@ -169,7 +199,9 @@ def evaluate(bundle_dir: str | Path, history_path: str | Path, test_path: str | 
         region_popularity=users.region_popularity,
     )
     report["new_items"] = {"users": int(has_new.sum())}
-    report["new_items"].update(_evaluate_section(ranker, new_users, new_users.targets, history[has_new], knn[has_new]))
+    report["new_items"].update(_evaluate_section(
+        ranker, new_users, new_users.targets, history[has_new], knn[has_new],
+        {name: scores[has_new] for name, scores in next_basket.items()}))
     return report
 
 

@@ -1,12 +1,15 @@
 """The ranker's features and linear score in numpy: the one definition that training and the ONNX graph share.
 
-Features of item v given a context (item indices, most recent last, 0 = padding) and a region:
-repetition — count, recency-decayed count, log(1 + count), is_repeat, repeat propensity (repeats only);
-exploration — log(1 + item-kNN score: summed cosine of v to the context items' top-K neighbours);
-popularity — regional log share, recent-trend log share, growth (recent vs all-time).
-time — decayed count in days (needs each event's age), the shopper's recency and context size (repeats only).
-Terms marked "_if_repeat" are multiplied by is_repeat, so a repeat and a new item get their own weights:
-ranking items a shopper already buys and items new to them are different problems.
+The ranker reads a shopper's profile (models/profile.py) as P slots, one item each: its vocabulary index (0 =
+padding or an unknown item), purchase count, days since its last and first purchase, and decayed frequency at the
+request. Features of item v, from the slots holding v and from the region:
+repetition — count, log(1 + count), is_repeat, decayed frequency and its log, log(1 + days since last purchase),
+log(1 + mean gap between purchases), overdue = log((1 + days since last) / (1 + mean gap)) for items bought twice
+or more (periodicity: is the shopper due to reorder it?), the item's repeat propensity;
+exploration — log(1 + item-kNN score: summed cosine of v to the profile items' top-K neighbours, weighted by count);
+popularity — regional log share, recent-trend log share, growth (recent vs all-time);
+the shopper — recency of their newest purchase, log events and log tenure (repeats only).
+Terms marked "_if_repeat" are multiplied by is_repeat, so a repeat and a new item get their own weights.
 """
 
 from __future__ import annotations
@@ -15,13 +18,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from models.profile import DAY_SECONDS, DECAY_DAYS, Profile
 from models.statistics import ItemStatistics
 
 FEATURE_NAMES = (
     "count",
-    "recent_count",
     "log_count",
     "is_repeat",
+    "decayed",
+    "log_decayed",
+    "log_days_since_last_if_repeat",
+    "log_gap_if_repeat",
+    "overdue_if_repeat",
     "repeat_propensity_if_repeat",
     "item_knn",
     "item_knn_if_repeat",
@@ -30,58 +38,101 @@ FEATURE_NAMES = (
     "trend_popularity_if_repeat",
     "growth",
     "growth_if_repeat",
-    "decayed_count_days",
     "user_recency_if_repeat",
-    "user_context_size_if_repeat",
+    "user_events_if_repeat",
+    "user_tenure_if_repeat",
 )
+# The features computed per slot from its own fields (the rest come from item tables or the whole profile).
+SLOT_FEATURES = FEATURE_NAMES[:8]
 
 
-def position_decay(context_length: int, decay: float) -> np.ndarray:
-    """Weight of each context position: 1 for the most recent (last), decay**age before it."""
-    return decay ** np.arange(context_length - 1, -1, -1, dtype=np.float64)
+@dataclass(frozen=True)
+class ProfileSlots:
+    """Profiles as the graph reads them: [S, P] arrays, one row per shopper, filled slots last (padding: item 0)."""
+
+    items: np.ndarray  # int64
+    counts: np.ndarray  # float
+    days_since_last: np.ndarray  # float
+    days_since_first: np.ndarray  # float
+    decayed: np.ndarray  # float: decayed frequency at the request
+
+    def row(self, index: int) -> ProfileSlots:
+        return ProfileSlots(*(getattr(self, name)[index : index + 1] for name in SLOT_FIELDS))
+
+    def width(self) -> int:
+        return self.items.shape[1]
 
 
-def scatter_rows(contexts: np.ndarray, values: np.ndarray, item_count: int) -> np.ndarray:
-    """[S, V+1]: per row, sum of values [S, W] landing on item contexts [S, W]; column 0 zeroed."""
+SLOT_FIELDS = ("items", "counts", "days_since_last", "days_since_first", "decayed")
+
+
+def encode_profile(profile: Profile, now: float, item_index: dict[str, int], width: int) -> tuple[np.ndarray, ...]:
+    """One profile's [width] slot arrays (items, counts, days since last and first, decayed at `now`), float32 stats.
+
+    Items are laid out strongest (highest decayed frequency) last, so a profile of more than `width` items keeps its
+    `width` strongest; unknown StockCodes take item 0, which the features ignore.
+    """
+    summaries = sorted(profile.items.items(), key=lambda entry: entry[1].decayed_at(now))[-width:] if width else []
+    arrays = (np.zeros(width, np.int64),) + tuple(np.zeros(width, np.float32) for _ in range(4))
+    start = width - len(summaries)
+    for offset, (sku, summary) in enumerate(summaries):
+        slot = start + offset
+        arrays[0][slot] = item_index.get(sku, 0)
+        arrays[1][slot] = summary.count
+        arrays[2][slot] = max(now - summary.last_seen, 0.0) / DAY_SECONDS
+        arrays[3][slot] = max(now - summary.first_seen, 0.0) / DAY_SECONDS
+        arrays[4][slot] = summary.decayed_at(now)
+    return arrays
+
+
+def scatter_rows(indices: np.ndarray, values: np.ndarray, item_count: int) -> np.ndarray:
+    """[S, V+1]: per row, sum of values [S, W] landing on item indices [S, W]; column 0 zeroed."""
     size = item_count + 1
-    rows = np.repeat(np.arange(contexts.shape[0]), contexts.shape[1])
-    flat = np.bincount(rows * size + contexts.ravel(), weights=values.ravel(), minlength=contexts.shape[0] * size)
-    profiles = flat.reshape(contexts.shape[0], size)
-    profiles[:, 0] = 0.0
-    return profiles
+    rows = np.repeat(np.arange(indices.shape[0]), indices.shape[1])
+    flat = np.bincount(rows * size + indices.ravel(), weights=values.ravel(), minlength=indices.shape[0] * size)
+    out = flat.reshape(indices.shape[0], size)
+    out[:, 0] = 0.0
+    return out
 
 
-def context_features(
-    statistics: ItemStatistics,
-    contexts: np.ndarray,
-    regions: np.ndarray,
-    recent_decay: float,
-    ages: np.ndarray,
-    age_decay_days: float,
-) -> np.ndarray:
-    """float64 [F, S, V+1]: every FEATURE_NAMES feature of every item for contexts [S, L], ages [S, L] and regions [S]."""
+def slot_features(slots: ProfileSlots) -> tuple[np.ndarray, ...]:
+    """float64 [S, P] each of SLOT_FEATURES, zero on padding slots, and the known-slot mask."""
+    known = (slots.items > 0).astype(np.float64)
+    count = np.asarray(slots.counts, np.float64) * known
+    since_last = np.asarray(slots.days_since_last, np.float64) * known
+    since_first = np.asarray(slots.days_since_first, np.float64) * known
+    decayed = np.asarray(slots.decayed, np.float64) * known
+    log_last = np.log1p(since_last)
+    log_gap = np.log1p((since_first - since_last) / np.maximum(count - 1.0, 1.0))
+    several = (count > 1.5).astype(np.float64)
+    return (count, np.log1p(count), known, decayed, np.log1p(decayed), log_last, log_gap, several * (log_last - log_gap)), known
+
+
+def user_features(slots: ProfileSlots) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """float64 [S] each: recency exp(-days since the newest purchase / DECAY_DAYS), log(1 + events), log(1 + tenure)."""
+    known = slots.items > 0
+    recency = np.where(known, np.exp(-np.asarray(slots.days_since_last, np.float64) / DECAY_DAYS), 0.0)
+    events = np.where(known, np.asarray(slots.counts, np.float64), 0.0).sum(axis=1)
+    tenure = np.where(known, np.asarray(slots.days_since_first, np.float64), 0.0).max(axis=1, initial=0.0)
+    return recency.max(axis=1, initial=0.0), np.log1p(events), np.log1p(tenure)
+
+
+def context_features(statistics: ItemStatistics, slots: ProfileSlots, regions: np.ndarray) -> np.ndarray:
+    """float64 [F, S, V+1]: every FEATURE_NAMES feature of every item for profile slots [S, P] and regions [S]."""
     item_count = len(statistics.vocabulary.items)
-    samples, length = contexts.shape
-    valid = contexts > 0
-    count = scatter_rows(contexts, valid.astype(np.float64), item_count)
-    # One decay in days serves both the item's decayed count and the shopper's recency (newest event).
-    event_recency = np.where(valid, np.exp(-np.asarray(ages, np.float64) / age_decay_days), 0.0)
-    decayed_days = scatter_rows(contexts, event_recency, item_count)
-    user_recency = event_recency.max(axis=1, initial=0.0)[:, None]
-    events = valid.sum(axis=1)[:, None].astype(np.float64)
-    recent = scatter_rows(contexts, valid * position_decay(length, recent_decay)[None, :], item_count)
-    is_repeat = (count > 0).astype(np.float64)
-    neighbours = statistics.neighbours[contexts].reshape(samples, -1)
-    neighbour_weights = statistics.neighbour_weights[contexts].reshape(samples, -1)  # row 0 is zeros: padding adds 0
-    item_knn = np.log1p(scatter_rows(neighbours, neighbour_weights, item_count))
-    trend = np.broadcast_to(statistics.trend_log_popularity, count.shape)
-    growth = np.broadcast_to(statistics.growth, count.shape)
+    samples = slots.items.shape[0]
+    per_slot, _ = slot_features(slots)
+    scattered = [scatter_rows(slots.items, values, item_count) for values in per_slot]
+    is_repeat = scattered[2]
+    neighbours = statistics.neighbours[slots.items].reshape(samples, -1)
+    weights = (statistics.neighbour_weights[slots.items] * per_slot[0][:, :, None]).reshape(samples, -1)
+    item_knn = np.log1p(scatter_rows(neighbours, weights, item_count))  # row 0 of the tables is zeros: padding adds 0
+    trend = np.broadcast_to(statistics.trend_log_popularity, is_repeat.shape)
+    growth = np.broadcast_to(statistics.growth, is_repeat.shape)
+    recency, events, tenure = user_features(slots)
     return np.stack(
-        [
-            count,
-            recent,
-            np.log1p(count),
-            is_repeat,
+        scattered
+        + [
             is_repeat * statistics.repeat_propensity,
             item_knn,
             item_knn * is_repeat,
@@ -90,60 +141,45 @@ def context_features(
             trend * is_repeat,
             growth,
             growth * is_repeat,
-            decayed_days,
-            is_repeat * user_recency,
-            is_repeat * np.log1p(events),
+            is_repeat * recency[:, None],
+            is_repeat * events[:, None],
+            is_repeat * tenure[:, None],
         ]
     )
 
 
 @dataclass(frozen=True)
 class RankingModel:
-    """Item statistics + the decay constants + learned linear weights over FEATURE_NAMES."""
+    """Item statistics + the profile width + learned linear weights over FEATURE_NAMES."""
 
     statistics: ItemStatistics
-    context_length: int
-    recent_decay: float
-    age_decay_days: float
+    slots: int  # P: profile items the graph reads
     weights: np.ndarray  # float64 [len(FEATURE_NAMES)]
     bias: float
 
-    def features(self, contexts: np.ndarray, ages: np.ndarray, regions: np.ndarray) -> np.ndarray:
-        """float64 [F, S, V+1] for contexts [S, L], their ages in days [S, L] and regions [S]."""
-        return context_features(
-            self.statistics, contexts, regions, self.recent_decay, ages, self.age_decay_days
-        )
+    def features(self, slots: ProfileSlots, regions: np.ndarray) -> np.ndarray:
+        return context_features(self.statistics, slots, regions)
 
-    def score_all_items(
-        self, contexts: np.ndarray, ages: np.ndarray, regions: np.ndarray, *, batch: int = 256
-    ) -> np.ndarray:
+    def score_all_items(self, slots: ProfileSlots, regions: np.ndarray, *, batch: int = 256) -> np.ndarray:
         """[S, V+1] scores of every item; column 0 is the unknown item."""
         item_count = len(self.statistics.vocabulary.items)
-        scores = np.empty((len(contexts), item_count + 1))
-        for start in range(0, len(contexts), batch):
+        rows = slots.items.shape[0]
+        scores = np.empty((rows, item_count + 1))
+        for start in range(0, rows, batch):
             window = slice(start, start + batch)
-            features = self.features(contexts[window], ages[window], regions[window])
-            scores[window] = np.tensordot(self.weights, features, axes=1) + self.bias
+            part = ProfileSlots(*(getattr(slots, name)[window] for name in SLOT_FIELDS))
+            scores[window] = np.tensordot(self.weights, self.features(part, regions[window]), axes=1) + self.bias
         return scores
 
-    def score_candidates(
-        self, context: np.ndarray, ages: np.ndarray, region: int, candidates: np.ndarray
-    ) -> np.ndarray:
-        """[N] float64 scores for one request, the numpy twin of the ONNX graph (before penalty)."""
-        scores = self.score_all_items(np.asarray(context)[None, :], np.asarray(ages, np.float64)[None, :], np.array([region]))
-        return scores[0, np.asarray(candidates)]
+    def score_candidates(self, slots: ProfileSlots, region: int, candidates: np.ndarray) -> np.ndarray:
+        """[N] float64 scores for one request (slots of one row), the numpy twin of the ONNX graph (before penalty)."""
+        return self.score_all_items(slots, np.array([region]))[0, np.asarray(candidates)]
 
 
 def rank_reference(
-    model: RankingModel,
-    context: np.ndarray,
-    ages: np.ndarray,
-    region: int,
-    candidates: np.ndarray,
-    penalty: np.ndarray,
-    k: int,
+    model: RankingModel, slots: ProfileSlots, region: int, candidates: np.ndarray, penalty: np.ndarray, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """What the ONNX graph must return: top-min(k, N) scores and positions, ties by lower position."""
-    scores = model.score_candidates(context, ages, region, candidates) + penalty.astype(np.float64)
+    scores = model.score_candidates(slots, region, candidates) + penalty.astype(np.float64)
     order = np.argsort(-scores, kind="stable")[: max(0, min(k, len(candidates)))]
     return scores[order], order.astype(np.int64)

@@ -1,20 +1,23 @@
-"""The edge's view of a model: load and verify a bundle, encode requests, rank candidates."""
+"""The edge's view of a model: load and verify a bundle, encode requests (profiles or recent items), rank candidates."""
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import onnxruntime
 
-from models.bundle import BundleError, check_manifest, golden_feeds, read_bundle
+from models.bundle import PROFILE_INPUTS, BundleError, check_manifest, golden_feeds, read_bundle
+from models.encoding import CaseInsensitiveSkus, RequestContext, few_events_context, many_events_context
+from models.features import encode_profile
+from models.profile import Profile
 
-__all__ = ["BundleError", "Ranker", "RequestContext"]
+__all__ = ["BundleError", "Profile", "Ranker", "RequestContext"]
 
 GOLDEN_TOLERANCE = 1e-4
+_FEW_EVENTS = 64  # up to this many recent items a request is summarised in plain Python, above in numpy
 
 _telemetry_lock = threading.Lock()
 _telemetry_disabled = False
@@ -38,15 +41,6 @@ def _session_options() -> onnxruntime.SessionOptions:
     return options
 
 
-@dataclass(frozen=True)
-class RequestContext:
-    """A shopper's encoded context: one row of the graph's context_items and context_ages_days, both [L]."""
-
-    items: np.ndarray  # int64 [L]: last L events, most recent last, left-padded with 0
-    ages_days: np.ndarray  # float32 [L]: days from each event to the request
-    width: int | None = None  # how many of the last positions hold events (the others are padding); None: unknown
-
-
 class Ranker:
     """A verified, warmed-up ONNX ranker plus the manifest's vocabularies."""
 
@@ -63,7 +57,14 @@ class Ranker:
         self.context_length = int(manifest["context_length"])
         # Ages for events that come without one: the median age of an event at that position in training.
         self._default_ages = np.asarray(manifest["default_ages_days"], dtype=np.float32)
-        if self._default_ages.shape != (self.context_length,):
+        self._default_ages_list = self._default_ages.tolist()
+        input_names = [graph_input.name for graph_input in session.get_inputs()]
+        # Profile graphs read profile slots; context graphs (bundles before 2026-12-04) read the last L events.
+        self.reads_profiles = input_names[0] == "profile_items"
+        self._row_names = PROFILE_INPUTS if self.reads_profiles else ("context_items", "context_ages_days")
+        if self.reads_profiles and (self._default_ages.ndim != 1 or self._default_ages.size == 0):
+            raise ValueError("default_ages_days is empty")
+        if not self.reads_profiles and self._default_ages.shape != (self.context_length,):
             raise ValueError(f"default_ages_days has {self._default_ages.size} entries, context_length is {self.context_length}")
         self._output_names = [output.name for output in session.get_outputs()]
         # A graph takes a batch of requests ([B, W] contexts); bundles made before 2026-12 take one ([L]).
@@ -76,6 +77,7 @@ class Ranker:
         self._item_index = {str(code).upper(): position + 1 for position, code in enumerate(manifest["items"])}
         # Exact-case hits first (codes as the manifest has them, and in lower case); only a miss pays for .upper().
         self._item_lookup = {**{code.lower(): index for code, index in self._item_index.items()}, **self._item_index}
+        self._profile_lookup = CaseInsensitiveSkus(self._item_lookup)
         self._region_index = {str(code).upper(): position + 1 for position, code in enumerate(manifest["regions"])}
 
     @classmethod
@@ -118,13 +120,18 @@ class Ranker:
                 feeds = [golden_feeds(case, batched=False) for case in cases]
                 k = max(int(feed["k"][0]) for feed in feeds)
                 results = self.rank_many(
-                    [(RequestContext(f["context_items"], f["context_ages_days"]), int(f["region"][0]),
-                      f["candidates"], f["penalty"]) for f in feeds], k)
+                    [(self._feed_context(f), int(f["region"][0]), f["candidates"], f["penalty"]) for f in feeds], k)
             except Exception as error:
                 raise BundleError(f"golden cases of {self.version} cannot run as one batch: {error}") from None
             for number, (case, feed, (scores, indices)) in enumerate(zip(cases, feeds, results)):
                 keep = min(int(feed["k"][0]), len(feed["candidates"]))
                 self._compare_golden(f"golden case {number} in a batch", case, scores[:keep], indices[:keep])
+
+    def _feed_context(self, feed: dict[str, np.ndarray]) -> RequestContext:
+        if not self.reads_profiles:
+            return RequestContext(feed["context_items"], feed["context_ages_days"])
+        items, counts, since_last, since_first, decayed = (feed[name] for name in PROFILE_INPUTS)
+        return RequestContext(items, since_last, None, counts, since_first, decayed)
 
     def _compare_golden(self, what: str, case: dict, scores: np.ndarray, indices: np.ndarray) -> None:
         try:
@@ -156,6 +163,11 @@ class Ranker:
         ages_days, when given, is aligned with skus (same length); a NaN, a missing list, or a negative
         age takes the manifest's default_ages_days for that position (the training median there).
         """
+        if self.reads_profiles:
+            if len(skus) <= _FEW_EVENTS:  # the common short request: lists all the way, no numpy round trips
+                return few_events_context(self._few_indices(skus), self._few_ages(skus, ages_days),
+                                                self.context_length)
+            return self._events_context(self.item_indices(list(skus)), self._event_ages(skus, ages_days))
         length = self.context_length
         recent = list(skus)[-length:] if length else []
         items = np.zeros(length, dtype=np.int64)
@@ -170,6 +182,61 @@ class Ranker:
                 tail[:] = np.where(sent >= 0, sent, tail)  # NaN >= 0 is False: NaN and negatives keep the default
         return RequestContext(items, ages, len(recent))
 
+    def _few_indices(self, skus: Sequence[str]) -> list[int]:
+        get = self._item_lookup.get
+        return [get(sku) or get(sku.upper(), 0) for sku in skus]
+
+    def _few_ages(self, skus: Sequence[str], ages_days: Sequence[float] | None) -> list[float]:
+        """_event_ages as a list (float32-rounded like it), for short requests."""
+        count, defaults = len(skus), self._default_ages_list
+        shown = min(count, len(defaults))
+        ages = [defaults[0]] * (count - shown) + defaults[len(defaults) - shown :]
+        if ages_days is not None:
+            if len(ages_days) != count:
+                raise ValueError(f"ages_days has {len(ages_days)} entries for {count} items")
+            sent = np.asarray(ages_days, dtype=np.float32).tolist()
+            ages = [age if age >= 0 else default for age, default in zip(sent, ages)]  # NaN >= 0 is False
+        return ages
+
+    def _event_ages(self, skus: Sequence[str], ages_days: Sequence[float] | None) -> np.ndarray:
+        """float32 ages of all the events: those sent (NaN or negative: the default), else the default of the
+        position from the newest (positions past the defaults take the oldest)."""
+        count, defaults = len(skus), self._default_ages
+        ages = np.full(count, defaults[0], dtype=np.float32)
+        shown = min(count, len(defaults))
+        if shown:
+            ages[count - shown :] = defaults[len(defaults) - shown :]
+        if ages_days is not None:
+            if len(ages_days) != count:
+                raise ValueError(f"ages_days has {len(ages_days)} entries for {count} items")
+            sent = np.asarray(ages_days, dtype=np.float32)
+            ages = np.where(sent >= 0, sent, ages)  # NaN >= 0 is False: NaN and negatives keep the default
+        return ages
+
+    def _events_context(self, items: np.ndarray, ages: np.ndarray) -> RequestContext:
+        """A profile graph's row for a list of events (item indices, ages in days): each known item's count, days
+        since its last and first event and its decayed frequency, as a profile of those events holds them
+        (models/profile.py), its strongest P items kept, strongest last."""
+        width = self.context_length
+        if len(items) <= _FEW_EVENTS:
+            return few_events_context(items.tolist(), ages.tolist(), width)
+        return many_events_context(items, ages, width)
+
+    def encode_profile(self, profile: Profile, now: float) -> RequestContext:
+        """A shopper's profile (models/profile.py) as of `now` (Unix seconds) as one row of a profile graph."""
+        if not self.reads_profiles:
+            raise ValueError(f"bundle {self.version} reads recent items, not profiles")
+        items, counts, since_last, since_first, decayed = encode_profile(profile, now, self._profile_lookup,
+                                                                         self.context_length)
+        filled = int(np.count_nonzero(counts))
+        return RequestContext(items, since_last, filled, counts, since_first, decayed)
+
+    def rank_profiles(
+        self, requests: Sequence[tuple[Profile, int, np.ndarray, np.ndarray]], now: float, k: int
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Several (profile, region, candidates, penalty) requests at `now` (Unix seconds) in one run, as rank_many."""
+        return self.rank_many([(self.encode_profile(p, now), region, c, penalty) for p, region, c, penalty in requests], k)
+
     def rank(
         self,
         context: RequestContext | np.ndarray,
@@ -180,18 +247,24 @@ class Ranker:
     ) -> tuple[np.ndarray, np.ndarray]:
         """(scores float32 [k'], positions into candidates int64 [k']), best first; k' = min(k, N).
 
-        context is what encode_context returns; a bare int64 [L] item array is taken with default ages.
+        context is what encode_context or encode_profile returns; a bare int64 item array is taken as events (most
+        recent last, 0 = none) with default ages.
         """
         if k <= 0 or len(candidates) == 0:
             return np.empty(0, dtype=np.float32), np.empty(0, dtype=np.int64)
         if not isinstance(context, RequestContext):
-            context = RequestContext(context, self._default_ages)
+            context = self._bare_context(np.asarray(context, dtype=np.int64))
         if not self.batched:
-            return self._run(context.items, context.ages_days, self._scalar(region), candidates, penalty, k)
+            return self._run(context.rows(0), self._scalar(region), candidates, penalty, k)
         first = self.context_length - self.context_width((context,))
-        scores, positions = self._run(context.items[None, first:], context.ages_days[None, first:],
-                                      self._scalar(region), candidates[None, :], penalty[None, :], k)
+        rows = tuple(row[None, :] for row in context.rows(first))
+        scores, positions = self._run(rows, self._scalar(region), candidates[None, :], penalty[None, :], k)
         return scores[0], positions[0]
+
+    def _bare_context(self, items: np.ndarray) -> RequestContext:
+        if self.reads_profiles:
+            return self._events_context(items, self._event_ages(items, None))
+        return RequestContext(items, self._default_ages)
 
     def context_width(self, contexts: Sequence[RequestContext]) -> int:
         """How many of the last context columns a run sends: the widest context's events (at least one column)
@@ -225,8 +298,8 @@ class Ranker:
         if width == 0:
             return [(np.empty(0, dtype=np.float32), np.empty(0, dtype=np.int64)) for _ in requests]
         first = self.context_length - self.context_width([context for context, _, _, _ in requests])
-        items = np.stack([context.items[first:] for context, _, _, _ in requests])
-        ages = np.stack([context.ages_days[first:] for context, _, _, _ in requests])
+        per_request = [context.rows(first) for context, _, _, _ in requests]
+        rows = tuple(np.stack(column) for column in zip(*per_request))
         regions = np.fromiter((region for _, region, _, _ in requests), dtype=np.int64, count=len(requests))
         if min(counts) == width:
             candidates = np.stack([c for _, _, c, _ in requests])
@@ -237,7 +310,7 @@ class Ranker:
             for row, (_, _, c, p) in enumerate(requests):
                 candidates[row, : len(c)] = c
                 penalties[row, : len(p)] = p
-        scores, positions = self._run(items, ages, regions, candidates, penalties, k)
+        scores, positions = self._run(rows, regions, candidates, penalties, k)
         results = []
         for row, count in enumerate(counts):
             if count == width:
@@ -247,18 +320,10 @@ class Ranker:
                 results.append((scores[row][own], positions[row][own]))
         return results
 
-    def _run(self, items, ages, regions, candidates, penalty, k: int) -> tuple[np.ndarray, np.ndarray]:
-        scores, positions = self._session.run(
-            self._output_names,
-            {
-                "context_items": items,
-                "context_ages_days": ages,
-                "region": regions,
-                "candidates": candidates,
-                "penalty": penalty,
-                "k": self._scalar(k),
-            },
-        )
+    def _run(self, rows: tuple[np.ndarray, ...], regions, candidates, penalty, k: int) -> tuple[np.ndarray, np.ndarray]:
+        feeds = dict(zip(self._row_names, rows))
+        feeds.update(region=regions, candidates=candidates, penalty=penalty, k=self._scalar(k))
+        scores, positions = self._session.run(self._output_names, feeds)
         return scores, positions
 
     def _scalar(self, value: int) -> np.ndarray:

@@ -9,6 +9,8 @@ import pytest
 
 from models.bundle import FORMAT, read_bundle, sha256_hex
 from models.features import FEATURE_NAMES
+from models.golden import DEFAULT_AGE_POSITIONS
+from models.profile import MAX_ITEMS
 from models.runtime import BundleError, Ranker
 from models.train import DEFAULT_CONTEXT_LENGTH, train_bundle
 
@@ -19,11 +21,14 @@ def test_bundle_passes_onnx_checker_and_manifest_hashes_the_model(bundle_dir: Pa
     assert manifest["format"] == FORMAT
     assert manifest["sha256"] == sha256_hex(onnx_bytes)
     assert manifest["version"] == "m-" + manifest["sha256"][:12]
-    assert [entry["name"] for entry in manifest["inputs"]] == ["context_items", "context_ages_days", "region", "candidates", "penalty", "k"]
+    assert [entry["name"] for entry in manifest["inputs"]] == [
+        "profile_items", "profile_counts", "profile_days_since_last", "profile_days_since_first", "profile_decayed",
+        "region", "candidates", "penalty", "k"]
     assert [entry["name"] for entry in manifest["outputs"]] == ["scores", "indices"]
-    assert manifest["context_length"] == DEFAULT_CONTEXT_LENGTH >= 100 and len(manifest["items"]) > 300
+    assert manifest["context_length"] == DEFAULT_CONTEXT_LENGTH == MAX_ITEMS == manifest["profile"]["max_items"]
+    assert len(manifest["items"]) > 300
     defaults = manifest["default_ages_days"]
-    assert len(defaults) == DEFAULT_CONTEXT_LENGTH and all(a >= b >= 0 for a, b in zip(defaults, defaults[1:]))
+    assert len(defaults) == DEFAULT_AGE_POSITIONS and all(a >= b >= 0 for a, b in zip(defaults, defaults[1:]))
     assert {"GB", "DE", "FR"} <= set(manifest["regions"])
     assert len(manifest["golden"]) >= 3
     assert list(manifest["training"]["feature_weights"]) == list(FEATURE_NAMES) == manifest["features"]
@@ -49,7 +54,7 @@ def test_rehashed_model_with_other_weights_fails_the_golden_check(bundle_dir: Pa
     onnx_bytes, manifest = read_bundle(bundle_dir)
     model = onnx.load_from_string(onnx_bytes)
     for initializer in model.graph.initializer:
-        if initializer.name == "position_weights":
+        if initializer.name == "repeat_base_scores":
             weights = onnx.numpy_helper.to_array(initializer) * 3.0
             initializer.CopyFrom(onnx.numpy_helper.from_array(weights, initializer.name))
     tampered = model.SerializeToString()

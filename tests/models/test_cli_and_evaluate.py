@@ -4,6 +4,7 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from models.cli import add_model_commands
@@ -45,7 +46,8 @@ def test_cli_train_then_evaluate_prints_one_json_report(split_files: tuple[Path,
     report = json.loads(capsys.readouterr().out)
     assert report["users"] > 50
     assert set(report["model"]) == METHOD_KEYS
-    assert set(report["baselines"]) == {"popularity", "region_popularity", "repeat", "item_knn"}
+    assert set(report["baselines"]) == {"popularity", "region_popularity", "repeat", "item_knn", "tifu_knn", "up_cf_r"}
+    assert set(report["baseline_tuning"]) == {"tifu_knn", "up_cf_r"}
     assert set(report["new_items"]["baselines"]) == set(report["baselines"])
     assert report["new_items"]["model"]["repeat_share@10"] == 0.0
 
@@ -78,3 +80,16 @@ def test_cli_rejects_wrong_columns_with_exit_code_2(tmp_path: Path, capsys: pyte
     assert run_cli(["train", "--data", str(wrong), "--out", str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err
     assert "missing columns" in err and len(err.strip().splitlines()) == 1
+
+
+def test_next_basket_baselines_are_tuned_on_the_history_alone(split_files: tuple[Path, Path]) -> None:
+    from models.baselines import TIFU_GRID, UPCF_GRID, tune
+    from models.data import purchase_events, read_transactions
+
+    history, test = split_files
+    events = purchase_events(read_transactions(history))
+    candidates = sorted(set(events.stock_code.tolist()))
+    tuning = tune(events, candidates, np.zeros(len(candidates)))
+    for name, grid in (("tifu_knn", TIFU_GRID), ("up_cf_r", UPCF_GRID)):
+        assert all(tuning[name]["params"][key] in values for key, values in grid.items())
+        assert tuning[name]["validation_users"] > 20 and 0 < tuning[name]["validation_ndcg@10"] <= 1

@@ -46,7 +46,9 @@ def test_model_beats_every_baseline_on_new_items_by_ten_percent(august_split_rep
 
 
 @needs_real_data
-def test_model_stays_level_with_the_whole_history_repeat_baseline_on_all_targets(august_split_report: dict) -> None:
-    # Regression guard at the level reached (1.01x repeat on this split); the target itself is a benchmark figure
-    # (python -m benchmarks.model), not a test that cannot fail.
-    assert august_split_report["model"]["ndcg@10"] >= 0.99 * best_baseline(august_split_report)
+def test_model_beats_every_baseline_including_tifu_knn_and_up_cf_r_on_all_targets(august_split_report: dict) -> None:
+    # Regression guard just under the level reached (1.021x repeat, 1.038x TIFU-KNN on this split); the targets
+    # themselves are benchmark figures (python -m benchmarks.model), not a test that cannot fail.
+    baselines = august_split_report["baselines"]
+    assert august_split_report["model"]["ndcg@10"] >= 1.01 * best_baseline(august_split_report)
+    assert august_split_report["model"]["ndcg@10"] >= 1.02 * max(baselines[name]["ndcg@10"] for name in ("tifu_knn", "up_cf_r"))
