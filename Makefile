@@ -38,8 +38,13 @@ WRK := /usr/bin/wrk
 $(WRK):
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk
 
-# EDGEREC_INFRA_STRICT=1: a missing tool (checkov, varnishd, wrk) fails the run instead of skipping.
-test: $(STAMP) $(CHECKOV) $(VARNISHD) $(WRK)
+# Prometheus (Debian's package): promtool checks and unit-tests the SLO rules, the server runs the scrape test.
+PROMTOOL := /usr/bin/promtool
+$(PROMTOOL):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
+
+# EDGEREC_INFRA_STRICT=1: a missing tool (checkov, varnishd, wrk, promtool, kubectl) fails the run instead of skipping.
+test: $(STAMP) $(CHECKOV) $(VARNISHD) $(WRK) $(PROMTOOL)
 	bash scripts/test-services.sh
 	bash scripts/lock.sh --check
 	$(BIN)/lint-imports
