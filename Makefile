@@ -43,12 +43,14 @@ HAPROXY := /usr/sbin/haproxy
 $(HAPROXY):
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends haproxy
 
-# Prometheus (Debian's package): promtool checks the alert rules and the compose stack's scrape configuration.
+# Prometheus (Debian's package): promtool checks and unit-tests the SLO rules and the compose stack's scrape
+# configuration; the server runs the scrape test.
 PROMTOOL := /usr/bin/promtool
 $(PROMTOOL):
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
 
-# EDGEREC_INFRA_STRICT=1: a missing tool (checkov, varnishd, wrk) fails the run instead of skipping.
+# EDGEREC_INFRA_STRICT=1: a missing tool (checkov, varnishd, wrk, haproxy, promtool, kubectl) fails the run instead of
+# skipping.
 test: $(STAMP) $(CHECKOV) $(VARNISHD) $(WRK) $(HAPROXY) $(PROMTOOL)
 	bash scripts/test-services.sh
 	bash scripts/lock.sh --check
