@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from origin_sync.wire.events import MAX_EVENTS_PER_REQUEST, MAX_OFFERS_PER_EVENT
-from origin_sync.wire.fields import CURRENCY_PATTERN, ID_PATTERN, MAX_VALUE, NAME_PATTERN
+from origin_sync.wire.fields import CURRENCY_PATTERN, ID_PATTERN, MAX_ID_CHARS, MAX_VALUE, NAME_PATTERN
 
 from .validation import (
     DEVICES,
     MAX_AGE_DAYS,
     MAX_EPOCH_S,
     MAX_EXCLUDE,
-    MAX_ID_CHARS,
     MAX_RECENT_ITEMS,
     MIN_EPOCH_S,
     SLOT_RE,
