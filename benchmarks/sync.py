@@ -36,7 +36,8 @@ from edgerec.cli.services import (
 from origin_sync.origin.store import SQLiteStore
 from origin_sync.replica import Replica, Syncer, apply_deltas
 from origin_sync.wire import digest
-from origin_sync.wire.protocol import PROTOCOL_VERSION, Verifier, canonical, chain_hash
+from origin_sync.wire.protocol import PROTOCOL_VERSION, canonical, chain_hash
+from origin_sync.wire.signing import Verifier
 
 REGION = "GB"
 
@@ -54,7 +55,7 @@ def _offer(i: int, sku: str, price: float = 9.99) -> dict[str, Any]:
 
 async def _seed(db: Path, blobs: Path, skus: list[str], count: int) -> None:
     """Write the catalogue straight into the origin's database before it starts (fast, same code path)."""
-    from origin_sync.wire.protocol import validate_offer
+    from origin_sync.wire.offers import validate_offer
 
     store = SQLiteStore(db, blobs)
     store._db.execute("PRAGMA synchronous=OFF")  # seeding only: the benchmark measures sync, not bulk load
@@ -129,7 +130,7 @@ def _bytes(origin_url: str, admin: str, token: str) -> dict[str, int]:
 
 def _digest_costs(skus: list[str], offers: int, rounds: int = 200) -> dict[str, float]:
     """What the state digest costs an edge: O(state) at load, O(changed items) per applied batch."""
-    from origin_sync.wire.protocol import validate_offer
+    from origin_sync.wire.offers import validate_offer
 
     catalogue = {o["id"]: o for o in (validate_offer(_offer(i, skus[i % len(skus)])) for i in range(offers))}
     started = time.perf_counter()

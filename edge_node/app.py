@@ -21,7 +21,7 @@ from edgerec.core.ratelimit import make_limiter
 from edgerec.core.tls import CertificateReloader, server_context
 from models.runtime import BundleError, Ranker
 from origin_sync.replica import Replica, Syncer
-from origin_sync.wire.protocol import Verifier
+from origin_sync.wire.signing import Verifier
 
 from . import api
 from .config import EdgeConfig, config_from_env, config_to_env

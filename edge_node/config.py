@@ -20,7 +20,8 @@ from edgerec.core.settings import (
     secret_values_from_env,
 )
 from edgerec.core.tls import DEFAULT_RELOAD_INTERVAL_S, client_context, server_context
-from origin_sync.wire.protocol import Verifier, parse_regions
+from origin_sync.wire.fields import parse_regions
+from origin_sync.wire.signing import Verifier
 
 from .cdn import UNTRUSTED_IGNORE, UNTRUSTED_REFUSE, CdnPolicy
 from .ranking import Rules

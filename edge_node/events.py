@@ -9,20 +9,19 @@ edge loses at most the last ~5 ms of them, and a crash of the machine at most th
 
 from __future__ import annotations
 
-import math
 import os
-import re
 import time
 from typing import Any
 
-import orjson
+import msgspec
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from origin_sync.wire.events import (
-    FEEDBACK_KINDS,
     KIND_IMPRESSION,
-    KIND_PURCHASE,
+    FeedbackEvent,
+    InvalidEvents,
+    decode_feedback,
     pseudonym_key,
     pseudonymize,
 )
@@ -30,15 +29,7 @@ from origin_sync.wire.events import (
 from .cdn import read_viewer
 from .responses import error_response, json_response
 from .spool import EventSpool, NotKept
-from .validation import MAX_ID_CHARS, RateLimited, RequestError, invalid
-
-MAX_EVENTS_PER_REQUEST = 100
-MAX_OFFERS_PER_EVENT = 100
-MAX_VALUE = 1e9
-EVENT_FIELDS = frozenset({"type", "request_id", "offer_ids", "value", "currency", "shopper_id", "experiment",
-                          "variant", "region"})
-_TOKEN_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
-_CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
+from .validation import RateLimited, RequestError, invalid
 
 
 class EventRecorder:
@@ -67,71 +58,29 @@ class EventRecorder:
         ])
 
 
-def _optional_token(event: dict[str, Any], name: str, where: str) -> str | None:
-    value = event.get(name)
-    if value is not None and (not isinstance(value, str) or not _TOKEN_RE.match(value)):
-        raise invalid(f"{where}.{name}: 1-64 characters of letters, digits and . _ : -")
-    return value
-
-
-def parse_events(body: bytes, regions: tuple[str, ...]) -> list[dict[str, Any]]:
-    """The events of a `POST /v1/events` body, checked; RequestError (4xx) at the first problem."""
+def parse_events(body: bytes, regions: tuple[str, ...]) -> list[tuple[FeedbackEvent, str]]:
+    """The events of a `POST /v1/events` body (the wire's FeedbackBatch), each with the region it is for;
+    RequestError (4xx) at the first problem."""
     if not body.strip():
         raise RequestError(400, "empty_body", "request body is empty; send {\"events\": [...]}")
     try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
+        events = decode_feedback(body)
+    except InvalidEvents as exc:
+        raise invalid(str(exc)) from None
+    except msgspec.DecodeError as exc:
         raise RequestError(400, "invalid_json", f"request body is not valid JSON: {exc}") from None
-    if not isinstance(data, dict) or set(data) != {"events"}:
-        raise invalid("request body must be an object with exactly one field, 'events'")
-    raw = data["events"]
-    if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_EVENTS_PER_REQUEST:
-        raise invalid(f"events: a list of 1 to {MAX_EVENTS_PER_REQUEST} events")
     checked = []
-    for i, event in enumerate(raw):
-        where = f"events[{i}]"
-        if not isinstance(event, dict):
-            raise invalid(f"{where}: expected an object")
-        unknown = set(event) - EVENT_FIELDS
-        if unknown:
-            raise invalid(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
-        kind = event.get("type")
-        if kind not in FEEDBACK_KINDS:
-            raise invalid(f"{where}.type: one of {', '.join(FEEDBACK_KINDS)}")
-        request_id = event.get("request_id")
-        if not isinstance(request_id, str) or not _TOKEN_RE.match(request_id):
-            raise invalid(f"{where}.request_id: the request_id of the recommendation answer the event follows")
-        offer_ids = event.get("offer_ids")
-        if not isinstance(offer_ids, list) or not 1 <= len(offer_ids) <= MAX_OFFERS_PER_EVENT or not all(
-                isinstance(o, str) and 0 < len(o) <= MAX_ID_CHARS for o in offer_ids):
-            raise invalid(f"{where}.offer_ids: a list of 1 to {MAX_OFFERS_PER_EVENT} offer ids")
-        value = event.get("value")
-        if kind == KIND_PURCHASE:
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                    or not 0 <= value <= MAX_VALUE:
-                raise invalid(f"{where}.value: a purchase needs its value, a number from 0 to {MAX_VALUE:g}")
-            value = float(value)
-        elif value is not None:
-            raise invalid(f"{where}.value: only a purchase has a value")
-        currency = event.get("currency")
-        if currency is not None and (not isinstance(currency, str) or not _CURRENCY_RE.match(currency)):
-            raise invalid(f"{where}.currency: a three-letter ISO 4217 code such as GBP")
-        shopper_id = event.get("shopper_id")
-        if shopper_id is not None and (not isinstance(shopper_id, str) or not 0 < len(shopper_id) <= MAX_ID_CHARS):
-            raise invalid(f"{where}.shopper_id: a non-empty string of at most {MAX_ID_CHARS} characters")
-        region = event.get("region")
+    for i, event in enumerate(events):
+        region = event.region
         if region is None:
             if len(regions) != 1:
-                raise RequestError(422, "region_required", f"{where}.region: this edge serves "
+                raise RequestError(422, "region_required", f"events[{i}].region: this edge serves "
                                                            f"{', '.join(regions)}; say which")
             region = regions[0]
-        elif not isinstance(region, str) or region.upper() not in regions:
-            raise RequestError(404, "unknown_region", f"{where}.region: {region!r} is not served here; this edge "
-                                                      f"serves {', '.join(regions)}")
-        checked.append({"kind": kind, "request_id": request_id, "offer_ids": offer_ids, "value": value,
-                        "currency": currency, "shopper_id": shopper_id, "region": region.upper(),
-                        "experiment": _optional_token(event, "experiment", where),
-                        "variant": _optional_token(event, "variant", where)})
+        elif region.upper() not in regions:
+            raise RequestError(404, "unknown_region", f"events[{i}].region: {region!r} is not served here; this "
+                                                      f"edge serves {', '.join(regions)}")
+        checked.append((event, region.upper()))
     return checked
 
 
@@ -179,10 +128,9 @@ async def post_events(request: Request) -> Response:
         events = parse_events(bytes(body), config.regions)
         now = time.time()
         rows = [[
-            os.urandom(8).hex(), event["kind"], now, event["region"], event["request_id"],
-            recorder.pseudonym(event["shopper_id"]), event["experiment"], event["variant"], event["offer_ids"],
-            event["value"], event["currency"], None, None, None,
-        ] for event in events]
+            os.urandom(8).hex(), event.type, now, region, event.request_id, recorder.pseudonym(event.shopper_id),
+            event.experiment, event.variant, event.offer_ids, event.value, event.currency, None, None, None,
+        ] for event, region in events]
         try:
             kept = recorder.spool.append_acked(rows)
             if kept is None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from .events import MAX_EVENTS_PER_REQUEST, MAX_OFFERS_PER_EVENT, MAX_VALUE
+from origin_sync.wire.events import MAX_EVENTS_PER_REQUEST, MAX_OFFERS_PER_EVENT
+from origin_sync.wire.fields import CURRENCY_PATTERN, ID_PATTERN, MAX_ID_CHARS, MAX_VALUE, NAME_PATTERN
+
 from .validation import (
     DEVICES,
     MAX_AGE_DAYS,
     MAX_EPOCH_S,
     MAX_EXCLUDE,
-    MAX_ID_CHARS,
     MAX_RECENT_ITEMS,
     MIN_EPOCH_S,
     SLOT_RE,
@@ -26,7 +27,7 @@ _ERROR = {
         }
     },
 }
-_TOKEN = {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,64}$"}
+_WIRE_ID = {"type": "string", "pattern": ID_PATTERN}  # the ids of offers, requests, experiments (origin_sync.wire)
 _ERROR_RESPONSE = {"description": "Client error", "content": {"application/json": {"schema": _ERROR}}}
 _SLOT = {"type": "string", "pattern": SLOT_RE.pattern,
          "description": "Where the offers are shown (home, cart, ...); a label kept in metrics and cache keys"}
@@ -46,11 +47,11 @@ def _event_schema(types: list[str], purchase: bool) -> dict:
     """A click or add_to_cart carries no value; a purchase must carry its value."""
     properties = {
         "type": {"type": "string", "enum": types},
-        "request_id": _TOKEN,
-        "offer_ids": {"type": "array", "minItems": 1, "maxItems": MAX_OFFERS_PER_EVENT, "items": _ID},
-        "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
+        "request_id": _WIRE_ID,
+        "offer_ids": {"type": "array", "minItems": 1, "maxItems": MAX_OFFERS_PER_EVENT, "items": _WIRE_ID},
+        "currency": {"type": "string", "pattern": CURRENCY_PATTERN},
         "shopper_id": {**_ID, "description": "Pseudonymized at the edge before it is stored"},
-        "experiment": _TOKEN, "variant": _TOKEN,
+        "experiment": _WIRE_ID, "variant": {"type": "string", "pattern": NAME_PATTERN},
         "region": _REGION,
     }
     required = ["type", "request_id", "offer_ids"]

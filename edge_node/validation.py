@@ -10,9 +10,10 @@ from typing import Any
 
 import orjson
 
+from origin_sync.wire.fields import MAX_ID_CHARS  # one length for every id, at edge and origin
+
 MAX_RECENT_ITEMS = 1000
 MAX_EXCLUDE = 500
-MAX_ID_CHARS = 128
 # Every number a request carries is finite and inside a documented range (edge_node.openapi states them).
 MAX_AGE_DAYS = 36500  # recent_items[].age_days: 0 to 100 years
 MIN_EPOCH_S = 0  # context.time as epoch seconds: 1970-01-01T00:00:00Z ...

@@ -20,7 +20,7 @@ def _origin_serve(args: argparse.Namespace) -> int:
 def _origin_keygen(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from origin_sync.wire.protocol import Signer, generate_key_pair, load_private_key
+    from origin_sync.wire.signing import Signer, generate_key_pair, load_private_key
 
     private, public = generate_key_pair(Path(args.out))
     print(f"private key {private} (origin: EDGEREC_SIGNING_KEY)\npublic key  {public} (edges: "

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from edgerec.cli.admin import AdminError, _call, origin_flag
-from origin_sync.wire.protocol import OFFER_FIELDS
+from origin_sync.wire.offers import OFFER_FIELDS
 
 DEFAULT_BATCH = 500
 MAX_BATCH = 1000  # the origin's limit per call

@@ -146,7 +146,7 @@ class Service:
 
 def ensure_signing_keys(workdir: Path) -> tuple[Path, Path]:
     """The origin's Ed25519 key pair under `workdir/keys` (made on first use): (private PEM, public PEM)."""
-    from origin_sync.wire.protocol import generate_key_pair
+    from origin_sync.wire.signing import generate_key_pair
 
     private, public = workdir / "keys" / "signing_key.pem", workdir / "keys" / "signing_key.pub.pem"
     if not (private.exists() and public.exists()):

@@ -27,7 +27,8 @@ from origin_sync.origin.credentials import (
     Credentials,
     parse_admin_credentials,
 )
-from origin_sync.wire.protocol import Signer, is_region_code, load_private_key
+from origin_sync.wire.fields import is_region_code
+from origin_sync.wire.signing import Signer, load_private_key
 
 
 class ConfigError(SettingError):

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from origin_sync.wire.protocol import (
+from origin_sync.wire.signing import (
     KEY_ACTIVE,
     KEY_NEXT,
     KEY_REVOKED,

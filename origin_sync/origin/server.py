@@ -59,6 +59,8 @@ from origin_sync.wire.experiments import (
     InvalidExperiment,
     validate_experiment,
 )
+from origin_sync.wire.fields import parse_regions
+from origin_sync.wire.offers import InvalidOffer, patched_offer, validate_offer
 from origin_sync.wire.protocol import (
     KEY_ID_HEADER,
     KIND_DELTAS,
@@ -67,17 +69,15 @@ from origin_sync.wire.protocol import (
     PROTOCOL_HEADER,
     PROTOCOL_VERSION,
     SIGNATURE_HEADER,
-    TRUSTED_KEYS_HEADER,
-    InvalidOffer,
     ProtocolError,
+    unpack,
+)
+from origin_sync.wire.signing import (
+    TRUSTED_KEYS_HEADER,
     Signer,
     blob_signing_bytes,
     is_key_id,
-    merge_patch,
-    parse_regions,
     seal,
-    unpack,
-    validate_offer,
 )
 
 log = logging.getLogger("edgerec.origin")
@@ -427,7 +427,7 @@ async def patch_offer(request: web.Request) -> web.Response:
     offer_id = request.match_info["offer_id"]
     try:
         version, offer = await request.app[STORE].update_offer(
-            offer_id, lambda stored: validate_offer(merge_patch(stored, patch), offer_id))
+            offer_id, lambda stored: patched_offer(stored, patch, offer_id))
     except NotFound as exc:
         return error(404, "not_found", str(exc))
     except InvalidOffer as exc:

@@ -15,13 +15,11 @@ from origin_sync.wire.protocol import (
     KIND_SNAPSHOT,
     IntegrityError,
     ProtocolError,
-    Verifier,
     canonical,
-    merge_key_sets,
-    open_envelope,
     pack,
     unpack,
 )
+from origin_sync.wire.signing import Verifier, merge_key_sets, open_envelope
 
 from .state import (
     Replica,

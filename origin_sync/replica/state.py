@@ -10,6 +10,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from origin_sync.wire import digest
+from origin_sync.wire.offers import offered_in
 from origin_sync.wire.protocol import (
     GENESIS_HASH,
     KIND_DELTAS,
@@ -24,11 +25,9 @@ from origin_sync.wire.protocol import (
     IntegrityError,
     ProtocolError,
     chain_hash,
-    merge_key_sets,
-    offered_in,
     unpack,
-    validate_key_set,
 )
+from origin_sync.wire.signing import merge_key_sets, validate_key_set
 
 log = logging.getLogger("edgerec.sync")
 

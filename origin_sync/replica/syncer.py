@@ -26,9 +26,11 @@ from origin_sync.wire.protocol import (
     PROTOCOL_HEADER,
     PROTOCOL_VERSION,
     SIGNATURE_HEADER,
-    TRUSTED_KEYS_HEADER,
     IntegrityError,
     ProtocolError,
+)
+from origin_sync.wire.signing import (
+    TRUSTED_KEYS_HEADER,
     Verifier,
     blob_signing_bytes,
     merge_key_sets,

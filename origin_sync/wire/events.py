@@ -1,16 +1,33 @@
-"""Feedback events on the wire: their kinds and fields, the shopper pseudonym, and the msgpack batches an edge
-ships to the origin (`POST /v1/sync/events`)."""
+"""Feedback events on the wire: their kinds and fields as msgspec Structs (what a shopper's client posts to an edge,
+and the row an edge ships), the shopper pseudonym, and the msgpack batches an edge ships to the origin
+(`POST /v1/sync/events`)."""
 
 from __future__ import annotations
 
 import hashlib
-import math
-import re
 import struct
 import zlib
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import msgpack
+import msgspec
+
+from origin_sync.wire.fields import (
+    CURRENCY_RULE,
+    ID_RULE,
+    MAX_ID_CHARS,
+    MAX_VALUE,
+    NAME_RULE,
+    Currency,
+    Finite,
+    Id,
+    Name,
+    SchemaError,
+    ShortText,
+    error_path,
+    explain,
+    is_id,
+)
 
 KIND_IMPRESSION = "impression"
 KIND_CLICK = "click"
@@ -18,17 +35,94 @@ KIND_ADD_TO_CART = "add_to_cart"
 KIND_PURCHASE = "purchase"
 KINDS = (KIND_IMPRESSION, KIND_CLICK, KIND_ADD_TO_CART, KIND_PURCHASE)
 FEEDBACK_KINDS = (KIND_CLICK, KIND_ADD_TO_CART, KIND_PURCHASE)  # what shoppers' clients post to an edge
-
-# Every event has exactly these fields (None where they do not apply); no IP address, no user agent.
-EVENT_FIELDS = ("id", "kind", "ts", "region", "request_id", "shopper", "experiment", "variant", "offer_ids",
-                "value", "currency", "model_version", "data_version", "slot")
+Kind = Literal["impression", "click", "add_to_cart", "purchase"]
+FeedbackKind = Literal["click", "add_to_cart", "purchase"]
 MAX_OFFER_IDS = 1000
 MAX_BATCH_EVENTS = 500_000
 MAX_BATCH_BYTES = 256 * 1024 * 1024
-_TOKEN_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# What one `POST /v1/events` may carry.
+MAX_EVENTS_PER_REQUEST = 100
+MAX_OFFERS_PER_EVENT = 100
 
 
-class InvalidEvents(ValueError):
+class EventRow(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
+    """An event as an edge spools and ships it: a row of exactly these values in this order (None where they do
+    not apply); no IP address, no user agent. Its free-form labels are only bounded, not parsed: the origin takes
+    what edges have spooled, earlier versions' too."""
+
+    id: Id
+    kind: Kind
+    ts: Finite  # epoch seconds
+    region: str  # one of the batch's regions
+    request_id: Id
+    shopper: ShortText | None  # the keyed pseudonym, never the shopper id
+    experiment: ShortText | None
+    variant: ShortText | None
+    offer_ids: Annotated[list[ShortText], msgspec.Meta(max_length=MAX_OFFER_IDS)]
+    value: Finite | None
+    currency: ShortText | None
+    model_version: ShortText | None
+    data_version: int | None
+    slot: ShortText | None
+
+
+class EventMap(EventRow, array_like=False):
+    """The same event as a map of those fields (what tools and tests write)."""
+
+
+EVENT_FIELDS = EventRow.__struct_fields__
+_ROW_RULES = {
+    "id": f"a string of {ID_RULE}",
+    "request_id": f"a string of {ID_RULE}",
+    "kind": f"one of {', '.join(KINDS)}",
+    "ts": "epoch seconds",
+    "region": "a region of this batch",
+    "offer_ids": f"a list of at most {MAX_OFFER_IDS} offer ids",
+    "value": "a finite number or null",
+    "data_version": "an integer or null",
+    **dict.fromkeys(("shopper", "experiment", "variant", "currency", "model_version", "slot"),
+                    f"a string of at most {MAX_ID_CHARS} characters or null"),
+}
+
+
+class FeedbackEvent(msgspec.Struct, forbid_unknown_fields=True):
+    """A click, add_to_cart or purchase as a shopper's client posts it to an edge (`POST /v1/events`)."""
+
+    type: FeedbackKind
+    request_id: Id  # of the recommendation answer the event follows
+    offer_ids: Annotated[list[Id], msgspec.Meta(min_length=1, max_length=MAX_OFFERS_PER_EVENT)]
+    value: Finite | None = None  # a purchase's, from 0 to MAX_VALUE; no other event has one
+    currency: Currency | None = None
+    shopper_id: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_CHARS)] | None = None
+    experiment: Id | None = None
+    variant: Name | None = None
+    region: str | None = None  # one the edge serves; else its only region
+
+
+class FeedbackBatch(msgspec.Struct, forbid_unknown_fields=True):
+    """The body of `POST /v1/events`."""
+
+    events: Annotated[list[FeedbackEvent], msgspec.Meta(min_length=1, max_length=MAX_EVENTS_PER_REQUEST)]
+
+
+_PURCHASE_RULE = f"a purchase needs its value, a number from 0 to {MAX_VALUE:g}"
+FEEDBACK_RULES = {
+    "events": f"a list of 1 to {MAX_EVENTS_PER_REQUEST} events",
+    "type": f"one of {', '.join(FEEDBACK_KINDS)}",
+    "request_id": f"the request_id of the recommendation answer the event follows ({ID_RULE})",
+    "offer_ids": f"a list of 1 to {MAX_OFFERS_PER_EVENT} offer ids ({ID_RULE})",
+    "value": f"a number or null; {_PURCHASE_RULE}",
+    "currency": CURRENCY_RULE,
+    "shopper_id": f"a non-empty string of at most {MAX_ID_CHARS} characters",
+    "experiment": f"the experiment of the answer, {ID_RULE}",
+    "variant": f"the variant of the answer, {NAME_RULE}",
+    "region": "a two-letter market code this edge serves",
+}
+_FEEDBACK_DECODER = msgspec.json.Decoder(FeedbackBatch)
+_ROWS_DECODER = msgspec.msgpack.Decoder(list[EventRow | dict[str, Any]])
+
+
+class InvalidEvents(SchemaError):
     """A shipped batch or one of its events does not follow the event format."""
 
 
@@ -124,41 +218,52 @@ def decode_frames(data: bytes) -> list[Any]:
     return events
 
 
-_FIELD_SET = frozenset(EVENT_FIELDS)
+def _row_refusal(error: msgspec.ValidationError, index: int, as_map: bool = False) -> str:
+    """The message for a refused event (built only on failure): its index in the batch, the field and why."""
+    where = error_path(error)
+    if not as_map and where == "":
+        return "events: a msgpack list of events"
+    if (not as_map and where.count("[") == 1 and where.endswith("]")) or \
+            (as_map and where == "" and str(error).startswith("Object ")):
+        return (f"events[{index if as_map else index + int(where[1:-1])}]: expected a map with exactly the fields "
+                f"{', '.join(EVENT_FIELDS)} (or a list of their values in that order)")
+    if as_map:
+        return explain(error, _ROW_RULES, prefix=f"events[{index}]")
+    return explain(error, _ROW_RULES, names=EVENT_FIELDS, prefix="events", offset=index)
 
 
-def _check_event(event: object, regions: set[str], index: int) -> dict[str, Any]:
-    where = f"events[{index}]"
-    if isinstance(event, list) and len(event) == len(EVENT_FIELDS):
-        event = dict(zip(EVENT_FIELDS, event))
-    if not isinstance(event, dict) or event.keys() != _FIELD_SET:
-        raise InvalidEvents(f"{where}: expected a map with exactly the fields {', '.join(EVENT_FIELDS)} "
-                            f"(or a list of their values in that order)")
-    if event["kind"] not in KINDS:
-        raise InvalidEvents(f"{where}.kind: one of {', '.join(KINDS)}")
-    if event["region"] not in regions:
-        raise InvalidEvents(f"{where}.region: {event['region']!r} is not a region of this batch")
-    for name in ("id", "request_id"):
-        if not isinstance(event[name], str) or not _TOKEN_RE.match(event[name]):
-            raise InvalidEvents(f"{where}.{name}: a string of 1-128 letters, digits and . _ : -")
-    ts = event["ts"]
-    if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not math.isfinite(ts):
-        raise InvalidEvents(f"{where}.ts: epoch seconds")
-    for name in ("shopper", "experiment", "variant", "currency", "model_version", "slot"):
-        if event[name] is not None and (not isinstance(event[name], str) or len(event[name]) > 128):
-            raise InvalidEvents(f"{where}.{name}: a string of at most 128 characters or null")
-    offer_ids = event["offer_ids"]
-    if not isinstance(offer_ids, list) or len(offer_ids) > MAX_OFFER_IDS \
-            or not all(isinstance(o, str) and len(o) <= 128 for o in offer_ids):
-        raise InvalidEvents(f"{where}.offer_ids: a list of at most {MAX_OFFER_IDS} offer ids")
-    value = event["value"]
-    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                              or not math.isfinite(value)):
-        raise InvalidEvents(f"{where}.value: a finite number or null")
-    if event["data_version"] is not None and (isinstance(event["data_version"], bool)
-                                              or not isinstance(event["data_version"], int)):
-        raise InvalidEvents(f"{where}.data_version: an integer or null")
-    return event
+def _checked_events(body: bytes, first: int) -> list[EventRow]:
+    """The events of one msgpack list (rows or maps), each checked against EventRow; `first` is the index in the
+    batch of its first event, for the messages."""
+    try:
+        events = _ROWS_DECODER.decode(body)
+    except msgspec.ValidationError as exc:
+        raise InvalidEvents(_row_refusal(exc, first)) from None
+    except msgspec.DecodeError as exc:
+        raise InvalidEvents(f"undecodable events: {exc}") from None
+    for i, event in enumerate(events):
+        if type(event) is dict:
+            try:
+                events[i] = msgspec.convert(event, EventMap)
+            except msgspec.ValidationError as exc:
+                raise InvalidEvents(_row_refusal(exc, first + i, as_map=True)) from None
+    return events  # type: ignore[return-value]  # every map is an EventMap now, a kind of EventRow
+
+
+def _checked_frames(data: bytes) -> list[EventRow]:
+    whole, _, torn = complete_frames(data)
+    if torn:
+        raise InvalidEvents(f"events: a torn or corrupted frame at byte {whole}")
+    events: list[EventRow] = []
+    inflated = offset = 0
+    while offset < len(data) and len(events) <= MAX_BATCH_EVENTS:
+        length, _ = FRAME_HEADER.unpack_from(data, offset)
+        body = _inflate(data[offset + FRAME_HEADER.size: offset + FRAME_HEADER.size + length],
+                        MAX_BATCH_BYTES - inflated)
+        inflated += len(body)
+        events.extend(_checked_events(body, len(events)))
+        offset += FRAME_HEADER.size + length
+    return events
 
 
 def decode_batch(data: bytes) -> tuple[str, list[str], list[dict[str, Any]]]:
@@ -172,16 +277,41 @@ def decode_batch(data: bytes) -> tuple[str, list[str], list[dict[str, Any]]]:
         raise InvalidEvents("expected a map with batch_id, regions, encoding (frames, zlib or identity) and "
                             "events (bytes)")
     batch_id, regions = outer.get("batch_id"), outer.get("regions")
-    if not isinstance(batch_id, str) or not _TOKEN_RE.match(batch_id):
-        raise InvalidEvents("batch_id: a string of 1-128 letters, digits and . _ : -")
+    if not is_id(batch_id):
+        raise InvalidEvents(f"batch_id: a string of {ID_RULE}")
     if not isinstance(regions, list) or not regions or not all(isinstance(r, str) for r in regions):
         raise InvalidEvents("regions: the non-empty list of the edge's regions")
     encoding = outer["encoding"]
     if encoding == "frames":
-        events = decode_frames(outer["events"])
+        events = _checked_frames(outer["events"])
     else:
-        events = _unpack_events(_inflate(outer["events"]) if encoding == "zlib" else outer["events"])
+        events = _checked_events(_inflate(outer["events"]) if encoding == "zlib" else outer["events"], 0)
     if len(events) > MAX_BATCH_EVENTS:
         raise InvalidEvents(f"events: a list of at most {MAX_BATCH_EVENTS} events")
     wanted = set(regions)
-    return batch_id, regions, [_check_event(e, wanted, i) for i, e in enumerate(events)]
+    for i, event in enumerate(events):
+        if event.region not in wanted:
+            raise InvalidEvents(f"events[{i}].region: {event.region!r} is not a region of this batch")
+    return batch_id, regions, [msgspec.structs.asdict(e) for e in events]
+
+
+def decode_feedback(body: bytes) -> list[FeedbackEvent]:
+    """The events of a `POST /v1/events` body, checked but for the region (the edge knows which it serves);
+    InvalidEvents names the field, msgspec.DecodeError says the body is not JSON."""
+    try:
+        events = _FEEDBACK_DECODER.decode(body).events
+    except msgspec.ValidationError as exc:
+        where = error_path(exc)
+        if where == "":
+            raise InvalidEvents("request body must be an object with exactly one field, 'events'") from None
+        if where.startswith(".events[") and where.endswith("]") and where.count("[") == 1 \
+                and not str(exc).startswith("Object "):
+            raise InvalidEvents(f"{where[1:]}: expected an object") from None
+        raise InvalidEvents(explain(exc, FEEDBACK_RULES)) from None
+    for i, event in enumerate(events):
+        if event.type == KIND_PURCHASE:
+            if event.value is None or not 0 <= event.value <= MAX_VALUE:
+                raise InvalidEvents(f"events[{i}].value: {_PURCHASE_RULE}")
+        elif event.value is not None:
+            raise InvalidEvents(f"events[{i}].value: only a purchase has a value")
+    return events

@@ -6,97 +6,119 @@ from __future__ import annotations
 import bisect
 import hashlib
 import math
-import re
-from typing import Any
+from typing import Annotated, Any
 
-from origin_sync.wire.protocol import (
+import msgspec
+
+from origin_sync.wire.fields import (
+    ID_RULE,
     MAX_BOOST,
-    InvalidOffer,
-    _timestamp,
-    is_region_code,
+    MAX_ID_CHARS,
+    NAME_RULE,
+    Boost,
+    Id,
+    Name,
+    RegionCode,
+    SchemaError,
+    Timestamp,
+    epoch_seconds,
+    explain,
 )
 
 BUCKETS = 10_000
 MAX_VARIANTS = 10
 MAX_BOOSTS = 1_000
-_NAME_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
-_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-EXPERIMENT_FIELDS = ("id", "variants", "start", "end", "salt", "regions")
-VARIANT_FIELDS = ("name", "weight", "model", "max_per_group", "boosts")
+MAX_GROUP_LIMIT = 1000
 
 
-class InvalidExperiment(InvalidOffer):
+class InvalidExperiment(SchemaError):
     """An experiment sent to the admin API is not valid; the message names the field."""
 
 
-def _variant(raw: object, index: int) -> dict[str, Any]:
-    where = f"variants[{index}]"
-    if not isinstance(raw, dict):
-        raise InvalidExperiment(f"{where}: expected an object with name, weight and optional model, "
-                                "max_per_group, boosts")
-    unknown = sorted(set(raw) - set(VARIANT_FIELDS))
-    if unknown:
-        raise InvalidExperiment(f"{where}: unknown field(s): {', '.join(unknown)}")
-    name = raw.get("name")
-    if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise InvalidExperiment(f"{where}.name: 1-64 characters of letters, digits and . _ : -")
-    weight = raw.get("weight", 1)
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) \
-            or not 0 < weight <= 1_000_000:
-        raise InvalidExperiment(f"{where}.weight: a number > 0")
-    model = raw.get("model")
-    if model is not None and (not isinstance(model, str) or not _ID_RE.match(model)):
-        raise InvalidExperiment(f"{where}.model: a published model version, or null for the active model")
-    max_per_group = raw.get("max_per_group")
-    if max_per_group is not None and (isinstance(max_per_group, bool) or not isinstance(max_per_group, int)
-                                      or not 0 <= max_per_group <= 1000):
-        raise InvalidExperiment(f"{where}.max_per_group: an integer 0-1000 (0 = no limit), or null for the "
-                                "edge's setting")
-    boosts = raw.get("boosts") or {}
-    if not isinstance(boosts, dict) or len(boosts) > MAX_BOOSTS:
-        raise InvalidExperiment(f"{where}.boosts: an object of at most {MAX_BOOSTS} offer id -> extra boost")
-    for offer_id, boost in boosts.items():
-        if not _ID_RE.match(offer_id) or isinstance(boost, bool) or not isinstance(boost, (int, float)) \
-                or not math.isfinite(boost) or abs(boost) > MAX_BOOST:
-            raise InvalidExperiment(f"{where}.boosts: offer ids mapped to numbers between -{MAX_BOOST:g} and "
-                                    f"{MAX_BOOST:g}")
-    return {"name": name, "weight": float(weight), "model": model, "max_per_group": max_per_group,
-            "boosts": {k: float(v) for k, v in sorted(boosts.items())}}
+class Variant(msgspec.Struct, forbid_unknown_fields=True):
+    """One arm of an experiment: its share of traffic and what it changes (the model, the group limit, boosts)."""
+
+    name: Name
+    weight: Annotated[float, msgspec.Meta(gt=0, le=1_000_000)] = 1.0
+    model: Id | None = None  # a published model version; None: the active model
+    max_per_group: Annotated[int, msgspec.Meta(ge=0, le=MAX_GROUP_LIMIT)] | None = None  # None: the edge's setting
+    boosts: Annotated[dict[Id, Boost], msgspec.Meta(max_length=MAX_BOOSTS)] | None = None  # offer id -> extra boost
+
+
+class Experiment(msgspec.Struct, forbid_unknown_fields=True):
+    """An A/B experiment as the admin API takes it (its id may come from the URL); the first variant is the
+    control."""
+
+    variants: Annotated[list[Variant], msgspec.Meta(min_length=2, max_length=MAX_VARIANTS)]
+    id: Id | None = None
+    start: Timestamp = None
+    end: Timestamp = None
+    salt: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_CHARS)] | msgspec.UnsetType = msgspec.UNSET
+    regions: list[RegionCode] | None = None  # None or empty: every region
+
+
+EXPERIMENT_FIELDS = tuple(Experiment.__struct_fields__)
+VARIANT_FIELDS = tuple(Variant.__struct_fields__)
+_TIME_RULE = "expected an ISO 8601 date-time, epoch seconds or null"
+EXPERIMENT_RULES = {
+    "id": ID_RULE,
+    "variants": f"a list of 2 to {MAX_VARIANTS} variants, the control first, each an object with name, weight "
+                "and optional model, max_per_group, boosts",
+    "start": _TIME_RULE,
+    "end": _TIME_RULE,
+    "salt": f"a string of 1-{MAX_ID_CHARS} characters (default: the experiment id)",
+    "regions": "a list of two-letter market codes; empty or absent = every region",
+    "name": NAME_RULE,
+    "weight": "a number > 0",
+    "model": "a published model version, or null for the active model",
+    "max_per_group": f"an integer 0-{MAX_GROUP_LIMIT} (0 = no limit), or null for the edge's setting",
+    "boosts": f"an object of at most {MAX_BOOSTS} offer ids ({ID_RULE}) mapped to extra boosts, numbers between "
+              f"-{MAX_BOOST:g} and {MAX_BOOST:g}",
+}
+
+
+def _variant(variant: Variant) -> dict[str, Any]:
+    return {"name": variant.name, "weight": variant.weight, "model": variant.model,
+            "max_per_group": variant.max_per_group, "boosts": dict(sorted((variant.boosts or {}).items()))}
+
+
+def _empty_as_absent(payload: dict[str, Any]) -> dict[str, Any]:
+    """Empty regions and boosts, whatever JSON value says so ([] for an empty map, as some encoders write it),
+    mean none, as the admin API has always taken them."""
+    if "regions" in payload and not payload["regions"]:
+        payload = {**payload, "regions": None}
+    variants = payload.get("variants")
+    if isinstance(variants, list) and any(isinstance(v, dict) and "boosts" in v and not v["boosts"]
+                                          for v in variants):
+        payload = {**payload, "variants": [{**v, "boosts": None} if isinstance(v, dict) and "boosts" in v
+                                           and not v["boosts"] else v for v in variants]}
+    return payload
 
 
 def validate_experiment(payload: object, experiment_id: str | None = None) -> dict[str, Any]:
     """Check an admin-supplied experiment and return its canonical form (the first variant is the control)."""
     if not isinstance(payload, dict):
         raise InvalidExperiment("experiment must be a JSON object")
-    unknown = sorted(set(payload) - set(EXPERIMENT_FIELDS))
-    if unknown:
-        raise InvalidExperiment(f"unknown field(s): {', '.join(unknown)}")
+    try:
+        experiment = msgspec.convert(_empty_as_absent(payload), Experiment)
+    except msgspec.ValidationError as exc:
+        unknown = sorted(set(payload) - set(EXPERIMENT_FIELDS))
+        raise InvalidExperiment(f"unknown field(s): {', '.join(unknown)}" if unknown
+                                else explain(exc, EXPERIMENT_RULES)) from None
     eid = payload.get("id", experiment_id)
     if experiment_id is not None and eid != experiment_id:
         raise InvalidExperiment(f"id: body says {eid!r} but the path says {experiment_id!r}")
-    if not isinstance(eid, str) or not _ID_RE.match(eid):
-        raise InvalidExperiment("id: 1-128 characters of letters, digits and . _ : -")
-    variants = payload.get("variants")
-    if not isinstance(variants, list) or not 2 <= len(variants) <= MAX_VARIANTS:
-        raise InvalidExperiment(f"variants: a list of 2 to {MAX_VARIANTS} variants, the control first")
-    checked = [_variant(v, i) for i, v in enumerate(variants)]
-    if len({v["name"] for v in checked}) != len(checked):
+    if not isinstance(eid, str):
+        raise InvalidExperiment(f"id: {ID_RULE}")
+    if len({v.name for v in experiment.variants}) != len(experiment.variants):
         raise InvalidExperiment("variants: names must be unique")
-    try:
-        start = _timestamp(payload.get("start"), "start")
-        end = _timestamp(payload.get("end"), "end")
-    except InvalidOffer as exc:
-        raise InvalidExperiment(str(exc)) from None
+    start = epoch_seconds(experiment.start, "start", InvalidExperiment)
+    end = epoch_seconds(experiment.end, "end", InvalidExperiment)
     if start is not None and end is not None and end <= start:
         raise InvalidExperiment("end must be after start")
-    salt = payload.get("salt", eid)
-    if not isinstance(salt, str) or not 1 <= len(salt) <= 128:
-        raise InvalidExperiment("salt: a string of 1-128 characters (default: the experiment id)")
-    regions = payload.get("regions") or []
-    if not isinstance(regions, list) or not all(is_region_code(r) for r in regions):
-        raise InvalidExperiment("regions: a list of two-letter market codes; empty or absent = every region")
-    return {"id": eid, "variants": checked, "start": start, "end": end, "salt": salt,
-            "regions": sorted(set(regions))}
+    salt = eid if experiment.salt is msgspec.UNSET else experiment.salt
+    return {"id": eid, "variants": [_variant(v) for v in experiment.variants], "start": start, "end": end,
+            "salt": salt, "regions": sorted(set(experiment.regions or ()))}
 
 
 class ExperimentOverlap(InvalidExperiment):

@@ -23,7 +23,7 @@ def _parse(config_cls, argv=()):
 
 @pytest.fixture
 def secrets_env(monkeypatch, tmp_path):
-    from origin_sync.wire.protocol import generate_key_pair
+    from origin_sync.wire.signing import generate_key_pair
 
     private_key, public_key = generate_key_pair(tmp_path / "keys")
     monkeypatch.setenv(CONTRACT["origin"]["secret_env"]["signing_key"], str(private_key))

@@ -22,7 +22,7 @@ from edgerec.core.settings import (
 )
 from edgerec.core.tls import regions_in_certificate
 from origin_sync.origin.config import OriginConfig
-from origin_sync.wire.protocol import generate_key_pair
+from origin_sync.wire.signing import generate_key_pair
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -16,7 +16,7 @@ from origin_sync.origin.credentials import (
     Credentials,
     parse_admin_credentials,
 )
-from origin_sync.wire.protocol import Verifier, open_envelope
+from origin_sync.wire.signing import Verifier, open_envelope
 from tests.conftest import Cluster, make_offer, wait_until
 
 CATALOG_TOKEN = "catalog-bot-token-0123456789"

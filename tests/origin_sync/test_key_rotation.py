@@ -14,6 +14,8 @@ from origin_sync.wire.protocol import (
     PROTOCOL_VERSION,
     IntegrityError,
     ProtocolError,
+)
+from origin_sync.wire.signing import (
     Signer,
     Verifier,
     merge_key_sets,

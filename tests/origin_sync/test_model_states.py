@@ -15,7 +15,8 @@ import pytest
 from edgerec.cli.services import ensure_signing_keys, free_port, http_call, http_json
 from origin_sync.origin.store import ChangeLogStore, PostgresStore, SQLiteStore, UnservableModel
 from origin_sync.wire.experiments import validate_experiment
-from origin_sync.wire.protocol import Verifier, open_envelope, unpack
+from origin_sync.wire.protocol import unpack
+from origin_sync.wire.signing import Verifier, open_envelope
 from tests.cli_support import assert_one_line_error, run_cli
 from tests.conftest import PG_DSN, PgSchema, needs_pg
 

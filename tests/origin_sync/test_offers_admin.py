@@ -14,7 +14,8 @@ import pytest
 
 from edgerec.cli.services import free_port, http_call, http_json, origin_service
 from origin_sync.origin.store import ChangeLogStore, NotFound, PostgresStore, SQLiteStore
-from origin_sync.wire.protocol import InvalidOffer, unpack, validate_offer
+from origin_sync.wire.offers import InvalidOffer, validate_offer
+from origin_sync.wire.protocol import unpack
 from tests.cli_support import assert_one_line_error, run_cli
 from tests.conftest import PG_DSN, make_offer, needs_pg
 

@@ -16,7 +16,7 @@ from edgerec.cli.services import (
     http_json,
     origin_service,
 )
-from origin_sync.wire.protocol import Verifier, open_envelope
+from origin_sync.wire.signing import Verifier, open_envelope
 from tests.conftest import make_offer
 
 

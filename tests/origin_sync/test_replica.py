@@ -14,10 +14,12 @@ from origin_sync.wire.protocol import (
     PROTOCOL_VERSION,
     IntegrityError,
     ProtocolError,
-    Signer,
-    Verifier,
     canonical,
     chain_hash,
+)
+from origin_sync.wire.signing import (
+    Signer,
+    Verifier,
     open_envelope,
     seal,
 )

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from edgerec.cli.services import Service, http_call, http_json
-from origin_sync.wire.protocol import generate_key_pair, key_id_of, load_private_key
+from origin_sync.wire.signing import generate_key_pair, key_id_of, load_private_key
 from tests.conftest import Cluster, make_offer, wait_until
 
 

@@ -8,7 +8,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from origin_sync.wire.protocol import Verifier, public_key_pem
+from origin_sync.wire.signing import Verifier, public_key_pem
 
 
 def _raw_b64(key) -> str:

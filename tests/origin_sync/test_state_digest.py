@@ -18,11 +18,10 @@ from origin_sync.wire import digest
 from origin_sync.wire.protocol import (
     IntegrityError,
     canonical,
-    open_envelope,
     pack,
-    seal,
     unpack,
 )
+from origin_sync.wire.signing import open_envelope, seal
 from tests.conftest import make_offer, readyz, served, wait_until
 from tests.origin_sync.test_replica import (
     SIGNER,

@@ -228,7 +228,7 @@ def test_a_long_poll_on_one_origin_wakes_on_a_write_through_another(tmp_path, pg
     import time
 
     from edgerec.cli.services import ensure_signing_keys, http_call
-    from origin_sync.wire.protocol import Verifier, open_envelope
+    from origin_sync.wire.signing import Verifier, open_envelope
 
     admin, sync = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
     a, b = (origin_service(tmp_path, free_port(), admin, sync, dsn=pg_schema.dsn, name=f"origin {i}") for i in "ab")

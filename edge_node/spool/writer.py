@@ -1,64 +1,28 @@
-"""The edge's durable event spool: events appended in memory on the request path, written to segment files in
-small batches by the event loop, fdatasync'ed by a sync thread, shipped to the origin in idempotent msgpack batches,
-deleted only once acknowledged.
-
-What a 202 of `POST /v1/events` means (group commit): its events are appended with `append_acked`, and the answer
-waits for the batch that holds them. With `ack="write"` (`--events-ack write`, the default) the 202 leaves once that
-batch's one write(2) to the segment file returned: the events are in the kernel's page cache, so a SIGKILL of the
-edge loses none of them (a crash of the machine may still lose up to about 25 ms). With `ack="fsync"` it leaves once
-the segment (and, for a new segment, its directory entry) is fdatasync'ed as well: a crash of the machine loses none.
-The first waiting append schedules a flush for the end of the event loop's pass (no 5 ms wait), so the requests
-handled in the same pass share one write, and in fsync mode the requests written while an fdatasync runs share the
-next one. A write or sync that fails fails its waiters (NotKept: the client gets a 503, never a 202), and a stop
-writes what is pending and settles every waiter before the writer returns.
-
-Impressions (`append`) stay asynchronous, as no client waits for them: a batch is written at most
-`flush_interval_s` (5 ms) after its first event, or as soon as `flush_events` (256) are pending, so a SIGKILL of the
-edge loses at most that window of impressions; the file is fdatasync'ed at most `sync_interval_s` (20 ms) after a
-write, so a crash of the machine loses at most about 25 ms of them. The spool holds at most `max_bytes` on disk (and
-`max_pending` events in memory); past that, new events are dropped (the oldest are kept, they are the ones the
-origin is waiting for) and counted in `edgerec_events_dropped_total{reason}`.
-
-Cost: the request path appends one row (a list in EVENT_FIELDS order) to a list. Every 5 ms (and at the end of a
-pass in which a client waits) the event loop packs and compresses what is pending (about 1 µs an event) and writes
-it with one write(2) to the page cache; only the fdatasync, which blocks for milliseconds and costs 75-130 µs of
-CPU here, runs in a thread, woken at most every 20 ms and only while something is unsynced (at once, with
-`ack="fsync"`, when a client waits). (A writer thread waking every 5 ms cost more: each wake-up is a GIL hand-off on
-the serving core.) A segment travels to the origin as the frames it holds: the shipper checks their checksums and
-sends the bytes, it decodes nothing.
-"""
+"""The spool's writer: events appended in memory on the request path, written to the open segment in small batches
+by the event loop (group commit for the appends a client waits on), fdatasync'ed by a sync thread. What each
+acknowledgement promises is in the package's docstring."""
 
 from __future__ import annotations
 
 import asyncio
 import collections
 import contextlib
-import fcntl
 import logging
 import os
 import queue
-import random
-import secrets
 import ssl
 import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-import aiohttp
-import orjson
+from origin_sync.wire.events import encode_frame
 
-from origin_sync.wire.events import (
-    EVENT_FIELDS,
-    complete_frames,
-    decode_frames,
-    encode_frame,
-    encode_frames_batch,
-)
+from .segments import CLOSED_SUFFIX, bytes_in, closed_segments, create_segment, fsync_dir, take_slot
+from .shipper import run_shipper
 
 log = logging.getLogger("edgerec.events")
 
-OPEN_SUFFIX, CLOSED_SUFFIX = ".open", ".seg"
 ACK_WRITE, ACK_FSYNC = "write", "fsync"  # when an acknowledged append is settled: written, or fdatasync'ed too
 ACK_MODES = (ACK_WRITE, ACK_FSYNC)
 
@@ -70,14 +34,6 @@ class NotKept(Exception):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
-
-
-def read_segment(path: Path) -> tuple[list[dict[str, Any]], bool]:
-    """The events of a segment (as maps), and whether it ended in a torn frame (a write cut short by a crash)."""
-    data = path.read_bytes()
-    whole, _, torn = complete_frames(data)
-    events = [dict(zip(EVENT_FIELDS, e)) if isinstance(e, list) else e for e in decode_frames(data[:whole])]
-    return events, torn
 
 
 class EventSpool:
@@ -186,44 +142,19 @@ class EventSpool:
 
     def open(self) -> None:
         """Take a free slot directory, and close every segment a previous process left open (after a crash)."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        for slot in range(1024):
-            directory = self.root / f"w{slot}"
-            directory.mkdir(exist_ok=True)
-            # The lock file is opened read-only: flock needs no write access.
-            lock_path = directory / ".lock"
-            if not lock_path.exists():
-                lock_path.touch(mode=0o600)
-            fd = os.open(lock_path, os.O_RDONLY)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                continue
-            self._lock_fd, self.directory = fd, directory
-            break
-        else:
-            raise RuntimeError(f"no free event spool slot under {self.root}")
-        for path in sorted(self.directory.glob(f"*{OPEN_SUFFIX}")):
-            path.rename(path.with_suffix(CLOSED_SUFFIX))
-        self.bytes_on_disk = sum(p.stat().st_size for p in self.directory.glob(f"*{CLOSED_SUFFIX}"))
+        self._lock_fd, self.directory = take_slot(self.root)
+        self.bytes_on_disk = bytes_in(self.directory)
 
     def _new_segment(self) -> None:
         assert self.directory is not None
-        name = f"{time.time_ns():020d}-{secrets.token_hex(6)}"
-        self._segment_path = self.directory / f"{name}{OPEN_SUFFIX}"
-        self._segment = os.open(self._segment_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
+        self._segment_path, self._segment = create_segment(self.directory)
         self._segment_new = True
         self._segment_opened = time.monotonic()
         self._segment_bytes = 0
 
     def _fsync_dir(self) -> None:
         assert self.directory is not None
-        fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_dir(self.directory)
 
     def _write_batch(self, rows: list[list[Any]]) -> None:
         frame = memoryview(encode_frame(rows))
@@ -383,43 +314,10 @@ class EventSpool:
 
     def closed_segments(self) -> list[Path]:
         assert self.directory is not None
-        return sorted(self.directory.glob(f"*{CLOSED_SUFFIX}"))
+        return closed_segments(self.directory)
 
-    # -- shipping -----------------------------------------------------------------------------------
-
-    async def run_shipper(self, origin_url: str | Callable[[], str], token: str, regions: tuple[str, ...],
-                          backoff_base_s: float = 0.2, backoff_max_s: float = 30.0, idle_s: float = 0.2,
-                          ssl_context: ssl.SSLContext | None = None) -> None:
-        """Ship closed segments in order, one batch each (its id is the segment's name, so a retry after a lost
-        acknowledgement is recognised by the origin); delete a segment only after the origin acknowledged it.
-        `ssl_context` is the syncer's: the same CA bundle and client certificate. `origin_url` may be a callable
-        giving the origin to ship to now: the syncer's current one, so events follow it when it fails over."""
-        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/x-msgpack"}
-        failures = 0
-        connector = aiohttp.TCPConnector(ssl=ssl_context if ssl_context is not None else True)
-        async with aiohttp.ClientSession(connector=connector) as session:
-            while True:
-                segments = self.closed_segments()
-                if not segments:
-                    await asyncio.sleep(idle_s)
-                    continue
-                base = origin_url() if callable(origin_url) else origin_url
-                url = f"{base.rstrip('/')}/v1/sync/events"
-                try:
-                    for path in segments:
-                        await self._ship(session, url, headers, regions, path)
-                    failures = 0
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:  # noqa: BLE001 - keep the segment, retry with backoff and full jitter
-                    failures += 1
-                    self.ship_failures += 1
-                    delay = random.uniform(0, min(backoff_max_s, backoff_base_s * 2 ** min(failures, 12)))
-                    log.warning("shipping events failed (%s: %s); %d segment(s) kept, retry in %.1fs",
-                                type(exc).__name__, str(exc)[:200], len(segments), delay)
-                    await asyncio.sleep(delay)
-
-    def _release(self, path: Path, suffix: str | None = None) -> None:
+    def release(self, path: Path, suffix: str | None = None) -> None:
+        """A shipped segment is deleted (or, with a suffix, set aside), and no longer counts against max_bytes."""
         size = path.stat().st_size
         if suffix is None:
             path.unlink()
@@ -428,31 +326,8 @@ class EventSpool:
         with self._disk_lock:
             self.bytes_on_disk = max(0, self.bytes_on_disk - size)
 
-    async def _ship(self, session: aiohttp.ClientSession, url: str, headers: dict[str, str],
-                    regions: tuple[str, ...], path: Path) -> None:
-        data = await asyncio.to_thread(path.read_bytes)
-        whole, frames, torn = complete_frames(data)
-        if torn:
-            # Only the last batch written before a crash can be torn: it was never fsynced, never acknowledged.
-            self.dropped["torn_write"] += 1
-            log.warning("segment %s ends in a torn write (crash before fsync); its complete batches are shipped",
-                        path.name)
-        if frames:
-            body = encode_frames_batch(path.stem, list(regions), data[:whole])
-            async with session.post(url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=60)) as resp:
-                raw = await resp.read()
-                if resp.status == 422:
-                    # The origin will never take this batch: set it aside rather than block the ones after it.
-                    events, _ = await asyncio.to_thread(read_segment, path)
-                    self.dropped["rejected"] += len(events)
-                    log.error("origin refused event batch %s: %s; moved aside", path.stem,
-                              raw[:300].decode(errors="replace"))
-                    self._release(path, ".rejected")
-                    return
-                if resp.status != 200:
-                    raise RuntimeError(f"HTTP {resp.status}: {raw[:300].decode(errors='replace')}")
-                try:
-                    self.shipped += int(orjson.loads(raw)["events"])
-                except (ValueError, KeyError, TypeError):
-                    raise RuntimeError(f"unexpected acknowledgement: {raw[:300]!r}") from None
-        self._release(path)
+    async def run_shipper(self, origin_url: str | Callable[[], str], token: str, regions: tuple[str, ...],
+                          backoff_base_s: float = 0.2, backoff_max_s: float = 30.0, idle_s: float = 0.2,
+                          ssl_context: ssl.SSLContext | None = None) -> None:
+        """Ship closed segments to the origin until cancelled (shipper.run_shipper)."""
+        await run_shipper(self, origin_url, token, regions, backoff_base_s, backoff_max_s, idle_s, ssl_context)

@@ -1,0 +1,96 @@
+"""The spool's shipper: closed segments sent to the origin in order, one idempotent batch each (the frames as
+written: it checks their checksums and decodes nothing), deleted only once the origin acknowledged them."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import random
+import ssl
+from pathlib import Path
+from typing import Callable, Protocol
+
+import aiohttp
+import orjson
+
+from origin_sync.wire.events import complete_frames, encode_frames_batch
+
+from .segments import read_segment
+
+log = logging.getLogger("edgerec.events")
+
+
+class ShippedSpool(Protocol):
+    """What the shipper needs of a spool: its closed segments, a way to let go of one, and its counters."""
+
+    dropped: collections.Counter[str]
+    shipped: int
+    ship_failures: int
+
+    def closed_segments(self) -> list[Path]: ...
+
+    def release(self, path: Path, suffix: str | None = None) -> None: ...
+
+
+async def run_shipper(spool: ShippedSpool, origin_url: str | Callable[[], str], token: str, regions: tuple[str, ...],
+                      backoff_base_s: float = 0.2, backoff_max_s: float = 30.0, idle_s: float = 0.2,
+                      ssl_context: ssl.SSLContext | None = None) -> None:
+    """Ship closed segments in order, one batch each (its id is the segment's name, so a retry after a lost
+    acknowledgement is recognised by the origin); delete a segment only after the origin acknowledged it.
+    `ssl_context` is the syncer's: the same CA bundle and client certificate. `origin_url` may be a callable giving
+    the origin to ship to now: the syncer's current one, so events follow it when it fails over."""
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/x-msgpack"}
+    failures = 0
+    connector = aiohttp.TCPConnector(ssl=ssl_context if ssl_context is not None else True)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        while True:
+            segments = spool.closed_segments()
+            if not segments:
+                await asyncio.sleep(idle_s)
+                continue
+            base = origin_url() if callable(origin_url) else origin_url
+            url = f"{base.rstrip('/')}/v1/sync/events"
+            try:
+                for path in segments:
+                    await _ship(spool, session, url, headers, regions, path)
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - keep the segment, retry with backoff and full jitter
+                failures += 1
+                spool.ship_failures += 1
+                delay = random.uniform(0, min(backoff_max_s, backoff_base_s * 2 ** min(failures, 12)))
+                log.warning("shipping events failed (%s: %s); %d segment(s) kept, retry in %.1fs",
+                            type(exc).__name__, str(exc)[:200], len(segments), delay)
+                await asyncio.sleep(delay)
+
+
+async def _ship(spool: ShippedSpool, session: aiohttp.ClientSession, url: str, headers: dict[str, str],
+                regions: tuple[str, ...], path: Path) -> None:
+    data = await asyncio.to_thread(path.read_bytes)
+    whole, frames, torn = complete_frames(data)
+    if torn:
+        # Only the last batch written before a crash can be torn: it was never fsynced, never acknowledged.
+        spool.dropped["torn_write"] += 1
+        log.warning("segment %s ends in a torn write (crash before fsync); its complete batches are shipped",
+                    path.name)
+    if frames:
+        body = encode_frames_batch(path.stem, list(regions), data[:whole])
+        async with session.post(url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=60)) as resp:
+            raw = await resp.read()
+            if resp.status == 422:
+                # The origin will never take this batch: set it aside rather than block the ones after it.
+                events, _ = await asyncio.to_thread(read_segment, path)
+                spool.dropped["rejected"] += len(events)
+                log.error("origin refused event batch %s: %s; moved aside", path.stem,
+                          raw[:300].decode(errors="replace"))
+                spool.release(path, ".rejected")
+                return
+            if resp.status != 200:
+                raise RuntimeError(f"HTTP {resp.status}: {raw[:300].decode(errors='replace')}")
+            try:
+                spool.shipped += int(orjson.loads(raw)["events"])
+            except (ValueError, KeyError, TypeError):
+                raise RuntimeError(f"unexpected acknowledgement: {raw[:300]!r}") from None
+    spool.release(path)
