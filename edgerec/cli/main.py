@@ -10,8 +10,8 @@ from edgerec.core.logs import configure_logging
 
 
 def _origin_serve(args: argparse.Namespace) -> int:
+    from origin_sync.origin.api.app import serve
     from origin_sync.origin.config import OriginConfig
-    from origin_sync.origin.server import serve
 
     serve(OriginConfig.from_args(args))
     return 0
