@@ -34,6 +34,8 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
     message = " ".join(message.split())[:MAX_MESSAGE_CHARS]
     response = json_response({"error": {"code": code, "message": message}}, status)
     response.headers.update(headers or {})
+    if status == 413:  # the rest of a body too large is not worth reading: answer, then close
+        response.force_close()
     return response
 
 
