@@ -11,8 +11,9 @@ from typing import Any
 
 from aiohttp import web
 
-from origin_sync.origin.config import ConfigError, load_credentials
+from edgerec.core.settings import SettingError
 from origin_sync.origin.credentials import Credentials
+from origin_sync.origin.tokens import load_credentials
 
 from .metrics import OriginMetrics
 
@@ -44,7 +45,7 @@ class CredentialReloader:
     def reload(self, why: str) -> bool:
         try:
             credentials = load_credentials()
-        except (ConfigError, OSError) as exc:
+        except (SettingError, OSError) as exc:
             self._metrics.credential_reloads.labels("failed").inc()
             log.error("credentials not reloaded (%s): %s; the previous ones stay in force", why, exc)
             self._seen = self._file_states()
