@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import NoReturn
 
 from edgerec.core.logs import configure_logging
 
 
 def _origin_serve(args: argparse.Namespace) -> int:
+    from origin_sync.origin.api.app import serve
     from origin_sync.origin.config import OriginConfig
-    from origin_sync.origin.server import serve
 
     serve(OriginConfig.from_args(args))
     return 0
@@ -42,12 +43,19 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(serve=args.serve, workdir=args.workdir)
 
 
+class _OneLineErrors(argparse.ArgumentParser):
+    """Usage mistakes as one line on stderr and exit 2, like a bad setting (subcommands' parsers inherit it)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from edge_node.config import EdgeConfig
     from models.cli import add_model_commands
     from origin_sync.origin.config import OriginConfig
 
-    parser = argparse.ArgumentParser(prog="edgerec", description=__doc__)
+    parser = _OneLineErrors(prog="edgerec", description=__doc__)
     parser.add_argument("--version", action="version", version=f"edgerec {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -130,7 +138,7 @@ def _run(argv: list[str] | None) -> int:
         args = build_parser().parse_args(argv)
         return int(args.func(args) or 0)
     except SettingError as exc:  # both services' ConfigError, and secrets or TLS files that cannot be read
-        print(f"edgerec: configuration error: {exc}", file=sys.stderr)
+        print(f"edgerec: configuration error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     except AdminError as exc:
         print(f"edgerec: {exc}", file=sys.stderr)

@@ -1,13 +1,21 @@
-"""Settings the origin and the edge share: secrets read from the environment or from `<VAR>_FILE`, and production
-mode with its refusals (weak or missing secrets, plain HTTP beyond loopback)."""
+"""Settings the origin and the edge share: the typed settings model each service's settings derive from (flags,
+environment, settings file), secrets read from the environment or `<VAR>_FILE`, and production mode's refusals."""
 
 from __future__ import annotations
 
+import argparse
+import difflib
 import ipaddress
+import json
 import os
+import tomllib
 from pathlib import Path
-from typing import Mapping
+from typing import Annotated, Any, Mapping, Self
 from urllib.parse import urlparse
+
+from pydantic import BeforeValidator, Field, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, EnvSettingsSource, InitSettingsSource, SettingsConfigDict
 
 MIN_SECRET_CHARS = 16
 # Production refuses a secret with fewer distinct characters than this ("aaaaaaaaaaaaaaaa", "abababab...").
@@ -115,3 +123,135 @@ def parse_flag(setting: str, raw: str | bool) -> bool:
     if value in ("", "0", "false", "no", "off"):
         return False
     raise SettingError(f"{setting}: {raw!r} is not one of true/false, yes/no, 1/0")
+
+
+# -- typed service settings: flags > environment > settings file > defaults --------------------------------------
+
+def _yes_no(raw: object) -> object:
+    if not isinstance(raw, str):
+        return raw
+    try:
+        return parse_flag("", raw)
+    except SettingError:
+        raise ValueError(f"{raw!r} is not one of true/false, yes/no, 1/0, on/off") from None
+
+
+# A yes/no setting: true/false, yes/no, 1/0, on/off ("" is no), as every variable of ours has always taken.
+YesNo = Annotated[bool, BeforeValidator(_yes_no)]
+
+
+def setting(default: Any, env: str | None, description: str) -> Any:
+    """A field of a ServiceSettings: its default, its environment variable (None: flag and file only) and its
+    --help text. The field's name is the flag's (`max_wait` is `--max-wait`) and the settings file's key."""
+    return Field(default, validation_alias=env, description=description)
+
+
+class _NamedEnvSource(EnvSettingsSource):
+    """The environment, for the fields that name a variable only (never a variable called after a field)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        alias = field.validation_alias
+        if not isinstance(alias, str):
+            return None, field_name, False
+        # The variable only: pydantic-settings would also read one named after the field (`port`, `production`).
+        return self.env_vars.get(alias), alias, False
+
+
+def read_settings_file(path: Path) -> dict[str, Any]:
+    """A settings file: TOML (`.toml`) or JSON (`.json`), one flat table of setting names to values."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise SettingError(f"--config: cannot read {path} ({reason})") from None
+    try:
+        if path.suffix.lower() == ".toml":
+            data: Any = tomllib.loads(text)
+        elif path.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            raise SettingError(f"--config: {path} is neither .toml nor .json")
+    except (tomllib.TOMLDecodeError, ValueError) as exc:
+        if isinstance(exc, SettingError):
+            raise
+        raise SettingError(f"--config: {path} is not valid {path.suffix[1:].upper()} ({exc})") from None
+    if not isinstance(data, dict):
+        raise SettingError(f"--config: {path} must hold one table (object) of settings")
+    return data
+
+
+class ServiceSettings(BaseSettings):
+    """A service's settings, typed and checked at start. Each comes from its flag, else its environment variable,
+    else the settings file (`--config FILE`), else its default; a bad value is one SettingError naming the flag,
+    the variable and where the value came from."""
+
+    model_config = SettingsConfigDict(extra="forbid", frozen=True, validate_by_name=True, validate_by_alias=True,
+                                      case_sensitive=True)
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """One flag a field, taken as text (the model checks it); yes/no fields are switches."""
+        for name, field in cls.model_fields.items():
+            flag = "--" + name.replace("_", "-")
+            env = field.validation_alias if isinstance(field.validation_alias, str) else None
+            where = ", ".join(x for x in (env, None if field.default in ("", None, False) else
+                                          f"default {field.default}") if x)
+            text = f"{field.description} ({where})" if where else field.description
+            if field.annotation is bool:
+                parser.add_argument(flag, dest=name, action="store_const", const="true", default=None, help=text)
+            else:
+                parser.add_argument(flag, dest=name, default=None, metavar=name.upper(), help=text)
+        parser.add_argument("--config", metavar="FILE", default=None,
+                            help="a settings file, TOML (.toml) or JSON (.json): setting names (the flags' names "
+                                 "with _ for -) to values; flags and environment variables override it")
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Self:
+        flags = {name: value for name in cls.model_fields if (value := getattr(args, name, None)) is not None}
+        config = getattr(args, "config", None)
+        return cls.load(flags, Path(config) if config else None)
+
+    @classmethod
+    def load(cls, flags: Mapping[str, Any] | None = None, config_file: Path | None = None) -> Self:
+        flags = dict(flags or {})
+        file_values = read_settings_file(config_file) if config_file is not None else {}
+        unknown = sorted(set(file_values) - set(cls.model_fields))
+        if unknown:
+            near = difflib.get_close_matches(unknown[0], list(cls.model_fields), n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise SettingError(f"--config: {config_file}: unknown setting {unknown[0]!r}{hint}")
+        sources = (InitSettingsSource(cls, flags), _NamedEnvSource(cls), InitSettingsSource(cls, file_values))
+        try:
+            # _build_sources: pydantic-settings' own way to hand it prepared sources (dataclass_transform hides it).
+            return cls(_build_sources=(sources, {}))  # type: ignore[call-arg]
+        except ValidationError as exc:
+            raise cls._one_line(exc, flags, file_values, config_file) from None
+
+    @classmethod
+    def label(cls, name: str) -> str:
+        """How a message names a setting: `--flag/VARIABLE`, or `--flag` without a variable."""
+        alias = cls.model_fields[name].validation_alias
+        flag = "--" + name.replace("_", "-")
+        return f"{flag}/{alias}" if isinstance(alias, str) else flag
+
+    @classmethod
+    def _one_line(cls, exc: ValidationError, flags: Mapping[str, Any], file_values: Mapping[str, Any],
+                  config_file: Path | None) -> SettingError:
+        error = exc.errors(include_url=False)[0]
+        key = str(error["loc"][0]) if error["loc"] else ""
+        by_alias = {f.validation_alias: n for n, f in cls.model_fields.items() if isinstance(f.validation_alias, str)}
+        name = by_alias.get(key, key)
+        if name not in cls.model_fields:
+            return SettingError(f"{key}: {error['msg']}")
+        alias = cls.model_fields[name].validation_alias
+        if name in flags:
+            source = "--" + name.replace("_", "-")
+        elif isinstance(alias, str) and alias in os.environ:
+            source = alias
+        else:
+            source = f"{config_file}" if name in file_values else ""
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if error["type"] != "value_error":
+            message = f"{error['input']!r}: {message[:1].lower()}{message[1:]}"
+        where = f"(from {source})" if source else "(not set)"
+        return SettingError(" ".join(f"{cls.label(name)}: {message} {where}".split()))

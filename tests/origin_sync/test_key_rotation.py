@@ -9,12 +9,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from origin_sync.origin.keyring import KeyRing, KeyRingError
 from origin_sync.replica import LocalCopy, Replica, apply_deltas, replica_from_snapshot
-from origin_sync.wire.protocol import (
-    GENESIS_HASH,
-    PROTOCOL_VERSION,
-    IntegrityError,
-    ProtocolError,
-)
+from origin_sync.wire.protocol import GENESIS_HASH, PROTOCOL_VERSION, IntegrityError, ProtocolError
 from origin_sync.wire.signing import (
     Signer,
     Verifier,

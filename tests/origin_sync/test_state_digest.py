@@ -15,12 +15,7 @@ from edgerec.cli.services import http_call
 from origin_sync.origin.store import PostgresStore, SQLiteStore
 from origin_sync.replica import LocalCopy, apply_deltas, replica_from_snapshot
 from origin_sync.wire import digest
-from origin_sync.wire.protocol import (
-    IntegrityError,
-    canonical,
-    pack,
-    unpack,
-)
+from origin_sync.wire.protocol import IntegrityError, canonical, pack, unpack
 from origin_sync.wire.signing import open_envelope, seal
 from tests.conftest import make_offer, readyz, served, wait_until
 from tests.origin_sync.test_replica import (

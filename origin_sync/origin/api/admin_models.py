@@ -1,0 +1,76 @@
+"""The admin API of models: publish a bundle (checked as an edge would check it), activate one, list them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from origin_sync.origin.store import MODEL_ACTIVE, PUBLISH_STATES, NotFound
+from origin_sync.wire.protocol import ProtocolError, unpack
+
+from .bodies import MAX_UPLOAD_BYTES, read_body
+from .errors import ApiError, json_response
+from .state import STORE
+
+log = logging.getLogger("edgerec.origin")
+
+
+async def publish_model(request: web.Request) -> web.Response:
+    """Body: msgpack map {"manifest": {...}, "model": <model.onnx bytes>}. Query `state`: `published` (stored,
+    served nowhere), `candidate` (an experiment's variant may name it) or `active` (served by every edge); without
+    it the model is activated, as every publish did before model states."""
+    state = request.query.get("state", MODEL_ACTIVE)
+    if state not in PUBLISH_STATES:
+        raise ApiError(422, "invalid_query", f"state must be one of {', '.join(PUBLISH_STATES)}")
+    try:
+        payload = unpack(await read_body(request, MAX_UPLOAD_BYTES))
+    except ProtocolError as exc:
+        raise ApiError(400, "invalid_bundle", str(exc)) from None
+    if not isinstance(payload, dict) or not isinstance(payload.get("manifest"), dict) \
+            or not isinstance(payload.get("model"), bytes):
+        raise ApiError(422, "invalid_bundle", "expected a msgpack map with 'manifest' (map) and 'model' (bytes)")
+    manifest = payload["manifest"]
+    if not isinstance(manifest.get("version"), str) or not manifest["version"]:
+        raise ApiError(422, "invalid_bundle", "manifest.version must be a non-empty string")
+    request["audit_target"] = f"model_version={manifest['version']}"
+    # The origin refuses a bundle an edge would refuse, so a bad model never reaches the fleet.
+    from models.runtime import BundleError, Ranker
+
+    try:
+        await asyncio.to_thread(Ranker.from_bytes, payload["model"], manifest)
+    except BundleError as exc:
+        raise ApiError(422, "invalid_bundle", f"bundle rejected: {exc}") from None
+    try:
+        version, stored_state = await request.app[STORE].publish_model(manifest, payload["model"], state=state)
+    except ValueError as exc:
+        raise ApiError(409, "conflict", str(exc)) from None
+    log.info("model %s published as %s (data version %d)", manifest["version"], stored_state, version)
+    return json_response({"model_version": manifest["version"], "state": stored_state, "data_version": version},
+                         201)
+
+
+async def activate_model(request: web.Request) -> web.Response:
+    """Activate a published model (roll back). The model already active is a no-op: no change is appended, the data
+    version stays, and the answer says so (`changed: false`), so no edge rebuilds for nothing."""
+    model_version = request.match_info["model_version"]
+    try:
+        version, changed = await request.app[STORE].activate_model(model_version)
+    except NotFound as exc:
+        raise ApiError(404, "not_found", str(exc)) from None
+    answer: dict[str, Any] = {"model_version": model_version, "data_version": version, "changed": changed}
+    if not changed:
+        answer["message"] = f"model {model_version} is already active; nothing changed"
+    return json_response(answer)
+
+
+async def list_models(request: web.Request) -> web.Response:
+    return json_response({"models": await request.app[STORE].models()})
+
+
+def add_routes(router: web.UrlDispatcher) -> None:
+    router.add_get("/v1/admin/models", list_models)
+    router.add_post("/v1/admin/models", publish_model)
+    router.add_post("/v1/admin/models/{model_version}/activate", activate_model)

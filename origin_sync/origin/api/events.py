@@ -1,0 +1,75 @@
+"""Events at the origin: the edges' event batches taken in (idempotent, counted when unattributed), and the erasure
+of one shopper's events (admin)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from origin_sync.origin.sinks import unattributed_feedback, unresolved_request_ids
+from origin_sync.wire.events import InvalidEvents, decode_batch
+
+from .auth import require_regions
+from .bodies import MAX_UPLOAD_BYTES, read_body, read_json
+from .errors import ApiError, json_response
+from .state import METRICS, SINK
+
+log = logging.getLogger("edgerec.origin")
+
+
+async def ingest_events(request: web.Request) -> web.Response:
+    """An edge's event batch (msgpack, see events.encode_batch). Idempotent: a batch id seen before is acknowledged
+    again without storing anything; the edge deletes its segment only after this answer."""
+    try:
+        batch_id, regions, events = await asyncio.to_thread(decode_batch, await read_body(request, MAX_UPLOAD_BYTES))
+    except InvalidEvents as exc:
+        raise ApiError(422, "invalid_events", str(exc)) from None
+    require_regions(request, regions, "send events of")
+    # Scoped by the regions, so that one region's token can never shadow another region's batch.
+    fresh = await request.app[SINK].write_batch(f"{','.join(sorted(regions))}/{batch_id}", events)
+    if fresh:
+        await _count_unattributed(request.app, events)
+    return json_response({"batch_id": batch_id, "events": len(events), "duplicate": not fresh})
+
+
+async def _count_unattributed(app: web.Application, events: list[dict[str, Any]]) -> None:
+    """Count the feedback of a stored batch whose request_id no impression carries, neither in the batch nor stored
+    before it (one indexed look-up per batch, for the ids the batch itself does not explain). An edge spools an
+    impression before its answer leaves, so feedback through the same worker always arrives after it; feedback that
+    reached another worker or replica may arrive before its impression and is counted too. The report's
+    `unattributed` is computed when it is read, so it is exact for the events stored by then."""
+    unresolved = unresolved_request_ids(events)
+    if not unresolved:
+        return
+    try:
+        known = await app[SINK].stored_impressions(unresolved)
+    except NotImplementedError:  # no SQL sink (NATS only): nothing to look impressions up in
+        return
+    except Exception:  # noqa: BLE001 - the batch is stored and acknowledged; only the count is missing
+        log.exception("could not look up the impressions of an event batch; its unattributed feedback is not counted")
+        return
+    for kind, n in unattributed_feedback(events, known).items():
+        app[METRICS].unattributed_events.labels(kind).inc(n)
+
+
+async def erase_events(request: web.Request) -> web.Response:
+    """Body {"shopper": <pseudonym>}: delete every stored event of one person (GDPR erasure). The caller computes
+    the pseudonym from the shopper id with the deployment's key, so the id itself never reaches the origin."""
+    body = await read_json(request)
+    shopper = body.get("shopper") if isinstance(body, dict) else None
+    if not isinstance(shopper, str) or len(shopper) != 32 or not all(c in "0123456789abcdef" for c in shopper):
+        raise ApiError(422, "invalid_request", "shopper: the 32-hex-digit pseudonym (edgerec events erase computes it)")
+    try:
+        erased = await request.app[SINK].erase(shopper)
+    except NotImplementedError as exc:
+        raise ApiError(409, "no_queryable_sink", str(exc)) from None
+    log.info("erased %d events of one shopper", erased)
+    return json_response({"erased": erased})
+
+
+def add_routes(router: web.UrlDispatcher) -> None:
+    router.add_post("/v1/sync/events", ingest_events)
+    router.add_post("/v1/admin/events/erase", erase_events)
