@@ -37,7 +37,8 @@ class Connection(abc.ABC):
     @abc.abstractmethod
     async def fetch(self, sql: str, *args: Any) -> list[Row]: ...
 
-    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
+    async def fetchrow(self, sql: str, *args: Any) -> Row:
+        """The first row, or None."""
         rows = await self.fetch(sql, *args)
         return rows[0] if rows else None
 
@@ -129,7 +130,7 @@ class PostgresConnection(Connection):
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
         return list(await self._conn.fetch(sql, *args))
 
-    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
+    async def fetchrow(self, sql: str, *args: Any) -> Row:
         return await self._conn.fetchrow(sql, *args)
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
@@ -217,7 +218,7 @@ class SQLiteEngine(Engine):
         with self._lock:
             self.db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             try:
-                result = _complete(work(self._conn))  # type: ignore[arg-type]
+                result: T = _complete(work(self._conn))  # type: ignore[arg-type]
             except BaseException:
                 self.db.execute("ROLLBACK")
                 raise
@@ -229,7 +230,8 @@ class SQLiteEngine(Engine):
 
     def _run_now(self, work: Work[T]) -> T:
         with self._lock:
-            return _complete(work(self._conn))  # type: ignore[arg-type]
+            result: T = _complete(work(self._conn))  # type: ignore[arg-type]
+            return result
 
     async def run(self, work: Work[T]) -> T:
         return await asyncio.to_thread(self._run_now, work)
@@ -253,7 +255,7 @@ class PostgresEngine(Engine):
         self._listen_conn: Any = None
 
     async def open(self) -> None:
-        import asyncpg
+        import asyncpg  # type: ignore[import-untyped]
 
         self._pool = await asyncpg.create_pool(self.dsn, server_settings=self._settings, **self._pool_args)
 
