@@ -248,3 +248,37 @@ def test_a_long_poll_on_one_origin_wakes_on_a_write_through_another(tmp_path, pg
         assert batch["to"] == 1 and len(batch["changes"]) == 1
     finally:
         a.stop(), b.stop()
+
+
+def test_a_sqlite_database_from_before_offer_regions_is_migrated(tmp_path):
+    """Older SQLite files kept an offer's regions only inside its body: at open they are copied out, so a region's
+    snapshot still holds exactly its offers, and the versions, the chain and the digests go on unchanged."""
+    import sqlite3
+
+    regions = (("GB",), ("DE",), ("DE", "GB"), ("FR",))
+
+    async def state(store: ChangeLogStore) -> list:
+        return [(await store.snapshot(r), (await store.changes_since(0, r)).state_digest) for r in regions]
+
+    async def scenario() -> None:
+        store = SQLiteStore(tmp_path / "origin.db", tmp_path / "blobs")
+        await store.upsert_offer(make_offer("gb", "10001", region="GB"))
+        await store.upsert_offer(make_offer("de", "10002", region="DE"))
+        await store.upsert_offer(make_offer("both", "10003") | {"regions": ["DE", "GB"]})
+        before = await state(store)
+        await store.close()
+        db = sqlite3.connect(tmp_path / "origin.db")
+        db.execute("ALTER TABLE offers DROP COLUMN regions")  # the table as it was: id, body, version
+        db.close()
+
+        store = SQLiteStore(tmp_path / "origin.db", tmp_path / "blobs")
+        try:
+            assert await state(store) == before
+            assert [o["id"] for o in before[0][0]["offers"]] == ["both", "gb"]
+            assert await store.upsert_offer(make_offer("fr", "10004", region="FR")) == 4
+            assert [o["id"] for o in (await store.snapshot(("FR",)))["offers"]] == ["fr"]
+            assert (await store.verify_chain()).version == 4
+        finally:
+            await store.close()
+
+    run(scenario())

@@ -1,0 +1,150 @@
+"""The SQL event sink, one code path on either engine: SQLite (its own file, so that ingest never waits on the
+change log's lock) or PostgreSQL (the store's database and schema, through its own pool).
+
+Exactly once: a batch's key goes into the `event_batches` ledger in the same transaction as its events, so a
+retried batch is acknowledged without being stored twice.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from origin_sync.origin.sinks.base import EventSink
+from origin_sync.origin.sinks.reports import COUNTS_KEYS, COUNTS_SQL, REVENUE_KEYS, REVENUE_SQL, unattributed_sql
+from origin_sync.origin.store.dialect import Connection, Engine, PostgresEngine, SQLiteEngine
+
+COLUMNS = ("id", "kind", "ts", "region", "request_id", "shopper", "experiment", "variant", "offer_ids", "value",
+           "currency", "model_version", "data_version", "slot")
+_SCHEMA_LOCK = 0x6564676572656332  # the advisory lock taken while creating the tables: "edgerec2"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS event_batches (
+    batch_key   TEXT PRIMARY KEY,
+    events      INTEGER NOT NULL,
+    received_at {real} NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    id            TEXT NOT NULL,
+    kind          TEXT NOT NULL,
+    ts            {real} NOT NULL,
+    region        TEXT NOT NULL,
+    request_id    TEXT NOT NULL,
+    shopper       TEXT,
+    experiment    TEXT,
+    variant       TEXT,
+    offer_ids     TEXT NOT NULL,
+    value         {real},
+    currency      TEXT,
+    model_version TEXT,
+    data_version  BIGINT,
+    slot          TEXT
+);
+CREATE INDEX IF NOT EXISTS events_request ON events (request_id);
+CREATE INDEX IF NOT EXISTS events_experiment ON events (experiment, kind);
+CREATE INDEX IF NOT EXISTS events_shopper ON events (shopper);
+CREATE INDEX IF NOT EXISTS events_ts ON events (ts);
+CREATE INDEX IF NOT EXISTS event_batches_received ON event_batches (received_at)
+"""
+
+
+def _row(event: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(json.dumps(event[c]) if c == "offer_ids" else event[c] for c in COLUMNS)
+
+
+async def _create(conn: Connection) -> None:
+    await conn.lock(_SCHEMA_LOCK)  # several origins may start at once
+    for statement in _SCHEMA.format(**conn.types).split(";"):
+        if statement.strip():
+            await conn.execute(statement)
+
+
+class SQLEventSink(EventSink):
+    """Events and the batch ledger in two tables of an engine's database."""
+
+    queryable = True
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    async def open(self) -> None:
+        await self.engine.open()
+        await self.engine.transaction(_create, write=True)
+
+    async def close(self) -> None:
+        await self.engine.close()
+
+    async def write_batch(self, batch_key: str, events: list[dict[str, Any]]) -> bool:
+        async def write(conn: Connection) -> bool:
+            fresh = await conn.fetchval("INSERT INTO event_batches(batch_key, events, received_at) VALUES ($1, $2, $3) "
+                                        "ON CONFLICT (batch_key) DO NOTHING RETURNING 1",
+                                        batch_key, len(events), time.time())
+            if fresh is None:
+                return False
+            await conn.copy_rows("events", COLUMNS, [_row(e) for e in events])
+            return True
+        return await self.engine.transaction(write, write=True)
+
+    async def erase(self, shopper: str) -> int:
+        async def erase(conn: Connection) -> int:
+            return await conn.execute("DELETE FROM events WHERE shopper = $1", shopper)
+        return await self.engine.run(erase)
+
+    async def purge_before(self, ts: float) -> int:
+        async def purge(conn: Connection) -> int:
+            await conn.execute("DELETE FROM event_batches WHERE received_at < $1", ts)
+            return await conn.execute("DELETE FROM events WHERE ts < $1", ts)
+        return await self.engine.run(purge)
+
+    async def experiment_counts(self, experiment: dict[str, Any]) -> dict[str, Any]:
+        unattributed, unattributed_args = unattributed_sql(experiment)
+
+        async def query(conn: Connection) -> dict[str, Any]:
+            counts = await conn.fetch(COUNTS_SQL, experiment["id"])
+            revenue = await conn.fetch(REVENUE_SQL, experiment["id"])
+            feedback = await conn.fetch(unattributed, *unattributed_args)
+            return {"variants": [dict(zip(COUNTS_KEYS, tuple(r))) for r in counts],
+                    "revenue": [dict(zip(REVENUE_KEYS, tuple(r))) for r in revenue],
+                    "unattributed": {r[0]: int(r[1]) for r in feedback}}
+        # One read transaction, so that the three figures describe the same events.
+        return await self.engine.transaction(query, write=False)
+
+    async def stored_impressions(self, request_ids: list[str]) -> set[str]:
+        if not request_ids:
+            return set()
+
+        async def query(conn: Connection) -> set[str]:
+            rows = await conn.fetch("SELECT DISTINCT request_id FROM events WHERE kind = 'impression' AND "  # nosec B608 - constant SQL
+                                    f"{conn.is_in('request_id', 1)}", conn.text_list(request_ids))
+            return {r[0] for r in rows}
+        return await self.engine.run(query)
+
+    async def count(self) -> int:
+        async def count(conn: Connection) -> int:
+            return int(await conn.fetchval("SELECT COUNT(*) FROM events"))
+        return await self.engine.run(count)
+
+
+class SQLiteEventSink(SQLEventSink):
+    """Events in their own SQLite file (WAL), ready once constructed."""
+
+    name = "sqlite"
+
+    def __init__(self, path: Path | str) -> None:
+        engine = SQLiteEngine(path)
+        super().__init__(engine)
+        engine.transaction_now(_create, write=True)
+
+    async def open(self) -> None:
+        pass
+
+
+class PostgresEventSink(SQLEventSink):
+    """Events in the origin's PostgreSQL database (the store's schema), through their own connection pool."""
+
+    name = "postgresql"
+
+    def __init__(self, dsn: str, schema: str | None = None) -> None:
+        self.dsn, self.schema = dsn, schema
+        super().__init__(PostgresEngine(dsn, schema, min_size=1, max_size=4))
