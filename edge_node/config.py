@@ -23,7 +23,7 @@ from edgerec.core.tls import DEFAULT_RELOAD_INTERVAL_S, client_context, server_c
 from origin_sync.wire.protocol import Verifier, parse_regions
 
 from .cdn import UNTRUSTED_IGNORE, UNTRUSTED_REFUSE, CdnPolicy
-from .ranking import Rules
+from .rules import Rules
 
 
 class ConfigError(SettingError):
