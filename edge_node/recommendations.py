@@ -59,9 +59,10 @@ class RecommendationsEndpoint:
         self.metrics = metrics
         self.cdn = cdn
         self.rules = rules
-        self.breaker = ModelBreaker(rules.model_budget_ms, rules.breaker_cooldown_s)
-        # Personalized requests ready in the same pass of the event loop share one ONNX run.
-        self.batcher = InferenceBatcher(self.breaker, metrics.inference, metrics.inference_batch)
+        # Requests ready in the same pass of the event loop share one ONNX run; the breaker sends them to the
+        # fallback for a while after a run over its latency budget.
+        self.batcher = InferenceBatcher(ModelBreaker(rules.model_budget_ms, rules.breaker_cooldown_s),
+                                        metrics.inference, metrics.inference_batch)
         self.max_body_bytes = max_body_bytes
         self.max_k = max_k
         self.default_k = default_k

@@ -167,16 +167,9 @@ def render(answer: Answer, request_id: str | None) -> bytes:
     """The JSON answer, from each offer's pre-rendered fragment and its score with 6 decimals: no dict per offer,
     and printf formatting (0.15 µs a score; round() then orjson took 4 µs for 12 scores). A score that is not
     finite is written as null, as orjson writes it."""
-    parts = [b'{"offers":[']
-    append = parts.append
     fragments = answer.catalog.fragments_json
-    for s, p in zip(answer.scores, answer.positions):
-        append(fragments[p])
-        append(b"%.6f}," % s if -_FLOAT_MAX <= s <= _FLOAT_MAX else b"null},")
-    if answer.scores:
-        parts[-1] = parts[-1][:-1]  # the last offer's comma
-    append(b"],")
+    offers = b",".join([b"%b%.6f}" % (fragments[p], s) if -_FLOAT_MAX <= s <= _FLOAT_MAX else fragments[p] + b"null}"
+                        for s, p in zip(answer.scores, answer.positions)])
     fields = answer.fields()
     fields["request_id"] = request_id
-    append(orjson.dumps(fields)[1:])
-    return b"".join(parts)
+    return b'{"offers":[' + offers + b"]," + orjson.dumps(fields)[1:]
