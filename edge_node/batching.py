@@ -82,9 +82,9 @@ class InferenceBatcher:
         self.max_batch = max_batch
         self._inference = inference_seconds  # prometheus Histogram: seconds per run
         self._batch_sizes = batch_sizes  # prometheus Histogram: requests per run
-        self._pending: list[tuple[ScoreRequest, asyncio.Future]] = []
+        self._pending: list[tuple[ScoreRequest, asyncio.Future[Scores]]] = []
 
-    def submit(self, request: ScoreRequest) -> asyncio.Future:
+    def submit(self, request: ScoreRequest) -> asyncio.Future[Scores]:
         """A future of the request's Scores, done once its run is (a failed run gives MODEL_ERROR); never raises.
 
         One future per request, not one per batch: cancelling a request's task cancels its future only."""
@@ -98,7 +98,8 @@ class InferenceBatcher:
     def _flush(self) -> None:
         pending, self._pending = self._pending, []
         try:
-            by_model: dict[int, list[tuple[ScoreRequest, asyncio.Future]]] = {}  # one unless a variant has its own
+            # One group unless an experiment's variant has its own model.
+            by_model: dict[int, list[tuple[ScoreRequest, asyncio.Future[Scores]]]] = {}
             for entry in pending:
                 by_model.setdefault(id(entry[0].model), []).append(entry)
             for group in by_model.values():
@@ -111,7 +112,7 @@ class InferenceBatcher:
                 if not waiter.done():  # left by a failure above, or a request whose task was cancelled meanwhile
                     waiter.set_result(MODEL_ERROR)
 
-    def _run(self, group: list[tuple[ScoreRequest, asyncio.Future]]) -> None:
+    def _run(self, group: list[tuple[ScoreRequest, asyncio.Future[Scores]]]) -> None:
         model = group[0][0].model
         clock = time.perf_counter()
         try:

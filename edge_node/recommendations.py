@@ -68,7 +68,8 @@ class RecommendationsEndpoint:
         self.default_k = default_k
         # Anonymous answers per (data version, model, region, k, slot, device); the data version in the key
         # means a sync swap invalidates them at once, the TTL bounds how long campaign windows can lag.
-        self.anonymous: TTLCache = TTLCache(maxsize=anonymous_cache_size, ttl=max(1, cdn.s_maxage))
+        self.anonymous: TTLCache[tuple[Any, ...], tuple[Any, ...]] = TTLCache(maxsize=anonymous_cache_size,
+                                                                               ttl=max(1, cdn.s_maxage))
         self._latency = {m: metrics.latency.labels(ROUTE, m) for m in ("POST", "GET", "HEAD", "OTHER")}
         self._cache = {True: metrics.anonymous_cache.labels("hit"), False: metrics.anonymous_cache.labels("miss")}
         self._counters: dict[tuple[str, int], Any] = {}
@@ -175,10 +176,10 @@ class RecommendationsEndpoint:
         request = parse_anonymous_query(query, self.max_k, self.default_k)
         region = resolve_region(request.region, viewer.country, state, self.cdn)
         key = (state.data_version, state.model.version, region, request.k, request.slot, request.device)
-        cached = self.anonymous.get(key)
+        cached: tuple[bytes, str, dict[str, Any], list[str], dict[bool, Any]] | None = self.anonymous.get(key)
         hit = cached is not None
         self._cache[hit].inc()
-        if not hit:
+        if cached is None:
             context = shopper_context(request)
             chosen = candidates(state, region, request, context, self.rules)
             answer = rank(chosen, await score(chosen, context, self.batcher))

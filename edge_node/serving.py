@@ -115,8 +115,9 @@ async def score(chosen: Candidates, context: ShopperContext, batcher: InferenceB
         log.exception("model %s cannot encode a request; answering from regional popularity", model.version)
         return MODEL_ERROR
     catalog = chosen.catalog
-    return await batcher.submit(ScoreRequest(model, encoded, catalog.region_index, catalog.candidates, chosen.mask,
-                                             chosen.want))
+    scored: Scores = await batcher.submit(
+        ScoreRequest(model, encoded, catalog.region_index, catalog.candidates, chosen.mask, chosen.want))
+    return scored
 
 
 class Answer(Struct, frozen=True):

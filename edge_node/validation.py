@@ -104,7 +104,7 @@ def parse_recommendation_request(body: bytes, max_k: int, default_k: int,
     except msgspec.DecodeError as error:  # ValidationError included
         raise _refusal(body, error, max_k) from None
     k = default_k if sent.k is UNSET else sent.k
-    if not 1 <= k <= max_k:  # type: ignore[operator]
+    if not 1 <= k <= max_k:
         raise invalid(f"k: {k} is out of range; expected 1 to {max_k}")
     skus, ages = _events(sent.recent_items)
     if context_length is not None and len(skus) > context_length:
