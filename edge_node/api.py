@@ -58,7 +58,7 @@ async def metrics_endpoint(request: Request) -> Response:
 async def openapi(request: Request) -> Response:
     config = request.app.state.config
     state = request.app.state.holder.current
-    context_length = state.model.context_length if state is not None else None
+    context_length = state.context_length if state is not None else None
     return json_response(build_openapi(config.max_k, config.default_k, context_length, config.events))
 
 

@@ -1,7 +1,8 @@
-"""Shoppers' requests that become ready in one pass of the event loop share one ONNX run.
+"""The walk's scoring step: shoppers' requests that become ready in one pass of the event loop share one ONNX run,
+and the breaker that sends answers to the fallback while the model is over its latency budget.
 
-uvicorn parses every request that arrived in a pass of the loop and starts its task; each task plans its
-request (rules, encoded context) and waits here. The first one schedules a flush with call_soon, which runs
+uvicorn parses every request that arrived in a pass of the loop and starts its task; each task takes its request
+to its candidates and encoded context and waits here. The first one schedules a flush with call_soon, which runs
 after all the tasks of that pass, so a batch holds exactly the requests that were ready together: one at
 low load (no wait added: the flush runs in the very next pass), tens under saturation, where the per-run
 costs of ORT (about 40 nodes) and its cold caches are shared. That is the point: on the 2-core machine a
@@ -15,15 +16,65 @@ import logging
 import time
 from typing import Any
 
-from .ranking import FALLBACK_MODEL_ERROR, ModelBreaker, Plan
+import numpy as np
+from msgspec import Struct
 
 log = logging.getLogger("edgerec.edge")
 
 MAX_BATCH = 64  # bounds one run (about 1.5 ms on the 2-core machine at 200 candidates) and so the wait
+# Why the model did not score a request (the answer then comes from the fallback and says this reason).
+FALLBACK_MODEL_ERROR = "model_error"
+FALLBACK_LATENCY_BUDGET = "latency_budget"
+
+
+class ModelBreaker:
+    """Sends requests to the popularity fallback for a while after the model overran its latency budget."""
+
+    __slots__ = ("budget_s", "cooldown_s", "open_until")
+
+    def __init__(self, budget_ms: float, cooldown_s: float) -> None:
+        self.budget_s = budget_ms / 1000.0
+        self.cooldown_s = cooldown_s
+        self.open_until = 0.0
+
+    def is_open(self, now: float) -> bool:
+        return now < self.open_until
+
+    def record(self, run_s: float, now: float) -> None:
+        if run_s > self.budget_s:
+            self.open_until = now + self.cooldown_s
+            log.warning("model run took %.1f ms, over its %.1f ms budget: fallback for %.1f s",
+                        run_s * 1000, self.budget_s * 1000, self.cooldown_s)
+
+
+class ScoreRequest(Struct, frozen=True):
+    """One request's inputs to a model run."""
+
+    model: Any                # models.runtime.Ranker
+    context: Any              # models.runtime.RequestContext, encoded by that model
+    region_index: int
+    candidates: np.ndarray    # int64 [N]
+    penalty: np.ndarray       # float32 [N]: the rule mask
+    want: int                 # how many ranked positions to ask for
+
+
+class Scores(Struct, frozen=True):
+    """What the scoring step gives: the model's best `want` positions into the candidates with their scores, or,
+    when the model could not score, why (`failure`, one of the FALLBACK_ reasons) and no scores."""
+
+    scores: np.ndarray | None
+    positions: np.ndarray | None
+    model_s: float = 0.0
+    failure: str | None = None
+
+
+MODEL_ERROR = Scores(None, None, failure=FALLBACK_MODEL_ERROR)
+LATENCY_BUDGET = Scores(None, None, failure=FALLBACK_LATENCY_BUDGET)
+NOTHING_TO_SCORE = Scores(np.empty(0, dtype=np.float32), np.empty(0, dtype=np.int64))
 
 
 class InferenceBatcher:
-    """Collects planned requests and runs them per model, MAX_BATCH at a time, in one call_soon callback."""
+    """Collects score requests and runs them per model, MAX_BATCH at a time, in one call_soon callback."""
 
     def __init__(self, breaker: ModelBreaker, inference_seconds: Any, batch_sizes: Any,
                  max_batch: int = MAX_BATCH) -> None:
@@ -31,57 +82,50 @@ class InferenceBatcher:
         self.max_batch = max_batch
         self._inference = inference_seconds  # prometheus Histogram: seconds per run
         self._batch_sizes = batch_sizes  # prometheus Histogram: requests per run
-        self._pending: list[Plan] = []
-        self._waiters: list[asyncio.Future] = []
+        self._pending: list[tuple[ScoreRequest, asyncio.Future[Scores]]] = []
 
-    def submit(self, planned: Plan) -> asyncio.Future:
-        """A future done once the plan's model ran (or failed: then plan.fallback says so); never raises.
+    def submit(self, request: ScoreRequest) -> asyncio.Future[Scores]:
+        """A future of the request's Scores, done once its run is (a failed run gives MODEL_ERROR); never raises.
 
         One future per request, not one per batch: cancelling a request's task cancels its future only."""
         loop = asyncio.get_running_loop()
         if not self._pending:
             loop.call_soon(self._flush)
         waiter = loop.create_future()
-        self._pending.append(planned)
-        self._waiters.append(waiter)
+        self._pending.append((request, waiter))
         return waiter
 
     def _flush(self) -> None:
-        pending, waiters = self._pending, self._waiters
-        self._pending, self._waiters = [], []
+        pending, self._pending = self._pending, []
         try:
-            by_model: dict[int, list[Plan]] = {}  # one group unless an experiment's variant has its own model
-            for planned in pending:
-                by_model.setdefault(id(planned.model), []).append(planned)
+            # One group unless an experiment's variant has its own model.
+            by_model: dict[int, list[tuple[ScoreRequest, asyncio.Future[Scores]]]] = {}
+            for entry in pending:
+                by_model.setdefault(id(entry[0].model), []).append(entry)
             for group in by_model.values():
                 for start in range(0, len(group), self.max_batch):
                     self._run(group[start : start + self.max_batch])
         except Exception:  # noqa: BLE001 - whatever happens here, no request may be left waiting
             log.exception("inference batch failed outside the model; answering from regional popularity")
-            for planned in pending:
-                if planned.scores is None and planned.fallback is None:
-                    planned.fallback = FALLBACK_MODEL_ERROR
         finally:
-            for waiter in waiters:
-                if not waiter.done():  # a request whose task was cancelled meanwhile
-                    waiter.set_result(None)
+            for _, waiter in pending:
+                if not waiter.done():  # left by a failure above, or a request whose task was cancelled meanwhile
+                    waiter.set_result(MODEL_ERROR)
 
-    def _run(self, group: list[Plan]) -> None:
-        model = group[0].model
+    def _run(self, group: list[tuple[ScoreRequest, asyncio.Future[Scores]]]) -> None:
+        model = group[0][0].model
         clock = time.perf_counter()
         try:
             results = model.rank_many(
-                [(p.context, p.catalog.region_index, p.catalog.candidates, p.adjust) for p in group],
-                max(p.want for p in group))
+                [(r.context, r.region_index, r.candidates, r.penalty) for r, _ in group], max(r.want for r, _ in group))
         except Exception:  # noqa: BLE001 - any failure of the model must still leave the shoppers an answer
             if len(group) > 1:
                 # Alone, each request gets its own chance: one request the model chokes on cannot fail the others.
-                for planned in group:
-                    self._run([planned])
+                for entry in group:
+                    self._run([entry])
                 return
-            log.exception("model %s failed; answering from regional popularity", model.version)
-            group[0].fallback = FALLBACK_MODEL_ERROR
-            return
+            log.exception("model %s failed; answering from regional popularity", getattr(model, "version", model))
+            return  # the flush gives it MODEL_ERROR
         run_s = time.perf_counter() - clock
         self.breaker.record(run_s, time.monotonic())
         self._inference.observe(run_s)
@@ -90,7 +134,7 @@ class InferenceBatcher:
         else:  # a bundle from before batched graphs: rank_many ran the requests one by one
             for _ in group:
                 self._batch_sizes.observe(1)
-        for planned, (scores, positions) in zip(group, results):
-            want = planned.want
-            planned.scores, planned.positions = scores[:want], positions[:want]
-            planned.model_s = run_s
+        for (request, waiter), (scores, positions) in zip(group, results):
+            if not waiter.done():
+                want = request.want
+                waiter.set_result(Scores(scores[:want], positions[:want], run_s))

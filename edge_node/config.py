@@ -23,7 +23,7 @@ from origin_sync.wire.fields import parse_regions
 from origin_sync.wire.signing import Verifier
 
 from .cdn import CdnPolicy
-from .ranking import Rules
+from .rules import Rules
 from .settings import EdgeSettings, parse_markets
 
 

@@ -1,5 +1,5 @@
-"""The hot path, `/v1/recommendations`, as a raw ASGI endpoint: one pass over headers, one body read, no
-per-offer Python beyond the k answers, cached anonymous answers."""
+"""`/v1/recommendations` as a raw ASGI endpoint that runs the walk of edge_node.serving: one pass over headers, one
+body read, no per-offer Python beyond the k answers, cached anonymous answers, an impression for every answer."""
 
 from __future__ import annotations
 
@@ -13,10 +13,11 @@ from cachetools import TTLCache
 
 from edgerec.core.ratelimit import RateLimiter
 
-from .batching import InferenceBatcher
+from .batching import InferenceBatcher, ModelBreaker
 from .cdn import (
     UNTRUSTED_REFUSE,
     CdnPolicy,
+    ViewerInfo,
     etag_for,
     etag_matches,
     public_headers,
@@ -25,8 +26,9 @@ from .cdn import (
 from .events import EventRecorder
 from .limits import HOLD_HEAD
 from .metrics import EdgeMetrics
-from .ranking import ModelBreaker, Rules, finish, plan_request, rank
-from .state import StateHolder
+from .rules import Rules
+from .serving import Answer, candidates, rank, render, resolve_region, score, shopper_context
+from .state import EdgeState, StateHolder
 from .validation import (
     RateLimited,
     RequestError,
@@ -57,18 +59,19 @@ class RecommendationsEndpoint:
         self.metrics = metrics
         self.cdn = cdn
         self.rules = rules
-        self.breaker = ModelBreaker(rules.model_budget_ms, rules.breaker_cooldown_s)
-        # Personalized requests ready in the same pass of the event loop share one ONNX run.
-        self.batcher = InferenceBatcher(self.breaker, metrics.inference, metrics.inference_batch)
+        # Requests ready in the same pass of the event loop share one ONNX run; the breaker sends them to the
+        # fallback for a while after a run over its latency budget.
+        self.batcher = InferenceBatcher(ModelBreaker(rules.model_budget_ms, rules.breaker_cooldown_s),
+                                        metrics.inference, metrics.inference_batch)
         self.max_body_bytes = max_body_bytes
         self.max_k = max_k
         self.default_k = default_k
         # Anonymous answers per (data version, model, region, k, slot, device); the data version in the key
         # means a sync swap invalidates them at once, the TTL bounds how long campaign windows can lag.
-        self.anonymous: TTLCache = TTLCache(maxsize=anonymous_cache_size, ttl=max(1, cdn.s_maxage))
+        self.anonymous: TTLCache[tuple[Any, ...], tuple[Any, ...]] = TTLCache(maxsize=anonymous_cache_size,
+                                                                               ttl=max(1, cdn.s_maxage))
         self._latency = {m: metrics.latency.labels(ROUTE, m) for m in ("POST", "GET", "HEAD", "OTHER")}
         self._cache = {True: metrics.anonymous_cache.labels("hit"), False: metrics.anonymous_cache.labels("miss")}
-        self._inference = metrics.inference
         self._counters: dict[tuple[str, int], Any] = {}
         self._limited = metrics.rate_limited.labels(ROUTE)
 
@@ -95,7 +98,7 @@ class RecommendationsEndpoint:
             if method == "POST":
                 status, headers, body = await self._personalized(receive, viewer, state, started, request_id)
             else:
-                status, headers, body = self._anonymous(scope, viewer, state, started, request_id)
+                status, headers, body = await self._anonymous(scope, viewer, state, started, request_id)
         except Exception as exc:  # noqa: BLE001 - this endpoint runs outside Starlette's error middleware
             if not isinstance(exc, RequestError):
                 log.exception("unhandled error on %s %s", method, ROUTE)
@@ -145,62 +148,56 @@ class RecommendationsEndpoint:
             if not message.get("more_body", False):
                 return b"".join(chunks) if len(chunks) != 1 else chunks[0]
 
-    def _region_for(self, explicit: str | None, viewer) -> str | None:
-        """The request's own region first, then the trusted CDN's country."""
-        if explicit is not None:
-            return explicit
-        if viewer.country is not None:
-            return self.cdn.market_of(viewer.country)
-        return None
-
-    async def _personalized(self, receive, viewer, state, started, request_id):
+    async def _personalized(self, receive: Receive, viewer: ViewerInfo, state: EdgeState, started: float,
+                            request_id: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """The walk of edge_node.serving, step by step, for one shopper."""
         content_type = (viewer.content_type or b"").split(b";")[0].strip().lower()
         if content_type not in JSON_TYPES and not content_type.endswith(b"+json"):
             raise RequestError(415, "unsupported_media_type", "send the request as application/json")
         body = await self._read_body(receive, viewer.content_length)
-        request = parse_recommendation_request(body, self.max_k, self.default_k)
+        request = parse_recommendation_request(body, self.max_k, self.default_k, state.context_length)
         parsed = time.perf_counter()
-        region = self._region_for(request.region, viewer)
-        planned = plan_request(request, state, self.rules, self.breaker, region)
-        if planned.needs_model:
-            await self.batcher.submit(planned)
-        ranked = finish(planned)
-        payload = ranked.render(request_id)
-        self._observe(ranked)
+        region = resolve_region(request.region, viewer.country, state, self.cdn)
+        context = shopper_context(request)
+        chosen = candidates(state, region, request, context, self.rules)
+        scored = await score(chosen, context, self.batcher)
+        answer = rank(chosen, scored)
+        payload = render(answer, request_id)
+        self._observe(answer)
         if self.recorder is not None:
-            offer_ids = ranked.catalog.offer_ids
-            self.recorder.impression(request_id, ranked.meta, [offer_ids[p] for p in ranked.positions],
-                                     request.shopper_id, request.slot)
-        return 200, [CONTENT_JSON, PRIVATE, self._timing(started, parsed, ranked.model_s)], payload
+            self.recorder.impression(request_id, answer.fields(), answer.offer_ids, request.shopper_id, request.slot)
+        return 200, [CONTENT_JSON, PRIVATE, self._timing(started, parsed, answer.model_s)], payload
 
-    def _anonymous(self, scope, viewer, state, started, request_id):
+    async def _anonymous(self, scope: dict[str, Any], viewer: ViewerInfo, state: EdgeState, started: float,
+                         request_id: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """The same walk for a shopper the edge knows nothing about, its answer cached per region between the
+        region and the candidates."""
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
         request = parse_anonymous_query(query, self.max_k, self.default_k)
-        region = self._region_for(request.region, viewer)
+        region = resolve_region(request.region, viewer.country, state, self.cdn)
         key = (state.data_version, state.model.version, region, request.k, request.slot, request.device)
-        cached = self.anonymous.get(key)
+        cached: tuple[bytes, str, dict[str, Any], list[str], dict[bool, Any]] | None = self.anonymous.get(key)
         hit = cached is not None
         self._cache[hit].inc()
-        if not hit:
-            ranked = rank(request, state, self.rules, self.breaker, region)
-            offer_ids = [ranked.catalog.offer_ids[p] for p in ranked.positions]
+        if cached is None:
+            context = shopper_context(request)
+            chosen = candidates(state, region, request, context, self.rules)
+            answer = rank(chosen, await score(chosen, context, self.batcher))
+            offer_ids = answer.offer_ids
             etag = etag_for(*key, *offer_ids)
             # The last item: the answer's cache headers, per value of vary_on_geo, made on first use.
-            cached = (ranked.render(request_id), etag, ranked.catalog.region, offer_ids, ranked.fallback, {})
-            self._observe(ranked)
-            if ranked.model_s:  # its own run (the batcher observes the personalized ones)
-                self._inference.observe(ranked.model_s)
-            if ranked.fallback is None:  # a degraded answer is not worth keeping
+            cached = (render(answer, request_id), etag, answer.fields(), offer_ids, {})
+            self._observe(answer)
+            if answer.fallback is None:  # a degraded answer is not worth keeping
                 self.anonymous[key] = cached
-        payload, etag, served_region, offer_ids, _, headers_by_vary = cached
+        payload, etag, fields, offer_ids, headers_by_vary = cached
         if self.recorder is not None:
-            self.recorder.impression(request_id, {"region": served_region, "model_version": key[1],
-                                                  "data_version": state.data_version}, offer_ids, None, request.slot)
+            self.recorder.impression(request_id, fields, offer_ids, None, request.slot)
         vary_on_geo = request.region is None
         shared = headers_by_vary.get(vary_on_geo)
         if shared is None:  # the surrogate keys and the rest, built once per cached answer
             shared = headers_by_vary[vary_on_geo] = [CONTENT_JSON, *public_headers(
-                self.cdn, etag, served_region, state.data_version, offer_ids, vary_on_geo=vary_on_geo)]
+                self.cdn, etag, region, state.data_version, offer_ids, vary_on_geo=vary_on_geo)]
         headers = shared.copy()
         cache_state = b"hit" if hit else b"miss"
         headers.append((b"server-timing", b"cache;desc=" + cache_state + b";dur=%.3f"
@@ -209,9 +206,9 @@ class RecommendationsEndpoint:
             return 304, headers, b""
         return 200, headers, payload
 
-    def _observe(self, ranked) -> None:
-        if ranked.fallback is not None:
-            self.metrics.fallbacks.labels(ranked.fallback).inc()
+    def _observe(self, answer: Answer) -> None:
+        if answer.fallback is not None:
+            self.metrics.fallbacks.labels(answer.fallback).inc()
 
     @staticmethod
     def _timing(started: float, parsed: float, model_s: float) -> tuple[bytes, bytes]:

@@ -1,14 +1,16 @@
-"""Parsing and validation of shopper requests: every bad input becomes a RequestError with a message a client can act on."""
+"""The walk's first step: parsing and validation of shopper requests (the POST body by msgspec, the GET query by
+hand); every bad input becomes a RequestError with a message a client can act on, naming the field."""
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Annotated, Literal, get_args
 
+import msgspec
 import orjson
+from msgspec import UNSET, Meta, Struct, UnsetType
 
 from origin_sync.wire.fields import MAX_ID_CHARS  # one length for every id, at edge and origin
 
@@ -18,12 +20,11 @@ MAX_EXCLUDE = 500
 MAX_AGE_DAYS = 36500  # recent_items[].age_days: 0 to 100 years
 MIN_EPOCH_S = 0  # context.time as epoch seconds: 1970-01-01T00:00:00Z ...
 MAX_EPOCH_S = 253402300799  # ... to 9999-12-31T23:59:59Z, the end of what the ISO 8601 form can say
-_NUMBER = (int, float)  # exact types: bool is not a number here
-FIELDS = frozenset({"shopper_id", "region", "recent_items", "k", "exclude", "context", "slot"})
 QUERY_FIELDS = frozenset({"region", "k", "slot", "device"})
-CONTEXT_FIELDS = frozenset({"time", "device"})
-DEVICES = frozenset({"desktop", "mobile", "tablet", "app", "other"})
+Device = Literal["desktop", "mobile", "tablet", "app", "other"]
+DEVICES = frozenset(get_args(Device))
 SLOT_RE = re.compile(r"^[a-z0-9_-]{1,32}$")
+REGION_RE = re.compile(r"^[A-Za-z]{2}$")
 
 
 class RequestError(Exception):
@@ -53,12 +54,41 @@ def invalid(message: str) -> RequestError:
     return RequestError(422, "invalid_request", message)
 
 
-@dataclass(frozen=True, slots=True)
-class RecommendationRequest:
+# The body as it is sent, typed for msgspec, which decodes and checks it in one pass (unknown fields refused).
+ShortString = Annotated[str, Meta(min_length=1, max_length=MAX_ID_CHARS)]
+
+
+class PurchaseEvent(Struct, frozen=True, forbid_unknown_fields=True):
+    item: ShortString
+    age_days: Annotated[float, Meta(ge=0, le=MAX_AGE_DAYS)] | None = None
+
+
+class ContextField(Struct, frozen=True, forbid_unknown_fields=True):
+    time: Annotated[float, Meta(ge=MIN_EPOCH_S, le=MAX_EPOCH_S)] | Annotated[str, Meta(max_length=40)] | None = None
+    device: Device | None = None
+
+
+class RecommendationBody(Struct, frozen=True, forbid_unknown_fields=True):
+    shopper_id: ShortString | None = None
+    region: Annotated[str, Meta(pattern=REGION_RE.pattern)] | None = None
+    recent_items: Annotated[tuple[ShortString | PurchaseEvent, ...], Meta(max_length=MAX_RECENT_ITEMS)] = ()
+    k: int | UnsetType = UNSET  # its bounds are the edge's setting: checked after decoding
+    exclude: Annotated[tuple[ShortString, ...], Meta(max_length=MAX_EXCLUDE)] = ()
+    context: ContextField = ContextField()
+    slot: Annotated[str, Meta(pattern=SLOT_RE.pattern)] | None = None
+
+
+_BODY = msgspec.json.Decoder(RecommendationBody)
+FIELDS = frozenset(RecommendationBody.__struct_fields__)
+
+
+class RecommendationRequest(Struct, frozen=True):
+    """A request, checked and normalized: what the rest of the walk takes."""
+
     shopper_id: str | None
-    region: str | None
-    recent_items: tuple[str, ...]        # SKUs, most recent last
-    recent_ages_days: tuple[float, ...] | None
+    region: str | None                   # upper case; None: the CDN's country or the edge's only region decides
+    recent_items: tuple[str, ...]        # SKUs (upper case), most recent last
+    recent_ages_days: tuple[float, ...] | None  # aligned with recent_items, NaN where an event has none
     k: int
     exclude: tuple[str, ...]
     at: float | None                     # epoch seconds of the shopper's "now", if sent
@@ -66,142 +96,117 @@ class RecommendationRequest:
     slot: str | None = None              # where the offers are shown ("home", "cart", ...): a label
 
 
-def _short_string(value: Any, field: str) -> str:
-    if not isinstance(value, str) or not value or len(value) > MAX_ID_CHARS:
-        raise invalid(f"{field}: expected a non-empty string of at most {MAX_ID_CHARS} characters")
-    return value
+def parse_recommendation_request(body: bytes, max_k: int, default_k: int,
+                                 context_length: int | None = None) -> RecommendationRequest:
+    """The POST body, decoded, checked and normalized; `context_length` (the served models' shortest) bounds
+    recent_items. A RequestError (4xx) says what is wrong, naming the field."""
+    try:
+        sent = _BODY.decode(body)
+    except msgspec.DecodeError as error:  # ValidationError included
+        raise _refusal(body, error, max_k) from None
+    k = default_k if sent.k is UNSET else sent.k
+    if not 1 <= k <= max_k:
+        raise invalid(f"k: {k} is out of range; expected 1 to {max_k}")
+    skus, ages = _events(sent.recent_items)
+    if context_length is not None and len(skus) > context_length:
+        raise invalid(f"recent_items: at most {context_length} events (the model's context length), "
+                      f"got {len(skus)}")
+    context = sent.context
+    at = context.time
+    if type(at) is str:
+        at = _iso_time(at)
+    region = sent.region
+    return RecommendationRequest(sent.shopper_id, region.upper() if region is not None else None, skus, ages,
+                                 k, sent.exclude, at, context.device, sent.slot)  # type: ignore[arg-type]
 
 
-def _slot(value: Any) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or not SLOT_RE.match(value):
-        raise invalid("slot: 1-32 characters of lower-case letters, digits, '-' and '_'")
-    return value
-
-
-def _k(value: Any, max_k: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise invalid(f"k: expected an integer between 1 and {max_k}")
-    if not 1 <= value <= max_k:
-        raise invalid(f"k: {value} is out of range; expected 1 to {max_k}")
-    return value
-
-
-def _region(value: Any) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or len(value) != 2 or not value.isalpha() or not value.isascii():
-        raise invalid("region: expected a two-letter market code such as \"DE\"")
-    return value.upper()
-
-
-def _device(value: Any) -> str | None:
-    if value is not None and value not in DEVICES:
-        raise invalid(f"context.device: one of {', '.join(sorted(DEVICES))}")
-    return value
-
-
-def _event_error(i: int, event: Any) -> RequestError:
-    """The message for a bad purchase event (built only on failure: the valid path stays cheap)."""
-    if isinstance(event, str):
-        return invalid(f"recent_items[{i}]: expected a non-empty string of at most {MAX_ID_CHARS} characters")
-    if not isinstance(event, dict):
-        return invalid(f"recent_items[{i}]: expected a SKU string or an object with 'item'")
-    extra = set(event) - {"item", "age_days"}
-    if extra:
-        return invalid(f"recent_items[{i}]: unknown field(s) {', '.join(sorted(extra))}")
-    item = event.get("item")
-    if not isinstance(item, str) or not item or len(item) > MAX_ID_CHARS:
-        return invalid(f"recent_items[{i}].item: expected a non-empty string of at most {MAX_ID_CHARS} characters")
-    return invalid(f"recent_items[{i}].age_days: expected a number from 0 to {MAX_AGE_DAYS} (days), or null")
-
-
-def _recent_items(value: Any) -> tuple[tuple[str, ...], tuple[float, ...] | None]:
+def _events(events: tuple[str | PurchaseEvent, ...]) -> tuple[tuple[str, ...], tuple[float, ...] | None]:
     """SKUs (upper-cased) and, when any event carries one, ages in days (NaN where an event has none)."""
-    if not isinstance(value, list):
-        raise invalid("recent_items: expected a list of SKUs or {\"item\": SKU, \"age_days\": number} objects")
-    if len(value) > MAX_RECENT_ITEMS:
-        raise invalid(f"recent_items: at most {MAX_RECENT_ITEMS} events, got {len(value)}")
     skus: list[str] = []
     ages: list[float] | None = None
-    for i, event in enumerate(value):
-        kind = type(event)
-        if kind is str:
-            if not event or len(event) > MAX_ID_CHARS:
-                raise _event_error(i, event)
+    for event in events:
+        if type(event) is str:
             skus.append(event.upper())
             if ages is not None:
                 ages.append(math.nan)
             continue
-        if kind is not dict:
-            raise _event_error(i, event)
-        item, age = event.get("item"), event.get("age_days")
-        if type(item) is not str or not item or len(item) > MAX_ID_CHARS \
-                or len(event) > 1 + ("age_days" in event) or (len(event) == 2 and "item" not in event):
-            raise _event_error(i, event)
-        skus.append(item.upper())
+        skus.append(event.item.upper())  # type: ignore[union-attr]
+        age = event.age_days  # type: ignore[union-attr]
         if age is not None:
-            # One chained comparison bounds it (NaN and infinities fail it too: none can come out of orjson anyway).
-            if type(age) not in _NUMBER or not 0 <= age <= MAX_AGE_DAYS:
-                raise _event_error(i, event)
             if ages is None:
                 ages = [math.nan] * (len(skus) - 1)
-            ages.append(float(age))
+            ages.append(age)
         elif ages is not None:
             ages.append(math.nan)
     return tuple(skus), (tuple(ages) if ages is not None else None)
 
 
-def _time(value: Any) -> float:
-    if type(value) in _NUMBER:
-        if MIN_EPOCH_S <= value <= MAX_EPOCH_S:
-            return float(value)
-        raise invalid(f"context.time: {value!r} epoch seconds is out of range; expected {MIN_EPOCH_S} to "
-                      f"{MAX_EPOCH_S} (1970-01-01T00:00:00Z to 9999-12-31T23:59:59Z)")
-    if isinstance(value, str) and len(value) <= 40:
-        try:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            raise invalid(f"context.time: {value!r} is not an ISO 8601 date-time") from None
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=timezone.utc)
-        return parsed.timestamp()
-    raise invalid("context.time: expected an ISO 8601 date-time or epoch seconds")
-
-
-def parse_recommendation_request(body: bytes, max_k: int, default_k: int) -> RecommendationRequest:
-    if not body.strip():
-        raise RequestError(400, "empty_body", "request body is empty; send a JSON object")
+def _iso_time(value: str) -> float:
     try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise RequestError(400, "invalid_json", f"request body is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise invalid("request body must be a JSON object")
-    unknown = set(data) - FIELDS
-    if unknown:
-        raise invalid(f"unknown field(s): {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(FIELDS))}")
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise invalid(f"context.time: {value!r} is not an ISO 8601 date-time") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.timestamp()
 
-    shopper_id = data.get("shopper_id")
-    if shopper_id is not None:
-        shopper_id = _short_string(shopper_id, "shopper_id")
-    region = _region(data.get("region"))
-    recent, ages = _recent_items(data.get("recent_items", []))
-    k = _k(data.get("k", default_k), max_k)
-    exclude_raw = data.get("exclude", [])
-    if not isinstance(exclude_raw, list) or len(exclude_raw) > MAX_EXCLUDE:
-        raise invalid(f"exclude: expected a list of at most {MAX_EXCLUDE} offer ids or SKUs")
-    exclude = tuple(_short_string(x, f"exclude[{i}]") for i, x in enumerate(exclude_raw))
-    context = data.get("context", {})
-    if not isinstance(context, dict):
-        raise invalid("context: expected an object with optional 'time' and 'device'")
-    unknown_ctx = set(context) - CONTEXT_FIELDS
-    if unknown_ctx:
-        raise invalid(f"context: unknown field(s) {', '.join(sorted(unknown_ctx))}")
-    at = _time(context["time"]) if context.get("time") is not None else None
-    device = _device(context.get("device"))
-    return RecommendationRequest(shopper_id, region, recent, ages, k, exclude, at, device, _slot(data.get("slot")))
+
+def _expected(max_k: int) -> dict[str, str]:
+    """What each field of the body takes, by its path (list indices as []): the 422's message."""
+    string = f"expected a non-empty string of at most {MAX_ID_CHARS} characters"
+    return {
+        "shopper_id": string,
+        "region": "expected a two-letter market code such as \"DE\"",
+        "recent_items": f"expected a list of at most {MAX_RECENT_ITEMS} SKUs or "
+                        "{\"item\": SKU, \"age_days\": number} objects",
+        "recent_items[]": f"expected a SKU (a non-empty string of at most {MAX_ID_CHARS} characters) "
+                          "or an object with 'item'",
+        "recent_items[].item": string,
+        "recent_items[].age_days": f"expected a number from 0 to {MAX_AGE_DAYS} (days), or null",
+        "k": f"expected an integer between 1 and {max_k}",
+        "exclude": f"expected a list of at most {MAX_EXCLUDE} offer ids or SKUs",
+        "exclude[]": string,
+        "context": "expected an object with optional 'time' and 'device'",
+        "context.time": f"expected an ISO 8601 date-time or epoch seconds from {MIN_EPOCH_S} to {MAX_EPOCH_S} "
+                        "(1970-01-01T00:00:00Z to 9999-12-31T23:59:59Z)",
+        "context.device": f"one of {', '.join(sorted(DEVICES))}",
+        "slot": "1-32 characters of lower-case letters, digits, '-' and '_'",
+    }
+
+
+def _refusal(body: bytes, error: msgspec.DecodeError, max_k: int) -> RequestError:
+    """The RequestError for a body msgspec refused (built only on failure: the valid path stays cheap)."""
+    if not body.strip():
+        return RequestError(400, "empty_body", "request body is empty; send a JSON object")
+    if isinstance(error, msgspec.ValidationError):
+        try:  # a body that is not JSON at all is a 400 even where its first token already had the wrong type
+            msgspec.json.decode(body)
+        except RecursionError:
+            return RequestError(400, "invalid_json", "request body is not valid JSON: nested too deeply")
+        except msgspec.DecodeError as exc:
+            return RequestError(400, "invalid_json", f"request body is not valid JSON: {exc}")
+        return invalid(_field_message(str(error), max_k))
+    return RequestError(400, "invalid_json", f"request body is not valid JSON: {error}")
+
+
+def _field_message(detail: str, max_k: int) -> str:
+    """From msgspec's "Expected ... - at `$.recent_items[3].age_days`" to "recent_items[3].age_days: expected ..."."""
+    detail, _, where = detail.partition(" - at `$")
+    path = where.rstrip("`").lstrip(".")
+    name = detail.split("`")[1] if detail.count("`") >= 2 else ""
+    if detail.startswith("Object contains unknown field"):
+        if not path:
+            return f"unknown field(s): {name}; allowed: {', '.join(sorted(FIELDS))}"
+        return f"{path}: unknown field(s) {name}"
+    if detail.startswith("Object missing required field"):
+        path = f"{path}.{name}"
+    if not path:
+        return "request body must be a JSON object"
+    expected = _expected(max_k).get(_INDEX_RE.sub("[]", path))
+    return f"{path}: {expected}" if expected is not None else f"{path}: {detail}"
+
+
+_INDEX_RE = re.compile(r"\[\d+\]")
 
 
 def parse_anonymous_query(query: dict[str, list[str]], max_k: int, default_k: int) -> RecommendationRequest:
@@ -218,8 +223,16 @@ def parse_anonymous_query(query: dict[str, list[str]], max_k: int, default_k: in
     if "k" in one:
         if not one["k"].isdigit() or not one["k"].isascii() or len(one["k"]) > 6:  # "²".isdigit() is True
             raise invalid(f"k: expected an integer between 1 and {max_k}")
-        k = _k(int(one["k"]), max_k)
-    return RecommendationRequest(
-        shopper_id=None, region=_region(one.get("region")), recent_items=(), recent_ages_days=None, k=k,
-        exclude=(), at=None, device=_device(one.get("device")), slot=_slot(one.get("slot")),
-    )
+        k = int(one["k"])
+        if not 1 <= k <= max_k:
+            raise invalid(f"k: {k} is out of range; expected 1 to {max_k}")
+    region, device, slot = one.get("region"), one.get("device"), one.get("slot")
+    if region is not None and not REGION_RE.match(region):
+        raise invalid(f"region: {_expected(max_k)['region']}")
+    if device is not None and device not in DEVICES:
+        raise invalid(f"device: {_expected(max_k)['context.device']}")
+    if slot is not None and not SLOT_RE.match(slot):
+        raise invalid(f"slot: {_expected(max_k)['slot']}")
+    return RecommendationRequest(shopper_id=None, region=region.upper() if region is not None else None,
+                                 recent_items=(), recent_ages_days=None, k=k, exclude=(), at=None, device=device,
+                                 slot=slot)

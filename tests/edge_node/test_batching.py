@@ -9,15 +9,9 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, Histogram
 
-from edge_node.batching import InferenceBatcher
-from edge_node.ranking import (
-    FALLBACK_MODEL_ERROR,
-    ModelBreaker,
-    Rules,
-    finish,
-    plan_request,
-    rank,
-)
+from edge_node.batching import FALLBACK_MODEL_ERROR, InferenceBatcher, ModelBreaker, ScoreRequest
+from edge_node.rules import Rules
+from edge_node.serving import candidates, rank, score, shopper_context
 from edge_node.state import EdgeState
 from edge_node.validation import parse_recommendation_request
 from models.runtime import Ranker
@@ -62,26 +56,28 @@ def _bodies(catalog_skus: list[str], count: int) -> list[bytes]:
     return bodies
 
 
-async def _concurrently(batcher: InferenceBatcher, state: EdgeState, bodies: list[bytes], breaker: ModelBreaker):
-    async def one(body: bytes):
-        request = parse_recommendation_request(body, 100, 10)
-        planned = plan_request(request, state, RULES, breaker, request.region)
-        await batcher.submit(planned)
-        return finish(planned)
+async def _walk(batcher: InferenceBatcher, state: EdgeState, body: bytes):
+    """The walk of edge_node.serving from the parsed request on (each body names its region)."""
+    request = parse_recommendation_request(body, 100, 10, state.context_length)
+    context = shopper_context(request)
+    chosen = candidates(state, request.region, request, context, RULES)
+    return rank(chosen, await score(chosen, context, batcher))
 
-    return await asyncio.gather(*(one(body) for body in bodies))
+
+async def _concurrently(batcher: InferenceBatcher, state: EdgeState, bodies: list[bytes]):
+    return await asyncio.gather(*(_walk(batcher, state, body) for body in bodies))
 
 
 def test_requests_ready_together_share_a_run_and_get_the_answers_they_get_alone(state, catalog_skus):
     bodies = _bodies(catalog_skus, 24)
     breaker = ModelBreaker(RULES.model_budget_ms, RULES.breaker_cooldown_s)
-    requests = [parse_recommendation_request(body, 100, 10) for body in bodies]
-    alone = [rank(request, state, RULES, breaker, request.region) for request in requests]
+    single_batcher = InferenceBatcher(breaker, *_histograms()[1:])
+    alone = [asyncio.run(_walk(single_batcher, state, body)) for body in bodies]
     registry, run_seconds, batch_sizes = _histograms()
     batcher = InferenceBatcher(breaker, run_seconds, batch_sizes, max_batch=16)
-    together = asyncio.run(_concurrently(batcher, state, bodies, breaker))
+    together = asyncio.run(_concurrently(batcher, state, bodies))
     for single, batched in zip(alone, together):
-        assert batched.fallback is None and batched.meta == single.meta
+        assert batched.fallback is None and batched.fields() == single.fields()
         assert batched.positions == single.positions
         np.testing.assert_allclose(batched.scores, single.scores, rtol=0, atol=1e-5)
     # All 24 were ready in one pass of the loop: one flush, in two runs (16 + 8) since at most 16 share one.
@@ -97,8 +93,8 @@ def test_a_request_the_model_fails_on_falls_back_alone_and_its_batch_is_served(s
     bodies = _bodies(catalog_skus, 9)
     breaker = ModelBreaker(RULES.model_budget_ms, RULES.breaker_cooldown_s)
     registry, run_seconds, batch_sizes = _histograms()
-    answers = asyncio.run(_concurrently(InferenceBatcher(breaker, run_seconds, batch_sizes), damaged, bodies, breaker))
-    regions = [a.meta["region"] for a in answers]
+    answers = asyncio.run(_concurrently(InferenceBatcher(breaker, run_seconds, batch_sizes), damaged, bodies))
+    regions = [a.region for a in answers]
     assert [a.fallback for a, r in zip(answers, regions) if r == "DE"] == [FALLBACK_MODEL_ERROR] * 3
     assert all(a.fallback is None for a, r in zip(answers, regions) if r != "DE")
     assert all(a.positions for a in answers)  # the fallback still answers, from regional popularity
@@ -106,18 +102,17 @@ def test_a_request_the_model_fails_on_falls_back_alone_and_its_batch_is_served(s
     assert registry.get_sample_value("batch_size_count") == 6 and registry.get_sample_value("batch_size_sum") == 6
 
 
-def test_a_flush_with_nothing_to_rank_still_releases_its_waiters(state):
-    breaker = ModelBreaker(RULES.model_budget_ms, RULES.breaker_cooldown_s)
-    batcher = InferenceBatcher(breaker, *_histograms()[1:])
+def test_a_flush_that_fails_outside_the_model_still_answers_every_waiter_with_the_fallback(state):
+    # No breaker to record the run in: the flush fails after the model ran, outside its own error handling.
+    batcher = InferenceBatcher(None, *_histograms()[1:])
+    catalog = state.catalogs["GB"]
 
     async def main():
-        request = parse_recommendation_request(b'{"region": "GB"}', 100, 10)
-        planned = plan_request(request, state, RULES, breaker, "GB")
-        planned.model = None  # a plan the batcher cannot even group: the flush fails outside the model
-        await asyncio.wait_for(batcher.submit(planned), 5)
-        return finish(dataclasses.replace(planned, model=state.model))
+        request = ScoreRequest(state.model, state.model.encode_context([]), catalog.region_index, catalog.candidates,
+                               catalog.rules.base, 5)
+        return await asyncio.wait_for(asyncio.gather(batcher.submit(request), batcher.submit(request)), 5)
 
-    assert asyncio.run(main()).fallback == FALLBACK_MODEL_ERROR
+    assert [scored.failure for scored in asyncio.run(main())] == [FALLBACK_MODEL_ERROR] * 2
 
 
 def test_a_cancelled_request_leaves_the_others_of_its_batch_served(state, catalog_skus):
@@ -125,13 +120,7 @@ def test_a_cancelled_request_leaves_the_others_of_its_batch_served(state, catalo
     batcher = InferenceBatcher(breaker, *_histograms()[1:])
 
     async def main():
-        async def one(body: bytes):
-            request = parse_recommendation_request(body, 100, 10)
-            planned = plan_request(request, state, RULES, breaker, request.region)
-            await batcher.submit(planned)
-            return finish(planned)
-
-        tasks = [asyncio.ensure_future(one(body)) for body in _bodies(catalog_skus, 5)]
+        tasks = [asyncio.ensure_future(_walk(batcher, state, body)) for body in _bodies(catalog_skus, 5)]
         await asyncio.sleep(0)  # every task has planned and is waiting on the batch
         tasks[2].cancel()  # a client gone, or a server shutting down past its grace period
         return await asyncio.gather(*tasks, return_exceptions=True)

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 
+import msgspec
 import numpy as np
 import orjson
 import pytest
+from prometheus_client import CollectorRegistry, Histogram
 
-from edge_node.ranking import (
-    FALLBACK_LATENCY_BUDGET,
-    FALLBACK_MODEL_ERROR,
-    ModelBreaker,
-    Rules,
-    rank,
-)
+from edge_node.batching import FALLBACK_LATENCY_BUDGET, FALLBACK_MODEL_ERROR, InferenceBatcher, ModelBreaker
+from edge_node.cdn import CdnPolicy
+from edge_node.rules import Rules
+from edge_node.serving import candidates, rank, render, resolve_region, score, shopper_context
 from edge_node.state import EdgeState
 from edge_node.validation import RequestError, parse_recommendation_request
 from models.runtime import Ranker
@@ -34,13 +34,24 @@ def _state(ranker, offers) -> EdgeState:
 
 
 def _ask(state, body: bytes, rules: Rules = Rules(), breaker: ModelBreaker | None = None):
-    request = parse_recommendation_request(body, 100, 10)
-    return rank(request, state, rules, breaker or ModelBreaker(rules.model_budget_ms, rules.breaker_cooldown_s),
-                None)
+    """The walk of edge_node.serving, step by step, as the endpoint runs it."""
+    breaker = breaker or ModelBreaker(rules.model_budget_ms, rules.breaker_cooldown_s)
+    registry = CollectorRegistry()
+    batcher = InferenceBatcher(breaker, Histogram("run_seconds", "", registry=registry),
+                               Histogram("batch_size", "", registry=registry))
+    request = parse_recommendation_request(body, 100, 10, state.context_length)
+    region = resolve_region(request.region, None, state, CdnPolicy())
+    context = shopper_context(request)
+    chosen = candidates(state, region, request, context, rules)
+    return rank(chosen, asyncio.run(score(chosen, context, batcher)))
 
 
-def _ids(ranked) -> list[str]:
-    return [o["offer_id"] for o in ranked.body["offers"]]
+def _body(answer) -> dict:
+    return orjson.loads(render(answer, None))
+
+
+def _ids(answer) -> list[str]:
+    return [o["offer_id"] for o in _body(answer)["offers"]]
 
 
 def test_a_campaign_boost_set_at_the_origin_lifts_an_offer_to_the_top(ranker, catalog_skus):
@@ -81,7 +92,7 @@ def test_a_failing_model_answers_from_regional_popularity_with_the_rules_applied
     broken = dataclasses.replace(catalog, candidates=np.full_like(catalog.candidates, 10**6))
     state = dataclasses.replace(state, catalogs={"GB": broken})
     ranked = _ask(state, b'{"k": 5}')
-    assert ranked.fallback == ranked.body["fallback"] == FALLBACK_MODEL_ERROR
+    assert ranked.fallback == _body(ranked)["fallback"] == FALLBACK_MODEL_ERROR
     assert _ids(ranked) == expected and f"GB-{catalog_skus[0]}" not in _ids(ranked)
 
 
@@ -92,7 +103,7 @@ def test_a_model_over_its_latency_budget_sends_the_next_answers_to_the_fallback(
     first = _ask(state, b'{"k": 5}', rules, breaker)
     second = _ask(state, b'{"k": 5}', rules, breaker)
     assert first.fallback is None and second.fallback == FALLBACK_LATENCY_BUDGET
-    assert len(second.body["offers"]) == 5
+    assert len(_body(second)["offers"]) == 5
 
 
 def test_more_recent_items_than_the_model_context_length_are_refused(ranker, catalog_skus):
@@ -106,8 +117,8 @@ def test_more_recent_items_than_the_model_context_length_are_refused(ranker, cat
 def test_the_answer_is_json_with_each_offers_fields_and_its_score_to_six_decimals(ranker, catalog_skus):
     offers = [make_offer(f"GB-{s}", s, title=f'Mug "{s}" – blue') for s in catalog_skus[:5]]
     ranked = _ask(_state(ranker, offers), b'{"k": 5}')
-    ranked.scores = [1.5, -0.12345678, 3e-9, float("nan"), float("inf")]
-    body = orjson.loads(ranked.render("r-1"))
+    ranked = msgspec.structs.replace(ranked, scores=[1.5, -0.12345678, 3e-9, float("nan"), float("inf")])
+    body = orjson.loads(render(ranked, "r-1"))
     assert [o["score"] for o in body["offers"]] == [1.5, -0.123457, 0.0, None, None]
     by_id = {o["id"]: o for o in offers}
     for offer in body["offers"]:
@@ -115,5 +126,5 @@ def test_the_answer_is_json_with_each_offers_fields_and_its_score_to_six_decimal
         assert (offer["sku"], offer["title"], offer["price"], offer["currency"]) == \
             (source["sku"], source["title"], source["price"], source["currency"])
     assert body["request_id"] == "r-1" and body["region"] == "GB" and body["fallback"] is None
-    ranked.scores, ranked.positions = [], []
-    assert orjson.loads(ranked.render("r-2"))["offers"] == []
+    ranked = msgspec.structs.replace(ranked, scores=[], positions=[])
+    assert orjson.loads(render(ranked, "r-2"))["offers"] == []
