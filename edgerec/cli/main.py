@@ -107,7 +107,7 @@ def _version() -> str:
 # install without its role's extra says what to install instead of a traceback.
 EXTRA_OF = {"onnx": "train", "lightgbm": "train", "onnxmltools": "train", "tqdm": "train",
             "asyncpg": "origin", "nats": "origin", "scipy": "origin", "matplotlib": "origin",
-            "redis": "profiles-redis", "locust": "bench", "psutil": "bench"}
+            "redis": "edge", "locust": "bench", "psutil": "bench"}
 
 
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a command whose reader went away
