@@ -301,8 +301,19 @@ class Cluster:
         proxy in front of it), not started yet."""
         token = self.region_tokens.get(region, self.sync_token)
         env = {"EDGEREC_SYNC_BACKOFF_MAX_S": "1", "EDGEREC_PSEUDONYM_KEY": self.pseudonym_key, **(env or {})}
-        return edge_service(self.workdir, region, port or free_port(), origin_url or self.origin.url, token, args,
+        edge = edge_service(self.workdir, region, port or free_port(), origin_url or self.origin.url, token, args,
                             env)
+        # A data directory of its own while another edge of the region runs (a shared cluster's second edge); an
+        # edge started after the last one on it stopped takes it over (a restart on the same disk).
+        data_dir = edge.args.index("--data-dir") + 1
+        running = {e.args[e.args.index("--data-dir") + 1] for e in self.edges
+                   if e.process is not None and e.process.poll() is None}
+        base, log, n = edge.args[data_dir], edge.log_path, 1
+        while edge.args[data_dir] in running:
+            n += 1
+            edge.args[data_dir] = f"{base}-{n}"
+            edge.log_path = log.with_name(f"{log.stem}-{n}{log.suffix}")
+        return edge
 
     def start_edges(self, *edges: Service, ready: bool = True, timeout_s: float = 30.0) -> list[Service]:
         """Start the edges all at once, then wait for each to be ready (their start-ups overlap)."""
