@@ -296,16 +296,18 @@ class Cluster:
         return body
 
     def edge(self, region: str, port: int | None = None, args: list[str] | None = None,
-             env: dict[str, str] | None = None, origin_url: str | None = None) -> Service:
+             env: dict[str, str] | None = None, origin_url: str | None = None, label: str | None = None) -> Service:
         """An edge of `region` (one market, or several comma-separated) against this origin (or `origin_url`, a
-        proxy in front of it), not started yet."""
+        proxy in front of it), not started yet. Its data directory and log are `label` under the work directory
+        (default edge-<region>); while another edge of the cluster runs on that directory, `<label>-2`, `-3` ..."""
         token = self.region_tokens.get(region, self.sync_token)
         env = {"EDGEREC_SYNC_BACKOFF_MAX_S": "1", "EDGEREC_PSEUDONYM_KEY": self.pseudonym_key, **(env or {})}
         edge = edge_service(self.workdir, region, port or free_port(), origin_url or self.origin.url, token, args,
                             env)
-        # A data directory of its own while another edge of the region runs (a shared cluster's second edge); an
-        # edge started after the last one on it stopped takes it over (a restart on the same disk).
         data_dir = edge.args.index("--data-dir") + 1
+        if label is not None:
+            edge.args[data_dir], edge.log_path = str(self.workdir / label), edge.log_path.with_name(f"{label}.log")
+        # An edge started after the last one on a directory stopped takes it over: a restart on the same disk.
         running = {e.args[e.args.index("--data-dir") + 1] for e in self.edges
                    if e.process is not None and e.process.poll() is None}
         base, log, n = edge.args[data_dir], edge.log_path, 1
@@ -325,8 +327,9 @@ class Cluster:
         return list(edges)
 
     def start_edge(self, region: str, port: int | None = None, ready: bool = True, args: list[str] | None = None,
-                   env: dict[str, str] | None = None, origin_url: str | None = None) -> Service:
-        return self.start_edges(self.edge(region, port, args, env, origin_url), ready=ready)[0]
+                   env: dict[str, str] | None = None, origin_url: str | None = None,
+                   label: str | None = None) -> Service:
+        return self.start_edges(self.edge(region, port, args, env, origin_url, label), ready=ready)[0]
 
     def wait_for_version(self, version: int, offers: dict[str, int] | None = None, timeout_s: float = 60.0) -> None:
         """Until every started edge serves data version `version` or later (and, with `offers`, exactly that many
