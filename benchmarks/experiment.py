@@ -23,7 +23,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import secrets
 import shutil
 import sqlite3
 import sys
@@ -36,17 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from edgerec.cli.services import (
-    Service,
-    admin_headers,
-    edge_service,
-    free_port,
-    http_call,
-    http_json,
-    origin_service,
-    publish_bundle,
-    put_offer,
-)
+from edgerec.cli.services import Cluster, Service, http_call
 
 from .traffic import resolve_data
 
@@ -217,62 +206,13 @@ def pick_regions(choice: str, test: Any, history: Any) -> tuple[str, ...]:
 # ---------------------------------------------------------------- the run
 
 
-class Cluster:
-    """An origin and one edge per region, stopped (SIGTERM) in reverse order at the end."""
-
-    def __init__(self, work: Path, regions: tuple[str, ...]) -> None:
-        self.work = work
-        self.admin_token = secrets.token_urlsafe(24)
-        self.region_tokens = {r: secrets.token_urlsafe(24) for r in regions}
-        self.pseudonym_key = secrets.token_urlsafe(24)
-        self.origin = origin_service(work, free_port(), self.admin_token, region_tokens=self.region_tokens)
-        self.edges: dict[str, Service] = {}
-        self.started: list[Service] = []
-
-    def start_origin(self) -> None:
-        self.origin.start()
-        self.started.append(self.origin)
-        self.origin.wait_ready("/healthz")
-
-    def start_edges(self) -> None:
-        for region, token in self.region_tokens.items():
-            edge = edge_service(self.work, region, free_port(), self.origin.url, token,
-                                extra_env={"EDGEREC_PSEUDONYM_KEY": self.pseudonym_key,
-                                           "EDGEREC_SYNC_BACKOFF_MAX_S": "1"}).start()
-            self.started.append(edge)
-            self.edges[region] = edge
-        for edge in self.edges.values():
-            edge.wait_ready("/readyz", timeout_s=60)
-
-    def admin(self, method: str, path: str, payload: Any = None) -> Any:
-        status, body = http_json(self.origin.url, method, path, payload, admin_headers(self.admin_token), timeout=60)
-        if status >= 400:
-            raise RuntimeError(f"{method} {path}: HTTP {status}: {body}")
-        return body
-
-    def wait_for_version(self, version: int, offers: dict[str, int] | None = None, timeout_s: float = 60) -> None:
-        deadline = time.monotonic() + timeout_s
-        for region, edge in self.edges.items():
-            while True:
-                status, _, raw = http_call(edge.url, "GET", "/readyz")
-                ready = json.loads(raw) if status == 200 else {}
-                if (ready.get("data_version") or 0) >= version and (
-                        offers is None or ready.get("regions", {}).get(region) == offers[region]):
-                    break
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"edge {region} still at {ready.get('data_version')} (wanted {version})")
-                time.sleep(0.1)
-
-    def stop(self) -> None:
-        for service in reversed(self.started):
-            service.stop()
-
-    def stored(self, sql: str) -> Any:
-        path = self.work / "origin" / "events.db"
-        if not path.exists():
-            return []
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10) as db:
-            return db.execute(sql).fetchall()
+def stored(cluster: Cluster, sql: str) -> Any:
+    """A read-only query of the origin's SQLite event store (nothing before its first event)."""
+    path = cluster.workdir / "origin" / "events.db"
+    if not path.exists():
+        return []
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10) as db:
+        return db.execute(sql).fetchall()
 
 
 @dataclasses.dataclass
@@ -327,14 +267,14 @@ def shop(edge: Service, shopper: Shopper, k: int, sent: Sent) -> None:
         conn.close()
 
 
-def run_shoppers(cluster: Cluster, shoppers: list[Shopper], k: int, concurrency: int, sent: Sent) -> float:
+def run_shoppers(edges: dict[str, Service], shoppers: list[Shopper], k: int, concurrency: int, sent: Sent) -> float:
     from tqdm import tqdm
 
     started = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(concurrency) as pool, \
             tqdm(total=len(shoppers), desc="      shoppers", unit=" shopper", file=sys.stdout,
                  mininterval=1.0) as progress:
-        futures = [pool.submit(shop, cluster.edges[s.region], s, k, sent) for s in shoppers]
+        futures = [pool.submit(shop, edges[s.region], s, k, sent) for s in shoppers]
         for future in concurrent.futures.as_completed(futures):
             future.result()
             progress.update()
@@ -346,7 +286,7 @@ def wait_drained(cluster: Cluster, expected: int, timeout_s: float) -> tuple[int
     started = time.monotonic()
     last, stable_since = -1, time.monotonic()
     while True:
-        count = cluster.stored("SELECT COUNT(*) FROM events")
+        count = stored(cluster, "SELECT COUNT(*) FROM events")
         count = count[0][0] if count else 0
         now = time.monotonic()
         if count != last:
@@ -373,9 +313,9 @@ def spool_metrics(edge: Service) -> dict[str, float]:
 
 def integrity(cluster: Cluster, sent: Sent, before: dict[str, int]) -> dict[str, Any]:
     """What the origin's event store holds against what was sent: per kind, lost and duplicated events."""
-    rows = dict(cluster.stored("SELECT kind, COUNT(*) FROM events GROUP BY kind"))
-    distinct = cluster.stored("SELECT COUNT(DISTINCT id), COUNT(*) FROM events")[0]
-    per_request = cluster.stored("SELECT COUNT(*) FROM (SELECT request_id FROM events WHERE kind = 'impression' "
+    rows = dict(stored(cluster, "SELECT kind, COUNT(*) FROM events GROUP BY kind"))
+    distinct = stored(cluster, "SELECT COUNT(DISTINCT id), COUNT(*) FROM events")[0]
+    per_request = stored(cluster, "SELECT COUNT(*) FROM (SELECT request_id FROM events WHERE kind = 'impression' "
                                  "GROUP BY request_id HAVING COUNT(*) > 1)")[0][0]
     sent_by_kind = {"impression": sent.impressions, "click": sent.clicks, "purchase": sent.purchases}
     lost = duplicates = 0
@@ -514,36 +454,35 @@ def run(args: argparse.Namespace) -> int:
     offers = region_offers(history, regions, known, 400 if args.quick else 0)
     offer_counts = {r: sum(1 for o in offers if o["regions"] == [r]) for r in regions}
 
-    cluster = Cluster(work, regions)
+    cluster = Cluster(work, regions=regions)
     try:
         say(f"[3/6] origin: publishing both models and {len(offers)} offers "
             f"({', '.join(f'{r} {n}' for r, n in offer_counts.items())})")
         t = time.monotonic()
         cluster.start_origin()
-        publish_bundle(cluster.origin.url, cluster.admin_token, popularity_dir, state="active")
-        publish_bundle(cluster.origin.url, cluster.admin_token, model_dir, state="active")
-        with concurrent.futures.ThreadPoolExecutor(4) as pool:
-            list(pool.map(lambda o: put_offer(cluster.origin.url, cluster.admin_token, o), offers))
+        cluster.publish(popularity_dir)
+        cluster.publish(model_dir)
+        cluster.put_offers(offers)
         experiment = {"id": EXPERIMENT_ID, "regions": list(regions), "variants": [
             {"name": "popularity", "weight": 1, "model": models_info["popularity"]},
             {"name": "model", "weight": 1, "model": models_info["model"]}]}
         saved = cluster.admin("PUT", f"/v1/admin/experiments/{EXPERIMENT_ID}", experiment)
         say(f"      experiment {EXPERIMENT_ID} at data version {saved['data_version']}")
         say(f"[4/6] starting one edge per region ({', '.join(regions)})")
-        cluster.start_edges()
+        edges = dict(zip(regions, cluster.start_edges(*(cluster.edge(r) for r in regions), timeout_s=60)))
         cluster.wait_for_version(saved["data_version"], offer_counts)
         timings["setup_seconds"] = round(time.monotonic() - t, 1)
-        before = dict(cluster.stored("SELECT kind, COUNT(*) FROM events GROUP BY kind"))
+        before = dict(stored(cluster, "SELECT kind, COUNT(*) FROM events GROUP BY kind"))
 
         say(f"[5/6] {len(everyone)} shoppers ({', '.join(f'{r} {n}' for r, n in per_region_shoppers.items())}), "
             f"{args.concurrency} at a time")
         sent = Sent()
-        timings["shopping_seconds"] = round(run_shoppers(cluster, everyone, args.k, args.concurrency, sent), 1)
+        timings["shopping_seconds"] = round(run_shoppers(edges, everyone, args.k, args.concurrency, sent), 1)
         say(f"      sent {sent.total} events: {sent.impressions} impressions "
             f"({dict(sent.by_variant)}), {sent.clicks} clicks, {sent.purchases} purchases")
         ingested, drain = wait_drained(cluster, sent.total + sum(before.values()), timeout_s=60)
         timings["drain_seconds"] = round(drain, 1)
-        spools = {r: spool_metrics(e) for r, e in cluster.edges.items()}
+        spools = {r: spool_metrics(e) for r, e in edges.items()}
         checked = integrity(cluster, sent, before)
         say(f"      origin holds {checked['ingested']} of them after {drain:.1f} s: lost {checked['lost']}, "
             f"duplicates {checked['duplicates']}")

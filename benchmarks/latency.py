@@ -470,9 +470,11 @@ def measure_target(bench: Bench, name: str, round_no: int, load: LoadSettings, s
 def warm_up(bench: Bench, name: str, kind: str, hosts: list[str], load: LoadSettings, sampler: CpuSampler,
             wrk_files: dict[str, Path], runs: Path) -> None:
     """A short unmeasured burst at full concurrency before a target's peak run: lazy imports, JIT-free but
-    cold code paths, connection pools and caches settle, so no server pays its start-up inside the figures."""
+    cold code paths, connection pools and caches settle, so no server pays its start-up inside the figures. Two
+    seconds; one in --quick (smoke) mode, whose figures are not read."""
+    seconds = 1.0 if bench.args.quick else 2.0
     if not bench.args.no_wrk and not wrk_missing():
-        run_wrk(f"{name}-warmup", hosts, wrk_files[kind], bench.args.users, 2.0, load.load_cores, runs, sampler,
+        run_wrk(f"{name}-warmup", hosts, wrk_files[kind], bench.args.users, seconds, load.load_cores, runs, sampler,
                 f"server:{name}")
     else:
         run_locust(f"{name}-warmup", kind, hosts, load, 1.0, 0.0, runs, sampler, f"server:{name}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
 
 
 def run_cli(*args: str, admin_token: str | None = None, env: dict[str, str] | None = None,
@@ -27,3 +29,9 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) ->
     for needle in needles:
         assert needle in lines[0], lines[0]
     return lines[0]
+
+
+def in_parallel(*calls: Callable[[], subprocess.CompletedProcess]) -> list[subprocess.CompletedProcess]:
+    """Independent command lines run side by side (each is mostly the interpreter's start-up); results in order."""
+    with ThreadPoolExecutor(4) as pool:
+        return list(pool.map(lambda call: call(), calls))

@@ -12,15 +12,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from edgerec.cli.services import (
-    Service,
-    edge_service,
-    free_port,
-    http_call,
-    origin_service,
-    publish_bundle,
-    put_offer,
-)
+from edgerec.cli.services import Cluster, http_call
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data" / "online_retail" / "transactions.csv.gz"
@@ -54,52 +46,10 @@ def second_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-class Cluster:
-    """An origin with a published model, and edges started on demand; everything stopped at teardown."""
-
-    def __init__(self, workdir: Path, bundle: Path) -> None:
-        self.workdir = workdir
-        self.admin_token = secrets.token_urlsafe(24)
-        self.sync_token = secrets.token_urlsafe(24)  # valid for every region
-        # Edges present the token of their region; a GB token may sync only GB.
-        self.region_tokens = {r: secrets.token_urlsafe(24) for r in ("GB", "DE", "FR")}
-        self.pseudonym_key = secrets.token_urlsafe(24)  # the same on every edge, as in a deployment
-        self.origin = origin_service(workdir, free_port(), self.admin_token, self.sync_token, self.region_tokens)
-        self.edges: list[Service] = []
-        self.bundle = bundle
-
-    def start_origin(self) -> None:
-        self.origin.start()
-        self.origin.wait_ready("/healthz")
-
-    def publish(self, bundle: Path | None = None, state: str = "active") -> dict:
-        """Publish a bundle (this cluster's by default) and, unless told another state, activate it."""
-        return publish_bundle(self.origin.url, self.admin_token, bundle or self.bundle, state=state,
-                              ssl_context=self.origin.tls)
-
-    def put_offer(self, offer: dict) -> dict:
-        return put_offer(self.origin.url, self.admin_token, offer, ssl_context=self.origin.tls)
-
-    def start_edge(self, region: str, port: int | None = None, ready: bool = True,
-                   args: list[str] | None = None, env: dict[str, str] | None = None,
-                   origin_url: str | None = None) -> Service:
-        token = self.region_tokens.get(region, self.sync_token)
-        env = {"EDGEREC_SYNC_BACKOFF_MAX_S": "1", "EDGEREC_PSEUDONYM_KEY": self.pseudonym_key, **(env or {})}
-        edge = edge_service(self.workdir, region, port or free_port(), origin_url or self.origin.url, token,
-                            args, env).start()
-        self.edges.append(edge)
-        if ready:
-            edge.wait_ready("/readyz")
-        return edge
-
-    def stop(self) -> None:
-        for edge in self.edges:
-            edge.stop()
-        self.origin.stop()
-
-
 @pytest.fixture
 def cluster(tmp_path: Path, bundle_dir: Path) -> Iterator[Cluster]:
+    """A started origin, edges of GB, DE and FR started on demand (edgerec.cli.services.Cluster), publishing the
+    session's bundle; everything stopped at teardown."""
     c = Cluster(tmp_path, bundle_dir)
     c.start_origin()
     try:
@@ -360,11 +310,20 @@ def served(edge, request: dict) -> dict:
     return answer
 
 
+def seed(cluster: Cluster, catalog_skus: list[str]) -> Cluster:
+    """Publish the cluster's model and 20 GB offers of catalogue items (GB-<sku>)."""
+    cluster.publish()
+    cluster.put_offers([make_offer(f"GB-{sku}", sku) for sku in catalog_skus[:20]])
+    return cluster
+
+
 @pytest.fixture
 def seeded(cluster, catalog_skus):
     """The cluster with its model published and 20 GB offers of catalogue items."""
-    cluster.publish()
-    for sku in catalog_skus[:20]:
-        cluster.put_offer(make_offer(f"GB-{sku}", sku))
-    return cluster
+    return seed(cluster, catalog_skus)
 
+
+@pytest.fixture(scope="module")
+def module_seeded(module_cluster, catalog_skus):
+    """The module's shared cluster, seeded the same way, for tests that only read or tolerate each other's writes."""
+    return seed(module_cluster, catalog_skus)

@@ -6,6 +6,7 @@ import contextlib
 import http.client
 import json
 import os
+import secrets
 import signal
 import socket
 import ssl
@@ -241,3 +242,114 @@ def put_offer(origin_url: str, admin_token: str, offer: dict[str, Any],
     if status != 200:
         raise RuntimeError(f"upserting offer {offer['id']} failed: HTTP {status} {body}")
     return body
+
+
+class Cluster:
+    """An origin and the edges started against it on loopback, with the credentials they share (the admin token, one
+    sync token for every region and one token per region, the fleet's pseudonym key): the tests' and the benchmarks'
+    one way to stand up edgerec. `stop()` stops every edge it started, then the origin."""
+
+    def __init__(self, workdir: Path, bundle: Path | None = None, regions: tuple[str, ...] = ("GB", "DE", "FR"), *,
+                 dsn: str | None = None, origin_env: dict[str, str] | None = None) -> None:
+        self.workdir = workdir
+        self.bundle = bundle  # what publish() uploads unless told another
+        self.admin_token = secrets.token_urlsafe(24)
+        self.sync_token = secrets.token_urlsafe(24)  # valid for every region (an edge serving several)
+        # An edge of one region presents that region's token: a GB token may sync only GB.
+        self.region_tokens = {r: secrets.token_urlsafe(24) for r in regions}
+        self.pseudonym_key = secrets.token_urlsafe(24)  # the same on every edge, as in a deployment
+        self.origin = origin_service(workdir, free_port(), self.admin_token, self.sync_token, self.region_tokens,
+                                     dsn=dsn, extra_env=origin_env)
+        self.edges: list[Service] = []
+
+    def start_origin(self, timeout_s: float = 30.0) -> None:
+        self.origin.start()
+        self.origin.wait_ready("/healthz", timeout_s)
+
+    def publish(self, bundle: Path | None = None, state: str = "active") -> dict[str, Any]:
+        """Upload a bundle (this cluster's by default) in `state` (see publish_bundle)."""
+        chosen = bundle or self.bundle
+        assert chosen is not None, "no bundle to publish"
+        return publish_bundle(self.origin.url, self.admin_token, chosen, state=state, ssl_context=self.origin.tls)
+
+    def put_offer(self, offer: dict[str, Any]) -> dict[str, Any]:
+        return put_offer(self.origin.url, self.admin_token, offer, ssl_context=self.origin.tls)
+
+    def put_offers(self, offers: list[dict[str, Any]]) -> int:
+        """Upsert many offers, a transaction per thousand (POST /v1/admin/offers); any refused raises RuntimeError.
+        Returns the data version after the last."""
+        version = 0
+        for start in range(0, len(offers), 1000):
+            answer = self.admin("POST", "/v1/admin/offers", {"offers": offers[start:start + 1000]})
+            refused = [r for r in answer["results"] if r["status"] == "refused"]
+            if refused:
+                raise RuntimeError(f"{len(refused)} offers refused, the first: {refused[0]}")
+            version = answer["data_version"]
+        return version
+
+    def admin(self, method: str, path: str, payload: Any = None, timeout: float = 60.0) -> Any:
+        """One admin call; an answer of 400 or above raises RuntimeError."""
+        status, body = http_json(self.origin.url, method, path, payload, admin_headers(self.admin_token), timeout,
+                                 ssl_context=self.origin.tls)
+        if status >= 400:
+            raise RuntimeError(f"{method} {path}: HTTP {status}: {body}")
+        return body
+
+    def edge(self, region: str, port: int | None = None, args: list[str] | None = None,
+             env: dict[str, str] | None = None, origin_url: str | None = None, label: str | None = None) -> Service:
+        """An edge of `region` (one market, or several comma-separated) against this origin (or `origin_url`, a
+        proxy in front of it), not started yet. Its data directory and log are `label` under the work directory
+        (default edge-<region>); while another edge of the cluster runs on that directory, `<label>-2`, `-3` ..."""
+        token = self.region_tokens.get(region, self.sync_token)
+        env = {"EDGEREC_SYNC_BACKOFF_MAX_S": "1", "EDGEREC_PSEUDONYM_KEY": self.pseudonym_key, **(env or {})}
+        edge = edge_service(self.workdir, region, port or free_port(), origin_url or self.origin.url, token, args,
+                            env)
+        data_dir = edge.args.index("--data-dir") + 1
+        if label is not None:
+            edge.args[data_dir], edge.log_path = str(self.workdir / label), edge.log_path.with_name(f"{label}.log")
+        # An edge started after the last one on a directory stopped takes it over: a restart on the same disk.
+        running = {e.args[e.args.index("--data-dir") + 1] for e in self.edges
+                   if e.process is not None and e.process.poll() is None}
+        base, log, n = edge.args[data_dir], edge.log_path, 1
+        while edge.args[data_dir] in running:
+            n += 1
+            edge.args[data_dir] = f"{base}-{n}"
+            edge.log_path = log.with_name(f"{log.stem}-{n}{log.suffix}")
+        return edge
+
+    def start_edges(self, *edges: Service, ready: bool = True, timeout_s: float = 30.0) -> list[Service]:
+        """Start the edges all at once, then wait for each to be ready (their start-ups overlap)."""
+        for edge in edges:
+            self.edges.append(edge.start())
+        if ready:
+            for edge in edges:
+                edge.wait_ready("/readyz", timeout_s)
+        return list(edges)
+
+    def start_edge(self, region: str, port: int | None = None, ready: bool = True, args: list[str] | None = None,
+                   env: dict[str, str] | None = None, origin_url: str | None = None,
+                   label: str | None = None) -> Service:
+        return self.start_edges(self.edge(region, port, args, env, origin_url, label), ready=ready)[0]
+
+    def wait_for_version(self, version: int, offers: dict[str, int] | None = None, timeout_s: float = 60.0) -> None:
+        """Until every started edge serves data version `version` or later (and, with `offers`, exactly that many
+        offers in each of those regions it serves)."""
+        deadline = time.monotonic() + timeout_s
+        for edge in self.edges:
+            regions = edge.args[edge.args.index("--regions") + 1].split(",")
+            wanted = {r: n for r, n in (offers or {}).items() if r in regions}
+            while True:
+                status, _, raw = http_call(edge.url, "GET", "/readyz", ssl_context=edge.tls)
+                ready = json.loads(raw) if status == 200 else {}
+                served = ready.get("regions", {})
+                if (ready.get("data_version") or 0) >= version and all(served.get(r) == n for r, n in wanted.items()):
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{edge.name} serves {ready.get('data_version')} {served} (wanted {version}"
+                                       f"{f' with {offers}' if offers else ''})")
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        for edge in self.edges:
+            edge.stop()
+        self.origin.stop()

@@ -1,6 +1,7 @@
-"""The experiment simulation end to end in quick mode: real origin and two regional edges, shoppers from the
-shared data (synthetic when absent), events through the spools to the origin's report. Checks the outputs' shape
-and that no event was lost or counted twice; never the figures or the timing."""
+"""The experiment simulation end to end at its smallest size (quick mode on the synthetic shop, about 15 s): real
+origin and two regional edges, shoppers with history and test-period purchases, events through the spools to the
+origin's report. Checks the outputs' shape and that no event was lost or counted twice; never the figures or the
+timing. (The real data's reading, split and training are tested in tests/models/test_real_data.py.)"""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def report_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("experiment")
-    result = subprocess.run([sys.executable, "-m", "benchmarks.experiment", "--out", str(out), "--quick"],
+    result = subprocess.run([sys.executable, "-m", "benchmarks.experiment", "--out", str(out), "--quick",
+                             "--data", "synthetic"],
                             cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, f"stdout:\n{result.stdout[-4000:]}\nstderr:\n{result.stderr[-4000:]}"
     return out

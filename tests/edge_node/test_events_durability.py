@@ -25,12 +25,13 @@ from typing import Callable, Iterator
 import pytest
 from aiohttp import ClientSession, web
 
-from edgerec.cli.services import free_port, origin_service
+from edgerec.cli.services import Cluster, free_port
 from tests.conftest import (
     NATS_DOWN,
     NATS_URL,
     PG_DSN,
-    Cluster,
+    PG_UNREACHABLE,
+    PgSchema,
     missing_part,
     wait_until,
 )
@@ -167,7 +168,7 @@ class NatsClicks:
         while True:
             try:
                 messages = await self._subscription.fetch(1000, timeout=0.5)
-            except nats.errors.TimeoutError:
+            except (nats.errors.TimeoutError, asyncio.TimeoutError):  # nats-py raises either when nothing is new
                 return
             for message in messages:
                 request_id = json.loads(message.data)["request_id"]
@@ -189,46 +190,73 @@ class NatsClicks:
         self._loop.close()
 
 
-@contextlib.contextmanager
-def origin_on(sink: str, tmp_path: Path, bundle: Path, request: pytest.FixtureRequest
-              ) -> Iterator[tuple[Cluster, Callable[[], list[str]]]]:
-    """A started cluster whose origin keeps events in `sink`, and what reads the feedback events back from it."""
-    cluster = Cluster(tmp_path, bundle)
-    nats_clicks: NatsClicks | None = None
-    if sink == "sqlite":
-        def stored() -> list[str]:
-            return feedback_in_sqlite(tmp_path / "origin" / "events.db")
-    elif sink == "postgresql":
-        schema = request.getfixturevalue("pg_schema")  # skips (or fails under STRICT) without PostgreSQL
-        cluster.origin = origin_service(tmp_path, free_port(), cluster.admin_token, cluster.sync_token,
-                                        cluster.region_tokens, dsn=schema.dsn)
+class SinkOrigins:
+    """One started origin per event sink, made on first use and shared by the drills of that sink (the faults are
+    the edge's, not the origin's): (the cluster, what reads the feedback events back from its sink)."""
 
-        def stored() -> list[str]:
-            return feedback_in_postgresql(schema.name)
-    else:
-        if NATS_DOWN:
-            missing_part(NATS_DOWN)
-        cluster.origin = origin_service(tmp_path, free_port(), cluster.admin_token, cluster.sync_token,
-                                        cluster.region_tokens,
-                                        extra_env={"EDGEREC_EVENT_SINK": "nats", "EDGEREC_NATS_URL": NATS_URL})
-        # From the stream's head before the origin starts: nothing of this run is missed.
-        stored = nats_clicks = NatsClicks(TAG)
-    cluster.start_origin()
+    def __init__(self, workdir: Path, bundle: Path) -> None:
+        self.workdir, self.bundle = workdir, bundle
+        self.started: dict[str, tuple[Cluster, Callable[[], list[str]]]] = {}
+        self.nats_clicks: NatsClicks | None = None
+        self.pg_schema: PgSchema | None = None
+
+    def __call__(self, sink: str) -> tuple[Cluster, Callable[[], list[str]]]:
+        if sink not in self.started:
+            self.started[sink] = self._start(sink)
+        return self.started[sink]
+
+    def _start(self, sink: str) -> tuple[Cluster, Callable[[], list[str]]]:
+        workdir = self.workdir / sink
+        if sink == "sqlite":
+            cluster = Cluster(workdir, self.bundle)
+
+            def stored() -> list[str]:
+                return feedback_in_sqlite(workdir / "origin" / "events.db")
+        elif sink == "postgresql":
+            if PG_UNREACHABLE:
+                missing_part(PG_UNREACHABLE)
+            schema = self.pg_schema = PgSchema()
+            schema.create()
+            cluster = Cluster(workdir, self.bundle, dsn=schema.dsn)
+
+            def stored() -> list[str]:
+                return feedback_in_postgresql(schema.name)
+        else:
+            if NATS_DOWN:
+                missing_part(NATS_DOWN)
+            cluster = Cluster(workdir, self.bundle, origin_env={"EDGEREC_EVENT_SINK": "nats",
+                                                                "EDGEREC_NATS_URL": NATS_URL})
+            # From the stream's head before the origin starts: nothing of this run is missed.
+            stored = self.nats_clicks = NatsClicks(TAG)
+        cluster.start_origin()
+        cluster.publish()
+        return cluster, stored
+
+    def stop(self) -> None:
+        for cluster, _ in self.started.values():
+            cluster.stop()
+        if self.nats_clicks is not None:
+            self.nats_clicks.close()
+        if self.pg_schema is not None:
+            self.pg_schema.drop()
+
+
+@pytest.fixture(scope="module")
+def sink_origins(tmp_path_factory: pytest.TempPathFactory, bundle_dir: Path) -> Iterator[SinkOrigins]:
+    origins = SinkOrigins(tmp_path_factory.mktemp("sinks"), bundle_dir)
     try:
-        yield cluster, stored
+        yield origins
     finally:
-        cluster.stop()
-        if nats_clicks is not None:
-            nats_clicks.close()
+        origins.stop()
 
 
 class EventClient(threading.Thread):
     """Posts 1-3 clicks a request over a keep-alive connection, each with a request_id of its own; records the ids
     of the answers that were 202 (and nothing else: an answer cut by the kill is not an acknowledgement)."""
 
-    def __init__(self, number: int, port: int, stop: threading.Event) -> None:
+    def __init__(self, number: int, port: int, stop: threading.Event, tag: str) -> None:
         super().__init__(name=f"event-client-{number}", daemon=True)
-        self.number, self.port, self.stop = number, port, stop
+        self.number, self.port, self.stop, self.tag = number, port, stop, tag
         self.acknowledged: list[str] = []
         self.sent = self.cut = 0
         self.statuses: dict[int, int] = {}
@@ -237,7 +265,7 @@ class EventClient(threading.Thread):
         rng = random.Random(self.number)
         connection: http.client.HTTPConnection | None = None
         while not self.stop.is_set():
-            ids = [f"{TAG}c{self.number}-{self.sent}-{k}" for k in range(rng.randint(1, 3))]
+            ids = [f"{self.tag}c{self.number}-{self.sent}-{k}" for k in range(rng.randint(1, 3))]
             self.sent += 1
             body = json.dumps({"events": [{"type": "click", "request_id": i, "offer_ids": ["GB-1"]} for i in ids]})
             try:
@@ -267,16 +295,20 @@ class EventClient(threading.Thread):
     pytest.param("nats", "write", 1, id="nats-write"),
     pytest.param("sqlite", "write", 2, id="sqlite-write-2-workers"),
 ])
-def test_every_acknowledged_event_reaches_the_origin_once_across_edge_sigkills(tmp_path, bundle_dir, request,
-                                                                               sink, ack, workers):
-    with origin_on(sink, tmp_path, bundle_dir, request) as (cluster, stored), \
-            AckLosingProxy(cluster.origin.url) as proxy:
-        cluster.publish()
+def test_every_acknowledged_event_reaches_the_origin_once_across_edge_sigkills(sink_origins, sink, ack, workers):
+    cluster, stored_anywhere = sink_origins(sink)
+    label = f"edge-GB-{ack}-{workers}"  # a data directory (spool) of its own, kept across the restarts
+    tag = f"{TAG}{ack}{workers}-"  # the request ids of this drill, apart from the others' on the same sink
+
+    def stored() -> list[str]:
+        return [i for i in stored_anywhere() if i.startswith(tag)]
+
+    with AckLosingProxy(cluster.origin.url) as proxy:
         env = {"EDGEREC_EVENTS_ACK": ack}
         args = ["--workers", str(workers)]
-        edge = cluster.start_edge("GB", env=env, args=args, origin_url=proxy.url)
+        edge = cluster.start_edge("GB", env=env, args=args, origin_url=proxy.url, label=label)
         stop = threading.Event()
-        clients = [EventClient(n, edge.port, stop) for n in range(CLIENTS)]
+        clients = [EventClient(n, edge.port, stop, tag) for n in range(CLIENTS)]
         for client in clients:
             client.start()
         rng = random.Random(26)
@@ -290,40 +322,52 @@ def test_every_acknowledged_event_reaches_the_origin_once_across_edge_sigkills(t
                 else:
                     edge.stop()  # and a clean stop (SIGTERM) under load: the answers in flight are settled, not lost
                 # The same data directory: the same spool (with workers, a slot each under events/).
-                edge = cluster.start_edge("GB", port=edge.port, env=env, args=args, origin_url=proxy.url)
+                edge = cluster.start_edge("GB", port=edge.port, env=env, args=args, origin_url=proxy.url,
+                                          label=label)
             time.sleep(0.5)
         finally:
             stop.set()
             for client in clients:
                 client.join(10)
-        acknowledged = [i for c in clients for i in c.acknowledged]
-        assert len(acknowledged) == len(set(acknowledged)) > 1000  # enough load for the kills to cut requests
-        assert sum(c.cut for c in clients) >= KILLS  # the edge was away: requests were cut or refused
-        assert all(set(c.statuses) == {202} for c in clients), [c.statuses for c in clients]
-
-        kept = set(acknowledged)
         try:
-            wait_until(lambda: kept <= set(stored()), timeout_s=30, interval_s=0.2,
-                       what="every acknowledged event at the origin")
-        except AssertionError:
-            lost = sorted(kept - set(stored()))
-            raise AssertionError(f"{len(lost)} of {len(kept)} events answered 202 never reached the {sink} sink: "
-                                 f"{lost[:10]}") from None
-        spool = cluster.workdir / "edge-GB" / "events"
-        wait_until(lambda: not list(spool.rglob("*.seg")), timeout_s=15, what="the spool drained to the origin")
-        assert proxy.lost >= 1, "no acknowledgement was lost: the deduplication was not put to the test"
-        final = stored()
-        assert kept <= set(final)  # every 202 was kept
-        # And nothing arrived twice (an event cut unanswered may arrive once).
-        repeated = sorted(i for i, n in collections.Counter(final).items() if n > 1)
-        assert not repeated, f"{len(repeated)} events stored twice in the {sink} sink: {repeated[:10]}"
-        # Each worker had a spool slot of its own, and every kill freed them all: a worker outliving a kill would
-        # have held its slot and pushed the restarted ones to w2, w3.
-        assert sorted(p.name for p in spool.iterdir()) == [f"w{n}" for n in range(workers)]
+            check_every_acknowledged_event_arrived_once(clients, stored, proxy, cluster.workdir / label, sink,
+                                                        workers)
+        finally:
+            edge.stop()
 
 
-def test_an_unknown_events_ack_setting_is_refused_at_start(cluster):
-    edge = cluster.start_edge("GB", env={"EDGEREC_EVENTS_ACK": "never"}, ready=False)
+def check_every_acknowledged_event_arrived_once(clients: list[EventClient], stored: Callable[[], list[str]],
+                                                proxy: AckLosingProxy, data_dir: Path, sink: str,
+                                                workers: int) -> None:
+    acknowledged = [i for c in clients for i in c.acknowledged]
+    assert len(acknowledged) == len(set(acknowledged)) > 1000  # enough load for the kills to cut requests
+    assert sum(c.cut for c in clients) >= KILLS  # the edge was away: requests were cut or refused
+    assert all(set(c.statuses) == {202} for c in clients), [c.statuses for c in clients]
+
+    kept = set(acknowledged)
+    try:
+        wait_until(lambda: kept <= set(stored()), timeout_s=30, interval_s=0.2,
+                   what="every acknowledged event at the origin")
+    except AssertionError:
+        lost = sorted(kept - set(stored()))
+        raise AssertionError(f"{len(lost)} of {len(kept)} events answered 202 never reached the {sink} sink: "
+                             f"{lost[:10]}") from None
+    spool = data_dir / "events"
+    wait_until(lambda: not list(spool.rglob("*.seg")), timeout_s=15, what="the spool drained to the origin")
+    assert proxy.lost >= 1, "no acknowledgement was lost: the deduplication was not put to the test"
+    final = stored()
+    assert kept <= set(final)  # every 202 was kept
+    # And nothing arrived twice (an event cut unanswered may arrive once).
+    repeated = sorted(i for i, n in collections.Counter(final).items() if n > 1)
+    assert not repeated, f"{len(repeated)} events stored twice in the {sink} sink: {repeated[:10]}"
+    # Each worker had a spool slot of its own, and every kill freed them all: a worker outliving a kill would
+    # have held its slot and pushed the restarted ones to w2, w3.
+    assert sorted(p.name for p in spool.iterdir()) == [f"w{n}" for n in range(workers)]
+
+
+def test_an_unknown_events_ack_setting_is_refused_at_start(sink_origins):
+    cluster, _ = sink_origins("sqlite")
+    edge = cluster.start_edge("GB", env={"EDGEREC_EVENTS_ACK": "never"}, ready=False, label="edge-GB-never")
     assert edge.process.wait(timeout=30) == 2
     log = edge.log_tail()
     assert "--events-ack/EDGEREC_EVENTS_ACK: 'write' or 'fsync', not 'never'" in log and "Traceback" not in log

@@ -12,18 +12,10 @@ import time
 
 import pytest
 
-from edgerec.cli.services import free_port, http_call, http_json, origin_service
+from edgerec.cli.services import Cluster, http_call, http_json
 from origin_sync.wire.events import encode_batch, pseudonym_key, pseudonymize
-from tests.conftest import Cluster, make_offer
+from tests.conftest import seed
 from tests.conftest import wait_until as wait_for
-
-
-@pytest.fixture
-def seeded(cluster, catalog_skus):
-    cluster.publish()
-    for sku in catalog_skus[:20]:
-        cluster.put_offer(make_offer(f"GB-{sku}", sku))
-    return cluster
 
 
 def stored(cluster, sql: str = "SELECT COUNT(*) FROM events", args: tuple = ()):
@@ -34,6 +26,12 @@ def stored(cluster, sql: str = "SELECT COUNT(*) FROM events", args: tuple = ()):
         return db.execute(sql, args).fetchone()[0]
 
 
+
+
+@pytest.fixture(scope="module")
+def gb_edge(module_seeded):
+    """One GB edge of a shared origin, for the refusals (they change nothing)."""
+    return module_seeded.start_edge("GB")
 
 
 def shop(edge, shoppers: range, catalog_skus) -> int:
@@ -69,8 +67,8 @@ def shop(edge, shoppers: range, catalog_skus) -> int:
     (json.dumps({"events": [{"type": "click", "request_id": "r", "offer_ids": ["a"], "region": "DE"}]}).encode(),
      404, "unknown_region"),
 ])
-def test_bad_events_get_a_4xx_json_error(seeded, body, status, code):
-    edge = seeded.start_edge("GB")
+def test_bad_events_get_a_4xx_json_error(gb_edge, body, status, code):
+    edge = gb_edge
     got, headers, raw = http_call(edge.url, "POST", "/v1/events", body, {"Content-Type": "application/json"})
     assert got == status and json.loads(raw)["error"]["code"] == code, raw
     got, _, raw = http_call(edge.url, "POST", "/v1/events", b"x" * 70_000, {"Content-Type": "application/json"})
@@ -212,14 +210,10 @@ def test_events_reach_a_postgresql_origin_exactly_once_across_its_restart_and_fe
         except asyncpg.UndefinedTableError:
             return 0
 
-    cluster = Cluster(tmp_path, bundle_dir)
-    cluster.origin = origin_service(tmp_path, free_port(), cluster.admin_token, cluster.sync_token,
-                                    cluster.region_tokens, dsn=pg_schema.dsn)
+    cluster = Cluster(tmp_path, bundle_dir, dsn=pg_schema.dsn)
     cluster.start_origin()
     try:
-        cluster.publish()
-        for sku in catalog_skus[:20]:
-            cluster.put_offer(make_offer(f"GB-{sku}", sku))
+        seed(cluster, catalog_skus)
         status, saved = http_json(cluster.origin.url, "PUT", "/v1/admin/experiments/pg",
                                   {"id": "pg", "variants": [{"name": "control"}, {"name": "treatment"}]},
                                   {"Authorization": f"Bearer {cluster.admin_token}"})

@@ -14,25 +14,38 @@ def recommend(edge, payload: dict) -> tuple[int, dict]:
     return http_json(edge.url, "POST", "/v1/recommendations", payload)
 
 
+def seed_two_regions(cluster, catalog_skus):
+    """The model and 30 GB offers plus 10 DE offers of catalog items."""
+    cluster.publish()
+    cluster.put_offers([make_offer(f"GB-{sku}", sku) for sku in catalog_skus[:30]]
+                       + [make_offer(f"DE-{sku}", sku, region="DE", currency="EUR") for sku in catalog_skus[30:40]])
+    return cluster
 
 
 @pytest.fixture
 def seeded(cluster, catalog_skus):
-    """An origin with the model and 30 GB offers plus 10 DE offers of catalog items."""
-    cluster.publish()
-    for sku in catalog_skus[:30]:
-        cluster.put_offer(make_offer(f"GB-{sku}", sku))
-    for sku in catalog_skus[30:40]:
-        cluster.put_offer(make_offer(f"DE-{sku}", sku, region="DE", currency="EUR"))
-    return cluster
+    """A fresh origin so seeded, for the tests that change its offers."""
+    return seed_two_regions(cluster, catalog_skus)
+
+
+@pytest.fixture(scope="module")
+def shared(module_cluster, catalog_skus):
+    """One origin so seeded for the tests that change nothing on it."""
+    return seed_two_regions(module_cluster, catalog_skus)
+
+
+@pytest.fixture(scope="module")
+def gb_edge(shared):
+    """One GB edge of the shared origin, for the tests that only ask it."""
+    return shared.start_edge("GB")
 
 
 def served_ids(answer: dict) -> list[str]:
     return [o["offer_id"] for o in answer["offers"]]
 
 
-def test_an_edge_serves_ranked_offers_of_its_region_only(seeded, catalog_skus):
-    edge = seeded.start_edge("GB")
+def test_an_edge_serves_ranked_offers_of_its_region_only(gb_edge, shared, catalog_skus):
+    edge = gb_edge
     status, answer = recommend(edge, {"shopper_id": "s-1", "recent_items": catalog_skus[:5], "k": 10})
     assert status == 200, answer
     assert len(answer["offers"]) == 10
@@ -40,13 +53,13 @@ def test_an_edge_serves_ranked_offers_of_its_region_only(seeded, catalog_skus):
     scores = [o["score"] for o in answer["offers"]]
     assert scores == sorted(scores, reverse=True)
     assert answer["region"] == "GB" and answer["fallback"] is None and answer["request_id"]
-    assert answer["model_version"] == json.loads((seeded.bundle / "manifest.json").read_text())["version"]
+    assert answer["model_version"] == json.loads((shared.bundle / "manifest.json").read_text())["version"]
     status, answer = recommend(edge, {"region": "DE", "recent_items": []})
     assert status == 404 and "GB" in answer["error"]["message"]
 
 
-def test_recommendations_depend_on_the_shopper_history(seeded, catalog_skus):
-    edge = seeded.start_edge("GB")
+def test_recommendations_depend_on_the_shopper_history(gb_edge, catalog_skus):
+    edge = gb_edge
     anonymous = served_ids(recommend(edge, {"recent_items": [], "k": 10})[1])
     for history in (catalog_skus[:3], catalog_skus[10:13] * 3, catalog_skus[20:30]):
         # Every history moves the answer away from the popularity ranking an empty context gets.
@@ -117,8 +130,8 @@ def test_an_edge_without_a_model_is_alive_but_not_ready(cluster, catalog_skus):
     assert recommend(edge, {"recent_items": []})[0] == 200
 
 
-def test_metrics_and_openapi_are_served(seeded):
-    edge = seeded.start_edge("GB")
+def test_metrics_and_openapi_are_served(shared):
+    edge = shared.start_edge("GB")  # an edge of its own: its request counter starts at zero
     recommend(edge, {"recent_items": []})
     status, _, raw = http_call(edge.url, "GET", "/metrics")
     text = raw.decode()
@@ -156,8 +169,8 @@ BAD_REQUESTS = [
 ]
 
 
-def test_malformed_requests_get_a_4xx_json_error_that_says_what_is_wrong(seeded):
-    edge = seeded.start_edge("GB")
+def test_malformed_requests_get_a_4xx_json_error_that_says_what_is_wrong(gb_edge):
+    edge = gb_edge
     for name, body, status, mention in BAD_REQUESTS:
         got, headers, raw = http_call(edge.url, "POST", "/v1/recommendations", body,
                                       {"Content-Type": "application/json"})
@@ -174,8 +187,8 @@ def test_malformed_requests_get_a_4xx_json_error_that_says_what_is_wrong(seeded)
     assert recommend(edge, {"recent_items": []})[0] == 200
 
 
-def test_an_edge_with_several_workers_serves_from_every_one(seeded, catalog_skus):
-    edge = seeded.start_edge("GB", args=["--workers", "2"])
+def test_an_edge_with_several_workers_serves_from_every_one(shared, catalog_skus):
+    edge = shared.start_edge("GB", args=["--workers", "2"])
     seen = set()
     for _ in range(40):  # new connections spread over the workers; each has its own synced copy
         status, answer = recommend(edge, {"recent_items": catalog_skus[:3]})
@@ -188,8 +201,8 @@ def test_an_edge_with_several_workers_serves_from_every_one(seeded, catalog_skus
     assert len(workers) >= 2
 
 
-def test_a_trailing_slash_is_answered_as_json_not_redirected(seeded):
-    edge = seeded.start_edge("GB")
+def test_a_trailing_slash_is_answered_as_json_not_redirected(gb_edge):
+    edge = gb_edge
     for path in ("/healthz/", "/v1/recommendations/", "/nope"):
         status, headers, raw = http_call(edge.url, "GET", path)
         assert status == 404 and headers["content-type"].startswith("application/json"), (path, status, raw)

@@ -16,7 +16,7 @@ from edge_node.state import EdgeState
 from edge_node.validation import RequestError, parse_recommendation_request
 from models.runtime import Ranker
 from origin_sync.replica import Replica
-from origin_sync.wire.protocol import validate_offer
+from origin_sync.wire.offers import validate_offer
 from tests.conftest import make_offer
 
 

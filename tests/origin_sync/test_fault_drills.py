@@ -186,10 +186,15 @@ def refuse_then_recover(cluster, edge, proxy: SyncProxy, mode: str, sku: str, pr
 
 
 @pytest.mark.parametrize("mode", ["truncate", "flip", "replay", "reorder", "bad_signature"])
-def test_a_mangled_delta_is_refused_and_the_edge_keeps_its_last_good_version(seeded, catalog_skus, mode):
-    with SyncProxy(seeded.origin.url) as proxy:
-        edge = seeded.start_edge("GB", origin_url=proxy.url)
-        refuse_then_recover(seeded, edge, proxy, mode, catalog_skus[0], (5.0, 6.0))
+def test_a_mangled_delta_is_refused_and_the_edge_keeps_its_last_good_version(module_seeded, catalog_skus, mode):
+    # The fault is on the proxy's wire, not at the origin: the modes share one origin, each with an edge (its own
+    # directory and log) and a proxy of its own.
+    with SyncProxy(module_seeded.origin.url) as proxy:
+        edge = module_seeded.start_edge("GB", origin_url=proxy.url, label=f"edge-GB-{mode}")
+        try:
+            refuse_then_recover(module_seeded, edge, proxy, mode, catalog_skus[0], (5.0, 6.0))
+        finally:
+            edge.stop()
 
 
 @pytest.fixture

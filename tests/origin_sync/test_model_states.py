@@ -17,7 +17,7 @@ from origin_sync.origin.store import ChangeLogStore, PostgresStore, SQLiteStore,
 from origin_sync.wire.experiments import validate_experiment
 from origin_sync.wire.protocol import unpack
 from origin_sync.wire.signing import Verifier, open_envelope
-from tests.cli_support import assert_one_line_error, run_cli
+from tests.cli_support import assert_one_line_error, in_parallel, run_cli
 from tests.conftest import PG_DSN, PgSchema, needs_pg
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=needs_pg)]
@@ -244,30 +244,39 @@ def test_the_http_publish_without_a_state_still_activates_and_a_bad_state_is_ref
 
 def test_model_commands_refuse_with_one_line_and_no_traceback(cluster, bundle_dir, tmp_path):
     url = cluster.origin.url
-    assert_one_line_error(run_cli("model", "list", "--origin", url), "EDGEREC_ADMIN_TOKEN")
-    assert_one_line_error(run_cli("model", "list", "--origin", url, admin_token="not-the-admin-token-123"),
-                          "HTTP 401")
-    assert_one_line_error(_cli(cluster, "model", "activate", "no-such-model"), "HTTP 404", "no-such-model")
-    assert_one_line_error(_cli(cluster, "model", "publish", str(tmp_path)), "not a model bundle", "manifest.json")
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "manifest.json").write_text("{not json")
     (broken / "model.onnx").write_bytes(b"")
-    assert_one_line_error(_cli(cluster, "model", "publish", str(broken)), "cannot read the bundle")
     tampered = tmp_path / "tampered"
     tampered.mkdir()
     (tampered / "manifest.json").write_text((bundle_dir / "manifest.json").read_text())
     (tampered / "model.onnx").write_bytes((bundle_dir / "model.onnx").read_bytes()[:-10])
-    assert_one_line_error(_cli(cluster, "model", "publish", str(tampered), "--activate"), "HTTP 422")
-    assert_one_line_error(run_cli("model", "list", "--origin", f"http://127.0.0.1:{free_port()}",
-                                  admin_token=cluster.admin_token), "cannot reach the origin")
-    assert_one_line_error(run_cli("model", "list", "--origin", "127.0.0.1:8080", admin_token=cluster.admin_token),
-                          "expected http://")
-    both = _cli(cluster, "model", "publish", str(bundle_dir), "--activate", "--candidate")
-    assert both.returncode == 2 and "not allowed with argument" in both.stderr and "Traceback" not in both.stderr
-    assert json.loads(_cli(cluster, "model", "list", "--json").stdout) == []  # nothing was stored
     # The token may come from a file instead (EDGEREC_ADMIN_TOKEN_FILE), as every secret of edgerec may.
     token_file = tmp_path / "admin-token"
     token_file.write_text(cluster.admin_token + "\n")
-    from_file = run_cli("model", "list", "--origin", url, env={"EDGEREC_ADMIN_TOKEN_FILE": str(token_file)})
+    # None of them stores anything: they run side by side.
+    (no_token, wrong_token, unknown, not_a_bundle, unreadable, tampered_one, unreachable, not_a_url, both,
+     from_file) = in_parallel(
+        lambda: run_cli("model", "list", "--origin", url),
+        lambda: run_cli("model", "list", "--origin", url, admin_token="not-the-admin-token-123"),
+        lambda: _cli(cluster, "model", "activate", "no-such-model"),
+        lambda: _cli(cluster, "model", "publish", str(tmp_path)),
+        lambda: _cli(cluster, "model", "publish", str(broken)),
+        lambda: _cli(cluster, "model", "publish", str(tampered), "--activate"),
+        lambda: run_cli("model", "list", "--origin", f"http://127.0.0.1:{free_port()}",
+                        admin_token=cluster.admin_token),
+        lambda: run_cli("model", "list", "--origin", "127.0.0.1:8080", admin_token=cluster.admin_token),
+        lambda: _cli(cluster, "model", "publish", str(bundle_dir), "--activate", "--candidate"),
+        lambda: run_cli("model", "list", "--origin", url, env={"EDGEREC_ADMIN_TOKEN_FILE": str(token_file)}))
+    assert_one_line_error(no_token, "EDGEREC_ADMIN_TOKEN")
+    assert_one_line_error(wrong_token, "HTTP 401")
+    assert_one_line_error(unknown, "HTTP 404", "no-such-model")
+    assert_one_line_error(not_a_bundle, "not a model bundle", "manifest.json")
+    assert_one_line_error(unreadable, "cannot read the bundle")
+    assert_one_line_error(tampered_one, "HTTP 422")
+    assert_one_line_error(unreachable, "cannot reach the origin")
+    assert_one_line_error(not_a_url, "expected http://")
+    assert both.returncode == 2 and "not allowed with argument" in both.stderr and "Traceback" not in both.stderr
     assert from_file.returncode == 0 and "no models published yet" in from_file.stdout, from_file.stderr
+    assert json.loads(_cli(cluster, "model", "list", "--json").stdout) == []  # nothing was stored

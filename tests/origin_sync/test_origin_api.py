@@ -20,6 +20,13 @@ from origin_sync.wire.signing import Verifier, open_envelope
 from tests.conftest import make_offer
 
 
+@pytest.fixture(scope="module")
+def shared(module_cluster):
+    """One origin for the tests that change nothing on it or read back only what they wrote themselves (none of
+    them publishes a model or ships events): a fresh origin each for the tests of exact versions and counts."""
+    return module_cluster
+
+
 def _sync(cluster, path: str, token: str | None = None) -> tuple[int, dict, bytes]:
     headers = {"Authorization": f"Bearer {token or cluster.sync_token}"}
     return http_call(cluster.origin.url, "GET", path, headers=headers, timeout=30)
@@ -40,19 +47,19 @@ def _opened(cluster, raw: bytes, kind: str = "deltas") -> dict:
     ("POST", "/v1/admin/models", {}),
     ("POST", "/v1/admin/models/m1/activate", None),
 ])
-def test_admin_calls_without_or_with_wrong_token_are_refused(cluster, method, path, body):
-    for headers in ({}, {"Authorization": "Bearer not-the-token"}, {"Authorization": f"Bearer {cluster.sync_token}"}):
-        status, answer = http_json(cluster.origin.url, method, path, body, headers)
+def test_admin_calls_without_or_with_wrong_token_are_refused(shared, method, path, body):
+    for headers in ({}, {"Authorization": "Bearer not-the-token"}, {"Authorization": f"Bearer {shared.sync_token}"}):
+        status, answer = http_json(shared.origin.url, method, path, body, headers)
         assert status == 401, (headers, answer)
         assert answer["error"]["code"] == "unauthorized"
-    status, _ = http_json(cluster.origin.url, "GET", "/v1/admin/offers/o1")
+    status, _ = http_json(shared.origin.url, "GET", "/v1/admin/offers/o1")
     assert status == 401
 
 
-def test_sync_calls_need_the_sync_token_not_the_admin_token(cluster):
-    assert _sync(cluster, "/v1/sync/snapshot?regions=GB")[0] == 200
-    assert _sync(cluster, "/v1/sync/snapshot?regions=GB", token=cluster.admin_token)[0] == 401
-    status, _, _ = http_call(cluster.origin.url, "GET", "/v1/sync/snapshot?regions=GB")
+def test_sync_calls_need_the_sync_token_not_the_admin_token(shared):
+    assert _sync(shared, "/v1/sync/snapshot?regions=GB")[0] == 200
+    assert _sync(shared, "/v1/sync/snapshot?regions=GB", token=shared.admin_token)[0] == 401
+    status, _, _ = http_call(shared.origin.url, "GET", "/v1/sync/snapshot?regions=GB")
     assert status == 401
 
 
@@ -66,71 +73,71 @@ def test_sync_calls_need_the_sync_token_not_the_admin_token(cluster):
       "active_from": "2030-01-02", "active_to": "2030-01-01"}, "active_to"),
     ({"id": "other", "sku": "1", "title": "t", "price": 1, "currency": "GBP", "regions": ["GB"]}, "id"),
 ])
-def test_invalid_offers_are_refused_with_the_field_named(cluster, offer, field):
-    status, answer = http_json(cluster.origin.url, "PUT", "/v1/admin/offers/o1", offer,
-                               {"Authorization": f"Bearer {cluster.admin_token}"})
+def test_invalid_offers_are_refused_with_the_field_named(shared, offer, field):
+    status, answer = http_json(shared.origin.url, "PUT", "/v1/admin/offers/o1", offer,
+                               {"Authorization": f"Bearer {shared.admin_token}"})
     assert status == 422
     assert field in answer["error"]["message"]
 
 
-def test_not_json_and_unknown_routes_get_json_errors(cluster):
-    auth = {"Authorization": f"Bearer {cluster.admin_token}", "Content-Type": "application/json"}
-    status, _, raw = http_call(cluster.origin.url, "PUT", "/v1/admin/offers/o1", b"{nope", auth)
+def test_not_json_and_unknown_routes_get_json_errors(shared):
+    auth = {"Authorization": f"Bearer {shared.admin_token}", "Content-Type": "application/json"}
+    status, _, raw = http_call(shared.origin.url, "PUT", "/v1/admin/offers/o1", b"{nope", auth)
     assert status == 400 and "JSON" in json.loads(raw)["error"]["message"]
-    status, _, raw = http_call(cluster.origin.url, "GET", "/nowhere")
+    status, _, raw = http_call(shared.origin.url, "GET", "/nowhere")
     assert status == 404 and json.loads(raw)["error"]
 
 
-def test_every_change_gets_the_next_version_and_deletes_are_logged(cluster):
-    v1 = cluster.put_offer(make_offer("o1", "10001"))["data_version"]
-    v2 = cluster.put_offer(make_offer("o1", "10001", price=5.0))["data_version"]
-    status, answer = http_json(cluster.origin.url, "DELETE", "/v1/admin/offers/o1", None,
-                               {"Authorization": f"Bearer {cluster.admin_token}"})
+def test_every_change_gets_the_next_version_and_deletes_are_logged(shared):
+    v1 = shared.put_offer(make_offer("o1", "10001"))["data_version"]
+    v2 = shared.put_offer(make_offer("o1", "10001", price=5.0))["data_version"]
+    status, answer = http_json(shared.origin.url, "DELETE", "/v1/admin/offers/o1", None,
+                               {"Authorization": f"Bearer {shared.admin_token}"})
     assert status == 200 and v1 < v2 < answer["data_version"]
-    status, _, raw = _sync(cluster, f"/v1/sync/deltas?regions=GB&since={v1}")
-    batch = _opened(cluster, raw)
+    status, _, raw = _sync(shared, f"/v1/sync/deltas?regions=GB&since={v1}")
+    batch = _opened(shared, raw)
     assert [c["op"] for c in batch["changes"]] == ["offer_upsert", "offer_delete"]
     assert batch["changes"][0]["offer"]["price"] == 5.0
-    status, answer = http_json(cluster.origin.url, "DELETE", "/v1/admin/offers/o1", None,
-                               {"Authorization": f"Bearer {cluster.admin_token}"})
+    status, answer = http_json(shared.origin.url, "DELETE", "/v1/admin/offers/o1", None,
+                               {"Authorization": f"Bearer {shared.admin_token}"})
     assert status == 404
 
 
-def test_deltas_are_scoped_to_the_edge_regions(cluster):
-    base = _opened(cluster, _sync(cluster, "/v1/sync/snapshot?regions=DE")[2], "snapshot")["version"]
-    cluster.put_offer(make_offer("gb-only", "10001", region="GB"))
-    cluster.put_offer(make_offer("de-only", "10002", region="DE", currency="EUR"))
-    batch = _opened(cluster, _sync(cluster, f"/v1/sync/deltas?regions=DE&since={base}")[2])
+def test_deltas_are_scoped_to_the_edge_regions(shared):
+    base = _opened(shared, _sync(shared, "/v1/sync/snapshot?regions=DE")[2], "snapshot")["version"]
+    shared.put_offer(make_offer("gb-only", "10001", region="GB"))
+    shared.put_offer(make_offer("de-only", "10002", region="DE", currency="EUR"))
+    batch = _opened(shared, _sync(shared, f"/v1/sync/deltas?regions=DE&since={base}")[2])
     assert [c["offer"]["id"] for c in batch["changes"]] == ["de-only"]
     # An offer that leaves a region is still announced there, so that the edge drops it.
-    cluster.put_offer(make_offer("de-only", "10002", region="FR", currency="EUR"))
-    batch = _opened(cluster, _sync(cluster, f"/v1/sync/deltas?regions=DE&since={batch['to']}")[2])
+    shared.put_offer(make_offer("de-only", "10002", region="FR", currency="EUR"))
+    batch = _opened(shared, _sync(shared, f"/v1/sync/deltas?regions=DE&since={batch['to']}")[2])
     assert [c["offer"]["regions"] for c in batch["changes"]] == [["FR"]]
 
 
-def test_long_poll_returns_as_soon_as_something_changes(cluster):
-    head = _opened(cluster, _sync(cluster, "/v1/sync/snapshot?regions=GB")[2], "snapshot")["version"]
-    timer = threading.Timer(0.5, lambda: cluster.put_offer(make_offer("o9", "10009")))
+def test_long_poll_returns_as_soon_as_something_changes(shared):
+    head = _opened(shared, _sync(shared, "/v1/sync/snapshot?regions=GB")[2], "snapshot")["version"]
+    timer = threading.Timer(0.5, lambda: shared.put_offer(make_offer("o9", "10009")))
     started = time.monotonic()
     timer.start()
-    status, _, raw = _sync(cluster, f"/v1/sync/deltas?regions=GB&since={head}&wait=20")
+    status, _, raw = _sync(shared, f"/v1/sync/deltas?regions=GB&since={head}&wait=20")
     elapsed = time.monotonic() - started
     timer.join()
     assert status == 200
-    assert [c["offer"]["id"] for c in _opened(cluster, raw)["changes"]] == ["o9"]
+    assert [c["offer"]["id"] for c in _opened(shared, raw)["changes"]] == ["o9"]
     assert 0.4 < elapsed < 5, elapsed
 
 
-def test_long_poll_with_nothing_new_answers_empty_after_the_wait(cluster):
-    head = _opened(cluster, _sync(cluster, "/v1/sync/snapshot?regions=GB")[2], "snapshot")["version"]
+def test_long_poll_with_nothing_new_answers_empty_after_the_wait(shared):
+    head = _opened(shared, _sync(shared, "/v1/sync/snapshot?regions=GB")[2], "snapshot")["version"]
     started = time.monotonic()
-    batch = _opened(cluster, _sync(cluster, f"/v1/sync/deltas?regions=GB&since={head}&wait=0.5")[2])
+    batch = _opened(shared, _sync(shared, f"/v1/sync/deltas?regions=GB&since={head}&wait=0.5")[2])
     assert batch["changes"] == [] and batch["to"] == head
     assert time.monotonic() - started >= 0.45
 
 
-def test_an_edge_ahead_of_the_origin_is_told_to_resync(cluster):
-    status, _, raw = _sync(cluster, "/v1/sync/deltas?regions=GB&since=999999")
+def test_an_edge_ahead_of_the_origin_is_told_to_resync(shared):
+    status, _, raw = _sync(shared, "/v1/sync/deltas?regions=GB&since=999999")
     assert status == 409 and json.loads(raw)["error"]["code"] == "ahead_of_origin"
 
 
@@ -176,18 +183,18 @@ def test_a_published_model_can_be_rolled_back_to_and_reactivating_the_active_one
     assert status == 404 and answer["error"]["code"] == "not_found"
 
 
-def test_an_experiment_naming_an_unknown_model_is_refused_422_even_where_it_would_overlap(cluster):
-    auth = {"Authorization": f"Bearer {cluster.admin_token}"}
-    status, _ = http_json(cluster.origin.url, "PUT", "/v1/admin/experiments/gb-1",
+def test_an_experiment_naming_an_unknown_model_is_refused_422_even_where_it_would_overlap(shared):
+    auth = {"Authorization": f"Bearer {shared.admin_token}"}
+    status, _ = http_json(shared.origin.url, "PUT", "/v1/admin/experiments/gb-1",
                           {"variants": [{"name": "a"}, {"name": "b"}], "regions": ["GB"]}, auth)
     assert status == 200
-    status, answer = http_json(cluster.origin.url, "PUT", "/v1/admin/experiments/gb-2",
+    status, answer = http_json(shared.origin.url, "PUT", "/v1/admin/experiments/gb-2",
                                {"variants": [{"name": "a"}, {"name": "b", "model": "m-unknown"}], "regions": ["GB"]},
                                auth)
     assert status == 422 and answer["error"]["code"] == "invalid_experiment", answer
     assert "m-unknown" in answer["error"]["message"]
     # A valid body that overlaps is still refused for the overlap.
-    status, answer = http_json(cluster.origin.url, "PUT", "/v1/admin/experiments/gb-2",
+    status, answer = http_json(shared.origin.url, "PUT", "/v1/admin/experiments/gb-2",
                                {"variants": [{"name": "a"}, {"name": "b"}], "regions": ["GB"]}, auth)
     assert status == 409 and answer["error"]["code"] == "experiment_overlap", answer
 
@@ -347,20 +354,20 @@ def test_unattributed_feedback_no_impression_explains_is_counted_at_ingest(clust
     assert _metric(cluster, f'{name}{{kind="add_to_cart"}}') == 0.0
 
 
-def test_a_region_token_syncs_its_own_region_only(cluster):
-    gb = cluster.region_tokens["GB"]
-    assert _sync(cluster, "/v1/sync/snapshot?regions=GB", token=gb)[0] == 200
-    status, _, raw = _sync(cluster, "/v1/sync/snapshot?regions=DE", token=gb)
+def test_a_region_token_syncs_its_own_region_only(shared):
+    gb = shared.region_tokens["GB"]
+    assert _sync(shared, "/v1/sync/snapshot?regions=GB", token=gb)[0] == 200
+    status, _, raw = _sync(shared, "/v1/sync/snapshot?regions=DE", token=gb)
     assert status == 403 and json.loads(raw)["error"]["code"] == "forbidden_region"
-    assert _sync(cluster, "/v1/sync/deltas?regions=DE,GB&since=0", token=gb)[0] == 403
+    assert _sync(shared, "/v1/sync/deltas?regions=DE,GB&since=0", token=gb)[0] == 403
     # A region token is no admin credential.
-    status, _ = http_json(cluster.origin.url, "GET", "/v1/admin/models", None, {"Authorization": f"Bearer {gb}"})
+    status, _ = http_json(shared.origin.url, "GET", "/v1/admin/models", None, {"Authorization": f"Bearer {gb}"})
     assert status == 401
 
 
-def test_an_edge_of_another_protocol_version_is_told_so(cluster):
-    status, _, raw = http_call(cluster.origin.url, "GET", "/v1/sync/deltas?regions=GB&since=0",
-                               headers={"Authorization": f"Bearer {cluster.sync_token}", "X-Edgerec-Protocol": "1"})
+def test_an_edge_of_another_protocol_version_is_told_so(shared):
+    status, _, raw = http_call(shared.origin.url, "GET", "/v1/sync/deltas?regions=GB&since=0",
+                               headers={"Authorization": f"Bearer {shared.sync_token}", "X-Edgerec-Protocol": "1"})
     assert status == 409 and json.loads(raw)["error"]["code"] == "protocol_mismatch"
 
 
@@ -386,14 +393,14 @@ def test_a_compacted_log_answers_410_and_the_snapshot_still_serves(cluster):
     assert len(_opened(cluster, _sync(cluster, "/v1/sync/snapshot?regions=GB")[2], "snapshot")["offers"]) == 5
 
 
-def test_no_token_or_key_appears_in_the_origin_log(cluster):
-    cluster.put_offer(make_offer("o1", "10001"))
-    _sync(cluster, "/v1/sync/snapshot?regions=GB")
-    _sync(cluster, "/v1/sync/snapshot?regions=DE", token=cluster.region_tokens["GB"])
-    http_json(cluster.origin.url, "GET", "/v1/admin/models", None, {"Authorization": "Bearer wrong-token-123456"})
-    log_text = cluster.origin.log_path.read_text()
-    private_pem = ensure_signing_keys(cluster.workdir)[0].read_text()
-    secrets = [cluster.admin_token, cluster.sync_token, *cluster.region_tokens.values(), "wrong-token-123456"]
+def test_no_token_or_key_appears_in_the_origin_log(shared):
+    shared.put_offer(make_offer("o1", "10001"))
+    _sync(shared, "/v1/sync/snapshot?regions=GB")
+    _sync(shared, "/v1/sync/snapshot?regions=DE", token=shared.region_tokens["GB"])
+    http_json(shared.origin.url, "GET", "/v1/admin/models", None, {"Authorization": "Bearer wrong-token-123456"})
+    log_text = shared.origin.log_path.read_text()
+    private_pem = ensure_signing_keys(shared.workdir)[0].read_text()
+    secrets = [shared.admin_token, shared.sync_token, *shared.region_tokens.values(), "wrong-token-123456"]
     assert "origin listening" in log_text
     assert not [s for s in secrets if s in log_text]
     assert private_pem.splitlines()[1] not in log_text
