@@ -79,6 +79,7 @@ class ProfileFile:
         except BlockingIOError:
             os.close(self._lock_fd)
             raise StoreLocked(f"another process holds the profile store in {self.directory}") from None
+        self._remove_compaction_copy()  # left by a compaction cut short (a crash): it may hold erased rows
         try:
             self._con = self._open_checked()
         except CorruptFile as exc:
@@ -167,10 +168,7 @@ class ProfileFile:
         """In the worker thread: a fresh copy of the file holding the records written at `cutoff` or later, built
         beside it from a read snapshot (the event loop keeps writing meanwhile). Returns the records left out."""
         with self._thread_lock:
-            target = self.directory / COMPACT_NAME
-            for suffix in ("", *_SIDE_FILES):
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(str(target) + suffix)
+            target = self._remove_compaction_copy()
             con = _connect(target)
             try:
                 con.execute("PRAGMA journal_mode=DELETE")
@@ -184,9 +182,19 @@ class ProfileFile:
                 con.execute("INSERT INTO meta SELECT * FROM old.meta")
                 con.execute("COMMIT")
                 con.execute("DETACH DATABASE old")
-            finally:
+            except BaseException:
                 con.close()
+                self._remove_compaction_copy()  # a half-built copy (disk full) holds rows too
+                raise
+            con.close()
             return int(left_out)
+
+    def _remove_compaction_copy(self) -> Path:
+        target = self.directory / COMPACT_NAME
+        for suffix in ("", *_SIDE_FILES):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(str(target) + suffix)
+        return target
 
     def swap_in(self, changed: Iterable[str]) -> None:
         """In the event loop: carry the records changed while the copy was built into it, and put it in place of

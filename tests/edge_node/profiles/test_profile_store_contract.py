@@ -194,12 +194,12 @@ def test_a_profile_not_updated_within_the_retention_is_gone(backend: Backend) ->
     stale, fresh = shopper(), shopper()
 
     async def scenario() -> tuple[Profile | None, Profile | None, Profile | None]:
-        store = backend.open(retention_s=1)
+        store = backend.open(retention_s=2)  # whole seconds (a Redis TTL); margins of 0.7 s for a loaded machine
         await store.apply_event(stale, purchase("A"))
-        await asyncio.sleep(0.6)
+        await asyncio.sleep(1.2)
         await store.apply_event(fresh, purchase("B"))
         before = await store.get(stale)
-        await asyncio.sleep(0.7)  # stale: 1.3 s since its last update; fresh: 0.7 s
+        await asyncio.sleep(1.5)  # stale: 2.7 s since its last update; fresh: 1.5 s
         await store.compact()
         after, kept = await store.get(stale), await store.get(fresh)
         await store.close()

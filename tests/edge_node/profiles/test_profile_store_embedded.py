@@ -193,3 +193,22 @@ def test_a_profile_larger_than_the_whole_budget_is_served_from_disk(tmp_path: os
 
     record, held = asyncio.run(scenario())
     assert record is not None and held == (0, 0)
+
+
+def test_a_compaction_copy_left_by_a_crash_is_removed_at_open(embedded: Backend) -> None:
+    someone = shopper()
+
+    async def scenario() -> list[str]:
+        store = embedded.open()
+        await store.apply_event(someone, purchase("A"))
+        await store.close()
+        # What a crash in the middle of a compaction leaves: a copy holding the shopper, erased since.
+        stray = embedded.directory / "profiles.sqlite3.compact"
+        stray.write_bytes((embedded.directory / "profiles.sqlite3").read_bytes())
+        reopened = embedded.open()
+        await reopened.erase(someone)
+        await reopened.close()
+        return [p.name for p in embedded.directory.iterdir() if ".compact" in p.name]
+
+    assert asyncio.run(scenario()) == []
+    assert embedded.traces(someone) == []
