@@ -71,7 +71,8 @@ def _patch(cluster, offer_id: str, patch, content_type: str = "application/merge
     return status, json.loads(raw)
 
 
-def test_a_partial_put_names_every_missing_required_field(cluster):
+def test_a_partial_put_names_every_missing_required_field(module_cluster):
+    cluster = module_cluster  # refusals only: nothing is written
     status, body = http_json(cluster.origin.url, "PUT", "/v1/admin/offers/o1", {"sku": "10001", "price": None},
                              _auth(cluster))
     assert status == 422 and body["error"]["code"] == "invalid_offer"
