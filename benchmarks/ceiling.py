@@ -22,6 +22,8 @@ from starlette.applications import Starlette
 from starlette.responses import Response
 from starlette.routing import Route
 
+from .server_apps import raw_asgi_app
+
 
 def build_app(body: bytes | None = None) -> Starlette:
     if body is None:  # a uvicorn worker process: the body file comes through the environment
@@ -46,20 +48,7 @@ def build_raw_app(body: bytes | None = None):
     headers = [(b"content-type", b"application/json"), (b"cache-control", b"private, no-store"),
                (b"server-timing", b"parse;dur=0.010, model;dur=0.030, total;dur=0.090"),
                (b"x-request-id", b"0123456789abcdef"), (b"content-length", str(len(body)).encode())]
-
-    async def app(scope, receive, send) -> None:
-        if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-        more = scope["method"] == "POST"
-        while more:  # the body is read, as any real endpoint must
-            more = (await receive()).get("more_body", False)
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-
-    return app
+    return raw_asgi_app(body, headers)
 
 
 def main(argv: list[str] | None = None) -> None:

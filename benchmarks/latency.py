@@ -27,15 +27,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
-from edgerec.cli.services import (
-    Service,
-    edge_service,
-    free_port,
-    http_call,
-    origin_service,
-    publish_bundle,
-    put_offer,
-)
+from edgerec.cli.services import Cluster, Service, free_port, http_call
 
 from . import cdn, peer
 from .histogram import Histogram
@@ -226,62 +218,48 @@ class Bench:
     def start_edgerec(self, bundle: Path, transactions: Any, regions: tuple[str, ...]) -> tuple[list[dict], Any]:
         from models.data import purchase_events
 
-        admin, sync = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
-        origin = origin_service(self.work, free_port(), admin, sync)
-        self.start_service(origin, self.placement.load_cores)  # kept off the server cores
+        cluster = self.cluster = Cluster(self.work, bundle, regions=regions)
+        with cores(self.placement.load_cores):  # the origin is kept off the server cores
+            cluster.origin.start()
+        self.started.append(cluster.stop)  # its edges, then the origin
         # It shares the load generators' core(s): its ingest of the shipped events (a burst of tens of ms every
         # second) would stall them and show up as the edge's latency. At the lowest priority it waits for idle CPU,
         # as it would run on its own hosts in a deployment (the edges' spools hold the events meanwhile).
-        os.setpriority(os.PRIO_PROCESS, origin.process.pid, 19)
-        origin.wait_ready("/healthz")
-        publish_bundle(origin.url, admin, bundle, state="active")
+        os.setpriority(os.PRIO_PROCESS, cluster.origin.pid, 19)
+        cluster.origin.wait_ready("/healthz")
+        cluster.publish()
         manifest = json.loads((bundle / "manifest.json").read_text())
         events = purchase_events(transactions)
         offers = regional_offers(transactions, events, regions, self.args.offers_per_region, set(manifest["items"]))
-        for offer in offers:
-            put_offer(origin.url, admin, offer)
+        cluster.put_offers(offers)
         counts = {r: sum(1 for o in offers if r in o["regions"]) for r in regions}
-        say(f"      origin {origin.url}: {len(offers)} offers ({', '.join(f'{r} {n}' for r, n in counts.items())})")
+        say(f"      origin {cluster.origin.url}: {len(offers)} offers "
+            f"({', '.join(f'{r} {n}' for r, n in counts.items())})")
+        self.offer_counts = counts
         # One edge serving all the traffic's regions with --servers worker processes, as it runs in production.
-        edge = edge_service(self.work, ",".join(regions), free_port(), origin.url, sync,
-                            extra_args=["--workers", str(self.args.servers)],
-                            extra_env={"EDGEREC_CDN_SECRET": self.cdn_secret})
-        self.start_service(edge, self.placement.server_cores)
-        edge.wait_ready("/readyz", timeout_s=60)
-        self._wait_for_offers(edge.url, counts)
-        hosts, pids = [edge.url], [edge.process.pid]
-        self.targets["edgerec"] = {"hosts": hosts, "pids": pids}
-        self.origin_url, self.sync_token, self.offer_counts = origin.url, sync, counts
+        edge = self._start_edge(regions, [], "edge")
+        self.targets["edgerec"] = {"hosts": [edge.url], "pids": [edge.pid]}
         return offers, counts
 
     def start_edgerec_no_events(self, regions: tuple[str, ...]) -> None:
         """A second edge like the first (same origin, regions, workers, cores) with events off (EDGEREC_EVENTS=off:
         no impression recorded, no spool, no shipper), for the events on/off ratio measured in the same rounds."""
-        edge = edge_service(self.work, ",".join(regions), free_port(), self.origin_url, self.sync_token,
-                            extra_args=["--workers", str(self.args.servers), "--events", "off"],
-                            extra_env={"EDGEREC_CDN_SECRET": self.cdn_secret})
-        data_dir = self.work / "edge-no-events"
-        edge.args[edge.args.index("--data-dir") + 1] = str(data_dir)
-        edge.name, edge.log_path = "edge (events off)", self.work / "logs" / "edge-no-events.log"
-        self.start_service(edge, self.placement.server_cores)
-        edge.wait_ready("/readyz", timeout_s=60)
-        self._wait_for_offers(edge.url, self.offer_counts)
+        edge = self._start_edge(regions, ["--events", "off"], "edge-no-events")
+        edge.name = "edge (events off)"
         self.targets["edgerec_no_events"] = {
-            "hosts": [edge.url], "pids": [edge.process.pid],
+            "hosts": [edge.url], "pids": [edge.pid],
             "note": "the same edge with --events off (no impressions, no spool, no shipper); compare with edgerec "
                     "within a round (ratios.events_on_vs_off_rps)"}
 
-    @staticmethod
-    def _wait_for_offers(url: str, counts: dict[str, int], timeout_s: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            status, _, body = http_call(url, "GET", "/readyz")
-            served = json.loads(body).get("regions", {}) if status == 200 else {}
-            if all(served.get(r) == n for r, n in counts.items()):
-                return
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"edge {url} serves {served}, expected {counts}")
-            time.sleep(0.1)
+    def _start_edge(self, regions: tuple[str, ...], args: list[str], label: str) -> Service:
+        """An edge of every region with --servers workers and the CDN secret, on the server cores, serving every
+        offer."""
+        edge = self.cluster.edge(",".join(regions), args=["--workers", str(self.args.servers), *args],
+                                 env={"EDGEREC_CDN_SECRET": self.cdn_secret}, label=label)
+        with cores(self.placement.server_cores):
+            self.cluster.start_edges(edge, timeout_s=60)
+        self.cluster.wait_for_version(0, self.offer_counts, timeout_s=30)
+        return edge
 
     def probe_contract(self, url: str, region: str) -> Contract:
         """Which form of the API the edge speaks: the anonymous GET and the geo header may not exist yet."""

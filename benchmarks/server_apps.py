@@ -43,17 +43,25 @@ starlette_app = Starlette(routes=[Route("/healthz", _healthz, methods=["GET"]),
                                   Route("/{path:path}", _answer, methods=["GET", "POST"])])
 
 
-async def asgi_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    if scope["type"] == "lifespan":
-        while (await receive())["type"] != "lifespan.shutdown":
-            await send({"type": "lifespan.startup.complete"})
-        await send({"type": "lifespan.shutdown.complete"})
-        return
-    more = scope["method"] == "POST"
-    while more:
-        more = (await receive()).get("more_body", False)
-    await send({"type": "http.response.start", "status": 200, "headers": RAW_HEADERS})
-    await send({"type": "http.response.body", "body": BODY})
+def raw_asgi_app(body: bytes, headers: list[tuple[bytes, bytes]]) -> Any:
+    """A bare ASGI callable (no framework) that reads the request body and answers `body` with `headers`."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        more = scope["method"] == "POST"
+        while more:  # the body is read, as any real endpoint must
+            more = (await receive()).get("more_body", False)
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+asgi_app = raw_asgi_app(BODY, RAW_HEADERS)
 
 
 RSGI_HEADERS = [(k.decode(), v.decode()) for k, v in RAW_HEADERS if k != b"content-length"]

@@ -310,20 +310,28 @@ def served(edge, request: dict) -> dict:
     return answer
 
 
-def seed(cluster: Cluster, catalog_skus: list[str]) -> Cluster:
-    """Publish the cluster's model and 20 GB offers of catalogue items (GB-<sku>)."""
+def seed(cluster: Cluster, catalog_skus: list[str], gb: int = 20, de: int = 0) -> Cluster:
+    """Publish the cluster's model, `gb` GB offers of catalogue items (GB-<sku>) and the next `de` in DE (DE-<sku>,
+    in EUR)."""
     cluster.publish()
-    cluster.put_offers([make_offer(f"GB-{sku}", sku) for sku in catalog_skus[:20]])
+    de_skus = catalog_skus[gb:gb + de]
+    cluster.put_offers([make_offer(f"GB-{sku}", sku) for sku in catalog_skus[:gb]]
+                       + [make_offer(f"DE-{sku}", sku, region="DE", currency="EUR") for sku in de_skus])
     return cluster
 
 
+def _seeded_offers(request: pytest.FixtureRequest) -> dict[str, int]:
+    """How many offers the seeded clusters get: a module's SEEDED_OFFERS ({"gb": 30, "de": 10}), else 20 in GB."""
+    return getattr(request.module, "SEEDED_OFFERS", {})
+
+
 @pytest.fixture
-def seeded(cluster, catalog_skus):
-    """The cluster with its model published and 20 GB offers of catalogue items."""
-    return seed(cluster, catalog_skus)
+def seeded(cluster, catalog_skus, request):
+    """The cluster with its model published and 20 GB offers of catalogue items (or the module's SEEDED_OFFERS)."""
+    return seed(cluster, catalog_skus, **_seeded_offers(request))
 
 
 @pytest.fixture(scope="module")
-def module_seeded(module_cluster, catalog_skus):
+def module_seeded(module_cluster, catalog_skus, request):
     """The module's shared cluster, seeded the same way, for tests that only read or tolerate each other's writes."""
-    return seed(module_cluster, catalog_skus)
+    return seed(module_cluster, catalog_skus, **_seeded_offers(request))

@@ -122,10 +122,20 @@ class Service:
             return "(no log)"
 
     def stop(self, timeout_s: float = 10.0) -> None:
+        self.terminate()
+        self.wait_stopped(timeout_s)
+
+    def terminate(self) -> None:
+        """SIGTERM (a clean stop), without waiting for it: several services stop side by side."""
+        proc = self.process
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+
+    def wait_stopped(self, timeout_s: float = 10.0) -> None:
+        """Until the process has exited; SIGKILL (kill()) once `timeout_s` has passed."""
         proc = self.process
         if proc is None or proc.poll() is not None:
             return
-        proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout_s)
         except subprocess.TimeoutExpired:
@@ -350,6 +360,8 @@ class Cluster:
                 time.sleep(0.05)
 
     def stop(self) -> None:
+        for edge in self.edges:  # every edge at once, then the origin
+            edge.terminate()
         for edge in self.edges:
-            edge.stop()
+            edge.wait_stopped()
         self.origin.stop()

@@ -13,23 +13,19 @@ import pytest
 from edgerec.cli.services import http_call, http_json
 from tests.conftest import (
     first_certificate_der,
-    make_offer,
     renew_in_place,
     served_certificate,
     wait_until,
 )
 
-
-def seed(cluster, catalog_skus) -> None:
-    cluster.publish()
-    for sku in catalog_skus[:10]:
-        cluster.put_offer(make_offer(f"GB-{sku}", sku))
+# One origin with the model and 10 GB offers for the module (tests/conftest.py's module_seeded): each test starts
+# an edge of its own against it, and none writes to it.
+SEEDED_OFFERS = {"gb": 10}
 
 
-def test_the_edge_listener_answers_https_with_its_configured_certificate(cluster, pki, catalog_skus):
-    seed(cluster, catalog_skus)
+def test_the_edge_listener_answers_https_with_its_configured_certificate(module_seeded, pki, catalog_skus):
     cert, key = pki.issue("edge-listener", "127.0.0.1", "localhost")
-    edge = cluster.start_edge("GB", ready=False, args=["--tls-cert", str(cert), "--tls-key", str(key)])
+    edge = module_seeded.start_edge("GB", ready=False, args=["--tls-cert", str(cert), "--tls-key", str(key)])
     edge.scheme, edge.tls = "https", pki.client_context()
     edge.wait_ready("/readyz")
     status, answer = http_json(edge.url, "POST", "/v1/recommendations", {"k": 3}, ssl_context=edge.tls)
@@ -39,9 +35,8 @@ def test_the_edge_listener_answers_https_with_its_configured_certificate(cluster
         http_call(edge.url, "GET", "/healthz", ssl_context=ssl.create_default_context(), timeout=5)
 
 
-def test_an_edge_opens_no_connection_but_to_its_origin(cluster, catalog_skus):
-    seed(cluster, catalog_skus)
-    edge = cluster.start_edge("GB")
+def test_an_edge_opens_no_connection_but_to_its_origin(module_seeded, catalog_skus):
+    edge = module_seeded.start_edge("GB")
     process = psutil.Process(edge.process.pid)
     seen: set[tuple[str, int, str, int]] = set()
     deadline = time.monotonic() + 3.0
@@ -56,7 +51,7 @@ def test_an_edge_opens_no_connection_but_to_its_origin(cluster, catalog_skus):
         time.sleep(0.1)
     wait_until(lambda: json.loads(http_call(edge.url, "GET", "/readyz")[2])["data_version"] >= 11,
                what="the edge in sync")
-    to_origin = {c for c in seen if c[3] == cluster.origin.port}
+    to_origin = {c for c in seen if c[3] == module_seeded.origin.port}
     inbound = {c for c in seen if c[1] == edge.port}
     assert to_origin, "the edge never held a connection to its origin (long-poll), so the check saw nothing"
     assert seen == to_origin | inbound, f"unexpected connections: {sorted(seen - to_origin - inbound)}"
@@ -64,12 +59,11 @@ def test_an_edge_opens_no_connection_but_to_its_origin(cluster, catalog_skus):
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_a_listener_certificate_renewed_on_disk_is_served_to_new_connections_without_a_restart(cluster, pki,
+def test_a_listener_certificate_renewed_on_disk_is_served_to_new_connections_without_a_restart(module_seeded, pki,
                                                                                                catalog_skus, workers):
     """Every worker process watches the files: new connections, whichever worker takes them, get the renewal."""
-    seed(cluster, catalog_skus)
     live = pki.issue("edge-listener", "127.0.0.1", "localhost")
-    edge = cluster.start_edge("GB", ready=False, args=["--tls-cert", str(live[0]), "--tls-key", str(live[1]),
+    edge = module_seeded.start_edge("GB", ready=False, args=["--tls-cert", str(live[0]), "--tls-key", str(live[1]),
                                                        "--tls-reload-interval", "0.2", "--workers", str(workers)])
     edge.scheme, edge.tls = "https", pki.client_context()
     edge.wait_ready("/readyz")

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
-from aiohttp import ClientSession, web
+from aiohttp import web
 
-from edgerec.cli.services import Cluster, free_port
+from edgerec.cli.services import Cluster
 from tests.conftest import (
     NATS_DOWN,
     NATS_URL,
@@ -35,13 +35,14 @@ from tests.conftest import (
     missing_part,
     wait_until,
 )
+from tests.proxy_support import LoopbackProxy
 
 KILLS = 3
 CLIENTS = 4
 TAG = f"t{secrets.token_hex(3)}-"  # this run's request ids: unique across runs, for the shared NATS stream
 
 
-class AckLosingProxy:
+class AckLosingProxy(LoopbackProxy):
     """A plain HTTP hop (a load balancer) between the edge and the origin: passes every request and answer as they
     are, except that every `every`-th event batch the origin acknowledged gets a 502 instead of its answer (the
     acknowledgement lost on the way back). Everything else, the long-polls of sync included, passes untouched."""
@@ -50,45 +51,9 @@ class AckLosingProxy:
                             "proxy-connection", "te", "trailer"})
 
     def __init__(self, origin_url: str, every: int = 3) -> None:
-        self.origin_url, self.every = origin_url, every
-        self.port = free_port()
+        super().__init__(origin_url, max_body_bytes=256 * 1024 * 1024)
+        self.every = every
         self.batches = self.lost = 0
-        self._loop = asyncio.new_event_loop()
-        self._started = threading.Event()
-        self._thread = threading.Thread(target=self._serve, name="ack-losing-proxy", daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> AckLosingProxy:
-        self._thread.start()
-        assert self._started.wait(10), "the proxy did not start"
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        async def shutdown() -> None:
-            await self._session.close()
-            await self._runner.cleanup()
-            self._loop.stop()
-
-        asyncio.run_coroutine_threadsafe(shutdown(), self._loop)
-        self._thread.join(10)
-
-    def _serve(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        app = web.Application(client_max_size=256 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=0.1)
-        self._loop.run_until_complete(self._runner.setup())
-        self._loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port).start())
-
-        async def make_session() -> ClientSession:
-            return ClientSession(auto_decompress=False)
-
-        self._session = self._loop.run_until_complete(make_session())
-        self._started.set()
-        self._loop.run_forever()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         headers = {k: v for k, v in request.headers.items() if k.lower() not in self.HOP_BY_HOP}

@@ -9,42 +9,26 @@ import pytest
 from edgerec.cli.services import http_call, http_json
 from tests.conftest import make_offer, wait_until
 
+# The seeded clusters (tests/conftest.py): the model and 30 GB offers plus 10 DE offers of catalog items; writers
+# get a fresh one (`seeded`), the tests that change nothing share one (`module_seeded`).
+SEEDED_OFFERS = {"gb": 30, "de": 10}
+
 
 def recommend(edge, payload: dict) -> tuple[int, dict]:
     return http_json(edge.url, "POST", "/v1/recommendations", payload)
 
 
-def seed_two_regions(cluster, catalog_skus):
-    """The model and 30 GB offers plus 10 DE offers of catalog items."""
-    cluster.publish()
-    cluster.put_offers([make_offer(f"GB-{sku}", sku) for sku in catalog_skus[:30]]
-                       + [make_offer(f"DE-{sku}", sku, region="DE", currency="EUR") for sku in catalog_skus[30:40]])
-    return cluster
-
-
-@pytest.fixture
-def seeded(cluster, catalog_skus):
-    """A fresh origin so seeded, for the tests that change its offers."""
-    return seed_two_regions(cluster, catalog_skus)
-
-
 @pytest.fixture(scope="module")
-def shared(module_cluster, catalog_skus):
-    """One origin so seeded for the tests that change nothing on it."""
-    return seed_two_regions(module_cluster, catalog_skus)
-
-
-@pytest.fixture(scope="module")
-def gb_edge(shared):
+def gb_edge(module_seeded):
     """One GB edge of the shared origin, for the tests that only ask it."""
-    return shared.start_edge("GB")
+    return module_seeded.start_edge("GB")
 
 
 def served_ids(answer: dict) -> list[str]:
     return [o["offer_id"] for o in answer["offers"]]
 
 
-def test_an_edge_serves_ranked_offers_of_its_region_only(gb_edge, shared, catalog_skus):
+def test_an_edge_serves_ranked_offers_of_its_region_only(gb_edge, module_seeded, catalog_skus):
     edge = gb_edge
     status, answer = recommend(edge, {"shopper_id": "s-1", "recent_items": catalog_skus[:5], "k": 10})
     assert status == 200, answer
@@ -53,7 +37,7 @@ def test_an_edge_serves_ranked_offers_of_its_region_only(gb_edge, shared, catalo
     scores = [o["score"] for o in answer["offers"]]
     assert scores == sorted(scores, reverse=True)
     assert answer["region"] == "GB" and answer["fallback"] is None and answer["request_id"]
-    assert answer["model_version"] == json.loads((shared.bundle / "manifest.json").read_text())["version"]
+    assert answer["model_version"] == json.loads((module_seeded.bundle / "manifest.json").read_text())["version"]
     status, answer = recommend(edge, {"region": "DE", "recent_items": []})
     assert status == 404 and "GB" in answer["error"]["message"]
 
@@ -130,8 +114,8 @@ def test_an_edge_without_a_model_is_alive_but_not_ready(cluster, catalog_skus):
     assert recommend(edge, {"recent_items": []})[0] == 200
 
 
-def test_metrics_and_openapi_are_served(shared):
-    edge = shared.start_edge("GB")  # an edge of its own: its request counter starts at zero
+def test_metrics_and_openapi_are_served(module_seeded):
+    edge = module_seeded.start_edge("GB")  # an edge of its own: its request counter starts at zero
     recommend(edge, {"recent_items": []})
     status, _, raw = http_call(edge.url, "GET", "/metrics")
     text = raw.decode()
@@ -187,8 +171,8 @@ def test_malformed_requests_get_a_4xx_json_error_that_says_what_is_wrong(gb_edge
     assert recommend(edge, {"recent_items": []})[0] == 200
 
 
-def test_an_edge_with_several_workers_serves_from_every_one(shared, catalog_skus):
-    edge = shared.start_edge("GB", args=["--workers", "2"])
+def test_an_edge_with_several_workers_serves_from_every_one(module_seeded, catalog_skus):
+    edge = module_seeded.start_edge("GB", args=["--workers", "2"])
     seen = set()
     for _ in range(40):  # new connections spread over the workers; each has its own synced copy
         status, answer = recommend(edge, {"recent_items": catalog_skus[:3]})

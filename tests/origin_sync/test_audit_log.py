@@ -11,7 +11,7 @@ import pytest
 from edgerec.cli.services import admin_headers, http_call, http_json
 from origin_sync.origin.store import ChangeLogStore
 from tests.conftest import Cluster, make_offer, needs_pg
-from tests.origin_sync.test_store_backends import _with_store, run
+from tests.store_support import run_on_store
 
 
 def test_every_admin_call_is_audited_with_no_secret(tmp_path, bundle_dir, catalog_skus):
@@ -76,4 +76,4 @@ def test_both_stores_keep_read_and_purge_the_audit_log(kind, tmp_path, request):
         assert len(await store.audit_log(100)) == 3
         assert (await store.head()).version == 0  # audit entries are not changes: nothing is synced
 
-    run(_with_store(kind, tmp_path, request.getfixturevalue("pg_schema") if kind == "postgres" else None, scenario))
+    run_on_store(kind, tmp_path, request, scenario)

@@ -19,7 +19,7 @@ from origin_sync.origin.sinks import (
     unresolved_request_ids,
 )
 from origin_sync.wire.events import KINDS
-from tests.conftest import NATS_URL, PG_DSN, PgSchema, needs_nats, needs_pg
+from tests.conftest import NATS_URL, PG_DSN, needs_nats, needs_pg
 
 
 def events(n: int, experiment: str = "e", shopper: str | None = None) -> list[dict]:
@@ -111,13 +111,8 @@ def test_the_sqlite_sink_reports_revenue_per_currency_and_unattributed_feedback(
 
 
 @needs_pg
-def test_the_postgresql_sink_reports_revenue_per_currency_and_unattributed_feedback():
-    schema = PgSchema()
-    schema.create()
-    try:
-        asyncio.run(_report_counts(PostgresEventSink(PG_DSN, schema.name)))
-    finally:
-        schema.drop()
+def test_the_postgresql_sink_reports_revenue_per_currency_and_unattributed_feedback(pg_schema):
+    asyncio.run(_report_counts(PostgresEventSink(PG_DSN, pg_schema.name)))
 
 
 def test_a_batch_s_feedback_is_unattributed_only_without_an_impression_in_it_or_stored():
@@ -128,13 +123,8 @@ def test_a_batch_s_feedback_is_unattributed_only_without_an_impression_in_it_or_
 
 
 @needs_pg
-def test_the_postgresql_sink_stores_each_batch_once_and_answers_reports_and_erasure():
-    schema = PgSchema()
-    schema.create()
-    try:
-        asyncio.run(_exercise(PostgresEventSink(PG_DSN, schema.name)))
-    finally:
-        schema.drop()
+def test_the_postgresql_sink_stores_each_batch_once_and_answers_reports_and_erasure(pg_schema):
+    asyncio.run(_exercise(PostgresEventSink(PG_DSN, pg_schema.name)))
 
 
 @needs_nats

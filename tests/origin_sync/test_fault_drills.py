@@ -6,7 +6,6 @@ unverified state, and it recovers on its own when the fault ends.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import os
@@ -20,10 +19,10 @@ from pathlib import Path
 
 import msgpack
 import pytest
-from aiohttp import ClientSession, TCPConnector, web
+from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edgerec.cli.services import free_port, http_call
+from edgerec.cli.services import http_call
 from edgerec.core.tls import server_context
 from tests.conftest import (
     edge_tls_env,
@@ -36,60 +35,21 @@ from tests.conftest import (
     sync_error_count,
     wait_until,
 )
+from tests.proxy_support import LoopbackProxy
 
 
-class SyncProxy:
-    """A loopback HTTP proxy between an edge and the origin that can mangle the origin's answers. With
-    `server_tls` it serves HTTPS (the edge's TLS ends here) and with `client_tls` it reaches an HTTPS origin on a
-    TLS connection of its own: a hop that terminates and re-originates TLS, as a load balancer does."""
+class SyncProxy(LoopbackProxy):
+    """A loopback HTTP proxy between an edge and the origin that can mangle the origin's answers (over TLS on
+    either side with `server_tls` and `client_tls`, as LoopbackProxy)."""
 
     def __init__(self, origin_url: str, server_tls: ssl.SSLContext | None = None,
                  client_tls: ssl.SSLContext | None = None) -> None:
-        self.origin_url = origin_url
-        self.server_tls, self.client_tls = server_tls, client_tls
-        self.port = free_port()
+        super().__init__(origin_url, server_tls, client_tls)
         self.mode = "pass"
         self.recorded_deltas: bytes | None = None
         self.mangled = 0
         self.client_subjects: set[str] = set()  # the CNs of the client certificates the edge presented (HTTPS)
         self._other_key = Ed25519PrivateKey.generate()
-        self._loop = asyncio.new_event_loop()
-        self._started = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"{'https' if self.server_tls else 'http'}://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> "SyncProxy":
-        self._thread.start()
-        assert self._started.wait(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        async def shutdown() -> None:
-            await self._session.close()
-            await self._runner.cleanup()
-            self._loop.stop()
-
-        asyncio.run_coroutine_threadsafe(shutdown(), self._loop)
-        self._thread.join(10)
-
-    def _serve(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        runner = self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=0.1)
-        self._loop.run_until_complete(runner.setup())
-        self._loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port, ssl_context=self.server_tls).start())
-
-        async def make_session() -> ClientSession:
-            connector = TCPConnector(ssl=self.client_tls) if self.client_tls is not None else None
-            return ClientSession(auto_decompress=False, connector=connector)
-
-        self._session = self._loop.run_until_complete(make_session())
-        self._started.set()
-        self._loop.run_forever()
 
     async def _forward(self, request: web.Request, query: dict[str, str]) -> tuple[int, bytes, dict, str]:
         headers = {k: v for k, v in request.headers.items() if k.lower() in ("authorization", "x-edgerec-protocol")}

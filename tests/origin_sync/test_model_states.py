@@ -8,6 +8,7 @@ import hashlib
 import json
 import sqlite3
 from pathlib import Path
+from typing import Callable
 
 import msgpack
 import pytest
@@ -18,9 +19,8 @@ from origin_sync.wire.experiments import validate_experiment
 from origin_sync.wire.protocol import unpack
 from origin_sync.wire.signing import Verifier, open_envelope
 from tests.cli_support import assert_one_line_error, in_parallel, run_cli
-from tests.conftest import PG_DSN, PgSchema, needs_pg
-
-BACKENDS = ["sqlite", pytest.param("postgres", marks=needs_pg)]
+from tests.conftest import PG_DSN, needs_pg
+from tests.store_support import BACKENDS, run_on_store
 
 
 def _bundle(version: str) -> tuple[dict, bytes]:
@@ -31,26 +31,6 @@ def _bundle(version: str) -> tuple[dict, bytes]:
 
 def _states(models: list[dict]) -> dict[str, str]:
     return {m["version"]: m["state"] for m in models}
-
-
-async def _open(kind: str, tmp_path: Path, schema: PgSchema | None) -> ChangeLogStore:
-    store: ChangeLogStore = SQLiteStore(tmp_path / "origin.db", tmp_path / "blobs") if schema is None \
-        else PostgresStore(PG_DSN, tmp_path / "blobs", schema=schema.name)
-    await store.open()
-    return store
-
-
-def _run(kind, tmp_path, request, scenario) -> None:
-    schema = request.getfixturevalue("pg_schema") if kind == "postgres" else None
-
-    async def main() -> None:
-        store = await _open(kind, tmp_path, schema)
-        try:
-            await scenario(store)
-        finally:
-            await store.close()
-
-    asyncio.run(main())
 
 
 @pytest.mark.parametrize("kind", BACKENDS)
@@ -80,7 +60,7 @@ def test_only_activation_reaches_the_log_and_activating_retires_the_active_model
             await store.publish_model(*_bundle("m4"), state="retired")
         await store.verify_chain()
 
-    _run(kind, tmp_path, request, scenario)
+    run_on_store(kind, tmp_path, request, scenario)
 
 
 @pytest.mark.parametrize("kind", BACKENDS)
@@ -102,7 +82,21 @@ def test_an_experiment_may_name_a_candidate_or_retired_model_but_not_a_merely_pu
             await store.upsert_experiment(experiment(model, region))
             assert (await store.experiment(model))["variants"][1]["model_ref"]["version"] == model
 
-    _run(kind, tmp_path, request, scenario)
+    run_on_store(kind, tmp_path, request, scenario)
+
+
+async def _open_old_database_twice(make_store: Callable[[], ChangeLogStore]) -> None:
+    """Open a database of three models from before model states: the active one is `active`, the others
+    `retired`; a publish is stored as published. A second open finds the column and leaves the states alone."""
+    for _ in range(2):
+        store = make_store()
+        await store.open()
+        try:
+            states = _states(await store.models())
+            assert {v: states[v] for v in ("m1", "m2", "m3")} == {"m1": "retired", "m2": "active", "m3": "retired"}
+            await store.publish_model(*_bundle("m4"), state="published")
+        finally:
+            await store.close()
 
 
 def test_a_sqlite_database_from_before_model_states_is_migrated(tmp_path):
@@ -118,15 +112,7 @@ def test_a_sqlite_database_from_before_model_states_is_migrated(tmp_path):
     db.close()
 
     async def scenario() -> None:
-        for _ in range(2):  # a second open finds the column and leaves the states alone
-            store = SQLiteStore(tmp_path / "origin.db", tmp_path / "blobs")
-            await store.open()
-            try:
-                states = _states(await store.models())
-                assert {v: states[v] for v in ("m1", "m2", "m3")} == {"m1": "retired", "m2": "active", "m3": "retired"}
-                await store.publish_model(*_bundle("m4"), state="published")
-            finally:
-                await store.close()
+        await _open_old_database_twice(lambda: SQLiteStore(tmp_path / "origin.db", tmp_path / "blobs"))
         assert sqlite3.connect(tmp_path / "origin.db").execute(
             "SELECT state FROM models WHERE version = 'm4'").fetchone() == ("published",)
 
@@ -149,15 +135,7 @@ def test_a_postgresql_database_from_before_model_states_is_migrated(tmp_path, pg
             """)
         finally:
             await conn.close()
-        for _ in range(2):
-            store = PostgresStore(PG_DSN, tmp_path / "blobs", schema=pg_schema.name)
-            await store.open()
-            try:
-                states = _states(await store.models())
-                assert {v: states[v] for v in ("m1", "m2", "m3")} == {"m1": "retired", "m2": "active", "m3": "retired"}
-                await store.publish_model(*_bundle("m4"), state="published")
-            finally:
-                await store.close()
+        await _open_old_database_twice(lambda: PostgresStore(PG_DSN, tmp_path / "blobs", schema=pg_schema.name))
         conn = await asyncpg.connect(PG_DSN, server_settings={"search_path": pg_schema.name})
         try:
             column = await conn.fetchrow("SELECT is_nullable, column_default FROM information_schema.columns WHERE "

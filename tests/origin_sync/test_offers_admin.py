@@ -4,7 +4,6 @@ The store's batch and update on both backends; the API and the CLI against real 
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import json
 import time
@@ -13,30 +12,12 @@ from pathlib import Path
 import pytest
 
 from edgerec.cli.services import free_port, http_call, http_json, origin_service
-from origin_sync.origin.store import ChangeLogStore, NotFound, PostgresStore, SQLiteStore
+from origin_sync.origin.store import ChangeLogStore, NotFound
 from origin_sync.wire.offers import InvalidOffer, validate_offer
 from origin_sync.wire.protocol import unpack
 from tests.cli_support import assert_one_line_error, run_cli
-from tests.conftest import PG_DSN, make_offer, needs_pg
-
-BACKENDS = ["sqlite", pytest.param("postgres", marks=needs_pg)]
-
-
-def _run(kind, tmp_path, request, scenario) -> None:
-    schema = request.getfixturevalue("pg_schema").name if kind == "postgres" else None
-
-    async def main() -> None:
-        if schema is not None:
-            store: ChangeLogStore = PostgresStore(PG_DSN, tmp_path / "blobs", schema=schema)
-        else:
-            store = SQLiteStore(tmp_path / "origin.db", tmp_path / "blobs")
-        await store.open()
-        try:
-            await scenario(store)
-        finally:
-            await store.close()
-
-    asyncio.run(main())
+from tests.conftest import make_offer
+from tests.store_support import BACKENDS, run_on_store
 
 
 @pytest.mark.parametrize("kind", BACKENDS)
@@ -55,7 +36,7 @@ def test_a_batch_writes_only_what_changed_in_one_transaction(kind, tmp_path, req
         assert await store.upsert_offers([validate_offer(make_offer("a", "10001"))]) == (4, ["unchanged"])
         await store.verify_chain()
 
-    _run(kind, tmp_path, request, scenario)
+    run_on_store(kind, tmp_path, request, scenario)
 
 
 @pytest.mark.parametrize("kind", BACKENDS)
@@ -76,7 +57,7 @@ def test_an_offer_update_is_atomic_and_a_refused_one_writes_nothing(kind, tmp_pa
         assert (await store.head()).version == 2 and (await store.offer("a"))["price"] == 2.0
         await store.verify_chain()
 
-    _run(kind, tmp_path, request, scenario)
+    run_on_store(kind, tmp_path, request, scenario)
 
 
 # -- the admin API -----------------------------------------------------------------------------------------------
@@ -91,7 +72,8 @@ def _patch(cluster, offer_id: str, patch, content_type: str = "application/merge
     return status, json.loads(raw)
 
 
-def test_a_partial_put_names_every_missing_required_field(cluster):
+def test_a_partial_put_names_every_missing_required_field(module_cluster):
+    cluster = module_cluster  # refusals only: nothing is written
     status, body = http_json(cluster.origin.url, "PUT", "/v1/admin/offers/o1", {"sku": "10001", "price": None},
                              _auth(cluster))
     assert status == 422 and body["error"]["code"] == "invalid_offer"

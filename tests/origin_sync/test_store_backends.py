@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import secrets
 import threading
-from pathlib import Path
 
 import pytest
 
@@ -18,18 +17,18 @@ from origin_sync.origin.store import (
     Compacted,
     NotFound,
     PostgresStore,
-    SQLiteStore,
 )
 from origin_sync.wire.experiments import ExperimentOverlap, validate_experiment
 from origin_sync.wire.protocol import GENESIS_HASH, chain_hash, unpack
-from tests.conftest import PG_DSN, PgSchema, make_offer, needs_pg
+from tests.conftest import PG_DSN, make_offer, needs_pg
+from tests.store_support import BACKENDS, run_on_store
 
 
 def run(coro):
     return asyncio.run(coro)
 
 
-@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=needs_pg)])
+@pytest.mark.parametrize("kind", BACKENDS)
 def test_versions_are_gapless_and_the_hash_chain_verifies(kind, tmp_path, request):
     async def scenario(store: ChangeLogStore) -> None:
         versions = [await store.upsert_offer(make_offer(f"o{i}", "10001")) for i in range(5)]
@@ -41,10 +40,10 @@ def test_versions_are_gapless_and_the_hash_chain_verifies(kind, tmp_path, reques
             await store.delete_offer("o0")
         assert (await store.head()).version == 6  # a refused write leaves no gap
 
-    run(_with_store(kind, tmp_path, request.getfixturevalue("pg_schema") if kind == "postgres" else None, scenario))
+    run_on_store(kind, tmp_path, request, scenario)
 
 
-@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=needs_pg)])
+@pytest.mark.parametrize("kind", BACKENDS)
 def test_changes_since_are_region_scoped_and_chained(kind, tmp_path, request):
     async def scenario(store: ChangeLogStore) -> None:
         await store.upsert_offer(make_offer("gb", "10001", region="GB"))
@@ -61,10 +60,10 @@ def test_changes_since_are_region_scoped_and_chained(kind, tmp_path, request):
         assert [o["id"] for o in snap["offers"]] == ["de"] and snap["version"] == 3
         assert snap["head_hash"] == page.to_hash
 
-    run(_with_store(kind, tmp_path, request.getfixturevalue("pg_schema") if kind == "postgres" else None, scenario))
+    run_on_store(kind, tmp_path, request, scenario)
 
 
-@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=needs_pg)])
+@pytest.mark.parametrize("kind", BACKENDS)
 def test_compaction_keeps_the_retention_and_refuses_older_versions(kind, tmp_path, request):
     async def scenario(store: ChangeLogStore) -> None:
         for i in range(10):
@@ -79,20 +78,20 @@ def test_compaction_keeps_the_retention_and_refuses_older_versions(kind, tmp_pat
         assert await store.compact(keep_seconds=3600) == 6  # nothing that young is dropped
         assert len((await store.snapshot(("GB",)))["offers"]) == 10
 
-    run(_with_store(kind, tmp_path, request.getfixturevalue("pg_schema") if kind == "postgres" else None, scenario))
+    run_on_store(kind, tmp_path, request, scenario)
 
 
-@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=needs_pg)])
+@pytest.mark.parametrize("kind", BACKENDS)
 def test_concurrent_writers_of_one_store_get_one_gapless_sequence(kind, tmp_path, request):
     async def scenario(store: ChangeLogStore) -> None:
         versions = await asyncio.gather(*(store.upsert_offer(make_offer(f"o{i}", "10001")) for i in range(40)))
         assert sorted(versions) == list(range(1, 41))
         await store.verify_chain()
 
-    run(_with_store(kind, tmp_path, request.getfixturevalue("pg_schema") if kind == "postgres" else None, scenario))
+    run_on_store(kind, tmp_path, request, scenario)
 
 
-@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=needs_pg)])
+@pytest.mark.parametrize("kind", BACKENDS)
 def test_overlapping_experiments_are_refused_even_when_written_at_once(kind, tmp_path, request):
     def experiment(eid: str, regions: list[str], start: float | None = None, end: float | None = None) -> dict:
         return validate_experiment({"id": eid, "variants": [{"name": "control"}, {"name": "b"}], "regions": regions,
@@ -116,7 +115,7 @@ def test_overlapping_experiments_are_refused_even_when_written_at_once(kind, tmp
         assert sorted(e["id"] for e in await store.experiments()) == ["de-1", "fr-a" if isinstance(results[0], int)
                                                                       else "fr-b", "gb-1", "gb-later"]
 
-    run(_with_store(kind, tmp_path, request.getfixturevalue("pg_schema") if kind == "postgres" else None, scenario))
+    run_on_store(kind, tmp_path, request, scenario)
 
 
 def _manifest(version: str, data: bytes) -> dict:
@@ -125,7 +124,7 @@ def _manifest(version: str, data: bytes) -> dict:
     return {"version": version, "sha256": hashlib.sha256(data).hexdigest()}
 
 
-@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=needs_pg)])
+@pytest.mark.parametrize("kind", BACKENDS)
 def test_activating_the_model_already_active_appends_nothing(kind, tmp_path, request):
     async def scenario(store: ChangeLogStore) -> None:
         await store.publish_model(_manifest("m-1", b"one"), b"one", state="active")
@@ -140,10 +139,10 @@ def test_activating_the_model_already_active_appends_nothing(kind, tmp_path, req
             await store.activate_model("nope")
         assert (await store.verify_chain()).version == published + 1
 
-    run(_with_store(kind, tmp_path, request.getfixturevalue("pg_schema") if kind == "postgres" else None, scenario))
+    run_on_store(kind, tmp_path, request, scenario)
 
 
-@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=needs_pg)])
+@pytest.mark.parametrize("kind", BACKENDS)
 def test_an_experiment_naming_an_unknown_model_is_refused_for_that_before_any_overlap(kind, tmp_path, request):
     async def scenario(store: ChangeLogStore) -> None:
         await store.upsert_experiment(validate_experiment({"id": "gb-1", "variants": [{"name": "a"}, {"name": "b"}],
@@ -158,19 +157,7 @@ def test_an_experiment_naming_an_unknown_model_is_refused_for_that_before_any_ov
             await store.upsert_experiment(overlapping)
         assert (await store.head()).version == head + 1  # only the publish appended a change
 
-    run(_with_store(kind, tmp_path, request.getfixturevalue("pg_schema") if kind == "postgres" else None, scenario))
-
-
-async def _with_store(kind: str, tmp_path: Path, schema: PgSchema | None, scenario) -> None:
-    if schema is None:
-        store: ChangeLogStore = SQLiteStore(tmp_path / "origin.db", tmp_path / "blobs")
-    else:
-        store = PostgresStore(PG_DSN, tmp_path / "blobs", schema=schema.name)
-    await store.open()
-    try:
-        await scenario(store)
-    finally:
-        await store.close()
+    run_on_store(kind, tmp_path, request, scenario)
 
 
 @needs_pg
