@@ -17,6 +17,7 @@ from origin_sync.origin.store import (
     Compacted,
     NotFound,
     PostgresStore,
+    SQLiteStore,
 )
 from origin_sync.wire.experiments import ExperimentOverlap, validate_experiment
 from origin_sync.wire.protocol import GENESIS_HASH, chain_hash, unpack
