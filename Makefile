@@ -54,6 +54,8 @@ $(PROMTOOL):
 test: $(STAMP) $(CHECKOV) $(VARNISHD) $(WRK) $(HAPROXY) $(PROMTOOL)
 	bash scripts/test-services.sh
 	bash scripts/lock.sh --check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 	EDGEREC_INFRA_STRICT=1 $(BIN)/python -m pytest -q

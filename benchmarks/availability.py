@@ -29,7 +29,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edgerec.cli.services import Service, edge_service, free_port, http_json, origin_service, publish_bundle, put_offer
+from edgerec.cli.process import Service, free_port, http_json
+from edgerec.cli.services import edge_service, origin_service, publish_bundle, put_offer
 
 from .drill_parts import LoadGenerator, PgCluster, haproxy_service, missing
 
@@ -58,8 +59,9 @@ class Drill:
         self.out, self.bundles, self.rate, self.settle_s = out, bundles, rate, settle_s
         self.workdir = out / "run"
         self.pg = PgCluster()
-        self.origins = [origin_service(self.workdir, free_port(), ADMIN, SYNC, dsn=None, name=f"origin {i}")
-                        for i in (1, 2)]
+        self.origins = [
+            origin_service(self.workdir, free_port(), ADMIN, SYNC, dsn=None, name=f"origin {i}") for i in (1, 2)
+        ]
         self.edges: dict[str, list[Service]] = {}
         self.faults: list[dict[str, Any]] = []
         self.acked_writes: list[str] = []
@@ -85,11 +87,17 @@ class Drill:
         origin_urls = ",".join(o.url for o in self.origins)
         for region in REGIONS:
             self.edges[region] = [
-                edge_service(self.workdir, region, free_port(), origin_urls, SYNC,
-                             ["--data-dir", str(self.workdir / f"edge-{region}-{i}")],
-                             {"EDGEREC_SYNC_BACKOFF_MAX_S": "1", "EDGEREC_SYNC_WAIT_S": "5",
-                              "EDGEREC_PSEUDONYM_KEY": PSEUDONYM})
-                for i in (1, 2)]
+                edge_service(
+                    self.workdir,
+                    region,
+                    free_port(),
+                    origin_urls,
+                    SYNC,
+                    ["--data-dir", str(self.workdir / f"edge-{region}-{i}")],
+                    {"EDGEREC_SYNC_BACKOFF_MAX_S": "1", "EDGEREC_SYNC_WAIT_S": "5", "EDGEREC_PSEUDONYM_KEY": PSEUDONYM},
+                )
+                for i in (1, 2)
+            ]
             for i, edge in enumerate(self.edges[region], 1):
                 edge.name = f"edge {region}-{i}"
                 edge.start()
@@ -97,8 +105,14 @@ class Drill:
             edge.wait_ready("/readyz", timeout_s=60)
         self.lb, self.urls = haproxy_service(self.workdir, self.edges)
         self.lb.start()
-        _wait(lambda: all(http_json(u, "POST", "/v1/recommendations", {"region": r, "k": 5}, timeout=2)[0] == 200
-                          for r, u in self.urls.items()), 30, "the load balancer serving")
+        _wait(
+            lambda: all(
+                http_json(u, "POST", "/v1/recommendations", {"region": r, "k": 5}, timeout=2)[0] == 200
+                for r, u in self.urls.items()
+            ),
+            30,
+            "the load balancer serving",
+        )
 
     def all_edges(self) -> list[Service]:
         return [edge for edges in self.edges.values() for edge in edges]
@@ -121,8 +135,11 @@ class Drill:
         while time.monotonic() < deadline:
             for origin in self.live_origins():
                 try:
-                    return int(put_offer(origin.url, ADMIN, _offer(f"GB-probe-{secrets.token_hex(4)}",
-                                                                    self.skus[0], "GB"))["data_version"])
+                    return int(
+                        put_offer(origin.url, ADMIN, _offer(f"GB-probe-{secrets.token_hex(4)}", self.skus[0], "GB"))[
+                            "data_version"
+                        ]
+                    )
                 except (OSError, RuntimeError, KeyError):
                     continue
             time.sleep(0.1)
@@ -160,8 +177,7 @@ class Drill:
         inject()
         healed()
         t1 = self.load.now()
-        self.faults.append({"name": name, "start_s": round(t0, 3), "end_s": round(t1, 3),
-                            "heal_s": round(t1 - t0, 3)})
+        self.faults.append({"name": name, "start_s": round(t0, 3), "end_s": round(t1, 3), "heal_s": round(t1 - t0, 3)})
         _progress(f"healed in {t1 - t0:.2f} s", self.started)
         time.sleep(self.settle_s)
 
@@ -173,8 +189,9 @@ class Drill:
             time.sleep(1.0)
             edge.start()
 
-        self.fault("edge replica SIGKILL + restart", restart_edge_replica,
-                   lambda: edge.wait_ready("/readyz", timeout_s=60))
+        self.fault(
+            "edge replica SIGKILL + restart", restart_edge_replica, lambda: edge.wait_ready("/readyz", timeout_s=60)
+        )
         first, second = self.origins
         self.fault("origin SIGKILL", first.kill, lambda: self._converge(self.write_probe()))
         first.start()
@@ -185,8 +202,11 @@ class Drill:
             second.stop()
             second.start()
 
-        self.fault("origin restart", restart_second,
-                   lambda: (second.wait_ready("/healthz", timeout_s=60), self._converge(self.write_probe())))
+        self.fault(
+            "origin restart",
+            restart_second,
+            lambda: (second.wait_ready("/healthz", timeout_s=60), self._converge(self.write_probe())),
+        )
         self.fault("PostgreSQL restart", self.pg.restart, lambda: self._converge(self.write_probe()))
         new_model: dict[str, str] = {}
 
@@ -194,8 +214,11 @@ class Drill:
             result = publish_bundle(self.origins[0].url, ADMIN, self.bundles[1], state="active")
             new_model["version"] = result.get("version") or result.get("model", {}).get("version")
 
-        self.fault("roll to a new model and data version", roll,
-                   lambda: self._converge(self.write_probe(), new_model.get("version")))
+        self.fault(
+            "roll to a new model and data version",
+            roll,
+            lambda: self._converge(self.write_probe(), new_model.get("version")),
+        )
 
         def rolling_restart() -> None:
             for replica in self.all_edges():
@@ -244,8 +267,13 @@ class Drill:
         origin = self.live_origins()[0]
         lost = 0
         for offer_id in self.acked_writes:
-            status, _ = http_json(origin.url, "GET", f"/v1/admin/offers/{offer_id}",
-                                  headers={"Authorization": f"Bearer {ADMIN}"}, timeout=5)
+            status, _ = http_json(
+                origin.url,
+                "GET",
+                f"/v1/admin/offers/{offer_id}",
+                headers={"Authorization": f"Bearer {ADMIN}"},
+                timeout=5,
+            )
             lost += status != 200
         return lost
 
@@ -256,26 +284,45 @@ class Drill:
         faults = []
         for f in self.faults:
             window = [s.latency_ms for s in samples if f["start_s"] <= s.sent <= f["end_s"]]
-            faults.append({**f, "requests": len(window),
-                           "failed": sum(not s.ok for s in samples if f["start_s"] <= s.sent <= f["end_s"]),
-                           "p99_ms": round(float(np.percentile(window, 99)), 2) if window else None})
+            faults.append(
+                {
+                    **f,
+                    "requests": len(window),
+                    "failed": sum(not s.ok for s in samples if f["start_s"] <= s.sent <= f["end_s"]),
+                    "p99_ms": round(float(np.percentile(window, 99)), 2) if window else None,
+                }
+            )
         latencies = [s.latency_ms for s in samples if s.ok]
         return {
-            "requests": len(samples), "failed": failed,
+            "requests": len(samples),
+            "failed": failed,
             "fallbacks": sum(s.ok and s.fallback for s in samples),
             "availability": round((len(samples) - failed) / len(samples), 6) if samples else None,
             "failed_by_status": dict(Counter(str(s.status) for s in samples if not s.ok)),
-            "duration_s": round(self.load.now(), 1), "rate_per_region": self.rate, "regions": list(REGIONS),
+            "duration_s": round(self.load.now(), 1),
+            "rate_per_region": self.rate,
+            "regions": list(REGIONS),
             "p50_ms": round(float(np.percentile(latencies, 50)), 2) if latencies else None,
             "p99_ms": round(float(np.percentile(latencies, 99)), 2) if latencies else None,
-            "admin_writes_acked": len(self.acked_writes), "admin_writes_lost": lost_writes,
+            "admin_writes_acked": len(self.acked_writes),
+            "admin_writes_lost": lost_writes,
             "admin_writes_refused": self.write_failures,
-            "events_acked": len(acked), "events_lost": sum(1 for e in acked if stored[e] == 0),
+            "events_acked": len(acked),
+            "events_lost": sum(1 for e in acked if stored[e] == 0),
             "events_duplicated": sum(n - 1 for n in stored.values() if n > 1),
             "faults": faults,
             # Each failed answer (the first 200): when, what and how, for the timeline's spikes.
-            "failures": [{"sent_s": round(s.sent, 3), "kind": s.kind, "region": s.region, "status": s.status,
-                          "latency_ms": round(s.latency_ms, 1)} for s in samples if not s.ok][:200],
+            "failures": [
+                {
+                    "sent_s": round(s.sent, 3),
+                    "kind": s.kind,
+                    "region": s.region,
+                    "status": s.status,
+                    "latency_ms": round(s.latency_ms, 1),
+                }
+                for s in samples
+                if not s.ok
+            ][:200],
         }
 
 
@@ -294,15 +341,23 @@ async def _drill_event_ids(dsn: str) -> list[str]:
 
 def _offer(offer_id: str, sku: str, region: str) -> dict[str, Any]:
     currency = {"GB": "GBP"}.get(region, "EUR")
-    return {"id": offer_id, "sku": sku, "title": f"Item {sku}", "price": 9.99, "currency": currency,
-            "regions": [region], "stock": 10}
+    return {
+        "id": offer_id,
+        "sku": sku,
+        "title": f"Item {sku}",
+        "price": 9.99,
+        "currency": currency,
+        "regions": [region],
+        "stock": 10,
+    }
 
 
 def write_outputs(out: Path, report: dict[str, Any], samples: list[Any]) -> None:
     (out / "report.json").write_text(json.dumps(report, indent=2))
     goal = "met" if report["availability"] is not None and report["availability"] >= 0.99999 else "missed"
     lines = [
-        "# Availability drill", "",
+        "# Availability drill",
+        "",
         f"{report['requests']:,} answers over {report['duration_s']} s ({report['rate_per_region']:g}/s in each of "
         f"{', '.join(report['regions'])}), through HAProxy to two replicas a region, two origins on one PostgreSQL.",
         "",
@@ -313,10 +368,15 @@ def write_outputs(out: Path, report: dict[str, Any], samples: list[Any]) -> None
         f"- admin writes acknowledged {report['admin_writes_acked']}, lost **{report['admin_writes_lost']}** "
         f"(refused by every origin at that moment, so not acknowledged: {report['admin_writes_refused']})",
         f"- events acknowledged {report['events_acked']}, lost **{report['events_lost']}**, duplicated "
-        f"**{report['events_duplicated']}**", "",
-        "| fault | heal s | requests | failed | p99 ms |", "|---|---:|---:|---:|---:|"]
-    lines += [f"| {f['name']} | {f['heal_s']:.2f} | {f['requests']} | {f['failed']} | {f['p99_ms']} |"
-              for f in report["faults"]]
+        f"**{report['events_duplicated']}**",
+        "",
+        "| fault | heal s | requests | failed | p99 ms |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {f['name']} | {f['heal_s']:.2f} | {f['requests']} | {f['failed']} | {f['p99_ms']} |"
+        for f in report["faults"]
+    ]
     (out / "report.md").write_text("\n".join(lines) + "\n")
 
     import matplotlib
@@ -344,10 +404,21 @@ def write_outputs(out: Path, report: dict[str, Any], samples: list[Any]) -> None
     for i, f in enumerate(report["faults"]):
         for ax in (top, bottom):
             ax.axvspan(f["start_s"], f["end_s"], color="#e07b39", alpha=0.18)
-        top.annotate(f["name"], (f["start_s"], 1.0), xycoords=("data", "axes fraction"), rotation=90, va="top",
-                     fontsize=7, color="#8a4a1a", xytext=(2, -2), textcoords="offset points")
-    fig.suptitle(f"availability drill: {report['availability']:.5%} of {report['requests']:,} answers served "
-                 f"({report['failed']} failed)")
+        top.annotate(
+            f["name"],
+            (f["start_s"], 1.0),
+            xycoords=("data", "axes fraction"),
+            rotation=90,
+            va="top",
+            fontsize=7,
+            color="#8a4a1a",
+            xytext=(2, -2),
+            textcoords="offset points",
+        )
+    fig.suptitle(
+        f"availability drill: {report['availability']:.5%} of {report['requests']:,} answers served "
+        f"({report['failed']} failed)"
+    )
     fig.tight_layout()
     fig.savefig(out / "timeline.png", dpi=100)
     plt.close(fig)
@@ -368,13 +439,22 @@ def train_bundles(out: Path) -> tuple[Path, Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.availability", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.availability",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--rate", type=float, default=60.0, help="requests per second in each region (default 60)")
     p.add_argument("--settle", type=float, default=3.0, help="seconds of steady load between faults (default 3)")
-    p.add_argument("--bundles", type=Path, nargs=2, default=None, metavar=("FIRST", "SECOND"),
-                   help="two model bundles (default: two trained on synthetic shops)")
+    p.add_argument(
+        "--bundles",
+        type=Path,
+        nargs=2,
+        default=None,
+        metavar=("FIRST", "SECOND"),
+        help="two model bundles (default: two trained on synthetic shops)",
+    )
     args = p.parse_args(argv)
     why = missing()
     if why:

@@ -12,11 +12,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from edgerec.cli.services import Service, free_port
-
-REPO_VCL = Path(__file__).resolve().parents[1] / "infra" / "varnish" / "edgerec.vcl"
+from edgerec.cli.process import Service, free_port
 
 from .traffic import SECRET_HEADER
+
+REPO_VCL = Path(__file__).resolve().parents[1] / "infra" / "varnish" / "edgerec.vcl"
 
 INSTALL_HINT = "apt-get install -y --no-install-recommends varnish"
 
@@ -73,10 +73,27 @@ def varnish_process(workdir: Path, backend_port: int, secret: str) -> tuple[Serv
     vcl.write_text(text)
     port, admin_port = free_port(), free_port()
     # -F: stay in the foreground so the pid is ours; -j none: no jail (the harness runs as the user it is).
-    argv = [shutil.which("varnishd") or "varnishd", "-F", "-a", f"127.0.0.1:{port}", "-T", f"127.0.0.1:{admin_port}",
-            "-f", str(vcl), "-s", "malloc,64m", "-n", str(workdir / "state"), "-j", "none"]
-    return (Service(name="varnish", argv=argv, port=port, log_path=workdir / "varnishd.log"),
-            f"http://127.0.0.1:{port}", source)
+    argv = [
+        shutil.which("varnishd") or "varnishd",
+        "-F",
+        "-a",
+        f"127.0.0.1:{port}",
+        "-T",
+        f"127.0.0.1:{admin_port}",
+        "-f",
+        str(vcl),
+        "-s",
+        "malloc,64m",
+        "-n",
+        str(workdir / "state"),
+        "-j",
+        "none",
+    ]
+    return (
+        Service(name="varnish", argv=argv, port=port, log_path=workdir / "varnishd.log"),
+        f"http://127.0.0.1:{port}",
+        source,
+    )
 
 
 def cache_counters(workdir: Path) -> dict[str, int]:
@@ -85,12 +102,20 @@ def cache_counters(workdir: Path) -> dict[str, int]:
     if not varnishstat:
         return {}
     try:
-        out = subprocess.run([varnishstat, "-n", str(workdir.resolve() / "state"), "-1", "-j"],
-                             capture_output=True, text=True, timeout=10)
+        out = subprocess.run(
+            [varnishstat, "-n", str(workdir.resolve() / "state"), "-1", "-j"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         data = json.loads(out.stdout)
     except (OSError, subprocess.SubprocessError, ValueError):
         return {}
     counters = data.get("counters", data)
-    wanted = {"MAIN.cache_hit": "hits", "MAIN.cache_miss": "misses", "MAIN.client_req": "requests",
-              "MAIN.s_pass": "passes"}
+    wanted = {
+        "MAIN.cache_hit": "hits",
+        "MAIN.cache_miss": "misses",
+        "MAIN.client_req": "requests",
+        "MAIN.s_pass": "passes",
+    }
     return {name: int(counters[key]["value"]) for key, name in wanted.items() if key in counters}

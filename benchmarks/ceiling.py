@@ -36,18 +36,24 @@ def build_app(body: bytes | None = None) -> Starlette:
     async def healthz(request) -> Response:
         return Response(b'{"status":"alive"}', media_type="application/json")
 
-    return Starlette(routes=[
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/{path:path}", answer, methods=["GET", "POST"]),
-    ])
+    return Starlette(
+        routes=[
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/{path:path}", answer, methods=["GET", "POST"]),
+        ]
+    )
 
 
 def build_raw_app(body: bytes | None = None):
     if body is None:
         body = Path(os.environ["EDGEREC_CEILING_BODY_FILE"]).read_bytes()
-    headers = [(b"content-type", b"application/json"), (b"cache-control", b"private, no-store"),
-               (b"server-timing", b"parse;dur=0.010, model;dur=0.030, total;dur=0.090"),
-               (b"x-request-id", b"0123456789abcdef"), (b"content-length", str(len(body)).encode())]
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"cache-control", b"private, no-store"),
+        (b"server-timing", b"parse;dur=0.010, model;dur=0.030, total;dur=0.090"),
+        (b"x-request-id", b"0123456789abcdef"),
+        (b"content-length", str(len(body)).encode()),
+    ]
     return raw_asgi_app(body, headers)
 
 
@@ -59,17 +65,30 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (default 1)")
     parser.add_argument("--body-file", type=Path, required=True, help="the JSON answered to every request")
-    parser.add_argument("--raw", action="store_true", help="a bare ASGI callable instead of Starlette: the server's "
-                                                           "floor")
+    parser.add_argument(
+        "--raw", action="store_true", help="a bare ASGI callable instead of Starlette: the server's floor"
+    )
     args = parser.parse_args(argv)
     os.environ["EDGEREC_CEILING_BODY_FILE"] = str(args.body_file.resolve())
     factory = "benchmarks.ceiling:build_raw_app" if args.raw else "benchmarks.ceiling:build_app"
     app = factory if args.workers > 1 else (build_raw_app() if args.raw else build_app())
     # The same settings as edge_node.app.serve, so the two differ only in the work per request.
-    uvicorn.run(app, factory=args.workers > 1, workers=args.workers, host=args.host, port=args.port, loop="uvloop",
-                http="httptools", log_level="warning", access_log=False, server_header=False,
-                date_header=False, limit_concurrency=4096, timeout_keep_alive=30,
-                h11_max_incomplete_event_size=16 * 1024)
+    uvicorn.run(
+        app,
+        factory=args.workers > 1,
+        workers=args.workers,
+        host=args.host,
+        port=args.port,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+        date_header=False,
+        limit_concurrency=4096,
+        timeout_keep_alive=30,
+        h11_max_incomplete_event_size=16 * 1024,
+    )
 
 
 if __name__ == "__main__":

@@ -17,15 +17,17 @@ from typing import Any
 
 import aiohttp
 
-from edgerec.cli.services import Service, free_port
+from edgerec.cli.process import Service, free_port
 
 PG_BIN_ROOT = Path("/usr/lib/postgresql")
 
 
 def pg_bin() -> Path | None:
     """The newest installed PostgreSQL's bin directory (Debian's layout), or None."""
-    versions = sorted((p for p in PG_BIN_ROOT.glob("*/bin") if (p / "initdb").exists()),
-                      key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0)
+    versions = sorted(
+        (p for p in PG_BIN_ROOT.glob("*/bin") if (p / "initdb").exists()),
+        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+    )
     return versions[-1] if versions else None
 
 
@@ -69,16 +71,27 @@ class PgCluster:
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
 
     def _options(self) -> str:
-        return (f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=on "
-                f"-c max_connections=200")
+        return f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=on -c max_connections=200"
 
     def start(self) -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", self._options(), "-w", "-t", "60",
-                  "start")
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", self._options(), "-w", "-t", "60", "start")
 
     def restart(self) -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", self._options(), "-m", "fast", "-w",
-                  "-t", "60", "restart")
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.log),
+            "-o",
+            self._options(),
+            "-m",
+            "fast",
+            "-w",
+            "-t",
+            "60",
+            "restart",
+        )
 
     def stop(self) -> None:
         try:
@@ -135,19 +148,29 @@ backend {name}_events
 def haproxy_service(workdir: Path, regions: dict[str, list[Service]]) -> tuple[Service, dict[str, str]]:
     """HAProxy in front of each region's replicas; returns the service and each region's URL."""
     ports = {region: free_port() for region in regions}
-    frontends = "".join(FRONTEND.format(
-        name=region.lower(), port=ports[region],
-        servers="\n".join(f"    server {region.lower()}{i} 127.0.0.1:{edge.port} check"
-                          for i, edge in enumerate(edges, 1)))
-        for region, edges in regions.items())
+    frontends = "".join(
+        FRONTEND.format(
+            name=region.lower(),
+            port=ports[region],
+            servers="\n".join(
+                f"    server {region.lower()}{i} 127.0.0.1:{edge.port} check" for i, edge in enumerate(edges, 1)
+            ),
+        )
+        for region, edges in regions.items()
+    )
     config = workdir / "haproxy.cfg"
     config.write_text(HAPROXY_CFG.format(frontends=frontends))
-    check = subprocess.run([shutil.which("haproxy") or "haproxy", "-c", "-f", str(config)], capture_output=True,
-                           text=True)
+    check = subprocess.run(
+        [shutil.which("haproxy") or "haproxy", "-c", "-f", str(config)], capture_output=True, text=True
+    )
     if check.returncode != 0:
         raise RuntimeError(f"haproxy refused its configuration: {check.stdout}{check.stderr}")
-    service = Service("haproxy", next(iter(ports.values())), workdir / "logs" / "haproxy.log",
-                      argv=[shutil.which("haproxy") or "haproxy", "-db", "-f", str(config)])
+    service = Service(
+        "haproxy",
+        next(iter(ports.values())),
+        workdir / "logs" / "haproxy.log",
+        argv=[shutil.which("haproxy") or "haproxy", "-db", "-f", str(config)],
+    )
     return service, {region: f"http://127.0.0.1:{port}" for region, port in ports.items()}
 
 
@@ -196,14 +219,17 @@ class LoadGenerator:
         sku = self.skus[n % len(self.skus)]
         request_id = f"drill-{region}-{n}"
         if is_event:
-            path, payload = "/v1/events", {"events": [{"type": "click", "request_id": request_id,
-                                                       "offer_ids": [f"{region}-{sku}"]}]}
+            path, payload = (
+                "/v1/events",
+                {"events": [{"type": "click", "request_id": request_id, "offer_ids": [f"{region}-{sku}"]}]},
+            )
         else:
             path, payload = "/v1/recommendations", {"region": region, "k": 10, "recent_items": [sku]}
         status, fallback = 0, False
         try:
-            async with session.post(self.urls[region] + path, json=payload,
-                                    timeout=aiohttp.ClientTimeout(total=10)) as resp:
+            async with session.post(
+                self.urls[region] + path, json=payload, timeout=aiohttp.ClientTimeout(total=10)
+            ) as resp:
                 status = resp.status
                 body: Any = await resp.json(content_type=None)
                 fallback = bool(isinstance(body, dict) and body.get("fallback"))
@@ -212,8 +238,17 @@ class LoadGenerator:
         ok = status == (202 if is_event else 200)
         if ok and is_event:
             self.acked_events.append(request_id)
-        self.samples.append(Sample(sent, (self.now() - sent) * 1000, ok, "event" if is_event else "recommendation",
-                                   region, fallback, status))
+        self.samples.append(
+            Sample(
+                sent,
+                (self.now() - sent) * 1000,
+                ok,
+                "event" if is_event else "recommendation",
+                region,
+                fallback,
+                status,
+            )
+        )
 
     async def _run(self) -> None:
         connector = aiohttp.TCPConnector(limit=256)

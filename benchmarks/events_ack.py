@@ -28,7 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edgerec.cli.services import edge_service, free_port, origin_service
+from edgerec.cli.process import free_port
+from edgerec.cli.services import edge_service, origin_service
 
 REGION = "GB"
 
@@ -39,14 +40,22 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def _request(number: int, connection: int) -> bytes:
-    body = json.dumps({"events": [{"type": "click", "request_id": f"bench-{connection}-{number}",
-                                   "offer_ids": ["GB-1"], "region": REGION}]}).encode()
-    return (b"POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    body = json.dumps(
+        {
+            "events": [
+                {"type": "click", "request_id": f"bench-{connection}-{number}", "offer_ids": ["GB-1"], "region": REGION}
+            ]
+        }
+    ).encode()
+    return (
+        b"POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
 
 
-async def _client(port: int, connection: int, until: float, warm_until: float, latencies: list[float],
-                  statuses: dict[int, int]) -> None:
+async def _client(
+    port: int, connection: int, until: float, warm_until: float, latencies: list[float], statuses: dict[int, int]
+) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     number = 0
     try:
@@ -84,10 +93,15 @@ async def _step(port: int, concurrency: int, warmup_s: float, duration_s: float)
 
 
 def _summary(latencies: list[float], statuses: dict[int, int], seconds: float) -> dict[str, Any]:
-    return {"requests": len(latencies), "rps": round(len(latencies) / seconds, 1),
-            "p50_ms": round(statistics.median(latencies), 3), "p90_ms": round(_percentile(latencies, 90), 3),
-            "p99_ms": round(_percentile(latencies, 99), 3), "max_ms": round(max(latencies), 3),
-            "statuses": {str(k): v for k, v in sorted(statuses.items())}}
+    return {
+        "requests": len(latencies),
+        "rps": round(len(latencies) / seconds, 1),
+        "p50_ms": round(statistics.median(latencies), 3),
+        "p90_ms": round(_percentile(latencies, 90), 3),
+        "p99_ms": round(_percentile(latencies, 99), 3),
+        "max_ms": round(max(latencies), 3),
+        "statuses": {str(k): v for k, v in sorted(statuses.items())},
+    }
 
 
 def _plot(path: Path, samples: dict[tuple[str, int], list[float]]) -> None:
@@ -133,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"workdir {work}", flush=True)
     try:
         import uvloop
+
         uvloop.install()
     except ImportError:
         pass
@@ -167,20 +182,31 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
 
     seconds = args.duration * args.rounds
-    results = {mode: {str(c): _summary(samples[(mode, c)], statuses[(mode, c)], seconds) for c in concurrencies}
-               for mode in modes}
+    results = {
+        mode: {str(c): _summary(samples[(mode, c)], statuses[(mode, c)], seconds) for c in concurrencies}
+        for mode in modes
+    }
     report = {
         "modes": results,
-        "setup": {"duration_s": args.duration, "warmup_s": args.warmup, "rounds": args.rounds,
-                  "events_per_request": 1, "client": "one asyncio process, keep-alive connections, closed loop",
-                  "host_cpus": os.cpu_count(), "python": sys.version.split()[0], "platform": platform.platform()},
+        "setup": {
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "rounds": args.rounds,
+            "events_per_request": 1,
+            "client": "one asyncio process, keep-alive connections, closed loop",
+            "host_cpus": os.cpu_count(),
+            "python": sys.version.split()[0],
+            "platform": platform.platform(),
+        },
     }
     (out / "report.json").write_text(json.dumps(report, indent=2))
     _plot(out / "events_ack.png", samples)
     rows = "".join(
         f"| {mode} | {c} | {r['requests']} | {r['rps']} | {r['p50_ms']} | {r['p90_ms']} | {r['p99_ms']} | "
         f"{r['max_ms']} | {', '.join(f'{k}: {v}' for k, v in r['statuses'].items())} |\n"
-        for mode, by_c in results.items() for c, r in by_c.items())
+        for mode, by_c in results.items()
+        for c, r in by_c.items()
+    )
     (out / "report.md").write_text(
         "# edgerec: what a kept event costs\n\n"
         f"`POST /v1/events` (one click a request) against one edge worker per `--events-ack` mode, origin and edges "
@@ -190,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
         "survives a SIGKILL of the edge). `fsync`: once the segment is `fdatasync`ed as well (it survives a crash of "
         "the machine). Concurrent requests share one write and one fdatasync (group commit).\n\n"
         "| --events-ack | connections | requests | req/s | p50 ms | p90 ms | p99 ms | max ms | statuses |\n"
-        "|---|---|---|---|---|---|---|---|---|\n" + rows + "\n![latency CDFs](events_ack.png)\n")
+        "|---|---|---|---|---|---|---|---|---|\n" + rows + "\n![latency CDFs](events_ack.png)\n"
+    )
     print(json.dumps(results, indent=2))
     return 0
 

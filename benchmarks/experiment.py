@@ -35,7 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from edgerec.cli.services import Cluster, Service, http_call
+from edgerec.cli.process import Service, http_call
+from edgerec.cli.services import Cluster
 
 from .traffic import resolve_data
 
@@ -53,14 +54,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.experiment", description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, required=True, help="directory for report.json, report.md and the PNG")
     p.add_argument("--shoppers", type=int, default=0, help="at most this many shoppers (default: all of them)")
-    p.add_argument("--quick", action="store_true",
-                   help="smoke mode: 2 training cuts, at most 300 shoppers and 400 offers per region (about 1 min)")
-    p.add_argument("--data", default="auto",
-                   help="auto (shared Online Retail data when present, else synthetic), synthetic, or a CSV path")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke mode: 2 training cuts, at most 300 shoppers and 400 offers per region (about 1 min)",
+    )
+    p.add_argument(
+        "--data",
+        default="auto",
+        help="auto (shared Online Retail data when present, else synthetic), synthetic, or a CSV path",
+    )
     p.add_argument("--cut", default="2011-09-01", help="history before this date, test from it (default 2011-09-01)")
     p.add_argument("--test-days", type=int, default=61, help="days of the test period (default 61: Sep–Oct)")
-    p.add_argument("--regions", default="GB,auto",
-                   help="two regions; 'auto' picks the one with most test shoppers among DE, FR, IE (default GB,auto)")
+    p.add_argument(
+        "--regions",
+        default="GB,auto",
+        help="two regions; 'auto' picks the one with most test shoppers among DE, FR, IE (default GB,auto)",
+    )
     p.add_argument("--k", type=int, default=K, help=f"offers per answer (default {K})")
     p.add_argument("--concurrency", type=int, default=8, help="shoppers in flight at once (default 8)")
     p.add_argument("--keep-work", action="store_true", help="keep DIR/work (logs, databases) after the run")
@@ -85,8 +95,10 @@ def split_data(data: Path, cut: str, test_days: int, work: Path) -> tuple[Any, A
     start = np.datetime64(cut, "s")
     end = start + np.timedelta64(test_days, "D")
     test = rest.select(rest.invoiced_at < end)
-    say(f"      {n_hist} history rows before {cut}, {len(test)} test rows until {str(end)[:10]} "
-        f"({n_rest - len(test)} later rows unused)")
+    say(
+        f"      {n_hist} history rows before {cut}, {len(test)} test rows until {str(end)[:10]} "
+        f"({n_rest - len(test)} later rows unused)"
+    )
     return history, test, history_path, str(end)[:10]
 
 
@@ -110,14 +122,24 @@ def train_models(history_path: Path, work: Path, quick: bool) -> tuple[Path, Pat
     weights = np.zeros(len(FEATURE_NAMES))
     weights[FEATURE_NAMES.index("region_popularity")] = 1.0
     popular = dataclasses.replace(trained.model, weights=weights, bias=0.0)
-    report = {**trained.report, "feature_weights": dict(zip(FEATURE_NAMES, weights.tolist())), "bias": 0.0,
-              "variant": "popularity: only region_popularity weighted (benchmarks/experiment.py)"}
-    popularity_manifest = write_trained_bundle(TrainedRanker(popular, trained.held_out, report, trained.default_ages), popularity_dir,
-                                               config)
-    info = {"model": model_manifest["version"], "popularity": popularity_manifest["version"],
-            "context_length": model_manifest["context_length"], "items": model_manifest["items"],
-            "training_seconds": trained.report["seconds"], "held_out_metrics": trained.report["metrics"],
-            "training_cuts": config.training_cuts}
+    report = {
+        **trained.report,
+        "feature_weights": dict(zip(FEATURE_NAMES, weights.tolist())),
+        "bias": 0.0,
+        "variant": "popularity: only region_popularity weighted (benchmarks/experiment.py)",
+    }
+    popularity_manifest = write_trained_bundle(
+        TrainedRanker(popular, trained.held_out, report, trained.default_ages), popularity_dir, config
+    )
+    info = {
+        "model": model_manifest["version"],
+        "popularity": popularity_manifest["version"],
+        "context_length": model_manifest["context_length"],
+        "items": model_manifest["items"],
+        "training_seconds": trained.report["seconds"],
+        "held_out_metrics": trained.report["metrics"],
+        "training_cuts": config.training_cuts,
+    }
     return model_dir, popularity_dir, info
 
 
@@ -140,9 +162,17 @@ def region_offers(history: Any, regions: tuple[str, ...], known: set[str], per_r
         currency, rate = CURRENCY.get(region, ("EUR", EUR_PER_GBP))
         for code in codes:
             item = catalog[code]
-            offers.append({"id": f"{region}-{code}", "sku": code, "title": (item.description or code)[:300],
-                           "price": round(item.unit_price * rate, 2), "currency": currency, "regions": [region],
-                           "stock": 1000})
+            offers.append(
+                {
+                    "id": f"{region}-{code}",
+                    "sku": code,
+                    "title": (item.description or code)[:300],
+                    "price": round(item.unit_price * rate, 2),
+                    "currency": currency,
+                    "regions": [region],
+                    "stock": 1000,
+                }
+            )
     return offers
 
 
@@ -154,8 +184,9 @@ class Shopper:
     bought: dict[str, float]  # sku -> spend in the test period (in the region's currency)
 
 
-def build_shoppers(history: Any, test: Any, regions: tuple[str, ...], cut: str, context_length: int,
-                   known: set[str]) -> dict[str, list[Shopper]]:
+def build_shoppers(
+    history: Any, test: Any, regions: tuple[str, ...], cut: str, context_length: int, known: set[str]
+) -> dict[str, list[Shopper]]:
     """Per region, the customers with purchase events before the cut and purchases in the test period."""
     from models.data import clean_purchases, purchase_events
 
@@ -168,9 +199,13 @@ def build_shoppers(history: Any, test: Any, regions: tuple[str, ...], cut: str, 
             past[cid].append((code, round(float(age), 3)))  # sorted by time within a customer: most recent last
     bought = clean_purchases(test, require_customer=True)
     spend: dict[tuple[int, str], dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    for cid, region, code, qty, price in zip(bought.customer_id.tolist(), bought.region.tolist(),
-                                             bought.stock_code.tolist(), bought.quantity.tolist(),
-                                             bought.unit_price.tolist()):
+    for cid, region, code, qty, price in zip(
+        bought.customer_id.tolist(),
+        bought.region.tolist(),
+        bought.stock_code.tolist(),
+        bought.quantity.tolist(),
+        bought.unit_price.tolist(),
+    ):
         if region in regions:
             spend[(cid, region)][code] += qty * price
     shoppers: dict[str, list[Shopper]] = {r: [] for r in regions}
@@ -180,8 +215,9 @@ def build_shoppers(history: Any, test: Any, regions: tuple[str, ...], cut: str, 
         rate = CURRENCY.get(region, ("EUR", EUR_PER_GBP))[1]
         opaque = "s-" + hashlib.sha256(f"edgerec-sim:{cid}".encode()).hexdigest()[:16]
         context = [{"item": code, "age_days": age} for code, age in past[cid][-context_length:]]
-        shoppers[region].append(Shopper(opaque, region, context,
-                                        {code: round(v * rate, 2) for code, v in items.items() if v > 0}))
+        shoppers[region].append(
+            Shopper(opaque, region, context, {code: round(v * rate, 2) for code, v in items.items() if v > 0})
+        )
     return shoppers
 
 
@@ -234,8 +270,13 @@ def shop(edge: Service, shopper: Shopper, k: int, sent: Sent) -> None:
 
     conn = http.client.HTTPConnection(f"127.0.0.1:{edge.port}", timeout=30)
     try:
-        body = {"shopper_id": shopper.shopper_id, "region": shopper.region, "k": k, "slot": "home",
-                "recent_items": shopper.recent_items}
+        body = {
+            "shopper_id": shopper.shopper_id,
+            "region": shopper.region,
+            "k": k,
+            "slot": "home",
+            "recent_items": shopper.recent_items,
+        }
         conn.request("POST", "/v1/recommendations", json.dumps(body), {"Content-Type": "application/json"})
         resp = conn.getresponse()
         raw = resp.read()
@@ -250,8 +291,11 @@ def shop(edge: Service, shopper: Shopper, k: int, sent: Sent) -> None:
             value = shopper.bought.get(offer["sku"])
             if value is None:
                 continue
-            common = {"request_id": answer["request_id"], "offer_ids": [offer["offer_id"]],
-                      "shopper_id": shopper.shopper_id}
+            common = {
+                "request_id": answer["request_id"],
+                "offer_ids": [offer["offer_id"]],
+                "shopper_id": shopper.shopper_id,
+            }
             events.append({"type": "click", **common})
             events.append({"type": "purchase", **common, "value": value, "currency": offer["currency"]})
         if events:
@@ -271,9 +315,10 @@ def run_shoppers(edges: dict[str, Service], shoppers: list[Shopper], k: int, con
     from tqdm import tqdm
 
     started = time.perf_counter()
-    with concurrent.futures.ThreadPoolExecutor(concurrency) as pool, \
-            tqdm(total=len(shoppers), desc="      shoppers", unit=" shopper", file=sys.stdout,
-                 mininterval=1.0) as progress:
+    with (
+        concurrent.futures.ThreadPoolExecutor(concurrency) as pool,
+        tqdm(total=len(shoppers), desc="      shoppers", unit=" shopper", file=sys.stdout, mininterval=1.0) as progress,
+    ):
         futures = [pool.submit(shop, edges[s.region], s, k, sent) for s in shoppers]
         for future in concurrent.futures.as_completed(futures):
             future.result()
@@ -315,8 +360,11 @@ def integrity(cluster: Cluster, sent: Sent, before: dict[str, int]) -> dict[str,
     """What the origin's event store holds against what was sent: per kind, lost and duplicated events."""
     rows = dict(stored(cluster, "SELECT kind, COUNT(*) FROM events GROUP BY kind"))
     distinct = stored(cluster, "SELECT COUNT(DISTINCT id), COUNT(*) FROM events")[0]
-    per_request = stored(cluster, "SELECT COUNT(*) FROM (SELECT request_id FROM events WHERE kind = 'impression' "
-                                 "GROUP BY request_id HAVING COUNT(*) > 1)")[0][0]
+    per_request = stored(
+        cluster,
+        "SELECT COUNT(*) FROM (SELECT request_id FROM events WHERE kind = 'impression' "
+        "GROUP BY request_id HAVING COUNT(*) > 1)",
+    )[0][0]
     sent_by_kind = {"impression": sent.impressions, "click": sent.clicks, "purchase": sent.purchases}
     lost = duplicates = 0
     kinds = {}
@@ -326,9 +374,15 @@ def integrity(cluster: Cluster, sent: Sent, before: dict[str, int]) -> dict[str,
         lost += max(0, n - got)
         duplicates += max(0, got - n)
     duplicates = max(duplicates, distinct[1] - distinct[0], per_request)
-    return {"by_kind": kinds, "ingested": sum(v["ingested"] for v in kinds.values()), "lost": lost,
-            "duplicates": duplicates, "distinct_ids": distinct[0], "rows": distinct[1],
-            "impressions_with_repeated_request_id": per_request}
+    return {
+        "by_kind": kinds,
+        "ingested": sum(v["ingested"] for v in kinds.values()),
+        "lost": lost,
+        "duplicates": duplicates,
+        "distinct_ids": distinct[0],
+        "rows": distinct[1],
+        "impressions_with_repeated_request_id": per_request,
+    }
 
 
 def summarize(origin_report: dict[str, Any]) -> dict[str, Any]:
@@ -336,12 +390,16 @@ def summarize(origin_report: dict[str, Any]) -> dict[str, Any]:
     for name, v in origin_report["variants"].items():
         rpi = v["revenue_per_impression"]
         variants[name] = {
-            "model": v.get("model"), "impressions": v["impressions"], "clicks": v["clicks"],
+            "model": v.get("model"),
+            "impressions": v["impressions"],
+            "clicks": v["clicks"],
             "conversions": v["conversions"],
             # Per currency (GBP in GB, EUR elsewhere): never one sum across currencies.
             "revenue": {cur: round(value, 2) for cur, value in v["revenue"].items()},
-            "ctr": v["ctr"]["rate"], "ctr_ci95": [v["ctr"]["ci_low"], v["ctr"]["ci_high"]],
-            "conversion": v["conversion"]["rate"], "ci95": [v["conversion"]["ci_low"], v["conversion"]["ci_high"]],
+            "ctr": v["ctr"]["rate"],
+            "ctr_ci95": [v["ctr"]["ci_low"], v["ctr"]["ci_high"]],
+            "conversion": v["conversion"]["rate"],
+            "ci95": [v["conversion"]["ci_low"], v["conversion"]["ci_high"]],
             "revenue_per_impression": {cur: r["mean"] for cur, r in rpi.items()},
             "revenue_per_impression_ci95": {cur: [r["ci_low"], r["ci_high"]] for cur, r in rpi.items()},
         }
@@ -351,17 +409,24 @@ def summarize(origin_report: dict[str, Any]) -> dict[str, Any]:
     base = variants[runner_up]["conversion"] if runner_up else None
     rate = variants[leader]["conversion"]
     uplift = (rate / base - 1) if base and rate is not None else None
-    return {"variants": variants, "winner": leader, "significant": origin_report["significant"],
-            "runner_up": runner_up, "uplift": uplift, "p_value": origin_report["p_value"],
-            "uplift_vs_control": origin_report["uplift"], "currencies": origin_report["currencies"],
-            "revenue_by_currency": origin_report["revenue_by_currency"],
-            "unattributed": origin_report["unattributed"]}
+    return {
+        "variants": variants,
+        "winner": leader,
+        "significant": origin_report["significant"],
+        "runner_up": runner_up,
+        "uplift": uplift,
+        "p_value": origin_report["p_value"],
+        "uplift_vs_control": origin_report["uplift"],
+        "currencies": origin_report["currencies"],
+        "revenue_by_currency": origin_report["revenue_by_currency"],
+        "unattributed": origin_report["unattributed"],
+    }
 
 
 def fmt(value: Any, digits: int = 4) -> str:
     if value is None:
         return "-"
-    if isinstance(value, float) and value != 0 and abs(value) < 10 ** -digits:
+    if isinstance(value, float) and value != 0 and abs(value) < 10**-digits:
         return f"{value:.2e}"
     if isinstance(value, float):
         return f"{value:.{digits}f}"
@@ -370,50 +435,78 @@ def fmt(value: Any, digits: int = 4) -> str:
 
 def render_markdown(report: dict[str, Any], plot: str) -> str:
     s = report["settings"]
-    lines = [f"# Experiment simulation: {report['experiment']}", "",
-             f"`{report['command']}` on {report['machine']['logical_cpus']} CPUs, "
-             f"{report['machine']['started_at']}, {report['wall_seconds']} s.", "",
-             f"Data: {s['data']}. History before {s['cut']} trains both models; shoppers are the customers of "
-             f"{' and '.join(s['regions'])} with history and purchases from {s['cut']} to {s['test_end']} "
-             f"(exclusive): an offered item they really bought then counts as a click and a purchase worth their "
-             f"spend on it. Control `popularity` (region popularity only), treatment `model` (the trained "
-             f"ranker), 50/50; k = {s['k']}; {s['offers']} offers ({', '.join(f'{r} {n}' for r, n in s['offers_per_region'].items())}).",
-             ""]
+    lines = [
+        f"# Experiment simulation: {report['experiment']}",
+        "",
+        f"`{report['command']}` on {report['machine']['logical_cpus']} CPUs, "
+        f"{report['machine']['started_at']}, {report['wall_seconds']} s.",
+        "",
+        f"Data: {s['data']}. History before {s['cut']} trains both models; shoppers are the customers of "
+        f"{' and '.join(s['regions'])} with history and purchases from {s['cut']} to {s['test_end']} "
+        f"(exclusive): an offered item they really bought then counts as a click and a purchase worth their "
+        f"spend on it. Control `popularity` (region popularity only), treatment `model` (the trained "
+        f"ranker), 50/50; k = {s['k']}; {s['offers']} offers "
+        f"({', '.join(f'{r} {n}' for r, n in s['offers_per_region'].items())}).",
+        "",
+    ]
     if s.get("note"):
         lines += [f"> **Note:** {s['note']}", ""]
     currencies = report["currencies"]
-    lines += ["| variant | impressions | CTR [95% CI] | conversion [95% CI] | "
-              + "".join(f"revenue / impression, {cur} [95% CI] | " for cur in currencies),
-              "|---|---:|---:|---:|" + "---:|" * len(currencies)]
+    lines += [
+        "| variant | impressions | CTR [95% CI] | conversion [95% CI] | "
+        + "".join(f"revenue / impression, {cur} [95% CI] | " for cur in currencies),
+        "|---|---:|---:|---:|" + "---:|" * len(currencies),
+    ]
     for name, v in report["variants"].items():
-        lines.append(f"| {name} | {v['impressions']:,} | {fmt(v['ctr'])} [{fmt(v['ctr_ci95'][0])}, "
-                     f"{fmt(v['ctr_ci95'][1])}] | {fmt(v['conversion'])} [{fmt(v['ci95'][0])}, {fmt(v['ci95'][1])}] | "
-                     + "".join(f"{fmt(v['revenue_per_impression'][cur], 3)} "
-                               f"[{fmt(v['revenue_per_impression_ci95'][cur][0], 3)}, "
-                               f"{fmt(v['revenue_per_impression_ci95'][cur][1], 3)}] | " for cur in currencies))
+        lines.append(
+            f"| {name} | {v['impressions']:,} | {fmt(v['ctr'])} [{fmt(v['ctr_ci95'][0])}, "
+            f"{fmt(v['ctr_ci95'][1])}] | {fmt(v['conversion'])} [{fmt(v['ci95'][0])}, {fmt(v['ci95'][1])}] | "
+            + "".join(
+                f"{fmt(v['revenue_per_impression'][cur], 3)} "
+                f"[{fmt(v['revenue_per_impression_ci95'][cur][0], 3)}, "
+                f"{fmt(v['revenue_per_impression_ci95'][cur][1], 3)}] | "
+                for cur in currencies
+            )
+        )
     srm = report["origin_report"]["sample_ratio"]
-    lines += ["", f"**Winner: {report['winner']}** ({'significant' if report['significant'] else 'NOT significant'} "
-              f"at 5%): conversion uplift {fmt(report['uplift'] * 100 if report['uplift'] is not None else None, 1)}% "
-              f"over {report['runner_up']}, two-proportion z-test p = {fmt(report['p_value'], 6)}; sample ratio "
-              f"chi² p = {fmt(srm['p_value'])}{' (MISMATCH)' if srm['mismatch'] else ' (sound)'}.", ""]
+    lines += [
+        "",
+        f"**Winner: {report['winner']}** ({'significant' if report['significant'] else 'NOT significant'} "
+        f"at 5%): conversion uplift {fmt(report['uplift'] * 100 if report['uplift'] is not None else None, 1)}% "
+        f"over {report['runner_up']}, two-proportion z-test p = {fmt(report['p_value'], 6)}; sample ratio "
+        f"chi² p = {fmt(srm['p_value'])}{' (MISMATCH)' if srm['mismatch'] else ' (sound)'}.",
+        "",
+    ]
     for cur in currencies:
         test = report["revenue_by_currency"][cur]
-        lines += [f"Revenue per impression in {cur} (impressions of {', '.join(test['regions'])}): leader "
-                  f"{test['leader']}, {'significant' if test['significant'] else 'NOT significant'} at 5% (Welch "
-                  f"p = {fmt(test['p_value'], 6)}, uplift over the control "
-                  f"{fmt(test['uplift'] * 100 if test['uplift'] is not None else None, 1)}%).", ""]
-    lines += [f"Events: {report['events_sent']:,} sent (impressions, clicks, purchases), {report['events_ingested']:,} "
-              f"ingested at the origin, {report['duplicates']} duplicates, {report['lost']} lost; the spools drained "
-              f"{fmt(report['timings']['drain_seconds'], 1)} s after the last shopper.", "",
-              "| kind | sent | ingested |", "|---|---:|---:|"]
+        lines += [
+            f"Revenue per impression in {cur} (impressions of {', '.join(test['regions'])}): leader "
+            f"{test['leader']}, {'significant' if test['significant'] else 'NOT significant'} at 5% (Welch "
+            f"p = {fmt(test['p_value'], 6)}, uplift over the control "
+            f"{fmt(test['uplift'] * 100 if test['uplift'] is not None else None, 1)}%).",
+            "",
+        ]
+    lines += [
+        f"Events: {report['events_sent']:,} sent (impressions, clicks, purchases), {report['events_ingested']:,} "
+        f"ingested at the origin, {report['duplicates']} duplicates, {report['lost']} lost; the spools drained "
+        f"{fmt(report['timings']['drain_seconds'], 1)} s after the last shopper.",
+        "",
+        "| kind | sent | ingested |",
+        "|---|---:|---:|",
+    ]
     for kind, v in report["integrity"]["by_kind"].items():
         lines.append(f"| {kind} | {v['sent']:,} | {v['ingested']:,} |")
-    lines += ["", "Revenue is in each region's offer currency (GBP in GB, EUR elsewhere, converted from the data's GBP "
-              f"at {EUR_PER_GBP}) and reported per currency, never summed across them; each currency's revenue per "
-              "impression is over the impressions of the regions that pay in it. CTR equals conversion by "
-              "construction (a simulated click is always a purchase). Feedback that no impression explains: "
-              f"{report['unattributed']}.",
-              "", f"![results]({plot})", ""]
+    lines += [
+        "",
+        "Revenue is in each region's offer currency (GBP in GB, EUR elsewhere, converted from the data's GBP "
+        f"at {EUR_PER_GBP}) and reported per currency, never summed across them; each currency's revenue per "
+        "impression is over the impressions of the regions that pay in it. CTR equals conversion by "
+        "construction (a simulated click is always a purchase). Feedback that no impression explains: "
+        f"{report['unattributed']}.",
+        "",
+        f"![results]({plot})",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -431,8 +524,9 @@ def run(args: argparse.Namespace) -> int:
         from models.synthetic import write_synthetic_transactions
 
         data = write_synthetic_transactions(work / "transactions.csv.gz", seed=7)
-        note = ("the shared Online Retail data was not found: " if args.data == "auto" else "") + \
-            "these figures come from SYNTHETIC data (models.synthetic), not from real shoppers"
+        note = (
+            "the shared Online Retail data was not found: " if args.data == "auto" else ""
+        ) + "these figures come from SYNTHETIC data (models.synthetic), not from real shoppers"
         say(f"NOTE: {note}")
     say(f"[1/6] splitting {label} at {args.cut}")
     t = time.monotonic()
@@ -441,8 +535,10 @@ def run(args: argparse.Namespace) -> int:
     say("[2/6] training the model and the popularity ranker on the history")
     model_dir, popularity_dir, models_info = train_models(history_path, work, args.quick)
     timings["data_and_training_seconds"] = round(time.monotonic() - t, 1)
-    say(f"      model {models_info['model']}, popularity {models_info['popularity']}, "
-        f"{timings['data_and_training_seconds']} s")
+    say(
+        f"      model {models_info['model']}, popularity {models_info['popularity']}, "
+        f"{timings['data_and_training_seconds']} s"
+    )
     known = set(models_info["items"])
     shoppers = build_shoppers(history, test, regions, args.cut, models_info["context_length"], known)
     limit = args.shoppers or (300 if args.quick else 0)
@@ -456,16 +552,23 @@ def run(args: argparse.Namespace) -> int:
 
     cluster = Cluster(work, regions=regions)
     try:
-        say(f"[3/6] origin: publishing both models and {len(offers)} offers "
-            f"({', '.join(f'{r} {n}' for r, n in offer_counts.items())})")
+        say(
+            f"[3/6] origin: publishing both models and {len(offers)} offers "
+            f"({', '.join(f'{r} {n}' for r, n in offer_counts.items())})"
+        )
         t = time.monotonic()
         cluster.start_origin()
         cluster.publish(popularity_dir)
         cluster.publish(model_dir)
         cluster.put_offers(offers)
-        experiment = {"id": EXPERIMENT_ID, "regions": list(regions), "variants": [
-            {"name": "popularity", "weight": 1, "model": models_info["popularity"]},
-            {"name": "model", "weight": 1, "model": models_info["model"]}]}
+        experiment = {
+            "id": EXPERIMENT_ID,
+            "regions": list(regions),
+            "variants": [
+                {"name": "popularity", "weight": 1, "model": models_info["popularity"]},
+                {"name": "model", "weight": 1, "model": models_info["model"]},
+            ],
+        }
         saved = cluster.admin("PUT", f"/v1/admin/experiments/{EXPERIMENT_ID}", experiment)
         say(f"      experiment {EXPERIMENT_ID} at data version {saved['data_version']}")
         say(f"[4/6] starting one edge per region ({', '.join(regions)})")
@@ -474,18 +577,24 @@ def run(args: argparse.Namespace) -> int:
         timings["setup_seconds"] = round(time.monotonic() - t, 1)
         before = dict(stored(cluster, "SELECT kind, COUNT(*) FROM events GROUP BY kind"))
 
-        say(f"[5/6] {len(everyone)} shoppers ({', '.join(f'{r} {n}' for r, n in per_region_shoppers.items())}), "
-            f"{args.concurrency} at a time")
+        say(
+            f"[5/6] {len(everyone)} shoppers ({', '.join(f'{r} {n}' for r, n in per_region_shoppers.items())}), "
+            f"{args.concurrency} at a time"
+        )
         sent = Sent()
         timings["shopping_seconds"] = round(run_shoppers(edges, everyone, args.k, args.concurrency, sent), 1)
-        say(f"      sent {sent.total} events: {sent.impressions} impressions "
-            f"({dict(sent.by_variant)}), {sent.clicks} clicks, {sent.purchases} purchases")
+        say(
+            f"      sent {sent.total} events: {sent.impressions} impressions "
+            f"({dict(sent.by_variant)}), {sent.clicks} clicks, {sent.purchases} purchases"
+        )
         ingested, drain = wait_drained(cluster, sent.total + sum(before.values()), timeout_s=60)
         timings["drain_seconds"] = round(drain, 1)
         spools = {r: spool_metrics(e) for r, e in edges.items()}
         checked = integrity(cluster, sent, before)
-        say(f"      origin holds {checked['ingested']} of them after {drain:.1f} s: lost {checked['lost']}, "
-            f"duplicates {checked['duplicates']}")
+        say(
+            f"      origin holds {checked['ingested']} of them after {drain:.1f} s: lost {checked['lost']}, "
+            f"duplicates {checked['duplicates']}"
+        )
 
         say("[6/6] the origin's report")
         origin_report = cluster.admin("GET", f"/v1/admin/experiments/{EXPERIMENT_ID}/report")
@@ -505,16 +614,29 @@ def run(args: argparse.Namespace) -> int:
         "shoppers": per_region_shoppers,
         "impressions_by_variant_sent": dict(sent.by_variant),
         "models": {k: v for k, v in models_info.items() if k != "items"},
-        "settings": {"data": label, "note": note, "cut": args.cut, "test_end": test_end, "regions": list(regions),
-                     "k": args.k, "quick": args.quick, "shoppers_limit": limit or None,
-                     "offers": len(offers), "offers_per_region": offer_counts, "concurrency": args.concurrency},
+        "settings": {
+            "data": label,
+            "note": note,
+            "cut": args.cut,
+            "test_end": test_end,
+            "regions": list(regions),
+            "k": args.k,
+            "quick": args.quick,
+            "shoppers_limit": limit or None,
+            "offers": len(offers),
+            "offers_per_region": offer_counts,
+            "concurrency": args.concurrency,
+        },
         "timings": timings,
-        "machine": {"logical_cpus": os.cpu_count(), "python": sys.version.split()[0],
-                    "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds")},
+        "machine": {
+            "logical_cpus": os.cpu_count(),
+            "python": sys.version.split()[0],
+            "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        },
         "command": "python -m benchmarks.experiment " + " ".join(sys.argv[1:]),
         "origin_report": origin_report,
     }
-    from origin_sync.origin.analysis import plot_report
+    from origin_sync.origin.report_plot import plot_report
 
     plot_report(origin_report, str(out / "experiment.png"))
     report["wall_seconds"] = round(time.monotonic() - wall, 1)
@@ -524,12 +646,16 @@ def run(args: argparse.Namespace) -> int:
         shutil.rmtree(work, ignore_errors=True)
     say("")
     for name, v in report["variants"].items():
-        say(f"  {name:11s} impressions {v['impressions']:6d}  CTR {fmt(v['ctr'])}  conversion {fmt(v['conversion'])} "
-            f"[{fmt(v['ci95'][0])}, {fmt(v['ci95'][1])}]")
-    say(f"  winner {report['winner']} ({'significant' if report['significant'] else 'not significant'}), uplift "
+        say(
+            f"  {name:11s} impressions {v['impressions']:6d}  CTR {fmt(v['ctr'])}  conversion {fmt(v['conversion'])} "
+            f"[{fmt(v['ci95'][0])}, {fmt(v['ci95'][1])}]"
+        )
+    say(
+        f"  winner {report['winner']} ({'significant' if report['significant'] else 'not significant'}), uplift "
         f"{fmt(report['uplift'])}, p {fmt(report['p_value'], 6)}; events sent {report['events_sent']}, ingested "
         f"{report['events_ingested']}, duplicates {report['duplicates']}, lost {report['lost']}; "
-        f"{report['wall_seconds']} s")
+        f"{report['wall_seconds']} s"
+    )
     for name in ("report.json", "report.md", "experiment.png"):
         say(f"  wrote {out / name}")
     ok = report["duplicates"] == 0 and report["lost"] == 0 and report["events_ingested"] == report["events_sent"]

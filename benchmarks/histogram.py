@@ -66,8 +66,12 @@ class Histogram:
         return xs, ys
 
     def to_json(self) -> dict[str, Any]:
-        return {"buckets": {str(b): n for b, n in self.buckets.items()}, "count": self.count,
-                "errors": self.errors, "max_ms": self.max_ms}
+        return {
+            "buckets": {str(b): n for b, n in self.buckets.items()},
+            "count": self.count,
+            "errors": self.errors,
+            "max_ms": self.max_ms,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Histogram":
@@ -105,8 +109,10 @@ class LatencyRecorder:
         self.count += 1
 
     def to_json(self) -> dict[str, Any]:
-        return {"window": [self.window_start, self.window_end],
-                "kinds": {k: h.to_json() for k, h in self.kinds.items()}}
+        return {
+            "window": [self.window_start, self.window_end],
+            "kinds": {k: h.to_json() for k, h in self.kinds.items()},
+        }
 
 
 @dataclass

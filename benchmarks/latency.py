@@ -6,8 +6,8 @@ with impressions off (the events on/off cost).
 Starts everything as a user would (origin, edge, bare Starlette, MLServer, Varnish: real processes on
 loopback, servers pinned apart from the load), drives realistic shopper traffic with locust, cross-checks
 throughput with wrk, and writes DIR/report.json, DIR/report.md, DIR/latency_cdf.png and
-DIR/throughput_p99.png (and DIR/events_on_off.png). Per target and round: a closed-loop peak run, a wrk run, then fixed-rate steps
-at fractions of the peak, from which the knee (highest req/s with p99 under 10 ms) is read.
+DIR/throughput_p99.png (and DIR/events_on_off.png). Per target and round: a closed-loop peak run, a wrk run,
+then fixed-rate steps at fractions of the peak, from which the knee (highest req/s with p99 under 10 ms) is read.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
-from edgerec.cli.services import Cluster, Service, free_port, http_call
+from edgerec.cli.process import Service, free_port, http_call
+from edgerec.cli.services import Cluster
 
 from . import cdn, peer
 from .histogram import Histogram
@@ -60,30 +61,54 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=5.0, help="measured seconds of each step (default 5)")
     p.add_argument("--users", type=int, default=32, help="concurrent locust users, also wrk's connections (default 32)")
     p.add_argument("--repeat", type=int, default=1, help="rounds over all targets; medians reported (default 1)")
-    p.add_argument("--servers", type=int, default=1,
-                   help="server worker processes per target and cores they get (default 1): the edge's --workers, "
-                        "the ceiling's uvicorn workers, the peer's MLServer instances; scale up on bigger machines")
-    p.add_argument("--locust-processes", type=int, default=0,
-                   help="locust processes (default: one per core left to the load)")
-    p.add_argument("--steps", default="0.25,0.5,0.7,0.85",
-                   help="fixed-rate steps as fractions of each target's peak (0.7 always included)")
+    p.add_argument(
+        "--servers",
+        type=int,
+        default=1,
+        help="server worker processes per target and cores they get (default 1): the edge's --workers, "
+        "the ceiling's uvicorn workers, the peer's MLServer instances; scale up on bigger machines",
+    )
+    p.add_argument(
+        "--locust-processes", type=int, default=0, help="locust processes (default: one per core left to the load)"
+    )
+    p.add_argument(
+        "--steps",
+        default="0.25,0.5,0.7,0.85",
+        help="fixed-rate steps as fractions of each target's peak (0.7 always included)",
+    )
     p.add_argument("--warmup", type=float, default=1.0, help="seconds of each run not measured (default 1)")
-    p.add_argument("--data", default="auto",
-                   help="auto (shared Online Retail data when present, else synthetic), synthetic, or a CSV path")
-    p.add_argument("--bundle", type=Path, default=None,
-                   help="serve this model bundle instead of training one on --data (which still feeds the traffic)")
+    p.add_argument(
+        "--data",
+        default="auto",
+        help="auto (shared Online Retail data when present, else synthetic), synthetic, or a CSV path",
+    )
+    p.add_argument(
+        "--bundle",
+        type=Path,
+        default=None,
+        help="serve this model bundle instead of training one on --data (which still feeds the traffic)",
+    )
     p.add_argument("--regions", default=",".join(DEFAULT_REGIONS), help="regions of the traffic (default GB,DE,FR)")
     p.add_argument("--offers-per-region", type=int, default=200, help="candidates per request (default 200)")
     p.add_argument("--anonymous-share", type=float, default=0.3, help="share of anonymous shoppers (default 0.3)")
     p.add_argument("--targets", default=",".join(ORDER), help=f"subset of {','.join(ORDER)}")
-    p.add_argument("--quick", action="store_true",
-                   help="smoke mode: no peer (no venv made), only the 0.7 step; for tests")
+    p.add_argument(
+        "--quick", action="store_true", help="smoke mode: no peer (no venv made), only the 0.7 step; for tests"
+    )
     p.add_argument("--no-wrk", action="store_true", help="skip the wrk cross-check")
     p.add_argument("--no-pin", action="store_true", help="do not pin servers and load to separate cores")
-    p.add_argument("--peer-venv", type=Path, default=None,
-                   help=f"the peer's venv (default {peer.default_venv_dir()}); made on first use")
-    p.add_argument("--peer-parallel-workers", type=int, default=0,
-                   help="MLServer parallel_workers (default 0: inference in the server process, like edgerec)")
+    p.add_argument(
+        "--peer-venv",
+        type=Path,
+        default=None,
+        help=f"the peer's venv (default {peer.default_venv_dir()}); made on first use",
+    )
+    p.add_argument(
+        "--peer-parallel-workers",
+        type=int,
+        default=0,
+        help="MLServer parallel_workers (default 0: inference in the server process, like edgerec)",
+    )
     args = p.parse_args(argv)
     if args.duration <= 0 or args.users < 1 or args.repeat < 1 or args.servers < 1:
         p.error("--duration, --users, --repeat and --servers must be positive")
@@ -132,13 +157,18 @@ def machine_info(placement: Placement) -> dict[str, Any]:
         pass
     try:
         import psutil
+
         memory = round(psutil.virtual_memory().total / 2**30, 1)
     except Exception:  # noqa: BLE001 - the figure is informative only
         memory = None
     commit = None
     try:
-        commit = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"],
-                                capture_output=True, text=True, timeout=10).stdout.strip() or None
+        commit = (
+            subprocess.run(
+                ["git", "-C", str(REPO), "describe", "--always", "--dirty"], capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+            or None
+        )
     except (OSError, subprocess.SubprocessError):
         pass
     return {
@@ -153,8 +183,10 @@ def machine_info(placement: Placement) -> dict[str, Any]:
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "git": commit,
         "versions": {
-            **{p: _version(p) for p in ("starlette", "uvicorn", "uvloop", "httptools", "onnxruntime", "numpy",
-                                        "locust", "orjson")},
+            **{
+                p: _version(p)
+                for p in ("starlette", "uvicorn", "uvloop", "httptools", "onnxruntime", "numpy", "locust", "orjson")
+            },
             "wrk": _tool_version(["wrk", "--version"]),
             "varnish": _tool_version(["varnishd", "-V"]),
         },
@@ -211,8 +243,7 @@ class Bench:
         t0 = time.perf_counter()
         bundle = self.work / "bundle"
         manifest = train_bundle(data, bundle, progress=False)
-        say(f"      model {manifest['version']}: {len(manifest['items'])} items, "
-            f"{time.perf_counter() - t0:.1f} s")
+        say(f"      model {manifest['version']}: {len(manifest['items'])} items, {time.perf_counter() - t0:.1f} s")
         return bundle, read_transactions(data), label
 
     def start_edgerec(self, bundle: Path, transactions: Any, regions: tuple[str, ...]) -> tuple[list[dict], Any]:
@@ -233,8 +264,10 @@ class Bench:
         offers = regional_offers(transactions, events, regions, self.args.offers_per_region, set(manifest["items"]))
         cluster.put_offers(offers)
         counts = {r: sum(1 for o in offers if r in o["regions"]) for r in regions}
-        say(f"      origin {cluster.origin.url}: {len(offers)} offers "
-            f"({', '.join(f'{r} {n}' for r, n in counts.items())})")
+        say(
+            f"      origin {cluster.origin.url}: {len(offers)} offers "
+            f"({', '.join(f'{r} {n}' for r, n in counts.items())})"
+        )
         self.offer_counts = counts
         # One edge serving all the traffic's regions with --servers worker processes, as it runs in production.
         edge = self._start_edge(regions, [], "edge")
@@ -247,15 +280,21 @@ class Bench:
         edge = self._start_edge(regions, ["--events", "off"], "edge-no-events")
         edge.name = "edge (events off)"
         self.targets["edgerec_no_events"] = {
-            "hosts": [edge.url], "pids": [edge.pid],
+            "hosts": [edge.url],
+            "pids": [edge.pid],
             "note": "the same edge with --events off (no impressions, no spool, no shipper); compare with edgerec "
-                    "within a round (ratios.events_on_vs_off_rps)"}
+            "within a round (ratios.events_on_vs_off_rps)",
+        }
 
     def _start_edge(self, regions: tuple[str, ...], args: list[str], label: str) -> Service:
         """An edge of every region with --servers workers and the CDN secret, on the server cores, serving every
         offer."""
-        edge = self.cluster.edge(",".join(regions), args=["--workers", str(self.args.servers), *args],
-                                 env={"EDGEREC_CDN_SECRET": self.cdn_secret}, label=label)
+        edge = self.cluster.edge(
+            ",".join(regions),
+            args=["--workers", str(self.args.servers), *args],
+            env={"EDGEREC_CDN_SECRET": self.cdn_secret},
+            label=label,
+        )
         with cores(self.placement.server_cores):
             self.cluster.start_edges(edge, timeout_s=60)
         self.cluster.wait_for_version(0, self.offer_counts, timeout_s=30)
@@ -298,46 +337,70 @@ class Bench:
         body_file = self.work / "ceiling-answer.json"
         body_file.write_bytes(body)
         port = free_port()
-        proc = Service(name="ceiling", port=port, log_path=self.work / "logs" / "ceiling.log", cwd=REPO,
-                       argv=[sys.executable, "-m", "benchmarks.ceiling", "--port", str(port), "--workers",
-                             str(self.args.servers), "--body-file", str(body_file)])
+        proc = Service(
+            name="ceiling",
+            port=port,
+            log_path=self.work / "logs" / "ceiling.log",
+            cwd=REPO,
+            argv=[
+                sys.executable,
+                "-m",
+                "benchmarks.ceiling",
+                "--port",
+                str(port),
+                "--workers",
+                str(self.args.servers),
+                "--body-file",
+                str(body_file),
+            ],
+        )
         self.start_service(proc, self.placement.server_cores)
         proc.wait_ready("/healthz", timeout_s=30)
         hosts, pids = [f"http://127.0.0.1:{port}"], [proc.pid]
-        self.targets["ceiling"] = {"hosts": hosts, "pids": pids, "note": f"answers a fixed {len(body)}-byte JSON "
-                                   "(an edgerec answer for k=10) without reading the request"}
+        self.targets["ceiling"] = {
+            "hosts": hosts,
+            "pids": pids,
+            "note": f"answers a fixed {len(body)}-byte JSON (an edgerec answer for k=10) without reading the request",
+        }
 
     def start_peer(self, bundle: Path, offers: list[dict], traffic: dict[str, Any], contract: Contract) -> None:
         if self.args.quick:
-            self.targets["peer"] = {"skipped": "--quick (no peer venv made in smoke mode)",
-                                    "name": f"MLServer {peer.MLSERVER_VERSION}"}
+            self.targets["peer"] = {
+                "skipped": "--quick (no peer venv made in smoke mode)",
+                "name": f"MLServer {peer.MLSERVER_VERSION}",
+            }
             return
         venv = self.args.peer_venv or peer.default_venv_dir()
         try:
             mlserver = peer.ensure_venv(venv, self.work / "logs" / "peer-venv.log")
         except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
-            self.targets["peer"] = {"skipped": f"could not make the peer's venv: {exc}",
-                                    "name": f"MLServer {peer.MLSERVER_VERSION}"}
+            self.targets["peer"] = {
+                "skipped": f"could not make the peer's venv: {exc}",
+                "name": f"MLServer {peer.MLSERVER_VERSION}",
+            }
             return
         version = peer.mlserver_version(mlserver)
         hosts, pids = [], []
         for i in range(self.args.servers):
-            proc, url = peer.mlserver_process(mlserver, self.work / "peer", bundle, offers, i,
-                                              self.args.peer_parallel_workers)
+            proc, url = peer.mlserver_process(
+                mlserver, self.work / "peer", bundle, offers, i, self.args.peer_parallel_workers
+            )
             self.start_service(proc, self.placement.server_cores)
             proc.wait_ready(f"/v2/models/{peer.PEER_MODEL}/ready", timeout_s=120)
             hosts.append(url)
             pids.append(proc.pid)
         parity = self.peer_parity(hosts[0], traffic, contract)
         self.targets["peer"] = {
-            "hosts": hosts, "pids": pids,
+            "hosts": hosts,
+            "pids": pids,
             "name": f"MLServer {version.split()[0] if version else peer.MLSERVER_VERSION}",
             "config": f"custom runtime (benchmarks/peer_runtime/mlserver_runtime.py), parallel_workers="
-                      f"{self.args.peer_parallel_workers}, debug false, gzip_enabled false, uvloop {version.split()[1] if version else '?'}, "
-                      f"{self.args.servers} instance(s)",
+            f"{self.args.peer_parallel_workers}, debug false, gzip_enabled false, "
+            f"uvloop {version.split()[1] if version else '?'}, "
+            f"{self.args.servers} instance(s)",
             "parity": parity,
             "note": "Open Inference Protocol JSON in and out; answers offer ids and scores only "
-                    "(edgerec also returns title, price and currency per offer)",
+            "(edgerec also returns title, price and currency per offer)",
         }
 
     def peer_parity(self, peer_url: str, traffic: dict[str, Any], contract: Contract) -> str:
@@ -365,30 +428,48 @@ class Bench:
             say(f"      CDN target skipped: {reason}")
             return
         if not contract.anonymous_get:
-            self.targets["edgerec_cdn"] = {"skipped": "the edge answers GET /v1/recommendations with 405: the "
-                                           "anonymous CDN-cacheable form is not in this edge yet"}
+            self.targets["edgerec_cdn"] = {
+                "skipped": "the edge answers GET /v1/recommendations with 405: the "
+                "anonymous CDN-cacheable form is not in this edge yet"
+            }
             return
         hosts, pids = [], []
         for i, edge_url in enumerate(self.targets["edgerec"]["hosts"]):
-            proc, url, vcl_source = cdn.varnish_process(self.work / f"varnish-{i}",
-                                                        int(edge_url.rsplit(":", 1)[1]), self.cdn_secret)
+            proc, url, vcl_source = cdn.varnish_process(
+                self.work / f"varnish-{i}", int(edge_url.rsplit(":", 1)[1]), self.cdn_secret
+            )
             self.start_service(proc, self.placement.server_cores)
             proc.wait_ready("/healthz", timeout_s=30)
             hosts.append(url)
             pids.append(proc.pid)
         # The CDN's CPU is the cache's plus the edges' it still calls on misses.
-        self.targets["edgerec_cdn"] = {"hosts": hosts, "pids": pids + self.targets["edgerec"]["pids"],
-                                       "note": f"Varnish with {vcl_source}; anonymous GETs only, the geo header "
-                                               "standing in for the CDN's own geo lookup",
-                                       "varnish_dirs": [self.work / f"varnish-{i}" for i in range(len(hosts))]}
+        self.targets["edgerec_cdn"] = {
+            "hosts": hosts,
+            "pids": pids + self.targets["edgerec"]["pids"],
+            "note": f"Varnish with {vcl_source}; anonymous GETs only, the geo header "
+            "standing in for the CDN's own geo lookup",
+            "varnish_dirs": [self.work / f"varnish-{i}" for i in range(len(hosts))],
+        }
 
 
-TARGET_KIND = {"edgerec": "edgerec", "edgerec_no_events": "edgerec", "ceiling": "ceiling", "peer": "peer",
-               "edgerec_cdn": "cdn"}
+TARGET_KIND = {
+    "edgerec": "edgerec",
+    "edgerec_no_events": "edgerec",
+    "ceiling": "ceiling",
+    "peer": "peer",
+    "edgerec_cdn": "cdn",
+}
 
 
-def measure_target(bench: Bench, name: str, round_no: int, load: LoadSettings, sampler: CpuSampler,
-                   wrk_files: dict[str, Path], steps: list[float]) -> dict[str, Any]:
+def measure_target(
+    bench: Bench,
+    name: str,
+    round_no: int,
+    load: LoadSettings,
+    sampler: CpuSampler,
+    wrk_files: dict[str, Path],
+    steps: list[float],
+) -> dict[str, Any]:
     args = bench.args
     target = bench.targets[name]
     if "skipped" in target:
@@ -403,29 +484,54 @@ def measure_target(bench: Bench, name: str, round_no: int, load: LoadSettings, s
     peak["load_cores"] = max(1, load.locust_processes)
     peak["server_cores"] = len(load.server_cores or ()) or 1
     result["peak"] = peak
-    say(f"    {name:12s} peak   {peak['rps']:9.1f} req/s  p50 {peak['p50_ms']} ms  p99 {peak['p99_ms']} ms  "
-        f"errors {peak['errors']}  server CPU {peak['cpu_percent']}%  locust CPU {peak['loadgen_cpu_percent']}%")
+    say(
+        f"    {name:12s} peak   {peak['rps']:9.1f} req/s  p50 {peak['p50_ms']} ms  p99 {peak['p99_ms']} ms  "
+        f"errors {peak['errors']}  server CPU {peak['cpu_percent']}%  locust CPU {peak['loadgen_cpu_percent']}%"
+    )
     if args.no_wrk:
         result["wrk"] = {"skipped": "--no-wrk"}
     elif wrk_missing():
         result["wrk"] = {"skipped": wrk_missing()}
     else:
-        wrk = run_wrk(f"{name}-wrk", hosts, wrk_files[kind], args.users, args.duration + args.warmup,
-                      load.load_cores, runs, sampler, group)
+        wrk = run_wrk(
+            f"{name}-wrk",
+            hosts,
+            wrk_files[kind],
+            args.users,
+            args.duration + args.warmup,
+            load.load_cores,
+            runs,
+            sampler,
+            group,
+        )
         wrk["load_cores"] = len(hosts)  # one single-threaded wrk per host
         wrk["server_cores"] = len(load.server_cores or ()) or 1
         result["wrk"] = wrk
-        say(f"    {name:12s} wrk    {wrk['rps']:9.1f} req/s  p50 {wrk['p50_ms']} ms  p99 {wrk['p99_ms']} ms  "
-            f"errors {wrk['errors']}  server CPU {wrk['cpu_percent']}%")
+        say(
+            f"    {name:12s} wrk    {wrk['rps']:9.1f} req/s  p50 {wrk['p50_ms']} ms  p99 {wrk['p99_ms']} ms  "
+            f"errors {wrk['errors']}  server CPU {wrk['cpu_percent']}%"
+        )
         # The latency at 70% of that peak, at a fixed arrival rate from wrk: locust's own jitter on the shared
         # load core sets a floor of several ms under its p99 (the bare ceiling shows it too); wrk's is far lower.
         rate = round(0.7 * wrk["rps"], 1)
-        at70 = run_wrk(f"{name}-wrk-70", hosts, wrk_files[kind], args.users, args.duration + args.warmup,
-                       load.load_cores, runs, sampler, group, rate=rate)
+        at70 = run_wrk(
+            f"{name}-wrk-70",
+            hosts,
+            wrk_files[kind],
+            args.users,
+            args.duration + args.warmup,
+            load.load_cores,
+            runs,
+            sampler,
+            group,
+            rate=rate,
+        )
         at70["offered_rps"], at70["fraction"] = rate, 0.7
         result["wrk_at_70"] = at70
-        say(f"    {name:12s} wrk 70% {at70['rps']:8.1f} req/s (offered {rate})  p50 {at70['p50_ms']} ms  "
-            f"p99 {at70['p99_ms']} ms  late sends {at70['late_sends']}  server CPU {at70['cpu_percent']}%")
+        say(
+            f"    {name:12s} wrk 70% {at70['rps']:8.1f} req/s (offered {rate})  p50 {at70['p50_ms']} ms  "
+            f"p99 {at70['p99_ms']} ms  late sends {at70['late_sends']}  server CPU {at70['cpu_percent']}%"
+        )
     result["steps"] = []
     for fraction in steps:
         rate = round(fraction * peak["rps"], 1)
@@ -434,8 +540,10 @@ def measure_target(bench: Bench, name: str, round_no: int, load: LoadSettings, s
         step.pop("_histogram", None)
         step.pop("by_kind", None)
         result["steps"].append(step)
-        say(f"    {name:12s} {fraction:4.0%}   {step['rps']:9.1f} req/s (offered {rate})  p50 {step['p50_ms']} ms  "
-            f"p99 {step['p99_ms']} ms  errors {step['errors']}")
+        say(
+            f"    {name:12s} {fraction:4.0%}   {step['rps']:9.1f} req/s (offered {rate})  p50 {step['p50_ms']} ms  "
+            f"p99 {step['p99_ms']} ms  errors {step['errors']}"
+        )
     counters_after = _cache_counters(target)
     if counters_after:
         delta = {k: counters_after[k] - counters_before.get(k, 0) for k in counters_after}
@@ -445,15 +553,32 @@ def measure_target(bench: Bench, name: str, round_no: int, load: LoadSettings, s
     return result
 
 
-def warm_up(bench: Bench, name: str, kind: str, hosts: list[str], load: LoadSettings, sampler: CpuSampler,
-            wrk_files: dict[str, Path], runs: Path) -> None:
+def warm_up(
+    bench: Bench,
+    name: str,
+    kind: str,
+    hosts: list[str],
+    load: LoadSettings,
+    sampler: CpuSampler,
+    wrk_files: dict[str, Path],
+    runs: Path,
+) -> None:
     """A short unmeasured burst at full concurrency before a target's peak run: lazy imports, JIT-free but
     cold code paths, connection pools and caches settle, so no server pays its start-up inside the figures. Two
     seconds; one in --quick (smoke) mode, whose figures are not read."""
     seconds = 1.0 if bench.args.quick else 2.0
     if not bench.args.no_wrk and not wrk_missing():
-        run_wrk(f"{name}-warmup", hosts, wrk_files[kind], bench.args.users, seconds, load.load_cores, runs, sampler,
-                f"server:{name}")
+        run_wrk(
+            f"{name}-warmup",
+            hosts,
+            wrk_files[kind],
+            bench.args.users,
+            seconds,
+            load.load_cores,
+            runs,
+            sampler,
+            f"server:{name}",
+        )
     else:
         run_locust(f"{name}-warmup", kind, hosts, load, 1.0, 0.0, runs, sampler, f"server:{name}")
 
@@ -487,7 +612,7 @@ def run(args: argparse.Namespace) -> int:
     machine = machine_info(placement)
     load_avg = machine["load_average_at_start"][0]
     if load_avg > 0.5 * (os.cpu_count() or 1):
-        machine["noisy"] = (f"load average {load_avg} at start on {os.cpu_count()} CPUs: other work was running")
+        machine["noisy"] = f"load average {load_avg} at start on {os.cpu_count()} CPUs: other work was running"
     try:
         bundle, transactions, data_label = bench.train()
         say("[2/5] starting the origin and edge(s), loading offers")
@@ -511,8 +636,10 @@ def run(args: argparse.Namespace) -> int:
             try:
                 bench.start_peer(bundle, offers, traffic, contract)
             except (RuntimeError, OSError) as exc:
-                bench.targets["peer"] = {"skipped": f"the peer did not start: {exc}",
-                                         "name": f"MLServer {peer.MLSERVER_VERSION}"}
+                bench.targets["peer"] = {
+                    "skipped": f"the peer did not start: {exc}",
+                    "name": f"MLServer {peer.MLSERVER_VERSION}",
+                }
             if "skipped" in bench.targets["peer"]:
                 say(f"      peer skipped: {bench.targets['peer']['skipped']}")
             else:
@@ -525,15 +652,24 @@ def run(args: argparse.Namespace) -> int:
         for name in ORDER:
             if name not in wanted:
                 bench.targets.setdefault(name, {"skipped": "not in --targets"})
-        wrk_files = {kind: write_wrk_requests(bench.work / f"wrk-{kind}.tsv", traffic, kind, contract,
-                                              bench.cdn_secret)
-                     for kind in set(TARGET_KIND.values())}
-        load = LoadSettings(users=args.users, locust_processes=locust_processes, warmup_s=args.warmup,
-                            load_cores=placement.load_cores, server_cores=placement.server_cores,
-                            traffic_path=traffic_path, contract=contract,
-                            cdn_secret=bench.cdn_secret)
-        say(f"[4/5] measuring: {args.repeat} round(s), {args.duration:g} s per step, {args.users} users, "
-            f"{locust_processes} locust process(es), {placement.describe()}")
+        wrk_files = {
+            kind: write_wrk_requests(bench.work / f"wrk-{kind}.tsv", traffic, kind, contract, bench.cdn_secret)
+            for kind in set(TARGET_KIND.values())
+        }
+        load = LoadSettings(
+            users=args.users,
+            locust_processes=locust_processes,
+            warmup_s=args.warmup,
+            load_cores=placement.load_cores,
+            server_cores=placement.server_cores,
+            traffic_path=traffic_path,
+            contract=contract,
+            cdn_secret=bench.cdn_secret,
+        )
+        say(
+            f"[4/5] measuring: {args.repeat} round(s), {args.duration:g} s per step, {args.users} users, "
+            f"{locust_processes} locust process(es), {placement.describe()}"
+        )
         rounds: list[dict[str, dict[str, Any]]] = []
         peak_histograms: dict[str, Histogram] = {}
         with CpuSampler() as sampler:
@@ -544,7 +680,7 @@ def run(args: argparse.Namespace) -> int:
             for round_no in range(args.repeat):
                 say(f"  round {round_no + 1}/{args.repeat}")
                 # Each round starts from a different target, so no target always runs first or last.
-                order = active[round_no % len(active):] + active[:round_no % len(active)] if active else []
+                order = active[round_no % len(active) :] + active[: round_no % len(active)] if active else []
                 this_round: dict[str, dict[str, Any]] = {}
                 for name in order:
                     try:
@@ -562,11 +698,21 @@ def run(args: argparse.Namespace) -> int:
         if "peer" in bench.targets and "name" in bench.targets["peer"]:
             machine["versions"]["peer"] = f"{bench.targets['peer']['name']}: {bench.targets['peer'].get('config')}"
         settings = {
-            "duration_s": args.duration, "warmup_s": args.warmup, "users": args.users, "repeat": args.repeat,
-            "servers": args.servers, "locust_processes": locust_processes, "steps": steps, "quick": args.quick,
-            "data": data_label, "regions": list(regions), "offers_per_region": args.offers_per_region,
-            "anonymous_share": args.anonymous_share, "k_values": sorted(int(k) for k in traffic["k_weights"]),
-            "contract": contract.to_json(), "p99_budget_ms": 10.0,
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "users": args.users,
+            "repeat": args.repeat,
+            "servers": args.servers,
+            "locust_processes": locust_processes,
+            "steps": steps,
+            "quick": args.quick,
+            "data": data_label,
+            "regions": list(regions),
+            "offers_per_region": args.offers_per_region,
+            "anonymous_share": args.anonymous_share,
+            "k_values": sorted(int(k) for k in traffic["k_weights"]),
+            "contract": contract.to_json(),
+            "p99_budget_ms": 10.0,
         }
         say("[5/5] writing the report")
         command = "python -m benchmarks.latency " + " ".join(shlex.quote(a) for a in (sys.argv[1:] or []))
@@ -583,18 +729,25 @@ def run(args: argparse.Namespace) -> int:
 
 def print_summary(report: dict[str, Any]) -> None:
     say("")
-    say(f"{'target':14s} {'req/s':>9s} {'wrk req/s':>10s} {'p50':>7s} {'p99':>7s} {'p99.9':>7s} {'errors':>7s} {'CPU%':>6s}")
+    say(
+        f"{'target':14s} {'req/s':>9s} {'wrk req/s':>10s} {'p50':>7s} {'p99':>7s} {'p99.9':>7s} "
+        f"{'errors':>7s} {'CPU%':>6s}"
+    )
     for name in ORDER:
         t = report["targets"][name]
         if t.get("skipped"):
             say(f"{name:14s} skipped: {t['skipped']}")
             continue
         wrk = (t.get("wrk") or {}).get("rps")
-        say(f"{name:14s} {t['rps'] or 0:9.1f} {wrk or 0:10.1f} {t['p50_ms'] or 0:7.2f} {t['p99_ms'] or 0:7.2f} "
-            f"{t['p999_ms'] or 0:7.2f} {t['errors'] or 0:7d} {t['cpu_percent'] or 0:6.0f}")
+        say(
+            f"{name:14s} {t['rps'] or 0:9.1f} {wrk or 0:10.1f} {t['p50_ms'] or 0:7.2f} {t['p99_ms'] or 0:7.2f} "
+            f"{t['p999_ms'] or 0:7.2f} {t['errors'] or 0:7d} {t['cpu_percent'] or 0:6.0f}"
+        )
     say(f"ratios: {report['ratios']}")
-    say(f"events on / off throughput: {report['ratios'].get('events_on_vs_off_rps')} "
-        f"(the goal: at least {EVENTS_BUDGET})")
+    say(
+        f"events on / off throughput: {report['ratios'].get('events_on_vs_off_rps')} "
+        f"(the goal: at least {EVENTS_BUDGET})"
+    )
     if report["peer_wins"]:
         say("the peer wins on: " + "; ".join(report["peer_wins"]))
     hints = []
@@ -609,6 +762,7 @@ def print_summary(report: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import importlib.util
+
     missing = [m for m in ("locust", "matplotlib", "psutil") if importlib.util.find_spec(m) is None]
     if missing:
         print(f"missing {', '.join(missing)}: install the bench extra with  pip install -e '.[bench]'", file=sys.stderr)

@@ -41,8 +41,17 @@ def _locust_binary() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "locust"]
 
 
-def run_locust(name: str, target: str, hosts: list[str], settings: LoadSettings, duration_s: float,
-               rate: float, out_dir: Path, sampler: CpuSampler, server_group: str) -> dict[str, Any]:
+def run_locust(
+    name: str,
+    target: str,
+    hosts: list[str],
+    settings: LoadSettings,
+    duration_s: float,
+    rate: float,
+    out_dir: Path,
+    sampler: CpuSampler,
+    server_group: str,
+) -> dict[str, Any]:
     """One locust run at a fixed user count: closed loop when rate is 0, else paced to `rate` req/s in total.
 
     Returns the exact latency summary of the measured window (after the warm-up), the server's CPU
@@ -53,10 +62,27 @@ def run_locust(name: str, target: str, hosts: list[str], settings: LoadSettings,
     if run_dir.exists():
         shutil.rmtree(run_dir)
     hist_dir.mkdir(parents=True)
-    argv = [*_locust_binary(), "-f", str(LOCUSTFILE), "--headless", "--host", hosts[0],
-            "-u", str(settings.users), "-r", str(settings.users), "-t", f"{math.ceil(settings.warmup_s + duration_s)}s",
-            "--only-summary", "--loglevel", "WARNING", "--exit-code-on-error", "0",
-            "--json-file", str(run_dir / "locust")]
+    argv = [
+        *_locust_binary(),
+        "-f",
+        str(LOCUSTFILE),
+        "--headless",
+        "--host",
+        hosts[0],
+        "-u",
+        str(settings.users),
+        "-r",
+        str(settings.users),
+        "-t",
+        f"{math.ceil(settings.warmup_s + duration_s)}s",
+        "--only-summary",
+        "--loglevel",
+        "WARNING",
+        "--exit-code-on-error",
+        "0",
+        "--json-file",
+        str(run_dir / "locust"),
+    ]
     if settings.locust_processes > 1:
         argv += ["--processes", str(settings.locust_processes)]
     env = {
@@ -74,8 +100,9 @@ def run_locust(name: str, target: str, hosts: list[str], settings: LoadSettings,
     }
     started = time.time()
     with open(run_dir / "locust.log", "wb") as log, cores(settings.load_cores):
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                cwd=str(HERE.parent))
+        proc = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=str(HERE.parent)
+        )
     sampler.track(f"load:{name}", [proc.pid])
     try:
         proc.wait(timeout=settings.warmup_s + duration_s + 60)
@@ -103,8 +130,12 @@ def run_locust(name: str, target: str, hosts: list[str], settings: LoadSettings,
 
 
 def _kind_summary(h) -> dict[str, Any]:
-    return {"requests": h.count + h.errors, "errors": h.errors,
-            "p50_ms": _r(h.quantile(0.5)), "p99_ms": _r(h.quantile(0.99))}
+    return {
+        "requests": h.count + h.errors,
+        "errors": h.errors,
+        "p50_ms": _r(h.quantile(0.5)),
+        "p99_ms": _r(h.quantile(0.99)),
+    }
 
 
 def _r(v: float | None) -> float | None:
@@ -117,8 +148,9 @@ def wrk_missing() -> str | None:
     return None
 
 
-def write_wrk_requests(path: Path, traffic: dict[str, Any], target: str, contract: Contract, secret: str,
-                       count: int = 4000) -> Path:
+def write_wrk_requests(
+    path: Path, traffic: dict[str, Any], target: str, contract: Contract, secret: str, count: int = 4000
+) -> Path:
     """The same request mix as locust's, as lines wrk_requests.lua replays."""
     mix = RequestMix(traffic, target, contract, secret, seed=12345)
     lines = []
@@ -133,9 +165,18 @@ def write_wrk_requests(path: Path, traffic: dict[str, Any], target: str, contrac
 _WRK_LINE = re.compile(r"^EDGEREC_WRK (\{.*\})\s*$", re.M)
 
 
-def run_wrk(name: str, hosts: list[str], requests_file: Path, connections: int, duration_s: float,
-            load_cores: tuple[int, ...] | None, out_dir: Path, sampler: CpuSampler,
-            server_group: str, rate: float = 0.0) -> dict[str, Any]:
+def run_wrk(
+    name: str,
+    hosts: list[str],
+    requests_file: Path,
+    connections: int,
+    duration_s: float,
+    load_cores: tuple[int, ...] | None,
+    out_dir: Path,
+    sampler: CpuSampler,
+    server_group: str,
+    rate: float = 0.0,
+) -> dict[str, Any]:
     """wrk against every server process at once (one wrk each, one thread), summed: the server's capacity, or with
     rate > 0 the latency at that fixed arrival rate in total (wrk_requests.lua's schedule, split over the hosts)."""
     wrk = shutil.which("wrk")
@@ -150,10 +191,27 @@ def run_wrk(name: str, hosts: list[str], requests_file: Path, connections: int, 
             logs.append(log)
             with open(log, "wb") as fh:
                 env = {**os.environ, "EDGEREC_WRK_RATE": f"{rate / len(hosts):.3f}"} if rate > 0 else None
-                procs.append(subprocess.Popen(
-                    [wrk, "-t1", f"-c{per_host}", f"-d{max(1, int(round(duration_s)))}s", "--timeout", "5s",
-                     "-s", str(WRK_SCRIPT), host, "--", str(requests_file)],
-                    stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env))
+                procs.append(
+                    subprocess.Popen(
+                        [
+                            wrk,
+                            "-t1",
+                            f"-c{per_host}",
+                            f"-d{max(1, int(round(duration_s)))}s",
+                            "--timeout",
+                            "5s",
+                            "-s",
+                            str(WRK_SCRIPT),
+                            host,
+                            "--",
+                            str(requests_file),
+                        ],
+                        stdout=fh,
+                        stderr=subprocess.STDOUT,
+                        stdin=subprocess.DEVNULL,
+                        env=env,
+                    )
+                )
     sampler.track(f"load:{name}", [p.pid for p in procs])
     for p in procs:
         p.wait(timeout=duration_s + 30)
@@ -169,14 +227,22 @@ def run_wrk(name: str, hosts: list[str], requests_file: Path, connections: int, 
         results.append(json.loads(match.group(1)))
     requests = sum(r["requests"] for r in results)
     seconds = max(r["duration_us"] for r in results) / 1e6
-    errors = sum(r[k] for r in results for k in ("errors_connect", "errors_read", "errors_write",
-                                                   "errors_status", "errors_timeout"))
+    errors = sum(
+        r[k]
+        for r in results
+        for k in ("errors_connect", "errors_read", "errors_write", "errors_status", "errors_timeout")
+    )
     worst = lambda key: round(max(r[key] for r in results) / 1000.0, 3)  # noqa: E731
     return {
         "rps": round(requests / seconds, 1),
-        "p50_ms": worst("p50_us"), "p95_ms": worst("p95_us"), "p99_ms": worst("p99_us"),
-        "p999_ms": worst("p999_us"), "max_ms": worst("max_us"),
-        "errors": errors, "requests": requests, "connections": per_host * len(hosts),
+        "p50_ms": worst("p50_us"),
+        "p95_ms": worst("p95_us"),
+        "p99_ms": worst("p99_us"),
+        "p999_ms": worst("p999_us"),
+        "max_ms": worst("max_us"),
+        "errors": errors,
+        "requests": requests,
+        "connections": per_host * len(hosts),
         # Fixed-rate runs: requests that left over 1 ms after their slot because no connection was free.
         "late_sends": sum(r.get("late_sends", 0) for r in results),
         # The window of wrk's run, less a second at each end for connection set-up and tear-down.

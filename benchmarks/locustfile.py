@@ -38,8 +38,9 @@ USERS = max(1, int(os.environ.get("EDGEREC_BENCH_USERS", "1") or 1))
 HOSTS = [h for h in os.environ.get("EDGEREC_BENCH_HOSTS", "").split(",") if h]
 CDN_SECRET = os.environ.get("EDGEREC_CDN_SECRET", "edgerec-bench-cdn-secret")
 # Standalone default: the anonymous GET form, region in the query/body (the geo header needs the edge's secret).
-CONTRACT = Contract(**json.loads(os.environ.get("EDGEREC_BENCH_CONTRACT",
-                                                '{"anonymous_get": true, "geo_header": false}')))
+CONTRACT = Contract(
+    **json.loads(os.environ.get("EDGEREC_BENCH_CONTRACT", '{"anonymous_get": true, "geo_header": false}'))
+)
 
 
 def _traffic() -> dict:
@@ -54,6 +55,7 @@ def _traffic() -> dict:
     data, _ = resolve_data("auto")
     if data is None:
         import tempfile
+
         data = write_synthetic_transactions(Path(tempfile.mkdtemp()) / "transactions.csv.gz", seed=7)
     return build_traffic(read_transactions(data), DEFAULT_REGIONS, context_length=50, anonymous_share=0.3)
 

@@ -35,7 +35,9 @@ TARGET_ALL, TARGET_NEW = 1.05, 1.10
 def write_split(source: Path, folder: Path, history_before: str, test_from: str, test_until: str) -> tuple[Path, Path]:
     """history = rows before history_before; test = rows in [test_from, test_until)."""
     folder.mkdir(parents=True, exist_ok=True)
-    history, rest, test, later = (folder / name for name in ("history.csv.gz", "rest.csv.gz", "test.csv.gz", "later.csv.gz"))
+    history, rest, test, later = (
+        folder / name for name in ("history.csv.gz", "rest.csv.gz", "test.csv.gz", "later.csv.gz")
+    )
     split_by_date(source, history_before, history, rest)
     if test_from != history_before:
         split_by_date(rest, test_from, folder / "gap.csv.gz", rest)
@@ -102,8 +104,14 @@ def batch_cost(bundle: Path, repeats: int, count: int = 200, histories: list[lis
             ages = np.sort(rng.exponential(60.0, len(skus)))[::-1].tolist()
         context = ranker.encode_context(skus, ages_days=ages)
         candidates = rng.choice(np.arange(1, len(items) + 1), count, replace=False).astype(np.int64)
-        requests.append((context, int(rng.integers(1, len(ranker.manifest["regions"]) + 1)), candidates,
-                         np.zeros(count, dtype=np.float32)))
+        requests.append(
+            (
+                context,
+                int(rng.integers(1, len(ranker.manifest["regions"]) + 1)),
+                candidates,
+                np.zeros(count, dtype=np.float32),
+            )
+        )
     out = {}
     for size in BATCH_SIZES:
         batch = requests[:size]
@@ -156,10 +164,13 @@ def plot(report: dict, path: Path) -> None:
 
 def markdown(report: dict) -> str:
     lines = ["# Model benchmark", "", f"Data: `{report['data']}`; machine: {report['machine']}.", ""]
-    lines += ["## Model vs baselines (ndcg@10)", "",
-              "| split | targets | model | repeat | TIFU-KNN | UP-CF@r | item_knn | region_pop | popularity | ratio vs best "
-              "| target | met |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "## Model vs baselines (ndcg@10)",
+        "",
+        "| split | targets | model | repeat | TIFU-KNN | UP-CF@r | item_knn | region_pop | popularity | ratio vs best "
+        "| target | met |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for split in report["splits"]:
         for section in ("all", "new_items"):
             block = split["evaluation"] if section == "all" else split["evaluation"]["new_items"]
@@ -173,30 +184,55 @@ def markdown(report: dict) -> str:
                 f"{ratio['target']:.2f} | {'yes' if ratio['meets_target'] else 'NO'} |"
             )
     if report.get("context_length_sweep"):
-        lines += ["", "## Profile slots P read by the model (history→Aug / test Sep–Oct)", "",
-                  "| P | model all | repeat all | ratio all | model new | item_knn new | ratio new |", "|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## Profile slots P read by the model (history→Aug / test Sep–Oct)",
+            "",
+            "| P | model all | repeat all | ratio all | model new | item_knn new | ratio new |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for row in report["context_length_sweep"]:
             lines.append(
-                f"| {row['L']} | {row['all']['model']:.4f} | {row['all']['best_baseline_ndcg@10']:.4f} | {row['all']['ratio']:.3f} | "
-                f"{row['new_items']['model']:.4f} | {row['new_items']['best_baseline_ndcg@10']:.4f} | {row['new_items']['ratio']:.3f} |"
+                f"| {row['L']} | {row['all']['model']:.4f} | {row['all']['best_baseline_ndcg@10']:.4f} | "
+                f"{row['all']['ratio']:.3f} | "
+                f"{row['new_items']['model']:.4f} | {row['new_items']['best_baseline_ndcg@10']:.4f} | "
+                f"{row['new_items']['ratio']:.3f} |"
             )
-    lines += ["", "## Inference, one thread, one request with a full profile of P items (Ranker.rank, k=10)", "",
-              f"Graph nodes: {report['nodes']}; P = {report['context_length']}.", "",
-              "| candidates | median µs | p99 µs |", "|---|---|---|"]
+    lines += [
+        "",
+        "## Inference, one thread, one request with a full profile of P items (Ranker.rank, k=10)",
+        "",
+        f"Graph nodes: {report['nodes']}; P = {report['context_length']}.",
+        "",
+        "| candidates | median µs | p99 µs |",
+        "|---|---|---|",
+    ]
     for count, cost in report["inference_us"].items():
         lines.append(f"| {count} | {cost['median_us']:.1f} | {cost['p99_us']:.1f} |")
     shoppers = report.get("batch_us_shoppers", {})
     events = report.get("shopper_events", {})
-    lines += ["", "## Inference in batches (Ranker.rank_many: different shoppers, 200 candidates each, k=10)", "",
-              "| requests per run | synthetic contexts (5 to L events): median µs per run | µs per request | real GB "
-              f"shoppers ({events.get('mean', 0):.0f} events on average, median {events.get('median', 0):.0f}): median "
-              "µs per run | µs per request |", "|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Inference in batches (Ranker.rank_many: different shoppers, 200 candidates each, k=10)",
+        "",
+        "| requests per run | synthetic contexts (5 to L events): median µs per run | µs per request | real GB "
+        f"shoppers ({events.get('mean', 0):.0f} events on average, median {events.get('median', 0):.0f}): median "
+        "µs per run | µs per request |",
+        "|---|---|---|---|---|",
+    ]
     for size, cost in report.get("batch_us", {}).items():
         real = shoppers.get(size)
-        lines.append(f"| {size} | {cost['run_us']:.1f} | {cost['per_request_us']:.1f} | "
-                     + (f"{real['run_us']:.1f} | {real['per_request_us']:.1f} |" if real else "– | – |"))
-    lines += ["", f"Training on the full shared data: {report['full_training_seconds']:.1f} s (wall, incl. reading and export).",
-              "", f"int8: {report['int8']}", ""]
+        lines.append(
+            f"| {size} | {cost['run_us']:.1f} | {cost['per_request_us']:.1f} | "
+            + (f"{real['run_us']:.1f} | {real['per_request_us']:.1f} |" if real else "– | – |")
+        )
+    lines += [
+        "",
+        f"Training on the full shared data: {report['full_training_seconds']:.1f} s (wall, incl. reading and export).",
+        "",
+        f"int8: {report['int8']}",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -211,8 +247,12 @@ def main(argv: list[str] | None = None) -> int:
     work = out / "work"
     lengths = () if args.quick else tuple(length for length in CONTEXT_LENGTHS if length != DEFAULT_CONTEXT_LENGTH)
     steps = tqdm(total=len(SPLITS) + 1 + len(lengths) + 2, desc="benchmark", unit=" step")
-    report: dict = {"data": str(args.data.resolve()), "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
-                    "context_length": DEFAULT_CONTEXT_LENGTH, "splits": []}
+    report: dict = {
+        "data": str(args.data.resolve()),
+        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
+        "context_length": DEFAULT_CONTEXT_LENGTH,
+        "splits": [],
+    }
 
     bundles, files = [], []
     for number, (name, history_before, test_from, test_until) in enumerate(SPLITS):
@@ -223,9 +263,17 @@ def main(argv: list[str] | None = None) -> int:
         manifest = train_bundle(history, bundle, progress=False)
         seconds = time.perf_counter() - started
         evaluation = evaluate(bundle, history, test)
-        report["splits"].append({"name": name, "history_before": history_before, "test": [test_from, test_until],
-                                 "train_seconds": round(seconds, 2), "validation": manifest["training"]["metrics"],
-                                 "evaluation": evaluation, "ratios": ratios(evaluation)})
+        report["splits"].append(
+            {
+                "name": name,
+                "history_before": history_before,
+                "test": [test_from, test_until],
+                "train_seconds": round(seconds, 2),
+                "validation": manifest["training"]["metrics"],
+                "evaluation": evaluation,
+                "ratios": ratios(evaluation),
+            }
+        )
         bundles.append(bundle)
         files.append((history, test))
         steps.update()
@@ -234,8 +282,15 @@ def main(argv: list[str] | None = None) -> int:
     steps.set_postfix_str(name)
     history, test = write_split(args.data, work / "later", SPLITS[bundle_number][1], test_from, test_until)
     evaluation = evaluate(bundles[bundle_number], history, test)
-    report["splits"].append({"name": name, "history_before": SPLITS[bundle_number][1], "test": [test_from, test_until],
-                             "evaluation": evaluation, "ratios": ratios(evaluation)})
+    report["splits"].append(
+        {
+            "name": name,
+            "history_before": SPLITS[bundle_number][1],
+            "test": [test_from, test_until],
+            "evaluation": evaluation,
+            "ratios": ratios(evaluation),
+        }
+    )
     steps.update()
 
     sweep_split = 1
@@ -263,8 +318,10 @@ def main(argv: list[str] | None = None) -> int:
     report["batch_us"] = batch_cost(work / "full", 100 if args.quick else 500)
     histories = shopper_contexts(args.data, full["context_length"])
     report["batch_us_shoppers"] = batch_cost(work / "full", 100 if args.quick else 500, histories=histories)
-    report["shopper_events"] = {"mean": float(np.mean([len(h) for h in histories])),
-                                "median": float(np.median([len(h) for h in histories]))}
+    report["shopper_events"] = {
+        "mean": float(np.mean([len(h) for h in histories])),
+        "median": float(np.median([len(h) for h in histories])),
+    }
     report["int8"] = (
         "not offered: the graph has no MatMul/Gemm/Conv (features are gathers and scatters over [V+1] "
         "vectors), so dynamic int8 quantization has nothing to quantize; cost is per-node overhead, not arithmetic."

@@ -16,7 +16,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from edgerec.cli.services import Service, free_port
+from edgerec.cli.process import Service, free_port
 
 from .traffic import PEER_MODEL
 
@@ -26,8 +26,13 @@ MLSERVER_VERSION = "1.7.1"
 
 def requirements() -> list[str]:
     # The same onnxruntime as the edge, and httptools as uvicorn[standard] gives the edge: the same engine.
-    return [f"mlserver=={MLSERVER_VERSION}", "uvloop<0.22", "httptools",
-            f"onnxruntime=={metadata.version('onnxruntime')}", "numpy"]
+    return [
+        f"mlserver=={MLSERVER_VERSION}",
+        "uvloop<0.22",
+        "httptools",
+        f"onnxruntime=={metadata.version('onnxruntime')}",
+        "numpy",
+    ]
 
 
 def default_venv_dir() -> Path:
@@ -43,17 +48,29 @@ def ensure_venv(venv: Path, log_path: Path) -> Path:
     mlserver = venv / "bin" / "mlserver"
     if mlserver.exists() and marker.exists() and marker.read_text() == wanted:
         return mlserver
-    print(f"  creating the peer's venv at {venv} (once; reused by later runs): pip install {' '.join(requirements())}",
-          flush=True)
+    print(
+        f"  creating the peer's venv at {venv} (once; reused by later runs): pip install {' '.join(requirements())}",
+        flush=True,
+    )
     if venv.exists():
         shutil.rmtree(venv)
     venv.parent.mkdir(parents=True, exist_ok=True)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, stdout=log, stderr=subprocess.STDOUT)
-        result = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
-                                 "--disable-pip-version-check", *requirements()],
-                                stdout=log, stderr=subprocess.STDOUT)
+        result = subprocess.run(
+            [
+                str(venv / "bin" / "python"),
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                *requirements(),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     if result.returncode != 0:
         raise RuntimeError(f"pip install for the peer failed (exit {result.returncode}); see {log_path}")
     marker.write_text(wanted)
@@ -71,17 +88,24 @@ def write_model_repository(root: Path, bundle_dir: Path, offers: list[dict[str, 
     for offer in offers:
         for region in offer["regions"]:
             catalog.setdefault(region, []).append(
-                {k: offer[k] for k in ("id", "sku", "title", "price", "currency", "stock")})
+                {k: offer[k] for k in ("id", "sku", "title", "price", "currency", "stock")}
+            )
     (model_dir / "catalog.json").write_text(json.dumps(catalog))
-    (model_dir / "model-settings.json").write_text(json.dumps({
-        "name": PEER_MODEL,
-        "implementation": "mlserver_runtime.RecommenderRuntime",
-        "parameters": {"uri": "./model.onnx", "version": "bench"},
-    }, indent=2))
+    (model_dir / "model-settings.json").write_text(
+        json.dumps(
+            {
+                "name": PEER_MODEL,
+                "implementation": "mlserver_runtime.RecommenderRuntime",
+                "parameters": {"uri": "./model.onnx", "version": "bench"},
+            },
+            indent=2,
+        )
+    )
 
 
-def mlserver_process(mlserver: Path, workdir: Path, bundle_dir: Path, offers: list[dict[str, Any]], index: int,
-                     parallel_workers: int) -> tuple[Service, str]:
+def mlserver_process(
+    mlserver: Path, workdir: Path, bundle_dir: Path, offers: list[dict[str, Any]], index: int, parallel_workers: int
+) -> tuple[Service, str]:
     """One MLServer instance on free ports; access logs off (debug false), as a production user runs it."""
     # `mlserver start DIR` takes DIR as its model repository and reads DIR/settings.json.
     instance = workdir / f"instance-{index}"
@@ -101,16 +125,26 @@ def mlserver_process(mlserver: Path, workdir: Path, bundle_dir: Path, offers: li
         "metrics_dir": str(instance / ".metrics"),
     }
     (instance / "settings.json").write_text(json.dumps(settings, indent=2))
-    proc = Service(name=f"mlserver {index}", argv=[str(mlserver), "start", str(instance)], port=port,
-                   log_path=workdir / f"mlserver-{index}.log", cwd=instance, env={"PYTHONDONTWRITEBYTECODE": "1"})
+    proc = Service(
+        name=f"mlserver {index}",
+        argv=[str(mlserver), "start", str(instance)],
+        port=port,
+        log_path=workdir / f"mlserver-{index}.log",
+        cwd=instance,
+        env={"PYTHONDONTWRITEBYTECODE": "1"},
+    )
     return proc, f"http://127.0.0.1:{port}"
 
 
 def mlserver_version(mlserver: Path) -> str | None:
     python = mlserver.parent / "python"
     try:
-        out = subprocess.run([str(python), "-c", "import mlserver, uvloop; print(mlserver.__version__, uvloop.__version__)"],
-                             capture_output=True, text=True, timeout=60)
+        out = subprocess.run(
+            [str(python), "-c", "import mlserver, uvloop; print(mlserver.__version__, uvloop.__version__)"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None

@@ -1,4 +1,5 @@
-"""Processes of a benchmark run: CPU pinning and CPU accounting (they start and stop as edgerec.cli.services.Service)."""
+"""Processes of a benchmark run: CPU pinning and CPU accounting (they start and stop as
+edgerec.cli.process.Service)."""
 
 from __future__ import annotations
 

@@ -86,8 +86,11 @@ def _memory(n: int) -> dict[str, float]:
     tracemalloc.stop()
     accounted = sum(len(data) + 32 for data in encoded)
     assert len(held) == n
-    return {"full_encoded_bytes": accounted / n, "full_python_bytes": python_bytes / n,
-            "python_per_accounted_byte": python_bytes / accounted}
+    return {
+        "full_encoded_bytes": accounted / n,
+        "full_python_bytes": python_bytes / n,
+        "python_per_accounted_byte": python_bytes / accounted,
+    }
 
 
 async def _redis(url: str, n: int, rounds: int) -> dict[str, float]:
@@ -95,8 +98,9 @@ async def _redis(url: str, n: int, rounds: int) -> dict[str, float]:
 
     codec = ProfileCodec()
     prefix = f"edgerec-bench:{secrets.token_hex(6)}:"
-    store = RedisProfileStore(url, SECRET, codec, prefix=prefix, retention_s=3600, read_timeout_s=1.0,
-                              write_timeout_s=1.0)
+    store = RedisProfileStore(
+        url, SECRET, codec, prefix=prefix, retention_s=3600, read_timeout_s=1.0, write_timeout_s=1.0
+    )
     figures: dict[str, float] = {}
     keys = [secrets.token_hex(16) for _ in range(n)]
     try:
@@ -105,8 +109,9 @@ async def _redis(url: str, n: int, rounds: int) -> dict[str, float]:
                 await store.put_summary(key, _profile(codec, size == "full", i), 0.0)
             figures[f"redis_get_{size}_us"] = await _per_call(store.get, keys, rounds)
             event = ProfileEvent("click", ("00-00001",), time.time())
-            figures[f"redis_apply_event_{size}_us"] = await _per_call(lambda k: store.apply_event(k, event), keys,
-                                                                      rounds)
+            figures[f"redis_apply_event_{size}_us"] = await _per_call(
+                lambda k: store.apply_event(k, event), keys, rounds
+            )
         figures["redis_misses_during_run"] = store.stats.misses
     finally:
         for key in keys:
@@ -117,21 +122,36 @@ async def _redis(url: str, n: int, rounds: int) -> dict[str, float]:
 
 def _render(report: dict[str, Any]) -> str:
     f = report["figures"]
-    lines = ["# Profile store: cost per call", "",
-             f"{report['machine']['python']} on {report['machine']['cpus']} CPUs; {report['settings']['profiles']} "
-             f"profiles, median of {report['settings']['rounds']} rounds. Command: `{report['command']}`", "",
-             "| call | small profile | full profile |", "|---|---|---|"]
-    for label, key in (("embedded get, memory hit (µs)", "get_hit"), ("embedded get, from the file (µs)", "get_disk"),
-                       ("embedded apply_event (µs)", "apply_event"), ("embedded erase (µs)", "erase"),
-                       ("open + check the file (ms)", "open"), ("file size (MB)", "file"),
-                       ("Redis get (µs)", "redis_get"), ("Redis apply_event (µs)", "redis_apply_event")):
+    lines = [
+        "# Profile store: cost per call",
+        "",
+        f"{report['machine']['python']} on {report['machine']['cpus']} CPUs; {report['settings']['profiles']} "
+        f"profiles, median of {report['settings']['rounds']} rounds. Command: `{report['command']}`",
+        "",
+        "| call | small profile | full profile |",
+        "|---|---|---|",
+    ]
+    for label, key in (
+        ("embedded get, memory hit (µs)", "get_hit"),
+        ("embedded get, from the file (µs)", "get_disk"),
+        ("embedded apply_event (µs)", "apply_event"),
+        ("embedded erase (µs)", "erase"),
+        ("open + check the file (ms)", "open"),
+        ("file size (MB)", "file"),
+        ("Redis get (µs)", "redis_get"),
+        ("Redis apply_event (µs)", "redis_apply_event"),
+    ):
         unit = "ms" if key == "open" else "mb" if key == "file" else "us"
         small, full = f.get(f"{key}_small_{unit}"), f.get(f"{key}_full_{unit}")
         if small is not None:
             lines.append(f"| {label} | {small:.1f} | {full:.1f} |")
-    lines += ["", f"A full profile: {f['full_encoded_bytes']:.0f} accounted bytes (encoded + key), "
-              f"{f['full_python_bytes']:.0f} bytes as Python objects ({f['python_per_accounted_byte']:.1f}x): "
-              "the memory budget counts encoded bytes, so the process holds about that factor more.", ""]
+    lines += [
+        "",
+        f"A full profile: {f['full_encoded_bytes']:.0f} accounted bytes (encoded + key), "
+        f"{f['full_python_bytes']:.0f} bytes as Python objects ({f['python_per_accounted_byte']:.1f}x): "
+        "the memory budget counts encoded bytes, so the process holds about that factor more.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -167,10 +187,12 @@ def main(argv: list[str] | None = None) -> int:
     figures.update(_memory(min(args.profiles, 1000)))
     if args.redis_url != "none":
         figures.update(asyncio.run(_redis(args.redis_url, args.profiles, args.rounds)))
-    report = {"command": " ".join(["python -m benchmarks.profile_store", *(argv or sys.argv[1:])]),
-              "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
-              "settings": {"profiles": args.profiles, "rounds": args.rounds, "redis": args.redis_url != "none"},
-              "figures": {k: round(v, 2) for k, v in figures.items()}}
+    report = {
+        "command": " ".join(["python -m benchmarks.profile_store", *(argv or sys.argv[1:])]),
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
+        "settings": {"profiles": args.profiles, "rounds": args.rounds, "redis": args.redis_url != "none"},
+        "figures": {k: round(v, 2) for k, v in figures.items()},
+    }
     (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (args.out / "report.md").write_text(_render(report))
     _plot(args.out / "profile_store.png", figures)

@@ -11,8 +11,13 @@ from .histogram import Histogram
 
 P99_BUDGET_MS = 10.0
 T_FIELDS = ("rps", "p50_ms", "p95_ms", "p99_ms", "p999_ms", "max_ms", "errors", "cpu_percent")
-LABELS = {"edgerec": "edgerec", "edgerec_no_events": "edgerec, events off (--events off)",
-          "ceiling": "ceiling (bare Starlette)", "peer": "peer", "edgerec_cdn": "edgerec behind Varnish (anonymous)"}
+LABELS = {
+    "edgerec": "edgerec",
+    "edgerec_no_events": "edgerec, events off (--events off)",
+    "ceiling": "ceiling (bare Starlette)",
+    "peer": "peer",
+    "edgerec_cdn": "edgerec behind Varnish (anonymous)",
+}
 ORDER = ("edgerec", "edgerec_no_events", "ceiling", "peer", "edgerec_cdn")
 EVENTS_BUDGET = 0.95  # with events on, throughput must stay within 5% of throughput with events off
 
@@ -41,8 +46,12 @@ def knee(points: list[dict[str, Any]], peak: dict[str, Any] | None = None) -> di
     if not good:
         return None
     best = max(good, key=lambda p: p["rps"])
-    return {"rps": best["rps"], "p99_ms": best["p99_ms"], "offered_rps": best.get("offered_rps"),
-            "lower_bound": best is peak}
+    return {
+        "rps": best["rps"],
+        "p99_ms": best["p99_ms"],
+        "offered_rps": best.get("offered_rps"),
+        "lower_bound": best is peak,
+    }
 
 
 def summarize_target(rounds: list[dict[str, Any]]) -> dict[str, Any]:
@@ -63,17 +72,22 @@ def summarize_target(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     if out["rps"] and out["cpu_percent"] is not None:
         out["cpu_ms_per_request"] = round(out["cpu_percent"] * 10.0 / out["rps"], 4)
     # The generator, not the server, set the pace when it used its core(s) fully and the server did not.
-    out["loadgen_bound"] = bool(out["loadgen_cpu_percent"] is not None and out["cpu_percent"] is not None
-                                and out["loadgen_cpu_percent"] >= 85.0 * max(1, peaks[0].get("load_cores", 1))
-                                and out["cpu_percent"] < 85.0 * max(1, peaks[0].get("server_cores", 1)))
+    out["loadgen_bound"] = bool(
+        out["loadgen_cpu_percent"] is not None
+        and out["cpu_percent"] is not None
+        and out["loadgen_cpu_percent"] >= 85.0 * max(1, peaks[0].get("load_cores", 1))
+        and out["cpu_percent"] < 85.0 * max(1, peaks[0].get("server_cores", 1))
+    )
     wrks = [r["wrk"] for r in measured if isinstance(r.get("wrk"), dict) and "rps" in r["wrk"]]
     if wrks:
         out["wrk"] = {k: _median_of(wrks, k) for k in (*T_FIELDS, "loadgen_cpu_percent")}
         out["wrk"]["connections"] = wrks[0].get("connections")
         out["wrk"]["loadgen_bound"] = bool(
-            out["wrk"]["loadgen_cpu_percent"] is not None and out["wrk"]["cpu_percent"] is not None
+            out["wrk"]["loadgen_cpu_percent"] is not None
+            and out["wrk"]["cpu_percent"] is not None
             and out["wrk"]["loadgen_cpu_percent"] >= 85.0 * wrks[0].get("load_cores", 1)
-            and out["wrk"]["cpu_percent"] < 85.0 * wrks[0].get("server_cores", 1))
+            and out["wrk"]["cpu_percent"] < 85.0 * wrks[0].get("server_cores", 1)
+        )
     else:
         skipped = next((r["wrk"].get("skipped") for r in measured if isinstance(r.get("wrk"), dict)), None)
         out["wrk"] = {"skipped": skipped or "not run"}
@@ -81,15 +95,18 @@ def summarize_target(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     # the heaviest load: a figure no load generator's own limit can hide.
     basis = out["wrk"] if out["wrk"].get("rps") and out["wrk"].get("cpu_percent") else out
     if basis.get("rps") and basis.get("cpu_percent"):
-        out["capacity_at_full_cpu_rps"] = round(basis["rps"] * 100.0 * peaks[0].get("server_cores", 1)
-                                                / basis["cpu_percent"], 1)
+        out["capacity_at_full_cpu_rps"] = round(
+            basis["rps"] * 100.0 * peaks[0].get("server_cores", 1) / basis["cpu_percent"], 1
+        )
     knees = [knee([*r.get("steps", []), r["peak"]], r["peak"]) for r in measured]
-    out["knee"] = {"rps": median([k["rps"] for k in knees if k]),
-                   "p99_ms": median([k["p99_ms"] for k in knees if k]),
-                   "p99_budget_ms": P99_BUDGET_MS,
-                   "found_in_rounds": sum(1 for k in knees if k),
-                   # p99 stayed under budget even at the highest load reached: the real knee lies beyond.
-                   "lower_bound": all(k and k["lower_bound"] for k in knees)}
+    out["knee"] = {
+        "rps": median([k["rps"] for k in knees if k]),
+        "p99_ms": median([k["p99_ms"] for k in knees if k]),
+        "p99_budget_ms": P99_BUDGET_MS,
+        "found_in_rounds": sum(1 for k in knees if k),
+        # p99 stayed under budget even at the highest load reached: the real knee lies beyond.
+        "lower_bound": all(k and k["lower_bound"] for k in knees),
+    }
     out["steps"] = measured[-1].get("steps", [])
     for key in ("name", "config", "cache", "parity", "note"):
         if key in measured[-1]:
@@ -109,6 +126,7 @@ def ratio(a: float | None, b: float | None) -> float | None:
 
 def round_ratios(round_results: dict[str, dict[str, Any]], source: str) -> dict[str, float | None]:
     """Ratios within one round: both sides measured minutes apart, under the same machine noise."""
+
     def rps(name: str) -> float | None:
         r = round_results.get(name) or {}
         if source == "wrk":
@@ -143,8 +161,9 @@ def at_fraction(round_results: dict[str, Any], fraction: float) -> dict[str, Any
     return match[0] if match else None
 
 
-def build_report(machine: dict[str, Any], settings: dict[str, Any], rounds: list[dict[str, dict[str, Any]]],
-                 command: str) -> dict[str, Any]:
+def build_report(
+    machine: dict[str, Any], settings: dict[str, Any], rounds: list[dict[str, dict[str, Any]]], command: str
+) -> dict[str, Any]:
     targets = {name: summarize_target([r[name] for r in rounds if name in r]) for name in ORDER}
     source = "wrk" if all((targets[n].get("wrk") or {}).get("rps") for n in ("edgerec", "ceiling")) else "locust"
     per_round = [round_ratios(r, source) for r in rounds]
@@ -157,18 +176,23 @@ def build_report(machine: dict[str, Any], settings: dict[str, Any], rounds: list
         picks = [at_fraction(r.get(name), 0.7) for r in rounds]
         picks = [p for p in picks if p]
         if picks:
-            at70[name] = {"rps": median([p["rps"] for p in picks]), "p99_ms": median([p["p99_ms"] for p in picks]),
-                          "p50_ms": median([p["p50_ms"] for p in picks]),
-                          "offered_rps": median([p.get("offered_rps") for p in picks]),
-                          "errors": sum(p.get("errors") or 0 for p in picks)}
+            at70[name] = {
+                "rps": median([p["rps"] for p in picks]),
+                "p99_ms": median([p["p99_ms"] for p in picks]),
+                "p50_ms": median([p["p50_ms"] for p in picks]),
+                "offered_rps": median([p.get("offered_rps") for p in picks]),
+                "errors": sum(p.get("errors") or 0 for p in picks),
+            }
     # The same at a fixed arrival rate from wrk (70% of wrk's own closed-loop peak in that round).
     at70_wrk = {}
     for name in ORDER:
         picks = [(r.get(name) or {}).get("wrk_at_70") for r in rounds]
         picks = [p for p in picks if p and p.get("rps")]
         if picks:
-            at70_wrk[name] = {key: median([p[key] for p in picks])
-                              for key in ("rps", "offered_rps", "p50_ms", "p99_ms", "p999_ms", "cpu_percent")}
+            at70_wrk[name] = {
+                key: median([p[key] for p in picks])
+                for key in ("rps", "offered_rps", "p50_ms", "p99_ms", "p999_ms", "cpu_percent")
+            }
             at70_wrk[name]["late_sends"] = sum(p.get("late_sends") or 0 for p in picks)
             at70_wrk[name]["errors"] = sum(p.get("errors") or 0 for p in picks)
     report = {
@@ -184,9 +208,13 @@ def build_report(machine: dict[str, Any], settings: dict[str, Any], rounds: list
         "rounds": [_strip(r) for r in rounds],
         # Peak req/s of the same edge with events on and off, round by round (both measured in the same round).
         "events_on_off_rounds": [
-            {f"{side}_{src}": ((r.get(name) or {}).get("wrk" if src == "wrk" else "peak") or {}).get("rps")
-             for side, name in (("on", "edgerec"), ("off", "edgerec_no_events")) for src in ("wrk", "locust")}
-            for r in rounds],
+            {
+                f"{side}_{src}": ((r.get(name) or {}).get("wrk" if src == "wrk" else "peak") or {}).get("rps")
+                for side, name in (("on", "edgerec"), ("off", "edgerec_no_events"))
+                for src in ("wrk", "locust")
+            }
+            for r in rounds
+        ],
     }
     report["peer_wins"] = peer_wins(report)
     return report
@@ -212,11 +240,19 @@ def peer_wins(report: dict[str, Any]) -> list[str]:
     if pc is not None and ec is not None and pc < ec:
         wins.append(f"server CPU per request: peer {pc} ms < edgerec {ec} ms")
     a_e, a_p = report["at_70pct_peak"].get("edgerec"), report["at_70pct_peak"].get("peer")
-    if a_e and a_p and a_p.get("p99_ms") is not None and a_e.get("p99_ms") is not None and a_p["p99_ms"] < a_e["p99_ms"]:
+    if (
+        a_e
+        and a_p
+        and a_p.get("p99_ms") is not None
+        and a_e.get("p99_ms") is not None
+        and a_p["p99_ms"] < a_e["p99_ms"]
+    ):
         wins.append(f"p99 at 70% of its own peak: peer {a_p['p99_ms']} ms < edgerec {a_e['p99_ms']} ms")
     w_e, w_p = report.get("at_70pct_peak_wrk", {}).get("edgerec"), report.get("at_70pct_peak_wrk", {}).get("peer")
     if w_e and w_p and w_p["p99_ms"] < w_e["p99_ms"]:
-        wins.append(f"p99 at 70% of its own wrk peak (fixed rate): peer {w_p['p99_ms']} ms < edgerec {w_e['p99_ms']} ms")
+        wins.append(
+            f"p99 at 70% of its own wrk peak (fixed rate): peer {w_p['p99_ms']} ms < edgerec {w_e['p99_ms']} ms"
+        )
     return wins
 
 
@@ -281,48 +317,70 @@ def render_markdown(report: dict[str, Any], plots: list[str]) -> str:
             f"| {target_label(name, t)} | {_fmt(t['rps'], 0)}{bound} | {wrk_cell} | {_fmt(t['p50_ms'])} "
             f"| {_fmt(t['p95_ms'])} | {_fmt(t['p99_ms'])} | {_fmt(t['p999_ms'])} | {_fmt(t['max_ms'])} "
             f"| {_fmt(t['errors'])} | {_fmt(t['cpu_percent'], 0)} | {_fmt(t.get('cpu_ms_per_request'), 3)} "
-            f"| {_fmt(t.get('capacity_at_full_cpu_rps'), 0)} |")
-    lines += ["", "wrk latencies (p50/p99/max ms at its own peak, "
-              f"{(targets['edgerec'].get('wrk') or {}).get('connections', '–')} connections): "
-              + "; ".join(f"{name} {_fmt(t['wrk'].get('p50_ms'))}/{_fmt(t['wrk'].get('p99_ms'))}/"
-                          f"{_fmt(t['wrk'].get('max_ms'))}"
-                          for name, t in targets.items() if (t.get("wrk") or {}).get("rps")), ""]
-    lines += ["## The knee: the highest throughput with p99 under 10 ms (step load at fixed rates)", "",
-              "| target | knee req/s | p99 there ms | at 70% of peak (locust): req/s | p99 ms "
-              "| at 70% of wrk peak (wrk, fixed rate): req/s | p50 ms | p99 ms | server CPU % |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            f"| {_fmt(t.get('capacity_at_full_cpu_rps'), 0)} |"
+        )
+    lines += [
+        "",
+        "wrk latencies (p50/p99/max ms at its own peak, "
+        f"{(targets['edgerec'].get('wrk') or {}).get('connections', '–')} connections): "
+        + "; ".join(
+            f"{name} {_fmt(t['wrk'].get('p50_ms'))}/{_fmt(t['wrk'].get('p99_ms'))}/{_fmt(t['wrk'].get('max_ms'))}"
+            for name, t in targets.items()
+            if (t.get("wrk") or {}).get("rps")
+        ),
+        "",
+    ]
+    lines += [
+        "## The knee: the highest throughput with p99 under 10 ms (step load at fixed rates)",
+        "",
+        "| target | knee req/s | p99 there ms | at 70% of peak (locust): req/s | p99 ms "
+        "| at 70% of wrk peak (wrk, fixed rate): req/s | p50 ms | p99 ms | server CPU % |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for name in ORDER:
         t = targets[name]
         if t.get("skipped"):
             continue
         k = t.get("knee") or {}
         a = report["at_70pct_peak"].get(name) or {}
-        knee_cell = (("≥ " if k.get("lower_bound") else "") + _fmt(k.get("rps"), 0)) if k.get("rps") \
-            else "none under 10 ms"
+        knee_cell = (
+            (("≥ " if k.get("lower_bound") else "") + _fmt(k.get("rps"), 0)) if k.get("rps") else "none under 10 ms"
+        )
         w = report.get("at_70pct_peak_wrk", {}).get(name) or {}
-        lines.append(f"| {target_label(name, t)} | {knee_cell} "
-                     f"| {_fmt(k.get('p99_ms'))} | {_fmt(a.get('rps'), 0)} | {_fmt(a.get('p99_ms'))} "
-                     f"| {_fmt(w.get('rps'), 0)} | {_fmt(w.get('p50_ms'))} | {_fmt(w.get('p99_ms'))} "
-                     f"| {_fmt(w.get('cpu_percent'), 0)} |")
+        lines.append(
+            f"| {target_label(name, t)} | {knee_cell} "
+            f"| {_fmt(k.get('p99_ms'))} | {_fmt(a.get('rps'), 0)} | {_fmt(a.get('p99_ms'))} "
+            f"| {_fmt(w.get('rps'), 0)} | {_fmt(w.get('p50_ms'))} | {_fmt(w.get('p99_ms'))} "
+            f"| {_fmt(w.get('cpu_percent'), 0)} |"
+        )
     if any((w or {}).get("late_sends") for w in report.get("at_70pct_peak_wrk", {}).values()):
-        lines += ["", "Fixed-rate wrk runs with late sends (a request left over 1 ms after its slot because all "
-                  "connections were waiting, so the rate was not held): "
-                  + ", ".join(f"{n} {w['late_sends']}" for n, w in report["at_70pct_peak_wrk"].items()
-                              if w.get("late_sends"))]
+        lines += [
+            "",
+            "Fixed-rate wrk runs with late sends (a request left over 1 ms after its slot because all "
+            "connections were waiting, so the rate was not held): "
+            + ", ".join(
+                f"{n} {w['late_sends']}" for n, w in report["at_70pct_peak_wrk"].items() if w.get("late_sends")
+            ),
+        ]
     r = report["ratios"]
-    lines += ["", "## Ratios (within each round, then the median)", "",
-              f"- edgerec / ceiling throughput: **{_fmt(r.get('edgerec_vs_ceiling_rps'), 3)}**",
-              f"- edgerec / peer throughput: **{_fmt(r.get('edgerec_vs_peer_rps'), 3)}**",
-              f"- edgerec behind the CDN / edgerec direct: {_fmt(r.get('edgerec_cdn_vs_edgerec_rps'), 3)}",
-              f"- edgerec p99 / peer p99 at peak: {_fmt(r.get('edgerec_vs_peer_p99_at_peak'), 3)}",
-              f"- req/s at full server CPU, edgerec / ceiling: {_fmt(r.get('edgerec_vs_ceiling_capacity_at_full_cpu'), 3)}; "
-              f"edgerec / peer: {_fmt(r.get('edgerec_vs_peer_capacity_at_full_cpu'), 3)} "
-              "(throughput over server CPU share: holds even where a load generator, not the server, was the limit)",
-              f"- events on / off (edgerec recording an impression per answer / the same edge with impressions "
-              f"off): throughput **{_fmt(r.get('events_on_vs_off_rps'), 3)}**, req/s at full server CPU "
-              f"{_fmt(r.get('events_on_vs_off_capacity_at_full_cpu'), 3)}; {events_verdict(r.get('events_on_vs_off_rps'))}"
-              + (" (see events_on_off.png)" if "events_on_off.png" in plots else ""),
-              f"- measured with: {r.get('source')}", ""]
+    lines += [
+        "",
+        "## Ratios (within each round, then the median)",
+        "",
+        f"- edgerec / ceiling throughput: **{_fmt(r.get('edgerec_vs_ceiling_rps'), 3)}**",
+        f"- edgerec / peer throughput: **{_fmt(r.get('edgerec_vs_peer_rps'), 3)}**",
+        f"- edgerec behind the CDN / edgerec direct: {_fmt(r.get('edgerec_cdn_vs_edgerec_rps'), 3)}",
+        f"- edgerec p99 / peer p99 at peak: {_fmt(r.get('edgerec_vs_peer_p99_at_peak'), 3)}",
+        f"- req/s at full server CPU, edgerec / ceiling: {_fmt(r.get('edgerec_vs_ceiling_capacity_at_full_cpu'), 3)}; "
+        f"edgerec / peer: {_fmt(r.get('edgerec_vs_peer_capacity_at_full_cpu'), 3)} "
+        "(throughput over server CPU share: holds even where a load generator, not the server, was the limit)",
+        f"- events on / off (edgerec recording an impression per answer / the same edge with impressions "
+        f"off): throughput **{_fmt(r.get('events_on_vs_off_rps'), 3)}**, req/s at full server CPU "
+        f"{_fmt(r.get('events_on_vs_off_capacity_at_full_cpu'), 3)}; {events_verdict(r.get('events_on_vs_off_rps'))}"
+        + (" (see events_on_off.png)" if "events_on_off.png" in plots else ""),
+        f"- measured with: {r.get('source')}",
+        "",
+    ]
     wins = report["peer_wins"]
     if targets["peer"].get("skipped"):
         lines += [f"**Peer:** not measured ({targets['peer']['skipped']}).", ""]
@@ -340,11 +398,15 @@ def render_markdown(report: dict[str, Any], plots: list[str]) -> str:
         lines += [f"Varnish cache counters during the CDN runs: {cache}", ""]
     notes = [f"- {name}: {t['note']}" for name, t in targets.items() if t.get("note")]
     if any(t.get("loadgen_bound") or (t.get("wrk") or {}).get("loadgen_bound") for t in targets.values()):
-        notes.append("- ⚠ marks a run whose load generator used its core(s) fully while the server did not: that "
-                     "figure is the generator's limit, not the server's; read 'req/s at full CPU' there.")
+        notes.append(
+            "- ⚠ marks a run whose load generator used its core(s) fully while the server did not: that "
+            "figure is the generator's limit, not the server's; read 'req/s at full CPU' there."
+        )
     if any((t.get("knee") or {}).get("lower_bound") for t in targets.values()):
-        notes.append("- ≥ marks a knee not reached: p99 stayed under 10 ms up to the highest load the generator "
-                     "could send (add --locust-processes on a bigger machine).")
+        notes.append(
+            "- ≥ marks a knee not reached: p99 stayed under 10 ms up to the highest load the generator "
+            "could send (add --locust-processes on a bigger machine)."
+        )
     if notes:
         lines += ["## Notes", "", *notes, ""]
     lines += ["## Plots", "", *[f"![{p}]({p})" for p in plots], ""]
@@ -366,6 +428,7 @@ def plot_events_on_off(path: Path, report: dict[str, Any]) -> bool:
     if not rounds:
         return False
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -388,8 +451,7 @@ def plot_events_on_off(path: Path, report: dict[str, Any]) -> bool:
     ax.set_xticks(xs, labels, fontsize=8)
     ax.set_ylabel("peak req/s")
     ratio_value = report["ratios"].get("events_on_vs_off_rps")
-    ax.set_title(f"edgerec throughput, events on / off: {_fmt(ratio_value, 3)} (budget ≥ {EVENTS_BUDGET})",
-                 fontsize=10)
+    ax.set_title(f"edgerec throughput, events on / off: {_fmt(ratio_value, 3)} (budget ≥ {EVENTS_BUDGET})", fontsize=10)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -400,17 +462,21 @@ def plot_events_on_off(path: Path, report: dict[str, Any]) -> bool:
 def readme_section(report: dict[str, Any]) -> list[str]:
     """The short form of this run for README's Benchmarks section: figures, machine, the command."""
     m, t, r = report["machine"], report["targets"], report["ratios"]
-    rows = ["| | req/s (wrk) | req/s (locust) | p50 ms | p99 ms | p99.9 ms | knee req/s (p99 < 10 ms) |",
-            "|---|---:|---:|---:|---:|---:|---:|"]
+    rows = [
+        "| | req/s (wrk) | req/s (locust) | p50 ms | p99 ms | p99.9 ms | knee req/s (p99 < 10 ms) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for name in ORDER:
         x = t[name]
         if x.get("skipped"):
             rows.append(f"| {target_label(name, x)} | skipped: {x['skipped']} ||||||")
             continue
-        rows.append(f"| {target_label(name, x)} | {_fmt((x.get('wrk') or {}).get('rps'), 0)} | {_fmt(x['rps'], 0)} "
-                    f"| {_fmt(x['p50_ms'])} | {_fmt(x['p99_ms'])} | {_fmt(x['p999_ms'])} "
-                    f"| {'≥ ' if (x.get('knee') or {}).get('lower_bound') else ''}"
-                    f"{_fmt((x.get('knee') or {}).get('rps'), 0)} |")
+        rows.append(
+            f"| {target_label(name, x)} | {_fmt((x.get('wrk') or {}).get('rps'), 0)} | {_fmt(x['rps'], 0)} "
+            f"| {_fmt(x['p50_ms'])} | {_fmt(x['p99_ms'])} | {_fmt(x['p999_ms'])} "
+            f"| {'≥ ' if (x.get('knee') or {}).get('lower_bound') else ''}"
+            f"{_fmt((x.get('knee') or {}).get('rps'), 0)} |"
+        )
     return [
         f"Measured {m.get('started_at')} on {m.get('cpu_model')} ({m.get('logical_cpus')} CPUs, {m.get('os')}), "
         f"{_placement(m)}; {report['settings']['repeat']} round(s), medians.",
@@ -435,6 +501,7 @@ def _placement(m: dict[str, Any]) -> str:
 
 def plot_cdf(path: Path, histograms: dict[str, Histogram], labels: dict[str, str]) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -457,6 +524,7 @@ def plot_cdf(path: Path, histograms: dict[str, Histogram], labels: dict[str, str
 
 def plot_throughput_p99(path: Path, report: dict[str, Any]) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -466,11 +534,11 @@ def plot_throughput_p99(path: Path, report: dict[str, Any]) -> None:
         if t.get("skipped"):
             continue
         # In the order the load rose: the fixed-rate steps, then the closed-loop peak.
-        points = sorted([s for s in t.get("steps", []) if s.get("p99_ms") is not None],
-                        key=lambda s: s.get("offered_rps") or 0)
+        points = sorted(
+            [s for s in t.get("steps", []) if s.get("p99_ms") is not None], key=lambda s: s.get("offered_rps") or 0
+        )
         points.append({"rps": t["rps"], "p99_ms": t["p99_ms"]})
-        ax.plot([p["rps"] for p in points], [p["p99_ms"] for p in points], marker="o",
-                label=target_label(name, t))
+        ax.plot([p["rps"] for p in points], [p["p99_ms"] for p in points], marker="o", label=target_label(name, t))
         if (t.get("wrk") or {}).get("rps"):
             ax.scatter([t["wrk"]["rps"]], [t["wrk"]["p99_ms"]], marker="x", s=60, color=ax.lines[-1].get_color())
     ax.axhline(P99_BUDGET_MS, color="grey", linestyle="--", linewidth=1, label="p99 budget 10 ms")

@@ -25,8 +25,12 @@ def _body() -> bytes:
 
 BODY = _body()
 HEADERS = {"cache-control": "private, no-store", "x-request-id": "0123456789abcdef"}
-RAW_HEADERS = [(b"content-type", b"application/json"), (b"cache-control", b"private, no-store"),
-               (b"x-request-id", b"0123456789abcdef"), (b"content-length", str(len(BODY)).encode())]
+RAW_HEADERS = [
+    (b"content-type", b"application/json"),
+    (b"cache-control", b"private, no-store"),
+    (b"x-request-id", b"0123456789abcdef"),
+    (b"content-length", str(len(BODY)).encode()),
+]
 HEALTHY = b'{"status":"alive"}'
 
 
@@ -39,8 +43,9 @@ async def _healthz(request: Request) -> Response:
     return Response(HEALTHY, media_type="application/json")
 
 
-starlette_app = Starlette(routes=[Route("/healthz", _healthz, methods=["GET"]),
-                                  Route("/{path:path}", _answer, methods=["GET", "POST"])])
+starlette_app = Starlette(
+    routes=[Route("/healthz", _healthz, methods=["GET"]), Route("/{path:path}", _answer, methods=["GET", "POST"])]
+)
 
 
 def raw_asgi_app(body: bytes, headers: list[tuple[bytes, bytes]]) -> Any:

@@ -23,28 +23,110 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edgerec.cli.services import Service, free_port
+from edgerec.cli.process import Service, free_port
 
 from .processes import cores, tree_cpu_seconds
 
 REQUEST = b'{"shopper_id":"s-1","region":"GB","k":10,"recent_items":["85123A","71053","84406B"]}'
 
 TARGETS: dict[str, list[str]] = {
-    "uvicorn-starlette": ["uvicorn", "benchmarks.server_apps:starlette_app", "--http", "httptools", "--loop", "uvloop",
-                          "--no-access-log", "--log-level", "warning"],
-    "uvicorn-asgi-raw": ["uvicorn", "benchmarks.server_apps:asgi_app", "--http", "httptools", "--loop", "uvloop",
-                         "--no-access-log", "--log-level", "warning"],
-    "granian-asgi-starlette": ["granian", "--interface", "asgi", "benchmarks.server_apps:starlette_app",
-                               "--loop", "uvloop", "--workers", "1", "--runtime-threads", "1", "--no-ws",
-                               "--log-level", "warning"],
-    "granian-asgi-raw": ["granian", "--interface", "asgi", "benchmarks.server_apps:asgi_app", "--loop", "uvloop",
-                         "--workers", "1", "--runtime-threads", "1", "--no-ws", "--log-level", "warning"],
-    "granian-rsgi-raw-st": ["granian", "--interface", "rsgi", "benchmarks.server_apps:rsgi_app", "--loop", "uvloop",
-                            "--workers", "1", "--runtime-mode", "st", "--no-ws", "--log-level", "warning"],
-    "granian-asgi-raw-st": ["granian", "--interface", "asgi", "benchmarks.server_apps:asgi_app", "--loop", "uvloop",
-                            "--workers", "1", "--runtime-mode", "st", "--no-ws", "--log-level", "warning"],
-    "granian-rsgi-raw": ["granian", "--interface", "rsgi", "benchmarks.server_apps:rsgi_app", "--loop", "uvloop",
-                         "--workers", "1", "--runtime-threads", "1", "--no-ws", "--log-level", "warning"],
+    "uvicorn-starlette": [
+        "uvicorn",
+        "benchmarks.server_apps:starlette_app",
+        "--http",
+        "httptools",
+        "--loop",
+        "uvloop",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ],
+    "uvicorn-asgi-raw": [
+        "uvicorn",
+        "benchmarks.server_apps:asgi_app",
+        "--http",
+        "httptools",
+        "--loop",
+        "uvloop",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ],
+    "granian-asgi-starlette": [
+        "granian",
+        "--interface",
+        "asgi",
+        "benchmarks.server_apps:starlette_app",
+        "--loop",
+        "uvloop",
+        "--workers",
+        "1",
+        "--runtime-threads",
+        "1",
+        "--no-ws",
+        "--log-level",
+        "warning",
+    ],
+    "granian-asgi-raw": [
+        "granian",
+        "--interface",
+        "asgi",
+        "benchmarks.server_apps:asgi_app",
+        "--loop",
+        "uvloop",
+        "--workers",
+        "1",
+        "--runtime-threads",
+        "1",
+        "--no-ws",
+        "--log-level",
+        "warning",
+    ],
+    "granian-rsgi-raw-st": [
+        "granian",
+        "--interface",
+        "rsgi",
+        "benchmarks.server_apps:rsgi_app",
+        "--loop",
+        "uvloop",
+        "--workers",
+        "1",
+        "--runtime-mode",
+        "st",
+        "--no-ws",
+        "--log-level",
+        "warning",
+    ],
+    "granian-asgi-raw-st": [
+        "granian",
+        "--interface",
+        "asgi",
+        "benchmarks.server_apps:asgi_app",
+        "--loop",
+        "uvloop",
+        "--workers",
+        "1",
+        "--runtime-mode",
+        "st",
+        "--no-ws",
+        "--log-level",
+        "warning",
+    ],
+    "granian-rsgi-raw": [
+        "granian",
+        "--interface",
+        "rsgi",
+        "benchmarks.server_apps:rsgi_app",
+        "--loop",
+        "uvloop",
+        "--workers",
+        "1",
+        "--runtime-threads",
+        "1",
+        "--no-ws",
+        "--log-level",
+        "warning",
+    ],
 }
 REFERENCE = "uvicorn-starlette"
 
@@ -67,11 +149,24 @@ def _argv(name: str, port: int) -> list[str]:
     return [str(Path(sys.executable).with_name(program)), *rest, "--host", "127.0.0.1", "--port", str(port)]
 
 
-def run_target(name: str, out: Path, duration_s: float, connections: int, server_core: int | None,
-               load_core: int | None, body_file: Path) -> dict[str, Any]:
+def run_target(
+    name: str,
+    out: Path,
+    duration_s: float,
+    connections: int,
+    server_core: int | None,
+    load_core: int | None,
+    body_file: Path,
+) -> dict[str, Any]:
     port = free_port()
-    service = Service(name, port, out / "logs" / f"{name}.log", argv=_argv(name, port), cwd=Path.cwd(),
-                      env={"EDGEREC_CEILING_BODY_FILE": str(body_file), "PYTHONPATH": os.getcwd()})
+    service = Service(
+        name,
+        port,
+        out / "logs" / f"{name}.log",
+        argv=_argv(name, port),
+        cwd=Path.cwd(),
+        env={"EDGEREC_CEILING_BODY_FILE": str(body_file), "PYTHONPATH": os.getcwd()},
+    )
     with cores((server_core,) if server_core is not None else None):
         service.start()
     try:
@@ -83,13 +178,24 @@ def run_target(name: str, out: Path, duration_s: float, connections: int, server
 
         def wrk_run(seconds: int) -> dict[str, Any]:
             with cores((load_core,) if load_core is not None else None):
-                result = subprocess.run([wrk, "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(script),
-                                         service.url + "/v1/recommendations"], capture_output=True, text=True,
-                                        timeout=seconds + 30)
+                result = subprocess.run(
+                    [
+                        wrk,
+                        "-t1",
+                        f"-c{connections}",
+                        f"-d{seconds}s",
+                        "-s",
+                        str(script),
+                        service.url + "/v1/recommendations",
+                    ],
+                    capture_output=True,
+                    text=True,
+                    timeout=seconds + 30,
+                )
             line = next((x for x in result.stdout.splitlines() if x.startswith("RESULT ")), None)
             if line is None:
                 raise RuntimeError(f"wrk printed no result: {result.stdout[-500:]} {result.stderr[-500:]}")
-            return json.loads(line[len("RESULT "):])
+            return json.loads(line[len("RESULT ") :])
 
         wrk_run(1)  # warm-up: connections, caches, the allocator
         cpu_before = tree_cpu_seconds([service.pid])
@@ -98,37 +204,49 @@ def run_target(name: str, out: Path, duration_s: float, connections: int, server
     finally:
         service.stop()
     seconds = measured["duration_us"] / 1e6
-    return {"rps": round(measured["requests"] / seconds, 1),
-            "cpu_us_per_request": round(cpu / max(1, measured["requests"]) * 1e6, 2),
-            "p50_ms": measured["p50_us"] / 1000, "p99_ms": measured["p99_us"] / 1000,
-            "errors": measured["errors"], "requests": measured["requests"]}
+    return {
+        "rps": round(measured["requests"] / seconds, 1),
+        "cpu_us_per_request": round(cpu / max(1, measured["requests"]) * 1e6, 2),
+        "p50_ms": measured["p50_us"] / 1000,
+        "p99_ms": measured["p99_us"] / 1000,
+        "errors": measured["errors"],
+        "requests": measured["requests"],
+    }
 
 
 def summarize(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
     names = list(rounds[0])
-    summary = {n: {k: statistics.median(r[n][k] for r in rounds)
-                   for k in ("rps", "cpu_us_per_request", "p50_ms", "p99_ms")} for n in names}
+    summary = {
+        n: {k: statistics.median(r[n][k] for r in rounds) for k in ("rps", "cpu_us_per_request", "p50_ms", "p99_ms")}
+        for n in names
+    }
     for n in names:
         summary[n]["errors"] = sum(r[n]["errors"] for r in rounds)
         # Ratios within each round first, then their median: what a noisy machine can still compare.
         summary[n]["rps_vs_reference"] = round(statistics.median(r[n]["rps"] / r[REFERENCE]["rps"] for r in rounds), 3)
-        summary[n]["cpu_vs_reference"] = round(statistics.median(
-            r[n]["cpu_us_per_request"] / r[REFERENCE]["cpu_us_per_request"] for r in rounds), 3)
+        summary[n]["cpu_vs_reference"] = round(
+            statistics.median(r[n]["cpu_us_per_request"] / r[REFERENCE]["cpu_us_per_request"] for r in rounds), 3
+        )
     return summary
 
 
 def write_report(out: Path, settings: dict[str, Any], rounds: list[dict[str, Any]], summary: dict[str, Any]) -> None:
-    (out / "report.json").write_text(json.dumps({"settings": settings, "rounds": rounds, "targets": summary},
-                                                indent=2))
-    lines = ["# Servers: the same bare endpoint, A/B", "",
-             f"{settings['rounds']} rounds of {settings['duration_s']} s, {settings['connections']} connections, "
-             f"server on core {settings['server_core']}, wrk on core {settings['load_core']}; medians; ratios are "
-             f"medians of per-round ratios to `{REFERENCE}`.", "",
-             "| target | req/s | × ref | CPU µs/request | × ref | p50 ms | p99 ms | errors |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    (out / "report.json").write_text(json.dumps({"settings": settings, "rounds": rounds, "targets": summary}, indent=2))
+    lines = [
+        "# Servers: the same bare endpoint, A/B",
+        "",
+        f"{settings['rounds']} rounds of {settings['duration_s']} s, {settings['connections']} connections, "
+        f"server on core {settings['server_core']}, wrk on core {settings['load_core']}; medians; ratios are "
+        f"medians of per-round ratios to `{REFERENCE}`.",
+        "",
+        "| target | req/s | × ref | CPU µs/request | × ref | p50 ms | p99 ms | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for name, t in sorted(summary.items(), key=lambda kv: kv[1]["cpu_us_per_request"]):
-        lines.append(f"| {name} | {t['rps']:.0f} | {t['rps_vs_reference']:.2f} | {t['cpu_us_per_request']:.1f} | "
-                     f"{t['cpu_vs_reference']:.2f} | {t['p50_ms']:.2f} | {t['p99_ms']:.2f} | {t['errors']} |")
+        lines.append(
+            f"| {name} | {t['rps']:.0f} | {t['rps_vs_reference']:.2f} | {t['cpu_us_per_request']:.1f} | "
+            f"{t['cpu_vs_reference']:.2f} | {t['p50_ms']:.2f} | {t['p99_ms']:.2f} | {t['errors']} |"
+        )
     (out / "report.md").write_text("\n".join(lines) + "\n")
     import matplotlib
 
@@ -151,8 +269,9 @@ def write_report(out: Path, settings: dict[str, Any], rounds: list[dict[str, Any
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.servers", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.servers", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--duration", type=float, default=5.0, help="measured seconds per target and round (default 5)")
     p.add_argument("--repeat", type=int, default=3, help="rounds, targets alternated (default 3)")
@@ -167,26 +286,41 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("wrk") is None:
         p.error("wrk is not installed: apt-get install -y --no-install-recommends wrk")
     pin = not args.no_pin and len(os.sched_getaffinity(0)) >= 2
-    server_core, load_core = (sorted(os.sched_getaffinity(0))[:2] if pin else (None, None))
+    server_core, load_core = sorted(os.sched_getaffinity(0))[:2] if pin else (None, None)
     args.out.mkdir(parents=True, exist_ok=True)
     body_file = args.out / "answer.json"
-    body_file.write_bytes(json.dumps({"offers": [{"offer_id": f"o-{i}", "sku": f"SKU{i}", "score": 0.5,
-                                                  "price": 1.25} for i in range(10)],
-                                      "model_version": "m-1", "profile": "hit"}).encode())
+    body_file.write_bytes(
+        json.dumps(
+            {
+                "offers": [{"offer_id": f"o-{i}", "sku": f"SKU{i}", "score": 0.5, "price": 1.25} for i in range(10)],
+                "model_version": "m-1",
+                "profile": "hit",
+            }
+        ).encode()
+    )
     rounds = []
     started = time.monotonic()
     for r in range(args.repeat):
         order = names if r % 2 == 0 else names[::-1]
         results = {}
         for i, name in enumerate(order):
-            print(f"round {r + 1}/{args.repeat}, {name} ({i + 1}/{len(order)}; {time.monotonic() - started:.0f} s)",
-                  file=sys.stderr, flush=True)
-            results[name] = run_target(name, args.out, args.duration, args.connections, server_core, load_core,
-                                       body_file)
+            print(
+                f"round {r + 1}/{args.repeat}, {name} ({i + 1}/{len(order)}; {time.monotonic() - started:.0f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
+            results[name] = run_target(
+                name, args.out, args.duration, args.connections, server_core, load_core, body_file
+            )
         rounds.append({n: results[n] for n in names})
     summary = summarize(rounds)
-    settings = {"rounds": args.repeat, "duration_s": args.duration, "connections": args.connections,
-                "server_core": server_core, "load_core": load_core}
+    settings = {
+        "rounds": args.repeat,
+        "duration_s": args.duration,
+        "connections": args.connections,
+        "server_core": server_core,
+        "load_core": load_core,
+    }
     write_report(args.out, settings, rounds, summary)
     print((args.out / "report.md").read_text())
     return 0

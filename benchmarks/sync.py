@@ -26,13 +26,8 @@ from typing import Any
 
 import aiohttp
 
-from edgerec.cli.services import (
-    edge_service,
-    ensure_signing_keys,
-    free_port,
-    origin_service,
-    publish_bundle,
-)
+from edgerec.cli.process import free_port
+from edgerec.cli.services import edge_service, ensure_signing_keys, origin_service, publish_bundle
 from origin_sync.origin.store import SQLiteStore
 from origin_sync.replica import Replica, Syncer, apply_deltas
 from origin_sync.wire import digest
@@ -49,8 +44,17 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def _offer(i: int, sku: str, price: float = 9.99) -> dict[str, Any]:
-    return {"id": f"{REGION}-{i:05d}", "sku": sku, "title": f"Benchmark offer {i} of item {sku}", "price": price,
-            "currency": "GBP", "regions": [REGION], "stock": 10, "active_from": None, "active_to": None}
+    return {
+        "id": f"{REGION}-{i:05d}",
+        "sku": sku,
+        "title": f"Benchmark offer {i} of item {sku}",
+        "price": price,
+        "currency": "GBP",
+        "regions": [REGION],
+        "stock": 10,
+        "active_from": None,
+        "active_to": None,
+    }
 
 
 async def _seed(db: Path, blobs: Path, skus: list[str], count: int) -> None:
@@ -75,17 +79,28 @@ def _bundle(out: Path, given: str | None) -> Path:
     return out / "bundle"
 
 
-async def _propagation(origin_url: str, admin: str, token: str, verifier: Verifier, edges: int, changes: int,
-                       skus: list[str], offers: int) -> tuple[list[float], list[Syncer]]:
+async def _propagation(
+    origin_url: str, admin: str, token: str, verifier: Verifier, edges: int, changes: int, skus: list[str], offers: int
+) -> tuple[list[float], list[Syncer]]:
     applied: dict[int, dict[int, float]] = {}
 
     def recorder(index: int):
         async def on_replica(replica: Replica, syncer: Syncer) -> None:
             applied.setdefault(replica.version, {})[index] = time.perf_counter()
+
         return on_replica
 
-    syncers = [Syncer(origin_url=origin_url, regions=(REGION,), token=token, on_replica=recorder(i),
-                      verifier=verifier, wait_s=25.0) for i in range(edges)]
+    syncers = [
+        Syncer(
+            origin_url=origin_url,
+            regions=(REGION,),
+            token=token,
+            on_replica=recorder(i),
+            verifier=verifier,
+            wait_s=25.0,
+        )
+        for i in range(edges)
+    ]
     tasks = [asyncio.create_task(s.run()) for s in syncers]
     deadline = time.monotonic() + 120
     while any(s.replica is None for s in syncers):
@@ -116,15 +131,16 @@ async def _propagation(origin_url: str, admin: str, token: str, verifier: Verifi
 
 
 def _bytes(origin_url: str, admin: str, token: str) -> dict[str, int]:
-    from edgerec.cli.services import http_call, http_json
+    from edgerec.cli.process import http_call, http_json
 
     auth = {"Authorization": f"Bearer {token}", "X-Edgerec-Protocol": str(PROTOCOL_VERSION)}
     status, _, snapshot = http_call(origin_url, "GET", f"/v1/sync/snapshot?regions={REGION}", headers=auth, timeout=60)
     assert status == 200
     status, body = http_json(origin_url, "GET", "/v1/admin/status", None, {"Authorization": f"Bearer {admin}"})
     head = body["data_version"]
-    _, _, delta = http_call(origin_url, "GET", f"/v1/sync/deltas?regions={REGION}&since={head - 1}",
-                            headers=auth, timeout=60)
+    _, _, delta = http_call(
+        origin_url, "GET", f"/v1/sync/deltas?regions={REGION}&since={head - 1}", headers=auth, timeout=60
+    )
     return {"snapshot_bytes": len(snapshot), "delta_bytes_one_offer": len(delta)}
 
 
@@ -138,12 +154,21 @@ def _digest_costs(skus: list[str], offers: int, rounds: int = 200) -> dict[str, 
     full_ms = (time.perf_counter() - started) * 1000
     timings = []
     for n in range(rounds):
-        change = canonical({"version": 2, "op": "offer_upsert",
-                            "offer": validate_offer(_offer(n % offers, skus[0], price=1.0 + n))})
+        change = canonical(
+            {"version": 2, "op": "offer_upsert", "offer": validate_offer(_offer(n % offers, skus[0], price=1.0 + n))}
+        )
         after = chain_hash(replica.head_hash, change)
-        batch = {"protocol": PROTOCOL_VERSION, "kind": "deltas", "regions": [REGION], "from": 1,
-                 "from_hash": replica.head_hash, "to": 2, "to_hash": after, "head": 2,
-                 "changes": [{"prev": replica.head_hash, "body": change}]}
+        batch = {
+            "protocol": PROTOCOL_VERSION,
+            "kind": "deltas",
+            "regions": [REGION],
+            "from": 1,
+            "from_hash": replica.head_hash,
+            "to": 2,
+            "to_hash": after,
+            "head": 2,
+            "changes": [{"prev": replica.head_hash, "body": change}],
+        }
         expected = apply_deltas(replica, batch).state_digest
         started = time.perf_counter()
         apply_deltas(replica, {**batch, "state_digest": expected})
@@ -152,8 +177,11 @@ def _digest_costs(skus: list[str], offers: int, rounds: int = 200) -> dict[str, 
     started = time.perf_counter()
     for _ in range(rounds):
         digest.vector_of(element)
-    return {"full_state_ms": round(full_ms, 1), "apply_one_offer_batch_us": round(statistics.median(timings), 1),
-            "per_element_us": round((time.perf_counter() - started) / rounds * 1e6, 2)}
+    return {
+        "full_state_ms": round(full_ms, 1),
+        "apply_one_offer_batch_us": round(statistics.median(timings), 1),
+        "per_element_us": round((time.perf_counter() - started) / rounds * 1e6, 2),
+    }
 
 
 def _time_to_ready(service) -> float:
@@ -215,8 +243,9 @@ def main(argv: list[str] | None = None) -> int:
         print("cold start from the origin", flush=True)
         from_origin_ms = _time_to_ready(edge)
         print(f"propagation: {args.edges} syncers, {args.changes} changes", flush=True)
-        propagation, _ = asyncio.run(_propagation(origin.url, admin, token, verifier, args.edges, args.changes,
-                                                  skus, args.offers))
+        propagation, _ = asyncio.run(
+            _propagation(origin.url, admin, token, verifier, args.edges, args.changes, skus, args.offers)
+        )
         sizes = _bytes(origin.url, admin, token)
         # The edge process has followed every change and persisted the last one.
         edge.wait_ready("/readyz")
@@ -232,11 +261,13 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "edges": args.edges,
         "changes": args.changes,
-        "propagation_ms": {"p50": round(statistics.median(propagation), 2),
-                           "p90": round(_percentile(propagation, 90), 2),
-                           "p99": round(_percentile(propagation, 99), 2),
-                           "max": round(max(propagation), 2),
-                           "mean": round(statistics.fmean(propagation), 2)},
+        "propagation_ms": {
+            "p50": round(statistics.median(propagation), 2),
+            "p90": round(_percentile(propagation, 90), 2),
+            "p99": round(_percentile(propagation, 99), 2),
+            "max": round(max(propagation), 2),
+            "mean": round(statistics.fmean(propagation), 2),
+        },
         "delta_bytes_one_offer": sizes["delta_bytes_one_offer"],
         "snapshot_bytes": sizes["snapshot_bytes"],
         "snapshot_offers": args.offers,
@@ -244,9 +275,12 @@ def main(argv: list[str] | None = None) -> int:
         "cold_start_ms": {"from_disk_origin_down": round(from_disk_ms, 1), "from_origin": round(from_origin_ms, 1)},
         "state_digest": digest_costs,
         "targets": {"propagation_p99_ms": 250, "delta_to_snapshot_ratio": 0.01, "cold_start_from_disk_ms": 1000},
-        "setup": {"origin": "1 process, SQLite", "edges": "real Syncer instances in one process, verifying "
-                  "every payload; cold start: a real edge process", "host_cpus": __import__("os").cpu_count(),
-                  "python": sys.version.split()[0]},
+        "setup": {
+            "origin": "1 process, SQLite",
+            "edges": "real Syncer instances in one process, verifying every payload; cold start: a real edge process",
+            "host_cpus": __import__("os").cpu_count(),
+            "python": sys.version.split()[0],
+        },
     }
     (out / "report.json").write_text(json.dumps(report, indent=2))
     _plot(out / "propagation.png", propagation, args.edges)
@@ -268,7 +302,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Propagation is measured from sending the admin write until the last of the {args.edges} syncers has "
         f"verified (signature, hash chain) and applied the change. Cold start is a real `edgerec edge serve` "
         f"process, from spawn to `/readyz` 200 (includes the Python start-up, loading and golden-checking the ONNX "
-        f"model and building the served state).\n\n![propagation](propagation.png)\n")
+        f"model and building the served state).\n\n![propagation](propagation.png)\n"
+    )
     print(json.dumps(report, indent=2))
     return 0
 

@@ -19,8 +19,14 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data" / "online_retail" / "transactions.csv.gz"
 
 DEFAULT_REGIONS = ("GB", "DE", "FR")
-CURRENCIES = {"GB": ("GBP", 1.0), "IE": ("EUR", 1.17), "DE": ("EUR", 1.17), "FR": ("EUR", 1.17),
-              "ES": ("EUR", 1.17), "NL": ("EUR", 1.17)}
+CURRENCIES = {
+    "GB": ("GBP", 1.0),
+    "IE": ("EUR", 1.17),
+    "DE": ("EUR", 1.17),
+    "FR": ("EUR", 1.17),
+    "ES": ("EUR", 1.17),
+    "NL": ("EUR", 1.17),
+}
 # Carousel sizes a storefront asks for, with how often: most widgets show 8-12 tiles.
 K_WEIGHTS = {4: 0.10, 6: 0.10, 8: 0.20, 10: 0.30, 12: 0.15, 20: 0.10, 40: 0.05}
 DEVICES = {"mobile": 0.55, "desktop": 0.35, "tablet": 0.05, "app": 0.05}
@@ -34,8 +40,8 @@ PATH = "/v1/recommendations"
 class Contract:
     """What the edge under test understands, found by probing it (the anonymous GET may not exist yet)."""
 
-    anonymous_get: bool   # GET /v1/recommendations answers (CDN-cacheable form)
-    geo_header: bool      # the region may come from the geo header instead of the body/query
+    anonymous_get: bool  # GET /v1/recommendations answers (CDN-cacheable form)
+    geo_header: bool  # the region may come from the geo header instead of the body/query
 
     def to_json(self) -> dict[str, bool]:
         return {"anonymous_get": self.anonymous_get, "geo_header": self.geo_header}
@@ -60,8 +66,9 @@ def _popular_items(events: Any, region: str) -> list[str]:
     return [code for code, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
 
 
-def regional_offers(transactions: Any, events: Any, regions: tuple[str, ...], per_region: int,
-                    known_items: set[str]) -> list[dict[str, Any]]:
+def regional_offers(
+    transactions: Any, events: Any, regions: tuple[str, ...], per_region: int, known_items: set[str]
+) -> list[dict[str, Any]]:
     """The `per_region` best-selling items of each region (that the model knows), as priced offers."""
     from models.data import item_catalog
 
@@ -69,18 +76,28 @@ def regional_offers(transactions: Any, events: Any, regions: tuple[str, ...], pe
     offers = []
     for region in regions:
         currency, rate = CURRENCIES.get(region, ("EUR", 1.17))
-        chosen = [c for c in _popular_items(events, region) if c in known_items and c in catalog
-                  and catalog[c].unit_price > 0][:per_region]
+        chosen = [
+            c for c in _popular_items(events, region) if c in known_items and c in catalog and catalog[c].unit_price > 0
+        ][:per_region]
         for code in chosen:
             item = catalog[code]
-            offers.append({"id": f"{region}-{code}", "sku": code, "title": item.description or code,
-                           "price": round(item.unit_price * rate, 2), "currency": currency,
-                           "regions": [region], "stock": 100})
+            offers.append(
+                {
+                    "id": f"{region}-{code}",
+                    "sku": code,
+                    "title": item.description or code,
+                    "price": round(item.unit_price * rate, 2),
+                    "currency": currency,
+                    "regions": [region],
+                    "stock": 100,
+                }
+            )
     return offers
 
 
-def shopper_histories(events: Any, region: str, context_length: int, count: int,
-                      rng: random.Random) -> list[dict[str, Any]]:
+def shopper_histories(
+    events: Any, region: str, context_length: int, count: int, rng: random.Random
+) -> list[dict[str, Any]]:
     """Requests of returning shoppers: a real customer's purchases up to a random point of their history."""
     in_region = events.region == region
     customers = events.customer_id[in_region].tolist()
@@ -96,7 +113,7 @@ def shopper_histories(events: Any, region: str, context_length: int, count: int,
         cid = rng.choice(eligible)
         items = by_customer[cid]
         cut = rng.randint(1, len(items))
-        recent = items[max(0, cut - context_length):cut]
+        recent = items[max(0, cut - context_length) : cut]
         request: dict[str, Any] = {
             "shopper_id": "s-" + hashlib.sha256(f"bench:{cid}".encode()).hexdigest()[:16],
             "recent_items": recent,
@@ -104,7 +121,7 @@ def shopper_histories(events: Any, region: str, context_length: int, count: int,
         }
         if rng.random() < 0.2:
             # Items already in the basket are excluded by the storefront.
-            request["exclude"] = [f"{region}-{code}" for code in recent[-rng.randint(1, 3):]]
+            request["exclude"] = [f"{region}-{code}" for code in recent[-rng.randint(1, 3) :]]
         requests.append(request)
     return requests
 
@@ -121,8 +138,14 @@ def region_weights(regions: tuple[str, ...]) -> dict[str, float]:
     return {r: (0.5 if i == 0 else rest) for i, r in enumerate(regions)}
 
 
-def build_traffic(transactions: Any, regions: tuple[str, ...], context_length: int,
-                  anonymous_share: float, per_region: int = 1000, seed: int = 11) -> dict[str, Any]:
+def build_traffic(
+    transactions: Any,
+    regions: tuple[str, ...],
+    context_length: int,
+    anonymous_share: float,
+    per_region: int = 1000,
+    seed: int = 11,
+) -> dict[str, Any]:
     """The traffic description the locustfile and wrk read: returning-shopper pools per region and the mix."""
     from models.data import purchase_events
 
@@ -150,7 +173,7 @@ def load_traffic(path: str | Path) -> dict[str, Any]:
 class HttpRequest:
     """One request as a load generator sends it."""
 
-    kind: str              # "anonymous" or "returning"
+    kind: str  # "anonymous" or "returning"
     method: str
     path: str
     headers: dict[str, str]
@@ -166,8 +189,9 @@ class RequestMix:
     the peer model server's protocol (KServe V2 / Open Inference Protocol).
     """
 
-    def __init__(self, traffic: dict[str, Any], target: str, contract: Contract, cdn_secret: str,
-                 seed: int | None = None) -> None:
+    def __init__(
+        self, traffic: dict[str, Any], target: str, contract: Contract, cdn_secret: str, seed: int | None = None
+    ) -> None:
         self.target = target
         self.contract = contract
         self.cdn_secret = cdn_secret
@@ -203,8 +227,13 @@ class RequestMix:
             query = {"k": k} if self.contract.geo_header else {"region": region, "k": k}
             return HttpRequest("anonymous", "GET", f"{PATH}?{urlencode(query)}", headers, None)
         body = {"k": k} if self.contract.geo_header else {"region": region, "k": k}
-        return HttpRequest("anonymous", "POST", PATH, {**headers, "Content-Type": "application/json"},
-                           json.dumps(body, separators=(",", ":")).encode())
+        return HttpRequest(
+            "anonymous",
+            "POST",
+            PATH,
+            {**headers, "Content-Type": "application/json"},
+            json.dumps(body, separators=(",", ":")).encode(),
+        )
 
     def returning_shopper(self, region: str, k: int, shopper: dict[str, Any]) -> HttpRequest:
         if self.target == "peer":
@@ -212,9 +241,13 @@ class RequestMix:
         body = {**shopper, "k": k}
         if not self.contract.geo_header:
             body["region"] = region
-        return HttpRequest("returning", "POST", PATH,
-                           {**self._edge_headers(region), "Content-Type": "application/json"},
-                           json.dumps(body, separators=(",", ":")).encode())
+        return HttpRequest(
+            "returning",
+            "POST",
+            PATH,
+            {**self._edge_headers(region), "Content-Type": "application/json"},
+            json.dumps(body, separators=(",", ":")).encode(),
+        )
 
     def _peer(self, region: str, k: int, recent: list[str], exclude: list[str], kind: str) -> HttpRequest:
         # Open Inference Protocol JSON, as MLServer's users send it (StringCodec for the string tensors).
@@ -226,8 +259,7 @@ class RequestMix:
         if exclude:
             inputs.append({"name": "exclude", "shape": [len(exclude)], "datatype": "BYTES", "data": exclude})
         body = json.dumps({"inputs": inputs}, separators=(",", ":")).encode()
-        return HttpRequest(kind, "POST", f"/v2/models/{PEER_MODEL}/infer",
-                           {"Content-Type": "application/json"}, body)
+        return HttpRequest(kind, "POST", f"/v2/models/{PEER_MODEL}/infer", {"Content-Type": "application/json"}, body)
 
     def sample(self, count: int) -> Iterator[HttpRequest]:
         for _ in range(count):

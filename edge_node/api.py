@@ -14,12 +14,14 @@ from .validation import RequestError
 
 log = logging.getLogger("edgerec.edge")
 
+
 async def healthz(request: Request) -> Response:
     return json_response({"status": "alive"})
 
 
 async def readyz(request: Request) -> Response:
-    """Ready when the edge has a state to serve and, if a staleness limit is set, has heard from the origin within it."""
+    """Ready when the edge has a state to serve and, if a staleness limit is set, has heard from the origin
+    within it."""
     state = request.app.state.holder.current
     sync = request.app.state.syncer.status
     limit = request.app.state.config.max_staleness_s

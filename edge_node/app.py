@@ -92,8 +92,12 @@ class StateUpdater:
         except BundleError as exc:
             self._refused_sha = ref["sha256"]
             self.metrics.model_load_failures.inc()
-            log.error("model %s refused, keeping %s: %s", ref.get("version"),
-                      self.ranker.version if self.ranker else None, exc)
+            log.error(
+                "model %s refused, keeping %s: %s",
+                ref.get("version"),
+                self.ranker.version if self.ranker else None,
+                exc,
+            )
             return self.ranker
         log.info("model %s loaded and golden-checked", ranker.version)
         if self.ranker is not None:
@@ -112,8 +116,11 @@ class StateUpdater:
         self.variant_rankers = rankers  # models no experiment needs any more are let go
         self.holder.current = state  # the swap: one reference, readers see the old or the new state whole
         self.first_state.set()
-        log.info("serving data version %d (%s)", state.data_version,
-                 ", ".join(f"{r}: {len(c)} offers" for r, c in state.catalogs.items()))
+        log.info(
+            "serving data version %d (%s)",
+            state.data_version,
+            ", ".join(f"{r}: {len(c)} offers" for r, c in state.catalogs.items()),
+        )
 
 
 @dataclass(frozen=True)
@@ -170,17 +177,31 @@ def build_app(config: EdgeConfig) -> HotPath:
     metrics = EdgeMetrics()
     updater = StateUpdater(holder, metrics)
     origin_tls = config.origin_ssl_context()  # the syncer's and the shipper's: CA bundle, client certificate
-    syncer = Syncer(origin_url=config.origin_url, regions=config.regions, token=config.sync_token,
-                    on_replica=updater, verifier=Verifier.from_config(config.origin_public_key),
-                    data_dir=config.data_dir, wait_s=config.sync_wait_s, backoff_max_s=config.sync_backoff_max_s,
-                    ssl_context=origin_tls)
+    syncer = Syncer(
+        origin_url=config.origin_url,
+        regions=config.regions,
+        token=config.sync_token,
+        on_replica=updater,
+        verifier=Verifier.from_config(config.origin_public_key),
+        data_dir=config.data_dir,
+        wait_s=config.sync_wait_s,
+        backoff_max_s=config.sync_backoff_max_s,
+        ssl_context=origin_tls,
+    )
     # A renewed client certificate on disk is loaded into the same context: the next connection presents it.
-    client_cert_reloader = CertificateReloader(origin_tls, Path(config.client_cert_file),
-                                               Path(config.client_key_file), config.tls_reload_interval_s) \
-        if origin_tls is not None and config.client_cert_file else None
+    client_cert_reloader = (
+        CertificateReloader(
+            origin_tls, Path(config.client_cert_file), Path(config.client_key_file), config.tls_reload_interval_s
+        )
+        if origin_tls is not None and config.client_cert_file
+        else None
+    )
     # With events off (EDGEREC_EVENTS=off) there is no spool, no recorder and no shipper at all.
-    spool = EventSpool(config.data_dir / "events", max_bytes=config.event_spool_max_mb * 1024 * 1024,
-                       ack=config.events_ack) if config.events else None
+    spool = (
+        EventSpool(config.data_dir / "events", max_bytes=config.event_spool_max_mb * 1024 * 1024, ack=config.events_ack)
+        if config.events
+        else None
+    )
     recorder = EventRecorder(spool, config.pseudonym_key or None) if spool is not None else None
     metrics.spool = spool
 
@@ -193,18 +214,29 @@ def build_app(config: EdgeConfig) -> HotPath:
             if not config.pseudonym_key:
                 log.warning("EDGEREC_PSEUDONYM_KEY is not set: events carry no shopper reference at all")
             background_tasks.append(asyncio.create_task(spool.run_writer(), name="edgerec-spool-writer"))
-            background_tasks.append(asyncio.create_task(
-                spool.run_shipper(lambda: syncer.current_origin, config.sync_token, config.regions,
-                                  backoff_max_s=config.sync_backoff_max_s * 3, ssl_context=origin_tls),
-                name="edgerec-spool-shipper"))
+            background_tasks.append(
+                asyncio.create_task(
+                    spool.run_shipper(
+                        lambda: syncer.current_origin,
+                        config.sync_token,
+                        config.regions,
+                        backoff_max_s=config.sync_backoff_max_s * 3,
+                        ssl_context=origin_tls,
+                    ),
+                    name="edgerec-spool-shipper",
+                )
+            )
         else:
             log.info("events are off (EDGEREC_EVENTS=off): no impressions recorded, POST /v1/events answers 404")
         task = asyncio.create_task(syncer.run(), name="edgerec-sync")
         background_tasks.append(task)
         if metrics.multiprocess_dir:
             background_tasks.append(asyncio.create_task(_publish_metrics(metrics, syncer), name="edgerec-metrics"))
-        reloading = asyncio.create_task(client_cert_reloader.run(), name="edgerec-tls-reload") \
-            if client_cert_reloader is not None else None
+        reloading = (
+            asyncio.create_task(client_cert_reloader.run(), name="edgerec-tls-reload")
+            if client_cert_reloader is not None
+            else None
+        )
         if config.workers > 1:
             # Workers share one listening socket and a worker takes connections once this returns: wait for a
             # state first, so that a shopper is never handed to a worker that cannot answer yet.
@@ -214,9 +246,14 @@ def build_app(config: EdgeConfig) -> HotPath:
                 log.warning("no state after %.0f s; accepting requests anyway (not ready)", STARTUP_WAIT_S)
         try:
             # uvicorn hands the lifespan state to its connection protocol (edge_node.limits reads its bounds there).
-            yield {LIFESPAN_KEY: ConnectionLimits(config.max_header_bytes, config.header_timeout_s,
-                                                  lambda reason: metrics.connections_cut.labels(reason).inc(),
-                                                  max_body_bytes=config.max_body_bytes)}
+            yield {
+                LIFESPAN_KEY: ConnectionLimits(
+                    config.max_header_bytes,
+                    config.header_timeout_s,
+                    lambda reason: metrics.connections_cut.labels(reason).inc(),
+                    max_body_bytes=config.max_body_bytes,
+                )
+            }
         finally:
             if reloading is not None:
                 reloading.cancel()
@@ -227,8 +264,17 @@ def build_app(config: EdgeConfig) -> HotPath:
 
     # One bucket per client for the whole public API (recommendations and events), in this worker.
     limiter = make_limiter(config.rate_limit_rps, config.rate_limit_burst)
-    recommendations = RecommendationsEndpoint(holder, metrics, config.cdn, config.rules, config.max_body_bytes,
-                                              config.max_k, config.default_k, recorder=recorder, limiter=limiter)
+    recommendations = RecommendationsEndpoint(
+        holder,
+        metrics,
+        config.cdn,
+        config.rules,
+        config.max_body_bytes,
+        config.max_k,
+        config.default_k,
+        recorder=recorder,
+        limiter=limiter,
+    )
     app = Starlette(
         routes=[
             # A raw ASGI app (not a function): Starlette hands it every method, and it answers 405 itself.
@@ -281,16 +327,28 @@ def serve(config: EdgeConfig) -> None:
 
     # httptools with the bounds of edge_node.limits (431 / 408 / 413 / 400); h11 is never used. uvicorn applies
     # log_config here and in each worker process: its own loggers, edgerec's and Python warnings, all as JSON lines.
-    options = dict(host=config.host, port=config.port, loop="uvloop", http=GuardedHttpToolsProtocol,
-                   log_config=logging_config(), log_level="warning", access_log=False, server_header=False,
-                   date_header=False, limit_concurrency=4096, timeout_keep_alive=30, timeout_graceful_shutdown=10,
-                   # uvicorn would otherwise take X-Forwarded-For from any connection of a "trusted" peer (127.0.0.1
-                   # by default) as the client address; the edge decides itself, only with the CDN's shared secret.
-                   proxy_headers=False)
+    options = dict(
+        host=config.host,
+        port=config.port,
+        loop="uvloop",
+        http=GuardedHttpToolsProtocol,
+        log_config=logging_config(),
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+        date_header=False,
+        limit_concurrency=4096,
+        timeout_keep_alive=30,
+        timeout_graceful_shutdown=10,
+        # uvicorn would otherwise take X-Forwarded-For from any connection of a "trusted" peer (127.0.0.1
+        # by default) as the client address; the edge decides itself, only with the CDN's shared secret.
+        proxy_headers=False,
+    )
     if config.tls_cert_file:
         # For deployments where no CDN or load balancer terminates TLS in front of the edge.
-        options.update(ssl_context_factory=ListenerTls(config.tls_cert_file, config.tls_key_file,
-                                                       config.tls_reload_interval_s))
+        options.update(
+            ssl_context_factory=ListenerTls(config.tls_cert_file, config.tls_key_file, config.tls_reload_interval_s)
+        )
     if config.workers == 1:
         uvicorn.run(build_app(config), **options)
     else:

@@ -43,19 +43,23 @@ class ModelBreaker:
     def record(self, run_s: float, now: float) -> None:
         if run_s > self.budget_s:
             self.open_until = now + self.cooldown_s
-            log.warning("model run took %.1f ms, over its %.1f ms budget: fallback for %.1f s",
-                        run_s * 1000, self.budget_s * 1000, self.cooldown_s)
+            log.warning(
+                "model run took %.1f ms, over its %.1f ms budget: fallback for %.1f s",
+                run_s * 1000,
+                self.budget_s * 1000,
+                self.cooldown_s,
+            )
 
 
 class ScoreRequest(Struct, frozen=True):
     """One request's inputs to a model run."""
 
-    model: Any                # models.runtime.Ranker
-    context: Any              # models.runtime.RequestContext, encoded by that model
+    model: Any  # models.runtime.Ranker
+    context: Any  # models.runtime.RequestContext, encoded by that model
     region_index: int
-    candidates: np.ndarray    # int64 [N]
-    penalty: np.ndarray       # float32 [N]: the rule mask
-    want: int                 # how many ranked positions to ask for
+    candidates: np.ndarray  # int64 [N]
+    penalty: np.ndarray  # float32 [N]: the rule mask
+    want: int  # how many ranked positions to ask for
 
 
 class Scores(Struct, frozen=True):
@@ -76,8 +80,9 @@ NOTHING_TO_SCORE = Scores(np.empty(0, dtype=np.float32), np.empty(0, dtype=np.in
 class InferenceBatcher:
     """Collects score requests and runs them per model, MAX_BATCH at a time, in one call_soon callback."""
 
-    def __init__(self, breaker: ModelBreaker, inference_seconds: Any, batch_sizes: Any,
-                 max_batch: int = MAX_BATCH) -> None:
+    def __init__(
+        self, breaker: ModelBreaker, inference_seconds: Any, batch_sizes: Any, max_batch: int = MAX_BATCH
+    ) -> None:
         self.breaker = breaker
         self.max_batch = max_batch
         self._inference = inference_seconds  # prometheus Histogram: seconds per run
@@ -117,7 +122,8 @@ class InferenceBatcher:
         clock = time.perf_counter()
         try:
             results = model.rank_many(
-                [(r.context, r.region_index, r.candidates, r.penalty) for r, _ in group], max(r.want for r, _ in group))
+                [(r.context, r.region_index, r.candidates, r.penalty) for r, _ in group], max(r.want for r, _ in group)
+            )
         except Exception:  # noqa: BLE001 - any failure of the model must still leave the shoppers an answer
             if len(group) > 1:
                 # Alone, each request gets its own chance: one request the model chokes on cannot fail the others.

@@ -21,21 +21,25 @@ class RegionCatalog:
     region: str
     region_index: int
     offer_ids: tuple[str, ...]
-    candidates: np.ndarray      # int64 [N]: model item index of each offer
-    rules: OfferRules           # stock, price, boosts, windows, groups and exclusion keys, in the same order
-    popularity: np.ndarray      # float32 [N]: the model's score for an empty context (the fallback ranking)
-    fragments_json: tuple[bytes, ...]  # each offer's part of the answer, open for its score: b'{"offer_id":...,"score":'
+    candidates: np.ndarray  # int64 [N]: model item index of each offer
+    rules: OfferRules  # stock, price, boosts, windows, groups and exclusion keys, in the same order
+    popularity: np.ndarray  # float32 [N]: the model's score for an empty context (the fallback ranking)
+    fragments_json: tuple[
+        bytes, ...
+    ]  # each offer's part of the answer, open for its score: b'{"offer_id":...,"score":'
 
     def __len__(self) -> int:
         return len(self.offer_ids)
 
     @classmethod
-    def build(cls, region: str, offers: list[dict[str, Any]], ranker: Ranker,
-              extra_boosts: Mapping[str, float] | None = None) -> "RegionCatalog":
+    def build(
+        cls, region: str, offers: list[dict[str, Any]], ranker: Ranker, extra_boosts: Mapping[str, float] | None = None
+    ) -> "RegionCatalog":
         """`extra_boosts` (offer id -> boost) are an experiment variant's campaign boosts, added to the offers' own."""
         offers = sorted(offers, key=lambda o: o["id"])
         candidates = np.ascontiguousarray(
-            ranker.item_indices([o["sku"] for o in offers]) if offers else np.zeros(0), dtype=np.int64)
+            ranker.item_indices([o["sku"] for o in offers]) if offers else np.zeros(0), dtype=np.int64
+        )
         region_index = ranker.region_index(region)
         return cls(
             region=region,
@@ -44,9 +48,19 @@ class RegionCatalog:
             candidates=candidates,
             rules=OfferRules.build(offers, extra_boosts or {}),
             popularity=_popularity(ranker, region_index, candidates),
-            fragments_json=tuple(orjson.dumps({"offer_id": o["id"], "sku": o["sku"], "title": o["title"],
-                                               "price": o["price"], "currency": o["currency"]})[:-1] + b',"score":'
-                                 for o in offers),
+            fragments_json=tuple(
+                orjson.dumps(
+                    {
+                        "offer_id": o["id"],
+                        "sku": o["sku"],
+                        "title": o["title"],
+                        "price": o["price"],
+                        "currency": o["currency"],
+                    }
+                )[:-1]
+                + b',"score":'
+                for o in offers
+            ),
         )
 
     def rank_by_popularity(self, adjust: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -17,11 +17,11 @@ UNTRUSTED_REFUSE = "refuse"
 class CdnPolicy:
     """How far the edge trusts headers that claim to come from the CDN."""
 
-    secrets: tuple[str, ...] = ()          # accepted shared-secret values (two during a rotation)
+    secrets: tuple[str, ...] = ()  # accepted shared-secret values (two during a rotation)
     geo_headers: tuple[str, ...] = ("cloudfront-viewer-country", "cf-ipcountry")
-    untrusted: str = UNTRUSTED_IGNORE      # what to do with CDN headers that come without the secret
+    untrusted: str = UNTRUSTED_IGNORE  # what to do with CDN headers that come without the secret
     markets: Mapping[str, str] = field(default_factory=dict)  # viewer country -> market served here
-    proxy_hops: int = 1                    # X-Forwarded-For entries appended by trusted proxies
+    proxy_hops: int = 1  # X-Forwarded-For entries appended by trusted proxies
     s_maxage: int = 30
     stale_while_revalidate: int = 60
 
@@ -49,8 +49,8 @@ class ViewerInfo:
     """What the request's headers say, after the trust decision."""
 
     trusted: bool = False
-    country: str | None = None        # from the geo header; None unless the CDN is trusted
-    client_ip: str | None = None      # from X-Forwarded-For when trusted, else the connection's peer
+    country: str | None = None  # from the geo header; None unless the CDN is trusted
+    client_ip: str | None = None  # from X-Forwarded-For when trusted, else the connection's peer
     cdn_headers_untrusted: bool = False  # CDN headers arrived without a valid secret
     if_none_match: bytes | None = None
     content_type: bytes | None = None
@@ -106,14 +106,17 @@ def etag_matches(if_none_match: bytes | None, etag: str) -> bool:
     return False
 
 
-def public_headers(policy: CdnPolicy, etag: str, region: str, data_version: int, offer_ids: Iterable[str],
-                   vary_on_geo: bool) -> list[tuple[bytes, bytes]]:
+def public_headers(
+    policy: CdnPolicy, etag: str, region: str, data_version: int, offer_ids: Iterable[str], vary_on_geo: bool
+) -> list[tuple[bytes, bytes]]:
     """Headers of an anonymous, region-level answer: shared caches may keep it and purge it by key."""
     keys = [f"region:{region}", f"data:{data_version}", *(f"offer:{o}" for o in offer_ids)]
     headers = [
-        (b"cache-control",
-         f"public, max-age=0, s-maxage={policy.s_maxage}, "
-         f"stale-while-revalidate={policy.stale_while_revalidate}".encode()),
+        (
+            b"cache-control",
+            f"public, max-age=0, s-maxage={policy.s_maxage}, "
+            f"stale-while-revalidate={policy.stale_while_revalidate}".encode(),
+        ),
         (b"etag", etag.encode()),
         (b"surrogate-key", " ".join(keys).encode()),
         (b"cache-tag", ",".join(keys).encode()),

@@ -41,26 +41,26 @@ class EdgeConfig:
     data_dir: Path
     max_body_bytes: int = 64 * 1024
     max_header_bytes: int = 16 * 1024  # request line plus headers; over it 431 and the connection is closed
-    header_timeout_s: float = 10.0     # time for a request line and headers to arrive; over it 408, closed
+    header_timeout_s: float = 10.0  # time for a request line and headers to arrive; over it 408, closed
     max_k: int = 100
     default_k: int = 10
     sync_wait_s: float = 25.0
-    origin_public_key: str = ""     # the origin's Ed25519 public key(s): file path, PEM or base64; comma-separated
-    max_staleness_s: float = 0.0    # readiness fails past this many seconds without the origin; 0 = never
+    origin_public_key: str = ""  # the origin's Ed25519 public key(s): file path, PEM or base64; comma-separated
+    max_staleness_s: float = 0.0  # readiness fails past this many seconds without the origin; 0 = never
     sync_backoff_max_s: float = 10.0
     workers: int = 1
     event_spool_max_mb: int = 1024  # the event spool's bound on disk; past it new events are dropped and counted
-    events: bool = True             # impressions recorded and /v1/events taken; off: neither (EDGEREC_EVENTS=off)
-    events_ack: str = "write"       # a 202 of /v1/events once its events are written, or "fsync": fdatasync'ed too
-    pseudonym_key: str = ""         # EDGEREC_PSEUDONYM_KEY: the keyed hash of shopper ids in events (secret)
-    rate_limit_rps: float = 50.0    # per client (trusted X-Forwarded-For, else the peer); 0 = no limit
+    events: bool = True  # impressions recorded and /v1/events taken; off: neither (EDGEREC_EVENTS=off)
+    events_ack: str = "write"  # a 202 of /v1/events once its events are written, or "fsync": fdatasync'ed too
+    pseudonym_key: str = ""  # EDGEREC_PSEUDONYM_KEY: the keyed hash of shopper ids in events (secret)
+    rate_limit_rps: float = 50.0  # per client (trusted X-Forwarded-For, else the peer); 0 = no limit
     rate_limit_burst: int = 100
     cdn: CdnPolicy = CdnPolicy()
     rules: Rules = Rules()
-    origin_ca_file: str = ""        # CA bundle the origin's certificate is verified against ("" = system store)
-    client_cert_file: str = ""      # mutual TLS: the certificate (naming this edge's regions) shown to the origin
+    origin_ca_file: str = ""  # CA bundle the origin's certificate is verified against ("" = system store)
+    client_cert_file: str = ""  # mutual TLS: the certificate (naming this edge's regions) shown to the origin
     client_key_file: str = ""
-    tls_cert_file: str = ""         # the shopper listener serves HTTPS with these ("" = plain HTTP behind a CDN/LB)
+    tls_cert_file: str = ""  # the shopper listener serves HTTPS with these ("" = plain HTTP behind a CDN/LB)
     tls_key_file: str = ""
     tls_reload_interval_s: float = DEFAULT_RELOAD_INTERVAL_S  # checks of the listener's and client's certificate files
     production: bool = False
@@ -69,9 +69,11 @@ class EdgeConfig:
         """The client context for every call to the origin, or None for plain HTTP without TLS settings."""
         if not (self.origin_url.startswith("https://") or self.origin_ca_file or self.client_cert_file):
             return None
-        return client_context(Path(self.origin_ca_file) if self.origin_ca_file else None,
-                              Path(self.client_cert_file) if self.client_cert_file else None,
-                              Path(self.client_key_file) if self.client_key_file else None)
+        return client_context(
+            Path(self.origin_ca_file) if self.origin_ca_file else None,
+            Path(self.client_cert_file) if self.client_cert_file else None,
+            Path(self.client_key_file) if self.client_key_file else None,
+        )
 
     def __repr__(self) -> str:  # no secret in a log line or a traceback
         return f"EdgeConfig(port={self.port}, regions={self.regions}, origin_url={self.origin_url!r})"
@@ -93,11 +95,15 @@ class EdgeConfig:
         # During a rotation the variable holds "new,old"; an edge presents the first.
         sync_token, pseudonym_key, cdn_secrets = _edge_secrets()
         if not sync_token:
-            raise ConfigError("EDGEREC_SYNC_TOKEN must be set (the token this edge presents to the origin), "
-                              "or EDGEREC_SYNC_TOKEN_FILE naming a file that holds it")
+            raise ConfigError(
+                "EDGEREC_SYNC_TOKEN must be set (the token this edge presents to the origin), "
+                "or EDGEREC_SYNC_TOKEN_FILE naming a file that holds it"
+            )
         if not settings.origin_public_key.strip():
-            raise ConfigError("--origin-public-key/EDGEREC_ORIGIN_PUBLIC_KEY must be set: the origin's Ed25519 "
-                              "public key, so that the edge applies nothing unsigned")
+            raise ConfigError(
+                "--origin-public-key/EDGEREC_ORIGIN_PUBLIC_KEY must be set: the origin's Ed25519 "
+                "public key, so that the edge applies nothing unsigned"
+            )
         try:
             Verifier.from_config(settings.origin_public_key)
         except (ValueError, TypeError, OSError) as exc:
@@ -119,8 +125,11 @@ class EdgeConfig:
             s_maxage=settings.cache_s_maxage,
             stale_while_revalidate=2 * settings.cache_s_maxage,
         )
-        rules = Rules(max_per_group=settings.max_per_group, just_bought_days=settings.just_bought_days,
-                      model_budget_ms=settings.model_budget_ms)
+        rules = Rules(
+            max_per_group=settings.max_per_group,
+            just_bought_days=settings.just_bought_days,
+            model_budget_ms=settings.model_budget_ms,
+        )
         return cls(
             host=settings.host,
             port=settings.port,
@@ -165,9 +174,11 @@ def _check_tls_files(settings: EdgeSettings) -> None:
     try:
         if settings.tls_cert:
             server_context(Path(settings.tls_cert), Path(settings.tls_key))
-        client_context(Path(settings.origin_ca) if settings.origin_ca else None,
-                       Path(settings.client_cert) if settings.client_cert else None,
-                       Path(settings.client_key) if settings.client_key else None)
+        client_context(
+            Path(settings.origin_ca) if settings.origin_ca else None,
+            Path(settings.client_cert) if settings.client_cert else None,
+            Path(settings.client_key) if settings.client_key else None,
+        )
     except SettingError as exc:
         raise ConfigError(f"--tls-cert/--origin-ca/--client-cert: {exc}") from None
 

@@ -47,22 +47,36 @@ class EventRecorder:
             return None
         return pseudonymize(self._key, shopper_id)
 
-    def impression(self, request_id: str, body: dict[str, Any], offer_ids: list[str], shopper_id: str | None,
-                   slot: str | None) -> None:
+    def impression(
+        self, request_id: str, body: dict[str, Any], offer_ids: list[str], shopper_id: str | None, slot: str | None
+    ) -> None:
         # A row in EVENT_FIELDS order: (id, kind, ts, region, request_id, shopper, experiment, variant, offer_ids,
         # value, currency, model_version, data_version, slot); an impression's id is its request_id.
-        self.spool.append([
-            request_id, KIND_IMPRESSION, time.time(), body["region"], request_id, self.pseudonym(shopper_id),
-            body.get("experiment"), body.get("variant"), offer_ids, None, None, body["model_version"],
-            body["data_version"], slot,
-        ])
+        self.spool.append(
+            [
+                request_id,
+                KIND_IMPRESSION,
+                time.time(),
+                body["region"],
+                request_id,
+                self.pseudonym(shopper_id),
+                body.get("experiment"),
+                body.get("variant"),
+                offer_ids,
+                None,
+                None,
+                body["model_version"],
+                body["data_version"],
+                slot,
+            ]
+        )
 
 
 def parse_events(body: bytes, regions: tuple[str, ...]) -> list[tuple[FeedbackEvent, str]]:
     """The events of a `POST /v1/events` body (the wire's FeedbackBatch), each with the region it is for;
     RequestError (4xx) at the first problem."""
     if not body.strip():
-        raise RequestError(400, "empty_body", "request body is empty; send {\"events\": [...]}")
+        raise RequestError(400, "empty_body", 'request body is empty; send {"events": [...]}')
     try:
         events = decode_feedback(body)
     except InvalidEvents as exc:
@@ -74,12 +88,16 @@ def parse_events(body: bytes, regions: tuple[str, ...]) -> list[tuple[FeedbackEv
         region = event.region
         if region is None:
             if len(regions) != 1:
-                raise RequestError(422, "region_required", f"events[{i}].region: this edge serves "
-                                                           f"{', '.join(regions)}; say which")
+                raise RequestError(
+                    422, "region_required", f"events[{i}].region: this edge serves {', '.join(regions)}; say which"
+                )
             region = regions[0]
         elif region.upper() not in regions:
-            raise RequestError(404, "unknown_region", f"events[{i}].region: {region!r} is not served here; this "
-                                                      f"edge serves {', '.join(regions)}")
+            raise RequestError(
+                404,
+                "unknown_region",
+                f"events[{i}].region: {region!r} is not served here; this edge serves {', '.join(regions)}",
+            )
         checked.append((event, region.upper()))
     return checked
 
@@ -94,8 +112,9 @@ async def post_events(request: Request) -> Response:
     recorder: EventRecorder | None = app_state.recorder
     config = app_state.config
     if recorder is None:
-        return error_response(RequestError(404, "events_disabled",
-                                           "this edge does not take events (EDGEREC_EVENTS=off)"))
+        return error_response(
+            RequestError(404, "events_disabled", "this edge does not take events (EDGEREC_EVENTS=off)")
+        )
     limiter = app_state.limiter
     if limiter is not None:
         peer = request.scope.get("client")
@@ -127,10 +146,25 @@ async def post_events(request: Request) -> Response:
             raise RequestError(400, "client_disconnected", "client went away before sending the body") from None
         events = parse_events(bytes(body), config.regions)
         now = time.time()
-        rows = [[
-            os.urandom(8).hex(), event.type, now, region, event.request_id, recorder.pseudonym(event.shopper_id),
-            event.experiment, event.variant, event.offer_ids, event.value, event.currency, None, None, None,
-        ] for event, region in events]
+        rows = [
+            [
+                os.urandom(8).hex(),
+                event.type,
+                now,
+                region,
+                event.request_id,
+                recorder.pseudonym(event.shopper_id),
+                event.experiment,
+                event.variant,
+                event.offer_ids,
+                event.value,
+                event.currency,
+                None,
+                None,
+                None,
+            ]
+            for event, region in events
+        ]
         try:
             kept = recorder.spool.append_acked(rows)
             if kept is None:

@@ -24,17 +24,17 @@ class VariantPlan:
     name: str
     model: Ranker
     catalogs: Mapping[str, RegionCatalog]  # the variant's model and boosts laid out per region
-    max_per_group: int | None              # None: the edge's own setting
+    max_per_group: int | None  # None: the edge's own setting
 
 
 @dataclass(frozen=True, slots=True)
 class ExperimentPlan:
     id: str
-    salt_key: bytes                        # blake2b key derived from the salt (see origin_sync.wire.experiments)
+    salt_key: bytes  # blake2b key derived from the salt (see origin_sync.wire.experiments)
     start: float
     end: float
     bounds: tuple[int, ...]
-    variants: tuple[VariantPlan, ...]      # the first is the control
+    variants: tuple[VariantPlan, ...]  # the first is the control
 
     def variant_for(self, shopper_id: str) -> VariantPlan:
         digest = hashlib.blake2b(shopper_id.encode(), digest_size=8, key=self.salt_key).digest()
@@ -54,9 +54,14 @@ class Experiments:
         return None
 
 
-def _variant_plan(variant: dict[str, Any], by_region: Mapping[str, list[dict[str, Any]]], default_model: Ranker,
-                  default_catalogs: Mapping[str, RegionCatalog], rankers: Mapping[str, Ranker],
-                  built: dict[tuple, Mapping[str, RegionCatalog]]) -> VariantPlan | None:
+def _variant_plan(
+    variant: dict[str, Any],
+    by_region: Mapping[str, list[dict[str, Any]]],
+    default_model: Ranker,
+    default_catalogs: Mapping[str, RegionCatalog],
+    rankers: Mapping[str, Ranker],
+    built: dict[tuple, Mapping[str, RegionCatalog]],
+) -> VariantPlan | None:
     ref = variant.get("model_ref")
     model = default_model if ref is None else rankers.get(ref["sha256"])
     if model is None:
@@ -71,26 +76,33 @@ def _variant_plan(variant: dict[str, Any], by_region: Mapping[str, list[dict[str
     return VariantPlan(variant["name"], model, built[key], variant.get("max_per_group"))
 
 
-def build_experiments(replica: Replica, by_region: Mapping[str, list[dict[str, Any]]], default_model: Ranker,
-                      default_catalogs: Mapping[str, RegionCatalog],
-                      rankers: Mapping[str, Ranker]) -> Experiments | None:
+def build_experiments(
+    replica: Replica,
+    by_region: Mapping[str, list[dict[str, Any]]],
+    default_model: Ranker,
+    default_catalogs: Mapping[str, RegionCatalog],
+    rankers: Mapping[str, Ranker],
+) -> Experiments | None:
     plans: dict[str, list[ExperimentPlan]] = {r: [] for r in replica.regions}
     built: dict[tuple, Mapping[str, RegionCatalog]] = {}
     for experiment in sorted(replica.experiments.values(), key=lambda e: (e["start"] or -math.inf, e["id"])):
         regions = [r for r in replica.regions if not experiment["regions"] or r in experiment["regions"]]
         if not regions:
             continue
-        variants = [_variant_plan(v, by_region, default_model, default_catalogs, rankers, built)
-                    for v in experiment["variants"]]
+        variants = [
+            _variant_plan(v, by_region, default_model, default_catalogs, rankers, built) for v in experiment["variants"]
+        ]
         if any(v is None for v in variants):
             log.error("experiment %s is not served here: a variant's model was refused", experiment["id"])
             continue
         plan = ExperimentPlan(
-            id=experiment["id"], salt_key=hashlib.sha256(experiment["salt"].encode()).digest(),
+            id=experiment["id"],
+            salt_key=hashlib.sha256(experiment["salt"].encode()).digest(),
             start=experiment["start"] if experiment["start"] is not None else -math.inf,
             end=experiment["end"] if experiment["end"] is not None else math.inf,
             bounds=bucket_bounds([v["weight"] for v in experiment["variants"]]),
-            variants=tuple(v for v in variants if v is not None))
+            variants=tuple(v for v in variants if v is not None),
+        )
         for r in regions:
             plans[r].append(plan)
     if not any(plans.values()):

@@ -1,7 +1,8 @@
 """Connection-level limits uvicorn does not have: a request line and headers larger than a bound get 431, a
 request whose headers or body do not arrive in time (a client that connects and stalls, slowloris) gets 408, a body
 declared larger than the app takes gets 413 as soon as the headers are read, and what is not HTTP/1.x at all gets
-400 (HTTP/0.9 and versions other than 1.x included): all as JSON, connection closed, and counted in `edgerec_connections_cut_total{reason}`.
+400 (HTTP/0.9 and versions other than 1.x included): all as JSON, connection closed, and counted in
+`edgerec_connections_cut_total{reason}`.
 An answer that leaves before its request's body has arrived (413 at the headers, or any app's early error) ends the
 connection too: nothing would read the rest of that body, and the next request could not be told from it.
 
@@ -30,7 +31,8 @@ HEADER_TOO_LARGE = "header_too_large"
 HEADER_TIMEOUT = "header_timeout"
 BODY_TIMEOUT = "body_timeout"
 BODY_TOO_LARGE = "body_too_large"  # the code the apps answer an over-long body with too
-INVALID_REQUEST = "invalid_request"  # not HTTP/1.x at all (400 bad_request, 400 http_version_not_supported): the reason it is counted under
+# Not HTTP/1.x at all (400 bad_request, 400 http_version_not_supported): the reason it is counted under.
+INVALID_REQUEST = "invalid_request"
 BAD_REQUEST = "bad_request"
 VERSION_NOT_SUPPORTED = "http_version_not_supported"
 # After an answer that leaves a request's body unread, the connection sends its FIN at once and reads (and drops)
@@ -134,8 +136,10 @@ class CoalescingTransport:
 
 def _error_response(status: int, reason: bytes, code: str, message: str) -> bytes:
     body = orjson.dumps({"error": {"code": code, "message": message}})
-    return (b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncache-control: private, no-store\r\n"
-            b"content-length: %d\r\nconnection: close\r\n\r\n" % (status, reason, len(body))) + body
+    return (
+        b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncache-control: private, no-store\r\n"
+        b"content-length: %d\r\nconnection: close\r\n\r\n" % (status, reason, len(body))
+    ) + body
 
 
 class _Refused(Exception):
@@ -252,8 +256,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             if name == b"content-length":
                 if int(value) > limit:  # llhttp accepts digits only there
                     _silence(self.cycle)  # its app's task, which starts next, says nothing
-                    self._cut(413, b"Request Entity Too Large", BODY_TOO_LARGE, f"request body over {limit} bytes",
-                              linger=True)
+                    self._cut(
+                        413,
+                        b"Request Entity Too Large",
+                        BODY_TOO_LARGE,
+                        f"request body over {limit} bytes",
+                        linger=True,
+                    )
                 return
 
     def send_400_response(self, msg: str) -> None:
@@ -266,11 +275,21 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _version_not_supported(self, version: str) -> None:
         if version == "0.9":
-            self._cut(400, b"Bad Request", BAD_REQUEST, "HTTP/0.9 is not supported; send HTTP/1.1",
-                      reason_counted=INVALID_REQUEST)
+            self._cut(
+                400,
+                b"Bad Request",
+                BAD_REQUEST,
+                "HTTP/0.9 is not supported; send HTTP/1.1",
+                reason_counted=INVALID_REQUEST,
+            )
         else:
-            self._cut(400, b"Bad Request", VERSION_NOT_SUPPORTED,
-                      f"HTTP/{version} is not supported; send HTTP/1.1", reason_counted=INVALID_REQUEST)
+            self._cut(
+                400,
+                b"Bad Request",
+                VERSION_NOT_SUPPORTED,
+                f"HTTP/{version} is not supported; send HTTP/1.1",
+                reason_counted=INVALID_REQUEST,
+            )
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -320,19 +339,39 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._lingering:
             self.transport.close()
         elif self._in_headers:
-            self._cut(408, b"Request Timeout", HEADER_TIMEOUT,
-                      f"request line and headers not received within {self._limits.header_timeout_s:g} s")
+            self._cut(
+                408,
+                b"Request Timeout",
+                HEADER_TIMEOUT,
+                f"request line and headers not received within {self._limits.header_timeout_s:g} s",
+            )
         else:
-            self._cut(408, b"Request Timeout", BODY_TIMEOUT,
-                      f"request body not received within {self._limits.body_timeout_s:g} s")
+            self._cut(
+                408,
+                b"Request Timeout",
+                BODY_TIMEOUT,
+                f"request body not received within {self._limits.body_timeout_s:g} s",
+            )
 
     def _cut_too_large(self) -> None:
         assert self._limits is not None
-        self._cut(431, b"Request Header Fields Too Large", HEADER_TOO_LARGE,
-                  f"request line and headers over {self._limits.max_header_bytes} bytes")
+        self._cut(
+            431,
+            b"Request Header Fields Too Large",
+            HEADER_TOO_LARGE,
+            f"request line and headers over {self._limits.max_header_bytes} bytes",
+        )
 
-    def _cut(self, status: int, reason: bytes, code: str, message: str, *, reason_counted: str | None = None,
-             linger: bool = False) -> None:
+    def _cut(
+        self,
+        status: int,
+        reason: bytes,
+        code: str,
+        message: str,
+        *,
+        reason_counted: str | None = None,
+        linger: bool = False,
+    ) -> None:
         """The one way this protocol answers by itself: a JSON error, `connection: close`, counted, and closed."""
         self.deadline = None
         if self._limits is not None:

@@ -29,19 +29,42 @@ _ERROR = {
 }
 _WIRE_ID = {"type": "string", "pattern": ID_PATTERN}  # the ids of offers, requests, experiments (origin_sync.wire)
 _ERROR_RESPONSE = {"description": "Client error", "content": {"application/json": {"schema": _ERROR}}}
-_SLOT = {"type": "string", "pattern": SLOT_RE.pattern,
-         "description": "Where the offers are shown (home, cart, ...); a label kept in metrics and cache keys"}
-_REGION = {"type": "string", "pattern": "^[A-Za-z]{2}$",
-           "description": "Market code; else the trusted CDN geo header decides, else the edge's only region"}
-_ANSWER = {"description": "Ranked offers",
-           "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RecommendationResponse"}}}}
-_RATE_LIMITED = {"description": "Too many requests from this client; retry after Retry-After seconds",
-                 "headers": {"Retry-After": {"description": "Seconds to wait (integer, at least 1)",
-                                             "schema": {"type": "integer", "minimum": 1}}},
-                 "content": {"application/json": {"schema": _ERROR}}}
-_ERRORS = {"400": _ERROR_RESPONSE, "403": _ERROR_RESPONSE, "404": _ERROR_RESPONSE, "408": _ERROR_RESPONSE,
-           "413": _ERROR_RESPONSE, "415": _ERROR_RESPONSE, "422": _ERROR_RESPONSE, "429": _RATE_LIMITED,
-           "503": {"description": "No state yet", "content": {"application/json": {"schema": _ERROR}}}}
+_SLOT = {
+    "type": "string",
+    "pattern": SLOT_RE.pattern,
+    "description": "Where the offers are shown (home, cart, ...); a label kept in metrics and cache keys",
+}
+_REGION = {
+    "type": "string",
+    "pattern": "^[A-Za-z]{2}$",
+    "description": "Market code; else the trusted CDN geo header decides, else the edge's only region",
+}
+_ANSWER = {
+    "description": "Ranked offers",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RecommendationResponse"}}},
+}
+_RATE_LIMITED = {
+    "description": "Too many requests from this client; retry after Retry-After seconds",
+    "headers": {
+        "Retry-After": {
+            "description": "Seconds to wait (integer, at least 1)",
+            "schema": {"type": "integer", "minimum": 1},
+        }
+    },
+    "content": {"application/json": {"schema": _ERROR}},
+}
+_ERRORS = {
+    "400": _ERROR_RESPONSE,
+    "403": _ERROR_RESPONSE,
+    "404": _ERROR_RESPONSE,
+    "408": _ERROR_RESPONSE,
+    "413": _ERROR_RESPONSE,
+    "415": _ERROR_RESPONSE,
+    "422": _ERROR_RESPONSE,
+    "429": _RATE_LIMITED,
+    "503": {"description": "No state yet", "content": {"application/json": {"schema": _ERROR}}},
+}
+
 
 def _event_schema(types: list[str], purchase: bool) -> dict:
     """A click or add_to_cart carries no value; a purchase must carry its value."""
@@ -51,7 +74,8 @@ def _event_schema(types: list[str], purchase: bool) -> dict:
         "offer_ids": {"type": "array", "minItems": 1, "maxItems": MAX_OFFERS_PER_EVENT, "items": _WIRE_ID},
         "currency": {"type": "string", "pattern": CURRENCY_PATTERN},
         "shopper_id": {**_ID, "description": "Pseudonymized at the edge before it is stored"},
-        "experiment": _WIRE_ID, "variant": {"type": "string", "pattern": NAME_PATTERN},
+        "experiment": _WIRE_ID,
+        "variant": {"type": "string", "pattern": NAME_PATTERN},
         "region": _REGION,
     }
     required = ["type", "request_id", "offer_ids"]
@@ -73,38 +97,52 @@ def build_openapi(max_k: int, default_k: int, context_length: int | None, events
     request["recent_items"]["maxItems"] = max_recent
     if not events:
         del spec["paths"]["/v1/events"]
-        spec["components"]["schemas"] = {name: schema for name, schema in spec["components"]["schemas"].items()
-                                         if "Event" not in name}
+        spec["components"]["schemas"] = {
+            name: schema for name, schema in spec["components"]["schemas"].items() if "Event" not in name
+        }
     return spec
 
 
 def _template() -> dict:
     return {
         "openapi": "3.0.3",
-        "info": {"title": "edgerec edge node", "version": "1",
-                 "description": "Personalized offer recommendations served at the edge."},
+        "info": {
+            "title": "edgerec edge node",
+            "version": "1",
+            "description": "Personalized offer recommendations served at the edge.",
+        },
         "paths": {
             "/v1/recommendations": {
                 "post": {
                     "summary": "Rank the region's offers for one shopper",
                     "requestBody": {
                         "required": True,
-                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RecommendationRequest"}}},
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/RecommendationRequest"}}
+                        },
                     },
                     "responses": {"200": _ANSWER, **_ERRORS},
                 },
                 "get": {
                     "summary": "Region-level offers for an anonymous shopper; cacheable by a CDN",
                     "description": "Answers carry Cache-Control public with s-maxage and stale-while-revalidate, an "
-                                   "ETag (If-None-Match gives 304), and Surrogate-Key / Cache-Tag per offer, region "
-                                   "and data version.",
+                    "ETag (If-None-Match gives 304), and Surrogate-Key / Cache-Tag per offer, region "
+                    "and data version.",
                     "parameters": [
                         {"name": "region", "in": "query", "required": False, "schema": _REGION},
-                        {"name": "k", "in": "query", "required": False,
-                         "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 10}},
+                        {
+                            "name": "k",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 10},
+                        },
                         {"name": "slot", "in": "query", "required": False, "schema": _SLOT},
-                        {"name": "device", "in": "query", "required": False,
-                         "schema": {"type": "string", "enum": sorted(DEVICES)}},
+                        {
+                            "name": "device",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "string", "enum": sorted(DEVICES)},
+                        },
                     ],
                     "responses": {"200": _ANSWER, "304": {"description": "Not modified (ETag matched)"}, **_ERRORS},
                 },
@@ -113,29 +151,46 @@ def _template() -> dict:
                 "post": {
                     "summary": "Record what a shopper did after an answer: click, add_to_cart, purchase",
                     "description": "Each event names the request_id of the recommendation answer it follows; the "
-                                   "edge pseudonymizes shopper_id, spools the events durably and ships them to "
-                                   "the origin. Impressions are recorded by the edge itself.",
-                    "requestBody": {"required": True, "content": {"application/json": {
-                        "schema": {"$ref": "#/components/schemas/EventsRequest"}}}},
+                    "edge pseudonymizes shopper_id, spools the events durably and ships them to "
+                    "the origin. Impressions are recorded by the edge itself.",
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/EventsRequest"}}},
+                    },
                     "responses": {
-                        "202": {"description": "Kept: written to the edge's spool (with --events-ack fsync, "
-                                               "fdatasync'ed too) before this answer",
-                                "content": {"application/json": {"schema": {
-                                    "type": "object", "required": ["accepted"],
-                                    "properties": {"accepted": {"type": "integer"}}}}}},
+                        "202": {
+                            "description": "Kept: written to the edge's spool (with --events-ack fsync, "
+                            "fdatasync'ed too) before this answer",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "required": ["accepted"],
+                                        "properties": {"accepted": {"type": "integer"}},
+                                    }
+                                }
+                            },
+                        },
                         **{code: _ERROR_RESPONSE for code in ("400", "404", "413", "415", "422")},
                         "429": _RATE_LIMITED,
-                        "503": {"description": "Not kept (the spool is full, its write or sync failed, or the "
-                                               "edge is stopping); retry later",
-                                "content": {"application/json": {"schema": _ERROR}}},
+                        "503": {
+                            "description": "Not kept (the spool is full, its write or sync failed, or the "
+                            "edge is stopping); retry later",
+                            "content": {"application/json": {"schema": _ERROR}},
+                        },
                     },
                 },
             },
             "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "Alive"}}}},
-            "/readyz": {"get": {"summary": "Readiness with sync details",
-                                "responses": {"200": {"description": "Ready"},
-                                              "503": {"description": "No state or model yet"}}}},
-            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "Text format"}}}},
+            "/readyz": {
+                "get": {
+                    "summary": "Readiness with sync details",
+                    "responses": {"200": {"description": "Ready"}, "503": {"description": "No state or model yet"}},
+                }
+            },
+            "/metrics": {
+                "get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "Text format"}}}
+            },
         },
         "components": {
             "schemas": {
@@ -147,64 +202,116 @@ def _template() -> dict:
                         "region": _REGION,
                         "slot": _SLOT,
                         "recent_items": {
-                            "type": "array", "maxItems": MAX_RECENT_ITEMS,
+                            "type": "array",
+                            "maxItems": MAX_RECENT_ITEMS,
                             "description": "Recent purchase events, most recent last, repeats kept",
-                            "items": {"oneOf": [
-                                _ID,
-                                {"type": "object", "additionalProperties": False, "required": ["item"],
-                                 "properties": {"item": _ID,
-                                                "age_days": {"type": "number", "minimum": 0, "maximum": MAX_AGE_DAYS,
-                                                             "nullable": True,
-                                                             "description": "Days from the purchase to now"}}},
-                            ]},
+                            "items": {
+                                "oneOf": [
+                                    _ID,
+                                    {
+                                        "type": "object",
+                                        "additionalProperties": False,
+                                        "required": ["item"],
+                                        "properties": {
+                                            "item": _ID,
+                                            "age_days": {
+                                                "type": "number",
+                                                "minimum": 0,
+                                                "maximum": MAX_AGE_DAYS,
+                                                "nullable": True,
+                                                "description": "Days from the purchase to now",
+                                            },
+                                        },
+                                    },
+                                ]
+                            },
                         },
                         "k": {"type": "integer", "minimum": 1, "maximum": 100, "default": 10},
                         "exclude": {"type": "array", "maxItems": MAX_EXCLUDE, "items": _ID},
                         "context": {
-                            "type": "object", "additionalProperties": False,
+                            "type": "object",
+                            "additionalProperties": False,
                             "properties": {
-                                "time": {"oneOf": [{"type": "string", "format": "date-time"},
-                                                   {"type": "number", "minimum": MIN_EPOCH_S, "maximum": MAX_EPOCH_S}],
-                                         "nullable": True,
-                                         "description": "The shopper's now: ISO 8601, or epoch seconds from "
-                                                        "1970-01-01T00:00:00Z to 9999-12-31T23:59:59Z"},
+                                "time": {
+                                    "oneOf": [
+                                        {"type": "string", "format": "date-time"},
+                                        {"type": "number", "minimum": MIN_EPOCH_S, "maximum": MAX_EPOCH_S},
+                                    ],
+                                    "nullable": True,
+                                    "description": "The shopper's now: ISO 8601, or epoch seconds from "
+                                    "1970-01-01T00:00:00Z to 9999-12-31T23:59:59Z",
+                                },
                                 "device": {"type": "string", "enum": sorted(DEVICES), "nullable": True},
                             },
                         },
                     },
                 },
                 "EventsRequest": {
-                    "type": "object", "additionalProperties": False, "required": ["events"],
-                    "properties": {"events": {
-                        "type": "array", "minItems": 1, "maxItems": MAX_EVENTS_PER_REQUEST,
-                        "items": {"oneOf": [_event_schema(["click", "add_to_cart"], purchase=False),
-                                            _event_schema(["purchase"], purchase=True)]},
-                    }},
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["events"],
+                    "properties": {
+                        "events": {
+                            "type": "array",
+                            "minItems": 1,
+                            "maxItems": MAX_EVENTS_PER_REQUEST,
+                            "items": {
+                                "oneOf": [
+                                    _event_schema(["click", "add_to_cart"], purchase=False),
+                                    _event_schema(["purchase"], purchase=True),
+                                ]
+                            },
+                        }
+                    },
                 },
                 "RecommendationResponse": {
                     "type": "object",
-                    "required": ["offers", "region", "model_version", "data_version", "fallback", "request_id",
-                                 "experiment", "variant"],
+                    "required": [
+                        "offers",
+                        "region",
+                        "model_version",
+                        "data_version",
+                        "fallback",
+                        "request_id",
+                        "experiment",
+                        "variant",
+                    ],
                     "properties": {
-                        "offers": {"type": "array", "items": {
-                            "type": "object",
-                            "required": ["offer_id", "sku", "title", "price", "currency", "score"],
-                            "properties": {
-                                "offer_id": {"type": "string"}, "sku": {"type": "string"},
-                                "title": {"type": "string"}, "price": {"type": "number"},
-                                "currency": {"type": "string"}, "score": {"type": "number"},
+                        "offers": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["offer_id", "sku", "title", "price", "currency", "score"],
+                                "properties": {
+                                    "offer_id": {"type": "string"},
+                                    "sku": {"type": "string"},
+                                    "title": {"type": "string"},
+                                    "price": {"type": "number"},
+                                    "currency": {"type": "string"},
+                                    "score": {"type": "number"},
+                                },
                             },
-                        }},
+                        },
                         "region": {"type": "string"},
                         "model_version": {"type": "string"},
                         "data_version": {"type": "integer"},
-                        "fallback": {"type": "string", "nullable": True, "enum": ["model_error", "latency_budget", None],
-                                     "description": "null, or why the answer comes from regional popularity"},
+                        "fallback": {
+                            "type": "string",
+                            "nullable": True,
+                            "enum": ["model_error", "latency_budget", None],
+                            "description": "null, or why the answer comes from regional popularity",
+                        },
                         "request_id": {"type": "string"},
-                        "experiment": {"type": "string", "nullable": True,
-                                       "description": "The running experiment the shopper is enrolled in, or null"},
-                        "variant": {"type": "string", "nullable": True,
-                                    "description": "The shopper's variant (stable per shopper id), or null"},
+                        "experiment": {
+                            "type": "string",
+                            "nullable": True,
+                            "description": "The running experiment the shopper is enrolled in, or null",
+                        },
+                        "variant": {
+                            "type": "string",
+                            "nullable": True,
+                            "description": "The shopper's variant (stable per shopper id), or null",
+                        },
                     },
                 },
             }

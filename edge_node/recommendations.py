@@ -50,9 +50,19 @@ ROUTE = "/v1/recommendations"
 class RecommendationsEndpoint:
     """POST: personalized answers (never cached). GET: anonymous region-level answers (CDN-cacheable)."""
 
-    def __init__(self, holder: StateHolder, metrics: EdgeMetrics, cdn: CdnPolicy, rules: Rules,
-                 max_body_bytes: int, max_k: int, default_k: int, anonymous_cache_size: int = 4096,
-                 recorder: "EventRecorder | None" = None, limiter: "RateLimiter | None" = None) -> None:
+    def __init__(
+        self,
+        holder: StateHolder,
+        metrics: EdgeMetrics,
+        cdn: CdnPolicy,
+        rules: Rules,
+        max_body_bytes: int,
+        max_k: int,
+        default_k: int,
+        anonymous_cache_size: int = 4096,
+        recorder: "EventRecorder | None" = None,
+        limiter: "RateLimiter | None" = None,
+    ) -> None:
         self.holder = holder
         self.limiter = limiter  # per-client token buckets (None: no limit)
         self.recorder = recorder  # records an impression for every answer served
@@ -61,15 +71,17 @@ class RecommendationsEndpoint:
         self.rules = rules
         # Requests ready in the same pass of the event loop share one ONNX run; the breaker sends them to the
         # fallback for a while after a run over its latency budget.
-        self.batcher = InferenceBatcher(ModelBreaker(rules.model_budget_ms, rules.breaker_cooldown_s),
-                                        metrics.inference, metrics.inference_batch)
+        self.batcher = InferenceBatcher(
+            ModelBreaker(rules.model_budget_ms, rules.breaker_cooldown_s), metrics.inference, metrics.inference_batch
+        )
         self.max_body_bytes = max_body_bytes
         self.max_k = max_k
         self.default_k = default_k
         # Anonymous answers per (data version, model, region, k, slot, device); the data version in the key
         # means a sync swap invalidates them at once, the TTL bounds how long campaign windows can lag.
-        self.anonymous: TTLCache[tuple[Any, ...], tuple[Any, ...]] = TTLCache(maxsize=anonymous_cache_size,
-                                                                               ttl=max(1, cdn.s_maxage))
+        self.anonymous: TTLCache[tuple[Any, ...], tuple[Any, ...]] = TTLCache(
+            maxsize=anonymous_cache_size, ttl=max(1, cdn.s_maxage)
+        )
         self._latency = {m: metrics.latency.labels(ROUTE, m) for m in ("POST", "GET", "HEAD", "OTHER")}
         self._cache = {True: metrics.anonymous_cache.labels("hit"), False: metrics.anonymous_cache.labels("miss")}
         self._counters: dict[tuple[str, int], Any] = {}
@@ -90,8 +102,9 @@ class RecommendationsEndpoint:
                 if wait:
                     raise RateLimited(wait)
             if viewer.cdn_headers_untrusted and self.cdn.untrusted == UNTRUSTED_REFUSE:
-                raise RequestError(403, "untrusted_cdn_headers",
-                                   "CDN headers without the CDN's shared secret are refused")
+                raise RequestError(
+                    403, "untrusted_cdn_headers", "CDN headers without the CDN's shared secret are refused"
+                )
             state = self.holder.current
             if state is None:
                 raise RequestError(503, "not_ready", "this edge has no data or model yet; retry shortly")
@@ -148,8 +161,9 @@ class RecommendationsEndpoint:
             if not message.get("more_body", False):
                 return b"".join(chunks) if len(chunks) != 1 else chunks[0]
 
-    async def _personalized(self, receive: Receive, viewer: ViewerInfo, state: EdgeState, started: float,
-                            request_id: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    async def _personalized(
+        self, receive: Receive, viewer: ViewerInfo, state: EdgeState, started: float, request_id: str
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         """The walk of edge_node.serving, step by step, for one shopper."""
         content_type = (viewer.content_type or b"").split(b";")[0].strip().lower()
         if content_type not in JSON_TYPES and not content_type.endswith(b"+json"):
@@ -168,8 +182,9 @@ class RecommendationsEndpoint:
             self.recorder.impression(request_id, answer.fields(), answer.offer_ids, request.shopper_id, request.slot)
         return 200, [CONTENT_JSON, PRIVATE, self._timing(started, parsed, answer.model_s)], payload
 
-    async def _anonymous(self, scope: dict[str, Any], viewer: ViewerInfo, state: EdgeState, started: float,
-                         request_id: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    async def _anonymous(
+        self, scope: dict[str, Any], viewer: ViewerInfo, state: EdgeState, started: float, request_id: str
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         """The same walk for a shopper the edge knows nothing about, its answer cached per region between the
         region and the candidates."""
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
@@ -196,12 +211,15 @@ class RecommendationsEndpoint:
         vary_on_geo = request.region is None
         shared = headers_by_vary.get(vary_on_geo)
         if shared is None:  # the surrogate keys and the rest, built once per cached answer
-            shared = headers_by_vary[vary_on_geo] = [CONTENT_JSON, *public_headers(
-                self.cdn, etag, region, state.data_version, offer_ids, vary_on_geo=vary_on_geo)]
+            shared = headers_by_vary[vary_on_geo] = [
+                CONTENT_JSON,
+                *public_headers(self.cdn, etag, region, state.data_version, offer_ids, vary_on_geo=vary_on_geo),
+            ]
         headers = shared.copy()
         cache_state = b"hit" if hit else b"miss"
-        headers.append((b"server-timing", b"cache;desc=" + cache_state + b";dur=%.3f"
-                        % ((time.perf_counter() - started) * 1000)))
+        headers.append(
+            (b"server-timing", b"cache;desc=" + cache_state + b";dur=%.3f" % ((time.perf_counter() - started) * 1000))
+        )
         if etag_matches(viewer.if_none_match, etag):
             return 304, headers, b""
         return 200, headers, payload
@@ -213,5 +231,8 @@ class RecommendationsEndpoint:
     @staticmethod
     def _timing(started: float, parsed: float, model_s: float) -> tuple[bytes, bytes]:
         now = time.perf_counter()
-        return (b"server-timing", b"parse;dur=%.3f, model;dur=%.3f, total;dur=%.3f"
-                % ((parsed - started) * 1000, model_s * 1000, (now - started) * 1000))
+        return (
+            b"server-timing",
+            b"parse;dur=%.3f, model;dur=%.3f, total;dur=%.3f"
+            % ((parsed - started) * 1000, model_s * 1000, (now - started) * 1000),
+        )

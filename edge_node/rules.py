@@ -17,10 +17,10 @@ NO_GROUP = -1
 class Rules:
     """Business rules the edge applies (configured per edge; offers carry boosts and groups)."""
 
-    max_per_group: int = 0            # diversity: at most this many offers of one product group; 0 = no limit
-    just_bought_days: float = 1.0     # exclude items the shopper bought this recently (needs age_days)
-    model_budget_ms: float = 25.0     # a model run slower than this opens the breaker
-    breaker_cooldown_s: float = 5.0   # how long answers come from the fallback after an overrun
+    max_per_group: int = 0  # diversity: at most this many offers of one product group; 0 = no limit
+    just_bought_days: float = 1.0  # exclude items the shopper bought this recently (needs age_days)
+    model_budget_ms: float = 25.0  # a model run slower than this opens the breaker
+    breaker_cooldown_s: float = 5.0  # how long answers come from the fallback after an overrun
 
 
 def offers_by_region(offers: Iterable[dict[str, Any]], regions: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
@@ -38,11 +38,11 @@ class OfferRules:
     """One region's offers' rule inputs, laid out once per data version (in the catalog's order); `mask` applies
     them to one request."""
 
-    base: np.ndarray            # float32 [N]: campaign boost, or -inf where stock or price rule the offer out
-    active_from: np.ndarray     # float64 [N]: epoch seconds, -inf when open
-    active_to: np.ndarray       # float64 [N]: epoch seconds, +inf when open
+    base: np.ndarray  # float32 [N]: campaign boost, or -inf where stock or price rule the offer out
+    active_from: np.ndarray  # float64 [N]: epoch seconds, -inf when open
+    active_to: np.ndarray  # float64 [N]: epoch seconds, +inf when open
     has_windows: bool
-    groups: np.ndarray          # int32 [N]: product group id, NO_GROUP when the offer has none
+    groups: np.ndarray  # int32 [N]: product group id, NO_GROUP when the offer has none
     has_groups: bool
     positions: Mapping[str, tuple[int, ...]]  # offer id and sku -> positions, for exclusions
 
@@ -52,28 +52,48 @@ class OfferRules:
         the offers' own."""
         # Stock and price: an offer out of stock or without a price is never shown.
         base = np.array(
-            [float(o.get("boost") or 0.0) + extra_boosts.get(o["id"], 0.0) if o["stock"] > 0 and o["price"] > 0
-             else -np.inf for o in offers],
-            dtype=np.float32)
-        active_from = np.array([o["active_from"] if o["active_from"] is not None else -np.inf for o in offers],
-                               dtype=np.float64)
-        active_to = np.array([o["active_to"] if o["active_to"] is not None else np.inf for o in offers],
-                             dtype=np.float64)
+            [
+                float(o.get("boost") or 0.0) + extra_boosts.get(o["id"], 0.0)
+                if o["stock"] > 0 and o["price"] > 0
+                else -np.inf
+                for o in offers
+            ],
+            dtype=np.float32,
+        )
+        active_from = np.array(
+            [o["active_from"] if o["active_from"] is not None else -np.inf for o in offers], dtype=np.float64
+        )
+        active_to = np.array(
+            [o["active_to"] if o["active_to"] is not None else np.inf for o in offers], dtype=np.float64
+        )
         group_ids: dict[str, int] = {}
-        groups = np.array([group_ids.setdefault(o["group"], len(group_ids)) if o.get("group") else NO_GROUP
-                           for o in offers], dtype=np.int32)
+        groups = np.array(
+            [group_ids.setdefault(o["group"], len(group_ids)) if o.get("group") else NO_GROUP for o in offers],
+            dtype=np.int32,
+        )
         positions: dict[str, list[int]] = {}
         for i, o in enumerate(offers):
             positions.setdefault(o["id"], []).append(i)
             if o["sku"] != o["id"]:
                 positions.setdefault(o["sku"], []).append(i)
-        return cls(base=base, active_from=active_from, active_to=active_to,
-                   has_windows=bool(np.isfinite(active_from).any() or np.isfinite(active_to).any()),
-                   groups=groups, has_groups=bool(group_ids),
-                   positions={k: tuple(v) for k, v in positions.items()})
+        return cls(
+            base=base,
+            active_from=active_from,
+            active_to=active_to,
+            has_windows=bool(np.isfinite(active_from).any() or np.isfinite(active_to).any()),
+            groups=groups,
+            has_groups=bool(group_ids),
+            positions={k: tuple(v) for k, v in positions.items()},
+        )
 
-    def mask(self, now: float, exclude: Iterable[str], items: Iterable[str], ages_days: Iterable[float] | None,
-             just_bought_days: float) -> np.ndarray:
+    def mask(
+        self,
+        now: float,
+        exclude: Iterable[str],
+        items: Iterable[str],
+        ages_days: Iterable[float] | None,
+        just_bought_days: float,
+    ) -> np.ndarray:
         """Every rule for one request, as float32 penalties per offer (a fresh, read-only array): -inf where a rule
         rules the offer out, its boost elsewhere."""
         if self.has_windows:  # campaign windows: an offer is shown from active_from until before active_to

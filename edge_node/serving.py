@@ -38,12 +38,15 @@ def resolve_region(requested: str | None, country: str | None, state: EdgeState,
     if region is None:
         if len(state.catalogs) == 1:
             return next(iter(state.catalogs))
-        raise RequestError(422, "region_required",
-                           f"this edge serves {', '.join(sorted(state.catalogs))}; say which in 'region'")
+        raise RequestError(
+            422, "region_required", f"this edge serves {', '.join(sorted(state.catalogs))}; say which in 'region'"
+        )
     if region not in state.catalogs:
-        raise RequestError(404, "unknown_region",
-                           f"region {region!r} is not served here; this edge serves "
-                           f"{', '.join(sorted(state.catalogs))}")
+        raise RequestError(
+            404,
+            "unknown_region",
+            f"region {region!r} is not served here; this edge serves {', '.join(sorted(state.catalogs))}",
+        )
     return region
 
 
@@ -64,18 +67,19 @@ class Candidates(Struct, frozen=True):
     """The offers the request may be answered with, the model that scores them, and what the rules leave of them."""
 
     catalog: RegionCatalog
-    model: Any                  # models.runtime.Ranker: the served one, or an experiment variant's
+    model: Any  # models.runtime.Ranker: the served one, or an experiment variant's
     data_version: int
     experiment: str | None
     variant: str | None
     k: int
-    max_per_group: int          # the diversity rule's limit; 0 = none
-    want: int                   # how many ranked positions to ask for (more than k when diversity may drop some)
-    mask: np.ndarray            # float32 [N], read-only: -inf where a rule rules an offer out, its boost elsewhere
+    max_per_group: int  # the diversity rule's limit; 0 = none
+    want: int  # how many ranked positions to ask for (more than k when diversity may drop some)
+    mask: np.ndarray  # float32 [N], read-only: -inf where a rule rules an offer out, its boost elsewhere
 
 
-def candidates(state: EdgeState, region: str, request: RecommendationRequest, context: ShopperContext,
-               rules: Rules) -> Candidates:
+def candidates(
+    state: EdgeState, region: str, request: RecommendationRequest, context: ShopperContext, rules: Rules
+) -> Candidates:
     """The region's catalog and model (or an experiment variant's, by the shopper's bucket) and the rule mask."""
     catalog, model, max_per_group = state.catalogs[region], state.model, rules.max_per_group
     experiment = variant_name = None
@@ -93,13 +97,19 @@ def candidates(state: EdgeState, region: str, request: RecommendationRequest, co
             if variant.max_per_group is not None:
                 max_per_group = variant.max_per_group
     offer_rules = catalog.rules
-    mask = offer_rules.mask(request.at if request.at is not None else wall, request.exclude, context.items,
-                            context.ages_days, rules.just_bought_days)
+    mask = offer_rules.mask(
+        request.at if request.at is not None else wall,
+        request.exclude,
+        context.items,
+        context.ages_days,
+        rules.just_bought_days,
+    )
     if not (max_per_group > 0 and offer_rules.has_groups):
         max_per_group = 0
     want = min(len(catalog), request.k * 4 if max_per_group else request.k)
-    return Candidates(catalog, model, state.data_version, experiment, variant_name, request.k, max_per_group, want,
-                      mask)
+    return Candidates(
+        catalog, model, state.data_version, experiment, variant_name, request.k, max_per_group, want, mask
+    )
 
 
 async def score(chosen: Candidates, context: ShopperContext, batcher: InferenceBatcher) -> Scores:
@@ -116,7 +126,8 @@ async def score(chosen: Candidates, context: ShopperContext, batcher: InferenceB
         return MODEL_ERROR
     catalog = chosen.catalog
     scored: Scores = await batcher.submit(
-        ScoreRequest(model, encoded, catalog.region_index, catalog.candidates, chosen.mask, chosen.want))
+        ScoreRequest(model, encoded, catalog.region_index, catalog.candidates, chosen.mask, chosen.want)
+    )
     return scored
 
 
@@ -126,7 +137,7 @@ class Answer(Struct, frozen=True):
     region: str
     model_version: str
     data_version: int
-    fallback: str | None        # why the answer comes from regional popularity, None when the model ranked it
+    fallback: str | None  # why the answer comes from regional popularity, None when the model ranked it
     experiment: str | None
     variant: str | None
     catalog: RegionCatalog
@@ -141,8 +152,14 @@ class Answer(Struct, frozen=True):
 
     def fields(self) -> dict[str, Any]:
         """The answer's fields but its offers and request_id (also what an impression records)."""
-        return {"region": self.region, "model_version": self.model_version, "data_version": self.data_version,
-                "fallback": self.fallback, "experiment": self.experiment, "variant": self.variant}
+        return {
+            "region": self.region,
+            "model_version": self.model_version,
+            "data_version": self.data_version,
+            "fallback": self.fallback,
+            "experiment": self.experiment,
+            "variant": self.variant,
+        }
 
 
 def rank(chosen: Candidates, scored: Scores) -> Answer:
@@ -160,8 +177,18 @@ def rank(chosen: Candidates, scored: Scores) -> Answer:
         scores_list, positions_list = [score_of[p] for p in kept], kept
     else:
         scores_list, positions_list = drop_ruled_out(scores_list, positions_list)
-    return Answer(catalog.region, chosen.model.version, chosen.data_version, scored.failure, chosen.experiment,
-                  chosen.variant, catalog, positions_list, scores_list, scored.model_s)
+    return Answer(
+        catalog.region,
+        chosen.model.version,
+        chosen.data_version,
+        scored.failure,
+        chosen.experiment,
+        chosen.variant,
+        catalog,
+        positions_list,
+        scores_list,
+        scored.model_s,
+    )
 
 
 def render(answer: Answer, request_id: str | None) -> bytes:
@@ -169,8 +196,12 @@ def render(answer: Answer, request_id: str | None) -> bytes:
     and printf formatting (0.15 µs a score; round() then orjson took 4 µs for 12 scores). A score that is not
     finite is written as null, as orjson writes it."""
     fragments = answer.catalog.fragments_json
-    offers = b",".join([b"%b%.6f}" % (fragments[p], s) if -_FLOAT_MAX <= s <= _FLOAT_MAX else fragments[p] + b"null}"
-                        for s, p in zip(answer.scores, answer.positions)])
+    offers = b",".join(
+        [
+            b"%b%.6f}" % (fragments[p], s) if -_FLOAT_MAX <= s <= _FLOAT_MAX else fragments[p] + b"null}"
+            for s, p in zip(answer.scores, answer.positions)
+        ]
+    )
     fields = answer.fields()
     fields["request_id"] = request_id
     return b'{"offers":[' + offers + b"]," + orjson.dumps(fields)[1:]

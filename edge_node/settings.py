@@ -37,64 +37,125 @@ def _in_range(value: float, low: float, high: float, low_open: bool, what: str) 
 class EdgeSettings(ServiceSettings):
     host: str = setting("127.0.0.1", "EDGEREC_EDGE_HOST", "listen address")
     port: int = setting(8000, "EDGEREC_EDGE_PORT", "listen port")
-    origin: str = setting("http://127.0.0.1:8080", "EDGEREC_ORIGIN_URL",
-                          "origin base URL, or several comma-separated to fail over between in order")
+    origin: str = setting(
+        "http://127.0.0.1:8080",
+        "EDGEREC_ORIGIN_URL",
+        "origin base URL, or several comma-separated to fail over between in order",
+    )
     regions: str = setting("", "EDGEREC_REGIONS", "comma-separated market codes this edge serves, e.g. DE,FR")
-    data_dir: str = setting("var/edge", "EDGEREC_EDGE_DATA_DIR", "local directory for the edge's own files: its "
-                                                                 "persisted copy and the event spool")
-    origin_public_key: str = setting("", "EDGEREC_ORIGIN_PUBLIC_KEY", "the origin's Ed25519 public key(s) every "
-                                     "payload is verified with: a file path, PEM or base64, comma-separated during "
-                                     "a key rotation")
-    max_staleness: float = setting(0.0, "EDGEREC_MAX_STALENESS_S", "/readyz fails after this many seconds without "
-                                   "a verified answer from the origin; 0 = never")
+    data_dir: str = setting(
+        "var/edge",
+        "EDGEREC_EDGE_DATA_DIR",
+        "local directory for the edge's own files: its persisted copy and the event spool",
+    )
+    origin_public_key: str = setting(
+        "",
+        "EDGEREC_ORIGIN_PUBLIC_KEY",
+        "the origin's Ed25519 public key(s) every "
+        "payload is verified with: a file path, PEM or base64, comma-separated during "
+        "a key rotation",
+    )
+    max_staleness: float = setting(
+        0.0,
+        "EDGEREC_MAX_STALENESS_S",
+        "/readyz fails after this many seconds without a verified answer from the origin; 0 = never",
+    )
     sync_wait: float = setting(25.0, "EDGEREC_SYNC_WAIT_S", "long-poll wait asked of the origin, s, at most 300")
-    sync_backoff_max: float = setting(10.0, "EDGEREC_SYNC_BACKOFF_MAX_S", "longest pause between failed sync "
-                                      "attempts, s, at most 600")
+    sync_backoff_max: float = setting(
+        10.0, "EDGEREC_SYNC_BACKOFF_MAX_S", "longest pause between failed sync attempts, s, at most 600"
+    )
     max_body_bytes: int = setting(65536, "EDGEREC_MAX_BODY_BYTES", "largest accepted request body (at least 1024)")
-    max_header_bytes: int = setting(16384, "EDGEREC_MAX_HEADER_BYTES", "largest request line plus headers; over it "
-                                    "431 and the connection is closed")
-    header_timeout: float = setting(10.0, "EDGEREC_HEADER_TIMEOUT_S", "seconds a request line and headers may take "
-                                    "from the connection or the request's first byte; over it 408, closed")
+    max_header_bytes: int = setting(
+        16384, "EDGEREC_MAX_HEADER_BYTES", "largest request line plus headers; over it 431 and the connection is closed"
+    )
+    header_timeout: float = setting(
+        10.0,
+        "EDGEREC_HEADER_TIMEOUT_S",
+        "seconds a request line and headers may take "
+        "from the connection or the request's first byte; over it 408, closed",
+    )
     max_k: int = setting(100, "EDGEREC_MAX_K", "largest k a request may ask for (1 to 1000)")
     workers: int = setting(1, "EDGEREC_WORKERS", "server worker processes, each with its own synced copy (1 to 256)")
-    geo_headers: str = setting("CloudFront-Viewer-Country,CF-IPCountry", "EDGEREC_GEO_HEADERS",
-                               "headers the CDN puts the viewer's country in")
-    markets: str = setting("", "EDGEREC_MARKETS", "viewer countries served by a market, e.g. 'GB:GB,IE,IM;DE:DE,AT'; "
-                                                  "a country not listed is its own market")
+    geo_headers: str = setting(
+        "CloudFront-Viewer-Country,CF-IPCountry", "EDGEREC_GEO_HEADERS", "headers the CDN puts the viewer's country in"
+    )
+    markets: str = setting(
+        "",
+        "EDGEREC_MARKETS",
+        "viewer countries served by a market, e.g. 'GB:GB,IE,IM;DE:DE,AT'; a country not listed is its own market",
+    )
     untrusted_cdn_headers: Literal["ignore", "refuse"] = setting(
-        "ignore", "EDGEREC_UNTRUSTED_CDN_HEADERS", "CDN headers without the shared secret: ignore, or refuse (403)")
+        "ignore", "EDGEREC_UNTRUSTED_CDN_HEADERS", "CDN headers without the shared secret: ignore, or refuse (403)"
+    )
     proxy_hops: int = setting(1, "EDGEREC_PROXY_HOPS", "X-Forwarded-For entries added by trusted proxies")
     cache_s_maxage: int = setting(30, "EDGEREC_CACHE_S_MAXAGE", "how long shared caches keep anonymous answers, s")
-    max_per_group: int = setting(0, "EDGEREC_MAX_PER_GROUP", "diversity: at most this many offers of one product "
-                                                             "group; 0 = off")
-    just_bought_days: float = setting(1.0, "EDGEREC_JUST_BOUGHT_DAYS", "exclude items bought this many days ago or "
-                                      "less, when requests send age_days; 0 = off")
-    model_budget_ms: float = setting(25.0, "EDGEREC_MODEL_BUDGET_MS", "a model run over this sends answers to the "
-                                     "popularity fallback for a cool-down")
-    event_spool_max_mb: int = setting(1024, "EDGEREC_EVENT_SPOOL_MAX_MB", "most disk the event spool may use, MiB; "
-                                      "past it new events are dropped and counted")
-    events: Literal["on", "off"] = setting("on", "EDGEREC_EVENTS", "on: an impression per answer and POST "
-                                           "/v1/events, spooled and shipped to the origin; off: neither (404)")
+    max_per_group: int = setting(
+        0, "EDGEREC_MAX_PER_GROUP", "diversity: at most this many offers of one product group; 0 = off"
+    )
+    just_bought_days: float = setting(
+        1.0,
+        "EDGEREC_JUST_BOUGHT_DAYS",
+        "exclude items bought this many days ago or less, when requests send age_days; 0 = off",
+    )
+    model_budget_ms: float = setting(
+        25.0,
+        "EDGEREC_MODEL_BUDGET_MS",
+        "a model run over this sends answers to the popularity fallback for a cool-down",
+    )
+    event_spool_max_mb: int = setting(
+        1024,
+        "EDGEREC_EVENT_SPOOL_MAX_MB",
+        "most disk the event spool may use, MiB; past it new events are dropped and counted",
+    )
+    events: Literal["on", "off"] = setting(
+        "on",
+        "EDGEREC_EVENTS",
+        "on: an impression per answer and POST /v1/events, spooled and shipped to the origin; off: neither (404)",
+    )
     events_ack: Literal["write", "fsync"] = setting(
-        "write", "EDGEREC_EVENTS_ACK", "when POST /v1/events answers 202: write, once its events are written to the "
-        "spool's segment file; fsync, once they are fdatasync'ed as well")
-    rate_limit_rps: float = setting(50.0, "EDGEREC_RATE_LIMIT_RPS", "requests a second one client may make to "
-                                    "/v1/recommendations and /v1/events (per worker), past which 429; 0 = no limit")
-    rate_limit_burst: int = setting(100, "EDGEREC_RATE_LIMIT_BURST", "requests one client may make at once above "
-                                                                     "its rate")
+        "write",
+        "EDGEREC_EVENTS_ACK",
+        "when POST /v1/events answers 202: write, once its events are written to the "
+        "spool's segment file; fsync, once they are fdatasync'ed as well",
+    )
+    rate_limit_rps: float = setting(
+        50.0,
+        "EDGEREC_RATE_LIMIT_RPS",
+        "requests a second one client may make to "
+        "/v1/recommendations and /v1/events (per worker), past which 429; 0 = no limit",
+    )
+    rate_limit_burst: int = setting(
+        100, "EDGEREC_RATE_LIMIT_BURST", "requests one client may make at once above its rate"
+    )
     # TLS settings hold paths, never key material, so flags are fine for them.
-    origin_ca: str = setting("", "EDGEREC_ORIGIN_CA_FILE", "PEM CA bundle the origin's certificate is verified "
-                                                           "against (default: the system's trust store)")
-    client_cert: str = setting("", "EDGEREC_CLIENT_CERT_FILE", "mutual TLS: PEM client certificate presented to "
-                               "the origin, naming this edge's regions (edge.<region> or spiffe://edgerec/edge/<R>)")
+    origin_ca: str = setting(
+        "",
+        "EDGEREC_ORIGIN_CA_FILE",
+        "PEM CA bundle the origin's certificate is verified against (default: the system's trust store)",
+    )
+    client_cert: str = setting(
+        "",
+        "EDGEREC_CLIENT_CERT_FILE",
+        "mutual TLS: PEM client certificate presented to "
+        "the origin, naming this edge's regions (edge.<region> or spiffe://edgerec/edge/<R>)",
+    )
     client_key: str = setting("", "EDGEREC_CLIENT_KEY_FILE", "PEM private key of the client certificate")
-    tls_cert: str = setting("", "EDGEREC_EDGE_TLS_CERT_FILE", "serve shoppers HTTPS with this PEM certificate "
-                                                              "chain, where no CDN or load balancer terminates TLS")
+    tls_cert: str = setting(
+        "",
+        "EDGEREC_EDGE_TLS_CERT_FILE",
+        "serve shoppers HTTPS with this PEM certificate chain, where no CDN or load balancer terminates TLS",
+    )
     tls_key: str = setting("", "EDGEREC_EDGE_TLS_KEY_FILE", "PEM private key of the listener's certificate")
-    tls_reload_interval: float = setting(DEFAULT_RELOAD_INTERVAL_S, "EDGEREC_TLS_RELOAD_INTERVAL_S", "seconds "
-                                         "between checks of the listener's and the client certificate's files")
-    production: YesNo = setting(False, None, "production mode (also EDGEREC_ENV=production): refuse weak secrets "
-                                             "and a plain HTTP origin beyond loopback")
+    tls_reload_interval: float = setting(
+        DEFAULT_RELOAD_INTERVAL_S,
+        "EDGEREC_TLS_RELOAD_INTERVAL_S",
+        "seconds between checks of the listener's and the client certificate's files",
+    )
+    production: YesNo = setting(
+        False,
+        None,
+        "production mode (also EDGEREC_ENV=production): refuse weak secrets and a plain HTTP origin beyond loopback",
+    )
 
     @field_validator("port")
     @classmethod

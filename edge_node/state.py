@@ -41,8 +41,12 @@ class EdgeState:
         variant a shopper is bucketed into."""
         lengths = [self.model.context_length]
         if self.experiments is not None:
-            lengths += [v.model.context_length for plans in self.experiments.by_region.values()
-                        for plan in plans for v in plan.variants]
+            lengths += [
+                v.model.context_length
+                for plans in self.experiments.by_region.values()
+                for plan in plans
+                for v in plan.variants
+            ]
         return min(lengths)
 
 

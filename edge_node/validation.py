@@ -86,18 +86,19 @@ class RecommendationRequest(Struct, frozen=True):
     """A request, checked and normalized: what the rest of the walk takes."""
 
     shopper_id: str | None
-    region: str | None                   # upper case; None: the CDN's country or the edge's only region decides
-    recent_items: tuple[str, ...]        # SKUs (upper case), most recent last
+    region: str | None  # upper case; None: the CDN's country or the edge's only region decides
+    recent_items: tuple[str, ...]  # SKUs (upper case), most recent last
     recent_ages_days: tuple[float, ...] | None  # aligned with recent_items, NaN where an event has none
     k: int
     exclude: tuple[str, ...]
-    at: float | None                     # epoch seconds of the shopper's "now", if sent
+    at: float | None  # epoch seconds of the shopper's "now", if sent
     device: str | None
-    slot: str | None = None              # where the offers are shown ("home", "cart", ...): a label
+    slot: str | None = None  # where the offers are shown ("home", "cart", ...): a label
 
 
-def parse_recommendation_request(body: bytes, max_k: int, default_k: int,
-                                 context_length: int | None = None) -> RecommendationRequest:
+def parse_recommendation_request(
+    body: bytes, max_k: int, default_k: int, context_length: int | None = None
+) -> RecommendationRequest:
     """The POST body, decoded, checked and normalized; `context_length` (the served models' shortest) bounds
     recent_items. A RequestError (4xx) says what is wrong, naming the field."""
     try:
@@ -109,15 +110,23 @@ def parse_recommendation_request(body: bytes, max_k: int, default_k: int,
         raise invalid(f"k: {k} is out of range; expected 1 to {max_k}")
     skus, ages = _events(sent.recent_items)
     if context_length is not None and len(skus) > context_length:
-        raise invalid(f"recent_items: at most {context_length} events (the model's context length), "
-                      f"got {len(skus)}")
+        raise invalid(f"recent_items: at most {context_length} events (the model's context length), got {len(skus)}")
     context = sent.context
     at = context.time
     if type(at) is str:
         at = _iso_time(at)
     region = sent.region
-    return RecommendationRequest(sent.shopper_id, region.upper() if region is not None else None, skus, ages,
-                                 k, sent.exclude, at, context.device, sent.slot)  # type: ignore[arg-type]
+    return RecommendationRequest(
+        sent.shopper_id,
+        region.upper() if region is not None else None,
+        skus,
+        ages,
+        k,
+        sent.exclude,
+        at,
+        context.device,
+        sent.slot,
+    )  # type: ignore[arg-type]
 
 
 def _events(events: tuple[str | PurchaseEvent, ...]) -> tuple[tuple[str, ...], tuple[float, ...] | None]:
@@ -156,11 +165,11 @@ def _expected(max_k: int) -> dict[str, str]:
     string = f"expected a non-empty string of at most {MAX_ID_CHARS} characters"
     return {
         "shopper_id": string,
-        "region": "expected a two-letter market code such as \"DE\"",
+        "region": 'expected a two-letter market code such as "DE"',
         "recent_items": f"expected a list of at most {MAX_RECENT_ITEMS} SKUs or "
-                        "{\"item\": SKU, \"age_days\": number} objects",
+        '{"item": SKU, "age_days": number} objects',
         "recent_items[]": f"expected a SKU (a non-empty string of at most {MAX_ID_CHARS} characters) "
-                          "or an object with 'item'",
+        "or an object with 'item'",
         "recent_items[].item": string,
         "recent_items[].age_days": f"expected a number from 0 to {MAX_AGE_DAYS} (days), or null",
         "k": f"expected an integer between 1 and {max_k}",
@@ -168,7 +177,7 @@ def _expected(max_k: int) -> dict[str, str]:
         "exclude[]": string,
         "context": "expected an object with optional 'time' and 'device'",
         "context.time": f"expected an ISO 8601 date-time or epoch seconds from {MIN_EPOCH_S} to {MAX_EPOCH_S} "
-                        "(1970-01-01T00:00:00Z to 9999-12-31T23:59:59Z)",
+        "(1970-01-01T00:00:00Z to 9999-12-31T23:59:59Z)",
         "context.device": f"one of {', '.join(sorted(DEVICES))}",
         "slot": "1-32 characters of lower-case letters, digits, '-' and '_'",
     }
@@ -213,8 +222,9 @@ def parse_anonymous_query(query: dict[str, list[str]], max_k: int, default_k: in
     """The GET form: region-level offers for a shopper the edge knows nothing about, cacheable by a CDN."""
     unknown = set(query) - QUERY_FIELDS
     if unknown:
-        raise invalid(f"unknown query parameter(s): {', '.join(sorted(unknown))}; "
-                      f"allowed: {', '.join(sorted(QUERY_FIELDS))}")
+        raise invalid(
+            f"unknown query parameter(s): {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(QUERY_FIELDS))}"
+        )
     repeated = [name for name, values in query.items() if len(values) > 1]
     if repeated:
         raise invalid(f"query parameter(s) given more than once: {', '.join(sorted(repeated))}")
@@ -233,6 +243,14 @@ def parse_anonymous_query(query: dict[str, list[str]], max_k: int, default_k: in
         raise invalid(f"device: {_expected(max_k)['context.device']}")
     if slot is not None and not SLOT_RE.match(slot):
         raise invalid(f"slot: {_expected(max_k)['slot']}")
-    return RecommendationRequest(shopper_id=None, region=region.upper() if region is not None else None,
-                                 recent_items=(), recent_ages_days=None, k=k, exclude=(), at=None, device=device,
-                                 slot=slot)
+    return RecommendationRequest(
+        shopper_id=None,
+        region=region.upper() if region is not None else None,
+        recent_items=(),
+        recent_ages_days=None,
+        k=k,
+        exclude=(),
+        at=None,
+        device=device,
+        slot=slot,
+    )

@@ -1,1 +1,2 @@
-"""edgerec: edge-deployed personalization runtime (command line and demo; services live in edge_node and origin_sync)."""
+"""edgerec: edge-deployed personalization runtime (command line and demo; the services live in edge_node and
+origin_sync)."""

@@ -1,1 +1,2 @@
-"""Recommendation models: data cleaning, training, ONNX export, bundles, and the edge runtime (models.runtime.Ranker)."""
+"""Recommendation models: data cleaning, training, ONNX export, bundles, and the edge runtime
+(models.runtime.Ranker)."""

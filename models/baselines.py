@@ -37,7 +37,9 @@ class Baskets:
 def baskets_of(events: Transactions, position: dict[str, int]) -> Baskets:
     """Invoices per customer in time order (events sorted by customer then time), items outside `position` dropped."""
     by_customer: dict[int, dict[str, list[int]]] = {}
-    for customer, invoice, code in zip(events.customer_id.tolist(), events.invoice_no.tolist(), events.stock_code.tolist()):
+    for customer, invoice, code in zip(
+        events.customer_id.tolist(), events.invoice_no.tolist(), events.stock_code.tolist()
+    ):
         index = position.get(code)
         if index is not None:
             by_customer.setdefault(customer, {}).setdefault(invoice, []).append(index)
@@ -51,8 +53,9 @@ def _rows(vectors: list[dict[int, float]], size: int) -> sparse.csr_matrix:
         indices.extend(vector)
         data.extend(vector.values())
         pointers.append(len(indices))
-    return sparse.csr_matrix((np.array(data, np.float64), np.array(indices, np.int64), np.array(pointers)),
-                             shape=(len(vectors), size))
+    return sparse.csr_matrix(
+        (np.array(data, np.float64), np.array(indices, np.int64), np.array(pointers)), shape=(len(vectors), size)
+    )
 
 
 def tifu_vectors(baskets: Baskets, size: int, m: int, r: float) -> sparse.csr_matrix:
@@ -103,8 +106,9 @@ def upcf_popularity(baskets: Baskets, size: int, r: int) -> sparse.csr_matrix:
     return _rows(vectors, size)
 
 
-def upcf_scores(bought: sparse.csr_matrix, popularity: sparse.csr_matrix, users: np.ndarray, alpha: float,
-                q: float) -> np.ndarray:
+def upcf_scores(
+    bought: sparse.csr_matrix, popularity: sparse.csr_matrix, users: np.ndarray, alpha: float, q: float
+) -> np.ndarray:
     """[U, M] sum over customers v of asymmetric-cosine(u, v)^q * P_v; u itself has similarity 1."""
     sizes = np.asarray(bought.sum(axis=1)).ravel()
     overlap = (bought[users] @ bought.T).toarray()

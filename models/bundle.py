@@ -20,8 +20,13 @@ MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
 # The graph inputs that hold one row per request in a batched graph (region is [B]; k is shared, [1]): those of
 # profile graphs (since 2026-12-04) and of context graphs (before).
-PROFILE_INPUTS = ("profile_items", "profile_counts", "profile_days_since_last", "profile_days_since_first",
-                  "profile_decayed")
+PROFILE_INPUTS = (
+    "profile_items",
+    "profile_counts",
+    "profile_days_since_last",
+    "profile_days_since_first",
+    "profile_decayed",
+)
 ROW_INPUTS = ("context_items", "context_ages_days", *PROFILE_INPUTS, "candidates", "penalty")
 _INTEGER_INPUTS = frozenset({"context_items", "profile_items", "region", "candidates", "k"})
 REQUIRED_KEYS = ("format", "version", "sha256", "inputs", "outputs", "context_length", "items", "regions", "golden")
@@ -98,7 +103,8 @@ def golden_feeds(case: dict, batched: bool = True) -> dict[str, np.ndarray]:
     penalty[np.asarray(inputs["excluded_positions"], dtype=np.int64)] = -np.inf
     feeds = {
         name: np.asarray(values, dtype=np.int64 if name in _INTEGER_INPUTS else np.float32)
-        for name, values in inputs.items() if name != "excluded_positions"
+        for name, values in inputs.items()
+        if name != "excluded_positions"
     }
     feeds["candidates"], feeds["penalty"] = candidates, penalty
     if batched:

@@ -67,8 +67,10 @@ def add_model_commands(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--data", required=True, help="Online Retail CSV or CSV.gz")
     train.add_argument("--out", required=True, help="bundle directory to write")
     train.add_argument(
-        "--context-length", type=_positive_int, default=None,
-        help="profile items the model reads, its strongest ones (default: models.train.DEFAULT_CONTEXT_LENGTH)"
+        "--context-length",
+        type=_positive_int,
+        default=None,
+        help="profile items the model reads, its strongest ones (default: models.train.DEFAULT_CONTEXT_LENGTH)",
     )
     train.set_defaults(func=run_train)
 

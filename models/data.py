@@ -127,9 +127,7 @@ def _parse_dates(values: list[str]) -> np.ndarray:
         pass
     # The UCI Excel export writes "12/1/2010 8:26"; accept it too rather than fail late.
     try:
-        return np.array(
-            [datetime.strptime(v.strip(), "%m/%d/%Y %H:%M") for v in values], dtype="datetime64[s]"
-        )
+        return np.array([datetime.strptime(v.strip(), "%m/%d/%Y %H:%M") for v in values], dtype="datetime64[s]")
     except ValueError as error:
         raise DataError(f"InvoiceDate is neither ISO 8601 nor M/D/YYYY H:MM ({error})") from None
 
@@ -167,9 +165,9 @@ def read_transactions(path: str | Path, *, progress: bool = False) -> Transactio
     try:
         quantity = np.array(columns["Quantity"], dtype=np.float64).astype(np.int64)
         unit_price = np.array(columns["UnitPrice"], dtype=np.float64)
-        customer_id = np.array(
-            [value or NO_CUSTOMER for value in columns["CustomerID"]], dtype=np.float64
-        ).astype(np.int64)
+        customer_id = np.array([value or NO_CUSTOMER for value in columns["CustomerID"]], dtype=np.float64).astype(
+            np.int64
+        )
     except ValueError as error:
         raise DataError(f"{path.name}: non-numeric Quantity, UnitPrice or CustomerID ({error})") from None
     countries = np.array([value.strip() for value in columns["Country"]], dtype=object)

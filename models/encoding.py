@@ -38,8 +38,13 @@ class RequestContext:
         """Its arrays from position `first` on, in the graph's input order."""
         if self.counts is None or self.days_since_first is None or self.decayed is None:
             return self.items[first:], self.ages_days[first:]
-        return (self.items[first:], self.counts[first:], self.ages_days[first:], self.days_since_first[first:],
-                self.decayed[first:])
+        return (
+            self.items[first:],
+            self.counts[first:],
+            self.ages_days[first:],
+            self.days_since_first[first:],
+            self.decayed[first:],
+        )
 
 
 def many_events_context(items: np.ndarray, ages: np.ndarray, width: int) -> RequestContext:
@@ -65,6 +70,7 @@ def many_events_context(items: np.ndarray, ages: np.ndarray, width: int) -> Requ
         stats[2, width - filled :] = np.maximum.reduceat(ages, starts)[strongest]
         stats[3, width - filled :] = decayed[strongest]
     return RequestContext(slots, stats[1], filled, stats[0], stats[2], stats[3])
+
 
 def few_events_context(items: list[int], ages: list[float], width: int) -> RequestContext:
     """many_events_context in plain Python, for the short lists most requests carry (a few µs instead of tens)."""

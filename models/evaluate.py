@@ -76,8 +76,11 @@ def evaluation_users(history: Transactions, test: Transactions, context_length: 
     asked_at = test_events.invoiced_at.min() if len(test_events) else np.datetime64("NaT")
     event_ages = ((asked_at - history_events.invoiced_at) / np.timedelta64(1, "D")).tolist()
     for customer, code, region, age, second in zip(
-        history_events.customer_id.tolist(), history_events.stock_code.tolist(), history_events.region.tolist(),
-        event_ages, seconds,
+        history_events.customer_id.tolist(),
+        history_events.stock_code.tolist(),
+        history_events.region.tolist(),
+        event_ages,
+        seconds,
     ):
         row = user_row.get(customer)
         if row is not None:
@@ -141,7 +144,11 @@ def model_top(ranker: Ranker, users: EvaluationUsers, exclude: np.ndarray | None
 
 
 def _evaluate_section(
-    ranker: Ranker, users: EvaluationUsers, targets: np.ndarray, exclude: np.ndarray | None, knn: np.ndarray,
+    ranker: Ranker,
+    users: EvaluationUsers,
+    targets: np.ndarray,
+    exclude: np.ndarray | None,
+    knn: np.ndarray,
     next_basket: dict[str, np.ndarray],
 ) -> dict:
     history = users.history_counts > 0
@@ -179,8 +186,13 @@ def evaluate(bundle_dir: str | Path, history_path: str | Path, test_path: str | 
     tuning = tune(history_events, users.candidates, tiebreak)
     baselines = NextBasketBaselines(history_events, users.candidates)
     next_basket = {name: baselines.scores(name, tuned["params"], users.customers) for name, tuned in tuning.items()}
-    report = {"users": len(users.contexts), "k": K, "bundle": ranker.version, "candidates": len(users.candidates),
-              "baseline_tuning": tuning}
+    report = {
+        "users": len(users.contexts),
+        "k": K,
+        "bundle": ranker.version,
+        "candidates": len(users.candidates),
+        "baseline_tuning": tuning,
+    }
     report.update(_evaluate_section(ranker, users, users.targets, None, knn, next_basket))
 
     new_targets = users.targets & ~history
@@ -199,9 +211,16 @@ def evaluate(bundle_dir: str | Path, history_path: str | Path, test_path: str | 
         region_popularity=users.region_popularity,
     )
     report["new_items"] = {"users": int(has_new.sum())}
-    report["new_items"].update(_evaluate_section(
-        ranker, new_users, new_users.targets, history[has_new], knn[has_new],
-        {name: scores[has_new] for name, scores in next_basket.items()}))
+    report["new_items"].update(
+        _evaluate_section(
+            ranker,
+            new_users,
+            new_users.targets,
+            history[has_new],
+            knn[has_new],
+            {name: scores[has_new] for name, scores in next_basket.items()},
+        )
+    )
     return report
 
 

@@ -162,8 +162,12 @@ def build_ranking_graph(model: RankingModel) -> onnx.ModelProto:
     nodes = [
         helper.make_node("Shape", ["profile_items"], ["batch_size"], end=1),
         _node("Concat", ["batch_size", "item_count"], "batch_items_shape", axis=0),
-        helper.make_node("ConstantOfShape", ["batch_items_shape"], ["zeros"],
-                         value=helper.make_tensor("zeros_value", TensorProto.FLOAT, [1], [0.0])),
+        helper.make_node(
+            "ConstantOfShape",
+            ["batch_items_shape"],
+            ["zeros"],
+            value=helper.make_tensor("zeros_value", TensorProto.FLOAT, [1], [0.0]),
+        ),
         *_slot_nodes(),
         # item-kNN: each profile item adds its neighbours' cosine weights times its count; padding's row is all zero.
         _node("Gather", ["neighbours", "profile_items"], "slot_neighbours", axis=0),
@@ -204,7 +208,9 @@ def build_ranking_graph(model: RankingModel) -> onnx.ModelProto:
         [_value_info(name, dtype, shape) for name, dtype, shape in OUTPUTS],
         initializer=[numpy_helper.from_array(array, name) for name, array in tables.items()],
     )
-    onnx_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="edgerec.models")
+    onnx_model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="edgerec.models"
+    )
     onnx_model.ir_version = 8  # readable by onnxruntime releases back to 1.14
     onnx.checker.check_model(onnx_model, full_check=True)
     return onnx_model

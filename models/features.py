@@ -105,7 +105,16 @@ def slot_features(slots: ProfileSlots) -> tuple[np.ndarray, ...]:
     log_last = np.log1p(since_last)
     log_gap = np.log1p((since_first - since_last) / np.maximum(count - 1.0, 1.0))
     several = (count > 1.5).astype(np.float64)
-    return (count, np.log1p(count), known, decayed, np.log1p(decayed), log_last, log_gap, several * (log_last - log_gap)), known
+    return (
+        count,
+        np.log1p(count),
+        known,
+        decayed,
+        np.log1p(decayed),
+        log_last,
+        log_gap,
+        several * (log_last - log_gap),
+    ), known
 
 
 def user_features(slots: ProfileSlots) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

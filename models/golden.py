@@ -16,7 +16,9 @@ DEFAULT_AGE_POSITIONS = 200
 
 def _float32(slots: ProfileSlots) -> ProfileSlots:
     """The slots as the graph sees them: float fields rounded to float32."""
-    return ProfileSlots(slots.items, *(getattr(slots, name).astype(np.float32).astype(np.float64) for name in SLOT_FIELDS[1:]))
+    return ProfileSlots(
+        slots.items, *(getattr(slots, name).astype(np.float32).astype(np.float64) for name in SLOT_FIELDS[1:])
+    )
 
 
 def golden_cases(model: RankingModel, held_out: HeldOut, rng: np.random.Generator, count: int = 4) -> list[dict]:
@@ -29,8 +31,9 @@ def golden_cases(model: RankingModel, held_out: HeldOut, rng: np.random.Generato
         slots = _float32(held_out.slots.row(user))
         if len(cases) == 1:  # half the slots as padding: the graph must ignore them
             half = model.slots // 2
-            slots = ProfileSlots(*(np.where(np.arange(model.slots)[None, :] < half, 0, getattr(slots, name))
-                                   for name in SLOT_FIELDS))
+            slots = ProfileSlots(
+                *(np.where(np.arange(model.slots)[None, :] < half, 0, getattr(slots, name)) for name in SLOT_FIELDS)
+            )
         size = 5 if len(cases) == 2 else min(40, item_count)
         candidates = rng.choice(np.arange(1, item_count + 1), size=size, replace=False)
         if len(cases) == 0:  # pins the repeat terms: some candidates come from the profile
@@ -46,8 +49,17 @@ def golden_cases(model: RankingModel, held_out: HeldOut, rng: np.random.Generato
         full = np.sort(model.score_candidates(slots, region, candidates))[::-1]
         if len(finite) < len(scores) or (len(full) > 1 and np.min(np.abs(np.diff(full[: K + 3]))) < 1e-3):
             continue
-        cases.append(golden_profile_case({name: getattr(slots, name)[0] for name in SLOT_FIELDS}, region, candidates,
-                                         excluded, K, scores, indices))
+        cases.append(
+            golden_profile_case(
+                {name: getattr(slots, name)[0] for name in SLOT_FIELDS},
+                region,
+                candidates,
+                excluded,
+                K,
+                scores,
+                indices,
+            )
+        )
     return cases
 
 

@@ -117,9 +117,17 @@ def to_dict(profile: Profile) -> dict:
 
 def from_dict(data: dict) -> Profile:
     """The inverse of to_dict; raises ValueError, KeyError or TypeError on a malformed one."""
-    items = {str(sku): ItemSummary(int(v[0]), float(v[1]), float(v[2]), float(v[3])) for sku, v in data["items"].items()}
-    if len(items) > MAX_ITEMS or any(s.count < 1 or s.decayed <= 0 or s.first_seen > s.last_seen for s in items.values()):
+    items = {
+        str(sku): ItemSummary(int(v[0]), float(v[1]), float(v[2]), float(v[3])) for sku, v in data["items"].items()
+    }
+    if len(items) > MAX_ITEMS or any(
+        s.count < 1 or s.decayed <= 0 or s.first_seen > s.last_seen for s in items.values()
+    ):
         raise ValueError("profile items out of bounds")
     last = data.get("last_event")
-    return Profile(items, [(str(sku), float(time)) for sku, time in data["recent"]][-RECENT_EVENTS:],
-                   int(data["events"]), None if last is None else float(last))
+    return Profile(
+        items,
+        [(str(sku), float(time)) for sku, time in data["recent"]][-RECENT_EVENTS:],
+        int(data["events"]),
+        None if last is None else float(last),
+    )

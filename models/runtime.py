@@ -65,7 +65,9 @@ class Ranker:
         if self.reads_profiles and (self._default_ages.ndim != 1 or self._default_ages.size == 0):
             raise ValueError("default_ages_days is empty")
         if not self.reads_profiles and self._default_ages.shape != (self.context_length,):
-            raise ValueError(f"default_ages_days has {self._default_ages.size} entries, context_length is {self.context_length}")
+            raise ValueError(
+                f"default_ages_days has {self._default_ages.size} entries, context_length is {self.context_length}"
+            )
         self._output_names = [output.name for output in session.get_outputs()]
         # A graph takes a batch of requests ([B, W] contexts); bundles made before 2026-12 take one ([L]).
         context_shape = session.get_inputs()[0].shape
@@ -89,7 +91,7 @@ class Ranker:
             session = onnxruntime.InferenceSession(
                 onnx_bytes, sess_options=_session_options(), providers=["CPUExecutionProvider"]
             )
-        except Exception as error:  # onnxruntime raises its own untyped errors for bad graphs
+        except Exception as error:  # noqa: BLE001 (onnxruntime's pybind errors derive from Exception only)
             raise BundleError(f"onnxruntime cannot load model {manifest['version']}: {error}") from None
         try:
             ranker = cls(session, manifest)
@@ -111,7 +113,7 @@ class Ranker:
                 scores, indices = self._session.run(None, golden_feeds(case, self.batched))
                 if self.batched:
                     scores, indices = scores[0], indices[0]
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001 (onnxruntime's pybind errors derive from Exception only)
                 raise BundleError(f"golden case {number} of {self.version} cannot run: {error}") from None
             self._compare_golden(f"golden case {number}", case, scores, indices)
         if self.batched and len(cases) > 1:
@@ -120,8 +122,9 @@ class Ranker:
                 feeds = [golden_feeds(case, batched=False) for case in cases]
                 k = max(int(feed["k"][0]) for feed in feeds)
                 results = self.rank_many(
-                    [(self._feed_context(f), int(f["region"][0]), f["candidates"], f["penalty"]) for f in feeds], k)
-            except Exception as error:
+                    [(self._feed_context(f), int(f["region"][0]), f["candidates"], f["penalty"]) for f in feeds], k
+                )
+            except Exception as error:  # noqa: BLE001 (onnxruntime's pybind errors derive from Exception only)
                 raise BundleError(f"golden cases of {self.version} cannot run as one batch: {error}") from None
             for number, (case, feed, (scores, indices)) in enumerate(zip(cases, feeds, results)):
                 keep = min(int(feed["k"][0]), len(feed["candidates"]))
@@ -137,7 +140,7 @@ class Ranker:
         try:
             expected_scores = np.asarray(case["expected"]["scores"], dtype=np.float64)
             expected_indices = np.asarray(case["expected"]["indices"], dtype=np.int64)
-        except Exception as error:
+        except (KeyError, TypeError, ValueError) as error:
             raise BundleError(f"{what} of {self.version} is malformed: {error}") from None
         if scores.shape != expected_scores.shape or not np.array_equal(indices, expected_indices):
             raise BundleError(f"{what} of {self.version}: ranked positions differ from expected")
@@ -165,8 +168,7 @@ class Ranker:
         """
         if self.reads_profiles:
             if len(skus) <= _FEW_EVENTS:  # the common short request: lists all the way, no numpy round trips
-                return few_events_context(self._few_indices(skus), self._few_ages(skus, ages_days),
-                                                self.context_length)
+                return few_events_context(self._few_indices(skus), self._few_ages(skus, ages_days), self.context_length)
             return self._events_context(self.item_indices(list(skus)), self._event_ages(skus, ages_days))
         length = self.context_length
         recent = list(skus)[-length:] if length else []
@@ -226,8 +228,9 @@ class Ranker:
         """A shopper's profile (models/profile.py) as of `now` (Unix seconds) as one row of a profile graph."""
         if not self.reads_profiles:
             raise ValueError(f"bundle {self.version} reads recent items, not profiles")
-        items, counts, since_last, since_first, decayed = encode_profile(profile, now, self._profile_lookup,
-                                                                         self.context_length)
+        items, counts, since_last, since_first, decayed = encode_profile(
+            profile, now, self._profile_lookup, self.context_length
+        )
         filled = int(np.count_nonzero(counts))
         return RequestContext(items, since_last, filled, counts, since_first, decayed)
 
@@ -235,7 +238,9 @@ class Ranker:
         self, requests: Sequence[tuple[Profile, int, np.ndarray, np.ndarray]], now: float, k: int
     ) -> list[tuple[np.ndarray, np.ndarray]]:
         """Several (profile, region, candidates, penalty) requests at `now` (Unix seconds) in one run, as rank_many."""
-        return self.rank_many([(self.encode_profile(p, now), region, c, penalty) for p, region, c, penalty in requests], k)
+        return self.rank_many(
+            [(self.encode_profile(p, now), region, c, penalty) for p, region, c, penalty in requests], k
+        )
 
     def rank(
         self,
@@ -290,7 +295,9 @@ class Ranker:
         if not requests:
             return []
         if not self.batched or len(requests) == 1:
-            return [self.rank(context, region, candidates, penalty, k) for context, region, candidates, penalty in requests]
+            return [
+                self.rank(context, region, candidates, penalty, k) for context, region, candidates, penalty in requests
+            ]
         if k <= 0:
             return [(np.empty(0, dtype=np.float32), np.empty(0, dtype=np.int64)) for _ in requests]
         counts = [len(candidates) for _, _, candidates, _ in requests]

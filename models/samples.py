@@ -67,8 +67,15 @@ class HeldOut:
     targets: np.ndarray  # bool [U, V+1]: bought in [cut, until), known items only
 
 
-def held_out_users(timeline: ProfileTimeline, events: Transactions, vocabulary: Vocabulary, cut: np.datetime64,
-                   until: np.datetime64, known: np.ndarray, width: int) -> HeldOut:
+def held_out_users(
+    timeline: ProfileTimeline,
+    events: Transactions,
+    vocabulary: Vocabulary,
+    cut: np.datetime64,
+    until: np.datetime64,
+    known: np.ndarray,
+    width: int,
+) -> HeldOut:
     """Profiles at the cut (the timeline is advanced to it) of the shoppers who buy known items in [cut, until)."""
     timeline.advance(cut)
     items = vocabulary.encode_items(events.stock_code)
@@ -85,8 +92,9 @@ def held_out_users(timeline: ProfileTimeline, events: Transactions, vocabulary: 
     history = np.bincount(rows[keep] * size + items[before][keep], minlength=len(customers) * size)
     history = history.reshape(len(customers), size).astype(np.float64)
     history[:, 0] = 0.0
-    slots = encode_profiles([timeline.profiles[c] for c in customers], float(unix_seconds(np.array([cut]))[0]),
-                            vocabulary, width)
+    slots = encode_profiles(
+        [timeline.profiles[c] for c in customers], float(unix_seconds(np.array([cut]))[0]), vocabulary, width
+    )
     regions = vocabulary.encode_regions(np.array([timeline.regions[c] for c in customers], dtype=object))
     return HeldOut(slots, regions, history, targets)
 
@@ -104,23 +112,45 @@ class CutSamples:
     group_sizes: np.ndarray  # int64 [G]
 
 
-def cut_samples(vocabulary: Vocabulary, purchases: Transactions, events: Transactions, timeline: ProfileTimeline,
-                cut: np.datetime64, until: np.datetime64, config, rng: np.random.Generator) -> CutSamples:
+def cut_samples(
+    vocabulary: Vocabulary,
+    purchases: Transactions,
+    events: Transactions,
+    timeline: ProfileTimeline,
+    cut: np.datetime64,
+    until: np.datetime64,
+    config,
+    rng: np.random.Generator,
+) -> CutSamples:
     """Statistics from before the cut, users across it, and their candidate groups: all repeats, the targets, the
     top item-kNN new items and importance-weighted random items, so the loss ranks repeats against new items."""
-    statistics = fit_item_statistics(vocabulary, purchases.select(purchases.invoiced_at < cut),
-                                     events.select(events.invoiced_at < cut), neighbours=config.neighbours,
-                                     trend_days=config.trend_days, until=cut)
-    sold = np.bincount(vocabulary.encode_items(purchases.stock_code[purchases.invoiced_at < cut]),
-                       minlength=len(vocabulary.items) + 1) > 0
+    statistics = fit_item_statistics(
+        vocabulary,
+        purchases.select(purchases.invoiced_at < cut),
+        events.select(events.invoiced_at < cut),
+        neighbours=config.neighbours,
+        trend_days=config.trend_days,
+        until=cut,
+    )
+    sold = (
+        np.bincount(
+            vocabulary.encode_items(purchases.stock_code[purchases.invoiced_at < cut]),
+            minlength=len(vocabulary.items) + 1,
+        )
+        > 0
+    )
     known = np.isfinite(statistics.global_log_popularity) & sold
     known[0] = False
     users = held_out_users(timeline, events, vocabulary, cut, until, known, config.slots)
     rows, labels, log_weights, sizes = [], [], [], []
     for start in range(0, len(users.regions), 128):
         window = slice(start, start + 128)
-        part = ProfileSlots(*(getattr(users.slots, name)[window] for name in ("items", "counts", "days_since_last",
-                                                                               "days_since_first", "decayed")))
+        part = ProfileSlots(
+            *(
+                getattr(users.slots, name)[window]
+                for name in ("items", "counts", "days_since_last", "days_since_first", "decayed")
+            )
+        )
         features = context_features(statistics, part, users.regions[window])
         for user in range(features.shape[1]):
             targets = users.targets[start + user]
@@ -138,11 +168,15 @@ def cut_samples(vocabulary: Vocabulary, purchases: Transactions, events: Transac
             rows.append(features[:, user, candidates].T)
             labels.append(targets[candidates])
             # Sampled softmax: each drawn item stands for len(rest)/len(drawn) items like it.
-            log_weights.append(np.r_[np.zeros(fixed.sum()), np.full(len(drawn), np.log(len(rest) / max(len(drawn), 1)))])
+            log_weights.append(
+                np.r_[np.zeros(fixed.sum()), np.full(len(drawn), np.log(len(rest) / max(len(drawn), 1)))]
+            )
             sizes.append(len(candidates))
     empty = np.zeros((0, len(FEATURE_NAMES)))
     return CutSamples(
-        statistics, users, known,
+        statistics,
+        users,
+        known,
         np.concatenate(rows) if rows else empty,
         np.concatenate(labels).astype(np.float64) if labels else np.zeros(0),
         np.concatenate(log_weights) if log_weights else np.zeros(0),

@@ -154,5 +154,12 @@ def fit_item_statistics(
     counts = customer_item_counts(events.customer_id, vocabulary.encode_items(events.stock_code), len(vocabulary.items))
     neighbour_index, neighbour_weights = item_neighbours(counts, neighbours)
     return ItemStatistics(
-        vocabulary, global_log, region_log, trend_log, growth, repeat_propensity(counts), neighbour_index, neighbour_weights
+        vocabulary,
+        global_log,
+        region_log,
+        trend_log,
+        growth,
+        repeat_propensity(counts),
+        neighbour_index,
+        neighbour_weights,
     )

@@ -29,8 +29,20 @@ _COUNTRY_SHARES = {
 _ADJECTIVES = ["VINTAGE", "RETRO", "HANGING", "SMALL", "LARGE", "PAINTED", "GLASS", "WOODEN", "FELT", "PAPER"]
 _COLOURS = ["RED", "PINK", "BLUE", "IVORY", "GREEN", "WHITE", "BLACK", "GOLD", "SILVER", "PASTEL"]
 _NOUNS = [
-    "HEART T-LIGHT HOLDER", "LANTERN", "BUNTING", "LUNCH BAG", "MUG", "CAKE STAND", "DOORMAT",
-    "PHOTO FRAME", "ALARM CLOCK", "JAM JAR", "TEA TOWEL", "NAPKINS", "CHRISTMAS BAUBLE", "CANDLE",
+    "HEART T-LIGHT HOLDER",
+    "LANTERN",
+    "BUNTING",
+    "LUNCH BAG",
+    "MUG",
+    "CAKE STAND",
+    "DOORMAT",
+    "PHOTO FRAME",
+    "ALARM CLOCK",
+    "JAM JAR",
+    "TEA TOWEL",
+    "NAPKINS",
+    "CHRISTMAS BAUBLE",
+    "CANDLE",
 ]
 _FIRST_DAY = np.datetime64("2010-12-01T00:00:00", "s")
 _DAYS = 365
@@ -71,7 +83,8 @@ def generate_rows(seed: int = 7, shape: SyntheticShape = SyntheticShape()) -> li
     rng = np.random.default_rng(seed)
     codes = _stock_codes(rng, shape.items)
     descriptions = [
-        f"{_ADJECTIVES[i % 10]} {_COLOURS[(i // 10) % 10]} {_NOUNS[i % len(_NOUNS)]}" + (f" {i // 100}" if i >= 100 else "")
+        f"{_ADJECTIVES[i % 10]} {_COLOURS[(i // 10) % 10]} {_NOUNS[i % len(_NOUNS)]}"
+        + (f" {i // 100}" if i >= 100 else "")
         for i in range(shape.items)
     ]
     prices = np.round(np.exp(rng.normal(1.0, 0.6, shape.items)), 2).clip(0.19, 50.0)
@@ -96,7 +109,9 @@ def generate_rows(seed: int = 7, shape: SyntheticShape = SyntheticShape()) -> li
         bought: list[int] = []
         for day in days.tolist():
             # Each basket has a theme, which is what makes items co-occur.
-            theme = rng.choice(shape.topics, p=np.bincount(item_topic, weights=topic_taste, minlength=shape.topics) / topic_taste.sum())
+            theme = rng.choice(
+                shape.topics, p=np.bincount(item_topic, weights=topic_taste, minlength=shape.topics) / topic_taste.sum()
+            )
             weights = taste * np.where(item_topic == theme, 4.0, 1.0)
             weights = weights * np.where(christmas, _season_boost(np.array(day)), 1.0)
             weights /= weights.sum()
@@ -140,9 +155,7 @@ def generate_rows(seed: int = 7, shape: SyntheticShape = SyntheticShape()) -> li
     return rows
 
 
-def write_synthetic_transactions(
-    path: str | Path, *, seed: int = 7, shape: SyntheticShape = SyntheticShape()
-) -> Path:
+def write_synthetic_transactions(path: str | Path, *, seed: int = 7, shape: SyntheticShape = SyntheticShape()) -> Path:
     """Write the generated rows as CSV, gzip-compressed when the name ends in .gz; same seed, same bytes."""
     path = Path(path)
     buffer = io.StringIO(newline="")

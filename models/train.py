@@ -64,7 +64,9 @@ def held_out_metrics(model: RankingModel, cut: CutSamples) -> dict[str, dict[str
     users, stats, known = cut.users, cut.statistics, cut.known
     popularity = np.exp(stats.global_log_popularity)
     tiebreak = popularity / (popularity.max() * 2.0)
-    item_knn = model.features(users.slots, users.regions)[_ITEM_KNN] if len(users.regions) else np.zeros((0, len(known)))
+    item_knn = (
+        model.features(users.slots, users.regions)[_ITEM_KNN] if len(users.regions) else np.zeros((0, len(known)))
+    )
     scores = {
         "model": model.score_all_items(users.slots, users.regions),
         "popularity": np.broadcast_to(stats.global_log_popularity, users.targets.shape),
@@ -95,7 +97,9 @@ class TrainedRanker:
     default_ages: np.ndarray  # float32: for requests that send recent items without ages
 
 
-def _cut_times(first: np.datetime64, end: np.datetime64, config: TrainingConfig) -> tuple[list[np.datetime64], np.datetime64]:
+def _cut_times(
+    first: np.datetime64, end: np.datetime64, config: TrainingConfig
+) -> tuple[list[np.datetime64], np.datetime64]:
     """Training cuts (oldest first) and the validation cut, spaced back from the end of the data."""
     day = np.timedelta64(1, "D")
     earliest = first + config.min_history_days * day

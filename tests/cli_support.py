@@ -9,15 +9,17 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 
-def run_cli(*args: str, admin_token: str | None = None, env: dict[str, str] | None = None,
-            timeout: float = 180) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, admin_token: str | None = None, env: dict[str, str] | None = None, timeout: float = 180
+) -> subprocess.CompletedProcess:
     """`edgerec ARGS...` with EDGEREC_ADMIN_TOKEN set to `admin_token` (and unset without one)."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("EDGEREC_ADMIN_TOKEN")}
     if admin_token is not None:
         environ["EDGEREC_ADMIN_TOKEN"] = admin_token
     environ.update(env or {})
-    return subprocess.run([sys.executable, "-m", "edgerec", *args], capture_output=True, text=True, timeout=timeout,
-                          env=environ)
+    return subprocess.run(
+        [sys.executable, "-m", "edgerec", *args], capture_output=True, text=True, timeout=timeout, env=environ
+    )
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> str:

@@ -12,7 +12,8 @@ from typing import Callable, Iterator
 
 import pytest
 
-from edgerec.cli.services import Cluster, http_call
+from edgerec.cli.process import http_call
+from edgerec.cli.services import Cluster
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data" / "online_retail" / "transactions.csv.gz"
@@ -69,8 +70,9 @@ def module_cluster(tmp_path_factory: pytest.TempPathFactory, bundle_dir: Path) -
         c.stop()
 
 
-def wait_until(predicate: Callable[[], object], timeout_s: float = 30.0, what: str = "condition",
-               interval_s: float = 0.02):
+def wait_until(
+    predicate: Callable[[], object], timeout_s: float = 30.0, what: str = "condition", interval_s: float = 0.02
+):
     """Poll until `predicate()` is truthy and return its value; fail the test after `timeout_s`."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -110,8 +112,15 @@ def renew_in_place(renewed: tuple[Path, Path], live: tuple[Path, Path]) -> None:
 
 
 def make_offer(offer_id: str, sku: str, region: str = "GB", **overrides) -> dict:
-    offer = {"id": offer_id, "sku": sku, "title": f"Item {sku}", "price": 9.99, "currency": "GBP",
-             "regions": [region], "stock": 10}
+    offer = {
+        "id": offer_id,
+        "sku": sku,
+        "title": f"Item {sku}",
+        "price": 9.99,
+        "currency": "GBP",
+        "regions": [region],
+        "stock": 10,
+    }
     offer.update(overrides)
     return offer
 
@@ -168,8 +177,9 @@ def pki(tmp_path: Path) -> Pki:
     return Pki(tmp_path / "pki")
 
 
-def https_cluster(workdir: Path, bundle: Path, pki: Pki, *origin_args: str,
-                  admin_cert: tuple[Path, Path] | None = None) -> Cluster:
+def https_cluster(
+    workdir: Path, bundle: Path, pki: Pki, *origin_args: str, admin_cert: tuple[Path, Path] | None = None
+) -> Cluster:
     """A started origin serving HTTPS with the PKI's certificate; its probes and admin calls trust the PKI's CA."""
     cluster = Cluster(workdir, bundle)
     cluster.origin.args += ["--tls-cert", str(pki.origin_cert), "--tls-key", str(pki.origin_key), *origin_args]
@@ -296,14 +306,14 @@ def readyz(edge) -> dict:
     """An edge's /readyz details (whatever its status)."""
     import json
 
-    from edgerec.cli.services import http_call
+    from edgerec.cli.process import http_call
 
     return json.loads(http_call(edge.url, "GET", "/readyz", timeout=5)[2])
 
 
 def served(edge, request: dict) -> dict:
     """A personalized answer, which must be a 200."""
-    from edgerec.cli.services import http_json
+    from edgerec.cli.process import http_json
 
     status, answer = http_json(edge.url, "POST", "/v1/recommendations", request, timeout=5)
     assert status == 200, answer
@@ -314,9 +324,11 @@ def seed(cluster: Cluster, catalog_skus: list[str], gb: int = 20, de: int = 0) -
     """Publish the cluster's model, `gb` GB offers of catalogue items (GB-<sku>) and the next `de` in DE (DE-<sku>,
     in EUR)."""
     cluster.publish()
-    de_skus = catalog_skus[gb:gb + de]
-    cluster.put_offers([make_offer(f"GB-{sku}", sku) for sku in catalog_skus[:gb]]
-                       + [make_offer(f"DE-{sku}", sku, region="DE", currency="EUR") for sku in de_skus])
+    de_skus = catalog_skus[gb : gb + de]
+    cluster.put_offers(
+        [make_offer(f"GB-{sku}", sku) for sku in catalog_skus[:gb]]
+        + [make_offer(f"DE-{sku}", sku, region="DE", currency="EUR") for sku in de_skus]
+    )
     return cluster
 
 

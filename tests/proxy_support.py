@@ -8,7 +8,7 @@ import threading
 
 from aiohttp import ClientSession, TCPConnector, web
 
-from edgerec.cli.services import free_port
+from edgerec.cli.process import free_port
 
 
 class LoopbackProxy:
@@ -17,8 +17,13 @@ class LoopbackProxy:
     with `client_tls` it reaches an HTTPS origin on a TLS connection of its own: a hop that terminates and
     re-originates TLS, as a load balancer does. Used as a context manager: started on entry, stopped on exit."""
 
-    def __init__(self, origin_url: str, server_tls: ssl.SSLContext | None = None,
-                 client_tls: ssl.SSLContext | None = None, max_body_bytes: int = 1024 ** 2) -> None:
+    def __init__(
+        self,
+        origin_url: str,
+        server_tls: ssl.SSLContext | None = None,
+        client_tls: ssl.SSLContext | None = None,
+        max_body_bytes: int = 1024**2,
+    ) -> None:
         self.origin_url = origin_url
         self.server_tls, self.client_tls = server_tls, client_tls
         self.max_body_bytes = max_body_bytes

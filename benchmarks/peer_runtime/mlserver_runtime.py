@@ -36,8 +36,9 @@ class RecommenderRuntime(MLModel):
         options.inter_op_num_threads = 1
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self._session = onnxruntime.InferenceSession(str(model_path), sess_options=options,
-                                                     providers=["CPUExecutionProvider"])
+        self._session = onnxruntime.InferenceSession(
+            str(model_path), sess_options=options, providers=["CPUExecutionProvider"]
+        )
         inputs = {i.name for i in self._session.get_inputs()}
         self._batched = len(self._session.get_inputs()[0].shape) == 2
         if not FEEDS <= inputs <= FEEDS | OPTIONAL_FEEDS:
@@ -59,8 +60,9 @@ class RecommenderRuntime(MLModel):
             self._regions[region] = {
                 "index": np.array([regions.get(region, 0)], dtype=np.int64),
                 "candidates": np.array([self._items.get(o["sku"].upper(), 0) for o in offers], dtype=np.int64),
-                "penalty": np.array([0.0 if o["stock"] > 0 and o["price"] > 0 else -np.inf for o in offers],
-                                    dtype=np.float32),
+                "penalty": np.array(
+                    [0.0 if o["stock"] > 0 and o["price"] > 0 else -np.inf for o in offers], dtype=np.float32
+                ),
                 "offer_ids": [o["id"] for o in offers],
                 "positions": positions,
             }
@@ -74,17 +76,22 @@ class RecommenderRuntime(MLModel):
         exclude = StringCodec.decode_input(inputs["exclude"]) if "exclude" in inputs else []
 
         context = np.zeros(self._context_length, dtype=np.int64)
-        recent = recent[-self._context_length:] if self._context_length else []
+        recent = recent[-self._context_length :] if self._context_length else []
         if recent:
-            context[self._context_length - len(recent):] = [self._items.get(s.upper(), 0) for s in recent]
+            context[self._context_length - len(recent) :] = [self._items.get(s.upper(), 0) for s in recent]
         penalty = region["penalty"]
         if exclude:
             penalty = penalty.copy()
             for key in exclude:
                 for pos in region["positions"].get(key, ()):
                     penalty[pos] = -np.inf
-        feeds = {"context_items": context, "region": region["index"], "candidates": region["candidates"],
-                 "penalty": penalty, "k": np.array([k], dtype=np.int64)}
+        feeds = {
+            "context_items": context,
+            "region": region["index"],
+            "candidates": region["candidates"],
+            "penalty": penalty,
+            "k": np.array([k], dtype=np.int64),
+        }
         if self._default_ages is not None:
             feeds["context_ages_days"] = self._default_ages
         if self._batched:  # graphs since 2026-12 take a batch of requests: this is a batch of one
@@ -98,6 +105,8 @@ class RecommenderRuntime(MLModel):
         return InferenceResponse(
             model_name=self.name,
             model_version=self.version,
-            outputs=[StringCodec.encode_output("offer_ids", offer_ids),
-                     NumpyCodec.encode_output("scores", scores.astype(np.float32))],
+            outputs=[
+                StringCodec.encode_output("offer_ids", offer_ids),
+                NumpyCodec.encode_output("scores", scores.astype(np.float32)),
+            ],
         )

@@ -8,5 +8,15 @@ from .embedded import EmbeddedProfileStore
 from .interface import CorruptRecord, ProfileEvent, ProfileStore, StoreStats
 from .metrics import ProfileCollector, register_profile_metrics
 
-__all__ = ["CorruptRecord", "EmbeddedProfileStore", "Profile", "ProfileCodec", "ProfileCollector", "ProfileEvent",
-           "ProfileStore", "StoreLocked", "StoreStats", "register_profile_metrics"]
+__all__ = [
+    "CorruptRecord",
+    "EmbeddedProfileStore",
+    "Profile",
+    "ProfileCodec",
+    "ProfileCollector",
+    "ProfileEvent",
+    "ProfileStore",
+    "StoreLocked",
+    "StoreStats",
+    "register_profile_metrics",
+]

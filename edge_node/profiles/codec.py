@@ -62,8 +62,7 @@ class Profile(msgspec.Struct, array_like=True, frozen=True):
     """One shopper's profile. Never mutated once built (`items` included): the codec returns new ones."""
 
     recent: Annotated[tuple[RecentEvent, ...], msgspec.Meta(max_length=MAX_RECENT)] = ()
-    items: Annotated[dict[ItemId, ItemStats], msgspec.Meta(max_length=MAX_ITEMS)] = msgspec.field(
-        default_factory=dict)
+    items: Annotated[dict[ItemId, ItemStats], msgspec.Meta(max_length=MAX_ITEMS)] = msgspec.field(default_factory=dict)
 
     def decayed_at(self, item: str, ts: float) -> float:
         stats = self.items.get(item)
@@ -85,8 +84,9 @@ def _add(stats: ItemStats | None, ts: int, weight: float) -> ItemStats:
     log_weight = math.log2(weight) + ts / HALF_LIFE_S
     if stats is None:
         return ItemStats(1, ts, ts, log_weight)
-    return ItemStats(stats.count + 1, min(stats.first_seen, ts), max(stats.last_seen, ts),
-                     _log_add(stats.log_score, log_weight))
+    return ItemStats(
+        stats.count + 1, min(stats.first_seen, ts), max(stats.last_seen, ts), _log_add(stats.log_score, log_weight)
+    )
 
 
 def _bounded(items: dict[str, ItemStats]) -> dict[str, ItemStats]:

@@ -43,8 +43,8 @@ class RecordCipher:
     def open(self, pseudonym: str, sealed: bytes) -> bytes:
         if len(sealed) < OVERHEAD_BYTES or sealed[:1] != _FORMAT:
             raise CorruptRecord("not a sealed profile record")
-        nonce = sealed[1:1 + _NONCE_BYTES]
+        nonce = sealed[1 : 1 + _NONCE_BYTES]
         try:
-            return self._aead.decrypt(nonce, sealed[1 + _NONCE_BYTES:], pseudonym.encode())
+            return self._aead.decrypt(nonce, sealed[1 + _NONCE_BYTES :], pseudonym.encode())
         except InvalidTag:
             raise CorruptRecord("record does not decrypt (damaged, or sealed with another key)") from None

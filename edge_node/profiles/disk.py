@@ -85,8 +85,13 @@ class ProfileFile:
         except CorruptFile as exc:
             moved = self._move_aside()
             self.corrupt_files += 1
-            log.error("profile store %s refused (%s); moved aside to %s, starting empty (profiles come back with "
-                      "new events and the origin's sync)", self.path, exc, moved.name)
+            log.error(
+                "profile store %s refused (%s); moved aside to %s, starting empty (profiles come back with "
+                "new events and the origin's sync)",
+                self.path,
+                exc,
+                moved.name,
+            )
             self._con = self._open_checked()
 
     def _open_checked(self) -> sqlite3.Connection:
@@ -177,8 +182,9 @@ class ProfileFile:
                 con.execute("ATTACH DATABASE ? AS old", (str(self.path),))
                 con.execute("BEGIN")
                 left_out = con.execute("SELECT count(*) FROM old.profiles WHERE updated < ?", (cutoff,)).fetchone()[0]
-                con.execute("INSERT INTO profiles SELECT * FROM old.profiles WHERE updated >= ? ORDER BY pseudonym",
-                            (cutoff,))
+                con.execute(
+                    "INSERT INTO profiles SELECT * FROM old.profiles WHERE updated >= ? ORDER BY pseudonym", (cutoff,)
+                )
                 con.execute("INSERT INTO meta SELECT * FROM old.meta")
                 con.execute("COMMIT")
                 con.execute("DETACH DATABASE old")

@@ -40,10 +40,18 @@ class EmbeddedProfileStore(Generic[R]):
     and compaction drops it from disk. `compact_interval_s` > 0 runs `compact` on that cadence.
     """
 
-    def __init__(self, directory: Path, secret: str, codec: ProfileCodec[R], *,
-                 budget_bytes: int = DEFAULT_BUDGET_BYTES, retention_s: float = DEFAULT_RETENTION_S,
-                 fsync_interval_s: float = DEFAULT_FSYNC_INTERVAL_S, compact_interval_s: float = 0.0,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        secret: str,
+        codec: ProfileCodec[R],
+        *,
+        budget_bytes: int = DEFAULT_BUDGET_BYTES,
+        retention_s: float = DEFAULT_RETENTION_S,
+        fsync_interval_s: float = DEFAULT_FSYNC_INTERVAL_S,
+        compact_interval_s: float = 0.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         if retention_s <= 0:
             raise ValueError("profile retention is a positive number of seconds")
         self.codec = codec
@@ -198,8 +206,12 @@ class EmbeddedProfileStore(Generic[R]):
         count = self.stats.corrupt_records
         if worth_logging(count):
             # The pseudonym is not logged: a log line would outlive the shopper's erasure.
-            log.error("profile record refused (%s); answered as a miss%s [%d corrupt records so far]", reason,
-                      " and deleted" if delete else "", count)
+            log.error(
+                "profile record refused (%s); answered as a miss%s [%d corrupt records so far]",
+                reason,
+                " and deleted" if delete else "",
+                count,
+            )
         if delete:
             self._note_change(pseudonym)
             with contextlib.suppress(sqlite3.Error):

@@ -54,14 +54,14 @@ class StoreStats:
 
     hits: int = 0
     misses: int = 0
-    evictions: int = 0          # records dropped from memory to stay within the budget (still on disk)
-    expired: int = 0            # records dropped for retention
+    evictions: int = 0  # records dropped from memory to stay within the budget (still on disk)
+    expired: int = 0  # records dropped for retention
     erased: int = 0
-    corrupt_records: int = 0    # undecryptable or undecodable records, answered as misses
-    corrupt_files: int = 0      # whole store files refused at open, moved aside and rebuilt empty
-    write_failures: int = 0     # events kept in memory but not stored (disk error, Redis down)
-    redis_timeouts: int = 0     # reads past the bounded wait
-    redis_errors: int = 0       # reads that failed (connection refused, reset, ...)
+    corrupt_records: int = 0  # undecryptable or undecodable records, answered as misses
+    corrupt_files: int = 0  # whole store files refused at open, moved aside and rebuilt empty
+    write_failures: int = 0  # events kept in memory but not stored (disk error, Redis down)
+    redis_timeouts: int = 0  # reads past the bounded wait
+    redis_errors: int = 0  # reads that failed (connection refused, reset, ...)
     compactions: int = 0
 
 

@@ -11,8 +11,8 @@ R = TypeVar("R")
 
 class Held(NamedTuple, Generic[R]):
     record: R
-    size: int           # accounted bytes: encoded record + pseudonym
-    updated: float      # when the store last wrote it (retention counts from here)
+    size: int  # accounted bytes: encoded record + pseudonym
+    updated: float  # when the store last wrote it (retention counts from here)
 
 
 class MemoryTier(Generic[R]):

@@ -24,27 +24,39 @@ class ProfileCollector:
         held = self.store.held()
         if held is not None:
             yield GaugeMetricFamily("edgerec_profiles_held", "Profiles held in memory", value=held[0])
-            yield GaugeMetricFamily("edgerec_profiles_bytes", "Bytes of the profiles held in memory (encoded "
-                                    "record + key)", value=held[1])
-            yield GaugeMetricFamily("edgerec_profiles_budget_bytes", "Memory budget of the profile store",
-                                    value=self.store.budget_bytes)
+            yield GaugeMetricFamily(
+                "edgerec_profiles_bytes", "Bytes of the profiles held in memory (encoded record + key)", value=held[1]
+            )
+            yield GaugeMetricFamily(
+                "edgerec_profiles_budget_bytes", "Memory budget of the profile store", value=self.store.budget_bytes
+            )
         lookups = CounterMetricFamily("edgerec_profiles_lookups", "Profile reads by result", labels=["result"])
         lookups.add_metric(["hit"], stats.hits)
         lookups.add_metric(["miss"], stats.misses)
         yield lookups
-        yield CounterMetricFamily("edgerec_profiles_evictions", "Profiles moved out of memory for the budget "
-                                  "(still on disk)", value=stats.evictions)
+        yield CounterMetricFamily(
+            "edgerec_profiles_evictions",
+            "Profiles moved out of memory for the budget (still on disk)",
+            value=stats.evictions,
+        )
         yield CounterMetricFamily("edgerec_profiles_expired", "Profiles dropped for retention", value=stats.expired)
         yield CounterMetricFamily("edgerec_profiles_erased", "Profiles erased", value=stats.erased)
-        corrupt = CounterMetricFamily("edgerec_profiles_corrupt", "Stored profiles refused (undecryptable or "
-                                      "undecodable records; whole files moved aside)", labels=["what"])
+        corrupt = CounterMetricFamily(
+            "edgerec_profiles_corrupt",
+            "Stored profiles refused (undecryptable or undecodable records; whole files moved aside)",
+            labels=["what"],
+        )
         corrupt.add_metric(["record"], stats.corrupt_records)
         corrupt.add_metric(["file"], stats.corrupt_files)
         yield corrupt
-        yield CounterMetricFamily("edgerec_profiles_write_failures", "Profile updates not stored (disk error, "
-                                  "Redis down)", value=stats.write_failures)
-        redis = CounterMetricFamily("edgerec_profiles_redis_failures", "Redis reads answered as misses, by reason",
-                                    labels=["reason"])
+        yield CounterMetricFamily(
+            "edgerec_profiles_write_failures",
+            "Profile updates not stored (disk error, Redis down)",
+            value=stats.write_failures,
+        )
+        redis = CounterMetricFamily(
+            "edgerec_profiles_redis_failures", "Redis reads answered as misses, by reason", labels=["reason"]
+        )
         redis.add_metric(["timeout"], stats.redis_timeouts)
         redis.add_metric(["error"], stats.redis_errors)
         yield redis

@@ -37,10 +37,19 @@ class RedisProfileStore(Generic[R]):
     """Profiles in Redis under `prefix` + pseudonym. Redis itself bounds the memory (`maxmemory`, with
     `volatile-lru` or `allkeys-lru` evicting); every key carries the retention as its TTL."""
 
-    def __init__(self, url: str, secret: str, codec: ProfileCodec[R], *, prefix: str = DEFAULT_PREFIX,
-                 retention_s: float, read_timeout_s: float = DEFAULT_READ_TIMEOUT_S,
-                 write_timeout_s: float = DEFAULT_WRITE_TIMEOUT_S, retry_after_s: float = DEFAULT_RETRY_AFTER_S,
-                 client: aioredis.Redis | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        secret: str,
+        codec: ProfileCodec[R],
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        retention_s: float,
+        read_timeout_s: float = DEFAULT_READ_TIMEOUT_S,
+        write_timeout_s: float = DEFAULT_WRITE_TIMEOUT_S,
+        retry_after_s: float = DEFAULT_RETRY_AFTER_S,
+        client: aioredis.Redis | None = None,
+    ) -> None:
         if retention_s < 1:
             raise ValueError("profile retention is at least one second (a Redis TTL)")
         self.codec = codec
@@ -54,8 +63,12 @@ class RedisProfileStore(Generic[R]):
         self._down_until = 0.0
         # No retries inside the client: the bounded wait is ours, and a retry would run past it.
         self._redis = client or aioredis.Redis.from_url(
-            url, socket_timeout=max(read_timeout_s, write_timeout_s), socket_connect_timeout=write_timeout_s,
-            retry=Retry(NoBackoff(), 0), health_check_interval=0)
+            url,
+            socket_timeout=max(read_timeout_s, write_timeout_s),
+            socket_connect_timeout=write_timeout_s,
+            retry=Retry(NoBackoff(), 0),
+            health_check_interval=0,
+        )
 
     def held(self) -> None:
         return None  # Redis's INFO memory and DBSIZE tell; this process holds nothing
@@ -88,8 +101,9 @@ class RedisProfileStore(Generic[R]):
         return record
 
     async def apply_event(self, pseudonym: str, event: ProfileEvent) -> R:
-        return await self._update(pseudonym, lambda current: self.codec.apply(
-            self.codec.empty() if current is None else current, event))
+        return await self._update(
+            pseudonym, lambda current: self.codec.apply(self.codec.empty() if current is None else current, event)
+        )
 
     async def put_summary(self, pseudonym: str, summary: R, summary_ts: float) -> R:
         return await self._update(pseudonym, lambda current: self.codec.merge(current, summary, summary_ts))
@@ -125,8 +139,9 @@ class RedisProfileStore(Generic[R]):
                     await pipe.watch(key)
                     record: R = change(self._open(pseudonym, await pipe.get(key)))
                     pipe.multi()  # type: ignore[no-untyped-call]
-                    pipe.set(key, self._cipher.seal(pseudonym, self.codec.encode(record)),
-                             ex=max(1, int(self.retention_s)))
+                    pipe.set(
+                        key, self._cipher.seal(pseudonym, self.codec.encode(record)), ex=max(1, int(self.retention_s))
+                    )
                     await pipe.execute()
                     return record
                 except WatchError:
@@ -143,13 +158,21 @@ class RedisProfileStore(Generic[R]):
         except CorruptRecord as exc:
             self.stats.corrupt_records += 1
             if worth_logging(self.stats.corrupt_records):
-                log.error("profile record in Redis refused (%s); answered as a miss and replaced at the next "
-                          "write [%d corrupt records so far]", exc, self.stats.corrupt_records)
+                log.error(
+                    "profile record in Redis refused (%s); answered as a miss and replaced at the next "
+                    "write [%d corrupt records so far]",
+                    exc,
+                    self.stats.corrupt_records,
+                )
             return None
 
     def _failed(self, what: str, exc: BaseException) -> None:
         """An error (not a timeout: one slow answer does not stop the next reads) stops Redis calls a while."""
         if time.monotonic() >= self._down_until:
-            log.warning("profile store: Redis %s failed (%s); profiles are misses for the next %.1fs", what,
-                        exc, self.retry_after_s)
+            log.warning(
+                "profile store: Redis %s failed (%s); profiles are misses for the next %.1fs",
+                what,
+                exc,
+                self.retry_after_s,
+            )
         self._down_until = time.monotonic() + self.retry_after_s

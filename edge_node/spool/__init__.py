@@ -32,5 +32,13 @@ sends the bytes, it decodes nothing.
 from .segments import CLOSED_SUFFIX, OPEN_SUFFIX, read_segment
 from .writer import ACK_FSYNC, ACK_MODES, ACK_WRITE, EventSpool, NotKept
 
-__all__ = ["ACK_FSYNC", "ACK_MODES", "ACK_WRITE", "CLOSED_SUFFIX", "OPEN_SUFFIX", "EventSpool", "NotKept",
-           "read_segment"]
+__all__ = [
+    "ACK_FSYNC",
+    "ACK_MODES",
+    "ACK_WRITE",
+    "CLOSED_SUFFIX",
+    "OPEN_SUFFIX",
+    "EventSpool",
+    "NotKept",
+    "read_segment",
+]

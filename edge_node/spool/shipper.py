@@ -33,9 +33,16 @@ class ShippedSpool(Protocol):
     def release(self, path: Path, suffix: str | None = None) -> None: ...
 
 
-async def run_shipper(spool: ShippedSpool, origin_url: str | Callable[[], str], token: str, regions: tuple[str, ...],
-                      backoff_base_s: float = 0.2, backoff_max_s: float = 30.0, idle_s: float = 0.2,
-                      ssl_context: ssl.SSLContext | None = None) -> None:
+async def run_shipper(
+    spool: ShippedSpool,
+    origin_url: str | Callable[[], str],
+    token: str,
+    regions: tuple[str, ...],
+    backoff_base_s: float = 0.2,
+    backoff_max_s: float = 30.0,
+    idle_s: float = 0.2,
+    ssl_context: ssl.SSLContext | None = None,
+) -> None:
     """Ship closed segments in order, one batch each (its id is the segment's name, so a retry after a lost
     acknowledgement is recognised by the origin); delete a segment only after the origin acknowledged it.
     `ssl_context` is the syncer's: the same CA bundle and client certificate. `origin_url` may be a callable giving
@@ -61,20 +68,30 @@ async def run_shipper(spool: ShippedSpool, origin_url: str | Callable[[], str], 
                 failures += 1
                 spool.ship_failures += 1
                 delay = random.uniform(0, min(backoff_max_s, backoff_base_s * 2 ** min(failures, 12)))
-                log.warning("shipping events failed (%s: %s); %d segment(s) kept, retry in %.1fs",
-                            type(exc).__name__, str(exc)[:200], len(segments), delay)
+                log.warning(
+                    "shipping events failed (%s: %s); %d segment(s) kept, retry in %.1fs",
+                    type(exc).__name__,
+                    str(exc)[:200],
+                    len(segments),
+                    delay,
+                )
                 await asyncio.sleep(delay)
 
 
-async def _ship(spool: ShippedSpool, session: aiohttp.ClientSession, url: str, headers: dict[str, str],
-                regions: tuple[str, ...], path: Path) -> None:
+async def _ship(
+    spool: ShippedSpool,
+    session: aiohttp.ClientSession,
+    url: str,
+    headers: dict[str, str],
+    regions: tuple[str, ...],
+    path: Path,
+) -> None:
     data = await asyncio.to_thread(path.read_bytes)
     whole, frames, torn = complete_frames(data)
     if torn:
         # Only the last batch written before a crash can be torn: it was never fsynced, never acknowledged.
         spool.dropped["torn_write"] += 1
-        log.warning("segment %s ends in a torn write (crash before fsync); its complete batches are shipped",
-                    path.name)
+        log.warning("segment %s ends in a torn write (crash before fsync); its complete batches are shipped", path.name)
     if frames:
         body = encode_frames_batch(path.stem, list(regions), data[:whole])
         async with session.post(url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=60)) as resp:
@@ -83,8 +100,9 @@ async def _ship(spool: ShippedSpool, session: aiohttp.ClientSession, url: str, h
                 # The origin will never take this batch: set it aside rather than block the ones after it.
                 events, _ = await asyncio.to_thread(read_segment, path)
                 spool.dropped["rejected"] += len(events)
-                log.error("origin refused event batch %s: %s; moved aside", path.stem,
-                          raw[:300].decode(errors="replace"))
+                log.error(
+                    "origin refused event batch %s: %s; moved aside", path.stem, raw[:300].decode(errors="replace")
+                )
                 spool.release(path, ".rejected")
                 return
             if resp.status != 200:

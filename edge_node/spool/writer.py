@@ -39,9 +39,18 @@ class NotKept(Exception):
 class EventSpool:
     """One process's spool directory (a worker takes a free slot under `<data dir>/events/` with a file lock)."""
 
-    def __init__(self, root: Path, max_bytes: int = 1024 * 1024 * 1024, flush_interval_s: float = 0.005,
-                 sync_interval_s: float = 0.02, flush_events: int = 256, segment_max_bytes: int = 1024 * 1024,
-                 segment_max_age_s: float = 1.0, max_pending: int = 100_000, ack: str = ACK_WRITE) -> None:
+    def __init__(
+        self,
+        root: Path,
+        max_bytes: int = 1024 * 1024 * 1024,
+        flush_interval_s: float = 0.005,
+        sync_interval_s: float = 0.02,
+        flush_events: int = 256,
+        segment_max_bytes: int = 1024 * 1024,
+        segment_max_age_s: float = 1.0,
+        max_pending: int = 100_000,
+        ack: str = ACK_WRITE,
+    ) -> None:
         if ack not in ACK_MODES:
             raise ValueError(f"ack: one of {', '.join(ACK_MODES)}, not {ack!r}")
         self.root = Path(root)
@@ -67,8 +76,9 @@ class EventSpool:
         self._flush_scheduled = False  # a flush is queued for the end of this loop pass (a client waits)
         # Only the event loop writes to and rolls segments; the sync thread only fdatasyncs and closes what it is
         # handed (("sync", fd, directory_too, waiters) or ("close", fd, path, ())), so neither waits for the other.
-        self._sync_requests: queue.SimpleQueue[tuple[str, int, Any, list[asyncio.Future[None]]] | None] = \
+        self._sync_requests: queue.SimpleQueue[tuple[str, int, Any, list[asyncio.Future[None]]] | None] = (
             queue.SimpleQueue()
+        )
         self._disk_lock = threading.Lock()  # bytes_on_disk: grown by the event loop, shrunk after shipping
         self._segment: int | None = None  # the open segment's file descriptor
         self._segment_path: Path | None = None
@@ -205,8 +215,12 @@ class EventSpool:
                 if action == "sync":
                     # The syncs right after it are of the same segment (a close always comes between two segments,
                     # so a reused descriptor number is never mistaken for the same file).
-                    while i < len(requests) and requests[i] is not None and requests[i][0] == "sync" \
-                            and requests[i][1] == fd:
+                    while (
+                        i < len(requests)
+                        and requests[i] is not None
+                        and requests[i][0] == "sync"
+                        and requests[i][1] == fd
+                    ):
                         detail = detail or requests[i][2]
                         waiters = waiters + requests[i][3]
                         i += 1
@@ -256,8 +270,10 @@ class EventSpool:
             # A failed write may have left part of a frame: end the segment there (the shipper sends the whole
             # frames before it), and write the next batch to a new one.
             self._close_segment()
-            self._settle(waiters, ("spool_write_failed",
-                                   f"the edge could not write the events to its spool ({exc.strerror or exc})"))
+            self._settle(
+                waiters,
+                ("spool_write_failed", f"the edge could not write the events to its spool ({exc.strerror or exc})"),
+            )
             return
         except BaseException:
             self._settle(waiters, ("spool_write_failed", "the edge could not write the events to its spool"))
@@ -277,8 +293,11 @@ class EventSpool:
     def _step(self, stopping: bool = False) -> None:
         self.flush()
         now = time.monotonic()
-        if self._segment is not None and (stopping or self._segment_bytes >= self.segment_max_bytes or
-                                          now - self._segment_opened >= self.segment_max_age_s):
+        if self._segment is not None and (
+            stopping
+            or self._segment_bytes >= self.segment_max_bytes
+            or now - self._segment_opened >= self.segment_max_age_s
+        ):
             self._close_segment()
         elif self._unsynced_since is not None and now - self._unsynced_since >= self.sync_interval_s:
             self._request_sync()
@@ -326,8 +345,15 @@ class EventSpool:
         with self._disk_lock:
             self.bytes_on_disk = max(0, self.bytes_on_disk - size)
 
-    async def run_shipper(self, origin_url: str | Callable[[], str], token: str, regions: tuple[str, ...],
-                          backoff_base_s: float = 0.2, backoff_max_s: float = 30.0, idle_s: float = 0.2,
-                          ssl_context: ssl.SSLContext | None = None) -> None:
+    async def run_shipper(
+        self,
+        origin_url: str | Callable[[], str],
+        token: str,
+        regions: tuple[str, ...],
+        backoff_base_s: float = 0.2,
+        backoff_max_s: float = 30.0,
+        idle_s: float = 0.2,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         """Ship closed segments to the origin until cancelled (shipper.run_shipper)."""
         await run_shipper(self, origin_url, token, regions, backoff_base_s, backoff_max_s, idle_s, ssl_context)

@@ -14,15 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edgerec.cli.services import (
-    Service,
-    edge_service,
-    free_port,
-    http_call,
-    origin_service,
-    publish_bundle,
-    put_offer,
-)
+from edgerec.cli.process import Service, free_port, http_call
+from edgerec.cli.services import edge_service, origin_service, publish_bundle, put_offer
 
 DEMO_REGIONS = ("GB", "DE")
 CURRENCY = {"GB": ("GBP", 1.0), "DE": ("EUR", 1.17)}
@@ -42,11 +35,17 @@ def offers_from_catalog(catalog: dict[str, Any], regions: tuple[str, ...]) -> li
             if region not in regions or item.unit_price <= 0:
                 continue
             currency, rate = CURRENCY[region]
-            offers.append({
-                "id": f"{region}-{code}", "sku": code, "title": item.description or code,
-                "price": round(item.unit_price * rate, 2), "currency": currency, "regions": [region],
-                "stock": 100,
-            })
+            offers.append(
+                {
+                    "id": f"{region}-{code}",
+                    "sku": code,
+                    "title": item.description or code,
+                    "price": round(item.unit_price * rate, 2),
+                    "currency": currency,
+                    "regions": [region],
+                    "stock": 100,
+                }
+            )
     return offers
 
 
@@ -67,8 +66,9 @@ def demo_shoppers(events: Any, region: str, count: int, context_length: int) -> 
 
 def recommend(edge: Service, request: dict[str, Any]) -> tuple[dict[str, Any], float]:
     started = time.perf_counter()
-    status, _, raw = http_call(edge.url, "POST", "/v1/recommendations", json.dumps(request).encode(),
-                               {"Content-Type": "application/json"})
+    status, _, raw = http_call(
+        edge.url, "POST", "/v1/recommendations", json.dumps(request).encode(), {"Content-Type": "application/json"}
+    )
     elapsed_ms = (time.perf_counter() - started) * 1000
     if status != 200:
         raise RuntimeError(f"{edge.name} answered HTTP {status}: {raw[:300]!r}")
@@ -85,8 +85,12 @@ def measure_latency(edge: Service, requests: list[dict[str, Any]], count: int) -
     try:
         for i in range(count):
             started = time.perf_counter()
-            conn.request("POST", "/v1/recommendations", body=bodies[i % len(bodies)],
-                         headers={"Content-Type": "application/json"})
+            conn.request(
+                "POST",
+                "/v1/recommendations",
+                body=bodies[i % len(bodies)],
+                headers={"Content-Type": "application/json"},
+            )
             resp = conn.getresponse()
             resp.read()
             samples.append((time.perf_counter() - started) * 1000)
@@ -100,11 +104,15 @@ def measure_latency(edge: Service, requests: list[dict[str, Any]], count: int) -
 
 
 def _print_answer(shopper: dict[str, Any], answer: dict[str, Any], elapsed_ms: float) -> None:
-    print(f"  shopper {shopper['shopper_id']} ({len(shopper['recent_items'])} recent purchases) "
-          f"-> model {answer['model_version']}, data v{answer['data_version']}, {elapsed_ms:.1f} ms")
+    print(
+        f"  shopper {shopper['shopper_id']} ({len(shopper['recent_items'])} recent purchases) "
+        f"-> model {answer['model_version']}, data v{answer['data_version']}, {elapsed_ms:.1f} ms"
+    )
     for offer in answer["offers"]:
-        print(f"    {offer['score']:8.3f}  {offer['offer_id']:<16} {offer['price']:>8.2f} {offer['currency']}  "
-              f"{offer['title'][:48]}")
+        print(
+            f"    {offer['score']:8.3f}  {offer['offer_id']:<16} {offer['price']:>8.2f} {offer['currency']}  "
+            f"{offer['title'][:48]}"
+        )
 
 
 def _logged_under(service: Service, logs: Path) -> Service:
@@ -139,16 +147,20 @@ def run_demo(serve: bool = False, workdir: str | None = None) -> int:
         data_path = write_synthetic_transactions(work / "transactions.csv.gz", seed=7)
         _say("[2/6] training the ranking model and exporting it to ONNX")
         manifest = train_bundle(data_path, work / "bundle", progress=True)
-        _say(f"      model {manifest['version']}: {len(manifest['items'])} items, context length "
-             f"{manifest['context_length']}")
+        _say(
+            f"      model {manifest['version']}: {len(manifest['items'])} items, context length "
+            f"{manifest['context_length']}"
+        )
 
         _say("[3/6] starting the origin and publishing the model and offers")
         # Each region's edges get their own sync token; the origin signs with a key pair made under work/keys.
         admin_token = secrets.token_urlsafe(24)
         region_tokens = {r: secrets.token_urlsafe(24) for r in DEMO_REGIONS}
         origin = _logged_under(origin_service(work, free_port(), admin_token, region_tokens=region_tokens), logs)
-        _say("      rate limits are off in the demo: all of its requests come from this one loopback address, "
-             "which the per-client limits of a deployment would throttle")
+        _say(
+            "      rate limits are off in the demo: all of its requests come from this one loopback address, "
+            "which the per-client limits of a deployment would throttle"
+        )
         _say(f"      service logs: {logs} (kept after the demo exits)")
         services.append(origin.start())
         origin.wait_ready("/healthz")
@@ -162,9 +174,20 @@ def run_demo(serve: bool = False, workdir: str | None = None) -> int:
         _say("[4/6] starting one edge per region; each syncs a snapshot, then long-polls deltas")
         # One pseudonym key for the whole fleet, as in a deployment: events carry keyed hashes of shopper ids.
         pseudonym_key = secrets.token_urlsafe(24)
-        edges = {r: _logged_under(edge_service(work, r, free_port(), origin.url, region_tokens[r],
-                                               extra_env={"EDGEREC_PSEUDONYM_KEY": pseudonym_key}), logs)
-                 for r in DEMO_REGIONS}
+        edges = {
+            r: _logged_under(
+                edge_service(
+                    work,
+                    r,
+                    free_port(),
+                    origin.url,
+                    region_tokens[r],
+                    extra_env={"EDGEREC_PSEUDONYM_KEY": pseudonym_key},
+                ),
+                logs,
+            )
+            for r in DEMO_REGIONS
+        }
         for edge in edges.values():
             services.append(edge.start())
         for edge in edges.values():
@@ -172,8 +195,7 @@ def run_demo(serve: bool = False, workdir: str | None = None) -> int:
 
         _say("[5/6] recommendations per region")
         events = purchase_events(transactions)
-        shoppers = {r: demo_shoppers(events, r, SHOPPERS_PER_REGION, manifest["context_length"])
-                    for r in DEMO_REGIONS}
+        shoppers = {r: demo_shoppers(events, r, SHOPPERS_PER_REGION, manifest["context_length"]) for r in DEMO_REGIONS}
         first_answers = {}
         for region, edge in edges.items():
             print(f" edge {region} ({edge.url})")
@@ -197,15 +219,19 @@ def run_demo(serve: bool = False, workdir: str | None = None) -> int:
                 if time.perf_counter() - started > 10:
                     raise RuntimeError(f"edge {region} did not serve data version {result['data_version']}")
                 time.sleep(0.002)
-            print(f"  {region}: {offer['id']} {offer['price']:.2f} -> {served['price']:.2f} {served['currency']} "
-                  f"served at data v{answer['data_version']} "
-                  f"{(time.perf_counter() - started) * 1000:.0f} ms after the admin call")
+            print(
+                f"  {region}: {offer['id']} {offer['price']:.2f} -> {served['price']:.2f} {served['currency']} "
+                f"served at data v{answer['data_version']} "
+                f"{(time.perf_counter() - started) * 1000:.0f} ms after the admin call"
+            )
 
         print(" latency, sequential keep-alive requests from this process (client-observed):")
         for region, edge in edges.items():
             lat = measure_latency(edge, shoppers[region], LATENCY_REQUESTS)
-            print(f"  edge {region}: n={lat['n']} p50 {lat['p50_ms']:.2f} ms, p95 {lat['p95_ms']:.2f} ms, "
-                  f"p99 {lat['p99_ms']:.2f} ms, max {lat['max_ms']:.2f} ms")
+            print(
+                f"  edge {region}: n={lat['n']} p50 {lat['p50_ms']:.2f} ms, p95 {lat['p95_ms']:.2f} ms, "
+                f"p99 {lat['p99_ms']:.2f} ms, max {lat['max_ms']:.2f} ms"
+            )
 
         if serve:
             stop = _stop_on_signal()

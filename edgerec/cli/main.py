@@ -24,8 +24,10 @@ def _origin_keygen(args: argparse.Namespace) -> int:
     from origin_sync.wire.signing import Signer, generate_key_pair, load_private_key
 
     private, public = generate_key_pair(Path(args.out))
-    print(f"private key {private} (origin: EDGEREC_SIGNING_KEY)\npublic key  {public} (edges: "
-          f"EDGEREC_ORIGIN_PUBLIC_KEY)\nkey id      {Signer(load_private_key(str(private))).key_id}")
+    print(
+        f"private key {private} (origin: EDGEREC_SIGNING_KEY)\npublic key  {public} (edges: "
+        f"EDGEREC_ORIGIN_PUBLIC_KEY)\nkey id      {Signer(load_private_key(str(private))).key_id}"
+    )
     return 0
 
 
@@ -59,8 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"edgerec {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    origin = commands.add_parser("origin", help="the central origin service").add_subparsers(dest="action",
-                                                                                            required=True)
+    origin = commands.add_parser("origin", help="the central origin service").add_subparsers(
+        dest="action", required=True
+    )
     origin_serve = origin.add_parser("serve", help="run the origin (admin + sync API)")
     OriginConfig.add_arguments(origin_serve)
     origin_serve.set_defaults(func=_origin_serve)
@@ -87,9 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="origin + two edges on loopback, end to end")
     demo.add_argument("--serve", action="store_true", help="keep the services running until interrupted")
-    demo.add_argument("--workdir", default=None,
-                      help="where the demo keeps its files, logs included (default: a temp dir, deleted at exit "
-                           "but for the logs, which stay in a directory of their own)")
+    demo.add_argument(
+        "--workdir",
+        default=None,
+        help="where the demo keeps its files, logs included (default: a temp dir, deleted at exit "
+        "but for the logs, which stay in a directory of their own)",
+    )
     demo.set_defaults(func=_demo)
     return parser
 
@@ -105,9 +111,19 @@ def _version() -> str:
 
 # The packages of the optional extras (pyproject.toml), and the extra that brings each: a command run in an
 # install without its role's extra says what to install instead of a traceback.
-EXTRA_OF = {"onnx": "train", "lightgbm": "train", "onnxmltools": "train", "tqdm": "train",
-            "asyncpg": "origin", "nats": "origin", "scipy": "origin", "matplotlib": "origin",
-            "redis": "edge", "locust": "bench", "psutil": "bench"}
+EXTRA_OF = {
+    "onnx": "train",
+    "lightgbm": "train",
+    "onnxmltools": "train",
+    "tqdm": "train",
+    "asyncpg": "origin",
+    "nats": "origin",
+    "scipy": "origin",
+    "matplotlib": "origin",
+    "redis": "edge",
+    "locust": "bench",
+    "psutil": "bench",
+}
 
 
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a command whose reader went away
@@ -147,8 +163,11 @@ def _run(argv: list[str] | None) -> int:
         package = (exc.name or "").split(".")[0]
         if package not in EXTRA_OF:
             raise
-        print(f"edgerec: this command needs the `{package}` package, which this install lacks: "
-              f"pip install 'edgerec[{EXTRA_OF[package]}]'", file=sys.stderr)
+        print(
+            f"edgerec: this command needs the `{package}` package, which this install lacks: "
+            f"pip install 'edgerec[{EXTRA_OF[package]}]'",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         return 130

@@ -37,11 +37,15 @@ def _publish(args: argparse.Namespace) -> int:
     elif stored == "active":
         print(f"model {version} is already the active model; left active")
     elif stored == "candidate":
-        print(f"model {version} stored as a candidate: an experiment's variant may name it (model={version}); "
-              f"no edge serves it otherwise")
+        print(
+            f"model {version} stored as a candidate: an experiment's variant may name it (model={version}); "
+            f"no edge serves it otherwise"
+        )
     else:
-        print(f"model {version} stored as {stored}: no edge serves it (`edgerec model activate {version}` does; "
-              f"--candidate lets experiments use it)")
+        print(
+            f"model {version} stored as {stored}: no edge serves it (`edgerec model activate {version}` does; "
+            f"--candidate lets experiments use it)"
+        )
     return 0
 
 
@@ -70,27 +74,34 @@ def _list(args: argparse.Namespace) -> int:
 
 def _activate(args: argparse.Namespace) -> int:
     answer = _call(args, "POST", f"/v1/admin/models/{quote(args.version, safe='')}/activate")
-    print(f"model {answer['model_version']} active at data version {answer['data_version']}: every edge serves it "
-          f"(the model active before is retired)")
+    print(
+        f"model {answer['model_version']} active at data version {answer['data_version']}: every edge serves it "
+        f"(the model active before is retired)"
+    )
     return 0
 
 
 def add_model_admin_commands(model_commands: argparse._SubParsersAction) -> None:
     """Register publish, list and activate beside `model train` and `model evaluate`."""
-    publish = origin_flag(model_commands.add_parser(
-        "publish", help="upload a bundle to the origin (stored as published unless --activate or --candidate)"))
+    publish = origin_flag(
+        model_commands.add_parser(
+            "publish", help="upload a bundle to the origin (stored as published unless --activate or --candidate)"
+        )
+    )
     publish.add_argument("bundle", metavar="BUNDLE", help="bundle directory (model.onnx + manifest.json)")
     which = publish.add_mutually_exclusive_group()
     which.add_argument("--activate", action="store_true", help="make it the model every edge serves, now")
-    which.add_argument("--candidate", action="store_true",
-                       help="a candidate: experiments may name it, no edge serves it otherwise")
+    which.add_argument(
+        "--candidate", action="store_true", help="a candidate: experiments may name it, no edge serves it otherwise"
+    )
     publish.set_defaults(func=_publish)
 
     listing = origin_flag(model_commands.add_parser("list", help="the origin's models and their states"))
     listing.add_argument("--json", action="store_true", help="print the list as JSON")
     listing.set_defaults(func=_list)
 
-    activate = origin_flag(model_commands.add_parser(
-        "activate", help="make a stored model the one every edge serves (also a rollback)"))
+    activate = origin_flag(
+        model_commands.add_parser("activate", help="make a stored model the one every edge serves (also a rollback)")
+    )
     activate.add_argument("version", metavar="VERSION", help="a model version (edgerec model list shows them)")
     activate.set_defaults(func=_activate)

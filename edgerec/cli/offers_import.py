@@ -36,8 +36,7 @@ class Line:
 
     @property
     def offer_id(self) -> str | None:
-        return self.offer.get("id") if isinstance(self.offer, dict) and isinstance(self.offer.get("id"), str) \
-            else None
+        return self.offer.get("id") if isinstance(self.offer, dict) and isinstance(self.offer.get("id"), str) else None
 
 
 @dataclass
@@ -84,8 +83,13 @@ def read_csv(path: Path) -> Iterator[Line]:
             raise AdminError(f"{path}: empty file (expected a header row of offer fields)") from None
         unknown = [name for name in header if name not in OFFER_FIELDS]
         if unknown or "id" not in header or len(set(header)) != len(header):
-            problem = f"unknown column(s) {', '.join(unknown)}" if unknown else \
-                "no id column" if "id" not in header else "a column named twice"
+            problem = (
+                f"unknown column(s) {', '.join(unknown)}"
+                if unknown
+                else "no id column"
+                if "id" not in header
+                else "a column named twice"
+            )
             raise AdminError(f"{path}: {problem}; the header names offer fields: {', '.join(OFFER_FIELDS)}")
         start = reader.line_num + 1
         for cells in reader:
@@ -96,8 +100,9 @@ def read_csv(path: Path) -> Iterator[Line]:
             if len(cells) != len(header):
                 line.status, line.reason = "refused", f"{len(cells)} cells, the header has {len(header)}"
             else:
-                line.offer = {name: CSV_CELLS.get(name, str)(cell.strip())
-                              for name, cell in zip(header, cells) if cell.strip()}
+                line.offer = {
+                    name: CSV_CELLS.get(name, str)(cell.strip()) for name, cell in zip(header, cells) if cell.strip()
+                }
             yield line
 
 
@@ -139,7 +144,7 @@ def import_offers(args: argparse.Namespace, lines: list[Line], progress: bool = 
     sent = 0
     try:
         for i in range(0, len(pending), args.batch_size):
-            batch = pending[i:i + args.batch_size]
+            batch = pending[i : i + args.batch_size]
             try:
                 answer = _call(args, "POST", "/v1/admin/offers", {"offers": [line.offer for line in batch]})
             except AdminError as exc:
@@ -179,14 +184,27 @@ def _import(args: argparse.Namespace) -> int:
 
 def add_offer_commands(commands: argparse._SubParsersAction) -> None:
     offers = commands.add_parser("offers", help="the origin's offer catalog").add_subparsers(
-        dest="action", required=True)
-    imports = origin_flag(offers.add_parser(
-        "import", help="create or update offers from a CSV or JSON-lines file",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
-    imports.add_argument("file", metavar="FILE", help="a .csv (header row of offer fields, regions as GB|DE) or "
-                                                      ".jsonl file (one offer object a line)")
+        dest="action", required=True
+    )
+    imports = origin_flag(
+        offers.add_parser(
+            "import",
+            help="create or update offers from a CSV or JSON-lines file",
+            description=__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+    )
+    imports.add_argument(
+        "file",
+        metavar="FILE",
+        help="a .csv (header row of offer fields, regions as GB|DE) or .jsonl file (one offer object a line)",
+    )
     imports.add_argument("--format", choices=("csv", "jsonl"), help="the file's format (default: from its name)")
-    imports.add_argument("--batch-size", type=int, default=DEFAULT_BATCH,
-                         help=f"offers per call (one transaction each; default {DEFAULT_BATCH}, at most {MAX_BATCH})")
+    imports.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULT_BATCH,
+        help=f"offers per call (one transaction each; default {DEFAULT_BATCH}, at most {MAX_BATCH})",
+    )
     imports.add_argument("--quiet", action="store_true", help="no progress bar")
     imports.set_defaults(func=_import)

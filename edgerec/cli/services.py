@@ -2,157 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
-import http.client
 import json
-import os
 import secrets
-import signal
-import socket
 import ssl
-import subprocess
-import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def http_call(url_base: str, method: str, path: str, body: bytes | None = None,
-              headers: dict[str, str] | None = None, timeout: float = 10.0,
-              ssl_context: ssl.SSLContext | None = None) -> tuple[int, dict[str, str], bytes]:
-    """One HTTP(S) request with the standard library; returns (status, headers, body). An https:// base is
-    verified with `ssl_context` (the system's trust store without one)."""
-    scheme, _, rest = url_base.partition("://")
-    host_port = rest.rstrip("/")
-    conn: http.client.HTTPConnection
-    if scheme == "https":
-        conn = http.client.HTTPSConnection(host_port, timeout=timeout,
-                                           context=ssl_context or ssl.create_default_context())
-    else:
-        conn = http.client.HTTPConnection(host_port, timeout=timeout)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        resp = conn.getresponse()
-        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
-    finally:
-        conn.close()
-
-
-def http_json(url_base: str, method: str, path: str, payload: Any = None,
-              headers: dict[str, str] | None = None, timeout: float = 10.0,
-              ssl_context: ssl.SSLContext | None = None) -> tuple[int, Any]:
-    body = None if payload is None else json.dumps(payload).encode()
-    hdrs = {"Content-Type": "application/json", **(headers or {})}
-    status, _, raw = http_call(url_base, method, path, body, hdrs, timeout, ssl_context)
-    try:
-        return status, json.loads(raw) if raw else None
-    except ValueError:
-        return status, raw.decode(errors="replace")
-
-
-@dataclass
-class Service:
-    """One server process with its log file, started without a shell (its pid is the server's) and stopped by pid with
-    SIGTERM: `python -m edgerec <args>`, or any other program given as `argv` (the benchmarks' ceiling, MLServer and
-    Varnish). With `own_group` it leads a process group of its own, and `kill()` SIGKILLs the whole group: the worker
-    processes of an edge with `--workers` die with it, as in a crash of the host's unit (killing the parent alone
-    leaves the workers serving on the inherited socket)."""
-
-    name: str
-    port: int
-    log_path: Path
-    args: list[str] = field(default_factory=list)
-    argv: list[str] | None = None  # another program's whole command line, instead of edgerec's
-    cwd: Path | None = None
-    env: dict[str, str] = field(default_factory=dict)
-    process: subprocess.Popen | None = None
-    scheme: str = "http"
-    tls: ssl.SSLContext | None = None  # how probes verify an https service (and the certificate they present)
-    own_group: bool = False  # a process group of its own, killed as a whole
-
-    def command(self) -> list[str]:
-        return self.argv if self.argv is not None else [sys.executable, "-m", "edgerec", *self.args]
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None, f"{self.name} was not started"
-        return self.process.pid
-
-    @property
-    def url(self) -> str:
-        return f"{self.scheme}://127.0.0.1:{self.port}"
-
-    def start(self) -> "Service":
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")
-        env = {**os.environ, **self.env}
-        self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, env=env, cwd=self.cwd,
-                                        process_group=0 if self.own_group else None)
-        log.close()
-        return self
-
-    def wait_ready(self, path: str, timeout_s: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        last = "no answer"
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.process.returncode}; log: {self.log_tail()}")
-            try:
-                status, _, body = http_call(self.url, "GET", path, timeout=2, ssl_context=self.tls)
-                if status == 200:
-                    return
-                last = f"HTTP {status} {body[:200]!r}"
-            except OSError as exc:
-                last = str(exc)
-            time.sleep(0.05)
-        raise TimeoutError(f"{self.name} not ready at {path} after {timeout_s}s ({last}); log: {self.log_tail()}")
-
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        self.terminate()
-        self.wait_stopped(timeout_s)
-
-    def terminate(self) -> None:
-        """SIGTERM (a clean stop), without waiting for it: several services stop side by side."""
-        proc = self.process
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-
-    def wait_stopped(self, timeout_s: float = 10.0) -> None:
-        """Until the process has exited; SIGKILL (kill()) once `timeout_s` has passed."""
-        proc = self.process
-        if proc is None or proc.poll() is not None:
-            return
-        try:
-            proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.kill()
-
-    def kill(self) -> None:
-        """SIGKILL: the process, or with `own_group` every process of its group."""
-        proc = self.process
-        if proc is None or proc.returncode is not None:  # reaped before: its pid may be another process's by now
-            return
-        if self.own_group:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)  # not reaped yet, so the group is still this service's
-        else:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-        proc.wait()
+from edgerec.cli.process import Service, free_port, http_call, http_json
 
 
 def ensure_signing_keys(workdir: Path) -> tuple[Path, Path]:
@@ -174,14 +31,25 @@ def format_region_tokens(tokens: dict[str, str | list[str]]) -> str:
 # limit a deployment would set; they get limits no run reaches (the check still runs on every request, so its cost
 # is measured). A test of the limits themselves passes its own values in extra_env / env.
 HARNESS_EDGE_LIMITS = {"EDGEREC_RATE_LIMIT_RPS": "1000000", "EDGEREC_RATE_LIMIT_BURST": "1000000"}
-HARNESS_ORIGIN_LIMITS = {"EDGEREC_ADMIN_RATE_LIMIT_RPS": "1000000", "EDGEREC_ADMIN_RATE_LIMIT_BURST": "1000000",
-                         "EDGEREC_SYNC_RATE_LIMIT_RPS": "1000000", "EDGEREC_SYNC_RATE_LIMIT_BURST": "1000000"}
+HARNESS_ORIGIN_LIMITS = {
+    "EDGEREC_ADMIN_RATE_LIMIT_RPS": "1000000",
+    "EDGEREC_ADMIN_RATE_LIMIT_BURST": "1000000",
+    "EDGEREC_SYNC_RATE_LIMIT_RPS": "1000000",
+    "EDGEREC_SYNC_RATE_LIMIT_BURST": "1000000",
+}
 
 
-def origin_service(workdir: Path, port: int, admin_token: str, sync_token: str | None = None,
-                   region_tokens: dict[str, str | list[str]] | None = None, dsn: str | None = None,
-                   extra_args: list[str] | None = None, extra_env: dict[str, str] | None = None,
-                   name: str = "origin") -> Service:
+def origin_service(
+    workdir: Path,
+    port: int,
+    admin_token: str,
+    sync_token: str | None = None,
+    region_tokens: dict[str, str | list[str]] | None = None,
+    dsn: str | None = None,
+    extra_args: list[str] | None = None,
+    extra_env: dict[str, str] | None = None,
+    name: str = "origin",
+) -> Service:
     """An origin signing with `workdir/keys/signing_key.pem`; edges sync with `sync_token` (every region) or the
     per-region `region_tokens`."""
     private_key, _ = ensure_signing_keys(workdir)
@@ -195,27 +63,58 @@ def origin_service(workdir: Path, port: int, admin_token: str, sync_token: str |
     slug = name.replace(" ", "-")
     return Service(
         name=name,
-        args=["origin", "serve", "--port", str(port), "--db", str(workdir / "origin" / "origin.db"),
-              "--blob-dir", str(workdir / slug / "blobs"), *(extra_args or [])],
+        args=[
+            "origin",
+            "serve",
+            "--port",
+            str(port),
+            "--db",
+            str(workdir / "origin" / "origin.db"),
+            "--blob-dir",
+            str(workdir / slug / "blobs"),
+            *(extra_args or []),
+        ],
         port=port,
         log_path=workdir / "logs" / f"{slug}.log",
         env={**env, **(extra_env or {})},
     )
 
 
-def edge_service(workdir: Path, region: str, port: int, origin_url: str, sync_token: str,
-                 extra_args: list[str] | None = None, extra_env: dict[str, str] | None = None) -> Service:
+def edge_service(
+    workdir: Path,
+    region: str,
+    port: int,
+    origin_url: str,
+    sync_token: str,
+    extra_args: list[str] | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> Service:
     """An edge serving `region` (one market code, or several comma-separated)."""
     name = region.replace(",", "-")
     return Service(
         name=f"edge {region}",
-        args=["edge", "serve", "--port", str(port), "--regions", region, "--origin", origin_url,
-              "--data-dir", str(workdir / f"edge-{name}"), *(extra_args or [])],
+        args=[
+            "edge",
+            "serve",
+            "--port",
+            str(port),
+            "--regions",
+            region,
+            "--origin",
+            origin_url,
+            "--data-dir",
+            str(workdir / f"edge-{name}"),
+            *(extra_args or []),
+        ],
         port=port,
         log_path=workdir / "logs" / f"edge-{name}.log",
         own_group=True,  # with --workers, a kill takes the workers too
-        env={**HARNESS_EDGE_LIMITS, "EDGEREC_SYNC_TOKEN": sync_token,
-             "EDGEREC_ORIGIN_PUBLIC_KEY": str(ensure_signing_keys(workdir)[1]), **(extra_env or {})},
+        env={
+            **HARNESS_EDGE_LIMITS,
+            "EDGEREC_SYNC_TOKEN": sync_token,
+            "EDGEREC_ORIGIN_PUBLIC_KEY": str(ensure_signing_keys(workdir)[1]),
+            **(extra_env or {}),
+        },
     )
 
 
@@ -232,23 +131,32 @@ def bundle_upload(bundle_dir: Path) -> tuple[dict[str, Any], bytes]:
     return manifest, msgpack.packb({"manifest": manifest, "model": model}, use_bin_type=True)
 
 
-def publish_bundle(origin_url: str, admin_token: str, bundle_dir: Path, *, state: str,
-                   ssl_context: ssl.SSLContext | None = None) -> dict[str, Any]:
+def publish_bundle(
+    origin_url: str, admin_token: str, bundle_dir: Path, *, state: str, ssl_context: ssl.SSLContext | None = None
+) -> dict[str, Any]:
     """Upload a model bundle (model.onnx + manifest.json) to the origin in `state`: "active" makes it the model every
     edge serves, "candidate" a model experiments may name, "published" only stores it (see the README's models)."""
     _, body = bundle_upload(bundle_dir)
-    status, _, raw = http_call(origin_url, "POST", f"/v1/admin/models?state={state}", body,
-                               {"Content-Type": "application/x-msgpack", **admin_headers(admin_token)}, timeout=60,
-                               ssl_context=ssl_context)
+    status, _, raw = http_call(
+        origin_url,
+        "POST",
+        f"/v1/admin/models?state={state}",
+        body,
+        {"Content-Type": "application/x-msgpack", **admin_headers(admin_token)},
+        timeout=60,
+        ssl_context=ssl_context,
+    )
     if status != 201:
         raise RuntimeError(f"publishing the model failed: HTTP {status} {raw[:300]!r}")
     return json.loads(raw)
 
 
-def put_offer(origin_url: str, admin_token: str, offer: dict[str, Any],
-              ssl_context: ssl.SSLContext | None = None) -> dict[str, Any]:
-    status, body = http_json(origin_url, "PUT", f"/v1/admin/offers/{offer['id']}", offer,
-                             admin_headers(admin_token), ssl_context=ssl_context)
+def put_offer(
+    origin_url: str, admin_token: str, offer: dict[str, Any], ssl_context: ssl.SSLContext | None = None
+) -> dict[str, Any]:
+    status, body = http_json(
+        origin_url, "PUT", f"/v1/admin/offers/{offer['id']}", offer, admin_headers(admin_token), ssl_context=ssl_context
+    )
     if status != 200:
         raise RuntimeError(f"upserting offer {offer['id']} failed: HTTP {status} {body}")
     return body
@@ -259,8 +167,15 @@ class Cluster:
     sync token for every region and one token per region, the fleet's pseudonym key): the tests' and the benchmarks'
     one way to stand up edgerec. `stop()` stops every edge it started, then the origin."""
 
-    def __init__(self, workdir: Path, bundle: Path | None = None, regions: tuple[str, ...] = ("GB", "DE", "FR"), *,
-                 dsn: str | None = None, origin_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        bundle: Path | None = None,
+        regions: tuple[str, ...] = ("GB", "DE", "FR"),
+        *,
+        dsn: str | None = None,
+        origin_env: dict[str, str] | None = None,
+    ) -> None:
         self.workdir = workdir
         self.bundle = bundle  # what publish() uploads unless told another
         self.admin_token = secrets.token_urlsafe(24)
@@ -268,8 +183,9 @@ class Cluster:
         # An edge of one region presents that region's token: a GB token may sync only GB.
         self.region_tokens = {r: secrets.token_urlsafe(24) for r in regions}
         self.pseudonym_key = secrets.token_urlsafe(24)  # the same on every edge, as in a deployment
-        self.origin = origin_service(workdir, free_port(), self.admin_token, self.sync_token, self.region_tokens,
-                                     dsn=dsn, extra_env=origin_env)
+        self.origin = origin_service(
+            workdir, free_port(), self.admin_token, self.sync_token, self.region_tokens, dsn=dsn, extra_env=origin_env
+        )
         self.edges: list[Service] = []
 
     def start_origin(self, timeout_s: float = 30.0) -> None:
@@ -290,7 +206,7 @@ class Cluster:
         Returns the data version after the last."""
         version = 0
         for start in range(0, len(offers), 1000):
-            answer = self.admin("POST", "/v1/admin/offers", {"offers": offers[start:start + 1000]})
+            answer = self.admin("POST", "/v1/admin/offers", {"offers": offers[start : start + 1000]})
             refused = [r for r in answer["results"] if r["status"] == "refused"]
             if refused:
                 raise RuntimeError(f"{len(refused)} offers refused, the first: {refused[0]}")
@@ -299,27 +215,43 @@ class Cluster:
 
     def admin(self, method: str, path: str, payload: Any = None, timeout: float = 60.0) -> Any:
         """One admin call; an answer of 400 or above raises RuntimeError."""
-        status, body = http_json(self.origin.url, method, path, payload, admin_headers(self.admin_token), timeout,
-                                 ssl_context=self.origin.tls)
+        status, body = http_json(
+            self.origin.url,
+            method,
+            path,
+            payload,
+            admin_headers(self.admin_token),
+            timeout,
+            ssl_context=self.origin.tls,
+        )
         if status >= 400:
             raise RuntimeError(f"{method} {path}: HTTP {status}: {body}")
         return body
 
-    def edge(self, region: str, port: int | None = None, args: list[str] | None = None,
-             env: dict[str, str] | None = None, origin_url: str | None = None, label: str | None = None) -> Service:
+    def edge(
+        self,
+        region: str,
+        port: int | None = None,
+        args: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        origin_url: str | None = None,
+        label: str | None = None,
+    ) -> Service:
         """An edge of `region` (one market, or several comma-separated) against this origin (or `origin_url`, a
         proxy in front of it), not started yet. Its data directory and log are `label` under the work directory
         (default edge-<region>); while another edge of the cluster runs on that directory, `<label>-2`, `-3` ..."""
         token = self.region_tokens.get(region, self.sync_token)
         env = {"EDGEREC_SYNC_BACKOFF_MAX_S": "1", "EDGEREC_PSEUDONYM_KEY": self.pseudonym_key, **(env or {})}
-        edge = edge_service(self.workdir, region, port or free_port(), origin_url or self.origin.url, token, args,
-                            env)
+        edge = edge_service(self.workdir, region, port or free_port(), origin_url or self.origin.url, token, args, env)
         data_dir = edge.args.index("--data-dir") + 1
         if label is not None:
             edge.args[data_dir], edge.log_path = str(self.workdir / label), edge.log_path.with_name(f"{label}.log")
         # An edge started after the last one on a directory stopped takes it over: a restart on the same disk.
-        running = {e.args[e.args.index("--data-dir") + 1] for e in self.edges
-                   if e.process is not None and e.process.poll() is None}
+        running = {
+            e.args[e.args.index("--data-dir") + 1]
+            for e in self.edges
+            if e.process is not None and e.process.poll() is None
+        }
         base, log, n = edge.args[data_dir], edge.log_path, 1
         while edge.args[data_dir] in running:
             n += 1
@@ -336,9 +268,16 @@ class Cluster:
                 edge.wait_ready("/readyz", timeout_s)
         return list(edges)
 
-    def start_edge(self, region: str, port: int | None = None, ready: bool = True, args: list[str] | None = None,
-                   env: dict[str, str] | None = None, origin_url: str | None = None,
-                   label: str | None = None) -> Service:
+    def start_edge(
+        self,
+        region: str,
+        port: int | None = None,
+        ready: bool = True,
+        args: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        origin_url: str | None = None,
+        label: str | None = None,
+    ) -> Service:
         return self.start_edges(self.edge(region, port, args, env, origin_url, label), ready=ready)[0]
 
     def wait_for_version(self, version: int, offers: dict[str, int] | None = None, timeout_s: float = 60.0) -> None:
@@ -355,8 +294,10 @@ class Cluster:
                 if (ready.get("data_version") or 0) >= version and all(served.get(r) == n for r, n in wanted.items()):
                     break
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"{edge.name} serves {ready.get('data_version')} {served} (wanted {version}"
-                                       f"{f' with {offers}' if offers else ''})")
+                    raise TimeoutError(
+                        f"{edge.name} serves {ready.get('data_version')} {served} (wanted {version}"
+                        f"{f' with {offers}' if offers else ''})"
+                    )
                 time.sleep(0.05)
 
     def stop(self) -> None:

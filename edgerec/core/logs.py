@@ -54,8 +54,12 @@ def logging_config() -> dict[str, Any]:
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "handlers": {"stderr": {"()": "edgerec.core.logs.stderr_handler",
-                                "text": os.environ.get("EDGEREC_LOG_FORMAT", "json").lower() == "text"}},
+        "handlers": {
+            "stderr": {
+                "()": "edgerec.core.logs.stderr_handler",
+                "text": os.environ.get("EDGEREC_LOG_FORMAT", "json").lower() == "text",
+            }
+        },
         "root": {"handlers": ["stderr"], "level": os.environ.get("EDGEREC_LOG_LEVEL", "INFO").upper()},
         "loggers": {name: {"handlers": [], "propagate": True} for name in UVICORN_LOGGERS},
     }

@@ -24,11 +24,28 @@ ENV_VARIABLE = "EDGEREC_ENV"
 PRODUCTION = "production"
 _ENVIRONMENTS = ("", "development", "test", PRODUCTION)
 # Values from documentation, examples and common placeholders: never acceptable in production.
-KNOWN_DEMO_SECRETS = frozenset({
-    "changeme", "change-me", "changemechangeme", "secret", "password", "admin", "admin-token", "sync-token",
-    "cdn-secret", "pseudonym-key", "tok1", "tok2", "tok1old", "new-sync-token-0001", "old-sync-token-0001",
-    "0123456789abcdef", "00000000000000000000000000000000", "abcdefghijklmnop",
-})
+KNOWN_DEMO_SECRETS = frozenset(
+    {
+        "changeme",
+        "change-me",
+        "changemechangeme",
+        "secret",
+        "password",
+        "admin",
+        "admin-token",
+        "sync-token",
+        "cdn-secret",
+        "pseudonym-key",
+        "tok1",
+        "tok2",
+        "tok1old",
+        "new-sync-token-0001",
+        "old-sync-token-0001",
+        "0123456789abcdef",
+        "00000000000000000000000000000000",
+        "abcdefghijklmnop",
+    }
+)
 
 
 class SettingError(ValueError):
@@ -91,8 +108,10 @@ def require_strong_secrets(variable: str, values: tuple[str, ...] | list[str], r
         reason = weak_secret_reason(value)
         if reason is not None:
             which = f" (value {position} of {len(values)})" if len(values) > 1 else ""
-            raise SettingError(f"{variable}{which} is too weak for production: {reason}; "
-                               "generate one with `python -c 'import secrets; print(secrets.token_urlsafe(32))'`")
+            raise SettingError(
+                f"{variable}{which} is too weak for production: {reason}; "
+                "generate one with `python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+            )
 
 
 def is_loopback_host(host: str) -> bool:
@@ -109,8 +128,10 @@ def require_tls_beyond_loopback(setting: str, url: str) -> None:
     """Production refuses an http:// URL to anything but this machine: tokens would cross the network in clear."""
     parsed = urlparse(url)
     if parsed.scheme == "http" and not is_loopback_host(parsed.hostname or ""):
-        raise SettingError(f"{setting}: {url!r} is plain HTTP to another machine; production needs https:// "
-                           "(plain HTTP is allowed to loopback only)")
+        raise SettingError(
+            f"{setting}: {url!r} is plain HTTP to another machine; production needs https:// "
+            "(plain HTTP is allowed to loopback only)"
+        )
 
 
 def parse_flag(setting: str, raw: str | bool) -> bool:
@@ -126,6 +147,7 @@ def parse_flag(setting: str, raw: str | bool) -> bool:
 
 
 # -- typed service settings: flags > environment > settings file > defaults --------------------------------------
+
 
 def _yes_no(raw: object) -> object:
     if not isinstance(raw, str):
@@ -185,8 +207,9 @@ class ServiceSettings(BaseSettings):
     else the settings file (`--config FILE`), else its default; a bad value is one SettingError naming the flag,
     the variable and where the value came from."""
 
-    model_config = SettingsConfigDict(extra="forbid", frozen=True, validate_by_name=True, validate_by_alias=True,
-                                      case_sensitive=True)
+    model_config = SettingsConfigDict(
+        extra="forbid", frozen=True, validate_by_name=True, validate_by_alias=True, case_sensitive=True
+    )
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -194,16 +217,21 @@ class ServiceSettings(BaseSettings):
         for name, field in cls.model_fields.items():
             flag = "--" + name.replace("_", "-")
             env = field.validation_alias if isinstance(field.validation_alias, str) else None
-            where = ", ".join(x for x in (env, None if field.default in ("", None, False) else
-                                          f"default {field.default}") if x)
+            where = ", ".join(
+                x for x in (env, None if field.default in ("", None, False) else f"default {field.default}") if x
+            )
             text = f"{field.description} ({where})" if where else field.description
             if field.annotation is bool:
                 parser.add_argument(flag, dest=name, action="store_const", const="true", default=None, help=text)
             else:
                 parser.add_argument(flag, dest=name, default=None, metavar=name.upper(), help=text)
-        parser.add_argument("--config", metavar="FILE", default=None,
-                            help="a settings file, TOML (.toml) or JSON (.json): setting names (the flags' names "
-                                 "with _ for -) to values; flags and environment variables override it")
+        parser.add_argument(
+            "--config",
+            metavar="FILE",
+            default=None,
+            help="a settings file, TOML (.toml) or JSON (.json): setting names (the flags' names "
+            "with _ for -) to values; flags and environment variables override it",
+        )
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Self:
@@ -235,8 +263,9 @@ class ServiceSettings(BaseSettings):
         return f"{flag}/{alias}" if isinstance(alias, str) else flag
 
     @classmethod
-    def _one_line(cls, exc: ValidationError, flags: Mapping[str, Any], file_values: Mapping[str, Any],
-                  config_file: Path | None) -> SettingError:
+    def _one_line(
+        cls, exc: ValidationError, flags: Mapping[str, Any], file_values: Mapping[str, Any], config_file: Path | None
+    ) -> SettingError:
         error = exc.errors(include_url=False)[0]
         key = str(error["loc"][0]) if error["loc"] else ""
         by_alias = {f.validation_alias: n for n, f in cls.model_fields.items() if isinstance(f.validation_alias, str)}

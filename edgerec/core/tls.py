@@ -32,8 +32,10 @@ def _load_chain(context: ssl.SSLContext, cert_file: Path, key_file: Path, settin
     except FileNotFoundError as exc:
         raise SettingError(f"{setting}: {exc.filename} does not exist") from None
     except (OSError, ssl.SSLError) as exc:
-        raise SettingError(f"{setting}: {cert_file} and {key_file} are not a usable certificate and private key "
-                           f"({getattr(exc, 'reason', None) or type(exc).__name__})") from None
+        raise SettingError(
+            f"{setting}: {cert_file} and {key_file} are not a usable certificate and private key "
+            f"({getattr(exc, 'reason', None) or type(exc).__name__})"
+        ) from None
 
 
 def _load_ca(context: ssl.SSLContext, ca_file: Path, setting: str) -> None:
@@ -42,12 +44,14 @@ def _load_ca(context: ssl.SSLContext, ca_file: Path, setting: str) -> None:
     except FileNotFoundError:
         raise SettingError(f"{setting}: {ca_file} does not exist") from None
     except (OSError, ssl.SSLError) as exc:
-        raise SettingError(f"{setting}: {ca_file} is not a PEM CA bundle "
-                           f"({getattr(exc, 'reason', None) or type(exc).__name__})") from None
+        raise SettingError(
+            f"{setting}: {ca_file} is not a PEM CA bundle ({getattr(exc, 'reason', None) or type(exc).__name__})"
+        ) from None
 
 
-def server_context(cert_file: Path, key_file: Path, client_ca_file: Path | None = None,
-                   require_client_cert: bool = False) -> ssl.SSLContext:
+def server_context(
+    cert_file: Path, key_file: Path, client_ca_file: Path | None = None, require_client_cert: bool = False
+) -> ssl.SSLContext:
     """A TLS 1.2+ server context. With a client CA, client certificates are verified against it: required when
     `require_client_cert`, otherwise checked when presented."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -61,8 +65,9 @@ def server_context(cert_file: Path, key_file: Path, client_ca_file: Path | None 
     return context
 
 
-def client_context(ca_file: Path | None = None, cert_file: Path | None = None,
-                   key_file: Path | None = None) -> ssl.SSLContext:
+def client_context(
+    ca_file: Path | None = None, cert_file: Path | None = None, key_file: Path | None = None
+) -> ssl.SSLContext:
     """A TLS 1.2+ client context verifying the server's certificate and host name against `ca_file` (the system's
     trust store without one), presenting a client certificate when `cert_file` and `key_file` are given."""
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
@@ -106,9 +111,14 @@ class CertificateReloader:
 
     LOAD_ATTEMPTS = 3
 
-    def __init__(self, context: ssl.SSLContext, cert_file: Path, key_file: Path,
-                 interval_s: float = DEFAULT_RELOAD_INTERVAL_S,
-                 factory: Callable[[], ssl.SSLContext] | None = None) -> None:
+    def __init__(
+        self,
+        context: ssl.SSLContext,
+        cert_file: Path,
+        key_file: Path,
+        interval_s: float = DEFAULT_RELOAD_INTERVAL_S,
+        factory: Callable[[], ssl.SSLContext] | None = None,
+    ) -> None:
         self.context = context
         self.cert_file, self.key_file = Path(cert_file), Path(key_file)
         self.interval_s = interval_s
@@ -162,8 +172,11 @@ class CertificateReloader:
             log.info("reloaded the TLS certificate %s; new connections get it", self.cert_file)
             return True
         self.failures += 1
-        log.error("could not reload the TLS certificate %s (%s); still serving the previous one, retrying",
-                  self.cert_file, problem)
+        log.error(
+            "could not reload the TLS certificate %s (%s); still serving the previous one, retrying",
+            self.cert_file,
+            problem,
+        )
         return False
 
     async def run(self) -> None:

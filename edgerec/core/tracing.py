@@ -42,8 +42,9 @@ class Tracing:
     _propagator: Any = None
 
     @contextlib.contextmanager
-    def span(self, name: str, headers: Mapping[str, str] | None = None,
-             attributes: Mapping[str, Any] | None = None) -> Iterator[Any]:
+    def span(
+        self, name: str, headers: Mapping[str, str] | None = None, attributes: Mapping[str, Any] | None = None
+    ) -> Iterator[Any]:
         """A span; a root of its own unless `headers` carry a traceparent (or a span is current)."""
         if not self.enabled:
             yield None
@@ -66,8 +67,9 @@ class Tracing:
 DISABLED = Tracing()
 
 
-def configure(service: str, sample_ratio: float, exporter: str = "otlp",
-              resource: Mapping[str, str] | None = None) -> Tracing:
+def configure(
+    service: str, sample_ratio: float, exporter: str = "otlp", resource: Mapping[str, str] | None = None
+) -> Tracing:
     """The tracer for `service`: parent-based sampling (a sampled incoming trace is followed; a new one is sampled at
     `sample_ratio`), spans exported in batches off the request path. `exporter`: "otlp" (OTLP over HTTP to
     OTEL_EXPORTER_OTLP_ENDPOINT, default http://localhost:4318; needs the `traces` extra), "console", or
@@ -81,17 +83,26 @@ def configure(service: str, sample_ratio: float, exporter: str = "otlp",
         from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
         from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
     except ImportError:
-        raise TracingError("EDGEREC_TRACE_SAMPLE is set but opentelemetry-sdk is not installed: "
-                           "pip install 'edgerec[traces]'") from None
-    provider = TracerProvider(resource=Resource.create({"service.name": service, **(resource or {})}),
-                              sampler=ParentBased(TraceIdRatioBased(sample_ratio)))
+        raise TracingError(
+            "EDGEREC_TRACE_SAMPLE is set but opentelemetry-sdk is not installed: pip install 'edgerec[traces]'"
+        ) from None
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": service, **(resource or {})}),
+        sampler=ParentBased(TraceIdRatioBased(sample_ratio)),
+    )
     span_exporter = _exporter(exporter)
     # A file is for a person reading it now: each span as it ends. OTLP goes in batches, off the request path.
-    processor = SimpleSpanProcessor(span_exporter) if exporter.startswith("file:") else \
-        BatchSpanProcessor(span_exporter)
+    processor = (
+        SimpleSpanProcessor(span_exporter) if exporter.startswith("file:") else BatchSpanProcessor(span_exporter)
+    )
     provider.add_span_processor(processor)
-    return Tracing(enabled=True, service=service, _tracer=provider.get_tracer("edgerec"), _provider=provider,
-                   _propagator=TraceContextTextMapPropagator())
+    return Tracing(
+        enabled=True,
+        service=service,
+        _tracer=provider.get_tracer("edgerec"),
+        _provider=provider,
+        _propagator=TraceContextTextMapPropagator(),
+    )
 
 
 def _exporter(spec: str) -> Any:
@@ -99,8 +110,10 @@ def _exporter(spec: str) -> Any:
         try:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         except ImportError:
-            raise TracingError("EDGEREC_TRACE_EXPORTER=otlp needs opentelemetry-exporter-otlp-proto-http: "
-                               "pip install 'edgerec[traces]'") from None
+            raise TracingError(
+                "EDGEREC_TRACE_EXPORTER=otlp needs opentelemetry-exporter-otlp-proto-http: "
+                "pip install 'edgerec[traces]'"
+            ) from None
         return OTLPSpanExporter()
     if spec == "console":
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter

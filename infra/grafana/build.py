@@ -30,8 +30,15 @@ def thresholds(*steps: tuple[str, float | None]) -> dict[str, Any]:
     return {"mode": "absolute", "steps": [{"color": color, "value": value} for color, value in steps]}
 
 
-def panel(kind: str, title: str, description: str, grid: tuple[int, int, int, int],
-          targets: list[tuple[str, str]], unit: str = "short", **field: Any) -> dict[str, Any]:
+def panel(
+    kind: str,
+    title: str,
+    description: str,
+    grid: tuple[int, int, int, int],
+    targets: list[tuple[str, str]],
+    unit: str = "short",
+    **field: Any,
+) -> dict[str, Any]:
     x, y, w, h = grid
     defaults: dict[str, Any] = {"unit": unit, **field}
     return {
@@ -43,76 +50,159 @@ def panel(kind: str, title: str, description: str, grid: tuple[int, int, int, in
         "targets": [target(expr, legend, chr(ord("A") + i)) for i, (expr, legend) in enumerate(targets)],
         "fieldConfig": {"defaults": defaults, "overrides": []},
         "options": {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}}
-        if kind in ("stat", "gauge") else {"legend": {"displayMode": "table", "placement": "right",
-                                                      "calcs": ["lastNotNull", "max"]},
-                                           "tooltip": {"mode": "multi", "sort": "desc"}},
+        if kind in ("stat", "gauge")
+        else {
+            "legend": {"displayMode": "table", "placement": "right", "calcs": ["lastNotNull", "max"]},
+            "tooltip": {"mode": "multi", "sort": "desc"},
+        },
     }
 
 
 def row(title: str, y: int) -> dict[str, Any]:
-    return {"type": "row", "title": title, "collapsed": False, "gridPos": {"x": 0, "y": y, "w": 24, "h": 1},
-            "panels": []}
+    return {
+        "type": "row",
+        "title": title,
+        "collapsed": False,
+        "gridPos": {"x": 0, "y": y, "w": 24, "h": 1},
+        "panels": [],
+    }
 
 
 def panels() -> list[dict[str, Any]]:
     return [
         row("Availability SLO: 99.999 % of answers not 5xx, per region, 30 days", 0),
-        panel("stat", "Availability, 30 days", "Answers of /v1/recommendations that were not 5xx (fallbacks count "
-              "as served).", (0, 1, 6, 6),
-              [(f"region:edgerec_recommendation_availability:ratio_rate30d{{{REGION}}}", "{{region}}")],
-              unit="percentunit", decimals=4, thresholds=thresholds(("red", None), ("green", 0.99999))),
-        panel("gauge", "Error budget left, 30 days", "1 = untouched, 0 = spent (1e-5 of the answers, 26 s of full "
-              "outage a month); below 0 overspent.", (6, 1, 6, 6),
-              [(f"region:edgerec_availability_error_budget_remaining:ratio30d{{{REGION}}}", "{{region}}")],
-              unit="percentunit", min=0, max=1,
-              thresholds=thresholds(("red", None), ("orange", 0), ("green", 0.25))),
-        panel("timeseries", "Burn rate (1 = spending the budget at its pace)", "Error ratio over the budget; the "
-              "pages fire at 14.4 (1h and 5m) and 6 (6h and 30m).", (12, 1, 12, 6),
-              [(f"region:edgerec_recommendation_error_ratio:rate5m{{{REGION}}} / {BUDGET}", "{{region}} 5m"),
-               (f"region:edgerec_recommendation_error_ratio:rate1h{{{REGION}}} / {BUDGET}", "{{region}} 1h"),
-               (f"region:edgerec_recommendation_error_ratio:rate6h{{{REGION}}} / {BUDGET}", "{{region}} 6h")],
-              thresholds=thresholds(("green", None), ("orange", 6), ("red", 14.4)),
-              custom={"thresholdsStyle": {"mode": "line"}}),
+        panel(
+            "stat",
+            "Availability, 30 days",
+            "Answers of /v1/recommendations that were not 5xx (fallbacks count as served).",
+            (0, 1, 6, 6),
+            [(f"region:edgerec_recommendation_availability:ratio_rate30d{{{REGION}}}", "{{region}}")],
+            unit="percentunit",
+            decimals=4,
+            thresholds=thresholds(("red", None), ("green", 0.99999)),
+        ),
+        panel(
+            "gauge",
+            "Error budget left, 30 days",
+            "1 = untouched, 0 = spent (1e-5 of the answers, 26 s of full outage a month); below 0 overspent.",
+            (6, 1, 6, 6),
+            [(f"region:edgerec_availability_error_budget_remaining:ratio30d{{{REGION}}}", "{{region}}")],
+            unit="percentunit",
+            min=0,
+            max=1,
+            thresholds=thresholds(("red", None), ("orange", 0), ("green", 0.25)),
+        ),
+        panel(
+            "timeseries",
+            "Burn rate (1 = spending the budget at its pace)",
+            "Error ratio over the budget; the pages fire at 14.4 (1h and 5m) and 6 (6h and 30m).",
+            (12, 1, 12, 6),
+            [
+                (f"region:edgerec_recommendation_error_ratio:rate5m{{{REGION}}} / {BUDGET}", "{{region}} 5m"),
+                (f"region:edgerec_recommendation_error_ratio:rate1h{{{REGION}}} / {BUDGET}", "{{region}} 1h"),
+                (f"region:edgerec_recommendation_error_ratio:rate6h{{{REGION}}} / {BUDGET}", "{{region}} 6h"),
+            ],
+            thresholds=thresholds(("green", None), ("orange", 6), ("red", 14.4)),
+            custom={"thresholdsStyle": {"mode": "line"}},
+        ),
         row("Latency and traffic", 7),
-        panel("timeseries", "Answer time p50 / p99", "The edge's own time per answer (the latency SLO: p99 under "
-              "20 ms).", (0, 8, 8, 8),
-              [(f"region:edgerec_recommendation_duration_seconds:p50_5m{{{REGION}}}", "{{region}} p50"),
-               (f"region:edgerec_recommendation_duration_seconds:p99_5m{{{REGION}}}", "{{region}} p99")],
-              unit="s", thresholds=thresholds(("green", None), ("red", 0.02)),
-              custom={"thresholdsStyle": {"mode": "line"}}),
-        panel("timeseries", "Answers and 5xx per second", "All answers of /v1/recommendations, and the 5xx among "
-              "them.", (8, 8, 8, 8),
-              [(f"region:edgerec_recommendation_requests:rate5m{{{REGION}}}", "{{region}} answers"),
-               (f"region:edgerec_recommendation_errors:rate5m{{{REGION}}}", "{{region}} 5xx")], unit="reqps"),
-        panel("timeseries", "Fallback share", "Answers from the popularity fallback among the 2xx ones, and "
-              "fallbacks by reason (the ticket fires over 5 %).", (16, 8, 8, 8),
-              [(f"region:edgerec_fallback:ratio_rate5m{{{REGION}}}", "{{region}} share"),
-               (f"sum by (region, reason) (rate(edgerec_fallback_total{{{EDGE}}}[5m]))", "{{region}} {{reason}} /s")],
-              unit="percentunit"),
+        panel(
+            "timeseries",
+            "Answer time p50 / p99",
+            "The edge's own time per answer (the latency SLO: p99 under 20 ms).",
+            (0, 8, 8, 8),
+            [
+                (f"region:edgerec_recommendation_duration_seconds:p50_5m{{{REGION}}}", "{{region}} p50"),
+                (f"region:edgerec_recommendation_duration_seconds:p99_5m{{{REGION}}}", "{{region}} p99"),
+            ],
+            unit="s",
+            thresholds=thresholds(("green", None), ("red", 0.02)),
+            custom={"thresholdsStyle": {"mode": "line"}},
+        ),
+        panel(
+            "timeseries",
+            "Answers and 5xx per second",
+            "All answers of /v1/recommendations, and the 5xx among them.",
+            (8, 8, 8, 8),
+            [
+                (f"region:edgerec_recommendation_requests:rate5m{{{REGION}}}", "{{region}} answers"),
+                (f"region:edgerec_recommendation_errors:rate5m{{{REGION}}}", "{{region}} 5xx"),
+            ],
+            unit="reqps",
+        ),
+        panel(
+            "timeseries",
+            "Fallback share",
+            "Answers from the popularity fallback among the 2xx ones, and "
+            "fallbacks by reason (the ticket fires over 5 %).",
+            (16, 8, 8, 8),
+            [
+                (f"region:edgerec_fallback:ratio_rate5m{{{REGION}}}", "{{region}} share"),
+                (f"sum by (region, reason) (rate(edgerec_fallback_total{{{EDGE}}}[5m]))", "{{region}} {{reason}} /s"),
+            ],
+            unit="percentunit",
+        ),
         row("Sync and events", 16),
-        panel("timeseries", "Sync age", "Seconds since each edge last heard the origin (a long-poll answers within "
-              "25 s when all is well).", (0, 17, 8, 8),
-              [(f"region:edgerec_sync_staleness_seconds:max{{{REGION}}}", "{{region}} oldest"),
-               (f"edgerec_sync_staleness_seconds{{{EDGE}}}", "{{pod}}")],
-              unit="s", thresholds=thresholds(("green", None), ("orange", 300), ("red", 900)),
-              custom={"thresholdsStyle": {"mode": "line"}}),
-        panel("timeseries", "Versions behind the origin", "Origin version minus the applied one, per edge.",
-              (8, 17, 4, 8), [(f"edgerec_sync_versions_behind{{{EDGE}}}", "{{pod}}")]),
-        panel("timeseries", "Event spool backlog", "Bytes of events on the edges' disks not yet acknowledged by the "
-              "origin, and events shipped per second.", (12, 17, 6, 8),
-              [(f"region:edgerec_events_spool_bytes:sum{{{REGION}}}", "{{region}} bytes"),
-               (f"region:edgerec_events_shipped:rate5m{{{REGION}}}", "{{region}} shipped /s")], unit="bytes"),
-        panel("timeseries", "Events dropped", "Events lost in 5 minutes, by reason (torn_write counts torn segment "
-              "tails).", (18, 17, 6, 8),
-              [(f"sum by (region, reason) (increase(edgerec_events_dropped_total{{{EDGE}}}[5m]))",
-                "{{region}} {{reason}}")]),
+        panel(
+            "timeseries",
+            "Sync age",
+            "Seconds since each edge last heard the origin (a long-poll answers within 25 s when all is well).",
+            (0, 17, 8, 8),
+            [
+                (f"region:edgerec_sync_staleness_seconds:max{{{REGION}}}", "{{region}} oldest"),
+                (f"edgerec_sync_staleness_seconds{{{EDGE}}}", "{{pod}}"),
+            ],
+            unit="s",
+            thresholds=thresholds(("green", None), ("orange", 300), ("red", 900)),
+            custom={"thresholdsStyle": {"mode": "line"}},
+        ),
+        panel(
+            "timeseries",
+            "Versions behind the origin",
+            "Origin version minus the applied one, per edge.",
+            (8, 17, 4, 8),
+            [(f"edgerec_sync_versions_behind{{{EDGE}}}", "{{pod}}")],
+        ),
+        panel(
+            "timeseries",
+            "Event spool backlog",
+            "Bytes of events on the edges' disks not yet acknowledged by the origin, and events shipped per second.",
+            (12, 17, 6, 8),
+            [
+                (f"region:edgerec_events_spool_bytes:sum{{{REGION}}}", "{{region}} bytes"),
+                (f"region:edgerec_events_shipped:rate5m{{{REGION}}}", "{{region}} shipped /s"),
+            ],
+            unit="bytes",
+        ),
+        panel(
+            "timeseries",
+            "Events dropped",
+            "Events lost in 5 minutes, by reason (torn_write counts torn segment tails).",
+            (18, 17, 6, 8),
+            [
+                (
+                    f"sum by (region, reason) (increase(edgerec_events_dropped_total{{{EDGE}}}[5m]))",
+                    "{{region}} {{reason}}",
+                )
+            ],
+        ),
         row("Fleet", 25),
-        panel("stat", "Origin replicas up", "Origin replicas answering their scrape (0: the page EdgerecOriginDown).",
-              (0, 26, 6, 5), [("job:edgerec_origin_up:sum", "origin")],
-              thresholds=thresholds(("red", None), ("orange", 1), ("green", 2))),
-        panel("stat", "Edges up", "Edges answering their scrape, per region.", (6, 26, 18, 5),
-              [(f'sum by (region) (up{{{EDGE}}})', "{{region}}")],
-              thresholds=thresholds(("red", None), ("orange", 1), ("green", 2))),
+        panel(
+            "stat",
+            "Origin replicas up",
+            "Origin replicas answering their scrape (0: the page EdgerecOriginDown).",
+            (0, 26, 6, 5),
+            [("job:edgerec_origin_up:sum", "origin")],
+            thresholds=thresholds(("red", None), ("orange", 1), ("green", 2)),
+        ),
+        panel(
+            "stat",
+            "Edges up",
+            "Edges answering their scrape, per region.",
+            (6, 26, 18, 5),
+            [(f"sum by (region) (up{{{EDGE}}})", "{{region}}")],
+            thresholds=thresholds(("red", None), ("orange", 1), ("green", 2)),
+        ),
     ]
 
 
@@ -121,7 +211,7 @@ def dashboard() -> dict[str, Any]:
         "uid": "edgerec-slo",
         "title": "edgerec: SLOs and fleet",
         "description": "Availability and latency SLOs per region, fallbacks, sync age, event spool, origin "
-                       "(infra/grafana/build.py; the alerts' runbook: docs/operations.md#alerts).",
+        "(infra/grafana/build.py; the alerts' runbook: docs/operations.md#alerts).",
         "tags": ["edgerec", "slo"],
         "timezone": "utc",
         "editable": True,
@@ -129,15 +219,33 @@ def dashboard() -> dict[str, Any]:
         "refresh": "30s",
         "schemaVersion": 39,
         "time": {"from": "now-6h", "to": "now"},
-        "templating": {"list": [
-            {"name": "datasource", "label": "Prometheus", "type": "datasource", "query": "prometheus",
-             "current": {}, "hide": 0},
-            {"name": "region", "label": "Region", "type": "query", "datasource": DATASOURCE,
-             "definition": "label_values(region:edgerec_recommendation_requests:rate5m, region)",
-             "query": "label_values(region:edgerec_recommendation_requests:rate5m, region)",
-             "refresh": 2, "includeAll": True, "multi": True, "allValue": ".*", "sort": 1,
-             "current": {"selected": True, "text": ["All"], "value": ["$__all"]}, "hide": 0},
-        ]},
+        "templating": {
+            "list": [
+                {
+                    "name": "datasource",
+                    "label": "Prometheus",
+                    "type": "datasource",
+                    "query": "prometheus",
+                    "current": {},
+                    "hide": 0,
+                },
+                {
+                    "name": "region",
+                    "label": "Region",
+                    "type": "query",
+                    "datasource": DATASOURCE,
+                    "definition": "label_values(region:edgerec_recommendation_requests:rate5m, region)",
+                    "query": "label_values(region:edgerec_recommendation_requests:rate5m, region)",
+                    "refresh": 2,
+                    "includeAll": True,
+                    "multi": True,
+                    "allValue": ".*",
+                    "sort": 1,
+                    "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
+                    "hide": 0,
+                },
+            ]
+        },
         "annotations": {"list": []},
         # Grafana keys panel state (links, the panel editor) by id: fixed, in layout order.
         "panels": [{"id": i, **p} for i, p in enumerate(panels(), start=1)],

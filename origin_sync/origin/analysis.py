@@ -30,9 +30,9 @@ def proportion(successes: int, n: int) -> dict[str, float | None]:
     if n == 0:
         return {"rate": None, "ci_low": None, "ci_high": None}
     p = successes / n
-    denom = 1 + Z95 ** 2 / n
-    centre = (p + Z95 ** 2 / (2 * n)) / denom
-    half = Z95 * math.sqrt(p * (1 - p) / n + Z95 ** 2 / (4 * n * n)) / denom
+    denom = 1 + Z95**2 / n
+    centre = (p + Z95**2 / (2 * n)) / denom
+    half = Z95 * math.sqrt(p * (1 - p) / n + Z95**2 / (4 * n * n)) / denom
     return {"rate": p, "ci_low": max(0.0, centre - half), "ci_high": min(1.0, centre + half)}
 
 
@@ -89,16 +89,16 @@ def two_mean_z(total1: float, sq1: float, n1: int, total2: float, sq2: float, n2
 NO_CURRENCY = "unknown"  # the currency key of purchases sent without one
 
 
-def _revenue_by_currency(counts: dict[str, Any]) -> tuple[dict[str, dict[str, dict[str, float]]],
-                                                           dict[str, set[str]]]:
+def _revenue_by_currency(counts: dict[str, Any]) -> tuple[dict[str, dict[str, dict[str, float]]], dict[str, set[str]]]:
     """{currency: {variant: {purchases, revenue, revenue_sq}}} and {currency: regions whose impressions led to a
     purchase in it}."""
     revenue: dict[str, dict[str, dict[str, float]]] = {}
     regions: dict[str, set[str]] = {}
     for row in counts.get("revenue", ()):
         currency = row.get("currency") or NO_CURRENCY
-        cell = revenue.setdefault(currency, {}).setdefault(row["variant"], {"purchases": 0, "revenue": 0.0,
-                                                                             "revenue_sq": 0.0})
+        cell = revenue.setdefault(currency, {}).setdefault(
+            row["variant"], {"purchases": 0, "revenue": 0.0, "revenue_sq": 0.0}
+        )
         cell["purchases"] += int(row.get("purchases", 0))
         cell["revenue"] += float(row.get("revenue") or 0.0)
         cell["revenue_sq"] += float(row.get("revenue_sq") or 0.0)
@@ -106,8 +106,12 @@ def _revenue_by_currency(counts: dict[str, Any]) -> tuple[dict[str, dict[str, di
     return revenue, regions
 
 
-def _leader(variants: dict[str, Any], control: str, value: Callable[[str], float | None],
-            p_value_vs_control: Callable[[str], float | None]) -> tuple[str, float | None]:
+def _leader(
+    variants: dict[str, Any],
+    control: str,
+    value: Callable[[str], float | None],
+    p_value_vs_control: Callable[[str], float | None],
+) -> tuple[str, float | None]:
     """The variant with the highest value, and the p-value that decides whether its lead is real: against the
     control, or, when the control leads, of the best challenger against it."""
     best = max(variants, key=lambda v: value(v) or 0.0)
@@ -150,17 +154,24 @@ def build_report(experiment: dict[str, Any], counts: dict[str, Any], alpha: floa
         c = totals.get(name, {})
         n = int(c.get("impressions", 0))
         entry: dict[str, Any] = {
-            "weight": variant["weight"], "model": variant.get("model"), "impressions": n,
-            "clicks": int(c.get("clicked", 0)), "add_to_carts": int(c.get("carted", 0)),
+            "weight": variant["weight"],
+            "model": variant.get("model"),
+            "impressions": n,
+            "clicks": int(c.get("clicked", 0)),
+            "add_to_carts": int(c.get("carted", 0)),
             "conversions": int(c.get("converted", 0)),
             "ctr": proportion(int(c.get("clicked", 0)), n),
             "conversion": proportion(int(c.get("converted", 0)), n),
             # Per currency, never one sum across currencies.
             "revenue": {cur: cell(cur, name)["revenue"] for cur in currencies},
             "revenue_per_impression": {
-                cur: {**mean_ci(cell(cur, name)["revenue"], cell(cur, name)["revenue_sq"], base(name, cur)),
-                      "impressions": base(name, cur), "purchases": int(cell(cur, name)["purchases"])}
-                for cur in currencies},
+                cur: {
+                    **mean_ci(cell(cur, name)["revenue"], cell(cur, name)["revenue_sq"], base(name, cur)),
+                    "impressions": base(name, cur),
+                    "purchases": int(cell(cur, name)["purchases"]),
+                }
+                for cur in currencies
+            },
         }
         if name != control:
             n0 = int(c0.get("impressions", 0))
@@ -169,59 +180,101 @@ def build_report(experiment: dict[str, Any], counts: dict[str, Any], alpha: floa
                 "conversion": two_proportion_z(int(c0.get("converted", 0)), n0, int(c.get("converted", 0)), n),
             }
             base_rate, rate = entry_rate(c0, "converted"), entry_rate(c, "converted")
-            entry["vs_control"]["conversion_uplift"] = (rate / base_rate - 1) if base_rate and rate is not None \
-                else None
+            entry["vs_control"]["conversion_uplift"] = (
+                (rate / base_rate - 1) if base_rate and rate is not None else None
+            )
             by_currency = {}
             for cur in currencies:
                 mine, theirs = entry["revenue_per_impression"][cur], cell(cur, control)
-                test = two_mean_z(theirs["revenue"], theirs["revenue_sq"], base(control, cur),
-                                  cell(cur, name)["revenue"], cell(cur, name)["revenue_sq"], base(name, cur))
+                test = two_mean_z(
+                    theirs["revenue"],
+                    theirs["revenue_sq"],
+                    base(control, cur),
+                    cell(cur, name)["revenue"],
+                    cell(cur, name)["revenue_sq"],
+                    base(name, cur),
+                )
                 control_mean = theirs["revenue"] / base(control, cur) if base(control, cur) else None
-                test["uplift"] = (mine["mean"] / control_mean - 1) if control_mean and mine["mean"] is not None \
-                    else None
+                test["uplift"] = (
+                    (mine["mean"] / control_mean - 1) if control_mean and mine["mean"] is not None else None
+                )
                 by_currency[cur] = test
             entry["vs_control"]["revenue_per_impression"] = by_currency
             # Always valid at every look: what a decision taken while watching may rest on.
             moments = counts.get("cuped") or {}
             entry["vs_control"]["sequential"] = {
-                "conversion": sequential_proportions(int(c0.get("converted", 0)), n0, int(c.get("converted", 0)), n,
-                                                     alpha),
-                "conversion_cuped": cuped(Moments.from_dict(moments[control]), Moments.from_dict(moments[name]),
-                                          alpha) if control in moments and name in moments else None,
+                "conversion": sequential_proportions(
+                    int(c0.get("converted", 0)), n0, int(c.get("converted", 0)), n, alpha
+                ),
+                "conversion_cuped": cuped(Moments.from_dict(moments[control]), Moments.from_dict(moments[name]), alpha)
+                if control in moments and name in moments
+                else None,
                 "revenue_per_impression": {
-                    cur: sequential_means(cell(cur, control)["revenue"], cell(cur, control)["revenue_sq"],
-                                          base(control, cur), cell(cur, name)["revenue"],
-                                          cell(cur, name)["revenue_sq"], base(name, cur), alpha)
-                    for cur in currencies},
+                    cur: sequential_means(
+                        cell(cur, control)["revenue"],
+                        cell(cur, control)["revenue_sq"],
+                        base(control, cur),
+                        cell(cur, name)["revenue"],
+                        cell(cur, name)["revenue_sq"],
+                        base(name, cur),
+                        alpha,
+                    )
+                    for cur in currencies
+                },
             }
         variants[name] = entry
-    srm = sample_ratio_check([variants[v["name"]]["impressions"] for v in experiment["variants"]],
-                             [v["weight"] for v in experiment["variants"]])
+    srm = sample_ratio_check(
+        [variants[v["name"]]["impressions"] for v in experiment["variants"]],
+        [v["weight"] for v in experiment["variants"]],
+    )
 
-    best, p_value = _leader(variants, control, lambda v: variants[v]["conversion"]["rate"],
-                            lambda v: variants[v]["vs_control"]["conversion"]["p_value"])
+    best, p_value = _leader(
+        variants,
+        control,
+        lambda v: variants[v]["conversion"]["rate"],
+        lambda v: variants[v]["vs_control"]["conversion"]["p_value"],
+    )
     uplift = variants[best]["vs_control"]["conversion_uplift"] if best != control else 0.0
     significant = p_value is not None and p_value < alpha and not srm["mismatch"]
 
     revenue_tests: dict[str, Any] = {}
     for cur in currencies:
-        leader, p = _leader(variants, control,
-                            lambda v, cur=cur: variants[v]["revenue_per_impression"][cur]["mean"],
-                            lambda v, cur=cur: variants[v]["vs_control"]["revenue_per_impression"][cur]["p_value"])
+        leader, p = _leader(
+            variants,
+            control,
+            lambda v, cur=cur: variants[v]["revenue_per_impression"][cur]["mean"],
+            lambda v, cur=cur: variants[v]["vs_control"]["revenue_per_impression"][cur]["p_value"],
+        )
         sound = p is not None and p < alpha and not srm["mismatch"]
         revenue_tests[cur] = {
-            "regions": sorted(currency_regions[cur]), "leader": leader, "winner": leader if sound else None,
-            "significant": sound, "p_value": p,
+            "regions": sorted(currency_regions[cur]),
+            "leader": leader,
+            "winner": leader if sound else None,
+            "significant": sound,
+            "p_value": p,
             "uplift": variants[leader]["vs_control"]["revenue_per_impression"][cur]["uplift"]
-            if leader != control else 0.0}
+            if leader != control
+            else 0.0,
+        }
     sequential = _sequential_decision(variants, control, alpha, srm["mismatch"])
     unattributed = {k: int(v) for k, v in sorted((counts.get("unattributed") or {}).items())}
-    return {"experiment": experiment["id"], "control": control, "variants": variants, "sample_ratio": srm,
-            "winner": best if significant else None, "leader": best, "significant": significant,
-            "uplift": uplift, "p_value": p_value, "alpha": alpha, "currencies": currencies,
-            "revenue_by_currency": revenue_tests, "sequential": sequential,
-            "unattributed": sum(unattributed.values()),
-            "unattributed_by_kind": unattributed}
+    return {
+        "experiment": experiment["id"],
+        "control": control,
+        "variants": variants,
+        "sample_ratio": srm,
+        "winner": best if significant else None,
+        "leader": best,
+        "significant": significant,
+        "uplift": uplift,
+        "p_value": p_value,
+        "alpha": alpha,
+        "currencies": currencies,
+        "revenue_by_currency": revenue_tests,
+        "sequential": sequential,
+        "unattributed": sum(unattributed.values()),
+        "unattributed_by_kind": unattributed,
+    }
 
 
 def _sequential_decision(variants: dict[str, Any], control: str, alpha: float, mismatch: bool) -> dict[str, Any]:
@@ -237,85 +290,17 @@ def _sequential_decision(variants: dict[str, Any], control: str, alpha: float, m
             continue
         (winners if test["difference"] > 0 else losers).append(name)
     best = max(winners, key=lambda v: tests[v]["difference"]) if winners else None
-    return {"method": "mSPRT", "metric": "conversion", "winner": best, "winners": winners, "losers": losers,
-            "significant": best is not None, "p_values": {v: t["p_value"] for v, t in tests.items()}}
+    return {
+        "method": "mSPRT",
+        "metric": "conversion",
+        "winner": best,
+        "winners": winners,
+        "losers": losers,
+        "significant": best is not None,
+        "p_values": {v: t["p_value"] for v, t in tests.items()},
+    }
 
 
 def entry_rate(counts: dict[str, Any], key: str) -> float | None:
     n = int(counts.get("impressions", 0))
     return int(counts.get(key, 0)) / n if n else None
-
-
-def _p(value: float | None) -> str:
-    if value is None:
-        return "p=-"
-    return f"p={value:.4f}" if value >= 1e-4 else f"p={value:.1e}"
-
-
-def plot_title(report: dict[str, Any]) -> str:
-    """The figure's title: the winner on conversion, or that there is none (and why, when the split is broken)."""
-    head = f"experiment {report['experiment']}: "
-    if report["winner"] is not None:
-        return head + f"winner {report['winner']} on conversion ({_p(report['p_value'])})"
-    if report["sample_ratio"]["mismatch"]:
-        return head + "no significant winner: sample ratio mismatch, the split is broken"
-    return head + f"no significant winner on conversion (leader {report['leader']}, {_p(report['p_value'])})"
-
-
-VARIANT_COLOURS = ("#888888", "#3b7dd8", "#e07b39", "#3aa655", "#c9463d", "#8a5cc2", "#b8912f", "#2fa7b8",
-                   "#d45fa0", "#5f6f7f")
-
-
-def report_figure(report: dict[str, Any]) -> Any:
-    """The report as a matplotlib figure: CTR, conversion, and revenue per impression in each currency (one panel
-    per currency), per variant with their 95% intervals; the variants' legend below the panels, off the bars."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
-
-    names = list(report["variants"])
-    colours = [VARIANT_COLOURS[i % len(VARIANT_COLOURS)] for i in range(len(names))]
-    panels: list[tuple[str, Callable[[str], dict[str, Any]], str]] = [
-        ("CTR (95% CI)", lambda n: report["variants"][n]["ctr"], "rate"),
-        ("conversion (95% CI)", lambda n: report["variants"][n]["conversion"], "rate")]
-    for cur in report.get("currencies", ()):
-        panels.append((f"revenue / impression, {cur} (95% CI)",
-                       lambda n, cur=cur: report["variants"][n]["revenue_per_impression"][cur], "mean"))
-    currencies = list(report.get("currencies", ()))
-    fig, axes = plt.subplots(1, len(panels) + (0 if currencies else 1), figsize=(4 * max(3, len(panels)), 4.2),
-                             squeeze=False)
-    if not currencies:
-        empty = axes[0][-1]
-        empty.set_title("revenue / impression", fontsize=10)
-        empty.text(0.5, 0.5, "no purchases yet", transform=empty.transAxes, ha="center", va="center",
-                   color="#555555")
-        empty.set_xticks([])
-        empty.set_yticks([])
-    for ax, (title, stat, field) in zip(axes[0], panels):
-        values = [stat(n)[field] or 0.0 for n in names]
-        # No interval (too few impressions): no error bar, rather than a misleading one.
-        lows = [v - stat(n)["ci_low"] if stat(n)["ci_low"] is not None else 0.0 for v, n in zip(values, names)]
-        highs = [stat(n)["ci_high"] - v if stat(n)["ci_high"] is not None else 0.0 for v, n in zip(values, names)]
-        ax.bar(range(len(names)), values, yerr=[lows, highs], capsize=6, color=colours)
-        ax.set_xticks(range(len(names)), names)
-        ax.set_title(title, fontsize=10)
-    fig.suptitle(plot_title(report))
-    fig.legend(handles=[Patch(color=c, label=f"{n} (control)" if n == report["control"] and "control" not in n
-                              else n)
-                        for n, c in zip(names, colours)],
-               loc="lower center", ncol=min(len(names), 5), frameon=False, bbox_to_anchor=(0.5, 0.0))
-    rows = (len(names) + 4) // 5
-    fig.tight_layout(rect=(0, 0.06 * rows + 0.02, 1, 0.95))
-    return fig
-
-
-def plot_report(report: dict[str, Any], path: str) -> str:
-    """A PNG of report_figure."""
-    import matplotlib.pyplot as plt
-
-    fig = report_figure(report)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path

@@ -39,19 +39,21 @@ class OriginConfig:
     events_db: Path = Path("var/origin/events.db")
     nats_url: str = "nats://127.0.0.1:4222"
     event_retention_s: float | None = 90 * 86400.0
-    admin_rate_limit_rps: float = 10.0   # per admin credential (per peer address without one); 0 = no limit
+    admin_rate_limit_rps: float = 10.0  # per admin credential (per peer address without one); 0 = no limit
     admin_rate_limit_burst: int = 50
-    sync_rate_limit_rps: float = 100.0   # per sync token, shared by every edge worker presenting it; 0 = no limit
+    sync_rate_limit_rps: float = 100.0  # per sync token, shared by every edge worker presenting it; 0 = no limit
     sync_rate_limit_burst: int = 500
     audit_retention_s: float | None = 365 * 86400.0
-    tls: OriginTls | None = None    # HTTPS listener; None = plain HTTP (loopback/dev, or behind a TLS proxy)
+    tls: OriginTls | None = None  # HTTPS listener; None = plain HTTP (loopback/dev, or behind a TLS proxy)
     behind_tls_proxy: bool = False  # declared: a proxy in front terminates TLS (lets production serve plain HTTP)
     production: bool = False
 
     def __repr__(self) -> str:  # no secret in a log line or a traceback
-        return (f"OriginConfig(host={self.host!r}, port={self.port}, db={'postgresql' if self.dsn else self.db_path}, "
-                f"regions_with_tokens={sorted(self.credentials.region_tokens)}, "
-                f"key_id={self.signer and self.signer.key_id})")
+        return (
+            f"OriginConfig(host={self.host!r}, port={self.port}, db={'postgresql' if self.dsn else self.db_path}, "
+            f"regions_with_tokens={sorted(self.credentials.region_tokens)}, "
+            f"key_id={self.signer and self.signer.key_id})"
+        )
 
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -73,10 +75,12 @@ class OriginConfig:
         if production:
             refuse_weak_origin_secrets(admin_tokens, sync_tokens, region_tokens)
             if tls is None and not settings.behind_tls_proxy:
-                raise ConfigError("production: the origin serves HTTPS only: set "
-                                  "--tls-cert/EDGEREC_ORIGIN_TLS_CERT_FILE "
-                                  "and --tls-key/EDGEREC_ORIGIN_TLS_KEY_FILE, or declare the TLS-terminating proxy "
-                                  "in front of it with --behind-tls-proxy/EDGEREC_ORIGIN_BEHIND_TLS_PROXY=true")
+                raise ConfigError(
+                    "production: the origin serves HTTPS only: set "
+                    "--tls-cert/EDGEREC_ORIGIN_TLS_CERT_FILE "
+                    "and --tls-key/EDGEREC_ORIGIN_TLS_KEY_FILE, or declare the TLS-terminating proxy "
+                    "in front of it with --behind-tls-proxy/EDGEREC_ORIGIN_BEHIND_TLS_PROXY=true"
+                )
         retention_versions, retention_seconds = parse_retention(settings.log_retention)
         return cls(
             host=settings.host,
@@ -109,8 +113,10 @@ class OriginConfig:
 def _signers() -> tuple[Signer, ...]:
     signing_key = os.environ.get("EDGEREC_SIGNING_KEY", "").strip()
     if not signing_key:
-        raise ConfigError("EDGEREC_SIGNING_KEY must be set: the origin's Ed25519 private key "
-                          "(a PEM file path or the PEM text); `edgerec origin keygen --out DIR` makes one")
+        raise ConfigError(
+            "EDGEREC_SIGNING_KEY must be set: the origin's Ed25519 private key "
+            "(a PEM file path or the PEM text); `edgerec origin keygen --out DIR` makes one"
+        )
     try:
         # Several keys (comma-separated) during a key rotation; the first signs until a key set is published.
         signers = tuple(Signer(load_private_key(part)) for part in signing_key.split(",") if part.strip())
@@ -129,7 +135,7 @@ class OriginTls:
     cert_file: Path
     key_file: Path
     client_ca_file: Path | None = None
-    require_client_cert: bool = False   # without a certificate the handshake fails; else checked when presented
+    require_client_cert: bool = False  # without a certificate the handshake fails; else checked when presented
     reload_interval_s: float = DEFAULT_RELOAD_INTERVAL_S
 
     def context(self) -> ssl.SSLContext:
@@ -140,16 +146,22 @@ def _tls(settings: OriginSettings) -> OriginTls | None:
     """The HTTPS settings, checked by building the server context once (a bad file is a clear error at start)."""
     if not settings.tls_cert and not settings.tls_key:
         if settings.client_ca or settings.require_client_cert:
-            raise ConfigError("--client-ca and --require-client-cert need the origin to serve TLS: set --tls-cert/"
-                              "EDGEREC_ORIGIN_TLS_CERT_FILE and --tls-key/EDGEREC_ORIGIN_TLS_KEY_FILE")
+            raise ConfigError(
+                "--client-ca and --require-client-cert need the origin to serve TLS: set --tls-cert/"
+                "EDGEREC_ORIGIN_TLS_CERT_FILE and --tls-key/EDGEREC_ORIGIN_TLS_KEY_FILE"
+            )
         return None
     if not settings.tls_cert or not settings.tls_key:
-        raise ConfigError("--tls-cert/EDGEREC_ORIGIN_TLS_CERT_FILE and --tls-key/EDGEREC_ORIGIN_TLS_KEY_FILE "
-                          "go together")
-    tls = OriginTls(cert_file=Path(settings.tls_cert), key_file=Path(settings.tls_key),
-                    client_ca_file=Path(settings.client_ca) if settings.client_ca else None,
-                    require_client_cert=settings.require_client_cert,
-                    reload_interval_s=settings.tls_reload_interval)
+        raise ConfigError(
+            "--tls-cert/EDGEREC_ORIGIN_TLS_CERT_FILE and --tls-key/EDGEREC_ORIGIN_TLS_KEY_FILE go together"
+        )
+    tls = OriginTls(
+        cert_file=Path(settings.tls_cert),
+        key_file=Path(settings.tls_key),
+        client_ca_file=Path(settings.client_ca) if settings.client_ca else None,
+        require_client_cert=settings.require_client_cert,
+        reload_interval_s=settings.tls_reload_interval,
+    )
     try:
         tls.context()
     except SettingError as exc:

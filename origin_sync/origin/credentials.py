@@ -14,15 +14,16 @@ from typing import Any, Mapping
 from edgerec.core.settings import SettingError, production_mode, require_strong_secrets
 
 # What an admin credential may do. A GET of an admin endpoint needs `read` or the endpoint's own scope.
-SCOPE_CATALOG = "catalog"          # offers
-SCOPE_MODELS = "models"            # publish and activate model bundles
+SCOPE_CATALOG = "catalog"  # offers
+SCOPE_MODELS = "models"  # publish and activate model bundles
 SCOPE_EXPERIMENTS = "experiments"  # experiments and their reports
-SCOPE_EVENTS = "events"            # erasure of a shopper's events
-SCOPE_KEYS = "keys"                # signing key rotation
-SCOPE_OPS = "ops"                  # compaction of the change log
-SCOPE_READ = "read"                # every GET under /v1/admin/ (status, audit log included)
-ADMIN_SCOPES = frozenset({SCOPE_CATALOG, SCOPE_MODELS, SCOPE_EXPERIMENTS, SCOPE_EVENTS, SCOPE_KEYS, SCOPE_OPS,
-                          SCOPE_READ})
+SCOPE_EVENTS = "events"  # erasure of a shopper's events
+SCOPE_KEYS = "keys"  # signing key rotation
+SCOPE_OPS = "ops"  # compaction of the change log
+SCOPE_READ = "read"  # every GET under /v1/admin/ (status, audit log included)
+ADMIN_SCOPES = frozenset(
+    {SCOPE_CATALOG, SCOPE_MODELS, SCOPE_EXPERIMENTS, SCOPE_EVENTS, SCOPE_KEYS, SCOPE_OPS, SCOPE_READ}
+)
 ALL_SCOPES = "*"
 HASH_PREFIX = "sha256:"
 MIN_TOKEN_CHARS = 16
@@ -40,10 +41,11 @@ def token_digest(variable: str, value: str) -> bytes:
     """The sha256 of a token, or the digest given as `sha256:<64 hex>` (so the origin need not see the token)."""
     value = value.strip()
     if value.lower().startswith(HASH_PREFIX):
-        hex_digest = value[len(HASH_PREFIX):].strip().lower()
+        hex_digest = value[len(HASH_PREFIX) :].strip().lower()
         if not _HEX_DIGEST_RE.match(hex_digest):
-            raise CredentialError(f"{variable}: a {HASH_PREFIX} entry needs 64 hex digits "
-                                  "(printf %s \"$TOKEN\" | sha256sum)")
+            raise CredentialError(
+                f'{variable}: a {HASH_PREFIX} entry needs 64 hex digits (printf %s "$TOKEN" | sha256sum)'
+            )
         return bytes.fromhex(hex_digest)
     if len(value) < MIN_TOKEN_CHARS:
         raise CredentialError(f"{variable}: every token must be at least {MIN_TOKEN_CHARS} characters")
@@ -109,19 +111,24 @@ def parse_admin_credentials(raw: str) -> tuple[AdminCredential, ...]:
     credentials = []
     for name, entry in sorted(loaded.items()):
         if not _NAME_RE.match(name) or not isinstance(entry, dict) or set(entry) - {"token", "sha256", "scopes"}:
-            raise CredentialError(f"{variable}: {name[:64]!r}: a name of 1-64 letters, digits, '.', '_', '-' mapped "
-                                  "to {token and/or sha256, scopes}")
+            raise CredentialError(
+                f"{variable}: {name[:64]!r}: a name of 1-64 letters, digits, '.', '_', '-' mapped "
+                "to {token and/or sha256, scopes}"
+            )
         if production_mode():  # a plaintext token here is held to the same bar as EDGEREC_ADMIN_TOKEN
             try:
                 require_strong_secrets(f"{variable} ({name})", tuple(_listed(entry, "token")), required=False)
             except SettingError as exc:
                 raise CredentialError(str(exc)) from None
-        digests = tuple(token_digest(f"{variable} ({name})", t) for t in _listed(entry, "token")) + \
-            tuple(token_digest(f"{variable} ({name})", HASH_PREFIX + h) for h in _listed(entry, "sha256"))
+        digests = tuple(token_digest(f"{variable} ({name})", t) for t in _listed(entry, "token")) + tuple(
+            token_digest(f"{variable} ({name})", HASH_PREFIX + h) for h in _listed(entry, "sha256")
+        )
         scopes = frozenset(_listed(entry, "scopes"))
         if not digests or not scopes or not scopes <= ADMIN_SCOPES | {ALL_SCOPES}:
-            raise CredentialError(f"{variable} ({name}): needs a token or sha256, and scopes from "
-                                  f"{', '.join(sorted(ADMIN_SCOPES))} or \"*\"")
+            raise CredentialError(
+                f"{variable} ({name}): needs a token or sha256, and scopes from "
+                f'{", ".join(sorted(ADMIN_SCOPES))} or "*"'
+            )
         credentials.append(AdminCredential(digests, scopes, name))
     return tuple(credentials)
 
@@ -136,29 +143,43 @@ class Credentials:
     sources: tuple[Path, ...] = ()  # the files they were read from, watched for changes
 
     def __repr__(self) -> str:  # never a digest either: they identify the tokens
-        return (f"Credentials(admin={len(self.admin)}, sync_tokens={len(self.sync_tokens)}, "
-                f"regions={sorted(self.region_tokens)})")
+        return (
+            f"Credentials(admin={len(self.admin)}, sync_tokens={len(self.sync_tokens)}, "
+            f"regions={sorted(self.region_tokens)})"
+        )
 
     @classmethod
-    def build(cls, admin_tokens: tuple[str, ...], named_admin: tuple[AdminCredential, ...],
-              sync_tokens: tuple[str, ...], region_tokens: Mapping[str, tuple[str, ...]],
-              sources: tuple[Path, ...] = ()) -> "Credentials":
+    def build(
+        cls,
+        admin_tokens: tuple[str, ...],
+        named_admin: tuple[AdminCredential, ...],
+        sync_tokens: tuple[str, ...],
+        region_tokens: Mapping[str, tuple[str, ...]],
+        sources: tuple[Path, ...] = (),
+    ) -> "Credentials":
         """Hash and check a configuration: an admin credential and a sync token are required and never shared."""
         admin = named_admin
         if admin_tokens:  # EDGEREC_ADMIN_TOKEN: unnamed, every scope (as before scopes existed)
-            admin = (AdminCredential(tuple(token_digest("EDGEREC_ADMIN_TOKEN", t) for t in admin_tokens),
-                                     frozenset({ALL_SCOPES})), *admin)
+            admin = (
+                AdminCredential(
+                    tuple(token_digest("EDGEREC_ADMIN_TOKEN", t) for t in admin_tokens), frozenset({ALL_SCOPES})
+                ),
+                *admin,
+            )
         if not admin:
             raise CredentialError("set EDGEREC_ADMIN_TOKEN (every scope) and/or EDGEREC_ADMIN_TOKENS (scoped)")
         fleet = tuple(token_digest("EDGEREC_SYNC_TOKEN", t) for t in sync_tokens)
         regional = {r: tuple(token_digest("EDGEREC_REGION_TOKENS", t) for t in ts) for r, ts in region_tokens.items()}
         if not fleet and not regional:
-            raise CredentialError("set EDGEREC_REGION_TOKENS (per-region edge tokens) and/or EDGEREC_SYNC_TOKEN "
-                                  "(a token valid for every region)")
+            raise CredentialError(
+                "set EDGEREC_REGION_TOKENS (per-region edge tokens) and/or EDGEREC_SYNC_TOKEN "
+                "(a token valid for every region)"
+            )
         every_sync = set(fleet).union(*regional.values())
         if any(d in every_sync for c in admin for d in c.digests):
-            raise CredentialError("EDGEREC_ADMIN_TOKEN/EDGEREC_ADMIN_TOKENS must not share a value with an edge "
-                                  "sync token")
+            raise CredentialError(
+                "EDGEREC_ADMIN_TOKEN/EDGEREC_ADMIN_TOKENS must not share a value with an edge sync token"
+            )
         return cls(admin, fleet, regional, sources)
 
     def admin_for(self, presented: bytes | None) -> tuple[AdminCredential, bytes] | None:

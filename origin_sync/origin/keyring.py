@@ -49,8 +49,10 @@ class KeyRing:
     def adopt(self, key_set: dict[str, Any] | None) -> None:
         """Take the key set stored in the change log (at start, and after each rotation step)."""
         if key_set is not None and key_set["active"] not in self._held:
-            raise RuntimeError(f"the published key set signs with key {key_set['active']}, which EDGEREC_SIGNING_KEY "
-                               "does not hold: add that private key to EDGEREC_SIGNING_KEY")
+            raise RuntimeError(
+                f"the published key set signs with key {key_set['active']}, which EDGEREC_SIGNING_KEY "
+                "does not hold: add that private key to EDGEREC_SIGNING_KEY"
+            )
         self.key_set = key_set
 
     def _statuses(self) -> dict[str, str]:
@@ -97,8 +99,12 @@ class KeyRing:
         """Publish a held key as `next`: edges learn it and accept it, the active key still signs."""
         self._checked(key_id)
         if key_id not in self._held:
-            raise KeyRingError(404, "unknown_key", f"the origin holds no private key {key_id}: add it to "
-                                                   "EDGEREC_SIGNING_KEY and restart before announcing it")
+            raise KeyRingError(
+                404,
+                "unknown_key",
+                f"the origin holds no private key {key_id}: add it to "
+                "EDGEREC_SIGNING_KEY and restart before announcing it",
+            )
         entries = self._current(stored)
         status = entries.get(key_id, {}).get("status")
         if status == KEY_REVOKED:
@@ -114,8 +120,11 @@ class KeyRing:
         entries = self._current(stored)
         status = entries.get(key_id, {}).get("status")
         if status is None:
-            raise KeyRingError(409, "not_announced", f"announce key {key_id} first (POST /v1/admin/keys), so that "
-                                                     "edges trust it before it signs")
+            raise KeyRingError(
+                409,
+                "not_announced",
+                f"announce key {key_id} first (POST /v1/admin/keys), so that edges trust it before it signs",
+            )
         if status != KEY_NEXT:
             raise KeyRingError(409, "key_" + status, f"key {key_id} is {status}")
         if key_id not in self._held:

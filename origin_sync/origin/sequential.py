@@ -40,12 +40,17 @@ def msprt(difference: float, variance: float, tau2: float, alpha: float) -> dict
     log_lr = 0.5 * math.log(variance / total) + tau2 * difference * difference / (2 * variance * total)
     p_value = 1.0 if log_lr <= 0 else min(1.0, math.exp(-log_lr))
     half = math.sqrt(2 * variance * total / tau2 * (math.log(1 / alpha) + 0.5 * math.log(total / variance)))
-    return {"p_value": p_value, "ci_low": difference - half, "ci_high": difference + half,
-            "log_likelihood_ratio": log_lr}
+    return {
+        "p_value": p_value,
+        "ci_low": difference - half,
+        "ci_high": difference + half,
+        "log_likelihood_ratio": log_lr,
+    }
 
 
-def sequential_proportions(s1: int, n1: int, s2: int, n2: int, alpha: float,
-                           tuning_n: int = DEFAULT_TUNING_N) -> dict[str, float | None]:
+def sequential_proportions(
+    s1: int, n1: int, s2: int, n2: int, alpha: float, tuning_n: int = DEFAULT_TUNING_N
+) -> dict[str, float | None]:
     """mSPRT of rate 2 (variant) minus rate 1 (control), unpooled variance."""
     if n1 == 0 or n2 == 0:
         return {"difference": None, "p_value": None, "ci_low": None, "ci_high": None, "log_likelihood_ratio": None}
@@ -56,8 +61,16 @@ def sequential_proportions(s1: int, n1: int, s2: int, n2: int, alpha: float,
     return {"difference": p2 - p1, **result}
 
 
-def sequential_means(total1: float, sq1: float, n1: int, total2: float, sq2: float, n2: int, alpha: float,
-                     tuning_n: int = DEFAULT_TUNING_N) -> dict[str, float | None]:
+def sequential_means(
+    total1: float,
+    sq1: float,
+    n1: int,
+    total2: float,
+    sq2: float,
+    n2: int,
+    alpha: float,
+    tuning_n: int = DEFAULT_TUNING_N,
+) -> dict[str, float | None]:
     """mSPRT of mean 2 minus mean 1 (revenue per impression), Welch's variance."""
     if n1 < 2 or n2 < 2:
         return {"difference": None, "p_value": None, "ci_low": None, "ci_high": None, "log_likelihood_ratio": None}
@@ -98,15 +111,23 @@ class Moments:
         return cls(int(data["n"]), *(float(data[k]) for k in ("y", "x", "yy", "xx", "xy")))
 
 
-def cuped(control: Moments, variant: Moments, alpha: float,
-          tuning_n: int = DEFAULT_TUNING_N) -> dict[str, float | None]:
+def cuped(
+    control: Moments, variant: Moments, alpha: float, tuning_n: int = DEFAULT_TUNING_N
+) -> dict[str, float | None]:
     """CUPED (Deng, Xu, Kohavi and Walker, 2013): y - theta (x - mean x) with theta = cov(x, y) / var(x) over both
     variants, which keeps the difference unbiased (x is measured before assignment) and shrinks its variance by
     the factor 1 - corr(x, y)^2. Returns the adjusted difference with its mSPRT, and the variance reduction."""
     n = control.n + variant.n
     if control.n < 2 or variant.n < 2:
-        return {"difference": None, "p_value": None, "ci_low": None, "ci_high": None, "theta": None,
-                "variance_reduction": None, "log_likelihood_ratio": None}
+        return {
+            "difference": None,
+            "p_value": None,
+            "ci_low": None,
+            "ci_high": None,
+            "theta": None,
+            "variance_reduction": None,
+            "log_likelihood_ratio": None,
+        }
     mean_x = (control.x + variant.x) / n
     mean_y = (control.y + variant.y) / n
     cov = (control.xy + variant.xy) / n - mean_x * mean_y
@@ -129,5 +150,9 @@ def cuped(control: Moments, variant: Moments, alpha: float,
     raw_variance = raw1 / control.n + raw2 / variant.n
     pooled = (v1 * (control.n - 1) + v2 * (variant.n - 1)) / (n - 2)
     result = msprt(a2 - a1, variance, mixing_variance(pooled, alpha, tuning_n), alpha)
-    return {"difference": a2 - a1, **result, "theta": theta,
-            "variance_reduction": 1 - variance / raw_variance if raw_variance > 0 else None}
+    return {
+        "difference": a2 - a1,
+        **result,
+        "theta": theta,
+        "variance_reduction": 1 - variance / raw_variance if raw_variance > 0 else None,
+    }

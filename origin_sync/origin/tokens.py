@@ -76,17 +76,21 @@ def parse_region_tokens(raw: str, variable: str = "EDGEREC_REGION_TOKENS") -> di
     return tokens
 
 
-def read_token_settings() -> tuple[tuple[str, ...], tuple[AdminCredential, ...], tuple[str, ...],
-                                   dict[str, tuple[str, ...]]]:
+def read_token_settings() -> tuple[
+    tuple[str, ...], tuple[AdminCredential, ...], tuple[str, ...], dict[str, tuple[str, ...]]
+]:
     """The token settings as configured: EDGEREC_ADMIN_TOKEN (every scope), EDGEREC_ADMIN_TOKENS (named, scoped),
     EDGEREC_SYNC_TOKEN (every region) and EDGEREC_REGION_TOKENS. Any entry may be `sha256:<hex>` instead of a token."""
     try:
         named_admin = parse_admin_credentials(secret_from_env("EDGEREC_ADMIN_TOKENS"))
     except CredentialError as exc:
         raise SettingError(str(exc)) from None
-    return (secret_list("EDGEREC_ADMIN_TOKEN", required=False), named_admin,
-            secret_list("EDGEREC_SYNC_TOKEN", required=False),
-            parse_region_tokens(secret_from_env("EDGEREC_REGION_TOKENS")))
+    return (
+        secret_list("EDGEREC_ADMIN_TOKEN", required=False),
+        named_admin,
+        secret_list("EDGEREC_SYNC_TOKEN", required=False),
+        parse_region_tokens(secret_from_env("EDGEREC_REGION_TOKENS")),
+    )
 
 
 def credential_files() -> tuple[Path, ...]:
@@ -99,8 +103,12 @@ def credential_files() -> tuple[Path, ...]:
     return tuple(files)
 
 
-def hash_credentials(admin_tokens: tuple[str, ...], named_admin: tuple[AdminCredential, ...],
-                     sync_tokens: tuple[str, ...], region_tokens: Mapping[str, tuple[str, ...]]) -> Credentials:
+def hash_credentials(
+    admin_tokens: tuple[str, ...],
+    named_admin: tuple[AdminCredential, ...],
+    sync_tokens: tuple[str, ...],
+    region_tokens: Mapping[str, tuple[str, ...]],
+) -> Credentials:
     try:
         return Credentials.build(admin_tokens, named_admin, sync_tokens, region_tokens, credential_files())
     except CredentialError as exc:
@@ -113,8 +121,9 @@ def load_credentials() -> Credentials:
     return hash_credentials(*read_token_settings())
 
 
-def refuse_weak_origin_secrets(admin_tokens: tuple[str, ...], sync_tokens: tuple[str, ...],
-                               region_tokens: Mapping[str, tuple[str, ...]]) -> None:
+def refuse_weak_origin_secrets(
+    admin_tokens: tuple[str, ...], sync_tokens: tuple[str, ...], region_tokens: Mapping[str, tuple[str, ...]]
+) -> None:
     """Production mode: every plaintext secret the origin holds must be strong; the error names the variable.
     (Whether any admin credential is set at all is checked where the token settings are read.)"""
     require_strong_secrets("EDGEREC_ADMIN_TOKEN", admin_tokens, required=False)

@@ -3,7 +3,15 @@ it current."""
 
 from .local import LocalCopy
 from .state import Replica, apply_deltas, check_state_digest, replica_from_snapshot
-from .syncer import Syncer, SyncStatus
+from .status import SyncStatus
+from .syncer import Syncer
 
-__all__ = ["LocalCopy", "Replica", "SyncStatus", "Syncer", "apply_deltas", "check_state_digest",
-           "replica_from_snapshot"]
+__all__ = [
+    "LocalCopy",
+    "Replica",
+    "SyncStatus",
+    "Syncer",
+    "apply_deltas",
+    "check_state_digest",
+    "replica_from_snapshot",
+]

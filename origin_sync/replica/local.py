@@ -45,12 +45,21 @@ class LocalCopy:
         self.replica_path = self.data_dir / "replica.msgpack"
         self.blobs = BlobStore(self.data_dir / "blobs")
 
-    def save(self, replica: Replica, proof_kind: str, proof: bytes, last_contact: float | None,
-             origin_version: int) -> None:
-        record: dict[str, Any] = {"format": self.FORMAT, "version": replica.version, "head_hash": replica.head_hash,
-                                  "regions": list(replica.regions), "proof_kind": proof_kind, "proof": proof,
-                                  "last_contact": last_contact, "origin_version": origin_version, "saved_at": time.time(),
-                                  "key_set": replica.key_set}
+    def save(
+        self, replica: Replica, proof_kind: str, proof: bytes, last_contact: float | None, origin_version: int
+    ) -> None:
+        record: dict[str, Any] = {
+            "format": self.FORMAT,
+            "version": replica.version,
+            "head_hash": replica.head_hash,
+            "regions": list(replica.regions),
+            "proof_kind": proof_kind,
+            "proof": proof,
+            "last_contact": last_contact,
+            "origin_version": origin_version,
+            "saved_at": time.time(),
+            "key_set": replica.key_set,
+        }
         if proof_kind != KIND_SNAPSHOT:
             record["offers"] = [replica.offers[k] for k in sorted(replica.offers)]
             record["model"] = replica.model
@@ -85,10 +94,15 @@ class LocalCopy:
             replica = replica_from_snapshot(payload, regions)
         else:
             check_payload(payload, KIND_DELTAS, regions)
-            replica = Replica(version=record["version"], regions=regions,
-                              offers={o["id"]: o for o in record["offers"]}, model=record["model"],
-                              head_hash=record["head_hash"],
-                              experiments={e["id"]: e for e in record.get("experiments") or []}, key_set=key_set)
+            replica = Replica(
+                version=record["version"],
+                regions=regions,
+                offers={o["id"]: o for o in record["offers"]},
+                model=record["model"],
+                head_hash=record["head_hash"],
+                experiments={e["id"]: e for e in record.get("experiments") or []},
+                key_set=key_set,
+            )
             if payload.get("to") != replica.version or payload.get("to_hash") != replica.head_hash:
                 raise IntegrityError("disk", "the persisted version is not the one the origin signed")
             # Every offer, the model and the experiments, recomputed from the file (O(state)), against the digest
@@ -97,5 +111,3 @@ class LocalCopy:
         if replica.version != record["version"] or replica.head_hash != record["head_hash"]:
             raise IntegrityError("disk", "the persisted version is not the one the origin signed")
         return replace(replica, key_set=merge_key_sets(key_set, replica.key_set)), (kind, proof), record
-
-

@@ -49,8 +49,11 @@ class Replica:
 
     def __post_init__(self) -> None:
         if self.lanes is None:
-            object.__setattr__(self, "lanes", digest.state_vector(self.offers.values(), self.model,
-                                                                  self.experiments.values(), self.regions))
+            object.__setattr__(
+                self,
+                "lanes",
+                digest.state_vector(self.offers.values(), self.model, self.experiments.values(), self.regions),
+            )
 
     @property
     def state_digest(self) -> bytes:
@@ -63,9 +66,12 @@ def check_state_digest(replica: Replica, signed: object, where: str) -> None:
     if not isinstance(signed, bytes):
         raise IntegrityError("digest", f"{where} carries no signed state digest")
     if signed != replica.state_digest:
-        raise IntegrityError("digest", f"{where}: the state at version {replica.version} does not match the state "
-                                       f"digest the origin signed ({replica.state_digest.hex()[:16]} against "
-                                       f"{signed.hex()[:16]})")
+        raise IntegrityError(
+            "digest",
+            f"{where}: the state at version {replica.version} does not match the state "
+            f"digest the origin signed ({replica.state_digest.hex()[:16]} against "
+            f"{signed.hex()[:16]})",
+        )
 
 
 def checked_key_set(value: object, held: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -84,12 +90,14 @@ def check_payload(payload: object, kind: str, regions: tuple[str, ...]) -> dict[
     if not isinstance(payload, dict) or payload.get("kind") != kind:
         raise ProtocolError(f"expected a {kind}")
     if payload.get("protocol") != PROTOCOL_VERSION:
-        raise IntegrityError("protocol", f"{kind}: protocol {payload.get('protocol')!r}, "
-                                         f"this edge speaks {PROTOCOL_VERSION}")
+        raise IntegrityError(
+            "protocol", f"{kind}: protocol {payload.get('protocol')!r}, this edge speaks {PROTOCOL_VERSION}"
+        )
     if tuple(payload.get("regions") or ()) != tuple(regions):
         # A payload for other regions (a cross-region replay) is refused even though it is well signed.
-        raise IntegrityError("region", f"{kind} is for regions {payload.get('regions')!r}, this edge syncs "
-                                       f"{list(regions)}")
+        raise IntegrityError(
+            "region", f"{kind} is for regions {payload.get('regions')!r}, this edge syncs {list(regions)}"
+        )
     return payload
 
 
@@ -150,8 +158,10 @@ def apply_deltas(replica: Replica, batch: dict[str, Any]) -> Replica:
             swap(digest.model_element(model), digest.model_element(change["model"]))
             model = change["model"]
         elif op == OP_EXPERIMENT_UPSERT:
-            swap(digest.experiment_element(experiments.get(change["experiment"]["id"])),
-                 digest.experiment_element(change["experiment"]))
+            swap(
+                digest.experiment_element(experiments.get(change["experiment"]["id"])),
+                digest.experiment_element(change["experiment"]),
+            )
             experiments[change["experiment"]["id"]] = change["experiment"]
         elif op == OP_EXPERIMENT_DELETE:
             swap(digest.experiment_element(experiments.pop(change["experiment_id"], None)), [])
@@ -162,8 +172,16 @@ def apply_deltas(replica: Replica, batch: dict[str, Any]) -> Replica:
             raise ProtocolError(f"unknown change op {op!r}")
     if last == to and chained != to_hash:
         raise IntegrityError("chain", f"re-hashing the changes does not give the chain hash at version {to}")
-    result = Replica(version=to, regions=replica.regions, offers=offers, model=model, head_hash=to_hash,
-                     experiments=experiments, key_set=key_set, lanes=lanes)
+    result = Replica(
+        version=to,
+        regions=replica.regions,
+        offers=offers,
+        model=model,
+        head_hash=to_hash,
+        experiments=experiments,
+        key_set=key_set,
+        lanes=lanes,
+    )
     # A batch that reaches the origin's head carries the signed digest of the whole state there; one that stops
     # short (a full page) carries none, and the next page proves it.
     if "state_digest" in batch:
@@ -178,10 +196,14 @@ def replica_from_snapshot(snapshot: dict[str, Any], regions: tuple[str, ...]) ->
         raise IntegrityError("decode", "snapshot without version or chain hash")
     offers = {o["id"]: o for o in snapshot["offers"] if offered_in(o, regions)}
     experiments = {e["id"]: e for e in snapshot.get("experiments") or []}
-    replica = Replica(version=snapshot["version"], regions=regions, offers=offers, model=snapshot.get("model"),
-                      head_hash=head_hash, experiments=experiments,
-                      key_set=checked_key_set(snapshot.get("signing_keys"), None))
+    replica = Replica(
+        version=snapshot["version"],
+        regions=regions,
+        offers=offers,
+        model=snapshot.get("model"),
+        head_hash=head_hash,
+        experiments=experiments,
+        key_set=checked_key_set(snapshot.get("signing_keys"), None),
+    )
     check_state_digest(replica, snapshot.get("state_digest"), f"snapshot at version {replica.version}")
     return replica
-
-

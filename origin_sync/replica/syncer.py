@@ -1,11 +1,9 @@
 """The edge's syncer (aiohttp client): verified snapshot, then long-polled verified deltas, each applied to a new
 replica that is handed over whole; the last good replica and the model blobs are kept on local disk."""
 
-
 import asyncio
 import base64
 import binascii
-import collections
 import hashlib
 import logging
 import random
@@ -39,39 +37,9 @@ from origin_sync.wire.signing import (
 
 from .local import LocalCopy
 from .state import Replica, apply_deltas, replica_from_snapshot
+from .status import SyncStatus
 
 log = logging.getLogger("edgerec.sync")
-
-
-@dataclass
-class SyncStatus:
-    """What the edge reports about its sync: how fresh its copy is, and what it refused."""
-
-    version: int = 0
-    origin_version: int = 0
-    last_contact: float | None = None  # time.time() of the last verified answer from the origin (kept on disk)
-    errors: int = 0
-    last_error: str | None = None
-    applied: int = 0
-    snapshots: int = 0
-    rejected: collections.Counter = field(default_factory=collections.Counter)  # refused payloads by reason
-    persist_failures: int = 0
-    persisted_version: int | None = None
-    loaded_from_disk: bool = False
-    started_at: float = field(default_factory=time.time)
-    poll_open: bool = False  # a long-poll is open to an origin that answered the previous request
-    origin: str | None = None  # the origin URL the syncer talks to now (one of `origin_url`'s)
-    failovers: int = 0  # moves to the next origin after one failed or answered something refused
-
-    def staleness_s(self) -> float | None:
-        """Seconds since the origin was last known to be there: 0 while a long-poll is open to an origin that
-        answered the request before (so a quiet catalogue is not stale), else since the last verified answer."""
-        if self.poll_open:
-            return 0.0
-        return None if self.last_contact is None else max(0.0, time.time() - self.last_contact)
-
-    def versions_behind(self) -> int:
-        return max(0, self.origin_version - self.version)
 
 
 class _ResyncNeeded(Exception):
@@ -144,8 +112,13 @@ class Syncer:
         self.status.origin = self.current_origin
         self.status.failovers += 1
         self._healthy = False  # the next origin's first poll answers at once, proving it is there
-        log.warning("sync: leaving origin %s (%s) for %s, from version %d", before, why, self.current_origin,
-                    self.status.version)
+        log.warning(
+            "sync: leaving origin %s (%s) for %s, from version %d",
+            before,
+            why,
+            self.current_origin,
+            self.status.version,
+        )
         return True
 
     def _headers(self) -> dict[str, str]:
@@ -157,16 +130,26 @@ class Syncer:
     async def _get(self, path: str, params: dict[str, str], timeout_s: float) -> tuple[bytes, Mapping[str, str]]:
         assert self._session is not None
         url = f"{self.current_origin}{path}"
-        with self.tracing.span(f"sync GET {path}", attributes={"sync.since": params.get("since", ""),
-                                                                "sync.regions": params.get("regions", ""),
-                                                                "server.address": self.current_origin}):
+        with self.tracing.span(
+            f"sync GET {path}",
+            attributes={
+                "sync.since": params.get("since", ""),
+                "sync.regions": params.get("regions", ""),
+                "server.address": self.current_origin,
+            },
+        ):
             return await self._fetch(path, url, params, timeout_s)
 
-    async def _fetch(self, path: str, url: str, params: dict[str, str],
-                     timeout_s: float) -> tuple[bytes, Mapping[str, str]]:
+    async def _fetch(
+        self, path: str, url: str, params: dict[str, str], timeout_s: float
+    ) -> tuple[bytes, Mapping[str, str]]:
         assert self._session is not None
-        async with self._session.get(url, params=params, headers=self.tracing.inject(self._headers()),
-                                     timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+        async with self._session.get(
+            url,
+            params=params,
+            headers=self.tracing.inject(self._headers()),
+            timeout=aiohttp.ClientTimeout(total=timeout_s),
+        ) as resp:
             body = await resp.read()
             if resp.status == 200:
                 return body, resp.headers
@@ -214,18 +197,27 @@ class Syncer:
             replica = replace(replica, key_set=merge_key_sets(current.key_set, replica.key_set))
         if current is not None and not self._allow_rollback:
             if replica.version < current.version:
-                raise IntegrityError("order", f"snapshot at version {replica.version} is older than the "
-                                              f"replica's {current.version} (replayed?)")
+                raise IntegrityError(
+                    "order",
+                    f"snapshot at version {replica.version} is older than the replica's {current.version} (replayed?)",
+                )
             if replica.version == current.version and replica.head_hash != current.head_hash:
                 raise IntegrityError("chain", f"snapshot at version {replica.version} forks from the replica")
         if self._allow_rollback and current is not None and replica.version < current.version:
-            log.error("origin is behind this edge (restored database?): going back from version %d to %d",
-                      current.version, replica.version)
+            log.error(
+                "origin is behind this edge (restored database?): going back from version %d to %d",
+                current.version,
+                replica.version,
+            )
         self._contact(payload)
         self.status.snapshots += 1
         self._need_snapshot = self._allow_rollback = False
-        if current is None or replica.version != current.version or replica.head_hash != current.head_hash \
-                or replica.state_digest != current.state_digest:
+        if (
+            current is None
+            or replica.version != current.version
+            or replica.head_hash != current.head_hash
+            or replica.state_digest != current.state_digest
+        ):
             await self._publish(replica, (KIND_SNAPSHOT, body))
 
     async def _follow_deltas(self, current: Replica) -> None:
@@ -271,14 +263,20 @@ class Syncer:
             if replica is None or proof is None or replica.version == self.status.persisted_version:
                 continue
             try:
-                await asyncio.to_thread(self.local.save, replica, proof[0], proof[1], self.status.last_contact,
-                                        self.status.origin_version)
+                await asyncio.to_thread(
+                    self.local.save, replica, proof[0], proof[1], self.status.last_contact, self.status.origin_version
+                )
                 self.status.persisted_version = replica.version
             except OSError as exc:
                 # Serving from memory goes on; the write is retried until the disk takes it again.
                 self.status.persist_failures += 1
-                log.error("could not persist version %d under %s (%s); serving from memory, retrying in %.0fs",
-                          replica.version, self.local.data_dir, exc, self.persist_retry_s)
+                log.error(
+                    "could not persist version %d under %s (%s); serving from memory, retrying in %.0fs",
+                    replica.version,
+                    self.local.data_dir,
+                    exc,
+                    self.persist_retry_s,
+                )
                 await asyncio.sleep(self.persist_retry_s)
                 self._persist_wanted.set()
 
@@ -303,8 +301,12 @@ class Syncer:
         except Exception as exc:  # noqa: BLE001 - e.g. its model blob is gone and the origin is down
             reason = exc.reason if isinstance(exc, IntegrityError) else "disk"
             self.status.rejected[reason] += 1
-            log.error("could not serve the persisted replica at version %d (%s: %s); starting from the origin",
-                      replica.version, reason, f"{type(exc).__name__}: {exc}" if str(exc) else repr(exc))
+            log.error(
+                "could not serve the persisted replica at version %d (%s: %s); starting from the origin",
+                replica.version,
+                reason,
+                f"{type(exc).__name__}: {exc}" if str(exc) else repr(exc),
+            )
             return False
         self.status.persisted_version = replica.version
         self.status.loaded_from_disk = True
@@ -367,8 +369,9 @@ class Syncer:
         self.status.last_error = f"{type(exc).__name__}: {exc}"[:500]
         if isinstance(exc, IntegrityError):
             self.status.rejected[exc.reason] += 1
-            log.error("refused a payload from the origin (%s: %s); keeping version %d",
-                      exc.reason, exc, self.status.version)
+            log.error(
+                "refused a payload from the origin (%s: %s); keeping version %d", exc.reason, exc, self.status.version
+            )
         elif isinstance(exc, aiohttp.ClientPayloadError):
             self.status.rejected["truncated"] += 1
             log.error("refused a truncated answer from the origin (%s); keeping version %d", exc, self.status.version)

@@ -1,1 +1,2 @@
-"""The wire format both sides speak: signed envelopes, the hash chain, the state digest, offers, experiments and event batches."""
+"""The wire format both sides speak: signed envelopes, the hash chain, the state digest, offers, experiments and
+event batches."""

@@ -70,8 +70,12 @@ def experiment_element(experiment: Mapping[str, Any] | None) -> list[tuple[str, 
     return [] if experiment is None else [(ALL_REGIONS, canonical(["experiment", experiment]))]
 
 
-def state_vector(offers: Iterable[Mapping[str, Any]], model: Mapping[str, Any] | None,
-                 experiments: Iterable[Mapping[str, Any]], regions: Iterable[str]) -> np.ndarray:
+def state_vector(
+    offers: Iterable[Mapping[str, Any]],
+    model: Mapping[str, Any] | None,
+    experiments: Iterable[Mapping[str, Any]],
+    regions: Iterable[str],
+) -> np.ndarray:
     """The vector of a whole served state, from scratch (O(state)): what an edge checks its copy with at load."""
     regions = tuple(regions)
     elements = [e for o in offers for _, e in offer_elements(o, regions)]
@@ -80,8 +84,12 @@ def state_vector(offers: Iterable[Mapping[str, Any]], model: Mapping[str, Any] |
     return sum_of(elements)
 
 
-def state_digest(offers: Iterable[Mapping[str, Any]], model: Mapping[str, Any] | None,
-                 experiments: Iterable[Mapping[str, Any]], regions: Iterable[str]) -> bytes:
+def state_digest(
+    offers: Iterable[Mapping[str, Any]],
+    model: Mapping[str, Any] | None,
+    experiments: Iterable[Mapping[str, Any]],
+    regions: Iterable[str],
+) -> bytes:
     return checksum(state_vector(offers, model, experiments, regions))
 
 

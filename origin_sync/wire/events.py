@@ -80,8 +80,10 @@ _ROW_RULES = {
     "offer_ids": f"a list of at most {MAX_OFFER_IDS} offer ids",
     "value": "a finite number or null",
     "data_version": "an integer or null",
-    **dict.fromkeys(("shopper", "experiment", "variant", "currency", "model_version", "slot"),
-                    f"a string of at most {MAX_ID_CHARS} characters or null"),
+    **dict.fromkeys(
+        ("shopper", "experiment", "variant", "currency", "model_version", "slot"),
+        f"a string of at most {MAX_ID_CHARS} characters or null",
+    ),
 }
 
 
@@ -159,7 +161,7 @@ def complete_frames(data: bytes) -> tuple[int, int, bool]:
             return offset, count, True
         length, crc = FRAME_HEADER.unpack_from(data, offset)
         end = offset + header + length
-        if end > len(data) or zlib.crc32(data[offset + header:end]) != crc:
+        if end > len(data) or zlib.crc32(data[offset + header : end]) != crc:
             return offset, count, True
         offset, count = end, count + 1
     return offset, count, False
@@ -167,14 +169,17 @@ def complete_frames(data: bytes) -> tuple[int, int, bool]:
 
 def encode_batch(batch_id: str, regions: list[str], events: list[dict[str, Any]]) -> bytes:
     body = msgpack.packb(events, use_bin_type=True)
-    return msgpack.packb({"batch_id": batch_id, "regions": regions, "encoding": "zlib",
-                          "events": zlib.compress(body, 1)}, use_bin_type=True)
+    return msgpack.packb(
+        {"batch_id": batch_id, "regions": regions, "encoding": "zlib", "events": zlib.compress(body, 1)},
+        use_bin_type=True,
+    )
 
 
 def encode_frames_batch(batch_id: str, regions: list[str], frames: bytes) -> bytes:
     """A batch whose events are whole frames (a spool segment's bytes, as written)."""
-    return msgpack.packb({"batch_id": batch_id, "regions": regions, "encoding": "frames", "events": frames},
-                         use_bin_type=True)
+    return msgpack.packb(
+        {"batch_id": batch_id, "regions": regions, "encoding": "frames", "events": frames}, use_bin_type=True
+    )
 
 
 def _inflate(data: bytes, limit: int = MAX_BATCH_BYTES) -> bytes:
@@ -208,8 +213,9 @@ def decode_frames(data: bytes) -> list[Any]:
     offset = 0
     while offset < len(data):
         length, _ = FRAME_HEADER.unpack_from(data, offset)
-        body = _inflate(data[offset + FRAME_HEADER.size: offset + FRAME_HEADER.size + length],
-                        MAX_BATCH_BYTES - inflated)
+        body = _inflate(
+            data[offset + FRAME_HEADER.size : offset + FRAME_HEADER.size + length], MAX_BATCH_BYTES - inflated
+        )
         inflated += len(body)
         events.extend(_unpack_events(body))
         if len(events) > MAX_BATCH_EVENTS:
@@ -223,10 +229,13 @@ def _row_refusal(error: msgspec.ValidationError, index: int, as_map: bool = Fals
     where = error_path(error)
     if not as_map and where == "":
         return "events: a msgpack list of events"
-    if (not as_map and where.count("[") == 1 and where.endswith("]")) or \
-            (as_map and where == "" and str(error).startswith("Object ")):
-        return (f"events[{index if as_map else index + int(where[1:-1])}]: expected a map with exactly the fields "
-                f"{', '.join(EVENT_FIELDS)} (or a list of their values in that order)")
+    if (not as_map and where.count("[") == 1 and where.endswith("]")) or (
+        as_map and where == "" and str(error).startswith("Object ")
+    ):
+        return (
+            f"events[{index if as_map else index + int(where[1:-1])}]: expected a map with exactly the fields "
+            f"{', '.join(EVENT_FIELDS)} (or a list of their values in that order)"
+        )
     if as_map:
         return explain(error, _ROW_RULES, prefix=f"events[{index}]")
     return explain(error, _ROW_RULES, names=EVENT_FIELDS, prefix="events", offset=index)
@@ -258,8 +267,9 @@ def _checked_frames(data: bytes) -> list[EventRow]:
     inflated = offset = 0
     while offset < len(data) and len(events) <= MAX_BATCH_EVENTS:
         length, _ = FRAME_HEADER.unpack_from(data, offset)
-        body = _inflate(data[offset + FRAME_HEADER.size: offset + FRAME_HEADER.size + length],
-                        MAX_BATCH_BYTES - inflated)
+        body = _inflate(
+            data[offset + FRAME_HEADER.size : offset + FRAME_HEADER.size + length], MAX_BATCH_BYTES - inflated
+        )
         inflated += len(body)
         events.extend(_checked_events(body, len(events)))
         offset += FRAME_HEADER.size + length
@@ -272,10 +282,14 @@ def decode_batch(data: bytes) -> tuple[str, list[str], list[dict[str, Any]]]:
         outer = msgpack.unpackb(data, raw=False, strict_map_key=True)
     except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
         raise InvalidEvents(f"undecodable msgpack batch: {exc}") from None
-    if not isinstance(outer, dict) or outer.get("encoding") not in ("frames", "zlib", "identity") \
-            or not isinstance(outer.get("events"), bytes):
-        raise InvalidEvents("expected a map with batch_id, regions, encoding (frames, zlib or identity) and "
-                            "events (bytes)")
+    if (
+        not isinstance(outer, dict)
+        or outer.get("encoding") not in ("frames", "zlib", "identity")
+        or not isinstance(outer.get("events"), bytes)
+    ):
+        raise InvalidEvents(
+            "expected a map with batch_id, regions, encoding (frames, zlib or identity) and events (bytes)"
+        )
     batch_id, regions = outer.get("batch_id"), outer.get("regions")
     if not is_id(batch_id):
         raise InvalidEvents(f"batch_id: a string of {ID_RULE}")
@@ -304,8 +318,12 @@ def decode_feedback(body: bytes) -> list[FeedbackEvent]:
         where = error_path(exc)
         if where == "":
             raise InvalidEvents("request body must be an object with exactly one field, 'events'") from None
-        if where.startswith(".events[") and where.endswith("]") and where.count("[") == 1 \
-                and not str(exc).startswith("Object "):
+        if (
+            where.startswith(".events[")
+            and where.endswith("]")
+            and where.count("[") == 1
+            and not str(exc).startswith("Object ")
+        ):
             raise InvalidEvents(f"{where[1:]}: expected an object") from None
         raise InvalidEvents(explain(exc, FEEDBACK_RULES)) from None
     for i, event in enumerate(events):

@@ -63,7 +63,7 @@ _TIME_RULE = "expected an ISO 8601 date-time, epoch seconds or null"
 EXPERIMENT_RULES = {
     "id": ID_RULE,
     "variants": f"a list of 2 to {MAX_VARIANTS} variants, the control first, each an object with name, weight "
-                "and optional model, max_per_group, boosts",
+    "and optional model, max_per_group, boosts",
     "start": _TIME_RULE,
     "end": _TIME_RULE,
     "salt": f"a string of 1-{MAX_ID_CHARS} characters (default: the experiment id)",
@@ -73,13 +73,18 @@ EXPERIMENT_RULES = {
     "model": "a published model version, or null for the active model",
     "max_per_group": f"an integer 0-{MAX_GROUP_LIMIT} (0 = no limit), or null for the edge's setting",
     "boosts": f"an object of at most {MAX_BOOSTS} offer ids ({ID_RULE}) mapped to extra boosts, numbers between "
-              f"-{MAX_BOOST:g} and {MAX_BOOST:g}",
+    f"-{MAX_BOOST:g} and {MAX_BOOST:g}",
 }
 
 
 def _variant(variant: Variant) -> dict[str, Any]:
-    return {"name": variant.name, "weight": variant.weight, "model": variant.model,
-            "max_per_group": variant.max_per_group, "boosts": dict(sorted((variant.boosts or {}).items()))}
+    return {
+        "name": variant.name,
+        "weight": variant.weight,
+        "model": variant.model,
+        "max_per_group": variant.max_per_group,
+        "boosts": dict(sorted((variant.boosts or {}).items())),
+    }
 
 
 def _empty_as_absent(payload: dict[str, Any]) -> dict[str, Any]:
@@ -88,10 +93,14 @@ def _empty_as_absent(payload: dict[str, Any]) -> dict[str, Any]:
     if "regions" in payload and not payload["regions"]:
         payload = {**payload, "regions": None}
     variants = payload.get("variants")
-    if isinstance(variants, list) and any(isinstance(v, dict) and "boosts" in v and not v["boosts"]
-                                          for v in variants):
-        payload = {**payload, "variants": [{**v, "boosts": None} if isinstance(v, dict) and "boosts" in v
-                                           and not v["boosts"] else v for v in variants]}
+    if isinstance(variants, list) and any(isinstance(v, dict) and "boosts" in v and not v["boosts"] for v in variants):
+        payload = {
+            **payload,
+            "variants": [
+                {**v, "boosts": None} if isinstance(v, dict) and "boosts" in v and not v["boosts"] else v
+                for v in variants
+            ],
+        }
     return payload
 
 
@@ -103,8 +112,9 @@ def validate_experiment(payload: object, experiment_id: str | None = None) -> di
         experiment = msgspec.convert(_empty_as_absent(payload), Experiment)
     except msgspec.ValidationError as exc:
         unknown = sorted(set(payload) - set(EXPERIMENT_FIELDS))
-        raise InvalidExperiment(f"unknown field(s): {', '.join(unknown)}" if unknown
-                                else explain(exc, EXPERIMENT_RULES)) from None
+        raise InvalidExperiment(
+            f"unknown field(s): {', '.join(unknown)}" if unknown else explain(exc, EXPERIMENT_RULES)
+        ) from None
     eid = payload.get("id", experiment_id)
     if experiment_id is not None and eid != experiment_id:
         raise InvalidExperiment(f"id: body says {eid!r} but the path says {experiment_id!r}")
@@ -117,8 +127,14 @@ def validate_experiment(payload: object, experiment_id: str | None = None) -> di
     if start is not None and end is not None and end <= start:
         raise InvalidExperiment("end must be after start")
     salt = eid if experiment.salt is msgspec.UNSET else experiment.salt
-    return {"id": eid, "variants": [_variant(v) for v in experiment.variants], "start": start, "end": end,
-            "salt": salt, "regions": sorted(set(experiment.regions or ()))}
+    return {
+        "id": eid,
+        "variants": [_variant(v) for v in experiment.variants],
+        "start": start,
+        "end": end,
+        "salt": salt,
+        "regions": sorted(set(experiment.regions or ())),
+    }
 
 
 class ExperimentOverlap(InvalidExperiment):
@@ -152,10 +168,15 @@ def check_no_overlap(experiment: dict[str, Any], others: list[dict[str, Any]]) -
     """ExperimentOverlap naming the experiment in the way, if any."""
     other = overlapping(experiment, others)
     if other is not None:
-        shared = sorted(set(experiment.get("regions") or ()) & set(other.get("regions") or ())) or \
-            sorted(set(experiment.get("regions") or ()) | set(other.get("regions") or ())) or ["every region"]
-        raise ExperimentOverlap(f"experiment {other['id']!r} already runs in {', '.join(shared)} during part of "
-                                "this window; stop it (or move this one's start past its end) first")
+        shared = (
+            sorted(set(experiment.get("regions") or ()) & set(other.get("regions") or ()))
+            or sorted(set(experiment.get("regions") or ()) | set(other.get("regions") or ()))
+            or ["every region"]
+        )
+        raise ExperimentOverlap(
+            f"experiment {other['id']!r} already runs in {', '.join(shared)} during part of "
+            "this window; stop it (or move this one's start past its end) first"
+        )
 
 
 def bucket_of(salt: str, shopper_id: str) -> int:

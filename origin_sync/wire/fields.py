@@ -90,20 +90,28 @@ def error_path(error: msgspec.ValidationError) -> str:
     return found.group(1) if found else ""
 
 
-def explain(error: msgspec.ValidationError, rules: Mapping[str, str], names: Sequence[str] = (), prefix: str = "",
-            offset: int = 0) -> str:
+def explain(
+    error: msgspec.ValidationError,
+    rules: Mapping[str, str],
+    names: Sequence[str] = (),
+    prefix: str = "",
+    offset: int = 0,
+) -> str:
     """msgspec's error as this project words it: "<where>: <the field's rule>", where is the path to the field
     (`variants[1].weight`) and the rule is `rules[field]`; msgspec's own words for a field without one.
     `names` names the positions of an array-like Struct (its fields in order), so `[3][1]` reads `[3].kind`;
     `prefix` is the path of the document decoded, and `offset` is added to its first index."""
     text = str(error)
     found = _AT.search(text)
-    detail, path = (text[:found.start()], found.group(1)) if found else (text, "")
+    detail, path = (text[: found.start()], found.group(1)) if found else (text, "")
     if offset:
         path = re.sub(r"^\[(\d+)\]", lambda m: f"[{int(m.group(1)) + offset}]", path)
     if names:
-        path = re.sub(r"^\[(\d+)\]\[(\d+)\]", lambda m: f"[{m.group(1)}].{names[int(m.group(2))]}"
-                      if int(m.group(2)) < len(names) else m.group(0), path)
+        path = re.sub(
+            r"^\[(\d+)\]\[(\d+)\]",
+            lambda m: f"[{m.group(1)}].{names[int(m.group(2))]}" if int(m.group(2)) < len(names) else m.group(0),
+            path,
+        )
     where = (prefix + path).lstrip(".")
     for pattern, said in ((_UNKNOWN, "unknown field(s)"), (_MISSING, "missing required field(s)")):
         matched = pattern.match(detail)

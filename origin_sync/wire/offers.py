@@ -66,8 +66,19 @@ class OfferPatch(msgspec.Struct, forbid_unknown_fields=True):
     boost: Boost | None | msgspec.UnsetType = msgspec.UNSET
 
 
-OFFER_FIELDS = ("id", "sku", "title", "price", "currency", "regions", "stock", "active_from", "active_to",
-                "group", "boost")
+OFFER_FIELDS = (
+    "id",
+    "sku",
+    "title",
+    "price",
+    "currency",
+    "regions",
+    "stock",
+    "active_from",
+    "active_to",
+    "group",
+    "boost",
+)
 # The fields an offer must have (the id may come from the URL); the others have defaults.
 REQUIRED_OFFER_FIELDS = ("id", "sku", "title", "price", "currency", "regions")
 assert set(OFFER_FIELDS) == set(Offer.__struct_fields__) == set(OfferPatch.__struct_fields__)
@@ -80,7 +91,7 @@ OFFER_RULES = {
     "title": f"a non-empty string of at most {MAX_TITLE_CHARS} characters",
     "price": "a finite number >= 0",
     "currency": CURRENCY_RULE,
-    "regions": "a non-empty list of two-letter market codes such as [\"DE\", \"FR\"]",
+    "regions": 'a non-empty list of two-letter market codes such as ["DE", "FR"]',
     "stock": "an integer >= 0",
     "active_from": _TIME_RULE,
     "active_to": _TIME_RULE,
@@ -97,9 +108,11 @@ def _refusal(payload: dict[str, Any], offer_id: str | None, error: msgspec.Valid
         return InvalidOffer(f"unknown field(s): {', '.join(unknown)}")
     missing = [f for f in REQUIRED_OFFER_FIELDS if payload.get(f) is None and not (f == "id" and offer_id)]
     if missing:
-        return InvalidOffer(f"missing required field(s): {', '.join(missing)} (an offer needs "
-                            f"{', '.join(REQUIRED_OFFER_FIELDS)}; stock, active_from, active_to, group and boost "
-                            f"have defaults)")
+        return InvalidOffer(
+            f"missing required field(s): {', '.join(missing)} (an offer needs "
+            f"{', '.join(REQUIRED_OFFER_FIELDS)}; stock, active_from, active_to, group and boost "
+            f"have defaults)"
+        )
     return InvalidOffer(explain(error, OFFER_RULES))
 
 
@@ -159,8 +172,9 @@ def patched_offer(stored: dict[str, Any], patch: dict[str, Any], offer_id: str) 
         msgspec.convert(patch, OfferPatch)
     except msgspec.ValidationError as exc:
         unknown = sorted(set(patch) - set(OFFER_FIELDS))
-        raise InvalidOffer(f"unknown field(s): {', '.join(unknown)}" if unknown
-                           else explain(exc, OFFER_RULES)) from None
+        raise InvalidOffer(
+            f"unknown field(s): {', '.join(unknown)}" if unknown else explain(exc, OFFER_RULES)
+        ) from None
     return validate_offer(merge_patch(stored, patch), offer_id)
 
 

@@ -35,8 +35,9 @@ OP_EXPERIMENT_UPSERT = "experiment_upsert"
 OP_EXPERIMENT_DELETE = "experiment_delete"
 # The origin's signing keys as a whole set {active, keys: [{key_id, public_key, status}]} (signing.py).
 OP_SIGNING_KEYS = "signing_keys"
-OPS = frozenset({OP_OFFER_UPSERT, OP_OFFER_DELETE, OP_MODEL_ACTIVATE, OP_EXPERIMENT_UPSERT, OP_EXPERIMENT_DELETE,
-                 OP_SIGNING_KEYS})
+OPS = frozenset(
+    {OP_OFFER_UPSERT, OP_OFFER_DELETE, OP_MODEL_ACTIVATE, OP_EXPERIMENT_UPSERT, OP_EXPERIMENT_DELETE, OP_SIGNING_KEYS}
+)
 
 # A change that concerns every region (models) is tagged with this instead of region codes.
 ALL_REGIONS = "*"

@@ -49,6 +49,7 @@ MAX_KEY_SET_ENTRIES = 64
 
 # -- keys and signatures ---------------------------------------------------------------------------
 
+
 def key_id_of(public_key: Ed25519PublicKey) -> str:
     """A key's id: the first 16 hex digits of sha256 of its raw bytes, so origin and edge agree without config."""
     raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
@@ -66,8 +67,11 @@ def _key_material(value: str) -> bytes:
     try:
         return base64.b64decode(text, validate=True)
     except ValueError:
-        kind = "key file does not exist" if text.endswith(".pem") or text.startswith(("/", ".")) else \
-            "not a file path, PEM or base64 key"
+        kind = (
+            "key file does not exist"
+            if text.endswith(".pem") or text.startswith(("/", "."))
+            else "not a file path, PEM or base64 key"
+        )
         raise ValueError(f"{kind}: {text[:40]!r}") from None
 
 
@@ -98,8 +102,9 @@ def load_public_key(value: str) -> Ed25519PublicKey:
 
 
 def private_key_pem(key: Ed25519PrivateKey) -> str:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption()).decode()
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
 
 
 def public_key_pem(key: Ed25519PublicKey) -> str:
@@ -138,8 +143,9 @@ class Signer:
 
 def public_key_b64(public_key: Ed25519PublicKey) -> str:
     """A public key as it travels in the key set: base64 of its 32 raw bytes."""
-    return base64.b64encode(public_key.public_bytes(serialization.Encoding.Raw,
-                                                    serialization.PublicFormat.Raw)).decode()
+    return base64.b64encode(
+        public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    ).decode()
 
 
 _KEY_ID_RE = re.compile(r"^[0-9a-f]{16}$")
@@ -153,13 +159,21 @@ def validate_key_set(value: object) -> dict[str, Any]:
     """Check a key set {active, keys: [{key_id, public_key, status}]} and return it in canonical form (keys sorted
     by id). Every key id must be the id of its public key, and exactly one key, the `active` one, is active.
     ProtocolError says what is wrong."""
-    if not isinstance(value, dict) or set(value) != {"active", "keys"} or not isinstance(value["keys"], list) \
-            or not 0 < len(value["keys"]) <= MAX_KEY_SET_ENTRIES:
+    if (
+        not isinstance(value, dict)
+        or set(value) != {"active", "keys"}
+        or not isinstance(value["keys"], list)
+        or not 0 < len(value["keys"]) <= MAX_KEY_SET_ENTRIES
+    ):
         raise ProtocolError(f"a key set is {{active, keys: [1-{MAX_KEY_SET_ENTRIES} entries]}}")
     entries: dict[str, dict[str, str]] = {}
     for entry in value["keys"]:
-        if not isinstance(entry, dict) or set(entry) != {"key_id", "public_key", "status"} \
-                or entry["status"] not in KEY_STATUSES or not isinstance(entry["public_key"], str):
+        if (
+            not isinstance(entry, dict)
+            or set(entry) != {"key_id", "public_key", "status"}
+            or entry["status"] not in KEY_STATUSES
+            or not isinstance(entry["public_key"], str)
+        ):
             raise ProtocolError("a key set entry is {key_id, public_key (base64), status: active|next|revoked}")
         try:
             public_key = Ed25519PublicKey.from_public_bytes(base64.b64decode(entry["public_key"], validate=True))
@@ -167,8 +181,11 @@ def validate_key_set(value: object) -> dict[str, Any]:
             raise ProtocolError(f"key set entry {entry['key_id']!r}: not a base64 Ed25519 public key") from None
         if entry["key_id"] != key_id_of(public_key) or entry["key_id"] in entries:
             raise ProtocolError(f"key set entry {entry['key_id']!r}: the id is not its key's, or is listed twice")
-        entries[entry["key_id"]] = {"key_id": entry["key_id"], "public_key": entry["public_key"],
-                                    "status": entry["status"]}
+        entries[entry["key_id"]] = {
+            "key_id": entry["key_id"],
+            "public_key": entry["public_key"],
+            "status": entry["status"],
+        }
     active = [k for k, e in entries.items() if e["status"] == KEY_ACTIVE]
     if active != [value["active"]]:
         raise ProtocolError("a key set has exactly one active key, the one named by `active`")
@@ -236,6 +253,7 @@ class Verifier:
 
 # -- envelopes -------------------------------------------------------------------------------------
 
+
 def seal(kind: str, payload: dict[str, Any], signer: Signer) -> bytes:
     """Sign a payload and wrap it in the wire envelope (compressed when large)."""
     body = canonical({**payload, "kind": kind, "protocol": PROTOCOL_VERSION})
@@ -243,8 +261,16 @@ def seal(kind: str, payload: dict[str, Any], signer: Signer) -> bytes:
     encoding = "identity"
     if len(body) > COMPRESS_OVER_BYTES:
         body, encoding = zlib.compress(body, 6), "zlib"
-    return pack({"protocol": PROTOCOL_VERSION, "kind": kind, "key_id": signer.key_id, "sig": signature,
-                 "encoding": encoding, "payload": body})
+    return pack(
+        {
+            "protocol": PROTOCOL_VERSION,
+            "kind": kind,
+            "key_id": signer.key_id,
+            "sig": signature,
+            "encoding": encoding,
+            "payload": body,
+        }
+    )
 
 
 def _inflate(data: bytes) -> bytes:
@@ -269,8 +295,9 @@ def open_envelope(data: bytes, kind: str, verifier: Verifier) -> dict[str, Any]:
     if not isinstance(envelope, dict):
         raise IntegrityError("decode", f"{kind}: envelope is not a map")
     if envelope.get("protocol") != PROTOCOL_VERSION:
-        raise IntegrityError("protocol", f"{kind}: protocol {envelope.get('protocol')!r}, "
-                                         f"this edge speaks {PROTOCOL_VERSION}")
+        raise IntegrityError(
+            "protocol", f"{kind}: protocol {envelope.get('protocol')!r}, this edge speaks {PROTOCOL_VERSION}"
+        )
     if envelope.get("kind") != kind:
         raise IntegrityError("decode", f"expected a {kind}, got {envelope.get('kind')!r}")
     body = envelope.get("payload")

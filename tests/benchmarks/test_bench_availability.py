@@ -10,15 +10,25 @@ from tests.conftest import needs
 
 
 @needs(missing())
-def test_the_drill_survives_each_fault_and_loses_no_acknowledged_write_or_event(tmp_path, bundle_dir,
-                                                                              second_bundle_dir):
+def test_the_drill_survives_each_fault_and_loses_no_acknowledged_write_or_event(
+    tmp_path, bundle_dir, second_bundle_dir
+):
     out = tmp_path / "drill"
-    assert availability.main(["--out", str(out), "--rate", "30", "--settle", "1",
-                              "--bundles", str(bundle_dir), str(second_bundle_dir)]) == 0
+    assert (
+        availability.main(
+            ["--out", str(out), "--rate", "30", "--settle", "1", "--bundles", str(bundle_dir), str(second_bundle_dir)]
+        )
+        == 0
+    )
     report = json.loads((out / "report.json").read_text())
     assert [f["name"] for f in report["faults"]] == [
-        "edge replica SIGKILL + restart", "origin SIGKILL", "origin restart", "PostgreSQL restart",
-        "roll to a new model and data version", "rolling restart of every edge"]
+        "edge replica SIGKILL + restart",
+        "origin SIGKILL",
+        "origin restart",
+        "PostgreSQL restart",
+        "roll to a new model and data version",
+        "rolling restart of every edge",
+    ]
     assert all(f["heal_s"] >= 0 and f["requests"] >= 0 for f in report["faults"])
     # Every answer is accounted for, and what was acknowledged was kept.
     assert report["requests"] > 500 and report["failed"] == len(report["failures"])

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None,
-                                reason="the bench extra is not installed (pip install -e '.[bench]')")
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("matplotlib") is None,
+    reason="the bench extra is not installed (pip install -e '.[bench]')",
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -22,9 +24,13 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def report_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("experiment")
-    result = subprocess.run([sys.executable, "-m", "benchmarks.experiment", "--out", str(out), "--quick",
-                             "--data", "synthetic"],
-                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.experiment", "--out", str(out), "--quick", "--data", "synthetic"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, f"stdout:\n{result.stdout[-4000:]}\nstderr:\n{result.stderr[-4000:]}"
     return out
 
@@ -39,8 +45,16 @@ def test_quick_run_writes_report_json_md_and_a_png(report_dir: Path) -> None:
 
 def test_report_has_the_keys_the_issue_asks_for(report_dir: Path) -> None:
     report = json.loads((report_dir / "report.json").read_text())
-    assert {"variants", "winner", "uplift", "p_value", "events_sent", "events_ingested", "duplicates",
-            "lost"} <= report.keys()
+    assert {
+        "variants",
+        "winner",
+        "uplift",
+        "p_value",
+        "events_sent",
+        "events_ingested",
+        "duplicates",
+        "lost",
+    } <= report.keys()
     assert set(report["variants"]) == {"popularity", "model"}
     for name, v in report["variants"].items():
         assert {"impressions", "ctr", "conversion", "ci95"} <= v.keys(), name
@@ -67,7 +81,8 @@ def test_revenue_is_per_currency_never_one_sum(report_dir: Path) -> None:
     assert report["unattributed"] == 0  # every simulated click and purchase follows an answer
     assert all(f"revenue / impression, {cur}" in (report_dir / "report.md").read_text() for cur in report["currencies"])
     assert "model_ref" not in json.dumps(origin["definition"]) or all(
-        set(v["model_ref"]) == {"version", "sha256"} for v in origin["definition"]["variants"] if v["model_ref"])
+        set(v["model_ref"]) == {"version", "sha256"} for v in origin["definition"]["variants"] if v["model_ref"]
+    )
 
 
 def test_every_event_sent_reached_the_origin_exactly_once(report_dir: Path) -> None:

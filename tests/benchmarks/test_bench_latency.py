@@ -15,7 +15,8 @@ import pytest
 # Only looked up, never imported: importing locust monkey-patches the test process with gevent.
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("locust") is None or importlib.util.find_spec("matplotlib") is None,
-    reason="the bench extra is not installed (pip install -e '.[bench]')")
+    reason="the bench extra is not installed (pip install -e '.[bench]')",
+)
 
 REPO = Path(__file__).resolve().parents[2]
 T_KEYS = {"rps", "p50_ms", "p95_ms", "p99_ms", "p999_ms", "max_ms", "errors", "cpu_percent"}
@@ -26,9 +27,26 @@ def smoke_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("bench")
     # 1.4 s a run: locust runs whole seconds (2 s, its users need the time to start), wrk rounds to 1 s.
     result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.latency", "--out", str(out), "--quick", "--data", "synthetic",
-         "--duration", "1", "--warmup", "0.4", "--users", "4"],
-        cwd=REPO, capture_output=True, text=True, timeout=150,
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.latency",
+            "--out",
+            str(out),
+            "--quick",
+            "--data",
+            "synthetic",
+            "--duration",
+            "1",
+            "--warmup",
+            "0.4",
+            "--users",
+            "4",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=150,
     )
     assert result.returncode == 0, f"stdout:\n{result.stdout[-4000:]}\nstderr:\n{result.stderr[-4000:]}"
     return out

@@ -12,8 +12,12 @@ from tests.conftest import needs
 @needs(wrk_missing())
 def test_the_server_comparison_serves_the_same_answer_on_each_server_and_reports_cpu_per_request(tmp_path):
     out = tmp_path / "servers"
-    assert servers.main(["--out", str(out), "--duration", "1", "--repeat", "1",
-                         "--targets", "uvicorn-starlette,granian-rsgi-raw"]) == 0
+    assert (
+        servers.main(
+            ["--out", str(out), "--duration", "1", "--repeat", "1", "--targets", "uvicorn-starlette,granian-rsgi-raw"]
+        )
+        == 0
+    )
     report = json.loads((out / "report.json").read_text())
     for name in ("uvicorn-starlette", "granian-rsgi-raw"):
         target = report["targets"][name]

@@ -14,8 +14,10 @@ TRAFFIC = {
     "regions": {"GB": 0.5, "DE": 0.5},
     "anonymous_share": 0.3,
     "k_weights": {"5": 0.5, "10": 0.5},
-    "returning": {"GB": [{"shopper_id": "s-1", "recent_items": ["85123A", "71053"], "context": {"device": "mobile"}}],
-                  "DE": [{"shopper_id": "s-2", "recent_items": ["22423"], "exclude": ["DE-22423"]}]},
+    "returning": {
+        "GB": [{"shopper_id": "s-1", "recent_items": ["85123A", "71053"], "context": {"device": "mobile"}}],
+        "DE": [{"shopper_id": "s-2", "recent_items": ["22423"], "exclude": ["DE-22423"]}],
+    },
 }
 
 
@@ -65,7 +67,7 @@ def test_histogram_quantiles_are_within_one_percent_of_the_exact_ones() -> None:
 
 def test_recorder_skips_the_warm_up_and_counts_errors_apart() -> None:
     recorder = LatencyRecorder(warmup_s=1.0)
-    recorder.record("returning", 5.0, False, start_time=100.0)   # warm-up
+    recorder.record("returning", 5.0, False, start_time=100.0)  # warm-up
     recorder.record("returning", 2.0, False, start_time=101.5)
     recorder.record("anonymous", 1.0, True, start_time=102.0)
     measured = Measurement.merge([recorder.to_json()])

@@ -14,19 +14,30 @@ import time
 
 import pytest
 
-from edgerec.cli.services import HARNESS_EDGE_LIMITS, edge_service, free_port, http_call
+from edgerec.cli.process import free_port, http_call
+from edgerec.cli.services import HARNESS_EDGE_LIMITS, edge_service
 from tests.conftest import make_offer, readyz
 
 CDN_SECRET = "cdn-secret-for-the-abuse-probe"
 BURST = 600  # requests from one client, 8 at a time: several times the default burst of 100
 ANSWER_BOUND_S = 3.0  # the slowest answer allowed (the edge's own timeouts, 5 s and 10 s, never come into it)
-SPOOF = (b"X-Forwarded-For: 203.0.113.%d\r\nX-Edgerec-CDN-Secret: not-the-secret\r\n"
-         b"CloudFront-Viewer-Country: DE\r\n")  # claims that must buy the client nothing without the secret
+SPOOF = (
+    b"X-Forwarded-For: 203.0.113.%d\r\nX-Edgerec-CDN-Secret: not-the-secret\r\n"
+    b"CloudFront-Viewer-Country: DE\r\n"
+)  # claims that must buy the client nothing without the secret
 
 
 def post(path: bytes, body: bytes, content_type: bytes = b"application/json", extra: bytes = b"") -> bytes:
-    return (b"POST " + path + b" HTTP/1.1\r\nHost: edge\r\nConnection: close\r\nContent-Type: " + content_type
-            + b"\r\nContent-Length: %d\r\n" % len(body) + extra + b"\r\n" + body)
+    return (
+        b"POST "
+        + path
+        + b" HTTP/1.1\r\nHost: edge\r\nConnection: close\r\nContent-Type: "
+        + content_type
+        + b"\r\nContent-Length: %d\r\n" % len(body)
+        + extra
+        + b"\r\n"
+        + body
+    )
 
 
 def get(target: bytes, extra: bytes = b"") -> bytes:
@@ -50,19 +61,37 @@ def hostile_requests(offer: str) -> list[tuple[str, bytes]]:
         ("nul in target", b"GET /v1/recommendations\x00?k=3 HTTP/1.1\r\nHost: edge\r\n\r\n"),
         ("cr in header value", b"GET /healthz HTTP/1.1\r\nHost: edge\r\nX-A: a\rb\r\n\r\n"),
         # Request smuggling: the framing of the body made ambiguous.
-        ("cl and te", b"POST /v1/events HTTP/1.1\r\nHost: edge\r\nContent-Type: application/json\r\n"
-                      b"Content-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /metrics HTTP/1.1\r\n\r\n"),
-        ("two content-lengths", b"POST /v1/events HTTP/1.1\r\nHost: edge\r\nContent-Type: application/json\r\n"
-                                b"Content-Length: 2\r\nContent-Length: 40\r\n\r\n{}"),
-        ("te obfuscated", b"POST /v1/events HTTP/1.1\r\nHost: edge\r\nContent-Type: application/json\r\n"
-                          b"Transfer-Encoding: xchunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"),
-        ("bad chunk size", b"POST /v1/events HTTP/1.1\r\nHost: edge\r\nContent-Type: application/json\r\n"
-                           b"Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n"),
+        (
+            "cl and te",
+            b"POST /v1/events HTTP/1.1\r\nHost: edge\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /metrics HTTP/1.1\r\n\r\n",
+        ),
+        (
+            "two content-lengths",
+            b"POST /v1/events HTTP/1.1\r\nHost: edge\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 2\r\nContent-Length: 40\r\n\r\n{}",
+        ),
+        (
+            "te obfuscated",
+            b"POST /v1/events HTTP/1.1\r\nHost: edge\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: xchunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+        ),
+        (
+            "bad chunk size",
+            b"POST /v1/events HTTP/1.1\r\nHost: edge\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+        ),
         # Too large.
-        ("huge declared body", b"POST /v1/recommendations HTTP/1.1\r\nHost: edge\r\nContent-Type: application/json"
-                               b"\r\nContent-Length: 999999999\r\nExpect: 100-continue\r\n\r\n"),
-        ("huge chunked body", b"POST /v1/events HTTP/1.1\r\nHost: edge\r\nContent-Type: application/json\r\n"
-                              b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n" % (70_000, b"[" * 70_000)),
+        (
+            "huge declared body",
+            b"POST /v1/recommendations HTTP/1.1\r\nHost: edge\r\nContent-Type: application/json"
+            b"\r\nContent-Length: 999999999\r\nExpect: 100-continue\r\n\r\n",
+        ),
+        (
+            "huge chunked body",
+            b"POST /v1/events HTTP/1.1\r\nHost: edge\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n" % (70_000, b"[" * 70_000),
+        ),
         ("huge headers", get(b"/healthz", b"X-Fill: " + b"a" * 20_000 + b"\r\n")),
         ("huge target", get(b"/v1/recommendations?k=3&pad=" + b"a" * 20_000)),
         # Garbage and out-of-range bodies, with forged CDN claims.
@@ -73,21 +102,43 @@ def hostile_requests(offer: str) -> list[tuple[str, bytes]]:
         ("number overflow", post(b"/v1/recommendations", b'{"k": 1e999}', extra=SPOOF % 5)),
         ("nan", post(b"/v1/recommendations", b'{"k": NaN}', extra=SPOOF % 6)),
         ("epoch ms", post(b"/v1/recommendations", b'{"context": {"time": 1.7e12}}', extra=SPOOF % 7)),
-        ("age overflow", post(b"/v1/recommendations", b'{"recent_items": [{"item": "A", "age_days": 1e308}]}',
-                              extra=SPOOF % 8)),
+        (
+            "age overflow",
+            post(b"/v1/recommendations", b'{"recent_items": [{"item": "A", "age_days": 1e308}]}', extra=SPOOF % 8),
+        ),
         ("unknown field", post(b"/v1/recommendations", b'{"recent_items": [], "admin": true}', extra=SPOOF % 9)),
         ("xml", post(b"/v1/recommendations", b"<a/>", b"text/xml", extra=SPOOF % 10)),
         ("form", post(b"/v1/events", b"a=1&b=2", b"application/x-www-form-urlencoded", extra=SPOOF % 11)),
         ("empty events", post(b"/v1/events", b"", extra=SPOOF % 12)),
         ("events not a list", post(b"/v1/events", b'{"events": "all"}', extra=SPOOF % 13)),
-        ("too many events", post(b"/v1/events", b'{"events": [%s]}' % b",".join(
-            [b'{"type": "click", "request_id": "r", "offer_ids": ["x"]}'] * 101), extra=SPOOF % 14)),
-        ("purchase without value", post(b"/v1/events", events % (offer.encode(), b', "type": "purchase"'),
-                                        extra=SPOOF % 15)),
-        ("negative value", post(b"/v1/events", b'{"events": [{"type": "purchase", "request_id": "r1", '
-                                               b'"offer_ids": ["x"], "value": -1e308}]}', extra=SPOOF % 16)),
-        ("request id injection", post(b"/v1/events", b'{"events": [{"type": "click", "request_id": '
-                                                     b'"r1\\r\\nX: y", "offer_ids": ["x"]}]}', extra=SPOOF % 17)),
+        (
+            "too many events",
+            post(
+                b"/v1/events",
+                b'{"events": [%s]}' % b",".join([b'{"type": "click", "request_id": "r", "offer_ids": ["x"]}'] * 101),
+                extra=SPOOF % 14,
+            ),
+        ),
+        (
+            "purchase without value",
+            post(b"/v1/events", events % (offer.encode(), b', "type": "purchase"'), extra=SPOOF % 15),
+        ),
+        (
+            "negative value",
+            post(
+                b"/v1/events",
+                b'{"events": [{"type": "purchase", "request_id": "r1", "offer_ids": ["x"], "value": -1e308}]}',
+                extra=SPOOF % 16,
+            ),
+        ),
+        (
+            "request id injection",
+            post(
+                b"/v1/events",
+                b'{"events": [{"type": "click", "request_id": "r1\\r\\nX: y", "offer_ids": ["x"]}]}',
+                extra=SPOOF % 17,
+            ),
+        ),
         ("unserved region", post(b"/v1/events", events % (offer.encode(), b', "region": "ZZ"'), extra=SPOOF % 18)),
         ("k unicode digit", get(b"/v1/recommendations?k=%C2%B2", SPOOF % 19)),
         ("k huge", get(b"/v1/recommendations?k=99999999999999999999999", SPOOF % 20)),
@@ -148,10 +199,14 @@ def production_limited_edge(module_cluster, catalog_skus):
     module_cluster.publish()
     for sku in catalog_skus[:10]:
         module_cluster.put_offer(make_offer(f"GB-{sku}", sku))
-    edge = edge_service(module_cluster.workdir, "GB", free_port(), module_cluster.origin.url,
-                        module_cluster.region_tokens["GB"],
-                        extra_env={"EDGEREC_CDN_SECRET": CDN_SECRET,
-                                   "EDGEREC_PSEUDONYM_KEY": module_cluster.pseudonym_key})
+    edge = edge_service(
+        module_cluster.workdir,
+        "GB",
+        free_port(),
+        module_cluster.origin.url,
+        module_cluster.region_tokens["GB"],
+        extra_env={"EDGEREC_CDN_SECRET": CDN_SECRET, "EDGEREC_PSEUDONYM_KEY": module_cluster.pseudonym_key},
+    )
     module_cluster.edges.append(edge)
     with pytest.MonkeyPatch.context() as environment:
         for name in HARNESS_EDGE_LIMITS:  # neither from the harness nor from the environment of this run
@@ -163,7 +218,8 @@ def production_limited_edge(module_cluster, catalog_skus):
 
 
 def test_a_burst_of_hostile_requests_under_default_limits_gets_only_prompt_4xx_and_others_are_served(
-        production_limited_edge, catalog_skus):
+    production_limited_edge, catalog_skus
+):
     edge = production_limited_edge
     requests = hostile_requests(f"GB-{catalog_skus[0]}")
     results: list[tuple[str, float, bytes]] = []
@@ -180,15 +236,20 @@ def test_a_burst_of_hostile_requests_under_default_limits_gets_only_prompt_4xx_a
     # Meanwhile two shoppers ask for recommendations at 10 a second each, well within their rate: one from another
     # address, one behind the CDN (the secret makes its X-Forwarded-For the client).
     recommendation = post(b"/v1/recommendations", json.dumps({"recent_items": catalog_skus[:3]}).encode())
-    behind_cdn = recommendation.replace(b"\r\n\r\n", b"\r\nX-Forwarded-For: 198.51.100.20\r\nX-Edgerec-CDN-Secret: "
-                                        + CDN_SECRET.encode() + b"\r\n\r\n", 1)
+    behind_cdn = recommendation.replace(
+        b"\r\n\r\n",
+        b"\r\nX-Forwarded-For: 198.51.100.20\r\nX-Edgerec-CDN-Secret: " + CDN_SECRET.encode() + b"\r\n\r\n",
+        1,
+    )
     bystanders: list[tuple[str, float, int | None]] = []
     burst_over = threading.Event()
 
     def shoppers() -> None:
         while not burst_over.is_set() or not bystanders:
-            for who, data, source in (("other address", recommendation, "127.0.0.2"),
-                                      ("behind the CDN", behind_cdn, "127.0.0.1")):
+            for who, data, source in (
+                ("other address", recommendation, "127.0.0.2"),
+                ("behind the CDN", behind_cdn, "127.0.0.1"),
+            ):
                 waited, answer = exchange(data, source=source, port=edge.port)
                 bystanders.append((who, waited, status_of(answer)))
             time.sleep(0.1)
@@ -205,8 +266,7 @@ def test_a_burst_of_hostile_requests_under_default_limits_gets_only_prompt_4xx_a
     burst_over.set()
     shopping.join(30)
     assert len(results) == BURST
-    assert bystanders and all(status == 200 and waited < ANSWER_BOUND_S for _, waited, status in bystanders), \
-        bystanders
+    assert bystanders and all(status == 200 and waited < ANSWER_BOUND_S for _, waited, status in bystanders), bystanders
 
     silent = sorted({name for name, _, answer in results if status_of(answer) is None})
     assert not silent, f"requests that got no HTTP answer: {silent}"

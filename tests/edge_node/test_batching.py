@@ -33,26 +33,34 @@ def state(ranker, catalog_skus) -> EdgeState:
     offers = [make_offer(f"GB-{s}", s, group=f"g{i % 4}", stock=i % 7) for i, s in enumerate(catalog_skus[:60])]
     offers += [make_offer(f"DE-{s}", s, region="DE") for s in catalog_skus[10:35]]
     offers += [make_offer(f"FR-{s}", s, region="FR") for s in catalog_skus[5:8]]
-    replica = Replica(version=3, regions=("GB", "DE", "FR"), offers={o["id"]: validate_offer(o) for o in offers},
-                      model=None)
+    replica = Replica(
+        version=3, regions=("GB", "DE", "FR"), offers={o["id"]: validate_offer(o) for o in offers}, model=None
+    )
     return EdgeState.build(replica, ranker)
 
 
 def _histograms() -> tuple[CollectorRegistry, Histogram, Histogram]:
     registry = CollectorRegistry()
-    return (registry, Histogram("run_seconds", "", registry=registry),
-            Histogram("batch_size", "", buckets=(1, 2, 4, 8, 16, 32, 64), registry=registry))
+    return (
+        registry,
+        Histogram("run_seconds", "", registry=registry),
+        Histogram("batch_size", "", buckets=(1, 2, 4, 8, 16, 32, 64), registry=registry),
+    )
 
 
 def _bodies(catalog_skus: list[str], count: int) -> list[bytes]:
     rng = np.random.default_rng(4)
     bodies = []
     for number in range(count):
-        items = ", ".join(f'{{"item": "{catalog_skus[i]}", "age_days": {age:.1f}}}'
-                          for i, age in zip(rng.integers(0, 80, int(rng.integers(0, 30))), rng.uniform(0, 200, 30)))
+        items = ", ".join(
+            f'{{"item": "{catalog_skus[i]}", "age_days": {age:.1f}}}'
+            for i, age in zip(rng.integers(0, 80, int(rng.integers(0, 30))), rng.uniform(0, 200, 30))
+        )
         exclude = f'"{catalog_skus[int(rng.integers(0, 60))]}"'
-        bodies.append(f'{{"region": "{("GB", "DE", "FR")[number % 3]}", "k": {1 + number % 9}, '
-                      f'"recent_items": [{items}], "exclude": [{exclude}]}}'.encode())
+        bodies.append(
+            f'{{"region": "{("GB", "DE", "FR")[number % 3]}", "k": {1 + number % 9}, '
+            f'"recent_items": [{items}], "exclude": [{exclude}]}}'.encode()
+        )
     return bodies
 
 
@@ -108,8 +116,9 @@ def test_a_flush_that_fails_outside_the_model_still_answers_every_waiter_with_th
     catalog = state.catalogs["GB"]
 
     async def main():
-        request = ScoreRequest(state.model, state.model.encode_context([]), catalog.region_index, catalog.candidates,
-                               catalog.rules.base, 5)
+        request = ScoreRequest(
+            state.model, state.model.encode_context([]), catalog.region_index, catalog.candidates, catalog.rules.base, 5
+        )
         return await asyncio.wait_for(asyncio.gather(batcher.submit(request), batcher.submit(request)), 5)
 
     assert [scored.failure for scored in asyncio.run(main())] == [FALLBACK_MODEL_ERROR] * 2

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from edgerec.cli.services import free_port, http_call
+from edgerec.cli.process import free_port, http_call
 from tests.conftest import make_offer
 
 SECRET = "cdn-shared-secret-for-tests-0001"
@@ -37,19 +37,24 @@ def _get(edge, path, headers=None):
 
 def test_the_geo_header_decides_the_region_only_with_the_cdn_secret(two_region_edge):
     _, edge = two_region_edge
-    status, _, body = _get(edge, "/v1/recommendations", {"CloudFront-Viewer-Country": "DE", "X-Edgerec-CDN-Secret": SECRET})
+    status, _, body = _get(
+        edge, "/v1/recommendations", {"CloudFront-Viewer-Country": "DE", "X-Edgerec-CDN-Secret": SECRET}
+    )
     assert status == 200 and body["region"] == "DE"
     # A viewer country mapped to a market: Ireland is served by the GB market.
     status, _, body = _get(edge, "/v1/recommendations", {"CF-IPCountry": "IE", "X-Edgerec-CDN-Secret": SECRET})
     assert status == 200 and body["region"] == "GB"
     # Without the secret the header is ignored: this two-region edge cannot tell the region.
-    for headers in ({"CloudFront-Viewer-Country": "DE"},
-                    {"CloudFront-Viewer-Country": "DE", "X-Edgerec-CDN-Secret": "guessed"}):
+    for headers in (
+        {"CloudFront-Viewer-Country": "DE"},
+        {"CloudFront-Viewer-Country": "DE", "X-Edgerec-CDN-Secret": "guessed"},
+    ):
         status, _, body = _get(edge, "/v1/recommendations", headers)
         assert status == 422 and body["error"]["code"] == "region_required"
     # An explicit region wins over the header.
-    status, _, body = _get(edge, "/v1/recommendations?region=GB",
-                           {"CloudFront-Viewer-Country": "DE", "X-Edgerec-CDN-Secret": SECRET})
+    status, _, body = _get(
+        edge, "/v1/recommendations?region=GB", {"CloudFront-Viewer-Country": "DE", "X-Edgerec-CDN-Secret": SECRET}
+    )
     assert body["region"] == "GB"
 
 
@@ -59,8 +64,9 @@ def test_cdn_headers_without_the_secret_can_be_refused(cluster, catalog_skus):
     edge = cluster.start_edge("GB", args=["--untrusted-cdn-headers", "refuse"], env={"EDGEREC_CDN_SECRET": SECRET})
     status, _, body = _get(edge, "/v1/recommendations", {"CloudFront-Viewer-Country": "GB"})
     assert status == 403 and body["error"]["code"] == "untrusted_cdn_headers"
-    assert _get(edge, "/v1/recommendations", {"CloudFront-Viewer-Country": "GB",
-                                              "X-Edgerec-CDN-Secret": SECRET})[0] == 200
+    assert (
+        _get(edge, "/v1/recommendations", {"CloudFront-Viewer-Country": "GB", "X-Edgerec-CDN-Secret": SECRET})[0] == 200
+    )
 
 
 def test_anonymous_answers_are_publicly_cacheable_with_keys_etag_and_304(two_region_edge):
@@ -74,19 +80,24 @@ def test_anonymous_answers_are_publicly_cacheable_with_keys_etag_and_304(two_reg
     assert {f"offer:{o['offer_id']}" for o in body["offers"]} <= set(keys)
     assert headers["cache-tag"] == ",".join(keys)
     assert "vary" not in headers  # the region is in the URL, so nothing else changes the answer
-    status, again, _ = _get(edge, "/v1/recommendations?region=GB&k=5&slot=home",
-                            {"If-None-Match": headers["etag"]})
+    status, again, _ = _get(edge, "/v1/recommendations?region=GB&k=5&slot=home", {"If-None-Match": headers["etag"]})
     assert status == 304 and again["etag"] == headers["etag"]
     assert "cache;desc=hit" in again["server-timing"]
-    _, geo, _ = _get(edge, "/v1/recommendations?k=5", {"CloudFront-Viewer-Country": "DE", "X-Edgerec-CDN-Secret": SECRET})
+    _, geo, _ = _get(
+        edge, "/v1/recommendations?k=5", {"CloudFront-Viewer-Country": "DE", "X-Edgerec-CDN-Secret": SECRET}
+    )
     assert geo["vary"] == "cloudfront-viewer-country, cf-ipcountry"
 
 
 def test_personalized_answers_are_private_and_timed_by_stage(two_region_edge, catalog_skus):
     _, edge = two_region_edge
-    status, headers, raw = http_call(edge.url, "POST", "/v1/recommendations",
-                                     json.dumps({"region": "GB", "recent_items": catalog_skus[:3]}).encode(),
-                                     {"Content-Type": "application/json"})
+    status, headers, raw = http_call(
+        edge.url,
+        "POST",
+        "/v1/recommendations",
+        json.dumps({"region": "GB", "recent_items": catalog_skus[:3]}).encode(),
+        {"Content-Type": "application/json"},
+    )
     assert status == 200
     assert headers["cache-control"] == "private, no-store" and "etag" not in headers
     assert all(f"{stage};dur=" in headers["server-timing"] for stage in ("parse", "model", "total"))
@@ -95,14 +106,21 @@ def test_personalized_answers_are_private_and_timed_by_stage(two_region_edge, ca
 
 def test_anonymous_query_errors_are_4xx_json(two_region_edge):
     _, edge = two_region_edge
-    for query, status in (("?region=GB&k=0", 422), ("?region=GB&k=abc", 422), ("?region=GB&k=1&k=2", 422),
-                          ("?region=ZZ", 404), ("?region=GB&color=red", 422), ("?region=GB&slot=Bad%20Slot", 422)):
+    for query, status in (
+        ("?region=GB&k=0", 422),
+        ("?region=GB&k=abc", 422),
+        ("?region=GB&k=1&k=2", 422),
+        ("?region=ZZ", 404),
+        ("?region=GB&color=red", 422),
+        ("?region=GB&slot=Bad%20Slot", 422),
+    ):
         got, headers, body = _get(edge, f"/v1/recommendations{query}")
         assert got == status, (query, body)
         assert body["error"]["message"] and headers["cache-control"] == "private, no-store"
 
 
 # -- behind a real Varnish -----------------------------------------------------------------------
+
 
 def _varnish_available() -> bool:
     if shutil.which("varnishd"):
@@ -123,9 +141,25 @@ def varnish(two_region_edge, tmp_path):
     (tmp_path / "edgerec.vcl").write_text(vcl)
     port = free_port()
     proc = subprocess.Popen(
-        ["varnishd", "-F", "-a", f"127.0.0.1:{port}", "-T", f"127.0.0.1:{free_port()}",
-         "-f", str(tmp_path / "edgerec.vcl"), "-s", "malloc,32m", "-n", str(tmp_path / "varnish"), "-j", "none"],
-        stdout=open(tmp_path / "varnish.log", "wb"), stderr=subprocess.STDOUT)
+        [
+            "varnishd",
+            "-F",
+            "-a",
+            f"127.0.0.1:{port}",
+            "-T",
+            f"127.0.0.1:{free_port()}",
+            "-f",
+            str(tmp_path / "edgerec.vcl"),
+            "-s",
+            "malloc,32m",
+            "-n",
+            str(tmp_path / "varnish"),
+            "-j",
+            "none",
+        ],
+        stdout=open(tmp_path / "varnish.log", "wb"),
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 20
     while True:
@@ -144,7 +178,8 @@ def varnish(two_region_edge, tmp_path):
 
 
 def test_behind_varnish_anonymous_answers_hit_personalized_never_and_a_purge_takes_effect(
-        varnish, two_region_edge, catalog_skus):
+    varnish, two_region_edge, catalog_skus
+):
     cluster, edge = two_region_edge
     geo = {"CloudFront-Viewer-Country": "GB"}
     first = http_call(varnish, "GET", "/v1/recommendations?k=5", headers=geo)
@@ -158,7 +193,9 @@ def test_behind_varnish_anonymous_answers_hit_personalized_never_and_a_purge_tak
 
     body = json.dumps({"region": "GB", "recent_items": catalog_skus[:3]}).encode()
     for _ in range(2):
-        status, headers, _ = http_call(varnish, "POST", "/v1/recommendations", body, {"Content-Type": "application/json"})
+        status, headers, _ = http_call(
+            varnish, "POST", "/v1/recommendations", body, {"Content-Type": "application/json"}
+        )
         assert status == 200 and headers["x-cache"] == "miss"
 
     top = json.loads(second[2])["offers"][0]

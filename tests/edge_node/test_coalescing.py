@@ -62,8 +62,10 @@ def test_pipelined_requests_on_one_connection_get_their_answers_whole_and_in_ord
     module_cluster.put_offer(make_offer(f"GB-{catalog_skus[0]}", catalog_skus[0]))
     edge = module_cluster.start_edge("GB")
     body = b'{"k": 1}'
-    post = (b"POST /v1/recommendations HTTP/1.1\r\nHost: edge\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    post = (
+        b"POST /v1/recommendations HTTP/1.1\r\nHost: edge\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
     head = b"HEAD /v1/recommendations?k=1 HTTP/1.1\r\nHost: edge\r\n\r\n"
     last = b"GET /healthz HTTP/1.1\r\nHost: edge\r\nConnection: close\r\n\r\n"
     with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as sock:

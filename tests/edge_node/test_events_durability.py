@@ -47,8 +47,19 @@ class AckLosingProxy(LoopbackProxy):
     are, except that every `every`-th event batch the origin acknowledged gets a 502 instead of its answer (the
     acknowledgement lost on the way back). Everything else, the long-polls of sync included, passes untouched."""
 
-    HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "host", "upgrade",
-                            "proxy-connection", "te", "trailer"})
+    HOP_BY_HOP = frozenset(
+        {
+            "connection",
+            "keep-alive",
+            "transfer-encoding",
+            "content-length",
+            "host",
+            "upgrade",
+            "proxy-connection",
+            "te",
+            "trailer",
+        }
+    )
 
     def __init__(self, origin_url: str, every: int = 3) -> None:
         super().__init__(origin_url, max_body_bytes=256 * 1024 * 1024)
@@ -58,16 +69,18 @@ class AckLosingProxy(LoopbackProxy):
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         headers = {k: v for k, v in request.headers.items() if k.lower() not in self.HOP_BY_HOP}
         body = await request.read()
-        async with self._session.request(request.method, self.origin_url + request.path_qs, data=body or None,
-                                         headers=headers) as resp:
+        async with self._session.request(
+            request.method, self.origin_url + request.path_qs, data=body or None, headers=headers
+        ) as resp:
             answer = await resp.read()
             out = {k: v for k, v in resp.headers.items() if k.lower() not in self.HOP_BY_HOP}
         if request.method == "POST" and request.path == "/v1/sync/events" and resp.status == 200:
             self.batches += 1
             if self.batches % self.every == 0:
                 self.lost += 1
-                return web.json_response({"error": {"code": "bad_gateway", "message": "upstream connection lost"}},
-                                         status=502)
+                return web.json_response(
+                    {"error": {"code": "bad_gateway", "message": "upstream connection lost"}}, status=502
+                )
         return web.Response(body=answer, status=resp.status, headers=out)
 
 
@@ -126,10 +139,15 @@ class NatsClicks:
         from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
         if self._subscription is None:
-            config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=self._start_seq,
-                                    ack_policy=AckPolicy.NONE, inactive_threshold=120.0)
-            self._subscription = await self._nc.jetstream().pull_subscribe(self.SUBJECT, durable=None,
-                                                                           stream=self.STREAM, config=config)
+            config = ConsumerConfig(
+                deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                opt_start_seq=self._start_seq,
+                ack_policy=AckPolicy.NONE,
+                inactive_threshold=120.0,
+            )
+            self._subscription = await self._nc.jetstream().pull_subscribe(
+                self.SUBJECT, durable=None, stream=self.STREAM, config=config
+            )
         while True:
             try:
                 messages = await self._subscription.fetch(1000, timeout=0.5)
@@ -189,8 +207,9 @@ class SinkOrigins:
         else:
             if NATS_DOWN:
                 missing_part(NATS_DOWN)
-            cluster = Cluster(workdir, self.bundle, origin_env={"EDGEREC_EVENT_SINK": "nats",
-                                                                "EDGEREC_NATS_URL": NATS_URL})
+            cluster = Cluster(
+                workdir, self.bundle, origin_env={"EDGEREC_EVENT_SINK": "nats", "EDGEREC_NATS_URL": NATS_URL}
+            )
             # From the stream's head before the origin starts: nothing of this run is missed.
             stored = self.nats_clicks = NatsClicks(TAG)
         cluster.start_origin()
@@ -253,13 +272,16 @@ class EventClient(threading.Thread):
             connection.close()
 
 
-@pytest.mark.parametrize("sink, ack, workers", [
-    pytest.param("sqlite", "write", 1, id="sqlite-write"),
-    pytest.param("sqlite", "fsync", 1, id="sqlite-fsync"),
-    pytest.param("postgresql", "write", 1, id="postgresql-write"),
-    pytest.param("nats", "write", 1, id="nats-write"),
-    pytest.param("sqlite", "write", 2, id="sqlite-write-2-workers"),
-])
+@pytest.mark.parametrize(
+    "sink, ack, workers",
+    [
+        pytest.param("sqlite", "write", 1, id="sqlite-write"),
+        pytest.param("sqlite", "fsync", 1, id="sqlite-fsync"),
+        pytest.param("postgresql", "write", 1, id="postgresql-write"),
+        pytest.param("nats", "write", 1, id="nats-write"),
+        pytest.param("sqlite", "write", 2, id="sqlite-write-2-workers"),
+    ],
+)
 def test_every_acknowledged_event_reaches_the_origin_once_across_edge_sigkills(sink_origins, sink, ack, workers):
     cluster, stored_anywhere = sink_origins(sink)
     label = f"edge-GB-{ack}-{workers}"  # a data directory (spool) of its own, kept across the restarts
@@ -287,23 +309,26 @@ def test_every_acknowledged_event_reaches_the_origin_once_across_edge_sigkills(s
                 else:
                     edge.stop()  # and a clean stop (SIGTERM) under load: the answers in flight are settled, not lost
                 # The same data directory: the same spool (with workers, a slot each under events/).
-                edge = cluster.start_edge("GB", port=edge.port, env=env, args=args, origin_url=proxy.url,
-                                          label=label)
+                edge = cluster.start_edge("GB", port=edge.port, env=env, args=args, origin_url=proxy.url, label=label)
             time.sleep(0.5)
         finally:
             stop.set()
             for client in clients:
                 client.join(10)
         try:
-            check_every_acknowledged_event_arrived_once(clients, stored, proxy, cluster.workdir / label, sink,
-                                                        workers)
+            check_every_acknowledged_event_arrived_once(clients, stored, proxy, cluster.workdir / label, sink, workers)
         finally:
             edge.stop()
 
 
-def check_every_acknowledged_event_arrived_once(clients: list[EventClient], stored: Callable[[], list[str]],
-                                                proxy: AckLosingProxy, data_dir: Path, sink: str,
-                                                workers: int) -> None:
+def check_every_acknowledged_event_arrived_once(
+    clients: list[EventClient],
+    stored: Callable[[], list[str]],
+    proxy: AckLosingProxy,
+    data_dir: Path,
+    sink: str,
+    workers: int,
+) -> None:
     acknowledged = [i for c in clients for i in c.acknowledged]
     assert len(acknowledged) == len(set(acknowledged)) > 1000  # enough load for the kills to cut requests
     assert sum(c.cut for c in clients) >= KILLS  # the edge was away: requests were cut or refused
@@ -311,12 +336,14 @@ def check_every_acknowledged_event_arrived_once(clients: list[EventClient], stor
 
     kept = set(acknowledged)
     try:
-        wait_until(lambda: kept <= set(stored()), timeout_s=30, interval_s=0.2,
-                   what="every acknowledged event at the origin")
+        wait_until(
+            lambda: kept <= set(stored()), timeout_s=30, interval_s=0.2, what="every acknowledged event at the origin"
+        )
     except AssertionError:
         lost = sorted(kept - set(stored()))
-        raise AssertionError(f"{len(lost)} of {len(kept)} events answered 202 never reached the {sink} sink: "
-                             f"{lost[:10]}") from None
+        raise AssertionError(
+            f"{len(lost)} of {len(kept)} events answered 202 never reached the {sink} sink: {lost[:10]}"
+        ) from None
     spool = data_dir / "events"
     wait_until(lambda: not list(spool.rglob("*.seg")), timeout_s=15, what="the spool drained to the origin")
     assert proxy.lost >= 1, "no acknowledgement was lost: the deduplication was not put to the test"

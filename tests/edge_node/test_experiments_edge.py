@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from edgerec.cli.services import http_json
+from edgerec.cli.process import http_json
 from origin_sync.wire.experiments import assign
 from tests.conftest import make_offer
 
@@ -31,8 +31,13 @@ def two_models(cluster, catalog_skus, second_bundle_dir):
 
 
 def put_experiment(cluster, body: dict) -> tuple[int, dict]:
-    return http_json(cluster.origin.url, "PUT", f"/v1/admin/experiments/{body['id']}", body,
-                     {"Authorization": f"Bearer {cluster.admin_token}"})
+    return http_json(
+        cluster.origin.url,
+        "PUT",
+        f"/v1/admin/experiments/{body['id']}",
+        body,
+        {"Authorization": f"Bearer {cluster.admin_token}"},
+    )
 
 
 def recommend(edge, shopper: str | None, catalog_skus) -> dict:
@@ -43,16 +48,21 @@ def recommend(edge, shopper: str | None, catalog_skus) -> dict:
 
 
 def test_an_experiment_takes_effect_atomically_with_its_data_version_and_splits_shoppers_deterministically(
-        two_models, catalog_skus, second_bundle_dir):
+    two_models, catalog_skus, second_bundle_dir
+):
     cluster = two_models
     gb, de = cluster.start_edge("GB"), cluster.start_edge("DE")
     control_model, treatment_model = _version(cluster.bundle), _version(second_bundle_dir)
     before = recommend(gb, "s-0", catalog_skus)
     assert before["experiment"] is None and before["variant"] is None
 
-    body = {"id": "ranker-v2", "variants": [{"name": "control", "weight": 1},
-                                            {"name": "treatment", "weight": 1, "model": treatment_model,
-                                             "max_per_group": 1}]}
+    body = {
+        "id": "ranker-v2",
+        "variants": [
+            {"name": "control", "weight": 1},
+            {"name": "treatment", "weight": 1, "model": treatment_model, "max_per_group": 1},
+        ],
+    }
     status, saved = put_experiment(cluster, body)
     assert status == 200, saved
     version = saved["data_version"]
@@ -91,11 +101,21 @@ def test_an_experiment_takes_effect_atomically_with_its_data_version_and_splits_
 
     # Stopping it (CLI: end = now) takes it out with the next data version.
     env = {"EDGEREC_ADMIN_TOKEN": cluster.admin_token, "PATH": "/usr/bin:/bin"}
-    stop = subprocess.run([sys.executable, "-m", "edgerec", "experiments", "stop", "ranker-v2", "--origin",
-                           cluster.origin.url], env=env, capture_output=True, text=True, timeout=60)
+    stop = subprocess.run(
+        [sys.executable, "-m", "edgerec", "experiments", "stop", "ranker-v2", "--origin", cluster.origin.url],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert stop.returncode == 0, stop.stderr
-    listing = subprocess.run([sys.executable, "-m", "edgerec", "experiments", "list", "--origin", cluster.origin.url],
-                             env=env, capture_output=True, text=True, timeout=60)
+    listing = subprocess.run(
+        [sys.executable, "-m", "edgerec", "experiments", "list", "--origin", cluster.origin.url],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert "ranker-v2\tended" in listing.stdout, listing.stdout + listing.stderr
     deadline = time.monotonic() + 10
     while recommend(gb, "s-1", catalog_skus)["experiment"] is not None:
@@ -104,13 +124,18 @@ def test_an_experiment_takes_effect_atomically_with_its_data_version_and_splits_
 
 
 def test_an_experiment_is_validated_like_an_offer_and_needs_published_models(two_models):
-    status, body = put_experiment(two_models, {"id": "x", "variants": [{"name": "a"}, {"name": "b",
-                                                                                       "model": "no-such-model"}]})
+    status, body = put_experiment(
+        two_models, {"id": "x", "variants": [{"name": "a"}, {"name": "b", "model": "no-such-model"}]}
+    )
     assert status == 422 and "no-such-model" in body["error"]["message"]
     status, body = put_experiment(two_models, {"id": "x", "variants": [{"name": "a"}]})
     assert status == 422 and "variants" in body["error"]["message"]
-    status, body = http_json(two_models.origin.url, "GET", "/v1/admin/experiments/x",
-                             headers={"Authorization": f"Bearer {two_models.admin_token}"})
+    status, body = http_json(
+        two_models.origin.url,
+        "GET",
+        "/v1/admin/experiments/x",
+        headers={"Authorization": f"Bearer {two_models.admin_token}"},
+    )
     assert status == 404
     # One shopper, one experiment: a second experiment over the same region and time is refused with 409.
     status, _ = put_experiment(two_models, {"id": "y", "regions": ["GB"], "variants": [{"name": "a"}, {"name": "b"}]})
@@ -124,8 +149,14 @@ def test_an_experiment_is_validated_like_an_offer_and_needs_published_models(two
 def test_an_edge_restarted_from_disk_keeps_serving_the_experiment(two_models, catalog_skus, second_bundle_dir):
     cluster = two_models
     edge = cluster.start_edge("GB")
-    status, saved = put_experiment(cluster, {"id": "e2", "regions": ["GB"], "variants": [
-        {"name": "control"}, {"name": "boosted", "boosts": {f"GB-{catalog_skus[29]}": 50.0}}]})
+    status, saved = put_experiment(
+        cluster,
+        {
+            "id": "e2",
+            "regions": ["GB"],
+            "variants": [{"name": "control"}, {"name": "boosted", "boosts": {f"GB-{catalog_skus[29]}": 50.0}}],
+        },
+    )
     assert status == 200
     while recommend(edge, "s", catalog_skus)["data_version"] < saved["data_version"]:
         time.sleep(0.02)

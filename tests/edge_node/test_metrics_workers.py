@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from edgerec.cli.services import http_call, http_json
+from edgerec.cli.process import http_call, http_json
 from tests.conftest import wait_until
 
 
@@ -26,14 +26,23 @@ def test_metrics_of_a_two_worker_edge_count_every_worker(seeded, catalog_skus):
 
     # A worker observes an answer's latency just after sending it: wait for the last one, then every scrape,
     # whichever worker answers it, counts all the answers of both workers.
-    wait_until(lambda: _sample(scrape(), "edgerec_request_duration_seconds_count",
-                               'method="POST",route="/v1/recommendations"') == answered, what="the last observation")
+    wait_until(
+        lambda: (
+            _sample(scrape(), "edgerec_request_duration_seconds_count", 'method="POST",route="/v1/recommendations"')
+            == answered
+        ),
+        what="the last observation",
+    )
     for _ in range(6):
         text = scrape()
-        assert _sample(text, "edgerec_requests_total",
-                       'method="POST",route="/v1/recommendations",status="200"') == answered, text[:2000]
-        assert _sample(text, "edgerec_request_duration_seconds_count",
-                       'method="POST",route="/v1/recommendations"') == answered
+        assert (
+            _sample(text, "edgerec_requests_total", 'method="POST",route="/v1/recommendations",status="200"')
+            == answered
+        ), text[:2000]
+        assert (
+            _sample(text, "edgerec_request_duration_seconds_count", 'method="POST",route="/v1/recommendations"')
+            == answered
+        )
     # Each worker applied its own first version (a snapshot, or the copy on disk); the shared files say so once
     # both have published.
     wait_until(lambda: _sample(scrape(), "edgerec_sync_applied_total") >= 2, what="both workers' sync figures")
@@ -43,7 +52,8 @@ def test_metrics_of_a_two_worker_edge_count_every_worker(seeded, catalog_skus):
 
 
 def seeded_version(cluster) -> float:
-    status, body = http_json(cluster.origin.url, "GET", "/v1/admin/status", None,
-                             {"Authorization": f"Bearer {cluster.admin_token}"})
+    status, body = http_json(
+        cluster.origin.url, "GET", "/v1/admin/status", None, {"Authorization": f"Bearer {cluster.admin_token}"}
+    )
     assert status == 200
     return float(body["data_version"])

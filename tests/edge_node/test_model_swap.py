@@ -70,6 +70,6 @@ def test_a_new_model_and_a_rollback_go_live_with_no_failed_request(cluster, cata
 
 
 def cluster_call(cluster, method: str, path: str):
-    from edgerec.cli.services import http_json
+    from edgerec.cli.process import http_json
 
     return http_json(cluster.origin.url, method, path, None, {"Authorization": f"Bearer {cluster.admin_token}"})

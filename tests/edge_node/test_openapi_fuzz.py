@@ -29,8 +29,17 @@ def operations(fuzzed_edge):
     return found
 
 
-@pytest.mark.parametrize("name", ["POST /v1/recommendations", "GET /v1/recommendations", "POST /v1/events", "GET /healthz",
-                                  "GET /readyz", "GET /metrics"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "POST /v1/recommendations",
+        "GET /v1/recommendations",
+        "POST /v1/events",
+        "GET /healthz",
+        "GET /readyz",
+        "GET /metrics",
+    ],
+)
 def test_the_api_never_answers_5xx_and_always_answers_as_documented(name, operations, fuzzed_edge):
     operation = operations[name]
 

@@ -37,8 +37,9 @@ def _ask(state, body: bytes, rules: Rules = Rules(), breaker: ModelBreaker | Non
     """The walk of edge_node.serving, step by step, as the endpoint runs it."""
     breaker = breaker or ModelBreaker(rules.model_budget_ms, rules.breaker_cooldown_s)
     registry = CollectorRegistry()
-    batcher = InferenceBatcher(breaker, Histogram("run_seconds", "", registry=registry),
-                               Histogram("batch_size", "", registry=registry))
+    batcher = InferenceBatcher(
+        breaker, Histogram("run_seconds", "", registry=registry), Histogram("batch_size", "", registry=registry)
+    )
     request = parse_recommendation_request(body, 100, 10, state.context_length)
     region = resolve_region(request.region, None, state, CdnPolicy())
     context = shopper_context(request)
@@ -123,8 +124,12 @@ def test_the_answer_is_json_with_each_offers_fields_and_its_score_to_six_decimal
     by_id = {o["id"]: o for o in offers}
     for offer in body["offers"]:
         source = by_id[offer["offer_id"]]
-        assert (offer["sku"], offer["title"], offer["price"], offer["currency"]) == \
-            (source["sku"], source["title"], source["price"], source["currency"])
+        assert (offer["sku"], offer["title"], offer["price"], offer["currency"]) == (
+            source["sku"],
+            source["title"],
+            source["price"],
+            source["currency"],
+        )
     assert body["request_id"] == "r-1" and body["region"] == "GB" and body["fallback"] is None
     ranked = msgspec.structs.replace(ranked, scores=[], positions=[])
     assert orjson.loads(render(ranked, "r-2"))["offers"] == []

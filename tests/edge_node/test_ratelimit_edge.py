@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from edgerec.cli.services import http_call
+from edgerec.cli.process import http_call
 from tests.conftest import make_offer
 
 CDN_SECRET = "cdn-secret-for-ratelimit-tests"
@@ -34,8 +34,9 @@ def limited_edge(cluster, catalog_skus):
     cluster.publish()
     for sku in catalog_skus[:10]:
         cluster.put_offer(make_offer(f"GB-{sku}", sku))
-    return cluster.start_edge("GB", env={"EDGEREC_CDN_SECRET": CDN_SECRET, "EDGEREC_RATE_LIMIT_RPS": "0.5",
-                                         "EDGEREC_RATE_LIMIT_BURST": "4"})
+    return cluster.start_edge(
+        "GB", env={"EDGEREC_CDN_SECRET": CDN_SECRET, "EDGEREC_RATE_LIMIT_RPS": "0.5", "EDGEREC_RATE_LIMIT_BURST": "4"}
+    )
 
 
 def test_a_client_over_its_rate_gets_429_while_another_client_is_served(limited_edge, catalog_skus):
@@ -48,22 +49,33 @@ def test_a_client_over_its_rate_gets_429_while_another_client_is_served(limited_
     error = json.loads(body)["error"]
     assert error["code"] == "rate_limited" and error["message"]
     # POST (personalized) and /v1/events draw on the same client's bucket.
-    status, headers, body = http_call(edge.url, "POST", "/v1/recommendations",
-                                      json.dumps({"recent_items": catalog_skus[:2], "region": "GB"}).encode(),
-                                      {"Content-Type": "application/json", "X-Forwarded-For": "203.0.113.7",
-                                       "X-Edgerec-CDN-Secret": CDN_SECRET})
+    status, headers, body = http_call(
+        edge.url,
+        "POST",
+        "/v1/recommendations",
+        json.dumps({"recent_items": catalog_skus[:2], "region": "GB"}).encode(),
+        {"Content-Type": "application/json", "X-Forwarded-For": "203.0.113.7", "X-Edgerec-CDN-Secret": CDN_SECRET},
+    )
     assert status == 429 and int(headers["retry-after"]) >= 1
     events = {"events": [{"type": "click", "request_id": "r1", "offer_ids": [f"GB-{catalog_skus[0]}"]}]}
-    status, headers, body = http_call(edge.url, "POST", "/v1/events", json.dumps(events).encode(),
-                                      {"Content-Type": "application/json", "X-Forwarded-For": "203.0.113.7",
-                                       "X-Edgerec-CDN-Secret": CDN_SECRET})
+    status, headers, body = http_call(
+        edge.url,
+        "POST",
+        "/v1/events",
+        json.dumps(events).encode(),
+        {"Content-Type": "application/json", "X-Forwarded-For": "203.0.113.7", "X-Edgerec-CDN-Secret": CDN_SECRET},
+    )
     assert status == 429 and int(headers["retry-after"]) >= 1
     assert json.loads(body)["error"]["code"] == "rate_limited"
     # Another shopper behind the same CDN is served.
     assert _get(edge, "203.0.113.8")[0] == 200
-    status, _, _ = http_call(edge.url, "POST", "/v1/events", json.dumps(events).encode(),
-                             {"Content-Type": "application/json", "X-Forwarded-For": "203.0.113.9",
-                              "X-Edgerec-CDN-Secret": CDN_SECRET})
+    status, _, _ = http_call(
+        edge.url,
+        "POST",
+        "/v1/events",
+        json.dumps(events).encode(),
+        {"Content-Type": "application/json", "X-Forwarded-For": "203.0.113.9", "X-Edgerec-CDN-Secret": CDN_SECRET},
+    )
     assert status == 202
     # The refusals are counted by route; health and metrics are never limited.
     assert _metric(edge, "edgerec_rate_limited_total", "/v1/recommendations") == 2

@@ -20,7 +20,7 @@ from edge_node.validation import (
     parse_anonymous_query,
     parse_recommendation_request,
 )
-from edgerec.cli.services import http_call
+from edgerec.cli.process import http_call
 from tests.conftest import REPO, make_offer
 
 MAX_K = 100
@@ -32,19 +32,26 @@ def refused(body: dict) -> RequestError:
     return caught.value
 
 
-@pytest.mark.parametrize("body, field", [
-    ({"recent_items": [{"item": "A", "age_days": 1e308}]}, "recent_items[0].age_days"),
-    ({"recent_items": ["B", {"item": "A", "age_days": MAX_AGE_DAYS + 0.001}]}, "recent_items[1].age_days"),
-    ({"recent_items": [{"item": "A", "age_days": -1}]}, "recent_items[0].age_days"),
-    ({"recent_items": [{"item": "A", "age_days": True}]}, "recent_items[0].age_days"),
-    ({"recent_items": [{"item": "A", "age_days": "3"}]}, "recent_items[0].age_days"),
-    ({"context": {"time": 1e300}}, "context.time"),
-    ({"context": {"time": -1}}, "context.time"),
-    ({"context": {"time": MAX_EPOCH_S + 1}}, "context.time"),
-    ({"context": {"time": 1.7e12}}, "context.time"),  # epoch milliseconds, not seconds
-    ({"context": {"time": True}}, "context.time"),
-    ({"k": 0}, "k"), ({"k": MAX_K + 1}, "k"), ({"k": 1e300}, "k"), ({"k": 5.0}, "k"), ({"k": True}, "k"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"recent_items": [{"item": "A", "age_days": 1e308}]}, "recent_items[0].age_days"),
+        ({"recent_items": ["B", {"item": "A", "age_days": MAX_AGE_DAYS + 0.001}]}, "recent_items[1].age_days"),
+        ({"recent_items": [{"item": "A", "age_days": -1}]}, "recent_items[0].age_days"),
+        ({"recent_items": [{"item": "A", "age_days": True}]}, "recent_items[0].age_days"),
+        ({"recent_items": [{"item": "A", "age_days": "3"}]}, "recent_items[0].age_days"),
+        ({"context": {"time": 1e300}}, "context.time"),
+        ({"context": {"time": -1}}, "context.time"),
+        ({"context": {"time": MAX_EPOCH_S + 1}}, "context.time"),
+        ({"context": {"time": 1.7e12}}, "context.time"),  # epoch milliseconds, not seconds
+        ({"context": {"time": True}}, "context.time"),
+        ({"k": 0}, "k"),
+        ({"k": MAX_K + 1}, "k"),
+        ({"k": 1e300}, "k"),
+        ({"k": 5.0}, "k"),
+        ({"k": True}, "k"),
+    ],
+)
 def test_every_number_of_a_request_is_bounded_and_the_error_names_its_field(body, field):
     error = refused(body)
     assert (error.status, error.code) == (422, "invalid_request")
@@ -52,10 +59,17 @@ def test_every_number_of_a_request_is_bounded_and_the_error_names_its_field(body
 
 
 def test_the_ends_of_every_range_are_accepted():
-    request = parse_recommendation_request(json.dumps({
-        "k": MAX_K, "context": {"time": MAX_EPOCH_S},
-        "recent_items": [{"item": "a", "age_days": 0}, {"item": "b", "age_days": MAX_AGE_DAYS}, "c"]}).encode(),
-        MAX_K, 10)
+    request = parse_recommendation_request(
+        json.dumps(
+            {
+                "k": MAX_K,
+                "context": {"time": MAX_EPOCH_S},
+                "recent_items": [{"item": "a", "age_days": 0}, {"item": "b", "age_days": MAX_AGE_DAYS}, "c"],
+            }
+        ).encode(),
+        MAX_K,
+        10,
+    )
     assert request.k == MAX_K and request.at == MAX_EPOCH_S
     assert request.recent_ages_days[:2] == (0.0, float(MAX_AGE_DAYS))
     assert parse_recommendation_request(b'{"k": 1, "context": {"time": 0}}', MAX_K, 10).at == 0.0
@@ -131,16 +145,24 @@ def json_error(answer: bytes, status: int) -> dict:
 
 def cut_counts(edge) -> dict[str, float]:
     metrics = http_call(edge.url, "GET", "/metrics")[2].decode()
-    return {line.split('"')[1]: float(line.split()[-1]) for line in metrics.splitlines()
-            if line.startswith("edgerec_connections_cut_total{")}
+    return {
+        line.split('"')[1]: float(line.split()[-1])
+        for line in metrics.splitlines()
+        if line.startswith("edgerec_connections_cut_total{")
+    }
 
 
 def test_out_of_range_numbers_get_a_422_that_names_the_field(edge, catalog_skus):
-    for body, field in ((b'{"recent_items": [{"item": "%s", "age_days": 1e308}]}' % catalog_skus[0].encode(),
-                         "recent_items[0].age_days"),
-                        (b'{"context": {"time": 1e300}}', "context.time")):
-        status, headers, raw = http_call(edge.url, "POST", "/v1/recommendations", body,
-                                         {"Content-Type": "application/json"})
+    for body, field in (
+        (
+            b'{"recent_items": [{"item": "%s", "age_days": 1e308}]}' % catalog_skus[0].encode(),
+            "recent_items[0].age_days",
+        ),
+        (b'{"context": {"time": 1e300}}', "context.time"),
+    ):
+        status, headers, raw = http_call(
+            edge.url, "POST", "/v1/recommendations", body, {"Content-Type": "application/json"}
+        )
         assert status == 422 and headers["content-type"] == "application/json", raw
         error = json.loads(raw)["error"]
         assert error["code"] == "invalid_request" and error["message"].startswith(field + ":"), error
@@ -151,16 +173,16 @@ def test_out_of_range_numbers_get_a_422_that_names_the_field(edge, catalog_skus)
 @pytest.mark.parametrize("path", [b"/v1/recommendations", b"/v1/events"])
 def test_a_body_declared_too_large_is_refused_as_soon_as_the_headers_are_read(edge, path):
     before = cut_counts(edge).get("body_too_large", 0)
-    head = (b"POST " + path + b" HTTP/1.1\r\nHost: edge\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\n\r\n")
+    head = b"POST " + path + b" HTTP/1.1\r\nHost: edge\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
     # Headers alone: the 413 and the close come at once, not after the 5 s body timeout.
     waited, answer, clean = exchange(edge.port, head % 999_999_999)
     assert waited < 1, waited
     assert json_error(answer, 413) == {"code": "body_too_large", "message": "request body over 65536 bytes"}
     assert clean
     # Nor is a client that waits for `100 Continue` told to go on.
-    waited, answer, clean = exchange(edge.port, head.replace(b"\r\n\r\n", b"\r\nExpect: 100-continue\r\n\r\n")
-                                     % 999_999_999)
+    waited, answer, clean = exchange(
+        edge.port, head.replace(b"\r\n\r\n", b"\r\nExpect: 100-continue\r\n\r\n") % 999_999_999
+    )
     assert waited < 1 and json_error(answer, 413)["code"] == "body_too_large" and clean
     # A client already uploading its 3 MB still reads the 413 (the edge reads out what is in flight, no reset).
     waited, answer, clean = exchange(edge.port, head % 3_000_000, body_bytes=3_000_000)
@@ -172,19 +194,26 @@ def test_an_answer_given_before_the_body_arrived_ends_the_connection(edge):
     # A chunked body (no length to refuse at the headers) over the bound: the app's 413, then the connection ends
     # at once instead of waiting for the rest of a body nothing reads.
     chunk = b"x" * 70_000
-    waited, answer, clean = exchange(edge.port, b"POST /v1/recommendations HTTP/1.1\r\nHost: edge\r\n"
-                                                b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
-                                                b"%x\r\n%s\r\n" % (len(chunk), chunk))
+    waited, answer, clean = exchange(
+        edge.port,
+        b"POST /v1/recommendations HTTP/1.1\r\nHost: edge\r\n"
+        b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"%x\r\n%s\r\n" % (len(chunk), chunk),
+    )
     assert waited < 1 and clean and answer.startswith(b"HTTP/1.1 413 ")
     assert json.loads(answer.partition(b"\r\n\r\n")[2])["error"]["code"] == "body_too_large"
     # An early error (415) to a request whose body is still to come: the same.
-    waited, answer, clean = exchange(edge.port, b"POST /v1/recommendations HTTP/1.1\r\nHost: edge\r\n"
-                                                b"Content-Type: text/xml\r\nContent-Length: 500\r\n\r\n<a/>")
+    waited, answer, clean = exchange(
+        edge.port,
+        b"POST /v1/recommendations HTTP/1.1\r\nHost: edge\r\nContent-Type: text/xml\r\nContent-Length: 500\r\n\r\n<a/>",
+    )
     assert waited < 1 and clean and answer.startswith(b"HTTP/1.1 415 ")
     # Whole requests are still kept alive (and pipelined).
     body = b'{"recent_items": []}'
-    request = (b"POST /v1/recommendations HTTP/1.1\r\nHost: edge\r\nContent-Type: application/json\r\n"
-               b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    request = (
+        b"POST /v1/recommendations HTTP/1.1\r\nHost: edge\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
     with socket.create_connection(("127.0.0.1", edge.port), timeout=5) as sock:
         sock.sendall(request * 2)
         answers = b""
@@ -194,15 +223,18 @@ def test_an_answer_given_before_the_body_arrived_ends_the_connection(edge):
         assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
 
 
-@pytest.mark.parametrize("request_bytes, status, code, mention", [
-    (b"GET /\r\n", 400, "bad_request", "HTTP/0.9"),  # an HTTP/0.9 request line, and nothing after it
-    (b"GET /healthz\r\n\r\n", 400, "bad_request", "HTTP/0.9"),
-    (b"GET /healthz HTTP/2.0\r\nHost: edge\r\n\r\n", 400, "http_version_not_supported", "HTTP/2.0"),
-    (b"FOO BAR BAZ\r\n\r\n", 400, "bad_request", "Invalid method"),
-    (b"GET /healthz HTTP/1.1\r\nHost: edge\r\nContent-Length: abc\r\n\r\n", 400, "bad_request", "Content-Length"),
-    (b"GET /healthz HTTP/1.1\r\nHost edge\r\n\r\n", 400, "bad_request", "invalid HTTP request"),
-    (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40, 400, "bad_request", "invalid HTTP request"),
-])
+@pytest.mark.parametrize(
+    "request_bytes, status, code, mention",
+    [
+        (b"GET /\r\n", 400, "bad_request", "HTTP/0.9"),  # an HTTP/0.9 request line, and nothing after it
+        (b"GET /healthz\r\n\r\n", 400, "bad_request", "HTTP/0.9"),
+        (b"GET /healthz HTTP/2.0\r\nHost: edge\r\n\r\n", 400, "http_version_not_supported", "HTTP/2.0"),
+        (b"FOO BAR BAZ\r\n\r\n", 400, "bad_request", "Invalid method"),
+        (b"GET /healthz HTTP/1.1\r\nHost: edge\r\nContent-Length: abc\r\n\r\n", 400, "bad_request", "Content-Length"),
+        (b"GET /healthz HTTP/1.1\r\nHost edge\r\n\r\n", 400, "bad_request", "invalid HTTP request"),
+        (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40, 400, "bad_request", "invalid HTTP request"),
+    ],
+)
 def test_what_is_not_http_1_gets_a_json_error_and_the_connection_closed(edge, request_bytes, status, code, mention):
     before = cut_counts(edge).get("invalid_request", 0)
     waited, answer, clean = exchange(edge.port, request_bytes)
@@ -229,8 +261,11 @@ def test_an_edge_with_workers_logs_only_json_lines(module_cluster, catalog_skus)
     module_cluster.publish()
     edge = module_cluster.start_edge("DE", args=["--workers", "2"])  # beside the GB edge, its own data dir
     for body in (b'{"recent_items": []}', b'{"context": {"time": 1e300}}', b"{nope", b"[]"):
-        assert http_call(edge.url, "POST", "/v1/recommendations", body, {"Content-Type": "application/json"})[0] \
-            in (200, 400, 422)
+        assert http_call(edge.url, "POST", "/v1/recommendations", body, {"Content-Type": "application/json"})[0] in (
+            200,
+            400,
+            422,
+        )
     for raw in (b"FOO BAR BAZ\r\n\r\n", b"GET /\r\n", b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n"):
         exchange(edge.port, raw)
     edge.stop()
@@ -259,8 +294,9 @@ logging.getLogger("edgerec.edge").info("from the edge")
 
 
 def test_python_warnings_are_logged_as_json_lines_in_every_edge_process():
-    result = subprocess.run([sys.executable, "-c", WARNINGS_IN_A_WORKER], capture_output=True, text=True, cwd=REPO,
-                            check=False, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", WARNINGS_IN_A_WORKER], capture_output=True, text=True, cwd=REPO, check=False, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     entries = assert_json_lines(result.stdout + result.stderr)
     warned = [e["msg"] for e in entries if e["logger"] == "py.warnings"]

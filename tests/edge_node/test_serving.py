@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from edgerec.cli.services import http_call, http_json
+from edgerec.cli.process import http_call, http_json
 from tests.conftest import make_offer, wait_until
 
 # The seeded clusters (tests/conftest.py): the model and 30 GB offers plus 10 DE offers of catalog items; writers
@@ -66,10 +66,17 @@ def test_an_offer_changed_at_the_origin_is_served_by_the_edge(seeded, catalog_sk
 
     seeded.put_offer(make_offer(top["offer_id"], top["sku"], stock=0))
     wait_until(lambda: top["offer_id"] not in served_ids(recommend(edge, request)[1]), what="sold-out offer gone")
-    status, _ = http_json(seeded.origin.url, "DELETE", f"/v1/admin/offers/GB-{catalog_skus[1]}", None,
-                          {"Authorization": f"Bearer {seeded.admin_token}"})
+    status, _ = http_json(
+        seeded.origin.url,
+        "DELETE",
+        f"/v1/admin/offers/GB-{catalog_skus[1]}",
+        None,
+        {"Authorization": f"Bearer {seeded.admin_token}"},
+    )
     assert status == 200
-    wait_until(lambda: f"GB-{catalog_skus[1]}" not in served_ids(recommend(edge, request)[1]), what="deleted offer gone")
+    wait_until(
+        lambda: f"GB-{catalog_skus[1]}" not in served_ids(recommend(edge, request)[1]), what="deleted offer gone"
+    )
 
 
 def test_campaign_windows_and_exclusions_rule_offers_out(seeded, catalog_skus):
@@ -95,8 +102,9 @@ def test_an_edge_restarted_mid_run_catches_up(seeded, catalog_skus):
     seeded.put_offer(make_offer("GB-new", catalog_skus[50], title="Brand new"))
     last = seeded.put_offer(make_offer(f"GB-{catalog_skus[0]}", catalog_skus[0], price=0.5))
     restarted = seeded.start_edge("GB", port=edge.port)
-    answer = wait_until(lambda: (a := recommend(restarted, request)[1])["data_version"] >= last["data_version"] and a,
-                        what="catch-up")
+    answer = wait_until(
+        lambda: (a := recommend(restarted, request)[1])["data_version"] >= last["data_version"] and a, what="catch-up"
+    )
     served = {o["offer_id"]: o for o in answer["offers"]}
     assert "GB-new" in served and served[f"GB-{catalog_skus[0]}"]["price"] == 0.5
 
@@ -156,8 +164,9 @@ BAD_REQUESTS = [
 def test_malformed_requests_get_a_4xx_json_error_that_says_what_is_wrong(gb_edge):
     edge = gb_edge
     for name, body, status, mention in BAD_REQUESTS:
-        got, headers, raw = http_call(edge.url, "POST", "/v1/recommendations", body,
-                                      {"Content-Type": "application/json"})
+        got, headers, raw = http_call(
+            edge.url, "POST", "/v1/recommendations", body, {"Content-Type": "application/json"}
+        )
         assert got == status, (name, got, raw[:200])
         assert headers["content-type"].startswith("application/json"), name
         assert mention in json.loads(raw)["error"]["message"], (name, raw[:200])

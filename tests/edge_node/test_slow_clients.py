@@ -6,7 +6,7 @@ import json
 import socket
 import time
 
-from edgerec.cli.services import http_json
+from edgerec.cli.process import http_json
 from tests.conftest import make_offer
 
 
@@ -18,8 +18,10 @@ def test_a_body_that_never_completes_gets_408_and_the_edge_keeps_serving(module_
     stalled = []  # both routes' bodies stall at once: their 5 s run side by side
     for path in (b"/v1/recommendations", b"/v1/events"):
         sock = socket.create_connection(("127.0.0.1", edge.port), timeout=15)
-        sock.sendall(b"POST " + path + b" HTTP/1.1\r\nHost: edge\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: 100\r\n\r\n{\"k\": ")
+        sock.sendall(
+            b"POST " + path + b" HTTP/1.1\r\nHost: edge\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 100\r\n\r\n{"k": '
+        )
         stalled.append((path, sock, time.monotonic()))
     # Meanwhile other shoppers are served as usual.
     assert http_json(edge.url, "POST", "/v1/recommendations", {"recent_items": []})[0] == 200

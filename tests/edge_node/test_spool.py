@@ -27,9 +27,16 @@ from origin_sync.wire.events import (
 
 def impression_row(number: int, region: str = "GB") -> list:
     row = dict.fromkeys(EVENT_FIELDS)
-    row.update(id=f"r{number}", kind="impression", ts=time.time(), region=region, request_id=f"r{number}",
-               offer_ids=[f"{region}-{number % 7}", f"{region}-{number % 11}"], model_version="m-1",
-               data_version=number)
+    row.update(
+        id=f"r{number}",
+        kind="impression",
+        ts=time.time(),
+        region=region,
+        request_id=f"r{number}",
+        offer_ids=[f"{region}-{number % 7}", f"{region}-{number % 11}"],
+        model_version="m-1",
+        data_version=number,
+    )
     return [row[field] for field in EVENT_FIELDS]
 
 
@@ -133,8 +140,14 @@ def test_a_segment_is_synced_and_closed_for_the_shipper_by_the_sync_thread(tmp_p
 
 def click_row(number: int) -> list:
     row = dict.fromkeys(EVENT_FIELDS)
-    row.update(id=f"c{number}", kind="click", ts=time.time(), region="GB", request_id=f"r{number}",
-               offer_ids=[f"GB-{number % 7}"])
+    row.update(
+        id=f"c{number}",
+        kind="click",
+        ts=time.time(),
+        region="GB",
+        request_id=f"r{number}",
+        offer_ids=[f"GB-{number % 7}"],
+    )
     return [row[field] for field in EVENT_FIELDS]
 
 

@@ -51,18 +51,29 @@ def test_the_region_is_the_requests_then_the_cdn_countrys_market_then_the_edges_
 def test_every_step_hands_on_a_value_the_next_cannot_change(ranker, catalog_skus):
     state = _state(ranker, catalog_skus, ("GB",))
     request = parse_recommendation_request(
-        f'{{"k": 3, "recent_items": [{{"item": "{catalog_skus[1]}", "age_days": 0.1}}]}}'.encode(), 100, 10,
-        state.context_length)
+        f'{{"k": 3, "recent_items": [{{"item": "{catalog_skus[1]}", "age_days": 0.1}}]}}'.encode(),
+        100,
+        10,
+        state.context_length,
+    )
     region = resolve_region(request.region, None, state, CdnPolicy())
     context = shopper_context(request)
     chosen = candidates(state, region, request, context, Rules())
     registry = CollectorRegistry()
-    batcher = InferenceBatcher(ModelBreaker(25, 5), Histogram("run_seconds", "", registry=registry),
-                               Histogram("batch_size", "", registry=registry))
+    batcher = InferenceBatcher(
+        ModelBreaker(25, 5),
+        Histogram("run_seconds", "", registry=registry),
+        Histogram("batch_size", "", registry=registry),
+    )
     scored = asyncio.run(score(chosen, context, batcher))
     answer = rank(chosen, scored)
-    for value, field in ((request, "k"), (context, "items"), (chosen, "want"), (scored, "failure"),
-                         (answer, "fallback")):
+    for value, field in (
+        (request, "k"),
+        (context, "items"),
+        (chosen, "want"),
+        (scored, "failure"),
+        (answer, "fallback"),
+    ):
         with pytest.raises(AttributeError):
             setattr(value, field, None)
     with pytest.raises(ValueError):

@@ -44,8 +44,11 @@ def test_the_edge_reads_the_contract_variables(secrets_env, monkeypatch):
     monkeypatch.setenv(env["origin_url"], "https://origin.example:8443")
     monkeypatch.setenv(env["data_dir"], "/var/lib/edgerec")
     config = _parse(EdgeConfig)
-    assert (config.port, config.origin_url, str(config.data_dir)) == (9001, "https://origin.example:8443",
-                                                                     "/var/lib/edgerec")
+    assert (config.port, config.origin_url, str(config.data_dir)) == (
+        9001,
+        "https://origin.example:8443",
+        "/var/lib/edgerec",
+    )
     assert config.regions == ("DE", "FR")
     assert config.sync_token == "new-sync-token-0001"  # the first value is the one presented
 
@@ -58,8 +61,9 @@ def test_the_origin_reads_the_contract_variables_and_accepts_every_listed_token(
     config = _parse(OriginConfig)
     assert (config.port, str(config.db_path), str(config.blob_dir)) == (9002, "/data/origin.db", "/data/blobs")
     # The origin keeps only the tokens' digests, in the order given.
-    assert config.credentials.sync_tokens == tuple(hashlib.sha256(t.encode()).digest()
-                                                   for t in ("new-sync-token-0001", "old-sync-token-0001"))
+    assert config.credentials.sync_tokens == tuple(
+        hashlib.sha256(t.encode()).digest() for t in ("new-sync-token-0001", "old-sync-token-0001")
+    )
     assert "new-sync-token-0001" not in repr(config)
 
 
@@ -74,15 +78,22 @@ def _self_signed(directory: Path, name: str) -> tuple[Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now)
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
     cert_file, key_file = directory / f"{name}.crt", directory / f"{name}.key"
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return cert_file, key_file
 
 
@@ -121,8 +132,11 @@ def test_the_edge_reads_the_production_and_tls_variables_the_deployment_sets(sec
     monkeypatch.setenv(optional["client_key_file"], str(client_key))
     config = _parse(EdgeConfig)
     assert config.production and config.host == "0.0.0.0"
-    assert (config.origin_ca_file, config.client_cert_file, config.client_key_file) == \
-        (str(ca), str(client_cert), str(client_key))
+    assert (config.origin_ca_file, config.client_cert_file, config.client_key_file) == (
+        str(ca),
+        str(client_cert),
+        str(client_key),
+    )
     monkeypatch.setenv(env["origin_url"], "http://origin.example")
     with pytest.raises(ValueError, match="https"):
         _parse(EdgeConfig)

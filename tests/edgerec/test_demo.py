@@ -17,8 +17,9 @@ def plain_demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Com
     """One `edgerec demo` without --workdir, as the README runs it: (its result, the TMPDIR it ran with)."""
     tmp = tmp_path_factory.mktemp("demo")
     env = {**os.environ, "TMPDIR": str(tmp)}  # its temporary directories land here, and are checked here
-    result = subprocess.run([sys.executable, "-m", "edgerec", "demo"], capture_output=True, text=True, timeout=240,
-                            env=env)
+    result = subprocess.run(
+        [sys.executable, "-m", "edgerec", "demo"], capture_output=True, text=True, timeout=240, env=env
+    )
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     return result, tmp
 
@@ -53,11 +54,16 @@ def test_no_token_key_or_shopper_id_appears_in_the_logs_of_a_full_demo_run(tmp_p
 
     import psutil
 
-    from edgerec.cli.services import http_json
+    from edgerec.cli.process import http_json
 
     env = {**os.environ, "EDGEREC_LOG_LEVEL": "DEBUG"}
-    demo = subprocess.Popen([sys.executable, "-m", "edgerec", "demo", "--serve", "--workdir", str(tmp_path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "edgerec", "demo", "--serve", "--workdir", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
     out, edges = [], []
     try:
         for line in demo.stdout:  # until the demo says it serves
@@ -75,7 +81,9 @@ def test_no_token_key_or_shopper_id_appears_in_the_logs_of_a_full_demo_run(tmp_p
                 elif name == "EDGEREC_REGION_TOKENS":
                     secrets.update(t for item in value.split(",") for t in item.split("=", 1)[1].split("|"))
         assert len(secrets) >= 4  # the admin token, two region tokens, the pseudonym key
-        assert http_json(edges[0], "POST", "/v1/recommendations", {"shopper_id": "shopper-in-the-log-test-42"})[0] == 200
+        assert (
+            http_json(edges[0], "POST", "/v1/recommendations", {"shopper_id": "shopper-in-the-log-test-42"})[0] == 200
+        )
     finally:
         demo.send_signal(signal.SIGINT)
         rest, _ = demo.communicate(timeout=60)

@@ -24,10 +24,14 @@ OURS = {"edgerec", "edge_node", "origin_sync", "models", "benchmarks"}
 
 # What a role runs: the packages walked module by module, and single modules.
 ROLE_MODULES = {
-    "edge": (["edge_node", "origin_sync.replica", "origin_sync.wire", "edgerec.core"],
-             ["models.runtime", "models.bundle", "edgerec.cli.main"]),
-    "origin": (["origin_sync.origin", "origin_sync.wire", "edgerec.core"],
-               ["edgerec.cli.main", "edgerec.cli.admin", "edgerec.cli.offers_import", "edgerec.cli.models_admin"]),
+    "edge": (
+        ["edge_node", "origin_sync.replica", "origin_sync.wire", "edgerec.core"],
+        ["models.runtime", "models.bundle", "edgerec.cli.main"],
+    ),
+    "origin": (
+        ["origin_sync.origin", "origin_sync.wire", "edgerec.core"],
+        ["edgerec.cli.main", "edgerec.cli.admin", "edgerec.cli.offers_import", "edgerec.cli.models_admin"],
+    ),
     "train": (["models"], ["edgerec.cli.main"]),
 }
 
@@ -44,7 +48,8 @@ def _closure(requirements: list[str], extras_of_ours: set[str] = frozenset()) ->
         text, extras = todo.pop()
         requirement = Requirement(text)
         if requirement.marker is not None and not any(
-                requirement.marker.evaluate({"extra": e}) for e in (extras or ("",))):
+            requirement.marker.evaluate({"extra": e}) for e in (extras or ("",))
+        ):
             continue
         name = _name(text)
         if name == "edgerec":  # a self-reference: edgerec[origin,train]
@@ -81,8 +86,9 @@ def run_as_role(role: str, code: str, blocked: set[str] | None = None) -> subpro
         for name in {sorted(blocked)!r}:
             sys.modules[name] = None
     """)
-    return subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", prelude + textwrap.dedent(code)], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.mark.parametrize("role", sorted(ROLE_MODULES))
@@ -90,10 +96,15 @@ def test_every_module_of_a_role_imports_with_only_that_roles_extra(role):
     packages, modules = ROLE_MODULES[role]
     blocked = blocked_imports(role)
     # The check must be able to fail: the heavy packages of other roles are among the blocked ones.
-    others = {"edge": {"onnx", "asyncpg", "nats", "matplotlib", "locust"}, "origin": {"onnx", "locust"},
-              "train": {"asyncpg", "nats", "locust"}}[role]
+    others = {
+        "edge": {"onnx", "asyncpg", "nats", "matplotlib", "locust"},
+        "origin": {"onnx", "locust"},
+        "train": {"asyncpg", "nats", "locust"},
+    }[role]
     assert others <= blocked, f"{role}: {sorted(others - blocked)} would be importable"
-    result = run_as_role(role, f"""
+    result = run_as_role(
+        role,
+        f"""
         import importlib, pkgutil
         names = {modules!r}
         for package in {packages!r}:
@@ -103,27 +114,35 @@ def test_every_module_of_a_role_imports_with_only_that_roles_extra(role):
         for name in names:
             importlib.import_module(name)
         print(len(names), "modules")
-    """, blocked)
+    """,
+        blocked,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert int(result.stdout.split()[0]) >= len(modules) + len(packages)
 
 
 def test_edge_role_builds_the_cli_without_other_roles_packages():
-    result = run_as_role("edge", """
+    result = run_as_role(
+        "edge",
+        """
         from edgerec.cli.main import build_parser
         args = build_parser().parse_args(["edge", "serve", "--port", "0"])
         print(args.command, args.action)
-    """)
+    """,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.split() == ["edge", "serve"]
 
 
 def test_a_command_whose_extra_is_missing_says_which_extra_to_install(tmp_path):
-    result = run_as_role("edge", f"""
+    result = run_as_role(
+        "edge",
+        f"""
         import sys
         from edgerec.cli.main import main
         sys.exit(main(["model", "train", "--data", {str(tmp_path / "orders.csv")!r}, "--out", {str(tmp_path)!r}]))
-    """)
+    """,
+    )
     assert result.returncode == 2, result.stderr[-3000:]
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith("edgerec: this command needs the `"), lines
@@ -132,7 +151,8 @@ def test_a_command_whose_extra_is_missing_says_which_extra_to_install(tmp_path):
 
 
 def test_version_is_the_installed_distributions():
-    result = subprocess.run([sys.executable, "-m", "edgerec", "--version"], cwd=ROOT, capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "edgerec", "--version"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"edgerec {metadata.version('edgerec')}"

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from edge_node.settings import EdgeSettings
-from edgerec.cli.services import Service, ensure_signing_keys, free_port, http_json
+from edgerec.cli.process import Service, free_port, http_json
+from edgerec.cli.services import ensure_signing_keys
 from edgerec.core.settings import SettingError
 from origin_sync.origin.settings import OriginSettings
 
@@ -31,8 +32,14 @@ def clean_env(monkeypatch):
 
 def run_edgerec(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if not k.startswith("EDGEREC_")}
-    return subprocess.run([sys.executable, "-m", "edgerec", *args], env={**base, **(env or {})}, cwd=REPO,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "edgerec", *args],
+        env={**base, **(env or {})},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def assert_one_line_refusal(result: subprocess.CompletedProcess, *fragments: str) -> str:
@@ -45,23 +52,31 @@ def assert_one_line_refusal(result: subprocess.CompletedProcess, *fragments: str
     return lines[0]
 
 
-@pytest.mark.parametrize("service, flags, env, fragments", [
-    ("edge", [], {"EDGEREC_EDGE_PORT": "abc"}, ("--port/EDGEREC_EDGE_PORT", "'abc'", "from EDGEREC_EDGE_PORT")),
-    ("edge", ["--port", "abc"], {}, ("--port/EDGEREC_EDGE_PORT", "'abc'", "from --port")),
-    ("edge", ["--port", "70000"], {}, ("--port/EDGEREC_EDGE_PORT", "70000 is not a TCP port")),
-    ("edge", [], {"EDGEREC_EVENTS": "maybe"}, ("--events/EDGEREC_EVENTS", "'on' or 'off'")),
-    ("edge", ["--workers", "many"], {}, ("--workers/EDGEREC_WORKERS", "'many'")),
-    ("edge", ["--untrusted-cdn-headers", "drop"], {}, ("--untrusted-cdn-headers/EDGEREC_UNTRUSTED_CDN_HEADERS",)),
-    ("origin", [], {"EDGEREC_ORIGIN_PORT": "abc"}, ("--port/EDGEREC_ORIGIN_PORT", "from EDGEREC_ORIGIN_PORT")),
-    ("origin", ["--port", "abc"], {}, ("--port/EDGEREC_ORIGIN_PORT", "'abc'", "from --port")),
-    ("origin", ["--max-wait", "forever"], {}, ("--max-wait/EDGEREC_MAX_WAIT_S", "'forever'")),
-    ("origin", [], {"EDGEREC_ADMIN_RATE_LIMIT_BURST": "1.5"}, ("--admin-rate-limit-burst",)),
-    ("origin", [], {"EDGEREC_ORIGIN_BEHIND_TLS_PROXY": "perhaps"}, ("--behind-tls-proxy",)),
-    ("origin", ["--log-retention", "a week"], {}, ("--log-retention/EDGEREC_LOG_RETENTION", "number of versions")),
-], ids=lambda v: v if isinstance(v, str) else None)
+@pytest.mark.parametrize(
+    "service, flags, env, fragments",
+    [
+        ("edge", [], {"EDGEREC_EDGE_PORT": "abc"}, ("--port/EDGEREC_EDGE_PORT", "'abc'", "from EDGEREC_EDGE_PORT")),
+        ("edge", ["--port", "abc"], {}, ("--port/EDGEREC_EDGE_PORT", "'abc'", "from --port")),
+        ("edge", ["--port", "70000"], {}, ("--port/EDGEREC_EDGE_PORT", "70000 is not a TCP port")),
+        ("edge", [], {"EDGEREC_EVENTS": "maybe"}, ("--events/EDGEREC_EVENTS", "'on' or 'off'")),
+        ("edge", ["--workers", "many"], {}, ("--workers/EDGEREC_WORKERS", "'many'")),
+        ("edge", ["--untrusted-cdn-headers", "drop"], {}, ("--untrusted-cdn-headers/EDGEREC_UNTRUSTED_CDN_HEADERS",)),
+        ("origin", [], {"EDGEREC_ORIGIN_PORT": "abc"}, ("--port/EDGEREC_ORIGIN_PORT", "from EDGEREC_ORIGIN_PORT")),
+        ("origin", ["--port", "abc"], {}, ("--port/EDGEREC_ORIGIN_PORT", "'abc'", "from --port")),
+        ("origin", ["--max-wait", "forever"], {}, ("--max-wait/EDGEREC_MAX_WAIT_S", "'forever'")),
+        ("origin", [], {"EDGEREC_ADMIN_RATE_LIMIT_BURST": "1.5"}, ("--admin-rate-limit-burst",)),
+        ("origin", [], {"EDGEREC_ORIGIN_BEHIND_TLS_PROXY": "perhaps"}, ("--behind-tls-proxy",)),
+        ("origin", ["--log-retention", "a week"], {}, ("--log-retention/EDGEREC_LOG_RETENTION", "number of versions")),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
 def test_a_malformed_value_stops_the_service_with_one_line_naming_it(service, flags, env, fragments):
-    line = assert_one_line_refusal(run_edgerec([service, "serve", "--regions", "GB", *flags], env)
-                                   if service == "edge" else run_edgerec([service, "serve", *flags], env), *fragments)
+    line = assert_one_line_refusal(
+        run_edgerec([service, "serve", "--regions", "GB", *flags], env)
+        if service == "edge"
+        else run_edgerec([service, "serve", *flags], env),
+        *fragments,
+    )
     assert line.startswith("edgerec: configuration error: ")
 
 
@@ -70,22 +85,32 @@ def test_a_malformed_value_stops_the_service_with_one_line_naming_it(service, fl
 def test_an_unknown_key_of_the_settings_file_is_refused_with_a_suggestion(service, suffix, tmp_path):
     config = tmp_path / f"settings{suffix}"
     config.write_text("prot = 9000\n" if suffix == ".toml" else json.dumps({"prot": 9000}))
-    assert_one_line_refusal(run_edgerec([service, "serve", "--config", str(config)]),
-                            str(config), "unknown setting 'prot'", "did you mean 'port'?")
+    assert_one_line_refusal(
+        run_edgerec([service, "serve", "--config", str(config)]),
+        str(config),
+        "unknown setting 'prot'",
+        "did you mean 'port'?",
+    )
 
 
 def test_a_bad_value_or_an_unreadable_settings_file_is_one_line_naming_the_file(tmp_path):
     config = tmp_path / "origin.toml"
     config.write_text('max_wait = "soon"\n')
-    assert_one_line_refusal(run_edgerec(["origin", "serve", "--config", str(config)]),
-                            "--max-wait/EDGEREC_MAX_WAIT_S", "'soon'", f"from {config}")
+    assert_one_line_refusal(
+        run_edgerec(["origin", "serve", "--config", str(config)]),
+        "--max-wait/EDGEREC_MAX_WAIT_S",
+        "'soon'",
+        f"from {config}",
+    )
     config.write_text("max_wait = \n")
     assert_one_line_refusal(run_edgerec(["origin", "serve", "--config", str(config)]), "not valid TOML")
-    assert_one_line_refusal(run_edgerec(["edge", "serve", "--config", str(tmp_path / "none.json")]),
-                            "--config: cannot read")
+    assert_one_line_refusal(
+        run_edgerec(["edge", "serve", "--config", str(tmp_path / "none.json")]), "--config: cannot read"
+    )
     (tmp_path / "edge.yaml").write_text("port: 1\n")
-    assert_one_line_refusal(run_edgerec(["edge", "serve", "--config", str(tmp_path / "edge.yaml")]),
-                            "neither .toml nor .json")
+    assert_one_line_refusal(
+        run_edgerec(["edge", "serve", "--config", str(tmp_path / "edge.yaml")]), "neither .toml nor .json"
+    )
 
 
 def test_an_unknown_flag_is_one_line_and_exit_2():
@@ -98,8 +123,8 @@ def test_a_flag_beats_the_environment_which_beats_the_file_which_beats_the_defau
     clean_env.setenv("EDGEREC_EDGE_PORT", "7002")
     clean_env.setenv("EDGEREC_MAX_K", "60")
     settings = EdgeSettings.load({"port": "7003"}, config)
-    assert settings.port == 7003            # flag over environment over file
-    assert settings.max_k == 60             # environment over file
+    assert settings.port == 7003  # flag over environment over file
+    assert settings.max_k == 60  # environment over file
     assert (settings.sync_wait, settings.regions, settings.events) == (5.0, "GB", "off")  # file over default
     assert settings.max_body_bytes == 65536  # default
     clean_env.delenv("EDGEREC_EDGE_PORT")
@@ -126,14 +151,23 @@ def test_a_real_origin_listens_where_its_settings_file_and_environment_say(tmp_p
     private_key, _ = ensure_signing_keys(tmp_path)
     file_port, env_port = free_port(), free_port()
     config = tmp_path / "origin.toml"
-    config.write_text(f'port = {file_port}\ndb = "{tmp_path / "o.db"}"\nblob_dir = "{tmp_path / "blobs"}"\n'
-                      f'max_wait = 2\n')
+    config.write_text(
+        f'port = {file_port}\ndb = "{tmp_path / "o.db"}"\nblob_dir = "{tmp_path / "blobs"}"\nmax_wait = 2\n'
+    )
     admin = secrets.token_urlsafe(24)
-    origin = Service(name="origin", port=env_port, log_path=tmp_path / "origin.log", cwd=REPO,
-                     args=["origin", "serve", "--config", str(config)],
-                     env={"EDGEREC_ORIGIN_PORT": str(env_port), "EDGEREC_ADMIN_TOKEN": admin,
-                          "EDGEREC_SYNC_TOKEN": secrets.token_urlsafe(24),
-                          "EDGEREC_SIGNING_KEY": str(private_key)})
+    origin = Service(
+        name="origin",
+        port=env_port,
+        log_path=tmp_path / "origin.log",
+        cwd=REPO,
+        args=["origin", "serve", "--config", str(config)],
+        env={
+            "EDGEREC_ORIGIN_PORT": str(env_port),
+            "EDGEREC_ADMIN_TOKEN": admin,
+            "EDGEREC_SYNC_TOKEN": secrets.token_urlsafe(24),
+            "EDGEREC_SIGNING_KEY": str(private_key),
+        },
+    )
     origin.start()
     try:
         origin.wait_ready("/readyz")  # on the environment's port, not the file's

@@ -45,6 +45,7 @@ def test_a_half_renewed_pair_is_not_loaded_and_handshakes_keep_working(pki):
 def test_a_server_context_is_never_changed_in_place_the_renewal_reaches_new_handshakes(pki):
     """With a factory, a renewed pair goes into a new context that the live one's SNI callback hands to each new
     connection (clients by IP address send no server name: the callback runs anyway)."""
+
     def factory() -> ssl.SSLContext:
         return server_context(pki.origin_cert, pki.origin_key)
 

@@ -15,7 +15,7 @@ from typing import Any, Iterator
 import pytest
 from infra_support import INFRA
 
-from edgerec.cli.services import Service, free_port, http_call, http_json
+from edgerec.cli.process import Service, free_port, http_call, http_json
 from tests.conftest import Cluster, Pki, edge_tls_env, make_offer, missing_part
 
 PROMETHEUS_DIR = INFRA / "prometheus"
@@ -38,8 +38,12 @@ def sample_names(exposition: str) -> set[str]:
     request has touched shows only its TYPE line)."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    suffixes = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_count", "_sum", "_created"),
-                "summary": ("_count", "_sum", "_created"), "info": ("_info",)}
+    suffixes = {
+        "counter": ("_total", "_created"),
+        "histogram": ("_bucket", "_count", "_sum", "_created"),
+        "summary": ("_count", "_sum", "_created"),
+        "info": ("_info",),
+    }
     names: set[str] = set()
     for family in text_string_to_metric_families(exposition):
         names.update(family.name + s for s in suffixes.get(family.type, ("",)))
@@ -54,8 +58,22 @@ def recorded_names() -> set[str]:
     return {rule["record"] for group in groups for rule in group["rules"] if "record" in rule}
 
 
-PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "offset",
-                "bool", "le", "inf", "nan"}
+PROMQL_WORDS = {
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "and",
+    "or",
+    "unless",
+    "offset",
+    "bool",
+    "le",
+    "inf",
+    "nan",
+}
 
 
 def metric_names(expr: str) -> set[str]:
@@ -68,7 +86,7 @@ def metric_names(expr: str) -> set[str]:
     names = set()
     for match in re.finditer(r"(?<![\w.])[a-zA-Z_:][\w:]*", text):
         word = match.group(0)
-        after = text[match.end():].lstrip()
+        after = text[match.end() :].lstrip()
         if after.startswith("(") or word.lower() in PROMQL_WORDS or re.fullmatch(r"\d+[smhdwy]", word):
             continue
         names.add(word)
@@ -126,8 +144,11 @@ def pod_meta_labels(template: dict[str, Any], extra_labels: dict[str, str], port
     labels = {**template["labels"], **extra_labels}
     meta = {f"__meta_kubernetes_pod_annotation_{_sanitized(k)}": v for k, v in annotations.items()}
     meta.update({f"__meta_kubernetes_pod_label_{_sanitized(k)}": v for k, v in labels.items()})
-    meta.update(__meta_kubernetes_pod_phase="Running", __meta_kubernetes_pod_name=pod,
-                __meta_kubernetes_pod_node_name="loopback")
+    meta.update(
+        __meta_kubernetes_pod_phase="Running",
+        __meta_kubernetes_pod_name=pod,
+        __meta_kubernetes_pod_node_name="loopback",
+    )
     return meta
 
 
@@ -144,23 +165,33 @@ def prometheus_config(edge: Service, origin: Service, ca_file: Path) -> dict[str
     assert job["tls_config"]["server_name"] == ORIGIN_SERVICE_NAME
     job["tls_config"]["ca_file"] = str(ca_file)
     job["static_configs"] = [
-        {"targets": [f"127.0.0.1:{edge.port}"],
-         "labels": pod_meta_labels(_pod_template("edge"), _region_label("region-gb"), edge.port, "edge-gb-0")},
-        {"targets": [f"127.0.0.1:{origin.port}"],
-         "labels": pod_meta_labels(_pod_template("origin"), {}, origin.port, "origin-0")},
+        {
+            "targets": [f"127.0.0.1:{edge.port}"],
+            "labels": pod_meta_labels(_pod_template("edge"), _region_label("region-gb"), edge.port, "edge-gb-0"),
+        },
+        {
+            "targets": [f"127.0.0.1:{origin.port}"],
+            "labels": pod_meta_labels(_pod_template("origin"), {}, origin.port, "origin-0"),
+        },
     ]
     return config
 
 
 def _recommend(edge: Service, skus: list[str]) -> int:
-    status, _ = http_json(edge.url, "POST", "/v1/recommendations",
-                          {"region": "GB", "shopper_id": "s-1", "recent_items": skus[:3], "k": 5}, timeout=10)
+    status, _ = http_json(
+        edge.url,
+        "POST",
+        "/v1/recommendations",
+        {"region": "GB", "shopper_id": "s-1", "recent_items": skus[:3], "k": 5},
+        timeout=10,
+    )
     return status
 
 
 @pytest.fixture(scope="session")
-def live_prometheus(tmp_path_factory: pytest.TempPathFactory, bundle_dir: Path,
-                    catalog_skus: list[str]) -> Iterator[LivePrometheus]:
+def live_prometheus(
+    tmp_path_factory: pytest.TempPathFactory, bundle_dir: Path, catalog_skus: list[str]
+) -> Iterator[LivePrometheus]:
     """An origin serving HTTPS with a certificate for its in-cluster name, an edge that answers 503 (no state yet),
     then 200s from the model and from the fallback (a model budget no run meets), and a Prometheus scraping both."""
     binary = tool("prometheus")
@@ -178,14 +209,28 @@ def live_prometheus(tmp_path_factory: pytest.TempPathFactory, bundle_dir: Path,
         config = workdir / "prometheus.yml"
         config.write_text(json.dumps(prometheus_config(edge, cluster.origin, pki.ca_file)))
         port = free_port()
-        prometheus = Service(name="prometheus", port=port, log_path=workdir / "logs" / "prometheus.log", argv=[
-            binary, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"]).start()
+        prometheus = Service(
+            name="prometheus",
+            port=port,
+            log_path=workdir / "logs" / "prometheus.log",
+            argv=[
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={workdir / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--log.level=warn",
+            ],
+        ).start()
         prometheus.wait_ready("/-/ready")
-        scrape = {name: http_call(svc.url, "GET", "/metrics", ssl_context=svc.tls)[2].decode()
-                  for name, svc in (("edge", edge), ("origin", cluster.origin))}
-        live = LivePrometheus(prometheus.url, sample_names(scrape["edge"]) | sample_names(scrape["origin"]),
-                              _region_label("region-gb")["edgerec.io/region"])
+        scrape = {
+            name: http_call(svc.url, "GET", "/metrics", ssl_context=svc.tls)[2].decode()
+            for name, svc in (("edge", edge), ("origin", cluster.origin))
+        }
+        live = LivePrometheus(
+            prometheus.url,
+            sample_names(scrape["edge"]) | sample_names(scrape["origin"]),
+            _region_label("region-gb")["edgerec.io/region"],
+        )
         # Each series is seen by a scrape before it grows, so that rate() counts every later answer: 503s first
         # (no state yet), then the model's answer that overruns the budget and a fallback, then 200s (mostly
         # fallbacks: each model run reopens the breaker).
@@ -194,9 +239,11 @@ def live_prometheus(tmp_path_factory: pytest.TempPathFactory, bundle_dir: Path,
         _answer(live, edge, catalog_skus, 200, 'edgerec_requests_total{status="200"}', times=1)
         _answer(live, edge, catalog_skus, 200, "edgerec_fallback_total")
         region = f'{{region="{live.edge_region}"}}'
-        for ready in (f"region:edgerec_recommendation_error_ratio:rate5m{region} > 0 < 1",
-                      f"region:edgerec_fallback:ratio_rate5m{region} > 0",
-                      f'ALERTS{{alertname="EdgerecAvailabilityFastBurn", region="{live.edge_region}"}}'):
+        for ready in (
+            f"region:edgerec_recommendation_error_ratio:rate5m{region} > 0 < 1",
+            f"region:edgerec_fallback:ratio_rate5m{region} > 0",
+            f'ALERTS{{alertname="EdgerecAvailabilityFastBurn", region="{live.edge_region}"}}',
+        ):
             live.wait_for(ready)
         time.sleep(1.5)  # one more evaluation of every group, all series in place
         yield live

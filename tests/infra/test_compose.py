@@ -25,8 +25,11 @@ def stack() -> dict:
 
 
 def _services(stack: dict, image_prefix: str) -> dict[str, dict]:
-    return {name: s for name, s in stack["services"].items() if s.get("image", "").startswith(image_prefix)
-            and name != "keygen"}
+    return {
+        name: s
+        for name, s in stack["services"].items()
+        if s.get("image", "").startswith(image_prefix) and name != "keygen"
+    }
 
 
 def test_every_variable_the_services_get_is_one_the_application_reads(stack):
@@ -36,8 +39,11 @@ def test_every_variable_the_services_get_is_one_the_application_reads(stack):
         services = _services(stack, prefix)
         assert services, role
         for name, service in services.items():
-            unknown = set(service["environment"]) - known - {"EDGEREC_REGIONS", "EDGEREC_CDN_SECRET",
-                                                              "EDGEREC_PSEUDONYM_KEY", "EDGEREC_SYNC_TOKEN"}
+            unknown = (
+                set(service["environment"])
+                - known
+                - {"EDGEREC_REGIONS", "EDGEREC_CDN_SECRET", "EDGEREC_PSEUDONYM_KEY", "EDGEREC_SYNC_TOKEN"}
+            )
             assert not unknown, f"{name}: {sorted(unknown)} are not in app_contract.json"
             assert service["environment"][spec["env"]["port"]] == str(spec["port"])
             check = " ".join(service["healthcheck"]["test"])
@@ -58,8 +64,11 @@ def test_edges_list_both_origins_and_keep_their_copy_on_a_volume_of_their_own(st
 
 
 def test_secrets_come_from_the_env_file_and_are_never_written_in_the_stack(stack):
-    example = dict(line.split("=", 1) for line in (COMPOSE / "env.example").read_text().splitlines()
-                   if line and not line.startswith("#"))
+    example = dict(
+        line.split("=", 1)
+        for line in (COMPOSE / "env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
     text = (COMPOSE / "compose.yaml").read_text()
     for name in example:
         assert re.search(r"\$\{" + name + r":\?", text), f"{name} must be required from the env file"
@@ -83,8 +92,11 @@ def test_haproxy_accepts_its_configuration():
 
 @needs(None if shutil.which("promtool") else "promtool is not installed (Debian's prometheus package)")
 def test_prometheus_accepts_its_configuration_and_scrapes_every_service(stack):
-    result = subprocess.run(["promtool", "check", "config", "--syntax-only", str(COMPOSE / "prometheus.yml")],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        ["promtool", "check", "config", "--syntax-only", str(COMPOSE / "prometheus.yml")],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     config = yaml.safe_load((COMPOSE / "prometheus.yml").read_text())
     targets = {t for job in config["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}

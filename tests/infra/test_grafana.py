@@ -50,8 +50,16 @@ def test_the_check_fails_on_a_stale_dashboard(tmp_path, monkeypatch):
 def test_the_dashboard_covers_the_slos_and_the_fleet():
     board = json.loads((GRAFANA / "edgerec.json").read_text())
     exprs = " ".join(expr for _, expr in _queries())
-    for needed in ("availability:ratio_rate30d", "error_budget_remaining", "p50_5m", "p99_5m", "fallback:ratio",
-                   "sync_staleness_seconds", "events_spool_bytes", "edgerec_origin_up"):
+    for needed in (
+        "availability:ratio_rate30d",
+        "error_budget_remaining",
+        "p50_5m",
+        "p99_5m",
+        "fallback:ratio",
+        "sync_staleness_seconds",
+        "events_spool_bytes",
+        "edgerec_origin_up",
+    ):
         assert needed in exprs, needed
     assert [p["id"] for p in board["panels"]] == list(range(1, len(board["panels"]) + 1))
     for p in board["panels"]:

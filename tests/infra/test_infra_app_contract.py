@@ -142,7 +142,9 @@ def test_origin_environment_uses_contract_names_and_secrets_come_from_secrets_ma
 def test_secrets_are_named_as_in_the_contract(hcl_modules, contract):
     names = contract["secrets"]["names"]
     origin = hcl_modules["origin"]
-    assert origin.resource("aws_secretsmanager_secret", "admin_token")["name"] == f"${{var.name}}/{names['admin_token']}"
+    assert (
+        origin.resource("aws_secretsmanager_secret", "admin_token")["name"] == f"${{var.name}}/{names['admin_token']}"
+    )
     assert origin.resource("aws_secretsmanager_secret", "sync_token")["name"] == f"${{var.name}}/{names['sync_token']}"
     cdn = hcl_modules["cdn"]
     assert cdn.resource("aws_secretsmanager_secret", "cdn_secret")["name"] == f"${{var.name}}/{names['cdn_secret']}"
@@ -235,8 +237,9 @@ def test_dockerfile_runs_non_root_with_healthcheck_on_contract_port(service, con
         if ins == "FROM":
             image = args.split()[0]
             assert image.startswith("python:3.11") and "slim" in image, image
-            assert image.split(":", 1)[1] not in ("3.11-slim", "slim", "latest") or "@sha256:" in image, \
+            assert image.split(":", 1)[1] not in ("3.11-slim", "slim", "latest") or "@sha256:" in image, (
                 f"pin the base image by a specific tag or digest: {image}"
+            )
     final = _final_stage(instrs)
     users = [a for i, a in final if i == "USER"]
     assert users, "final stage sets no USER"
@@ -271,7 +274,11 @@ def test_dockerfile_env_defaults_match_contract(service, contract):
 def test_dockerignore_keeps_secrets_and_venvs_out_of_the_build_context():
     from infra_support import REPO
 
-    patterns = {l.strip() for l in (REPO / ".dockerignore").read_text().splitlines() if l.strip() and not l.startswith("#")}
+    patterns = {
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
     assert {".git", ".venv", "tests", "infra", ".env", "*.tfstate*"} <= patterns
 
 
@@ -305,8 +312,11 @@ def test_origin_signing_key_and_region_tokens_are_secrets_named_as_in_the_contra
     # The all-regions token stays at the origin: not replicated to the edge regions.
     assert "replica" not in origin.resource("aws_secretsmanager_secret", "sync_token")
     readable = origin.files["main.tf"]["data"]
-    policy = next(b["aws_iam_policy_document"]["execution_secrets"] for b in readable
-                  if "execution_secrets" in b.get("aws_iam_policy_document", {}))
+    policy = next(
+        b["aws_iam_policy_document"]["execution_secrets"]
+        for b in readable
+        if "execution_secrets" in b.get("aws_iam_policy_document", {})
+    )
     text = str(policy)
     assert "region_tokens.arn" in text and "signing_key.arn" in text
 
@@ -315,7 +325,10 @@ def test_each_edge_region_has_its_own_sync_token_secret(hcl_modules, contract):
     edge = hcl_modules["edge_region"]
     secret = edge.resource("aws_secretsmanager_secret", "sync_token")
     assert secret["name"] == "${local.sync_token_secret_name}"
-    assert edge.locals()["sync_token_secret_name"] == f"${{var.name}}/{contract['secrets']['names']['sync_token']}-${{local.region}}"
+    assert (
+        edge.locals()["sync_token_secret_name"]
+        == f"${{var.name}}/{contract['secrets']['names']['sync_token']}-${{local.region}}"
+    )
     assert secret["kms_key_id"] == "${aws_kms_key.this.arn}"
     assert "replica" not in secret
     c = edge.locals()["container_definition"]
@@ -387,7 +400,10 @@ def test_origin_serves_tls_itself_behind_an_https_target_group(hcl_modules, cont
     names = contract["origin"]["env"]
     # The origin terminates TLS itself, so production mode would refuse to start without the key pair.
     assert env[names["behind_tls_proxy"]] == "false"
-    assert env[names["tls_cert_file"]] == "${local.tls_cert_file}" and env[names["tls_key_file"]] == "${local.tls_key_file}"
+    assert (
+        env[names["tls_cert_file"]] == "${local.tls_cert_file}"
+        and env[names["tls_key_file"]] == "${local.tls_key_file}"
+    )
     assert loc["tls_dir"] == "${local.data_dir}/tls"
     assert "https://127.0.0.1" in " ".join(c["healthCheck"]["command"])
     # tls-init makes a per-task self-signed pair on the shared data volume and must succeed first.
@@ -412,12 +428,16 @@ def test_edges_reach_the_origin_over_https_and_get_tls_material_from_tls_init(hc
     loc = edge.locals()
     prefix, tls = contract["tls_init"]["pem_prefix"], contract["tls_init"]
     # Each PEM_<NAME> is written to <tls_dir>/<name>.pem: the file settings point at those names.
-    files = {loc[e["value"].removeprefix("${local.").removesuffix("}")]: e["name"]
-             for n in ("origin_ca_environment", "client_certificate_environment") for e in loc[n]}
-    pem_vars = [e["name"] for e in loc["tls_init_origin_ca_environment"]] + \
-               [e["name"] for e in loc["tls_init_client_certificate_secrets"]]
+    files = {
+        loc[e["value"].removeprefix("${local.").removesuffix("}")]: e["name"]
+        for n in ("origin_ca_environment", "client_certificate_environment")
+        for e in loc[n]
+    }
+    pem_vars = [e["name"] for e in loc["tls_init_origin_ca_environment"]] + [
+        e["name"] for e in loc["tls_init_client_certificate_secrets"]
+    ]
     assert all(v.startswith(prefix) for v in pem_vars)
-    written = {loc[f"{v[len(prefix):].lower()}_file"] for v in pem_vars}
+    written = {loc[f"{v[len(prefix) :].lower()}_file"] for v in pem_vars}
     assert written == set(files), (written, files)
     assert loc["origin_ca_file"] == "${local.tls_dir}/origin_ca.pem" and loc["tls_dir"] == "${local.data_dir}/tls"
     # The client certificate's key arrives as an ECS secret (JSON keys of one secret), never as a plain value.
@@ -429,8 +449,11 @@ def test_edges_reach_the_origin_over_https_and_get_tls_material_from_tls_init(hc
     assert not set(secrets) & {e["name"] for e in loc["tls_init_origin_ca_environment"]}
     assert not set(secrets) & _env_names(loc["container_definition"], edge)
     assert [e["name"] for e in loc["tls_init_origin_ca_environment"]] == list(tls["edge_env"].values())
-    policy = next(b["aws_iam_policy_document"]["execution_secrets"] for b in edge.files["main.tf"]["data"]
-                  if "execution_secrets" in b.get("aws_iam_policy_document", {}))
+    policy = next(
+        b["aws_iam_policy_document"]["execution_secrets"]
+        for b in edge.files["main.tf"]["data"]
+        if "execution_secrets" in b.get("aws_iam_policy_document", {})
+    )
     assert "var.client_certificate_secret_arn" in str(policy)
     assert edge.variables()["client_certificate_secret_arn"]["default"] is None
     assert edge.variables()["origin_ca_bundle"]["default"] is None

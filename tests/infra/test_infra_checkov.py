@@ -15,9 +15,11 @@ SKIP_RE = re.compile(r"#\s*checkov:skip=([A-Z0-9_]+)(?::(.*))?")
 @pytest.fixture(scope="session")
 def checkov_report(checkov_cmd) -> dict:
     proc = subprocess.run(
-        [*checkov_cmd, "-d", str(TERRAFORM), "--framework", "terraform", "--skip-download", "--compact",
-         "-o", "json"],
-        cwd=REPO, capture_output=True, text=True, timeout=180,
+        [*checkov_cmd, "-d", str(TERRAFORM), "--framework", "terraform", "--skip-download", "--compact", "-o", "json"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert proc.stdout.strip(), f"checkov printed nothing (rc={proc.returncode}):\n{proc.stderr[-3000:]}"
     report = json.loads(proc.stdout)
@@ -28,7 +30,9 @@ def checkov_report(checkov_cmd) -> dict:
 
 def test_checkov_finds_no_failed_check(checkov_report):
     results = checkov_report["results"]
-    failed = [f"{c['check_id']} {c['resource']} ({c['file_path']}:{c['file_line_range']})" for c in results["failed_checks"]]
+    failed = [
+        f"{c['check_id']} {c['resource']} ({c['file_path']}:{c['file_line_range']})" for c in results["failed_checks"]
+    ]
     assert not failed, "checkov failed checks:\n" + "\n".join(failed)
     summary = checkov_report["summary"]
     assert summary["failed"] == 0

@@ -23,7 +23,11 @@ def test_module_pins_terraform_and_provider_versions(hcl_modules, name):
     tf_blocks = hcl_modules[name].files["versions.tf"]["terraform"]
     tf = tf_blocks[0]
     assert tf["required_version"].startswith(">=")
-    aws = tf["required_providers"]["aws"] if isinstance(tf["required_providers"], dict) else tf["required_providers"][0]["aws"]
+    aws = (
+        tf["required_providers"]["aws"]
+        if isinstance(tf["required_providers"], dict)
+        else tf["required_providers"][0]["aws"]
+    )
     assert aws["source"] == "hashicorp/aws"
     assert ">=" in aws["version"] and "<" in aws["version"].replace(">=", "")
 
@@ -56,12 +60,24 @@ def test_no_output_exposes_a_secret(path):
 @pytest.mark.parametrize("name", MODULE_NAMES)
 def test_every_taggable_resource_is_tagged(hcl_modules, name):
     untaggable = {
-        "aws_kms_alias", "aws_s3_bucket_ownership_controls", "aws_s3_bucket_public_access_block",
-        "aws_s3_bucket_versioning", "aws_s3_bucket_server_side_encryption_configuration", "aws_s3_bucket_logging",
-        "aws_s3_bucket_lifecycle_configuration", "aws_s3_bucket_policy", "aws_iam_role_policy_attachment",
-        "aws_iam_role_policy", "aws_route53_record", "aws_appautoscaling_policy", "aws_secretsmanager_secret_version",
-        "aws_wafv2_web_acl_logging_configuration", "aws_cloudfront_cache_policy", "aws_cloudfront_function",
-        "aws_cloudfront_origin_request_policy", "aws_cloudfront_response_headers_policy",
+        "aws_kms_alias",
+        "aws_s3_bucket_ownership_controls",
+        "aws_s3_bucket_public_access_block",
+        "aws_s3_bucket_versioning",
+        "aws_s3_bucket_server_side_encryption_configuration",
+        "aws_s3_bucket_logging",
+        "aws_s3_bucket_lifecycle_configuration",
+        "aws_s3_bucket_policy",
+        "aws_iam_role_policy_attachment",
+        "aws_iam_role_policy",
+        "aws_route53_record",
+        "aws_appautoscaling_policy",
+        "aws_secretsmanager_secret_version",
+        "aws_wafv2_web_acl_logging_configuration",
+        "aws_cloudfront_cache_policy",
+        "aws_cloudfront_function",
+        "aws_cloudfront_origin_request_policy",
+        "aws_cloudfront_response_headers_policy",
     }
     for block in hcl_modules[name].blocks("resource"):
         for rtype, instances in block.items():

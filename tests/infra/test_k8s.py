@@ -130,7 +130,9 @@ def test_the_whole_set_holds_each_overlay_once_without_clashing_names():
     keys = [(o["kind"], o["metadata"]["name"]) for o in objects]
     assert len(keys) == len(set(keys))
     assert {name for kind, name in keys if kind == "Deployment"} == {
-        "edgerec-origin", *(f"edgerec-edge-{r}" for r in REGIONS)}
+        "edgerec-origin",
+        *(f"edgerec-edge-{r}" for r in REGIONS),
+    }
 
 
 @pytest.mark.parametrize("version", K8S_VERSIONS)
@@ -206,8 +208,11 @@ def test_edge_environment_uses_the_contract_names_with_secrets_from_secrets(edge
     # Production mode refuses an http:// origin; the edge verifies it against the mounted CA.
     assert values[spec["env"]["origin_url"]].startswith("https://edgerec-origin.edgerec.svc:")
     ca_file = values[spec["optional_env"]["origin_ca_file"]]
-    assert any(ca_file.startswith(m["mountPath"] + "/") for m in container(one(edges[region], "Deployment"))
-               ["volumeMounts"] if m["name"] == "origin-ca")
+    assert any(
+        ca_file.startswith(m["mountPath"] + "/")
+        for m in container(one(edges[region], "Deployment"))["volumeMounts"]
+        if m["name"] == "origin-ca"
+    )
     _names_are_documented(env)
 
 
@@ -260,8 +265,11 @@ def test_edge_fleet_survives_a_zone_a_drain_and_load(edges, region):
     assert selects(pdb["spec"]["selector"], pods)
     assert pdb["spec"].get("maxUnavailable") == 1
     hpa = one(objects, "HorizontalPodAutoscaler")
-    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
-                                             "name": deployment["metadata"]["name"]}
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": deployment["metadata"]["name"],
+    }
     assert hpa["spec"]["minReplicas"] >= 2 and hpa["spec"]["maxReplicas"] > hpa["spec"]["minReplicas"]
     (metric,) = hpa["spec"]["metrics"]
     assert metric["resource"]["name"] == "cpu" and 0 < metric["resource"]["target"]["averageUtilization"] < 100
@@ -285,8 +293,11 @@ def test_each_region_is_a_fleet_of_its_own(edges):
     for region, other in (("gb", de), ("de", gb)):
         objects = edges[region]
         mine = one(objects, "Deployment")
-        for selector in (mine["spec"]["selector"], one(objects, "Service")["spec"]["selector"],
-                         one(objects, "PodDisruptionBudget")["spec"]["selector"]):
+        for selector in (
+            mine["spec"]["selector"],
+            one(objects, "Service")["spec"]["selector"],
+            one(objects, "PodDisruptionBudget")["spec"]["selector"],
+        ):
             assert selects(selector, pod_labels(mine)) and not selects(selector, pod_labels(other))
         assert pod_labels(mine)["edgerec.io/region"] == region
 
@@ -408,8 +419,10 @@ def test_the_origin_may_talk_only_to_its_database_nats_and_dns_and_hears_every_r
     assert _ports(ingress) == {(contract["origin"]["port"], "TCP")}
     for region in REGIONS:
         edge_pods = pod_labels(one(edges[region], "Deployment"))
-        assert any("podSelector" in p and "namespaceSelector" not in p and selects(p["podSelector"], edge_pods)
-                   for p in ingress["from"]), f"edges of {region} cannot reach the origin"
+        assert any(
+            "podSelector" in p and "namespaceSelector" not in p and selects(p["podSelector"], edge_pods)
+            for p in ingress["from"]
+        ), f"edges of {region} cannot reach the origin"
 
 
 # --- what the operator creates, documented --------------------------------------------------------------------
@@ -419,8 +432,12 @@ def test_every_secret_and_config_map_outside_the_build_is_documented(edges, orig
     """Secrets are never committed: the docs must say how to make each one the pods name, with its keys."""
     docs = (REPO / "docs" / "operations.md").read_text()
     section = docs.split("## Kubernetes", 1)[1].split("\n## ", 1)[0]
-    built = {o["metadata"]["name"] for objects in [origin, *edges.values()] for o in objects
-             if o["kind"] in ("Secret", "ConfigMap")}
+    built = {
+        o["metadata"]["name"]
+        for objects in [origin, *edges.values()]
+        for o in objects
+        if o["kind"] in ("Secret", "ConfigMap")
+    }
     needed: set[tuple[str, str]] = set()
     for objects in [origin, *edges.values()]:
         deployment = one(objects, "Deployment")

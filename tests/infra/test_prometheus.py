@@ -83,8 +83,9 @@ def test_every_metric_the_rules_read_is_exported_by_the_edge_or_the_origin_or_re
     recorded = recorded_names()
     for rule in _rules():
         for name in metric_names(rule["expr"]):
-            assert name in live_prometheus.exported or name in recorded or name in ("up", "ALERTS"), \
+            assert name in live_prometheus.exported or name in recorded or name in ("up", "ALERTS"), (
                 f"{rule.get('record') or rule.get('alert')}: {name} is neither exported nor recorded"
+            )
 
 
 def test_a_real_prometheus_evaluates_every_recording_rule_for_a_real_edge(live_prometheus):
@@ -122,5 +123,7 @@ def test_a_burst_of_503s_at_a_real_edge_starts_the_fast_burn_page(live_prometheu
 @pytest.mark.parametrize("label", ["job", "region", "pod"])
 def test_the_relabelling_names_the_edge_as_the_rules_expect(live_prometheus, label):
     (target,) = live_prometheus.query('up{job="edgerec-edge"}')
-    assert target["metric"][label] == {"job": "edgerec-edge", "region": live_prometheus.edge_region,
-                                       "pod": "edge-gb-0"}[label]
+    assert (
+        target["metric"][label]
+        == {"job": "edgerec-edge", "region": live_prometheus.edge_region, "pod": "edge-gb-0"}[label]
+    )

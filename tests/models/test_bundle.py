@@ -22,8 +22,16 @@ def test_bundle_passes_onnx_checker_and_manifest_hashes_the_model(bundle_dir: Pa
     assert manifest["sha256"] == sha256_hex(onnx_bytes)
     assert manifest["version"] == "m-" + manifest["sha256"][:12]
     assert [entry["name"] for entry in manifest["inputs"]] == [
-        "profile_items", "profile_counts", "profile_days_since_last", "profile_days_since_first", "profile_decayed",
-        "region", "candidates", "penalty", "k"]
+        "profile_items",
+        "profile_counts",
+        "profile_days_since_last",
+        "profile_days_since_first",
+        "profile_decayed",
+        "region",
+        "candidates",
+        "penalty",
+        "k",
+    ]
     assert [entry["name"] for entry in manifest["outputs"]] == ["scores", "indices"]
     assert manifest["context_length"] == DEFAULT_CONTEXT_LENGTH == MAX_ITEMS == manifest["profile"]["max_items"]
     assert len(manifest["items"]) > 300
@@ -82,6 +90,8 @@ def test_missing_bundle_files_and_wrong_format_raise_bundle_error(bundle_dir: Pa
         Ranker.from_bytes(onnx_bytes, {key: value for key, value in manifest.items() if key != "golden"})
 
 
-def test_training_is_deterministic_so_same_data_gives_same_version(synthetic_csv: Path, bundle_dir: Path, tmp_path: Path) -> None:
+def test_training_is_deterministic_so_same_data_gives_same_version(
+    synthetic_csv: Path, bundle_dir: Path, tmp_path: Path
+) -> None:
     again = train_bundle(synthetic_csv, tmp_path / "again", progress=False)
     assert again["version"] == json.loads((bundle_dir / "manifest.json").read_text())["version"]

@@ -37,12 +37,17 @@ def test_split_by_date_puts_earlier_rows_in_history_and_keeps_every_row(syntheti
     assert len(history_dates) == history_rows
 
 
-def test_cli_train_then_evaluate_prints_one_json_report(split_files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_train_then_evaluate_prints_one_json_report(
+    split_files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     history, test = split_files
     assert run_cli(["train", "--data", str(history), "--out", str(tmp_path / "b"), "--context-length", "30"]) == 0
     assert Ranker.load(tmp_path / "b").context_length == 30
     capsys.readouterr()
-    assert run_cli(["evaluate", "--bundle", str(tmp_path / "b"), "--history", str(history), "--test", str(test), "--json"]) == 0
+    assert (
+        run_cli(["evaluate", "--bundle", str(tmp_path / "b"), "--history", str(history), "--test", str(test), "--json"])
+        == 0
+    )
     report = json.loads(capsys.readouterr().out)
     assert report["users"] > 50
     assert set(report["model"]) == METHOD_KEYS
@@ -61,7 +66,9 @@ def test_model_beats_popularity_in_the_evaluation_protocol(split_files: tuple[Pa
 
 
 @pytest.mark.parametrize("command", ["train", "evaluate"])
-def test_cli_reports_missing_file_in_one_line_with_exit_code_2(command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_reports_missing_file_in_one_line_with_exit_code_2(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     absent = str(tmp_path / "absent.csv")
     argv = (
         ["train", "--data", absent, "--out", str(tmp_path / "b")]

@@ -18,16 +18,22 @@ from models.train import TrainingConfig, fit_ranking_model
 
 def run_one(session: onnxruntime.InferenceSession, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """One request through the batched graph: its [P] and [N] inputs as a batch of one row."""
-    scores, positions = session.run(None, {name: value[None, :] if name in ROW_INPUTS else value
-                                           for name, value in feeds.items()})
+    scores, positions = session.run(
+        None, {name: value[None, :] if name in ROW_INPUTS else value for name, value in feeds.items()}
+    )
     assert scores.shape[0] == positions.shape[0] == 1
     return scores[0], positions[0]
 
 
 def slot_feeds(context: RequestContext, region: int, candidates: np.ndarray, penalty: np.ndarray, k: int) -> dict:
     arrays = (context.items, context.counts, context.ages_days, context.days_since_first, context.decayed)
-    return {**dict(zip(PROFILE_INPUTS, arrays)), "region": np.array([region], dtype=np.int64),
-            "candidates": candidates.astype(np.int64), "penalty": penalty, "k": np.array([k], dtype=np.int64)}
+    return {
+        **dict(zip(PROFILE_INPUTS, arrays)),
+        "region": np.array([region], dtype=np.int64),
+        "candidates": candidates.astype(np.int64),
+        "penalty": penalty,
+        "k": np.array([k], dtype=np.int64),
+    }
 
 
 def random_slots(rng: np.random.Generator, width: int, item_count: int) -> RequestContext:
@@ -41,8 +47,13 @@ def random_slots(rng: np.random.Generator, width: int, item_count: int) -> Reque
 
 
 def reference_slots(context: RequestContext) -> ProfileSlots:
-    return ProfileSlots(context.items[None, :], *(np.asarray(a, np.float64)[None, :] for a in (
-        context.counts, context.ages_days, context.days_since_first, context.decayed)))
+    return ProfileSlots(
+        context.items[None, :],
+        *(
+            np.asarray(a, np.float64)[None, :]
+            for a in (context.counts, context.ages_days, context.days_since_first, context.decayed)
+        ),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +97,14 @@ def test_padding_and_unknown_items_never_count_as_repeats(ranker: Ranker) -> Non
     scores, positions = ranker.rank(with_profile, 0, candidates, penalty, 3)
     assert scores[list(positions).index(0)] == pytest.approx(unknown_score, abs=1e-6)
     # Stats on a padding slot (item 0) are ignored by the graph.
-    noisy = RequestContext(with_profile.items, with_profile.ages_days + 5, None, with_profile.counts + 3,
-                           with_profile.days_since_first + 9, with_profile.decayed + 2)
+    noisy = RequestContext(
+        with_profile.items,
+        with_profile.ages_days + 5,
+        None,
+        with_profile.counts + 3,
+        with_profile.days_since_first + 9,
+        with_profile.decayed + 2,
+    )
     padded_scores = ranker.rank(noisy, 0, candidates, penalty, 3)[0]
     assert padded_scores[list(positions).index(0)] == pytest.approx(unknown_score, abs=1e-6)
 
@@ -95,7 +112,9 @@ def test_padding_and_unknown_items_never_count_as_repeats(ranker: Ranker) -> Non
 def test_minus_infinity_penalty_puts_excluded_candidates_last(ranker: Ranker) -> None:
     context = ranker.encode_context(ranker.manifest["items"][:20])
     candidates = ranker.item_indices(ranker.manifest["items"][:50])
-    open_scores, open_positions = ranker.rank(context, ranker.region_index("GB"), candidates, np.zeros(50, np.float32), 5)
+    open_scores, open_positions = ranker.rank(
+        context, ranker.region_index("GB"), candidates, np.zeros(50, np.float32), 5
+    )
     penalty = np.zeros(50, dtype=np.float32)
     penalty[open_positions] = -np.inf
     scores, positions = ranker.rank(context, ranker.region_index("GB"), candidates, penalty, 10)
@@ -199,8 +218,14 @@ def test_time_since_purchase_changes_scores_of_repeats_only(trained_model: Ranki
         items = np.zeros(width, dtype=np.int64)
         items[-3:] = [1, 2, 3]
         counts = (items > 0).astype(np.float32) * 2
-        context = RequestContext(items, np.full(width, age, np.float32), None, counts,
-                                 np.full(width, age + 40, np.float32), counts * np.float32(np.exp(-age / 180)))
+        context = RequestContext(
+            items,
+            np.full(width, age, np.float32),
+            None,
+            counts,
+            np.full(width, age + 40, np.float32),
+            counts * np.float32(np.exp(-age / 180)),
+        )
         values, positions = run_one(session, slot_feeds(context, 0, candidates, np.zeros(3, np.float32), 3))
         return values[np.argsort(positions)]
 
@@ -224,8 +249,9 @@ def test_model_beats_global_popularity_on_held_out_synthetic_users(bundle_dir: P
     assert metrics["model"]["recall@10"] > metrics["popularity"]["recall@10"] + 0.03
 
 
-def test_new_items_that_neighbour_the_profile_outrank_the_same_items_without_it(ranker: Ranker,
-                                                                             trained_model: RankingModel) -> None:
+def test_new_items_that_neighbour_the_profile_outrank_the_same_items_without_it(
+    ranker: Ranker, trained_model: RankingModel
+) -> None:
     stats = trained_model.statistics
     anchor = int(np.argmax(stats.neighbour_weights[:, 0]))
     neighbour = int(stats.neighbours[anchor, 0])
@@ -246,7 +272,9 @@ def test_a_batch_ranks_each_request_as_it_would_alone(ranker: Ranker) -> None:
         requests = []
         for row in range(9):
             context = ranker.encode_context([items[i] for i in rng.integers(0, len(items), int(rng.integers(0, 60)))])
-            candidates = ranker.item_indices([items[i] for i in rng.integers(0, len(items), int(rng.integers(*count_range)))])
+            candidates = ranker.item_indices(
+                [items[i] for i in rng.integers(0, len(items), int(rng.integers(*count_range)))]
+            )
             penalty = np.where(rng.random(len(candidates)) < 0.2, -np.inf, 0.0).astype(np.float32)
             requests.append((context, int(rng.integers(0, len(ranker.manifest["regions"]) + 1)), candidates, penalty))
         for k in (1, 10, 500):
@@ -259,7 +287,7 @@ def test_a_batch_ranks_each_request_as_it_would_alone(ranker: Ranker) -> None:
                 np.testing.assert_allclose(scores[: finite.sum()], alone_scores[finite], rtol=0, atol=1e-5)
                 # A duplicated candidate ties with itself, and ORT's TopK may order such ties either way: compare items.
                 assert np.array_equal(candidates[positions[: finite.sum()]], candidates[alone_positions[finite]])
-                assert not np.isfinite(scores[finite.sum():]).any() and len(scores) <= len(alone_scores)
+                assert not np.isfinite(scores[finite.sum() :]).any() and len(scores) <= len(alone_scores)
 
 
 def test_a_profile_cut_to_its_filled_slots_scores_as_the_full_width_profile(ranker: Ranker) -> None:
@@ -271,15 +299,17 @@ def test_a_profile_cut_to_its_filled_slots_scores_as_the_full_width_profile(rank
     candidates = ranker.item_indices(items[:150])
     penalty = np.zeros(len(candidates), dtype=np.float32)
     for events in (0, 1, 7, 300):
-        context = ranker.encode_context([items[i] for i in rng.integers(0, len(items), events)],
-                                        ages_days=list(rng.uniform(0, 90, events)))
+        context = ranker.encode_context(
+            [items[i] for i in rng.integers(0, len(items), events)], ages_days=list(rng.uniform(0, 90, events))
+        )
         full = run_one(ranker._session, slot_feeds(context, 1, candidates, penalty, 20))
         scores, positions = ranker.rank(context, 1, candidates, penalty, 20)
         np.testing.assert_allclose(scores, full[0], rtol=0, atol=1e-6)
         assert np.array_equal(positions, full[1])
         assert ranker.context_width([context]) == max(context.width or 0, 1)  # filled slots are the last ones
-        unknown = RequestContext(context.items, context.ages_days, None, context.counts, context.days_since_first,
-                                 context.decayed)  # built by hand: its width is not known
+        unknown = RequestContext(
+            context.items, context.ages_days, None, context.counts, context.days_since_first, context.decayed
+        )  # built by hand: its width is not known
         assert ranker.context_width([context, unknown]) == length
 
 

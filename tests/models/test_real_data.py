@@ -12,7 +12,9 @@ from models.train import train_bundle
 
 # The shared data sit beside the repository: <repo>/../shared/data/online_retail/.
 REAL_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "online_retail" / "transactions.csv.gz"
-needs_real_data = pytest.mark.skipif(not REAL_DATA.is_file(), reason=f"shared Online Retail data not found at {REAL_DATA}")
+needs_real_data = pytest.mark.skipif(
+    not REAL_DATA.is_file(), reason=f"shared Online Retail data not found at {REAL_DATA}"
+)
 
 
 def best_baseline(section: dict) -> float:
@@ -63,4 +65,6 @@ def test_model_beats_every_baseline_including_tifu_knn_and_up_cf_r_on_all_target
     # themselves are benchmark figures (python -m benchmarks.model), not a test that cannot fail.
     baselines = august_split_report["baselines"]
     assert august_split_report["model"]["ndcg@10"] >= 1.01 * best_baseline(august_split_report)
-    assert august_split_report["model"]["ndcg@10"] >= 1.02 * max(baselines[name]["ndcg@10"] for name in ("tifu_knn", "up_cf_r"))
+    assert august_split_report["model"]["ndcg@10"] >= 1.02 * max(
+        baselines[name]["ndcg@10"] for name in ("tifu_knn", "up_cf_r")
+    )

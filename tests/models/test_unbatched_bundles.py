@@ -31,10 +31,16 @@ def _unbatched_graph() -> bytes:
         helper.make_node("TopK", ["ranked", "top"], ["scores", "indices"], axis=-1, largest=1, sorted=1),
     ]
     graph = helper.make_graph(
-        nodes, "legacy_ranker",
-        [value("context_items", TensorProto.INT64, [LENGTH]), value("context_ages_days", TensorProto.FLOAT, [LENGTH]),
-         value("region", TensorProto.INT64, [1]), value("candidates", TensorProto.INT64, ["N"]),
-         value("penalty", TensorProto.FLOAT, ["N"]), value("k", TensorProto.INT64, [1])],
+        nodes,
+        "legacy_ranker",
+        [
+            value("context_items", TensorProto.INT64, [LENGTH]),
+            value("context_ages_days", TensorProto.FLOAT, [LENGTH]),
+            value("region", TensorProto.INT64, [1]),
+            value("candidates", TensorProto.INT64, ["N"]),
+            value("penalty", TensorProto.FLOAT, ["N"]),
+            value("k", TensorProto.INT64, [1]),
+        ],
         [value("scores", TensorProto.FLOAT, ["K"]), value("indices", TensorProto.INT64, ["K"])],
         initializer=[numpy_helper.from_array(TABLE, "table")],
     )
@@ -52,11 +58,31 @@ def _expected(candidates: np.ndarray, excluded: list[int], k: int) -> tuple[np.n
 
 
 def _bundle(tmp_path, cases: list[tuple[np.ndarray, list[int], int]]) -> Ranker:
-    golden = [golden_case(np.zeros(LENGTH, dtype=np.int64), np.ones(LENGTH), 0, candidates, excluded, k,
-                          *_expected(candidates, excluded, k)) for candidates, excluded, k in cases]
-    write_bundle(tmp_path, _unbatched_graph(), {
-        "inputs": [], "outputs": [], "context_length": LENGTH, "items": ITEMS, "regions": ["GB"],
-        "default_ages_days": [30.0] * LENGTH, "golden": golden})
+    golden = [
+        golden_case(
+            np.zeros(LENGTH, dtype=np.int64),
+            np.ones(LENGTH),
+            0,
+            candidates,
+            excluded,
+            k,
+            *_expected(candidates, excluded, k),
+        )
+        for candidates, excluded, k in cases
+    ]
+    write_bundle(
+        tmp_path,
+        _unbatched_graph(),
+        {
+            "inputs": [],
+            "outputs": [],
+            "context_length": LENGTH,
+            "items": ITEMS,
+            "regions": ["GB"],
+            "default_ages_days": [30.0] * LENGTH,
+            "golden": golden,
+        },
+    )
     return Ranker.load(tmp_path)
 
 
@@ -64,8 +90,10 @@ def test_an_unbatched_bundle_passes_its_golden_cases_and_ranks_one_request_at_a_
     ranker = _bundle(tmp_path, [(np.array([5, 2, 9, 1]), [], 3), (np.array([3, 4, 0, 7, 8]), [1], 4)])
     assert not ranker.batched
     context = ranker.encode_context(ITEMS[:3])
-    requests = [(context, 1, np.array([7, 3, 12, 2], dtype=np.int64), np.zeros(4, dtype=np.float32)),
-                (context, 1, np.array([30, 1], dtype=np.int64), np.array([0, -np.inf], dtype=np.float32))]
+    requests = [
+        (context, 1, np.array([7, 3, 12, 2], dtype=np.int64), np.zeros(4, dtype=np.float32)),
+        (context, 1, np.array([30, 1], dtype=np.int64), np.array([0, -np.inf], dtype=np.float32)),
+    ]
     ranked = ranker.rank_many(requests, 3)
     assert [positions.tolist() for _, positions in ranked] == [[3, 1, 0], [0, 1]]
     assert ranked[1][0][1] == -np.inf
@@ -79,10 +107,30 @@ def test_an_unbatched_bundle_with_a_wrong_golden_case_is_refused(tmp_path):
     from models.bundle import BundleError
 
     candidates = np.array([5, 2, 9, 1])
-    golden = [golden_case(np.zeros(LENGTH, dtype=np.int64), np.ones(LENGTH), 0, candidates, [], 2,
-                          np.array([3.0, 2.0]), np.array([3, 1]))]  # the right order, wrong scores
-    write_bundle(tmp_path, _unbatched_graph(), {
-        "inputs": [], "outputs": [], "context_length": LENGTH, "items": ITEMS, "regions": ["GB"],
-        "default_ages_days": [30.0] * LENGTH, "golden": golden})
+    golden = [
+        golden_case(
+            np.zeros(LENGTH, dtype=np.int64),
+            np.ones(LENGTH),
+            0,
+            candidates,
+            [],
+            2,
+            np.array([3.0, 2.0]),
+            np.array([3, 1]),
+        )
+    ]  # the right order, wrong scores
+    write_bundle(
+        tmp_path,
+        _unbatched_graph(),
+        {
+            "inputs": [],
+            "outputs": [],
+            "context_length": LENGTH,
+            "items": ITEMS,
+            "regions": ["GB"],
+            "default_ages_days": [30.0] * LENGTH,
+            "golden": golden,
+        },
+    )
     with pytest.raises(BundleError, match="scores off"):
         Ranker.load(tmp_path)

@@ -8,7 +8,8 @@ import json
 
 import pytest
 
-from edgerec.cli.services import admin_headers, http_call, http_json
+from edgerec.cli.process import http_call, http_json
+from edgerec.cli.services import admin_headers
 from origin_sync.origin.store import ChangeLogStore
 from tests.conftest import Cluster, make_offer, needs_pg
 from tests.store_support import run_on_store
@@ -41,7 +42,13 @@ def test_every_admin_call_is_audited_with_no_secret(tmp_path, bundle_dir, catalo
     # Newest first; the refused limit=0 read is there too.
     seen = [(r["actor"], r["method"], r["path"], r["target"], r["status"]) for r in reversed(rows)]
     assert seen == [
-        (me, "POST", "/v1/admin/models", f"model_version={json.loads((bundle_dir / 'manifest.json').read_text())['version']}", 201),
+        (
+            me,
+            "POST",
+            "/v1/admin/models",
+            f"model_version={json.loads((bundle_dir / 'manifest.json').read_text())['version']}",
+            201,
+        ),
         (me, "PUT", f"/v1/admin/offers/{offer['id']}", f"offer_id={offer['id']}", 200),
         (me, "DELETE", f"/v1/admin/offers/{offer['id']}", f"offer_id={offer['id']}", 200),
         (me, "DELETE", "/v1/admin/offers/no-such-offer", "offer_id=no-such-offer", 404),
@@ -50,10 +57,13 @@ def test_every_admin_call_is_audited_with_no_secret(tmp_path, bundle_dir, catalo
         (me, "GET", "/v1/admin/audit", None, 422),
     ]
     assert all(r["peer"] == "127.0.0.1" and r["ts"] > 0 for r in rows)
-    lines = [json.loads(line) for line in cluster.origin.log_path.read_text().splitlines()
-             if line.startswith("{") and '"edgerec.audit"' in line]
+    lines = [
+        json.loads(line)
+        for line in cluster.origin.log_path.read_text().splitlines()
+        if line.startswith("{") and '"edgerec.audit"' in line
+    ]
     logged = [(e["audit"]["actor"], e["audit"]["method"], e["audit"]["path"], e["audit"]["status"]) for e in lines]
-    assert logged[:len(seen)] == [(a, m, p, s) for a, m, p, _, s in seen]
+    assert logged[: len(seen)] == [(a, m, p, s) for a, m, p, _, s in seen]
     assert all(e["logger"] == "edgerec.audit" and e["audit"]["peer"] == "127.0.0.1" for e in lines)
     everything = json.dumps(rows) + cluster.origin.log_path.read_text()
     secrets = [cluster.admin_token, wrong, cluster.sync_token, *cluster.region_tokens.values()]
@@ -64,9 +74,17 @@ def test_every_admin_call_is_audited_with_no_secret(tmp_path, bundle_dir, catalo
 def test_both_stores_keep_read_and_purge_the_audit_log(kind, tmp_path, request):
     async def scenario(store: ChangeLogStore) -> None:
         for i in range(5):
-            await store.record_audit({"ts": 1000.0 + i, "actor": "admin:0123abcd" if i else None, "method": "PUT",
-                                      "path": f"/v1/admin/offers/o{i}", "target": f"offer_id=o{i}",
-                                      "peer": "10.0.0.1", "status": 200 if i else 401})
+            await store.record_audit(
+                {
+                    "ts": 1000.0 + i,
+                    "actor": "admin:0123abcd" if i else None,
+                    "method": "PUT",
+                    "path": f"/v1/admin/offers/o{i}",
+                    "target": f"offer_id=o{i}",
+                    "peer": "10.0.0.1",
+                    "status": 200 if i else 401,
+                }
+            )
         newest = await store.audit_log(3)
         assert [r["path"] for r in newest] == ["/v1/admin/offers/o4", "/v1/admin/offers/o3", "/v1/admin/offers/o2"]
         assert newest[0]["actor"] == "admin:0123abcd" and newest[0]["status"] == 200 and newest[0]["ts"] == 1004.0

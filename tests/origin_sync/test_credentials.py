@@ -10,7 +10,8 @@ import json
 import msgpack
 import pytest
 
-from edgerec.cli.services import ensure_signing_keys, http_call, http_json
+from edgerec.cli.process import http_call, http_json
+from edgerec.cli.services import ensure_signing_keys
 from origin_sync.origin.credentials import (
     CredentialError,
     Credentials,
@@ -29,8 +30,12 @@ def _sha256(token: str) -> str:
 
 def test_tokens_are_kept_as_digests_and_may_be_given_as_digests():
     named = parse_admin_credentials(json.dumps({"auditor": {"sha256": _sha256(AUDITOR_TOKEN), "scopes": ["read"]}}))
-    credentials = Credentials.build(("admin-token-0123456789",), named, (f"sha256:{_sha256('fleet-token-0123456789')}",),
-                                    {"GB": ("gb-token-0123456789",)})
+    credentials = Credentials.build(
+        ("admin-token-0123456789",),
+        named,
+        (f"sha256:{_sha256('fleet-token-0123456789')}",),
+        {"GB": ("gb-token-0123456789",)},
+    )
     credential, digest = credentials.admin_for(AUDITOR_TOKEN.encode())
     assert credential.name == "auditor" and credential.actor(digest) == f"admin:auditor:{_sha256(AUDITOR_TOKEN)[:8]}"
     assert credentials.admin_for(b"admin-token-0123456789")[0].actor(digest).startswith("admin:")
@@ -46,19 +51,31 @@ def test_production_mode_holds_named_admin_tokens_to_the_strength_of_every_secre
     monkeypatch.setenv("EDGEREC_ENV", "production")
     with pytest.raises(CredentialError, match=r"EDGEREC_ADMIN_TOKENS \(ci-bot\) is too weak"):
         parse_admin_credentials(weak)
-    strong = json.dumps({"ci-bot": {"token": CATALOG_TOKEN, "scopes": ["catalog"]},
-                         "auditor": {"sha256": _sha256(AUDITOR_TOKEN), "scopes": ["read"]}})
+    strong = json.dumps(
+        {
+            "ci-bot": {"token": CATALOG_TOKEN, "scopes": ["catalog"]},
+            "auditor": {"sha256": _sha256(AUDITOR_TOKEN), "scopes": ["read"]},
+        }
+    )
     assert {c.name for c in parse_admin_credentials(strong)} == {"ci-bot", "auditor"}
 
 
-@pytest.mark.parametrize("admin_tokens,named,sync,message", [
-    (("short",), "", ("fleet-token-0123456789",), "at least 16"),
-    (("admin-token-0123456789",), "", ("sha256:abc",), "64 hex"),
-    (("same-token-0123456789",), "", ("same-token-0123456789",), "must not share"),
-    ((), "", ("fleet-token-0123456789",), "EDGEREC_ADMIN_TOKEN"),
-    ((), '{"x": {"token": "catalog-bot-token-0123456789", "scopes": ["root"]}}', ("fleet-token-0123456789",), "scopes"),
-    ((), "[1, 2]", ("fleet-token-0123456789",), "JSON object"),
-])
+@pytest.mark.parametrize(
+    "admin_tokens,named,sync,message",
+    [
+        (("short",), "", ("fleet-token-0123456789",), "at least 16"),
+        (("admin-token-0123456789",), "", ("sha256:abc",), "64 hex"),
+        (("same-token-0123456789",), "", ("same-token-0123456789",), "must not share"),
+        ((), "", ("fleet-token-0123456789",), "EDGEREC_ADMIN_TOKEN"),
+        (
+            (),
+            '{"x": {"token": "catalog-bot-token-0123456789", "scopes": ["root"]}}',
+            ("fleet-token-0123456789",),
+            "scopes",
+        ),
+        ((), "[1, 2]", ("fleet-token-0123456789",), "JSON object"),
+    ],
+)
 def test_bad_credential_settings_are_refused_without_showing_a_token(admin_tokens, named, sync, message):
     with pytest.raises(CredentialError, match=message) as refused:
         Credentials.build(admin_tokens, parse_admin_credentials(named), sync, {})
@@ -69,8 +86,14 @@ def test_bad_credential_settings_are_refused_without_showing_a_token(admin_token
 def scoped(tmp_path, bundle_dir):
     cluster = Cluster(tmp_path, bundle_dir)
     admin_file = tmp_path / "admin-tokens.json"
-    admin_file.write_text(json.dumps({"catalog-bot": {"token": CATALOG_TOKEN, "scopes": ["catalog"]},
-                                      "auditor": {"sha256": _sha256(AUDITOR_TOKEN), "scopes": ["read"]}}))
+    admin_file.write_text(
+        json.dumps(
+            {
+                "catalog-bot": {"token": CATALOG_TOKEN, "scopes": ["catalog"]},
+                "auditor": {"sha256": _sha256(AUDITOR_TOKEN), "scopes": ["read"]},
+            }
+        )
+    )
     cluster.origin.env["EDGEREC_ADMIN_TOKENS"] = str(admin_file)
     cluster.start_origin()
     try:
@@ -88,11 +111,13 @@ def test_an_admin_credential_may_do_only_what_its_scopes_allow_and_refusals_are_
     offer = make_offer("GB-1", "10001")
     assert _call(cluster, "PUT", "/v1/admin/offers/GB-1", CATALOG_TOKEN, offer)[0] == 200
     assert _call(cluster, "GET", "/v1/admin/offers/GB-1", CATALOG_TOKEN)[0] == 200  # its own scope's reads
-    for method, path, token in (("POST", "/v1/admin/models/m1/activate", CATALOG_TOKEN),
-                                ("GET", "/v1/admin/audit", CATALOG_TOKEN),
-                                ("POST", "/v1/admin/keys", CATALOG_TOKEN),
-                                ("PUT", "/v1/admin/offers/GB-1", AUDITOR_TOKEN),
-                                ("POST", "/v1/admin/compact", AUDITOR_TOKEN)):
+    for method, path, token in (
+        ("POST", "/v1/admin/models/m1/activate", CATALOG_TOKEN),
+        ("GET", "/v1/admin/audit", CATALOG_TOKEN),
+        ("POST", "/v1/admin/keys", CATALOG_TOKEN),
+        ("PUT", "/v1/admin/offers/GB-1", AUDITOR_TOKEN),
+        ("POST", "/v1/admin/compact", AUDITOR_TOKEN),
+    ):
         status, answer = _call(cluster, method, path, token, offer if method == "PUT" else {})
         assert status == 403 and answer["error"]["code"] == "forbidden_scope", (method, path, answer)
     for path in ("/v1/admin/status", "/v1/admin/models", "/v1/admin/offers/GB-1", "/v1/admin/keys"):

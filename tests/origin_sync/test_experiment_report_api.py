@@ -12,17 +12,35 @@ import time
 
 import pytest
 
-from edgerec.cli.services import http_call, http_json
+from edgerec.cli.process import http_call, http_json
 from origin_sync.wire.events import encode_batch
 from tests.conftest import REPO
 
 
-def _event(kind: str, request_id: str, region: str, variant: str | None = None, value: float | None = None,
-           currency: str | None = None) -> dict:
-    return {"id": f"{kind}-{request_id}-{time.monotonic_ns()}", "kind": kind, "ts": time.time(), "region": region,
-            "request_id": request_id, "shopper": None, "experiment": "ab" if kind == "impression" else None,
-            "variant": variant, "offer_ids": ["o"], "value": value, "currency": currency, "model_version": None,
-            "data_version": None, "slot": None}
+def _event(
+    kind: str,
+    request_id: str,
+    region: str,
+    variant: str | None = None,
+    value: float | None = None,
+    currency: str | None = None,
+) -> dict:
+    return {
+        "id": f"{kind}-{request_id}-{time.monotonic_ns()}",
+        "kind": kind,
+        "ts": time.time(),
+        "region": region,
+        "request_id": request_id,
+        "shopper": None,
+        "experiment": "ab" if kind == "impression" else None,
+        "variant": variant,
+        "offer_ids": ["o"],
+        "value": value,
+        "currency": currency,
+        "model_version": None,
+        "data_version": None,
+        "slot": None,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +50,16 @@ def reported(module_cluster):
     cluster = module_cluster
     published = cluster.publish()
     auth = {"Authorization": f"Bearer {cluster.admin_token}"}
-    status, answer = http_json(cluster.origin.url, "PUT", "/v1/admin/experiments/ab", {
-        "variants": [{"name": "control"}, {"name": "treatment", "model": published["model_version"]}],
-        "regions": ["GB", "DE"]}, auth)
+    status, answer = http_json(
+        cluster.origin.url,
+        "PUT",
+        "/v1/admin/experiments/ab",
+        {
+            "variants": [{"name": "control"}, {"name": "treatment", "model": published["model_version"]}],
+            "regions": ["GB", "DE"],
+        },
+        auth,
+    )
     assert status == 200, answer
     events = []
     for variant in ("control", "treatment"):
@@ -44,13 +69,18 @@ def reported(module_cluster):
             if i % 4 == 0:
                 events.append(_event("purchase", gb, "GB", value=10.0, currency="GBP"))
             if i % 2 == 0:
-                events.append(_event("purchase", de, "DE", value=30.0 if variant == "treatment" else 20.0,
-                                     currency="EUR"))
-    events += [_event("click", "lost-1", "GB"), _event("click", "lost-2", "DE"),
-               _event("purchase", "lost-3", "GB", value=99.0, currency="GBP")]
+                events.append(
+                    _event("purchase", de, "DE", value=30.0 if variant == "treatment" else 20.0, currency="EUR")
+                )
+    events += [
+        _event("click", "lost-1", "GB"),
+        _event("click", "lost-2", "DE"),
+        _event("purchase", "lost-3", "GB", value=99.0, currency="GBP"),
+    ]
     headers = {"Authorization": f"Bearer {cluster.sync_token}", "Content-Type": "application/x-msgpack"}
-    status, _, raw = http_call(cluster.origin.url, "POST", "/v1/sync/events",
-                               encode_batch("b1", ["DE", "GB"], events), headers)
+    status, _, raw = http_call(
+        cluster.origin.url, "POST", "/v1/sync/events", encode_batch("b1", ["DE", "GB"], events), headers
+    )
     assert status == 200, raw
     status, _, raw = http_call(cluster.origin.url, "GET", "/v1/admin/experiments/ab/report", headers=auth)
     assert status == 200, raw
@@ -99,19 +129,30 @@ def _edgerec_into_a_closed_pipe(args: list[str], env: dict[str, str]) -> subproc
     read_end, write_end = os.pipe()
     os.close(read_end)
     try:
-        return subprocess.run([sys.executable, "-m", "edgerec", *args], stdout=write_end, stderr=subprocess.PIPE,
-                              env=env, cwd=REPO, text=True, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "edgerec", *args],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            env=env,
+            cwd=REPO,
+            text=True,
+            timeout=120,
+        )
     finally:
         os.close(write_end)
 
 
-@pytest.mark.parametrize("args", [
-    ["experiments", "report", "ab", "--json"],
-    ["experiments", "report", "ab"],
-    ["experiments", "list", "--json"],
-    ["--help"],
-    ["origin", "keygen", "--out", "{tmp}"],
-], ids=["report-json", "report-text", "list-json", "help", "keygen"])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["experiments", "report", "ab", "--json"],
+        ["experiments", "report", "ab"],
+        ["experiments", "list", "--json"],
+        ["--help"],
+        ["origin", "keygen", "--out", "{tmp}"],
+    ],
+    ids=["report-json", "report-text", "list-json", "help", "keygen"],
+)
 def test_a_reader_that_goes_away_ends_any_command_quietly(reported, args, tmp_path):
     cluster, _, _ = reported
     env = {**os.environ, "EDGEREC_ADMIN_TOKEN": cluster.admin_token, "EDGEREC_ORIGIN_URL": cluster.origin.url}
@@ -125,10 +166,19 @@ def test_a_reader_that_goes_away_ends_any_command_quietly(reported, args, tmp_pa
 def test_report_json_piped_into_head_ends_quietly(reported):
     """The shell form: `edgerec experiments report ID --json | head -n 3`."""
     cluster, _, _ = reported
-    env = {**os.environ, "EDGEREC_ADMIN_TOKEN": cluster.admin_token, "EDGEREC_ORIGIN_URL": cluster.origin.url,
-           "PYTHONPATH": os.environ.get("PYTHONPATH", str(REPO))}
-    result = subprocess.run(["bash", "-c", f"set -o pipefail; {sys.executable} -m edgerec experiments report ab "
-                                           "--json | head -n 3"], env=env, cwd=REPO, capture_output=True, text=True,
-                            timeout=120)
+    env = {
+        **os.environ,
+        "EDGEREC_ADMIN_TOKEN": cluster.admin_token,
+        "EDGEREC_ORIGIN_URL": cluster.origin.url,
+        "PYTHONPATH": os.environ.get("PYTHONPATH", str(REPO)),
+    }
+    result = subprocess.run(
+        ["bash", "-c", f"set -o pipefail; {sys.executable} -m edgerec experiments report ab --json | head -n 3"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.stdout.splitlines()[0] == "{" and len(result.stdout.splitlines()) == 3
     assert result.returncode in (0, 141) and result.stderr == "", result.stderr

@@ -22,7 +22,7 @@ import pytest
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edgerec.cli.services import http_call
+from edgerec.cli.process import http_call
 from edgerec.core.tls import server_context
 from tests.conftest import (
     edge_tls_env,
@@ -42,8 +42,9 @@ class SyncProxy(LoopbackProxy):
     """A loopback HTTP proxy between an edge and the origin that can mangle the origin's answers (over TLS on
     either side with `server_tls` and `client_tls`, as LoopbackProxy)."""
 
-    def __init__(self, origin_url: str, server_tls: ssl.SSLContext | None = None,
-                 client_tls: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self, origin_url: str, server_tls: ssl.SSLContext | None = None, client_tls: ssl.SSLContext | None = None
+    ) -> None:
         super().__init__(origin_url, server_tls, client_tls)
         self.mode = "pass"
         self.recorded_deltas: bytes | None = None
@@ -55,8 +56,11 @@ class SyncProxy(LoopbackProxy):
         headers = {k: v for k, v in request.headers.items() if k.lower() in ("authorization", "x-edgerec-protocol")}
         async with self._session.get(self.origin_url + request.path, params=query, headers=headers) as resp:
             body = await resp.read()
-            out_headers = {k: v for k, v in resp.headers.items()
-                           if k.lower() in ("x-edgerec-signature", "x-edgerec-key-id", "x-edgerec-protocol")}
+            out_headers = {
+                k: v
+                for k, v in resp.headers.items()
+                if k.lower() in ("x-edgerec-signature", "x-edgerec-key-id", "x-edgerec-protocol")
+            }
             return resp.status, body, out_headers, resp.content_type or "application/octet-stream"
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
@@ -76,7 +80,8 @@ class SyncProxy(LoopbackProxy):
             # The batch that starts one version later: well signed, but not the one that follows.
             self.mangled += 1
             status, body, headers, content_type = await self._forward(
-                request, {**query, "since": str(int(query["since"]) + 1), "wait": "0"})
+                request, {**query, "since": str(int(query["since"]) + 1), "wait": "0"}
+            )
         elif status == 200 and mode != "pass":
             body = self._mangle(mode, request.path, body)
         return web.Response(body=body, status=status, headers=headers, content_type=content_type)
@@ -93,7 +98,7 @@ class SyncProxy(LoopbackProxy):
             return body[: max(1, len(body) * 2 // 3)]
         if mode == "flip":
             i = len(body) - 20
-            return body[:i] + bytes([body[i] ^ 0x01]) + body[i + 1:]
+            return body[:i] + bytes([body[i] ^ 0x01]) + body[i + 1 :]
         if mode == "bad_signature":
             envelope = msgpack.unpackb(body)
             envelope["sig"] = self._other_key.sign(envelope["payload"])  # same key id, wrong key
@@ -162,9 +167,17 @@ def mtls_cluster(tmp_path, bundle_dir, pki, catalog_skus):
     """An origin serving HTTPS that requires a client certificate of the PKI's CA (mutual TLS), reloading its
     certificate files every 0.2 s; its model published and 20 GB offers. The test's admin calls present an
     operator's certificate."""
-    cluster = https_cluster(tmp_path, bundle_dir, pki, "--client-ca", str(pki.ca_file), "--require-client-cert",
-                            "--tls-reload-interval", "0.2",
-                            admin_cert=pki.issue("operator", "ops.example", common_name="ops.example"))
+    cluster = https_cluster(
+        tmp_path,
+        bundle_dir,
+        pki,
+        "--client-ca",
+        str(pki.ca_file),
+        "--require-client-cert",
+        "--tls-reload-interval",
+        "0.2",
+        admin_cert=pki.issue("operator", "ops.example", common_name="ops.example"),
+    )
     try:
         cluster.publish()
         for sku in catalog_skus[:20]:
@@ -193,8 +206,7 @@ def _reloads(service) -> int:
     return service.log_path.read_text().count("reloaded the TLS certificate")
 
 
-def test_an_untrusted_certificate_at_either_end_of_mutual_tls_stops_sync_never_serving(mtls_cluster, pki,
-                                                                                       catalog_skus):
+def test_an_untrusted_certificate_at_either_end_of_mutual_tls_stops_sync_never_serving(mtls_cluster, pki, catalog_skus):
     """The origin comes back with a certificate of a CA the edge does not trust, then the edge's client
     certificate is replaced by one of a CA the origin does not trust: each time the edge keeps serving its last
     version, counts the failed syncs and says why, and catches up once the right certificate is back on disk
@@ -218,8 +230,10 @@ def test_an_untrusted_certificate_at_either_end_of_mutual_tls_stops_sync_never_s
         answers from `version` all along."""
         errors = sync_error_count(edge)
         wait_until(lambda: sync_error_count(edge) >= errors + 3, what="failed syncs counted")
-        last = wait_until(lambda: (e := readyz(edge)["last_sync_error"] or "") and any(w in e for w in why) and e,
-                          what=f"the sync error naming one of {why}")
+        last = wait_until(
+            lambda: (e := readyz(edge)["last_sync_error"] or "") and any(w in e for w in why) and e,
+            what=f"the sync error naming one of {why}",
+        )
         for _ in range(20):
             answer = served(edge, request)
             assert answer["data_version"] == version and _price_of(answer, f"GB-{sku}") == price, (answer, last)
@@ -283,8 +297,10 @@ def test_a_corrupt_model_blob_is_refused_and_the_previous_version_served(seeded,
             assert answer["model_version"] == first["model_version"]
             assert answer["data_version"] == first["data_version"]  # the model's version is not half-applied
         proxy.mode = "pass"
-        answer = wait_until(lambda: (a := served(edge, request))["model_version"] == published["model_version"] and a,
-                            what="the new model")
+        answer = wait_until(
+            lambda: (a := served(edge, request))["model_version"] == published["model_version"] and a,
+            what="the new model",
+        )
         assert answer["data_version"] == published["data_version"]
         # The blob is cached on disk under its sha256, verified.
         blobs = list((seeded.workdir / "edge-GB" / "blobs").iterdir())
@@ -305,8 +321,10 @@ def test_the_origin_killed_mid_long_poll_and_restarted(seeded, catalog_skus):
     seeded.origin.start()
     seeded.origin.wait_ready("/healthz")
     changed = seeded.put_offer(make_offer(f"GB-{catalog_skus[0]}", catalog_skus[0], price=0.42))
-    answer = wait_until(lambda: (a := served(edge, request))["data_version"] == changed["data_version"] and a,
-                        what="recovery after the restart")
+    answer = wait_until(
+        lambda: (a := served(edge, request))["data_version"] == changed["data_version"] and a,
+        what="recovery after the restart",
+    )
     assert _price_of(answer, f"GB-{catalog_skus[0]}") == 0.42
     assert readyz(edge)["versions_behind"] == 0
 
@@ -349,8 +367,9 @@ def test_an_edge_killed_while_persisting_restarts_on_a_whole_version(seeded, cat
         while not stop.is_set():
             i += 1
             price = 100.0 + i
-            versions[seeded.put_offer(make_offer(f"GB-{catalog_skus[0]}", catalog_skus[0], price=price))
-                     ["data_version"]] = price
+            versions[
+                seeded.put_offer(make_offer(f"GB-{catalog_skus[0]}", catalog_skus[0], price=price))["data_version"]
+            ] = price
 
     writer = threading.Thread(target=write_changes)
     writer.start()
@@ -378,8 +397,7 @@ def test_an_edge_killed_while_persisting_restarts_on_a_whole_version(seeded, cat
 
 def _tmpfs(path: Path, size_kb: int) -> bool:
     path.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(path)],
-                            capture_output=True)
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(path)], capture_output=True)
     return result.returncode == 0
 
 
@@ -399,15 +417,20 @@ def test_a_full_or_unwritable_state_directory_does_not_stop_serving(seeded, cata
             except OSError:
                 pass
         changed = seeded.put_offer(make_offer(f"GB-{catalog_skus[0]}", catalog_skus[0], price=0.33))
-        answer = wait_until(lambda: (a := served(edge, request))["data_version"] == changed["data_version"] and a,
-                            what="serving the change from memory")
+        answer = wait_until(
+            lambda: (a := served(edge, request))["data_version"] == changed["data_version"] and a,
+            what="serving the change from memory",
+        )
         assert _price_of(answer, f"GB-{catalog_skus[0]}") == 0.33
         wait_until(lambda: readyz(edge)["persist_failures"] >= 1, what="a counted write failure")
         assert "edgerec_sync_persist_failures_total" in http_call(edge.url, "GET", "/metrics")[2].decode()
         assert "could not persist" in edge.log_path.read_text()
         filler.unlink()  # the fault ends: the next retry persists
-        wait_until(lambda: readyz(edge)["persisted_version"] == changed["data_version"], timeout_s=20,
-                   what="persisted after space came back")
+        wait_until(
+            lambda: readyz(edge)["persisted_version"] == changed["data_version"],
+            timeout_s=20,
+            what="persisted after space came back",
+        )
 
         # Unwritable: the directory is replaced by a read-only bind of itself.
         subprocess.run(["mount", "-o", "remount,ro", str(data_dir)], check=True)
@@ -416,8 +439,11 @@ def test_a_full_or_unwritable_state_directory_does_not_stop_serving(seeded, cata
         failures = readyz(edge)["persist_failures"]
         wait_until(lambda: readyz(edge)["persist_failures"] > failures, what="another counted failure")
         subprocess.run(["mount", "-o", "remount,rw", str(data_dir)], check=True)
-        wait_until(lambda: readyz(edge)["persisted_version"] == again["data_version"], timeout_s=20,
-                   what="persisted once writable")
+        wait_until(
+            lambda: readyz(edge)["persisted_version"] == again["data_version"],
+            timeout_s=20,
+            what="persisted once writable",
+        )
     finally:
         for e in seeded.edges:
             e.stop()

@@ -49,14 +49,17 @@ def test_the_key_ring_steps_through_announce_activate_revoke():
     assert validate_key_set(revoked) == revoked
 
 
-@pytest.mark.parametrize("step,stored,key_id,code", [
-    ("activated", None, NEW.key_id, "not_announced"),         # edges must learn a key before it signs
-    ("revoked", None, OLD.key_id, "key_active"),              # the key that signs cannot be revoked
-    ("announced", None, ROGUE.key_id, "unknown_key"),         # the origin holds no such private key
-    ("announced", "revoked", OLD.key_id, "key_revoked"),      # a revoked key never comes back
-    ("activated", "revoked", OLD.key_id, "key_revoked"),
-    ("announced", None, "not-a-key-id", "invalid_key_id"),
-])
+@pytest.mark.parametrize(
+    "step,stored,key_id,code",
+    [
+        ("activated", None, NEW.key_id, "not_announced"),  # edges must learn a key before it signs
+        ("revoked", None, OLD.key_id, "key_active"),  # the key that signs cannot be revoked
+        ("announced", None, ROGUE.key_id, "unknown_key"),  # the origin holds no such private key
+        ("announced", "revoked", OLD.key_id, "key_revoked"),  # a revoked key never comes back
+        ("activated", "revoked", OLD.key_id, "key_revoked"),
+        ("announced", None, "not-a-key-id", "invalid_key_id"),
+    ],
+)
 def test_the_key_ring_refuses_steps_out_of_order(step, stored, key_id, code):
     key_set = _announce_then_activate_then_revoke()[2] if stored == "revoked" else None
     with pytest.raises(KeyRingError) as refused:
@@ -88,8 +91,12 @@ def test_an_announced_key_is_trusted_and_a_revoked_one_refused_even_when_configu
 
 
 def test_an_announcement_signed_by_an_unknown_or_revoked_key_is_never_applied():
-    rogue_set = validate_key_set({"active": ROGUE.key_id, "keys": [
-        {"key_id": ROGUE.key_id, "public_key": public_key_b64(ROGUE.public_key), "status": "active"}]})
+    rogue_set = validate_key_set(
+        {
+            "active": ROGUE.key_id,
+            "keys": [{"key_id": ROGUE.key_id, "public_key": public_key_b64(ROGUE.public_key), "status": "active"}],
+        }
+    )
     batch = _batch(_replica(), [_keys_change(1, rogue_set)])
     with pytest.raises(IntegrityError) as refused:
         open_envelope(seal("deltas", batch, ROGUE), "deltas", Verifier([OLD.public_key]))
@@ -103,18 +110,23 @@ def test_an_announcement_signed_by_an_unknown_or_revoked_key_is_never_applied():
 
 def test_a_revocation_is_never_undone_by_a_later_or_older_key_set():
     announced, _, revoked = _announce_then_activate_then_revoke()
-    both_valid = {"active": NEW.key_id, "keys": [{**e, "status": "active" if e["key_id"] == NEW.key_id else "next"}
-                                                 for e in announced["keys"]]}
+    both_valid = {
+        "active": NEW.key_id,
+        "keys": [{**e, "status": "active" if e["key_id"] == NEW.key_id else "next"} for e in announced["keys"]],
+    }
     assert merge_key_sets(revoked, both_valid) == revoked
     with pytest.raises(IntegrityError):  # a set that makes the revoked key active again is refused whole
         merge_key_sets(revoked, announced)
 
 
-@pytest.mark.parametrize("bad", [
-    {"active": "x", "keys": []},
-    {"active": OLD.key_id, "keys": [{"key_id": NEW.key_id, "public_key": "AAAA", "status": "active"}]},
-    {"active": OLD.key_id, "keys": [{"key_id": OLD.key_id, "public_key": "AAAA", "status": "weird"}]},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"active": "x", "keys": []},
+        {"active": OLD.key_id, "keys": [{"key_id": NEW.key_id, "public_key": "AAAA", "status": "active"}]},
+        {"active": OLD.key_id, "keys": [{"key_id": OLD.key_id, "public_key": "AAAA", "status": "weird"}]},
+    ],
+)
 def test_a_malformed_key_set_is_a_protocol_error(bad):
     with pytest.raises(ProtocolError):
         validate_key_set(bad)
@@ -125,9 +137,19 @@ def test_a_malformed_key_set_is_a_protocol_error(bad):
 
 def test_a_snapshot_carries_the_key_set_and_the_persisted_copy_keeps_it(tmp_path):
     _, activated, revoked = _announce_then_activate_then_revoke()
-    snapshot = with_digest({"protocol": PROTOCOL_VERSION, "kind": "snapshot", "regions": ["GB"], "version": 7,
-                            "head_hash": GENESIS_HASH, "offers": [], "model": None, "experiments": [],
-                            "signing_keys": activated})
+    snapshot = with_digest(
+        {
+            "protocol": PROTOCOL_VERSION,
+            "kind": "snapshot",
+            "regions": ["GB"],
+            "version": 7,
+            "head_hash": GENESIS_HASH,
+            "offers": [],
+            "model": None,
+            "experiments": [],
+            "signing_keys": activated,
+        }
+    )
     replica = replica_from_snapshot(snapshot, ("GB",))
     assert replica.key_set == activated
     # The edge restarts knowing only the old key from its configuration; its copy was signed with the new one.
@@ -138,8 +160,12 @@ def test_a_snapshot_carries_the_key_set_and_the_persisted_copy_keeps_it(tmp_path
     assert loaded.key_set == activated
     # A revocation learnt after the snapshot stays in force after a restart.
     later = apply_deltas(loaded, _batch(loaded, [_keys_change(8, revoked), _upsert(9, "a")]))
-    copy.save(later, "deltas", seal("deltas", signed_at(_batch(loaded, [_keys_change(8, revoked), _upsert(9, "a")]),
-                                                        later), NEW),
-              None, 9)
+    copy.save(
+        later,
+        "deltas",
+        seal("deltas", signed_at(_batch(loaded, [_keys_change(8, revoked), _upsert(9, "a")]), later), NEW),
+        None,
+        9,
+    )
     reloaded, _, _ = copy.load(Verifier([OLD.public_key]), ("GB",))
     assert Verifier([OLD.public_key]).with_key_set(reloaded.key_set).revoked == {OLD.key_id}

@@ -13,7 +13,8 @@ from typing import Callable
 import msgpack
 import pytest
 
-from edgerec.cli.services import ensure_signing_keys, free_port, http_call, http_json
+from edgerec.cli.process import free_port, http_call, http_json
+from edgerec.cli.services import ensure_signing_keys
 from origin_sync.origin.store import ChangeLogStore, PostgresStore, SQLiteStore, UnservableModel
 from origin_sync.wire.experiments import validate_experiment
 from origin_sync.wire.protocol import unpack
@@ -46,16 +47,19 @@ def test_only_activation_reaches_the_log_and_activating_retires_the_active_model
         assert _states(models) == {"m1": "active", "m2": "candidate", "m3": "retired"}
         assert [m["active"] for m in models] == [True, False, False]
         page = await store.changes_since(0, ("GB",))
-        assert [(unpack(c["body"])["op"], unpack(c["body"])["model"]["version"]) for c in page.changes] == \
-            [("model_activate", "m3"), ("model_activate", "m1")]
+        assert [(unpack(c["body"])["op"], unpack(c["body"])["model"]["version"]) for c in page.changes] == [
+            ("model_activate", "m3"),
+            ("model_activate", "m1"),
+        ]
         # Publishing again: idempotent, promotes to candidate or active, never demotes.
         assert await store.publish_model(*_bundle("m3"), state="candidate") == (2, "candidate")
         assert await store.publish_model(*_bundle("m1"), state="published") == (2, "active")
         assert await store.publish_model(*_bundle("m2"), state="active") == (3, "active")
         assert _states(await store.models()) == {"m1": "retired", "m2": "active", "m3": "candidate"}
         with pytest.raises(ValueError, match="other bytes"):
-            await store.publish_model({"version": "m1", "sha256": hashlib.sha256(b"x").hexdigest()}, b"x",
-                                      state="candidate")
+            await store.publish_model(
+                {"version": "m1", "sha256": hashlib.sha256(b"x").hexdigest()}, b"x", state="candidate"
+            )
         with pytest.raises(ValueError, match="published, candidate, active"):
             await store.publish_model(*_bundle("m4"), state="retired")
         await store.verify_chain()
@@ -66,8 +70,9 @@ def test_only_activation_reaches_the_log_and_activating_retires_the_active_model
 @pytest.mark.parametrize("kind", BACKENDS)
 def test_an_experiment_may_name_a_candidate_or_retired_model_but_not_a_merely_published_one(kind, tmp_path, request):
     def experiment(model: str, region: str = "GB") -> dict:
-        return validate_experiment({"id": model, "regions": [region],
-                                    "variants": [{"name": "control"}, {"name": "new", "model": model}]})
+        return validate_experiment(
+            {"id": model, "regions": [region], "variants": [{"name": "control"}, {"name": "new", "model": model}]}
+        )
 
     async def scenario(store: ChangeLogStore) -> None:
         await store.publish_model(*_bundle("pub"), state="published")
@@ -114,7 +119,8 @@ def test_a_sqlite_database_from_before_model_states_is_migrated(tmp_path):
     async def scenario() -> None:
         await _open_old_database_twice(lambda: SQLiteStore(tmp_path / "origin.db", tmp_path / "blobs"))
         assert sqlite3.connect(tmp_path / "origin.db").execute(
-            "SELECT state FROM models WHERE version = 'm4'").fetchone() == ("published",)
+            "SELECT state FROM models WHERE version = 'm4'"
+        ).fetchone() == ("published",)
 
     asyncio.run(scenario())
 
@@ -138,9 +144,11 @@ def test_a_postgresql_database_from_before_model_states_is_migrated(tmp_path, pg
         await _open_old_database_twice(lambda: PostgresStore(PG_DSN, tmp_path / "blobs", schema=pg_schema.name))
         conn = await asyncpg.connect(PG_DSN, server_settings={"search_path": pg_schema.name})
         try:
-            column = await conn.fetchrow("SELECT is_nullable, column_default FROM information_schema.columns WHERE "
-                                         "table_schema = $1 AND table_name = 'models' AND column_name = 'state'",
-                                         pg_schema.name)
+            column = await conn.fetchrow(
+                "SELECT is_nullable, column_default FROM information_schema.columns WHERE "
+                "table_schema = $1 AND table_name = 'models' AND column_name = 'state'",
+                pg_schema.name,
+            )
             assert column["is_nullable"] == "NO" and "published" in column["column_default"]
             assert await conn.fetchval("SELECT state FROM models WHERE version = 'm4'") == "published"
         finally:
@@ -151,14 +159,19 @@ def test_a_postgresql_database_from_before_model_states_is_migrated(tmp_path, pg
 
 # -- the admin API and the command line, against a real origin -----------------------------------------------------
 
+
 def _version(bundle: Path) -> str:
     return json.loads((bundle / "manifest.json").read_text())["version"]
 
 
 def _served_model(cluster) -> str | None:
     """The model version an edge would serve: the one in a signed snapshot."""
-    status, _, raw = http_call(cluster.origin.url, "GET", "/v1/sync/snapshot?regions=GB",
-                               headers={"Authorization": f"Bearer {cluster.sync_token}"})
+    status, _, raw = http_call(
+        cluster.origin.url,
+        "GET",
+        "/v1/sync/snapshot?regions=GB",
+        headers={"Authorization": f"Bearer {cluster.sync_token}"},
+    )
     assert status == 200
     snap = open_envelope(raw, "snapshot", Verifier.from_config(str(ensure_signing_keys(cluster.workdir)[1])))
     return snap["model"]["version"] if snap["model"] else None
@@ -168,8 +181,9 @@ def _cli(cluster, *args: str):
     return run_cli(*args, "--origin", cluster.origin.url, admin_token=cluster.admin_token)
 
 
-def test_publish_stores_without_serving_until_activated_and_list_shows_every_state(cluster, bundle_dir,
-                                                                                   second_bundle_dir):
+def test_publish_stores_without_serving_until_activated_and_list_shows_every_state(
+    cluster, bundle_dir, second_bundle_dir
+):
     first, second = _version(bundle_dir), _version(second_bundle_dir)
     result = _cli(cluster, "model", "publish", str(bundle_dir))
     assert result.returncode == 0, result.stderr
@@ -181,11 +195,21 @@ def test_publish_stores_without_serving_until_activated_and_list_shows_every_sta
     assert _served_model(cluster) is None
     # An experiment may try the candidate, never the merely published model.
     auth = {"Authorization": f"Bearer {cluster.admin_token}"}
-    status, body = http_json(cluster.origin.url, "PUT", "/v1/admin/experiments/x", {
-        "id": "x", "variants": [{"name": "control"}, {"name": "new", "model": first}]}, auth)
+    status, body = http_json(
+        cluster.origin.url,
+        "PUT",
+        "/v1/admin/experiments/x",
+        {"id": "x", "variants": [{"name": "control"}, {"name": "new", "model": first}]},
+        auth,
+    )
     assert status == 422 and "only published" in body["error"]["message"] and first in body["error"]["message"]
-    status, _ = http_json(cluster.origin.url, "PUT", "/v1/admin/experiments/x", {
-        "id": "x", "variants": [{"name": "control"}, {"name": "new", "model": second}]}, auth)
+    status, _ = http_json(
+        cluster.origin.url,
+        "PUT",
+        "/v1/admin/experiments/x",
+        {"id": "x", "variants": [{"name": "control"}, {"name": "new", "model": second}]},
+        auth,
+    )
     assert status == 200
 
     result = _cli(cluster, "model", "activate", first)
@@ -234,19 +258,31 @@ def test_model_commands_refuse_with_one_line_and_no_traceback(cluster, bundle_di
     token_file = tmp_path / "admin-token"
     token_file.write_text(cluster.admin_token + "\n")
     # None of them stores anything: they run side by side.
-    (no_token, wrong_token, unknown, not_a_bundle, unreadable, tampered_one, unreachable, not_a_url, both,
-     from_file) = in_parallel(
+    (
+        no_token,
+        wrong_token,
+        unknown,
+        not_a_bundle,
+        unreadable,
+        tampered_one,
+        unreachable,
+        not_a_url,
+        both,
+        from_file,
+    ) = in_parallel(
         lambda: run_cli("model", "list", "--origin", url),
         lambda: run_cli("model", "list", "--origin", url, admin_token="not-the-admin-token-123"),
         lambda: _cli(cluster, "model", "activate", "no-such-model"),
         lambda: _cli(cluster, "model", "publish", str(tmp_path)),
         lambda: _cli(cluster, "model", "publish", str(broken)),
         lambda: _cli(cluster, "model", "publish", str(tampered), "--activate"),
-        lambda: run_cli("model", "list", "--origin", f"http://127.0.0.1:{free_port()}",
-                        admin_token=cluster.admin_token),
+        lambda: run_cli(
+            "model", "list", "--origin", f"http://127.0.0.1:{free_port()}", admin_token=cluster.admin_token
+        ),
         lambda: run_cli("model", "list", "--origin", "127.0.0.1:8080", admin_token=cluster.admin_token),
         lambda: _cli(cluster, "model", "publish", str(bundle_dir), "--activate", "--candidate"),
-        lambda: run_cli("model", "list", "--origin", url, env={"EDGEREC_ADMIN_TOKEN_FILE": str(token_file)}))
+        lambda: run_cli("model", "list", "--origin", url, env={"EDGEREC_ADMIN_TOKEN_FILE": str(token_file)}),
+    )
     assert_one_line_error(no_token, "EDGEREC_ADMIN_TOKEN")
     assert_one_line_error(wrong_token, "HTTP 401")
     assert_one_line_error(unknown, "HTTP 404", "no-such-model")

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from edgerec.cli.services import free_port, http_call, http_json, origin_service
+from edgerec.cli.process import free_port, http_call, http_json
+from edgerec.cli.services import origin_service
 from origin_sync.origin.store import ChangeLogStore, NotFound
 from origin_sync.wire.offers import InvalidOffer, validate_offer
 from origin_sync.wire.protocol import unpack
@@ -24,14 +25,22 @@ from tests.store_support import BACKENDS, run_on_store
 def test_a_batch_writes_only_what_changed_in_one_transaction(kind, tmp_path, request):
     async def scenario(store: ChangeLogStore) -> None:
         await store.upsert_offer(validate_offer(make_offer("a", "10001")))
-        batch = [validate_offer(o) for o in (make_offer("a", "10001"), make_offer("b", "10002"),
-                                             make_offer("c", "10003", region="DE"),
-                                             make_offer("b", "10002", price=1.5, region="FR"))]
+        batch = [
+            validate_offer(o)
+            for o in (
+                make_offer("a", "10001"),
+                make_offer("b", "10002"),
+                make_offer("c", "10003", region="DE"),
+                make_offer("b", "10002", price=1.5, region="FR"),
+            )
+        ]
         assert await store.upsert_offers(batch) == (4, ["unchanged", "created", "created", "changed"])
         page = await store.changes_since(1, ("GB",))
         # b's move from GB to FR reaches GB's edges; the unchanged "a" wrote nothing.
-        assert [(unpack(c["body"])["version"], unpack(c["body"])["offer"]["id"]) for c in page.changes] == \
-            [(2, "b"), (4, "b")]
+        assert [(unpack(c["body"])["version"], unpack(c["body"])["offer"]["id"]) for c in page.changes] == [
+            (2, "b"),
+            (4, "b"),
+        ]
         assert (await store.offer("b"))["regions"] == ["FR"]
         assert await store.upsert_offers([validate_offer(make_offer("a", "10001"))]) == (4, ["unchanged"])
         await store.verify_chain()
@@ -62,25 +71,33 @@ def test_an_offer_update_is_atomic_and_a_refused_one_writes_nothing(kind, tmp_pa
 
 # -- the admin API -----------------------------------------------------------------------------------------------
 
+
 def _auth(cluster) -> dict[str, str]:
     return {"Authorization": f"Bearer {cluster.admin_token}"}
 
 
 def _patch(cluster, offer_id: str, patch, content_type: str = "application/merge-patch+json"):
-    status, _, raw = http_call(cluster.origin.url, "PATCH", f"/v1/admin/offers/{offer_id}",
-                               json.dumps(patch).encode(), {**_auth(cluster), "Content-Type": content_type})
+    status, _, raw = http_call(
+        cluster.origin.url,
+        "PATCH",
+        f"/v1/admin/offers/{offer_id}",
+        json.dumps(patch).encode(),
+        {**_auth(cluster), "Content-Type": content_type},
+    )
     return status, json.loads(raw)
 
 
 def test_a_partial_put_names_every_missing_required_field(module_cluster):
     cluster = module_cluster  # refusals only: nothing is written
-    status, body = http_json(cluster.origin.url, "PUT", "/v1/admin/offers/o1", {"sku": "10001", "price": None},
-                             _auth(cluster))
+    status, body = http_json(
+        cluster.origin.url, "PUT", "/v1/admin/offers/o1", {"sku": "10001", "price": None}, _auth(cluster)
+    )
     assert status == 422 and body["error"]["code"] == "invalid_offer"
     assert body["error"]["message"].startswith("missing required field(s): title, price, currency, regions ")
     status, body = http_json(cluster.origin.url, "PUT", "/v1/admin/offers/o1", {}, _auth(cluster))
-    assert status == 422 and "missing required field(s): sku, title, price, currency, regions" in \
-        body["error"]["message"]
+    assert (
+        status == 422 and "missing required field(s): sku, title, price, currency, regions" in body["error"]["message"]
+    )
 
 
 def test_patch_merges_resets_with_null_and_validates_the_result_whole(module_cluster):
@@ -90,17 +107,20 @@ def test_patch_merges_resets_with_null_and_validates_the_result_whole(module_clu
     status, body = _patch(cluster, "p1", {"price": 4.5, "regions": ["GB", "DE"], "group": None, "stock": None})
     assert status == 200, body
     assert body["data_version"] == put["data_version"] + 1
-    assert body["offer"] == {**validate_offer(offer), "price": 4.5, "regions": ["DE", "GB"], "group": None,
-                             "stock": 0}
+    assert body["offer"] == {**validate_offer(offer), "price": 4.5, "regions": ["DE", "GB"], "group": None, "stock": 0}
     status, stored = http_json(cluster.origin.url, "GET", "/v1/admin/offers/p1", None, _auth(cluster))
     assert stored["offer"] == body["offer"]
     # A patch that changes nothing writes nothing.
     status, again = _patch(cluster, "p1", {"price": 4.5})
     assert status == 200 and again["data_version"] == body["data_version"]
 
-    for patch, needle in (({"title": None}, "missing required field(s): title"), ({"price": -1}, "price"),
-                          ({"colour": "red"}, "unknown field(s): colour"), ({"id": "p2"}, "id"),
-                          ({"active_from": "2030-01-02", "active_to": "2030-01-01"}, "active_to")):
+    for patch, needle in (
+        ({"title": None}, "missing required field(s): title"),
+        ({"price": -1}, "price"),
+        ({"colour": "red"}, "unknown field(s): colour"),
+        ({"id": "p2"}, "id"),
+        ({"active_from": "2030-01-02", "active_to": "2030-01-01"}, "active_to"),
+    ):
         status, refused = _patch(cluster, "p1", patch)
         assert status == 422 and refused["error"]["code"] == "invalid_offer", (patch, refused)
         assert needle in refused["error"]["message"], (patch, refused)
@@ -113,23 +133,39 @@ def test_patch_merges_resets_with_null_and_validates_the_result_whole(module_clu
     assert status == 404 and missing["error"]["code"] == "not_found"
     status, wrong_type = _patch(cluster, "p1", {"price": 1}, content_type="application/json")
     assert status == 415 and "application/merge-patch+json" in wrong_type["error"]["message"]
-    status, _, raw = http_call(cluster.origin.url, "PATCH", "/v1/admin/offers/p1", b"{nope",
-                               {**_auth(cluster), "Content-Type": "application/merge-patch+json"})
+    status, _, raw = http_call(
+        cluster.origin.url,
+        "PATCH",
+        "/v1/admin/offers/p1",
+        b"{nope",
+        {**_auth(cluster), "Content-Type": "application/merge-patch+json"},
+    )
     assert status == 400 and json.loads(raw)["error"]["code"] == "invalid_json"
-    status, _, _ = http_call(cluster.origin.url, "PATCH", "/v1/admin/offers/p1", b"{}",
-                             {"Content-Type": "application/merge-patch+json"})
+    status, _, _ = http_call(
+        cluster.origin.url, "PATCH", "/v1/admin/offers/p1", b"{}", {"Content-Type": "application/merge-patch+json"}
+    )
     assert status == 401
 
 
 def test_a_batch_reports_each_offer_and_refuses_a_bad_request(module_cluster):
     cluster = module_cluster
     cluster.put_offer(make_offer("b1", "10001"))
-    offers = [make_offer("b1", "10001"), make_offer("b2", "10002"), {"id": "b3", "sku": "10003"},
-              make_offer("b1", "10001", price=1.0), "not an offer"]
+    offers = [
+        make_offer("b1", "10001"),
+        make_offer("b2", "10002"),
+        {"id": "b3", "sku": "10003"},
+        make_offer("b1", "10001", price=1.0),
+        "not an offer",
+    ]
     status, body = http_json(cluster.origin.url, "POST", "/v1/admin/offers", {"offers": offers}, _auth(cluster))
     assert status == 200, body
-    assert [(r["id"], r["status"]) for r in body["results"]] == \
-        [("b1", "unchanged"), ("b2", "created"), ("b3", "refused"), ("b1", "changed"), (None, "refused")]
+    assert [(r["id"], r["status"]) for r in body["results"]] == [
+        ("b1", "unchanged"),
+        ("b2", "created"),
+        ("b3", "refused"),
+        ("b1", "changed"),
+        (None, "refused"),
+    ]
     assert "missing required field(s): title, price" in body["results"][2]["error"]
     assert body["counts"] == {"created": 1, "changed": 1, "unchanged": 1, "refused": 2}
     for bad in ({"offers": []}, {"offers": [make_offer("x", "1")] * 1001}, [make_offer("x", "1")]):
@@ -139,9 +175,11 @@ def test_a_batch_reports_each_offer_and_refuses_a_bad_request(module_cluster):
 
 # -- edgerec offers import ------------------------------------------------------------------------------------------
 
+
 def _import(cluster, path: Path, *args: str):
-    return run_cli("offers", "import", str(path), "--origin", cluster.origin.url, *args,
-                   admin_token=cluster.admin_token)
+    return run_cli(
+        "offers", "import", str(path), "--origin", cluster.origin.url, *args, admin_token=cluster.admin_token
+    )
 
 
 def _stored(cluster, offer_id: str) -> dict | None:
@@ -154,15 +192,16 @@ def test_a_csv_import_reports_created_changed_unchanged_and_refused_lines(module
     cluster.put_offer(make_offer("c-known", "10001", price=3.0))
     path = tmp_path / "offers.csv"
     path.write_text(
-        "id,sku,title,price,currency,regions,stock,group,boost,active_from\n"   # line 1
-        "c-1,10001,Mug,2.5,GBP,GB|de,12,mugs,,\n"                               # 2: created, regions upper-cased
+        "id,sku,title,price,currency,regions,stock,group,boost,active_from\n"  # line 1
+        "c-1,10001,Mug,2.5,GBP,GB|de,12,mugs,,\n"  # 2: created, regions upper-cased
         'c-2,10002,"A title\nover two lines",4,EUR,DE,,,1.5,2030-01-01T00:00:00Z\n'  # 3-4: created
-        "c-known,10001,Item 10001,3.0,GBP,GB,10,,,\n"                           # 5: unchanged (see make_offer)
-        "\n"                                                                    # 6: blank, skipped
-        "c-3,10003,Bad price,cheap,GBP,GB,,,,\n"                                # 7: refused
-        "c-4,10004,,1,GBP,GB,,,,\n"                                             # 8: refused (no title)
-        "c-5,10005,Too few cells\n"                                             # 9: refused
-        "c-known,10001,Item 10001,3.5,GBP,GB,10,,,\n")                          # 10: changed
+        "c-known,10001,Item 10001,3.0,GBP,GB,10,,,\n"  # 5: unchanged (see make_offer)
+        "\n"  # 6: blank, skipped
+        "c-3,10003,Bad price,cheap,GBP,GB,,,,\n"  # 7: refused
+        "c-4,10004,,1,GBP,GB,,,,\n"  # 8: refused (no title)
+        "c-5,10005,Too few cells\n"  # 9: refused
+        "c-known,10001,Item 10001,3.5,GBP,GB,10,,,\n"
+    )  # 10: changed
     result = _import(cluster, path)
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"{path}: 7 offers: 2 created, 1 changed, 1 unchanged, 3 refused (data version " in result.stdout
@@ -183,8 +222,9 @@ def test_a_csv_import_reports_created_changed_unchanged_and_refused_lines(module
     assert _stored(cluster, "c-3") is None and _stored(cluster, "c-4") is None
 
     fixed = tmp_path / "fixed.csv"
-    fixed.write_text("id,sku,title,price,currency,regions\nc-1,10001,Mug,2.5,GBP,GB|DE\n"
-                     "c-3,10003,Fixed price,1.25,GBP,GB\n")
+    fixed.write_text(
+        "id,sku,title,price,currency,regions\nc-1,10001,Mug,2.5,GBP,GB|DE\nc-3,10003,Fixed price,1.25,GBP,GB\n"
+    )
     result = _import(cluster, fixed, "--quiet")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 offers: 1 created, 1 changed, 0 unchanged, 0 refused" in result.stdout  # c-1 lost its stock and group
@@ -194,14 +234,19 @@ def test_a_csv_import_reports_created_changed_unchanged_and_refused_lines(module
 def test_a_jsonl_import_numbers_its_lines_and_refuses_what_is_not_an_offer(module_cluster, tmp_path):
     cluster = module_cluster
     path = tmp_path / "offers.jsonl"
-    path.write_text("\n".join([
-        json.dumps(make_offer("j-1", "10001")),
-        "",
-        "{not json",
-        json.dumps(["a", "list"]),
-        json.dumps({**make_offer("j-2", "10002"), "colour": "red"}),
-        json.dumps(make_offer("j-3", "10003", region="FR", currency="EUR")),
-    ]) + "\n")
+    path.write_text(
+        "\n".join(
+            [
+                json.dumps(make_offer("j-1", "10001")),
+                "",
+                "{not json",
+                json.dumps(["a", "list"]),
+                json.dumps({**make_offer("j-2", "10002"), "colour": "red"}),
+                json.dumps(make_offer("j-3", "10003", region="FR", currency="EUR")),
+            ]
+        )
+        + "\n"
+    )
     result = _import(cluster, path)
     assert result.returncode == 1
     assert "5 offers: 2 created, 0 changed, 0 unchanged, 3 refused" in result.stdout, result.stdout
@@ -227,10 +272,31 @@ def test_an_import_that_cannot_start_says_why_in_one_line(module_cluster, tmp_pa
     assert _import(cluster, other, "--format", "jsonl", "--quiet").returncode == 0
     good = tmp_path / "good.csv"
     good.write_text("id,sku,title,price,currency,regions\nx-2,10001,Mug,1,GBP,GB\n")
-    assert_one_line_error(run_cli("offers", "import", str(good), "--origin", cluster.origin.url, "--quiet",
-                                  admin_token="not-the-admin-token-123"), "HTTP 401", "after 0 of 1 offers sent")
-    assert_one_line_error(run_cli("offers", "import", str(good), "--origin", f"http://127.0.0.1:{free_port()}",
-                                  "--quiet", admin_token=cluster.admin_token), "cannot reach the origin")
+    assert_one_line_error(
+        run_cli(
+            "offers",
+            "import",
+            str(good),
+            "--origin",
+            cluster.origin.url,
+            "--quiet",
+            admin_token="not-the-admin-token-123",
+        ),
+        "HTTP 401",
+        "after 0 of 1 offers sent",
+    )
+    assert_one_line_error(
+        run_cli(
+            "offers",
+            "import",
+            str(good),
+            "--origin",
+            f"http://127.0.0.1:{free_port()}",
+            "--quiet",
+            admin_token=cluster.admin_token,
+        ),
+        "cannot reach the origin",
+    )
     assert _stored(cluster, "x-2") is None
 
 
@@ -239,8 +305,18 @@ def _big_catalog(path: Path, count: int) -> None:
         writer = csv.writer(f)
         writer.writerow(["id", "sku", "title", "price", "currency", "regions", "stock", "group"])
         for i in range(count):
-            writer.writerow([f"GB-{i:05d}", f"{10000 + i}", f"Item number {i}", f"{1 + i % 50}.99", "GBP",
-                             "GB" if i % 3 else "GB|DE", i % 17, f"g{i % 40}"])
+            writer.writerow(
+                [
+                    f"GB-{i:05d}",
+                    f"{10000 + i}",
+                    f"Item number {i}",
+                    f"{1 + i % 50}.99",
+                    "GBP",
+                    "GB" if i % 3 else "GB|DE",
+                    i % 17,
+                    f"g{i % 40}",
+                ]
+            )
 
 
 @pytest.mark.parametrize("kind", BACKENDS)

@@ -9,13 +9,8 @@ import time
 import msgpack
 import pytest
 
-from edgerec.cli.services import (
-    ensure_signing_keys,
-    free_port,
-    http_call,
-    http_json,
-    origin_service,
-)
+from edgerec.cli.process import free_port, http_call, http_json
+from edgerec.cli.services import ensure_signing_keys, origin_service
 from origin_sync.wire.signing import Verifier, open_envelope
 from tests.conftest import make_offer
 
@@ -40,13 +35,16 @@ def _opened(cluster, raw: bytes, kind: str = "deltas") -> dict:
     return payload
 
 
-@pytest.mark.parametrize("method,path,body", [
-    ("PUT", "/v1/admin/offers/o1", make_offer("o1", "10001")),
-    ("DELETE", "/v1/admin/offers/o1", None),
-    ("GET", "/v1/admin/models", None),
-    ("POST", "/v1/admin/models", {}),
-    ("POST", "/v1/admin/models/m1/activate", None),
-])
+@pytest.mark.parametrize(
+    "method,path,body",
+    [
+        ("PUT", "/v1/admin/offers/o1", make_offer("o1", "10001")),
+        ("DELETE", "/v1/admin/offers/o1", None),
+        ("GET", "/v1/admin/models", None),
+        ("POST", "/v1/admin/models", {}),
+        ("POST", "/v1/admin/models/m1/activate", None),
+    ],
+)
 def test_admin_calls_without_or_with_wrong_token_are_refused(shared, method, path, body):
     for headers in ({}, {"Authorization": "Bearer not-the-token"}, {"Authorization": f"Bearer {shared.sync_token}"}):
         status, answer = http_json(shared.origin.url, method, path, body, headers)
@@ -63,19 +61,33 @@ def test_sync_calls_need_the_sync_token_not_the_admin_token(shared):
     assert status == 401
 
 
-@pytest.mark.parametrize("offer,field", [
-    ({"sku": "1", "title": "t", "price": -1, "currency": "GBP", "regions": ["GB"]}, "price"),
-    ({"sku": "1", "title": "t", "price": 1, "currency": "pounds", "regions": ["GB"]}, "currency"),
-    ({"sku": "1", "title": "t", "price": 1, "currency": "GBP", "regions": []}, "regions"),
-    ({"sku": "1", "title": "t", "price": 1, "currency": "GBP", "regions": ["GB"], "stock": "many"}, "stock"),
-    ({"sku": "1", "title": "t", "price": 1, "currency": "GBP", "regions": ["GB"], "colour": "red"}, "colour"),
-    ({"sku": "1", "title": "t", "price": 1, "currency": "GBP", "regions": ["GB"],
-      "active_from": "2030-01-02", "active_to": "2030-01-01"}, "active_to"),
-    ({"id": "other", "sku": "1", "title": "t", "price": 1, "currency": "GBP", "regions": ["GB"]}, "id"),
-])
+@pytest.mark.parametrize(
+    "offer,field",
+    [
+        ({"sku": "1", "title": "t", "price": -1, "currency": "GBP", "regions": ["GB"]}, "price"),
+        ({"sku": "1", "title": "t", "price": 1, "currency": "pounds", "regions": ["GB"]}, "currency"),
+        ({"sku": "1", "title": "t", "price": 1, "currency": "GBP", "regions": []}, "regions"),
+        ({"sku": "1", "title": "t", "price": 1, "currency": "GBP", "regions": ["GB"], "stock": "many"}, "stock"),
+        ({"sku": "1", "title": "t", "price": 1, "currency": "GBP", "regions": ["GB"], "colour": "red"}, "colour"),
+        (
+            {
+                "sku": "1",
+                "title": "t",
+                "price": 1,
+                "currency": "GBP",
+                "regions": ["GB"],
+                "active_from": "2030-01-02",
+                "active_to": "2030-01-01",
+            },
+            "active_to",
+        ),
+        ({"id": "other", "sku": "1", "title": "t", "price": 1, "currency": "GBP", "regions": ["GB"]}, "id"),
+    ],
+)
 def test_invalid_offers_are_refused_with_the_field_named(shared, offer, field):
-    status, answer = http_json(shared.origin.url, "PUT", "/v1/admin/offers/o1", offer,
-                               {"Authorization": f"Bearer {shared.admin_token}"})
+    status, answer = http_json(
+        shared.origin.url, "PUT", "/v1/admin/offers/o1", offer, {"Authorization": f"Bearer {shared.admin_token}"}
+    )
     assert status == 422
     assert field in answer["error"]["message"]
 
@@ -91,15 +103,17 @@ def test_not_json_and_unknown_routes_get_json_errors(shared):
 def test_every_change_gets_the_next_version_and_deletes_are_logged(shared):
     v1 = shared.put_offer(make_offer("o1", "10001"))["data_version"]
     v2 = shared.put_offer(make_offer("o1", "10001", price=5.0))["data_version"]
-    status, answer = http_json(shared.origin.url, "DELETE", "/v1/admin/offers/o1", None,
-                               {"Authorization": f"Bearer {shared.admin_token}"})
+    status, answer = http_json(
+        shared.origin.url, "DELETE", "/v1/admin/offers/o1", None, {"Authorization": f"Bearer {shared.admin_token}"}
+    )
     assert status == 200 and v1 < v2 < answer["data_version"]
     status, _, raw = _sync(shared, f"/v1/sync/deltas?regions=GB&since={v1}")
     batch = _opened(shared, raw)
     assert [c["op"] for c in batch["changes"]] == ["offer_upsert", "offer_delete"]
     assert batch["changes"][0]["offer"]["price"] == 5.0
-    status, answer = http_json(shared.origin.url, "DELETE", "/v1/admin/offers/o1", None,
-                               {"Authorization": f"Bearer {shared.admin_token}"})
+    status, answer = http_json(
+        shared.origin.url, "DELETE", "/v1/admin/offers/o1", None, {"Authorization": f"Bearer {shared.admin_token}"}
+    )
     assert status == 404
 
 
@@ -146,17 +160,23 @@ def test_a_bundle_whose_bytes_do_not_match_its_manifest_is_refused(cluster, bund
     model = bytearray((bundle_dir / "model.onnx").read_bytes())
     model[len(model) // 2] ^= 0xFF
     body = msgpack.packb({"manifest": manifest, "model": bytes(model)})
-    status, _, raw = http_call(cluster.origin.url, "POST", "/v1/admin/models", body,
-                               {"Authorization": f"Bearer {cluster.admin_token}",
-                                "Content-Type": "application/x-msgpack"})
+    status, _, raw = http_call(
+        cluster.origin.url,
+        "POST",
+        "/v1/admin/models",
+        body,
+        {"Authorization": f"Bearer {cluster.admin_token}", "Content-Type": "application/x-msgpack"},
+    )
     assert status == 422, raw
-    status, answer = http_json(cluster.origin.url, "GET", "/v1/admin/models", None,
-                               {"Authorization": f"Bearer {cluster.admin_token}"})
+    status, answer = http_json(
+        cluster.origin.url, "GET", "/v1/admin/models", None, {"Authorization": f"Bearer {cluster.admin_token}"}
+    )
     assert answer["models"] == []
 
 
 def test_a_published_model_can_be_rolled_back_to_and_reactivating_the_active_one_changes_nothing(
-        cluster, bundle_dir, tmp_path):
+    cluster, bundle_dir, tmp_path
+):
     first = cluster.publish()
     # The same graph under another version: a second model, published (and so activated) after the first.
     again = tmp_path / "again"
@@ -166,36 +186,59 @@ def test_a_published_model_can_be_rolled_back_to_and_reactivating_the_active_one
     (again / "model.onnx").write_bytes((bundle_dir / "model.onnx").read_bytes())
     second = cluster.publish(again)
     auth = {"Authorization": f"Bearer {cluster.admin_token}"}
-    status, answer = http_json(cluster.origin.url, "POST", f"/v1/admin/models/{first['model_version']}/activate",
-                               None, auth)
+    status, answer = http_json(
+        cluster.origin.url, "POST", f"/v1/admin/models/{first['model_version']}/activate", None, auth
+    )
     assert status == 200 and answer["data_version"] == second["data_version"] + 1 and answer["changed"] is True
     # Activating the model already active appends no change: same data version, no delta, no edge rebuild.
-    status, answer = http_json(cluster.origin.url, "POST", f"/v1/admin/models/{first['model_version']}/activate",
-                               None, auth)
+    status, answer = http_json(
+        cluster.origin.url, "POST", f"/v1/admin/models/{first['model_version']}/activate", None, auth
+    )
     assert status == 200 and answer == {
-        "model_version": first["model_version"], "data_version": second["data_version"] + 1, "changed": False,
-        "message": f"model {first['model_version']} is already active; nothing changed"}
-    assert http_json(cluster.origin.url, "GET", "/v1/admin/status", None, auth)[1]["data_version"] == \
-        second["data_version"] + 1
-    assert _opened(cluster, _sync(cluster, f"/v1/sync/deltas?regions=GB&since={answer['data_version']}")[2])[
-        "changes"] == []
+        "model_version": first["model_version"],
+        "data_version": second["data_version"] + 1,
+        "changed": False,
+        "message": f"model {first['model_version']} is already active; nothing changed",
+    }
+    assert (
+        http_json(cluster.origin.url, "GET", "/v1/admin/status", None, auth)[1]["data_version"]
+        == second["data_version"] + 1
+    )
+    assert (
+        _opened(cluster, _sync(cluster, f"/v1/sync/deltas?regions=GB&since={answer['data_version']}")[2])["changes"]
+        == []
+    )
     status, answer = http_json(cluster.origin.url, "POST", "/v1/admin/models/nope/activate", None, auth)
     assert status == 404 and answer["error"]["code"] == "not_found"
 
 
 def test_an_experiment_naming_an_unknown_model_is_refused_422_even_where_it_would_overlap(shared):
     auth = {"Authorization": f"Bearer {shared.admin_token}"}
-    status, _ = http_json(shared.origin.url, "PUT", "/v1/admin/experiments/gb-1",
-                          {"variants": [{"name": "a"}, {"name": "b"}], "regions": ["GB"]}, auth)
+    status, _ = http_json(
+        shared.origin.url,
+        "PUT",
+        "/v1/admin/experiments/gb-1",
+        {"variants": [{"name": "a"}, {"name": "b"}], "regions": ["GB"]},
+        auth,
+    )
     assert status == 200
-    status, answer = http_json(shared.origin.url, "PUT", "/v1/admin/experiments/gb-2",
-                               {"variants": [{"name": "a"}, {"name": "b", "model": "m-unknown"}], "regions": ["GB"]},
-                               auth)
+    status, answer = http_json(
+        shared.origin.url,
+        "PUT",
+        "/v1/admin/experiments/gb-2",
+        {"variants": [{"name": "a"}, {"name": "b", "model": "m-unknown"}], "regions": ["GB"]},
+        auth,
+    )
     assert status == 422 and answer["error"]["code"] == "invalid_experiment", answer
     assert "m-unknown" in answer["error"]["message"]
     # A valid body that overlaps is still refused for the overlap.
-    status, answer = http_json(shared.origin.url, "PUT", "/v1/admin/experiments/gb-2",
-                               {"variants": [{"name": "a"}, {"name": "b"}], "regions": ["GB"]}, auth)
+    status, answer = http_json(
+        shared.origin.url,
+        "PUT",
+        "/v1/admin/experiments/gb-2",
+        {"variants": [{"name": "a"}, {"name": "b"}], "regions": ["GB"]},
+        auth,
+    )
     assert status == 409 and answer["error"]["code"] == "experiment_overlap", answer
 
 
@@ -296,6 +339,7 @@ def test_readyz_says_503_while_the_postgresql_database_is_unreachable_and_200_on
         status, answer = http_json(origin.url, "GET", "/readyz")
         assert status == 200 and answer["ready"] is True and answer["data_version"] == 0, answer
         proxy.cut()
+
         def not_ready() -> dict | None:
             status, body = http_json(origin.url, "GET", "/readyz")
             return body if status == 503 else None
@@ -329,16 +373,29 @@ def test_unattributed_feedback_no_impression_explains_is_counted_at_ingest(clust
     from origin_sync.wire.events import encode_batch
 
     def event(kind: str, request_id: str) -> dict:
-        return {"id": f"{kind}-{request_id}-{time.monotonic_ns()}", "kind": kind, "ts": time.time(), "region": "GB",
-                "request_id": request_id, "shopper": None, "experiment": None, "variant": None, "offer_ids": ["o"],
-                "value": 1.0 if kind == "purchase" else None, "currency": "GBP" if kind == "purchase" else None,
-                "model_version": None, "data_version": None, "slot": None}
+        return {
+            "id": f"{kind}-{request_id}-{time.monotonic_ns()}",
+            "kind": kind,
+            "ts": time.time(),
+            "region": "GB",
+            "request_id": request_id,
+            "shopper": None,
+            "experiment": None,
+            "variant": None,
+            "offer_ids": ["o"],
+            "value": 1.0 if kind == "purchase" else None,
+            "currency": "GBP" if kind == "purchase" else None,
+            "model_version": None,
+            "data_version": None,
+            "slot": None,
+        }
 
     headers = {"Authorization": f"Bearer {cluster.region_tokens['GB']}", "Content-Type": "application/x-msgpack"}
 
     def ship(batch_id: str, events: list[dict]) -> None:
-        status, _, raw = http_call(cluster.origin.url, "POST", "/v1/sync/events",
-                                   encode_batch(batch_id, ["GB"], events), headers)
+        status, _, raw = http_call(
+            cluster.origin.url, "POST", "/v1/sync/events", encode_batch(batch_id, ["GB"], events), headers
+        )
         assert status == 200, raw
 
     # Explained by an impression of the same batch, or of an earlier one: not counted.
@@ -366,8 +423,12 @@ def test_a_region_token_syncs_its_own_region_only(shared):
 
 
 def test_an_edge_of_another_protocol_version_is_told_so(shared):
-    status, _, raw = http_call(shared.origin.url, "GET", "/v1/sync/deltas?regions=GB&since=0",
-                               headers={"Authorization": f"Bearer {shared.sync_token}", "X-Edgerec-Protocol": "1"})
+    status, _, raw = http_call(
+        shared.origin.url,
+        "GET",
+        "/v1/sync/deltas?regions=GB&since=0",
+        headers={"Authorization": f"Bearer {shared.sync_token}", "X-Edgerec-Protocol": "1"},
+    )
     assert status == 409 and json.loads(raw)["error"]["code"] == "protocol_mismatch"
 
 

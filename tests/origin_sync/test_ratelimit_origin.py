@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import re
 
-from edgerec.cli.services import admin_headers, http_call, http_json
+from edgerec.cli.process import http_call, http_json
+from edgerec.cli.services import admin_headers
 from tests.conftest import Cluster
 
 
@@ -18,8 +19,14 @@ def _metric(origin_url: str, endpoint: str) -> float:
 
 def test_admin_and_sync_calls_are_limited_per_credential(tmp_path, bundle_dir):
     cluster = Cluster(tmp_path, bundle_dir)
-    cluster.origin.env.update({"EDGEREC_ADMIN_RATE_LIMIT_RPS": "0.2", "EDGEREC_ADMIN_RATE_LIMIT_BURST": "3",
-                               "EDGEREC_SYNC_RATE_LIMIT_RPS": "0.2", "EDGEREC_SYNC_RATE_LIMIT_BURST": "2"})
+    cluster.origin.env.update(
+        {
+            "EDGEREC_ADMIN_RATE_LIMIT_RPS": "0.2",
+            "EDGEREC_ADMIN_RATE_LIMIT_BURST": "3",
+            "EDGEREC_SYNC_RATE_LIMIT_RPS": "0.2",
+            "EDGEREC_SYNC_RATE_LIMIT_BURST": "2",
+        }
+    )
     cluster.start_origin()
     try:
         url, admin = cluster.origin.url, admin_headers(cluster.admin_token)
@@ -33,8 +40,11 @@ def test_admin_and_sync_calls_are_limited_per_credential(tmp_path, bundle_dir):
         # Sync: per token; one region's edge over its rate does not stop another region's.
         gb = {"Authorization": f"Bearer {cluster.region_tokens['GB']}"}
         de = {"Authorization": f"Bearer {cluster.region_tokens['DE']}"}
-        assert [http_call(url, "GET", "/v1/sync/snapshot?regions=GB", headers=gb)[0] for _ in range(3)] \
-            == [200, 200, 429]
+        assert [http_call(url, "GET", "/v1/sync/snapshot?regions=GB", headers=gb)[0] for _ in range(3)] == [
+            200,
+            200,
+            429,
+        ]
         assert http_call(url, "GET", "/v1/sync/snapshot?regions=DE", headers=de)[0] == 200
         assert _metric(url, "admin") == 3
         assert _metric(url, "sync") == 1

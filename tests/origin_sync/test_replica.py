@@ -40,18 +40,29 @@ def _chain(start_hash: bytes, changes: list[dict]) -> tuple[list[dict], bytes]:
 
 def _batch(replica: Replica, changes: list[dict], to: int | None = None, **overrides) -> dict:
     entries, digest = _chain(replica.head_hash, changes)
-    batch = {"protocol": PROTOCOL_VERSION, "kind": "deltas", "regions": list(replica.regions),
-             "from": replica.version, "from_hash": replica.head_hash,
-             "to": to if to is not None else (changes[-1]["version"] if changes else replica.version),
-             "to_hash": digest, "head": 0, "changes": entries}
+    batch = {
+        "protocol": PROTOCOL_VERSION,
+        "kind": "deltas",
+        "regions": list(replica.regions),
+        "from": replica.version,
+        "from_hash": replica.head_hash,
+        "to": to if to is not None else (changes[-1]["version"] if changes else replica.version),
+        "to_hash": digest,
+        "head": 0,
+        "changes": entries,
+    }
     batch.update(overrides)
     return batch
 
 
 def with_digest(snapshot: dict) -> dict:
     """A hand-made snapshot with the state digest the origin would sign for it."""
-    return {**snapshot, "state_digest": digest.state_digest(snapshot["offers"], snapshot.get("model"),
-                                                            snapshot.get("experiments") or [], snapshot["regions"])}
+    return {
+        **snapshot,
+        "state_digest": digest.state_digest(
+            snapshot["offers"], snapshot.get("model"), snapshot.get("experiments") or [], snapshot["regions"]
+        ),
+    }
 
 
 def signed_at(batch: dict, replica: Replica) -> dict:
@@ -60,8 +71,13 @@ def signed_at(batch: dict, replica: Replica) -> dict:
 
 
 def _replica() -> Replica:
-    return Replica(version=3, regions=("GB",), offers={"a": make_offer("a", "10001")}, model=None,
-                   head_hash=chain_hash(GENESIS_HASH, b"v3"))
+    return Replica(
+        version=3,
+        regions=("GB",),
+        offers={"a": make_offer("a", "10001")},
+        model=None,
+        head_hash=chain_hash(GENESIS_HASH, b"v3"),
+    )
 
 
 def _upsert(version: int, offer_id: str, region: str = "GB") -> dict:
@@ -128,21 +144,40 @@ def test_an_unknown_protocol_version_operation_or_region_is_refused():
 
 def test_an_offer_moved_out_of_the_region_is_dropped():
     replica = _replica()
-    new = apply_deltas(replica, _batch(replica, [{"version": 4, "op": "offer_upsert",
-                                                  "offer": make_offer("a", "10001", region="DE")}]))
+    new = apply_deltas(
+        replica, _batch(replica, [{"version": 4, "op": "offer_upsert", "offer": make_offer("a", "10001", region="DE")}])
+    )
     assert new.offers == {}
 
 
 def test_a_snapshot_keeps_only_the_edge_regions():
-    snap = {"protocol": PROTOCOL_VERSION, "kind": "snapshot", "regions": ["DE"], "version": 9, "model": None,
-            "head_hash": GENESIS_HASH, "offers": [make_offer("a", "1"), make_offer("b", "2", region="DE")]}
+    snap = {
+        "protocol": PROTOCOL_VERSION,
+        "kind": "snapshot",
+        "regions": ["DE"],
+        "version": 9,
+        "model": None,
+        "head_hash": GENESIS_HASH,
+        "offers": [make_offer("a", "1"), make_offer("b", "2", region="DE")],
+    }
     replica = replica_from_snapshot(with_digest(snap), ("DE",))
     assert set(replica.offers) == {"b"} and replica.version == 9
 
 
 def _sealed_snapshot(offers: int = 50) -> bytes:
-    return seal("snapshot", with_digest({"regions": ["GB"], "version": 7, "head_hash": GENESIS_HASH, "model": None,
-                                         "offers": [make_offer(f"o{i}", "10001") for i in range(offers)]}), SIGNER)
+    return seal(
+        "snapshot",
+        with_digest(
+            {
+                "regions": ["GB"],
+                "version": 7,
+                "head_hash": GENESIS_HASH,
+                "model": None,
+                "offers": [make_offer(f"o{i}", "10001") for i in range(offers)],
+            }
+        ),
+        SIGNER,
+    )
 
 
 def test_a_sealed_payload_opens_only_intact_and_with_a_trusted_key():

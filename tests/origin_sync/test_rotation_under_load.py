@@ -11,7 +11,7 @@ import threading
 import time
 from pathlib import Path
 
-from edgerec.cli.services import Service, http_call, http_json
+from edgerec.cli.process import Service, http_call, http_json
 from origin_sync.wire.signing import generate_key_pair, key_id_of, load_private_key
 from tests.conftest import Cluster, make_offer, wait_until
 
@@ -33,8 +33,10 @@ class Traffic:
         self.reads = self.writes = 0
         self.last_written: dict | None = None
         self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self._write, daemon=True),
-                        threading.Thread(target=self._read, daemon=True)]
+        self.threads = [
+            threading.Thread(target=self._write, daemon=True),
+            threading.Thread(target=self._read, daemon=True),
+        ]
 
     def __enter__(self) -> "Traffic":
         for thread in self.threads:
@@ -52,8 +54,13 @@ class Traffic:
             n += 1
             sku = self.skus[n % len(self.skus)]
             offer = make_offer(f"GB-{sku}", sku, price=round(1 + n / 100, 2))
-            status, body = http_json(self.origin_url, "PUT", f"/v1/admin/offers/{offer['id']}", offer,
-                                     {"Authorization": f"Bearer {self.admin_token}"})
+            status, body = http_json(
+                self.origin_url,
+                "PUT",
+                f"/v1/admin/offers/{offer['id']}",
+                offer,
+                {"Authorization": f"Bearer {self.admin_token}"},
+            )
             if status == 200:
                 self.writes += 1
                 self.last_written = {"offer": offer, "data_version": body["data_version"]}
@@ -105,8 +112,13 @@ def test_keys_and_tokens_rotate_under_load_with_no_failed_request(tmp_path, bund
     _write_json(admin_file, {"writer": {"token": writer_old, "scopes": scopes}})
     cluster.region_tokens = {"GB": gb_old}
     # Both private keys at the origin; the edges are configured with the old public key only.
-    cluster.origin.env.update({"EDGEREC_SIGNING_KEY": f"{old_key},{new_key}",
-                               "EDGEREC_REGION_TOKENS": str(region_file), "EDGEREC_ADMIN_TOKENS": str(admin_file)})
+    cluster.origin.env.update(
+        {
+            "EDGEREC_SIGNING_KEY": f"{old_key},{new_key}",
+            "EDGEREC_REGION_TOKENS": str(region_file),
+            "EDGEREC_ADMIN_TOKENS": str(admin_file),
+        }
+    )
     cluster.start_origin()
     origin_pid = cluster.origin.process.pid
     root = {"Authorization": f"Bearer {cluster.admin_token}"}  # EDGEREC_ADMIN_TOKEN: every scope
@@ -120,57 +132,95 @@ def test_keys_and_tokens_rotate_under_load_with_no_failed_request(tmp_path, bund
             wait_until(lambda: traffic.reads > 20 and traffic.writes > 5, what="traffic")
 
             # (a) the signing key: announce, let every edge learn it, activate, then revoke the old key.
-            for method, path, body in (("POST", "/v1/admin/keys", {"key_id": new_id}),
-                                       ("POST", f"/v1/admin/keys/{new_id}/activate", None),
-                                       ("POST", f"/v1/admin/keys/{old_id}/revoke", None)):
+            for method, path, body in (
+                ("POST", "/v1/admin/keys", {"key_id": new_id}),
+                ("POST", f"/v1/admin/keys/{new_id}/activate", None),
+                ("POST", f"/v1/admin/keys/{old_id}/revoke", None),
+            ):
                 status, answer = http_json(cluster.origin.url, method, path, body, root)
                 assert status == 200, answer
                 wait_until(lambda v=answer["data_version"]: _caught_up(edge, v), what=f"{path} at the edge")
             status, keys = http_json(cluster.origin.url, "GET", "/v1/admin/keys", None, root)
             assert keys["active"] == new_id
-            assert {e["key_id"]: e["status"] for e in keys["published"]["keys"]} == {old_id: "revoked",
-                                                                                     new_id: "active"}
+            assert {e["key_id"]: e["status"] for e in keys["published"]["keys"]} == {
+                old_id: "revoked",
+                new_id: "active",
+            }
             # Still syncing after the revocation: the writer's changes keep arriving, signed by the new key.
             written = traffic.last_written["data_version"]
             wait_until(lambda: _caught_up(edge, written + 1), what="changes signed by the new key")
 
             # (b) a region token: add the new one, move the edge onto it, then remove the old one.
             _write_json(region_file, {"GB": [gb_new, gb_old]})
-            wait_until(lambda: http_call(cluster.origin.url, "GET", "/v1/sync/snapshot?regions=GB",
-                                         headers={"Authorization": f"Bearer {gb_new}"})[0] == 200,
-                       what="the new region token accepted")
+            wait_until(
+                lambda: (
+                    http_call(
+                        cluster.origin.url,
+                        "GET",
+                        "/v1/sync/snapshot?regions=GB",
+                        headers={"Authorization": f"Bearer {gb_new}"},
+                    )[0]
+                    == 200
+                ),
+                what="the new region token accepted",
+            )
             cluster.region_tokens = {"GB": gb_new}
             # A replacement edge on the new token, configured as edges are after the rotation (the new public
             # key), then the old edge leaves.
-            moved = cluster.start_edge("GB", args=["--data-dir", str(tmp_path / "edge-GB-moved")],
-                                       env={"EDGEREC_ORIGIN_PUBLIC_KEY": str(new_public_key)})
+            moved = cluster.start_edge(
+                "GB",
+                args=["--data-dir", str(tmp_path / "edge-GB-moved")],
+                env={"EDGEREC_ORIGIN_PUBLIC_KEY": str(new_public_key)},
+            )
             reads_before = traffic.reads
             traffic.edge = moved
             wait_until(lambda: traffic.reads > reads_before + 20, what="reads at the replacement edge")
             first_edge_rejected = _readyz(edge)["rejected_payloads"]
             edge.stop()
             _write_json(region_file, {"GB": [gb_new]})
-            wait_until(lambda: http_call(cluster.origin.url, "GET", "/v1/sync/snapshot?regions=GB",
-                                         headers={"Authorization": f"Bearer {gb_old}"})[0] == 401,
-                       what="the old region token refused")
+            wait_until(
+                lambda: (
+                    http_call(
+                        cluster.origin.url,
+                        "GET",
+                        "/v1/sync/snapshot?regions=GB",
+                        headers={"Authorization": f"Bearer {gb_old}"},
+                    )[0]
+                    == 401
+                ),
+                what="the old region token refused",
+            )
 
             # (c) an admin token: add the new one, move the writer onto it, then remove the old one.
             _write_json(admin_file, {"writer": {"token": [writer_new, writer_old], "scopes": scopes}})
-            wait_until(lambda: http_json(cluster.origin.url, "GET", "/v1/admin/status", None,
-                                         {"Authorization": f"Bearer {writer_new}"})[0] == 200,
-                       what="the new admin token accepted")
+            wait_until(
+                lambda: (
+                    http_json(
+                        cluster.origin.url, "GET", "/v1/admin/status", None, {"Authorization": f"Bearer {writer_new}"}
+                    )[0]
+                    == 200
+                ),
+                what="the new admin token accepted",
+            )
             traffic.admin_token = writer_new
             time.sleep(0.3)
             _write_json(admin_file, {"writer": {"token": writer_new, "scopes": scopes}})
-            wait_until(lambda: http_json(cluster.origin.url, "GET", "/v1/admin/status", None,
-                                         {"Authorization": f"Bearer {writer_old}"})[0] == 401,
-                       what="the old admin token refused")
+            wait_until(
+                lambda: (
+                    http_json(
+                        cluster.origin.url, "GET", "/v1/admin/status", None, {"Authorization": f"Bearer {writer_old}"}
+                    )[0]
+                    == 401
+                ),
+                what="the old admin token refused",
+            )
             reads_before = traffic.reads
             wait_until(lambda: traffic.reads > reads_before + 20, what="more reads after the rotations")
         last = traffic.last_written
         wait_until(lambda: _caught_up(moved, last["data_version"]), what="the last write at the edge")
-        status, answer = http_json(moved.url, "POST", "/v1/recommendations",
-                                   {"region": "GB", "k": 100, "recent_items": catalog_skus[:5]})
+        status, answer = http_json(
+            moved.url, "POST", "/v1/recommendations", {"region": "GB", "k": 100, "recent_items": catalog_skus[:5]}
+        )
         served = {o["offer_id"]: o["price"] for o in answer["offers"]}
         assert served.get(last["offer"]["id"]) == last["offer"]["price"]
         moved_rejected = _readyz(moved)["rejected_payloads"]

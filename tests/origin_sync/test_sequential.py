@@ -60,11 +60,11 @@ def test_a_real_lift_is_found_and_the_confidence_sequence_covers_the_truth_at_ev
 def test_the_sequential_mean_test_agrees_with_its_interval():
     rng = np.random.default_rng(3)
     y1, y2 = rng.exponential(2.0, 4000), rng.exponential(2.4, 4000)
-    test = sequential_means(y1.sum(), (y1 ** 2).sum(), y1.size, y2.sum(), (y2 ** 2).sum(), y2.size, ALPHA)
+    test = sequential_means(y1.sum(), (y1**2).sum(), y1.size, y2.sum(), (y2**2).sum(), y2.size, ALPHA)
     assert abs(test["difference"] - (y2.mean() - y1.mean())) < 1e-9
     assert test["p_value"] < ALPHA
     assert test["ci_low"] > 0  # significant exactly when the interval excludes zero
-    same = sequential_means(y1.sum(), (y1 ** 2).sum(), y1.size, y1.sum(), (y1 ** 2).sum(), y1.size, ALPHA)
+    same = sequential_means(y1.sum(), (y1**2).sum(), y1.size, y1.sum(), (y1**2).sum(), y1.size, ALPHA)
     assert same["p_value"] == 1.0 and same["ci_low"] < 0 < same["ci_high"]
 
 
@@ -72,7 +72,7 @@ def _units(rng, n: int, lift: float, correlation: float):
     """Per unit: the pre-period metric x and the experiment's y, correlated."""
     x = rng.normal(10.0, 3.0, n)
     noise = rng.normal(0.0, 3.0, n)
-    y = 10.0 + lift + correlation * (x - 10.0) + np.sqrt(1 - correlation ** 2) * noise
+    y = 10.0 + lift + correlation * (x - 10.0) + np.sqrt(1 - correlation**2) * noise
     return list(zip(y.tolist(), x.tolist()))
 
 
@@ -96,20 +96,41 @@ def test_cuped_without_a_useful_covariate_changes_nothing_much():
     control, variant = Moments.of(_units(rng, 3000, 0.0, 0.0)), Moments.of(_units(rng, 3000, 0.0, 0.0))
     result = cuped(control, variant, ALPHA)
     assert abs(result["variance_reduction"]) < 0.01
-    assert Moments.from_dict({"n": control.n, "y": control.y, "x": control.x, "yy": control.yy, "xx": control.xx,
-                              "xy": control.xy}) == control
+    assert (
+        Moments.from_dict(
+            {"n": control.n, "y": control.y, "x": control.x, "yy": control.yy, "xx": control.xx, "xy": control.xy}
+        )
+        == control
+    )
 
 
-EXPERIMENT = {"id": "exp-1", "variants": [{"name": "control", "weight": 0.5, "model": "a"},
-                                          {"name": "candidate", "weight": 0.5, "model": "b"}]}
+EXPERIMENT = {
+    "id": "exp-1",
+    "variants": [{"name": "control", "weight": 0.5, "model": "a"}, {"name": "candidate", "weight": 0.5, "model": "b"}],
+}
 
 
 def _counts(impressions: int, control_conversions: int, candidate_conversions: int) -> dict:
-    return {"variants": [
-        {"variant": "control", "region": "GB", "impressions": impressions, "clicked": 0, "carted": 0,
-         "converted": control_conversions},
-        {"variant": "candidate", "region": "GB", "impressions": impressions, "clicked": 0, "carted": 0,
-         "converted": candidate_conversions}]}
+    return {
+        "variants": [
+            {
+                "variant": "control",
+                "region": "GB",
+                "impressions": impressions,
+                "clicked": 0,
+                "carted": 0,
+                "converted": control_conversions,
+            },
+            {
+                "variant": "candidate",
+                "region": "GB",
+                "impressions": impressions,
+                "clicked": 0,
+                "carted": 0,
+                "converted": candidate_conversions,
+            },
+        ]
+    }
 
 
 def test_the_report_decides_on_the_sequential_test_and_keeps_the_fixed_horizon_figures():
@@ -132,8 +153,10 @@ def test_the_report_uses_cuped_when_the_pre_period_is_known():
     control, candidate = Moments.of(_units(rng, 3000, 0.0, 0.7)), Moments.of(_units(rng, 3000, 0.25, 0.7))
     counts = _counts(3000, 150, 160)
     fields = ("n", "y", "x", "yy", "xx", "xy")
-    counts["cuped"] = {"control": {k: getattr(control, k) for k in fields},
-                       "candidate": {k: getattr(candidate, k) for k in fields}}
+    counts["cuped"] = {
+        "control": {k: getattr(control, k) for k in fields},
+        "candidate": {k: getattr(candidate, k) for k in fields},
+    }
     report = build_report(EXPERIMENT, counts)
     adjusted = report["variants"]["candidate"]["vs_control"]["sequential"]["conversion_cuped"]
     assert adjusted is not None and adjusted["variance_reduction"] > 0.4

@@ -11,7 +11,7 @@ import msgpack
 import numpy as np
 import pytest
 
-from edgerec.cli.services import http_call
+from edgerec.cli.process import http_call
 from origin_sync.origin.store import PostgresStore, SQLiteStore
 from origin_sync.replica import LocalCopy, apply_deltas, replica_from_snapshot
 from origin_sync.wire import digest
@@ -68,8 +68,19 @@ def _tamper(path, offer_id: str, **changes) -> None:
 
 
 def test_a_copy_edited_on_disk_with_its_checksum_recomputed_is_refused_at_load(tmp_path):
-    snapshot = seal("snapshot", with_digest({"regions": ["GB"], "version": 7, "head_hash": bytes(32), "model": None,
-                                             "offers": [make_offer("a", "10001")]}), SIGNER)
+    snapshot = seal(
+        "snapshot",
+        with_digest(
+            {
+                "regions": ["GB"],
+                "version": 7,
+                "head_hash": bytes(32),
+                "model": None,
+                "offers": [make_offer("a", "10001")],
+            }
+        ),
+        SIGNER,
+    )
     replica = replica_from_snapshot(open_envelope(snapshot, "snapshot", VERIFIER), ("GB",))
     batch = _batch(replica, [_upsert(8, "b")])
     newer = apply_deltas(replica, batch)
@@ -102,6 +113,7 @@ def _writes_then_digest(store) -> None:
                 assert page.state_digest == expected, regions
         finally:
             await store.close()
+
     asyncio.run(run())
 
 
@@ -156,8 +168,10 @@ def test_a_digest_mismatch_on_the_wire_makes_the_edge_take_a_fresh_snapshot(seed
     db.close()
     last = seeded.put_offer(make_offer(f"GB-{catalog_skus[1]}", catalog_skus[1], price=7.0))["data_version"]
     wait_until(lambda: readyz(edge)["rejected_payloads"].get("digest", 0) >= 1, what="the batch refused")
-    wait_until(lambda: _snapshots(edge) > snapshots_before and readyz(edge)["data_version"] == last,
-               what="a fresh snapshot at the new version")
+    wait_until(
+        lambda: _snapshots(edge) > snapshots_before and readyz(edge)["data_version"] == last,
+        what="a fresh snapshot at the new version",
+    )
     answer = served(edge, {"recent_items": catalog_skus[:5], "k": 30})
     assert next(o["price"] for o in answer["offers"] if o["offer_id"] == f"GB-{catalog_skus[1]}") == 7.0
     log = (seeded.workdir / "logs" / "edge-GB.log").read_text()

@@ -11,7 +11,8 @@ import threading
 
 import pytest
 
-from edgerec.cli.services import free_port, http_json, origin_service
+from edgerec.cli.process import free_port, http_json
+from edgerec.cli.services import origin_service
 from origin_sync.origin.store import (
     ChangeLogStore,
     Compacted,
@@ -95,8 +96,15 @@ def test_concurrent_writers_of_one_store_get_one_gapless_sequence(kind, tmp_path
 @pytest.mark.parametrize("kind", BACKENDS)
 def test_overlapping_experiments_are_refused_even_when_written_at_once(kind, tmp_path, request):
     def experiment(eid: str, regions: list[str], start: float | None = None, end: float | None = None) -> dict:
-        return validate_experiment({"id": eid, "variants": [{"name": "control"}, {"name": "b"}], "regions": regions,
-                                    "start": start, "end": end})
+        return validate_experiment(
+            {
+                "id": eid,
+                "variants": [{"name": "control"}, {"name": "b"}],
+                "regions": regions,
+                "start": start,
+                "end": end,
+            }
+        )
 
     async def scenario(store: ChangeLogStore) -> None:
         await store.upsert_experiment(experiment("gb-1", ["GB"], end=2_000_000_000))
@@ -110,11 +118,18 @@ def test_overlapping_experiments_are_refused_even_when_written_at_once(kind, tmp
         await store.upsert_experiment(experiment("gb-1", ["GB"], end=1_999_000_000))  # replacing itself is fine
         assert (await store.head()).version == head + 3  # a refused write left no change behind
         # Two overlapping experiments written at the same moment: exactly one gets in.
-        results = await asyncio.gather(store.upsert_experiment(experiment("fr-a", ["FR"])),
-                                       store.upsert_experiment(experiment("fr-b", ["FR"])), return_exceptions=True)
+        results = await asyncio.gather(
+            store.upsert_experiment(experiment("fr-a", ["FR"])),
+            store.upsert_experiment(experiment("fr-b", ["FR"])),
+            return_exceptions=True,
+        )
         assert sorted(type(r).__name__ for r in results) == ["ExperimentOverlap", "int"]
-        assert sorted(e["id"] for e in await store.experiments()) == ["de-1", "fr-a" if isinstance(results[0], int)
-                                                                      else "fr-b", "gb-1", "gb-later"]
+        assert sorted(e["id"] for e in await store.experiments()) == [
+            "de-1",
+            "fr-a" if isinstance(results[0], int) else "fr-b",
+            "gb-1",
+            "gb-later",
+        ]
 
     run_on_store(kind, tmp_path, request, scenario)
 
@@ -146,11 +161,13 @@ def test_activating_the_model_already_active_appends_nothing(kind, tmp_path, req
 @pytest.mark.parametrize("kind", BACKENDS)
 def test_an_experiment_naming_an_unknown_model_is_refused_for_that_before_any_overlap(kind, tmp_path, request):
     async def scenario(store: ChangeLogStore) -> None:
-        await store.upsert_experiment(validate_experiment({"id": "gb-1", "variants": [{"name": "a"}, {"name": "b"}],
-                                                           "regions": ["GB"]}))
+        await store.upsert_experiment(
+            validate_experiment({"id": "gb-1", "variants": [{"name": "a"}, {"name": "b"}], "regions": ["GB"]})
+        )
         head = (await store.head()).version
-        overlapping = validate_experiment({"id": "gb-2", "variants": [{"name": "a"}, {"name": "b", "model": "nope"}],
-                                           "regions": ["GB"]})
+        overlapping = validate_experiment(
+            {"id": "gb-2", "variants": [{"name": "a"}, {"name": "b", "model": "nope"}], "regions": ["GB"]}
+        )
         with pytest.raises(NotFound, match="nope"):  # the body's own mistake first, not ExperimentOverlap
             await store.upsert_experiment(overlapping)
         await store.publish_model(_manifest("nope", b"now it exists"), b"now it exists", state="active")
@@ -164,8 +181,9 @@ def test_an_experiment_naming_an_unknown_model_is_refused_for_that_before_any_ov
 @needs_pg
 def test_several_origin_processes_on_one_postgresql_produce_one_gapless_sequence(tmp_path, pg_schema):
     admin, sync = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
-    origins = [origin_service(tmp_path, free_port(), admin, sync, dsn=pg_schema.dsn, name=f"origin {i}")
-               for i in range(3)]
+    origins = [
+        origin_service(tmp_path, free_port(), admin, sync, dsn=pg_schema.dsn, name=f"origin {i}") for i in range(3)
+    ]
     for origin in origins:
         origin.start()
     try:
@@ -176,9 +194,13 @@ def test_several_origin_processes_on_one_postgresql_produce_one_gapless_sequence
 
         def writer(origin, n: int) -> None:
             for i in range(n):
-                status, body = http_json(origin.url, "PUT", f"/v1/admin/offers/{origin.port}-{i}",
-                                         make_offer(f"{origin.port}-{i}", "10001"),
-                                         {"Authorization": f"Bearer {admin}"})
+                status, body = http_json(
+                    origin.url,
+                    "PUT",
+                    f"/v1/admin/offers/{origin.port}-{i}",
+                    make_offer(f"{origin.port}-{i}", "10001"),
+                    {"Authorization": f"Bearer {admin}"},
+                )
                 if status == 200:
                     results.append(body["data_version"])
                 else:
@@ -215,7 +237,8 @@ def test_several_origin_processes_on_one_postgresql_produce_one_gapless_sequence
 def test_a_long_poll_on_one_origin_wakes_on_a_write_through_another(tmp_path, pg_schema):
     import time
 
-    from edgerec.cli.services import ensure_signing_keys, http_call
+    from edgerec.cli.process import http_call
+    from edgerec.cli.services import ensure_signing_keys
     from origin_sync.wire.signing import Verifier, open_envelope
 
     admin, sync = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
@@ -223,12 +246,21 @@ def test_a_long_poll_on_one_origin_wakes_on_a_write_through_another(tmp_path, pg
     a.start(), b.start()
     try:
         a.wait_ready("/healthz"), b.wait_ready("/healthz")
-        timer = threading.Timer(0.5, lambda: http_json(b.url, "PUT", "/v1/admin/offers/x", make_offer("x", "10001"),
-                                                       {"Authorization": f"Bearer {admin}"}))
+        timer = threading.Timer(
+            0.5,
+            lambda: http_json(
+                b.url, "PUT", "/v1/admin/offers/x", make_offer("x", "10001"), {"Authorization": f"Bearer {admin}"}
+            ),
+        )
         started = time.monotonic()
         timer.start()
-        status, _, raw = http_call(a.url, "GET", "/v1/sync/deltas?regions=GB&since=0&wait=20",
-                                   headers={"Authorization": f"Bearer {sync}"}, timeout=30)
+        status, _, raw = http_call(
+            a.url,
+            "GET",
+            "/v1/sync/deltas?regions=GB&since=0&wait=20",
+            headers={"Authorization": f"Bearer {sync}"},
+            timeout=30,
+        )
         elapsed = time.monotonic() - started
         timer.join()
         assert status == 200 and elapsed < 1.4, elapsed  # NOTIFY, not the 1 s re-check fallback alone

@@ -33,8 +33,7 @@ async def put_experiment(request: web.Request) -> web.Response:
     except ExperimentOverlap as exc:
         raise ApiError(409, "experiment_overlap", str(exc)) from None
     log.info("experiment %s upserted at version %d", experiment["id"], version)
-    return json_response({"experiment": await request.app[STORE].experiment(experiment["id"]),
-                          "data_version": version})
+    return json_response({"experiment": await request.app[STORE].experiment(experiment["id"]), "data_version": version})
 
 
 async def get_experiment(request: web.Request) -> web.Response:
@@ -59,9 +58,15 @@ async def delete_experiment(request: web.Request) -> web.Response:
 def _without_manifests(experiment: dict[str, Any]) -> dict[str, Any]:
     """The experiment with each variant's model ref cut to the model's version and sha256: the manifest (the item
     list and training report, about 150 KB a model) says nothing about the experiment."""
-    return {**experiment, "variants": [
-        {**v, "model_ref": {"version": v["model_ref"]["version"], "sha256": v["model_ref"]["sha256"]}}
-        if v.get("model_ref") else v for v in experiment["variants"]]}
+    return {
+        **experiment,
+        "variants": [
+            {**v, "model_ref": {"version": v["model_ref"]["version"], "sha256": v["model_ref"]["sha256"]}}
+            if v.get("model_ref")
+            else v
+            for v in experiment["variants"]
+        ],
+    }
 
 
 async def experiment_report(request: web.Request) -> web.Response:

@@ -29,8 +29,11 @@ async def publish_model(request: web.Request) -> web.Response:
         payload = unpack(await read_body(request, MAX_UPLOAD_BYTES))
     except ProtocolError as exc:
         raise ApiError(400, "invalid_bundle", str(exc)) from None
-    if not isinstance(payload, dict) or not isinstance(payload.get("manifest"), dict) \
-            or not isinstance(payload.get("model"), bytes):
+    if (
+        not isinstance(payload, dict)
+        or not isinstance(payload.get("manifest"), dict)
+        or not isinstance(payload.get("model"), bytes)
+    ):
         raise ApiError(422, "invalid_bundle", "expected a msgpack map with 'manifest' (map) and 'model' (bytes)")
     manifest = payload["manifest"]
     if not isinstance(manifest.get("version"), str) or not manifest["version"]:
@@ -48,8 +51,7 @@ async def publish_model(request: web.Request) -> web.Response:
     except ValueError as exc:
         raise ApiError(409, "conflict", str(exc)) from None
     log.info("model %s published as %s (data version %d)", manifest["version"], stored_state, version)
-    return json_response({"model_version": manifest["version"], "state": stored_state, "data_version": version},
-                         201)
+    return json_response({"model_version": manifest["version"], "state": stored_state, "data_version": version}, 201)
 
 
 async def activate_model(request: web.Request) -> web.Response:

@@ -34,15 +34,20 @@ async def patch_offer(request: web.Request) -> web.Response:
     """RFC 7396 merge patch of a stored offer: the members sent replace the stored ones, a null resets one to its
     default (or leaves a required field missing), and the result is validated whole, in the write transaction."""
     if request.content_type != MERGE_PATCH_TYPE:
-        raise ApiError(415, "unsupported_media_type", f"PATCH takes a JSON merge patch (RFC 7396) with Content-Type: "
-                                                      f"{MERGE_PATCH_TYPE}; PUT replaces a whole offer")
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"PATCH takes a JSON merge patch (RFC 7396) with Content-Type: "
+            f"{MERGE_PATCH_TYPE}; PUT replaces a whole offer",
+        )
     patch = await read_json(request)
     if not isinstance(patch, dict):
         raise ApiError(422, "invalid_offer", "a merge patch of an offer is a JSON object of the fields to change")
     offer_id = request.match_info["offer_id"]
     try:
         version, offer = await request.app[STORE].update_offer(
-            offer_id, lambda stored: patched_offer(stored, patch, offer_id))
+            offer_id, lambda stored: patched_offer(stored, patch, offer_id)
+        )
     except NotFound as exc:
         raise ApiError(404, "not_found", str(exc)) from None
     except InvalidOffer as exc:
@@ -58,7 +63,7 @@ async def put_offers(request: web.Request) -> web.Response:
     body = await read_json(request)
     offers = body.get("offers") if isinstance(body, dict) else None
     if not isinstance(offers, list) or not 0 < len(offers) <= MAX_OFFER_BATCH:
-        raise ApiError(422, "invalid_request", f"expected {{\"offers\": [1 to {MAX_OFFER_BATCH} offers]}}")
+        raise ApiError(422, "invalid_request", f'expected {{"offers": [1 to {MAX_OFFER_BATCH} offers]}}')
     request["audit_target"] = f"offers={len(offers)}"
     results: list[dict[str, Any]] = []
     valid: list[dict[str, Any]] = []

@@ -19,8 +19,15 @@ log = logging.getLogger("edgerec.origin")
 
 async def status(request: web.Request) -> web.Response:
     head = await request.app[STORE].head()
-    return json_response({"data_version": head.version, "head_hash": head.hash.hex(), "compaction_floor": head.floor,
-                          "protocol": PROTOCOL_VERSION, "key_id": request.app[KEYRING].signer.key_id})
+    return json_response(
+        {
+            "data_version": head.version,
+            "head_hash": head.hash.hex(),
+            "compaction_floor": head.floor,
+            "protocol": PROTOCOL_VERSION,
+            "key_id": request.app[KEYRING].signer.key_id,
+        }
+    )
 
 
 async def compact(request: web.Request) -> web.Response:

@@ -44,8 +44,9 @@ log = logging.getLogger("edgerec.origin")
 SHUTDOWN_TIMEOUT_S = 60.0  # how long requests in flight may take to finish once a stop is asked
 
 
-def build_app(config: OriginConfig, store: ChangeLogStore | None = None,
-              sink: EventSink | None = None) -> web.Application:
+def build_app(
+    config: OriginConfig, store: ChangeLogStore | None = None, sink: EventSink | None = None
+) -> web.Application:
     if config.signer is None:
         raise ValueError("the origin needs a signing key")
     # Errors outermost, so that what auth refuses and what a handler raises leave in the one format.
@@ -56,8 +57,10 @@ def build_app(config: OriginConfig, store: ChangeLogStore | None = None,
     app[METRICS] = OriginMetrics()
     app[KEYRING] = KeyRing(config.signers or (config.signer,))
     app[CREDENTIALS] = CredentialReloader(config.credentials, app[METRICS])
-    app[LIMITS] = {"admin": make_limiter(config.admin_rate_limit_rps, config.admin_rate_limit_burst),
-                   "sync": make_limiter(config.sync_rate_limit_rps, config.sync_rate_limit_burst)}
+    app[LIMITS] = {
+        "admin": make_limiter(config.admin_rate_limit_rps, config.admin_rate_limit_burst),
+        "sync": make_limiter(config.sync_rate_limit_rps, config.sync_rate_limit_burst),
+    }
     app[SINK] = sink or open_sink(config.event_sinks, config.dsn, config.events_db, config.nats_url)
     app[READY_STATE] = {"reason": None}
 
@@ -67,8 +70,10 @@ def build_app(config: OriginConfig, store: ChangeLogStore | None = None,
         await app[STORE].open()
         await app[SINK].open()
         app[KEYRING].adopt(await app[STORE].key_set())
-        tasks = [asyncio.create_task(admin_ops.compact_periodically(app), name="edgerec-compact"),
-                 asyncio.create_task(admin_keys.follow_key_set(app), name="edgerec-key-set")]
+        tasks = [
+            asyncio.create_task(admin_ops.compact_periodically(app), name="edgerec-compact"),
+            asyncio.create_task(admin_keys.follow_key_set(app), name="edgerec-key-set"),
+        ]
         yield
         for task in tasks:
             task.cancel()
@@ -93,8 +98,9 @@ def _listener_tls(app: web.Application, config: OriginConfig) -> ssl.SSLContext 
         return None
     # The listener keeps this context; a renewed certificate goes into a new one that its SNI callback hands out.
     context = config.tls.context()
-    reloader = CertificateReloader(context, config.tls.cert_file, config.tls.key_file,
-                                   config.tls.reload_interval_s, factory=config.tls.context)
+    reloader = CertificateReloader(
+        context, config.tls.cert_file, config.tls.key_file, config.tls.reload_interval_s, factory=config.tls.context
+    )
     app.cleanup_ctx.append(reloader.running)
     return context
 
@@ -116,10 +122,15 @@ def serve(config: OriginConfig) -> None:
 
     app = build_app(config)
     ssl_context = _listener_tls(app, config)
-    log.info("origin listening on %s://%s:%d (%s, signing key %s%s)", "https" if ssl_context else "http",
-             config.host, config.port, "postgresql" if config.dsn else f"sqlite {config.db_path}",
-             config.signer.key_id if config.signer else None,
-             ", client certificates required" if config.tls and config.tls.require_client_cert else "")
+    log.info(
+        "origin listening on %s://%s:%d (%s, signing key %s%s)",
+        "https" if ssl_context else "http",
+        config.host,
+        config.port,
+        "postgresql" if config.dsn else f"sqlite {config.db_path}",
+        config.signer.key_id if config.signer else None,
+        ", client certificates required" if config.tls and config.tls.require_client_cert else "",
+    )
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
     main = loop.create_task(_run(app, config, ssl_context))

@@ -21,12 +21,26 @@ async def audit(request: web.Request, actor: str | None, status: int) -> None:
     target = request.get("audit_target")
     if target is None and request.match_info:
         target = ",".join(f"{k}={v}" for k, v in request.match_info.items())
-    entry = {"ts": time.time(), "actor": actor, "method": request.method, "path": request.path[:MAX_AUDIT_PATH],
-             "target": target[:MAX_AUDIT_PATH] if target else None, "peer": request.remote, "status": status}
+    entry = {
+        "ts": time.time(),
+        "actor": actor,
+        "method": request.method,
+        "path": request.path[:MAX_AUDIT_PATH],
+        "target": target[:MAX_AUDIT_PATH] if target else None,
+        "peer": request.remote,
+        "status": status,
+    }
     metrics = request.app[METRICS]
     metrics.admin_calls.labels(str(status)).inc()
-    audit_log.info("admin %s %s -> %d by %s from %s", entry["method"], entry["path"], status, actor or "nobody",
-                   entry["peer"], extra={"audit": entry})
+    audit_log.info(
+        "admin %s %s -> %d by %s from %s",
+        entry["method"],
+        entry["path"],
+        status,
+        actor or "nobody",
+        entry["peer"],
+        extra={"audit": entry},
+    )
     try:
         await request.app[STORE].record_audit(entry)
     except Exception:  # noqa: BLE001 - the call is done; the log line above is the record, alert on the counter

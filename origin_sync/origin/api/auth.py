@@ -25,10 +25,16 @@ from .state import CREDENTIALS, LIMITS, METRICS
 
 ALL = "*"  # the regions a fleet-wide sync token may sync
 # The scope an admin path needs (a GET also passes with `read`); the first matching prefix decides.
-ADMIN_PATH_SCOPES = (("/v1/admin/offers", SCOPE_CATALOG), ("/v1/admin/models", SCOPE_MODELS),
-                     ("/v1/admin/experiments", SCOPE_EXPERIMENTS), ("/v1/admin/events", SCOPE_EVENTS),
-                     ("/v1/admin/keys", SCOPE_KEYS), ("/v1/admin/compact", SCOPE_OPS),
-                     ("/v1/admin/status", SCOPE_READ), ("/v1/admin/audit", SCOPE_READ))
+ADMIN_PATH_SCOPES = (
+    ("/v1/admin/offers", SCOPE_CATALOG),
+    ("/v1/admin/models", SCOPE_MODELS),
+    ("/v1/admin/experiments", SCOPE_EXPERIMENTS),
+    ("/v1/admin/events", SCOPE_EVENTS),
+    ("/v1/admin/keys", SCOPE_KEYS),
+    ("/v1/admin/compact", SCOPE_OPS),
+    ("/v1/admin/status", SCOPE_READ),
+    ("/v1/admin/audit", SCOPE_READ),
+)
 
 
 def presented_token(request: web.Request) -> bytes | None:
@@ -44,8 +50,7 @@ def fingerprint(token: str | bytes) -> str:
 
 def admin_scope(path: str) -> str | None:
     """The scope an admin path needs; None for a path outside every scope (it answers 404 to any admin)."""
-    return next((scope for prefix, scope in ADMIN_PATH_SCOPES if path == prefix or path.startswith(prefix + "/")),
-                None)
+    return next((scope for prefix, scope in ADMIN_PATH_SCOPES if path == prefix or path.startswith(prefix + "/")), None)
 
 
 def certificate_regions(request: web.Request) -> frozenset[str] | None:
@@ -58,8 +63,9 @@ def require_regions(request: web.Request, regions: tuple[str, ...] | list[str], 
     """403 unless the caller's sync scope covers every region; the regions are named (never the token)."""
     scope: frozenset[str] = request["sync_scope"]
     if ALL not in scope and not set(regions) <= scope:
-        raise ApiError(403, "forbidden_region",
-                       f"this edge token may not {what} {','.join(sorted(set(regions) - scope))}")
+        raise ApiError(
+            403, "forbidden_region", f"this edge token may not {what} {','.join(sorted(set(regions) - scope))}"
+        )
 
 
 def check_rate(request: web.Request, group: str, key: str) -> None:
@@ -69,8 +75,12 @@ def check_rate(request: web.Request, group: str, key: str) -> None:
     if wait:
         request.app[METRICS].rate_limited.labels(group).inc()
         seconds = retry_after(wait)
-        raise ApiError(429, "rate_limited", f"too many {group} calls from this caller; retry in {seconds} s",
-                       {"Retry-After": str(seconds)})
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"too many {group} calls from this caller; retry in {seconds} s",
+            {"Retry-After": str(seconds)},
+        )
 
 
 async def _admin(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -85,8 +95,11 @@ async def _admin(request: web.Request, handler: Handler) -> web.StreamResponse:
     scope = admin_scope(request.path)
     if not match[0].allows(scope, request.method):
         await audit(request, actor, 403)
-        raise ApiError(403, "forbidden_scope", f"this admin credential lacks the {scope!r} scope for "
-                                               f"{request.method} {request.path[:100]}")
+        raise ApiError(
+            403,
+            "forbidden_scope",
+            f"this admin credential lacks the {scope!r} scope for {request.method} {request.path[:100]}",
+        )
     try:
         response = await handler(request)
     except Exception as exc:  # noqa: BLE001 - turned into its response here, so that the audit has its status
@@ -108,8 +121,9 @@ def _sync(request: web.Request) -> None:
         allowed = certified if ALL in scope else scope & certified
         if not allowed:
             named = ",".join(sorted(certified)) or "no edge region"
-            raise ApiError(403, "certificate_mismatch", f"the client certificate names {named}, which this edge "
-                                                        f"token may not sync")
+            raise ApiError(
+                403, "certificate_mismatch", f"the client certificate names {named}, which this edge token may not sync"
+            )
         scope = allowed
     request["sync_scope"] = scope
 

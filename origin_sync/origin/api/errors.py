@@ -40,8 +40,15 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
 
 
 # aiohttp's own answers, by status: the code the caller sees (the message says more).
-_HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "body_too_large",
-               415: "unsupported_media_type", 417: "expectation_failed", 431: "header_too_large"}
+_HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+    417: "expectation_failed",
+    431: "header_too_large",
+}
 
 
 def _code(status: int) -> str:
@@ -96,8 +103,9 @@ class JsonErrorRequestHandler(RequestHandler):
 
     __slots__ = ()
 
-    def handle_error(self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None,
-                     message: str | None = None) -> web.StreamResponse:
+    def handle_error(
+        self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None, message: str | None = None
+    ) -> web.StreamResponse:
         if status >= 500:
             log.error("error handling a request from %s", request.remote, exc_info=exc)
         else:  # the client's mistake (or a scanner's): worth a line, not a traceback
@@ -105,16 +113,19 @@ class JsonErrorRequestHandler(RequestHandler):
         if request.writer.output_size > 0:
             raise ConnectionError("a response was partly sent already; the connection is closed")
         if status >= 500:
-            response = error_response(status, "internal" if status == 500 else _code(status),
-                                      "internal error; see the origin's log" if status == 500 else
-                                      HTTPStatus(status).phrase)
+            response = error_response(
+                status,
+                "internal" if status == 500 else _code(status),
+                "internal error; see the origin's log" if status == 500 else HTTPStatus(status).phrase,
+            )
         else:
             response = error_response(status, "bad_request", f"not a valid HTTP request: {message or exc}")
         response.force_close()
         return response
 
-    async def finish_response(self, request: web.BaseRequest, resp: web.StreamResponse,
-                              start_time: float | None) -> tuple[web.StreamResponse, bool]:
+    async def finish_response(
+        self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None
+    ) -> tuple[web.StreamResponse, bool]:
         if isinstance(resp, web.HTTPException) and resp.status >= 400:  # raised outside every middleware
             resp = _http_exception_response(request, resp)
         return await super().finish_response(request, resp, start_time)

@@ -34,9 +34,14 @@ RECHECK_S = 1.0
 
 
 def sealed_response(body: bytes, cacheable: bool = False) -> web.Response:
-    return web.Response(body=body, content_type=MSGPACK_TYPE,
-                        headers={PROTOCOL_HEADER: str(PROTOCOL_VERSION),
-                                 "Cache-Control": "private, max-age=60" if cacheable else "no-store"})
+    return web.Response(
+        body=body,
+        content_type=MSGPACK_TYPE,
+        headers={
+            PROTOCOL_HEADER: str(PROTOCOL_VERSION),
+            "Cache-Control": "private, max-age=60" if cacheable else "no-store",
+        },
+    )
 
 
 def _trusted_key_ids(request: web.Request) -> frozenset[str] | None:
@@ -63,8 +68,11 @@ def _regions(request: web.Request) -> tuple[str, ...]:
 def _check_protocol(request: web.Request) -> None:
     sent = request.headers.get(PROTOCOL_HEADER)
     if sent is not None and sent != str(PROTOCOL_VERSION):
-        raise ApiError(409, "protocol_mismatch",
-                       f"edge speaks protocol {sent}; this origin speaks {PROTOCOL_VERSION}: upgrade the edge")
+        raise ApiError(
+            409,
+            "protocol_mismatch",
+            f"edge speaks protocol {sent}; this origin speaks {PROTOCOL_VERSION}: upgrade the edge",
+        )
 
 
 def _seal_snapshot(payload: dict[str, Any], regions: tuple[str, ...], signer: Signer) -> bytes:
@@ -101,8 +109,9 @@ async def deltas(request: web.Request) -> web.Response:
         raise ApiError(422, "invalid_query", "since must be >= 0")
     store, changes = request.app[STORE], request.app[CHANGES]
     deadline = time.monotonic() + max(wait, 0.0)
-    while not changes.closing and (await store.head_version()) <= since \
-            and (remaining := deadline - time.monotonic()) > 0:
+    while (
+        not changes.closing and (await store.head_version()) <= since and (remaining := deadline - time.monotonic()) > 0
+    ):
         await changes.wait(min(remaining, RECHECK_S))
     try:
         page = await store.changes_since(since, regions)
@@ -110,8 +119,16 @@ async def deltas(request: web.Request) -> web.Response:
         raise ApiError(409, "ahead_of_origin", str(exc)) from None
     except Compacted as exc:
         raise ApiError(410, "compacted", str(exc)) from None
-    payload = {"regions": list(regions), "from": page.since, "from_hash": page.from_hash, "to": page.to,
-               "to_hash": page.to_hash, "head": page.head, "issued_at": time.time(), "changes": page.changes}
+    payload = {
+        "regions": list(regions),
+        "from": page.since,
+        "from_hash": page.from_hash,
+        "to": page.to,
+        "to_hash": page.to_hash,
+        "head": page.head,
+        "issued_at": time.time(),
+        "changes": page.changes,
+    }
     if page.state_digest is not None:
         payload["state_digest"] = page.state_digest
     return sealed_response(seal(KIND_DELTAS, payload, _signer(request)))
@@ -135,10 +152,15 @@ async def blob(request: web.Request) -> web.StreamResponse:
         raise ApiError(404, "not_found", str(exc)) from None
     signer = _signer(request)
     # Content-addressed, so immutable: any HTTP cache may keep it forever. The signature covers the address.
-    return web.FileResponse(path, headers={"Cache-Control": "public, max-age=31536000, immutable",
-                                           "Content-Type": "application/octet-stream",
-                                           SIGNATURE_HEADER: _blob_signature(signer, sha),
-                                           KEY_ID_HEADER: signer.key_id})
+    return web.FileResponse(
+        path,
+        headers={
+            "Cache-Control": "public, max-age=31536000, immutable",
+            "Content-Type": "application/octet-stream",
+            SIGNATURE_HEADER: _blob_signature(signer, sha),
+            KEY_ID_HEADER: signer.key_id,
+        },
+    )
 
 
 def add_routes(router: web.UrlDispatcher) -> None:

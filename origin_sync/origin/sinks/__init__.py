@@ -13,5 +13,14 @@ from origin_sync.origin.sinks.nats import NatsEventSink
 from origin_sync.origin.sinks.reports import unattributed_feedback, unresolved_request_ids
 from origin_sync.origin.sinks.sql import PostgresEventSink, SQLEventSink, SQLiteEventSink
 
-__all__ = ["EventSink", "FanoutSink", "NatsEventSink", "PostgresEventSink", "SQLEventSink", "SQLiteEventSink",
-           "open_sink", "unattributed_feedback", "unresolved_request_ids"]
+__all__ = [
+    "EventSink",
+    "FanoutSink",
+    "NatsEventSink",
+    "PostgresEventSink",
+    "SQLEventSink",
+    "SQLiteEventSink",
+    "open_sink",
+    "unattributed_feedback",
+    "unresolved_request_ids",
+]

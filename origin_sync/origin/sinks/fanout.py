@@ -55,8 +55,9 @@ class FanoutSink(EventSink):
         return await self._queryable().count()
 
 
-def open_sink(kinds: tuple[str, ...], dsn: str | None, events_db: Path | str, nats_url: str,
-              schema: str | None = None) -> EventSink:
+def open_sink(
+    kinds: tuple[str, ...], dsn: str | None, events_db: Path | str, nats_url: str, schema: str | None = None
+) -> EventSink:
     """The configured sinks: "sql" (PostgreSQL when a DSN is given, else the SQLite file) and/or "nats"."""
     sinks: list[EventSink] = []
     for kind in kinds:

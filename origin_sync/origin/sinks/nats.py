@@ -17,8 +17,13 @@ class NatsEventSink(EventSink):
 
     name = "nats"
 
-    def __init__(self, url: str, subject_prefix: str = "edgerec.events", stream_prefix: str = "EDGEREC_EVENTS",
-                 duplicate_window_s: float = 2 * 3600) -> None:
+    def __init__(
+        self,
+        url: str,
+        subject_prefix: str = "edgerec.events",
+        stream_prefix: str = "EDGEREC_EVENTS",
+        duplicate_window_s: float = 2 * 3600,
+    ) -> None:
         self.url, self.subject_prefix, self.stream_prefix = url, subject_prefix, stream_prefix
         self.duplicate_window_s = duplicate_window_s
         self._nc: Any = None
@@ -37,8 +42,9 @@ class NatsEventSink(EventSink):
         self._nc = await nats.connect(self.url, max_reconnect_attempts=-1, connect_timeout=5)
         self._js = self._nc.jetstream()
         for kind in KINDS:
-            config = StreamConfig(name=self.stream(kind), subjects=[self.subject(kind)],
-                                  duplicate_window=self.duplicate_window_s)
+            config = StreamConfig(
+                name=self.stream(kind), subjects=[self.subject(kind)], duplicate_window=self.duplicate_window_s
+            )
             try:
                 await self._js.add_stream(config)
             except Exception:  # noqa: BLE001 - it exists (maybe with other settings): keep it as it is
@@ -53,7 +59,10 @@ class NatsEventSink(EventSink):
         # retries, and the stream drops the messages it already has (same Nats-Msg-Id).
         window = 512
         for start in range(0, len(events), window):
-            await asyncio.gather(*(
-                self._js.publish(self.subject(e["kind"]), orjson.dumps(e), headers={"Nats-Msg-Id": e["id"]})
-                for e in events[start:start + window]))
+            await asyncio.gather(
+                *(
+                    self._js.publish(self.subject(e["kind"]), orjson.dumps(e), headers={"Nats-Msg-Id": e["id"]})
+                    for e in events[start : start + window]
+                )
+            )
         return True

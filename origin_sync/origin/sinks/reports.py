@@ -62,8 +62,10 @@ def unattributed_sql(experiment: dict[str, Any]) -> tuple[str, list[Any]]:
             args.append(region)
             marks.append(f"${len(args)}")
         where.append(f"f.region IN ({', '.join(marks)})")
-    sql = (f"SELECT f.kind, COUNT(*) FROM events f WHERE {' AND '.join(where)} AND NOT EXISTS "  # nosec B608 - constant clauses, values bound
-           "(SELECT 1 FROM events i WHERE i.request_id = f.request_id AND i.kind = 'impression') GROUP BY f.kind")
+    sql = (
+        f"SELECT f.kind, COUNT(*) FROM events f WHERE {' AND '.join(where)} AND NOT EXISTS "  # nosec B608 - constant clauses, values bound
+        "(SELECT 1 FROM events i WHERE i.request_id = f.request_id AND i.kind = 'impression') GROUP BY f.kind"
+    )
     return sql, args
 
 

@@ -16,8 +16,22 @@ from origin_sync.origin.sinks.base import EventSink
 from origin_sync.origin.sinks.reports import COUNTS_KEYS, COUNTS_SQL, REVENUE_KEYS, REVENUE_SQL, unattributed_sql
 from origin_sync.origin.store.dialect import Connection, Engine, PostgresEngine, SQLiteEngine
 
-COLUMNS = ("id", "kind", "ts", "region", "request_id", "shopper", "experiment", "variant", "offer_ids", "value",
-           "currency", "model_version", "data_version", "slot")
+COLUMNS = (
+    "id",
+    "kind",
+    "ts",
+    "region",
+    "request_id",
+    "shopper",
+    "experiment",
+    "variant",
+    "offer_ids",
+    "value",
+    "currency",
+    "model_version",
+    "data_version",
+    "slot",
+)
 _SCHEMA_LOCK = 0x6564676572656332  # the advisory lock taken while creating the tables: "edgerec2"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS event_batches (
@@ -77,24 +91,31 @@ class SQLEventSink(EventSink):
 
     async def write_batch(self, batch_key: str, events: list[dict[str, Any]]) -> bool:
         async def write(conn: Connection) -> bool:
-            fresh = await conn.fetchval("INSERT INTO event_batches(batch_key, events, received_at) VALUES ($1, $2, $3) "
-                                        "ON CONFLICT (batch_key) DO NOTHING RETURNING 1",
-                                        batch_key, len(events), time.time())
+            fresh = await conn.fetchval(
+                "INSERT INTO event_batches(batch_key, events, received_at) VALUES ($1, $2, $3) "
+                "ON CONFLICT (batch_key) DO NOTHING RETURNING 1",
+                batch_key,
+                len(events),
+                time.time(),
+            )
             if fresh is None:
                 return False
             await conn.copy_rows("events", COLUMNS, [_row(e) for e in events])
             return True
+
         return await self.engine.transaction(write, write=True)
 
     async def erase(self, shopper: str) -> int:
         async def erase(conn: Connection) -> int:
             return await conn.execute("DELETE FROM events WHERE shopper = $1", shopper)
+
         return await self.engine.run(erase)
 
     async def purge_before(self, ts: float) -> int:
         async def purge(conn: Connection) -> int:
             await conn.execute("DELETE FROM event_batches WHERE received_at < $1", ts)
             return await conn.execute("DELETE FROM events WHERE ts < $1", ts)
+
         return await self.engine.run(purge)
 
     async def experiment_counts(self, experiment: dict[str, Any]) -> dict[str, Any]:
@@ -104,9 +125,12 @@ class SQLEventSink(EventSink):
             counts = await conn.fetch(COUNTS_SQL, experiment["id"])
             revenue = await conn.fetch(REVENUE_SQL, experiment["id"])
             feedback = await conn.fetch(unattributed, *unattributed_args)
-            return {"variants": [dict(zip(COUNTS_KEYS, tuple(r))) for r in counts],
-                    "revenue": [dict(zip(REVENUE_KEYS, tuple(r))) for r in revenue],
-                    "unattributed": {r[0]: int(r[1]) for r in feedback}}
+            return {
+                "variants": [dict(zip(COUNTS_KEYS, tuple(r))) for r in counts],
+                "revenue": [dict(zip(REVENUE_KEYS, tuple(r))) for r in revenue],
+                "unattributed": {r[0]: int(r[1]) for r in feedback},
+            }
+
         # One read transaction, so that the three figures describe the same events.
         return await self.engine.transaction(query, write=False)
 
@@ -115,14 +139,19 @@ class SQLEventSink(EventSink):
             return set()
 
         async def query(conn: Connection) -> set[str]:
-            rows = await conn.fetch("SELECT DISTINCT request_id FROM events WHERE kind = 'impression' AND "  # nosec B608 - constant SQL
-                                    f"{conn.is_in('request_id', 1)}", conn.text_list(request_ids))
+            rows = await conn.fetch(
+                "SELECT DISTINCT request_id FROM events WHERE kind = 'impression' AND "  # nosec B608 - constant SQL
+                f"{conn.is_in('request_id', 1)}",
+                conn.text_list(request_ids),
+            )
             return {r[0] for r in rows}
+
         return await self.engine.run(query)
 
     async def count(self) -> int:
         async def count(conn: Connection) -> int:
             return int(await conn.fetchval("SELECT COUNT(*) FROM events"))
+
         return await self.engine.run(count)
 
 

@@ -32,7 +32,25 @@ from origin_sync.origin.store.types import (
     UnservableModel,
 )
 
-__all__ = ["ChangeLogStore", "SQLiteStore", "PostgresStore", "NotFound", "Compacted", "AheadOfOrigin",
-           "DeltaPage", "LogHead", "open_store", "write_atomically", "MODEL_STATES", "MODEL_PUBLISHED",
-           "MODEL_CANDIDATE", "MODEL_ACTIVE", "MODEL_RETIRED", "UnservableModel", "OfferUpdate", "PUBLISH_STATES",
-           "PAGE_LIMIT", "KeySetUpdate"]
+__all__ = [
+    "ChangeLogStore",
+    "SQLiteStore",
+    "PostgresStore",
+    "NotFound",
+    "Compacted",
+    "AheadOfOrigin",
+    "DeltaPage",
+    "LogHead",
+    "open_store",
+    "write_atomically",
+    "MODEL_STATES",
+    "MODEL_PUBLISHED",
+    "MODEL_CANDIDATE",
+    "MODEL_ACTIVE",
+    "MODEL_RETIRED",
+    "UnservableModel",
+    "OfferUpdate",
+    "PUBLISH_STATES",
+    "PAGE_LIMIT",
+    "KeySetUpdate",
+]

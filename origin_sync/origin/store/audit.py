@@ -10,13 +10,16 @@ AUDIT_FIELDS = ("ts", "actor", "method", "path", "target", "peer", "status")
 
 
 async def record(conn: Connection, entry: dict[str, Any]) -> None:
-    await conn.execute("INSERT INTO audit_log(ts, actor, method, path, target, peer, status) "
-                       "VALUES ($1, $2, $3, $4, $5, $6, $7)", *(entry.get(f) for f in AUDIT_FIELDS))
+    await conn.execute(
+        "INSERT INTO audit_log(ts, actor, method, path, target, peer, status) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        *(entry.get(f) for f in AUDIT_FIELDS),
+    )
 
 
 async def newest(conn: Connection, limit: int) -> list[dict[str, Any]]:
-    rows = await conn.fetch("SELECT id, ts, actor, method, path, target, peer, status FROM audit_log "
-                            "ORDER BY id DESC LIMIT $1", limit)
+    rows = await conn.fetch(
+        "SELECT id, ts, actor, method, path, target, peer, status FROM audit_log ORDER BY id DESC LIMIT $1", limit
+    )
     return [dict(zip(("id", *AUDIT_FIELDS), tuple(r))) for r in rows]
 
 

@@ -12,8 +12,9 @@ from origin_sync.origin.store.dialect import Connection, Engine
 
 async def put_in_database(conn: Connection, sha256: str, data: bytes) -> None:
     if conn.blobs_in_database:
-        await conn.execute("INSERT INTO blobs(sha256, data) VALUES ($1, $2) ON CONFLICT (sha256) DO NOTHING",
-                           sha256, data)
+        await conn.execute(
+            "INSERT INTO blobs(sha256, data) VALUES ($1, $2) ON CONFLICT (sha256) DO NOTHING", sha256, data
+        )
 
 
 async def blob_path(engine: Engine, disk: BlobStore, sha256: str) -> Path:

@@ -31,8 +31,9 @@ async def head_version(conn: Connection) -> int:
     return int(await conn.fetchval("SELECT version FROM log_head WHERE id = 1"))
 
 
-async def append(conn: Connection, op: str, key: str, regions: list[str], fields: dict[str, Any],
-                 update: digest.Update | None = None) -> int:
+async def append(
+    conn: Connection, op: str, key: str, regions: list[str], fields: dict[str, Any], update: digest.Update | None = None
+) -> int:
     """Append one change (and advance the state digests by `update`): its version."""
     return (await append_many(conn, [(op, key, regions, fields)], update))[0]
 
@@ -43,8 +44,9 @@ async def append_many(conn: Connection, entries: list[Entry], update: digest.Upd
     long-polls of other processes."""
     if not entries:
         return []
-    row = await conn.fetchrow("UPDATE log_head SET version = version + $1 WHERE id = 1 RETURNING version, hash",
-                              len(entries))
+    row = await conn.fetchrow(
+        "UPDATE log_head SET version = version + $1 WHERE id = 1 RETURNING version, hash", len(entries)
+    )
     first, prev = int(row[0]) - len(entries) + 1, bytes(row[1])
     rows, now = [], time.time()
     for version, (op, key, regions, fields) in enumerate(entries, start=first):
@@ -52,8 +54,10 @@ async def append_many(conn: Connection, entries: list[Entry], update: digest.Upd
         chained = chain_hash(prev, body)
         rows.append((version, op, key, conn.text_list(sorted(regions)), body, prev, chained, now))
         prev = chained
-    insert = ("INSERT INTO changes(version, op, key, regions, body, prev_hash, hash, created_at) "
-              "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+    insert = (
+        "INSERT INTO changes(version, op, key, regions, body, prev_hash, hash, created_at) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+    )
     if len(rows) == 1:
         await conn.execute(insert, *rows[0])
     else:
@@ -85,17 +89,28 @@ async def changes_since(conn: Connection, since: int, regions: tuple[str, ...], 
     from_hash = await _hash_at(conn, since, floor, bytes(row[3]))
     # The page of all changes (cheap columns), with the bodies of those only that concern the regions.
     wanted = conn.overlaps("regions", 3)
-    rows = await conn.fetch(f"SELECT version, hash, {wanted} AS wanted, CASE WHEN {wanted} THEN body END AS body, "  # nosec B608 - constant SQL
-                            "prev_hash FROM changes WHERE version > $1 ORDER BY version LIMIT $2",
-                            since, limit, conn.text_list([*regions, ALL_REGIONS]))
+    rows = await conn.fetch(
+        f"SELECT version, hash, {wanted} AS wanted, CASE WHEN {wanted} THEN body END AS body, "  # nosec B608 - constant SQL
+        "prev_hash FROM changes WHERE version > $1 ORDER BY version LIMIT $2",
+        since,
+        limit,
+        conn.text_list([*regions, ALL_REGIONS]),
+    )
     scoped, at = await digests.vectors(conn, {*regions, ALL_REGIONS}), await digests.digests_at(conn)
     changes = [{"prev": bytes(r[4]), "body": bytes(r[3])} for r in rows if r[2]]
     if len(rows) == limit:  # a full page: the edge reaches the last row read, not the head
         to, to_hash = int(rows[-1][0]), bytes(rows[-1][1])
     else:
         to, to_hash = version, head_hash
-    return DeltaPage(since=since, from_hash=from_hash, to=to, to_hash=to_hash, head=version, changes=changes,
-                     state_digest=digests.page_digest(to, version, at, scoped, regions))
+    return DeltaPage(
+        since=since,
+        from_hash=from_hash,
+        to=to,
+        to_hash=to_hash,
+        head=version,
+        changes=changes,
+        state_digest=digests.page_digest(to, version, at, scoped, regions),
+    )
 
 
 def _compaction_floor(head: int, floor: int, keep_versions: int | None, aged_out: int | None) -> int:
@@ -113,8 +128,9 @@ async def compact(conn: Connection, keep_versions: int | None, keep_seconds: flo
     version, floor = int(row[0]), int(row[1])
     aged_out = None
     if keep_seconds is not None:
-        newest_old = await conn.fetchval("SELECT MAX(version) FROM changes WHERE created_at < $1",
-                                         time.time() - keep_seconds)
+        newest_old = await conn.fetchval(
+            "SELECT MAX(version) FROM changes WHERE created_at < $1", time.time() - keep_seconds
+        )
         aged_out = floor if newest_old is None else int(newest_old)
     new_floor = _compaction_floor(version, floor, keep_versions, aged_out)
     if new_floor > floor:
@@ -129,8 +145,9 @@ async def verify_chain(conn: Connection) -> LogHead:
     row = await conn.fetchrow("SELECT version, hash, floor, floor_hash FROM log_head WHERE id = 1")
     head_version, head_hash, floor = int(row[0]), bytes(row[1]), int(row[2])
     expected, link = floor, bytes(row[3])
-    for version, body, prev, stored in await conn.fetch("SELECT version, body, prev_hash, hash FROM changes "
-                                                        "ORDER BY version"):
+    for version, body, prev, stored in await conn.fetch(
+        "SELECT version, body, prev_hash, hash FROM changes ORDER BY version"
+    ):
         if version != expected + 1 or bytes(prev) != link:
             raise ValueError(f"chain broken at version {version}")
         link = chain_hash(link, bytes(body))

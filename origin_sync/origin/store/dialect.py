@@ -85,8 +85,14 @@ def _sqlite_sql(sql: str) -> str:
 
 
 class SQLiteConnection(Connection):
-    types = {"bigint": "INTEGER", "bytes": "BLOB", "real": "REAL", "text_list": "TEXT", "empty_list": "'[]'",
-             "serial_key": "INTEGER PRIMARY KEY AUTOINCREMENT"}
+    types = {
+        "bigint": "INTEGER",
+        "bytes": "BLOB",
+        "real": "REAL",
+        "text_list": "TEXT",
+        "empty_list": "'[]'",
+        "serial_key": "INTEGER PRIMARY KEY AUTOINCREMENT",
+    }
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
@@ -101,8 +107,11 @@ class SQLiteConnection(Connection):
         self._db.executemany(_sqlite_sql(sql), rows)
 
     async def copy_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-        self._db.executemany(f"INSERT INTO {table}({', '.join(columns)}) "  # nosec B608 - constant names
-                             f"VALUES ({', '.join('?' * len(columns))})", rows)
+        self._db.executemany(
+            f"INSERT INTO {table}({', '.join(columns)}) "  # nosec B608 - constant names
+            f"VALUES ({', '.join('?' * len(columns))})",
+            rows,
+        )
 
     async def has_column(self, table: str, column: str) -> bool:
         return column in {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
@@ -111,16 +120,21 @@ class SQLiteConnection(Connection):
         return json.dumps(list(values))
 
     def overlaps(self, column: str, param: int) -> str:
-        return (f"EXISTS (SELECT 1 FROM json_each({column}) WHERE value IN "
-                f"(SELECT value FROM json_each(${param})))")
+        return f"EXISTS (SELECT 1 FROM json_each({column}) WHERE value IN (SELECT value FROM json_each(${param})))"
 
     def is_in(self, column: str, param: int) -> str:
         return f"{column} IN (SELECT value FROM json_each(${param}))"
 
 
 class PostgresConnection(Connection):
-    types = {"bigint": "BIGINT", "bytes": "BYTEA", "real": "DOUBLE PRECISION", "text_list": "TEXT[]",
-             "empty_list": "'{}'", "serial_key": "BIGSERIAL PRIMARY KEY"}
+    types = {
+        "bigint": "BIGINT",
+        "bytes": "BYTEA",
+        "real": "DOUBLE PRECISION",
+        "text_list": "TEXT[]",
+        "empty_list": "'{}'",
+        "serial_key": "BIGSERIAL PRIMARY KEY",
+    }
     for_update = " FOR UPDATE"
     blobs_in_database = True
 
@@ -147,9 +161,15 @@ class PostgresConnection(Connection):
         await self._conn.copy_records_to_table(table, records=rows, columns=list(columns))
 
     async def has_column(self, table: str, column: str) -> bool:
-        return await self._conn.fetchval("SELECT 1 FROM information_schema.columns WHERE table_schema = "
-                                         "current_schema() AND table_name = $1 AND column_name = $2",
-                                         table, column) is not None
+        return (
+            await self._conn.fetchval(
+                "SELECT 1 FROM information_schema.columns WHERE table_schema = "
+                "current_schema() AND table_name = $1 AND column_name = $2",
+                table,
+                column,
+            )
+            is not None
+        )
 
     async def lock(self, key: int) -> None:
         await self._conn.execute("SELECT pg_advisory_xact_lock($1)", key)
@@ -240,14 +260,16 @@ class SQLiteEngine(Engine):
         def close() -> None:
             with self._lock:
                 self.db.close()
+
         await asyncio.to_thread(close)
 
 
 class PostgresEngine(Engine):
     """An asyncpg pool on one database (optionally one schema of it), and a connection that LISTENs on `channel`."""
 
-    def __init__(self, dsn: str, schema: str | None = None, *, channel: str | None = None,
-                 min_size: int = 1, max_size: int = 10) -> None:
+    def __init__(
+        self, dsn: str, schema: str | None = None, *, channel: str | None = None, min_size: int = 1, max_size: int = 10
+    ) -> None:
         self.dsn, self.schema, self.channel = dsn, schema, channel
         self._settings = {"search_path": schema} if schema else {}
         self._pool_args = {"min_size": min_size, "max_size": max_size}

@@ -26,11 +26,16 @@ async def digests_at(conn: Connection) -> int | None:
 
 async def _store(conn: Connection, scoped: dict[str, Any], version: int) -> None:
     if scoped:
-        await conn.executemany("INSERT INTO state_digests(scope, lanes) VALUES ($1, $2) ON CONFLICT (scope) DO "
-                               "UPDATE SET lanes = excluded.lanes",
-                               [(scope, vector.tobytes()) for scope, vector in scoped.items()])
-    await conn.execute("INSERT INTO meta(key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = "
-                       "excluded.value", DIGESTS_AT_META, str(version))
+        await conn.executemany(
+            "INSERT INTO state_digests(scope, lanes) VALUES ($1, $2) ON CONFLICT (scope) DO "
+            "UPDATE SET lanes = excluded.lanes",
+            [(scope, vector.tobytes()) for scope, vector in scoped.items()],
+        )
+    await conn.execute(
+        "INSERT INTO meta(key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        DIGESTS_AT_META,
+        str(version),
+    )
 
 
 async def advance(conn: Connection, update: digest.Update | None, version: int) -> None:
@@ -39,18 +44,27 @@ async def advance(conn: Connection, update: digest.Update | None, version: int) 
     await _store(conn, scoped, version)
 
 
-def rebuilt_vectors(offers: list[dict[str, Any]], model: dict[str, Any] | None,
-                    experiments: list[dict[str, Any]]) -> dict[str, Any]:
+def rebuilt_vectors(
+    offers: list[dict[str, Any]], model: dict[str, Any] | None, experiments: list[dict[str, Any]]
+) -> dict[str, Any]:
     """Every scope's vector from the whole state (O(state)): for a database that has none yet."""
     elements: dict[str, list[bytes]] = {}
-    for scope, element in [e for o in offers for e in digest.offer_elements(o)] + digest.model_element(model) + \
-            [e for x in experiments for e in digest.experiment_element(x)]:
+    for scope, element in (
+        [e for o in offers for e in digest.offer_elements(o)]
+        + digest.model_element(model)
+        + [e for x in experiments for e in digest.experiment_element(x)]
+    ):
         elements.setdefault(scope, []).append(element)
     return {scope: digest.sum_of(items) for scope, items in elements.items()}
 
 
-async def rebuild(conn: Connection, version: int, offers: list[dict[str, Any]], model: dict[str, Any] | None,
-                  experiments: list[dict[str, Any]]) -> None:
+async def rebuild(
+    conn: Connection,
+    version: int,
+    offers: list[dict[str, Any]],
+    model: dict[str, Any] | None,
+    experiments: list[dict[str, Any]],
+) -> None:
     await conn.execute("DELETE FROM state_digests")
     await _store(conn, rebuilt_vectors(offers, model, experiments), version)
 

@@ -34,21 +34,35 @@ async def upsert(conn: Connection, validated: dict[str, Any]) -> int:
     # write transaction, so two overlapping PUTs cannot both pass.
     refs = {v["model"]: await models.servable_ref(conn, v["model"]) for v in validated["variants"] if v["model"]}
     check_no_overlap(validated, await every_experiment(conn))
-    body = {**validated, "variants": [{**v, "model_ref": refs[v["model"]] if v["model"] else None}
-                                      for v in validated["variants"]]}
-    update = digest.Update().replace(digest.experiment_element(await stored(conn, body["id"])),
-                                     digest.experiment_element(body))
-    version = await changelog.append(conn, OP_EXPERIMENT_UPSERT, body["id"], [ALL_REGIONS], {"experiment": body},
-                                     update)
-    await conn.execute("INSERT INTO experiments(id, body, version) VALUES ($1, $2, $3) ON CONFLICT (id) DO UPDATE "
-                       "SET body = excluded.body, version = excluded.version", body["id"], pack(body), version)
+    body = {
+        **validated,
+        "variants": [{**v, "model_ref": refs[v["model"]] if v["model"] else None} for v in validated["variants"]],
+    }
+    update = digest.Update().replace(
+        digest.experiment_element(await stored(conn, body["id"])), digest.experiment_element(body)
+    )
+    version = await changelog.append(
+        conn, OP_EXPERIMENT_UPSERT, body["id"], [ALL_REGIONS], {"experiment": body}, update
+    )
+    await conn.execute(
+        "INSERT INTO experiments(id, body, version) VALUES ($1, $2, $3) ON CONFLICT (id) DO UPDATE "
+        "SET body = excluded.body, version = excluded.version",
+        body["id"],
+        pack(body),
+        version,
+    )
     return version
 
 
 async def delete(conn: Connection, experiment_id: str) -> int:
     old = await experiment(conn, experiment_id)
-    version = await changelog.append(conn, OP_EXPERIMENT_DELETE, experiment_id, [ALL_REGIONS],
-                                     {"experiment_id": experiment_id},
-                                     digest.Update().replace(digest.experiment_element(old), []))
+    version = await changelog.append(
+        conn,
+        OP_EXPERIMENT_DELETE,
+        experiment_id,
+        [ALL_REGIONS],
+        {"experiment_id": experiment_id},
+        digest.Update().replace(digest.experiment_element(old), []),
+    )
     await conn.execute("DELETE FROM experiments WHERE id = $1", experiment_id)
     return version

@@ -28,15 +28,25 @@ async def _prepare(conn: Connection) -> None:
     await changelog.lock_head(conn)  # no other origin writes while the vectors are rebuilt
     version = await changelog.head_version(conn)
     if await digests.digests_at(conn) != version:
-        await digests.rebuild(conn, version, await offers.every_offer(conn), await models.active_ref(conn),
-                              await experiments.every_experiment(conn))
+        await digests.rebuild(
+            conn,
+            version,
+            await offers.every_offer(conn),
+            await models.active_ref(conn),
+            await experiments.every_experiment(conn),
+        )
 
 
 async def _snapshot(conn: Connection, regions: tuple[str, ...]) -> dict[str, Any]:
     head = await changelog.head(conn)
-    return {"version": head.version, "head_hash": head.hash, "model": await models.active_ref(conn),
-            "experiments": await experiments.every_experiment(conn), "offers": await offers.in_regions(conn, regions),
-            "signing_keys": await signing_keys.key_set(conn)}
+    return {
+        "version": head.version,
+        "head_hash": head.hash,
+        "model": await models.active_ref(conn),
+        "experiments": await experiments.every_experiment(conn),
+        "offers": await offers.in_regions(conn, regions),
+        "signing_keys": await signing_keys.key_set(conn),
+    }
 
 
 class ChangeLogStore:
@@ -72,6 +82,7 @@ class ChangeLogStore:
         async def locked(conn: Connection) -> T:
             await changelog.lock_head(conn)
             return await work(conn, *args)
+
         result = await self.engine.transaction(locked, write=True)
         if notify:
             self._changed()
@@ -94,18 +105,22 @@ class ChangeLogStore:
     async def upsert_offers(self, batch: list[dict[str, Any]]) -> tuple[int, list[str]]:
         """Validated offers in one transaction, in order: for each, "created", "changed" or "unchanged" (an offer
         equal to the stored one is not written, so it adds no change); returns (head version, outcomes)."""
+
         async def write(conn: Connection) -> tuple[int, list[str]]:
             outcomes = await offers.upsert_many(conn, batch)
             return await changelog.head_version(conn), outcomes
+
         return await self._write(write)
 
     async def update_offer(self, offer_id: str, update: OfferUpdate) -> tuple[int, dict[str, Any]]:
         """In one transaction: the stored offer (NotFound without one) is replaced by `update(stored)`; an exception
         from `update` aborts it, and a result equal to the stored offer writes nothing. Returns (head version,
         offer)."""
+
         async def write(conn: Connection) -> tuple[int, dict[str, Any]]:
             offer = await offers.update(conn, offer_id, update)
             return await changelog.head_version(conn), offer
+
         return await self._write(write)
 
     async def offer(self, offer_id: str) -> dict[str, Any]:
@@ -219,12 +234,14 @@ class PostgresStore(ChangeLogStore):
     the `log_head` row lock first, so writers are serialised and commit in version order; long-polls in every
     process are woken by LISTEN/NOTIFY. Model blobs live in the database too, cached on local disk."""
 
-    def __init__(self, dsn: str, blob_dir: Path | str, schema: str | None = None,
-                 min_size: int = 1, max_size: int = 10) -> None:
+    def __init__(
+        self, dsn: str, blob_dir: Path | str, schema: str | None = None, min_size: int = 1, max_size: int = 10
+    ) -> None:
         self.dsn, self.schema = dsn, schema
         self.channel = f"edgerec_changes_{schema}" if schema else "edgerec_changes"
-        super().__init__(PostgresEngine(dsn, schema, channel=self.channel, min_size=min_size, max_size=max_size),
-                         blob_dir)
+        super().__init__(
+            PostgresEngine(dsn, schema, channel=self.channel, min_size=min_size, max_size=max_size), blob_dir
+        )
 
 
 def open_store(dsn: str | None, db_path: Path | str, blob_dir: Path | str) -> ChangeLogStore:

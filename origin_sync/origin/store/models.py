@@ -50,8 +50,10 @@ async def servable_ref(conn: Connection, model_version: str) -> dict[str, Any]:
     """The ref of a model an experiment's variant names: any stored model but a merely published one."""
     ref = await model_ref(conn, model_version)
     if await conn.fetchval("SELECT state FROM models WHERE version = $1", model_version) == MODEL_PUBLISHED:
-        raise UnservableModel(f"model {model_version!r} is only published: publish it as a candidate "
-                              f"(edgerec model publish --candidate) or activate it first")
+        raise UnservableModel(
+            f"model {model_version!r} is only published: publish it as a candidate "
+            f"(edgerec model publish --candidate) or activate it first"
+        )
     return ref
 
 
@@ -59,10 +61,14 @@ async def activate(conn: Connection, model_version: str) -> int:
     ref = await model_ref(conn, model_version)
     update = digest.Update().replace(digest.model_element(await active_ref(conn)), digest.model_element(ref))
     version = await changelog.append(conn, OP_MODEL_ACTIVATE, model_version, [ALL_REGIONS], {"model": ref}, update)
-    await conn.execute("INSERT INTO meta(key, value) VALUES ('active_model', $1) "
-                       "ON CONFLICT (key) DO UPDATE SET value = excluded.value", model_version)
-    await conn.execute("UPDATE models SET state = $1 WHERE state = $2 AND version <> $3",
-                       MODEL_RETIRED, MODEL_ACTIVE, model_version)
+    await conn.execute(
+        "INSERT INTO meta(key, value) VALUES ('active_model', $1) "
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        model_version,
+    )
+    await conn.execute(
+        "UPDATE models SET state = $1 WHERE state = $2 AND version <> $3", MODEL_RETIRED, MODEL_ACTIVE, model_version
+    )
     await conn.execute("UPDATE models SET state = $1 WHERE version = $2", MODEL_ACTIVE, model_version)
     return version
 
@@ -78,9 +84,15 @@ async def activate_unless_active(conn: Connection, model_version: str) -> tuple[
 async def publish(conn: Connection, manifest: dict[str, Any], sha: str, data: bytes, state: str) -> tuple[int, str]:
     """Store a bundle whose bytes are in the blob store already: (data version, the model's state)."""
     await blobs.put_in_database(conn, sha, data)
-    await conn.execute("INSERT INTO models(version, sha256, manifest, created_at, state) VALUES ($1, $2, $3, $4, $5) "
-                       "ON CONFLICT (version) DO NOTHING", manifest["version"], sha, json.dumps(manifest),
-                       time.time(), MODEL_PUBLISHED if state == MODEL_ACTIVE else state)
+    await conn.execute(
+        "INSERT INTO models(version, sha256, manifest, created_at, state) VALUES ($1, $2, $3, $4, $5) "
+        "ON CONFLICT (version) DO NOTHING",
+        manifest["version"],
+        sha,
+        json.dumps(manifest),
+        time.time(),
+        MODEL_PUBLISHED if state == MODEL_ACTIVE else state,
+    )
     row = await conn.fetchrow("SELECT sha256, state FROM models WHERE version = $1", manifest["version"])
     if row[0] != sha:
         raise ValueError(f"model version {manifest['version']!r} already exists with other bytes")
@@ -95,5 +107,7 @@ async def publish(conn: Connection, manifest: dict[str, Any], sha: str, data: by
 async def every_model(conn: Connection) -> list[dict[str, Any]]:
     """Oldest first: version, sha256, created_at, state and `active` (state == active)."""
     rows = await conn.fetch("SELECT version, sha256, created_at, state FROM models ORDER BY created_at")
-    return [{"version": r[0], "sha256": r[1], "created_at": r[2], "state": r[3], "active": r[3] == MODEL_ACTIVE}
-            for r in rows]
+    return [
+        {"version": r[0], "sha256": r[1], "created_at": r[2], "state": r[3], "active": r[3] == MODEL_ACTIVE}
+        for r in rows
+    ]

@@ -12,8 +12,10 @@ from origin_sync.origin.store.types import OfferUpdate
 from origin_sync.wire import digest
 from origin_sync.wire.protocol import OP_OFFER_DELETE, OP_OFFER_UPSERT, pack, unpack
 
-_UPSERT = ("INSERT INTO offers(id, body, regions, version) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO UPDATE SET "
-           "body = excluded.body, regions = excluded.regions, version = excluded.version")
+_UPSERT = (
+    "INSERT INTO offers(id, body, regions, version) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO UPDATE SET "
+    "body = excluded.body, regions = excluded.regions, version = excluded.version"
+)
 
 
 async def stored(conn: Connection, offer_id: str) -> dict[str, Any] | None:
@@ -29,8 +31,10 @@ async def offer(conn: Connection, offer_id: str) -> dict[str, Any]:
 
 
 async def in_regions(conn: Connection, regions: tuple[str, ...]) -> list[dict[str, Any]]:
-    rows = await conn.fetch(f"SELECT body FROM offers WHERE {conn.overlaps('regions', 1)} ORDER BY id",  # nosec B608 - constant SQL
-                            conn.text_list(regions))
+    rows = await conn.fetch(
+        f"SELECT body FROM offers WHERE {conn.overlaps('regions', 1)} ORDER BY id",  # nosec B608 - constant SQL
+        conn.text_list(regions),
+    )
     return [unpack(r[0]) for r in rows]
 
 
@@ -41,8 +45,10 @@ async def every_offer(conn: Connection) -> list[dict[str, Any]]:
 async def upsert_many(conn: Connection, offers: list[dict[str, Any]]) -> list[str]:
     """Validated offers, in order: for each "created", "changed" or "unchanged" (equal to the stored one, so not
     written and no change appended)."""
-    rows = await conn.fetch(f"SELECT id, body FROM offers WHERE {conn.is_in('id', 1)}",  # nosec B608 - constant SQL
-                            conn.text_list(sorted({o["id"] for o in offers})))
+    rows = await conn.fetch(
+        f"SELECT id, body FROM offers WHERE {conn.is_in('id', 1)}",  # nosec B608 - constant SQL
+        conn.text_list(sorted({o["id"] for o in offers})),
+    )
     known = {r[0]: unpack(r[1]) for r in rows}
     outcomes, writes, update = [], [], digest.Update()
     for new in offers:  # in order: an id twice in a batch is written twice, the last one last
@@ -55,8 +61,11 @@ async def upsert_many(conn: Connection, offers: list[dict[str, Any]]) -> list[st
         update.replace(digest.offer_elements(old) if old else [], digest.offer_elements(new))
         known[new["id"]] = new
     # An edge whose region an offer just left must hear about it, so a change is tagged with old and new regions.
-    versions = await changelog.append_many(conn, [
-        (OP_OFFER_UPSERT, o["id"], sorted(set(old) | set(o["regions"])), {"offer": o}) for o, old in writes], update)
+    versions = await changelog.append_many(
+        conn,
+        [(OP_OFFER_UPSERT, o["id"], sorted(set(old) | set(o["regions"])), {"offer": o}) for o, old in writes],
+        update,
+    )
     rows_out = [(o["id"], pack(o), conn.text_list(o["regions"]), v) for (o, _), v in zip(writes, versions)]
     if len(rows_out) == 1:
         await conn.execute(_UPSERT, *rows_out[0])
@@ -69,9 +78,14 @@ async def upsert(conn: Connection, new: dict[str, Any]) -> int:
     """One validated offer, written even when equal to the stored one: the version of its change."""
     old = await stored(conn, new["id"])
     update = digest.Update().replace(digest.offer_elements(old) if old else [], digest.offer_elements(new))
-    version = await changelog.append(conn, OP_OFFER_UPSERT, new["id"],
-                                     sorted(set(old["regions"] if old else ()) | set(new["regions"])),
-                                     {"offer": new}, update)
+    version = await changelog.append(
+        conn,
+        OP_OFFER_UPSERT,
+        new["id"],
+        sorted(set(old["regions"] if old else ()) | set(new["regions"])),
+        {"offer": new},
+        update,
+    )
     await conn.execute(_UPSERT, new["id"], pack(new), conn.text_list(new["regions"]), version)
     return version
 
@@ -88,8 +102,13 @@ async def update(conn: Connection, offer_id: str, change: OfferUpdate) -> dict[s
 
 async def delete(conn: Connection, offer_id: str) -> int:
     old = await offer(conn, offer_id)
-    version = await changelog.append(conn, OP_OFFER_DELETE, offer_id, list(old["regions"]), {"offer_id": offer_id},
-                                     digest.Update().replace(digest.offer_elements(old), []))
+    version = await changelog.append(
+        conn,
+        OP_OFFER_DELETE,
+        offer_id,
+        list(old["regions"]),
+        {"offer_id": offer_id},
+        digest.Update().replace(digest.offer_elements(old), []),
+    )
     await conn.execute("DELETE FROM offers WHERE id = $1", offer_id)
     return version
-

@@ -79,8 +79,11 @@ async def create(conn: Connection) -> None:
     await conn.lock(SCHEMA_LOCK)  # several origins may start at once: one creates, the others find it made
     for statement in statements(conn):
         await conn.execute(statement)
-    await conn.execute("INSERT INTO log_head(id, version, hash, floor, floor_hash) VALUES (1, 0, $1, 0, $1) "
-                       "ON CONFLICT (id) DO NOTHING", GENESIS_HASH)
+    await conn.execute(
+        "INSERT INTO log_head(id, version, hash, floor, floor_hash) VALUES (1, 0, $1, 0, $1) "
+        "ON CONFLICT (id) DO NOTHING",
+        GENESIS_HASH,
+    )
     await _migrate_model_states(conn)
     await _migrate_offer_regions(conn)
 
@@ -91,8 +94,10 @@ async def _migrate_model_states(conn: Connection) -> None:
     if await conn.has_column("models", "state"):
         return
     await conn.execute("ALTER TABLE models ADD COLUMN state TEXT NOT NULL DEFAULT 'published'")
-    await conn.execute("UPDATE models SET state = CASE WHEN version = (SELECT value FROM meta WHERE "
-                       "key = 'active_model') THEN 'active' ELSE 'retired' END")
+    await conn.execute(
+        "UPDATE models SET state = CASE WHEN version = (SELECT value FROM meta WHERE "
+        "key = 'active_model') THEN 'active' ELSE 'retired' END"
+    )
 
 
 async def _migrate_offer_regions(conn: Connection) -> None:
@@ -100,8 +105,10 @@ async def _migrate_offer_regions(conn: Connection) -> None:
     into offers.regions, which a snapshot selects on."""
     if await conn.has_column("offers", "regions"):
         return
-    await conn.execute("ALTER TABLE offers ADD COLUMN regions {text_list} NOT NULL DEFAULT {empty_list}"
-                       .format(**conn.types))
+    await conn.execute(
+        "ALTER TABLE offers ADD COLUMN regions {text_list} NOT NULL DEFAULT {empty_list}".format(**conn.types)
+    )
     rows = await conn.fetch("SELECT id, body FROM offers")
-    await conn.executemany("UPDATE offers SET regions = $1 WHERE id = $2",
-                           [(conn.text_list(unpack(r[1])["regions"]), r[0]) for r in rows])
+    await conn.executemany(
+        "UPDATE offers SET regions = $1 WHERE id = $2", [(conn.text_list(unpack(r[1])["regions"]), r[0]) for r in rows]
+    )

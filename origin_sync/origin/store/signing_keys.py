@@ -22,6 +22,9 @@ async def update_key_set(conn: Connection, update: KeySetUpdate) -> tuple[int, d
     """The new key set `update(current)`, stored and appended as a `signing_keys` change: (version, key set)."""
     new = update(await key_set(conn))
     version = await changelog.append(conn, OP_SIGNING_KEYS, new["active"], [ALL_REGIONS], {"key_set": new})
-    await conn.execute("INSERT INTO meta(key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = "
-                       "excluded.value", KEY_SET_META, json.dumps(new))
+    await conn.execute(
+        "INSERT INTO meta(key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        KEY_SET_META,
+        json.dumps(new),
+    )
     return version, new

@@ -49,8 +49,13 @@ class Backend:
 
     def child_args(self) -> dict[str, str]:
         """What a child process needs to open the same store."""
-        return {"kind": self.kind, "directory": str(self.directory), "secret": self.secret, "url": REDIS_URL,
-                "prefix": self.prefix}
+        return {
+            "kind": self.kind,
+            "directory": str(self.directory),
+            "secret": self.secret,
+            "url": REDIS_URL,
+            "prefix": self.prefix,
+        }
 
     def traces(self, pseudonym: str) -> list[str]:
         """Where the pseudonym (as text or as its 16 raw bytes) still appears: store files, or Redis keys and
@@ -97,7 +102,6 @@ class Backend:
             keys = list(client.scan_iter(match=self.prefix + "*", count=1000))
             if keys:
                 client.delete(*keys)
-
 
 
 def shopper(name: str | None = None) -> str:

@@ -50,29 +50,40 @@ def test_merging_the_origins_summary_keeps_only_the_local_events_after_it() -> N
     local = Profile()
     for ts, item in ((T0, "A"), (T0 + 10, "B"), (T0 + 20, "C")):
         local = codec.apply(local, ProfileEvent("purchase", (item,), ts))
-    summary = codec.apply(codec.apply(Profile(), ProfileEvent("purchase", ("A",), T0)),
-                          ProfileEvent("purchase", ("B",), T0 + 10))  # the origin saw A and B
+    summary = codec.apply(
+        codec.apply(Profile(), ProfileEvent("purchase", ("A",), T0)), ProfileEvent("purchase", ("B",), T0 + 10)
+    )  # the origin saw A and B
     merged = codec.merge(local, summary, T0 + 10)
     assert merged.recent_items() == ["A", "B", "C"]
     assert {item: s.count for item, s in merged.items.items()} == {"A": 1, "B": 1, "C": 1}
     assert codec.merge(None, summary, T0 + 10) == summary
 
 
-@pytest.mark.parametrize("event, message", [
-    (ProfileEvent("impression", ("A",), T0), "not 'impression'"),
-    (ProfileEvent("purchase", (), T0), "at least one item"),
-    (ProfileEvent("purchase", ("x" * (MAX_ITEM_CHARS + 1),), T0), "item ids have"),
-    (ProfileEvent("purchase", ("A",), float("nan")), "not a Unix time"),
-])
+@pytest.mark.parametrize(
+    "event, message",
+    [
+        (ProfileEvent("impression", ("A",), T0), "not 'impression'"),
+        (ProfileEvent("purchase", (), T0), "at least one item"),
+        (ProfileEvent("purchase", ("x" * (MAX_ITEM_CHARS + 1),), T0), "item ids have"),
+        (ProfileEvent("purchase", ("A",), float("nan")), "not a Unix time"),
+    ],
+)
 def test_an_event_a_profile_cannot_take_is_refused(event: ProfileEvent, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         codec.apply(Profile(), event)
 
 
-@pytest.mark.parametrize("data", [b"", b"\x00garbage", b"\x92\x90\x80\x01",
-                                  codec.encode(Profile())[:-1] + b"\xc1",
-                                  # a profile past its bound (65 recent events) is refused too
-                                  b"\x92\xdc\x00\x41" + b"\x93\x00\xa1A\x01" * 65 + b"\x80"])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"\x00garbage",
+        b"\x92\x90\x80\x01",
+        codec.encode(Profile())[:-1] + b"\xc1",
+        # a profile past its bound (65 recent events) is refused too
+        b"\x92\xdc\x00\x41" + b"\x93\x00\xa1A\x01" * 65 + b"\x80",
+    ],
+)
 def test_bytes_that_are_not_a_profile_are_refused(data: bytes) -> None:
     with pytest.raises(CorruptRecord):
         codec.decode(data)

@@ -134,8 +134,9 @@ def test_a_sigkilled_process_loses_no_applied_event(backend: Backend) -> None:
     assert record is not None and record.recent_items()[-30:] == [f"item-{i}" for i in range(30)]
 
 
-def test_a_damaged_record_is_refused_counted_and_answered_as_a_miss(backend: Backend,
-                                                                    caplog: "logging.LogCaptureFixture") -> None:
+def test_a_damaged_record_is_refused_counted_and_answered_as_a_miss(
+    backend: Backend, caplog: "logging.LogCaptureFixture"
+) -> None:
     someone, other = shopper(), shopper()
 
     async def write() -> None:

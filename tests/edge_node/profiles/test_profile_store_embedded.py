@@ -20,8 +20,7 @@ def purchase(*items: str) -> ProfileEvent:
     return ProfileEvent("purchase", items, NOW)
 
 
-def test_past_the_memory_budget_the_least_recently_used_leave_memory_and_come_back_from_disk(
-        embedded: Backend) -> None:
+def test_past_the_memory_budget_the_least_recently_used_leave_memory_and_come_back_from_disk(embedded: Backend) -> None:
     shoppers = [shopper() for _ in range(10)]
     one = len(ProfileCodec().encode(ProfileCodec().apply(Profile(), purchase("item-0", "item-1")))) + 32
 
@@ -45,7 +44,8 @@ def test_past_the_memory_budget_the_least_recently_used_leave_memory_and_come_ba
 
 
 def test_a_damaged_store_file_is_moved_aside_and_the_store_starts_empty(
-        embedded: Backend, caplog: pytest.LogCaptureFixture) -> None:
+    embedded: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
     someone = shopper()
 
     async def write() -> None:
@@ -74,8 +74,9 @@ def test_a_damaged_store_file_is_moved_aside_and_the_store_starts_empty(
     assert "not a readable SQLite database" in message and moved[0] in message and "starting empty" in message
 
 
-def test_a_store_written_under_another_key_is_refused_at_open(embedded: Backend,
-                                                              caplog: pytest.LogCaptureFixture) -> None:
+def test_a_store_written_under_another_key_is_refused_at_open(
+    embedded: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
     async def write() -> None:
         store = embedded.open()
         await store.apply_event(shopper(), purchase("A"))

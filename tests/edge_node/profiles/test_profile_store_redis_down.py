@@ -10,7 +10,7 @@ import pytest
 
 from edge_node.profiles import ProfileCodec, ProfileEvent
 from edge_node.profiles.redis_store import RedisProfileStore
-from edgerec.cli.services import free_port
+from edgerec.cli.process import free_port
 from tests.edge_node.profiles.profile_backends import shopper
 
 SECRET = "a-secret-of-the-deployment"
@@ -18,8 +18,14 @@ SECRET = "a-secret-of-the-deployment"
 
 def test_with_redis_down_a_read_is_a_counted_miss_and_a_write_does_not_raise() -> None:
     async def scenario() -> None:
-        store = RedisProfileStore(f"redis://127.0.0.1:{free_port()}/0", SECRET, ProfileCodec(), retention_s=3600,
-                                  read_timeout_s=0.005, retry_after_s=30)
+        store = RedisProfileStore(
+            f"redis://127.0.0.1:{free_port()}/0",
+            SECRET,
+            ProfileCodec(),
+            retention_s=3600,
+            read_timeout_s=0.005,
+            retry_after_s=30,
+        )
         someone = shopper()
         started = time.perf_counter()
         assert await store.get(someone) is None
@@ -51,8 +57,14 @@ def test_a_hung_redis_costs_a_read_no_more_than_its_bounded_wait() -> None:
 
         server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
-        store = RedisProfileStore(f"redis://127.0.0.1:{port}/0", SECRET, ProfileCodec(), retention_s=3600,
-                                  read_timeout_s=0.005, write_timeout_s=0.02)
+        store = RedisProfileStore(
+            f"redis://127.0.0.1:{port}/0",
+            SECRET,
+            ProfileCodec(),
+            retention_s=3600,
+            read_timeout_s=0.005,
+            write_timeout_s=0.02,
+        )
         waits = []
         for _ in range(5):
             started = time.perf_counter()
