@@ -291,7 +291,14 @@ class Bench:
         offer."""
         edge = self.cluster.edge(
             ",".join(regions),
-            args=["--workers", str(self.args.servers), *args],
+            # The embedded profile store is one process's: several workers would need the region's Redis.
+            args=[
+                "--workers",
+                str(self.args.servers),
+                "--profile-store",
+                "embedded" if self.args.servers == 1 else "off",
+                *args,
+            ],
             env={"EDGEREC_CDN_SECRET": self.cdn_secret},
             label=label,
         )

@@ -9,6 +9,7 @@ import os
 import ssl
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 from edgerec.core.settings import (
     SettingError,
@@ -64,6 +65,21 @@ class EdgeConfig:
     tls_key_file: str = ""
     tls_reload_interval_s: float = DEFAULT_RELOAD_INTERVAL_S  # checks of the listener's and client's certificate files
     production: bool = False
+    # Shopper profiles (edge_node.shoppers): "embedded", "redis" or "off"; no store without a pseudonym key.
+    profile_store: str = "embedded"
+    profile_dir: str = ""  # the embedded store's directory ("" = <data_dir>/profiles)
+    profile_budget_bytes: int = 256 * 1024 * 1024
+    profile_retention_s: float = 365 * 86400.0
+    profile_fsync_interval_s: float = 1.0
+    profile_compact_interval_s: float = 3600.0
+    profile_redis_url: str = ""  # EDGEREC_PROFILE_REDIS_URL (secret: it may hold a password)
+    profile_redis_prefix: str = "edgerec:profile:"
+    profile_read_timeout_s: float = 0.005
+    profile_write_timeout_s: float = 0.05
+
+    @property
+    def profile_directory(self) -> Path:
+        return Path(self.profile_dir) if self.profile_dir else self.data_dir / "profiles"
 
     def origin_ssl_context(self) -> ssl.SSLContext | None:
         """The client context for every call to the origin, or None for plain HTTP without TLS settings."""
@@ -116,6 +132,7 @@ class EdgeConfig:
             for origin in settings.origin.split(","):
                 require_tls_beyond_loopback("--origin/EDGEREC_ORIGIN_URL", origin.strip())
         _check_tls_files(settings)
+        profile_redis_url = _profile_redis_url(settings)
         cdn = CdnPolicy(
             secrets=cdn_secrets,
             geo_headers=tuple(h.strip().lower() for h in settings.geo_headers.split(",") if h.strip()),
@@ -162,7 +179,38 @@ class EdgeConfig:
             tls_key_file=settings.tls_key,
             tls_reload_interval_s=settings.tls_reload_interval,
             production=production,
+            profile_store=settings.profile_store,
+            profile_dir=settings.profile_dir,
+            profile_budget_bytes=settings.profile_budget_mb * 1024 * 1024,
+            profile_retention_s=settings.profile_retention * 86400.0,
+            profile_fsync_interval_s=settings.profile_fsync_ms / 1000.0,
+            profile_compact_interval_s=settings.profile_compact_interval,
+            profile_redis_url=profile_redis_url,
+            profile_redis_prefix=settings.profile_redis_prefix,
+            profile_read_timeout_s=settings.profile_read_timeout_ms / 1000.0,
+            profile_write_timeout_s=settings.profile_write_timeout_ms / 1000.0,
         )
+
+
+def _profile_redis_url(settings: EdgeSettings) -> str:
+    """The Redis URL of `--profile-store redis` (a secret: from the environment only), checked; and the refusal
+    of an embedded store shared by several worker processes."""
+    url = secret_from_env("EDGEREC_PROFILE_REDIS_URL")
+    if settings.profile_store == "embedded" and settings.workers > 1:
+        raise ConfigError(
+            f"--profile-store/EDGEREC_PROFILE_STORE: the embedded store belongs to one process; with --workers "
+            f"{settings.workers} use redis (shared by the workers) or off"
+        )
+    if settings.profile_store != "redis":
+        return ""
+    if not url:
+        raise ConfigError(
+            "EDGEREC_PROFILE_REDIS_URL must be set with --profile-store redis (redis://HOST:PORT/DB, rediss://... "
+            "or unix://PATH), or EDGEREC_PROFILE_REDIS_URL_FILE naming a file that holds it"
+        )
+    if urlparse(url).scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError("EDGEREC_PROFILE_REDIS_URL: expected a redis://, rediss:// or unix:// URL")
+    return url
 
 
 def _check_tls_files(settings: EdgeSettings) -> None:
@@ -205,6 +253,7 @@ def config_to_env(config: EdgeConfig) -> None:
     data = asdict(config)
     data.pop("sync_token")
     data.pop("pseudonym_key")
+    data.pop("profile_redis_url")
     data["cdn"].pop("secrets")
     os.environ[CONFIG_ENV] = json.dumps(data, default=str)
 
@@ -218,6 +267,7 @@ def config_from_env() -> EdgeConfig:
         **{**data, "regions": tuple(data["regions"]), "data_dir": Path(data["data_dir"])},
         sync_token=sync_token,
         pseudonym_key=pseudonym_key,
+        profile_redis_url=secret_from_env("EDGEREC_PROFILE_REDIS_URL") if data["profile_store"] == "redis" else "",
         cdn=CdnPolicy(**{**cdn, "geo_headers": tuple(cdn["geo_headers"])}, secrets=cdn_secrets),
         rules=Rules(**rules),
     )

@@ -127,6 +127,36 @@ class EdgeSettings(ServiceSettings):
     rate_limit_burst: int = setting(
         100, "EDGEREC_RATE_LIMIT_BURST", "requests one client may make at once above its rate"
     )
+    profile_store: Literal["embedded", "redis", "off"] = setting(
+        "embedded",
+        "EDGEREC_PROFILE_STORE",
+        "shopper profiles: embedded (memory over an encrypted file in --profile-dir), redis (the region's Redis, "
+        "EDGEREC_PROFILE_REDIS_URL), or off",
+    )
+    profile_dir: str = setting(
+        "", "EDGEREC_PROFILE_DIR", "directory of the embedded profile store (default: <data dir>/profiles)"
+    )
+    profile_budget_mb: int = setting(
+        256, "EDGEREC_PROFILE_BUDGET_MB", "memory budget of the embedded profile store, MiB of encoded profiles"
+    )
+    profile_retention: float = setting(
+        365.0, "EDGEREC_PROFILE_RETENTION", "days a profile is kept after its last write (a miss after it)"
+    )
+    profile_fsync_ms: int = setting(
+        1000, "EDGEREC_PROFILE_FSYNC_MS", "group fsync of the embedded store every this many ms; 0 = every write"
+    )
+    profile_compact_interval: float = setting(
+        3600.0, "EDGEREC_PROFILE_COMPACT_INTERVAL", "seconds between compactions of the embedded store; 0 = never"
+    )
+    profile_redis_prefix: str = setting(
+        "edgerec:profile:", "EDGEREC_PROFILE_REDIS_PREFIX", "key prefix of the profiles in Redis"
+    )
+    profile_read_timeout_ms: float = setting(
+        5.0, "EDGEREC_PROFILE_READ_TIMEOUT_MS", "longest wait for a profile from Redis, past which anonymous"
+    )
+    profile_write_timeout_ms: float = setting(
+        50.0, "EDGEREC_PROFILE_WRITE_TIMEOUT_MS", "longest wait for a profile update in Redis"
+    )
     # TLS settings hold paths, never key material, so flags are fine for them.
     origin_ca: str = setting(
         "",
@@ -242,6 +272,38 @@ class EdgeSettings(ServiceSettings):
     @classmethod
     def _rate(cls, rate: float) -> float:
         return _in_range(rate, 0, float("inf"), False, "at least 0 (0 = no limit)")
+
+    @field_validator("profile_budget_mb")
+    @classmethod
+    def _profile_budget(cls, mb: int) -> int:
+        return int(_in_range(mb, 1, 1024 * 1024, False, "from 1 to 1048576 MiB"))
+
+    @field_validator("profile_retention")
+    @classmethod
+    def _profile_retention(cls, days: float) -> float:
+        return _in_range(days, 0, 36500, True, "more than 0 and at most 36500 days")
+
+    @field_validator("profile_fsync_ms")
+    @classmethod
+    def _profile_fsync(cls, ms: int) -> int:
+        return int(_in_range(ms, 0, 60000, False, "from 0 to 60000 ms"))
+
+    @field_validator("profile_compact_interval")
+    @classmethod
+    def _profile_compaction(cls, seconds: float) -> float:
+        return _in_range(seconds, 0, float("inf"), False, "at least 0 (0 = never)")
+
+    @field_validator("profile_read_timeout_ms", "profile_write_timeout_ms")
+    @classmethod
+    def _profile_wait(cls, ms: float) -> float:
+        return _in_range(ms, 0, 10000, True, "more than 0 and at most 10000 ms")
+
+    @field_validator("profile_redis_prefix")
+    @classmethod
+    def _profile_prefix(cls, prefix: str) -> str:
+        if not prefix or len(prefix) > 64 or not prefix.isprintable() or " " in prefix:
+            raise ValueError("1 to 64 printable characters without spaces")
+        return prefix
 
     @field_validator("tls_reload_interval")
     @classmethod

@@ -81,6 +81,8 @@ def test_a_listener_certificate_renewed_on_disk_is_served_to_new_connections_wit
             "0.2",
             "--workers",
             str(workers),
+            "--profile-store",
+            "embedded" if workers == 1 else "off",
         ],
     )
     edge.scheme, edge.tls = "https", pki.client_context()

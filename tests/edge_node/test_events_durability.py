@@ -292,7 +292,7 @@ def test_every_acknowledged_event_reaches_the_origin_once_across_edge_sigkills(s
 
     with AckLosingProxy(cluster.origin.url) as proxy:
         env = {"EDGEREC_EVENTS_ACK": ack}
-        args = ["--workers", str(workers)]
+        args = ["--workers", str(workers), "--profile-store", "embedded" if workers == 1 else "off"]
         edge = cluster.start_edge("GB", env=env, args=args, origin_url=proxy.url, label=label)
         stop = threading.Event()
         clients = [EventClient(n, edge.port, stop, tag) for n in range(CLIENTS)]

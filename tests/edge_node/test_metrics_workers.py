@@ -15,7 +15,7 @@ def _sample(text: str, name: str, labels: str = "") -> float:
 
 
 def test_metrics_of_a_two_worker_edge_count_every_worker(seeded, catalog_skus):
-    edge = seeded.start_edge("GB", args=["--workers", "2"])
+    edge = seeded.start_edge("GB", args=["--workers", "2", "--profile-store", "off"])
     answered = 60
     for _ in range(answered):  # a new connection each: the kernel spreads them over both workers
         status, _ = http_json(edge.url, "POST", "/v1/recommendations", {"recent_items": catalog_skus[:3]})

@@ -259,7 +259,9 @@ def assert_json_lines(text: str) -> list[dict]:
 def test_an_edge_with_workers_logs_only_json_lines(module_cluster, catalog_skus):
     """uvicorn's worker processes apply the edge's logging too (they used to log text, and drop info lines)."""
     module_cluster.publish()
-    edge = module_cluster.start_edge("DE", args=["--workers", "2"])  # beside the GB edge, its own data dir
+    edge = module_cluster.start_edge(
+        "DE", args=["--workers", "2", "--profile-store", "off"]
+    )  # beside the GB edge, its own data dir
     for body in (b'{"recent_items": []}', b'{"context": {"time": 1e300}}', b"{nope", b"[]"):
         assert http_call(edge.url, "POST", "/v1/recommendations", body, {"Content-Type": "application/json"})[0] in (
             200,

@@ -181,7 +181,7 @@ def test_malformed_requests_get_a_4xx_json_error_that_says_what_is_wrong(gb_edge
 
 
 def test_an_edge_with_several_workers_serves_from_every_one(module_seeded, catalog_skus):
-    edge = module_seeded.start_edge("GB", args=["--workers", "2"])
+    edge = module_seeded.start_edge("GB", args=["--workers", "2", "--profile-store", "off"])
     seen = set()
     for _ in range(40):  # new connections spread over the workers; each has its own synced copy
         status, answer = recommend(edge, {"recent_items": catalog_skus[:3]})
