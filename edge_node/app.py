@@ -28,7 +28,9 @@ from .config import EdgeConfig, config_from_env, config_to_env
 from .events import EventRecorder, post_events
 from .limits import LIFESPAN_KEY, ConnectionLimits, GuardedHttpToolsProtocol
 from .metrics import MULTIPROC_ENV, EdgeMetrics
+from .profiles import register_profile_metrics
 from .recommendations import RecommendationsEndpoint
+from .shoppers import ShopperProfiles
 from .spool import EventSpool
 from .state import EdgeState, StateHolder
 
@@ -204,11 +206,16 @@ def build_app(config: EdgeConfig) -> HotPath:
     )
     recorder = EventRecorder(spool, config.pseudonym_key or None) if spool is not None else None
     metrics.spool = spool
+    # The shoppers' profiles: opened at start (below), closed at shutdown; app.state.profiles.store is the store.
+    profiles = ShopperProfiles(config)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, ConnectionLimits]]:
         # The syncer first serves the copy persisted on disk (no network), then follows the origin.
         background_tasks = []
+        await profiles.open()
+        if profiles.store is not None:
+            register_profile_metrics(metrics.registry, profiles.store)
         if spool is not None:
             await asyncio.to_thread(spool.open)
             if not config.pseudonym_key:
@@ -261,6 +268,7 @@ def build_app(config: EdgeConfig) -> HotPath:
                 background.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await background
+            await profiles.close()  # the embedded store checkpoints its WAL into the file
 
     # One bucket per client for the whole public API (recommendations and events), in this worker.
     limiter = make_limiter(config.rate_limit_rps, config.rate_limit_burst)
@@ -274,6 +282,7 @@ def build_app(config: EdgeConfig) -> HotPath:
         config.default_k,
         recorder=recorder,
         limiter=limiter,
+        profiles=profiles,
     )
     app = Starlette(
         routes=[
@@ -296,6 +305,7 @@ def build_app(config: EdgeConfig) -> HotPath:
     app.state.syncer = syncer
     app.state.recorder = recorder
     app.state.limiter = limiter
+    app.state.profiles = profiles  # the one profile store: .store.put_summary / .store.erase for the sync's hooks
     return HotPath(app, "/v1/recommendations", recommendations)
 
 

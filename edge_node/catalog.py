@@ -21,6 +21,7 @@ class RegionCatalog:
     region: str
     region_index: int
     offer_ids: tuple[str, ...]
+    skus: tuple[str, ...]  # each offer's SKU, the key of the model's vocabulary and of shopper profiles
     candidates: np.ndarray  # int64 [N]: model item index of each offer
     rules: OfferRules  # stock, price, boosts, windows, groups and exclusion keys, in the same order
     popularity: np.ndarray  # float32 [N]: the model's score for an empty context (the fallback ranking)
@@ -45,6 +46,7 @@ class RegionCatalog:
             region=region,
             region_index=region_index,
             offer_ids=tuple(o["id"] for o in offers),
+            skus=tuple(o["sku"] for o in offers),
             candidates=candidates,
             rules=OfferRules.build(offers, extra_boosts or {}),
             popularity=_popularity(ranker, region_index, candidates),
@@ -62,6 +64,12 @@ class RegionCatalog:
                 for o in offers
             ),
         )
+
+    def sku_of(self, offer_or_sku: str) -> str:
+        """The SKU an offer id or SKU of a client (an event's, a cart's) names here: the offer's own SKU, else the
+        text itself upper-cased (a SKU this region does not offer now)."""
+        positions = self.rules.positions.get(offer_or_sku)
+        return self.skus[positions[0]] if positions else offer_or_sku.upper()
 
     def rank_by_popularity(self, adjust: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The fallback ranking when the model cannot score: regional popularity, under the same rule mask."""

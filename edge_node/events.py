@@ -172,6 +172,8 @@ async def post_events(request: Request) -> Response:
             await kept
         except NotKept as exc:
             raise RequestError(503, exc.code, f"{exc}; retry later") from None
+        # Kept: now the shoppers' profiles learn them, before the 202 (their next answer here reflects them).
+        await app_state.profiles.learn(events, app_state.holder.current, now)
     except RequestError as exc:
         return error_response(exc)
     return json_response({"accepted": len(events)}, 202, {"Cache-Control": "private, no-store"})

@@ -8,6 +8,7 @@ from origin_sync.wire.fields import CURRENCY_PATTERN, ID_PATTERN, MAX_ID_CHARS, 
 from .validation import (
     DEVICES,
     MAX_AGE_DAYS,
+    MAX_CART,
     MAX_EPOCH_S,
     MAX_EXCLUDE,
     MAX_RECENT_ITEMS,
@@ -198,13 +199,18 @@ def _template() -> dict:
                     "type": "object",
                     "additionalProperties": False,
                     "properties": {
-                        "shopper_id": {**_ID, "description": "Opaque shopper id; never stored at the edge"},
+                        "shopper_id": {
+                            **_ID,
+                            "description": "Opaque shopper id: enough for a personalized answer from the edge's "
+                            "profile of the shopper (looked up by its keyed pseudonym; the id itself is never stored)",
+                        },
                         "region": _REGION,
                         "slot": _SLOT,
                         "recent_items": {
                             "type": "array",
                             "maxItems": MAX_RECENT_ITEMS,
-                            "description": "Recent purchase events, most recent last, repeats kept",
+                            "description": "Recent purchase events, most recent last, repeats kept; when sent "
+                            "(non-empty) they replace the stored profile for this answer (profile: request)",
                             "items": {
                                 "oneOf": [
                                     _ID,
@@ -228,6 +234,13 @@ def _template() -> dict:
                         },
                         "k": {"type": "integer", "minimum": 1, "maximum": 100, "default": 10},
                         "exclude": {"type": "array", "maxItems": MAX_EXCLUDE, "items": _ID},
+                        "cart": {
+                            "type": "array",
+                            "maxItems": MAX_CART,
+                            "items": _WIRE_ID,
+                            "description": "Offer ids or SKUs in the shopper's cart now: context added to the "
+                            "profile or recent_items as bought now (so not offered again within --just-bought-days)",
+                        },
                         "context": {
                             "type": "object",
                             "additionalProperties": False,
@@ -275,6 +288,7 @@ def _template() -> dict:
                         "request_id",
                         "experiment",
                         "variant",
+                        "profile",
                     ],
                     "properties": {
                         "offers": {
@@ -311,6 +325,13 @@ def _template() -> dict:
                             "type": "string",
                             "nullable": True,
                             "description": "The shopper's variant (stable per shopper id), or null",
+                        },
+                        "profile": {
+                            "type": "string",
+                            "enum": ["hit", "miss", "request"],
+                            "description": "What personalized the answer: hit, the edge's stored profile of the "
+                            "shopper; request, the request's recent_items; miss, neither (unknown or no shopper: "
+                            "the anonymous path)",
                         },
                     },
                 },

@@ -27,7 +27,8 @@ from .events import EventRecorder
 from .limits import HOLD_HEAD
 from .metrics import EdgeMetrics
 from .rules import Rules
-from .serving import Answer, candidates, rank, render, resolve_region, score, shopper_context
+from .serving import Answer, candidates, find_profile, rank, render, resolve_region, score, shopper_context
+from .shoppers import ShopperProfiles
 from .state import EdgeState, StateHolder
 from .validation import (
     RateLimited,
@@ -62,8 +63,10 @@ class RecommendationsEndpoint:
         anonymous_cache_size: int = 4096,
         recorder: "EventRecorder | None" = None,
         limiter: "RateLimiter | None" = None,
+        profiles: ShopperProfiles | None = None,
     ) -> None:
         self.holder = holder
+        self.profiles = profiles  # the shoppers' profile store (its store is None until the edge has started)
         self.limiter = limiter  # per-client token buckets (None: no limit)
         self.recorder = recorder  # records an impression for every answer served
         self.metrics = metrics
@@ -172,7 +175,8 @@ class RecommendationsEndpoint:
         request = parse_recommendation_request(body, self.max_k, self.default_k, state.context_length)
         parsed = time.perf_counter()
         region = resolve_region(request.region, viewer.country, state, self.cdn)
-        context = shopper_context(request)
+        record = await find_profile(request, self.profiles)
+        context = shopper_context(request, record, state.catalogs[region])
         chosen = candidates(state, region, request, context, self.rules)
         scored = await score(chosen, context, self.batcher)
         answer = rank(chosen, scored)

@@ -1,10 +1,12 @@
 """The recommendation walk, one function a step and in this order, each returning a frozen value the next takes:
-parse and validate (edge_node.validation) → resolve_region → shopper_context → candidates (and the rule mask) →
-score (batched, edge_node.batching) → rank (rules and fallback) → render. edge_node.recommendations runs it."""
+parse and validate (edge_node.validation) → resolve_region → find_profile → shopper_context → candidates (and the
+rule mask) → score (batched, edge_node.batching) → rank (rules and fallback) → render. edge_node.recommendations
+runs it."""
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Any
 
@@ -22,7 +24,9 @@ from .batching import (
 )
 from .catalog import RegionCatalog
 from .cdn import CdnPolicy
+from .profiles import Profile
 from .rules import Rules, diversify, drop_ruled_out
+from .shoppers import HistoryProfile, ShopperProfiles, cart_of, history_profile, recent_events, skus
 from .state import EdgeState
 from .validation import RecommendationRequest, RequestError
 
@@ -50,17 +54,52 @@ def resolve_region(requested: str | None, country: str | None, state: EdgeState,
     return region
 
 
+PROFILE_HIT = "hit"  # the edge's stored profile of the shopper personalized the answer
+PROFILE_MISS = "miss"  # nothing did: no shopper id, an unknown one, or the store did not answer in time
+PROFILE_REQUEST = "request"  # the request's own recent_items did (the store is then not read)
+
+
+async def find_profile(request: RecommendationRequest, profiles: ShopperProfiles | None) -> Profile | None:
+    """The shopper's stored profile, read only for a shopper id sent without recent_items: memory, the local
+    file or the region's Redis within its bounded wait (edge_node.profiles); None for every kind of miss."""
+    if profiles is None or request.shopper_id is None or request.recent_items:
+        return None
+    return await profiles.lookup(request.shopper_id)
+
+
 class ShopperContext(Struct, frozen=True):
-    """What the edge knows of the shopper for this request: their purchase events, most recent last, and each
-    one's age in days (None when no event carried one, NaN for an event without). Today these are the request's
-    recent_items; this is where a profile store's events (and a cart) will join them."""
+    """What the edge knows of the shopper for this request: their purchase events (and the cart's items), most
+    recent last, each one's age in days (None when no event carried one, NaN for an event without), where they
+    came from (`profile`), and, from a stored profile, their whole history as a model that reads profiles takes
+    it (`history`, built for this request alone) as of `now`."""
 
     items: tuple[str, ...]
     ages_days: tuple[float, ...] | None
+    profile: str = PROFILE_MISS
+    history: HistoryProfile | None = None
+    now: float = 0.0
 
 
-def shopper_context(request: RecommendationRequest) -> ShopperContext:
-    return ShopperContext(request.recent_items, request.recent_ages_days)
+def shopper_context(
+    request: RecommendationRequest, record: Profile | None = None, catalog: RegionCatalog | None = None
+) -> ShopperContext:
+    """Precedence: the request's recent_items, when sent, are the shopper's events (the profile is not read);
+    else the stored profile's purchases and its cart; else nothing (the anonymous path). The request's cart is
+    added in every case, as bought now (so the just-bought rule keeps its items out of the answer)."""
+    now = request.at if request.at is not None else time.time()
+    cart = skus(request.cart, catalog) if request.cart else ()
+    history = None
+    if request.recent_items:
+        items, ages, source = request.recent_items, request.recent_ages_days, PROFILE_REQUEST
+    elif record is not None:
+        (items, ages), source = recent_events(record, now), PROFILE_HIT
+        history = history_profile(record, [*cart_of(record, now), *((sku, now) for sku in cart)])
+    else:
+        items, ages, source = (), None, PROFILE_MISS
+    if cart:
+        ages = (ages if ages is not None else (math.nan,) * len(items)) + (0.0,) * len(cart)
+        items = items + cart
+    return ShopperContext(items, ages, source, history, now)
 
 
 class Candidates(Struct, frozen=True):
@@ -75,6 +114,7 @@ class Candidates(Struct, frozen=True):
     max_per_group: int  # the diversity rule's limit; 0 = none
     want: int  # how many ranked positions to ask for (more than k when diversity may drop some)
     mask: np.ndarray  # float32 [N], read-only: -inf where a rule rules an offer out, its boost elsewhere
+    profile: str = PROFILE_MISS  # the shopper context's source, for the answer
 
 
 def candidates(
@@ -108,7 +148,16 @@ def candidates(
         max_per_group = 0
     want = min(len(catalog), request.k * 4 if max_per_group else request.k)
     return Candidates(
-        catalog, model, state.data_version, experiment, variant_name, request.k, max_per_group, want, mask
+        catalog,
+        model,
+        state.data_version,
+        experiment,
+        variant_name,
+        request.k,
+        max_per_group,
+        want,
+        mask,
+        context.profile,
     )
 
 
@@ -120,7 +169,10 @@ async def score(chosen: Candidates, context: ShopperContext, batcher: InferenceB
         return LATENCY_BUDGET
     model = chosen.model
     try:
-        encoded = model.encode_context(context.items, ages_days=context.ages_days)
+        if context.history is not None and model.reads_profiles:
+            encoded = model.encode_profile(context.history, context.now)
+        else:
+            encoded = model.encode_context(context.items, ages_days=context.ages_days)
     except Exception:  # noqa: BLE001 - any failure of the model must still leave the shopper an answer
         log.exception("model %s cannot encode a request; answering from regional popularity", model.version)
         return MODEL_ERROR
@@ -144,6 +196,7 @@ class Answer(Struct, frozen=True):
     positions: list[int]
     scores: list[float]
     model_s: float
+    profile: str = PROFILE_MISS
 
     @property
     def offer_ids(self) -> list[str]:
@@ -159,6 +212,7 @@ class Answer(Struct, frozen=True):
             "fallback": self.fallback,
             "experiment": self.experiment,
             "variant": self.variant,
+            "profile": self.profile,
         }
 
 
@@ -188,6 +242,7 @@ def rank(chosen: Candidates, scored: Scores) -> Answer:
         positions_list,
         scores_list,
         scored.model_s,
+        chosen.profile,
     )
 
 

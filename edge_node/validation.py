@@ -12,10 +12,11 @@ import msgspec
 import orjson
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-from origin_sync.wire.fields import MAX_ID_CHARS  # one length for every id, at edge and origin
+from origin_sync.wire.fields import ID_RULE, MAX_ID_CHARS, Id  # one rule for every id, at edge and origin
 
 MAX_RECENT_ITEMS = 1000
 MAX_EXCLUDE = 500
+MAX_CART = 100  # offer ids or SKUs in the shopper's cart now
 # Every number a request carries is finite and inside a documented range (edge_node.openapi states them).
 MAX_AGE_DAYS = 36500  # recent_items[].age_days: 0 to 100 years
 MIN_EPOCH_S = 0  # context.time as epoch seconds: 1970-01-01T00:00:00Z ...
@@ -74,6 +75,7 @@ class RecommendationBody(Struct, frozen=True, forbid_unknown_fields=True):
     recent_items: Annotated[tuple[ShortString | PurchaseEvent, ...], Meta(max_length=MAX_RECENT_ITEMS)] = ()
     k: int | UnsetType = UNSET  # its bounds are the edge's setting: checked after decoding
     exclude: Annotated[tuple[ShortString, ...], Meta(max_length=MAX_EXCLUDE)] = ()
+    cart: Annotated[tuple[Id, ...], Meta(max_length=MAX_CART)] = ()
     context: ContextField = ContextField()
     slot: Annotated[str, Meta(pattern=SLOT_RE.pattern)] | None = None
 
@@ -94,6 +96,7 @@ class RecommendationRequest(Struct, frozen=True):
     at: float | None  # epoch seconds of the shopper's "now", if sent
     device: str | None
     slot: str | None = None  # where the offers are shown ("home", "cart", ...): a label
+    cart: tuple[str, ...] = ()  # offer ids or SKUs in the cart now, as sent (edge_node.shoppers resolves them)
 
 
 def parse_recommendation_request(
@@ -126,6 +129,7 @@ def parse_recommendation_request(
         at,
         context.device,
         sent.slot,
+        sent.cart,
     )  # type: ignore[arg-type]
 
 
@@ -175,6 +179,8 @@ def _expected(max_k: int) -> dict[str, str]:
         "k": f"expected an integer between 1 and {max_k}",
         "exclude": f"expected a list of at most {MAX_EXCLUDE} offer ids or SKUs",
         "exclude[]": string,
+        "cart": f"expected a list of at most {MAX_CART} offer ids or SKUs in the cart now",
+        "cart[]": f"expected an offer id or SKU: {ID_RULE}",
         "context": "expected an object with optional 'time' and 'device'",
         "context.time": f"expected an ISO 8601 date-time or epoch seconds from {MIN_EPOCH_S} to {MAX_EPOCH_S} "
         "(1970-01-01T00:00:00Z to 9999-12-31T23:59:59Z)",

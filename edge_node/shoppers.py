@@ -1,0 +1,169 @@
+"""The shopper's profile at the edge: the one profile store (embedded, or the region's Redis) opened from the config,
+read by the keyed pseudonym of the shopper id, taught by `POST /v1/events`, and turned into what the model reads.
+The raw shopper id goes no further than `pseudonym` here: never to the store, its files, Redis or a log line."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter
+from typing import TYPE_CHECKING, Iterable, Sequence
+
+from models.profile import ItemSummary
+from models.profile import Profile as HistoryProfile
+from models.profile import update as add_purchase
+from origin_sync.wire.events import KIND_ADD_TO_CART, KIND_PURCHASE, FeedbackEvent, pseudonym_key, pseudonymize
+
+from .catalog import RegionCatalog
+from .profiles import EmbeddedProfileStore, Profile, ProfileCodec, ProfileEvent, ProfileStore, StoreLocked
+from .profiles.codec import KINDS, MAX_ITEM_CHARS
+
+if TYPE_CHECKING:
+    from .config import EdgeConfig
+    from .state import EdgeState
+
+log = logging.getLogger("edgerec.edge")
+
+DAY_S = 86400.0
+# The add_to_cart events of a profile's last day are the shopper's cart as the edge knows it.
+CART_WINDOW_S = DAY_S
+_PURCHASE = KINDS.index(KIND_PURCHASE)
+_ADD_TO_CART = KINDS.index(KIND_ADD_TO_CART)
+
+
+class ShopperProfiles:
+    """The edge's profile store (`store`, None until `open` and with profiles off or no pseudonym key) and the key
+    of the pseudonyms it is read by. `app.state.profiles` is this object: the origin's sync hooks call
+    `store.put_summary` and `store.erase` on it."""
+
+    def __init__(self, config: EdgeConfig) -> None:
+        self.config = config
+        self.store: ProfileStore[Profile] | None = None
+        wanted = config.profile_store != "off" and bool(config.pseudonym_key)
+        self._key = pseudonym_key(config.pseudonym_key) if wanted else None
+
+    def pseudonym(self, shopper_id: str) -> str | None:
+        return pseudonymize(self._key, shopper_id) if self._key is not None else None
+
+    async def open(self) -> None:
+        """Open the configured store (at the edge's start, on its event loop). A store file that is damaged or
+        written under another key is refused by the store itself (logged, moved aside, started empty)."""
+        config = self.config
+        if self._key is None:
+            if config.profile_store != "off":
+                log.warning(
+                    "EDGEREC_PSEUDONYM_KEY is not set: no shopper profiles (shopper ids get the anonymous path)"
+                )
+            return
+        codec = ProfileCodec()
+        if config.profile_store == "redis":
+            from .profiles.redis_store import RedisProfileStore  # redis-py: the profiles-redis extra
+
+            self.store = RedisProfileStore(
+                config.profile_redis_url,
+                config.pseudonym_key,
+                codec,
+                prefix=config.profile_redis_prefix,
+                retention_s=config.profile_retention_s,
+                read_timeout_s=config.profile_read_timeout_s,
+                write_timeout_s=config.profile_write_timeout_s,
+            )
+            log.info("shopper profiles in Redis (prefix %s)", config.profile_redis_prefix)
+            return
+        directory = config.profile_directory
+        try:
+            store = EmbeddedProfileStore(
+                directory,
+                config.pseudonym_key,
+                codec,
+                budget_bytes=config.profile_budget_bytes,
+                retention_s=config.profile_retention_s,
+                fsync_interval_s=config.profile_fsync_interval_s,
+                compact_interval_s=config.profile_compact_interval_s,
+            )
+        except StoreLocked as exc:
+            log.error("%s: is another edge running on this data directory?", exc)
+            raise
+        store.start()
+        self.store = store
+        log.info("shopper profiles in %s (%d stored)", directory, store.stored())
+
+    async def close(self) -> None:
+        if self.store is not None:
+            store, self.store = self.store, None
+            await store.close()
+
+    async def lookup(self, shopper_id: str | None) -> Profile | None:
+        """The shopper's stored profile, or None (no shopper, unknown, expired, no store, Redis slow or down)."""
+        if shopper_id is None or self.store is None:
+            return None
+        pseudonym = self.pseudonym(shopper_id)
+        return await self.store.get(pseudonym) if pseudonym is not None else None
+
+    async def learn(self, events: Iterable[tuple[FeedbackEvent, str]], state: EdgeState | None, ts: float) -> None:
+        """Apply each event of a shopper to their profile, stored before this returns (read-your-writes): its offer
+        ids as the SKUs the region's catalog names (ids it does not know are taken as SKUs)."""
+        if self.store is None:
+            return
+        for event, region in events:
+            if event.shopper_id is None:
+                continue
+            catalog = state.catalogs.get(region) if state is not None else None
+            items = tuple(item for item in skus(event.offer_ids, catalog) if len(item) <= MAX_ITEM_CHARS)
+            pseudonym = self.pseudonym(event.shopper_id)
+            if items and pseudonym is not None:
+                await self.store.apply_event(pseudonym, ProfileEvent(event.type, items, ts))
+
+
+def skus(ids: Sequence[str], catalog: RegionCatalog | None) -> tuple[str, ...]:
+    """Offer ids or SKUs of a client, as SKUs (what profiles and the model key items by)."""
+    if catalog is None:
+        return tuple(item.upper() for item in ids)
+    return tuple(catalog.sku_of(item) for item in ids)
+
+
+def recent_events(record: Profile, now: float) -> tuple[tuple[str, ...], tuple[float, ...]]:
+    """The profile's purchases and its cart (add_to_cart of the last CART_WINDOW_S), oldest first, with each one's
+    age in days at `now`: the just-bought rule's input, and the context of a model that reads recent items."""
+    items: list[str] = []
+    ages: list[float] = []
+    for event in record.recent:
+        age_s = max(now - event.ts, 0.0)
+        if event.kind == _PURCHASE or (event.kind == _ADD_TO_CART and age_s <= CART_WINDOW_S):
+            items.append(event.item)
+            ages.append(age_s / DAY_S)
+    return tuple(items), tuple(ages)
+
+
+def history_profile(record: Profile, extra: Iterable[tuple[str, float]] = ()) -> HistoryProfile:
+    """The stored profile as the profile a model reads (models/profile.py: purchase counts, first and last seen,
+    decayed frequency), plus `extra` (SKU, time) events (the cart) counted as purchases.
+
+    The purchases in the record's window of recent events are folded exactly as training folds them. An item with
+    events older than the window (or from the origin's summary) takes the record's summary: its count and times,
+    and its decayed frequency as of its last event. That summary counts every kind of event (a click too) and halves
+    every 180 days where the model's decays by e every 180 days: close, not exact (docs/profiles.md)."""
+    in_window = Counter(event.item for event in record.recent)
+    profile = HistoryProfile()
+    for item, stats in record.items.items():
+        if stats.count > in_window.get(item, 0):
+            decayed = stats.decayed_at(stats.last_seen)
+            if math.isfinite(decayed) and decayed > 0:
+                profile.items[item] = ItemSummary(stats.count, float(stats.first_seen), float(stats.last_seen), decayed)
+                profile.events += stats.count
+    summarized = set(profile.items)
+    for event in record.recent:
+        if event.kind == _PURCHASE and event.item not in summarized:
+            add_purchase(profile, event.item, float(event.ts))
+    for item, ts in extra:
+        add_purchase(profile, item, ts)
+    return profile
+
+
+def cart_of(record: Profile, now: float) -> list[tuple[str, float]]:
+    """The profile's cart: its add_to_cart events of the last CART_WINDOW_S, as (SKU, time)."""
+    return [
+        (event.item, float(event.ts))
+        for event in record.recent
+        if event.kind == _ADD_TO_CART and now - event.ts <= CART_WINDOW_S
+    ]
