@@ -9,9 +9,8 @@ import math
 from collections import Counter
 from typing import TYPE_CHECKING, Iterable, Sequence
 
-from models.profile import ItemSummary
+from models.profile import DECAY_DAYS, ItemSummary
 from models.profile import Profile as HistoryProfile
-from models.profile import update as add_purchase
 from origin_sync.wire.events import KIND_ADD_TO_CART, KIND_PURCHASE, FeedbackEvent, pseudonym_key, pseudonymize
 
 from .catalog import RegionCatalog
@@ -27,6 +26,7 @@ log = logging.getLogger("edgerec.edge")
 DAY_S = 86400.0
 # The add_to_cart events of a profile's last day are the shopper's cart as the edge knows it.
 CART_WINDOW_S = DAY_S
+_DECAY_S = DECAY_DAYS * DAY_S
 _PURCHASE = KINDS.index(KIND_PURCHASE)
 _ADD_TO_CART = KINDS.index(KIND_ADD_TO_CART)
 
@@ -139,25 +139,40 @@ def history_profile(record: Profile, extra: Iterable[tuple[str, float]] = ()) ->
     """The stored profile as the profile a model reads (models/profile.py: purchase counts, first and last seen,
     decayed frequency), plus `extra` (SKU, time) events (the cart) counted as purchases.
 
-    The purchases in the record's window of recent events are folded exactly as training folds them. An item with
-    events older than the window (or from the origin's summary) takes the record's summary: its count and times,
-    and its decayed frequency as of its last event. That summary counts every kind of event (a click too) and halves
-    every 180 days where the model's decays by e every 180 days: close, not exact (docs/profiles.md)."""
+    The purchases in the record's window of recent events are folded as training folds them (models.profile.update,
+    in arrival order). An item with events older than the window (or from the origin's summary) takes the record's
+    summary: its count and times, and its decayed frequency as of its last event. That summary counts every kind of
+    event (a click too) and halves every 180 days where the model's decays by e every 180 days: close, not exact
+    (docs/profiles.md). No item is evicted here: the model keeps its strongest P itself (models.features)."""
     in_window = Counter(event.item for event in record.recent)
-    profile = HistoryProfile()
+    items: dict[str, ItemSummary] = {}
     for item, stats in record.items.items():
         if stats.count > in_window.get(item, 0):
             decayed = stats.decayed_at(stats.last_seen)
             if math.isfinite(decayed) and decayed > 0:
-                profile.items[item] = ItemSummary(stats.count, float(stats.first_seen), float(stats.last_seen), decayed)
-                profile.events += stats.count
-    summarized = set(profile.items)
+                items[item] = ItemSummary(stats.count, float(stats.first_seen), float(stats.last_seen), decayed)
+    summarized = set(items)
     for event in record.recent:
         if event.kind == _PURCHASE and event.item not in summarized:
-            add_purchase(profile, event.item, float(event.ts))
+            _fold(items, event.item, float(event.ts))
     for item, ts in extra:
-        add_purchase(profile, item, ts)
-    return profile
+        _fold(items, item, ts)
+    return HistoryProfile(items)
+
+
+def _fold(items: dict[str, ItemSummary], item: str, ts: float) -> None:
+    """One purchase into an item's summary: models.profile.update's rule for the item, without its bookkeeping."""
+    summary = items.get(item)
+    if summary is None:
+        items[item] = ItemSummary(1, ts, ts, 1.0)
+        return
+    summary.count += 1
+    summary.first_seen = min(summary.first_seen, ts)
+    if ts >= summary.last_seen:
+        summary.decayed = summary.decayed * math.exp((summary.last_seen - ts) / _DECAY_S) + 1.0
+        summary.last_seen = ts
+    else:
+        summary.decayed += math.exp((ts - summary.last_seen) / _DECAY_S)
 
 
 def cart_of(record: Profile, now: float) -> list[tuple[str, float]]:
