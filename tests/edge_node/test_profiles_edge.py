@@ -225,3 +225,19 @@ def test_two_replicas_sharing_redis_see_each_others_events_at_once(module_seeded
     assert metric(first, 'edgerec_profiles_redis_failures_total{reason="error"}') == 0
     for edge in (first, second):
         edge.stop()
+
+
+def test_an_edge_whose_redis_is_down_answers_anonymously_and_counts_it(module_seeded):
+    from edgerec.cli.process import free_port
+
+    dead = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    edge = module_seeded.start_edge(
+        "GB", args=["--profile-store", "redis"], env={"EDGEREC_PROFILE_REDIS_URL": dead}, label="edge-GB-redis-down"
+    )
+    shopper = "profile-shopper-redis-down"
+    before, _ = buy_top_offer(edge, shopper)  # the event is still accepted (spooled), the profile not stored
+    after = answer_for(edge, shopper)
+    assert before["profile"] == after["profile"] == "miss" and after["fallback"] is None
+    assert metric(edge, 'edgerec_profiles_redis_failures_total{reason="error"}') >= 1
+    assert metric(edge, "edgerec_profiles_write_failures_total") >= 1
+    edge.stop()
