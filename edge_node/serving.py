@@ -14,6 +14,8 @@ import numpy as np
 import orjson
 from msgspec import Struct
 
+from models.profile import Profile as HistoryProfile
+
 from .batching import (
     LATENCY_BUDGET,
     MODEL_ERROR,
@@ -26,7 +28,7 @@ from .catalog import RegionCatalog
 from .cdn import CdnPolicy
 from .profiles import Profile
 from .rules import Rules, diversify, drop_ruled_out
-from .shoppers import HistoryProfile, ShopperProfiles, cart_of, history_profile, recent_events, skus
+from .shoppers import ShopperProfiles, cart_of, history_profile, recent_events, skus
 from .state import EdgeState
 from .validation import RecommendationRequest, RequestError
 
