@@ -35,6 +35,11 @@ class EventSink(abc.ABC):
         scope whose request_id matches no stored impression}} (see reports.py)."""
         raise NotImplementedError(f"the {self.name} sink cannot answer reports")
 
+    async def read_events(self, after: tuple[float, str] | None, limit: int) -> list[dict[str, Any]]:
+        """Up to `limit` stored events in (ts, id) order after the key `after` (None: from the first): the pages
+        that training from the origin's own events reads (models/events.py)."""
+        raise NotImplementedError(f"the {self.name} sink cannot export events")
+
     async def stored_impressions(self, request_ids: list[str]) -> set[str]:
         """Those of `request_ids` that some stored impression carries."""
         raise NotImplementedError(f"the {self.name} sink cannot look events up")

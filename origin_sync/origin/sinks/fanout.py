@@ -48,6 +48,9 @@ class FanoutSink(EventSink):
     async def experiment_counts(self, experiment: dict[str, Any]) -> dict[str, Any]:
         return await self._queryable().experiment_counts(experiment)
 
+    async def read_events(self, after: tuple[float, str] | None, limit: int) -> list[dict[str, Any]]:
+        return await self._queryable().read_events(after, limit)
+
     async def stored_impressions(self, request_ids: list[str]) -> set[str]:
         return await self._queryable().stored_impressions(request_ids)
 

@@ -67,6 +67,25 @@ def _row(event: dict[str, Any]) -> tuple[Any, ...]:
     return tuple(json.dumps(event[c]) if c == "offer_ids" else event[c] for c in COLUMNS)
 
 
+async def read_events_page(conn: Connection, after: tuple[float, str] | None, limit: int) -> list[dict[str, Any]]:
+    """Events in (ts, id) order after the key `after`, `offer_ids` decoded."""
+    columns = ", ".join(COLUMNS)
+    if after is None:
+        rows = await conn.fetch(f"SELECT {columns} FROM events ORDER BY ts, id LIMIT $1", limit)  # nosec B608
+    else:
+        rows = await conn.fetch(
+            f"SELECT {columns} FROM events WHERE ts > $1 OR (ts = $1 AND id > $2) "  # nosec B608 - constant SQL
+            "ORDER BY ts, id LIMIT $3",
+            after[0],
+            after[1],
+            limit,
+        )
+    events = [dict(zip(COLUMNS, tuple(r))) for r in rows]
+    for event in events:
+        event["offer_ids"] = json.loads(event["offer_ids"])
+    return events
+
+
 async def _create(conn: Connection) -> None:
     await conn.lock(_SCHEMA_LOCK)  # several origins may start at once
     for statement in _SCHEMA.format(**conn.types).split(";"):
@@ -133,6 +152,9 @@ class SQLEventSink(EventSink):
 
         # One read transaction, so that the three figures describe the same events.
         return await self.engine.transaction(query, write=False)
+
+    async def read_events(self, after: tuple[float, str] | None, limit: int) -> list[dict[str, Any]]:
+        return await self.engine.run(lambda conn: read_events_page(conn, after, limit))
 
     async def stored_impressions(self, request_ids: list[str]) -> set[str]:
         if not request_ids:
