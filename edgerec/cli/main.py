@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_model_admin_commands(model_commands)
     add_admin_commands(commands)
+    from edgerec.cli.pipeline_cli import add_pipeline_commands
+
+    add_pipeline_commands(commands)
     add_offer_commands(commands)
 
     demo = commands.add_parser("demo", help="origin + two edges on loopback, end to end")
