@@ -108,3 +108,27 @@ def store_events(events_db: Path, events: list[dict[str, Any]]) -> None:
     sink = SQLiteEventSink(events_db)
     asyncio.run(sink.write_batch(uuid.uuid4().hex, events))
     asyncio.run(sink.close())
+
+
+def store_health(events_db: Path, experiment: str, counts: dict[str, tuple[int, int, int]]) -> None:
+    """Health counters of an experiment's variants, {variant: (answers, fallbacks, errors)}, as an edge's batch
+    brings them (model time all in the first bucket)."""
+    from origin_sync.origin.sinks.sql import SQLiteEventSink
+    from origin_sync.wire.health import BUCKETS
+
+    rows = [
+        {
+            "experiment": experiment,
+            "variant": variant,
+            "region": "GB",
+            "model_version": "m",
+            "answers": answers,
+            "fallbacks": fallbacks,
+            "errors": errors,
+            "model_ms": [answers - fallbacks] + [0] * (BUCKETS - 1),
+        }
+        for variant, (answers, fallbacks, errors) in counts.items()
+    ]
+    sink = SQLiteEventSink(events_db)
+    asyncio.run(sink.write_health(uuid.uuid4().hex, rows))
+    asyncio.run(sink.close())

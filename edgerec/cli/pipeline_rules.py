@@ -8,6 +8,8 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from origin_sync.wire.health import quantile_ms
+
 CONTROL, CANDIDATE = "served", "candidate"  # the experiment's variant names
 
 # What a look at an experiment may decide.
@@ -52,22 +54,6 @@ def _rate(part: float, whole: float) -> float | None:
     return part / whole if whole else None
 
 
-P99_BOUNDS_MS = (0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)  # upper bounds of the model-time buckets; then +inf
-
-
-def p99_ms(buckets: list[int]) -> float | None:
-    """The upper bound of the bucket that holds the 99th percentile (inf beyond the last bound)."""
-    total = sum(buckets)
-    if not total:
-        return None
-    running = 0
-    for bound, count in zip((*P99_BOUNDS_MS, float("inf")), buckets):
-        running += count
-        if running >= 0.99 * total:
-            return float(bound)
-    return float("inf")
-
-
 def health_guardrails(health: dict[str, Any], policy: Policy) -> tuple[list[str], dict[str, Any]]:
     """The guardrails the candidate breaches on the edges' health counters (answers, fallbacks, model errors,
     model-time histogram per variant), and the figures."""
@@ -84,7 +70,7 @@ def health_guardrails(health: dict[str, Any], policy: Policy) -> tuple[list[str]
         if rate - base > limit:
             breached.append(f"{name} rate {rate:.4f} against the served model's {base:.4f} (limit +{limit})")
     if policy.max_p99_model_ms is not None and mine.get("model_ms"):
-        p99 = p99_ms(list(mine["model_ms"]))
+        p99 = quantile_ms(list(mine["model_ms"]), 0.99)
         figures["p99_model_ms"] = {"candidate": p99, "limit": policy.max_p99_model_ms}
         if p99 is not None and p99 > policy.max_p99_model_ms:
             breached.append(f"p99 model time {p99:g} ms over {policy.max_p99_model_ms:g} ms")

@@ -14,7 +14,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from conftest import REPO, served, wait_until  # noqa: E402
-from loop_support import experiment_traffic, shop_events, store_events  # noqa: E402
+from loop_support import experiment_traffic, shop_events, store_events, store_health  # noqa: E402
 
 from edgerec.cli.pipeline import EXIT_FAULT, FAULT_ENV, Pipeline  # noqa: E402
 from edgerec.cli.pipeline_rules import Policy  # noqa: E402
@@ -111,6 +111,19 @@ def test_a_broken_split_breaches_a_guardrail_and_stops(shop, tmp_path) -> None:
     assert active_models(shop) == [pipeline.state["round"]["served"]]
 
 
+def test_a_candidate_falling_back_more_than_the_served_model_breaches_its_guardrail(shop, tmp_path) -> None:
+    pipeline = started(shop, tmp_path)
+    experiment = pipeline.state["round"]["experiment"]
+    # Conversion would say win; the edges' health counters say the candidate answers from the fallback too often.
+    traffic(shop, pipeline, {"served": 0.05, "candidate": 0.12}, {"served": 9000, "candidate": 1000})
+    store_health(events_db(shop), experiment, {"served": (9000, 9, 0), "candidate": (1000, 80, 40)})
+    assert pipeline.advance() == "done"
+    round_ = pipeline.state["round"]
+    assert round_["outcome"] == "guardrail"
+    assert "fallbacks rate 0.0800" in round_["decisions"][-2]["reason"]
+    assert models(shop)[round_["candidate"]] == "retired" and active_models(shop) == [round_["served"]]
+
+
 def test_too_little_data_for_too_long_stops_without_a_decision_on_conversion(shop, tmp_path) -> None:
     pipeline = started(shop, tmp_path, Policy(gate_margin=1.0, min_impressions=500, max_stage_s=1.0))
     traffic(shop, pipeline, {"served": 0.05, "candidate": 0.5}, {"served": 90, "candidate": 10})
@@ -194,6 +207,14 @@ def test_a_candidate_is_served_only_to_its_experiment_variant(shop, catalog_skus
     assert all(a["experiment"] == round_["experiment"] and a["variant"] == "candidate" for a in by_candidate)
     assert all(a["model_version"] == round_["served"] for a in seen if a.get("variant") != "candidate")
 
+    # The edge ships per-variant health counters with its events: every answer counted, timed or a fallback.
+    def health() -> dict:
+        report = shop.admin("GET", f"/v1/admin/experiments/{round_['experiment']}/report")
+        return report["health"] if report["health"].get("candidate", {}).get("answers") else {}
+
+    counters = wait_until(health, timeout_s=30)
+    for cell in counters.values():
+        assert sum(cell["model_ms"]) + cell["fallbacks"] == cell["answers"] > 0
     traffic(shop, pipeline, {"served": 0.10, "candidate": 0.02}, {"served": 9000, "candidate": 1000})
     assert pipeline.advance() == "done"
     wait_until(lambda: all(a["model_version"] == round_["served"] for a in answers()), timeout_s=30)

@@ -23,6 +23,9 @@ class EventSink(abc.ABC):
     async def write_batch(self, batch_key: str, events: list[dict[str, Any]]) -> bool:
         """Store a batch; False when this batch key was stored before (nothing is stored twice)."""
 
+    async def write_health(self, batch_key: str, rows: list[dict[str, Any]]) -> None:  # noqa: B027 - optional
+        """Store the health counters a fresh batch carried (wire/health.py); sinks that answer no reports drop them."""
+
     async def erase(self, shopper: str) -> int:
         raise NotImplementedError(f"the {self.name} sink cannot erase")
 
