@@ -272,11 +272,33 @@ class Pipeline:
         try:
             _call(self.args, "POST", f"/v1/admin/models/{quote(round_['candidate'], safe='')}/retire")
         except AdminError as exc:
-            if "HTTP 409" not in str(exc):  # the candidate was made active by hand meanwhile: leave it so
+            # 409: the candidate was made active by hand meanwhile (leave it so); 404: it was never published.
+            if "HTTP 409" not in str(exc) and "HTTP 404" not in str(exc):
                 raise
         outcome = round_.get("stop_outcome", "stopped")
-        self.decide("stop", "stopped", {"model_version": round_["candidate"], "outcome": outcome, "reason": outcome})
+        reason = round_.get("stop_reason", outcome)
+        self.decide("stop", "stopped", {"model_version": round_["candidate"], "outcome": outcome, "reason": reason})
         return self._close(outcome)
+
+
+def stop_by_hand(pipeline: Pipeline, reason: str) -> dict[str, Any] | None:
+    """End the open round now: its experiment ended, its candidate retired, the decision recorded with `reason`.
+    None without an open round. A round that is promoting is left to finish (`pipeline run` resumes it)."""
+    round_ = pipeline.state["round"]
+    if round_ is None or round_["step"] == "done":
+        return None
+    if round_["step"] == "promote":
+        raise AdminError("the round is being promoted; `edgerec pipeline run` finishes it (activate back to undo)")
+    round_ |= {"stop_outcome": "stopped_by_hand", "stop_reason": reason}
+    if round_.get("candidate") is None or round_["step"] in ("train", "gate", "parity"):
+        pipeline.decide("stop", "stopped", {"reason": reason, "outcome": "stopped_by_hand"})
+        pipeline._close("stopped_by_hand")
+        pipeline.save()
+    else:
+        round_["step"] = "stop"
+        pipeline.save()
+        pipeline.advance()
+    return dict(round_)
 
 
 def _summary(round_: dict[str, Any]) -> dict[str, Any]:

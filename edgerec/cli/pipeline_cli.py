@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from edgerec.cli.admin import AdminError, _call, origin_flag
-from edgerec.cli.pipeline import STATE_FILE, Pipeline, run_pipeline
+from edgerec.cli.pipeline import STATE_FILE, Pipeline, run_pipeline, stop_by_hand
 from edgerec.cli.pipeline_rules import Policy, parse_duration
 
 
@@ -59,6 +59,12 @@ def _run(args: argparse.Namespace) -> int:
     )
     round_ = run_pipeline(pipeline, every=args.every, watch_for=args.watch_for, poll=args.poll)
     print(_round_line(round_))
+    return 0
+
+
+def _stop(args: argparse.Namespace) -> int:
+    round_ = stop_by_hand(Pipeline(args.origin, Path(args.state_dir), name=args.name), args.reason)
+    print("no open round" if round_ is None else _round_line(round_))
     return 0
 
 
@@ -141,6 +147,9 @@ def add_pipeline_commands(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--max-p99-model-ms", type=float, default=defaults.max_p99_model_ms)
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(func=_run)
+    stop = _common(actions.add_parser("stop", help="end the open round now: experiment ended, candidate retired"))
+    stop.add_argument("--reason", default="stopped by hand", help="recorded with the decision")
+    stop.set_defaults(func=_stop)
     status = _common(actions.add_parser("status", help="the open round, past rounds and the decisions with reasons"))
     status.add_argument("--json", action="store_true", help="print the state and decisions as one JSON object")
     status.add_argument("--limit", type=int, default=20, help="decisions to show")

@@ -219,3 +219,50 @@ def test_a_candidate_is_served_only_to_its_experiment_variant(shop, catalog_skus
     assert pipeline.advance() == "done"
     wait_until(lambda: all(a["model_version"] == round_["served"] for a in answers()), timeout_s=30)
     assert all(a.get("experiment") is None for a in answers())
+
+
+def test_model_train_from_origin_reads_its_events_and_compares_with_its_active_model(shop, tmp_path) -> None:
+    import json
+
+    from edgerec.cli.main import main
+
+    out = tmp_path / "bundle"
+    assert main(["model", "train", "--from-origin", shop.origin.url, "--out", str(out)]) == 0
+    report = json.loads((out / "training_report.json").read_text())
+    assert report["held_out_week"]["models"]["served"]["version"] == active_models(shop)[0]
+    assert report["counts"]["purchase"] > 0 and report["counts"]["shown_not_taken"] > 0
+
+
+def test_pipeline_status_shows_the_round_and_the_origins_decisions(shop, tmp_path, capsys) -> None:
+    import json
+
+    from edgerec.cli.main import main
+
+    pipeline = started(shop, tmp_path)
+    state_dir = str(tmp_path / "pipeline")
+    base = ["pipeline", "status", "--origin", shop.origin.url, "--state-dir", state_dir]
+    capsys.readouterr()
+    assert main(base) == 0
+    text = capsys.readouterr().out
+    assert f"round {pipeline.state['round']['id']}: at step watch" in text and "experiment started" in text
+    assert main([*base, "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["round"]["candidate"] == pipeline.state["round"]["candidate"]
+    assert [d["step"] for d in status["decisions"]][0] == "experiment"
+
+
+def test_pipeline_stop_ends_the_experiment_and_retires_the_candidate(shop, tmp_path) -> None:
+    from edgerec.cli.main import main
+
+    pipeline = started(shop, tmp_path)
+    round_ = pipeline.state["round"]
+    args = ["pipeline", "stop", "--origin", shop.origin.url, "--state-dir", str(tmp_path / "pipeline")]
+    assert main([*args, "--reason", "campaign week"]) == 0
+    assert models(shop)[round_["candidate"]] == "retired" and active_models(shop) == [round_["served"]]
+    experiment = shop.admin("GET", f"/v1/admin/experiments/{round_['experiment']}")["experiment"]
+    assert experiment["end"] <= time.time()
+    stored = Pipeline(shop.origin.url, tmp_path / "pipeline").state
+    assert stored["round"]["outcome"] == "stopped_by_hand" and stored["rounds"][-1]["outcome"] == "stopped_by_hand"
+    last = shop.admin("GET", "/v1/admin/pipeline/decisions?limit=1")["decisions"][0]
+    assert (last["step"], last["evidence"]["reason"]) == ("stop", "campaign week")
+    assert main(args) == 0  # nothing open: a no-op
