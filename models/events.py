@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -97,6 +97,42 @@ def training_set(events: Iterable[Mapping[str, Any]], sku_of: Mapping[str, str] 
     counts["shoppers"] = len({c for c in positives["customer_id"] if c != NO_CUSTOMER})
     window = (float(rows[0]["ts"]), float(rows[-1]["ts"])) if rows else None
     return EventTrainingSet(_transactions(positives), _transactions(shown), counts, window)
+
+
+def with_orders(
+    data: EventTrainingSet, orders: Transactions, pseudonym_of: Callable[[str], str] | None
+) -> EventTrainingSet:
+    """The training set with the shop's imported order history (Online Retail rows) added to its positives: each
+    order's CustomerID becomes the pseudonym the edges give that shopper id (`pseudonym_of`, the deployment's keyed
+    hash), so a shopper's orders and events are one history; without it the orders count for popularity only."""
+    from dataclasses import fields as dataclass_fields
+
+    from models.data import clean_purchases
+
+    clean = clean_purchases(orders, require_customer=False)
+    customers = clean.customer_id.tolist()
+    mapped = [
+        customer_of(pseudonym_of(str(c))) if pseudonym_of is not None and c != NO_CUSTOMER else NO_CUSTOMER
+        for c in customers
+    ]
+    clean = Transactions(
+        **{
+            f.name: np.array(mapped, dtype=np.int64) if f.name == "customer_id" else getattr(clean, f.name)
+            for f in dataclass_fields(clean)
+        }
+    )
+    merged = Transactions(
+        **{
+            f.name: np.concatenate([getattr(clean, f.name), getattr(data.positives, f.name)])
+            for f in dataclass_fields(clean)
+        }
+    )
+    counts = {**data.counts, "order_lines": len(clean), "order_shoppers": len(set(mapped) - {NO_CUSTOMER})}
+    first = float(clean.invoiced_at.min().astype("datetime64[s]").astype(np.int64)) if len(clean) else None
+    window = data.window
+    if first is not None:
+        window = (min(first, window[0]) if window else first, window[1] if window else first)
+    return EventTrainingSet(merged, data.shown, counts, window)
 
 
 def split_latest_week(

@@ -44,12 +44,14 @@ class Pipeline:
         events: str | None = None,
         store: str | None = None,
         seed: int = 0,
+        orders: Path | None = None,
         clock: Callable[[], float] = time.time,
         progress: bool = True,
     ) -> None:
         self.origin, self.state_dir, self.name = origin, Path(state_dir), name
         self.policy = policy or Policy()
         self.events, self.store, self.seed, self.clock, self.progress = events, store, seed, clock, progress
+        self.orders = orders
         self.args = argparse.Namespace(origin=origin)
         path = self.state_dir / STATE_FILE
         self.state: dict[str, Any] = (
@@ -139,7 +141,7 @@ class Pipeline:
 
         try:
             report = train_bundle_from_events(
-                events, skus, out, served_bundle=served_dir, seed=self.seed, progress=self.progress
+                events, skus, out, served_bundle=served_dir, seed=self.seed, progress=self.progress, orders=self.orders
             )
         except DataError as exc:
             self.decide("train", "failed", {"reason": str(exc), "events": len(events)})

@@ -55,6 +55,7 @@ def _run(args: argparse.Namespace) -> int:
         events=args.events,
         store=args.store,
         seed=args.seed,
+        orders=Path(args.orders) if args.orders else None,
         progress=not args.quiet,
     )
     round_ = run_pipeline(pipeline, every=args.every, watch_for=args.watch_for, poll=args.poll)
@@ -135,6 +136,7 @@ def add_pipeline_commands(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--events", metavar="DSN", help="train from this SQL sink (default: the origin's admin API)")
     run.add_argument("--store", help="with --events: the change-log store for offer SKUs (default: beside it)")
     run.add_argument("--seed", type=int, default=0, help="the training seed")
+    run.add_argument("--orders", help="the shop's order history (Online Retail CSV) to train on as well")
     defaults = Policy()
     run.add_argument("--gate-margin", type=float, default=defaults.gate_margin, help="NDCG@10 the candidate may lose")
     run.add_argument("--stages", type=_shares, default=defaults.stages, help="candidate's traffic shares: 10,50")

@@ -148,17 +148,36 @@ def train_from_events(
     seed: int,
     progress: bool,
     held_out_days: int = 7,
+    orders: Path | None = None,
 ) -> dict[str, Any]:
-    """Train a bundle into `out` and write its training report and plot beside it; returns the report."""
-    from models.events import train_on_events, training_set
+    """Train a bundle into `out` and write its training report and plot beside it; returns the report. `orders`: the
+    shop's order history (Online Retail CSV), its CustomerIDs pseudonymized with EDGEREC_PSEUDONYM_KEY."""
+    from models.events import train_on_events, training_set, with_orders
 
     data = training_set(events, skus)
+    if orders is not None:
+        from models.data import read_transactions
+
+        data = with_orders(data, read_transactions(orders, progress=progress), _pseudonym_of())
     report = train_on_events(
         data, out, served_bundle=served_bundle, seed=seed, progress=progress, held_out_days=held_out_days
     )
     report["plot"] = str(plot_training_report(report, out / REPORT_PLOT))
     (out / REPORT_JSON).write_text(json.dumps(report, indent=2, sort_keys=True))
     return report
+
+
+def _pseudonym_of() -> Any:
+    """The edges' keyed pseudonym of a shopper id (EDGEREC_PSEUDONYM_KEY), or None when the key is not set."""
+    import os
+
+    from origin_sync.wire.events import pseudonym_key, pseudonymize
+
+    secret = os.environ.get("EDGEREC_PSEUDONYM_KEY", "").strip()
+    if not secret:
+        return None
+    key = pseudonym_key(secret)
+    return lambda shopper_id: pseudonymize(key, shopper_id)
 
 
 def run_train_from_events(args: argparse.Namespace) -> int:
@@ -174,7 +193,10 @@ def run_train_from_events(args: argparse.Namespace) -> int:
         if served is None and args.from_origin:
             version = active_version(args.from_origin)
             served = fetch_bundle(args.from_origin, version, out.with_name(out.name + ".served")) if version else None
-        report = train_from_events(events, skus, out, served_bundle=served, seed=args.seed, progress=True)
+        orders = Path(args.orders) if args.orders else None
+        report = train_from_events(
+            events, skus, out, served_bundle=served, seed=args.seed, progress=True, orders=orders
+        )
     except DataError as error:
         print(f"edgerec model train: {error}", file=sys.stderr)
         return 2
@@ -197,6 +219,9 @@ def extend_train_command(train: argparse.ArgumentParser) -> None:
     source.add_argument("--from-origin", metavar="URL", help="the origin's admin API (token: EDGEREC_ADMIN_TOKEN)")
     train.add_argument("--store", help="with --events: the change-log store for offer SKUs (default: beside it)")
     train.add_argument("--served", help="the served model's bundle to compare with (--from-origin: fetched)")
+    train.add_argument(
+        "--orders", help="with --events/--from-origin: the shop's order history too (CSV; EDGEREC_PSEUDONYM_KEY)"
+    )
     train.add_argument("--seed", type=int, default=0, help="the training seed (same events + seed = same bundle)")
 
     def run(args: argparse.Namespace) -> int:

@@ -77,3 +77,33 @@ def test_train_needs_one_source(tmp_path: Path, capsys) -> None:
     assert main(["model", "train", "--out", str(tmp_path / "b")]) == 1
     assert "--data CSV, --events DSN or --from-origin URL" in capsys.readouterr().err
     assert main(["model", "train", "--events", str(tmp_path / "absent.db"), "--out", str(tmp_path / "b")]) == 1
+
+
+def test_the_order_history_joins_the_events_of_the_same_shoppers(synthetic_csv: Path, tmp_path, monkeypatch) -> None:
+    from edgerec.cli.training import _pseudonym_of
+    from models.data import read_transactions
+    from models.events import with_orders
+
+    monkeypatch.setenv("EDGEREC_PSEUDONYM_KEY", "k" * 32)
+    pseudonym = _pseudonym_of()
+    orders = read_transactions(synthetic_csv)
+    shopper = int(orders.customer_id[orders.customer_id > 0][0])
+    shown = row(
+        {
+            "id": "i1",
+            "kind": "impression",
+            "ts": 1.3e9,
+            "region": "GB",
+            "request_id": "q1",
+            "shopper": pseudonym(str(shopper)),
+            "offer_ids": ["22386"],
+        }
+    )
+    data = with_orders(training_set([shown]), orders, pseudonym)
+    assert data.counts["order_lines"] > 0 and data.counts["order_shoppers"] > 100
+    assert int(data.shown.customer_id[0]) in set(data.positives.customer_id.tolist())
+    events_db = tmp_path / "events.db"
+    store_events(events_db, [shown])
+    out = tmp_path / "b"
+    assert main(["model", "train", "--events", str(events_db), "--orders", str(synthetic_csv), "--out", str(out)]) == 0
+    assert json.loads((out / "training_report.json").read_text())["counts"]["order_lines"] == data.counts["order_lines"]
