@@ -231,6 +231,10 @@ class RecommendationsEndpoint:
     def _observe(self, answer: Answer) -> None:
         if answer.fallback is not None:
             self.metrics.fallbacks.labels(answer.fallback).inc()
+        if self.recorder is not None:  # the per-variant health counters the spool ships with its events
+            self.recorder.spool.health.record(
+                answer.experiment, answer.variant, answer.region, answer.model_version, answer.fallback, answer.model_s
+            )
 
     @staticmethod
     def _timing(started: float, parsed: float, model_s: float) -> tuple[bytes, bytes]:

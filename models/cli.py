@@ -26,6 +26,9 @@ def run_train(args: argparse.Namespace) -> int:
     # Imported here: training needs the train extra (onnx, tqdm), the parser that mounts it does not.
     from models.train import DEFAULT_CONTEXT_LENGTH, train_bundle
 
+    if not args.data:
+        print("edgerec model train: --data is required (a CSV of the Online Retail format)", file=sys.stderr)
+        return EXIT_BAD_INPUT
     context_length = args.context_length or DEFAULT_CONTEXT_LENGTH
     try:
         manifest = train_bundle(args.data, args.out, context_length=context_length, progress=True)
@@ -64,7 +67,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def add_model_commands(subparsers: argparse._SubParsersAction) -> None:
     """Register `train` and `evaluate`; each sets args.func(args) -> exit code."""
     train = subparsers.add_parser("train", help="train a ranking model and write a bundle")
-    train.add_argument("--data", required=True, help="Online Retail CSV or CSV.gz")
+    train.add_argument("--data", help="Online Retail CSV or CSV.gz (or, from edgerec's CLI, --events/--from-origin)")
     train.add_argument("--out", required=True, help="bundle directory to write")
     train.add_argument(
         "--context-length",

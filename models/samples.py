@@ -65,6 +65,7 @@ class HeldOut:
     regions: np.ndarray  # int64 [U]
     history: np.ndarray  # float64 [U, V+1]: all purchase events before the cut
     targets: np.ndarray  # bool [U, V+1]: bought in [cut, until), known items only
+    customers: tuple[int, ...] = ()  # the shoppers of the rows, in order
 
 
 def held_out_users(
@@ -96,7 +97,29 @@ def held_out_users(
         [timeline.profiles[c] for c in customers], float(unix_seconds(np.array([cut]))[0]), vocabulary, width
     )
     regions = vocabulary.encode_regions(np.array([timeline.regions[c] for c in customers], dtype=object))
-    return HeldOut(slots, regions, history, targets)
+    return HeldOut(slots, regions, history, targets, tuple(customers))
+
+
+def _shown_in(
+    shown: Transactions | None,
+    vocabulary: Vocabulary,
+    users: HeldOut,
+    cut: np.datetime64,
+    until: np.datetime64,
+    known: np.ndarray,
+) -> np.ndarray | None:
+    """bool [U, V+1]: the known items each user was shown in [cut, until) without taking them; None without any."""
+    if shown is None or len(shown) == 0 or not users.customers:
+        return None
+    window = (shown.invoiced_at >= cut) & (shown.invoiced_at < until)
+    row_of = {customer: row for row, customer in enumerate(users.customers)}
+    rows = np.array([row_of.get(c, -1) for c in shown.customer_id[window].tolist()], dtype=np.int64)
+    items = vocabulary.encode_items(shown.stock_code[window])
+    keep = (rows >= 0) & known[items]
+    matrix = np.zeros((len(users.customers), len(known)), dtype=bool)
+    matrix[rows[keep], items[keep]] = True
+    matrix &= ~users.targets
+    return matrix if matrix.any() else None
 
 
 @dataclass(frozen=True)
@@ -121,9 +144,12 @@ def cut_samples(
     until: np.datetime64,
     config,
     rng: np.random.Generator,
+    shown: Transactions | None = None,
 ) -> CutSamples:
     """Statistics from before the cut, users across it, and their candidate groups: all repeats, the targets, the
-    top item-kNN new items and importance-weighted random items, so the loss ranks repeats against new items."""
+    top item-kNN new items and importance-weighted random items, so the loss ranks repeats against new items.
+    `shown` (impressions that got no feedback) adds the items a shopper was shown in the horizon and did not take
+    to their group as plain negatives: the softmax learns from what was passed over, not only from random items."""
     statistics = fit_item_statistics(
         vocabulary,
         purchases.select(purchases.invoiced_at < cut),
@@ -142,6 +168,7 @@ def cut_samples(
     known = np.isfinite(statistics.global_log_popularity) & sold
     known[0] = False
     users = held_out_users(timeline, events, vocabulary, cut, until, known, config.slots)
+    passed_over = _shown_in(shown, vocabulary, users, cut, until, known)
     rows, labels, log_weights, sizes = [], [], [], []
     for start in range(0, len(users.regions), 128):
         window = slice(start, start + 128)
@@ -162,6 +189,8 @@ def cut_samples(
             fixed = np.zeros(len(known), dtype=bool)
             fixed[top] = True
             fixed |= repeats | targets
+            if passed_over is not None:
+                fixed |= passed_over[start + user]
             rest = np.flatnonzero(known & ~fixed)
             drawn = rng.choice(rest, min(config.random_candidates, len(rest)), replace=False)
             candidates = np.r_[np.flatnonzero(fixed), drawn]

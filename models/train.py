@@ -112,9 +112,15 @@ def _cut_times(
 
 
 def fit_ranking_model(
-    transactions: Transactions, config: TrainingConfig, *, data_name: str = "", progress: bool = False
+    transactions: Transactions,
+    config: TrainingConfig,
+    *,
+    data_name: str = "",
+    progress: bool = False,
+    shown: Transactions | None = None,
 ) -> TrainedRanker:
-    """Clean, sample at time cuts, fit weights, pick the repeat offset and measure on the validation cut."""
+    """Clean, sample at time cuts, fit weights, pick the repeat offset and measure on the validation cut. `shown`:
+    items shown to shoppers and not taken (models/events.py), plain negatives in their samples."""
     started = time.perf_counter()
     purchases = clean_purchases(transactions, require_customer=False)
     events = purchase_events(transactions)
@@ -131,10 +137,10 @@ def fit_ranking_model(
     for cut in training_cuts:
         steps.set_postfix_str(f"samples at {str(cut)[:10]}")
         until = min(cut + horizon, validation_cut)
-        samples.append(cut_samples(vocabulary, purchases, events, timeline, cut, until, config, rng))
+        samples.append(cut_samples(vocabulary, purchases, events, timeline, cut, until, config, rng, shown))
         steps.update()
     steps.set_postfix_str("validation samples")
-    validation = cut_samples(vocabulary, purchases, events, timeline, validation_cut, end, config, rng)
+    validation = cut_samples(vocabulary, purchases, events, timeline, validation_cut, end, config, rng, shown)
     steps.update()
     if sum(int(s.labels.sum()) for s in samples) == 0 or len(validation.users.regions) == 0:
         raise DataError(f"{data_name or 'data'}: too little repeat-customer history to train on")

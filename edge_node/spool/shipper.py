@@ -16,6 +16,7 @@ import orjson
 
 from origin_sync.wire.events import complete_frames, encode_frames_batch
 
+from .health import HealthCounters
 from .segments import read_segment
 
 log = logging.getLogger("edgerec.events")
@@ -25,6 +26,7 @@ class ShippedSpool(Protocol):
     """What the shipper needs of a spool: its closed segments, a way to let go of one, and its counters."""
 
     dropped: collections.Counter[str]
+    health: HealthCounters
     shipped: int
     ship_failures: int
 
@@ -49,6 +51,9 @@ async def run_shipper(
     the origin to ship to now: the syncer's current one, so events follow it when it fails over."""
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/x-msgpack"}
     failures = 0
+    # The health counters ride on one segment's batch until the origin acknowledged it: a retry carries the same
+    # counts under the same batch id, which the origin stores once.
+    pending: tuple[str, list] | None = None
     connector = aiohttp.TCPConnector(ssl=ssl_context if ssl_context is not None else True)
     async with aiohttp.ClientSession(connector=connector) as session:
         while True:
@@ -60,7 +65,10 @@ async def run_shipper(
             url = f"{base.rstrip('/')}/v1/sync/events"
             try:
                 for path in segments:
-                    await _ship(spool, session, url, headers, regions, path)
+                    if pending is None or pending[0] != path.stem:  # moved to this segment if its own was set aside
+                        pending = (path.stem, (pending[1] if pending else []) + spool.health.take())
+                    if await _ship(spool, session, url, headers, regions, path, pending[1]):
+                        pending = None
                 failures = 0
             except asyncio.CancelledError:
                 raise
@@ -85,7 +93,9 @@ async def _ship(
     headers: dict[str, str],
     regions: tuple[str, ...],
     path: Path,
-) -> None:
+    health: list,
+) -> bool:
+    """Ship one segment; True when the origin acknowledged it (with its health rows)."""
     data = await asyncio.to_thread(path.read_bytes)
     whole, frames, torn = complete_frames(data)
     if torn:
@@ -93,7 +103,7 @@ async def _ship(
         spool.dropped["torn_write"] += 1
         log.warning("segment %s ends in a torn write (crash before fsync); its complete batches are shipped", path.name)
     if frames:
-        body = encode_frames_batch(path.stem, list(regions), data[:whole])
+        body = encode_frames_batch(path.stem, list(regions), data[:whole], health)
         async with session.post(url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=60)) as resp:
             raw = await resp.read()
             if resp.status == 422:
@@ -104,7 +114,7 @@ async def _ship(
                     "origin refused event batch %s: %s; moved aside", path.stem, raw[:300].decode(errors="replace")
                 )
                 spool.release(path, ".rejected")
-                return
+                return False
             if resp.status != 200:
                 raise RuntimeError(f"HTTP {resp.status}: {raw[:300].decode(errors='replace')}")
             try:
@@ -112,3 +122,4 @@ async def _ship(
             except (ValueError, KeyError, TypeError):
                 raise RuntimeError(f"unexpected acknowledgement: {raw[:300]!r}") from None
     spool.release(path)
+    return bool(frames)

@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from origin_sync.wire.events import encode_frame
 
+from .health import HealthCounters
 from .segments import CLOSED_SUFFIX, bytes_in, closed_segments, create_segment, fsync_dir, take_slot
 from .shipper import run_shipper
 
@@ -51,6 +52,7 @@ class EventSpool:
         max_pending: int = 100_000,
         ack: str = ACK_WRITE,
     ) -> None:
+        self.health = HealthCounters()  # shipped with the next batch (shipper.py)
         if ack not in ACK_MODES:
             raise ValueError(f"ack: one of {', '.join(ACK_MODES)}, not {ack!r}")
         self.root = Path(root)

@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     model = commands.add_parser("model", help="train and evaluate recommendation models; publish and activate them")
     model_commands = model.add_subparsers(dest="action", required=True)
     add_model_commands(model_commands)
+    from edgerec.cli.training import extend_train_command
+
+    extend_train_command(model_commands.choices["train"])
 
     from edgerec.cli.admin import add_admin_commands
     from edgerec.cli.models_admin import add_model_admin_commands
@@ -86,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_model_admin_commands(model_commands)
     add_admin_commands(commands)
+    from edgerec.cli.pipeline_cli import add_pipeline_commands
+
+    add_pipeline_commands(commands)
     add_offer_commands(commands)
 
     demo = commands.add_parser("demo", help="origin + two edges on loopback, end to end")

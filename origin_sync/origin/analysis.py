@@ -273,6 +273,8 @@ def build_report(experiment: dict[str, Any], counts: dict[str, Any], alpha: floa
         "revenue_by_currency": revenue_tests,
         "sequential": sequential,
         "unattributed": sum(unattributed.values()),
+        # The edges' health counters per variant (answers, fallbacks, model errors, model-time histogram).
+        "health": counts.get("health") or {},
         "unattributed_by_kind": unattributed,
     }
 

@@ -175,11 +175,15 @@ def encode_batch(batch_id: str, regions: list[str], events: list[dict[str, Any]]
     )
 
 
-def encode_frames_batch(batch_id: str, regions: list[str], frames: bytes) -> bytes:
-    """A batch whose events are whole frames (a spool segment's bytes, as written)."""
-    return msgpack.packb(
-        {"batch_id": batch_id, "regions": regions, "encoding": "frames", "events": frames}, use_bin_type=True
-    )
+def encode_frames_batch(
+    batch_id: str, regions: list[str], frames: bytes, health: list[list[Any]] | None = None
+) -> bytes:
+    """A batch whose events are whole frames (a spool segment's bytes, as written), with the edge's health
+    counters since its last batch (health.py's rows; origins before them ignore the key)."""
+    batch: dict[str, Any] = {"batch_id": batch_id, "regions": regions, "encoding": "frames", "events": frames}
+    if health:
+        batch["health"] = health
+    return msgpack.packb(batch, use_bin_type=True)
 
 
 def _inflate(data: bytes, limit: int = MAX_BATCH_BYTES) -> bytes:

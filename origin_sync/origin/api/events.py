@@ -11,6 +11,7 @@ from aiohttp import web
 
 from origin_sync.origin.sinks import unattributed_feedback, unresolved_request_ids
 from origin_sync.wire.events import InvalidEvents, decode_batch
+from origin_sync.wire.health import batch_health
 
 from .auth import require_regions
 from .bodies import MAX_UPLOAD_BYTES, read_body, read_json
@@ -23,14 +24,19 @@ log = logging.getLogger("edgerec.origin")
 async def ingest_events(request: web.Request) -> web.Response:
     """An edge's event batch (msgpack, see events.encode_batch). Idempotent: a batch id seen before is acknowledged
     again without storing anything; the edge deletes its segment only after this answer."""
+    body = await read_body(request, MAX_UPLOAD_BYTES)
     try:
-        batch_id, regions, events = await asyncio.to_thread(decode_batch, await read_body(request, MAX_UPLOAD_BYTES))
-    except InvalidEvents as exc:
+        batch_id, regions, events = await asyncio.to_thread(decode_batch, body)
+        health = batch_health(body)
+    except (InvalidEvents, ValueError) as exc:
         raise ApiError(422, "invalid_events", str(exc)) from None
     require_regions(request, regions, "send events of")
     # Scoped by the regions, so that one region's token can never shadow another region's batch.
     fresh = await request.app[SINK].write_batch(f"{','.join(sorted(regions))}/{batch_id}", events)
     if fresh:
+        # After the events' transaction: a crash between them loses these counts (a retry finds the batch stored),
+        # never counts them twice. They are a guardrail's signal, not accounting.
+        await request.app[SINK].write_health(f"{','.join(sorted(regions))}/{batch_id}", health)
         await _count_unattributed(request.app, events)
     return json_response({"batch_id": batch_id, "events": len(events), "duplicate": not fresh})
 

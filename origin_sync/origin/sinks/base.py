@@ -23,6 +23,9 @@ class EventSink(abc.ABC):
     async def write_batch(self, batch_key: str, events: list[dict[str, Any]]) -> bool:
         """Store a batch; False when this batch key was stored before (nothing is stored twice)."""
 
+    async def write_health(self, batch_key: str, rows: list[dict[str, Any]]) -> None:  # noqa: B027 - optional
+        """Store the health counters a fresh batch carried (wire/health.py); sinks that answer no reports drop them."""
+
     async def erase(self, shopper: str) -> int:
         raise NotImplementedError(f"the {self.name} sink cannot erase")
 
@@ -34,6 +37,11 @@ class EventSink(abc.ABC):
         COUNTS_KEYS, "revenue": rows of REVENUE_KEYS, "unattributed": {kind: feedback events in the experiment's
         scope whose request_id matches no stored impression}} (see reports.py)."""
         raise NotImplementedError(f"the {self.name} sink cannot answer reports")
+
+    async def read_events(self, after: tuple[float, str] | None, limit: int) -> list[dict[str, Any]]:
+        """Up to `limit` stored events in (ts, id) order after the key `after` (None: from the first): the pages
+        that training from the origin's own events reads (models/events.py)."""
+        raise NotImplementedError(f"the {self.name} sink cannot export events")
 
     async def stored_impressions(self, request_ids: list[str]) -> set[str]:
         """Those of `request_ids` that some stored impression carries."""

@@ -48,6 +48,13 @@ class FanoutSink(EventSink):
     async def experiment_counts(self, experiment: dict[str, Any]) -> dict[str, Any]:
         return await self._queryable().experiment_counts(experiment)
 
+    async def write_health(self, batch_key: str, rows: list[dict[str, Any]]) -> None:
+        if self._sql is not None:
+            await self._sql.write_health(batch_key, rows)
+
+    async def read_events(self, after: tuple[float, str] | None, limit: int) -> list[dict[str, Any]]:
+        return await self._queryable().read_events(after, limit)
+
     async def stored_impressions(self, request_ids: list[str]) -> set[str]:
         return await self._queryable().stored_impressions(request_ids)
 

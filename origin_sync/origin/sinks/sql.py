@@ -59,12 +59,56 @@ CREATE INDEX IF NOT EXISTS events_request ON events (request_id);
 CREATE INDEX IF NOT EXISTS events_experiment ON events (experiment, kind);
 CREATE INDEX IF NOT EXISTS events_shopper ON events (shopper);
 CREATE INDEX IF NOT EXISTS events_ts ON events (ts);
-CREATE INDEX IF NOT EXISTS event_batches_received ON event_batches (received_at)
+CREATE INDEX IF NOT EXISTS event_batches_received ON event_batches (received_at);
+CREATE TABLE IF NOT EXISTS variant_health (
+    batch_key     TEXT NOT NULL,
+    received_at   {real} NOT NULL,
+    experiment    TEXT,
+    variant       TEXT,
+    region        TEXT NOT NULL,
+    model_version TEXT NOT NULL,
+    answers       BIGINT NOT NULL,
+    fallbacks     BIGINT NOT NULL,
+    errors        BIGINT NOT NULL,
+    model_ms      TEXT NOT NULL  -- JSON list: counts per bucket of wire.health.MODEL_MS_BOUNDS, then beyond
+);
+CREATE INDEX IF NOT EXISTS variant_health_experiment ON variant_health (experiment)
 """
+HEALTH_COLUMNS = (
+    "batch_key",
+    "received_at",
+    "experiment",
+    "variant",
+    "region",
+    "model_version",
+    "answers",
+    "fallbacks",
+    "errors",
+    "model_ms",
+)
 
 
 def _row(event: dict[str, Any]) -> tuple[Any, ...]:
     return tuple(json.dumps(event[c]) if c == "offer_ids" else event[c] for c in COLUMNS)
+
+
+async def read_events_page(conn: Connection, after: tuple[float, str] | None, limit: int) -> list[dict[str, Any]]:
+    """Events in (ts, id) order after the key `after`, `offer_ids` decoded."""
+    columns = ", ".join(COLUMNS)
+    if after is None:
+        rows = await conn.fetch(f"SELECT {columns} FROM events ORDER BY ts, id LIMIT $1", limit)  # nosec B608
+    else:
+        rows = await conn.fetch(
+            f"SELECT {columns} FROM events WHERE ts > $1 OR (ts = $1 AND id > $2) "  # nosec B608 - constant SQL
+            "ORDER BY ts, id LIMIT $3",
+            after[0],
+            after[1],
+            limit,
+        )
+    events = [dict(zip(COLUMNS, tuple(r))) for r in rows]
+    for event in events:
+        event["offer_ids"] = json.loads(event["offer_ids"])
+    return events
 
 
 async def _create(conn: Connection) -> None:
@@ -105,6 +149,17 @@ class SQLEventSink(EventSink):
 
         return await self.engine.transaction(write, write=True)
 
+    async def write_health(self, batch_key: str, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        now = time.time()
+        values = [(batch_key, now, *(r[c] for c in HEALTH_COLUMNS[2:-1]), json.dumps(r["model_ms"])) for r in rows]
+
+        async def write(conn: Connection) -> None:
+            await conn.copy_rows("variant_health", HEALTH_COLUMNS, values)
+
+        await self.engine.transaction(write, write=True)
+
     async def erase(self, shopper: str) -> int:
         async def erase(conn: Connection) -> int:
             return await conn.execute("DELETE FROM events WHERE shopper = $1", shopper)
@@ -114,6 +169,7 @@ class SQLEventSink(EventSink):
     async def purge_before(self, ts: float) -> int:
         async def purge(conn: Connection) -> int:
             await conn.execute("DELETE FROM event_batches WHERE received_at < $1", ts)
+            await conn.execute("DELETE FROM variant_health WHERE received_at < $1", ts)
             return await conn.execute("DELETE FROM events WHERE ts < $1", ts)
 
         return await self.engine.run(purge)
@@ -125,7 +181,18 @@ class SQLEventSink(EventSink):
             counts = await conn.fetch(COUNTS_SQL, experiment["id"])
             revenue = await conn.fetch(REVENUE_SQL, experiment["id"])
             feedback = await conn.fetch(unattributed, *unattributed_args)
+            health: dict[str, dict[str, Any]] = {}
+            for r in await conn.fetch(
+                "SELECT variant, answers, fallbacks, errors, model_ms FROM variant_health WHERE experiment = $1",
+                experiment["id"],
+            ):
+                cell = health.setdefault(r[0], {"answers": 0, "fallbacks": 0, "errors": 0, "model_ms": []})
+                for key, value in zip(("answers", "fallbacks", "errors"), tuple(r)[1:4]):
+                    cell[key] += int(value)
+                buckets = json.loads(r[4])
+                cell["model_ms"] = [a + b for a, b in zip(cell["model_ms"] or [0] * len(buckets), buckets)]
             return {
+                "health": health,
                 "variants": [dict(zip(COUNTS_KEYS, tuple(r))) for r in counts],
                 "revenue": [dict(zip(REVENUE_KEYS, tuple(r))) for r in revenue],
                 "unattributed": {r[0]: int(r[1]) for r in feedback},
@@ -133,6 +200,9 @@ class SQLEventSink(EventSink):
 
         # One read transaction, so that the three figures describe the same events.
         return await self.engine.transaction(query, write=False)
+
+    async def read_events(self, after: tuple[float, str] | None, limit: int) -> list[dict[str, Any]]:
+        return await self.engine.run(lambda conn: read_events_page(conn, after, limit))
 
     async def stored_impressions(self, request_ids: list[str]) -> set[str]:
         if not request_ids:

@@ -8,7 +8,18 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, TypeVar
 
 from edgerec.core.files import BlobStore
-from origin_sync.origin.store import audit, blobs, changelog, digests, experiments, models, offers, schema, signing_keys
+from origin_sync.origin.store import (
+    audit,
+    blobs,
+    changelog,
+    digests,
+    experiments,
+    models,
+    offers,
+    pipeline,
+    schema,
+    signing_keys,
+)
 from origin_sync.origin.store.dialect import Connection, Engine, PostgresEngine, SQLiteEngine
 from origin_sync.origin.store.types import (
     PAGE_LIMIT,
@@ -151,6 +162,15 @@ class ChangeLogStore:
         """Every stored model, oldest first: version, sha256, created_at, state and `active` (state == active)."""
         return await self._run(models.every_model)
 
+    async def retire_model(self, model_version: str) -> str:
+        """Retire a candidate or published model (NotFound, or ValueError for the active one): its former state."""
+        return await self._write(models.retire, model_version, notify=False)
+
+    async def model_bundle(self, model_version: str) -> tuple[dict[str, Any], bytes]:
+        """(manifest, model.onnx bytes) of a stored model (NotFound)."""
+        manifest, sha = await self._run(models.bundle_of, model_version)
+        return manifest, await asyncio.to_thread((await self.blob_path(sha)).read_bytes)
+
     async def blob_path(self, sha256: str) -> Path:
         """A local file holding the blob (NotFound if there is no such blob)."""
         return await blobs.blob_path(self.engine, self.blobs, sha256)
@@ -210,6 +230,18 @@ class ChangeLogStore:
     async def audit_log(self, limit: int = 100) -> list[dict[str, Any]]:
         """The newest `limit` audit entries, newest first."""
         return await self._run(audit.newest, limit)
+
+    async def record_decision(self, entry: dict[str, Any]) -> int:
+        """Append one of the learning pipeline's decisions (see pipeline.DECISION_FIELDS); returns its id."""
+        return await self._write(pipeline.record, entry, notify=False)
+
+    async def decisions(self, pipeline_name: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """The pipeline's newest decisions, newest first."""
+        return await self._run(pipeline.newest, pipeline_name, limit)
+
+    async def offer_skus(self, offer_ids: list[str]) -> dict[str, str]:
+        """offer id -> SKU of those stored offers."""
+        return await self._run(offers.skus_of, offer_ids)
 
     async def purge_audit(self, before_ts: float) -> int:
         """Delete audit entries older than `before_ts` (epoch seconds); returns how many."""

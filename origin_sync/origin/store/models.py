@@ -104,6 +104,24 @@ async def publish(conn: Connection, manifest: dict[str, Any], sha: str, data: by
     return await changelog.head_version(conn), moved or row[1]
 
 
+async def retire(conn: Connection, model_version: str) -> str:
+    """Retire a candidate or published model (its experiment ended, it is served nowhere; a later rollback may still
+    activate it); the active model cannot be retired, only replaced by another activation. Returns its state."""
+    state = await conn.fetchval("SELECT state FROM models WHERE version = $1", model_version)
+    if state is None:
+        raise NotFound(f"no model {model_version!r}")
+    if state == MODEL_ACTIVE:
+        raise ValueError(f"model {model_version!r} is active: activate another model instead of retiring it")
+    await conn.execute("UPDATE models SET state = $1 WHERE version = $2", MODEL_RETIRED, model_version)
+    return str(state)
+
+
+async def bundle_of(conn: Connection, model_version: str) -> tuple[dict[str, Any], str]:
+    """(manifest, sha256) of a stored model."""
+    ref = await model_ref(conn, model_version)
+    return ref["manifest"], ref["sha256"]
+
+
 async def every_model(conn: Connection) -> list[dict[str, Any]]:
     """Oldest first: version, sha256, created_at, state and `active` (state == active)."""
     rows = await conn.fetch("SELECT version, sha256, created_at, state FROM models ORDER BY created_at")

@@ -38,6 +38,17 @@ async def in_regions(conn: Connection, regions: tuple[str, ...]) -> list[dict[st
     return [unpack(r[0]) for r in rows]
 
 
+async def skus_of(conn: Connection, offer_ids: list[str]) -> dict[str, str]:
+    """offer id -> SKU of those of `offer_ids` that are stored."""
+    if not offer_ids:
+        return {}
+    rows = await conn.fetch(
+        f"SELECT id, body FROM offers WHERE {conn.is_in('id', 1)}",  # nosec B608 - constant SQL
+        conn.text_list(sorted(set(offer_ids))),
+    )
+    return {r[0]: str(unpack(r[1])["sku"]) for r in rows}
+
+
 async def every_offer(conn: Connection) -> list[dict[str, Any]]:
     return [unpack(r[0]) for r in await conn.fetch("SELECT body FROM offers")]
 

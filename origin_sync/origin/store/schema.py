@@ -62,7 +62,17 @@ CREATE TABLE IF NOT EXISTS audit_log (
     peer   TEXT,
     status INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS audit_log_ts ON audit_log (ts)
+CREATE INDEX IF NOT EXISTS audit_log_ts ON audit_log (ts);
+CREATE TABLE IF NOT EXISTS pipeline_decisions (
+    id       {serial_key},
+    ts       {real} NOT NULL,
+    pipeline TEXT NOT NULL,
+    round    TEXT NOT NULL,
+    step     TEXT NOT NULL,      -- train, gate, parity, publish, experiment, watch, promote, stop, ...
+    decision TEXT NOT NULL,      -- what was decided (passed, failed, promoted, stopped, waiting, ...)
+    evidence TEXT NOT NULL       -- JSON: the figures the decision rests on
+);
+CREATE INDEX IF NOT EXISTS pipeline_decisions_round ON pipeline_decisions (pipeline, round)
 """
 # Where model blobs live in the database as well as on disk (PostgreSQL: several origins share no disk).
 _BLOBS = "CREATE TABLE IF NOT EXISTS blobs (sha256 TEXT PRIMARY KEY, data {bytes} NOT NULL)"
