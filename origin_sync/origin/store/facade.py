@@ -8,7 +8,18 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, TypeVar
 
 from edgerec.core.files import BlobStore
-from origin_sync.origin.store import audit, blobs, changelog, digests, experiments, models, offers, schema, signing_keys
+from origin_sync.origin.store import (
+    audit,
+    blobs,
+    changelog,
+    digests,
+    experiments,
+    models,
+    offers,
+    profiles,
+    schema,
+    signing_keys,
+)
 from origin_sync.origin.store.dialect import Connection, Engine, PostgresEngine, SQLiteEngine
 from origin_sync.origin.store.types import (
     PAGE_LIMIT,
@@ -178,6 +189,24 @@ class ChangeLogStore:
         """In one transaction: the new key set `update(current)` is stored and appended to the change log as a
         `signing_keys` change for every region; returns (version, key set). An exception from `update` aborts it."""
         return await self._write(signing_keys.update_key_set, update)
+
+    # -- shopper profiles (keyed by pseudonym)
+    async def record_profile_events(self, rows: list[profiles.Row]) -> dict[str, Any]:
+        """Events (pseudonym, key, kind, item, ts, region) folded into summaries, each (pseudonym, key) once; one
+        `profile_upsert` change per summary that changed (profiles.record_events)."""
+        return await self._write(profiles.record_events, rows)
+
+    async def record_feedback(self, events: list[dict[str, Any]]) -> dict[str, Any]:
+        """An ingested event batch's feedback folded into its shoppers' summaries (idempotent)."""
+        return await self._write(profiles.record_feedback, events)
+
+    async def erase_profile(self, pseudonym: str) -> dict[str, Any]:
+        """The shopper's summary and events deleted, their shipped summaries redacted in the log, and a
+        `profile_erase` change for every region appended."""
+        return await self._write(profiles.erase, pseudonym)
+
+    async def export_profile(self, pseudonym: str) -> dict[str, Any] | None:
+        return await self._read(profiles.export, pseudonym)
 
     # -- the change log
     async def head(self) -> LogHead:
