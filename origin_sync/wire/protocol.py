@@ -23,6 +23,7 @@ KEY_ID_HEADER = "X-Edgerec-Key-Id"
 KIND_SNAPSHOT = "snapshot"
 KIND_DELTAS = "deltas"
 KIND_BLOB = "blob"
+KIND_PROFILES = "profiles"  # a page of the profile summaries of some regions, for an edge that took a snapshot
 
 GENESIS_HASH = bytes(32)  # the hash "before" version 1
 

@@ -18,7 +18,17 @@ from origin_sync.origin.keyring import KeyRing
 from origin_sync.origin.sinks import EventSink, open_sink
 from origin_sync.origin.store import ChangeLogStore, open_store
 
-from . import admin_experiments, admin_keys, admin_models, admin_offers, admin_ops, events, probes, sync
+from . import (
+    admin_experiments,
+    admin_keys,
+    admin_models,
+    admin_offers,
+    admin_ops,
+    admin_profiles,
+    events,
+    probes,
+    sync,
+)
 from .auth import auth_middleware
 from .bodies import MAX_UPLOAD_BYTES
 from .errors import JsonErrorRunner, errors_middleware
@@ -88,7 +98,17 @@ def build_app(
     app.cleanup_ctx.append(lifecycle)
     app.cleanup_ctx.append(app[CREDENTIALS].watching)
     app.on_shutdown.append(on_shutdown)
-    for module in (probes, admin_ops, admin_keys, admin_offers, admin_experiments, admin_models, events, sync):
+    for module in (
+        probes,
+        admin_ops,
+        admin_keys,
+        admin_offers,
+        admin_experiments,
+        admin_models,
+        admin_profiles,
+        events,
+        sync,
+    ):
         module.add_routes(app.router)
     return app
 

@@ -205,6 +205,10 @@ class ChangeLogStore:
         `profile_erase` change for every region appended."""
         return await self._write(profiles.erase, pseudonym)
 
+    async def profiles_page(self, regions: tuple[str, ...], after: str = "", limit: int = 1000) -> dict[str, Any]:
+        """{"version", "profiles": [[pseudonym, summary, summary_ts]], "next"}: one page of the regions' summaries."""
+        return await self._read(profiles.page, regions, after, limit)
+
     async def export_profile(self, pseudonym: str) -> dict[str, Any] | None:
         return await self._read(profiles.export, pseudonym)
 

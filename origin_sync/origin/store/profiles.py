@@ -163,3 +163,20 @@ async def export(conn: Connection, pseudonym: str) -> dict[str, Any] | None:
             for r in sorted(events, key=lambda r: (r[4], r[1]))
         ],
     }
+
+
+async def page(conn: Connection, regions: tuple[str, ...], after: str, limit: int) -> dict[str, Any]:
+    """The summaries of the shoppers seen in `regions`, by pseudonym after `after`, at the head version: what an
+    edge that took a snapshot (which carries no profiles) loads its store from, page by page."""
+    rows = await conn.fetch(
+        "SELECT pseudonym, summary, summary_ts FROM profiles WHERE pseudonym > $1 AND "  # nosec B608 - constant SQL
+        f"{conn.overlaps('regions', 2)} ORDER BY pseudonym LIMIT $3",
+        after,
+        conn.text_list(regions),
+        limit,
+    )
+    return {
+        "version": await changelog.head_version(conn),
+        "profiles": [[r[0], bytes(r[1]), int(r[2])] for r in rows],
+        "next": rows[-1][0] if len(rows) == limit else None,
+    }
