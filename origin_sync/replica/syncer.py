@@ -17,6 +17,7 @@ import aiohttp
 
 from edgerec.core.files import NotFound, write_atomically
 from edgerec.core.tracing import DISABLED, Tracing
+from origin_sync.wire.profiles import ProfileChange
 from origin_sync.wire.protocol import (
     KEY_ID_HEADER,
     KIND_DELTAS,
@@ -36,6 +37,7 @@ from origin_sync.wire.signing import (
 )
 
 from .local import LocalCopy
+from .profile_pages import ProfileLoad
 from .state import Replica, apply_deltas, replica_from_snapshot
 from .status import SyncStatus
 
@@ -49,6 +51,9 @@ class _ResyncNeeded(Exception):
 
 
 OnReplica = Callable[[Replica, "Syncer"], Awaitable[None]]
+# Receives the verified profile summaries and erasures of each delta batch, in version order, before the replica
+# that follows them is handed over: an exception holds the batch back, and it is fetched and applied again.
+OnProfiles = Callable[[tuple[ProfileChange, ...]], Awaitable[None]]
 
 
 @dataclass
@@ -79,6 +84,7 @@ class Syncer:
     replica: Replica | None = None
     ssl_context: ssl.SSLContext | None = None  # verifies the origin (CA bundle) and holds the mutual-TLS certificate
     tracing: Tracing = DISABLED  # a span a sync request, its traceparent sent to the origin
+    on_profiles: OnProfiles | None = None  # the edge's profile store: put_summary / erase (see OnProfiles)
     _session: aiohttp.ClientSession | None = None
 
     def __post_init__(self) -> None:
@@ -86,6 +92,7 @@ class Syncer:
         self._proof: tuple[str, bytes] | None = None
         self._need_snapshot = False
         self._allow_rollback = False
+        self._profiles: ProfileLoad | None = None  # loading the profile store after a snapshot, until done
         self._persist_wanted = asyncio.Event()
         self._healthy = False  # the last request to the origin succeeded
         self._anchors = self.verifier  # the configured keys; `verifier` adds what the origin's key set says
@@ -211,6 +218,8 @@ class Syncer:
             )
         self._contact(payload)
         self.status.snapshots += 1
+        if self.on_profiles is not None:
+            self._profiles = ProfileLoad()  # a snapshot carries no profiles: load them, page by page
         self._need_snapshot = self._allow_rollback = False
         if (
             current is None
@@ -233,6 +242,9 @@ class Syncer:
         batch = open_envelope(body, KIND_DELTAS, self.verifier)
         replica = apply_deltas(current, batch)
         self._contact(batch)
+        if replica.profile_changes and self.on_profiles is not None:
+            await self.on_profiles(replica.profile_changes)
+            self.status.profile_changes += len(replica.profile_changes)
         if replica.version != current.version:
             await self._publish(replica, (KIND_DELTAS, body))
 
@@ -329,6 +341,10 @@ class Syncer:
                     try:
                         if self.replica is None or self._need_snapshot:
                             await self._take_snapshot()
+                        elif self._profiles is not None and self.on_profiles is not None:
+                            loaded = await self._profiles.run(self._get, self.verifier, self.regions, self.on_profiles)
+                            self.status.profile_changes += loaded
+                            self._profiles = None
                         else:
                             await self._follow_deltas(self.replica)
                         failures = 0
