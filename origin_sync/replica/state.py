@@ -139,6 +139,7 @@ def apply_deltas(replica: Replica, batch: dict[str, Any]) -> Replica:
             np.add(lanes, digest.vector_of(element), out=lanes)
 
     last, chained = replica.version, replica.head_hash
+    touched_offers = touched_experiments = False
     for entry in batch.get("changes", []):
         try:
             prev, body = entry["prev"], entry["body"]
@@ -153,6 +154,8 @@ def apply_deltas(replica: Replica, batch: dict[str, Any]) -> Replica:
         chained, last = chain_hash(prev, body), version
         op = change.get("op")
         regions = replica.regions
+        touched_offers = touched_offers or op in (OP_OFFER_UPSERT, OP_OFFER_DELETE)
+        touched_experiments = touched_experiments or op in (OP_EXPERIMENT_UPSERT, OP_EXPERIMENT_DELETE)
         if op == OP_OFFER_UPSERT:
             offer = change["offer"]
             old = offers.pop(offer["id"], None)
@@ -185,10 +188,12 @@ def apply_deltas(replica: Replica, batch: dict[str, Any]) -> Replica:
     result = Replica(
         version=to,
         regions=replica.regions,
-        offers=offers,
+        # A batch that touched no offer (or no experiment), e.g. one of profile summaries only, keeps the mapping
+        # itself, so the edge can tell that its catalogs need no rebuild (`is`).
+        offers=offers if touched_offers else replica.offers,
         model=model,
         head_hash=to_hash,
-        experiments=experiments,
+        experiments=experiments if touched_experiments else replica.experiments,
         key_set=key_set,
         lanes=lanes,
         profile_changes=tuple(profile_changes),

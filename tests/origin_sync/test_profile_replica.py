@@ -97,3 +97,9 @@ def test_a_profile_page_must_follow_the_one_asked_for():
         profiles_from_page({**page, "regions": ["DE"]}, ("GB",), "")
     with pytest.raises(IntegrityError):
         profiles_from_page({**page, "profiles": [[second, summary, 5], [first, summary, 5]], "next": None}, ("GB",), "")
+
+
+def test_a_batch_of_profiles_only_keeps_the_offers_and_experiments_mappings():
+    old = _replica()
+    new = apply_deltas(old, signed_at(_batch(old, [_summary_change(4, ANNA, ["GB"])]), old))
+    assert new.offers is old.offers and new.experiments is old.experiments and new.version == 4
