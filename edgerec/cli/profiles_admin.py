@@ -148,7 +148,7 @@ def _export(args: argparse.Namespace) -> int:
     from origin_sync.wire.events import pseudonymize
 
     pseudonym = pseudonymize(pseudonym_key_from_env(), args.shopper)
-    print(json.dumps(_call(args, "GET", f"/v1/admin/profiles/{pseudonym}"), indent=2))
+    print(json.dumps(_call(args, "POST", "/v1/admin/profiles/export", {"shopper": pseudonym}), indent=2))
     return 0
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import json
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -219,8 +220,6 @@ def test_erasure_reaches_every_edge_and_export_shows_what_is_held(profile_cluste
         "profiles", "export", "--shopper", shopper, admin_token=cluster.admin_token, env=_cli_env(cluster)
     )
     assert exported.returncode == 0, exported.stderr
-    import json
-
     data = json.loads(exported.stdout)
     assert data["pseudonym"] == pseudonym and data["profile"]["regions"] == ["GB"]
     assert data["profile"]["summary"]["items"] and data["profile"]["events"]
@@ -235,7 +234,10 @@ def test_erasure_reaches_every_edge_and_export_shows_what_is_held(profile_cluste
     assert pseudonym not in gb.profiles
     gone = run_cli("profiles", "export", "--shopper", shopper, admin_token=cluster.admin_token, env=_cli_env(cluster))
     assert_one_line_error(gone, "HTTP 404")
-    assert shopper not in cluster.origin.log_path.read_text()
+    # Neither the id nor the pseudonym is left in the origin's log or its audit log (both outlive an erasure).
+    log = cluster.origin.log_path.read_text()
+    assert shopper not in log and pseudonym not in log
+    assert pseudonym not in json.dumps(cluster.admin("GET", "/v1/admin/audit?limit=1000"))
 
 
 def test_import_refuses_a_bad_file_in_one_line(cluster_for_cli, tmp_path):

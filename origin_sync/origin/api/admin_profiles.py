@@ -67,11 +67,16 @@ async def import_events(request: web.Request) -> web.Response:
 
 
 async def export_profile(request: web.Request) -> web.Response:
-    """Everything the origin holds of one shopper: the summary the edges get, the events it is folded from, and
-    the shopper's stored feedback events; 404 when it holds nothing."""
-    pseudonym = request.match_info["pseudonym"]
+    """Body {"shopper": <pseudonym>}: everything the origin holds of one shopper: the summary the edges get, the
+    events it is folded from, and the shopper's stored feedback events; 404 when it holds nothing. A POST, so that
+    the pseudonym stays out of URLs, and so out of the audit and access logs that outlive an erasure."""
+    body = await read_json(request)
+    pseudonym = body.get("shopper") if isinstance(body, dict) else None
     if not is_pseudonym(pseudonym):
-        raise ApiError(422, "invalid_request", "the 32-hex-digit pseudonym (edgerec profiles export computes it)")
+        raise ApiError(
+            422, "invalid_request", "shopper: the 32-hex-digit pseudonym (edgerec profiles export computes it)"
+        )
+    assert isinstance(pseudonym, str)
     profile = await request.app[STORE].export_profile(pseudonym)
     try:
         events = await request.app[SINK].events_of(pseudonym)
@@ -84,4 +89,4 @@ async def export_profile(request: web.Request) -> web.Response:
 
 def add_routes(router: web.UrlDispatcher) -> None:
     router.add_post("/v1/admin/profiles/import", import_events)
-    router.add_get("/v1/admin/profiles/{pseudonym}", export_profile)
+    router.add_post("/v1/admin/profiles/export", export_profile)
