@@ -1,5 +1,5 @@
 """Loading the edge's profile store after a snapshot, which carries no profiles: the signed pages of
-`/v1/sync/profiles`, each verified and handed to the syncer's `on_profiles`; a failure resumes at its page."""
+`/v1/sync/profiles`, each verified and handed to the syncer's `on_profiles`."""
 
 from __future__ import annotations
 

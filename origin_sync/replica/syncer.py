@@ -92,7 +92,6 @@ class Syncer:
         self._proof: tuple[str, bytes] | None = None
         self._need_snapshot = False
         self._allow_rollback = False
-        self._profiles: ProfileLoad | None = None  # loading the profile store after a snapshot, until done
         self._persist_wanted = asyncio.Event()
         self._healthy = False  # the last request to the origin succeeded
         self._anchors = self.verifier  # the configured keys; `verifier` adds what the origin's key set says
@@ -216,10 +215,14 @@ class Syncer:
                 current.version,
                 replica.version,
             )
+        if self.on_profiles is not None:
+            # A snapshot carries no profiles: the regions' summaries are loaded, page by page, before the replica
+            # is handed over and persisted, so that a copy on disk never stands for a store not loaded yet. A
+            # failure takes the snapshot again and loads from the first page (an edge serving keeps serving).
+            loaded = await ProfileLoad().run(self._get, self.verifier, self.regions, self.on_profiles)
+            self.status.profile_changes += loaded
         self._contact(payload)
         self.status.snapshots += 1
-        if self.on_profiles is not None:
-            self._profiles = ProfileLoad()  # a snapshot carries no profiles: load them, page by page
         self._need_snapshot = self._allow_rollback = False
         if (
             current is None
@@ -341,10 +344,6 @@ class Syncer:
                     try:
                         if self.replica is None or self._need_snapshot:
                             await self._take_snapshot()
-                        elif self._profiles is not None and self.on_profiles is not None:
-                            loaded = await self._profiles.run(self._get, self.verifier, self.regions, self.on_profiles)
-                            self.status.profile_changes += loaded
-                            self._profiles = None
                         else:
                             await self._follow_deltas(self.replica)
                         failures = 0
