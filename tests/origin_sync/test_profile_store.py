@@ -4,6 +4,7 @@ summary tagged with the shopper's regions, erasure that redacts the log, export.
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -109,6 +110,12 @@ def test_erasure_deletes_redacts_the_log_and_reaches_every_region(kind, tmp_path
         assert all(b"10002" not in c["body"] for c in page.changes)
         await store.verify_chain()
         assert (await store.export_profile(BEN))["regions"] == ["DE"]
+        # Events from before the erasure (a batch shipped late, the file imported again) do not bring it back;
+        # a later one starts a new profile.
+        assert (await store.record_profile_events(_orders()))["events_new"] == 0
+        assert await store.export_profile(ANNA) is None
+        later = await store.record_profile_events([(ANNA, "new", "click", "10009", int(time.time()) + 5, "GB")])
+        assert later["events_new"] == 1 and list((await store.export_profile(ANNA))["summary"]["items"]) == ["10009"]
 
     run_on_store(kind, tmp_path, request, scenario)
 

@@ -7,6 +7,7 @@ Keyed by pseudonym only: the origin never sees a shopper id (the edges and `edge
 from __future__ import annotations
 
 import json
+import time
 from collections import defaultdict
 from typing import Any, Iterable
 
@@ -40,6 +41,14 @@ async def _events_of(conn: Connection, pseudonyms: list[str]) -> dict[str, list[
     return grouped
 
 
+async def _erased_at(conn: Connection, pseudonyms: list[str]) -> dict[str, float]:
+    rows = await conn.fetch(
+        f"SELECT pseudonym, erased_at FROM profile_erasures WHERE {conn.is_in('pseudonym', 1)}",  # nosec B608
+        conn.text_list(pseudonyms),
+    )
+    return {r[0]: float(r[1]) for r in rows}
+
+
 async def record_events(conn: Connection, rows: Iterable[Row]) -> dict[str, Any]:
     """Add events the log has not seen (by pseudonym and key), refold the summaries they change and append one
     `profile_upsert` change per summary that differs from the stored one, tagged with the shopper's regions (none
@@ -48,6 +57,10 @@ async def record_events(conn: Connection, rows: Iterable[Row]) -> dict[str, Any]
     for row in rows:
         wanted.setdefault((row[0], row[1]), row)
     pseudonyms = sorted({p for p, _ in wanted})
+    erased = await _erased_at(conn, pseudonyms)
+    if erased:  # an erasure is not undone by the events from before it: a batch shipped late, the file imported again
+        wanted = {k: row for k, row in wanted.items() if row[4] > erased.get(row[0], -1.0)}
+        pseudonyms = sorted({p for p, _ in wanted})
     if not pseudonyms:
         return {"events_new": 0, "profiles_changed": 0, "data_version": await changelog.head_version(conn)}
     known = await _events_of(conn, pseudonyms)
@@ -135,6 +148,12 @@ async def erase(conn: Connection, pseudonym: str) -> dict[str, Any]:
             "UPDATE changes SET op = $1, body = $2 WHERE version = $3",
             [(OP_REDACTED, canonical({"version": int(r[0]), "op": OP_REDACTED}), int(r[0])) for r in shipped],
         )
+    await conn.execute(
+        "INSERT INTO profile_erasures(pseudonym, erased_at) VALUES ($1, $2) ON CONFLICT (pseudonym) DO UPDATE "
+        "SET erased_at = excluded.erased_at",
+        pseudonym,
+        time.time(),
+    )
     version = await changelog.append(conn, OP_PROFILE_ERASE, pseudonym, [ALL_REGIONS], {"pseudonym": pseudonym})
     return {
         "profile_erased": profiles > 0,

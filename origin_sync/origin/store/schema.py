@@ -78,6 +78,10 @@ CREATE TABLE IF NOT EXISTS profile_events (
     ts        {bigint} NOT NULL,
     region    TEXT NOT NULL,   -- "" where the event names no market
     PRIMARY KEY (pseudonym, event_key)
+);
+CREATE TABLE IF NOT EXISTS profile_erasures (
+    pseudonym TEXT PRIMARY KEY,
+    erased_at {real} NOT NULL  -- no event of the shopper from before it is folded again (a late batch, a re-import)
 )
 """
 # Where model blobs live in the database as well as on disk (PostgreSQL: several origins share no disk).
