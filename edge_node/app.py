@@ -28,6 +28,7 @@ from .config import EdgeConfig, config_from_env, config_to_env
 from .events import EventRecorder, post_events
 from .limits import LIFESPAN_KEY, ConnectionLimits, GuardedHttpToolsProtocol
 from .metrics import MULTIPROC_ENV, EdgeMetrics
+from .profile_sync import ProfileSync
 from .profiles import register_profile_metrics
 from .recommendations import RecommendationsEndpoint
 from .shoppers import ShopperProfiles
@@ -216,6 +217,8 @@ def build_app(config: EdgeConfig) -> HotPath:
         await profiles.open()
         if profiles.store is not None:
             register_profile_metrics(metrics.registry, profiles.store)
+            # The origin's summaries and erasures, as the syncer verifies them, go into the same store.
+            syncer.on_profiles = ProfileSync(profiles.store, profiles.store.codec)
         if spool is not None:
             await asyncio.to_thread(spool.open)
             if not config.pseudonym_key:

@@ -230,14 +230,27 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _erase(args: argparse.Namespace) -> int:
-    from origin_sync.wire.events import pseudonym_key, pseudonymize
+def pseudonym_key_from_env() -> bytes:
+    """The deployment's pseudonym key (EDGEREC_PSEUDONYM_KEY, the edges' own), with which a shopper id is hashed
+    here, on the admin's machine, so that the id never reaches the origin."""
+    from origin_sync.wire.events import pseudonym_key
 
-    secret = os.environ.get("EDGEREC_PSEUDONYM_KEY", "").strip()
+    secret = secret_from_env("EDGEREC_PSEUDONYM_KEY").strip()
     if not secret:
         raise AdminError("EDGEREC_PSEUDONYM_KEY must be set: the same key as the edges', to compute the pseudonym")
-    body = _call(args, "POST", "/v1/admin/events/erase", {"shopper": pseudonymize(pseudonym_key(secret), args.shopper)})
-    print(f"erased {body['erased']} events")
+    return pseudonym_key(secret)
+
+
+def _erase(args: argparse.Namespace) -> int:
+    from origin_sync.wire.events import pseudonymize
+
+    shopper = pseudonymize(pseudonym_key_from_env(), args.shopper)
+    body = _call(args, "POST", "/v1/admin/events/erase", {"shopper": shopper})
+    print(
+        f"erased {body['erased']} events and the profile ({'held' if body.get('profile_erased') else 'none held'}, "
+        f"{body.get('profile_events_erased', 0)} history events); every edge is sent the erasure at data version "
+        f"{body.get('data_version')}"
+    )
     return 0
 
 
@@ -274,6 +287,8 @@ def add_admin_commands(commands: argparse._SubParsersAction) -> None:
     events = commands.add_parser("events", help="feedback events at the origin").add_subparsers(
         dest="action", required=True
     )
-    erase = origin_flag(events.add_parser("erase", help="delete one shopper's events (right to erasure)"))
+    erase = origin_flag(
+        events.add_parser("erase", help="delete one shopper's events and profile, at the origin and every edge")
+    )
     erase.add_argument("--shopper", required=True, help="the shopper id as the shop knows it")
     erase.set_defaults(func=_erase)

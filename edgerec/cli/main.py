@@ -86,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     from edgerec.cli.admin import add_admin_commands
     from edgerec.cli.models_admin import add_model_admin_commands
     from edgerec.cli.offers_import import add_offer_commands
+    from edgerec.cli.profiles_admin import add_profile_commands
 
     add_model_admin_commands(model_commands)
     add_admin_commands(commands)
@@ -93,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_pipeline_commands(commands)
     add_offer_commands(commands)
+    add_profile_commands(commands)
 
     demo = commands.add_parser("demo", help="origin + two edges on loopback, end to end")
     demo.add_argument("--serve", action="store_true", help="keep the services running until interrupted")
@@ -126,6 +128,7 @@ EXTRA_OF = {
     "nats": "origin",
     "scipy": "origin",
     "matplotlib": "origin",
+    "pyarrow": "origin",
     "redis": "edge",
     "locust": "bench",
     "psutil": "bench",

@@ -11,15 +11,19 @@ import numpy as np
 
 from origin_sync.wire import digest
 from origin_sync.wire.offers import offered_in
+from origin_sync.wire.profiles import ProfileChange, is_pseudonym
 from origin_sync.wire.protocol import (
     GENESIS_HASH,
     KIND_DELTAS,
+    KIND_PROFILES,
     KIND_SNAPSHOT,
     OP_EXPERIMENT_DELETE,
     OP_EXPERIMENT_UPSERT,
     OP_MODEL_ACTIVATE,
     OP_OFFER_DELETE,
     OP_OFFER_UPSERT,
+    OP_PROFILE_ERASE,
+    OP_PROFILE_UPSERT,
     OP_SIGNING_KEYS,
     PROTOCOL_VERSION,
     IntegrityError,
@@ -46,6 +50,9 @@ class Replica:
     # The state's LtHash vector (digest.py), kept current at O(changed items) by apply_deltas; computed from the
     # content when not given (O(state)). Its checksum is what the origin's signed `state_digest` must equal.
     lanes: np.ndarray | None = field(default=None, compare=False, repr=False)
+    # The profile summaries and erasures of the batch that made this replica, in version order, for the edge's
+    # profile store (the syncer's `on_profiles`). Profiles are not part of the replica: the store keeps them.
+    profile_changes: tuple[ProfileChange, ...] = field(default=(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.lanes is None:
@@ -121,6 +128,7 @@ def apply_deltas(replica: Replica, batch: dict[str, Any]) -> Replica:
     experiments = dict(replica.experiments)
     model = replica.model
     key_set = replica.key_set
+    profile_changes: list[ProfileChange] = []
     assert replica.lanes is not None
     lanes = replica.lanes.copy()
 
@@ -131,6 +139,7 @@ def apply_deltas(replica: Replica, batch: dict[str, Any]) -> Replica:
             np.add(lanes, digest.vector_of(element), out=lanes)
 
     last, chained = replica.version, replica.head_hash
+    touched_offers = touched_experiments = False
     for entry in batch.get("changes", []):
         try:
             prev, body = entry["prev"], entry["body"]
@@ -145,6 +154,8 @@ def apply_deltas(replica: Replica, batch: dict[str, Any]) -> Replica:
         chained, last = chain_hash(prev, body), version
         op = change.get("op")
         regions = replica.regions
+        touched_offers = touched_offers or op in (OP_OFFER_UPSERT, OP_OFFER_DELETE)
+        touched_experiments = touched_experiments or op in (OP_EXPERIMENT_UPSERT, OP_EXPERIMENT_DELETE)
         if op == OP_OFFER_UPSERT:
             offer = change["offer"]
             old = offers.pop(offer["id"], None)
@@ -165,6 +176,8 @@ def apply_deltas(replica: Replica, batch: dict[str, Any]) -> Replica:
             experiments[change["experiment"]["id"]] = change["experiment"]
         elif op == OP_EXPERIMENT_DELETE:
             swap(digest.experiment_element(experiments.pop(change["experiment_id"], None)), [])
+        elif op in (OP_PROFILE_UPSERT, OP_PROFILE_ERASE):
+            profile_changes.append(_profile_change(change, regions))
         elif op == OP_SIGNING_KEYS:
             # Trusted because the batch carrying it was verified with a key this edge trusts (never a revoked one).
             key_set = checked_key_set(change.get("key_set"), key_set)
@@ -175,18 +188,58 @@ def apply_deltas(replica: Replica, batch: dict[str, Any]) -> Replica:
     result = Replica(
         version=to,
         regions=replica.regions,
-        offers=offers,
+        # A batch that touched no offer (or no experiment), e.g. one of profile summaries only, keeps the mapping
+        # itself, so the edge can tell that its catalogs need no rebuild (`is`).
+        offers=offers if touched_offers else replica.offers,
         model=model,
         head_hash=to_hash,
-        experiments=experiments,
+        experiments=experiments if touched_experiments else replica.experiments,
         key_set=key_set,
         lanes=lanes,
+        profile_changes=tuple(profile_changes),
     )
     # A batch that reaches the origin's head carries the signed digest of the whole state there; one that stops
     # short (a full page) carries none, and the next page proves it.
     if "state_digest" in batch:
         check_state_digest(result, batch["state_digest"], f"delta batch to version {to}")
     return result
+
+
+def _profile_change(change: dict[str, Any], regions: tuple[str, ...]) -> ProfileChange:
+    """A profile change of a verified batch: a summary for a shopper of these regions, else an erasure (a summary
+    that names none of them means the shopper is not this edge's to hold)."""
+    pseudonym = change.get("pseudonym")
+    if not is_pseudonym(pseudonym):
+        raise IntegrityError("decode", "a profile change without a pseudonym")
+    assert isinstance(pseudonym, str)
+    summary, summary_ts = change.get("summary"), change.get("summary_ts")
+    if change["op"] == OP_PROFILE_ERASE or not set(change.get("regions") or ()) & set(regions):
+        return ProfileChange(pseudonym, None, 0.0)
+    if not isinstance(summary, bytes) or not isinstance(summary_ts, (int, float)):
+        raise IntegrityError("decode", "a profile summary without its bytes or time")
+    return ProfileChange(pseudonym, summary, float(summary_ts))
+
+
+def profiles_from_page(page: dict[str, Any], regions: tuple[str, ...], after: str) -> tuple[list[ProfileChange], str]:
+    """The summaries of a verified page of /v1/sync/profiles and where the next page starts ("" after the last)."""
+    check_payload(page, KIND_PROFILES, regions)
+    if page.get("after") != after:
+        raise IntegrityError("order", f"a profile page after {page.get('after')!r}, asked after {after!r}")
+    changes = []
+    for entry in page.get("profiles") or ():
+        try:
+            pseudonym, summary, summary_ts = entry
+        except (TypeError, ValueError):
+            raise IntegrityError("decode", "a profile page entry is [pseudonym, summary, summary_ts]") from None
+        if not is_pseudonym(pseudonym) or not isinstance(summary, bytes) or not isinstance(summary_ts, int):
+            raise IntegrityError("decode", "a profile page entry is [pseudonym, summary, summary_ts]")
+        if changes and pseudonym <= changes[-1].pseudonym or pseudonym <= after:
+            raise IntegrityError("order", "a profile page out of pseudonym order")
+        changes.append(ProfileChange(pseudonym, summary, float(summary_ts)))
+    following = page.get("next")
+    if following is not None and (not changes or following != changes[-1].pseudonym):
+        raise IntegrityError("order", "a profile page whose next does not follow its last entry")
+    return changes, following or ""
 
 
 def replica_from_snapshot(snapshot: dict[str, Any], regions: tuple[str, ...]) -> Replica:

@@ -24,6 +24,7 @@ class SyncStatus:
     poll_open: bool = False  # a long-poll is open to an origin that answered the previous request
     origin: str | None = None  # the origin URL the syncer talks to now (one of `origin_url`'s)
     failovers: int = 0  # moves to the next origin after one failed or answered something refused
+    profile_changes: int = 0  # profile summaries and erasures handed to `on_profiles`
 
     def staleness_s(self) -> float | None:
         """Seconds since the origin was last known to be there: 0 while a long-poll is open to an origin that

@@ -17,6 +17,7 @@ import aiohttp
 
 from edgerec.core.files import NotFound, write_atomically
 from edgerec.core.tracing import DISABLED, Tracing
+from origin_sync.wire.profiles import ProfileChange
 from origin_sync.wire.protocol import (
     KEY_ID_HEADER,
     KIND_DELTAS,
@@ -36,6 +37,7 @@ from origin_sync.wire.signing import (
 )
 
 from .local import LocalCopy
+from .profile_pages import ProfileLoad
 from .state import Replica, apply_deltas, replica_from_snapshot
 from .status import SyncStatus
 
@@ -49,6 +51,9 @@ class _ResyncNeeded(Exception):
 
 
 OnReplica = Callable[[Replica, "Syncer"], Awaitable[None]]
+# Receives the verified profile summaries and erasures of each delta batch, in version order, before the replica
+# that follows them is handed over: an exception holds the batch back, and it is fetched and applied again.
+OnProfiles = Callable[[tuple[ProfileChange, ...]], Awaitable[None]]
 
 
 @dataclass
@@ -79,6 +84,7 @@ class Syncer:
     replica: Replica | None = None
     ssl_context: ssl.SSLContext | None = None  # verifies the origin (CA bundle) and holds the mutual-TLS certificate
     tracing: Tracing = DISABLED  # a span a sync request, its traceparent sent to the origin
+    on_profiles: OnProfiles | None = None  # the edge's profile store: put_summary / erase (see OnProfiles)
     _session: aiohttp.ClientSession | None = None
 
     def __post_init__(self) -> None:
@@ -209,6 +215,12 @@ class Syncer:
                 current.version,
                 replica.version,
             )
+        if self.on_profiles is not None:
+            # A snapshot carries no profiles: the regions' summaries are loaded, page by page, before the replica
+            # is handed over and persisted, so that a copy on disk never stands for a store not loaded yet. A
+            # failure takes the snapshot again and loads from the first page (an edge serving keeps serving).
+            loaded = await ProfileLoad().run(self._get, self.verifier, self.regions, self.on_profiles)
+            self.status.profile_changes += loaded
         self._contact(payload)
         self.status.snapshots += 1
         self._need_snapshot = self._allow_rollback = False
@@ -233,6 +245,9 @@ class Syncer:
         batch = open_envelope(body, KIND_DELTAS, self.verifier)
         replica = apply_deltas(current, batch)
         self._contact(batch)
+        if replica.profile_changes and self.on_profiles is not None:
+            await self.on_profiles(replica.profile_changes)
+            self.status.profile_changes += len(replica.profile_changes)
         if replica.version != current.version:
             await self._publish(replica, (KIND_DELTAS, body))
 

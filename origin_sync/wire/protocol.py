@@ -23,6 +23,7 @@ KEY_ID_HEADER = "X-Edgerec-Key-Id"
 KIND_SNAPSHOT = "snapshot"
 KIND_DELTAS = "deltas"
 KIND_BLOB = "blob"
+KIND_PROFILES = "profiles"  # a page of the profile summaries of some regions, for an edge that took a snapshot
 
 GENESIS_HASH = bytes(32)  # the hash "before" version 1
 
@@ -35,8 +36,24 @@ OP_EXPERIMENT_UPSERT = "experiment_upsert"
 OP_EXPERIMENT_DELETE = "experiment_delete"
 # The origin's signing keys as a whole set {active, keys: [{key_id, public_key, status}]} (signing.py).
 OP_SIGNING_KEYS = "signing_keys"
+# One shopper's profile summary {pseudonym, summary (bytes, profiles.Summary), summary_ts}, tagged with the regions
+# the shopper was seen in, and its erasure {pseudonym}, tagged for every region (profiles.py).
+OP_PROFILE_UPSERT = "profile_upsert"
+OP_PROFILE_ERASE = "profile_erase"
+# What an erased shopper's earlier profile_upsert changes become in the origin's log: their bodies are dropped and
+# they are sent to no edge (the next change's signed prev hash bridges them, as another region's change).
+OP_REDACTED = "redacted"
 OPS = frozenset(
-    {OP_OFFER_UPSERT, OP_OFFER_DELETE, OP_MODEL_ACTIVATE, OP_EXPERIMENT_UPSERT, OP_EXPERIMENT_DELETE, OP_SIGNING_KEYS}
+    {
+        OP_OFFER_UPSERT,
+        OP_OFFER_DELETE,
+        OP_MODEL_ACTIVATE,
+        OP_EXPERIMENT_UPSERT,
+        OP_EXPERIMENT_DELETE,
+        OP_SIGNING_KEYS,
+        OP_PROFILE_UPSERT,
+        OP_PROFILE_ERASE,
+    }
 )
 
 # A change that concerns every region (models) is tagged with this instead of region codes.

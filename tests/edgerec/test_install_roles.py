@@ -30,7 +30,13 @@ ROLE_MODULES = {
     ),
     "origin": (
         ["origin_sync.origin", "origin_sync.wire", "edgerec.core"],
-        ["edgerec.cli.main", "edgerec.cli.admin", "edgerec.cli.offers_import", "edgerec.cli.models_admin"],
+        [
+            "edgerec.cli.main",
+            "edgerec.cli.admin",
+            "edgerec.cli.offers_import",
+            "edgerec.cli.models_admin",
+            "edgerec.cli.profiles_admin",
+        ],
     ),
     "train": (["models"], ["edgerec.cli.main"]),
 }

@@ -18,7 +18,18 @@ from origin_sync.origin.keyring import KeyRing
 from origin_sync.origin.sinks import EventSink, open_sink
 from origin_sync.origin.store import ChangeLogStore, open_store
 
-from . import admin_experiments, admin_keys, admin_loop, admin_models, admin_offers, admin_ops, events, probes, sync
+from . import (
+    admin_experiments,
+    admin_keys,
+    admin_loop,
+    admin_models,
+    admin_offers,
+    admin_ops,
+    admin_profiles,
+    events,
+    probes,
+    sync,
+)
 from .auth import auth_middleware
 from .bodies import MAX_UPLOAD_BYTES
 from .errors import JsonErrorRunner, errors_middleware
@@ -96,6 +107,7 @@ def build_app(
         admin_experiments,
         admin_models,
         admin_loop,
+        admin_profiles,
         events,
         sync,
     ):

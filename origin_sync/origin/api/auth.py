@@ -31,6 +31,7 @@ ADMIN_PATH_SCOPES = (
     ("/v1/admin/experiments", SCOPE_EXPERIMENTS),
     ("/v1/admin/events", SCOPE_EVENTS),
     ("/v1/admin/pipeline", SCOPE_MODELS),
+    ("/v1/admin/profiles", SCOPE_EVENTS),  # shoppers' data, as their events are
     ("/v1/admin/keys", SCOPE_KEYS),
     ("/v1/admin/compact", SCOPE_OPS),
     ("/v1/admin/status", SCOPE_READ),

@@ -16,7 +16,7 @@ from origin_sync.wire.health import batch_health
 from .auth import require_regions
 from .bodies import MAX_UPLOAD_BYTES, read_body, read_json
 from .errors import ApiError, json_response
-from .state import METRICS, SINK
+from .state import METRICS, SINK, STORE
 
 log = logging.getLogger("edgerec.origin")
 
@@ -38,6 +38,9 @@ async def ingest_events(request: web.Request) -> web.Response:
         # never counts them twice. They are a guardrail's signal, not accounting.
         await request.app[SINK].write_health(f"{','.join(sorted(regions))}/{batch_id}", health)
         await _count_unattributed(request.app, events)
+    # Folded into the shoppers' summaries before the answer, retried batches too (the fold stores each event once):
+    # a failure here answers 500, the edge sends the batch again, and no event is missing from a summary.
+    await request.app[STORE].record_feedback(events)
     return json_response({"batch_id": batch_id, "events": len(events), "duplicate": not fresh})
 
 
@@ -62,8 +65,9 @@ async def _count_unattributed(app: web.Application, events: list[dict[str, Any]]
 
 
 async def erase_events(request: web.Request) -> web.Response:
-    """Body {"shopper": <pseudonym>}: delete every stored event of one person (GDPR erasure). The caller computes
-    the pseudonym from the shopper id with the deployment's key, so the id itself never reaches the origin."""
+    """Body {"shopper": <pseudonym>}: delete every stored event and the profile of one person (GDPR erasure), and
+    send every edge a signed `profile_erase` change. The caller computes the pseudonym from the shopper id with the
+    deployment's key, so the id itself never reaches the origin."""
     body = await read_json(request)
     shopper = body.get("shopper") if isinstance(body, dict) else None
     if not isinstance(shopper, str) or len(shopper) != 32 or not all(c in "0123456789abcdef" for c in shopper):
@@ -72,8 +76,16 @@ async def erase_events(request: web.Request) -> web.Response:
         erased = await request.app[SINK].erase(shopper)
     except NotImplementedError as exc:
         raise ApiError(409, "no_queryable_sink", str(exc)) from None
-    log.info("erased %d events of one shopper", erased)
-    return json_response({"erased": erased})
+    profile = await request.app[STORE].erase_profile(shopper)
+    log.info(
+        "erased %d events and the profile (%d events, %d shipped summaries redacted) of one shopper; erasure sent "
+        "to every edge at version %d",
+        erased,
+        profile["profile_events_erased"],
+        profile["changes_redacted"],
+        profile["data_version"],
+    )
+    return json_response({"erased": erased, **profile})
 
 
 def add_routes(router: web.UrlDispatcher) -> None:

@@ -13,9 +13,11 @@ from aiohttp import web
 from origin_sync.origin.store import AheadOfOrigin, Compacted, NotFound
 from origin_sync.wire import digest
 from origin_sync.wire.fields import parse_regions
+from origin_sync.wire.profiles import is_pseudonym
 from origin_sync.wire.protocol import (
     KEY_ID_HEADER,
     KIND_DELTAS,
+    KIND_PROFILES,
     KIND_SNAPSHOT,
     MSGPACK_TYPE,
     PROTOCOL_HEADER,
@@ -134,6 +136,23 @@ async def deltas(request: web.Request) -> web.Response:
     return sealed_response(seal(KIND_DELTAS, payload, _signer(request)))
 
 
+PROFILE_PAGE = 1000  # summaries a page of /v1/sync/profiles (at most about 28 MB, mostly far less)
+
+
+async def profiles(request: web.Request) -> web.Response:
+    """A signed page of the profile summaries of the edge's regions after the pseudonym `after`: an edge loads
+    its profile store from these after a snapshot (which carries none); the deltas it follows bring every later
+    change, so a summary read here and changed since arrives again."""
+    _check_protocol(request)
+    regions = _regions(request)
+    after = request.query.get("after", "")
+    if after and not is_pseudonym(after):
+        raise ApiError(422, "invalid_query", "after: the pseudonym the previous page ended at, or nothing")
+    page = await request.app[STORE].profiles_page(regions, after, PROFILE_PAGE)
+    payload = {"regions": list(regions), "after": after, "issued_at": time.time(), **page}
+    return sealed_response(await asyncio.to_thread(seal, KIND_PROFILES, payload, _signer(request)))
+
+
 _BLOB_SIGNATURES: dict[tuple[str, str], str] = {}  # (key id, sha256) -> signature: immutable, so kept
 
 
@@ -166,4 +185,5 @@ async def blob(request: web.Request) -> web.StreamResponse:
 def add_routes(router: web.UrlDispatcher) -> None:
     router.add_get("/v1/sync/snapshot", snapshot)
     router.add_get("/v1/sync/deltas", deltas)
+    router.add_get("/v1/sync/profiles", profiles)
     router.add_get("/v1/sync/blobs/{sha256}", blob)

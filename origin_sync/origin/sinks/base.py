@@ -29,6 +29,10 @@ class EventSink(abc.ABC):
     async def erase(self, shopper: str) -> int:
         raise NotImplementedError(f"the {self.name} sink cannot erase")
 
+    async def events_of(self, shopper: str) -> list[dict[str, Any]]:
+        """Every stored event of one shopper (pseudonym), oldest first: what an export of their data shows."""
+        raise NotImplementedError(f"the {self.name} sink cannot look events up")
+
     async def purge_before(self, ts: float) -> int:
         return 0
 

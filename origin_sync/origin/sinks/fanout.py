@@ -42,6 +42,9 @@ class FanoutSink(EventSink):
     async def erase(self, shopper: str) -> int:
         return await self._queryable().erase(shopper)
 
+    async def events_of(self, shopper: str) -> list[dict[str, Any]]:
+        return await self._queryable().events_of(shopper)
+
     async def purge_before(self, ts: float) -> int:
         return await self._sql.purge_before(ts) if self._sql is not None else 0
 

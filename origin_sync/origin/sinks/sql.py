@@ -166,6 +166,16 @@ class SQLEventSink(EventSink):
 
         return await self.engine.run(erase)
 
+    async def events_of(self, shopper: str) -> list[dict[str, Any]]:
+        async def query(conn: Connection) -> list[dict[str, Any]]:
+            rows = await conn.fetch(
+                f"SELECT {', '.join(COLUMNS)} FROM events WHERE shopper = $1 ORDER BY ts, id",  # nosec B608
+                shopper,
+            )
+            return [{c: json.loads(v) if c == "offer_ids" else v for c, v in zip(COLUMNS, tuple(r))} for r in rows]
+
+        return await self.engine.run(query)
+
     async def purge_before(self, ts: float) -> int:
         async def purge(conn: Connection) -> int:
             await conn.execute("DELETE FROM event_batches WHERE received_at < $1", ts)

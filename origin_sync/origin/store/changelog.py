@@ -10,7 +10,7 @@ from origin_sync.origin.store import digests
 from origin_sync.origin.store.dialect import Connection
 from origin_sync.origin.store.types import AheadOfOrigin, Compacted, DeltaPage, LogHead
 from origin_sync.wire import digest
-from origin_sync.wire.protocol import ALL_REGIONS, canonical, chain_hash
+from origin_sync.wire.protocol import ALL_REGIONS, OP_REDACTED, canonical, chain_hash
 
 Entry = tuple[str, str, list[str], dict[str, Any]]  # op, key, the regions it concerns, the change's fields
 
@@ -87,8 +87,9 @@ async def changes_since(conn: Connection, since: int, regions: tuple[str, ...], 
     if since < floor:
         raise Compacted(since, floor)
     from_hash = await _hash_at(conn, since, floor, bytes(row[3]))
-    # The page of all changes (cheap columns), with the bodies of those only that concern the regions.
-    wanted = conn.overlaps("regions", 3)
+    # The page of all changes (cheap columns), with the bodies of those only that concern the regions. A redacted
+    # change (an erased shopper's summary) concerns no edge any more: the next change's prev hash bridges it.
+    wanted = f"({conn.overlaps('regions', 3)} AND op <> '{OP_REDACTED}')"
     rows = await conn.fetch(
         f"SELECT version, hash, {wanted} AS wanted, CASE WHEN {wanted} THEN body END AS body, "  # nosec B608 - constant SQL
         "prev_hash FROM changes WHERE version > $1 ORDER BY version LIMIT $2",
@@ -145,12 +146,14 @@ async def verify_chain(conn: Connection) -> LogHead:
     row = await conn.fetchrow("SELECT version, hash, floor, floor_hash FROM log_head WHERE id = 1")
     head_version, head_hash, floor = int(row[0]), bytes(row[1]), int(row[2])
     expected, link = floor, bytes(row[3])
-    for version, body, prev, stored in await conn.fetch(
-        "SELECT version, body, prev_hash, hash FROM changes ORDER BY version"
+    for version, op, body, prev, stored in await conn.fetch(
+        "SELECT version, op, body, prev_hash, hash FROM changes ORDER BY version"
     ):
         if version != expected + 1 or bytes(prev) != link:
             raise ValueError(f"chain broken at version {version}")
-        link = chain_hash(link, bytes(body))
+        # A redacted change's body is gone (GDPR erasure): its stored hash carries the chain on, and the links
+        # before and after it are still checked.
+        link = bytes(stored) if op == OP_REDACTED else chain_hash(link, bytes(body))
         if link != bytes(stored):
             raise ValueError(f"hash mismatch at version {version}")
         expected = int(version)

@@ -17,6 +17,7 @@ from origin_sync.origin.store import (
     models,
     offers,
     pipeline,
+    profiles,
     schema,
     signing_keys,
 )
@@ -198,6 +199,28 @@ class ChangeLogStore:
         """In one transaction: the new key set `update(current)` is stored and appended to the change log as a
         `signing_keys` change for every region; returns (version, key set). An exception from `update` aborts it."""
         return await self._write(signing_keys.update_key_set, update)
+
+    # -- shopper profiles (keyed by pseudonym)
+    async def record_profile_events(self, rows: list[profiles.Row]) -> dict[str, Any]:
+        """Events (pseudonym, key, kind, item, ts, region) folded into summaries, each (pseudonym, key) once; one
+        `profile_upsert` change per summary that changed (profiles.record_events)."""
+        return await self._write(profiles.record_events, rows)
+
+    async def record_feedback(self, events: list[dict[str, Any]]) -> dict[str, Any]:
+        """An ingested event batch's feedback folded into its shoppers' summaries (idempotent)."""
+        return await self._write(profiles.record_feedback, events)
+
+    async def erase_profile(self, pseudonym: str) -> dict[str, Any]:
+        """The shopper's summary and events deleted, their shipped summaries redacted in the log, and a
+        `profile_erase` change for every region appended."""
+        return await self._write(profiles.erase, pseudonym)
+
+    async def profiles_page(self, regions: tuple[str, ...], after: str = "", limit: int = 1000) -> dict[str, Any]:
+        """{"version", "profiles": [[pseudonym, summary, summary_ts]], "next"}: one page of the regions' summaries."""
+        return await self._read(profiles.page, regions, after, limit)
+
+    async def export_profile(self, pseudonym: str) -> dict[str, Any] | None:
+        return await self._read(profiles.export, pseudonym)
 
     # -- the change log
     async def head(self) -> LogHead:

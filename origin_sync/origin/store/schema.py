@@ -72,7 +72,27 @@ CREATE TABLE IF NOT EXISTS pipeline_decisions (
     decision TEXT NOT NULL,      -- what was decided (passed, failed, promoted, stopped, waiting, ...)
     evidence TEXT NOT NULL       -- JSON: the figures the decision rests on
 );
-CREATE INDEX IF NOT EXISTS pipeline_decisions_round ON pipeline_decisions (pipeline, round)
+CREATE INDEX IF NOT EXISTS pipeline_decisions_round ON pipeline_decisions (pipeline, round);
+CREATE TABLE IF NOT EXISTS profiles (
+    pseudonym  TEXT PRIMARY KEY,   -- the keyed hash of the shopper id (the id itself never reaches the origin)
+    summary    {bytes} NOT NULL,   -- the encoded summary as synced (origin_sync/wire/profiles.py)
+    summary_ts {bigint} NOT NULL,  -- the newest event it counts
+    regions    {text_list} NOT NULL,  -- the markets the shopper was seen in: the edges that get the summary
+    version    {bigint}            -- the change that shipped it, NULL while it concerns no region
+);
+CREATE TABLE IF NOT EXISTS profile_events (
+    pseudonym TEXT NOT NULL,
+    event_key TEXT NOT NULL,   -- unique per shopper (an order line, an ingested event): a re-import adds nothing
+    kind      TEXT NOT NULL,
+    item      TEXT NOT NULL,
+    ts        {bigint} NOT NULL,
+    region    TEXT NOT NULL,   -- "" where the event names no market
+    PRIMARY KEY (pseudonym, event_key)
+);
+CREATE TABLE IF NOT EXISTS profile_erasures (
+    pseudonym TEXT PRIMARY KEY,
+    erased_at {real} NOT NULL  -- no event of the shopper from before it is folded again (a late batch, a re-import)
+)
 """
 # Where model blobs live in the database as well as on disk (PostgreSQL: several origins share no disk).
 _BLOBS = "CREATE TABLE IF NOT EXISTS blobs (sha256 TEXT PRIMARY KEY, data {bytes} NOT NULL)"
