@@ -51,13 +51,5 @@ async def upsert(conn: Connection, validated: dict[str, Any]) -> int:
 
 async def delete(conn: Connection, experiment_id: str) -> int:
     old = await experiment(conn, experiment_id)
-    version = await changelog.append(
-        conn,
-        OP_EXPERIMENT_DELETE,
-        experiment_id,
-        [ALL_REGIONS],
-        {"experiment_id": experiment_id},
-        digest.Update().replace(digest.experiment_element(old), []),
-    )
-    await conn.execute("DELETE FROM experiments WHERE id = $1", experiment_id)
-    return version
+    elements = digest.experiment_element(old)
+    return await bodies.delete(conn, "experiments", experiment_id, OP_EXPERIMENT_DELETE, [ALL_REGIONS], elements)

@@ -97,13 +97,6 @@ async def update(conn: Connection, offer_id: str, change: OfferUpdate) -> dict[s
 
 async def delete(conn: Connection, offer_id: str) -> int:
     old = await offer(conn, offer_id)
-    version = await changelog.append(
-        conn,
-        OP_OFFER_DELETE,
-        offer_id,
-        list(old["regions"]),
-        {"offer_id": offer_id},
-        digest.Update().replace(digest.offer_elements(old), []),
-    )
-    await conn.execute("DELETE FROM offers WHERE id = $1", offer_id)
-    return version
+    # Tagged with the offer's regions: only their edges held it.
+    elements = digest.offer_elements(old)
+    return await bodies.delete(conn, "offers", offer_id, OP_OFFER_DELETE, list(old["regions"]), elements)
