@@ -17,6 +17,7 @@ from edgerec.core.settings import (
     TcpPort,
     YesNo,
     bounded,
+    checked_by,
     setting,
 )
 from edgerec.core.tls import DEFAULT_RELOAD_INTERVAL_S
@@ -94,7 +95,7 @@ class EdgeSettings(ServiceSettings):
     geo_headers: str = setting(
         "CloudFront-Viewer-Country,CF-IPCountry", "EDGEREC_GEO_HEADERS", "headers the CDN puts the viewer's country in"
     )
-    markets: str = setting(
+    markets: Annotated[str, checked_by(parse_markets)] = setting(
         "",
         "EDGEREC_MARKETS",
         "viewer countries served by a market, e.g. 'GB:GB,IE,IM;DE:DE,AT'; a country not listed is its own market",
@@ -191,9 +192,3 @@ class EdgeSettings(ServiceSettings):
     @classmethod
     def _regions(cls, raw: str) -> str:
         return ",".join(parse_regions(raw))
-
-    @field_validator("markets")
-    @classmethod
-    def _markets(cls, raw: str) -> str:
-        parse_markets(raw)
-        return raw

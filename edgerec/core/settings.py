@@ -11,7 +11,7 @@ import math
 import os
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Mapping, Self
+from typing import Annotated, Any, Callable, Mapping, Self
 from urllib.parse import urlparse
 
 from pydantic import AfterValidator, BeforeValidator, Field, ValidationError
@@ -171,6 +171,17 @@ def bounded(low: float, high: float = math.inf, *, low_open: bool = False, what:
         if not ((low < value if low_open else low <= value) and value <= high):
             raise ValueError(what)
         return value
+
+    return AfterValidator(check)
+
+
+def checked_by(parse: Callable[[str], object]) -> AfterValidator:
+    """A text setting kept as written once `parse` accepts it, for `Annotated[str, checked_by(parse)]`: the
+    ValueError of `parse` is the one-line message."""
+
+    def check(raw: str) -> str:
+        parse(raw)
+        return raw
 
     return AfterValidator(check)
 

@@ -17,6 +17,7 @@ from edgerec.core.settings import (
     TcpPort,
     YesNo,
     bounded,
+    checked_by,
     setting,
 )
 from edgerec.core.tls import DEFAULT_RELOAD_INTERVAL_S
@@ -58,13 +59,13 @@ class OriginSettings(ServiceSettings):
     max_wait: Annotated[float, bounded(0, 300, low_open=True, what="between 0 and 300 seconds")] = setting(
         30.0, "EDGEREC_MAX_WAIT_S", "longest long-poll in seconds, at most 300"
     )
-    log_retention: str = setting(
+    log_retention: Annotated[str, checked_by(parse_retention)] = setting(
         "7d", "EDGEREC_LOG_RETENTION", "how much change log to keep: versions (100000) or an age (7d, 12h); 0 keeps all"
     )
     compact_interval: Annotated[float, bounded(0, low_open=True, what="must be positive")] = setting(
         60.0, "EDGEREC_COMPACT_INTERVAL_S", "seconds between compactions"
     )
-    event_sink: str = setting(
+    event_sink: Annotated[str, checked_by(parse_event_sinks)] = setting(
         "sql",
         "EDGEREC_EVENT_SINK",
         "where shipped events go: sql (the SQLite events file, "
@@ -140,24 +141,12 @@ class OriginSettings(ServiceSettings):
             raise ValueError("expected a postgresql:// URL")  # never the DSN itself: it may hold a password
         return dsn
 
-    @field_validator("log_retention")
-    @classmethod
-    def _retention(cls, raw: str) -> str:
-        parse_retention(raw)
-        return raw
-
     @field_validator("event_retention", "audit_retention")
     @classmethod
     def _age(cls, raw: str) -> str:
         versions, _ = parse_retention(raw)
         if versions is not None:
             raise ValueError(f"{raw!r}: an age such as 90d, 12h; or 0")
-        return raw
-
-    @field_validator("event_sink")
-    @classmethod
-    def _sinks(cls, raw: str) -> str:
-        parse_event_sinks(raw)
         return raw
 
     @field_validator("nats_url")
