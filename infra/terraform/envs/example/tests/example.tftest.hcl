@@ -2,70 +2,39 @@
 # (origin, CDN, three edge regions, all through modules/service and modules/kms_key) offline and checks what the
 # operators' procedures rely on. tests/infra runs it wherever the hashicorp/aws provider can be installed.
 
+# One mock a provider alias, on the shared defaults of tests/aws_mocks; each answers as its own region.
 mock_provider "aws" {
+  source = "./tests/aws_mocks"
 
   mock_data "aws_region" {
     defaults = { name = "eu-west-1" }
   }
-  mock_data "aws_caller_identity" {
-    defaults = { account_id = "111122223333" }
-  }
-  mock_data "aws_partition" {
-    defaults = { partition = "aws" }
-  }
-  mock_data "aws_iam_policy_document" {
-    defaults = { json = "{\"Version\":\"2012-10-17\",\"Statement\":[]}" }
-  }
 }
 
 mock_provider "aws" {
-  alias = "eu_west_1"
+  alias  = "eu_west_1"
+  source = "./tests/aws_mocks"
 
   mock_data "aws_region" {
     defaults = { name = "eu-west-1" }
   }
-  mock_data "aws_caller_identity" {
-    defaults = { account_id = "111122223333" }
-  }
-  mock_data "aws_partition" {
-    defaults = { partition = "aws" }
-  }
-  mock_data "aws_iam_policy_document" {
-    defaults = { json = "{\"Version\":\"2012-10-17\",\"Statement\":[]}" }
-  }
 }
 
 mock_provider "aws" {
-  alias = "eu_central_1"
+  alias  = "eu_central_1"
+  source = "./tests/aws_mocks"
 
   mock_data "aws_region" {
     defaults = { name = "eu-central-1" }
   }
-  mock_data "aws_caller_identity" {
-    defaults = { account_id = "111122223333" }
-  }
-  mock_data "aws_partition" {
-    defaults = { partition = "aws" }
-  }
-  mock_data "aws_iam_policy_document" {
-    defaults = { json = "{\"Version\":\"2012-10-17\",\"Statement\":[]}" }
-  }
 }
 
 mock_provider "aws" {
-  alias = "us_east_1"
+  alias  = "us_east_1"
+  source = "./tests/aws_mocks"
 
   mock_data "aws_region" {
     defaults = { name = "us-east-1" }
-  }
-  mock_data "aws_caller_identity" {
-    defaults = { account_id = "111122223333" }
-  }
-  mock_data "aws_partition" {
-    defaults = { partition = "aws" }
-  }
-  mock_data "aws_iam_policy_document" {
-    defaults = { json = "{\"Version\":\"2012-10-17\",\"Statement\":[]}" }
   }
 }
 
