@@ -4,12 +4,22 @@ settings here: they come from the environment only (config.py)."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlparse
 
 from pydantic import field_validator
 
-from edgerec.core.settings import ServiceSettings, YesNo, setting
+from edgerec.core.settings import (
+    AtLeastOne,
+    RateLimit,
+    ReloadInterval,
+    ServiceSettings,
+    TcpPort,
+    YesNo,
+    bounded,
+    checked_by,
+    setting,
+)
 from edgerec.core.tls import DEFAULT_RELOAD_INTERVAL_S
 from origin_sync.wire.fields import parse_regions
 
@@ -28,15 +38,16 @@ def parse_markets(raw: str) -> dict[str, str]:
     return markets
 
 
-def _in_range(value: float, low: float, high: float, low_open: bool, what: str) -> float:
-    if not ((low < value if low_open else low <= value) and value <= high):
-        raise ValueError(what)
-    return value
+# The ranges only the edge has (the shared ones are edgerec.core.settings' types).
+NotNegative = Annotated[float, bounded(0, what="at least 0")]
+Seconds300 = Annotated[float, bounded(0, 300, low_open=True, what="more than 0 and at most 300 seconds")]
+Seconds600 = Annotated[float, bounded(0, 600, low_open=True, what="more than 0 and at most 600 seconds")]
+ProfileWait = Annotated[float, bounded(0, 10000, low_open=True, what="more than 0 and at most 10000 ms")]
 
 
 class EdgeSettings(ServiceSettings):
     host: str = setting("127.0.0.1", "EDGEREC_EDGE_HOST", "listen address")
-    port: int = setting(8000, "EDGEREC_EDGE_PORT", "listen port")
+    port: TcpPort = setting(8000, "EDGEREC_EDGE_PORT", "listen port")
     origin: str = setting(
         "http://127.0.0.1:8080",
         "EDGEREC_ORIGIN_URL",
@@ -55,31 +66,37 @@ class EdgeSettings(ServiceSettings):
         "payload is verified with: a file path, PEM or base64, comma-separated during "
         "a key rotation",
     )
-    max_staleness: float = setting(
+    max_staleness: NotNegative = setting(
         0.0,
         "EDGEREC_MAX_STALENESS_S",
         "/readyz fails after this many seconds without a verified answer from the origin; 0 = never",
     )
-    sync_wait: float = setting(25.0, "EDGEREC_SYNC_WAIT_S", "long-poll wait asked of the origin, s, at most 300")
-    sync_backoff_max: float = setting(
+    sync_wait: Seconds300 = setting(25.0, "EDGEREC_SYNC_WAIT_S", "long-poll wait asked of the origin, s, at most 300")
+    sync_backoff_max: Seconds600 = setting(
         10.0, "EDGEREC_SYNC_BACKOFF_MAX_S", "longest pause between failed sync attempts, s, at most 600"
     )
-    max_body_bytes: int = setting(65536, "EDGEREC_MAX_BODY_BYTES", "largest accepted request body (at least 1024)")
-    max_header_bytes: int = setting(
+    max_body_bytes: Annotated[int, bounded(1024, what="at least 1024")] = setting(
+        65536, "EDGEREC_MAX_BODY_BYTES", "largest accepted request body (at least 1024)"
+    )
+    max_header_bytes: Annotated[int, bounded(1024, 1024 * 1024, what="from 1024 to 1048576")] = setting(
         16384, "EDGEREC_MAX_HEADER_BYTES", "largest request line plus headers; over it 431 and the connection is closed"
     )
-    header_timeout: float = setting(
+    header_timeout: Seconds600 = setting(
         10.0,
         "EDGEREC_HEADER_TIMEOUT_S",
         "seconds a request line and headers may take "
         "from the connection or the request's first byte; over it 408, closed",
     )
-    max_k: int = setting(100, "EDGEREC_MAX_K", "largest k a request may ask for (1 to 1000)")
-    workers: int = setting(1, "EDGEREC_WORKERS", "server worker processes, each with its own synced copy (1 to 256)")
+    max_k: Annotated[int, bounded(1, 1000, what="between 1 and 1000")] = setting(
+        100, "EDGEREC_MAX_K", "largest k a request may ask for (1 to 1000)"
+    )
+    workers: Annotated[int, bounded(1, 256, what="between 1 and 256")] = setting(
+        1, "EDGEREC_WORKERS", "server worker processes, each with its own synced copy (1 to 256)"
+    )
     geo_headers: str = setting(
         "CloudFront-Viewer-Country,CF-IPCountry", "EDGEREC_GEO_HEADERS", "headers the CDN puts the viewer's country in"
     )
-    markets: str = setting(
+    markets: Annotated[str, checked_by(parse_markets)] = setting(
         "",
         "EDGEREC_MARKETS",
         "viewer countries served by a market, e.g. 'GB:GB,IE,IM;DE:DE,AT'; a country not listed is its own market",
@@ -87,22 +104,24 @@ class EdgeSettings(ServiceSettings):
     untrusted_cdn_headers: Literal["ignore", "refuse"] = setting(
         "ignore", "EDGEREC_UNTRUSTED_CDN_HEADERS", "CDN headers without the shared secret: ignore, or refuse (403)"
     )
-    proxy_hops: int = setting(1, "EDGEREC_PROXY_HOPS", "X-Forwarded-For entries added by trusted proxies")
-    cache_s_maxage: int = setting(30, "EDGEREC_CACHE_S_MAXAGE", "how long shared caches keep anonymous answers, s")
-    max_per_group: int = setting(
+    proxy_hops: AtLeastOne = setting(1, "EDGEREC_PROXY_HOPS", "X-Forwarded-For entries added by trusted proxies")
+    cache_s_maxage: AtLeastOne = setting(
+        30, "EDGEREC_CACHE_S_MAXAGE", "how long shared caches keep anonymous answers, s"
+    )
+    max_per_group: Annotated[int, bounded(0, what="at least 0")] = setting(
         0, "EDGEREC_MAX_PER_GROUP", "diversity: at most this many offers of one product group; 0 = off"
     )
-    just_bought_days: float = setting(
+    just_bought_days: NotNegative = setting(
         1.0,
         "EDGEREC_JUST_BOUGHT_DAYS",
         "exclude items bought this many days ago or less, when requests send age_days; 0 = off",
     )
-    model_budget_ms: float = setting(
+    model_budget_ms: Annotated[float, bounded(0, low_open=True, what="more than 0")] = setting(
         25.0,
         "EDGEREC_MODEL_BUDGET_MS",
         "a model run over this sends answers to the popularity fallback for a cool-down",
     )
-    event_spool_max_mb: int = setting(
+    event_spool_max_mb: AtLeastOne = setting(
         1024,
         "EDGEREC_EVENT_SPOOL_MAX_MB",
         "most disk the event spool may use, MiB; past it new events are dropped and counted",
@@ -118,13 +137,13 @@ class EdgeSettings(ServiceSettings):
         "when POST /v1/events answers 202: write, once its events are written to the "
         "spool's segment file; fsync, once they are fdatasync'ed as well",
     )
-    rate_limit_rps: float = setting(
+    rate_limit_rps: RateLimit = setting(
         50.0,
         "EDGEREC_RATE_LIMIT_RPS",
         "requests a second one client may make to "
         "/v1/recommendations and /v1/events (per worker), past which 429; 0 = no limit",
     )
-    rate_limit_burst: int = setting(
+    rate_limit_burst: AtLeastOne = setting(
         100, "EDGEREC_RATE_LIMIT_BURST", "requests one client may make at once above its rate"
     )
     profile_store: Literal["embedded", "redis", "off"] = setting(
@@ -136,25 +155,25 @@ class EdgeSettings(ServiceSettings):
     profile_dir: str = setting(
         "", "EDGEREC_PROFILE_DIR", "directory of the embedded profile store (default: <data dir>/profiles)"
     )
-    profile_budget_mb: int = setting(
+    profile_budget_mb: Annotated[int, bounded(1, 1024 * 1024, what="from 1 to 1048576 MiB")] = setting(
         256, "EDGEREC_PROFILE_BUDGET_MB", "memory budget of the embedded profile store, MiB of encoded profiles"
     )
-    profile_retention: float = setting(
-        365.0, "EDGEREC_PROFILE_RETENTION", "days a profile is kept after its last write (a miss after it)"
+    profile_retention: Annotated[float, bounded(0, 36500, low_open=True, what="more than 0 and at most 36500 days")] = (
+        setting(365.0, "EDGEREC_PROFILE_RETENTION", "days a profile is kept after its last write (a miss after it)")
     )
-    profile_fsync_ms: int = setting(
+    profile_fsync_ms: Annotated[int, bounded(0, 60000, what="from 0 to 60000 ms")] = setting(
         1000, "EDGEREC_PROFILE_FSYNC_MS", "group fsync of the embedded store every this many ms; 0 = every write"
     )
-    profile_compact_interval: float = setting(
+    profile_compact_interval: Annotated[float, bounded(0, what="at least 0 (0 = never)")] = setting(
         3600.0, "EDGEREC_PROFILE_COMPACT_INTERVAL", "seconds between compactions of the embedded store; 0 = never"
     )
     profile_redis_prefix: str = setting(
         "edgerec:profile:", "EDGEREC_PROFILE_REDIS_PREFIX", "key prefix of the profiles in Redis"
     )
-    profile_read_timeout_ms: float = setting(
+    profile_read_timeout_ms: ProfileWait = setting(
         5.0, "EDGEREC_PROFILE_READ_TIMEOUT_MS", "longest wait for a profile from Redis, past which anonymous"
     )
-    profile_write_timeout_ms: float = setting(
+    profile_write_timeout_ms: ProfileWait = setting(
         50.0, "EDGEREC_PROFILE_WRITE_TIMEOUT_MS", "longest wait for a profile update in Redis"
     )
     # TLS settings hold paths, never key material, so flags are fine for them.
@@ -176,7 +195,7 @@ class EdgeSettings(ServiceSettings):
         "serve shoppers HTTPS with this PEM certificate chain, where no CDN or load balancer terminates TLS",
     )
     tls_key: str = setting("", "EDGEREC_EDGE_TLS_KEY_FILE", "PEM private key of the listener's certificate")
-    tls_reload_interval: float = setting(
+    tls_reload_interval: ReloadInterval = setting(
         DEFAULT_RELOAD_INTERVAL_S,
         "EDGEREC_TLS_RELOAD_INTERVAL_S",
         "seconds between checks of the listener's and the client certificate's files",
@@ -186,13 +205,6 @@ class EdgeSettings(ServiceSettings):
         None,
         "production mode (also EDGEREC_ENV=production): refuse weak secrets and a plain HTTP origin beyond loopback",
     )
-
-    @field_validator("port")
-    @classmethod
-    def _tcp_port(cls, port: int) -> int:
-        if not 0 < port < 65536:
-            raise ValueError(f"{port} is not a TCP port")
-        return port
 
     @field_validator("origin")
     @classmethod
@@ -212,100 +224,9 @@ class EdgeSettings(ServiceSettings):
     def _regions(cls, raw: str) -> str:
         return ",".join(parse_regions(raw))
 
-    @field_validator("markets")
-    @classmethod
-    def _markets(cls, raw: str) -> str:
-        parse_markets(raw)
-        return raw
-
-    @field_validator("max_staleness", "max_per_group", "just_bought_days")
-    @classmethod
-    def _not_negative(cls, value: float) -> float:
-        return _in_range(value, 0, float("inf"), False, "at least 0")
-
-    @field_validator("sync_wait")
-    @classmethod
-    def _sync_wait(cls, seconds: float) -> float:
-        return _in_range(seconds, 0, 300, True, "more than 0 and at most 300 seconds")
-
-    @field_validator("sync_backoff_max")
-    @classmethod
-    def _backoff(cls, seconds: float) -> float:
-        return _in_range(seconds, 0, 600, True, "more than 0 and at most 600 seconds")
-
-    @field_validator("max_body_bytes")
-    @classmethod
-    def _body(cls, size: int) -> int:
-        return int(_in_range(size, 1024, float("inf"), False, "at least 1024"))
-
-    @field_validator("max_header_bytes")
-    @classmethod
-    def _header(cls, size: int) -> int:
-        return int(_in_range(size, 1024, 1024 * 1024, False, "from 1024 to 1048576"))
-
-    @field_validator("header_timeout")
-    @classmethod
-    def _header_timeout(cls, seconds: float) -> float:
-        return _in_range(seconds, 0, 600, True, "more than 0 and at most 600 seconds")
-
-    @field_validator("max_k")
-    @classmethod
-    def _max_k(cls, k: int) -> int:
-        return int(_in_range(k, 1, 1000, False, "between 1 and 1000"))
-
-    @field_validator("workers")
-    @classmethod
-    def _workers(cls, workers: int) -> int:
-        return int(_in_range(workers, 1, 256, False, "between 1 and 256"))
-
-    @field_validator("proxy_hops", "cache_s_maxage", "event_spool_max_mb", "rate_limit_burst")
-    @classmethod
-    def _at_least_one(cls, value: int) -> int:
-        return int(_in_range(value, 1, float("inf"), False, "at least 1"))
-
-    @field_validator("model_budget_ms")
-    @classmethod
-    def _budget(cls, ms: float) -> float:
-        return _in_range(ms, 0, float("inf"), True, "more than 0")
-
-    @field_validator("rate_limit_rps")
-    @classmethod
-    def _rate(cls, rate: float) -> float:
-        return _in_range(rate, 0, float("inf"), False, "at least 0 (0 = no limit)")
-
-    @field_validator("profile_budget_mb")
-    @classmethod
-    def _profile_budget(cls, mb: int) -> int:
-        return int(_in_range(mb, 1, 1024 * 1024, False, "from 1 to 1048576 MiB"))
-
-    @field_validator("profile_retention")
-    @classmethod
-    def _profile_retention(cls, days: float) -> float:
-        return _in_range(days, 0, 36500, True, "more than 0 and at most 36500 days")
-
-    @field_validator("profile_fsync_ms")
-    @classmethod
-    def _profile_fsync(cls, ms: int) -> int:
-        return int(_in_range(ms, 0, 60000, False, "from 0 to 60000 ms"))
-
-    @field_validator("profile_compact_interval")
-    @classmethod
-    def _profile_compaction(cls, seconds: float) -> float:
-        return _in_range(seconds, 0, float("inf"), False, "at least 0 (0 = never)")
-
-    @field_validator("profile_read_timeout_ms", "profile_write_timeout_ms")
-    @classmethod
-    def _profile_wait(cls, ms: float) -> float:
-        return _in_range(ms, 0, 10000, True, "more than 0 and at most 10000 ms")
-
     @field_validator("profile_redis_prefix")
     @classmethod
     def _profile_prefix(cls, prefix: str) -> str:
         if not prefix or len(prefix) > 64 or not prefix.isprintable() or " " in prefix:
             raise ValueError("1 to 64 printable characters without spaces")
         return prefix
-
-    @field_validator("tls_reload_interval")
-    @classmethod
-    def _reload_interval(cls, seconds: float) -> float:
-        return _in_range(seconds, 0, 3600, True, "between 0 and 3600 seconds")

@@ -7,13 +7,14 @@ import argparse
 import difflib
 import ipaddress
 import json
+import math
 import os
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Mapping, Self
+from typing import Annotated, Any, Callable, Mapping, Self
 from urllib.parse import urlparse
 
-from pydantic import BeforeValidator, Field, ValidationError
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, EnvSettingsSource, InitSettingsSource, SettingsConfigDict
 
@@ -160,6 +161,42 @@ def _yes_no(raw: object) -> object:
 
 # A yes/no setting: true/false, yes/no, 1/0, on/off ("" is no), as every variable of ours has always taken.
 YesNo = Annotated[bool, BeforeValidator(_yes_no)]
+
+
+def bounded(low: float, high: float = math.inf, *, low_open: bool = False, what: str) -> AfterValidator:
+    """A number setting's range, for `Annotated[int | float, bounded(...)]`: `low <= value <= high` (`low < value`
+    with low_open), else the one-line message `what`. NaN is never in range."""
+
+    def check(value: float) -> float:
+        if not ((low < value if low_open else low <= value) and value <= high):
+            raise ValueError(what)
+        return value
+
+    return AfterValidator(check)
+
+
+def checked_by(parse: Callable[[str], object]) -> AfterValidator:
+    """A text setting kept as written once `parse` accepts it, for `Annotated[str, checked_by(parse)]`: the
+    ValueError of `parse` is the one-line message."""
+
+    def check(raw: str) -> str:
+        parse(raw)
+        return raw
+
+    return AfterValidator(check)
+
+
+def _tcp_port(port: int) -> int:
+    if not 0 < port < 65536:
+        raise ValueError(f"{port} is not a TCP port")
+    return port
+
+
+# The number settings both services have, each checked the same way.
+TcpPort = Annotated[int, AfterValidator(_tcp_port)]
+RateLimit = Annotated[float, bounded(0, what="at least 0 (0 = no limit)")]
+AtLeastOne = Annotated[int, bounded(1, what="at least 1")]
+ReloadInterval = Annotated[float, bounded(0, 3600, low_open=True, what="between 0 and 3600 seconds")]
 
 
 def setting(default: Any, env: str | None, description: str) -> Any:

@@ -5,10 +5,21 @@ settings here: they come from the environment only (tokens.py, config.py)."""
 from __future__ import annotations
 
 import re
+from typing import Annotated
 
 from pydantic import field_validator
 
-from edgerec.core.settings import ServiceSettings, YesNo, setting
+from edgerec.core.settings import (
+    AtLeastOne,
+    RateLimit,
+    ReloadInterval,
+    ServiceSettings,
+    TcpPort,
+    YesNo,
+    bounded,
+    checked_by,
+    setting,
+)
 from edgerec.core.tls import DEFAULT_RELOAD_INTERVAL_S
 
 _AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -37,7 +48,7 @@ def parse_event_sinks(raw: str) -> tuple[str, ...]:
 
 class OriginSettings(ServiceSettings):
     host: str = setting("127.0.0.1", "EDGEREC_ORIGIN_HOST", "listen address")
-    port: int = setting(8080, "EDGEREC_ORIGIN_PORT", "listen port")
+    port: TcpPort = setting(8080, "EDGEREC_ORIGIN_PORT", "listen port")
     db: str = setting("var/origin/origin.db", "EDGEREC_ORIGIN_DB", "SQLite database path, used when no DSN is set")
     dsn: str = setting(
         "",
@@ -45,12 +56,16 @@ class OriginSettings(ServiceSettings):
         "PostgreSQL DSN, e.g. postgresql://user@host:5432/db; the password comes from PGPASSWORD, never from the DSN",
     )
     blob_dir: str = setting("var/origin/blobs", "EDGEREC_BLOB_DIR", "directory of content-addressed model blobs")
-    max_wait: float = setting(30.0, "EDGEREC_MAX_WAIT_S", "longest long-poll in seconds, at most 300")
-    log_retention: str = setting(
+    max_wait: Annotated[float, bounded(0, 300, low_open=True, what="between 0 and 300 seconds")] = setting(
+        30.0, "EDGEREC_MAX_WAIT_S", "longest long-poll in seconds, at most 300"
+    )
+    log_retention: Annotated[str, checked_by(parse_retention)] = setting(
         "7d", "EDGEREC_LOG_RETENTION", "how much change log to keep: versions (100000) or an age (7d, 12h); 0 keeps all"
     )
-    compact_interval: float = setting(60.0, "EDGEREC_COMPACT_INTERVAL_S", "seconds between compactions")
-    event_sink: str = setting(
+    compact_interval: Annotated[float, bounded(0, low_open=True, what="must be positive")] = setting(
+        60.0, "EDGEREC_COMPACT_INTERVAL_S", "seconds between compactions"
+    )
+    event_sink: Annotated[str, checked_by(parse_event_sinks)] = setting(
         "sql",
         "EDGEREC_EVENT_SINK",
         "where shipped events go: sql (the SQLite events file, "
@@ -63,22 +78,26 @@ class OriginSettings(ServiceSettings):
     event_retention: str = setting(
         "90d", "EDGEREC_EVENT_RETENTION", "how long raw events are kept: an age such as 90d or 12h; 0 keeps them"
     )
-    admin_rate_limit_rps: float = setting(
+    admin_rate_limit_rps: RateLimit = setting(
         10.0,
         "EDGEREC_ADMIN_RATE_LIMIT_RPS",
         "admin calls a second per admin "
         "credential (per peer address for calls without a valid one), past which "
         "429; 0 = no limit",
     )
-    admin_rate_limit_burst: int = setting(50, "EDGEREC_ADMIN_RATE_LIMIT_BURST", "admin calls at once above the rate")
-    sync_rate_limit_rps: float = setting(
+    admin_rate_limit_burst: AtLeastOne = setting(
+        50, "EDGEREC_ADMIN_RATE_LIMIT_BURST", "admin calls at once above the rate"
+    )
+    sync_rate_limit_rps: RateLimit = setting(
         100.0,
         "EDGEREC_SYNC_RATE_LIMIT_RPS",
         "sync calls a second per sync token, "
         "all edges presenting it together (per peer address without a valid one); "
         "0 = no limit",
     )
-    sync_rate_limit_burst: int = setting(500, "EDGEREC_SYNC_RATE_LIMIT_BURST", "sync calls at once above the rate")
+    sync_rate_limit_burst: AtLeastOne = setting(
+        500, "EDGEREC_SYNC_RATE_LIMIT_BURST", "sync calls at once above the rate"
+    )
     audit_retention: str = setting(
         "365d",
         "EDGEREC_AUDIT_RETENTION",
@@ -101,7 +120,7 @@ class OriginSettings(ServiceSettings):
         "EDGEREC_ORIGIN_REQUIRE_CLIENT_CERT",
         "refuse TLS connections without a client certificate from --client-ca",
     )
-    tls_reload_interval: float = setting(
+    tls_reload_interval: ReloadInterval = setting(
         DEFAULT_RELOAD_INTERVAL_S,
         "EDGEREC_TLS_RELOAD_INTERVAL_S",
         "seconds between checks of the certificate files for a renewal, at most 3600",
@@ -115,39 +134,12 @@ class OriginSettings(ServiceSettings):
         False, None, "production mode (also EDGEREC_ENV=production): refuse weak or missing secrets and plain HTTP"
     )
 
-    @field_validator("port")
-    @classmethod
-    def _tcp_port(cls, port: int) -> int:
-        if not 0 < port < 65536:
-            raise ValueError(f"{port} is not a TCP port")
-        return port
-
-    @field_validator("max_wait")
-    @classmethod
-    def _long_poll(cls, seconds: float) -> float:
-        if not 0 < seconds <= 300:
-            raise ValueError("between 0 and 300 seconds")
-        return seconds
-
     @field_validator("dsn")
     @classmethod
     def _postgresql(cls, dsn: str) -> str:
         if dsn and not dsn.startswith(("postgresql://", "postgres://")):
             raise ValueError("expected a postgresql:// URL")  # never the DSN itself: it may hold a password
         return dsn
-
-    @field_validator("compact_interval")
-    @classmethod
-    def _positive(cls, seconds: float) -> float:
-        if not seconds > 0:
-            raise ValueError("must be positive")
-        return seconds
-
-    @field_validator("log_retention")
-    @classmethod
-    def _retention(cls, raw: str) -> str:
-        parse_retention(raw)
-        return raw
 
     @field_validator("event_retention", "audit_retention")
     @classmethod
@@ -157,36 +149,9 @@ class OriginSettings(ServiceSettings):
             raise ValueError(f"{raw!r}: an age such as 90d, 12h; or 0")
         return raw
 
-    @field_validator("event_sink")
-    @classmethod
-    def _sinks(cls, raw: str) -> str:
-        parse_event_sinks(raw)
-        return raw
-
     @field_validator("nats_url")
     @classmethod
     def _nats(cls, url: str) -> str:
         if not url.startswith(("nats://", "tls://")):
             raise ValueError("a nats:// or tls:// URL")
         return url
-
-    @field_validator("admin_rate_limit_rps", "sync_rate_limit_rps")
-    @classmethod
-    def _rate(cls, rate: float) -> float:
-        if not rate >= 0:
-            raise ValueError("at least 0 (0 = no limit)")
-        return rate
-
-    @field_validator("admin_rate_limit_burst", "sync_rate_limit_burst")
-    @classmethod
-    def _burst(cls, burst: int) -> int:
-        if burst < 1:
-            raise ValueError("at least 1")
-        return burst
-
-    @field_validator("tls_reload_interval")
-    @classmethod
-    def _reload_interval(cls, seconds: float) -> float:
-        if not 0 < seconds <= 3600:
-            raise ValueError("between 0 and 3600 seconds")
-        return seconds

@@ -18,7 +18,7 @@ MODULES = TERRAFORM / "modules"
 ENVS = TERRAFORM / "envs"
 DOCKER = INFRA / "docker"
 CONTRACT = INFRA / "app_contract.json"
-MODULE_NAMES = ("origin", "edge_region", "cdn")
+MODULE_NAMES = ("origin", "edge_region", "cdn", "service", "kms_key")
 
 # Set EDGEREC_INFRA_STRICT=1 (CI) to turn "tool not installed" skips into failures.
 STRICT = os.environ.get("EDGEREC_INFRA_STRICT") == "1"
@@ -81,6 +81,13 @@ class HclDir:
         found = self.resources(rtype)
         assert name in found, f"{self.path.name}: no resource {rtype}.{name}"
         return found[name]
+
+    def module(self, name: str) -> dict[str, Any]:
+        """The arguments of one `module "<name>"` call."""
+        for block in self.blocks("module"):
+            if name in block:
+                return block[name]
+        raise AssertionError(f"{self.path.name}: no module {name}")
 
     def locals(self) -> dict[str, Any]:
         out: dict[str, Any] = {}

@@ -26,6 +26,14 @@ def _secret_names(container: dict) -> set[str]:
     return {e["name"] for e in container.get("secrets", [])}
 
 
+def _secret_name(module, key: str) -> str:
+    """The name of one secret of a module's `aws_secretsmanager_secret.this`, made for_each over local.secrets."""
+    secret = module.resource("aws_secretsmanager_secret")
+    assert secret["for_each"] == "${local.secrets}"
+    assert secret["name"] == "${var.name}/${each.value.name}"
+    return f"${{var.name}}/{module.locals()['secrets'][key]['name']}"
+
+
 def _healthcheck_url(container: dict) -> str:
     cmd = " ".join(container["healthCheck"]["command"])
     m = re.search(r"https?://127\.0\.0\.1:(\d+)(/\S*?)['\"]", cmd)
@@ -41,7 +49,7 @@ def test_edge_container_listens_on_contract_port(hcl_modules, contract):
     edge = hcl_modules["edge_region"]
     port = contract["edge"]["port"]
     assert edge.locals()["container_port"] == port
-    assert edge.resource("aws_lb_target_group")["port"] == "${local.container_port}"
+    assert edge.module("service")["container_port"] == "${local.container_port}"
     c = edge.locals()["container_definition"]
     assert c["portMappings"][0]["containerPort"] == "${local.container_port}"
     env = {e["name"]: e["value"] for e in _environment(c, edge)}
@@ -52,7 +60,7 @@ def test_edge_alb_checks_readiness_and_container_checks_liveness(hcl_modules, co
     edge = hcl_modules["edge_region"]
     assert edge.locals()["readiness_path"] == contract["edge"]["readiness_path"]
     assert edge.locals()["liveness_path"] == contract["edge"]["liveness_path"]
-    assert edge.resource("aws_lb_target_group")["health_check"]["path"] == "${local.readiness_path}"
+    assert edge.module("service")["health_check_path"] == "${local.readiness_path}"
     c = edge.locals()["container_definition"]
     assert _healthcheck_url(c) == f":{contract['edge']['port']}{contract['edge']['liveness_path']}"
 
@@ -80,37 +88,61 @@ def test_edge_regions_env_joins_markets_with_contract_separator(hcl_modules, con
 def test_edge_listener_forwards_only_requests_with_cdn_secret_header(hcl_modules, contract):
     edge = hcl_modules["edge_region"]
     assert edge.locals()["cdn_secret_header"] == contract["cdn"]["secret_header"]
-    listener = edge.resource("aws_lb_listener", "https")
+    service = edge.module("service")
+    assert service["required_header_name"] == "${local.cdn_secret_header}"
+    assert service["required_header_values"] == "${var.cdn_secret_header_values}"
+    # modules/service: with a required header the listener answers 403 and one rule forwards what carries it.
+    shared = hcl_modules["service"]
+    assert shared.locals()["required_header"] == "${var.required_header_name != null}"
+    listener = shared.resource("aws_lb_listener", "https")
     assert listener["protocol"] == "HTTPS"
-    assert listener["default_action"]["type"] == "fixed-response"
-    assert listener["default_action"]["fixed_response"]["status_code"] in ("403", 403)
-    rule = edge.resource("aws_lb_listener_rule", "from_cdn")
+    assert listener["default_action"]["type"] == '${local.required_header ? "fixed-response" : "forward"}'
+    forbidden = listener["default_action"]["dynamic"]["fixed_response"]
+    assert forbidden["for_each"].startswith("${local.required_header ?")
+    assert forbidden["content"]["status_code"] in ("403", 403)
+    rule = shared.resource("aws_lb_listener_rule", "required_header")
+    assert rule["count"] == "${local.required_header ? 1 : 0}"
     header = rule["condition"]["http_header"]
-    assert header["http_header_name"] == "${local.cdn_secret_header}"
-    assert header["values"] == "${var.cdn_secret_header_values}"
+    assert header["http_header_name"] == "${var.required_header_name}"
+    assert header["values"] == "${var.required_header_values}"
     assert rule["action"]["type"] == "forward"
+    assert shared.variables()["required_header_values"]["sensitive"] is True
     assert edge.variables()["cdn_secret_header_values"]["sensitive"] is True
 
 
 def test_edge_service_rolls_back_failed_deploys_and_autoscales(hcl_modules):
-    edge = hcl_modules["edge_region"]
-    svc = edge.resource("aws_ecs_service")
+    shared = hcl_modules["service"]
+    svc = shared.resource("aws_ecs_service")
     assert svc["deployment_circuit_breaker"] == {"enable": True, "rollback": True}
     assert svc["deployment_minimum_healthy_percent"] == 100
-    metrics = {
-        p["target_tracking_scaling_policy_configuration"]["predefined_metric_specification"]["predefined_metric_type"]
-        for p in edge.resources("aws_appautoscaling_policy").values()
-    }
-    assert metrics == {"ECSServiceAverageCPUUtilization", "ALBRequestCountPerTarget"}
+    policy = shared.resource("aws_appautoscaling_policy")
+    assert policy["for_each"] == "${local.autoscaling_policies}"
+    spec = policy["target_tracking_scaling_policy_configuration"]["predefined_metric_specification"]
+    assert spec["predefined_metric_type"] == "${each.value.metric}"
+    policies = shared.locals()["autoscaling_policies"]
+    assert "ECSServiceAverageCPUUtilization" in policies and "ALBRequestCountPerTarget" in policies
+    # The edge sets both targets, so both policies exist for it.
+    service = hcl_modules["edge_region"].module("service")
+    assert service["cpu_target_percent"] == "${var.cpu_target_percent}"
+    assert service["requests_per_target"] == "${var.requests_per_target}"
 
 
 def test_edge_data_dir_is_a_writable_volume(hcl_modules, contract):
     c = hcl_modules["edge_region"].locals()["container_definition"]
     env = {e["name"]: e["value"] for e in _environment(c, hcl_modules["edge_region"])}
-    mounts = {m["containerPath"] for m in c["mountPoints"]}
     assert env[contract["edge"]["env"]["data_dir"]] == "${local.data_dir}"
-    assert "${local.data_dir}" in mounts
-    assert c["readonlyRootFilesystem"] is True
+    assert hcl_modules["edge_region"].module("service")["data_dir"] == "${local.data_dir}"
+    _assert_hardened_containers(hcl_modules["service"])
+
+
+def _assert_hardened_containers(shared) -> None:
+    """modules/service gives every container a read-only root, a non-root user and the data volume at data_dir."""
+    defaults = shared.locals()["container_defaults"]
+    assert defaults["readonlyRootFilesystem"] is True
+    assert defaults["user"] == "10001:10001"
+    assert "${var.data_dir}" in {m["containerPath"] for m in defaults["mountPoints"]}
+    assert shared.locals()["containers"].startswith("${[for c in var.containers : merge(local.container_defaults,")
+    assert "jsonencode(local.containers)" in shared.resource("aws_ecs_task_definition")["container_definitions"]
 
 
 # --- origin -----------------------------------------------------------------------------------------
@@ -120,7 +152,9 @@ def test_origin_container_listens_on_contract_port_and_checks_healthz(hcl_module
     origin = hcl_modules["origin"]
     assert origin.locals()["container_port"] == contract["origin"]["port"]
     assert origin.locals()["health_path"] == contract["origin"]["liveness_path"]
-    assert origin.resource("aws_lb_target_group")["health_check"]["path"] == "${local.health_path}"
+    assert origin.module("service")["health_check_path"] == "${local.health_path}"
+    assert hcl_modules["service"].resource("aws_lb_target_group")["health_check"]["path"] == "${var.health_check_path}"
+    assert hcl_modules["service"].resource("aws_lb_target_group")["port"] == "${var.container_port}"
     c = origin.locals()["container_definition"]
     assert c["portMappings"][0]["containerPort"] == "${local.container_port}"
     assert _healthcheck_url(c) == f":{contract['origin']['port']}{contract['origin']['liveness_path']}"
@@ -142,12 +176,10 @@ def test_origin_environment_uses_contract_names_and_secrets_come_from_secrets_ma
 def test_secrets_are_named_as_in_the_contract(hcl_modules, contract):
     names = contract["secrets"]["names"]
     origin = hcl_modules["origin"]
-    assert (
-        origin.resource("aws_secretsmanager_secret", "admin_token")["name"] == f"${{var.name}}/{names['admin_token']}"
-    )
-    assert origin.resource("aws_secretsmanager_secret", "sync_token")["name"] == f"${{var.name}}/{names['sync_token']}"
+    assert _secret_name(origin, "admin_token") == f"${{var.name}}/{names['admin_token']}"
+    assert _secret_name(origin, "sync_token") == f"${{var.name}}/{names['sync_token']}"
     cdn = hcl_modules["cdn"]
-    assert cdn.resource("aws_secretsmanager_secret", "cdn_secret")["name"] == f"${{var.name}}/{names['cdn_secret']}"
+    assert _secret_name(cdn, "cdn_secret") == f"${{var.name}}/{names['cdn_secret']}"
     sep = contract["secrets"]["value_separator"]
     version = cdn.resource("aws_secretsmanager_secret_version", "cdn_secret")
     assert version["secret_string"] == f'${{join("{sep}", var.cdn_secret_header_values)}}'
@@ -157,8 +189,8 @@ def test_origin_secrets_map_to_the_right_env_vars(hcl_modules, contract):
     c = hcl_modules["origin"].locals()["container_definition"]
     secrets = {e["name"]: e["valueFrom"] for e in c["secrets"]}
     env = contract["origin"]["secret_env"]
-    assert secrets[env["admin_token"]] == "${aws_secretsmanager_secret.admin_token.arn}"
-    assert secrets[env["sync_token"]] == "${aws_secretsmanager_secret.sync_token.arn}"
+    assert secrets[env["admin_token"]] == '${aws_secretsmanager_secret.this["admin_token"].arn}'
+    assert secrets[env["sync_token"]] == '${aws_secretsmanager_secret.this["sync_token"].arn}'
     assert secrets[env["db_password"]].endswith(":password::")
 
 
@@ -292,8 +324,8 @@ def test_origin_blob_dir_is_a_local_cache_on_a_writable_volume(hcl_modules, cont
     assert env[contract["origin"]["env"]["blob_dir"]] == "${local.blob_dir}"
     loc = hcl_modules["origin"].locals()
     assert loc["blob_dir"] == "${local.data_dir}/blobs" and loc["data_dir"].startswith("/")
-    assert "${local.data_dir}" in {m["containerPath"] for m in c["mountPoints"]}
-    assert c["readonlyRootFilesystem"] is True
+    assert hcl_modules["origin"].module("service")["data_dir"] == "${local.data_dir}"
+    _assert_hardened_containers(hcl_modules["service"])
     assert env[contract["origin"]["env"]["log_retention"]] == "${var.change_log_retention}"
     assert hcl_modules["origin"].variables()["change_log_retention"]["default"] == "7d"
 
@@ -302,23 +334,30 @@ def test_origin_signing_key_and_region_tokens_are_secrets_named_as_in_the_contra
     origin = hcl_modules["origin"]
     names = contract["secrets"]["names"]
     for key in ("signing_key", "region_tokens"):
-        assert origin.resource("aws_secretsmanager_secret", key)["name"] == f"${{var.name}}/{names[key]}"
+        assert _secret_name(origin, key) == f"${{var.name}}/{names[key]}"
     assert not origin.resources("aws_secretsmanager_secret_version"), "token and key values are put out of band"
     c = origin.locals()["container_definition"]
     secrets = {e["name"]: e["valueFrom"] for e in c["secrets"]}
     env = contract["origin"]["secret_env"]
-    assert secrets[env["signing_key"]] == "${aws_secretsmanager_secret.signing_key.arn}"
-    assert secrets[env["region_tokens"]] == "${aws_secretsmanager_secret.region_tokens.arn}"
-    # The all-regions token stays at the origin: not replicated to the edge regions.
-    assert "replica" not in origin.resource("aws_secretsmanager_secret", "sync_token")
-    readable = origin.files["main.tf"]["data"]
+    assert secrets[env["signing_key"]] == '${aws_secretsmanager_secret.this["signing_key"].arn}'
+    assert secrets[env["region_tokens"]] == '${aws_secretsmanager_secret.this["region_tokens"].arn}'
+    # No origin secret (the all-regions token included) is replicated to the edge regions.
+    assert "replica" not in origin.resource("aws_secretsmanager_secret")
+    # The execution role reads every one of them (modules/service's execution_secrets policy reads secret_arns).
+    readable = origin.module("service")["secret_arns"]
+    assert "for s in aws_secretsmanager_secret.this : s.arn" in readable
+    _assert_execution_role_reads_secret_arns(hcl_modules["service"])
+
+
+def _assert_execution_role_reads_secret_arns(shared) -> None:
     policy = next(
         b["aws_iam_policy_document"]["execution_secrets"]
-        for b in readable
+        for b in shared.files["main.tf"]["data"]
         if "execution_secrets" in b.get("aws_iam_policy_document", {})
     )
-    text = str(policy)
-    assert "region_tokens.arn" in text and "signing_key.arn" in text
+    statements = policy["statement"]
+    assert statements[0]["resources"] == "${var.secret_arns}"
+    assert statements[0]["actions"] == ["secretsmanager:GetSecretValue"]
 
 
 def test_each_edge_region_has_its_own_sync_token_secret(hcl_modules, contract):
@@ -329,7 +368,7 @@ def test_each_edge_region_has_its_own_sync_token_secret(hcl_modules, contract):
         edge.locals()["sync_token_secret_name"]
         == f"${{var.name}}/{contract['secrets']['names']['sync_token']}-${{local.region}}"
     )
-    assert secret["kms_key_id"] == "${aws_kms_key.this.arn}"
+    assert secret["kms_key_id"] == "${module.service.kms_key_arn}"
     assert "replica" not in secret
     c = edge.locals()["container_definition"]
     secrets = {e["name"]: e["valueFrom"] for e in c["secrets"]}
@@ -378,10 +417,6 @@ def test_cdn_caches_the_anonymous_get_by_country_and_recommendation_query_only(h
 # --- production mode and TLS on every hop -----------------------------------------------------------
 
 
-def _container_definitions(module) -> str:
-    return module.resource("aws_ecs_task_definition")["container_definitions"]
-
-
 def test_both_services_run_in_production_mode_listening_on_their_task_address(hcl_modules, contract):
     for service, module_name in (("edge", "edge_region"), ("origin", "origin")):
         module = hcl_modules[module_name]
@@ -393,8 +428,9 @@ def test_both_services_run_in_production_mode_listening_on_their_task_address(hc
 def test_origin_serves_tls_itself_behind_an_https_target_group(hcl_modules, contract):
     origin = hcl_modules["origin"]
     loc = origin.locals()
-    tg = origin.resource("aws_lb_target_group")
-    assert tg["protocol"] == "HTTPS" and tg["health_check"]["protocol"] == "HTTPS"
+    assert origin.module("service")["target_protocol"] == "HTTPS"
+    tg = hcl_modules["service"].resource("aws_lb_target_group")
+    assert tg["protocol"] == "${var.target_protocol}" and tg["health_check"]["protocol"] == "${var.target_protocol}"
     c = loc["container_definition"]
     env = {e["name"]: e["value"] for e in c["environment"]}
     names = contract["origin"]["env"]
@@ -410,10 +446,10 @@ def test_origin_serves_tls_itself_behind_an_https_target_group(hcl_modules, cont
     init = loc["tls_init_container"]
     assert init["name"] == contract["tls_init"]["container"] and init["essential"] is False
     assert "secrets" not in init, "the origin's TLS key is made in the task, never delivered"
-    assert {m["containerPath"] for m in init["mountPoints"]} == {"${local.data_dir}"}
+    assert "mountPoints" not in init, "modules/service mounts the data volume (tls_dir is on it) in every container"
     assert c["dependsOn"] == [{"containerName": "${local.tls_init_container.name}", "condition": "SUCCESS"}]
-    assert "local.tls_init_container" in _container_definitions(origin)
-    listener = origin.resource("aws_lb_listener", "https")
+    assert "${local.tls_init_container}" in origin.module("service")["containers"]
+    listener = hcl_modules["service"].resource("aws_lb_listener", "https")
     assert listener["protocol"] == "HTTPS" and listener["ssl_policy"].startswith("ELBSecurityPolicy-TLS13")
 
 
@@ -449,12 +485,8 @@ def test_edges_reach_the_origin_over_https_and_get_tls_material_from_tls_init(hc
     assert not set(secrets) & {e["name"] for e in loc["tls_init_origin_ca_environment"]}
     assert not set(secrets) & _env_names(loc["container_definition"], edge)
     assert [e["name"] for e in loc["tls_init_origin_ca_environment"]] == list(tls["edge_env"].values())
-    policy = next(
-        b["aws_iam_policy_document"]["execution_secrets"]
-        for b in edge.files["main.tf"]["data"]
-        if "execution_secrets" in b.get("aws_iam_policy_document", {})
-    )
-    assert "var.client_certificate_secret_arn" in str(policy)
+    assert "var.client_certificate_secret_arn" in edge.module("service")["secret_arns"]
+    _assert_execution_role_reads_secret_arns(hcl_modules["service"])
     assert edge.variables()["client_certificate_secret_arn"]["default"] is None
     assert edge.variables()["origin_ca_bundle"]["default"] is None
     assert hcl_modules["origin"].variables()["client_ca_bundle_s3"]["default"] is None

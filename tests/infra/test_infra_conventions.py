@@ -97,14 +97,16 @@ def test_no_literal_secret_in_terraform_code():
 def test_data_is_encrypted_at_rest(hcl_modules):
     origin = hcl_modules["origin"]
     db = origin.resource("aws_db_instance")
-    assert db["storage_encrypted"] is True and db["kms_key_id"] == "${aws_kms_key.this.arn}"
+    assert db["storage_encrypted"] is True and db["kms_key_id"] == "${module.service.kms_key_arn}"
     assert db["multi_az"] is True and db["deletion_protection"] == "${var.deletion_protection}"
     assert db["manage_master_user_password"] is True and "password" not in db
     # Model blobs live in PostgreSQL (EDGEREC_ORIGIN_DSN): no bucket that nothing would use.
     assert not origin.resources("aws_s3_bucket"), "the origin stores blobs in PostgreSQL; an S3 bucket would be unused"
+    # Each module's customer managed key: its own (modules/kms_key), or its service's (modules/service).
+    cmk = {"${aws_kms_key.this.arn}", "${module.kms_key.arn}", "${module.service.kms_key_arn}"}
     for name in MODULE_NAMES:
         for sname, secret in hcl_modules[name].resources("aws_secretsmanager_secret").items():
-            assert secret["kms_key_id"] == "${aws_kms_key.this.arn}", f"{name}: secret {sname} not on the CMK"
+            assert secret["kms_key_id"] in cmk, f"{name}: secret {sname} not on the CMK"
         for lname, lg in hcl_modules[name].resources("aws_cloudwatch_log_group").items():
             assert lg.get("kms_key_id"), f"{name}: log group {lname} not encrypted"
 

@@ -37,10 +37,7 @@ async def put_experiment(request: web.Request) -> web.Response:
 
 
 async def get_experiment(request: web.Request) -> web.Response:
-    try:
-        return json_response({"experiment": await request.app[STORE].experiment(request.match_info["experiment_id"])})
-    except NotFound as exc:
-        raise ApiError(404, "not_found", str(exc)) from None
+    return json_response({"experiment": await request.app[STORE].experiment(request.match_info["experiment_id"])})
 
 
 async def list_experiments(request: web.Request) -> web.Response:
@@ -48,10 +45,7 @@ async def list_experiments(request: web.Request) -> web.Response:
 
 
 async def delete_experiment(request: web.Request) -> web.Response:
-    try:
-        version = await request.app[STORE].delete_experiment(request.match_info["experiment_id"])
-    except NotFound as exc:
-        raise ApiError(404, "not_found", str(exc)) from None
+    version = await request.app[STORE].delete_experiment(request.match_info["experiment_id"])
     return json_response({"deleted": request.match_info["experiment_id"], "data_version": version})
 
 
@@ -75,8 +69,6 @@ async def experiment_report(request: web.Request) -> web.Response:
     try:
         experiment = await request.app[STORE].experiment(request.match_info["experiment_id"])
         counts = await request.app[SINK].experiment_counts(experiment)
-    except NotFound as exc:
-        raise ApiError(404, "not_found", str(exc)) from None
     except NotImplementedError as exc:
         raise ApiError(409, "no_queryable_sink", str(exc)) from None
     return json_response({**build_report(experiment, counts), "definition": _without_manifests(experiment)})

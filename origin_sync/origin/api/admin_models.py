@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from origin_sync.origin.store import MODEL_ACTIVE, PUBLISH_STATES, NotFound
+from origin_sync.origin.store import MODEL_ACTIVE, PUBLISH_STATES
 from origin_sync.wire.protocol import ProtocolError, unpack
 
 from .bodies import MAX_UPLOAD_BYTES, read_body
@@ -58,10 +58,7 @@ async def activate_model(request: web.Request) -> web.Response:
     """Activate a published model (roll back). The model already active is a no-op: no change is appended, the data
     version stays, and the answer says so (`changed: false`), so no edge rebuilds for nothing."""
     model_version = request.match_info["model_version"]
-    try:
-        version, changed = await request.app[STORE].activate_model(model_version)
-    except NotFound as exc:
-        raise ApiError(404, "not_found", str(exc)) from None
+    version, changed = await request.app[STORE].activate_model(model_version)
     answer: dict[str, Any] = {"model_version": model_version, "data_version": version, "changed": changed}
     if not changed:
         answer["message"] = f"model {model_version} is already active; nothing changed"

@@ -7,7 +7,6 @@ from typing import Any
 
 from aiohttp import web
 
-from origin_sync.origin.store import NotFound
 from origin_sync.wire.offers import InvalidOffer, patched_offer, validate_offer
 
 from .bodies import read_json
@@ -48,8 +47,6 @@ async def patch_offer(request: web.Request) -> web.Response:
         version, offer = await request.app[STORE].update_offer(
             offer_id, lambda stored: patched_offer(stored, patch, offer_id)
         )
-    except NotFound as exc:
-        raise ApiError(404, "not_found", str(exc)) from None
     except InvalidOffer as exc:
         raise ApiError(422, "invalid_offer", str(exc)) from None
     log.info("offer %s patched (data version %d)", offer_id, version)
@@ -86,17 +83,11 @@ async def put_offers(request: web.Request) -> web.Response:
 
 
 async def get_offer(request: web.Request) -> web.Response:
-    try:
-        return json_response({"offer": await request.app[STORE].offer(request.match_info["offer_id"])})
-    except NotFound as exc:
-        raise ApiError(404, "not_found", str(exc)) from None
+    return json_response({"offer": await request.app[STORE].offer(request.match_info["offer_id"])})
 
 
 async def delete_offer(request: web.Request) -> web.Response:
-    try:
-        version = await request.app[STORE].delete_offer(request.match_info["offer_id"])
-    except NotFound as exc:
-        raise ApiError(404, "not_found", str(exc)) from None
+    version = await request.app[STORE].delete_offer(request.match_info["offer_id"])
     return json_response({"deleted": request.match_info["offer_id"], "data_version": version})
 
 

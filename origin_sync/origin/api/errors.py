@@ -1,6 +1,6 @@
 """The one place that turns errors into responses: every origin error is JSON `{"error": {"code", "message"}}`,
-whether a handler refused the call, aiohttp answered on its own (unknown route, wrong method, body too large), or
-the request was not even HTTP."""
+whether a handler refused the call (ApiError, or the store's NotFound: 404), aiohttp answered on its own (unknown
+route, wrong method, body too large), or the request was not even HTTP."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from typing import Any, Awaitable, Callable
 import orjson
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
+
+from edgerec.core.files import NotFound
 
 log = logging.getLogger("edgerec.origin")
 
@@ -79,6 +81,8 @@ def response_for(request: web.BaseRequest, exc: BaseException) -> web.StreamResp
     """The response an exception raised while serving `request` becomes (redirects are left to aiohttp)."""
     if isinstance(exc, ApiError):
         return error_response(exc.status, exc.code, str(exc), exc.headers)
+    if isinstance(exc, NotFound):  # what the call names (an offer, an experiment, a model, a blob) is not stored
+        return error_response(404, "not_found", str(exc))
     if isinstance(exc, web.HTTPException):
         if exc.status < 400:
             raise exc

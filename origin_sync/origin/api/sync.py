@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from origin_sync.origin.store import AheadOfOrigin, Compacted, NotFound
+from origin_sync.origin.store import AheadOfOrigin, Compacted
 from origin_sync.wire import digest
 from origin_sync.wire.fields import parse_regions
 from origin_sync.wire.profiles import is_pseudonym
@@ -165,10 +165,7 @@ def _blob_signature(signer: Signer, sha256: str) -> str:
 
 async def blob(request: web.Request) -> web.StreamResponse:
     sha = request.match_info["sha256"]
-    try:
-        path = await request.app[STORE].blob_path(sha)
-    except NotFound as exc:
-        raise ApiError(404, "not_found", str(exc)) from None
+    path = await request.app[STORE].blob_path(sha)
     signer = _signer(request)
     # Content-addressed, so immutable: any HTTP cache may keep it forever. The signature covers the address.
     return web.FileResponse(

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgerec.core.files import NotFound
-from origin_sync.origin.store import changelog, models
+from origin_sync.origin.store import bodies, changelog, models
 from origin_sync.origin.store.dialect import Connection
 from origin_sync.wire import digest
 from origin_sync.wire.experiments import check_no_overlap
@@ -13,15 +12,11 @@ from origin_sync.wire.protocol import ALL_REGIONS, OP_EXPERIMENT_DELETE, OP_EXPE
 
 
 async def stored(conn: Connection, experiment_id: str) -> dict[str, Any] | None:
-    body = await conn.fetchval("SELECT body FROM experiments WHERE id = $1", experiment_id)
-    return None if body is None else unpack(body)
+    return await bodies.stored(conn, "experiments", experiment_id)
 
 
 async def experiment(conn: Connection, experiment_id: str) -> dict[str, Any]:
-    found = await stored(conn, experiment_id)
-    if found is None:
-        raise NotFound(f"no experiment {experiment_id!r}")
-    return found
+    return await bodies.existing(conn, "experiments", experiment_id)
 
 
 async def every_experiment(conn: Connection) -> list[dict[str, Any]]:
@@ -56,13 +51,5 @@ async def upsert(conn: Connection, validated: dict[str, Any]) -> int:
 
 async def delete(conn: Connection, experiment_id: str) -> int:
     old = await experiment(conn, experiment_id)
-    version = await changelog.append(
-        conn,
-        OP_EXPERIMENT_DELETE,
-        experiment_id,
-        [ALL_REGIONS],
-        {"experiment_id": experiment_id},
-        digest.Update().replace(digest.experiment_element(old), []),
-    )
-    await conn.execute("DELETE FROM experiments WHERE id = $1", experiment_id)
-    return version
+    elements = digest.experiment_element(old)
+    return await bodies.delete(conn, "experiments", experiment_id, OP_EXPERIMENT_DELETE, [ALL_REGIONS], elements)

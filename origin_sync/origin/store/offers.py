@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgerec.core.files import NotFound
-from origin_sync.origin.store import changelog
+from origin_sync.origin.store import bodies, changelog
 from origin_sync.origin.store.dialect import Connection
 from origin_sync.origin.store.types import OfferUpdate
 from origin_sync.wire import digest
@@ -19,15 +18,11 @@ _UPSERT = (
 
 
 async def stored(conn: Connection, offer_id: str) -> dict[str, Any] | None:
-    body = await conn.fetchval("SELECT body FROM offers WHERE id = $1", offer_id)
-    return None if body is None else unpack(body)
+    return await bodies.stored(conn, "offers", offer_id)
 
 
 async def offer(conn: Connection, offer_id: str) -> dict[str, Any]:
-    found = await stored(conn, offer_id)
-    if found is None:
-        raise NotFound(f"no offer {offer_id!r}")
-    return found
+    return await bodies.existing(conn, "offers", offer_id)
 
 
 async def in_regions(conn: Connection, regions: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -113,13 +108,6 @@ async def update(conn: Connection, offer_id: str, change: OfferUpdate) -> dict[s
 
 async def delete(conn: Connection, offer_id: str) -> int:
     old = await offer(conn, offer_id)
-    version = await changelog.append(
-        conn,
-        OP_OFFER_DELETE,
-        offer_id,
-        list(old["regions"]),
-        {"offer_id": offer_id},
-        digest.Update().replace(digest.offer_elements(old), []),
-    )
-    await conn.execute("DELETE FROM offers WHERE id = $1", offer_id)
-    return version
+    # Tagged with the offer's regions: only their edges held it.
+    elements = digest.offer_elements(old)
+    return await bodies.delete(conn, "offers", offer_id, OP_OFFER_DELETE, list(old["regions"]), elements)

@@ -1,13 +1,9 @@
 # CloudFront and its WAF are global and managed through us-east-1: configure this module's provider there.
 
-data "aws_caller_identity" "current" {}
-data "aws_partition" "current" {}
 data "aws_region" "current" {}
 
 locals {
-  account_id = data.aws_caller_identity.current.account_id
-  partition  = data.aws_partition.current.partition
-  region     = data.aws_region.current.name
+  region = data.aws_region.current.name
 
   # Names shared with the application: keep in step with infra/app_contract.json (tests/infra checks it).
   cdn_secret_header = "X-Edgerec-CDN-Secret"
@@ -24,80 +20,39 @@ locals {
   })
 }
 
-################################################################################
-# KMS: WAF logs and the CDN secret
-################################################################################
+module "kms_key" {
+  source = "../kms_key"
 
-resource "aws_kms_key" "this" {
-  description             = "${var.name} CDN: WAF logs, CDN secret"
-  enable_key_rotation     = true
-  deletion_window_in_days = 30
-  # A key policy's "Resource": "*" means this key only, so it is written inline
-  # rather than as an aws_iam_policy_document, which IAM-policy scanners misread.
-  policy = jsonencode({
-    Version = "2012-10-17"
-    Statement = [
-      {
-        Sid       = "AccountAdministration"
-        Effect    = "Allow"
-        Principal = { AWS = "arn:${local.partition}:iam::${local.account_id}:root" }
-        Action    = "kms:*"
-        Resource  = "*"
-      },
-      {
-        Sid       = "CloudWatchLogs"
-        Effect    = "Allow"
-        Principal = { Service = "logs.${local.region}.amazonaws.com" }
-        Action    = ["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"]
-        Resource  = "*"
-        Condition = {
-          ArnLike = { "kms:EncryptionContext:aws:logs:arn" = "arn:${local.partition}:logs:${local.region}:${local.account_id}:log-group:aws-waf-logs-${var.name}*" }
-        }
-      },
-    ]
-  })
-
-  tags = local.tags
-}
-
-resource "aws_kms_alias" "this" {
-  name          = "alias/${var.name}-cdn"
-  target_key_id = aws_kms_key.this.key_id
+  alias             = "${var.name}-cdn"
+  description       = "${var.name} CDN: WAF logs, CDN secret"
+  log_group_pattern = "aws-waf-logs-${var.name}*"
+  tags              = local.tags
 }
 
 ################################################################################
-# The CDN shared secret, for the edge containers (EDGEREC_CDN_SECRET).
-# Terraform must know this value anyway (CloudFront injects it, the edge ALBs
-# match it), so it is a sensitive input, never an output.
+# Fleet-wide edge secrets, replicated to every edge region (secret_replica_regions)
+#   cdn-secret     EDGEREC_CDN_SECRET     the CDN shared secret. Terraform must know this value anyway
+#                                         (CloudFront injects it, the edge ALBs match it), so it is a
+#                                         sensitive input, never an output.
+#   pseudonym-key  EDGEREC_PSEUDONYM_KEY  the same value on every edge, so that a shopper's events carry
+#                                         one pseudonym fleet-wide. Terraform creates the container only;
+#                                         the value is put out of band.
 ################################################################################
 
-resource "aws_secretsmanager_secret" "cdn_secret" {
-  #checkov:skip=CKV2_AWS_57:The value is owned by Terraform (CloudFront and the ALB rules need it); rotation is the two-value procedure in infra/terraform/README.md, applied by Terraform, not by a rotation Lambda.
-  name                    = "${var.name}/cdn-secret"
-  description             = "edgerec CDN shared secret (X-Edgerec-CDN-Secret), comma-separated accepted values, the first is sent."
-  kms_key_id              = aws_kms_key.this.arn
-  recovery_window_in_days = var.secret_recovery_window_days
-
-  dynamic "replica" {
-    for_each = { for region, key in var.secret_replica_regions : region => key if region != local.region }
-
-    content {
-      region     = replica.key
-      kms_key_id = replica.value
-    }
+locals {
+  secrets = {
+    cdn_secret    = { name = "cdn-secret", description = "edgerec CDN shared secret (X-Edgerec-CDN-Secret), comma-separated accepted values, the first is sent." }
+    pseudonym_key = { name = "pseudonym-key", description = "edgerec edge pseudonym key (EDGEREC_PSEUDONYM_KEY): keyed hash of shopper ids in feedback events." }
   }
-
-  tags = local.tags
 }
 
-# The edges' pseudonym key (EDGEREC_PSEUDONYM_KEY): the same value on every edge, so that a shopper's
-# events carry one pseudonym fleet-wide. It lives here because this module already replicates fleet-wide
-# edge secrets to every edge region. Terraform creates the container only; the value is put out of band.
-resource "aws_secretsmanager_secret" "pseudonym_key" {
-  #checkov:skip=CKV2_AWS_57:Rotating the pseudonym key changes every shopper's pseudonym (their past events stop matching erasure requests); it is a planned operation in infra/terraform/README.md, not a rotation Lambda's.
-  name                    = "${var.name}/pseudonym-key"
-  description             = "edgerec edge pseudonym key (EDGEREC_PSEUDONYM_KEY): keyed hash of shopper ids in feedback events."
-  kms_key_id              = aws_kms_key.this.arn
+resource "aws_secretsmanager_secret" "this" {
+  #checkov:skip=CKV2_AWS_57:The CDN secret's value is owned by Terraform (CloudFront and the ALB rules need it) and rotates by the two-value procedure in infra/terraform/README.md; rotating the pseudonym key changes every shopper's pseudonym (past events stop matching erasure requests), a planned operation there. Neither is a rotation Lambda's.
+  for_each = local.secrets
+
+  name                    = "${var.name}/${each.value.name}"
+  description             = each.value.description
+  kms_key_id              = module.kms_key.arn
   recovery_window_in_days = var.secret_recovery_window_days
 
   dynamic "replica" {
@@ -113,7 +68,7 @@ resource "aws_secretsmanager_secret" "pseudonym_key" {
 }
 
 resource "aws_secretsmanager_secret_version" "cdn_secret" {
-  secret_id     = aws_secretsmanager_secret.cdn_secret.id
+  secret_id     = aws_secretsmanager_secret.this["cdn_secret"].id
   secret_string = join(",", var.cdn_secret_header_values)
 }
 
@@ -264,7 +219,7 @@ resource "aws_cloudwatch_log_group" "waf" {
   # WAF requires the aws-waf-logs- prefix.
   name              = "aws-waf-logs-${var.name}"
   retention_in_days = var.log_retention_days
-  kms_key_id        = aws_kms_key.this.arn
+  kms_key_id        = module.kms_key.arn
 
   tags = local.tags
 }

@@ -22,12 +22,12 @@ output "web_acl_arn" {
 
 output "pseudonym_key_secret_arn" {
   description = "ARN of the edges' pseudonym key secret in us-east-1; replicas in other regions have the same ARN with that region."
-  value       = aws_secretsmanager_secret.pseudonym_key.arn
+  value       = aws_secretsmanager_secret.this["pseudonym_key"].arn
 }
 
 output "cdn_secret_arn" {
   description = "ARN of the CDN secret in us-east-1; replicas in other regions have the same ARN with that region."
-  value       = aws_secretsmanager_secret.cdn_secret.arn
+  value       = aws_secretsmanager_secret.this["cdn_secret"].arn
 }
 
 output "cdn_secret_region" {
@@ -37,5 +37,5 @@ output "cdn_secret_region" {
 
 output "kms_key_arn" {
   description = "KMS key of the CDN module (encrypts the CDN secret's primary and the WAF logs)."
-  value       = aws_kms_key.this.arn
+  value       = module.kms_key.arn
 }

@@ -12,37 +12,37 @@ output "markets" {
 
 output "alb_dns_name" {
   description = "DNS name of the edge ALB."
-  value       = aws_lb.this.dns_name
+  value       = module.service.alb_dns_name
 }
 
 output "alb_arn_suffix" {
   description = "ARN suffix of the edge ALB (CloudWatch metrics dimension)."
-  value       = aws_lb.this.arn_suffix
+  value       = module.service.alb_arn_suffix
 }
 
 output "target_group_arn_suffix" {
   description = "ARN suffix of the edge target group (CloudWatch metrics dimension)."
-  value       = aws_lb_target_group.this.arn_suffix
+  value       = module.service.target_group_arn_suffix
 }
 
 output "cluster_name" {
   description = "ECS cluster of this edge region."
-  value       = aws_ecs_cluster.this.name
+  value       = module.service.cluster_name
 }
 
 output "service_name" {
   description = "ECS service of this edge region."
-  value       = aws_ecs_service.this.name
+  value       = module.service.service_name
 }
 
 output "task_security_group_id" {
   description = "Security group of the edge tasks (allow it at the origin)."
-  value       = aws_security_group.tasks.id
+  value       = module.service.task_security_group_id
 }
 
 output "log_group_name" {
   description = "CloudWatch log group of the edge containers."
-  value       = aws_cloudwatch_log_group.this.name
+  value       = module.service.log_group_name
 }
 
 output "sync_token_secret_arn" {

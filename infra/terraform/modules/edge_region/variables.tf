@@ -1,11 +1,8 @@
+# Inputs passed on to modules/service (name, network, certificate, image, task size, logs) are validated there.
+
 variable "name" {
   description = "Name prefix for every resource of this edge region (e.g. \"edgerec-prod\"); the region is appended where names must be unique."
   type        = string
-
-  validation {
-    condition     = can(regex("^[a-z][a-z0-9-]{1,30}[a-z0-9]$", var.name))
-    error_message = "name must be 3-32 characters of lowercase letters, digits and hyphens, starting with a letter."
-  }
 }
 
 variable "tags" {
@@ -27,41 +24,21 @@ variable "markets" {
 variable "vpc_id" {
   description = "VPC of this edge region."
   type        = string
-
-  validation {
-    condition     = can(regex("^vpc-[0-9a-f]+$", var.vpc_id))
-    error_message = "vpc_id must look like vpc-0123abcd."
-  }
 }
 
 variable "public_subnet_ids" {
   description = "Public subnets (at least two AZs) for the internet-facing ALB that CloudFront connects to."
   type        = list(string)
-
-  validation {
-    condition     = length(var.public_subnet_ids) >= 2
-    error_message = "Give at least two public subnets in different availability zones."
-  }
 }
 
 variable "private_subnet_ids" {
   description = "Private subnets (at least two AZs) for the Fargate tasks."
   type        = list(string)
-
-  validation {
-    condition     = length(var.private_subnet_ids) >= 2
-    error_message = "Give at least two private subnets in different availability zones."
-  }
 }
 
 variable "certificate_arn" {
   description = "ACM certificate in this region for the latency-routed edge domain (edge_domain_name)."
   type        = string
-
-  validation {
-    condition     = can(regex("^arn:aws[a-z-]*:acm:", var.certificate_arn))
-    error_message = "certificate_arn must be an ACM certificate ARN."
-  }
 }
 
 variable "edge_domain_name" {
@@ -157,22 +134,12 @@ variable "cdn_secret_header_values" {
 variable "image" {
   description = "Container image of the edge (built from infra/docker/Dockerfile.edge), pinned by digest or immutable tag."
   type        = string
-
-  validation {
-    condition     = !endswith(var.image, ":latest")
-    error_message = "Pin the image by digest or an immutable tag, not :latest."
-  }
 }
 
 variable "cpu" {
   description = "Fargate task CPU units (one uvicorn worker per vCPU)."
   type        = number
   default     = 1024
-
-  validation {
-    condition     = contains([256, 512, 1024, 2048, 4096, 8192, 16384], var.cpu)
-    error_message = "cpu must be a Fargate CPU size."
-  }
 }
 
 variable "memory" {
@@ -185,22 +152,12 @@ variable "cpu_architecture" {
   description = "Fargate CPU architecture the image is built for."
   type        = string
   default     = "X86_64"
-
-  validation {
-    condition     = contains(["X86_64", "ARM64"], var.cpu_architecture)
-    error_message = "cpu_architecture must be X86_64 or ARM64."
-  }
 }
 
 variable "ephemeral_storage_gib" {
   description = "Fargate ephemeral storage (GiB) for EDGEREC_EDGE_DATA_DIR (persisted snapshot and model bundle)."
   type        = number
   default     = 30
-
-  validation {
-    condition     = var.ephemeral_storage_gib >= 21 && var.ephemeral_storage_gib <= 200
-    error_message = "ephemeral_storage_gib must be between 21 and 200."
-  }
 }
 
 variable "min_capacity" {
@@ -252,11 +209,6 @@ variable "log_retention_days" {
   description = "CloudWatch Logs retention for the edge's container logs."
   type        = number
   default     = 365
-
-  validation {
-    condition     = contains([1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653], var.log_retention_days)
-    error_message = "log_retention_days must be a value CloudWatch Logs accepts."
-  }
 }
 
 variable "origin_ca_bundle" {

@@ -1,11 +1,7 @@
-data "aws_caller_identity" "current" {}
 data "aws_partition" "current" {}
-data "aws_region" "current" {}
 
 locals {
-  account_id = data.aws_caller_identity.current.account_id
-  partition  = data.aws_partition.current.partition
-  region     = data.aws_region.current.name
+  partition = data.aws_partition.current.partition
 
   # Names shared with the application: keep in step with infra/app_contract.json (tests/infra checks it).
   container_name = "origin"
@@ -30,175 +26,91 @@ locals {
 }
 
 ################################################################################
-# KMS: one customer managed key for the origin's data at rest
-################################################################################
-
-resource "aws_kms_key" "this" {
-  description             = "${var.name} origin: database (incl. model blobs), secrets, logs"
-  enable_key_rotation     = true
-  deletion_window_in_days = 30
-  # A key policy's "Resource": "*" means this key only, so it is written inline
-  # rather than as an aws_iam_policy_document, which IAM-policy scanners misread.
-  policy = jsonencode({
-    Version = "2012-10-17"
-    Statement = [
-      {
-        Sid       = "AccountAdministration"
-        Effect    = "Allow"
-        Principal = { AWS = "arn:${local.partition}:iam::${local.account_id}:root" }
-        Action    = "kms:*"
-        Resource  = "*"
-      },
-      {
-        Sid       = "CloudWatchLogs"
-        Effect    = "Allow"
-        Principal = { Service = "logs.${local.region}.amazonaws.com" }
-        Action    = ["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"]
-        Resource  = "*"
-        Condition = {
-          ArnLike = { "kms:EncryptionContext:aws:logs:arn" = "arn:${local.partition}:logs:${local.region}:${local.account_id}:log-group:/edgerec/${var.name}/*" }
-        }
-      },
-    ]
-  })
-
-  tags = local.tags
-}
-
-resource "aws_kms_alias" "this" {
-  name          = "alias/${var.name}-origin"
-  target_key_id = aws_kms_key.this.key_id
-}
-
-################################################################################
 # Secrets. Terraform creates the containers only; the values are put out of
 # band (see infra/terraform/README.md) so that they never appear in code, plans,
-# state or outputs.
-#   admin-token    EDGEREC_ADMIN_TOKEN    comma-separated accepted tokens, first is current
-#   sync-token     EDGEREC_SYNC_TOKEN     all-regions sync token(s): transitional / break-glass
-#   region-tokens  EDGEREC_REGION_TOKENS  per-market edge tokens, "GB=new|old,IE=new|old,DE=..."
-#   signing-key    EDGEREC_SIGNING_KEY    the origin's Ed25519 private key (PEM)
-# The edges' own tokens live in one secret per edge region (modules/edge_region),
-# so no edge holds a token that syncs another region's data.
+# state or outputs. None is replicated: the edges' own tokens live in one secret
+# per edge region (modules/edge_region), so no edge holds a token that syncs
+# another region's data, and edges present their region's token, never sync-token.
 ################################################################################
 
-resource "aws_secretsmanager_secret" "admin_token" {
-  #checkov:skip=CKV2_AWS_57:Rotation is the operator-driven two-token procedure in infra/terraform/README.md (both tokens valid during the switch); a rotation Lambda cannot coordinate the origin and edge redeploys.
-  name                    = "${var.name}/admin-token"
-  description             = "edgerec origin admin API token (EDGEREC_ADMIN_TOKEN)."
-  kms_key_id              = aws_kms_key.this.arn
-  recovery_window_in_days = var.secret_recovery_window_days
-
-  tags = local.tags
-}
-
-# Not replicated: edges present their region's token, never this one.
-resource "aws_secretsmanager_secret" "sync_token" {
-  #checkov:skip=CKV2_AWS_57:Rotation is the operator-driven two-token procedure in infra/terraform/README.md (origin accepts old and new while clients switch); a rotation Lambda cannot coordinate it.
-  name                    = "${var.name}/sync-token"
-  description             = "edgerec all-regions sync token(s) accepted by the origin (EDGEREC_SYNC_TOKEN); transitional/break-glass, no edge holds it."
-  kms_key_id              = aws_kms_key.this.arn
-  recovery_window_in_days = var.secret_recovery_window_days
-
-  tags = local.tags
-}
-
-resource "aws_secretsmanager_secret" "region_tokens" {
-  #checkov:skip=CKV2_AWS_57:Per-region tokens rotate with the new|old overlap procedure in infra/terraform/README.md (origin first, then that region's edges); a rotation Lambda cannot order the redeploys.
-  name                    = "${var.name}/region-tokens"
-  description             = "edgerec per-region edge sync tokens accepted by the origin (EDGEREC_REGION_TOKENS: GB=new|old,DE=...)."
-  kms_key_id              = aws_kms_key.this.arn
-  recovery_window_in_days = var.secret_recovery_window_days
-
-  tags = local.tags
-}
-
-resource "aws_secretsmanager_secret" "signing_key" {
-  #checkov:skip=CKV2_AWS_57:An Ed25519 key rotation needs the edges to trust the new public key first (origin_public_keys, an apply) before the origin signs with it; the procedure in infra/terraform/README.md orders that, a rotation Lambda cannot.
-  name                    = "${var.name}/signing-key"
-  description             = "edgerec origin Ed25519 signing key, PEM (EDGEREC_SIGNING_KEY); made by `edgerec origin keygen`."
-  kms_key_id              = aws_kms_key.this.arn
-  recovery_window_in_days = var.secret_recovery_window_days
-
-  tags = local.tags
-}
-
-################################################################################
-# Security groups
-################################################################################
-
-resource "aws_security_group" "alb" {
-  name_prefix = "${var.name}-origin-alb-"
-  description = "edgerec origin ALB: HTTPS from the edge VPCs and operators"
-  vpc_id      = var.vpc_id
-
-  tags = local.tags
-
-  lifecycle {
-    create_before_destroy = true
+locals {
+  # key => the secret's name below <name>/, the variable it is injected as, and what it holds.
+  secrets = {
+    admin_token   = { name = "admin-token", description = "edgerec origin admin API token (EDGEREC_ADMIN_TOKEN)." }
+    sync_token    = { name = "sync-token", description = "edgerec all-regions sync token(s) accepted by the origin (EDGEREC_SYNC_TOKEN); transitional/break-glass, no edge holds it." }
+    region_tokens = { name = "region-tokens", description = "edgerec per-region edge sync tokens accepted by the origin (EDGEREC_REGION_TOKENS: GB=new|old,DE=...)." }
+    signing_key   = { name = "signing-key", description = "edgerec origin Ed25519 signing key, PEM (EDGEREC_SIGNING_KEY); made by `edgerec origin keygen`." }
   }
 }
 
-resource "aws_vpc_security_group_ingress_rule" "alb_https" {
-  for_each = toset(var.ingress_cidr_blocks)
+resource "aws_secretsmanager_secret" "this" {
+  #checkov:skip=CKV2_AWS_57:Every origin secret rotates by an operator-driven overlap procedure in infra/terraform/README.md (two admin or sync tokens valid during the switch, region tokens new|old with origin first then that region's edges, a signing key trusted by the edges through origin_public_keys before the origin signs with it); a rotation Lambda cannot order those redeploys.
+  for_each = local.secrets
 
-  security_group_id = aws_security_group.alb.id
-  description       = "HTTPS from ${each.value}"
-  ip_protocol       = "tcp"
-  from_port         = 443
-  to_port           = 443
-  cidr_ipv4         = each.value
-
-  tags = local.tags
-}
-
-resource "aws_vpc_security_group_egress_rule" "alb_to_tasks" {
-  security_group_id            = aws_security_group.alb.id
-  description                  = "To origin tasks"
-  ip_protocol                  = "tcp"
-  from_port                    = local.container_port
-  to_port                      = local.container_port
-  referenced_security_group_id = aws_security_group.tasks.id
+  name                    = "${var.name}/${each.value.name}"
+  description             = each.value.description
+  kms_key_id              = module.service.kms_key_arn
+  recovery_window_in_days = var.secret_recovery_window_days
 
   tags = local.tags
 }
 
-resource "aws_security_group" "tasks" {
-  name_prefix = "${var.name}-origin-tasks-"
-  description = "edgerec origin tasks"
-  vpc_id      = var.vpc_id
+################################################################################
+# The service: internal ALB with TLS (optional mutual TLS), ECS Fargate, on the
+# hardened layout of modules/service
+################################################################################
 
-  tags = local.tags
+module "service" {
+  source = "../service"
 
-  lifecycle {
-    create_before_destroy = true
-  }
+  name            = var.name
+  component       = "origin"
+  prefix          = "${var.name}-origin"
+  iam_name_prefix = "${var.name}-origin"
+  tags            = local.tags
+
+  kms_key_description = "${var.name} origin: database (incl. model blobs), secrets, logs"
+  log_retention_days  = var.log_retention_days
+
+  vpc_id          = var.vpc_id
+  alb_subnet_ids  = var.private_subnet_ids
+  task_subnet_ids = var.private_subnet_ids
+  internal        = var.internal
+  alb_name_prefix = "eo-"
+  alb_description = "edgerec origin ALB: HTTPS from the edge VPCs and operators"
+  alb_ingress     = { for c in var.ingress_cidr_blocks : c => { description = "HTTPS from ${c}", cidr_ipv4 = c } }
+  # Sync long-polls hold requests open; keep the idle timeout above the long-poll wait.
+  idle_timeout           = 120
+  alb_access_logs_bucket = var.alb_access_logs_bucket
+  deletion_protection    = var.deletion_protection
+  certificate_arn        = var.certificate_arn
+  client_ca_bundle_s3    = var.client_ca_bundle_s3
+
+  # HTTPS on the ALB -> task hop too, with the key pair tls-init made (the ALB does not verify it).
+  target_protocol         = "HTTPS"
+  health_check_path       = local.health_path
+  health_check_interval   = 15
+  tasks_https_description = "HTTPS to AWS APIs (ECR, Secrets Manager, Logs) via VPC endpoints or NAT"
+
+  image                 = var.image
+  containers            = [local.tls_init_container, local.container_definition]
+  container_name        = local.container_name
+  container_port        = local.container_port
+  data_dir              = local.data_dir
+  cpu                   = var.cpu
+  memory                = var.memory
+  cpu_architecture      = var.cpu_architecture
+  ephemeral_storage_gib = var.ephemeral_storage_gib
+  secret_arns           = concat([for s in aws_secretsmanager_secret.this : s.arn], [aws_db_instance.this.master_user_secret[0].secret_arn])
+
+  # No autoscaling policy: min = max pins the count at desired_count.
+  min_capacity = var.desired_count
+  max_capacity = var.desired_count
 }
 
-resource "aws_vpc_security_group_ingress_rule" "tasks_from_alb" {
-  security_group_id            = aws_security_group.tasks.id
-  description                  = "From the origin ALB"
-  ip_protocol                  = "tcp"
-  from_port                    = local.container_port
-  to_port                      = local.container_port
-  referenced_security_group_id = aws_security_group.alb.id
-
-  tags = local.tags
-}
-
-resource "aws_vpc_security_group_egress_rule" "tasks_https" {
-  security_group_id = aws_security_group.tasks.id
-  description       = "HTTPS to AWS APIs (ECR, Secrets Manager, Logs) via VPC endpoints or NAT"
-  ip_protocol       = "tcp"
-  from_port         = 443
-  to_port           = 443
-  cidr_ipv4         = "0.0.0.0/0"
-
-  tags = local.tags
-}
-
+# The database admits the origin tasks only.
 resource "aws_vpc_security_group_egress_rule" "tasks_to_db" {
-  security_group_id            = aws_security_group.tasks.id
+  security_group_id            = module.service.task_security_group_id
   description                  = "PostgreSQL"
   ip_protocol                  = "tcp"
   from_port                    = 5432
@@ -226,7 +138,7 @@ resource "aws_vpc_security_group_ingress_rule" "db_from_tasks" {
   ip_protocol                  = "tcp"
   from_port                    = 5432
   to_port                      = 5432
-  referenced_security_group_id = aws_security_group.tasks.id
+  referenced_security_group_id = module.service.task_security_group_id
 
   tags = local.tags
 }
@@ -309,12 +221,12 @@ resource "aws_db_instance" "this" {
   max_allocated_storage      = var.db_max_allocated_storage
   storage_type               = "gp3"
   storage_encrypted          = true
-  kms_key_id                 = aws_kms_key.this.arn
+  kms_key_id                 = module.service.kms_key_arn
 
   db_name                             = var.db_name
   username                            = var.db_username
   manage_master_user_password         = true
-  master_user_secret_kms_key_id       = aws_kms_key.this.arn
+  master_user_secret_kms_key_id       = module.service.kms_key_arn
   iam_database_authentication_enabled = true
   ca_cert_identifier                  = "rds-ca-rsa2048-g1"
 
@@ -334,98 +246,11 @@ resource "aws_db_instance" "this" {
   delete_automated_backups  = false
 
   performance_insights_enabled          = true
-  performance_insights_kms_key_id       = aws_kms_key.this.arn
+  performance_insights_kms_key_id       = module.service.kms_key_arn
   performance_insights_retention_period = 7
   monitoring_interval                   = 30
   monitoring_role_arn                   = aws_iam_role.rds_monitoring.arn
   enabled_cloudwatch_logs_exports       = ["postgresql", "upgrade"]
-
-  tags = local.tags
-}
-
-################################################################################
-# Internal ALB with TLS
-################################################################################
-
-resource "aws_lb" "this" {
-  name_prefix                = "eo-"
-  internal                   = var.internal
-  load_balancer_type         = "application"
-  security_groups            = [aws_security_group.alb.id]
-  subnets                    = var.private_subnet_ids
-  drop_invalid_header_fields = true
-  enable_deletion_protection = var.deletion_protection
-  # Sync long-polls hold requests open; keep the idle timeout above the long-poll wait.
-  idle_timeout = 120
-
-  access_logs {
-    bucket  = var.alb_access_logs_bucket
-    prefix  = "alb/${var.name}-origin"
-    enabled = true
-  }
-
-  tags = local.tags
-}
-
-resource "aws_lb_target_group" "this" {
-  name_prefix          = "eo-"
-  port                 = local.container_port
-  protocol             = "HTTPS"
-  target_type          = "ip"
-  vpc_id               = var.vpc_id
-  deregistration_delay = 30
-
-  health_check {
-    enabled             = true
-    protocol            = "HTTPS"
-    path                = local.health_path
-    matcher             = "200"
-    interval            = 15
-    timeout             = 5
-    healthy_threshold   = 2
-    unhealthy_threshold = 3
-  }
-
-  tags = local.tags
-
-  lifecycle {
-    create_before_destroy = true
-  }
-}
-
-resource "aws_lb_listener" "https" {
-  load_balancer_arn = aws_lb.this.arn
-  port              = 443
-  protocol          = "HTTPS"
-  ssl_policy        = "ELBSecurityPolicy-TLS13-1-2-2021-06"
-  certificate_arn   = var.certificate_arn
-
-  # Optional mutual TLS at the ALB (default off): edges (and operators) must present a certificate that
-  # chains to the CA bundle in S3. The ALB ends TLS, so the origin's own per-region certificate check
-  # (--client-ca) cannot run behind it: see infra/terraform/README.md (TLS).
-  dynamic "mutual_authentication" {
-    for_each = var.client_ca_bundle_s3 == null ? [] : [var.client_ca_bundle_s3]
-
-    content {
-      mode            = "verify"
-      trust_store_arn = aws_lb_trust_store.clients[0].arn
-    }
-  }
-
-  default_action {
-    type             = "forward"
-    target_group_arn = aws_lb_target_group.this.arn
-  }
-
-  tags = local.tags
-}
-
-resource "aws_lb_trust_store" "clients" {
-  count = var.client_ca_bundle_s3 == null ? 0 : 1
-
-  name_prefix                      = "eo-"
-  ca_certificates_bundle_s3_bucket = var.client_ca_bundle_s3.bucket
-  ca_certificates_bundle_s3_key    = var.client_ca_bundle_s3.key
 
   tags = local.tags
 }
@@ -438,97 +263,10 @@ resource "aws_route53_record" "this" {
   type    = "A"
 
   alias {
-    name                   = aws_lb.this.dns_name
-    zone_id                = aws_lb.this.zone_id
+    name                   = module.service.alb_dns_name
+    zone_id                = module.service.alb_zone_id
     evaluate_target_health = true
   }
-}
-
-################################################################################
-# ECS Fargate service
-################################################################################
-
-resource "aws_cloudwatch_log_group" "this" {
-  name              = "/edgerec/${var.name}/origin"
-  retention_in_days = var.log_retention_days
-  kms_key_id        = aws_kms_key.this.arn
-
-  tags = local.tags
-}
-
-resource "aws_ecs_cluster" "this" {
-  name = "${var.name}-origin"
-
-  setting {
-    name  = "containerInsights"
-    value = "enabled"
-  }
-
-  tags = local.tags
-}
-
-data "aws_iam_policy_document" "ecs_tasks_assume" {
-  statement {
-    actions = ["sts:AssumeRole"]
-
-    principals {
-      type        = "Service"
-      identifiers = ["ecs-tasks.amazonaws.com"]
-    }
-
-    condition {
-      test     = "StringEquals"
-      variable = "aws:SourceAccount"
-      values   = [local.account_id]
-    }
-  }
-}
-
-# Execution role: pulls the image, writes logs, reads the secrets it injects.
-resource "aws_iam_role" "execution" {
-  name_prefix        = "${var.name}-origin-exec-"
-  assume_role_policy = data.aws_iam_policy_document.ecs_tasks_assume.json
-
-  tags = local.tags
-}
-
-resource "aws_iam_role_policy_attachment" "execution" {
-  role       = aws_iam_role.execution.name
-  policy_arn = "arn:${local.partition}:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"
-}
-
-data "aws_iam_policy_document" "execution_secrets" {
-  statement {
-    sid     = "ReadInjectedSecrets"
-    actions = ["secretsmanager:GetSecretValue"]
-    resources = [
-      aws_secretsmanager_secret.admin_token.arn,
-      aws_secretsmanager_secret.sync_token.arn,
-      aws_secretsmanager_secret.region_tokens.arn,
-      aws_secretsmanager_secret.signing_key.arn,
-      aws_db_instance.this.master_user_secret[0].secret_arn,
-    ]
-  }
-
-  statement {
-    sid       = "DecryptInjectedSecrets"
-    actions   = ["kms:Decrypt"]
-    resources = [aws_kms_key.this.arn]
-  }
-}
-
-resource "aws_iam_role_policy" "execution_secrets" {
-  name_prefix = "secrets-"
-  role        = aws_iam_role.execution.id
-  policy      = data.aws_iam_policy_document.execution_secrets.json
-}
-
-# Task role: the origin process calls no AWS API (blobs are in PostgreSQL); an empty role keeps it that way.
-resource "aws_iam_role" "task" {
-  name_prefix        = "${var.name}-origin-task-"
-  assume_role_policy = data.aws_iam_policy_document.ecs_tasks_assume.json
-
-  tags = local.tags
 }
 
 locals {
@@ -559,40 +297,21 @@ locals {
   EOT
 
   tls_init_container = {
-    name                   = "tls-init"
-    image                  = var.image
-    essential              = false
-    user                   = "10001:10001"
-    readonlyRootFilesystem = true
-    command                = ["python", "-c", local.tls_init_script]
+    name      = "tls-init"
+    essential = false
+    command   = ["python", "-c", local.tls_init_script]
 
     # Read by the script above, not by the app. No secret: the key is made here.
     environment = [
       { name = "TLS_DIR", value = local.tls_dir },
       { name = "TLS_COMMON_NAME", value = var.origin_domain_name },
     ]
-
-    mountPoints = [
-      { sourceVolume = "data", containerPath = local.data_dir, readOnly = false },
-    ]
-
-    logConfiguration = {
-      logDriver = "awslogs"
-      options = {
-        awslogs-group         = aws_cloudwatch_log_group.this.name
-        awslogs-region        = local.region
-        awslogs-stream-prefix = "origin-tls-init"
-      }
-    }
   }
 
   container_definition = {
-    name                   = local.container_name
-    image                  = var.image
-    essential              = true
-    user                   = "10001:10001"
-    readonlyRootFilesystem = true
-    stopTimeout            = 30
+    name        = local.container_name
+    essential   = true
+    stopTimeout = 30
 
     dependsOn = [
       { containerName = local.tls_init_container.name, condition = "SUCCESS" },
@@ -627,10 +346,10 @@ locals {
     ]
 
     secrets = [
-      { name = "EDGEREC_ADMIN_TOKEN", valueFrom = aws_secretsmanager_secret.admin_token.arn },
-      { name = "EDGEREC_SYNC_TOKEN", valueFrom = aws_secretsmanager_secret.sync_token.arn },
-      { name = "EDGEREC_REGION_TOKENS", valueFrom = aws_secretsmanager_secret.region_tokens.arn },
-      { name = "EDGEREC_SIGNING_KEY", valueFrom = aws_secretsmanager_secret.signing_key.arn },
+      { name = "EDGEREC_ADMIN_TOKEN", valueFrom = aws_secretsmanager_secret.this["admin_token"].arn },
+      { name = "EDGEREC_SYNC_TOKEN", valueFrom = aws_secretsmanager_secret.this["sync_token"].arn },
+      { name = "EDGEREC_REGION_TOKENS", valueFrom = aws_secretsmanager_secret.this["region_tokens"].arn },
+      { name = "EDGEREC_SIGNING_KEY", valueFrom = aws_secretsmanager_secret.this["signing_key"].arn },
       { name = "PGPASSWORD", valueFrom = "${aws_db_instance.this.master_user_secret[0].secret_arn}:password::" },
     ]
 
@@ -643,92 +362,5 @@ locals {
       retries     = 3
       startPeriod = 30
     }
-
-    mountPoints = [
-      { sourceVolume = "data", containerPath = local.data_dir, readOnly = false },
-      { sourceVolume = "tmp", containerPath = "/tmp", readOnly = false },
-    ]
-
-    linuxParameters = {
-      initProcessEnabled = true
-    }
-
-    logConfiguration = {
-      logDriver = "awslogs"
-      options = {
-        awslogs-group         = aws_cloudwatch_log_group.this.name
-        awslogs-region        = local.region
-        awslogs-stream-prefix = "origin"
-      }
-    }
   }
-}
-
-resource "aws_ecs_task_definition" "this" {
-  family                   = "${var.name}-origin"
-  requires_compatibilities = ["FARGATE"]
-  network_mode             = "awsvpc"
-  cpu                      = var.cpu
-  memory                   = var.memory
-  execution_role_arn       = aws_iam_role.execution.arn
-  task_role_arn            = aws_iam_role.task.arn
-
-  runtime_platform {
-    operating_system_family = "LINUX"
-    cpu_architecture        = var.cpu_architecture
-  }
-
-  # Fargate ephemeral storage (encrypted at rest, AES-256, Fargate-managed key) holds the blob cache.
-  ephemeral_storage {
-    size_in_gib = var.ephemeral_storage_gib
-  }
-
-  volume {
-    name = "data"
-  }
-
-  volume {
-    name = "tmp"
-  }
-
-  container_definitions = jsonencode([local.tls_init_container, local.container_definition])
-
-  tags = local.tags
-}
-
-resource "aws_ecs_service" "this" {
-  name                              = "${var.name}-origin"
-  cluster                           = aws_ecs_cluster.this.id
-  task_definition                   = aws_ecs_task_definition.this.arn
-  desired_count                     = var.desired_count
-  launch_type                       = "FARGATE"
-  platform_version                  = "LATEST"
-  health_check_grace_period_seconds = 60
-  propagate_tags                    = "SERVICE"
-  enable_ecs_managed_tags           = true
-  enable_execute_command            = false
-
-  deployment_minimum_healthy_percent = 100
-  deployment_maximum_percent         = 200
-
-  deployment_circuit_breaker {
-    enable   = true
-    rollback = true
-  }
-
-  network_configuration {
-    subnets          = var.private_subnet_ids
-    security_groups  = [aws_security_group.tasks.id]
-    assign_public_ip = false
-  }
-
-  load_balancer {
-    target_group_arn = aws_lb_target_group.this.arn
-    container_name   = local.container_name
-    container_port   = local.container_port
-  }
-
-  depends_on = [aws_lb_listener.https]
-
-  tags = local.tags
 }

@@ -1,11 +1,8 @@
+# Inputs passed on to modules/service (name, network, certificate, image, task size, logs) are validated there.
+
 variable "name" {
   description = "Name prefix for every resource of the origin (e.g. \"edgerec-prod\")."
   type        = string
-
-  validation {
-    condition     = can(regex("^[a-z][a-z0-9-]{1,30}[a-z0-9]$", var.name))
-    error_message = "name must be 3-32 characters of lowercase letters, digits and hyphens, starting with a letter."
-  }
 }
 
 variable "tags" {
@@ -17,21 +14,11 @@ variable "tags" {
 variable "vpc_id" {
   description = "VPC that hosts the origin's load balancer, tasks and database."
   type        = string
-
-  validation {
-    condition     = can(regex("^vpc-[0-9a-f]+$", var.vpc_id))
-    error_message = "vpc_id must look like vpc-0123abcd."
-  }
 }
 
 variable "private_subnet_ids" {
   description = "Private subnets (at least two AZs) for the internal ALB and the Fargate tasks."
   type        = list(string)
-
-  validation {
-    condition     = length(var.private_subnet_ids) >= 2
-    error_message = "Give at least two private subnets in different availability zones."
-  }
 }
 
 variable "database_subnet_ids" {
@@ -63,11 +50,6 @@ variable "internal" {
 variable "certificate_arn" {
   description = "ACM certificate (in the origin's region) for origin_domain_name, served by the HTTPS listener."
   type        = string
-
-  validation {
-    condition     = can(regex("^arn:aws[a-z-]*:acm:", var.certificate_arn))
-    error_message = "certificate_arn must be an ACM certificate ARN."
-  }
 }
 
 variable "origin_domain_name" {
@@ -84,22 +66,12 @@ variable "route53_zone_id" {
 variable "image" {
   description = "Container image of the origin (built from infra/docker/Dockerfile.origin), pinned by digest or immutable tag."
   type        = string
-
-  validation {
-    condition     = !endswith(var.image, ":latest")
-    error_message = "Pin the image by digest or an immutable tag, not :latest."
-  }
 }
 
 variable "cpu" {
   description = "Fargate task CPU units."
   type        = number
   default     = 1024
-
-  validation {
-    condition     = contains([256, 512, 1024, 2048, 4096, 8192, 16384], var.cpu)
-    error_message = "cpu must be a Fargate CPU size."
-  }
 }
 
 variable "memory" {
@@ -112,11 +84,6 @@ variable "cpu_architecture" {
   description = "Fargate CPU architecture the image is built for."
   type        = string
   default     = "X86_64"
-
-  validation {
-    condition     = contains(["X86_64", "ARM64"], var.cpu_architecture)
-    error_message = "cpu_architecture must be X86_64 or ARM64."
-  }
 }
 
 variable "desired_count" {
@@ -198,11 +165,6 @@ variable "ephemeral_storage_gib" {
   description = "Fargate ephemeral storage (GiB) of an origin task; holds the local model-blob cache (EDGEREC_BLOB_DIR)."
   type        = number
   default     = 30
-
-  validation {
-    condition     = var.ephemeral_storage_gib >= 21 && var.ephemeral_storage_gib <= 200
-    error_message = "ephemeral_storage_gib must be between 21 and 200."
-  }
 }
 
 variable "alb_access_logs_bucket" {
@@ -214,11 +176,6 @@ variable "log_retention_days" {
   description = "CloudWatch Logs retention for the origin's container logs."
   type        = number
   default     = 365
-
-  validation {
-    condition     = contains([1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653], var.log_retention_days)
-    error_message = "log_retention_days must be a value CloudWatch Logs accepts."
-  }
 }
 
 variable "secret_recovery_window_days" {

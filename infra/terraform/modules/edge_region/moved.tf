@@ -1,0 +1,117 @@
+# Where the resources of the layout before modules/service now live: applying the refactor moves them in state
+# instead of destroying and re-creating them. Keep these blocks until every deployment has applied once.
+
+moved {
+  from = aws_kms_key.this
+  to   = module.service.module.kms_key.aws_kms_key.this
+}
+
+moved {
+  from = aws_kms_alias.this
+  to   = module.service.module.kms_key.aws_kms_alias.this
+}
+
+moved {
+  from = aws_cloudwatch_log_group.this
+  to   = module.service.aws_cloudwatch_log_group.this
+}
+
+moved {
+  from = aws_security_group.alb
+  to   = module.service.aws_security_group.alb
+}
+
+moved {
+  from = aws_vpc_security_group_egress_rule.alb_to_tasks
+  to   = module.service.aws_vpc_security_group_egress_rule.alb_to_tasks
+}
+
+moved {
+  from = aws_security_group.tasks
+  to   = module.service.aws_security_group.tasks
+}
+
+moved {
+  from = aws_vpc_security_group_ingress_rule.tasks_from_alb
+  to   = module.service.aws_vpc_security_group_ingress_rule.tasks_from_alb
+}
+
+moved {
+  from = aws_vpc_security_group_egress_rule.tasks_https
+  to   = module.service.aws_vpc_security_group_egress_rule.tasks_https
+}
+
+moved {
+  from = aws_lb.this
+  to   = module.service.aws_lb.this
+}
+
+moved {
+  from = aws_lb_target_group.this
+  to   = module.service.aws_lb_target_group.this
+}
+
+moved {
+  from = aws_lb_listener.https
+  to   = module.service.aws_lb_listener.https
+}
+
+moved {
+  from = aws_ecs_cluster.this
+  to   = module.service.aws_ecs_cluster.this
+}
+
+moved {
+  from = aws_iam_role.execution
+  to   = module.service.aws_iam_role.execution
+}
+
+moved {
+  from = aws_iam_role_policy_attachment.execution
+  to   = module.service.aws_iam_role_policy_attachment.execution
+}
+
+moved {
+  from = aws_iam_role_policy.execution_secrets
+  to   = module.service.aws_iam_role_policy.execution_secrets
+}
+
+moved {
+  from = aws_iam_role.task
+  to   = module.service.aws_iam_role.task
+}
+
+moved {
+  from = aws_ecs_task_definition.this
+  to   = module.service.aws_ecs_task_definition.this
+}
+
+moved {
+  from = aws_ecs_service.this
+  to   = module.service.aws_ecs_service.this
+}
+
+moved {
+  from = aws_vpc_security_group_ingress_rule.alb_https_from_cloudfront
+  to   = module.service.aws_vpc_security_group_ingress_rule.alb_https["cloudfront"]
+}
+
+moved {
+  from = aws_lb_listener_rule.from_cdn
+  to   = module.service.aws_lb_listener_rule.required_header[0]
+}
+
+moved {
+  from = aws_appautoscaling_target.this
+  to   = module.service.aws_appautoscaling_target.this
+}
+
+moved {
+  from = aws_appautoscaling_policy.cpu
+  to   = module.service.aws_appautoscaling_policy.this["cpu"]
+}
+
+moved {
+  from = aws_appautoscaling_policy.requests
+  to   = module.service.aws_appautoscaling_policy.this["requests"]
+}

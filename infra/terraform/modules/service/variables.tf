@@ -1,0 +1,295 @@
+# The validations of what the origin and the edge regions pass through live here, once.
+
+variable "name" {
+  description = "Name of the deployment (e.g. \"edgerec-prod\"): the log group is /edgerec/<name>/<component>."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{1,30}[a-z0-9]$", var.name))
+    error_message = "name must be 3-32 characters of lowercase letters, digits and hyphens, starting with a letter."
+  }
+}
+
+variable "component" {
+  description = "What runs here, in names and descriptions: \"origin\" or \"edge\"."
+  type        = string
+
+  validation {
+    condition     = contains(["origin", "edge"], var.component)
+    error_message = "component must be origin or edge."
+  }
+}
+
+variable "prefix" {
+  description = "Name (prefix) of the cluster, service, task family, KMS alias and security groups, unique per account and region (e.g. \"edgerec-prod-origin\")."
+  type        = string
+}
+
+variable "iam_name_prefix" {
+  description = "Prefix of the IAM role names (global, at most 38 characters with \"-exec-\"), e.g. \"edgerec-prod-edge\"."
+  type        = string
+}
+
+variable "tags" {
+  description = "Tags added to every resource."
+  type        = map(string)
+  default     = {}
+}
+
+variable "kms_key_description" {
+  description = "What the service's KMS key encrypts (logs, the injected secrets, anything the caller adds)."
+  type        = string
+}
+
+variable "log_retention_days" {
+  description = "CloudWatch Logs retention of the container logs."
+  type        = number
+  default     = 365
+
+  validation {
+    condition     = contains([1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653], var.log_retention_days)
+    error_message = "log_retention_days must be a value CloudWatch Logs accepts."
+  }
+}
+
+# --- network and front door ---------------------------------------------------------------------------
+
+variable "vpc_id" {
+  description = "VPC of the load balancer and the tasks."
+  type        = string
+
+  validation {
+    condition     = can(regex("^vpc-[0-9a-f]+$", var.vpc_id))
+    error_message = "vpc_id must look like vpc-0123abcd."
+  }
+}
+
+variable "alb_subnet_ids" {
+  description = "Subnets (at least two AZs) of the load balancer."
+  type        = list(string)
+
+  validation {
+    condition     = length(var.alb_subnet_ids) >= 2
+    error_message = "Give at least two subnets for the load balancer, in different availability zones."
+  }
+}
+
+variable "task_subnet_ids" {
+  description = "Private subnets (at least two AZs) of the Fargate tasks."
+  type        = list(string)
+
+  validation {
+    condition     = length(var.task_subnet_ids) >= 2
+    error_message = "Give at least two private subnets in different availability zones."
+  }
+}
+
+variable "internal" {
+  description = "Whether the load balancer is internal."
+  type        = bool
+}
+
+variable "alb_name_prefix" {
+  description = "name_prefix of the load balancer, target group and trust store (at most 6 characters)."
+  type        = string
+}
+
+variable "alb_description" {
+  description = "Description of the load balancer's security group (who may reach it)."
+  type        = string
+}
+
+variable "alb_ingress" {
+  description = "Who may open HTTPS to the load balancer: one entry a rule, with a CIDR block or a managed prefix list."
+  type = map(object({
+    description    = string
+    cidr_ipv4      = optional(string)
+    prefix_list_id = optional(string)
+  }))
+
+  validation {
+    condition     = length(var.alb_ingress) > 0 && alltrue([for r in values(var.alb_ingress) : (r.cidr_ipv4 == null) != (r.prefix_list_id == null)])
+    error_message = "alb_ingress needs at least one rule, each with exactly one of cidr_ipv4 and prefix_list_id."
+  }
+}
+
+variable "idle_timeout" {
+  description = "Idle timeout of the load balancer (seconds)."
+  type        = number
+  default     = 60
+}
+
+variable "alb_access_logs_bucket" {
+  description = "Existing bucket (with the ELB log delivery policy) receiving the load balancer's access logs."
+  type        = string
+}
+
+variable "deletion_protection" {
+  description = "Deletion protection for the load balancer."
+  type        = bool
+  default     = true
+}
+
+variable "certificate_arn" {
+  description = "ACM certificate served by the HTTPS listener."
+  type        = string
+
+  validation {
+    condition     = can(regex("^arn:aws[a-z-]*:acm:", var.certificate_arn))
+    error_message = "certificate_arn must be an ACM certificate ARN."
+  }
+}
+
+variable "required_header_name" {
+  description = "A header every forwarded request must carry with one of required_header_values; anything else gets 403. null = forward everything."
+  type        = string
+  default     = null
+}
+
+variable "required_header_values" {
+  description = "Accepted values of required_header_name."
+  type        = list(string)
+  default     = []
+  sensitive   = true
+}
+
+variable "client_ca_bundle_s3" {
+  description = "Optional mutual TLS at the listener (null = off): the S3 object (bucket, key) of the PEM CA bundle that client certificates must chain to (an ALB trust store, mode verify)."
+  type = object({
+    bucket = string
+    key    = string
+  })
+  default = null
+}
+
+variable "target_protocol" {
+  description = "Protocol of the ALB -> task hop and of its health check: HTTP or HTTPS."
+  type        = string
+
+  validation {
+    condition     = contains(["HTTP", "HTTPS"], var.target_protocol)
+    error_message = "target_protocol must be HTTP or HTTPS."
+  }
+}
+
+variable "health_check_path" {
+  description = "Path the target group checks; a task gets traffic only while it answers 200."
+  type        = string
+}
+
+variable "health_check_interval" {
+  description = "Seconds between two target health checks."
+  type        = number
+}
+
+variable "tasks_https_description" {
+  description = "Description of the tasks' HTTPS egress rule (what they call)."
+  type        = string
+}
+
+# --- task ------------------------------------------------------------------------------------------------
+
+variable "image" {
+  description = "Container image of every container of the task, pinned by digest or immutable tag."
+  type        = string
+
+  validation {
+    condition     = !endswith(var.image, ":latest")
+    error_message = "Pin the image by digest or an immutable tag, not :latest."
+  }
+}
+
+variable "containers" {
+  description = "ECS container definitions (name, essential, command, portMappings, environment, secrets, dependsOn, healthCheck, ...): image, non-root user, read-only root file system, the data and /tmp mounts, init process and logging are added here."
+  type        = any
+}
+
+variable "container_name" {
+  description = "The container that the load balancer sends traffic to (its logs stream under <component>/)."
+  type        = string
+}
+
+variable "container_port" {
+  description = "Port the container_name container listens on."
+  type        = number
+}
+
+variable "data_dir" {
+  description = "Where every container mounts the task's writable data volume (Fargate ephemeral storage)."
+  type        = string
+  default     = "/var/lib/edgerec"
+}
+
+variable "cpu" {
+  description = "Fargate task CPU units."
+  type        = number
+  default     = 1024
+
+  validation {
+    condition     = contains([256, 512, 1024, 2048, 4096, 8192, 16384], var.cpu)
+    error_message = "cpu must be a Fargate CPU size."
+  }
+}
+
+variable "memory" {
+  description = "Fargate task memory (MiB)."
+  type        = number
+  default     = 2048
+}
+
+variable "cpu_architecture" {
+  description = "Fargate CPU architecture the image is built for."
+  type        = string
+  default     = "X86_64"
+
+  validation {
+    condition     = contains(["X86_64", "ARM64"], var.cpu_architecture)
+    error_message = "cpu_architecture must be X86_64 or ARM64."
+  }
+}
+
+variable "ephemeral_storage_gib" {
+  description = "Fargate ephemeral storage (GiB) of a task: backs the data volume."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.ephemeral_storage_gib >= 21 && var.ephemeral_storage_gib <= 200
+    error_message = "ephemeral_storage_gib must be between 21 and 200."
+  }
+}
+
+variable "secret_arns" {
+  description = "Secrets Manager secrets the execution role may read (those the containers inject, JSON-key suffixes removed)."
+  type        = list(string)
+}
+
+variable "secrets_kms_key_arns" {
+  description = "KMS keys, besides this module's own, that encrypt injected secrets."
+  type        = list(string)
+  default     = []
+}
+
+# --- capacity -------------------------------------------------------------------------------------------
+
+variable "min_capacity" {
+  description = "Fewest tasks (and the count a new service starts with)."
+  type        = number
+}
+
+variable "max_capacity" {
+  description = "Most tasks; equal to min_capacity pins the count."
+  type        = number
+}
+
+variable "cpu_target_percent" {
+  description = "Target average CPU utilisation for autoscaling; null = no CPU policy."
+  type        = number
+  default     = null
+}
+
+variable "requests_per_target" {
+  description = "Target ALB requests per task (per minute) for autoscaling; null = no request policy."
+  type        = number
+  default     = null
+}
