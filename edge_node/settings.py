@@ -9,8 +9,9 @@ from urllib.parse import urlparse
 
 from pydantic import field_validator
 
-from edgerec.core.settings import ServiceSettings, YesNo, setting
+from edgerec.core.settings import YesNo, setting
 from edgerec.core.tls import DEFAULT_RELOAD_INTERVAL_S
+from edgerec.core.tracing import TraceSettings
 from origin_sync.wire.fields import parse_regions
 
 
@@ -34,7 +35,7 @@ def _in_range(value: float, low: float, high: float, low_open: bool, what: str) 
     return value
 
 
-class EdgeSettings(ServiceSettings):
+class EdgeSettings(TraceSettings):
     host: str = setting("127.0.0.1", "EDGEREC_EDGE_HOST", "listen address")
     port: int = setting(8000, "EDGEREC_EDGE_PORT", "listen port")
     origin: str = setting(

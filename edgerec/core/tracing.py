@@ -13,6 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, MutableMapping, Sequence
 
+from pydantic import field_validator
+
+from .settings import ServiceSettings, setting
+
 TRACEPARENT = "traceparent"
 EXPORTERS = ("otlp", "console", "file:PATH")
 
@@ -31,6 +35,49 @@ def parse_sample_ratio(text: str) -> float:
     return ratio
 
 
+def check_exporter(spec: str) -> str:
+    if spec in ("otlp", "console") or (spec.startswith("file:") and len(spec) > 5):
+        return spec
+    raise TracingError(f"EDGEREC_TRACE_EXPORTER: one of {', '.join(EXPORTERS)}, not {spec!r}")
+
+
+def check_installed(exporter: str) -> None:
+    """At a service's start, when tracing is on: the SDK (and the OTLP exporter, if chosen) can be imported."""
+    try:
+        import opentelemetry.sdk.trace  # noqa: F401
+
+        if exporter == "otlp":
+            import opentelemetry.exporter.otlp.proto.http.trace_exporter  # noqa: F401
+    except ImportError as exc:
+        raise TracingError(
+            f"EDGEREC_TRACE_SAMPLE is set but {exc.name} is not installed: pip install 'edgerec[traces]'"
+        ) from None
+
+
+class TraceSettings(ServiceSettings):
+    """The two tracing settings every service takes (its own settings model adds them by inheriting these)."""
+
+    trace_sample: float = setting(
+        0.0,
+        "EDGEREC_TRACE_SAMPLE",
+        "share of new traces recorded, 0 to 1 (0: tracing off, nothing made); an incoming sampled traceparent is "
+        "always followed",
+    )
+    trace_exporter: str = setting(
+        "otlp", "EDGEREC_TRACE_EXPORTER", "where spans go: otlp (OTEL_EXPORTER_OTLP_ENDPOINT), console, file:PATH"
+    )
+
+    @field_validator("trace_sample", mode="before")
+    @classmethod
+    def _sample(cls, raw: object) -> float:
+        return parse_sample_ratio(str(raw))
+
+    @field_validator("trace_exporter")
+    @classmethod
+    def _exporter(cls, spec: str) -> str:
+        return check_exporter(spec)
+
+
 @dataclass(frozen=True)
 class Tracing:
     """The process's tracer, or none. `span()` is a context manager yielding the span (None when off)."""
@@ -40,6 +87,9 @@ class Tracing:
     _tracer: Any = None
     _provider: Any = None
     _propagator: Any = None
+    _root: Any = None  # the empty context: a span started in it is a root
+    _kinds: tuple[Any, Any] = (None, None)  # SpanKind (INTERNAL, SERVER)
+    _in_context: Any = None  # opentelemetry.trace.set_span_in_context
 
     @contextlib.contextmanager
     def span(
@@ -52,6 +102,42 @@ class Tracing:
         context = self._propagator.extract(headers) if headers is not None else None
         with self._tracer.start_as_current_span(name, context=context, attributes=dict(attributes or {})) as span:
             yield span
+
+    def start(
+        self,
+        name: str,
+        parent: Any = None,
+        attributes: Mapping[str, Any] | None = None,
+        start_time: int | None = None,
+        server: bool = False,
+    ) -> Any:
+        """A span that is not made current, for the caller to end (`span.end(end_time=...)`); None when off.
+        `parent` is a context from `extract` or `context_of`; without one the span is a root of its own. A span the
+        sampler dropped is a non-recording one (`is_recording()` False): nothing of it is exported."""
+        if not self.enabled:
+            return None
+        return self._tracer.start_span(
+            name,
+            context=parent if parent is not None else self._root,
+            kind=self._kinds[server],
+            attributes=attributes,
+            start_time=start_time,
+        )
+
+    def extract(self, traceparent: str | None) -> Any:
+        """The context of an incoming `traceparent` (an empty one, for a new root, when there is none or it is
+        malformed)."""
+        return self._propagator.extract({TRACEPARENT: traceparent} if traceparent else {})
+
+    def context_of(self, span: Any) -> Any:
+        """The context whose parent is `span`, for its children."""
+        return self._in_context(span, self._root)
+
+    @staticmethod
+    def traceparent_of(span: Any) -> str:
+        """`span` as a W3C traceparent value."""
+        context = span.get_span_context()
+        return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
 
     def inject(self, headers: MutableMapping[str, str]) -> MutableMapping[str, str]:
         """Adds the current span's traceparent to outgoing headers (nothing when off or outside a span)."""
@@ -77,10 +163,12 @@ def configure(
     if sample_ratio <= 0:
         return DISABLED
     try:
+        from opentelemetry.context import Context
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
         from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+        from opentelemetry.trace import SpanKind, set_span_in_context
         from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
     except ImportError:
         raise TracingError(
@@ -102,6 +190,9 @@ def configure(
         _tracer=provider.get_tracer("edgerec"),
         _provider=provider,
         _propagator=TraceContextTextMapPropagator(),
+        _root=Context(),
+        _kinds=(SpanKind.INTERNAL, SpanKind.SERVER),
+        _in_context=set_span_in_context,
     )
 
 
@@ -119,9 +210,7 @@ def _exporter(spec: str) -> Any:
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
         return ConsoleSpanExporter()
-    if spec.startswith("file:") and len(spec) > 5:
-        return JsonLinesExporter(Path(spec[5:]))
-    raise TracingError(f"EDGEREC_TRACE_EXPORTER: one of {', '.join(EXPORTERS)}, not {spec!r}")
+    return JsonLinesExporter(Path(check_exporter(spec)[5:]))
 
 
 @dataclass
