@@ -19,6 +19,7 @@ from starlette.routing import Route
 
 from edgerec.core.ratelimit import make_limiter
 from edgerec.core.tls import CertificateReloader, server_context
+from edgerec.core.tracing import configure
 from models.runtime import BundleError, Ranker
 from origin_sync.replica import Replica, Syncer
 from origin_sync.wire.signing import Verifier
@@ -180,6 +181,10 @@ def build_app(config: EdgeConfig) -> HotPath:
     metrics = EdgeMetrics()
     updater = StateUpdater(holder, metrics)
     origin_tls = config.origin_ssl_context()  # the syncer's and the shipper's: CA bundle, client certificate
+    # Off (EDGEREC_TRACE_SAMPLE=0, the default): DISABLED, and the SDK is not even imported.
+    tracing = configure(
+        "edgerec-edge", config.trace_sample, config.trace_exporter, {"edgerec.regions": ",".join(config.regions)}
+    )
     syncer = Syncer(
         origin_url=config.origin_url,
         regions=config.regions,
@@ -190,6 +195,7 @@ def build_app(config: EdgeConfig) -> HotPath:
         wait_s=config.sync_wait_s,
         backoff_max_s=config.sync_backoff_max_s,
         ssl_context=origin_tls,
+        tracing=tracing,
     )
     # A renewed client certificate on disk is loaded into the same context: the next connection presents it.
     client_cert_reloader = (
@@ -232,6 +238,7 @@ def build_app(config: EdgeConfig) -> HotPath:
                         config.regions,
                         backoff_max_s=config.sync_backoff_max_s * 3,
                         ssl_context=origin_tls,
+                        tracing=tracing,
                     ),
                     name="edgerec-spool-shipper",
                 )
@@ -272,6 +279,7 @@ def build_app(config: EdgeConfig) -> HotPath:
                 with contextlib.suppress(asyncio.CancelledError):
                     await background
             await profiles.close()  # the embedded store checkpoints its WAL into the file
+            tracing.shutdown()  # the spans still batched are exported
 
     # One bucket per client for the whole public API (recommendations and events), in this worker.
     limiter = make_limiter(config.rate_limit_rps, config.rate_limit_burst)
@@ -286,6 +294,7 @@ def build_app(config: EdgeConfig) -> HotPath:
         recorder=recorder,
         limiter=limiter,
         profiles=profiles,
+        tracing=tracing,
     )
     app = Starlette(
         routes=[
