@@ -22,9 +22,11 @@ from origin_sync.wire.protocol import (
     KEY_ID_HEADER,
     KIND_DELTAS,
     KIND_SNAPSHOT,
+    MAX_WRITE_TRACES,
     PROTOCOL_HEADER,
     PROTOCOL_VERSION,
     SIGNATURE_HEADER,
+    WRITE_TRACES_HEADER,
     IntegrityError,
     ProtocolError,
 )
@@ -137,7 +139,7 @@ class Syncer:
         assert self._session is not None
         url = f"{self.current_origin}{path}"
         with self.tracing.span(
-            f"sync GET {path}",
+            "sync GET /v1/sync/blobs/{sha256}" if path.startswith("/v1/sync/blobs/") else f"sync GET {path}",
             attributes={
                 "sync.since": params.get("since", ""),
                 "sync.regions": params.get("regions", ""),
@@ -239,9 +241,10 @@ class Syncer:
         params = {"regions": ",".join(self.regions), "since": str(current.version), "wait": str(wait)}
         self.status.poll_open = self._healthy
         try:
-            body, _ = await self._get("/v1/sync/deltas", params, timeout_s=wait + 15)
+            body, headers = await self._get("/v1/sync/deltas", params, timeout_s=wait + 15)
         finally:
             self.status.poll_open = False
+        received_ns = time.time_ns() if self.tracing.enabled else 0
         batch = open_envelope(body, KIND_DELTAS, self.verifier)
         replica = apply_deltas(current, batch)
         self._contact(batch)
@@ -250,6 +253,20 @@ class Syncer:
             self.status.profile_changes += len(replica.profile_changes)
         if replica.version != current.version:
             await self._publish(replica, (KIND_DELTAS, body))
+            if received_ns:
+                self._trace_applied(headers.get(WRITE_TRACES_HEADER, ""), received_ns, current.version, replica)
+
+    def _trace_applied(self, write_traces: str, received_ns: int, since: int, replica: Replica) -> None:
+        """In the trace of each sampled admin write the answer carried: this edge's verifying, applying and serving
+        of it (from the answer's arrival until the new state was served)."""
+        attributes = {
+            "edgerec.data_version": replica.version,
+            "sync.since": since,
+            "sync.regions": ",".join(self.regions),
+        }
+        for traceparent in [t.strip() for t in write_traces.split(",") if t.strip()][:MAX_WRITE_TRACES]:
+            parent = self.tracing.extract(traceparent)
+            self.tracing.start("edge.sync.apply", parent, attributes, start_time=received_ns).end()
 
     def _contact(self, payload: dict[str, Any]) -> None:
         self.status.last_contact = time.time()
