@@ -10,6 +10,7 @@ from typing import Any, Mapping
 from edgerec.core.tracing import Tracing
 
 TRACEPARENT = b"traceparent"
+_UNSAMPLED_LAST_DIGIT = frozenset("02468aceACE")  # the flags' low bit (sampled) is the last hex digit's
 # The answer's fields a span carries, under these names; a field that is None (no fallback, no experiment) or that
 # the answer does not have (`profile` before the profile store is on the request path) is left out.
 ANSWER_ATTRIBUTES = (
@@ -35,8 +36,11 @@ class AnswerTrace:
 
     @classmethod
     def begin(cls, tracing: Tracing, headers: list[tuple[bytes, bytes]], method: str, route: str) -> AnswerTrace | None:
-        """The answer's span, a child of the request's traceparent if it has one; None when it is not sampled."""
+        """The answer's span, a child of the request's traceparent if it has one; None when it is not sampled (a
+        new trace left out of the sample, or a traceparent whose sampled flag is clear: nothing is made for them)."""
         traceparent = next((v.decode("latin-1") for k, v in headers if k == TRACEPARENT), None)
+        if traceparent is not None and traceparent[-1:] in _UNSAMPLED_LAST_DIGIT:
+            return None
         span = tracing.start(
             "edge.recommendation",
             tracing.extract(traceparent),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import random
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,16 +81,24 @@ class TraceSettings(ServiceSettings):
 
 @dataclass(frozen=True)
 class Tracing:
-    """The process's tracer, or none. `span()` is a context manager yielding the span (None when off)."""
+    """The process's tracer, or none. `span()` is a context manager yielding the span (None when off).
+
+    Sampling is parent-based: a span with a parent is recorded when its parent was. Whether a new trace (a root) is
+    recorded is decided here, by one random draw against `ratio`, before the SDK is called at all: a root that is
+    not sampled costs that draw, not the SDK's ids, sampler and non-recording span (4.4 µs measured)."""
 
     enabled: bool = False
     service: str = ""
+    ratio: float = 0.0
     _tracer: Any = None
     _provider: Any = None
     _propagator: Any = None
     _root: Any = None  # the empty context: a span started in it is a root
     _kinds: tuple[Any, Any] = (None, None)  # SpanKind (INTERNAL, SERVER)
     _in_context: Any = None  # opentelemetry.trace.set_span_in_context
+    _current_span: Any = None  # opentelemetry.trace.get_current_span
+    _unsampled: Any = None  # opentelemetry.trace.INVALID_SPAN: what a root left out of the sample gets
+    _draw: Any = random.random
 
     @contextlib.contextmanager
     def span(
@@ -100,6 +109,9 @@ class Tracing:
             yield None
             return
         context = self._propagator.extract(headers) if headers is not None else None
+        if not self._current_span(context).get_span_context().is_valid and self._draw() >= self.ratio:
+            yield None  # a new trace, not in the sample
+            return
         with self._tracer.start_as_current_span(name, context=context, attributes=dict(attributes or {})) as span:
             yield span
 
@@ -112,22 +124,28 @@ class Tracing:
         server: bool = False,
     ) -> Any:
         """A span that is not made current, for the caller to end (`span.end(end_time=...)`); None when off.
-        `parent` is a context from `extract` or `context_of`; without one the span is a root of its own. A span the
-        sampler dropped is a non-recording one (`is_recording()` False): nothing of it is exported."""
+        `parent` is a context from `extract` or `context_of`; without one the span is a root of its own. A span left
+        out of the sample is a non-recording one (`is_recording()` False): nothing of it is exported."""
         if not self.enabled:
             return None
+        if parent is None:
+            if self._draw() >= self.ratio:
+                return self._unsampled
+            parent = self._root
         return self._tracer.start_span(
             name,
-            context=parent if parent is not None else self._root,
+            context=parent,
             kind=self._kinds[server],
             attributes=attributes,
             start_time=start_time,
         )
 
     def extract(self, traceparent: str | None) -> Any:
-        """The context of an incoming `traceparent` (an empty one, for a new root, when there is none or it is
-        malformed)."""
-        return self._propagator.extract({TRACEPARENT: traceparent} if traceparent else {})
+        """The context of an incoming `traceparent`, or None (a new root) when there is none or it is malformed."""
+        if not traceparent:
+            return None
+        context = self._propagator.extract({TRACEPARENT: traceparent})
+        return context if self._current_span(context).get_span_context().is_valid else None
 
     def context_of(self, span: Any) -> Any:
         """The context whose parent is `span`, for its children."""
@@ -156,8 +174,8 @@ DISABLED = Tracing()
 def configure(
     service: str, sample_ratio: float, exporter: str = "otlp", resource: Mapping[str, str] | None = None
 ) -> Tracing:
-    """The tracer for `service`: parent-based sampling (a sampled incoming trace is followed; a new one is sampled at
-    `sample_ratio`), spans exported in batches off the request path. `exporter`: "otlp" (OTLP over HTTP to
+    """The tracer for `service`: parent-based sampling (a sampled incoming trace is followed; a new one is recorded
+    at `sample_ratio`), spans exported in batches off the request path. `exporter`: "otlp" (OTLP over HTTP to
     OTEL_EXPORTER_OTLP_ENDPOINT, default http://localhost:4318; needs the `traces` extra), "console", or
     "file:PATH" (one JSON object a span)."""
     if sample_ratio <= 0:
@@ -167,8 +185,8 @@ def configure(
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
-        from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
-        from opentelemetry.trace import SpanKind, set_span_in_context
+        from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
+        from opentelemetry.trace import INVALID_SPAN, SpanKind, get_current_span, set_span_in_context
         from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
     except ImportError:
         raise TracingError(
@@ -176,7 +194,7 @@ def configure(
         ) from None
     provider = TracerProvider(
         resource=Resource.create({"service.name": service, **(resource or {})}),
-        sampler=ParentBased(TraceIdRatioBased(sample_ratio)),
+        sampler=ParentBased(ALWAYS_ON),  # roots are drawn by Tracing itself, before the SDK is called
     )
     span_exporter = _exporter(exporter)
     # A file is for a person reading it now: each span as it ends. OTLP goes in batches, off the request path.
@@ -187,12 +205,15 @@ def configure(
     return Tracing(
         enabled=True,
         service=service,
+        ratio=sample_ratio,
         _tracer=provider.get_tracer("edgerec"),
         _provider=provider,
         _propagator=TraceContextTextMapPropagator(),
         _root=Context(),
         _kinds=(SpanKind.INTERNAL, SpanKind.SERVER),
         _in_context=set_span_in_context,
+        _current_span=get_current_span,
+        _unsampled=INVALID_SPAN,
     )
 
 
