@@ -94,6 +94,33 @@ def test_an_answer_follows_the_requests_traceparent_with_its_fields_and_no_shopp
         assert SHOPPER not in text and pseudonym not in text
 
 
+def test_an_answer_from_the_fallback_says_why_and_has_no_model_run(traced, tmp_path):
+    cluster, _, _ = traced
+    spans_file = tmp_path / "edge-spans.jsonl"
+    # Any model run overruns a budget of 0.1 µs: the breaker then sends the next answers to the fallback for 5 s.
+    env = {
+        "EDGEREC_TRACE_SAMPLE": "1",
+        "EDGEREC_TRACE_EXPORTER": f"file:{spans_file}",
+        "EDGEREC_MODEL_BUDGET_MS": "0.0001",
+    }
+    edge = cluster.start_edge("GB", env=env, label="edge-fallback")
+    http_json(edge.url, "POST", "/v1/recommendations", {"shopper_id": SHOPPER, "k": 3})
+    header, trace_id, _ = traceparent()
+    status, answer = http_json(
+        edge.url, "POST", "/v1/recommendations", {"shopper_id": SHOPPER, "k": 3}, {"traceparent": header}
+    )
+    assert status == 200 and answer["fallback"] == "latency_budget", answer
+    spans = wait_until(
+        lambda: (
+            {s["name"]: s for s in spans_of(spans_file, trace_id)} if len(spans_of(spans_file, trace_id)) >= 3 else None
+        ),
+        what="the fallback answer's spans",
+    )
+    assert spans["edge.recommendation"]["attributes"]["edgerec.fallback"] == "latency_budget"
+    assert "edgerec.batch_size" not in spans["edge.recommendation"]["attributes"]  # no model run scored it
+    assert set(spans) == {"edge.recommendation", "edge.rules.mask", "edge.rules.rank"}
+
+
 def test_an_unsampled_traceparent_is_followed_and_not_recorded(traced, catalog_skus):
     _, edge, files = traced
     header, trace_id, _ = traceparent(sampled=False)
@@ -148,18 +175,20 @@ def test_an_admin_write_and_the_edges_applying_of_it_join_in_one_trace(traced):
     )
     assert applied["parent_id"] == write["context"]["span_id"]
     assert applied["attributes"]["edgerec.data_version"] >= version
-    # The edge's long-poll that brought it: its trace went to the origin, whose span of it links to the write.
+    # The GB edge's long-poll that brought it: its trace went to the origin, whose span of it links to the write.
+    edge_spans = {s["context"]["span_id"]: s for s in read_spans(files["edge"])}
     polls = [
         s
         for s in read_spans(files["origin"])
         if s["name"] == "sync GET /v1/sync/deltas"
+        and s["parent_id"] in edge_spans
         and any(link["context"]["span_id"] == write["context"]["span_id"] for link in s.get("links", []))
     ]
-    assert polls, "no delta answer linked to the write"
+    assert polls, "no delta answer to the GB edge linked to the write"
     poll = polls[0]
-    edge_poll = [s for s in read_spans(files["edge"]) if s["context"]["span_id"] == poll["parent_id"]]
-    assert edge_poll and edge_poll[0]["name"] == "sync GET /v1/sync/deltas"
-    assert edge_poll[0]["context"]["trace_id"] == poll["context"]["trace_id"]
+    edge_poll = edge_spans[poll["parent_id"]]
+    assert edge_poll["name"] == "sync GET /v1/sync/deltas"
+    assert edge_poll["context"]["trace_id"] == poll["context"]["trace_id"]
     assert poll["attributes"]["sync.since"] < version <= poll["attributes"]["sync.to"]
 
 
