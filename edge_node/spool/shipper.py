@@ -70,7 +70,7 @@ async def run_shipper(
                 for path in segments:
                     if pending is None or pending[0] != path.stem:  # moved to this segment if its own was set aside
                         pending = (path.stem, (pending[1] if pending else []) + spool.health.take())
-                    with tracing.span("events ship", attributes={"edgerec.batch": path.stem}):
+                    with tracing.span("events ship", attributes={"edgerec.batch": path.stem}, client=True):
                         shipped = await _ship(
                             spool, session, url, tracing.inject(dict(headers)), regions, path, pending[1]
                         )

@@ -94,7 +94,7 @@ class Tracing:
     _provider: Any = None
     _propagator: Any = None
     _root: Any = None  # the empty context: a span started in it is a root
-    _kinds: tuple[Any, Any] = (None, None)  # SpanKind (INTERNAL, SERVER)
+    _kinds: tuple[Any, Any, Any] = (None, None, None)  # SpanKind (INTERNAL, SERVER, CLIENT)
     _in_context: Any = None  # opentelemetry.trace.set_span_in_context
     _current_span: Any = None  # opentelemetry.trace.get_current_span
     _unsampled: Any = None  # opentelemetry.trace.INVALID_SPAN: what a root left out of the sample gets
@@ -102,9 +102,14 @@ class Tracing:
 
     @contextlib.contextmanager
     def span(
-        self, name: str, headers: Mapping[str, str] | None = None, attributes: Mapping[str, Any] | None = None
+        self,
+        name: str,
+        headers: Mapping[str, str] | None = None,
+        attributes: Mapping[str, Any] | None = None,
+        client: bool = False,
     ) -> Iterator[Any]:
-        """A span; a root of its own unless `headers` carry a traceparent (or a span is current)."""
+        """A span, made current; a root of its own unless `headers` carry a traceparent (or a span is current).
+        `client`: it covers a call to another service (which `inject` hands it on to)."""
         if not self.enabled:
             yield None
             return
@@ -112,7 +117,10 @@ class Tracing:
         if not self._current_span(context).get_span_context().is_valid and self._draw() >= self.ratio:
             yield None  # a new trace, not in the sample
             return
-        with self._tracer.start_as_current_span(name, context=context, attributes=dict(attributes or {})) as span:
+        kind = self._kinds[2 if client else 0]
+        with self._tracer.start_as_current_span(
+            name, context=context, kind=kind, attributes=dict(attributes or {})
+        ) as span:
             yield span
 
     def start(
@@ -210,7 +218,7 @@ def configure(
         _provider=provider,
         _propagator=TraceContextTextMapPropagator(),
         _root=Context(),
-        _kinds=(SpanKind.INTERNAL, SpanKind.SERVER),
+        _kinds=(SpanKind.INTERNAL, SpanKind.SERVER, SpanKind.CLIENT),
         _in_context=set_span_in_context,
         _current_span=get_current_span,
         _unsampled=INVALID_SPAN,

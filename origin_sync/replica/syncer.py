@@ -145,6 +145,7 @@ class Syncer:
                 "sync.regions": params.get("regions", ""),
                 "server.address": self.current_origin,
             },
+            client=True,
         ):
             return await self._fetch(path, url, params, timeout_s)
 

@@ -187,7 +187,7 @@ def test_an_admin_write_and_the_edges_applying_of_it_join_in_one_trace(traced):
     assert polls, "no delta answer to the GB edge linked to the write"
     poll = polls[0]
     edge_poll = edge_spans[poll["parent_id"]]
-    assert edge_poll["name"] == "sync GET /v1/sync/deltas"
+    assert edge_poll["name"] == "sync GET /v1/sync/deltas" and edge_poll["kind"] == "SpanKind.CLIENT"
     assert edge_poll["context"]["trace_id"] == poll["context"]["trace_id"]
     assert poll["attributes"]["sync.since"] < version <= poll["attributes"]["sync.to"]
 
