@@ -77,12 +77,12 @@ class EdgeConfig:
     profile_redis_prefix: str = "edgerec:profile:"
     profile_read_timeout_s: float = 0.005
     profile_write_timeout_s: float = 0.05
+    trace_sample: float = 0.0  # share of new traces recorded; 0 = tracing off (EDGEREC_TRACE_SAMPLE)
+    trace_exporter: str = "otlp"
 
     @property
     def profile_directory(self) -> Path:
         return Path(self.profile_dir) if self.profile_dir else self.data_dir / "profiles"
-    trace_sample: float = 0.0  # share of new traces recorded; 0 = tracing off (EDGEREC_TRACE_SAMPLE)
-    trace_exporter: str = "otlp"
 
     def origin_ssl_context(self) -> ssl.SSLContext | None:
         """The client context for every call to the origin, or None for plain HTTP without TLS settings."""

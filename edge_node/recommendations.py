@@ -185,7 +185,7 @@ class RecommendationsEndpoint:
         trace: AnswerTrace | None,
     ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         """The walk of edge_node.serving, step by step, for one shopper; a traced answer also gets the spans of its
-        rule mask, model run and ranking rules (edge_node.traces)."""
+        profile read, rule mask, model run and ranking rules (edge_node.traces)."""
         content_type = (viewer.content_type or b"").split(b";")[0].strip().lower()
         if content_type not in JSON_TYPES and not content_type.endswith(b"+json"):
             raise RequestError(415, "unsupported_media_type", "send the request as application/json")
@@ -193,9 +193,11 @@ class RecommendationsEndpoint:
         request = parse_recommendation_request(body, self.max_k, self.default_k, state.context_length)
         parsed = time.perf_counter()
         region = resolve_region(request.region, viewer.country, state, self.cdn)
+        mark = time.time_ns() if trace is not None else 0
         record = await find_profile(request, self.profiles)
         context = shopper_context(request, record, state.catalogs[region])
-        mark = time.time_ns() if trace is not None else 0
+        if trace is not None:
+            mark = trace.step("edge.profile", mark)
         chosen = candidates(state, region, request, context, self.rules)
         if trace is not None:
             trace.step("edge.rules.mask", mark)

@@ -1,6 +1,7 @@
-"""The spans of one answer: `edge.recommendation` (following the request's traceparent) and its children, the rule
-mask, the model run (edge_node.batching) and the ranking rules. Made only when tracing is on and the answer is
-sampled; their attributes are the answer's fields, never the shopper (no id, no pseudonym, no address)."""
+"""The spans of one answer: `edge.recommendation` (following the request's traceparent) and its children, the
+profile read, the rule mask, the model run (edge_node.batching) and the ranking rules. Made only when tracing is on
+and the answer is sampled; their attributes are the answer's fields, never the shopper (no id, no pseudonym, no
+address)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from edgerec.core.tracing import Tracing
 TRACEPARENT = b"traceparent"
 _UNSAMPLED_LAST_DIGIT = frozenset("02468aceACE")  # the flags' low bit (sampled) is the last hex digit's
 # The answer's fields a span carries, under these names; a field that is None (no fallback, no experiment) or that
-# the answer does not have (`profile` before the profile store is on the request path) is left out.
+# the answer does not have is left out.
 ANSWER_ATTRIBUTES = (
     ("region", "edgerec.region"),
     ("model_version", "edgerec.model_version"),

@@ -165,6 +165,14 @@ class Tracing:
         context = span.get_span_context()
         return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
 
+    def in_each(
+        self, traceparents: str, name: str, attributes: Mapping[str, Any], start_time: int, limit: int = 16
+    ) -> None:
+        """A span from `start_time` to now in each trace of `traceparents` (comma-separated, the first `limit`),
+        a child of the span each names."""
+        for traceparent in [t.strip() for t in traceparents.split(",") if t.strip()][:limit]:
+            self.start(name, self.extract(traceparent), attributes, start_time=start_time).end()
+
     def inject(self, headers: MutableMapping[str, str]) -> MutableMapping[str, str]:
         """Adds the current span's traceparent to outgoing headers (nothing when off or outside a span)."""
         if self.enabled:

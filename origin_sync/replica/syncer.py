@@ -22,7 +22,6 @@ from origin_sync.wire.protocol import (
     KEY_ID_HEADER,
     KIND_DELTAS,
     KIND_SNAPSHOT,
-    MAX_WRITE_TRACES,
     PROTOCOL_HEADER,
     PROTOCOL_VERSION,
     SIGNATURE_HEADER,
@@ -86,6 +85,7 @@ class Syncer:
     replica: Replica | None = None
     ssl_context: ssl.SSLContext | None = None  # verifies the origin (CA bundle) and holds the mutual-TLS certificate
     tracing: Tracing = DISABLED  # a span a sync request, its traceparent sent to the origin
+    write_traces: str = ""  # the traceparents of the sampled admin writes the delta being handed over carries
     on_profiles: OnProfiles | None = None  # the edge's profile store: put_summary / erase (see OnProfiles)
     _session: aiohttp.ClientSession | None = None
 
@@ -245,7 +245,6 @@ class Syncer:
             body, headers = await self._get("/v1/sync/deltas", params, timeout_s=wait + 15)
         finally:
             self.status.poll_open = False
-        received_ns = time.time_ns() if self.tracing.enabled else 0
         batch = open_envelope(body, KIND_DELTAS, self.verifier)
         replica = apply_deltas(current, batch)
         self._contact(batch)
@@ -253,21 +252,8 @@ class Syncer:
             await self.on_profiles(replica.profile_changes)
             self.status.profile_changes += len(replica.profile_changes)
         if replica.version != current.version:
+            self.write_traces = headers.get(WRITE_TRACES_HEADER, "")  # for on_replica's spans (edge_node.app)
             await self._publish(replica, (KIND_DELTAS, body))
-            if received_ns:
-                self._trace_applied(headers.get(WRITE_TRACES_HEADER, ""), received_ns, current.version, replica)
-
-    def _trace_applied(self, write_traces: str, received_ns: int, since: int, replica: Replica) -> None:
-        """In the trace of each sampled admin write the answer carried: this edge's verifying, applying and serving
-        of it (from the answer's arrival until the new state was served)."""
-        attributes = {
-            "edgerec.data_version": replica.version,
-            "sync.since": since,
-            "sync.regions": ",".join(self.regions),
-        }
-        for traceparent in [t.strip() for t in write_traces.split(",") if t.strip()][:MAX_WRITE_TRACES]:
-            parent = self.tracing.extract(traceparent)
-            self.tracing.start("edge.sync.apply", parent, attributes, start_time=received_ns).end()
 
     def _contact(self, payload: dict[str, Any]) -> None:
         self.status.last_contact = time.time()

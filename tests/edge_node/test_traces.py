@@ -68,7 +68,7 @@ def test_an_answer_follows_the_requests_traceparent_with_its_fields_and_no_shopp
     spans = wait_until(
         lambda: (
             {s["name"]: s for s in spans_of(files["edge"], trace_id)}
-            if len(spans_of(files["edge"], trace_id)) >= 4
+            if len(spans_of(files["edge"], trace_id)) >= 5
             else None
         ),
         what="the answer's spans",
@@ -82,9 +82,8 @@ def test_an_answer_follows_the_requests_traceparent_with_its_fields_and_no_shopp
     assert attributes["edgerec.batch_size"] >= 1 and attributes["edgerec.offers"] == len(answer["offers"])
     assert attributes["http.response.status_code"] == 200
     assert "edgerec.fallback" not in attributes  # the model ranked it
-    if "profile" in answer:
-        assert attributes["edgerec.profile"] == answer["profile"]
-    for child in ("edge.rules.mask", "edge.model", "edge.rules.rank"):
+    assert attributes["edgerec.profile"] == answer["profile"] == "request"  # recent_items sent: no profile read
+    for child in ("edge.profile", "edge.rules.mask", "edge.model", "edge.rules.rank"):
         assert spans[child]["parent_id"] == root["context"]["span_id"], child
     assert spans["edge.model"]["attributes"]["edgerec.batch_size"] == attributes["edgerec.batch_size"]
     # Neither the shopper's id nor its pseudonym (what the edge's events carry) is in any span either service exported.
@@ -92,6 +91,30 @@ def test_an_answer_follows_the_requests_traceparent_with_its_fields_and_no_shopp
     for path in files.values():
         text = path.read_text()
         assert SHOPPER not in text and pseudonym not in text
+
+
+def test_a_profile_hit_is_said_and_the_shopper_is_not(traced):
+    cluster, edge, files = traced
+    shopper = "shopper-traced-with-a-profile"
+    status, first = http_json(edge.url, "POST", "/v1/recommendations", {"shopper_id": shopper, "k": 3})
+    assert status == 200 and first["profile"] == "miss"
+    bought = first["offers"][0]["offer_id"]
+    event = {"type": "purchase", "request_id": first["request_id"], "offer_ids": [bought], "shopper_id": shopper}
+    event.update(region="GB", value=9.99, currency="GBP")
+    assert http_json(edge.url, "POST", "/v1/events", {"events": [event]})[0] == 202
+    header, trace_id, _ = traceparent()
+    status, answer = http_json(
+        edge.url, "POST", "/v1/recommendations", {"shopper_id": shopper, "k": 3}, {"traceparent": header}
+    )
+    assert status == 200 and answer["profile"] == "hit", answer
+    root = wait_until(
+        lambda: next((s for s in spans_of(files["edge"], trace_id) if s["name"] == "edge.recommendation"), None),
+        what="the answer's span",
+    )
+    assert root["attributes"]["edgerec.profile"] == "hit"
+    pseudonym = pseudonymize(pseudonym_key(cluster.pseudonym_key), shopper)
+    text = files["edge"].read_text()
+    assert shopper not in text and pseudonym not in text
 
 
 def test_an_answer_from_the_fallback_says_why_and_has_no_model_run(traced, tmp_path):
@@ -112,13 +135,13 @@ def test_an_answer_from_the_fallback_says_why_and_has_no_model_run(traced, tmp_p
     assert status == 200 and answer["fallback"] == "latency_budget", answer
     spans = wait_until(
         lambda: (
-            {s["name"]: s for s in spans_of(spans_file, trace_id)} if len(spans_of(spans_file, trace_id)) >= 3 else None
+            {s["name"]: s for s in spans_of(spans_file, trace_id)} if len(spans_of(spans_file, trace_id)) >= 4 else None
         ),
         what="the fallback answer's spans",
     )
     assert spans["edge.recommendation"]["attributes"]["edgerec.fallback"] == "latency_budget"
     assert "edgerec.batch_size" not in spans["edge.recommendation"]["attributes"]  # no model run scored it
-    assert set(spans) == {"edge.recommendation", "edge.rules.mask", "edge.rules.rank"}
+    assert set(spans) == {"edge.recommendation", "edge.profile", "edge.rules.mask", "edge.rules.rank"}
 
 
 def test_an_unsampled_traceparent_is_followed_and_not_recorded(traced, catalog_skus):
