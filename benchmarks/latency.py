@@ -1,5 +1,5 @@
-"""Latency under load: edgerec against its ceiling, a peer model server, itself behind a CDN cache and itself
-with impressions off (the events on/off cost).
+"""Latency under load: edgerec against its ceiling, a peer model server, itself behind a CDN cache, itself
+with impressions off (the events on/off cost) and itself tracing a sample of its answers (the tracing cost).
 
     python -m benchmarks.latency --out DIR [--duration S] [--users U] [--repeat N] [--servers N]
 
@@ -33,6 +33,7 @@ from edgerec.cli.services import Cluster
 from . import cdn, peer
 from .histogram import Histogram
 from .loadgen import LoadSettings, run_locust, run_wrk, write_wrk_requests, wrk_missing
+from .otlp_sink import OtlpSink
 from .processes import CpuSampler, Placement, cores
 from .report import EVENTS_BUDGET, ORDER, build_report, write_outputs
 from .traffic import (
@@ -94,6 +95,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--targets", default=",".join(ORDER), help=f"subset of {','.join(ORDER)}")
     p.add_argument(
         "--quick", action="store_true", help="smoke mode: no peer (no venv made), only the 0.7 step; for tests"
+    )
+    p.add_argument(
+        "--trace-sample",
+        type=float,
+        default=0.01,
+        help="EDGEREC_TRACE_SAMPLE of the edgerec_traced target, exporting OTLP to a local sink (default 0.01)",
     )
     p.add_argument("--no-wrk", action="store_true", help="skip the wrk cross-check")
     p.add_argument("--no-pin", action="store_true", help="do not pin servers and load to separate cores")
@@ -286,7 +293,29 @@ class Bench:
             "within a round (ratios.events_on_vs_off_rps)",
         }
 
-    def _start_edge(self, regions: tuple[str, ...], args: list[str], label: str) -> Service:
+    def start_edgerec_traced(self, regions: tuple[str, ...]) -> None:
+        """A third edge like the first with tracing on at --trace-sample, exporting OTLP/HTTP to a local sink that
+        answers every export (so the SDK's whole exporting work is done), for the tracing on/off ratio."""
+        sink = OtlpSink().start()
+        self.started.append(sink.stop)
+        env = {
+            "EDGEREC_TRACE_SAMPLE": str(self.args.trace_sample),
+            "EDGEREC_TRACE_EXPORTER": "otlp",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint,
+        }
+        edge = self._start_edge(regions, [], "edge-traced", env)
+        edge.name = "edge (traced)"
+        self.targets["edgerec_traced"] = {
+            "hosts": [edge.url],
+            "pids": [edge.pid],
+            "sink": sink,
+            "note": f"the same edge tracing a {self.args.trace_sample:g} sample of new traces, OTLP/HTTP to a local "
+            "sink; compare with edgerec (tracing off) within a round (ratios.traced_vs_untraced_rps)",
+        }
+
+    def _start_edge(
+        self, regions: tuple[str, ...], args: list[str], label: str, env: dict[str, str] | None = None
+    ) -> Service:
         """An edge of every region with --servers workers and the CDN secret, on the server cores, serving every
         offer."""
         edge = self.cluster.edge(
@@ -299,7 +328,7 @@ class Bench:
                 "embedded" if self.args.servers == 1 else "off",
                 *args,
             ],
-            env={"EDGEREC_CDN_SECRET": self.cdn_secret},
+            env={"EDGEREC_CDN_SECRET": self.cdn_secret, **(env or {})},
             label=label,
         )
         with cores(self.placement.server_cores):
@@ -462,6 +491,7 @@ class Bench:
 TARGET_KIND = {
     "edgerec": "edgerec",
     "edgerec_no_events": "edgerec",
+    "edgerec_traced": "edgerec",
     "ceiling": "ceiling",
     "peer": "peer",
     "edgerec_cdn": "cdn",
@@ -551,6 +581,9 @@ def measure_target(
             f"    {name:12s} {fraction:4.0%}   {step['rps']:9.1f} req/s (offered {rate})  p50 {step['p50_ms']} ms  "
             f"p99 {step['p99_ms']} ms  errors {step['errors']}"
         )
+    if "sink" in target:
+        sink = target["sink"]
+        result["note"] = f"{target['note']}; the sink took {sink.requests} OTLP exports ({sink.bytes} bytes) so far"
     counters_after = _cache_counters(target)
     if counters_after:
         delta = {k: counters_after[k] - counters_before.get(k, 0) for k in counters_after}
@@ -637,6 +670,11 @@ def run(args: argparse.Namespace) -> int:
                 bench.start_edgerec_no_events(regions)
             except (RuntimeError, OSError, TimeoutError) as exc:
                 bench.targets["edgerec_no_events"] = {"skipped": f"the edge with impressions off did not start: {exc}"}
+        if "edgerec_traced" in wanted:
+            try:
+                bench.start_edgerec_traced(regions)
+            except (RuntimeError, OSError, TimeoutError) as exc:
+                bench.targets["edgerec_traced"] = {"skipped": f"the traced edge did not start: {exc}"}
         if "ceiling" in wanted:
             bench.start_ceiling(bench.typical_answer(edge_url, traffic, contract))
         if "peer" in wanted:
@@ -720,6 +758,7 @@ def run(args: argparse.Namespace) -> int:
             "k_values": sorted(int(k) for k in traffic["k_weights"]),
             "contract": contract.to_json(),
             "p99_budget_ms": 10.0,
+            "trace_sample": args.trace_sample,
         }
         say("[5/5] writing the report")
         command = "python -m benchmarks.latency " + " ".join(shlex.quote(a) for a in (sys.argv[1:] or []))
@@ -755,6 +794,7 @@ def print_summary(report: dict[str, Any]) -> None:
         f"events on / off throughput: {report['ratios'].get('events_on_vs_off_rps')} "
         f"(the goal: at least {EVENTS_BUDGET})"
     )
+    say(f"tracing at a sample / off throughput: {report['ratios'].get('traced_vs_untraced_rps')}")
     if report["peer_wins"]:
         say("the peer wins on: " + "; ".join(report["peer_wins"]))
     hints = []

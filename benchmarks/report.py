@@ -14,11 +14,12 @@ T_FIELDS = ("rps", "p50_ms", "p95_ms", "p99_ms", "p999_ms", "max_ms", "errors", 
 LABELS = {
     "edgerec": "edgerec",
     "edgerec_no_events": "edgerec, events off (--events off)",
+    "edgerec_traced": "edgerec, tracing a sample (EDGEREC_TRACE_SAMPLE)",
     "ceiling": "ceiling (bare Starlette)",
     "peer": "peer",
     "edgerec_cdn": "edgerec behind Varnish (anonymous)",
 }
-ORDER = ("edgerec", "edgerec_no_events", "ceiling", "peer", "edgerec_cdn")
+ORDER = ("edgerec", "edgerec_no_events", "edgerec_traced", "ceiling", "peer", "edgerec_cdn")
 EVENTS_BUDGET = 0.95  # with events on, throughput must stay within 5% of throughput with events off
 
 
@@ -147,6 +148,9 @@ def round_ratios(round_results: dict[str, dict[str, Any]], source: str) -> dict[
         "edgerec_vs_ceiling_rps": ratio(rps("edgerec"), rps("ceiling")),
         "events_on_vs_off_rps": ratio(rps("edgerec"), rps("edgerec_no_events")),
         "events_on_vs_off_capacity_at_full_cpu": ratio(full_cpu("edgerec"), full_cpu("edgerec_no_events")),
+        "traced_vs_untraced_rps": ratio(rps("edgerec_traced"), rps("edgerec")),
+        "traced_vs_untraced_capacity_at_full_cpu": ratio(full_cpu("edgerec_traced"), full_cpu("edgerec")),
+        "traced_vs_untraced_p99_at_peak": ratio(p99("edgerec_traced"), p99("edgerec")),
         "edgerec_vs_peer_rps": ratio(rps("edgerec"), rps("peer")),
         "edgerec_cdn_vs_edgerec_rps": ratio(rps("edgerec_cdn"), rps("edgerec")),
         "edgerec_vs_peer_p99_at_peak": ratio(p99("edgerec"), p99("peer")),
@@ -378,6 +382,10 @@ def render_markdown(report: dict[str, Any], plots: list[str]) -> str:
         f"off): throughput **{_fmt(r.get('events_on_vs_off_rps'), 3)}**, req/s at full server CPU "
         f"{_fmt(r.get('events_on_vs_off_capacity_at_full_cpu'), 3)}; {events_verdict(r.get('events_on_vs_off_rps'))}"
         + (" (see events_on_off.png)" if "events_on_off.png" in plots else ""),
+        f"- tracing a {s.get('trace_sample', 0.01):g} sample / tracing off (the same edge, OTLP to a local sink): "
+        f"throughput **{_fmt(r.get('traced_vs_untraced_rps'), 3)}**, req/s at full server CPU "
+        f"{_fmt(r.get('traced_vs_untraced_capacity_at_full_cpu'), 3)}, p99 at peak "
+        f"{_fmt(r.get('traced_vs_untraced_p99_at_peak'), 3)}",
         f"- measured with: {r.get('source')}",
         "",
     ]

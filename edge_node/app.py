@@ -9,6 +9,7 @@ import logging
 import os
 import shutil
 import ssl
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -19,8 +20,10 @@ from starlette.routing import Route
 
 from edgerec.core.ratelimit import make_limiter
 from edgerec.core.tls import CertificateReloader, server_context
+from edgerec.core.tracing import DISABLED, Tracing, configure
 from models.runtime import BundleError, Ranker
 from origin_sync.replica import Replica, Syncer
+from origin_sync.wire.protocol import MAX_WRITE_TRACES
 from origin_sync.wire.signing import Verifier
 
 from . import api
@@ -48,9 +51,10 @@ class StateUpdater:
     (golden outputs) is refused for good: the data moves on with the model the edge already serves.
     """
 
-    def __init__(self, holder: StateHolder, metrics: EdgeMetrics) -> None:
+    def __init__(self, holder: StateHolder, metrics: EdgeMetrics, tracing: Tracing = DISABLED) -> None:
         self.holder = holder
         self.metrics = metrics
+        self.tracing = tracing
         self.ranker: Ranker | None = None
         self._refused_sha: str | None = None
         self.first_state = asyncio.Event()
@@ -110,6 +114,8 @@ class StateUpdater:
         return ranker
 
     async def __call__(self, replica: Replica, syncer: Syncer) -> None:
+        write_traces, syncer.write_traces = syncer.write_traces, ""
+        started_ns = time.time_ns() if write_traces and self.tracing.enabled else 0
         ranker = await self._model_for(replica, syncer)
         if ranker is None:
             log.warning("data version %d has no usable model yet; not ready", replica.version)
@@ -119,6 +125,9 @@ class StateUpdater:
         self.variant_rankers = rankers  # models no experiment needs any more are let go
         self.holder.current = state  # the swap: one reference, readers see the old or the new state whole
         self.first_state.set()
+        if started_ns:  # in the trace of each sampled admin write this version carries: its being served here
+            attributes = {"edgerec.data_version": state.data_version, "edgerec.regions": ",".join(replica.regions)}
+            self.tracing.in_each(write_traces, "edge.sync.apply", attributes, started_ns, MAX_WRITE_TRACES)
         log.info(
             "serving data version %d (%s)",
             state.data_version,
@@ -178,8 +187,12 @@ class HotPath:
 def build_app(config: EdgeConfig) -> HotPath:
     holder = StateHolder()
     metrics = EdgeMetrics()
-    updater = StateUpdater(holder, metrics)
     origin_tls = config.origin_ssl_context()  # the syncer's and the shipper's: CA bundle, client certificate
+    # Off (EDGEREC_TRACE_SAMPLE=0, the default): DISABLED, and the SDK is not even imported.
+    tracing = configure(
+        "edgerec-edge", config.trace_sample, config.trace_exporter, {"edgerec.regions": ",".join(config.regions)}
+    )
+    updater = StateUpdater(holder, metrics, tracing)
     syncer = Syncer(
         origin_url=config.origin_url,
         regions=config.regions,
@@ -190,6 +203,7 @@ def build_app(config: EdgeConfig) -> HotPath:
         wait_s=config.sync_wait_s,
         backoff_max_s=config.sync_backoff_max_s,
         ssl_context=origin_tls,
+        tracing=tracing,
     )
     # A renewed client certificate on disk is loaded into the same context: the next connection presents it.
     client_cert_reloader = (
@@ -232,6 +246,7 @@ def build_app(config: EdgeConfig) -> HotPath:
                         config.regions,
                         backoff_max_s=config.sync_backoff_max_s * 3,
                         ssl_context=origin_tls,
+                        tracing=tracing,
                     ),
                     name="edgerec-spool-shipper",
                 )
@@ -272,6 +287,7 @@ def build_app(config: EdgeConfig) -> HotPath:
                 with contextlib.suppress(asyncio.CancelledError):
                     await background
             await profiles.close()  # the embedded store checkpoints its WAL into the file
+            tracing.shutdown()  # the spans still batched are exported
 
     # One bucket per client for the whole public API (recommendations and events), in this worker.
     limiter = make_limiter(config.rate_limit_rps, config.rate_limit_burst)
@@ -286,6 +302,7 @@ def build_app(config: EdgeConfig) -> HotPath:
         recorder=recorder,
         limiter=limiter,
         profiles=profiles,
+        tracing=tracing,
     )
     app = Starlette(
         routes=[

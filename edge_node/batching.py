@@ -19,6 +19,10 @@ from typing import Any
 import numpy as np
 from msgspec import Struct
 
+from edgerec.core.tracing import DISABLED, Tracing
+
+from .traces import model_spans
+
 log = logging.getLogger("edgerec.edge")
 
 MAX_BATCH = 64  # bounds one run (about 1.5 ms on the 2-core machine at 200 candidates) and so the wait
@@ -60,6 +64,7 @@ class ScoreRequest(Struct, frozen=True):
     candidates: np.ndarray  # int64 [N]
     penalty: np.ndarray  # float32 [N]: the rule mask
     want: int  # how many ranked positions to ask for
+    trace: Any = None  # the context of the request's answer span, when it is traced (edge_node.traces)
 
 
 class Scores(Struct, frozen=True):
@@ -70,6 +75,7 @@ class Scores(Struct, frozen=True):
     positions: np.ndarray | None
     model_s: float = 0.0
     failure: str | None = None
+    batch_size: int = 0  # requests in the run that scored this one
 
 
 MODEL_ERROR = Scores(None, None, failure=FALLBACK_MODEL_ERROR)
@@ -81,9 +87,15 @@ class InferenceBatcher:
     """Collects score requests and runs them per model, MAX_BATCH at a time, in one call_soon callback."""
 
     def __init__(
-        self, breaker: ModelBreaker, inference_seconds: Any, batch_sizes: Any, max_batch: int = MAX_BATCH
+        self,
+        breaker: ModelBreaker,
+        inference_seconds: Any,
+        batch_sizes: Any,
+        max_batch: int = MAX_BATCH,
+        tracing: Tracing = DISABLED,
     ) -> None:
         self.breaker = breaker
+        self.tracing = tracing
         self.max_batch = max_batch
         self._inference = inference_seconds  # prometheus Histogram: seconds per run
         self._batch_sizes = batch_sizes  # prometheus Histogram: requests per run
@@ -119,6 +131,9 @@ class InferenceBatcher:
 
     def _run(self, group: list[tuple[ScoreRequest, asyncio.Future[Scores]]]) -> None:
         model = group[0][0].model
+        # The run's span goes into each traced request's answer: one run, a child span in every trace it served.
+        traced = [r.trace for r, _ in group if r.trace is not None] if self.tracing.enabled else None
+        started_ns = time.time_ns() if traced else 0
         clock = time.perf_counter()
         try:
             results = model.rank_many(
@@ -133,14 +148,18 @@ class InferenceBatcher:
             log.exception("model %s failed; answering from regional popularity", getattr(model, "version", model))
             return  # the flush gives it MODEL_ERROR
         run_s = time.perf_counter() - clock
+        size = len(group)
+        if traced:
+            attributes = {"edgerec.model_version": getattr(model, "version", ""), "edgerec.batch_size": size}
+            model_spans(self.tracing, traced, started_ns, attributes)
         self.breaker.record(run_s, time.monotonic())
         self._inference.observe(run_s)
         if model.batched:
-            self._batch_sizes.observe(len(group))
+            self._batch_sizes.observe(size)
         else:  # a bundle from before batched graphs: rank_many ran the requests one by one
             for _ in group:
                 self._batch_sizes.observe(1)
         for (request, waiter), (scores, positions) in zip(group, results):
             if not waiter.done():
                 want = request.want
-                waiter.set_result(Scores(scores[:want], positions[:want], run_s))
+                waiter.set_result(Scores(scores[:want], positions[:want], run_s, None, size))

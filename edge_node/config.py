@@ -20,6 +20,7 @@ from edgerec.core.settings import (
     secret_values_from_env,
 )
 from edgerec.core.tls import DEFAULT_RELOAD_INTERVAL_S, client_context, server_context
+from edgerec.core.tracing import TracingError, check_installed
 from origin_sync.wire.fields import parse_regions
 from origin_sync.wire.signing import Verifier
 
@@ -76,6 +77,8 @@ class EdgeConfig:
     profile_redis_prefix: str = "edgerec:profile:"
     profile_read_timeout_s: float = 0.005
     profile_write_timeout_s: float = 0.05
+    trace_sample: float = 0.0  # share of new traces recorded; 0 = tracing off (EDGEREC_TRACE_SAMPLE)
+    trace_exporter: str = "otlp"
 
     @property
     def profile_directory(self) -> Path:
@@ -133,6 +136,11 @@ class EdgeConfig:
                 require_tls_beyond_loopback("--origin/EDGEREC_ORIGIN_URL", origin.strip())
         _check_tls_files(settings)
         profile_redis_url = _profile_redis_url(settings)
+        if settings.trace_sample > 0:
+            try:
+                check_installed(settings.trace_exporter)
+            except TracingError as exc:
+                raise ConfigError(str(exc)) from None
         cdn = CdnPolicy(
             secrets=cdn_secrets,
             geo_headers=tuple(h.strip().lower() for h in settings.geo_headers.split(",") if h.strip()),
@@ -189,6 +197,8 @@ class EdgeConfig:
             profile_redis_prefix=settings.profile_redis_prefix,
             profile_read_timeout_s=settings.profile_read_timeout_ms / 1000.0,
             profile_write_timeout_s=settings.profile_write_timeout_ms / 1000.0,
+            trace_sample=settings.trace_sample,
+            trace_exporter=settings.trace_exporter,
         )
 
 

@@ -12,6 +12,7 @@ from urllib.parse import parse_qs
 from cachetools import TTLCache
 
 from edgerec.core.ratelimit import RateLimiter
+from edgerec.core.tracing import DISABLED, Tracing
 
 from .batching import InferenceBatcher, ModelBreaker
 from .cdn import (
@@ -30,6 +31,7 @@ from .rules import Rules
 from .serving import Answer, candidates, find_profile, rank, render, resolve_region, score, shopper_context
 from .shoppers import ShopperProfiles
 from .state import EdgeState, StateHolder
+from .traces import AnswerTrace
 from .validation import (
     RateLimited,
     RequestError,
@@ -64,8 +66,10 @@ class RecommendationsEndpoint:
         recorder: "EventRecorder | None" = None,
         limiter: "RateLimiter | None" = None,
         profiles: ShopperProfiles | None = None,
+        tracing: Tracing = DISABLED,
     ) -> None:
         self.holder = holder
+        self.tracing = tracing  # off (DISABLED): no span, no context, one attribute read a request
         self.profiles = profiles  # the shoppers' profile store (its store is None until the edge has started)
         self.limiter = limiter  # per-client token buckets (None: no limit)
         self.recorder = recorder  # records an impression for every answer served
@@ -75,7 +79,10 @@ class RecommendationsEndpoint:
         # Requests ready in the same pass of the event loop share one ONNX run; the breaker sends them to the
         # fallback for a while after a run over its latency budget.
         self.batcher = InferenceBatcher(
-            ModelBreaker(rules.model_budget_ms, rules.breaker_cooldown_s), metrics.inference, metrics.inference_batch
+            ModelBreaker(rules.model_budget_ms, rules.breaker_cooldown_s),
+            metrics.inference,
+            metrics.inference_batch,
+            tracing=tracing,
         )
         self.max_body_bytes = max_body_bytes
         self.max_k = max_k
@@ -95,6 +102,8 @@ class RecommendationsEndpoint:
         method = scope["method"]
         status = 200
         request_id = os.urandom(8).hex()
+        trace = AnswerTrace.begin(self.tracing, scope["headers"], method, ROUTE) if self.tracing.enabled else None
+        error = None
         try:
             if method not in ("POST", "GET", "HEAD"):
                 raise RequestError(405, "method_not_allowed", "use POST (personalized) or GET (anonymous)")
@@ -112,14 +121,14 @@ class RecommendationsEndpoint:
             if state is None:
                 raise RequestError(503, "not_ready", "this edge has no data or model yet; retry shortly")
             if method == "POST":
-                status, headers, body = await self._personalized(receive, viewer, state, started, request_id)
+                status, headers, body = await self._personalized(receive, viewer, state, started, request_id, trace)
             else:
-                status, headers, body = await self._anonymous(scope, viewer, state, started, request_id)
+                status, headers, body = await self._anonymous(scope, viewer, state, started, request_id, trace)
         except Exception as exc:  # noqa: BLE001 - this endpoint runs outside Starlette's error middleware
             if not isinstance(exc, RequestError):
                 log.exception("unhandled error on %s %s", method, ROUTE)
                 exc = RequestError(500, "internal", "internal error; see the edge's log")
-            status, headers, body = exc.status, [CONTENT_JSON, PRIVATE], exc.body()
+            status, headers, body, error = exc.status, [CONTENT_JSON, PRIVATE], exc.body(), exc.code
             if status == 405:
                 headers.append((b"allow", b"GET, HEAD, POST"))
             elif status == 429:
@@ -140,6 +149,8 @@ class RecommendationsEndpoint:
             counter = self._counters[(label, status)] = self.metrics.requests.labels(ROUTE, label, str(status))
         counter.inc()
         self._latency[label].observe(time.perf_counter() - started)
+        if trace is not None:
+            trace.end(status, error)
 
     async def _read_body(self, receive: Receive, declared: bytes | None) -> bytes:
         limit = self.max_body_bytes
@@ -165,9 +176,16 @@ class RecommendationsEndpoint:
                 return b"".join(chunks) if len(chunks) != 1 else chunks[0]
 
     async def _personalized(
-        self, receive: Receive, viewer: ViewerInfo, state: EdgeState, started: float, request_id: str
+        self,
+        receive: Receive,
+        viewer: ViewerInfo,
+        state: EdgeState,
+        started: float,
+        request_id: str,
+        trace: AnswerTrace | None,
     ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        """The walk of edge_node.serving, step by step, for one shopper."""
+        """The walk of edge_node.serving, step by step, for one shopper; a traced answer also gets the spans of its
+        profile read, rule mask, model run and ranking rules (edge_node.traces)."""
         content_type = (viewer.content_type or b"").split(b";")[0].strip().lower()
         if content_type not in JSON_TYPES and not content_type.endswith(b"+json"):
             raise RequestError(415, "unsupported_media_type", "send the request as application/json")
@@ -175,11 +193,21 @@ class RecommendationsEndpoint:
         request = parse_recommendation_request(body, self.max_k, self.default_k, state.context_length)
         parsed = time.perf_counter()
         region = resolve_region(request.region, viewer.country, state, self.cdn)
+        mark = time.time_ns() if trace is not None else 0
         record = await find_profile(request, self.profiles)
         context = shopper_context(request, record, state.catalogs[region])
+        if trace is not None:
+            mark = trace.step("edge.profile", mark)
         chosen = candidates(state, region, request, context, self.rules)
-        scored = await score(chosen, context, self.batcher)
+        if trace is not None:
+            trace.step("edge.rules.mask", mark)
+        scored = await score(chosen, context, self.batcher, trace.context if trace is not None else None)
+        if trace is not None:
+            mark = time.time_ns()
         answer = rank(chosen, scored)
+        if trace is not None:
+            trace.step("edge.rules.rank", mark)
+            trace.answered(answer.fields(), len(answer.positions), scored.batch_size, None)
         payload = render(answer, request_id)
         self._observe(answer)
         if self.recorder is not None:
@@ -187,7 +215,13 @@ class RecommendationsEndpoint:
         return 200, [CONTENT_JSON, PRIVATE, self._timing(started, parsed, answer.model_s)], payload
 
     async def _anonymous(
-        self, scope: dict[str, Any], viewer: ViewerInfo, state: EdgeState, started: float, request_id: str
+        self,
+        scope: dict[str, Any],
+        viewer: ViewerInfo,
+        state: EdgeState,
+        started: float,
+        request_id: str,
+        trace: AnswerTrace | None,
     ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         """The same walk for a shopper the edge knows nothing about, its answer cached per region between the
         region and the candidates."""
@@ -200,8 +234,17 @@ class RecommendationsEndpoint:
         self._cache[hit].inc()
         if cached is None:
             context = shopper_context(request)
+            mark = time.time_ns() if trace is not None else 0
             chosen = candidates(state, region, request, context, self.rules)
-            answer = rank(chosen, await score(chosen, context, self.batcher))
+            if trace is not None:
+                trace.step("edge.rules.mask", mark)
+            scored = await score(chosen, context, self.batcher, trace.context if trace is not None else None)
+            if trace is not None:
+                mark = time.time_ns()
+            answer = rank(chosen, scored)
+            if trace is not None:
+                trace.step("edge.rules.rank", mark)
+                trace.answered(answer.fields(), len(answer.positions), scored.batch_size, "miss")
             offer_ids = answer.offer_ids
             etag = etag_for(*key, *offer_ids)
             # The last item: the answer's cache headers, per value of vary_on_geo, made on first use.
@@ -210,6 +253,8 @@ class RecommendationsEndpoint:
             if answer.fallback is None:  # a degraded answer is not worth keeping
                 self.anonymous[key] = cached
         payload, etag, fields, offer_ids, headers_by_vary = cached
+        if hit and trace is not None:
+            trace.answered(fields, len(offer_ids), None, "hit")
         if self.recorder is not None:
             self.recorder.impression(request_id, fields, offer_ids, None, request.slot)
         vary_on_geo = request.region is None

@@ -163,8 +163,9 @@ def candidates(
     )
 
 
-async def score(chosen: Candidates, context: ShopperContext, batcher: InferenceBatcher) -> Scores:
-    """The model's scores, in a run shared with the requests ready at the same time; or why there are none."""
+async def score(chosen: Candidates, context: ShopperContext, batcher: InferenceBatcher, trace: Any = None) -> Scores:
+    """The model's scores, in a run shared with the requests ready at the same time; or why there are none.
+    `trace`: the context of the answer's span when it is traced (the run then adds its span there)."""
     if not len(chosen.catalog):
         return NOTHING_TO_SCORE
     if batcher.breaker.is_open(time.monotonic()):
@@ -180,7 +181,7 @@ async def score(chosen: Candidates, context: ShopperContext, batcher: InferenceB
         return MODEL_ERROR
     catalog = chosen.catalog
     scored: Scores = await batcher.submit(
-        ScoreRequest(model, encoded, catalog.region_index, catalog.candidates, chosen.mask, chosen.want)
+        ScoreRequest(model, encoded, catalog.region_index, catalog.candidates, chosen.mask, chosen.want, trace)
     )
     return scored
 

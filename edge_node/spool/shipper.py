@@ -14,6 +14,7 @@ from typing import Callable, Protocol
 import aiohttp
 import orjson
 
+from edgerec.core.tracing import DISABLED, Tracing
 from origin_sync.wire.events import complete_frames, encode_frames_batch
 
 from .health import HealthCounters
@@ -44,11 +45,13 @@ async def run_shipper(
     backoff_max_s: float = 30.0,
     idle_s: float = 0.2,
     ssl_context: ssl.SSLContext | None = None,
+    tracing: Tracing = DISABLED,
 ) -> None:
     """Ship closed segments in order, one batch each (its id is the segment's name, so a retry after a lost
     acknowledgement is recognised by the origin); delete a segment only after the origin acknowledged it.
     `ssl_context` is the syncer's: the same CA bundle and client certificate. `origin_url` may be a callable giving
-    the origin to ship to now: the syncer's current one, so events follow it when it fails over."""
+    the origin to ship to now: the syncer's current one, so events follow it when it fails over. With tracing on,
+    each batch sent is a span whose traceparent goes with it (the origin's span of it is its child)."""
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/x-msgpack"}
     failures = 0
     # The health counters ride on one segment's batch until the origin acknowledged it: a retry carries the same
@@ -67,7 +70,11 @@ async def run_shipper(
                 for path in segments:
                     if pending is None or pending[0] != path.stem:  # moved to this segment if its own was set aside
                         pending = (path.stem, (pending[1] if pending else []) + spool.health.take())
-                    if await _ship(spool, session, url, headers, regions, path, pending[1]):
+                    with tracing.span("events ship", attributes={"edgerec.batch": path.stem}, client=True):
+                        shipped = await _ship(
+                            spool, session, url, tracing.inject(dict(headers)), regions, path, pending[1]
+                        )
+                    if shipped:
                         pending = None
                 failures = 0
             except asyncio.CancelledError:

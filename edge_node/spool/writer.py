@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from edgerec.core.tracing import DISABLED, Tracing
 from origin_sync.wire.events import encode_frame
 
 from .health import HealthCounters
@@ -356,6 +357,7 @@ class EventSpool:
         backoff_max_s: float = 30.0,
         idle_s: float = 0.2,
         ssl_context: ssl.SSLContext | None = None,
+        tracing: Tracing = DISABLED,
     ) -> None:
         """Ship closed segments to the origin until cancelled (shipper.run_shipper)."""
-        await run_shipper(self, origin_url, token, regions, backoff_base_s, backoff_max_s, idle_s, ssl_context)
+        await run_shipper(self, origin_url, token, regions, backoff_base_s, backoff_max_s, idle_s, ssl_context, tracing)

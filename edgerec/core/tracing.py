@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+import random
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, MutableMapping, Sequence
+
+from pydantic import field_validator
+
+from .settings import ServiceSettings, setting
 
 TRACEPARENT = "traceparent"
 EXPORTERS = ("otlp", "console", "file:PATH")
@@ -31,27 +36,142 @@ def parse_sample_ratio(text: str) -> float:
     return ratio
 
 
+def check_exporter(spec: str) -> str:
+    if spec in ("otlp", "console") or (spec.startswith("file:") and len(spec) > 5):
+        return spec
+    raise TracingError(f"EDGEREC_TRACE_EXPORTER: one of {', '.join(EXPORTERS)}, not {spec!r}")
+
+
+def check_installed(exporter: str) -> None:
+    """At a service's start, when tracing is on: the SDK (and the OTLP exporter, if chosen) can be imported."""
+    try:
+        import opentelemetry.sdk.trace  # noqa: F401
+
+        if exporter == "otlp":
+            import opentelemetry.exporter.otlp.proto.http.trace_exporter  # noqa: F401
+    except ImportError as exc:
+        raise TracingError(
+            f"EDGEREC_TRACE_SAMPLE is set but {exc.name} is not installed: pip install 'edgerec[traces]'"
+        ) from None
+
+
+class TraceSettings(ServiceSettings):
+    """The two tracing settings every service takes (its own settings model adds them by inheriting these)."""
+
+    trace_sample: float = setting(
+        0.0,
+        "EDGEREC_TRACE_SAMPLE",
+        "share of new traces recorded, 0 to 1 (0: tracing off, nothing made); an incoming sampled traceparent is "
+        "always followed",
+    )
+    trace_exporter: str = setting(
+        "otlp", "EDGEREC_TRACE_EXPORTER", "where spans go: otlp (OTEL_EXPORTER_OTLP_ENDPOINT), console, file:PATH"
+    )
+
+    @field_validator("trace_sample", mode="before")
+    @classmethod
+    def _sample(cls, raw: object) -> float:
+        return parse_sample_ratio(str(raw))
+
+    @field_validator("trace_exporter")
+    @classmethod
+    def _exporter(cls, spec: str) -> str:
+        return check_exporter(spec)
+
+
 @dataclass(frozen=True)
 class Tracing:
-    """The process's tracer, or none. `span()` is a context manager yielding the span (None when off)."""
+    """The process's tracer, or none. `span()` is a context manager yielding the span (None when off).
+
+    Sampling is parent-based: a span with a parent is recorded when its parent was. Whether a new trace (a root) is
+    recorded is decided here, by one random draw against `ratio`, before the SDK is called at all: a root that is
+    not sampled costs that draw, not the SDK's ids, sampler and non-recording span (4.4 µs measured)."""
 
     enabled: bool = False
     service: str = ""
+    ratio: float = 0.0
     _tracer: Any = None
     _provider: Any = None
     _propagator: Any = None
+    _root: Any = None  # the empty context: a span started in it is a root
+    _kinds: tuple[Any, Any, Any] = (None, None, None)  # SpanKind (INTERNAL, SERVER, CLIENT)
+    _in_context: Any = None  # opentelemetry.trace.set_span_in_context
+    _current_span: Any = None  # opentelemetry.trace.get_current_span
+    _unsampled: Any = None  # opentelemetry.trace.INVALID_SPAN: what a root left out of the sample gets
+    _draw: Any = random.random
 
     @contextlib.contextmanager
     def span(
-        self, name: str, headers: Mapping[str, str] | None = None, attributes: Mapping[str, Any] | None = None
+        self,
+        name: str,
+        headers: Mapping[str, str] | None = None,
+        attributes: Mapping[str, Any] | None = None,
+        client: bool = False,
     ) -> Iterator[Any]:
-        """A span; a root of its own unless `headers` carry a traceparent (or a span is current)."""
+        """A span, made current; a root of its own unless `headers` carry a traceparent (or a span is current).
+        `client`: it covers a call to another service (which `inject` hands it on to)."""
         if not self.enabled:
             yield None
             return
         context = self._propagator.extract(headers) if headers is not None else None
-        with self._tracer.start_as_current_span(name, context=context, attributes=dict(attributes or {})) as span:
+        if not self._current_span(context).get_span_context().is_valid and self._draw() >= self.ratio:
+            yield None  # a new trace, not in the sample
+            return
+        kind = self._kinds[2 if client else 0]
+        with self._tracer.start_as_current_span(
+            name, context=context, kind=kind, attributes=dict(attributes or {})
+        ) as span:
             yield span
+
+    def start(
+        self,
+        name: str,
+        parent: Any = None,
+        attributes: Mapping[str, Any] | None = None,
+        start_time: int | None = None,
+        server: bool = False,
+    ) -> Any:
+        """A span that is not made current, for the caller to end (`span.end(end_time=...)`); None when off.
+        `parent` is a context from `extract` or `context_of`; without one the span is a root of its own. A span left
+        out of the sample is a non-recording one (`is_recording()` False): nothing of it is exported."""
+        if not self.enabled:
+            return None
+        if parent is None:
+            if self._draw() >= self.ratio:
+                return self._unsampled
+            parent = self._root
+        return self._tracer.start_span(
+            name,
+            context=parent,
+            kind=self._kinds[server],
+            attributes=attributes,
+            start_time=start_time,
+        )
+
+    def extract(self, traceparent: str | None) -> Any:
+        """The context of an incoming `traceparent`, or None (a new root) when there is none or it is malformed."""
+        if not traceparent:
+            return None
+        context = self._propagator.extract({TRACEPARENT: traceparent})
+        return context if self._current_span(context).get_span_context().is_valid else None
+
+    def context_of(self, span: Any) -> Any:
+        """The context whose parent is `span`, for its children."""
+        return self._in_context(span, self._root)
+
+    @staticmethod
+    def traceparent_of(span: Any) -> str:
+        """`span` as a W3C traceparent value."""
+        context = span.get_span_context()
+        return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
+
+    def in_each(
+        self, traceparents: str, name: str, attributes: Mapping[str, Any], start_time: int, limit: int = 16
+    ) -> None:
+        """A span from `start_time` to now in each trace of `traceparents` (comma-separated, the first `limit`),
+        a child of the span each names."""
+        for traceparent in [t.strip() for t in traceparents.split(",") if t.strip()][:limit]:
+            self.start(name, self.extract(traceparent), attributes, start_time=start_time).end()
 
     def inject(self, headers: MutableMapping[str, str]) -> MutableMapping[str, str]:
         """Adds the current span's traceparent to outgoing headers (nothing when off or outside a span)."""
@@ -70,17 +190,19 @@ DISABLED = Tracing()
 def configure(
     service: str, sample_ratio: float, exporter: str = "otlp", resource: Mapping[str, str] | None = None
 ) -> Tracing:
-    """The tracer for `service`: parent-based sampling (a sampled incoming trace is followed; a new one is sampled at
-    `sample_ratio`), spans exported in batches off the request path. `exporter`: "otlp" (OTLP over HTTP to
+    """The tracer for `service`: parent-based sampling (a sampled incoming trace is followed; a new one is recorded
+    at `sample_ratio`), spans exported in batches off the request path. `exporter`: "otlp" (OTLP over HTTP to
     OTEL_EXPORTER_OTLP_ENDPOINT, default http://localhost:4318; needs the `traces` extra), "console", or
     "file:PATH" (one JSON object a span)."""
     if sample_ratio <= 0:
         return DISABLED
     try:
+        from opentelemetry.context import Context
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
-        from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+        from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
+        from opentelemetry.trace import INVALID_SPAN, SpanKind, get_current_span, set_span_in_context
         from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
     except ImportError:
         raise TracingError(
@@ -88,7 +210,7 @@ def configure(
         ) from None
     provider = TracerProvider(
         resource=Resource.create({"service.name": service, **(resource or {})}),
-        sampler=ParentBased(TraceIdRatioBased(sample_ratio)),
+        sampler=ParentBased(ALWAYS_ON),  # roots are drawn by Tracing itself, before the SDK is called
     )
     span_exporter = _exporter(exporter)
     # A file is for a person reading it now: each span as it ends. OTLP goes in batches, off the request path.
@@ -99,9 +221,15 @@ def configure(
     return Tracing(
         enabled=True,
         service=service,
+        ratio=sample_ratio,
         _tracer=provider.get_tracer("edgerec"),
         _provider=provider,
         _propagator=TraceContextTextMapPropagator(),
+        _root=Context(),
+        _kinds=(SpanKind.INTERNAL, SpanKind.SERVER, SpanKind.CLIENT),
+        _in_context=set_span_in_context,
+        _current_span=get_current_span,
+        _unsampled=INVALID_SPAN,
     )
 
 
@@ -119,9 +247,7 @@ def _exporter(spec: str) -> Any:
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
         return ConsoleSpanExporter()
-    if spec.startswith("file:") and len(spec) > 5:
-        return JsonLinesExporter(Path(spec[5:]))
-    raise TracingError(f"EDGEREC_TRACE_EXPORTER: one of {', '.join(EXPORTERS)}, not {spec!r}")
+    return JsonLinesExporter(Path(check_exporter(spec)[5:]))
 
 
 @dataclass

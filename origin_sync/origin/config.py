@@ -11,6 +11,7 @@ from pathlib import Path
 
 from edgerec.core.settings import SettingError, production_mode
 from edgerec.core.tls import DEFAULT_RELOAD_INTERVAL_S, server_context
+from edgerec.core.tracing import TracingError, check_installed
 from origin_sync.origin.credentials import Credentials
 from origin_sync.origin.settings import OriginSettings, parse_event_sinks, parse_retention
 from origin_sync.origin.tokens import hash_credentials, read_token_settings, refuse_weak_origin_secrets
@@ -47,6 +48,8 @@ class OriginConfig:
     tls: OriginTls | None = None  # HTTPS listener; None = plain HTTP (loopback/dev, or behind a TLS proxy)
     behind_tls_proxy: bool = False  # declared: a proxy in front terminates TLS (lets production serve plain HTTP)
     production: bool = False
+    trace_sample: float = 0.0  # share of new traces recorded; 0 = tracing off (EDGEREC_TRACE_SAMPLE)
+    trace_exporter: str = "otlp"
 
     def __repr__(self) -> str:  # no secret in a log line or a traceback
         return (
@@ -82,6 +85,11 @@ class OriginConfig:
                     "in front of it with --behind-tls-proxy/EDGEREC_ORIGIN_BEHIND_TLS_PROXY=true"
                 )
         retention_versions, retention_seconds = parse_retention(settings.log_retention)
+        if settings.trace_sample > 0:
+            try:
+                check_installed(settings.trace_exporter)
+            except TracingError as exc:
+                raise ConfigError(str(exc)) from None
         return cls(
             host=settings.host,
             port=settings.port,
@@ -107,6 +115,8 @@ class OriginConfig:
             tls=tls,
             behind_tls_proxy=settings.behind_tls_proxy,
             production=production,
+            trace_sample=settings.trace_sample,
+            trace_exporter=settings.trace_exporter,
         )
 
 

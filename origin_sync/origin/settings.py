@@ -13,7 +13,6 @@ from edgerec.core.settings import (
     AtLeastOne,
     RateLimit,
     ReloadInterval,
-    ServiceSettings,
     TcpPort,
     YesNo,
     bounded,
@@ -21,6 +20,7 @@ from edgerec.core.settings import (
     setting,
 )
 from edgerec.core.tls import DEFAULT_RELOAD_INTERVAL_S
+from edgerec.core.tracing import TraceSettings
 
 _AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 EVENT_SINKS = ("sql", "nats")
@@ -46,7 +46,7 @@ def parse_event_sinks(raw: str) -> tuple[str, ...]:
     return sinks
 
 
-class OriginSettings(ServiceSettings):
+class OriginSettings(TraceSettings):
     host: str = setting("127.0.0.1", "EDGEREC_ORIGIN_HOST", "listen address")
     port: TcpPort = setting(8080, "EDGEREC_ORIGIN_PORT", "listen port")
     db: str = setting("var/origin/origin.db", "EDGEREC_ORIGIN_DB", "SQLite database path, used when no DSN is set")

@@ -25,6 +25,7 @@ from origin_sync.wire.protocol import (
     PROTOCOL_HEADER,
     PROTOCOL_VERSION,
     SIGNATURE_HEADER,
+    WRITE_TRACES_HEADER,
     IntegrityError,
     ProtocolError,
 )
@@ -84,6 +85,7 @@ class Syncer:
     replica: Replica | None = None
     ssl_context: ssl.SSLContext | None = None  # verifies the origin (CA bundle) and holds the mutual-TLS certificate
     tracing: Tracing = DISABLED  # a span a sync request, its traceparent sent to the origin
+    write_traces: str = ""  # the traceparents of the sampled admin writes the delta being handed over carries
     on_profiles: OnProfiles | None = None  # the edge's profile store: put_summary / erase (see OnProfiles)
     _session: aiohttp.ClientSession | None = None
 
@@ -137,12 +139,13 @@ class Syncer:
         assert self._session is not None
         url = f"{self.current_origin}{path}"
         with self.tracing.span(
-            f"sync GET {path}",
+            "sync GET /v1/sync/blobs/{sha256}" if path.startswith("/v1/sync/blobs/") else f"sync GET {path}",
             attributes={
                 "sync.since": params.get("since", ""),
                 "sync.regions": params.get("regions", ""),
                 "server.address": self.current_origin,
             },
+            client=True,
         ):
             return await self._fetch(path, url, params, timeout_s)
 
@@ -239,7 +242,7 @@ class Syncer:
         params = {"regions": ",".join(self.regions), "since": str(current.version), "wait": str(wait)}
         self.status.poll_open = self._healthy
         try:
-            body, _ = await self._get("/v1/sync/deltas", params, timeout_s=wait + 15)
+            body, headers = await self._get("/v1/sync/deltas", params, timeout_s=wait + 15)
         finally:
             self.status.poll_open = False
         batch = open_envelope(body, KIND_DELTAS, self.verifier)
@@ -249,6 +252,7 @@ class Syncer:
             await self.on_profiles(replica.profile_changes)
             self.status.profile_changes += len(replica.profile_changes)
         if replica.version != current.version:
+            self.write_traces = headers.get(WRITE_TRACES_HEADER, "")  # for on_replica's spans (edge_node.app)
             await self._publish(replica, (KIND_DELTAS, body))
 
     def _contact(self, payload: dict[str, Any]) -> None:

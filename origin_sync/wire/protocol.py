@@ -19,6 +19,11 @@ MSGPACK_TYPE = "application/x-msgpack"
 PROTOCOL_HEADER = "X-Edgerec-Protocol"
 SIGNATURE_HEADER = "X-Edgerec-Signature"
 KEY_ID_HEADER = "X-Edgerec-Key-Id"
+# Trace metadata, not data (unsigned, so it can never change what an edge applies): the traceparents of the sampled
+# admin writes whose changes a delta answer carries, comma-separated, so that each edge's applying of a write joins
+# the write's trace.
+WRITE_TRACES_HEADER = "X-Edgerec-Write-Traces"
+MAX_WRITE_TRACES = 16  # traceparents one answer carries at most
 
 KIND_SNAPSHOT = "snapshot"
 KIND_DELTAS = "deltas"

@@ -104,3 +104,14 @@ def test_events_on_off_is_measured_in_the_same_run(smoke_report: Path) -> None:
     assert report["events_on_off_rounds"][0]["on_locust"] and report["events_on_off_rounds"][0]["off_locust"]
     assert "- events on / off" in (smoke_report / "report.md").read_text()
     assert (smoke_report / "events_on_off.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_tracing_at_a_sample_is_measured_in_the_same_run(smoke_report: Path) -> None:
+    report = json.loads((smoke_report / "report.json").read_text())
+    traced = report["targets"]["edgerec_traced"]
+    assert "skipped" not in traced, traced
+    assert traced["rps"] > 0 and traced["errors"] == 0, traced
+    assert "OTLP exports" in traced["note"]  # the sink the traced edge exported to
+    assert isinstance(report["ratios"]["traced_vs_untraced_rps"], float)
+    assert report["settings"]["trace_sample"] == 0.01
+    assert "- tracing a 0.01 sample / tracing off" in (smoke_report / "report.md").read_text()

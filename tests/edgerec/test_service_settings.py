@@ -71,6 +71,9 @@ def assert_one_line_refusal(result: subprocess.CompletedProcess, *fragments: str
         ("origin", [], {"EDGEREC_ADMIN_RATE_LIMIT_BURST": "1.5"}, ("--admin-rate-limit-burst",)),
         ("origin", [], {"EDGEREC_ORIGIN_BEHIND_TLS_PROXY": "perhaps"}, ("--behind-tls-proxy",)),
         ("origin", ["--log-retention", "a week"], {}, ("--log-retention/EDGEREC_LOG_RETENTION", "number of versions")),
+        ("edge", [], {"EDGEREC_TRACE_SAMPLE": "often"}, ("--trace-sample/EDGEREC_TRACE_SAMPLE", "ratio from 0 to 1")),
+        ("origin", ["--trace-sample", "2"], {}, ("--trace-sample/EDGEREC_TRACE_SAMPLE", "ratio from 0 to 1")),
+        ("origin", [], {"EDGEREC_TRACE_EXPORTER": "zipkin"}, ("--trace-exporter/EDGEREC_TRACE_EXPORTER", "zipkin")),
     ],
     ids=lambda v: v if isinstance(v, str) else None,
 )

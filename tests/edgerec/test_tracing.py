@@ -56,3 +56,19 @@ def test_a_bad_sample_ratio_is_refused_with_the_setting_named(text):
 def test_an_unknown_exporter_is_refused_with_the_setting_named():
     with pytest.raises(TracingError, match="EDGEREC_TRACE_EXPORTER"):
         configure("edge", 0.5, "zipkin")
+
+
+def test_a_new_trace_outside_the_sample_costs_no_span_but_a_sampled_parent_is_still_followed(tmp_path):
+    path = tmp_path / "spans.jsonl"
+    tracing = configure("edgerec-edge", 1e-12, f"file:{path}")
+    try:
+        assert not tracing.start("edge.recommendation").is_recording()  # a root: drawn out of the sample
+        with tracing.span("sync GET /v1/sync/deltas") as span:
+            assert span is None and tracing.inject({}) == {}
+        followed = tracing.start("edge.recommendation", tracing.extract(INCOMING))
+        assert followed.is_recording()
+        followed.end()
+        assert tracing.extract("00-not-a-traceparent-01") is None
+    finally:
+        tracing.shutdown()
+    assert [s["name"] for s in read_spans(path)] == ["edge.recommendation"]

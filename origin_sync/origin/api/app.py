@@ -13,6 +13,7 @@ from aiohttp import web
 
 from edgerec.core.ratelimit import make_limiter
 from edgerec.core.tls import CertificateReloader
+from edgerec.core.tracing import configure
 from origin_sync.origin.config import OriginConfig
 from origin_sync.origin.keyring import KeyRing
 from origin_sync.origin.sinks import EventSink, open_sink
@@ -46,9 +47,11 @@ from .state import (
     SINK,
     SNAPSHOTS,
     STORE,
+    TRACING,
     ChangeSignal,
     SnapshotCache,
 )
+from .traces import WriteTraces, tracing_middleware
 
 log = logging.getLogger("edgerec.origin")
 
@@ -60,9 +63,13 @@ def build_app(
 ) -> web.Application:
     if config.signer is None:
         raise ValueError("the origin needs a signing key")
+    # Off (EDGEREC_TRACE_SAMPLE=0, the default): no tracing middleware at all, and the SDK is not imported.
+    tracing = configure("edgerec-origin", config.trace_sample, config.trace_exporter)
+    traced = [tracing_middleware(tracing, WriteTraces())] if tracing.enabled else []
     # Errors outermost, so that what auth refuses and what a handler raises leave in the one format.
-    app = web.Application(middlewares=[errors_middleware, auth_middleware], client_max_size=MAX_UPLOAD_BYTES)
+    app = web.Application(middlewares=[errors_middleware, auth_middleware, *traced], client_max_size=MAX_UPLOAD_BYTES)
     app[CONFIG] = config
+    app[TRACING] = tracing
     app[STORE] = store or open_store(config.dsn, config.db_path, config.blob_dir)
     app[SNAPSHOTS] = SnapshotCache()
     app[METRICS] = OriginMetrics()
@@ -92,6 +99,7 @@ def build_app(
                 await task
         await app[SINK].close()
         await app[STORE].close()
+        app[TRACING].shutdown()  # the spans still batched are exported
 
     async def on_shutdown(app: web.Application) -> None:
         app[CHANGES].close()

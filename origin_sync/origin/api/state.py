@@ -10,6 +10,7 @@ from collections import OrderedDict
 from aiohttp import web
 
 from edgerec.core.ratelimit import RateLimiter
+from edgerec.core.tracing import Tracing
 from origin_sync.origin.config import OriginConfig
 from origin_sync.origin.keyring import KeyRing
 from origin_sync.origin.sinks import EventSink
@@ -71,4 +72,5 @@ LIMITS = web.AppKey("limits", dict[str, RateLimiter | None])  # by endpoint grou
 METRICS = web.AppKey("metrics", OriginMetrics)
 KEYRING = web.AppKey("keyring", KeyRing)
 CREDENTIALS = web.AppKey("credentials", CredentialReloader)
+TRACING = web.AppKey("tracing", Tracing)
 READY_STATE = web.AppKey("ready_state", dict[str, str | None])  # {"reason": why /readyz last answered 503}

@@ -29,6 +29,7 @@ from origin_sync.wire.signing import TRUSTED_KEYS_HEADER, Signer, blob_signing_b
 from .auth import require_regions
 from .errors import ApiError
 from .state import CHANGES, CONFIG, KEYRING, SNAPSHOTS, STORE
+from .traces import SYNC_VERSIONS
 
 # A long-poll re-reads the head at least this often, so that writes by another process on a database without
 # notifications (SQLite) or a lost notification still wake it.
@@ -133,6 +134,7 @@ async def deltas(request: web.Request) -> web.Response:
     }
     if page.state_digest is not None:
         payload["state_digest"] = page.state_digest
+    request[SYNC_VERSIONS] = (page.since, page.to)  # for the traces (traces.py), when they are on
     return sealed_response(seal(KIND_DELTAS, payload, _signer(request)))
 
 
