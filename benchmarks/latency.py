@@ -313,6 +313,18 @@ class Bench:
             "sink; compare with edgerec (tracing off) within a round (ratios.traced_vs_untraced_rps)",
         }
 
+    def start_edgerec_access_log(self, regions: tuple[str, ...]) -> None:
+        """A second edge like the first with the access log on (EDGEREC_ACCESS_LOG=on: a JSON line per request to
+        its log file), for the access log's cost measured in the same rounds."""
+        edge = self._start_edge(regions, ["--access-log", "on"], "edge-access-log")
+        edge.name = "edge (access log on)"
+        self.targets["edgerec_access_log"] = {
+            "hosts": [edge.url],
+            "pids": [edge.pid],
+            "note": "the same edge with --access-log on (a JSON line per request); compare with edgerec within a "
+            "round (ratios.access_log_on_vs_off_rps)",
+        }
+
     def _start_edge(
         self, regions: tuple[str, ...], args: list[str], label: str, env: dict[str, str] | None = None
     ) -> Service:
@@ -492,6 +504,7 @@ TARGET_KIND = {
     "edgerec": "edgerec",
     "edgerec_no_events": "edgerec",
     "edgerec_traced": "edgerec",
+    "edgerec_access_log": "edgerec",
     "ceiling": "ceiling",
     "peer": "peer",
     "edgerec_cdn": "cdn",
@@ -675,6 +688,11 @@ def run(args: argparse.Namespace) -> int:
                 bench.start_edgerec_traced(regions)
             except (RuntimeError, OSError, TimeoutError) as exc:
                 bench.targets["edgerec_traced"] = {"skipped": f"the traced edge did not start: {exc}"}
+        if "edgerec_access_log" in wanted:
+            try:
+                bench.start_edgerec_access_log(regions)
+            except (RuntimeError, OSError, TimeoutError) as exc:
+                bench.targets["edgerec_access_log"] = {"skipped": f"the edge with the access log did not start: {exc}"}
         if "ceiling" in wanted:
             bench.start_ceiling(bench.typical_answer(edge_url, traffic, contract))
         if "peer" in wanted:

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from edgerec.core.access import parse_access_log
 from edgerec.core.settings import (
     SettingError,
     production_mode,
@@ -52,6 +53,7 @@ class EdgeConfig:
     sync_backoff_max_s: float = 10.0
     workers: int = 1
     event_spool_max_mb: int = 1024  # the event spool's bound on disk; past it new events are dropped and counted
+    access_log_rate: float = 0.0  # the share of requests with an access log line (EDGEREC_ACCESS_LOG); 0 = off
     events: bool = True  # impressions recorded and /v1/events taken; off: neither (EDGEREC_EVENTS=off)
     events_ack: str = "write"  # a 202 of /v1/events once its events are written, or "fsync": fdatasync'ed too
     pseudonym_key: str = ""  # EDGEREC_PSEUDONYM_KEY: the keyed hash of shopper ids in events (secret)
@@ -173,6 +175,7 @@ class EdgeConfig:
             default_k=min(10, settings.max_k),
             workers=settings.workers,
             event_spool_max_mb=settings.event_spool_max_mb,
+            access_log_rate=parse_access_log(settings.access_log),
             events=settings.events == "on",
             events_ack=settings.events_ack,
             pseudonym_key=pseudonym_key,

@@ -9,6 +9,7 @@ from urllib.parse import urlparse
 
 from pydantic import field_validator
 
+from edgerec.core.access import parse_access_log
 from edgerec.core.settings import (
     AtLeastOne,
     RateLimit,
@@ -126,6 +127,12 @@ class EdgeSettings(TraceSettings):
         "EDGEREC_EVENT_SPOOL_MAX_MB",
         "most disk the event spool may use, MiB; past it new events are dropped and counted",
     )
+    access_log: str = setting(
+        "off",
+        "EDGEREC_ACCESS_LOG",
+        "a JSON line per request to stderr, logger edgerec.access (no shopper id, no query values): off, on, or "
+        "sample:R for a share R of the requests (sample:0.01)",
+    )
     events: Literal["on", "off"] = setting(
         "on",
         "EDGEREC_EVENTS",
@@ -205,6 +212,12 @@ class EdgeSettings(TraceSettings):
         None,
         "production mode (also EDGEREC_ENV=production): refuse weak secrets and a plain HTTP origin beyond loopback",
     )
+
+    @field_validator("access_log")
+    @classmethod
+    def _access_log(cls, raw: str) -> str:
+        parse_access_log(raw)
+        return raw.strip().lower()
 
     @field_validator("origin")
     @classmethod

@@ -41,8 +41,35 @@ def sha256_hex(data: bytes) -> str:
 
 
 def version_of(onnx_bytes: bytes) -> str:
-    """Content-derived, so the same model always has the same version."""
+    """Content-derived, so the same model always has the same version (of a model that describes itself, the
+    bytes of its graph before the description is added: the description names the version)."""
     return "m-" + sha256_hex(onnx_bytes)[:12]
+
+
+# The model's description of itself in its metadata_props (onnxruntime's custom_metadata_map, Netron's properties),
+# written at export (models/export.py) and checked against the manifest at load (models/runtime.py).
+METADATA_VERSION = "edgerec.bundle_version"
+METADATA_TRAINING_WINDOW = "edgerec.training_window"  # ISO 8601 interval: first/last transaction trained on
+METADATA_FEATURE_SPEC = "edgerec.feature_spec_sha256"  # the manifest's feature_spec_sha256
+
+# What the serving side must reproduce exactly to compute the features the model was trained on: its inputs and
+# outputs, the feature names, the profile's shape, the vocabularies. Its digest is in the manifest and the ONNX file.
+FEATURE_SPEC_KEYS = (
+    "inputs",
+    "outputs",
+    "features",
+    "context_length",
+    "profile",
+    "default_ages_days",
+    "items",
+    "regions",
+)
+
+
+def feature_spec_digest(fields: dict) -> str:
+    """sha256 of the canonical JSON of the manifest's feature spec (FEATURE_SPEC_KEYS; an absent key is null)."""
+    spec = {key: fields.get(key) for key in FEATURE_SPEC_KEYS}
+    return sha256_hex(json.dumps(spec, sort_keys=True, separators=(",", ":"), allow_nan=False).encode("utf-8"))
 
 
 def golden_case(
@@ -123,13 +150,14 @@ def _write_atomically(path: Path, data: bytes) -> None:
     os.replace(handle.name, path)
 
 
-def write_bundle(out_dir: str | Path, onnx_bytes: bytes, fields: dict) -> dict:
-    """Write model.onnx then manifest.json (format, version, created_at, sha256 added); returns the manifest."""
+def write_bundle(out_dir: str | Path, onnx_bytes: bytes, fields: dict, version: str | None = None) -> dict:
+    """Write model.onnx then manifest.json (format, version, created_at, sha256 added); returns the manifest.
+    `version` defaults to the hash of onnx_bytes (a self-describing model passes the one its metadata names)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = {
         "format": FORMAT,
-        "version": version_of(onnx_bytes),
+        "version": version or version_of(onnx_bytes),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "sha256": sha256_hex(onnx_bytes),
         **fields,

@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from models.bundle import METADATA_FEATURE_SPEC, METADATA_TRAINING_WINDOW, METADATA_VERSION
 from models.features import FEATURE_NAMES, RankingModel
 from models.profile import DECAY_DAYS
 
@@ -214,6 +215,19 @@ def build_ranking_graph(model: RankingModel) -> onnx.ModelProto:
     onnx_model.ir_version = 8  # readable by onnxruntime releases back to 1.14
     onnx.checker.check_model(onnx_model, full_check=True)
     return onnx_model
+
+
+def describe(onnx_model: onnx.ModelProto, version: str, training_window: str, feature_spec_sha256: str) -> None:
+    """Write the bundle's version, training data window and feature spec digest into the model's metadata_props,
+    so that the file names what it is wherever it travels without its manifest."""
+    helper.set_model_props(
+        onnx_model,
+        {
+            METADATA_VERSION: version,
+            METADATA_TRAINING_WINDOW: training_window,
+            METADATA_FEATURE_SPEC: feature_spec_sha256,
+        },
+    )
 
 
 def signature() -> dict[str, list[dict]]:

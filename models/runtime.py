@@ -9,7 +9,15 @@ from typing import Sequence
 import numpy as np
 import onnxruntime
 
-from models.bundle import PROFILE_INPUTS, BundleError, check_manifest, golden_feeds, read_bundle
+from models.bundle import (
+    METADATA_FEATURE_SPEC,
+    METADATA_VERSION,
+    PROFILE_INPUTS,
+    BundleError,
+    check_manifest,
+    golden_feeds,
+    read_bundle,
+)
 from models.encoding import CaseInsensitiveSkus, RequestContext, few_events_context, many_events_context
 from models.features import encode_profile
 from models.profile import Profile
@@ -39,6 +47,17 @@ def _session_options() -> onnxruntime.SessionOptions:
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     return options
+
+
+def _check_description(session: onnxruntime.InferenceSession, manifest: dict) -> None:
+    """A model that describes itself (metadata_props, models/export.py) must describe the bundle it came in: its
+    version and feature spec digest are the manifest's. Older models say nothing, and pass."""
+    described = session.get_modelmeta().custom_metadata_map
+    for key, field in ((METADATA_VERSION, "version"), (METADATA_FEATURE_SPEC, "feature_spec_sha256")):
+        if key in described and described[key] != manifest.get(field):
+            raise BundleError(
+                f"model.onnx says {key} {described[key]!r}, the manifest's {field} is {manifest.get(field)!r}"
+            )
 
 
 class Ranker:
@@ -93,6 +112,7 @@ class Ranker:
             )
         except Exception as error:  # noqa: BLE001 (onnxruntime's pybind errors derive from Exception only)
             raise BundleError(f"onnxruntime cannot load model {manifest['version']}: {error}") from None
+        _check_description(session, manifest)
         try:
             ranker = cls(session, manifest)
         except (KeyError, TypeError, ValueError) as error:

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from models.bundle import write_bundle
+from models.bundle import feature_spec_digest, version_of, write_bundle
 from models.data import DataError, Transactions, clean_purchases, purchase_events, read_transactions
-from models.export import build_ranking_graph, signature
+from models.export import build_ranking_graph, describe, signature
 from models.features import FEATURE_NAMES, RankingModel
 from models.golden import K, default_ages, golden_cases
 from models.metrics import ranking_metrics, top_k
@@ -219,19 +219,21 @@ def write_trained_bundle(trained: TrainedRanker, out_dir: str | Path, config: Tr
     golden = golden_cases(model, trained.held_out, np.random.default_rng(config.seed))
     if not golden:
         raise DataError("no customer active after the validation cut, so no golden cases")
-    return write_bundle(
-        out_dir,
-        onnx_model.SerializeToString(),
-        {
-            **signature(),
-            "context_length": config.slots,
-            "profile": {"max_items": MAX_ITEMS, "decay_days": DECAY_DAYS, "recent_events": RECENT_EVENTS},
-            "default_ages_days": [float(v) for v in trained.default_ages],
-            "items": list(model.statistics.vocabulary.items),
-            "regions": list(model.statistics.vocabulary.regions),
-            "features": list(FEATURE_NAMES),
-            "nodes": len(onnx_model.graph.node),
-            "training": trained.report,
-            "golden": golden,
-        },
-    )
+    fields = {
+        **signature(),
+        "context_length": config.slots,
+        "profile": {"max_items": MAX_ITEMS, "decay_days": DECAY_DAYS, "recent_events": RECENT_EVENTS},
+        "default_ages_days": [float(v) for v in trained.default_ages],
+        "items": list(model.statistics.vocabulary.items),
+        "regions": list(model.statistics.vocabulary.regions),
+        "features": list(FEATURE_NAMES),
+        "nodes": len(onnx_model.graph.node),
+        "training": trained.report,
+        "golden": golden,
+    }
+    fields["feature_spec_sha256"] = feature_spec_digest(fields)
+    # The version hashes the graph; the file then describes itself (version included), and its sha256 covers both.
+    version = version_of(onnx_model.SerializeToString())
+    first, last = (str(t).replace(" ", "T") for t in trained.report["date_range"])
+    describe(onnx_model, version, f"{first}/{last}", fields["feature_spec_sha256"])
+    return write_bundle(out_dir, onnx_model.SerializeToString(), fields, version=version)

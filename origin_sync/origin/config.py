@@ -9,6 +9,7 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgerec.core.access import parse_access_log
 from edgerec.core.settings import SettingError, production_mode
 from edgerec.core.tls import DEFAULT_RELOAD_INTERVAL_S, server_context
 from edgerec.core.tracing import TracingError, check_installed
@@ -45,6 +46,7 @@ class OriginConfig:
     sync_rate_limit_rps: float = 100.0  # per sync token, shared by every edge worker presenting it; 0 = no limit
     sync_rate_limit_burst: int = 500
     audit_retention_s: float | None = 365 * 86400.0
+    access_log_rate: float = 0.0  # the share of requests with an access log line (EDGEREC_ACCESS_LOG); 0 = off
     tls: OriginTls | None = None  # HTTPS listener; None = plain HTTP (loopback/dev, or behind a TLS proxy)
     behind_tls_proxy: bool = False  # declared: a proxy in front terminates TLS (lets production serve plain HTTP)
     production: bool = False
@@ -112,6 +114,7 @@ class OriginConfig:
             sync_rate_limit_rps=settings.sync_rate_limit_rps,
             sync_rate_limit_burst=settings.sync_rate_limit_burst,
             audit_retention_s=parse_retention(settings.audit_retention)[1],
+            access_log_rate=parse_access_log(settings.access_log),
             tls=tls,
             behind_tls_proxy=settings.behind_tls_proxy,
             production=production,

@@ -9,6 +9,7 @@ from typing import Annotated
 
 from pydantic import field_validator
 
+from edgerec.core.access import parse_access_log
 from edgerec.core.settings import (
     AtLeastOne,
     RateLimit,
@@ -98,6 +99,12 @@ class OriginSettings(TraceSettings):
     sync_rate_limit_burst: AtLeastOne = setting(
         500, "EDGEREC_SYNC_RATE_LIMIT_BURST", "sync calls at once above the rate"
     )
+    access_log: str = setting(
+        "off",
+        "EDGEREC_ACCESS_LOG",
+        "a JSON line per request to stderr, logger edgerec.access (no shopper id, no query values): off, on, or "
+        "sample:R for a share R of the requests (sample:0.01)",
+    )
     audit_retention: str = setting(
         "365d",
         "EDGEREC_AUDIT_RETENTION",
@@ -140,6 +147,12 @@ class OriginSettings(TraceSettings):
         if dsn and not dsn.startswith(("postgresql://", "postgres://")):
             raise ValueError("expected a postgresql:// URL")  # never the DSN itself: it may hold a password
         return dsn
+
+    @field_validator("access_log")
+    @classmethod
+    def _access_log(cls, raw: str) -> str:
+        parse_access_log(raw)
+        return raw.strip().lower()
 
     @field_validator("event_retention", "audit_retention")
     @classmethod

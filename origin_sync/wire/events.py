@@ -26,7 +26,6 @@ from origin_sync.wire.fields import (
     ShortText,
     error_path,
     explain,
-    is_id,
 )
 
 KIND_IMPRESSION = "impression"
@@ -280,30 +279,39 @@ def _checked_frames(data: bytes) -> list[EventRow]:
     return events
 
 
+class EventBatch(msgspec.Struct):
+    """The body of `POST /v1/sync/events` (msgpack): an edge's batch of events, its name the batch id."""
+
+    batch_id: Id  # the spool segment's name: a retry of the same batch is acknowledged without a duplicate
+    regions: Annotated[list[str], msgspec.Meta(min_length=1)]  # the edge's regions; every event is in one of them
+    encoding: Literal["frames", "zlib", "identity"]  # of `events`: spool frames, zlib(msgpack list), msgpack list
+    events: bytes
+
+
+_BATCH_DECODER = msgspec.msgpack.Decoder(EventBatch)
+_BATCH_RULES = {
+    "batch_id": f"batch_id: a string of {ID_RULE}",
+    "regions": "regions: the non-empty list of the edge's regions",
+}
+
+
 def decode_batch(data: bytes) -> tuple[str, list[str], list[dict[str, Any]]]:
     """(batch_id, regions, events) of a shipped batch, every event checked; InvalidEvents otherwise."""
     try:
-        outer = msgpack.unpackb(data, raw=False, strict_map_key=True)
-    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
-        raise InvalidEvents(f"undecodable msgpack batch: {exc}") from None
-    if (
-        not isinstance(outer, dict)
-        or outer.get("encoding") not in ("frames", "zlib", "identity")
-        or not isinstance(outer.get("events"), bytes)
-    ):
+        batch = _BATCH_DECODER.decode(data)
+    except msgspec.ValidationError as exc:
+        field = error_path(exc).lstrip(".").partition("[")[0]
         raise InvalidEvents(
-            "expected a map with batch_id, regions, encoding (frames, zlib or identity) and events (bytes)"
-        )
-    batch_id, regions = outer.get("batch_id"), outer.get("regions")
-    if not is_id(batch_id):
-        raise InvalidEvents(f"batch_id: a string of {ID_RULE}")
-    if not isinstance(regions, list) or not regions or not all(isinstance(r, str) for r in regions):
-        raise InvalidEvents("regions: the non-empty list of the edge's regions")
-    encoding = outer["encoding"]
+            _BATCH_RULES.get(field)
+            or "expected a map with batch_id, regions, encoding (frames, zlib or identity) and events (bytes)"
+        ) from None
+    except msgspec.DecodeError as exc:
+        raise InvalidEvents(f"undecodable msgpack batch: {exc}") from None
+    batch_id, regions, encoding = batch.batch_id, batch.regions, batch.encoding
     if encoding == "frames":
-        events = _checked_frames(outer["events"])
+        events = _checked_frames(batch.events)
     else:
-        events = _checked_events(_inflate(outer["events"]) if encoding == "zlib" else outer["events"], 0)
+        events = _checked_events(_inflate(batch.events) if encoding == "zlib" else batch.events, 0)
     if len(events) > MAX_BATCH_EVENTS:
         raise InvalidEvents(f"events: a list of at most {MAX_BATCH_EVENTS} events")
     wanted = set(regions)

@@ -12,13 +12,11 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import REPO, served, wait_until  # noqa: E402
-from loop_support import experiment_traffic, shop_events, store_events, store_health  # noqa: E402
-
 from edgerec.cli.pipeline import EXIT_FAULT, FAULT_ENV, Pipeline  # noqa: E402
 from edgerec.cli.pipeline_rules import Policy  # noqa: E402
 from edgerec.cli.services import Cluster  # noqa: E402
+from tests.conftest import REPO, served, wait_until
+from tests.loop_support import experiment_traffic, shop_events, store_events, store_health
 
 POLICY = Policy(gate_margin=1.0, min_impressions=500, stage_impressions=50_000, max_stage_s=3600)
 
@@ -189,7 +187,7 @@ def test_a_run_killed_after_starting_its_experiment_resumes_that_experiment(shop
 
 
 def test_a_candidate_is_served_only_to_its_experiment_variant(shop, catalog_skus, tmp_path) -> None:
-    from conftest import make_offer
+    from tests.conftest import make_offer
 
     version = shop.put_offers([make_offer(f"GB-{sku}", sku) for sku in catalog_skus[:20]])
     pipeline = started(shop, tmp_path)

@@ -7,7 +7,7 @@ from pathlib import Path
 import onnx
 import pytest
 
-from models.bundle import FORMAT, read_bundle, sha256_hex
+from models.bundle import FORMAT, feature_spec_digest, read_bundle, sha256_hex, version_of
 from models.features import FEATURE_NAMES
 from models.golden import DEFAULT_AGE_POSITIONS
 from models.profile import MAX_ITEMS
@@ -20,7 +20,7 @@ def test_bundle_passes_onnx_checker_and_manifest_hashes_the_model(bundle_dir: Pa
     onnx.checker.check_model(onnx.load_from_string(onnx_bytes), full_check=True)
     assert manifest["format"] == FORMAT
     assert manifest["sha256"] == sha256_hex(onnx_bytes)
-    assert manifest["version"] == "m-" + manifest["sha256"][:12]
+    assert manifest["version"].startswith("m-") and len(manifest["version"]) == 14
     assert [entry["name"] for entry in manifest["inputs"]] == [
         "profile_items",
         "profile_counts",
@@ -42,6 +42,42 @@ def test_bundle_passes_onnx_checker_and_manifest_hashes_the_model(bundle_dir: Pa
     assert list(manifest["training"]["feature_weights"]) == list(FEATURE_NAMES) == manifest["features"]
     assert manifest["training"]["date_range"][0] < manifest["training"]["date_range"][1]
     assert {"model", "repeat", "item_knn"} <= set(manifest["training"]["metrics"])
+
+
+def test_the_onnx_file_names_its_version_training_window_and_feature_spec(bundle_dir: Path) -> None:
+    import onnxruntime
+
+    onnx_bytes, manifest = read_bundle(bundle_dir)
+    session = onnxruntime.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    described = session.get_modelmeta().custom_metadata_map
+    first, last = manifest["training"]["date_range"]
+    assert described == {
+        "edgerec.bundle_version": manifest["version"],
+        "edgerec.training_window": f"{first.replace(' ', 'T')}/{last.replace(' ', 'T')}",
+        "edgerec.feature_spec_sha256": manifest["feature_spec_sha256"],
+    }
+    assert manifest["feature_spec_sha256"] == feature_spec_digest(manifest)
+    # The version is the hash of the graph without its description (which names the version).
+    bare = onnx.load_from_string(onnx_bytes)
+    del bare.metadata_props[:]
+    assert version_of(bare.SerializeToString()) == manifest["version"]
+
+
+def test_a_model_that_names_another_bundle_is_refused(bundle_dir: Path) -> None:
+    onnx_bytes, manifest = read_bundle(bundle_dir)
+    relabelled = onnx.load_from_string(onnx_bytes)
+    for prop in relabelled.metadata_props:
+        if prop.key == "edgerec.bundle_version":
+            prop.value = "m-000000000000"
+    forged = relabelled.SerializeToString()
+    with pytest.raises(BundleError, match="edgerec.bundle_version 'm-000000000000'"):
+        Ranker.from_bytes(forged, {**manifest, "sha256": sha256_hex(forged)})
+
+
+def test_the_feature_spec_digest_changes_with_the_vocabulary(bundle_dir: Path) -> None:
+    _, manifest = read_bundle(bundle_dir)
+    assert feature_spec_digest({**manifest, "items": manifest["items"][:-1]}) != manifest["feature_spec_sha256"]
+    assert feature_spec_digest({**manifest, "golden": []}) == manifest["feature_spec_sha256"]
 
 
 def test_ranker_loads_a_good_bundle(bundle_dir: Path) -> None:

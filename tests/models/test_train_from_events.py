@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from loop_support import row, shop_events, store_events  # noqa: E402
-
 from edgerec.cli.main import main  # noqa: E402
 from models.events import customer_of, training_set  # noqa: E402
+from tests.loop_support import row, shop_events, store_events
 
 
 @pytest.fixture(scope="module")

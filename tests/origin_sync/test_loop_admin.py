@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import msgpack
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from loop_support import row, store_events  # noqa: E402
-
 from edgerec.cli.process import http_call  # noqa: E402
 from edgerec.cli.services import admin_headers  # noqa: E402
+from tests.loop_support import row, store_events
 
 
 def test_events_come_in_pages_in_time_order_with_their_offers_skus(cluster) -> None:
-    from conftest import make_offer
+    from tests.conftest import make_offer
 
     cluster.put_offer(make_offer("GB-1", "85123A"))
     events = [

@@ -9,15 +9,18 @@ from aiohttp import web
 
 from origin_sync.origin.analysis import build_report
 from origin_sync.origin.store import NotFound, UnservableModel
-from origin_sync.wire.experiments import ExperimentOverlap, InvalidExperiment, validate_experiment
+from origin_sync.wire.experiments import Experiment, ExperimentOverlap, InvalidExperiment, validate_experiment
 
+from .answers import Deleted, ExperimentAnswer, ExperimentList, ExperimentOne, ExperimentReport
 from .bodies import read_json
 from .errors import ApiError, json_response
+from .openapi import documented
 from .state import SINK, STORE
 
 log = logging.getLogger("edgerec.origin")
 
 
+@documented("Create or replace an experiment", body=Experiment, answer=ExperimentAnswer, errors=(409,))
 async def put_experiment(request: web.Request) -> web.Response:
     """Create or replace an experiment; it reaches the edges with the data version answered."""
     try:
@@ -36,14 +39,17 @@ async def put_experiment(request: web.Request) -> web.Response:
     return json_response({"experiment": await request.app[STORE].experiment(experiment["id"]), "data_version": version})
 
 
+@documented("Read an experiment", answer=ExperimentOne)
 async def get_experiment(request: web.Request) -> web.Response:
     return json_response({"experiment": await request.app[STORE].experiment(request.match_info["experiment_id"])})
 
 
+@documented("Every experiment", answer=ExperimentList)
 async def list_experiments(request: web.Request) -> web.Response:
     return json_response({"experiments": await request.app[STORE].experiments()})
 
 
+@documented("Delete (stop) an experiment; its events stay", answer=Deleted)
 async def delete_experiment(request: web.Request) -> web.Response:
     version = await request.app[STORE].delete_experiment(request.match_info["experiment_id"])
     return json_response({"deleted": request.match_info["experiment_id"], "data_version": version})
@@ -63,6 +69,7 @@ def _without_manifests(experiment: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+@documented("The report of an experiment", answer=ExperimentReport, errors=(409,))
 async def experiment_report(request: web.Request) -> web.Response:
     """Per variant: impressions, CTR, conversion, revenue per impression per currency (95% CIs), z-tests,
     sample-ratio check, and the feedback in the experiment's scope that matches no impression (`unattributed`)."""

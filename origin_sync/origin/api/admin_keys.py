@@ -11,8 +11,11 @@ from aiohttp import web
 from origin_sync.origin.keyring import KeyRingError
 from origin_sync.wire.signing import is_key_id
 
+from .answers import KeyRotationAnswer, KeySetRead
 from .bodies import read_json
 from .errors import ApiError, json_response
+from .openapi import documented
+from .schemas import KeyAnnouncement, KeyId, checked
 from .state import KEYRING, STORE
 
 log = logging.getLogger("edgerec.origin")
@@ -20,6 +23,7 @@ log = logging.getLogger("edgerec.origin")
 KEY_SET_RECHECK_S = 1.0  # how soon a key set published by another origin process on the same database is adopted
 
 
+@documented("The signing-key set, the active key and the keys held", answer=KeySetRead)
 async def list_keys(request: web.Request) -> web.Response:
     """The published signing-key set, the active key id and the ids of the private keys this origin holds."""
     return json_response(request.app[KEYRING].describe())
@@ -42,16 +46,29 @@ async def _rotation_step(request: web.Request, key_id: object, step: str) -> web
     return json_response({"key_set": key_set, "active": ring.signer.key_id, "data_version": version})
 
 
+@documented(
+    "Announce a held key as next (edges trust it before it signs)",
+    body=KeyAnnouncement,
+    answer=KeyRotationAnswer,
+    errors=(404, 409),
+)
 async def announce_key(request: web.Request) -> web.Response:
     """Body {"key_id": ...}: publish a key the origin holds as `next`, so that edges trust it before it signs."""
-    body = await read_json(request)
-    return await _rotation_step(request, body.get("key_id") if isinstance(body, dict) else None, "announce")
+    announcement = checked(await read_json(request), KeyAnnouncement, "invalid_key_id")
+    return await _rotation_step(request, announcement.key_id, "announce")
 
 
+@documented("Sign with an announced key", answer=KeyRotationAnswer, path={"key_id": KeyId}, errors=(409, 422))
 async def activate_key(request: web.Request) -> web.Response:
     return await _rotation_step(request, request.match_info["key_id"], "activate")
 
 
+@documented(
+    "Revoke a key for good (not the active one)",
+    answer=KeyRotationAnswer,
+    path={"key_id": KeyId},
+    errors=(409, 422),
+)
 async def revoke_key(request: web.Request) -> web.Response:
     return await _rotation_step(request, request.match_info["key_id"], "revoke")
 

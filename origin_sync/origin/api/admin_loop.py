@@ -5,47 +5,41 @@ their evidence (each one an audited admin call as well)."""
 from __future__ import annotations
 
 import logging
-import math
 import time
 from typing import Any
 
 import msgpack
+import msgspec
 from aiohttp import web
 
 from origin_sync.origin.store import NotFound
+from origin_sync.wire.protocol import MSGPACK_TYPE
 
 from .bodies import read_json
 from .errors import ApiError, json_response
+from .openapi import documented
+from .schemas import checked, query
+from .schemas_loop import Decision, DecisionsQuery, EventsQuery
 from .state import SINK, STORE
 
 log = logging.getLogger("edgerec.origin")
 
-MAX_EVENTS_PAGE = 50_000
 MAX_EVIDENCE_CHARS = 200_000
 
 
-def _limit(request: web.Request, default: int, most: int) -> int:
-    raw = request.query.get("limit", str(default))
-    if not raw.isdigit() or not 1 <= int(raw) <= most:
-        raise ApiError(422, "invalid_query", f"limit must be an integer from 1 to {most}")
-    return int(raw)
-
-
+@documented(
+    "A page of the stored events, with their offers' SKUs (training on the shop's own events)",
+    query=EventsQuery,
+    errors=(409,),
+)
 async def export_events(request: web.Request) -> web.Response:
     """A page of stored events in (ts, id) order after `after_ts` and `after_id` (both, or neither), with `skus`
     mapping the page's offers to their SKUs and `next`, the key of the next page (null after the last)."""
-    limit = _limit(request, 10_000, MAX_EVENTS_PAGE)
-    after_ts, after_id = request.query.get("after_ts"), request.query.get("after_id")
-    after = None
-    if (after_ts is None) != (after_id is None):
+    page = query(request, EventsQuery)
+    if (page.after_ts is None) != (page.after_id is None):
         raise ApiError(422, "invalid_query", "after_ts and after_id go together (the `next` of the page before)")
-    if after_ts is not None and after_id is not None:
-        try:
-            after = (float(after_ts), after_id)
-        except ValueError:
-            raise ApiError(422, "invalid_query", "after_ts must be epoch seconds") from None
-        if not math.isfinite(after[0]):
-            raise ApiError(422, "invalid_query", "after_ts must be epoch seconds")
+    after = (page.after_ts, page.after_id) if page.after_ts is not None and page.after_id is not None else None
+    limit = page.limit
     try:
         events = await request.app[SINK].read_events(after, limit)
     except NotImplementedError as exc:
@@ -55,6 +49,7 @@ async def export_events(request: web.Request) -> web.Response:
     return json_response({"events": events, "skus": skus, "next": following})
 
 
+@documented("A stored model as the body a publish takes (msgpack manifest and model.onnx)", answer_type=MSGPACK_TYPE)
 async def model_bundle(request: web.Request) -> web.Response:
     """A stored model as the body a publish takes: msgpack {"manifest": {...}, "model": <model.onnx bytes>}."""
     try:
@@ -65,6 +60,7 @@ async def model_bundle(request: web.Request) -> web.Response:
     return web.Response(body=body, content_type="application/x-msgpack")
 
 
+@documented("Retire a candidate or published model (the active one is refused: 409)", errors=(409,))
 async def retire_model(request: web.Request) -> web.Response:
     """Retire a candidate (or published) model whose experiment is over. The active model is refused
     (409): only activating another replaces it, so there is never a moment without one, nor two."""
@@ -78,25 +74,14 @@ async def retire_model(request: web.Request) -> web.Response:
     return json_response({"model_version": version, "state": "retired", "was": was})
 
 
-_TEXT = {"pipeline": 64, "round": 128, "step": 32, "decision": 32}
-
-
+@documented("Record one decision of the learning pipeline with its evidence", body=Decision, status=201)
 async def record_decision(request: web.Request) -> web.Response:
     """Body {"pipeline", "round", "step", "decision", "evidence": {...}}: one decision of the learning pipeline.
     The audit log's entry of this call names it (`target`), the evidence is kept beside it."""
-    body = await read_json(request)
-    if not isinstance(body, dict):
-        raise ApiError(422, "invalid_request", "expected a JSON object")
-    entry: dict[str, Any] = {"ts": time.time()}
-    for name, most in _TEXT.items():
-        value = body.get(name)
-        if not isinstance(value, str) or not 1 <= len(value) <= most:
-            raise ApiError(422, "invalid_request", f"{name}: a string of 1-{most} characters")
-        entry[name] = value
-    evidence = body.get("evidence", {})
-    if not isinstance(evidence, dict) or len(str(evidence)) > MAX_EVIDENCE_CHARS:
+    decision = checked(await read_json(request), Decision, "invalid_request")
+    if len(str(decision.evidence)) > MAX_EVIDENCE_CHARS:
         raise ApiError(422, "invalid_request", f"evidence: an object of at most {MAX_EVIDENCE_CHARS} characters")
-    entry["evidence"] = evidence
+    entry: dict[str, Any] = {"ts": time.time(), **msgspec.structs.asdict(decision)}
     request["audit_target"] = (
         f"pipeline={entry['pipeline']},round={entry['round']},step={entry['step']},decision={entry['decision']}"
     )
@@ -105,10 +90,11 @@ async def record_decision(request: web.Request) -> web.Response:
     return json_response(entry, 201)
 
 
+@documented("The newest decisions of the learning pipeline, newest first", query=DecisionsQuery)
 async def list_decisions(request: web.Request) -> web.Response:
     """The newest decisions (`limit`, default 100), newest first; `pipeline` narrows to one pipeline."""
-    limit = _limit(request, 100, 1000)
-    return json_response({"decisions": await request.app[STORE].decisions(request.query.get("pipeline"), limit)})
+    wanted = query(request, DecisionsQuery)
+    return json_response({"decisions": await request.app[STORE].decisions(wanted.pipeline, wanted.limit)})
 
 
 def add_routes(router: web.UrlDispatcher) -> None:

@@ -8,34 +8,38 @@ from typing import Any
 
 from aiohttp import web
 
-from origin_sync.origin.store import MODEL_ACTIVE, PUBLISH_STATES
 from origin_sync.wire.protocol import ProtocolError, unpack
 
+from .answers import Activated, ModelList, Published
 from .bodies import MAX_UPLOAD_BYTES, read_body
 from .errors import ApiError, json_response
+from .openapi import MSGPACK_TYPE, documented
+from .schemas import ModelUpload, PublishQuery, checked, query
 from .state import STORE
 
 log = logging.getLogger("edgerec.origin")
 
 
+@documented(
+    "Publish a model bundle (checked as an edge checks it: hash, golden cases)",
+    body=ModelUpload,
+    body_type=MSGPACK_TYPE,
+    query=PublishQuery,
+    answer=Published,
+    status=201,
+    errors=(409,),
+)
 async def publish_model(request: web.Request) -> web.Response:
     """Body: msgpack map {"manifest": {...}, "model": <model.onnx bytes>}. Query `state`: `published` (stored,
     served nowhere), `candidate` (an experiment's variant may name it) or `active` (served by every edge); without
     it the model is activated, as every publish did before model states."""
-    state = request.query.get("state", MODEL_ACTIVE)
-    if state not in PUBLISH_STATES:
-        raise ApiError(422, "invalid_query", f"state must be one of {', '.join(PUBLISH_STATES)}")
+    state = query(request, PublishQuery).state
     try:
         payload = unpack(await read_body(request, MAX_UPLOAD_BYTES))
     except ProtocolError as exc:
         raise ApiError(400, "invalid_bundle", str(exc)) from None
-    if (
-        not isinstance(payload, dict)
-        or not isinstance(payload.get("manifest"), dict)
-        or not isinstance(payload.get("model"), bytes)
-    ):
-        raise ApiError(422, "invalid_bundle", "expected a msgpack map with 'manifest' (map) and 'model' (bytes)")
-    manifest = payload["manifest"]
+    upload = checked(payload, ModelUpload, "invalid_bundle")
+    manifest = upload.manifest
     if not isinstance(manifest.get("version"), str) or not manifest["version"]:
         raise ApiError(422, "invalid_bundle", "manifest.version must be a non-empty string")
     request["audit_target"] = f"model_version={manifest['version']}"
@@ -43,17 +47,18 @@ async def publish_model(request: web.Request) -> web.Response:
     from models.runtime import BundleError, Ranker
 
     try:
-        await asyncio.to_thread(Ranker.from_bytes, payload["model"], manifest)
+        await asyncio.to_thread(Ranker.from_bytes, upload.model, manifest)
     except BundleError as exc:
         raise ApiError(422, "invalid_bundle", f"bundle rejected: {exc}") from None
     try:
-        version, stored_state = await request.app[STORE].publish_model(manifest, payload["model"], state=state)
+        version, stored_state = await request.app[STORE].publish_model(manifest, upload.model, state=state)
     except ValueError as exc:
         raise ApiError(409, "conflict", str(exc)) from None
     log.info("model %s published as %s (data version %d)", manifest["version"], stored_state, version)
     return json_response({"model_version": manifest["version"], "state": stored_state, "data_version": version}, 201)
 
 
+@documented("Activate a published model (or roll back to one)", answer=Activated)
 async def activate_model(request: web.Request) -> web.Response:
     """Activate a published model (roll back). The model already active is a no-op: no change is appended, the data
     version stays, and the answer says so (`changed: false`), so no edge rebuilds for nothing."""
@@ -65,6 +70,7 @@ async def activate_model(request: web.Request) -> web.Response:
     return json_response(answer)
 
 
+@documented("Every stored model and its state", answer=ModelList)
 async def list_models(request: web.Request) -> web.Response:
     return json_response({"models": await request.app[STORE].models()})
 

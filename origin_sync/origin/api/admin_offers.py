@@ -7,18 +7,21 @@ from typing import Any
 
 from aiohttp import web
 
-from origin_sync.wire.offers import InvalidOffer, patched_offer, validate_offer
+from origin_sync.wire.offers import InvalidOffer, Offer, OfferPatch, patched_offer, validate_offer
 
+from .answers import Deleted, OfferAnswer, OfferBatchAnswer, OfferRead
 from .bodies import read_json
 from .errors import ApiError, json_response
+from .openapi import documented
+from .schemas import MAX_OFFER_BATCH, OfferBatch, offer_batch
 from .state import STORE
 
 log = logging.getLogger("edgerec.origin")
 
-MAX_OFFER_BATCH = 1000  # offers per POST /v1/admin/offers
 MERGE_PATCH_TYPE = "application/merge-patch+json"
 
 
+@documented("Create or replace an offer", body=Offer, answer=OfferAnswer)
 async def put_offer(request: web.Request) -> web.Response:
     try:
         offer = validate_offer(await read_json(request), request.match_info["offer_id"])
@@ -29,6 +32,13 @@ async def put_offer(request: web.Request) -> web.Response:
     return json_response({"offer": offer, "data_version": version})
 
 
+@documented(
+    "Change some fields of an offer (JSON merge patch, RFC 7396)",
+    body=OfferPatch,
+    body_type=MERGE_PATCH_TYPE,
+    answer=OfferAnswer,
+    errors=(415,),
+)
 async def patch_offer(request: web.Request) -> web.Response:
     """RFC 7396 merge patch of a stored offer: the members sent replace the stored ones, a null resets one to its
     default (or leaves a required field missing), and the result is validated whole, in the write transaction."""
@@ -53,14 +63,14 @@ async def patch_offer(request: web.Request) -> web.Response:
     return json_response({"offer": offer, "data_version": version})
 
 
+@documented(
+    f"Create or replace up to {MAX_OFFER_BATCH} offers in one transaction", body=OfferBatch, answer=OfferBatchAnswer
+)
 async def put_offers(request: web.Request) -> web.Response:
     """Body {"offers": [...]}: up to MAX_OFFER_BATCH whole offers (each with its id) upserted in one transaction.
     Each is validated alone: a refused one is reported and the others are stored. Answers per offer, in order,
     "created", "changed", "unchanged" (equal to the stored one, not written) or "refused" with the reason."""
-    body = await read_json(request)
-    offers = body.get("offers") if isinstance(body, dict) else None
-    if not isinstance(offers, list) or not 0 < len(offers) <= MAX_OFFER_BATCH:
-        raise ApiError(422, "invalid_request", f'expected {{"offers": [1 to {MAX_OFFER_BATCH} offers]}}')
+    offers = offer_batch(await read_json(request))
     request["audit_target"] = f"offers={len(offers)}"
     results: list[dict[str, Any]] = []
     valid: list[dict[str, Any]] = []
@@ -82,10 +92,12 @@ async def put_offers(request: web.Request) -> web.Response:
     return json_response({"results": results, "counts": counts, "data_version": version})
 
 
+@documented("Read an offer", answer=OfferRead)
 async def get_offer(request: web.Request) -> web.Response:
     return json_response({"offer": await request.app[STORE].offer(request.match_info["offer_id"])})
 
 
+@documented("Delete an offer", answer=Deleted)
 async def delete_offer(request: web.Request) -> web.Response:
     version = await request.app[STORE].delete_offer(request.match_info["offer_id"])
     return json_response({"deleted": request.match_info["offer_id"], "data_version": version})

@@ -11,12 +11,16 @@ from aiohttp import web
 
 from origin_sync.wire.protocol import PROTOCOL_VERSION
 
-from .errors import ApiError, json_response
+from .answers import AuditLog, Compacted, Status
+from .errors import json_response
+from .openapi import documented
+from .schemas import AuditQuery, CompactQuery, query
 from .state import CONFIG, KEYRING, SINK, STORE
 
 log = logging.getLogger("edgerec.origin")
 
 
+@documented("The change log's head, compaction floor, protocol and signing key", answer=Status)
 async def status(request: web.Request) -> web.Response:
     head = await request.app[STORE].head()
     return json_response(
@@ -30,26 +34,24 @@ async def status(request: web.Request) -> web.Response:
     )
 
 
+@documented("Compact the change log now", query=CompactQuery, answer=Compacted)
 async def compact(request: web.Request) -> web.Response:
     """Compact now. Query `keep_versions=N` overrides the configured retention (operators, tests)."""
     config = request.app[CONFIG]
-    keep = request.query.get("keep_versions")
+    keep = query(request, CompactQuery).keep_versions
     if keep is not None:
-        if not keep.isdigit():
-            raise ApiError(422, "invalid_query", "keep_versions must be a non-negative integer")
-        floor = await request.app[STORE].compact(keep_versions=int(keep))
+        floor = await request.app[STORE].compact(keep_versions=keep)
     else:
         floor = await request.app[STORE].compact(config.retention_versions, config.retention_seconds)
     log.info("change log compacted: floor at version %d", floor)
     return json_response({"compaction_floor": floor})
 
 
+@documented("The newest audit entries, newest first", query=AuditQuery, answer=AuditLog)
 async def read_audit(request: web.Request) -> web.Response:
     """The newest audit entries (`limit`, default 100, at most 1000), newest first."""
-    raw = request.query.get("limit", "100")
-    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
-        raise ApiError(422, "invalid_query", "limit must be an integer from 1 to 1000")
-    return json_response({"entries": await request.app[STORE].audit_log(int(raw))})
+    limit = query(request, AuditQuery).limit
+    return json_response({"entries": await request.app[STORE].audit_log(limit)})
 
 
 async def compact_periodically(app: web.Application) -> None:

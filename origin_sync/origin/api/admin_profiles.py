@@ -14,11 +14,13 @@ from origin_sync.wire.profiles import check_event, is_pseudonym
 
 from .bodies import read_json
 from .errors import ApiError, json_response
+from .openapi import documented
+from .schemas import checked
+from .schemas_loop import MAX_IMPORT_EVENTS, ProfileExport, ProfileImport
 from .state import SINK, STORE
 
 log = logging.getLogger("edgerec.origin")
 
-MAX_IMPORT_EVENTS = 20_000  # events per POST /v1/admin/profiles/import
 MAX_KEY_CHARS = 128
 _ROW_RULE = "[pseudonym, key, kind, item, ts, region]"
 
@@ -47,6 +49,7 @@ def _checked_row(index: int, row: Any) -> tuple[str, str, str, str, int, str]:
     return pseudonym, key, kind, item, ts, region
 
 
+@documented("Fold a batch of history events into the shoppers' profile summaries (idempotent)", body=ProfileImport)
 async def import_events(request: web.Request) -> web.Response:
     """Body {"events": [[pseudonym, key, kind, item, ts, region], ...]}: folded into the shoppers' summaries; an
     event (pseudonym, key) stored before adds nothing, so importing a file again changes nothing."""
@@ -54,6 +57,7 @@ async def import_events(request: web.Request) -> web.Response:
     events = body.get("events") if isinstance(body, dict) else None
     if not isinstance(events, list) or not 1 <= len(events) <= MAX_IMPORT_EVENTS:
         raise ApiError(422, "invalid_events", f"events: a list of 1 to {MAX_IMPORT_EVENTS} {_ROW_RULE} rows")
+    # Row by row (not as ProfileImport at once), so that the first refused row is named with its own rule.
     rows = [_checked_row(i, row) for i, row in enumerate(events)]
     result = await request.app[STORE].record_profile_events(rows)
     log.info(
@@ -66,17 +70,14 @@ async def import_events(request: web.Request) -> web.Response:
     return json_response({"events": len(rows), **result})
 
 
+@documented(
+    "Everything the origin holds of one shopper (right of access); 404 when nothing", body=ProfileExport, errors=(404,)
+)
 async def export_profile(request: web.Request) -> web.Response:
     """Body {"shopper": <pseudonym>}: everything the origin holds of one shopper: the summary the edges get, the
     events it is folded from, and the shopper's stored feedback events; 404 when it holds nothing. A POST, so that
     the pseudonym stays out of URLs, and so out of the audit and access logs that outlive an erasure."""
-    body = await read_json(request)
-    pseudonym = body.get("shopper") if isinstance(body, dict) else None
-    if not is_pseudonym(pseudonym):
-        raise ApiError(
-            422, "invalid_request", "shopper: the 32-hex-digit pseudonym (edgerec profiles export computes it)"
-        )
-    assert isinstance(pseudonym, str)
+    pseudonym = checked(await read_json(request), ProfileExport, "invalid_request").shopper
     profile = await request.app[STORE].export_profile(pseudonym)
     try:
         events = await request.app[SINK].events_of(pseudonym)

@@ -28,9 +28,11 @@ from . import (
     admin_ops,
     admin_profiles,
     events,
+    openapi,
     probes,
     sync,
 )
+from .access import request_ids, runner_options
 from .auth import auth_middleware
 from .bodies import MAX_UPLOAD_BYTES
 from .errors import JsonErrorRunner, errors_middleware
@@ -67,7 +69,10 @@ def build_app(
     tracing = configure("edgerec-origin", config.trace_sample, config.trace_exporter)
     traced = [tracing_middleware(tracing, WriteTraces())] if tracing.enabled else []
     # Errors outermost, so that what auth refuses and what a handler raises leave in the one format.
-    app = web.Application(middlewares=[errors_middleware, auth_middleware, *traced], client_max_size=MAX_UPLOAD_BYTES)
+    middlewares = [errors_middleware, auth_middleware, *traced]
+    if config.access_log_rate > 0:
+        middlewares.insert(0, request_ids)
+    app = web.Application(middlewares=middlewares, client_max_size=MAX_UPLOAD_BYTES)
     app[CONFIG] = config
     app[TRACING] = tracing
     app[STORE] = store or open_store(config.dsn, config.db_path, config.blob_dir)
@@ -107,8 +112,16 @@ def build_app(
     app.cleanup_ctx.append(lifecycle)
     app.cleanup_ctx.append(app[CREDENTIALS].watching)
     app.on_shutdown.append(on_shutdown)
+    add_routes(app.router)
+    openapi.publish(app)
+    return app
+
+
+def add_routes(router: web.UrlDispatcher) -> None:
+    """Every route of the origin (what /openapi.json documents, each from its handler's @documented)."""
     for module in (
         probes,
+        openapi,
         admin_ops,
         admin_keys,
         admin_offers,
@@ -119,8 +132,7 @@ def build_app(
         events,
         sync,
     ):
-        module.add_routes(app.router)
-    return app
+        module.add_routes(router)
 
 
 def _listener_tls(app: web.Application, config: OriginConfig) -> ssl.SSLContext | None:
@@ -137,7 +149,9 @@ def _listener_tls(app: web.Application, config: OriginConfig) -> ssl.SSLContext 
 
 async def _run(app: web.Application, config: OriginConfig, ssl_context: ssl.SSLContext | None) -> None:
     # SIGINT/SIGTERM raise GracefulExit out of the loop; `serve` then cancels this task, which cleans up.
-    runner = JsonErrorRunner(app, handle_signals=True, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+    runner = JsonErrorRunner(
+        app, handle_signals=True, shutdown_timeout=SHUTDOWN_TIMEOUT_S, **runner_options(config.access_log_rate)
+    )
     await runner.setup()
     try:
         await web.TCPSite(runner, config.host, config.port, ssl_context=ssl_context).start()

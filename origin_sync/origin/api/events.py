@@ -10,17 +10,23 @@ from typing import Any
 from aiohttp import web
 
 from origin_sync.origin.sinks import unattributed_feedback, unresolved_request_ids
-from origin_sync.wire.events import InvalidEvents, decode_batch
+from origin_sync.wire.events import EventBatch, InvalidEvents, decode_batch
 from origin_sync.wire.health import batch_health
 
+from .answers import Erased, EventsTaken
 from .auth import require_regions
 from .bodies import MAX_UPLOAD_BYTES, read_body, read_json
 from .errors import ApiError, json_response
+from .openapi import MSGPACK_TYPE, documented
+from .schemas import Erasure, checked
 from .state import METRICS, SINK, STORE
 
 log = logging.getLogger("edgerec.origin")
 
 
+@documented(
+    "An edge's batch of events (idempotent by batch id)", body=EventBatch, body_type=MSGPACK_TYPE, answer=EventsTaken
+)
 async def ingest_events(request: web.Request) -> web.Response:
     """An edge's event batch (msgpack, see events.encode_batch). Idempotent: a batch id seen before is acknowledged
     again without storing anything; the edge deletes its segment only after this answer."""
@@ -64,14 +70,12 @@ async def _count_unattributed(app: web.Application, events: list[dict[str, Any]]
         app[METRICS].unattributed_events.labels(kind).inc(n)
 
 
+@documented("Erase every stored event of one shopper (GDPR)", body=Erasure, answer=Erased, errors=(409,))
 async def erase_events(request: web.Request) -> web.Response:
     """Body {"shopper": <pseudonym>}: delete every stored event and the profile of one person (GDPR erasure), and
     send every edge a signed `profile_erase` change. The caller computes the pseudonym from the shopper id with the
     deployment's key, so the id itself never reaches the origin."""
-    body = await read_json(request)
-    shopper = body.get("shopper") if isinstance(body, dict) else None
-    if not isinstance(shopper, str) or len(shopper) != 32 or not all(c in "0123456789abcdef" for c in shopper):
-        raise ApiError(422, "invalid_request", "shopper: the 32-hex-digit pseudonym (edgerec events erase computes it)")
+    shopper = checked(await read_json(request), Erasure, "invalid_request").shopper
     try:
         erased = await request.app[SINK].erase(shopper)
     except NotImplementedError as exc:

@@ -8,7 +8,9 @@ import logging
 
 from aiohttp import web
 
+from .answers import Health, Ready
 from .errors import json_response
+from .openapi import TEXT, documented
 from .state import KEYRING, METRICS, READY_STATE, STORE
 
 log = logging.getLogger("edgerec.origin")
@@ -16,10 +18,12 @@ log = logging.getLogger("edgerec.origin")
 READY_TIMEOUT_S = 2.0  # /readyz answers 503 when the store takes longer than this to answer
 
 
+@documented("Liveness: the process answers", answer=Health)
 async def healthz(request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
 
 
+@documented("Readiness: the store answers within 2 s and a signing key is loaded", answer=Ready, answers={503: Ready})
 async def readyz(request: web.Request) -> web.Response:
     """Ready (200) when the store answers a cheap query (its head) within READY_TIMEOUT_S and a signing key is
     loaded; else 503 `{"ready": false, "reason": ...}`. No auth, like /healthz, so the reason names the failure's
@@ -48,6 +52,7 @@ async def readyz(request: web.Request) -> web.Response:
     return json_response({"ready": True, "data_version": head.version, "key_id": signer.key_id})
 
 
+@documented("Prometheus metrics (text format)", answer_type=TEXT)
 async def metrics_endpoint(request: web.Request) -> web.Response:
     return web.Response(
         body=request.app[METRICS].render(), headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}

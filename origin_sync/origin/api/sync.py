@@ -13,7 +13,6 @@ from aiohttp import web
 from origin_sync.origin.store import AheadOfOrigin, Compacted
 from origin_sync.wire import digest
 from origin_sync.wire.fields import parse_regions
-from origin_sync.wire.profiles import is_pseudonym
 from origin_sync.wire.protocol import (
     KEY_ID_HEADER,
     KIND_DELTAS,
@@ -28,6 +27,9 @@ from origin_sync.wire.signing import TRUSTED_KEYS_HEADER, Signer, blob_signing_b
 
 from .auth import require_regions
 from .errors import ApiError
+from .openapi import BINARY, documented
+from .schemas import DeltasQuery, Sha256, SnapshotQuery, query
+from .schemas_loop import ProfilesPageQuery
 from .state import CHANGES, CONFIG, KEYRING, SNAPSHOTS, STORE
 from .traces import SYNC_VERSIONS
 
@@ -59,9 +61,9 @@ def _signer(request: web.Request) -> Signer:
     return request.app[KEYRING].signer_for(_trusted_key_ids(request))
 
 
-def _regions(request: web.Request) -> tuple[str, ...]:
+def _regions(request: web.Request, raw: str) -> tuple[str, ...]:
     try:
-        regions = parse_regions(request.query.get("regions", ""))
+        regions = parse_regions(raw)
     except ValueError as exc:
         raise ApiError(422, "invalid_query", f"regions: {exc}") from None
     require_regions(request, regions, "sync")
@@ -84,9 +86,10 @@ def _seal_snapshot(payload: dict[str, Any], regions: tuple[str, ...], signer: Si
     return seal(KIND_SNAPSHOT, payload, signer)
 
 
+@documented("A signed snapshot of the regions' state (msgpack envelope)", query=SnapshotQuery, answer_type=MSGPACK_TYPE)
 async def snapshot(request: web.Request) -> web.Response:
     _check_protocol(request)
-    regions = _regions(request)
+    regions = _regions(request, query(request, SnapshotQuery).regions)
     store, cache = request.app[STORE], request.app[SNAPSHOTS]
     head = await store.head_version()
     signer = _signer(request)
@@ -99,17 +102,18 @@ async def snapshot(request: web.Request) -> web.Response:
     return sealed_response(body)
 
 
+@documented(
+    "The signed changes since a version, long-polled (msgpack envelope)",
+    query=DeltasQuery,
+    answer_type=MSGPACK_TYPE,
+    errors=(409, 410),
+)
 async def deltas(request: web.Request) -> web.Response:
     """Long-poll: answer at once if anything changed after `since`, else wait up to `wait` seconds."""
     _check_protocol(request)
-    regions = _regions(request)
-    try:
-        since = int(request.query.get("since", ""))
-        wait = min(float(request.query.get("wait", "0")), request.app[CONFIG].max_wait_s)
-    except ValueError:
-        raise ApiError(422, "invalid_query", "since must be an integer version and wait a number of seconds") from None
-    if since < 0:
-        raise ApiError(422, "invalid_query", "since must be >= 0")
+    asked = query(request, DeltasQuery)
+    regions = _regions(request, asked.regions)
+    since, wait = asked.since, min(asked.wait, request.app[CONFIG].max_wait_s)
     store, changes = request.app[STORE], request.app[CHANGES]
     deadline = time.monotonic() + max(wait, 0.0)
     while (
@@ -141,15 +145,19 @@ async def deltas(request: web.Request) -> web.Response:
 PROFILE_PAGE = 1000  # summaries a page of /v1/sync/profiles (at most about 28 MB, mostly far less)
 
 
+@documented(
+    "A signed page of the regions' profile summaries after a pseudonym (msgpack envelope)",
+    query=ProfilesPageQuery,
+    answer_type=MSGPACK_TYPE,
+)
 async def profiles(request: web.Request) -> web.Response:
     """A signed page of the profile summaries of the edge's regions after the pseudonym `after`: an edge loads
     its profile store from these after a snapshot (which carries none); the deltas it follows bring every later
     change, so a summary read here and changed since arrives again."""
     _check_protocol(request)
-    regions = _regions(request)
-    after = request.query.get("after", "")
-    if after and not is_pseudonym(after):
-        raise ApiError(422, "invalid_query", "after: the pseudonym the previous page ended at, or nothing")
+    page_query = query(request, ProfilesPageQuery)
+    regions = _regions(request, page_query.regions)
+    after = page_query.after or ""
     page = await request.app[STORE].profiles_page(regions, after, PROFILE_PAGE)
     payload = {"regions": list(regions), "after": after, "issued_at": time.time(), **page}
     return sealed_response(await asyncio.to_thread(seal, KIND_PROFILES, payload, _signer(request)))
@@ -165,6 +173,22 @@ def _blob_signature(signer: Signer, sha256: str) -> str:
     return _BLOB_SIGNATURES[key]
 
 
+@documented(
+    "A content-addressed model blob; X-Edgerec-Signature signs its sha256",
+    answer_type=BINARY,
+    path={"sha256": Sha256},
+    headers={
+        SIGNATURE_HEADER: {
+            "description": "base64 Ed25519 signature of the blob's sha256",
+            "schema": {"type": "string"},
+        },
+        KEY_ID_HEADER: {
+            "description": "the id of the key that signed",
+            "required": True,
+            "schema": {"type": "string"},
+        },
+    },
+)
 async def blob(request: web.Request) -> web.StreamResponse:
     sha = request.match_info["sha256"]
     path = await request.app[STORE].blob_path(sha)
