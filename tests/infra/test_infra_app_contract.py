@@ -269,8 +269,9 @@ def test_dockerfile_runs_non_root_with_healthcheck_on_contract_port(service, con
         if ins == "FROM":
             image = args.split()[0]
             assert image.startswith("python:3.11") and "slim" in image, image
-            assert image.split(":", 1)[1] not in ("3.11-slim", "slim", "latest") or "@sha256:" in image, (
-                f"pin the base image by a specific tag or digest: {image}"
+            # By digest (a re-pushed tag cannot change the base), beside a full version tag for the reader.
+            assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm@sha256:[0-9a-f]{64}", image), (
+                f"pin the base image by a full tag and its digest: {image}"
             )
     final = _final_stage(instrs)
     users = [a for i, a in final if i == "USER"]
@@ -293,6 +294,16 @@ def test_dockerfile_runs_non_root_with_healthcheck_on_contract_port(service, con
     assert (DOCKER.parents[1] / "requirements" / f"{service}.txt").is_file()
     # No `# syntax=` line: it makes every build pull a frontend image, which breaks offline and mirrored builds.
     assert not (DOCKER / f"Dockerfile.{service}").read_text().lstrip().startswith("# syntax=")
+
+
+def test_both_images_build_on_the_same_base():
+    bases = {
+        args.split()[0]
+        for name in ("edge", "origin")
+        for ins, args in _dockerfile(f"Dockerfile.{name}")
+        if ins == "FROM"
+    }
+    assert len(bases) == 1, bases
 
 
 @pytest.mark.parametrize("service", ["edge", "origin"])
