@@ -3,10 +3,12 @@
     python -m benchmarks.availability --out DIR [--rate 60] [--settle 3]
 
 HAProxy with health checks (GET /readyz) in front of two replicas of each of two regions' edges; two origins on
-one PostgreSQL cluster of the drill's own (initdb in DIR); every edge lists both origins. Steady traffic at a fixed
-rate per region (recommendations, and one request in five an event), while the drill, one fault after the other:
-SIGKILLs an edge replica and restarts it; SIGKILLs an origin (and restarts it); restarts the other origin;
-restarts PostgreSQL; rolls every edge to a new model and a new data version; restarts every edge, one at a time.
+one PostgreSQL cluster of the drill's own (initdb in a temporary directory) with a synchronous streaming standby,
+the origins' DSN naming both servers (target_session_attrs=read-write); every edge lists both origins. Steady
+traffic at a fixed rate per region (recommendations, and one request in five an event), while the drill, one fault
+after the other: SIGKILLs an edge replica and restarts it; SIGKILLs an origin (and restarts it); restarts the other
+origin; restarts PostgreSQL; crashes the PostgreSQL primary and promotes the standby; rolls every edge to a new
+model and a new data version; restarts every edge, one at a time.
 An admin writer adds an offer every quarter second through either origin meanwhile.
 
 Reported: the availability shoppers saw (successful answers over all answers; fallbacks counted as served and
@@ -74,6 +76,7 @@ class Drill:
     def start(self) -> None:
         self.pg.init()
         self.pg.start()
+        self.pg.add_standby()
         for origin in self.origins:
             origin.env["EDGEREC_ORIGIN_DSN"] = self.pg.dsn
             origin.start()
@@ -208,6 +211,7 @@ class Drill:
             lambda: (second.wait_ready("/healthz", timeout_s=60), self._converge(self.write_probe())),
         )
         self.fault("PostgreSQL restart", self.pg.restart, lambda: self._converge(self.write_probe()))
+        self.fault("PostgreSQL failover to its standby", self.pg.failover, lambda: self._converge(self.write_probe()))
         new_model: dict[str, str] = {}
 
         def roll() -> None:
@@ -359,7 +363,8 @@ def write_outputs(out: Path, report: dict[str, Any], samples: list[Any]) -> None
         "# Availability drill",
         "",
         f"{report['requests']:,} answers over {report['duration_s']} s ({report['rate_per_region']:g}/s in each of "
-        f"{', '.join(report['regions'])}), through HAProxy to two replicas a region, two origins on one PostgreSQL.",
+        f"{', '.join(report['regions'])}), through HAProxy to two replicas a region, two origins on one PostgreSQL"
+        " (a primary and its synchronous standby).",
         "",
         f"- **availability seen by shoppers: {report['availability']:.5%}** ({report['failed']} failed of "
         f"{report['requests']:,}; goal 99.999%: {goal}); failures by status {report['failed_by_status'] or '{}'}",

@@ -43,13 +43,21 @@ def missing() -> str | None:
 class PgCluster:
     """A PostgreSQL cluster of the drill's own in a temporary directory, on a free loopback port, trust auth. As
     root, PostgreSQL runs as the `postgres` user (it refuses root), so the directory is a fresh one in the system's
-    temporary directory, which that user can reach (a root-only parent, such as pytest's, would lock it out)."""
+    temporary directory, which that user can reach (a root-only parent, such as pytest's, would lock it out).
+
+    `add_standby` makes a streaming standby (pg_basebackup) on a second port and turns replication synchronous, so
+    a commit is acknowledged only once the standby has it: `failover` then crashes the primary and promotes the
+    standby without losing an acknowledged write. `dsn` names both servers with target_session_attrs=read-write,
+    so clients reconnect to whichever is the primary, as a libpq multi-host DSN does in production."""
 
     def __init__(self) -> None:
         self.directory = Path(tempfile.mkdtemp(prefix="edgerec-drill-pg-"))
         self.data = self.directory / "data"
         self.port = free_port()
         self.log = self.directory / "postgres.log"
+        self.standby_data = self.directory / "standby"
+        self.standby_port: int | None = None
+        self.standby_log = self.directory / "standby.log"
         self.bin = pg_bin()
         assert self.bin is not None
         self._user = "postgres" if os.geteuid() == 0 else None
@@ -93,16 +101,61 @@ class PgCluster:
             "restart",
         )
 
-    def stop(self) -> None:
+    def add_standby(self) -> None:
+        """A streaming standby of the running primary, then synchronous replication to it (set on the primary
+        only, after the base backup, so the standby does not inherit it and, once promoted, does not wait)."""
+        self.standby_port = free_port()
+        self._run(
+            "pg_basebackup", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-D", str(self.standby_data),
+            "-R", "-X", "stream", "-c", "fast", timeout=120,
+        )  # fmt: skip
+        options = (
+            f"-p {self.standby_port} -k {self.directory} -c listen_addresses=127.0.0.1 -c max_connections=200"
+            " -c hot_standby=on -c wal_retrieve_retry_interval=200ms"
+        )
+        self._run(
+            "pg_ctl", "-D", str(self.standby_data), "-l", str(self.standby_log), "-o", options, "-w", "-t", "60",
+            "start",
+        )  # fmt: skip
+        asyncio.run(self._replicate_synchronously())
+
+    async def _replicate_synchronously(self) -> None:
+        import asyncpg  # type: ignore[import-untyped]
+
+        conn = await asyncpg.connect(f"postgresql://postgres@127.0.0.1:{self.port}/postgres")
         try:
-            self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop", timeout=60)
-        except (RuntimeError, subprocess.TimeoutExpired):
-            pass
+            await conn.execute("ALTER SYSTEM SET synchronous_standby_names = '*'")
+            await conn.execute("SELECT pg_reload_conf()")
+            deadline = time.monotonic() + 30
+            while await conn.fetchval("SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'") == 0:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the standby did not become a synchronous replica within 30 s")
+                await asyncio.sleep(0.1)
+        finally:
+            await conn.close()
+
+    def failover(self) -> None:
+        """The primary crashes (`pg_ctl stop -m immediate`: no shutdown checkpoint) and the standby is promoted."""
+        assert self.standby_port is not None, "add_standby first"
+        self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop", timeout=60)
+        self._run("pg_ctl", "-D", str(self.standby_data), "-w", "-t", "60", "promote", timeout=90)
+
+    def stop(self) -> None:
+        for data in (self.data, self.standby_data):
+            if not (data / "PG_VERSION").exists():
+                continue
+            try:
+                self._run("pg_ctl", "-D", str(data), "-m", "fast", "-w", "stop", timeout=60)
+            except (RuntimeError, subprocess.TimeoutExpired):
+                pass
         shutil.rmtree(self.directory, ignore_errors=True)
 
     @property
     def dsn(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        if self.standby_port is None:
+            return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        hosts = f"127.0.0.1:{self.port},127.0.0.1:{self.standby_port}"
+        return f"postgresql://postgres@{hosts}/postgres?target_session_attrs=read-write"
 
 
 HAPROXY_CFG = """global

@@ -26,6 +26,7 @@ def test_the_drill_survives_each_fault_and_loses_no_acknowledged_write_or_event(
         "origin SIGKILL",
         "origin restart",
         "PostgreSQL restart",
+        "PostgreSQL failover to its standby",
         "roll to a new model and data version",
         "rolling restart of every edge",
     ]

@@ -302,3 +302,31 @@ def test_a_sqlite_database_from_before_offer_regions_is_migrated(tmp_path):
             await store.close()
 
     run(scenario())
+
+
+@needs_pg
+def test_notifications_resume_after_the_database_ends_the_listening_connection(tmp_path, pg_schema):
+    """A restart or a failover ends the LISTEN connection: the store connects again, says so once (changes may have
+    been missed meanwhile), and then hears the other origin's writes again."""
+
+    async def scenario() -> None:
+        listener = PostgresStore(PG_DSN, tmp_path / "a", schema=pg_schema.name)
+        writer = PostgresStore(PG_DSN, tmp_path / "b", schema=pg_schema.name)
+        await listener.open(), await writer.open()
+        heard = asyncio.Event()
+        listener.on_change(heard.set)
+        try:
+            await writer.upsert_offer(make_offer("before", "10001"))
+            await asyncio.wait_for(heard.wait(), 5)
+            heard.clear()
+            pid = listener.engine._listen_conn.get_server_pid()
+            await writer.engine.run(lambda conn: conn.fetch("SELECT pg_terminate_backend($1)", pid))
+            await asyncio.wait_for(heard.wait(), 10)  # connected again, and said so
+            assert listener.engine._listen_conn.get_server_pid() != pid
+            heard.clear()
+            await writer.upsert_offer(make_offer("after", "10002"))
+            await asyncio.wait_for(heard.wait(), 5)
+        finally:
+            await listener.close(), await writer.close()
+
+    asyncio.run(scenario())

@@ -16,6 +16,7 @@ import abc
 import asyncio
 import functools
 import json
+import logging
 import re
 import sqlite3
 import threading
@@ -25,6 +26,7 @@ from typing import Any, Awaitable, Callable, Coroutine, Sequence, TypeVar
 T = TypeVar("T")
 Row = Any  # a tuple (SQLite) or an asyncpg.Record: read by position
 Work = Callable[["Connection"], Awaitable[T]]
+log = logging.getLogger("edgerec.origin.store")
 
 
 class Connection(abc.ABC):
@@ -275,6 +277,8 @@ class PostgresEngine(Engine):
         self._pool_args = {"min_size": min_size, "max_size": max_size}
         self._pool: Any = None
         self._listen_conn: Any = None
+        self._relisten: asyncio.Task[None] | None = None
+        self._closing = False
 
     async def open(self) -> None:
         import asyncpg  # type: ignore[import-untyped]
@@ -282,6 +286,9 @@ class PostgresEngine(Engine):
         self._pool = await asyncpg.create_pool(self.dsn, server_settings=self._settings, **self._pool_args)
 
     async def close(self) -> None:
+        self._closing = True
+        if self._relisten is not None:
+            self._relisten.cancel()
         if self._listen_conn is not None:
             await self._listen_conn.close()
         if self._pool is not None:
@@ -298,7 +305,33 @@ class PostgresEngine(Engine):
             return await work(PostgresConnection(conn, self.channel))
 
     async def listen(self, callback: Callable[[], None]) -> None:
+        """LISTEN on `channel` on a connection of its own; when the server ends that connection (a restart, a
+        failover to a promoted standby), reconnect with backoff and call `callback` once on reconnecting, since
+        notifications sent meanwhile were lost."""
         import asyncpg
 
-        self._listen_conn = await asyncpg.connect(self.dsn, server_settings=self._settings)
-        await self._listen_conn.add_listener(self.channel, lambda *_: callback())
+        conn = await asyncpg.connect(self.dsn, server_settings=self._settings)
+        await conn.add_listener(self.channel, lambda *_: callback())
+        conn.add_termination_listener(lambda _conn: self._lost_listener(callback))
+        self._listen_conn = conn
+
+    def _lost_listener(self, callback: Callable[[], None]) -> None:
+        if not self._closing and (self._relisten is None or self._relisten.done()):
+            self._relisten = asyncio.get_running_loop().create_task(self._listen_again(callback))
+
+    async def _listen_again(self, callback: Callable[[], None]) -> None:
+        import asyncpg
+
+        delay = 0.1
+        while not self._closing:
+            try:
+                await self.listen(callback)
+            except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
+                # a refused connection, a server still starting up or still in recovery
+                log.warning("LISTEN %s lost; reconnecting in %.1f s: %s", self.channel, delay, type(err).__name__)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            else:
+                log.info("LISTEN %s connected again", self.channel)
+                callback()
+                return
