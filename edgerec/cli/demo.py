@@ -9,6 +9,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from edgerec.cli.demo_shop import (
     anonymous_request,
@@ -73,7 +74,7 @@ def run_demo(serve: bool = False, workdir: str | None = None) -> int:
         # Each region's edges get their own sync token; the origin signs with a key pair made under work/keys.
         admin_token = secrets.token_urlsafe(24)
         region_tokens = {r: secrets.token_urlsafe(24) for r in DEMO_REGIONS}
-        origin = _logged_under(origin_service(work, free_port(), admin_token, region_tokens=region_tokens), logs)
+        origin = _logged_under(origin_service(work, free_port(), admin_token, region_tokens=dict(region_tokens)), logs)
         _say(
             "      rate limits are off in the demo: all of its requests come from this one loopback address, "
             "which the per-client limits of a deployment would throttle"
@@ -124,7 +125,7 @@ def run_demo(serve: bool = False, workdir: str | None = None) -> int:
         events = purchase_events(transactions)
         shoppers = {r: known_shoppers(events, r, SHOPPERS_PER_REGION) for r in DEMO_REGIONS}
         requests = {r: [shopper_request(sid, r) for sid, _ in shoppers[r]] for r in DEMO_REGIONS}
-        first_answers = {}
+        first_answers: dict[str, dict[str, Any]] = {}
         for region, edge in edges.items():
             print(f" edge {region} ({edge.url})")
             anonymous, elapsed = recommend(edge, anonymous_request(region))

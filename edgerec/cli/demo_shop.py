@@ -53,25 +53,30 @@ def import_order_history(orders: Path, settings: dict[str, str]) -> str:
     """`edgerec profiles import --orders FILE` against the demo's origin, as an admin runs it: the shop's order
     history becomes the shoppers' profile summaries, which the origin signs and syncs to their regions' edges.
     Returns the command's report line."""
-    result = subprocess.run(
-        [sys.executable, "-m", "edgerec", "profiles", "import", "--orders", str(orders), "--no-progress"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=admin_env(settings),
-    )
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "edgerec", "profiles", "import", "--orders", str(orders), "--no-progress"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=admin_env(settings),
+        )
+    except subprocess.TimeoutExpired:
+        raise RuntimeError("edgerec profiles import did not finish in 300 s") from None
     if result.returncode != 0:
         raise RuntimeError(f"edgerec profiles import failed ({result.returncode}): {result.stderr.strip()[-500:]}")
     return result.stdout.strip()
 
 
 def known_shoppers(events: Any, region: str, count: int) -> list[tuple[str, int]]:
-    """The region's most active customers in the order history: (their id as the shop knows it, CustomerID as the
-    import reads it; their purchases in the history)."""
+    """The region's `count` most active customers in the order history (`models.data.purchase_events`, what the
+    import sends), each as (the id the shop knows them by, their CustomerID: what the import and the edges hash;
+    their purchase events in the history)."""
     counts: dict[int, int] = {}
     for cid in events.customer_id[events.region == region].tolist():
         counts[cid] = counts.get(cid, 0) + 1
-    return [(str(c), counts[c]) for c in sorted(counts, key=lambda c: (-counts[c], c))[:count]]
+    chosen = sorted(counts, key=lambda c: (-counts[c], c))[:count]
+    return [(str(c), int((events.customer_id == c).sum())) for c in chosen]
 
 
 def shopper_request(shopper_id: str, region: str, k: int = 5) -> dict[str, Any]:
