@@ -116,7 +116,7 @@ def served_demo(tmp_path_factory: pytest.TempPathFactory):
                 served.env[m[1]] = m[2]
             if line.startswith("serving until interrupted"):
                 break
-        assert demo.poll() is None, "".join(served.out)
+        assert served.out and served.out[-1].startswith("serving until interrupted"), "".join(served.out)
         yield served
     finally:
         if demo.poll() is None:
