@@ -216,6 +216,8 @@ def build_app(config: EdgeConfig) -> HotPath:
             register_profile_metrics(metrics.registry, profiles.store)
             # The origin's summaries and erasures, as the syncer verifies them, go into the same store.
             syncer.on_profiles = ProfileSync(profiles.store, profiles.store.codec)
+            if profiles.store.stats.started_empty:
+                syncer.reload_profiles()  # no-op for a new edge, which takes a snapshot anyway
         if spool is not None:
             await asyncio.to_thread(spool.open)
             if not config.pseudonym_key:

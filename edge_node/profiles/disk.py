@@ -70,6 +70,7 @@ class ProfileFile:
         self.fsync_interval_s = fsync_interval_s
         self.unsynced = False
         self.corrupt_files = 0
+        self.started_empty = not self.path.exists()  # or, below, refused and moved aside
         self._cipher = cipher
         self._thread_lock = threading.Lock()
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -85,6 +86,7 @@ class ProfileFile:
         except CorruptFile as exc:
             moved = self._move_aside()
             self.corrupt_files += 1
+            self.started_empty = True
             log.error(
                 "profile store %s refused (%s); moved aside to %s, starting empty (profiles come back with "
                 "new events and the origin's sync)",

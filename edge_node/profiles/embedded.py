@@ -62,6 +62,7 @@ class EmbeddedProfileStore(Generic[R]):
         self._memory: MemoryTier[R] = MemoryTier(budget_bytes)
         self._file = ProfileFile(Path(directory), self._cipher, fsync_interval_s)
         self.stats.corrupt_files = self._file.corrupt_files
+        self.stats.started_empty = self._file.started_empty
         self._changed_while_compacting: set[str] | None = None
         self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="edgerec-profiles")
         self._compact_interval_s = compact_interval_s

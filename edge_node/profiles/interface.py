@@ -59,6 +59,9 @@ class StoreStats:
     erased: int = 0
     corrupt_records: int = 0  # undecryptable or undecodable records, answered as misses
     corrupt_files: int = 0  # whole store files refused at open, moved aside and rebuilt empty
+    # The store opened with no file of its own (a new directory, or its file refused): the origin's summaries of the
+    # edge's regions must be loaded again even when the edge's replica comes from its disk.
+    started_empty: bool = False
     write_failures: int = 0  # events kept in memory but not stored (disk error, Redis down)
     redis_timeouts: int = 0  # reads past the bounded wait
     redis_errors: int = 0  # reads that failed (connection refused, reset, ...)

@@ -120,13 +120,8 @@ class Syncer:
         self.status.origin = self.current_origin
         self.status.failovers += 1
         self._healthy = False  # the next origin's first poll answers at once, proving it is there
-        log.warning(
-            "sync: leaving origin %s (%s) for %s, from version %d",
-            before,
-            why,
-            self.current_origin,
-            self.status.version,
-        )
+        version = self.status.version
+        log.warning("sync: leaving origin %s (%s) for %s, from version %d", before, why, self.current_origin, version)
         return True
 
     def _headers(self) -> dict[str, str]:
@@ -195,6 +190,10 @@ class Syncer:
                 self.status.persist_failures += 1
                 log.error("could not cache blob %s on disk (%s); using it from memory", sha256, exc)
         return data
+
+    def reload_profiles(self) -> None:
+        """The profile store lost what it held: a snapshot loads the regions' summaries again (see below)."""
+        self._need_snapshot |= self.on_profiles is not None
 
     async def _take_snapshot(self) -> None:
         assert self.verifier is not None

@@ -406,7 +406,13 @@ def test_a_full_or_unwritable_state_directory_does_not_stop_serving(seeded, cata
     if not _tmpfs(data_dir, 512):
         missing_part("mounting a small tmpfs (the full disk) and remounting it read-only both need root")
     try:
-        edge = seeded.start_edge("GB", args=["--data-dir", str(data_dir)])
+        # The replica's copy alone on the small disk: a file open for writing there (the profile store, the event
+        # spool) would make the read-only remount below busy.
+        edge = seeded.start_edge(
+            "GB",
+            args=["--data-dir", str(data_dir), "--profile-dir", str(tmp_path / "profiles")],
+            env={"EDGEREC_EVENTS": "off"},
+        )
         request = {"recent_items": catalog_skus[:5], "k": 30}
         filler = data_dir / "filler"
         with open(filler, "wb") as f:  # fill the disk to the last byte

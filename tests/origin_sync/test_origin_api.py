@@ -175,16 +175,12 @@ def test_a_bundle_whose_bytes_do_not_match_its_manifest_is_refused(cluster, bund
 
 
 def test_a_published_model_can_be_rolled_back_to_and_reactivating_the_active_one_changes_nothing(
-    cluster, bundle_dir, tmp_path
+    cluster, second_bundle_dir
 ):
     first = cluster.publish()
-    # The same graph under another version: a second model, published (and so activated) after the first.
-    again = tmp_path / "again"
-    again.mkdir()
-    manifest = json.loads((bundle_dir / "manifest.json").read_text())
-    (again / "manifest.json").write_text(json.dumps({**manifest, "version": manifest["version"] + "-again"}))
-    (again / "model.onnx").write_bytes((bundle_dir / "model.onnx").read_bytes())
-    second = cluster.publish(again)
+    # A second model (trained on other data, so another version), published and so activated after the first.
+    second = cluster.publish(second_bundle_dir)
+    assert second["model_version"] != first["model_version"]
     auth = {"Authorization": f"Bearer {cluster.admin_token}"}
     status, answer = http_json(
         cluster.origin.url, "POST", f"/v1/admin/models/{first['model_version']}/activate", None, auth
