@@ -108,6 +108,8 @@ async def ship_remaining(
     not seen acknowledged goes again under the same id, and the origin keeps it once."""
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/x-msgpack"}
     url = f"{origin_url.rstrip('/')}/v1/sync/events"
+    if not spool.closed_segments():
+        return 0
     health = spool.health.take()  # rides on the first batch the origin acknowledges
     failures = 0
     connector = aiohttp.TCPConnector(ssl=ssl_context if ssl_context is not None else True)
@@ -123,7 +125,8 @@ async def ship_remaining(
                     failures += 1
                     spool.ship_failures += 1
                     log.warning("shipping events at the stop failed (%s: %s)", type(exc).__name__, str(exc)[:200])
-                    await asyncio.sleep(0.2 * 2**failures)
+                    if failures < attempts:
+                        await asyncio.sleep(0.2 * 2**failures)
     except TimeoutError:
         log.warning("the stop's time for shipping events ran out")
     left = len(spool.closed_segments())
