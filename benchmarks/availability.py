@@ -37,6 +37,10 @@ from edgerec.cli.services import edge_service, origin_service, publish_bundle, p
 from .drill_parts import LoadGenerator, PgCluster, haproxy_service, missing
 
 REGIONS = ("GB", "DE")
+# HAProxy marks a replica down after `fall 2` failed checks `inter 250ms` apart (drill_parts.FRONTEND): the drain
+# window outlasts that with room for a loaded machine.
+EDGE_DRAIN_S = 1.5
+EDGE_SHUTDOWN_TIMEOUT_S = 10.0
 ADMIN, SYNC, PSEUDONYM = (secrets.token_urlsafe(24) for _ in range(3))
 
 
@@ -97,7 +101,15 @@ class Drill:
                     origin_urls,
                     SYNC,
                     ["--data-dir", str(self.workdir / f"edge-{region}-{i}")],
-                    {"EDGEREC_SYNC_BACKOFF_MAX_S": "1", "EDGEREC_SYNC_WAIT_S": "5", "EDGEREC_PSEUDONYM_KEY": PSEUDONYM},
+                    {
+                        "EDGEREC_SYNC_BACKOFF_MAX_S": "1",
+                        "EDGEREC_SYNC_WAIT_S": "5",
+                        "EDGEREC_PSEUDONYM_KEY": PSEUDONYM,
+                        # The graceful stop as deployed: HAProxy sees /readyz fail and stops sending before the
+                        # edge stops accepting (the harness's edges stop at once otherwise).
+                        "EDGEREC_DRAIN_S": str(EDGE_DRAIN_S),
+                        "EDGEREC_SHUTDOWN_TIMEOUT_S": str(EDGE_SHUTDOWN_TIMEOUT_S),
+                    },
                 )
                 for i in (1, 2)
             ]
@@ -224,14 +236,27 @@ class Drill:
             lambda: self._converge(self.write_probe(), new_model.get("version")),
         )
 
+        stops: list[dict[str, Any]] = []
+
         def rolling_restart() -> None:
             for replica in self.all_edges():
-                replica.stop()
+                # SIGTERM: the replica drains (HAProxy moves its traffic), then stops; how long and how it ended.
+                sigterm = time.monotonic()
+                replica.stop(timeout_s=EDGE_SHUTDOWN_TIMEOUT_S + 5)
+                assert replica.process is not None
+                stops.append(
+                    {
+                        "edge": replica.name,
+                        "exit": replica.process.returncode,
+                        "stop_s": round(time.monotonic() - sigterm, 2),
+                    }
+                )
                 replica.start()
                 replica.wait_ready("/readyz", timeout_s=60)
                 time.sleep(0.5)  # the load balancer's health check marks it up again before the next goes down
 
         self.fault("rolling restart of every edge", rolling_restart, lambda: self._converge(self.write_probe()))
+        self.faults[-1]["stops"] = stops
 
     def _converge(self, version: int, model: str | None = None) -> None:
         _wait(lambda: self.edges_at(version, model), 60, f"every edge at data version {version}")
@@ -382,6 +407,14 @@ def write_outputs(out: Path, report: dict[str, Any], samples: list[Any]) -> None
         f"| {f['name']} | {f['heal_s']:.2f} | {f['requests']} | {f['failed']} | {f['p99_ms']} |"
         for f in report["faults"]
     ]
+    stops = [stop for f in report["faults"] for stop in f.get("stops", [])]
+    if stops:
+        lines += [
+            "",
+            f"Rolling restart: each edge got SIGTERM, drained for {EDGE_DRAIN_S:g} s (its /readyz 503, HAProxy moving "
+            f"its traffic) and exited with {sorted({s['exit'] for s in stops})} after "
+            f"{min(s['stop_s'] for s in stops):.2f} to {max(s['stop_s'] for s in stops):.2f} s.",
+        ]
     (out / "report.md").write_text("\n".join(lines) + "\n")
 
     import matplotlib

@@ -21,7 +21,7 @@ async def healthz(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     """Ready when the edge has a state to serve and, if a staleness limit is set, has heard from the origin
-    within it."""
+    within it; never once a stop was asked (503 `"draining": true`, while answers are still given)."""
     state = request.app.state.holder.current
     sync = request.app.state.syncer.status
     limit = request.app.state.config.max_staleness_s
@@ -48,8 +48,11 @@ async def readyz(request: Request) -> Response:
         "model_version": state.model.version if state else None,
         "regions": {r: len(c) for r, c in state.catalogs.items()} if state else {},
     }
+    drain = request.app.state.drain
+    if drain.draining:
+        return json_response({**drain.readiness(), **details}, 503, NO_STORE)
     ready = state is not None and not too_stale
-    return json_response({"ready": ready, **details}, 200 if ready else 503, NO_STORE)
+    return json_response({"ready": ready, "draining": False, **details}, 200 if ready else 503, NO_STORE)
 
 
 async def metrics_endpoint(request: Request) -> Response:

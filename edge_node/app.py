@@ -4,22 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
-import os
-import shutil
-import ssl
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.routing import Route
 
 from edgerec.core.ratelimit import make_limiter
-from edgerec.core.tls import CertificateReloader, server_context
+from edgerec.core.shutdown import Drain, stop_after_window, take_sigterm
+from edgerec.core.tls import CertificateReloader
 from edgerec.core.tracing import DISABLED, Tracing, configure
 from models.runtime import BundleError, Ranker
 from origin_sync.replica import Replica, Syncer
@@ -27,16 +23,16 @@ from origin_sync.wire.protocol import MAX_WRITE_TRACES
 from origin_sync.wire.signing import Verifier
 
 from . import api
-from .config import EdgeConfig, config_from_env, config_to_env
+from .config import EdgeConfig, config_from_env
 from .events import EventRecorder, post_events
 from .hot_path import AccessLoggedHotPath, HotPath
-from .limits import LIFESPAN_KEY, ConnectionLimits, GuardedHttpToolsProtocol
-from .metrics import MULTIPROC_ENV, EdgeMetrics
+from .limits import LIFESPAN_KEY, ConnectionLimits
+from .metrics import EdgeMetrics
 from .profile_sync import ProfileSync
 from .profiles import register_profile_metrics
 from .recommendations import RecommendationsEndpoint
 from .shoppers import ShopperProfiles
-from .spool import EventSpool
+from .spool import EventSpool, ship_remaining
 from .state import EdgeState, StateHolder
 
 log = logging.getLogger("edgerec.edge")
@@ -136,37 +132,6 @@ class StateUpdater:
         )
 
 
-@dataclass(frozen=True)
-class ListenerTls:
-    """uvicorn's `ssl_context_factory` for the shopper listener: a context from edgerec.core.tls, watched for renewals.
-
-    uvicorn calls it in each worker process, in the worker's event loop, before it listens; beside the context it
-    starts a CertificateReloader there, so a renewed pair on disk goes into a new context that the listener's SNI
-    callback hands to every new connection, as on the origin (no restart). Plain data, so that uvicorn can hand it
-    to worker processes."""
-
-    cert_file: str
-    key_file: str
-    reload_interval_s: float
-
-    def __call__(self, _config: Any, _default_factory: Any) -> ssl.SSLContext:
-        cert_file, key_file = Path(self.cert_file), Path(self.key_file)
-        factory = functools.partial(server_context, cert_file, key_file)
-        context = factory()
-        reloader = CertificateReloader(context, cert_file, key_file, self.reload_interval_s, factory=factory)
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # not from a uvicorn server's loop: nothing can watch the files
-            log.warning("the listener's certificate %s is read once; a renewal needs a restart", cert_file)
-        else:
-            # Referenced here until the worker's loop ends (and cancels it with the rest).
-            _LISTENER_RELOADS.add(loop.create_task(reloader.run(), name="edgerec-listener-tls-reload"))
-        return context
-
-
-_LISTENER_RELOADS: set[asyncio.Task] = set()
-
-
 def build_app(config: EdgeConfig) -> HotPath:
     holder = StateHolder()
     metrics = EdgeMetrics()
@@ -206,11 +171,15 @@ def build_app(config: EdgeConfig) -> HotPath:
     metrics.spool = spool
     # The shoppers' profiles: opened at start (below), closed at shutdown; app.state.profiles.store is the store.
     profiles = ShopperProfiles(config)
+    # SIGTERM: /readyz 503 draining for the drain window, then uvicorn stops (docs/operations.md, "Graceful stop").
+    drain = Drain(config.drain_s, config.shutdown_timeout_s)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, ConnectionLimits]]:
         # The syncer first serves the copy persisted on disk (no network), then follows the origin.
         background_tasks = []
+        server_handler, give_back = take_sigterm(drain)  # uvicorn's handler gets the stop after the window
+        handing_over = asyncio.create_task(stop_after_window(drain, server_handler, give_back), name="edgerec-drain")
         await profiles.open()
         if profiles.store is not None:
             register_profile_metrics(metrics.registry, profiles.store)
@@ -267,12 +236,19 @@ def build_app(config: EdgeConfig) -> HotPath:
         finally:
             if reloading is not None:
                 reloading.cancel()
+            # Here uvicorn has stopped accepting and the answers in flight are given (or its wait ran out).
+            handing_over.cancel()
             for background in reversed(background_tasks):  # the writer last: it writes what is still pending
                 background.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await background
+            if spool is not None:  # what the writer just closed goes to the origin, within the stop's budget
+                await ship_remaining(
+                    spool, syncer.current_origin, config.sync_token, config.regions, drain.seconds_left(), origin_tls
+                )
             await profiles.close()  # the embedded store checkpoints its WAL into the file
             tracing.shutdown()  # the spans still batched are exported
+            give_back()
 
     # One bucket per client for the whole public API (recommendations and events), in this worker.
     limiter = make_limiter(config.rate_limit_rps, config.rate_limit_burst)
@@ -306,6 +282,7 @@ def build_app(config: EdgeConfig) -> HotPath:
     app.router.redirect_slashes = False
     app.state.config = config
     app.state.holder = holder
+    app.state.drain = drain
     app.state.metrics = metrics
     app.state.syncer = syncer
     app.state.recorder = recorder
@@ -326,51 +303,3 @@ async def _publish_metrics(metrics: EdgeMetrics, syncer: Syncer, every_s: float 
     while True:
         metrics.publish(syncer.status)
         await asyncio.sleep(every_s)
-
-
-def _multiprocess_metrics(data_dir: Path) -> None:
-    """A fresh directory for prometheus-client's multiprocess files, named in the environment the workers inherit
-    (it must be set before they import prometheus_client)."""
-    directory = data_dir / "prometheus"
-    shutil.rmtree(directory, ignore_errors=True)
-    directory.mkdir(parents=True)
-    os.environ[MULTIPROC_ENV] = str(directory)
-
-
-def serve(config: EdgeConfig) -> None:
-    import uvicorn
-
-    from edgerec.core.logs import logging_config
-
-    # httptools with the bounds of edge_node.limits (431 / 408 / 413 / 400); h11 is never used. uvicorn applies
-    # log_config here and in each worker process: its own loggers, edgerec's and Python warnings, all as JSON lines.
-    options = dict(
-        host=config.host,
-        port=config.port,
-        loop="uvloop",
-        http=GuardedHttpToolsProtocol,
-        log_config=logging_config(),
-        log_level="warning",
-        access_log=False,
-        server_header=False,
-        date_header=False,
-        limit_concurrency=4096,
-        timeout_keep_alive=30,
-        timeout_graceful_shutdown=10,
-        # uvicorn would otherwise take X-Forwarded-For from any connection of a "trusted" peer (127.0.0.1
-        # by default) as the client address; the edge decides itself, only with the CDN's shared secret.
-        proxy_headers=False,
-    )
-    if config.tls_cert_file:
-        # For deployments where no CDN or load balancer terminates TLS in front of the edge.
-        options.update(
-            ssl_context_factory=ListenerTls(config.tls_cert_file, config.tls_key_file, config.tls_reload_interval_s)
-        )
-    if config.workers == 1:
-        uvicorn.run(build_app(config), **options)
-    else:
-        # Each worker is a process with its own syncer and state: replicas share nothing but the origin (and the
-        # metric files, so that /metrics shows every worker).
-        _multiprocess_metrics(config.data_dir)
-        config_to_env(config)
-        uvicorn.run("edge_node.app:app_from_environment", factory=True, workers=config.workers, **options)

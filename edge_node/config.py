@@ -20,6 +20,7 @@ from edgerec.core.settings import (
     secret_from_env,
     secret_values_from_env,
 )
+from edgerec.core.shutdown import DEFAULT_DRAIN_S, DEFAULT_SHUTDOWN_TIMEOUT_S
 from edgerec.core.tls import DEFAULT_RELOAD_INTERVAL_S, client_context, server_context
 from edgerec.core.tracing import TracingError, check_installed
 from origin_sync.wire.fields import parse_regions
@@ -81,6 +82,8 @@ class EdgeConfig:
     profile_write_timeout_s: float = 0.05
     trace_sample: float = 0.0  # share of new traces recorded; 0 = tracing off (EDGEREC_TRACE_SAMPLE)
     trace_exporter: str = "otlp"
+    drain_s: float = DEFAULT_DRAIN_S  # after SIGTERM, /readyz 503 draining while answers go on (EDGEREC_DRAIN_S)
+    shutdown_timeout_s: float = DEFAULT_SHUTDOWN_TIMEOUT_S  # SIGTERM to exit, drain included
 
     @property
     def profile_directory(self) -> Path:
@@ -202,6 +205,8 @@ class EdgeConfig:
             profile_write_timeout_s=settings.profile_write_timeout_ms / 1000.0,
             trace_sample=settings.trace_sample,
             trace_exporter=settings.trace_exporter,
+            drain_s=settings.drain,
+            shutdown_timeout_s=settings.shutdown_timeout,
         )
 
 

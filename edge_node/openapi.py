@@ -186,7 +186,10 @@ def _template() -> dict:
             "/readyz": {
                 "get": {
                     "summary": "Readiness with sync details",
-                    "responses": {"200": {"description": "Ready"}, "503": {"description": "No state or model yet"}},
+                    "responses": {
+                        "200": {"description": "Ready"},
+                        "503": {"description": "No state or model yet, too stale, or draining after SIGTERM"},
+                    },
                 }
             },
             "/metrics": {

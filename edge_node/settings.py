@@ -20,6 +20,7 @@ from edgerec.core.settings import (
     checked_by,
     setting,
 )
+from edgerec.core.shutdown import StopSettings
 from edgerec.core.tls import DEFAULT_RELOAD_INTERVAL_S
 from edgerec.core.tracing import TraceSettings
 from origin_sync.wire.fields import parse_regions
@@ -46,7 +47,7 @@ Seconds600 = Annotated[float, bounded(0, 600, low_open=True, what="more than 0 a
 ProfileWait = Annotated[float, bounded(0, 10000, low_open=True, what="more than 0 and at most 10000 ms")]
 
 
-class EdgeSettings(TraceSettings):
+class EdgeSettings(TraceSettings, StopSettings):
     host: str = setting("127.0.0.1", "EDGEREC_EDGE_HOST", "listen address")
     port: TcpPort = setting(8000, "EDGEREC_EDGE_PORT", "listen port")
     origin: str = setting(

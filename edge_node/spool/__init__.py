@@ -30,6 +30,7 @@ sends the bytes, it decodes nothing.
 """
 
 from .segments import CLOSED_SUFFIX, OPEN_SUFFIX, read_segment
+from .shipper import ship_remaining
 from .writer import ACK_FSYNC, ACK_MODES, ACK_WRITE, EventSpool, NotKept
 
 __all__ = [
@@ -41,4 +42,5 @@ __all__ = [
     "EventSpool",
     "NotKept",
     "read_segment",
+    "ship_remaining",
 ]

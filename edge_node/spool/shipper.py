@@ -93,6 +93,48 @@ async def run_shipper(
                 await asyncio.sleep(delay)
 
 
+async def ship_remaining(
+    spool: ShippedSpool,
+    origin_url: str,
+    token: str,
+    regions: tuple[str, ...],
+    timeout_s: float,
+    ssl_context: ssl.SSLContext | None = None,
+    attempts: int = 3,
+) -> int:
+    """At a stop, once the writer has closed its last segment: ship the closed segments left, in order, until none
+    is left, `timeout_s` has passed, or `attempts` tries in a row failed (the origin is down: what is left stays on
+    disk and is shipped at the next start). Returns how many segments are left. A batch the shipper had sent but
+    not seen acknowledged goes again under the same id, and the origin keeps it once."""
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/x-msgpack"}
+    url = f"{origin_url.rstrip('/')}/v1/sync/events"
+    if not spool.closed_segments():
+        return 0
+    health = spool.health.take()  # rides on the first batch the origin acknowledges
+    failures = 0
+    connector = aiohttp.TCPConnector(ssl=ssl_context if ssl_context is not None else True)
+    try:
+        async with asyncio.timeout(timeout_s), aiohttp.ClientSession(connector=connector) as session:
+            while (segments := spool.closed_segments()) and failures < attempts:
+                try:
+                    for path in segments:
+                        if await _ship(spool, session, url, headers, regions, path, health):
+                            health = []
+                    failures = 0
+                except Exception as exc:  # noqa: BLE001 - keep the segment; a few quick retries, then leave it
+                    failures += 1
+                    spool.ship_failures += 1
+                    log.warning("shipping events at the stop failed (%s: %s)", type(exc).__name__, str(exc)[:200])
+                    if failures < attempts:
+                        await asyncio.sleep(0.2 * 2**failures)
+    except TimeoutError:
+        log.warning("the stop's time for shipping events ran out")
+    left = len(spool.closed_segments())
+    if left:
+        log.warning("%d event segment(s) left on disk unshipped; they are shipped at the next start", left)
+    return left
+
+
 async def _ship(
     spool: ShippedSpool,
     session: aiohttp.ClientSession,

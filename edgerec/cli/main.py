@@ -32,8 +32,8 @@ def _origin_keygen(args: argparse.Namespace) -> int:
 
 
 def _edge_serve(args: argparse.Namespace) -> int:
-    from edge_node.app import serve
     from edge_node.config import EdgeConfig
+    from edge_node.server import serve
 
     serve(EdgeConfig.from_args(args))
     return 0

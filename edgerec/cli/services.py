@@ -31,6 +31,9 @@ def format_region_tokens(tokens: dict[str, str | list[str]]) -> str:
 # limit a deployment would set; they get limits no run reaches (the check still runs on every request, so its cost
 # is measured). A test of the limits themselves passes its own values in extra_env / env.
 HARNESS_EDGE_LIMITS = {"EDGEREC_RATE_LIMIT_RPS": "1000000", "EDGEREC_RATE_LIMIT_BURST": "1000000"}
+# No load balancer watches the harness's services (the availability drill's HAProxy does: it passes a window of its
+# own to the edges), so a stop does not wait out a drain window; the rest of the graceful stop runs as deployed.
+HARNESS_EDGE_STOP = HARNESS_ORIGIN_STOP = {"EDGEREC_DRAIN_S": "0"}
 HARNESS_ORIGIN_LIMITS = {
     "EDGEREC_ADMIN_RATE_LIMIT_RPS": "1000000",
     "EDGEREC_ADMIN_RATE_LIMIT_BURST": "1000000",
@@ -53,7 +56,12 @@ def origin_service(
     """An origin signing with `workdir/keys/signing_key.pem`; edges sync with `sync_token` (every region) or the
     per-region `region_tokens`."""
     private_key, _ = ensure_signing_keys(workdir)
-    env = {**HARNESS_ORIGIN_LIMITS, "EDGEREC_ADMIN_TOKEN": admin_token, "EDGEREC_SIGNING_KEY": str(private_key)}
+    env = {
+        **HARNESS_ORIGIN_LIMITS,
+        **HARNESS_ORIGIN_STOP,
+        "EDGEREC_ADMIN_TOKEN": admin_token,
+        "EDGEREC_SIGNING_KEY": str(private_key),
+    }
     if sync_token:
         env["EDGEREC_SYNC_TOKEN"] = sync_token
     if region_tokens:
@@ -111,6 +119,7 @@ def edge_service(
         own_group=True,  # with --workers, a kill takes the workers too
         env={
             **HARNESS_EDGE_LIMITS,
+            **HARNESS_EDGE_STOP,
             "EDGEREC_SYNC_TOKEN": sync_token,
             "EDGEREC_ORIGIN_PUBLIC_KEY": str(ensure_signing_keys(workdir)[1]),
             **(extra_env or {}),

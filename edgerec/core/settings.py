@@ -307,6 +307,8 @@ class ServiceSettings(BaseSettings):
         key = str(error["loc"][0]) if error["loc"] else ""
         by_alias = {f.validation_alias: n for n, f in cls.model_fields.items() if isinstance(f.validation_alias, str)}
         name = by_alias.get(key, key)
+        if not key:  # a check of several settings together: its message names them
+            return SettingError(str(error["msg"]).removeprefix("Value error, "))
         if name not in cls.model_fields:
             return SettingError(f"{key}: {error['msg']}")
         alias = cls.model_fields[name].validation_alias

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from edgerec.core.access import parse_access_log
 from edgerec.core.settings import SettingError, production_mode
+from edgerec.core.shutdown import DEFAULT_DRAIN_S, DEFAULT_SHUTDOWN_TIMEOUT_S
 from edgerec.core.tls import DEFAULT_RELOAD_INTERVAL_S, server_context
 from edgerec.core.tracing import TracingError, check_installed
 from origin_sync.origin.credentials import Credentials
@@ -52,6 +53,8 @@ class OriginConfig:
     production: bool = False
     trace_sample: float = 0.0  # share of new traces recorded; 0 = tracing off (EDGEREC_TRACE_SAMPLE)
     trace_exporter: str = "otlp"
+    drain_s: float = DEFAULT_DRAIN_S  # after SIGTERM, /readyz 503 draining while requests go on (EDGEREC_DRAIN_S)
+    shutdown_timeout_s: float = DEFAULT_SHUTDOWN_TIMEOUT_S  # SIGTERM to exit, drain included
 
     def __repr__(self) -> str:  # no secret in a log line or a traceback
         return (
@@ -120,6 +123,8 @@ class OriginConfig:
             production=production,
             trace_sample=settings.trace_sample,
             trace_exporter=settings.trace_exporter,
+            drain_s=settings.drain,
+            shutdown_timeout_s=settings.shutdown_timeout,
         )
 
 

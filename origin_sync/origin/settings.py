@@ -20,6 +20,7 @@ from edgerec.core.settings import (
     checked_by,
     setting,
 )
+from edgerec.core.shutdown import StopSettings
 from edgerec.core.tls import DEFAULT_RELOAD_INTERVAL_S
 from edgerec.core.tracing import TraceSettings
 
@@ -47,7 +48,7 @@ def parse_event_sinks(raw: str) -> tuple[str, ...]:
     return sinks
 
 
-class OriginSettings(TraceSettings):
+class OriginSettings(TraceSettings, StopSettings):
     host: str = setting("127.0.0.1", "EDGEREC_ORIGIN_HOST", "listen address")
     port: TcpPort = setting(8080, "EDGEREC_ORIGIN_PORT", "listen port")
     db: str = setting("var/origin/origin.db", "EDGEREC_ORIGIN_DB", "SQLite database path, used when no DSN is set")

@@ -31,6 +31,16 @@ def test_the_drill_survives_each_fault_and_loses_no_acknowledged_write_or_event(
         "rolling restart of every edge",
     ]
     assert all(f["heal_s"] >= 0 and f["requests"] >= 0 for f in report["faults"])
+    # The rolling restart is graceful: each edge drained behind HAProxy and exited 0 within its shutdown timeout,
+    # and no answer of that fault failed.
+    rolling = report["faults"][-1]
+    assert [s["exit"] for s in rolling["stops"]] == [0] * 4, rolling["stops"]
+    assert all(
+        availability.EDGE_DRAIN_S <= s["stop_s"] < availability.EDGE_SHUTDOWN_TIMEOUT_S for s in rolling["stops"]
+    )
+    assert rolling["failed"] == 0, [
+        f for f in report["failures"] if rolling["start_s"] <= f["sent_s"] <= rolling["end_s"]
+    ]
     # Every answer is accounted for, and what was acknowledged was kept.
     assert report["requests"] > 500 and report["failed"] == len(report["failures"])
     assert report["admin_writes_acked"] > 20 and report["admin_writes_lost"] == 0

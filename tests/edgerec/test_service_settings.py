@@ -74,6 +74,15 @@ def assert_one_line_refusal(result: subprocess.CompletedProcess, *fragments: str
         ("edge", [], {"EDGEREC_TRACE_SAMPLE": "often"}, ("--trace-sample/EDGEREC_TRACE_SAMPLE", "ratio from 0 to 1")),
         ("origin", ["--trace-sample", "2"], {}, ("--trace-sample/EDGEREC_TRACE_SAMPLE", "ratio from 0 to 1")),
         ("origin", [], {"EDGEREC_TRACE_EXPORTER": "zipkin"}, ("--trace-exporter/EDGEREC_TRACE_EXPORTER", "zipkin")),
+        ("edge", [], {"EDGEREC_DRAIN_S": "-1"}, ("--drain/EDGEREC_DRAIN_S", "from 0 to 300 seconds")),
+        ("origin", ["--shutdown-timeout", "0"], {}, ("--shutdown-timeout/EDGEREC_SHUTDOWN_TIMEOUT_S", "1 to 3600")),
+        # The drain window must fit in the shutdown timeout, with a second for the exit.
+        (
+            "edge",
+            ["--drain", "30"],
+            {"EDGEREC_SHUTDOWN_TIMEOUT_S": "30"},
+            ("EDGEREC_SHUTDOWN_TIMEOUT_S (30 s) must exceed", "EDGEREC_DRAIN_S (30 s)"),
+        ),
     ],
     ids=lambda v: v if isinstance(v, str) else None,
 )

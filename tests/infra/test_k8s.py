@@ -95,11 +95,33 @@ def dockerfile_image_name(service: str) -> str:
     return match.group(1)
 
 
-def drain_seconds() -> int:
-    """uvicorn's graceful shutdown at the edge (edge_node/app.py): open requests get this long after SIGTERM."""
-    match = re.search(r"timeout_graceful_shutdown=(\d+)", (REPO / "edge_node" / "app.py").read_text())
-    assert match, "edge_node/app.py no longer sets timeout_graceful_shutdown"
-    return int(match.group(1))
+def stop_budget(objects: list[dict[str, Any]], deployment: dict[str, Any]) -> tuple[float, float]:
+    """(drain window, shutdown timeout) the container runs with: its EDGEREC_DRAIN_S and EDGEREC_SHUTDOWN_TIMEOUT_S,
+    read by the app's own settings model (defaults, range checks and the check that the window fits included)."""
+    from edgerec.core.shutdown import StopSettings
+
+    env = environment(objects, deployment)
+    names = {"drain": "EDGEREC_DRAIN_S", "shutdown_timeout": "EDGEREC_SHUTDOWN_TIMEOUT_S"}
+    settings = StopSettings(**{field: env[var]["value"] for field, var in names.items() if var in env})
+    return settings.drain, settings.shutdown_timeout
+
+
+def assert_grace_covers_the_stop(objects: list[dict[str, Any]]) -> None:
+    """Kubernetes SIGKILLs a pod terminationGracePeriodSeconds after its deletion began, a preStop hook included:
+    the hook (if any) and the app's whole stop (its shutdown timeout: the drain window, the requests in flight, the
+    last flush) must end before. The drain window must outlast the readiness probe's detection of the 503, so that
+    whatever routes by readiness has stopped sending before the server stops accepting."""
+    deployment = one(objects, "Deployment")
+    drain_s, timeout_s = stop_budget(objects, deployment)
+    grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    spec = container(deployment)
+    pre_stop = spec.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command")
+    pause = float(pre_stop[1]) if pre_stop and pre_stop[0] == "sleep" else 0.0
+    assert not pre_stop or pause, f"a preStop hook of unknown length: {pre_stop}"
+    assert grace > pause + timeout_s, (grace, pause, timeout_s)
+    probe = spec["readinessProbe"]
+    assert probe["httpGet"]["path"] == "/readyz"
+    assert drain_s >= probe["periodSeconds"] * probe.get("failureThreshold", 3), (drain_s, probe)
 
 
 @pytest.fixture(scope="module")
@@ -279,13 +301,28 @@ def test_edge_fleet_survives_a_zone_a_drain_and_load(edges, region):
 
 
 @pytest.mark.parametrize("region", REGIONS)
-def test_edge_grace_period_covers_the_pre_stop_pause_and_the_drain(edges, region):
-    deployment = one(edges[region], "Deployment")
-    pre_stop = container(deployment)["lifecycle"]["preStop"]["exec"]["command"]
-    assert pre_stop[0] == "sleep"
-    grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
-    # The pause (endpoints removed), then uvicorn's graceful shutdown, then the spool's last write.
-    assert grace >= int(pre_stop[1]) + drain_seconds() + 5, (grace, pre_stop, drain_seconds())
+def test_edge_grace_period_covers_the_drain_window_and_the_shutdown_timeout(edges, region):
+    assert_grace_covers_the_stop(edges[region])
+    drain_s, timeout_s = stop_budget(edges[region], one(edges[region], "Deployment"))
+    assert (drain_s, timeout_s) == (10, 25)  # as the comments of base/edge say
+
+
+def test_origin_grace_period_covers_the_drain_window_and_the_shutdown_timeout(origin):
+    assert_grace_covers_the_stop(origin)
+
+
+def test_the_grace_check_refuses_a_pod_killed_before_its_stop_ends(edges):
+    import copy
+
+    objects = copy.deepcopy(edges["gb"])
+    deployment = one(objects, "Deployment")
+    deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 25  # = the shutdown timeout
+    with pytest.raises(AssertionError):
+        assert_grace_covers_the_stop(objects)
+    deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 30
+    container(deployment)["lifecycle"] = {"preStop": {"exec": {"command": ["sleep", "10"]}}}  # 10 + 25 > 30
+    with pytest.raises(AssertionError):
+        assert_grace_covers_the_stop(objects)
 
 
 def test_each_region_is_a_fleet_of_its_own(edges):

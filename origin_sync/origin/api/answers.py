@@ -184,4 +184,7 @@ class Ready(msgspec.Struct):
     ready: bool
     data_version: int | msgspec.UnsetType = msgspec.UNSET
     key_id: str | msgspec.UnsetType = msgspec.UNSET
-    reason: str | msgspec.UnsetType = msgspec.UNSET  # the kind of failure, when not ready
+    reason: str | msgspec.UnsetType = msgspec.UNSET  # the kind of failure, when not ready ("draining": stopping)
+    draining: bool | msgspec.UnsetType = msgspec.UNSET  # true from SIGTERM on (edgerec.core.shutdown)
+    draining_for_s: float | msgspec.UnsetType = msgspec.UNSET
+    drain_s: float | msgspec.UnsetType = msgspec.UNSET

@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import ssl
 from typing import Any
 
 from aiohttp import web
 
 from edgerec.core.ratelimit import make_limiter
+from edgerec.core.shutdown import EXIT_MARGIN_S, Drain
 from edgerec.core.tls import CertificateReloader
 from edgerec.core.tracing import configure
 from origin_sync.origin.config import OriginConfig
@@ -42,6 +44,7 @@ from .state import (
     CHANGES,
     CONFIG,
     CREDENTIALS,
+    DRAIN,
     KEYRING,
     LIMITS,
     METRICS,
@@ -56,8 +59,6 @@ from .state import (
 from .traces import WriteTraces, tracing_middleware
 
 log = logging.getLogger("edgerec.origin")
-
-SHUTDOWN_TIMEOUT_S = 60.0  # how long requests in flight may take to finish once a stop is asked
 
 
 def build_app(
@@ -86,6 +87,7 @@ def build_app(
     }
     app[SINK] = sink or open_sink(config.event_sinks, config.dsn, config.events_db, config.nats_url)
     app[READY_STATE] = {"reason": None}
+    app[DRAIN] = Drain(config.drain_s, config.shutdown_timeout_s)
 
     async def lifecycle(app: web.Application) -> Any:
         app[CHANGES] = ChangeSignal()
@@ -148,14 +150,21 @@ def _listener_tls(app: web.Application, config: OriginConfig) -> ssl.SSLContext 
 
 
 async def _run(app: web.Application, config: OriginConfig, ssl_context: ssl.SSLContext | None) -> None:
-    # SIGINT/SIGTERM raise GracefulExit out of the loop; `serve` then cancels this task, which cleans up.
+    # SIGTERM starts the drain (/readyz 503 draining, requests still served); once its window is over this returns,
+    # and the runner's cleanup stops listening, answers open long-polls and waits for the requests in flight for
+    # what the shutdown timeout leaves. SIGINT raises GracefulExit out of the loop at once; `serve` then cancels
+    # this task, which cleans up the same way.
+    drain = app[DRAIN]
+    in_flight_s = max(0.5, config.shutdown_timeout_s - config.drain_s - EXIT_MARGIN_S)
     runner = JsonErrorRunner(
-        app, handle_signals=True, shutdown_timeout=SHUTDOWN_TIMEOUT_S, **runner_options(config.access_log_rate)
+        app, handle_signals=True, shutdown_timeout=in_flight_s, **runner_options(config.access_log_rate)
     )
     await runner.setup()
+    with contextlib.suppress(NotImplementedError, RuntimeError):  # a loop without signal handlers: no drain
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, drain.begin)
     try:
         await web.TCPSite(runner, config.host, config.port, ssl_context=ssl_context).start()
-        await asyncio.Event().wait()
+        await drain.window()
     finally:
         await runner.cleanup()
 

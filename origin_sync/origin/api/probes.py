@@ -11,7 +11,7 @@ from aiohttp import web
 from .answers import Health, Ready
 from .errors import json_response
 from .openapi import TEXT, documented
-from .state import KEYRING, METRICS, READY_STATE, STORE
+from .state import DRAIN, KEYRING, METRICS, READY_STATE, STORE
 
 log = logging.getLogger("edgerec.origin")
 
@@ -23,11 +23,19 @@ async def healthz(request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
 
 
-@documented("Readiness: the store answers within 2 s and a signing key is loaded", answer=Ready, answers={503: Ready})
+@documented(
+    "Readiness: the store answers within 2 s and a signing key is loaded, and no stop was asked (503 draining)",
+    answer=Ready,
+    answers={503: Ready},
+)
 async def readyz(request: web.Request) -> web.Response:
     """Ready (200) when the store answers a cheap query (its head) within READY_TIMEOUT_S and a signing key is
     loaded; else 503 `{"ready": false, "reason": ...}`. No auth, like /healthz, so the reason names the failure's
-    kind only; the origin's log has its details (once per change to not ready, not on every probe)."""
+    kind only; the origin's log has its details (once per change to not ready, not on every probe). From SIGTERM on
+    it answers 503 `{"ready": false, "draining": true, ...}` while the origin still serves (edgerec.core.shutdown)."""
+    drain = request.app[DRAIN]
+    if drain.draining:
+        return json_response(drain.readiness(), 503)
     reason, detail = None, None
     try:
         signer = request.app[KEYRING].signer

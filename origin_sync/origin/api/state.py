@@ -10,6 +10,7 @@ from collections import OrderedDict
 from aiohttp import web
 
 from edgerec.core.ratelimit import RateLimiter
+from edgerec.core.shutdown import Drain
 from edgerec.core.tracing import Tracing
 from origin_sync.origin.config import OriginConfig
 from origin_sync.origin.keyring import KeyRing
@@ -73,4 +74,5 @@ METRICS = web.AppKey("metrics", OriginMetrics)
 KEYRING = web.AppKey("keyring", KeyRing)
 CREDENTIALS = web.AppKey("credentials", CredentialReloader)
 TRACING = web.AppKey("tracing", Tracing)
+DRAIN = web.AppKey("drain", Drain)  # the graceful stop: /readyz answers 503 draining from SIGTERM on
 READY_STATE = web.AppKey("ready_state", dict[str, str | None])  # {"reason": why /readyz last answered 503}
