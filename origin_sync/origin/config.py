@@ -52,6 +52,7 @@ class OriginConfig:
     production: bool = False
     trace_sample: float = 0.0  # share of new traces recorded; 0 = tracing off (EDGEREC_TRACE_SAMPLE)
     trace_exporter: str = "otlp"
+    sequential_tuning_n: int = 5000  # units per variant at which the reports' mSPRT is most powerful
 
     def __repr__(self) -> str:  # no secret in a log line or a traceback
         return (
@@ -120,6 +121,7 @@ class OriginConfig:
             production=production,
             trace_sample=settings.trace_sample,
             trace_exporter=settings.trace_exporter,
+            sequential_tuning_n=settings.sequential_tuning_n,
         )
 
 
