@@ -274,9 +274,11 @@ class Loop:
         decision = "promoted" if outcome == "promoted" else "stopped" if outcome in STOPPED else "kept"
         definitions = {e["id"]: e for e in self.cluster.admin("GET", "/v1/admin/experiments")["experiments"]}
         totals = {v: {"impressions": 0, "conversions": 0} for v in (CONTROL, CANDIDATE)}
-        shares = []
+        shares, sample_ratio = [], {}
         for experiment in stages:
-            variants = self.report(experiment)["variants"]
+            stage_report = self.report(experiment)
+            variants = stage_report["variants"]
+            sample_ratio[experiment] = stage_report["sample_ratio"]
             for v in totals:
                 totals[v]["impressions"] += variants[v]["impressions"]
                 totals[v]["conversions"] += variants[v]["conversions"]
@@ -300,8 +302,8 @@ class Loop:
             "decision": decision,
             "outcome": outcome,
             "reason": next(
-                (d["reason"] for d in reversed(round_["decisions"]) if d["step"] in ("watch", "stop") and d["reason"]),
-                outcome,
+                (d["reason"] for d in reversed(round_["decisions"]) if d["step"] == "watch" and d["reason"]),
+                round_["decisions"][-1]["reason"] if round_["decisions"] else outcome,
             ),
             "uplift": uplift,
             "conversion": rates,
@@ -311,6 +313,7 @@ class Loop:
             "experiments": stages,
             "max_traffic_share": max(shares, default=0.0),
             "served_share": totals[CANDIDATE]["impressions"] / all_impressions if all_impressions else None,
+            "sample_ratio": sample_ratio,  # the origin's check of each stage's split against its weights
             "shoppers": {"month": len(month.shoppers), "served_while_deciding": served},
             "offline_gate": {"decision": gate["decision"] if gate else None, "held_out_week_ndcg@10": week},
             "policy": round_["policy"],
@@ -431,6 +434,7 @@ def run(args: argparse.Namespace) -> int:
             "max_traffic_share": bad["max_traffic_share"],
             "stage_share": bad["policy"]["stages"][0],
             "served_share": bad["served_share"],
+            "sample_ratio": bad["sample_ratio"],
             "impressions": bad["impressions"],
             "conversion": bad["conversion"],
             "offline_gate": {**bad["offline_gate"], "margin_opened_to": 1.0, "default_margin": 0.01},

@@ -83,6 +83,12 @@ def _pct(value: Any) -> str:
     return "-" if value is None else f"{value * 100:+.1f}%"
 
 
+def _srm(checks: dict[str, Any]) -> str:
+    return "; ".join(
+        f"p = {_f(c.get('p_value'))}, {'MISMATCH' if c.get('mismatch') else 'no mismatch'}" for c in checks.values()
+    )
+
+
 def _interval(aa: dict[str, Any], test: str) -> str:
     low, high = aa[f"false_winner_rate_{test}_ci95"]
     return f"{low:.4f}, {high:.4f}"
@@ -126,8 +132,11 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"gate's margin opened to {bad['offline_gate']['margin_opened_to']} so that it reaches the edges): "
         f"**{bad['decision']}** "
         f"({bad['outcome']}: {bad['reason']}). Its traffic share never went above {_f(bad['max_traffic_share'], 2)} "
-        f"(its first stage: {_f(bad['stage_share'], 2)}); it answered {_f(bad['served_share'], 3)} of the round's "
-        f"impressions. On the held-out week its NDCG@10 was {_f(gate.get('candidate'))} against the served "
+        f"(its first stage: {_f(bad['stage_share'], 2)}); it answered {bad['impressions'][CANDIDATE]} of the round's "
+        f"{bad['impressions'][CANDIDATE] + bad['impressions'][CONTROL]} impressions ({_f(bad['served_share'], 3)}: "
+        "buckets are hashes of the shopper ids, so a stage's realized share varies around its weight; the origin's "
+        f"sample-ratio check {_srm(bad['sample_ratio'])}). On the held-out week its NDCG@10 was "
+        f"{_f(gate.get('candidate'))} against the served "
         f"model's {_f(gate.get('served'))}: at the default margin ({bad['offline_gate']['default_margin']}) the "
         "offline gate alone would have rejected it.",
         "",
