@@ -326,8 +326,9 @@ def run_shoppers(edges: dict[str, Service], shoppers: list[Shopper], k: int, con
     return time.perf_counter() - started
 
 
-def wait_drained(cluster: Cluster, expected: int, timeout_s: float) -> tuple[int, float]:
-    """Until the origin holds `expected` events and the count stays put for 2 s (or the timeout): (count, seconds)."""
+def wait_drained(cluster: Cluster, expected: int, timeout_s: float, settle_s: float = 2.0) -> tuple[int, float]:
+    """Until the origin holds `expected` events and the count stays put for `settle_s` (or the timeout): (count,
+    seconds)."""
     started = time.monotonic()
     last, stable_since = -1, time.monotonic()
     while True:
@@ -336,9 +337,9 @@ def wait_drained(cluster: Cluster, expected: int, timeout_s: float) -> tuple[int
         now = time.monotonic()
         if count != last:
             last, stable_since = count, now
-        if count >= expected and now - stable_since >= 2.0:
+        if count >= expected and now - stable_since >= settle_s:
             return count, now - started
-        if now - started > timeout_s and now - stable_since >= 2.0:
+        if now - started > timeout_s and now - stable_since >= settle_s:
             return count, now - started
         time.sleep(0.2)
 

@@ -182,11 +182,14 @@ def train_on_events(
     seed: int = 0,
     progress: bool = True,
     held_out_days: int = HELD_OUT_DAYS,
+    adjust: Callable[[Any], Any] | None = None,
 ) -> dict[str, Any]:
     """Train a bundle on every event before the latest week (shown-but-not-taken items as negatives), write it to
     out_dir, and compare it with the served bundle (when given) on that week. Returns the training report: data
     window, counts, the week's metrics per model and the manifest's version. Deterministic for the same events and
-    seed (the bundle's bytes, hence its version, are the same)."""
+    seed (the bundle's bytes, hence its version, are the same). `adjust` (drills and benchmarks only): a change to
+    the fitted TrainedRanker before it is written, e.g. a deliberately bad candidate; the report measures what was
+    written."""
     from models.data import DataError
     from models.runtime import Ranker
     from models.train import TrainingConfig, fit_ranking_model, write_trained_bundle
@@ -197,6 +200,8 @@ def train_on_events(
     shown = data.shown.select(data.shown.invoiced_at < boundary)
     config = TrainingConfig(seed=seed, **EVENT_TRAINING)
     trained = fit_ranking_model(history, config, data_name="events", progress=progress, shown=shown)
+    if adjust is not None:
+        trained = adjust(trained)
     manifest = write_trained_bundle(trained, out_dir, config)
     rankers = {"candidate": Ranker.load(out_dir)}
     if served_bundle is not None:

@@ -47,11 +47,13 @@ class Pipeline:
         orders: Path | None = None,
         clock: Callable[[], float] = time.time,
         progress: bool = True,
+        adjust: Callable[[Any], Any] | None = None,
     ) -> None:
         self.origin, self.state_dir, self.name = origin, Path(state_dir), name
         self.policy = policy or Policy()
         self.events, self.store, self.seed, self.clock, self.progress = events, store, seed, clock, progress
         self.orders = orders
+        self.adjust = adjust  # drills and benchmarks: a change to the trained ranker (a deliberately bad candidate)
         self.args = argparse.Namespace(origin=origin)
         path = self.state_dir / STATE_FILE
         self.state: dict[str, Any] = (
@@ -141,7 +143,14 @@ class Pipeline:
 
         try:
             report = train_bundle_from_events(
-                events, skus, out, served_bundle=served_dir, seed=self.seed, progress=self.progress, orders=self.orders
+                events,
+                skus,
+                out,
+                served_bundle=served_dir,
+                seed=self.seed,
+                progress=self.progress,
+                orders=self.orders,
+                adjust=self.adjust,
             )
         except DataError as exc:
             self.decide("train", "failed", {"reason": str(exc), "events": len(events)})

@@ -9,7 +9,7 @@ import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from edgerec.cli.admin import AdminError, _call, _origin_tls, _token
 from edgerec.cli.process import http_call
@@ -149,9 +149,11 @@ def train_from_events(
     progress: bool,
     held_out_days: int = 7,
     orders: Path | None = None,
+    adjust: Callable[[Any], Any] | None = None,
 ) -> dict[str, Any]:
     """Train a bundle into `out` and write its training report and plot beside it; returns the report. `orders`: the
-    shop's order history (Online Retail CSV), its CustomerIDs pseudonymized with EDGEREC_PSEUDONYM_KEY."""
+    shop's order history (Online Retail CSV), its CustomerIDs pseudonymized with EDGEREC_PSEUDONYM_KEY. `adjust`:
+    see models.events.train_on_events (drills and benchmarks only)."""
     from models.events import train_on_events, training_set, with_orders
 
     data = training_set(events, skus)
@@ -160,7 +162,13 @@ def train_from_events(
 
         data = with_orders(data, read_transactions(orders, progress=progress), _pseudonym_of())
     report = train_on_events(
-        data, out, served_bundle=served_bundle, seed=seed, progress=progress, held_out_days=held_out_days
+        data,
+        out,
+        served_bundle=served_bundle,
+        seed=seed,
+        progress=progress,
+        held_out_days=held_out_days,
+        adjust=adjust,
     )
     report["plot"] = str(plot_training_report(report, out / REPORT_PLOT))
     (out / REPORT_JSON).write_text(json.dumps(report, indent=2, sort_keys=True))

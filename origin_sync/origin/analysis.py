@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 from scipy import stats
 
-from .sequential import Moments, cuped, sequential_means, sequential_proportions
+from .sequential import DEFAULT_TUNING_N, Moments, cuped, sequential_means, sequential_proportions
 
 Z95 = 1.959963984540054
 SRM_ALPHA = 0.001  # a sample ratio this unlikely means the split itself is broken: do not trust the results
@@ -121,7 +121,9 @@ def _leader(
     return best, p_value_vs_control(challenger)
 
 
-def build_report(experiment: dict[str, Any], counts: dict[str, Any], alpha: float = 0.05) -> dict[str, Any]:
+def build_report(
+    experiment: dict[str, Any], counts: dict[str, Any], alpha: float = 0.05, tuning_n: int = DEFAULT_TUNING_N
+) -> dict[str, Any]:
     """The report of one experiment from its sink's counts (EventSink.experiment_counts): per variant (the control
     first) its rates and their tests against the control; the winner on conversion when its difference is
     significant and the split is sound.
@@ -204,9 +206,11 @@ def build_report(experiment: dict[str, Any], counts: dict[str, Any], alpha: floa
             moments = counts.get("cuped") or {}
             entry["vs_control"]["sequential"] = {
                 "conversion": sequential_proportions(
-                    int(c0.get("converted", 0)), n0, int(c.get("converted", 0)), n, alpha
+                    int(c0.get("converted", 0)), n0, int(c.get("converted", 0)), n, alpha, tuning_n
                 ),
-                "conversion_cuped": cuped(Moments.from_dict(moments[control]), Moments.from_dict(moments[name]), alpha)
+                "conversion_cuped": cuped(
+                    Moments.from_dict(moments[control]), Moments.from_dict(moments[name]), alpha, tuning_n
+                )
                 if control in moments and name in moments
                 else None,
                 "revenue_per_impression": {
@@ -218,6 +222,7 @@ def build_report(experiment: dict[str, Any], counts: dict[str, Any], alpha: floa
                         cell(cur, name)["revenue_sq"],
                         base(name, cur),
                         alpha,
+                        tuning_n,
                     )
                     for cur in currencies
                 },
@@ -256,7 +261,7 @@ def build_report(experiment: dict[str, Any], counts: dict[str, Any], alpha: floa
             if leader != control
             else 0.0,
         }
-    sequential = _sequential_decision(variants, control, alpha, srm["mismatch"])
+    sequential = {**_sequential_decision(variants, control, alpha, srm["mismatch"]), "tuning_n": tuning_n}
     unattributed = {k: int(v) for k, v in sorted((counts.get("unattributed") or {}).items())}
     return {
         "experiment": experiment["id"],

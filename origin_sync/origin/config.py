@@ -55,6 +55,7 @@ class OriginConfig:
     trace_exporter: str = "otlp"
     drain_s: float = DEFAULT_DRAIN_S  # after SIGTERM, /readyz 503 draining while requests go on (EDGEREC_DRAIN_S)
     shutdown_timeout_s: float = DEFAULT_SHUTDOWN_TIMEOUT_S  # SIGTERM to exit, drain included
+    sequential_tuning_n: int = 5000  # units per variant at which the reports' mSPRT is most powerful
 
     def __repr__(self) -> str:  # no secret in a log line or a traceback
         return (
@@ -125,6 +126,7 @@ class OriginConfig:
             trace_exporter=settings.trace_exporter,
             drain_s=settings.drain,
             shutdown_timeout_s=settings.shutdown_timeout,
+            sequential_tuning_n=settings.sequential_tuning_n,
         )
 
 

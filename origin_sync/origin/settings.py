@@ -106,6 +106,12 @@ class OriginSettings(TraceSettings, StopSettings):
         "a JSON line per request to stderr, logger edgerec.access (no shopper id, no query values): off, on, or "
         "sample:R for a share R of the requests (sample:0.01)",
     )
+    sequential_tuning_n: AtLeastOne = setting(
+        5000,
+        "EDGEREC_SEQUENTIAL_TUNING_N",
+        "impressions per variant at which the experiment reports' sequential test (mSPRT) is most powerful: about "
+        "the traffic an experiment stage gets",
+    )
     audit_retention: str = setting(
         "365d",
         "EDGEREC_AUDIT_RETENTION",

@@ -161,3 +161,25 @@ def test_the_report_uses_cuped_when_the_pre_period_is_known():
     adjusted = report["variants"]["candidate"]["vs_control"]["sequential"]["conversion_cuped"]
     assert adjusted is not None and adjusted["variance_reduction"] > 0.4
     assert report["sequential"]["p_values"]["candidate"] == adjusted["p_value"]
+
+
+def test_a_small_tuning_n_finds_a_large_difference_on_little_traffic_and_stays_valid_under_peeking():
+    # 100 impressions a variant, conversion 0.8 against 0.5: tuned for 5000 the mSPRT is nearly blind here; tuned for
+    # the traffic a stage really gets (EDGEREC_SEQUENTIAL_TUNING_N) it decides.
+    counts = _counts(100, 80, 50)
+    default = build_report(EXPERIMENT, counts)
+    tuned = build_report(EXPERIMENT, counts, tuning_n=100)
+    assert default["sequential"]["tuning_n"] == 5000 and tuned["sequential"]["tuning_n"] == 100
+    assert default["sequential"]["p_values"]["candidate"] > ALPHA
+    assert tuned["sequential"]["losers"] == ["candidate"]
+    # Peeked at every look, an A/A test at that tuning still finds a false difference in at most alpha of the runs.
+    rng = np.random.default_rng(23)
+    a, b = _paths(rng, 400, 20, 25, 0.3, 0.3)
+    false = 0
+    for run in range(400):
+        found = False
+        for look in range(20):
+            n = 25 * (look + 1)
+            found |= sequential_proportions(int(a[run, look]), n, int(b[run, look]), n, ALPHA, 100)["p_value"] < ALPHA
+        false += found
+    assert false / 400 <= ALPHA

@@ -15,7 +15,7 @@ from .answers import Deleted, ExperimentAnswer, ExperimentList, ExperimentOne, E
 from .bodies import read_json
 from .errors import ApiError, json_response
 from .openapi import documented
-from .state import SINK, STORE
+from .state import CONFIG, SINK, STORE
 
 log = logging.getLogger("edgerec.origin")
 
@@ -78,7 +78,8 @@ async def experiment_report(request: web.Request) -> web.Response:
         counts = await request.app[SINK].experiment_counts(experiment)
     except NotImplementedError as exc:
         raise ApiError(409, "no_queryable_sink", str(exc)) from None
-    return json_response({**build_report(experiment, counts), "definition": _without_manifests(experiment)})
+    report = build_report(experiment, counts, tuning_n=request.app[CONFIG].sequential_tuning_n)
+    return json_response({**report, "definition": _without_manifests(experiment)})
 
 
 def add_routes(router: web.UrlDispatcher) -> None:
