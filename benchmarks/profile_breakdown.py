@@ -73,7 +73,7 @@ def measure_breakdown(bundle: Path, shoppers: list[Any], files: dict[str, Path],
         "parse_body": _per_call_us(lambda b: parse_recommendation_request(b, 100, 10, length), bodies["hit"]),
         "pseudonym": _per_call_us(lambda s: pseudonymize(key, s.shopper_id), chosen),
         "store_get": store_get,
-        "of_which_decode": _per_call_us(codec.decode, encoded),
+        "decode_within_store_get": _per_call_us(codec.decode, encoded),
         "recent_events": _per_call_us(lambda r: recent_events(r, now), records),
         "history_profile": _per_call_us(lambda r: history_profile(r, cart_of(r, now)), records),
     }
@@ -103,7 +103,7 @@ def measure_breakdown(bundle: Path, shoppers: list[Any], files: dict[str, Path],
     request["model_run_batch_of_8_per_request"] = round(
         _per_call_us(lambda b: model.rank_many(b, 10), batches(request_rows)) / 8, 2
     )
-    hit_total = round(sum(v for k, v in hit.items() if k != "of_which_decode"), 2)
+    hit_total = round(sum(v for k, v in hit.items() if k != "decode_within_store_get"), 2)
     request_total = round(sum(request.values()), 2)
     return {
         "sample": len(chosen),

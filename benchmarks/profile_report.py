@@ -25,6 +25,10 @@ def _cpu_ms_per_request(run: dict[str, Any]) -> float | None:
     return round(run["cpu_percent"] / 100.0 / run["rps"] * 1000.0, 4)
 
 
+def _share(run: dict[str, Any], key: str) -> float | None:
+    return round(run[key] / run["requests"], 4) if run.get(key) is not None and run.get("requests") else None
+
+
 def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 4) if a is not None and b else None
 
@@ -49,6 +53,9 @@ def throughput(rounds: list[dict[str, Any]]) -> dict[str, Any]:
                 "request_cpu_ms_per_request": _cpu_ms_per_request(req),
                 "errors": sum(x["errors"] for x in (hit, req, hit70, req70)),
                 "late_sends_at_70": hit70["late_sends"] + req70["late_sends"],
+                # Answers from the fallback (the model's breaker open after a slow run): they skip the model.
+                "hit_fallback_share": _share(hit, "fallback_answers"),
+                "request_fallback_share": _share(req, "fallback_answers"),
             }
         )
 
@@ -164,19 +171,20 @@ def markdown(report: dict[str, Any]) -> str:
         f"{report['machine'].get('load_average_at_end')} at the end.",
         "",
         "| round | order | hit req/s | recent_items req/s | ratio | p99 at peak ms (hit / ri) | p99 at 70% ms "
-        "(hit / ri) | CPU ms/req (hit / ri) |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|",
+        "(hit / ri) | CPU ms/req (hit / ri) | fallback share at peak (hit / ri) |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for i, r in enumerate(tp["rounds"], 1):
         lines.append(
             f"| {i} | {' then '.join(r['order'])} | {r['hit_rps']} | {r['request_rps']} | {r['rps_ratio']} | "
             f"{r['hit_p99_ms']} / {r['request_p99_ms']} | {r['hit_p99_at_70_ms']} / {r['request_p99_at_70_ms']} | "
-            f"{r['hit_cpu_ms_per_request']} / {r['request_cpu_ms_per_request']} |"
+            f"{r['hit_cpu_ms_per_request']} / {r['request_cpu_ms_per_request']} | "
+            f"{r['hit_fallback_share']} / {r['request_fallback_share']} |"
         )
     lines += [
         f"| median | | {tp['hit_rps']} | {tp['request_rps']} | **{tp['rps_ratio']}** | {tp['hit_p99_ms']} / "
         f"{tp['request_p99_ms']} | {tp['hit_p99_at_70_ms']} / {tp['request_p99_at_70_ms']} | "
-        f"{tp['hit_cpu_ms_per_request']} / {tp['request_cpu_ms_per_request']} |",
+        f"{tp['hit_cpu_ms_per_request']} / {tp['request_cpu_ms_per_request']} | |",
         "",
         f"Memory: RSS **{m['rss_mib']} MiB** with the profiles ({m['rss_loaded_bytes'] / 2**20:.1f} MiB right after "
         f"loading), {m['rss_without_profiles_mib']} MiB for the same edge and offers without a profile store: "

@@ -78,6 +78,16 @@ def _metric(url: str, name: str) -> float | None:
     return None
 
 
+def fallback_answers(url: str) -> float:
+    """Answers the edge served from a fallback so far (edgerec_fallback_total over its reasons): a slow model run
+    opens the breaker for seconds, and those answers skip the model on either path, so each run reports them."""
+    status, _, raw = http_call(url, "GET", "/metrics", timeout=10)
+    if status != 200:
+        return 0.0
+    lines = raw.decode(errors="replace").splitlines()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith("edgerec_fallback_total{"))
+
+
 def _held(url: str) -> float | None:
     try:
         return _metric(url, "edgerec_profiles_held")
@@ -162,6 +172,7 @@ def measure_pair(
         order = ("hit", "request") if round_no % 2 == 0 else ("request", "hit")
         this: dict[str, Any] = {"order": list(order)}
         for kind in order:
+            before = fallback_answers(url)
             this[kind] = run_wrk(
                 f"r{round_no}-{kind}-peak",
                 [url],
@@ -173,13 +184,15 @@ def measure_pair(
                 sampler,
                 "server:profiles",
             )
+            this[kind]["fallback_answers"] = fallback_answers(url) - before
             say(
                 f"    round {round_no + 1} {kind:8s} peak {this[kind]['rps']:8.1f} req/s  p50 {this[kind]['p50_ms']} "
                 f"ms  p99 {this[kind]['p99_ms']} ms  errors {this[kind]['errors']}  "
-                f"server CPU {this[kind]['cpu_percent']}%"
+                f"server CPU {this[kind]['cpu_percent']}%  fallback answers {this[kind]['fallback_answers']:.0f}"
             )
         rate = round(0.7 * min(this["hit"]["rps"], this["request"]["rps"]), 1)
         for kind in order:
+            before = fallback_answers(url)
             fixed = run_wrk(
                 f"r{round_no}-{kind}-70",
                 [url],
@@ -193,6 +206,7 @@ def measure_pair(
                 rate=rate,
             )
             fixed["offered_rps"] = rate
+            fixed["fallback_answers"] = fallback_answers(url) - before
             this[f"{kind}_at_70"] = fixed
             say(
                 f"    round {round_no + 1} {kind:8s} at {rate} req/s: p50 {fixed['p50_ms']} ms  p99 {fixed['p99_ms']} "
