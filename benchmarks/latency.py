@@ -2,6 +2,7 @@
 with impressions off (the events on/off cost) and itself tracing a sample of its answers (the tracing cost).
 
     python -m benchmarks.latency --out DIR [--duration S] [--users U] [--repeat N] [--servers N]
+    python -m benchmarks.latency --out DIR --profiles N [--catalog-offers M] [--repeat N]  (benchmarks.profiles_mode)
 
 Starts everything as a user would (origin, edge, bare Starlette, MLServer, Varnish: real processes on
 loopback, servers pinned apart from the load), drives realistic shopper traffic with locust, cross-checks
@@ -116,7 +117,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=0,
         help="MLServer parallel_workers (default 0: inference in the server process, like edgerec)",
     )
+    from .profiles_mode import add_arguments
+
+    add_arguments(p)
     args = p.parse_args(argv)
+    if args.profiles < 0:
+        p.error("--profiles: a number of shoppers")
     if args.duration <= 0 or args.users < 1 or args.repeat < 1 or args.servers < 1:
         p.error("--duration, --users, --repeat and --servers must be positive")
     unknown = set(args.targets.split(",")) - set(ORDER)
@@ -833,6 +839,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"missing {', '.join(missing)}: install the bench extra with  pip install -e '.[bench]'", file=sys.stderr)
         return 2
     try:
+        if args.profiles:
+            from . import profiles_mode
+
+            return profiles_mode.run(args)
         return run(args)
     except KeyboardInterrupt:
         return 130

@@ -163,6 +163,7 @@ def write_wrk_requests(
 
 
 _WRK_LINE = re.compile(r"^EDGEREC_WRK (\{.*\})\s*$", re.M)
+_WRK_CDF = re.compile(r"^EDGEREC_WRK_CDF (\[.*\])\s*$", re.M)
 
 
 def run_wrk(
@@ -219,12 +220,15 @@ def run_wrk(
     load_cpu = sampler.percent(f"load:{name}", started, ended)
     sampler.untrack(f"load:{name}")
     results = []
+    cdfs = []
     for log in logs:
         text = log.read_text(errors="replace")
         match = _WRK_LINE.search(text)
         if not match:
             raise RuntimeError(f"wrk printed no result: {text[-800:]}")
         results.append(json.loads(match.group(1)))
+        cdf = _WRK_CDF.search(text)
+        cdfs.append([[q, us / 1000.0] for q, us in json.loads(cdf.group(1))] if cdf else None)
     requests = sum(r["requests"] for r in results)
     seconds = max(r["duration_us"] for r in results) / 1e6
     errors = sum(
@@ -248,4 +252,6 @@ def run_wrk(
         # The window of wrk's run, less a second at each end for connection set-up and tear-down.
         "cpu_percent": sampler.percent(server_group, started + 1.0, ended - 1.0),
         "loadgen_cpu_percent": load_cpu,
+        # [quantile %, ms] of the one host's run (several hosts' distributions do not add up from quantiles).
+        "cdf_ms": cdfs[0] if len(cdfs) == 1 else None,
     }

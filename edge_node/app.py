@@ -118,7 +118,7 @@ class StateUpdater:
             log.warning("data version %d has no usable model yet; not ready", replica.version)
             return
         rankers = await self._variant_models(replica, syncer)
-        state = await asyncio.to_thread(EdgeState.build, replica, ranker, rankers)
+        state = await asyncio.to_thread(EdgeState.build, replica, ranker, rankers, self.holder.current)
         self.variant_rankers = rankers  # models no experiment needs any more are let go
         self.holder.current = state  # the swap: one reference, readers see the old or the new state whole
         self.first_state.set()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Mapping
 
@@ -24,15 +24,31 @@ class EdgeState:
     catalogs: Mapping[str, RegionCatalog]
     built_at: float = field(default_factory=time.time)
     experiments: Experiments | None = None  # running experiments of this data version, None when there are none
+    # What it was built from (the replica's offers and experiments maps, the models), compared by identity.
+    sources: tuple[object, ...] = field(default=(), compare=False, repr=False)
 
     @classmethod
-    def build(cls, replica: Replica, model: Ranker, rankers: Mapping[str, Ranker] | None = None) -> "EdgeState":
+    def build(
+        cls,
+        replica: Replica,
+        model: Ranker,
+        rankers: Mapping[str, Ranker] | None = None,
+        previous: "EdgeState | None" = None,
+    ) -> "EdgeState":
         """`rankers` (by sha256) holds the loaded models of experiment variants; a variant whose model is not
-        there (refused at load) leaves its experiment out of this state."""
+        there (refused at load) leaves its experiment out of this state. A version that changed none of what
+        `previous` was built from (a batch of profile changes: the replica keeps its offers and experiments maps
+        then) takes `previous`'s catalogs and experiments as they are, instead of laying out every offer again
+        (hundreds of ms for 100,000 offers, holding the interpreter the requests need meanwhile)."""
+        sources = (replica.offers, replica.experiments, model, replica.regions, *sorted((rankers or {}).items()))
+        if previous is not None and _same_sources(previous.sources, sources):
+            return replace(previous, data_version=replica.version, built_at=time.time())
         by_region = offers_by_region(replica.offers.values(), replica.regions)
         catalogs = {r: RegionCatalog.build(r, offers, model) for r, offers in by_region.items()}
         experiments = build_experiments(replica, by_region, model, catalogs, rankers or {})
-        return cls(data_version=replica.version, model=model, catalogs=catalogs, experiments=experiments)
+        return cls(
+            data_version=replica.version, model=model, catalogs=catalogs, experiments=experiments, sources=sources
+        )
 
     @cached_property
     def context_length(self) -> int:
@@ -48,6 +64,14 @@ class EdgeState:
                 for v in plan.variants
             ]
         return min(lengths)
+
+
+def _same_sources(before: tuple[object, ...], now: tuple[object, ...]) -> bool:
+    """The same maps and models (by identity: the replica replaces a map it changes), the same regions and
+    variant models (the same objects under the same sha256)."""
+    if len(before) != len(now) or any(a is not b for a, b in zip(before[:3], now[:3])) or before[3:4] != now[3:4]:
+        return False
+    return all(a[0] == b[0] and a[1] is b[1] for a, b in zip(before[4:], now[4:]))  # type: ignore[index]
 
 
 class StateHolder:

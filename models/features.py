@@ -72,17 +72,25 @@ def encode_profile(profile: Profile, now: float, item_index: dict[str, int], wid
     Items are laid out strongest (highest decayed frequency) last, so a profile of more than `width` items keeps its
     `width` strongest; unknown StockCodes take item 0, which the features ignore.
     """
-    summaries = sorted(profile.items.items(), key=lambda entry: entry[1].decayed_at(now))[-width:] if width else []
+    # Each column is built as a list and written once: a numpy scalar write per slot and field cost about 0.1 µs
+    # each, the most of a request's profile encoding (the sort is stable, so ties keep the profile's order).
+    scored = [(summary.decayed_at(now), sku, summary) for sku, summary in profile.items.items()] if width else []
+    scored.sort(key=_strength)
+    kept = scored[-width:] if width else []
     arrays = (np.zeros(width, np.int64),) + tuple(np.zeros(width, np.float32) for _ in range(4))
-    start = width - len(summaries)
-    for offset, (sku, summary) in enumerate(summaries):
-        slot = start + offset
-        arrays[0][slot] = item_index.get(sku, 0)
-        arrays[1][slot] = summary.count
-        arrays[2][slot] = max(now - summary.last_seen, 0.0) / DAY_SECONDS
-        arrays[3][slot] = max(now - summary.first_seen, 0.0) / DAY_SECONDS
-        arrays[4][slot] = summary.decayed_at(now)
+    if kept:
+        start = width - len(kept)
+        get = item_index.get
+        arrays[0][start:] = [get(sku, 0) for _, sku, _ in kept]
+        arrays[1][start:] = [summary.count for _, _, summary in kept]
+        arrays[2][start:] = [max(now - summary.last_seen, 0.0) / DAY_SECONDS for _, _, summary in kept]
+        arrays[3][start:] = [max(now - summary.first_seen, 0.0) / DAY_SECONDS for _, _, summary in kept]
+        arrays[4][start:] = [decayed for decayed, _, _ in kept]
     return arrays
+
+
+def _strength(entry: tuple[float, str, object]) -> float:
+    return entry[0]
 
 
 def scatter_rows(indices: np.ndarray, values: np.ndarray, item_count: int) -> np.ndarray:

@@ -42,13 +42,17 @@ ItemId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ITEM_CHARS)]
 Seconds = Annotated[int, msgspec.Meta(ge=0, le=_MAX_TS)]
 
 
-class RecentEvent(msgspec.Struct, array_like=True, frozen=True):
+# gc=False: a record's events and item statistics hold only numbers and strings, so they can be in no reference
+# cycle, and the collector need not track them. Tracked, a hit's decoded record added about 50 objects that lived
+# across the request's wait for the model: enough promotions to run a full collection of the edge's heap (its
+# offers) every half second under load, 30 to 130 ms each (measured with a gc callback in the profile mode).
+class RecentEvent(msgspec.Struct, array_like=True, frozen=True, gc=False):
     kind: Annotated[int, msgspec.Meta(ge=0, lt=len(KINDS))]  # KINDS[kind]
     item: ItemId
     ts: Seconds
 
 
-class ItemStats(msgspec.Struct, array_like=True, frozen=True):
+class ItemStats(msgspec.Struct, array_like=True, frozen=True, gc=False):
     count: Annotated[int, msgspec.Meta(ge=1, le=2**32 - 1)]  # events that named the item
     first_seen: Seconds
     last_seen: Seconds

@@ -1,5 +1,5 @@
-"""The in-memory tier of the embedded store: decoded profiles in least-recently-used order under a byte budget,
-accounted as the encoded size of each record plus its key."""
+"""The in-memory tier of the embedded store: records (the store holds each profile's encoded form) in
+least-recently-used order under a byte budget, accounted as the encoded size of each record plus its key."""
 
 from __future__ import annotations
 

@@ -44,7 +44,7 @@ def test_a_short_run_writes_report_json_md_and_a_png(tmp_path: Path) -> None:
     for size in ("small", "full"):
         for call in ("get_hit", "get_disk", "apply_event", "erase"):
             assert figures[f"{call}_{size}_us"] > 0
-    assert figures["full_python_bytes"] > figures["full_encoded_bytes"] > 0
+    assert figures["full_decoded_python_bytes"] > figures["full_python_bytes"] > figures["full_encoded_bytes"] > 0
     assert "| embedded get, memory hit (µs) |" in (tmp_path / "report.md").read_text()
     assert (tmp_path / "profile_store.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -81,3 +81,30 @@ def test_every_step_hands_on_a_value_the_next_cannot_change(ranker, catalog_skus
     # The just-bought rule made it into the mask, and so out of the answer.
     assert f"GB-{catalog_skus[1]}" not in answer.offer_ids and len(answer.offer_ids) == 3
     assert answer.region == region == "GB" and answer.fallback is None
+
+
+def test_a_version_that_changed_no_offer_reuses_the_catalogs_and_one_that_did_lays_them_out_again(
+    ranker, catalog_skus, bundle_dir
+):
+    # A batch of profile changes moves the data version but keeps the replica's offers map: the edge must not lay
+    # out every offer again for it (hundreds of ms at 100,000 offers, with the requests waiting on the interpreter).
+    import dataclasses
+
+    first = _state(ranker, catalog_skus, ("GB",))
+    replica = Replica(version=5, regions=("GB",), offers=dict(_offers_of(catalog_skus)), model=None)
+    built = EdgeState.build(replica, ranker)
+    profiles_only = EdgeState.build(dataclasses.replace(replica, version=6), ranker, previous=built)
+    assert profiles_only.data_version == 6 and profiles_only.catalogs is built.catalogs
+    assert profiles_only.experiments is built.experiments
+    changed = dict(replica.offers)
+    changed.pop(next(iter(changed)))
+    offers_changed = EdgeState.build(dataclasses.replace(replica, version=7, offers=changed), ranker, previous=built)
+    assert offers_changed.catalogs is not built.catalogs and len(offers_changed.catalogs["GB"]) == 9
+    other_model = EdgeState.build(dataclasses.replace(replica, version=8), Ranker.load(bundle_dir), previous=built)
+    assert other_model.catalogs is not built.catalogs
+    assert first.catalogs is not built.catalogs  # built without a previous state: laid out afresh
+
+
+def _offers_of(catalog_skus):
+    offers = [make_offer(f"GB-{s}", s, region="GB") for s in catalog_skus[:10]]
+    return {o["id"]: validate_offer(o) for o in offers}

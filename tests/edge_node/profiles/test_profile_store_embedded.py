@@ -43,6 +43,36 @@ def test_past_the_memory_budget_the_least_recently_used_leave_memory_and_come_ba
     asyncio.run(scenario())
 
 
+def test_a_profile_held_in_memory_costs_about_its_encoded_bytes_not_its_decoded_objects(embedded: Backend) -> None:
+    # The memory tier holds each record's msgpack form and decodes it on a read: decoded, a profile of 24 events of
+    # 20 items takes about 10x its encoded bytes as Python objects, which 100,000 shoppers at one edge cannot afford.
+    import gc
+    import tracemalloc
+
+    shoppers = [shopper() for _ in range(300)]
+    items = [f"2{n:04d}" for n in range(20)]
+
+    async def scenario() -> None:
+        store = embedded.open()
+        gc.collect()
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        for someone in shoppers:
+            for n in range(24):
+                await store.apply_event(someone, ProfileEvent("purchase", (items[n % 20],), NOW - 86400 * (24 - n)))
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - before
+        tracemalloc.stop()
+        held, accounted = store.held()
+        assert held == len(shoppers)
+        assert grown < 2.5 * accounted, (grown / held, accounted / held)
+        record = await store.get(shoppers[0])  # and a read still gives the decoded profile
+        assert record is not None and len(record.recent) == 24 and set(record.items) == set(items)
+        await store.close()
+
+    asyncio.run(scenario())
+
+
 def test_a_damaged_store_file_is_moved_aside_and_the_store_starts_empty(
     embedded: Backend, caplog: pytest.LogCaptureFixture
 ) -> None:
