@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import urlencode
 
+from edgerec.cli.demo_shop import region_offer
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data" / "online_retail" / "transactions.csv.gz"
 
@@ -79,19 +81,7 @@ def regional_offers(
         chosen = [
             c for c in _popular_items(events, region) if c in known_items and c in catalog and catalog[c].unit_price > 0
         ][:per_region]
-        for code in chosen:
-            item = catalog[code]
-            offers.append(
-                {
-                    "id": f"{region}-{code}",
-                    "sku": code,
-                    "title": item.description or code,
-                    "price": round(item.unit_price * rate, 2),
-                    "currency": currency,
-                    "regions": [region],
-                    "stock": 100,
-                }
-            )
+        offers.extend(region_offer(region, code, catalog[code], currency, rate) for code in chosen)
     return offers
 
 

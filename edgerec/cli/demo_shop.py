@@ -27,19 +27,21 @@ def offers_from_catalog(catalog: dict[str, Any], regions: tuple[str, ...]) -> li
         for region in item.regions:
             if region not in regions or item.unit_price <= 0:
                 continue
-            currency, rate = CURRENCY[region]
-            offers.append(
-                {
-                    "id": f"{region}-{code}",
-                    "sku": code,
-                    "title": item.description or code,
-                    "price": round(item.unit_price * rate, 2),
-                    "currency": currency,
-                    "regions": [region],
-                    "stock": 100,
-                }
-            )
+            offers.append(region_offer(region, code, item, *CURRENCY[region]))
     return offers
+
+
+def region_offer(region: str, code: str, item: Any, currency: str, rate: float) -> dict[str, Any]:
+    """An item of models.data's catalog as one region's offer, its price converted at `rate` into `currency`."""
+    return {
+        "id": f"{region}-{code}",
+        "sku": code,
+        "title": item.description or code,
+        "price": round(item.unit_price * rate, 2),
+        "currency": currency,
+        "regions": [region],
+        "stock": 100,
+    }
 
 
 def admin_env(settings: dict[str, str]) -> dict[str, str]:
