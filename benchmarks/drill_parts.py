@@ -191,8 +191,9 @@ backend {name}
 backend {name}_events
     option httpchk GET /readyz
     http-check expect status 200
-    # An event is retried only when it cannot have reached an edge: no duplicate from a lost answer.
-    retry-on conn-failure
+    # Events carry an event_id (idempotency key): one that reached an edge which died before answering is retried
+    # on another replica like a read, and stored once at the origin.
+    retry-on conn-failure empty-response response-timeout
     default-server inter 250ms fastinter 100ms fall 2 rise 2
 {servers}
 """
@@ -241,7 +242,8 @@ class Sample:
 @dataclass
 class LoadGenerator:
     """Requests at a fixed rate per region (open loop: a slow answer does not slow the sending), through the load
-    balancer, each recorded. A share of them are events, each with a request_id of its own, acknowledged or not."""
+    balancer, each recorded. A share of them are events, each with a request_id of its own and an event_id (so
+    that the balancer may retry them), acknowledged or not."""
 
     urls: dict[str, str]
     rate_per_region: float
@@ -274,7 +276,16 @@ class LoadGenerator:
         if is_event:
             path, payload = (
                 "/v1/events",
-                {"events": [{"type": "click", "request_id": request_id, "offer_ids": [f"{region}-{sku}"]}]},
+                {
+                    "events": [
+                        {
+                            "type": "click",
+                            "request_id": request_id,
+                            "event_id": f"click-{n}",
+                            "offer_ids": [f"{region}-{sku}"],
+                        }
+                    ]
+                },
             )
         else:
             path, payload = "/v1/recommendations", {"region": region, "k": 10, "recent_items": [sku]}

@@ -5,12 +5,17 @@ What is kept when the edge dies: a 202 of `POST /v1/events` is sent only once it
 segment file (`--events-ack write`, the default: a SIGKILL of the edge loses none of them, a crash of the machine up
 to about 25 ms), or written and fdatasync'ed (`--events-ack fsync`: a crash of the machine loses none either).
 Impressions stay asynchronous (no client waits for them): they are written within about 5 ms, so a SIGKILL of the
-edge loses at most the last ~5 ms of them, and a crash of the machine at most the last ~25 ms."""
+edge loses at most the last ~5 ms of them, and a crash of the machine at most the last ~25 ms.
+
+Idempotent: an event the client names with `event_id` is stored under an id derived from (request_id, event_id),
+the same on every edge, so a retry after any failure (even one whose first try was kept) is stored once at the
+origin; this worker also learns it into the shopper's profile once."""
 
 from __future__ import annotations
 
 import os
 import time
+from collections import OrderedDict
 from typing import Any
 
 import msgspec
@@ -22,6 +27,7 @@ from origin_sync.wire.events import (
     FeedbackEvent,
     InvalidEvents,
     decode_feedback,
+    feedback_event_id,
     pseudonym_key,
     pseudonymize,
 )
@@ -35,11 +41,35 @@ from .validation import RateLimited, RequestError, invalid
 class EventRecorder:
     """What the request path calls: builds events (the shopper id only as its keyed pseudonym) for the spool."""
 
-    __slots__ = ("spool", "_key")
+    __slots__ = ("spool", "_key", "_learned")
+
+    # The ids of the latest client-named events this worker learned into profiles: a retry that reaches the same
+    # worker is not counted twice. One that reaches another worker or replica is, in that edge's own profile only,
+    # until the origin's summary (which counts each event id once) replaces its local events.
+    LEARNED_IDS = 65_536
 
     def __init__(self, spool: EventSpool, pseudonym_secret: str | None) -> None:
         self.spool = spool
         self._key = pseudonym_key(pseudonym_secret) if pseudonym_secret else None
+        self._learned: OrderedDict[str, None] = OrderedDict()
+
+    def claim_learning(self, ids: list[str], events: list[tuple[FeedbackEvent, str]]) -> list[str]:
+        """Of the kept events, those to learn into profiles: all but the client-named ones this worker learned
+        (or is learning) already; their ids are claimed (`release` gives them back if learning fails)."""
+        fresh = []
+        for row_id, (event, _) in zip(ids, events):
+            if event.event_id is not None and event.shopper_id is not None:
+                if row_id in self._learned:
+                    continue
+                self._learned[row_id] = None
+                if len(self._learned) > self.LEARNED_IDS:
+                    self._learned.popitem(last=False)
+                fresh.append(row_id)
+        return fresh
+
+    def release(self, claimed: list[str]) -> None:
+        for row_id in claimed:
+            self._learned.pop(row_id, None)
 
     def pseudonym(self, shopper_id: str | None) -> str | None:
         # Without a key no shopper reference is kept at all: events are then anonymous (and cannot be erased).
@@ -146,9 +176,14 @@ async def post_events(request: Request) -> Response:
             raise RequestError(400, "client_disconnected", "client went away before sending the body") from None
         events = parse_events(bytes(body), config.regions)
         now = time.time()
+        # A client-named event's id is the same on every try and every edge (so stored once); others stay random.
+        ids = [
+            os.urandom(16).hex() if event.event_id is None else feedback_event_id(event.request_id, event.event_id)
+            for event, _ in events
+        ]
         rows = [
             [
-                os.urandom(8).hex(),
+                row_id,
                 event.type,
                 now,
                 region,
@@ -163,7 +198,7 @@ async def post_events(request: Request) -> Response:
                 None,
                 None,
             ]
-            for event, region in events
+            for row_id, (event, region) in zip(ids, events)
         ]
         try:
             kept = recorder.spool.append_acked(rows)
@@ -173,7 +208,14 @@ async def post_events(request: Request) -> Response:
         except NotKept as exc:
             raise RequestError(503, exc.code, f"{exc}; retry later") from None
         # Kept: now the shoppers' profiles learn them, before the 202 (their next answer here reflects them).
-        await app_state.profiles.learn(events, app_state.holder.current, now)
+        claimed = recorder.claim_learning(ids, events)
+        learned = set(claimed)
+        to_learn = [pair for row_id, pair in zip(ids, events) if pair[0].event_id is None or row_id in learned]
+        try:
+            await app_state.profiles.learn(to_learn, app_state.holder.current, now)
+        except BaseException:
+            recorder.release(claimed)
+            raise
     except RequestError as exc:
         return error_response(exc)
     return json_response({"accepted": len(events)}, 202, {"Cache-Control": "private, no-store"})

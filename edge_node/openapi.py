@@ -78,6 +78,13 @@ def _event_schema(types: list[str], purchase: bool) -> dict:
         "experiment": _WIRE_ID,
         "variant": {"type": "string", "pattern": NAME_PATTERN},
         "region": _REGION,
+        "event_id": {
+            **_WIRE_ID,
+            "description": "The client's key for this event (idempotency key), unique among the events that "
+            "follow one answer: retry a POST /v1/events with the same event_id after any failure and the event is "
+            "stored once, on whichever edge of the region the retry reaches. Without it, a retry of a request "
+            "that was kept but not answered stores the event twice.",
+        },
     }
     required = ["type", "request_id", "offer_ids"]
     if purchase:
@@ -153,7 +160,9 @@ def _template() -> dict:
                     "summary": "Record what a shopper did after an answer: click, add_to_cart, purchase",
                     "description": "Each event names the request_id of the recommendation answer it follows; the "
                     "edge pseudonymizes shopper_id, spools the events durably and ships them to "
-                    "the origin. Impressions are recorded by the edge itself.",
+                    "the origin. Impressions are recorded by the edge itself. Retry contract: retry a POST "
+                    "/v1/events with the same event_id on each event after any failure (an error, a timeout, a "
+                    "connection cut); each event is stored once.",
                     "requestBody": {
                         "required": True,
                         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/EventsRequest"}}},

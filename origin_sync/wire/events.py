@@ -98,6 +98,7 @@ class FeedbackEvent(msgspec.Struct, forbid_unknown_fields=True):
     experiment: Id | None = None
     variant: Name | None = None
     region: str | None = None  # one the edge serves; else its only region
+    event_id: Id | None = None  # the client's idempotency key: a retry with the same one is stored once
 
 
 class FeedbackBatch(msgspec.Struct, forbid_unknown_fields=True):
@@ -118,6 +119,7 @@ FEEDBACK_RULES = {
     "experiment": f"the experiment of the answer, {ID_RULE}",
     "variant": f"the variant of the answer, {NAME_RULE}",
     "region": "a two-letter market code this edge serves",
+    "event_id": f"the client's key for this event, the same on every retry of it ({ID_RULE})",
 }
 _FEEDBACK_DECODER = msgspec.json.Decoder(FeedbackBatch)
 _ROWS_DECODER = msgspec.msgpack.Decoder(list[EventRow | dict[str, Any]])
@@ -136,6 +138,17 @@ def pseudonymize(key: bytes, shopper_id: str) -> str:
     """The only form in which a shopper id is written to disk or leaves the edge: a keyed hash (blake2b, 128 bit).
     The origin never sees the id; `edgerec events erase` computes the same value from the id and the key."""
     return hashlib.blake2b(shopper_id.encode(), key=key, digest_size=16).hexdigest()
+
+
+_EVENT_ID_KEY = b"edgerec-event-id"
+
+
+def feedback_event_id(request_id: str, event_id: str) -> str:
+    """The stored id of a feedback event whose client named it `event_id`: the same on every edge for every retry,
+    and scoped by the answer it follows (request_id), so that two clients' keys never meet (blake2b, 128 bit; the
+    key only separates this use of the hash from others, the ids are no secret)."""
+    message = request_id.encode() + b"\x00" + event_id.encode()
+    return hashlib.blake2b(message, key=_EVENT_ID_KEY, digest_size=16).hexdigest()
 
 
 # A frame: payload length, crc32 of the payload, then the payload = zlib(msgpack list of events). The edge's spool

@@ -18,14 +18,18 @@ from origin_sync.origin.sinks import (
     unattributed_feedback,
     unresolved_request_ids,
 )
-from origin_sync.wire.events import KINDS
+from origin_sync.origin.sinks.sql import FEEDBACK_ID_INDEX
+from origin_sync.origin.store.dialect import Connection
+from origin_sync.wire.events import KINDS, feedback_event_id
 from tests.conftest import NATS_URL, PG_DSN, needs_nats, needs_pg
 
 
-def events(n: int, experiment: str = "e", shopper: str | None = None) -> list[dict]:
+def events(n: int, experiment: str = "e", shopper: str | None = None, prefix: str = "") -> list[dict]:
+    """n impressions, and a purchase after every fourth; `prefix` makes their ids another batch's (an id is one
+    event: a sink stores a feedback id once)."""
     out = []
     for i in range(n):
-        request_id = f"r{i}"
+        request_id = f"{prefix}r{i}"
         out.append(
             {
                 "id": request_id,
@@ -46,7 +50,14 @@ def events(n: int, experiment: str = "e", shopper: str | None = None) -> list[di
         )
         if i % 4 == 0:
             out.append(
-                {**out[-1], "id": f"p{i}", "kind": "purchase", "value": 10.0, "currency": "GBP", "offer_ids": ["GB-1"]}
+                {
+                    **out[-1],
+                    "id": f"{prefix}p{i}",
+                    "kind": "purchase",
+                    "value": 10.0,
+                    "currency": "GBP",
+                    "offer_ids": ["GB-1"],
+                }
             )
     return out
 
@@ -72,7 +83,7 @@ async def _exercise(sink) -> None:
             }
         ]
         assert report["unattributed"] == {}
-        other = events(3, shopper="other")
+        other = events(3, shopper="other", prefix="o")
         assert await sink.write_batch("GB/b2", other) is True
         assert await sink.erase("abc") == len(batch)
         assert await sink.count() == len(other)
@@ -202,6 +213,110 @@ def test_a_nats_jetstream_round_trip_with_a_stream_per_kind_and_no_duplicates(tm
             for kind in KINDS:
                 try:
                     await js.delete_stream(nats_sink.stream(kind))
+                except Exception:  # noqa: BLE001 - cleanup only
+                    pass
+            await nc.close()
+            await sink.close()
+
+    asyncio.run(run())
+
+
+def _retried_event_batches() -> tuple[list[dict], list[dict]]:
+    """Two edges' batches: the first edge kept a click and a purchase (their 202 lost); the client retried both on
+    the second (same event_id, so the same id) which also kept the purchase twice (retried there as well)."""
+    click = event("click", "ans-1", id=feedback_event_id("ans-1", "k1"))
+    purchase = event("purchase", "ans-1", id=feedback_event_id("ans-1", "k2"), value=4.0, currency="GBP")
+    first = [event("impression", "ans-1"), click, purchase, event("click", "ans-1")]  # the last: no event_id
+    second = [event("impression", "ans-2"), {**click, "ts": 1001.0}, purchase, purchase]
+    return first, second
+
+
+async def _stores_each_event_id_once(sink) -> None:
+    await sink.open()
+    try:
+        first, second = _retried_event_batches()
+        assert await sink.write_batch("GB/edge-a-1", first) is True
+        assert await sink.write_batch("GB/edge-b-1", second) is True
+        stored = await sink.read_events(None, 100)
+        assert sorted(e["kind"] for e in stored) == ["click", "click", "impression", "impression", "purchase"]
+        assert {e["id"] for e in stored if e["kind"] != "impression"} == {e["id"] for e in first[1:]}
+        assert [e["ts"] for e in stored if e["id"] == first[1]["id"]] == [1000.0]  # the first copy stays
+        counts = await sink.experiment_counts({"id": "none", "regions": [], "start": None, "end": None})
+        assert counts["unattributed"] == {}  # the purchase is one feedback event, attributed to ans-1
+    finally:
+        await sink.close()
+
+
+def test_the_sqlite_sink_stores_a_retried_event_once_across_batches_and_edges(tmp_path):
+    asyncio.run(_stores_each_event_id_once(SQLiteEventSink(tmp_path / "events.db")))
+
+
+@needs_pg
+def test_the_postgresql_sink_stores_a_retried_event_once_across_batches_and_edges(pg_schema):
+    asyncio.run(_stores_each_event_id_once(PostgresEventSink(PG_DSN, pg_schema.name)))
+
+
+async def _migrates_a_database_from_before_the_index(make_sink) -> None:
+    """An events table of an older origin (no unique index, a feedback event stored twice by a retry through two
+    edges): the next origin keeps one of each id, builds the index, and stores no duplicate from then on."""
+    sink = make_sink()
+    await sink.open()
+    first, second = _retried_event_batches()
+
+    async def age(conn: Connection) -> None:
+        await conn.execute(f"DROP INDEX {FEEDBACK_ID_INDEX}")
+
+    await sink.engine.transaction(age, write=True)
+    await sink.write_batch("GB/old-a", first)
+    await sink.write_batch("GB/old-b", second)
+    assert await sink.count() == len(first) + len(second)
+    await sink.close()
+
+    sink = make_sink()
+    await sink.open()
+    try:
+        assert await sink.engine.run(lambda conn: conn.has_index(FEEDBACK_ID_INDEX)) is True
+        assert await sink.count() == 5  # two impressions, and the click, the purchase and the click without a key
+        clicks = [e for e in await sink.read_events(None, 100) if e["id"] == first[1]["id"]]
+        assert [e["ts"] for e in clicks] == [1000.0]
+        assert await sink.write_batch("GB/new-b", [second[1]]) is True
+        assert await sink.count() == 5
+    finally:
+        await sink.close()
+
+
+def test_an_older_sqlite_events_database_is_deduplicated_and_indexed_at_start(tmp_path):
+    asyncio.run(_migrates_a_database_from_before_the_index(lambda: SQLiteEventSink(tmp_path / "events.db")))
+
+
+@needs_pg
+def test_an_older_postgresql_events_table_is_deduplicated_and_indexed_at_start(pg_schema):
+    asyncio.run(_migrates_a_database_from_before_the_index(lambda: PostgresEventSink(PG_DSN, pg_schema.name)))
+
+
+@needs_nats
+def test_the_nats_sink_stores_a_retried_event_once_across_batches_and_edges():
+    prefix = f"edgerec_t_{secrets.token_hex(4)}"
+
+    async def run() -> None:
+        import nats
+
+        sink = NatsEventSink(NATS_URL, subject_prefix=f"{prefix}.events", stream_prefix=prefix.upper())
+        await sink.open()
+        nc = await nats.connect(NATS_URL)
+        js = nc.jetstream()
+        try:
+            info = await js.stream_info(sink.stream("click"))
+            assert info.config.duplicate_window == 2 * 3600
+            first, second = _retried_event_batches()
+            assert await sink.write_batch("GB/edge-a-1", first) is True
+            assert await sink.write_batch("GB/edge-b-1", second) is True
+            counts = {kind: (await js.stream_info(sink.stream(kind))).state.messages for kind in KINDS}
+            assert counts == {"impression": 2, "click": 2, "add_to_cart": 0, "purchase": 1}
+        finally:
+            for kind in KINDS:
+                try:
+                    await js.delete_stream(sink.stream(kind))
                 except Exception:  # noqa: BLE001 - cleanup only
                     pass
             await nc.close()

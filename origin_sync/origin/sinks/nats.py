@@ -1,14 +1,24 @@
-"""The NATS JetStream event sink: one stream per event kind, deduplicated by message id."""
+"""The NATS JetStream event sink: one stream per event kind, deduplicated by message id.
+
+The stream drops a message whose `Nats-Msg-Id` it stored within its duplicate window (2 h here; the server holds
+every id of that window in memory). Both copies of one event must reach it within the window:
+a batch's retry (seconds to minutes of backoff), and a client's retry of an event (same event_id, so the same id)
+kept by two edges, of which the slower is a replica killed and restarted, which ships its spool once it is back. A
+copy held longer than 2 h (a replica down for hours with the event in its spool) is stored again here; the SQL sink
+has no window."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import orjson
 
 from origin_sync.origin.sinks.base import EventSink
 from origin_sync.wire.events import KINDS
+
+log = logging.getLogger("edgerec.origin.events")
 
 
 class NatsEventSink(EventSink):
@@ -48,7 +58,16 @@ class NatsEventSink(EventSink):
             try:
                 await self._js.add_stream(config)
             except Exception:  # noqa: BLE001 - it exists (maybe with other settings): keep it as it is
-                await self._js.stream_info(self.stream(kind))
+                info = await self._js.stream_info(self.stream(kind))
+                window = info.config.duplicate_window or 0
+                if window < self.duplicate_window_s:
+                    log.warning(
+                        "NATS stream %s deduplicates over %.0f s only (this origin expects %.0f s): events retried "
+                        "later than that are stored twice in it",
+                        self.stream(kind),
+                        window,
+                        self.duplicate_window_s,
+                    )
 
     async def close(self) -> None:
         if self._nc is not None:

@@ -2,12 +2,14 @@
 change log's lock) or PostgreSQL (the store's database and schema, through its own pool).
 
 Exactly once: a batch's key goes into the `event_batches` ledger in the same transaction as its events, so a
-retried batch is acknowledged without being stored twice.
+retried batch is acknowledged without being stored twice; and a feedback event's id is stored once (a unique index),
+so a client's retry of an event (the same event_id, hence the same id), kept by two edges or twice by one, is one row.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,14 @@ COLUMNS = (
     "data_version",
     "slot",
 )
+INSERT_FEEDBACK = (
+    f"INSERT INTO events({', '.join(COLUMNS)}) VALUES ({', '.join(f'${i}' for i in range(1, len(COLUMNS) + 1))}) "
+    "ON CONFLICT DO NOTHING"
+)
+# Impressions (an edge's own, one per answer, id = its request_id) are never retried by a client: they stay out of
+# the index, which so costs nothing on the bulk of the rows, and keep the bulk copy.
+FEEDBACK_ID_INDEX = "events_feedback_id"
+_FEEDBACK_ID_SQL = f"CREATE UNIQUE INDEX {FEEDBACK_ID_INDEX} ON events (id) WHERE kind <> 'impression'"
 _SCHEMA_LOCK = 0x6564676572656332  # the advisory lock taken while creating the tables: "edgerec2"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS event_batches (
@@ -74,6 +84,7 @@ CREATE TABLE IF NOT EXISTS variant_health (
 );
 CREATE INDEX IF NOT EXISTS variant_health_experiment ON variant_health (experiment)
 """
+log = logging.getLogger("edgerec.origin.events")
 HEALTH_COLUMNS = (
     "batch_key",
     "received_at",
@@ -116,6 +127,27 @@ async def _create(conn: Connection) -> None:
     for statement in _SCHEMA.format(**conn.types).split(";"):
         if statement.strip():
             await conn.execute(statement)
+    if not await conn.has_index(FEEDBACK_ID_INDEX):
+        await _index_feedback_ids(conn)
+
+
+async def _index_feedback_ids(conn: Connection) -> None:
+    """The migration of a database from before the unique index: keep the first (by ts) of each feedback id stored
+    more than once (the duplicates a retry made then), then build the index. It locks the table while it builds,
+    once, at the first start of an origin of this version."""
+    duplicated = await conn.fetch(
+        "SELECT id FROM events WHERE kind <> 'impression' GROUP BY id HAVING COUNT(*) > 1"  # nosec B608
+    )
+    columns = ", ".join(COLUMNS)
+    for (event_id,) in (tuple(r) for r in duplicated):
+        first = await conn.fetchrow(
+            f"SELECT {columns} FROM events WHERE id = $1 AND kind <> 'impression' ORDER BY ts LIMIT 1",  # nosec B608
+            event_id,
+        )
+        removed = await conn.execute("DELETE FROM events WHERE id = $1 AND kind <> 'impression'", event_id)
+        await conn.execute(INSERT_FEEDBACK, *tuple(first))
+        log.warning("events: feedback id stored %d times, kept once before indexing ids", removed)
+    await conn.execute(_FEEDBACK_ID_SQL)
 
 
 class SQLEventSink(EventSink):
@@ -144,7 +176,12 @@ class SQLEventSink(EventSink):
             )
             if fresh is None:
                 return False
-            await conn.copy_rows("events", COLUMNS, [_row(e) for e in events])
+            impressions = [_row(e) for e in events if e["kind"] == "impression"]
+            feedback = [_row(e) for e in events if e["kind"] != "impression"]
+            if impressions:
+                await conn.copy_rows("events", COLUMNS, impressions)
+            if feedback:  # an id stored before (a client's retry through another batch) adds nothing
+                await conn.executemany(INSERT_FEEDBACK, feedback)
             return True
 
         return await self.engine.transaction(write, write=True)

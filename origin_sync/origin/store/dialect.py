@@ -62,6 +62,9 @@ class Connection(abc.ABC):
     @abc.abstractmethod
     async def has_column(self, table: str, column: str) -> bool: ...
 
+    @abc.abstractmethod
+    async def has_index(self, name: str) -> bool: ...
+
     async def lock(self, key: int) -> None:  # noqa: B027 - SQLite's BEGIN IMMEDIATE already excludes other writers
         """Take a transaction-scoped lock named by `key` (schema creation by several processes at once)."""
 
@@ -118,6 +121,9 @@ class SQLiteConnection(Connection):
     async def has_column(self, table: str, column: str) -> bool:
         return column in {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
 
+    async def has_index(self, name: str) -> bool:
+        return await self.fetchval("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = $1", name) is not None
+
     def text_list(self, values: Sequence[str]) -> Any:
         return json.dumps(list(values))
 
@@ -169,6 +175,14 @@ class PostgresConnection(Connection):
                 "current_schema() AND table_name = $1 AND column_name = $2",
                 table,
                 column,
+            )
+            is not None
+        )
+
+    async def has_index(self, name: str) -> bool:
+        return (
+            await self._conn.fetchval(
+                "SELECT 1 FROM pg_indexes WHERE schemaname = current_schema() AND indexname = $1", name
             )
             is not None
         )
