@@ -86,7 +86,7 @@ def _memory(n: int) -> dict[str, float]:
     before = tracemalloc.get_traced_memory()[0]
     held = [codec.decode(data) for data in encoded]
     decoded_bytes = tracemalloc.get_traced_memory()[0] - before
-    tier: MemoryTier[bytes] = MemoryTier(2**40)
+    tier = MemoryTier(2**40)
     before = tracemalloc.get_traced_memory()[0]
     for i, record in enumerate(held):
         tier.put(f"{i:032x}", codec.encode(record), len(encoded[i]), 0.0)

@@ -38,15 +38,20 @@ class RegionCatalog:
     ) -> "RegionCatalog":
         """`extra_boosts` (offer id -> boost) are an experiment variant's campaign boosts, added to the offers' own."""
         offers = sorted(offers, key=lambda o: o["id"])
-        candidates = np.ascontiguousarray(
-            ranker.item_indices([o["sku"] for o in offers]) if offers else np.zeros(0), dtype=np.int64
-        )
+        # The SKUs are kept (one string per distinct SKU, copied): the offers they come from are decoded for this
+        # build and go after it, and a string of theirs kept would keep their memory pools from being freed.
+        # (Each offer's own "sku" is set to that copy, an equal string, for the rules' lookup table built below.)
+        distinct: dict[str, str] = {}
+        for o in offers:
+            o["sku"] = distinct.setdefault(o["sku"], o["sku"].encode().decode())
+        skus = tuple(o["sku"] for o in offers)
+        candidates = np.ascontiguousarray(ranker.item_indices(list(skus)) if offers else np.zeros(0), dtype=np.int64)
         region_index = ranker.region_index(region)
         return cls(
             region=region,
             region_index=region_index,
             offer_ids=tuple(o["id"] for o in offers),
-            skus=tuple(o["sku"] for o in offers),
+            skus=skus,
             candidates=candidates,
             rules=OfferRules.build(offers, extra_boosts or {}),
             popularity=_popularity(ranker, region_index, candidates),

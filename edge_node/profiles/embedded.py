@@ -60,7 +60,7 @@ class EmbeddedProfileStore(Generic[R]):
         self.stats = StoreStats()
         self._clock = clock
         self._cipher = RecordCipher(derive_profile_key(secret))
-        self._memory: MemoryTier[bytes] = MemoryTier(budget_bytes)  # each record's plaintext msgpack form
+        self._memory = MemoryTier(budget_bytes)  # each record's plaintext msgpack form
         self._file = ProfileFile(Path(directory), self._cipher, fsync_interval_s)
         self.stats.corrupt_files = self._file.corrupt_files
         self.stats.started_empty = self._file.started_empty

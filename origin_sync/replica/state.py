@@ -28,10 +28,13 @@ from origin_sync.wire.protocol import (
     PROTOCOL_VERSION,
     IntegrityError,
     ProtocolError,
+    canonical,
     chain_hash,
     unpack,
 )
 from origin_sync.wire.signing import merge_key_sets, validate_key_set
+
+from .offers import PackedOffers
 
 log = logging.getLogger("edgerec.sync")
 
@@ -42,7 +45,7 @@ class Replica:
 
     version: int
     regions: tuple[str, ...]
-    offers: Mapping[str, dict[str, Any]]
+    offers: Mapping[str, dict[str, Any]]  # held as PackedOffers (canonical bytes), whatever mapping is given
     model: dict[str, Any] | None  # {"version", "sha256", "manifest"} of the active model
     head_hash: bytes = GENESIS_HASH  # the origin's chain hash at `version`
     experiments: Mapping[str, dict[str, Any]] = field(default_factory=dict)  # by id, with variants' model refs
@@ -55,6 +58,7 @@ class Replica:
     profile_changes: tuple[ProfileChange, ...] = field(default=(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "offers", PackedOffers.of(self.offers))
         if self.lanes is None:
             object.__setattr__(
                 self,
@@ -124,7 +128,7 @@ def apply_deltas(replica: Replica, batch: dict[str, Any]) -> Replica:
     to, to_hash = batch.get("to"), batch.get("to_hash")
     if not isinstance(to, int) or to < replica.version or not isinstance(to_hash, bytes):
         raise IntegrityError("order", f"delta batch ends at {to!r}, before the replica's version {replica.version}")
-    offers = dict(replica.offers)
+    offers = PackedOffers.of(replica.offers).packed()  # id -> canonical bytes
     experiments = dict(replica.experiments)
     model = replica.model
     key_set = replica.key_set
@@ -159,12 +163,12 @@ def apply_deltas(replica: Replica, batch: dict[str, Any]) -> Replica:
         if op == OP_OFFER_UPSERT:
             offer = change["offer"]
             old = offers.pop(offer["id"], None)
-            swap(digest.offer_elements(old, regions) if old else [], digest.offer_elements(offer, regions))
+            swap(digest.offer_elements(unpack(old), regions) if old else [], digest.offer_elements(offer, regions))
             if offered_in(offer, regions):
-                offers[offer["id"]] = offer
+                offers[offer["id"].encode().decode()] = canonical(offer)  # not a string of the decoded batch
         elif op == OP_OFFER_DELETE:
             old = offers.pop(change["offer_id"], None)
-            swap(digest.offer_elements(old, regions) if old else [], [])
+            swap(digest.offer_elements(unpack(old), regions) if old else [], [])
         elif op == OP_MODEL_ACTIVATE:
             swap(digest.model_element(model), digest.model_element(change["model"]))
             model = change["model"]
@@ -190,7 +194,7 @@ def apply_deltas(replica: Replica, batch: dict[str, Any]) -> Replica:
         regions=replica.regions,
         # A batch that touched no offer (or no experiment), e.g. one of profile summaries only, keeps the mapping
         # itself, so the edge can tell that its catalogs need no rebuild (`is`).
-        offers=offers if touched_offers else replica.offers,
+        offers=PackedOffers(offers) if touched_offers else replica.offers,
         model=model,
         head_hash=to_hash,
         experiments=experiments if touched_experiments else replica.experiments,
@@ -247,8 +251,9 @@ def replica_from_snapshot(snapshot: dict[str, Any], regions: tuple[str, ...]) ->
     head_hash = snapshot.get("head_hash")
     if not isinstance(snapshot.get("version"), int) or not isinstance(head_hash, bytes):
         raise IntegrityError("decode", "snapshot without version or chain hash")
-    offers = {o["id"]: o for o in snapshot["offers"] if offered_in(o, regions)}
+    offered = {o["id"]: o for o in snapshot["offers"] if offered_in(o, regions)}
     experiments = {e["id"]: e for e in snapshot.get("experiments") or []}
+    offers = PackedOffers.of(offered)
     replica = Replica(
         version=snapshot["version"],
         regions=regions,
@@ -257,6 +262,8 @@ def replica_from_snapshot(snapshot: dict[str, Any], regions: tuple[str, ...]) ->
         head_hash=head_hash,
         experiments=experiments,
         key_set=checked_key_set(snapshot.get("signing_keys"), None),
+        # From the offers as they arrived, not decoded again from their canonical bytes.
+        lanes=digest.state_vector(offered.values(), snapshot.get("model"), experiments.values(), regions),
     )
     check_state_digest(replica, snapshot.get("state_digest"), f"snapshot at version {replica.version}")
     return replica

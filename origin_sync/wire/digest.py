@@ -36,12 +36,21 @@ def vector_of(element: bytes) -> np.ndarray:
     return np.frombuffer(hashlib.shake_128(element).digest(_VECTOR_BYTES), dtype=_DTYPE)
 
 
+_CHUNK = 1024  # elements hashed and summed at a time: 2 MiB of vectors, not 2 KiB times the whole state at once
+
+
 def sum_of(elements: Iterable[bytes]) -> np.ndarray:
-    """The vector of a set of elements (mod 2**16 lane-wise), hashed in one pass."""
-    data = b"".join(hashlib.shake_128(e).digest(_VECTOR_BYTES) for e in elements)
-    if not data:
-        return zero()
-    total: np.ndarray = np.frombuffer(data, dtype=_DTYPE).reshape(-1, LANES).sum(axis=0, dtype=_DTYPE)
+    """The vector of a set of elements (mod 2**16 lane-wise), hashed in one pass, a chunk at a time (100,000
+    offers' vectors at once took 200 MB, twice, and left the heap fragmented for good)."""
+    total = zero()
+    chunk: list[bytes] = []
+    for element in elements:
+        chunk.append(hashlib.shake_128(element).digest(_VECTOR_BYTES))
+        if len(chunk) == _CHUNK:
+            total += np.frombuffer(b"".join(chunk), dtype=_DTYPE).reshape(-1, LANES).sum(axis=0, dtype=_DTYPE)
+            chunk.clear()
+    if chunk:
+        total += np.frombuffer(b"".join(chunk), dtype=_DTYPE).reshape(-1, LANES).sum(axis=0, dtype=_DTYPE)
     return total
 
 
