@@ -82,7 +82,7 @@ def test_edgerec_and_ceiling_were_measured_without_errors(smoke_report: Path) ->
     report = json.loads((smoke_report / "report.json").read_text())
     for name in ("edgerec", "ceiling"):
         target = report["targets"][name]
-        assert "skipped" not in target, target
+        assert "skipped" not in target, f"{name}: {target.get('skipped')}"
         assert target["rps"] > 0 and target["errors"] == 0, target
     cdn = report["targets"]["edgerec_cdn"]
     # Varnish may be missing on this machine: then the report says why instead of failing.
@@ -98,7 +98,7 @@ def test_report_md_shows_the_table_and_the_readme_section(smoke_report: Path) ->
 def test_events_on_off_is_measured_in_the_same_run(smoke_report: Path) -> None:
     report = json.loads((smoke_report / "report.json").read_text())
     off = report["targets"]["edgerec_no_events"]
-    assert "skipped" not in off, off
+    assert "skipped" not in off, off.get("skipped")
     assert off["rps"] > 0 and off["errors"] == 0, off
     assert isinstance(report["ratios"]["events_on_vs_off_rps"], float)
     assert report["events_on_off_rounds"][0]["on_locust"] and report["events_on_off_rounds"][0]["off_locust"]
@@ -109,7 +109,7 @@ def test_events_on_off_is_measured_in_the_same_run(smoke_report: Path) -> None:
 def test_tracing_at_a_sample_is_measured_in_the_same_run(smoke_report: Path) -> None:
     report = json.loads((smoke_report / "report.json").read_text())
     traced = report["targets"]["edgerec_traced"]
-    assert "skipped" not in traced, traced
+    assert "skipped" not in traced, traced.get("skipped")
     assert traced["rps"] > 0 and traced["errors"] == 0, traced
     assert "OTLP exports" in traced["note"]  # the sink the traced edge exported to
     assert isinstance(report["ratios"]["traced_vs_untraced_rps"], float)
