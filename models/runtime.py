@@ -267,7 +267,7 @@ class Ranker:
     def encode_prepared(self, prepared: PreparedProfile, now: float) -> RequestContext:
         """`encode_profile` of the profile `prepared` came from, equal to it bit for bit."""
         items, counts, since_last, since_first, decayed = encode_prepared(prepared, now, self.context_length)
-        filled = int(np.count_nonzero(counts))
+        filled = min(len(prepared.items), self.context_length)  # every kept slot has a count of at least 1
         return RequestContext(items, since_last, filled, counts, since_first, decayed)
 
     def rank_profiles(
