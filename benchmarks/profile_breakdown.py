@@ -28,7 +28,7 @@ def _per_call_us(fn: Callable[[Any], Any], inputs: list[Any]) -> float:
 
 def measure_breakdown(bundle: Path, shoppers: list[Any], files: dict[str, Path], sample: int = 1000) -> dict[str, Any]:
     from edge_node.profiles import EmbeddedProfileStore, ProfileCodec, ProfileEvent
-    from edge_node.shoppers import cart_of, history_profile, recent_events
+    from edge_node.shoppers import HitInput, HitInputs, cart_of, history_profile, recent_events
     from edge_node.validation import parse_recommendation_request
     from models.runtime import Ranker
     from origin_sync.wire.events import pseudonym_key, pseudonymize
@@ -80,8 +80,21 @@ def measure_breakdown(bundle: Path, shoppers: list[Any], files: dict[str, Path],
     request = {
         "parse_body": _per_call_us(lambda b: parse_recommendation_request(b, 100, 10, length), bodies["request"]),
     }
+    before: dict[str, float] = {}
     if model.reads_profiles:
-        hit["encode"] = _per_call_us(lambda h: model.encode_profile(h, now), histories)
+        # The walk's hit (edge_node.serving.score): a shopper's first request builds its HitInput, a repeat one
+        # (the same record, found by edge_node.shoppers.HitInputs) only encodes it at the request's time.
+        before["history_profile"] = hit.pop("history_profile")
+        before["encode_profile"] = _per_call_us(lambda h: model.encode_profile(h, now), histories)
+        carts = [tuple(cart_of(r, now)) for r in records]
+        hit["first_request_input"] = _per_call_us(
+            lambda rc: HitInput(*rc).encode(model, now), list(zip(records, carts))
+        )
+        inputs = HitInputs(len(records))
+        for r, c in zip(records, carts):
+            inputs.get(r, c).encode(model, now)
+        again = [(codec.decode(e), c) for e, c in zip(encoded, carts)]  # new, equal records, as a store read gives
+        hit["repeat_request_input"] = _per_call_us(lambda rc: inputs.get(*rc).encode(model, now), again)
         hit_rows = [model.encode_profile(h, now) for h in histories]
     else:
         hit["encode"] = _per_call_us(lambda c: model.encode_context(c[0], ages_days=c[1]), contexts)
@@ -103,16 +116,23 @@ def measure_breakdown(bundle: Path, shoppers: list[Any], files: dict[str, Path],
     request["model_run_batch_of_8_per_request"] = round(
         _per_call_us(lambda b: model.rank_many(b, 10), batches(request_rows)) / 8, 2
     )
-    hit_total = round(sum(v for k, v in hit.items() if k != "decode_within_store_get"), 2)
+    steps = {k: v for k, v in hit.items() if k != "decode_within_store_get"}
+    hit_total = round(sum(v for k, v in steps.items() if k != "repeat_request_input"), 2)
+    repeat_total = round(sum(v for k, v in steps.items() if k != "first_request_input"), 2)
+    before_total = round(sum(v for k, v in steps.items() if not k.endswith("_input")) + sum(before.values()), 2)
     request_total = round(sum(request.values()), 2)
     return {
         "sample": len(chosen),
         "model_reads_profiles": model.reads_profiles,
         "hit_us": hit,
         "request_us": request,
+        "hit_before_us": before,
         "hit_total_us": hit_total,
+        "hit_repeat_total_us": repeat_total,
+        "hit_before_total_us": before_total,
         "request_total_us": request_total,
         "hit_extra_us": round(hit_total - request_total, 2),
+        "hit_repeat_extra_us": round(repeat_total - request_total, 2),
         "note": "measured in the harness process (the load core, after the load runs), warm; inside the server the "
         "same work costs more (cold caches)",
         "profile_sizes": {

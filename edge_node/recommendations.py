@@ -195,7 +195,8 @@ class RecommendationsEndpoint:
         region = resolve_region(request.region, viewer.country, state, self.cdn)
         mark = time.time_ns() if trace is not None else 0
         record = await find_profile(request, self.profiles)
-        context = shopper_context(request, record, state.catalogs[region])
+        inputs = self.profiles.inputs if self.profiles is not None else None
+        context = shopper_context(request, record, state.catalogs[region], inputs)
         if trace is not None:
             mark = trace.step("edge.profile", mark)
         chosen = candidates(state, region, request, context, self.rules)

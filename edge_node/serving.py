@@ -28,7 +28,7 @@ from .catalog import RegionCatalog
 from .cdn import CdnPolicy
 from .profiles import Profile
 from .rules import Rules, diversify, drop_ruled_out
-from .shoppers import ShopperProfiles, cart_of, history_profile, recent_events, skus
+from .shoppers import HitInput, HitInputs, ShopperProfiles, cart_of, recent_events, skus
 from .state import EdgeState
 from .validation import RecommendationRequest, RequestError
 
@@ -80,28 +80,35 @@ class ShopperContext(Struct, frozen=True):
     profile: str = PROFILE_MISS
     history: HistoryProfile | None = None
     now: float = 0.0
+    hit: HitInput | None = None  # the stored profile's model input (edge_node.shoppers.HitInputs), with history
 
 
 def shopper_context(
-    request: RecommendationRequest, record: Profile | None = None, catalog: RegionCatalog | None = None
+    request: RecommendationRequest,
+    record: Profile | None = None,
+    catalog: RegionCatalog | None = None,
+    inputs: HitInputs | None = None,
 ) -> ShopperContext:
     """Precedence: the request's recent_items, when sent, are the shopper's events (the profile is not read);
     else the stored profile's purchases and its cart; else nothing (the anonymous path). The request's cart is
     added in every case, as bought now (so the just-bought rule keeps its items out of the answer)."""
     now = request.at if request.at is not None else time.time()
     cart = skus(request.cart, catalog) if request.cart else ()
-    history = None
+    history = hit = None
     if request.recent_items:
         items, ages, source = request.recent_items, request.recent_ages_days, PROFILE_REQUEST
     elif record is not None:
         (items, ages), source = recent_events(record, now), PROFILE_HIT
-        history = history_profile(record, [*cart_of(record, now), *((sku, now) for sku in cart)])
+        extra = (*cart_of(record, now), *((sku, now) for sku in cart))
+        # The request's cart is folded at `now`, so only a cartless request can reuse a shopper's input.
+        hit = inputs.get(record, extra) if inputs is not None and not cart else HitInput(record, extra)
+        history = hit.history
     else:
         items, ages, source = (), None, PROFILE_MISS
     if cart:
         ages = (ages if ages is not None else (math.nan,) * len(items)) + (0.0,) * len(cart)
         items = items + cart
-    return ShopperContext(items, ages, source, history, now)
+    return ShopperContext(items, ages, source, history, now, hit)
 
 
 class Candidates(Struct, frozen=True):
@@ -172,7 +179,9 @@ async def score(chosen: Candidates, context: ShopperContext, batcher: InferenceB
         return LATENCY_BUDGET
     model = chosen.model
     try:
-        if context.history is not None and model.reads_profiles:
+        if context.hit is not None and model.reads_profiles:
+            encoded = context.hit.encode(model, context.now)
+        elif context.history is not None and model.reads_profiles:
             encoded = model.encode_profile(context.history, context.now)
         else:
             encoded = model.encode_context(context.items, ages_days=context.ages_days)

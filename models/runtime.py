@@ -19,7 +19,7 @@ from models.bundle import (
     read_bundle,
 )
 from models.encoding import CaseInsensitiveSkus, RequestContext, few_events_context, many_events_context
-from models.features import encode_profile
+from models.features import PreparedProfile, encode_prepared, encode_profile, prepare_columns, prepare_profile
 from models.profile import Profile
 
 __all__ = ["BundleError", "Profile", "Ranker", "RequestContext"]
@@ -252,6 +252,22 @@ class Ranker:
             profile, now, self._profile_lookup, self.context_length
         )
         filled = int(np.count_nonzero(counts))
+        return RequestContext(items, since_last, filled, counts, since_first, decayed)
+
+    def prepare_profile(self, profile: Profile) -> PreparedProfile:
+        """The time-independent part of `encode_profile` (models.features.prepare_profile), for this vocabulary."""
+        return prepare_profile(profile, self._profile_lookup)
+
+    def prepare_columns(
+        self, skus: list[str], counts: list[int], first: list[float], last: list[float], decayed: list[float]
+    ) -> PreparedProfile:
+        """A profile given as columns (edge_node.shoppers.history_columns), prepared as `prepare_profile` would."""
+        return prepare_columns(skus, counts, first, last, decayed, self._profile_lookup)
+
+    def encode_prepared(self, prepared: PreparedProfile, now: float) -> RequestContext:
+        """`encode_profile` of the profile `prepared` came from, equal to it bit for bit."""
+        items, counts, since_last, since_first, decayed = encode_prepared(prepared, now, self.context_length)
+        filled = min(len(prepared.items), self.context_length)  # every kept slot has a count of at least 1
         return RequestContext(items, since_last, filled, counts, since_first, decayed)
 
     def rank_profiles(
