@@ -255,22 +255,11 @@ def plot(path: Path, report: dict[str, Any], rounds: list[dict[str, Any]]) -> No
     plt.close(fig)
 
 
-def write_profile_report(
-    out: Path,
-    machine: dict[str, Any],
-    settings: dict[str, Any],
-    loaded: dict[str, Any],
-    rounds: list[dict[str, Any]],
-    memory: dict[str, Any],
-    propagation: dict[str, dict[str, Any]],
-    breakdown: dict[str, Any],
-    command: str,
-    wall_s: float,
-) -> tuple[list[Path], dict[str, Any]]:
-    report = build(machine, settings, loaded, rounds, memory, propagation, breakdown, command, wall_s)
+def write_profile_report(out: Path, report: dict[str, Any], rounds: list[dict[str, Any]]) -> list[Path]:
+    """The report (build's) as report.json and report.md, and the rounds' plot as profiles.png, in `out`."""
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "report.json", out / "report.md", out / "profiles.png"]
     written[0].write_text(json.dumps(report, indent=2) + "\n")
     written[1].write_text(markdown(report))
     plot(written[2], report, rounds)
-    return written, report
+    return written

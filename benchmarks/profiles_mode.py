@@ -31,7 +31,7 @@ from .loadgen import run_wrk, wrk_missing
 from .processes import CpuSampler, cores
 from .profile_breakdown import measure_breakdown
 from .profile_propagation import measure_propagation, redis_cleanup
-from .profile_report import write_profile_report
+from .profile_report import build, write_profile_report
 from .profile_shoppers import catalog_offers, import_rows, real_histories, synthetic_shoppers, write_request_files
 from .traffic import regional_offers
 
@@ -168,23 +168,30 @@ def measure_pair(
     rounds = []
     for kind in ("hit", "request"):  # warm-up, not measured
         run_wrk(f"warmup-{kind}", [url], files[kind], args.users, 2.0, load_cores, runs, sampler, "server:profiles")
+
+    def measured(name: str, kind: str, rate: float = 0.0) -> dict[str, Any]:
+        """A wrk run of one path (closed loop, or at a fixed rate) and the answers sent from the fallback meanwhile."""
+        before = fallback_answers(url)
+        result = run_wrk(
+            name,
+            [url],
+            files[kind],
+            args.users,
+            args.duration + args.warmup,
+            load_cores,
+            runs,
+            sampler,
+            "server:profiles",
+            rate=rate,
+        )
+        result["fallback_answers"] = fallback_answers(url) - before
+        return result
+
     for round_no in range(args.repeat):
         order = ("hit", "request") if round_no % 2 == 0 else ("request", "hit")
         this: dict[str, Any] = {"order": list(order)}
         for kind in order:
-            before = fallback_answers(url)
-            this[kind] = run_wrk(
-                f"r{round_no}-{kind}-peak",
-                [url],
-                files[kind],
-                args.users,
-                args.duration + args.warmup,
-                load_cores,
-                runs,
-                sampler,
-                "server:profiles",
-            )
-            this[kind]["fallback_answers"] = fallback_answers(url) - before
+            this[kind] = measured(f"r{round_no}-{kind}-peak", kind)
             say(
                 f"    round {round_no + 1} {kind:8s} peak {this[kind]['rps']:8.1f} req/s  p50 {this[kind]['p50_ms']} "
                 f"ms  p99 {this[kind]['p99_ms']} ms  errors {this[kind]['errors']}  "
@@ -192,21 +199,8 @@ def measure_pair(
             )
         rate = round(0.7 * min(this["hit"]["rps"], this["request"]["rps"]), 1)
         for kind in order:
-            before = fallback_answers(url)
-            fixed = run_wrk(
-                f"r{round_no}-{kind}-70",
-                [url],
-                files[kind],
-                args.users,
-                args.duration + args.warmup,
-                load_cores,
-                runs,
-                sampler,
-                "server:profiles",
-                rate=rate,
-            )
+            fixed = measured(f"r{round_no}-{kind}-70", kind, rate)
             fixed["offered_rps"] = rate
-            fixed["fallback_answers"] = fallback_answers(url) - before
             this[f"{kind}_at_70"] = fixed
             say(
                 f"    round {round_no + 1} {kind:8s} at {rate} req/s: p50 {fixed['p50_ms']} ms  p99 {fixed['p99_ms']} "
@@ -366,9 +360,9 @@ def run(args: argparse.Namespace) -> int:
         machine["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
         command = "python -m benchmarks.latency " + " ".join(shlex.quote(a) for a in (sys.argv[1:] or []))
         say("[5/5] writing the report")
-        written, report = write_profile_report(
-            out, machine, settings, loaded, rounds, memory, propagation, breakdown, command, time.monotonic() - started
-        )
+        wall_s = time.monotonic() - started
+        report = build(machine, settings, loaded, rounds, memory, propagation, breakdown, command, wall_s)
+        written = write_profile_report(out, report, rounds)
         for line in report["summary"]:
             say("  " + line)
         for p in written:

@@ -33,7 +33,7 @@ from .profile_sync import ProfileSync
 from .profiles import register_profile_metrics
 from .recommendations import RecommendationsEndpoint
 from .shoppers import ShopperProfiles
-from .spool import EventSpool, ship_remaining
+from .spool import EventSpool, run_shipper, ship_remaining
 from .state import EdgeState, StateHolder
 
 log = logging.getLogger("edgerec.edge")
@@ -201,7 +201,8 @@ def build_app(config: EdgeConfig) -> HotPath:
             background_tasks.append(asyncio.create_task(spool.run_writer(), name="edgerec-spool-writer"))
             background_tasks.append(
                 asyncio.create_task(
-                    spool.run_shipper(
+                    run_shipper(
+                        spool,
                         lambda: syncer.current_origin,
                         config.sync_token,
                         config.regions,

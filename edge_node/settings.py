@@ -9,7 +9,7 @@ from urllib.parse import urlparse
 
 from pydantic import field_validator
 
-from edgerec.core.access import parse_access_log
+from edgerec.core.access import AccessLogSettings
 from edgerec.core.settings import (
     AtLeastOne,
     RateLimit,
@@ -47,7 +47,7 @@ Seconds600 = Annotated[float, bounded(0, 600, low_open=True, what="more than 0 a
 ProfileWait = Annotated[float, bounded(0, 10000, low_open=True, what="more than 0 and at most 10000 ms")]
 
 
-class EdgeSettings(TraceSettings, StopSettings):
+class EdgeSettings(AccessLogSettings, TraceSettings, StopSettings):
     host: str = setting("127.0.0.1", "EDGEREC_EDGE_HOST", "listen address")
     port: TcpPort = setting(8000, "EDGEREC_EDGE_PORT", "listen port")
     origin: str = setting(
@@ -128,12 +128,6 @@ class EdgeSettings(TraceSettings, StopSettings):
         "EDGEREC_EVENT_SPOOL_MAX_MB",
         "most disk the event spool may use, MiB; past it new events are dropped and counted",
     )
-    access_log: str = setting(
-        "off",
-        "EDGEREC_ACCESS_LOG",
-        "a JSON line per request to stderr, logger edgerec.access (no shopper id, no query values): off, on, or "
-        "sample:R for a share R of the requests (sample:0.01)",
-    )
     events: Literal["on", "off"] = setting(
         "on",
         "EDGEREC_EVENTS",
@@ -213,12 +207,6 @@ class EdgeSettings(TraceSettings, StopSettings):
         None,
         "production mode (also EDGEREC_ENV=production): refuse weak secrets and a plain HTTP origin beyond loopback",
     )
-
-    @field_validator("access_log")
-    @classmethod
-    def _access_log(cls, raw: str) -> str:
-        parse_access_log(raw)
-        return raw.strip().lower()
 
     @field_validator("origin")
     @classmethod

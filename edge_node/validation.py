@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import datetime, timezone
 from typing import Annotated, Literal, get_args
 
 import msgspec
 import orjson
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-from origin_sync.wire.fields import ID_RULE, MAX_ID_CHARS, Id  # one rule for every id, at edge and origin
+from origin_sync.wire.fields import (  # one rule for every id and date-time, at edge and origin
+    ID_RULE,
+    MAX_ID_CHARS,
+    Id,
+    SchemaError,
+    iso_seconds,
+)
 
 MAX_RECENT_ITEMS = 1000
 MAX_EXCLUDE = 500
@@ -156,12 +161,9 @@ def _events(events: tuple[str | PurchaseEvent, ...]) -> tuple[tuple[str, ...], t
 
 def _iso_time(value: str) -> float:
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise invalid(f"context.time: {value!r} is not an ISO 8601 date-time") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.timestamp()
+        return iso_seconds(value, "context.time")
+    except SchemaError as exc:
+        raise invalid(str(exc)) from None
 
 
 def _expected(max_k: int) -> dict[str, str]:

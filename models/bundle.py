@@ -83,17 +83,11 @@ def golden_case(
     expected_indices: np.ndarray,
 ) -> dict:
     """One golden request and its expected answer, as JSON lists."""
-    return {
-        "inputs": {
-            "context_items": [int(v) for v in context],
-            "context_ages_days": [float(np.float32(v)) for v in ages_days],
-            "region": [int(region)],
-            "candidates": [int(v) for v in candidates],
-            "excluded_positions": [int(v) for v in excluded_positions],
-            "k": [int(k)],
-        },
-        "expected": {"scores": [float(v) for v in expected_scores], "indices": [int(v) for v in expected_indices]},
+    history = {
+        "context_items": [int(v) for v in context],
+        "context_ages_days": [float(np.float32(v)) for v in ages_days],
     }
+    return _golden(history, region, candidates, excluded_positions, k, expected_scores, expected_indices)
 
 
 def golden_profile_case(
@@ -109,9 +103,23 @@ def golden_profile_case(
     inputs: dict[str, list] = {"profile_items": [int(v) for v in slots["items"]]}
     for field, name in zip(("counts", "days_since_last", "days_since_first", "decayed"), PROFILE_INPUTS[1:]):
         inputs[name] = [float(np.float32(v)) for v in slots[field]]
+    return _golden(inputs, region, candidates, excluded_positions, k, expected_scores, expected_indices)
+
+
+def _golden(
+    history: dict[str, list],
+    region: int,
+    candidates: np.ndarray,
+    excluded_positions: list[int],
+    k: int,
+    expected_scores: np.ndarray,
+    expected_indices: np.ndarray,
+) -> dict:
+    """A golden case of a graph whose shopper inputs are `history`: the rest of the request and the expected answer
+    as JSON lists, in the manifest's order."""
     return {
         "inputs": {
-            **inputs,
+            **history,
             "region": [int(region)],
             "candidates": [int(v) for v in candidates],
             "excluded_positions": [int(v) for v in excluded_positions],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import ssl
@@ -123,6 +124,19 @@ def make_offer(offer_id: str, sku: str, region: str = "GB", **overrides) -> dict
     }
     offer.update(overrides)
     return offer
+
+
+@contextlib.contextmanager
+def stocked(cluster: Cluster, skus: list[str]) -> Iterator[Cluster]:
+    """A cluster whose origin is started, with its bundle published as the active model and a GB offer of each sku;
+    every process of it stopped after, whatever happened."""
+    try:
+        cluster.publish()
+        for sku in skus:
+            cluster.put_offer(make_offer(f"GB-{sku}", sku))
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture(scope="session")

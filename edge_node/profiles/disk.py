@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Iterable
 
+from edgerec.core.files import fsync_directory
+
 from .crypto import RecordCipher
 from .interface import CorruptRecord
 
@@ -50,14 +52,6 @@ def _connect(path: Path) -> sqlite3.Connection:
     # Deleted rows are overwritten with zeros, so an erased pseudonym's bytes do not linger in free pages.
     con.execute("PRAGMA secure_delete=ON")
     return con
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class ProfileFile:
@@ -228,7 +222,7 @@ class ProfileFile:
             for suffix in _SIDE_FILES:
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(str(self.path) + suffix)
-            _fsync_directory(self.directory)
+            fsync_directory(self.directory)
             self._con = self._open_checked()
             self.unsynced = False
         for path in self.moved_aside():  # kept for inspection until now: they may hold erased shoppers

@@ -92,12 +92,7 @@ class EmbeddedProfileStore(Generic[R]):
             self._background = asyncio.get_running_loop().create_task(self._maintain())
 
     async def get(self, pseudonym: str) -> R | None:
-        record = self._current(pseudonym)
-        if record is None:
-            self.stats.misses += 1
-        else:
-            self.stats.hits += 1
-        return record
+        return self.stats.looked_up(self._current(pseudonym))
 
     async def apply_event(self, pseudonym: str, event: ProfileEvent) -> R:
         current = self._current(pseudonym)

@@ -67,6 +67,14 @@ class StoreStats:
     redis_errors: int = 0  # reads that failed (connection refused, reset, ...)
     compactions: int = 0
 
+    def looked_up(self, record: R | None) -> R | None:
+        """Count a read as a hit (a record) or a miss (None); the record, as it was."""
+        if record is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return record
+
 
 def worth_logging(count: int) -> bool:
     """Whether the count-th occurrence of a recurring error is logged: the first ten, then one in a hundred, so a

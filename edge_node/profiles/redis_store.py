@@ -93,12 +93,7 @@ class RedisProfileStore(Generic[R]):
             self.stats.redis_errors += 1
             self.stats.misses += 1
             return None
-        record = self._open(pseudonym, sealed)
-        if record is None:
-            self.stats.misses += 1
-        else:
-            self.stats.hits += 1
-        return record
+        return self.stats.looked_up(self._open(pseudonym, sealed))
 
     async def apply_event(self, pseudonym: str, event: ProfileEvent) -> R:
         return await self._update(

@@ -30,7 +30,7 @@ sends the bytes, it decodes nothing.
 """
 
 from .segments import CLOSED_SUFFIX, OPEN_SUFFIX, read_segment
-from .shipper import ship_remaining
+from .shipper import run_shipper, ship_remaining
 from .writer import ACK_FSYNC, ACK_MODES, ACK_WRITE, EventSpool, NotKept
 
 __all__ = [
@@ -42,5 +42,6 @@ __all__ = [
     "EventSpool",
     "NotKept",
     "read_segment",
+    "run_shipper",
     "ship_remaining",
 ]

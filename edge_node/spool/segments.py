@@ -55,14 +55,6 @@ def create_segment(directory: Path) -> tuple[Path, int]:
     return path, os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
 
 
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def closed_segments(directory: Path) -> list[Path]:
     return sorted(directory.glob(f"*{CLOSED_SUFFIX}"))
 

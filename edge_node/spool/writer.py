@@ -10,18 +10,16 @@ import contextlib
 import logging
 import os
 import queue
-import ssl
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from edgerec.core.tracing import DISABLED, Tracing
+from edgerec.core.files import fsync_directory
 from origin_sync.wire.events import encode_frame
 
 from .health import HealthCounters
-from .segments import CLOSED_SUFFIX, bytes_in, closed_segments, create_segment, fsync_dir, take_slot
-from .shipper import run_shipper
+from .segments import CLOSED_SUFFIX, bytes_in, closed_segments, create_segment, take_slot
 
 log = logging.getLogger("edgerec.events")
 
@@ -167,7 +165,7 @@ class EventSpool:
 
     def _fsync_dir(self) -> None:
         assert self.directory is not None
-        fsync_dir(self.directory)
+        fsync_directory(self.directory)
 
     def _write_batch(self, rows: list[list[Any]]) -> None:
         frame = memoryview(encode_frame(rows))
@@ -347,17 +345,3 @@ class EventSpool:
             path.rename(path.with_suffix(suffix))
         with self._disk_lock:
             self.bytes_on_disk = max(0, self.bytes_on_disk - size)
-
-    async def run_shipper(
-        self,
-        origin_url: str | Callable[[], str],
-        token: str,
-        regions: tuple[str, ...],
-        backoff_base_s: float = 0.2,
-        backoff_max_s: float = 30.0,
-        idle_s: float = 0.2,
-        ssl_context: ssl.SSLContext | None = None,
-        tracing: Tracing = DISABLED,
-    ) -> None:
-        """Ship closed segments to the origin until cancelled (shipper.run_shipper)."""
-        await run_shipper(self, origin_url, token, regions, backoff_base_s, backoff_max_s, idle_s, ssl_context, tracing)

@@ -14,6 +14,9 @@ import time
 from typing import Any, Awaitable, Callable
 
 import orjson
+from pydantic import field_validator
+
+from .settings import ServiceSettings, setting
 
 ACCESS_LOGGER = "edgerec.access"
 
@@ -33,6 +36,23 @@ def parse_access_log(text: str) -> float:
     if not 0.0 <= rate <= 1.0:
         raise ValueError(f"off, on or sample:R with R from 0 to 1 (sample:0.01 logs 1 request in 100), not {text!r}")
     return rate
+
+
+class AccessLogSettings(ServiceSettings):
+    """The access log setting every service takes (its own settings model adds it by inheriting this)."""
+
+    access_log: str = setting(
+        "off",
+        "EDGEREC_ACCESS_LOG",
+        "a JSON line per request to stderr, logger edgerec.access (no shopper id, no query values): off, on, or "
+        "sample:R for a share R of the requests (sample:0.01)",
+    )
+
+    @field_validator("access_log")
+    @classmethod
+    def _access_log(cls, raw: str) -> str:
+        parse_access_log(raw)
+        return raw.strip().lower()
 
 
 def query_names(query_string: bytes | str) -> list[str]:

@@ -27,12 +27,16 @@ def write_atomically(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    # The rename is durable only once the directory entry is.
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+    fsync_directory(path.parent)  # the rename is durable only once the directory entry is
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make the directory's entries durable: a file created, renamed or removed in it survives a crash."""
+    fd = os.open(directory, os.O_RDONLY)
     try:
-        os.fsync(dir_fd)
+        os.fsync(fd)
     finally:
-        os.close(dir_fd)
+        os.close(fd)
 
 
 def is_sha256(value: object) -> bool:

@@ -86,9 +86,13 @@ class KeyRing:
             return {self.signers[0].key_id: _entry(self.signers[0], KEY_ACTIVE)}
         return {e["key_id"]: dict(e) for e in stored["keys"]}
 
-    def _checked(self, key_id: str) -> None:
+    def _entries(self, stored: dict[str, Any] | None, key_id: str) -> tuple[dict[str, dict[str, str]], str | None]:
+        """The published entries, to change, and the key's status among them (None: not published); a malformed key
+        id is refused first."""
         if not is_key_id(key_id):
             raise KeyRingError(422, "invalid_key_id", "a key id is 16 lowercase hex digits (see GET /v1/admin/keys)")
+        entries = self._current(stored)
+        return entries, entries.get(key_id, {}).get("status")
 
     @staticmethod
     def _key_set(entries: dict[str, dict[str, str]]) -> dict[str, Any]:
@@ -97,7 +101,7 @@ class KeyRing:
 
     def announced(self, stored: dict[str, Any] | None, key_id: str) -> dict[str, Any]:
         """Publish a held key as `next`: edges learn it and accept it, the active key still signs."""
-        self._checked(key_id)
+        entries, status = self._entries(stored, key_id)
         if key_id not in self._held:
             raise KeyRingError(
                 404,
@@ -105,8 +109,6 @@ class KeyRing:
                 f"the origin holds no private key {key_id}: add it to "
                 "EDGEREC_SIGNING_KEY and restart before announcing it",
             )
-        entries = self._current(stored)
-        status = entries.get(key_id, {}).get("status")
         if status == KEY_REVOKED:
             raise KeyRingError(409, "key_revoked", f"key {key_id} is revoked; a revoked key never comes back")
         if status is not None:
@@ -116,9 +118,7 @@ class KeyRing:
 
     def activated(self, stored: dict[str, Any] | None, key_id: str) -> dict[str, Any]:
         """Sign with an announced key from now on; the key that signed until now stays accepted (`next`)."""
-        self._checked(key_id)
-        entries = self._current(stored)
-        status = entries.get(key_id, {}).get("status")
+        entries, status = self._entries(stored, key_id)
         if status is None:
             raise KeyRingError(
                 409,
@@ -137,9 +137,7 @@ class KeyRing:
 
     def revoked(self, stored: dict[str, Any] | None, key_id: str) -> dict[str, Any]:
         """Refuse a key for good, at the origin and at every edge that applies the change."""
-        self._checked(key_id)
-        entries = self._current(stored)
-        status = entries.get(key_id, {}).get("status")
+        entries, status = self._entries(stored, key_id)
         if status is None:
             if key_id not in self._held:
                 raise KeyRingError(404, "unknown_key", f"key {key_id} is neither published nor held by the origin")

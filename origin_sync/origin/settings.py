@@ -9,7 +9,7 @@ from typing import Annotated
 
 from pydantic import field_validator
 
-from edgerec.core.access import parse_access_log
+from edgerec.core.access import AccessLogSettings
 from edgerec.core.settings import (
     AtLeastOne,
     RateLimit,
@@ -48,7 +48,7 @@ def parse_event_sinks(raw: str) -> tuple[str, ...]:
     return sinks
 
 
-class OriginSettings(TraceSettings, StopSettings):
+class OriginSettings(AccessLogSettings, TraceSettings, StopSettings):
     host: str = setting("127.0.0.1", "EDGEREC_ORIGIN_HOST", "listen address")
     port: TcpPort = setting(8080, "EDGEREC_ORIGIN_PORT", "listen port")
     db: str = setting("var/origin/origin.db", "EDGEREC_ORIGIN_DB", "SQLite database path, used when no DSN is set")
@@ -100,12 +100,6 @@ class OriginSettings(TraceSettings, StopSettings):
     sync_rate_limit_burst: AtLeastOne = setting(
         500, "EDGEREC_SYNC_RATE_LIMIT_BURST", "sync calls at once above the rate"
     )
-    access_log: str = setting(
-        "off",
-        "EDGEREC_ACCESS_LOG",
-        "a JSON line per request to stderr, logger edgerec.access (no shopper id, no query values): off, on, or "
-        "sample:R for a share R of the requests (sample:0.01)",
-    )
     sequential_tuning_n: AtLeastOne = setting(
         5000,
         "EDGEREC_SEQUENTIAL_TUNING_N",
@@ -154,12 +148,6 @@ class OriginSettings(TraceSettings, StopSettings):
         if dsn and not dsn.startswith(("postgresql://", "postgres://")):
             raise ValueError("expected a postgresql:// URL")  # never the DSN itself: it may hold a password
         return dsn
-
-    @field_validator("access_log")
-    @classmethod
-    def _access_log(cls, raw: str) -> str:
-        parse_access_log(raw)
-        return raw.strip().lower()
 
     @field_validator("event_retention", "audit_retention")
     @classmethod

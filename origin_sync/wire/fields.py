@@ -69,6 +69,12 @@ def epoch_seconds(value: str | float | None, field: str, error: type[SchemaError
     """A Timestamp field (already type-checked by its Struct) as epoch seconds."""
     if value is None or isinstance(value, float):
         return value
+    return iso_seconds(value, field, error)
+
+
+def iso_seconds(value: str, field: str, error: type[SchemaError] = SchemaError) -> float:
+    """An ISO 8601 date-time as epoch seconds, UTC where it names no zone; `error` naming the field where it is not
+    one."""
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:

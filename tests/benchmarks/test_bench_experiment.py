@@ -5,40 +5,27 @@ timing. (The real data's reading, split and training are tested in tests/models/
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("matplotlib") is None,
-    reason="the bench extra is not installed (pip install -e '.[bench]')",
-)
+from tests.bench_support import is_png, needs_modules, run_benchmark
 
-REPO = Path(__file__).resolve().parents[2]
+pytestmark = needs_modules("matplotlib")
 
 
 @pytest.fixture(scope="module")
 def report_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("experiment")
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.experiment", "--out", str(out), "--quick", "--data", "synthetic"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, f"stdout:\n{result.stdout[-4000:]}\nstderr:\n{result.stderr[-4000:]}"
+    run_benchmark("experiment", "--out", str(out), "--quick", "--data", "synthetic", timeout=300)
     return out
 
 
 def test_quick_run_writes_report_json_md_and_a_png(report_dir: Path) -> None:
     for name in ("report.json", "report.md", "experiment.png"):
         assert (report_dir / name).is_file(), name
-    assert (report_dir / "experiment.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert is_png(report_dir / "experiment.png")
     assert "Winner:" in (report_dir / "report.md").read_text()
     assert not (report_dir / "work").exists()  # logs and databases are removed unless --keep-work
 

@@ -3,22 +3,16 @@ locust for a second per step; checks the outputs' shape, never the figures (this
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-# Only looked up, never imported: importing locust monkey-patches the test process with gevent.
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("locust") is None or importlib.util.find_spec("matplotlib") is None,
-    reason="the bench extra is not installed (pip install -e '.[bench]')",
-)
+from tests.bench_support import is_png, needs_modules, run_benchmark
 
-REPO = Path(__file__).resolve().parents[2]
+pytestmark = needs_modules("locust", "matplotlib")
+
 T_KEYS = {"rps", "p50_ms", "p95_ms", "p99_ms", "p999_ms", "max_ms", "errors", "cpu_percent"}
 
 
@@ -26,29 +20,11 @@ T_KEYS = {"rps", "p50_ms", "p95_ms", "p99_ms", "p999_ms", "max_ms", "errors", "c
 def smoke_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("bench")
     # 1.4 s a run: locust runs whole seconds (2 s, its users need the time to start), wrk rounds to 1 s.
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.latency",
-            "--out",
-            str(out),
-            "--quick",
-            "--data",
-            "synthetic",
-            "--duration",
-            "1",
-            "--warmup",
-            "0.4",
-            "--users",
-            "4",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
+    run_benchmark(
+        "latency",
+        *("--out", str(out), "--quick", "--data", "synthetic", "--duration", "1", "--warmup", "0.4", "--users", "4"),
         timeout=150,
     )
-    assert result.returncode == 0, f"stdout:\n{result.stdout[-4000:]}\nstderr:\n{result.stderr[-4000:]}"
     return out
 
 
@@ -56,7 +32,7 @@ def test_smoke_run_writes_report_json_md_and_both_plots(smoke_report: Path) -> N
     for name in ("report.json", "report.md", "latency_cdf.png", "throughput_p99.png"):
         assert (smoke_report / name).is_file(), name
     for png in ("latency_cdf.png", "throughput_p99.png"):
-        assert (smoke_report / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert is_png(smoke_report / png)
 
 
 def test_report_json_has_the_shape_the_issue_asks_for(smoke_report: Path) -> None:
@@ -103,7 +79,7 @@ def test_events_on_off_is_measured_in_the_same_run(smoke_report: Path) -> None:
     assert isinstance(report["ratios"]["events_on_vs_off_rps"], float)
     assert report["events_on_off_rounds"][0]["on_locust"] and report["events_on_off_rounds"][0]["off_locust"]
     assert "- events on / off" in (smoke_report / "report.md").read_text()
-    assert (smoke_report / "events_on_off.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert is_png(smoke_report / "events_on_off.png")
 
 
 def test_tracing_at_a_sample_is_measured_in_the_same_run(smoke_report: Path) -> None:

@@ -6,38 +6,24 @@ any ranker to tell apart, so without the shared data the test is skipped."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.bench_support import is_png, needs_modules, run_benchmark
 from tests.conftest import SHARED_DATA
 
 pytestmark = [
-    pytest.mark.skipif(
-        importlib.util.find_spec("matplotlib") is None,
-        reason="the bench extra is not installed (pip install -e '.[bench]')",
-    ),
+    needs_modules("matplotlib"),
     pytest.mark.skipif(not SHARED_DATA.is_file(), reason=f"the shared Online Retail data is not at {SHARED_DATA}"),
 ]
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def report_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("loop")
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.loop", "--out", str(out), "--quick", "--data", str(SHARED_DATA)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
-    assert result.returncode == 0, f"stdout:\n{result.stdout[-4000:]}\nstderr:\n{result.stderr[-4000:]}"
+    run_benchmark("loop", "--out", str(out), "--quick", "--data", str(SHARED_DATA), timeout=400)
     return out
 
 
@@ -45,7 +31,7 @@ def test_quick_run_writes_report_json_md_and_the_pngs(report_dir: Path) -> None:
     for name in ("report.json", "report.md", "loop_metric.png", "loop_aa.png"):
         assert (report_dir / name).is_file(), name
     for name in ("loop_metric.png", "loop_aa.png"):
-        assert (report_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        assert is_png(report_dir / name), name
     assert "Bad candidate" in (report_dir / "report.md").read_text()
     assert not (report_dir / "work").exists()  # logs and databases are removed unless --keep-work
 

@@ -4,60 +4,31 @@ the report's fields and that the figures are sane (never the goals: this machine
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.bench_support import is_png, needs_modules, run_benchmark
+
 pytestmark = [
-    pytest.mark.skipif(
-        importlib.util.find_spec("matplotlib") is None or importlib.util.find_spec("redis") is None,
-        reason="the bench and profiles-redis extras are not installed",
-    ),
+    needs_modules("matplotlib", "redis", reason="the bench and profiles-redis extras are not installed"),
     pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk not installed (apt-get install -y wrk)"),
 ]
 
-REPO = Path(__file__).resolve().parents[2]
 PROFILES = 2000
 
 
 @pytest.fixture(scope="module")
 def report_dir(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Path:
     out = tmp_path_factory.mktemp("profiles-bench")
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.latency",
-            "--out",
-            str(out),
-            "--profiles",
-            str(PROFILES),
-            "--catalog-offers",
-            "5000",
-            "--data",
-            "synthetic",
-            "--duration",
-            "1",
-            "--warmup",
-            "1",
-            "--users",
-            "8",
-            "--propagation-events",
-            "20",
-            "--redis-url",
-            redis_url,
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
+    run_benchmark(
+        "latency",
+        *("--out", str(out), "--profiles", str(PROFILES), "--catalog-offers", "5000", "--data", "synthetic"),
+        *("--duration", "1", "--warmup", "1", "--users", "8", "--propagation-events", "20", "--redis-url", redis_url),
         timeout=150,
     )
-    assert result.returncode == 0, f"stdout:\n{result.stdout[-4000:]}\nstderr:\n{result.stderr[-4000:]}"
     return out
 
 
@@ -79,7 +50,7 @@ def report(report_dir: Path) -> dict:
 
 
 def test_profile_mode_writes_its_report_and_plot(report_dir: Path) -> None:
-    assert (report_dir / "profiles.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert is_png(report_dir / "profiles.png")
     text = (report_dir / "report.md").read_text()
     assert "--profiles 2000" in text and "| replica path |" in text and "Goals:" in text
 

@@ -6,27 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edge_node.profiles import ProfileCodec, ProfileEvent
+from edge_node.profiles import ProfileEvent
 from edge_node.serving import shopper_context
 from edge_node.shoppers import HitInputs, history_profile
-from edge_node.validation import RecommendationRequest
 from models.runtime import Ranker
-
-NOW = 1.7e9
-DAY = 86400.0
-codec = ProfileCodec()
-
-
-def profile_of(*events: tuple[str, str, float]):
-    record = codec.empty()
-    for kind, item, ts in events:
-        record = codec.apply(record, ProfileEvent(kind, (item,), ts))
-    return record
-
-
-def request(**fields) -> RecommendationRequest:
-    base = dict(shopper_id="s", region="GB", recent_items=(), recent_ages_days=None, k=10, exclude=(), at=NOW)
-    return RecommendationRequest(**{**base, "device": None, **fields})
+from tests.edge_node.shopper_support import DAY, NOW, codec, profile_of, request
 
 
 def test_an_equal_record_reuses_the_input_and_a_written_one_gets_a_new_one() -> None:

@@ -6,27 +6,10 @@ from __future__ import annotations
 
 import math
 
-from edge_node.profiles import ProfileCodec, ProfileEvent
 from edge_node.serving import PROFILE_HIT, PROFILE_MISS, PROFILE_REQUEST, shopper_context
 from edge_node.shoppers import history_profile, recent_events
-from edge_node.validation import RecommendationRequest
 from models.profile import build
-
-NOW = 1.7e9
-DAY = 86400.0
-codec = ProfileCodec()
-
-
-def profile_of(*events: tuple[str, str, float]):
-    record = codec.empty()
-    for kind, item, ts in events:
-        record = codec.apply(record, ProfileEvent(kind, (item,), ts))
-    return record
-
-
-def request(**fields) -> RecommendationRequest:
-    base = dict(shopper_id="s", region="GB", recent_items=(), recent_ages_days=None, k=10, exclude=(), at=NOW)
-    return RecommendationRequest(**{**base, "device": None, **fields})
+from tests.edge_node.shopper_support import DAY, NOW, profile_of, request
 
 
 def test_purchases_in_the_window_fold_exactly_as_the_models_profile_of_them():

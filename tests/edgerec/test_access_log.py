@@ -12,7 +12,7 @@ import pytest
 from edgerec.cli.process import http_call, http_json
 from edgerec.cli.services import Cluster
 from edgerec.core.access import AccessLog, parse_access_log, query_names
-from tests.conftest import make_offer
+from tests.conftest import stocked
 
 SHOPPER = "shopper-7f3a91c2-secret"
 FIELDS = {"ts", "level", "logger", "msg", "method", "path", "query", "status", "duration_ms", "bytes", "request_id"}
@@ -49,13 +49,8 @@ def ask(edge, shopper: str = SHOPPER) -> None:
 def logged_cluster(tmp_path_factory, bundle_dir, catalog_skus):
     cluster = Cluster(tmp_path_factory.mktemp("access-log"), bundle_dir, origin_env={"EDGEREC_ACCESS_LOG": "on"})
     cluster.start_origin()
-    try:
-        cluster.publish()
-        for sku in catalog_skus[:10]:
-            cluster.put_offer(make_offer(f"GB-{sku}", sku))
+    with stocked(cluster, catalog_skus[:10]):
         yield cluster
-    finally:
-        cluster.stop()
 
 
 def test_the_setting_reads_off_on_and_a_sample_share_and_refuses_anything_else() -> None:

@@ -58,16 +58,21 @@ def traffic(cluster: Cluster, pipeline: Pipeline, rates: dict[str, float], impre
     store_events(events_db(cluster), experiment_traffic(experiment, rates, impressions, ts=time.time()))
 
 
+def decided(cluster: Cluster, tmp_path: Path, rates: dict[str, float], impressions: dict[str, int]) -> dict:
+    """The round of a started pipeline once this traffic has decided it (its next step ends the round)."""
+    pipeline = started(cluster, tmp_path)
+    traffic(cluster, pipeline, rates, impressions)
+    assert pipeline.advance() == "done"
+    return pipeline.state["round"]
+
+
 def decisions(cluster: Cluster) -> list[tuple[str, str]]:
     entries = cluster.admin("GET", "/v1/admin/pipeline/decisions?pipeline=default")["decisions"]
     return [(e["step"], e["decision"]) for e in reversed(entries)]
 
 
 def test_a_significant_win_promotes_the_candidate_with_its_evidence_in_the_audit_log(shop, tmp_path) -> None:
-    pipeline = started(shop, tmp_path)
-    traffic(shop, pipeline, {"served": 0.05, "candidate": 0.12}, {"served": 9000, "candidate": 1000})
-    assert pipeline.advance() == "done"
-    round_ = pipeline.state["round"]
+    round_ = decided(shop, tmp_path, {"served": 0.05, "candidate": 0.12}, {"served": 9000, "candidate": 1000})
     assert round_["outcome"] == "promoted"
     assert active_models(shop) == [round_["candidate"]]
     assert models(shop)[round_["served"]] == "retired"
@@ -90,10 +95,7 @@ def test_a_significant_win_promotes_the_candidate_with_its_evidence_in_the_audit
 
 
 def test_a_significant_loss_stops_the_experiment_and_retires_the_candidate(shop, tmp_path) -> None:
-    pipeline = started(shop, tmp_path)
-    traffic(shop, pipeline, {"served": 0.10, "candidate": 0.02}, {"served": 9000, "candidate": 1000})
-    assert pipeline.advance() == "done"
-    round_ = pipeline.state["round"]
+    round_ = decided(shop, tmp_path, {"served": 0.10, "candidate": 0.02}, {"served": 9000, "candidate": 1000})
     assert round_["outcome"] == "loss"
     assert active_models(shop) == [round_["served"]]
     assert models(shop)[round_["candidate"]] == "retired"
@@ -101,12 +103,10 @@ def test_a_significant_loss_stops_the_experiment_and_retires_the_candidate(shop,
 
 
 def test_a_broken_split_breaches_a_guardrail_and_stops(shop, tmp_path) -> None:
-    pipeline = started(shop, tmp_path)
     # Half the impressions on a 10% arm: the sample ratio says the split is broken, whatever the conversions say.
-    traffic(shop, pipeline, {"served": 0.05, "candidate": 0.2}, {"served": 3000, "candidate": 3000})
-    assert pipeline.advance() == "done"
-    assert pipeline.state["round"]["outcome"] == "guardrail"
-    assert active_models(shop) == [pipeline.state["round"]["served"]]
+    round_ = decided(shop, tmp_path, {"served": 0.05, "candidate": 0.2}, {"served": 3000, "candidate": 3000})
+    assert round_["outcome"] == "guardrail"
+    assert active_models(shop) == [round_["served"]]
 
 
 def test_a_candidate_falling_back_more_than_the_served_model_breaches_its_guardrail(shop, tmp_path) -> None:

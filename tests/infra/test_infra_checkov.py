@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+from pathlib import Path
 
 import pytest
 from infra_support import REPO, TERRAFORM
@@ -12,10 +13,10 @@ from infra_support import REPO, TERRAFORM
 SKIP_RE = re.compile(r"#\s*checkov:skip=([A-Z0-9_]+)(?::(.*))?")
 
 
-@pytest.fixture(scope="session")
-def checkov_report(checkov_cmd) -> dict:
+def _checkov(checkov_cmd: list[str], directory: Path, framework: str) -> dict:
+    """checkov's JSON report of one framework's checks of the files in `directory`."""
     proc = subprocess.run(
-        [*checkov_cmd, "-d", str(TERRAFORM), "--framework", "terraform", "--skip-download", "--compact", "-o", "json"],
+        [*checkov_cmd, "-d", str(directory), "--framework", framework, "--skip-download", "--compact", "-o", "json"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -24,8 +25,13 @@ def checkov_report(checkov_cmd) -> dict:
     assert proc.stdout.strip(), f"checkov printed nothing (rc={proc.returncode}):\n{proc.stderr[-3000:]}"
     report = json.loads(proc.stdout)
     if isinstance(report, list):  # one entry per framework
-        report = next(r for r in report if r.get("check_type") == "terraform")
+        report = next(r for r in report if r.get("check_type") == framework)
     return report
+
+
+@pytest.fixture(scope="session")
+def checkov_report(checkov_cmd) -> dict:
+    return _checkov(checkov_cmd, TERRAFORM, "terraform")
 
 
 def test_checkov_finds_no_failed_check(checkov_report):
@@ -87,19 +93,7 @@ def rendered_k8s(tmp_path_factory) -> list[dict]:
 
 @pytest.fixture(scope="session")
 def checkov_k8s_report(checkov_cmd, rendered_k8s, tmp_path_factory) -> dict:
-    directory = tmp_path_factory.getbasetemp() / "k8s-rendered"
-    proc = subprocess.run(
-        [*checkov_cmd, "-d", str(directory), "--framework", "kubernetes", "--skip-download", "--compact", "-o", "json"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert proc.stdout.strip(), f"checkov printed nothing (rc={proc.returncode}):\n{proc.stderr[-3000:]}"
-    report = json.loads(proc.stdout)
-    if isinstance(report, list):
-        report = next(r for r in report if r.get("check_type") == "kubernetes")
-    return report
+    return _checkov(checkov_cmd, tmp_path_factory.getbasetemp() / "k8s-rendered", "kubernetes")
 
 
 def _k8s_skips(objects: list[dict]) -> list[tuple[str, str, str]]:

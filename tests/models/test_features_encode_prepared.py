@@ -4,7 +4,6 @@ stores them (the codec's record, then edge_node.shoppers.history_profile) throug
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +13,9 @@ from edge_node.profiles import ProfileCodec, ProfileEvent
 from edge_node.shoppers import history_profile
 from models.data import purchase_events, read_transactions
 from models.features import encode_prepared, encode_profile, prepare_profile
-from models.profile import DAY_SECONDS, ItemSummary, Profile
+from models.profile import DAY_SECONDS
 from models.runtime import Ranker
+from tests.models.profile_support import ITEM_INDEX, NOW, random_profiles
 
 REAL_DATA = Path("/work/shared/data/online_retail/transactions.csv.gz")
 
@@ -27,21 +27,10 @@ def assert_same(got: tuple[np.ndarray, ...], expected: tuple[np.ndarray, ...]) -
 
 
 def test_encode_prepared_gives_encode_profiles_arrays_bit_for_bit_with_ties() -> None:
-    rng = random.Random(19)
-    now = 1_323_000_000.0
-    item_index = {f"SKU{n}": n + 1 for n in range(300)}  # SKU300 and above are unknown: item 0
-    for width in (0, 1, 8, 64):
-        for _ in range(40):
-            items = {}
-            for n in rng.sample(range(400), rng.randint(0, 120)):
-                first = now - rng.uniform(0, 400) * DAY_SECONDS
-                last = first + rng.uniform(0, 30) * DAY_SECONDS
-                decayed = rng.choice([1.0, 2.0, rng.uniform(0.1, 9.0)])  # repeated values: ties in the order
-                items[f"SKU{n}"] = ItemSummary(rng.randint(1, 9), first, last, decayed)  # some last after now
-            profile = Profile(items=items)
-            prepared = prepare_profile(profile, item_index)
-            for at in (now, now + 3 * DAY_SECONDS):
-                assert_same(encode_prepared(prepared, at, width), encode_profile(profile, at, item_index, width))
+    for width, profile in random_profiles(19, last_after_now=True):
+        prepared = prepare_profile(profile, ITEM_INDEX)
+        for at in (NOW, NOW + 3 * DAY_SECONDS):
+            assert_same(encode_prepared(prepared, at, width), encode_profile(profile, at, ITEM_INDEX, width))
 
 
 @pytest.mark.skipif(not REAL_DATA.is_file(), reason="the Online Retail data is not on this machine")

@@ -3,12 +3,11 @@ slot-by-slot layout it replaced, ties and profiles wider than the row included."
 
 from __future__ import annotations
 
-import random
-
 import numpy as np
 
 from models.features import encode_profile
-from models.profile import DAY_SECONDS, ItemSummary, Profile
+from models.profile import DAY_SECONDS, Profile
+from tests.models.profile_support import ITEM_INDEX, NOW, random_profiles
 
 
 def slot_by_slot(profile: Profile, now: float, item_index: dict[str, int], width: int) -> tuple[np.ndarray, ...]:
@@ -26,22 +25,11 @@ def slot_by_slot(profile: Profile, now: float, item_index: dict[str, int], width
 
 
 def test_encode_profile_gives_the_slot_by_slot_arrays_bit_for_bit() -> None:
-    rng = random.Random(3)
-    now = 1_323_000_000.0
-    item_index = {f"SKU{n}": n + 1 for n in range(300)}  # SKU300 and above are unknown: item 0
-    for width in (0, 1, 8, 64):
-        for _ in range(40):
-            items = {}
-            for n in rng.sample(range(400), rng.randint(0, 120)):
-                first = now - rng.uniform(0, 400) * DAY_SECONDS
-                last = first + rng.uniform(0, 30) * DAY_SECONDS
-                decayed = rng.choice([1.0, 2.0, rng.uniform(0.1, 9.0)])  # repeated values: ties in the order
-                items[f"SKU{n}"] = ItemSummary(rng.randint(1, 9), first, min(last, now), decayed)
-            profile = Profile(items=items)
-            got, expected = (
-                encode_profile(profile, now, item_index, width),
-                slot_by_slot(profile, now, item_index, width),
-            )
-            for a, b in zip(got, expected):
-                assert a.dtype == b.dtype and a.shape == b.shape == (width,)
-                assert np.array_equal(a, b)
+    for width, profile in random_profiles(3, last_after_now=False):
+        got, expected = (
+            encode_profile(profile, NOW, ITEM_INDEX, width),
+            slot_by_slot(profile, NOW, ITEM_INDEX, width),
+        )
+        for a, b in zip(got, expected):
+            assert a.dtype == b.dtype and a.shape == b.shape == (width,)
+            assert np.array_equal(a, b)

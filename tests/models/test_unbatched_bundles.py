@@ -57,19 +57,8 @@ def _expected(candidates: np.ndarray, excluded: list[int], k: int) -> tuple[np.n
     return scores[order], order
 
 
-def _bundle(tmp_path, cases: list[tuple[np.ndarray, list[int], int]]) -> Ranker:
-    golden = [
-        golden_case(
-            np.zeros(LENGTH, dtype=np.int64),
-            np.ones(LENGTH),
-            0,
-            candidates,
-            excluded,
-            k,
-            *_expected(candidates, excluded, k),
-        )
-        for candidates, excluded, k in cases
-    ]
+def _write_unbatched(tmp_path, golden: list) -> None:
+    """An unbatched bundle of the test graph with these golden cases, written to tmp_path."""
     write_bundle(
         tmp_path,
         _unbatched_graph(),
@@ -83,6 +72,22 @@ def _bundle(tmp_path, cases: list[tuple[np.ndarray, list[int], int]]) -> Ranker:
             "golden": golden,
         },
     )
+
+
+def _bundle(tmp_path, cases: list[tuple[np.ndarray, list[int], int]]) -> Ranker:
+    golden = [
+        golden_case(
+            np.zeros(LENGTH, dtype=np.int64),
+            np.ones(LENGTH),
+            0,
+            candidates,
+            excluded,
+            k,
+            *_expected(candidates, excluded, k),
+        )
+        for candidates, excluded, k in cases
+    ]
+    _write_unbatched(tmp_path, golden)
     return Ranker.load(tmp_path)
 
 
@@ -119,18 +124,6 @@ def test_an_unbatched_bundle_with_a_wrong_golden_case_is_refused(tmp_path):
             np.array([3, 1]),
         )
     ]  # the right order, wrong scores
-    write_bundle(
-        tmp_path,
-        _unbatched_graph(),
-        {
-            "inputs": [],
-            "outputs": [],
-            "context_length": LENGTH,
-            "items": ITEMS,
-            "regions": ["GB"],
-            "default_ages_days": [30.0] * LENGTH,
-            "golden": golden,
-        },
-    )
+    _write_unbatched(tmp_path, golden)
     with pytest.raises(BundleError, match="scores off"):
         Ranker.load(tmp_path)

@@ -4,8 +4,10 @@ JetStream at 127.0.0.1:4222 (a stream per event kind)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import time
+from typing import TYPE_CHECKING, AsyncIterator
 
 import orjson
 import pytest
@@ -22,6 +24,9 @@ from origin_sync.origin.sinks.sql import FEEDBACK_ID_INDEX
 from origin_sync.origin.store.dialect import Connection
 from origin_sync.wire.events import KINDS, feedback_event_id
 from tests.conftest import NATS_URL, PG_DSN, needs_nats, needs_pg
+
+if TYPE_CHECKING:
+    from nats.js import JetStreamContext
 
 
 def events(n: int, experiment: str = "e", shopper: str | None = None, prefix: str = "") -> list[dict]:
@@ -185,19 +190,39 @@ def test_the_postgresql_sink_stores_each_batch_once_and_answers_reports_and_eras
     asyncio.run(_exercise(PostgresEventSink(PG_DSN, pg_schema.name)))
 
 
+def _nats_sink() -> NatsEventSink:
+    """A NATS sink on subjects and streams of this test's own."""
+    prefix = f"edgerec_t_{secrets.token_hex(4)}"
+    return NatsEventSink(NATS_URL, subject_prefix=f"{prefix}.events", stream_prefix=prefix.upper())
+
+
+@contextlib.asynccontextmanager
+async def _opened_with_jetstream(sink, nats_sink: NatsEventSink) -> AsyncIterator[JetStreamContext]:
+    """`sink` (which writes through `nats_sink`) opened, and a JetStream client; after it the test's streams are
+    deleted and both closed."""
+    import nats
+
+    await sink.open()
+    nc = await nats.connect(NATS_URL)
+    js = nc.jetstream()
+    try:
+        yield js
+    finally:
+        for kind in KINDS:
+            try:
+                await js.delete_stream(nats_sink.stream(kind))
+            except Exception:  # noqa: BLE001 - cleanup only
+                pass
+        await nc.close()
+        await sink.close()
+
+
 @needs_nats
 def test_a_nats_jetstream_round_trip_with_a_stream_per_kind_and_no_duplicates(tmp_path):
-    prefix = f"edgerec_t_{secrets.token_hex(4)}"
-
     async def run() -> None:
-        import nats
-
-        nats_sink = NatsEventSink(NATS_URL, subject_prefix=f"{prefix}.events", stream_prefix=prefix.upper())
+        nats_sink = _nats_sink()
         sink = FanoutSink([SQLiteEventSink(tmp_path / "events.db"), nats_sink])
-        await sink.open()
-        nc = await nats.connect(NATS_URL)
-        js = nc.jetstream()
-        try:
+        async with _opened_with_jetstream(sink, nats_sink) as js:
             batch = events(10)
             assert await sink.write_batch("GB/b1", batch) is True
             assert await sink.write_batch("GB/b1", batch) is False  # retried: JetStream drops the same msg ids
@@ -209,14 +234,6 @@ def test_a_nats_jetstream_round_trip_with_a_stream_per_kind_and_no_duplicates(tm
             )
             received = [orjson.loads(m.data) for m in await subscription.fetch(3, timeout=5)]
             assert sorted(e["id"] for e in received) == ["p0", "p4", "p8"] and received[0]["value"] == 10.0
-        finally:
-            for kind in KINDS:
-                try:
-                    await js.delete_stream(nats_sink.stream(kind))
-                except Exception:  # noqa: BLE001 - cleanup only
-                    pass
-            await nc.close()
-            await sink.close()
 
     asyncio.run(run())
 
@@ -296,16 +313,9 @@ def test_an_older_postgresql_events_table_is_deduplicated_and_indexed_at_start(p
 
 @needs_nats
 def test_the_nats_sink_stores_a_retried_event_once_across_batches_and_edges():
-    prefix = f"edgerec_t_{secrets.token_hex(4)}"
-
     async def run() -> None:
-        import nats
-
-        sink = NatsEventSink(NATS_URL, subject_prefix=f"{prefix}.events", stream_prefix=prefix.upper())
-        await sink.open()
-        nc = await nats.connect(NATS_URL)
-        js = nc.jetstream()
-        try:
+        sink = _nats_sink()
+        async with _opened_with_jetstream(sink, sink) as js:
             info = await js.stream_info(sink.stream("click"))
             assert info.config.duplicate_window == 2 * 3600
             first, second = _retried_event_batches()
@@ -313,13 +323,5 @@ def test_the_nats_sink_stores_a_retried_event_once_across_batches_and_edges():
             assert await sink.write_batch("GB/edge-b-1", second) is True
             counts = {kind: (await js.stream_info(sink.stream(kind))).state.messages for kind in KINDS}
             assert counts == {"impression": 2, "click": 2, "add_to_cart": 0, "purchase": 1}
-        finally:
-            for kind in KINDS:
-                try:
-                    await js.delete_stream(sink.stream(kind))
-                except Exception:  # noqa: BLE001 - cleanup only
-                    pass
-            await nc.close()
-            await sink.close()
 
     asyncio.run(run())

@@ -32,6 +32,7 @@ from tests.conftest import (
     readyz,
     renew_in_place,
     served,
+    stocked,
     sync_error_count,
     wait_until,
 )
@@ -178,13 +179,8 @@ def mtls_cluster(tmp_path, bundle_dir, pki, catalog_skus):
         "0.2",
         admin_cert=pki.issue("operator", "ops.example", common_name="ops.example"),
     )
-    try:
-        cluster.publish()
-        for sku in catalog_skus[:20]:
-            cluster.put_offer(make_offer(f"GB-{sku}", sku))
+    with stocked(cluster, catalog_skus[:20]):
         yield cluster
-    finally:
-        cluster.stop()
 
 
 def test_a_delta_mangled_on_a_hop_that_re_originates_mutual_tls_is_refused(mtls_cluster, pki, catalog_skus):

@@ -17,7 +17,7 @@ from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 
 from edgerec.cli.services import Cluster
-from tests.conftest import make_offer
+from tests.conftest import stocked
 
 
 @schemathesis.serializer("application/x-msgpack")
@@ -40,13 +40,8 @@ def _packable(value):
 def fuzzed_origin(tmp_path_factory, bundle_dir, catalog_skus):
     cluster = Cluster(tmp_path_factory.mktemp("fuzzed-origin"), bundle_dir, origin_env={"EDGEREC_MAX_WAIT_S": "0.2"})
     cluster.start_origin()
-    try:
-        cluster.publish()
-        for sku in catalog_skus[:5]:
-            cluster.put_offer(make_offer(f"GB-{sku}", sku))
+    with stocked(cluster, catalog_skus[:5]):
         yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 from edgerec.cli.process import Service, http_call, http_json
 from origin_sync.wire.signing import generate_key_pair, key_id_of, load_private_key
@@ -90,6 +91,11 @@ class Traffic:
             time.sleep(0.01)
 
 
+def _answers(cluster: Cluster, path: str, token: str, status: int) -> Callable[[], bool]:
+    """Whether the origin answers a GET of `path` presenting this bearer token with `status` (for wait_until)."""
+    return lambda: http_call(cluster.origin.url, "GET", path, headers={"Authorization": f"Bearer {token}"})[0] == status
+
+
 def _readyz(edge: Service) -> dict:
     return json.loads(http_call(edge.url, "GET", "/readyz")[2])
 
@@ -153,16 +159,7 @@ def test_keys_and_tokens_rotate_under_load_with_no_failed_request(tmp_path, bund
             # (b) a region token: add the new one, move the edge onto it, then remove the old one.
             _write_json(region_file, {"GB": [gb_new, gb_old]})
             wait_until(
-                lambda: (
-                    http_call(
-                        cluster.origin.url,
-                        "GET",
-                        "/v1/sync/snapshot?regions=GB",
-                        headers={"Authorization": f"Bearer {gb_new}"},
-                    )[0]
-                    == 200
-                ),
-                what="the new region token accepted",
+                _answers(cluster, "/v1/sync/snapshot?regions=GB", gb_new, 200), what="the new region token accepted"
             )
             cluster.region_tokens = {"GB": gb_new}
             # A replacement edge on the new token, configured as edges are after the rotation (the new public
@@ -179,41 +176,16 @@ def test_keys_and_tokens_rotate_under_load_with_no_failed_request(tmp_path, bund
             edge.stop()
             _write_json(region_file, {"GB": [gb_new]})
             wait_until(
-                lambda: (
-                    http_call(
-                        cluster.origin.url,
-                        "GET",
-                        "/v1/sync/snapshot?regions=GB",
-                        headers={"Authorization": f"Bearer {gb_old}"},
-                    )[0]
-                    == 401
-                ),
-                what="the old region token refused",
+                _answers(cluster, "/v1/sync/snapshot?regions=GB", gb_old, 401), what="the old region token refused"
             )
 
             # (c) an admin token: add the new one, move the writer onto it, then remove the old one.
             _write_json(admin_file, {"writer": {"token": [writer_new, writer_old], "scopes": scopes}})
-            wait_until(
-                lambda: (
-                    http_json(
-                        cluster.origin.url, "GET", "/v1/admin/status", None, {"Authorization": f"Bearer {writer_new}"}
-                    )[0]
-                    == 200
-                ),
-                what="the new admin token accepted",
-            )
+            wait_until(_answers(cluster, "/v1/admin/status", writer_new, 200), what="the new admin token accepted")
             traffic.admin_token = writer_new
             time.sleep(0.3)
             _write_json(admin_file, {"writer": {"token": writer_new, "scopes": scopes}})
-            wait_until(
-                lambda: (
-                    http_json(
-                        cluster.origin.url, "GET", "/v1/admin/status", None, {"Authorization": f"Bearer {writer_old}"}
-                    )[0]
-                    == 401
-                ),
-                what="the old admin token refused",
-            )
+            wait_until(_answers(cluster, "/v1/admin/status", writer_old, 401), what="the old admin token refused")
             reads_before = traffic.reads
             wait_until(lambda: traffic.reads > reads_before + 20, what="more reads after the rotations")
         last = traffic.last_written
