@@ -93,15 +93,12 @@ module "service" {
   health_check_interval   = 10
   tasks_https_description = "HTTPS to the origin sync API and AWS APIs (ECR, Secrets Manager, Logs)"
 
-  image                 = var.image
-  containers            = concat(local.tls_init_enabled ? [local.tls_init_container] : [], [local.container_definition])
-  container_name        = local.container_name
-  container_port        = local.container_port
-  data_dir              = local.data_dir
-  cpu                   = var.cpu
-  memory                = var.memory
-  cpu_architecture      = var.cpu_architecture
-  ephemeral_storage_gib = var.ephemeral_storage_gib
+  image          = var.image
+  containers     = concat(local.tls_init_enabled ? [local.tls_init_container] : [], [local.container_definition])
+  container_name = local.container_name
+  container_port = local.container_port
+  data_dir       = local.data_dir
+  task           = var.task
   secret_arns = concat([aws_secretsmanager_secret.sync_token.arn, var.cdn_secret_arn, var.pseudonym_key_secret_arn],
   local.client_certificate ? [var.client_certificate_secret_arn] : [])
   secrets_kms_key_arns = var.secrets_kms_key_arns

@@ -136,28 +136,15 @@ variable "image" {
   type        = string
 }
 
-variable "cpu" {
-  description = "Fargate task CPU units (one uvicorn worker per vCPU)."
-  type        = number
-  default     = 1024
-}
-
-variable "memory" {
-  description = "Fargate task memory (MiB): holds the whole EdgeState (offers, embeddings, model) twice during a swap."
-  type        = number
-  default     = 2048
-}
-
-variable "cpu_architecture" {
-  description = "Fargate CPU architecture the image is built for."
-  type        = string
-  default     = "X86_64"
-}
-
-variable "ephemeral_storage_gib" {
-  description = "Fargate ephemeral storage (GiB) for EDGEREC_EDGE_DATA_DIR (persisted snapshot and model bundle)."
-  type        = number
-  default     = 30
+variable "task" {
+  description = "Fargate size of an edge task, passed to modules/service (which validates it and defaults an attribute left out): cpu units (1024; one uvicorn worker per vCPU), memory MiB (2048; holds the whole EdgeState (offers, embeddings, model) twice during a swap), cpu_architecture the image is built for (X86_64 or ARM64), ephemeral_storage_gib (30) for EDGEREC_EDGE_DATA_DIR (persisted snapshot and model bundle)."
+  type = object({
+    cpu                   = optional(number)
+    memory                = optional(number)
+    cpu_architecture      = optional(string)
+    ephemeral_storage_gib = optional(number)
+  })
+  default = {}
 }
 
 variable "min_capacity" {

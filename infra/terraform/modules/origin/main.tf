@@ -92,16 +92,13 @@ module "service" {
   health_check_interval   = 15
   tasks_https_description = "HTTPS to AWS APIs (ECR, Secrets Manager, Logs) via VPC endpoints or NAT"
 
-  image                 = var.image
-  containers            = [local.tls_init_container, local.container_definition]
-  container_name        = local.container_name
-  container_port        = local.container_port
-  data_dir              = local.data_dir
-  cpu                   = var.cpu
-  memory                = var.memory
-  cpu_architecture      = var.cpu_architecture
-  ephemeral_storage_gib = var.ephemeral_storage_gib
-  secret_arns           = concat([for s in aws_secretsmanager_secret.this : s.arn], [aws_db_instance.this.master_user_secret[0].secret_arn])
+  image          = var.image
+  containers     = [local.tls_init_container, local.container_definition]
+  container_name = local.container_name
+  container_port = local.container_port
+  data_dir       = local.data_dir
+  task           = var.task
+  secret_arns    = concat([for s in aws_secretsmanager_secret.this : s.arn], [aws_db_instance.this.master_user_secret[0].secret_arn])
 
   # No autoscaling policy: min = max pins the count at desired_count.
   min_capacity = var.desired_count

@@ -68,22 +68,15 @@ variable "image" {
   type        = string
 }
 
-variable "cpu" {
-  description = "Fargate task CPU units."
-  type        = number
-  default     = 1024
-}
-
-variable "memory" {
-  description = "Fargate task memory (MiB)."
-  type        = number
-  default     = 2048
-}
-
-variable "cpu_architecture" {
-  description = "Fargate CPU architecture the image is built for."
-  type        = string
-  default     = "X86_64"
+variable "task" {
+  description = "Fargate size of an origin task, passed to modules/service (which validates it and defaults an attribute left out): cpu units (1024), memory MiB (2048), cpu_architecture the image is built for (X86_64 or ARM64), ephemeral_storage_gib (30), which holds the local model-blob cache (EDGEREC_BLOB_DIR)."
+  type = object({
+    cpu                   = optional(number)
+    memory                = optional(number)
+    cpu_architecture      = optional(string)
+    ephemeral_storage_gib = optional(number)
+  })
+  default = {}
 }
 
 variable "desired_count" {
@@ -159,12 +152,6 @@ variable "change_log_retention" {
     condition     = can(regex("^([0-9]+|[0-9]+(\\.[0-9]+)?[smhd])$", var.change_log_retention))
     error_message = "change_log_retention must be a number of versions (100000), an age such as 7d, 12h, 30m, 600s, or 0."
   }
-}
-
-variable "ephemeral_storage_gib" {
-  description = "Fargate ephemeral storage (GiB) of an origin task; holds the local model-blob cache (EDGEREC_BLOB_DIR)."
-  type        = number
-  default     = 30
 }
 
 variable "alb_access_logs_bucket" {

@@ -337,19 +337,19 @@ resource "aws_ecs_task_definition" "this" {
   family                   = var.prefix
   requires_compatibilities = ["FARGATE"]
   network_mode             = "awsvpc"
-  cpu                      = var.cpu
-  memory                   = var.memory
+  cpu                      = var.task.cpu
+  memory                   = var.task.memory
   execution_role_arn       = aws_iam_role.execution.arn
   task_role_arn            = aws_iam_role.task.arn
 
   runtime_platform {
     operating_system_family = "LINUX"
-    cpu_architecture        = var.cpu_architecture
+    cpu_architecture        = var.task.cpu_architecture
   }
 
   # Fargate ephemeral storage (encrypted at rest, AES-256, Fargate-managed key) backs the data volume.
   ephemeral_storage {
-    size_in_gib = var.ephemeral_storage_gib
+    size_in_gib = var.task.ephemeral_storage_gib
   }
 
   volume {

@@ -220,41 +220,29 @@ variable "data_dir" {
   default     = "/var/lib/edgerec"
 }
 
-variable "cpu" {
-  description = "Fargate task CPU units."
-  type        = number
-  default     = 1024
+variable "task" {
+  description = "Fargate task size: cpu units, memory (MiB), the cpu_architecture the image is built for, and ephemeral_storage_gib (GiB) of a task, which backs the data volume. The origin and the edge regions pass theirs through; an attribute left out (or null) takes its default here."
+  type = object({
+    cpu                   = optional(number, 1024)
+    memory                = optional(number, 2048)
+    cpu_architecture      = optional(string, "X86_64")
+    ephemeral_storage_gib = optional(number, 30)
+  })
+  default  = {}
+  nullable = false
 
   validation {
-    condition     = contains([256, 512, 1024, 2048, 4096, 8192, 16384], var.cpu)
+    condition     = contains([256, 512, 1024, 2048, 4096, 8192, 16384], var.task.cpu)
     error_message = "cpu must be a Fargate CPU size."
   }
-}
-
-variable "memory" {
-  description = "Fargate task memory (MiB)."
-  type        = number
-  default     = 2048
-}
-
-variable "cpu_architecture" {
-  description = "Fargate CPU architecture the image is built for."
-  type        = string
-  default     = "X86_64"
 
   validation {
-    condition     = contains(["X86_64", "ARM64"], var.cpu_architecture)
+    condition     = contains(["X86_64", "ARM64"], var.task.cpu_architecture)
     error_message = "cpu_architecture must be X86_64 or ARM64."
   }
-}
-
-variable "ephemeral_storage_gib" {
-  description = "Fargate ephemeral storage (GiB) of a task: backs the data volume."
-  type        = number
-  default     = 30
 
   validation {
-    condition     = var.ephemeral_storage_gib >= 21 && var.ephemeral_storage_gib <= 200
+    condition     = var.task.ephemeral_storage_gib >= 21 && var.task.ephemeral_storage_gib <= 200
     error_message = "ephemeral_storage_gib must be between 21 and 200."
   }
 }

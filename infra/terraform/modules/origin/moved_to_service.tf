@@ -1,0 +1,1 @@
+../../shared/moved_to_service.tf
