@@ -176,9 +176,16 @@ def test_a_batch_reports_each_offer_and_refuses_a_bad_request(module_cluster):
 # -- edgerec offers import ------------------------------------------------------------------------------------------
 
 
-def _import(cluster, path: Path, *args: str):
+def _import(cluster, path: Path, *args: str, origin: str | None = None, admin_token: str | None = None):
+    """`edgerec offers import PATH ARGS` against the cluster's origin with its admin token, unless told others."""
     return run_cli(
-        "offers", "import", str(path), "--origin", cluster.origin.url, *args, admin_token=cluster.admin_token
+        "offers",
+        "import",
+        str(path),
+        "--origin",
+        origin or cluster.origin.url,
+        *args,
+        admin_token=admin_token or cluster.admin_token,
     )
 
 
@@ -273,30 +280,10 @@ def test_an_import_that_cannot_start_says_why_in_one_line(module_cluster, tmp_pa
     good = tmp_path / "good.csv"
     good.write_text("id,sku,title,price,currency,regions\nx-2,10001,Mug,1,GBP,GB\n")
     assert_one_line_error(
-        run_cli(
-            "offers",
-            "import",
-            str(good),
-            "--origin",
-            cluster.origin.url,
-            "--quiet",
-            admin_token="not-the-admin-token-123",
-        ),
-        "HTTP 401",
-        "after 0 of 1 offers sent",
+        _import(cluster, good, "--quiet", admin_token="not-the-admin-token-123"), "HTTP 401", "after 0 of 1 offers sent"
     )
-    assert_one_line_error(
-        run_cli(
-            "offers",
-            "import",
-            str(good),
-            "--origin",
-            f"http://127.0.0.1:{free_port()}",
-            "--quiet",
-            admin_token=cluster.admin_token,
-        ),
-        "cannot reach the origin",
-    )
+    unreachable = f"http://127.0.0.1:{free_port()}"
+    assert_one_line_error(_import(cluster, good, "--quiet", origin=unreachable), "cannot reach the origin")
     assert _stored(cluster, "x-2") is None
 
 
