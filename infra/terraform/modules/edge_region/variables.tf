@@ -138,12 +138,8 @@ variable "image" {
 
 variable "task" {
   description = "Fargate size of an edge task, passed to modules/service (which validates it and defaults an attribute left out): cpu units (1024; one uvicorn worker per vCPU), memory MiB (2048; holds the whole EdgeState (offers, embeddings, model) twice during a swap), cpu_architecture the image is built for (X86_64 or ARM64), ephemeral_storage_gib (30) for EDGEREC_EDGE_DATA_DIR (persisted snapshot and model bundle)."
-  type = object({
-    cpu                   = optional(number)
-    memory                = optional(number)
-    cpu_architecture      = optional(string)
-    ephemeral_storage_gib = optional(number)
-  })
+  # The object type, its defaults and validations are modules/service's variable "task", written once.
+  type    = any
   default = {}
 }
 

@@ -70,12 +70,8 @@ variable "image" {
 
 variable "task" {
   description = "Fargate size of an origin task, passed to modules/service (which validates it and defaults an attribute left out): cpu units (1024), memory MiB (2048), cpu_architecture the image is built for (X86_64 or ARM64), ephemeral_storage_gib (30), which holds the local model-blob cache (EDGEREC_BLOB_DIR)."
-  type = object({
-    cpu                   = optional(number)
-    memory                = optional(number)
-    cpu_architecture      = optional(string)
-    ephemeral_storage_gib = optional(number)
-  })
+  # The object type, its defaults and validations are modules/service's variable "task", written once.
+  type    = any
   default = {}
 }
 
