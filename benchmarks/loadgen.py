@@ -177,9 +177,11 @@ def run_wrk(
     sampler: CpuSampler,
     server_group: str,
     rate: float = 0.0,
+    threads: int = 1,
 ) -> dict[str, Any]:
-    """wrk against every server process at once (one wrk each, one thread), summed: the server's capacity, or with
-    rate > 0 the latency at that fixed arrival rate in total (wrk_requests.lua's schedule, split over the hosts)."""
+    """wrk against every server process at once (one wrk each, `threads` threads), summed: the server's capacity, or
+    with rate > 0 the latency at that fixed arrival rate in total (wrk_requests.lua's schedule, split over the hosts
+    and their threads: each thread keeps its own)."""
     wrk = shutil.which("wrk")
     assert wrk is not None
     per_host = max(1, connections // len(hosts))
@@ -191,12 +193,12 @@ def run_wrk(
             log = out_dir / f"{name}-{i}.log"
             logs.append(log)
             with open(log, "wb") as fh:
-                env = {**os.environ, "EDGEREC_WRK_RATE": f"{rate / len(hosts):.3f}"} if rate > 0 else None
+                env = {**os.environ, "EDGEREC_WRK_RATE": f"{rate / len(hosts) / threads:.3f}"} if rate > 0 else None
                 procs.append(
                     subprocess.Popen(
                         [
                             wrk,
-                            "-t1",
+                            f"-t{threads}",
                             f"-c{per_host}",
                             f"-d{max(1, int(round(duration_s)))}s",
                             "--timeout",

@@ -1,0 +1,248 @@
+"""Throughput against worker processes: one edge with `--workers N` for each N, driven by wrk at full speed.
+
+    python -m benchmarks.scaling --out DIR [--workers 1,2] [--duration S] [--repeat N] [--bundle DIR] [--data PATH]
+
+Starts the origin as the latency benchmark does (same offers, same request mix, the CDN secret, events on), then for
+each N an edge of every region with `--workers N` on cores 0..N-1, and wrk on the cores left (one thread per core,
+`--connections` per worker). Where N leaves no core for the load, edge and wrk share all cores and the row says so:
+that figure is a floor, not the server's capacity. Each N gets a warm-up, then the measured run; with --repeat the
+rounds interleave the N's and the median is reported. Writes DIR/scaling.json, DIR/scaling.md and DIR/scaling.png
+(req/s and the efficiency per worker against N, with the linear line through N = 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .latency import TARGET_KIND, Bench, say
+from .loadgen import run_wrk, write_wrk_requests, wrk_missing
+from .processes import CpuSampler, Placement
+from .traffic import DEFAULT_REGIONS, build_traffic
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.scaling", description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, required=True, help="directory for scaling.json, scaling.md and scaling.png")
+    p.add_argument("--workers", default="1,2", help="comma-separated worker counts (default 1,2)")
+    p.add_argument("--duration", type=float, default=8.0, help="measured seconds of each run (default 8)")
+    p.add_argument("--warmup", type=float, default=2.0, help="seconds of wrk before each measured run (default 2)")
+    p.add_argument("--repeat", type=int, default=1, help="rounds over the worker counts; medians reported")
+    p.add_argument("--connections", type=int, default=16, help="wrk connections per worker (default 16)")
+    p.add_argument("--data", default="auto", help="auto (the shared Online Retail data), synthetic, or a CSV path")
+    p.add_argument("--bundle", type=Path, help="serve this model bundle instead of training one on --data")
+    p.add_argument("--regions", default=",".join(DEFAULT_REGIONS), help="regions of the traffic")
+    p.add_argument("--offers-per-region", type=int, default=200, help="candidates per request (default 200)")
+    p.add_argument("--anonymous-share", type=float, default=0.3, help="share of anonymous shoppers (default 0.3)")
+    p.add_argument("--no-pin", action="store_true", help="do not pin the edge and wrk to separate cores")
+    args = p.parse_args(argv)
+    try:
+        args.worker_counts = sorted({int(x) for x in args.workers.split(",") if x.strip()})
+    except ValueError:
+        p.error(f"--workers: comma-separated integers, got {args.workers!r}")
+    if not args.worker_counts or min(args.worker_counts) < 1:
+        p.error("--workers: at least one count, each 1 or more")
+    args.servers = args.worker_counts[0]  # what Bench reads for the edge's --workers
+    return args
+
+
+def placement_for(workers: int, pin: bool) -> tuple[Placement, str | None]:
+    """N server cores and the rest for wrk; unpinned (and said so) where no core would be left for the load."""
+    available = len(os.sched_getaffinity(0))
+    if pin and workers < available:
+        return Placement.plan(workers, pin=True), None
+    return Placement(None, None), f"{workers} workers on {available} cores: edge and wrk share every core"
+
+
+def measure(
+    bench: Bench, regions: tuple[str, ...], workers: int, round_no: int, requests: Path, sampler: CpuSampler
+) -> dict[str, Any]:
+    args = bench.args
+    placement, shared = placement_for(workers, not args.no_pin)
+    bench.placement, args.servers = placement, workers
+    edge = bench._start_edge(regions, [], f"edge-w{workers}-r{round_no}")
+    group = f"server:w{workers}"
+    sampler.track(group, [edge.pid])
+    try:
+        load_cores = placement.load_cores
+        threads = len(load_cores) if load_cores else max(1, len(os.sched_getaffinity(0)) // 4)
+        connections = max(args.connections * workers, threads)
+        runs = bench.out / "runs" / f"round-{round_no}"
+        runs.mkdir(parents=True, exist_ok=True)
+        for name, seconds in ((f"w{workers}-warmup", args.warmup), (f"w{workers}", args.duration)):
+            result = run_wrk(
+                name, [edge.url], requests, connections, seconds, load_cores, runs, sampler, group, threads=threads
+            )
+    finally:
+        sampler.untrack(group)
+        edge.stop()
+        bench.cluster.edges.remove(edge)
+    result.update(workers=workers, wrk_threads=threads, placement=placement.describe())
+    result.pop("cdf_ms", None)
+    if shared:
+        result["shared_cores"] = shared
+    say(
+        f"    {workers:3d} worker(s)  {result['rps']:10.1f} req/s  p50 {result['p50_ms']} ms  p99 {result['p99_ms']} ms"
+        f"  errors {result['errors']}  edge CPU {result['cpu_percent']}%  wrk CPU {result['loadgen_cpu_percent']}%"
+        + (f"  ({shared})" if shared else "")
+    )
+    return result
+
+
+def summarize(rounds: list[dict[int, dict[str, Any]]], counts: list[int]) -> list[dict[str, Any]]:
+    rows = []
+    for n in counts:
+        runs = [r[n] for r in rounds if n in r]
+        row = dict(runs[len(runs) // 2])  # the keys of one run, the figures below the rounds' medians
+        for key in ("rps", "p50_ms", "p99_ms", "cpu_percent", "loadgen_cpu_percent"):
+            values = [r[key] for r in runs if r.get(key) is not None]
+            row[key] = round(statistics.median(values), 3) if values else None
+        row["errors"] = sum(r["errors"] for r in runs)
+        row["rounds_rps"] = [r["rps"] for r in runs]
+        rows.append(row)
+    base = next((r["rps"] / r["workers"] for r in rows if r["rps"]), None)
+    for row in rows:
+        row["rps_per_worker"] = round(row["rps"] / row["workers"], 1)
+        row["efficiency"] = round(row["rps_per_worker"] / base, 3) if base else None
+        cpu = row.get("cpu_percent")
+        row["cpu_us_per_request"] = round(cpu / 100 * 1e6 / row["rps"], 1) if cpu and row["rps"] else None
+    return rows
+
+
+def write_outputs(out: Path, report: dict[str, Any]) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["rows"]
+    json_path = out / "scaling.json"
+    json_path.write_text(json.dumps(report, indent=2) + "\n")
+    lines = [
+        f"# Throughput against `--workers` ({report['machine']['cpus']} CPUs, {report['machine']['processor']})",
+        "",
+        f"`{report['command']}`",
+        "",
+        "| workers | req/s | req/s per worker | efficiency | p50 ms | p99 ms | errors | edge CPU % | CPU µs/req "
+        "| wrk threads | note |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['workers']} | {r['rps']:.0f} | {r['rps_per_worker']:.0f} | {r['efficiency']} | {r['p50_ms']} "
+            f"| {r['p99_ms']} | {r['errors']} | {r['cpu_percent']} | {r['cpu_us_per_request']} | {r['wrk_threads']} "
+            f"| {r.get('shared_cores', '')} |"
+        )
+    md_path = out / "scaling.md"
+    md_path.write_text("\n".join(lines) + "\n")
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    ns = [r["workers"] for r in rows]
+    ax.plot(ns, [r["rps"] for r in rows], "o-", label="edgerec (wrk, full speed)")
+    if rows and rows[0]["rps"]:
+        per = rows[0]["rps"] / rows[0]["workers"]
+        ax.plot(ns, [per * n for n in ns], "--", color="grey", label="linear from the first count")
+    for r in rows:
+        if r.get("shared_cores"):
+            ax.annotate("shares cores with wrk", (r["workers"], r["rps"]), fontsize=8)
+    ax.set_xlabel("edge worker processes (--workers)")
+    ax.set_ylabel("req/s")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ns, [str(n) for n in ns])
+    ax.legend()
+    ax.grid(alpha=0.3)
+    ax2.bar([str(n) for n in ns], [r["efficiency"] or 0 for r in rows])
+    ax2.axhline(1.0, color="grey", linestyle="--")
+    ax2.set_xlabel("edge worker processes")
+    ax2.set_ylabel("req/s per worker, relative to the first count")
+    fig.suptitle(f"edgerec throughput against workers ({report['machine']['cpus']} CPUs)")
+    fig.tight_layout()
+    png_path = out / "scaling.png"
+    fig.savefig(png_path, dpi=110)
+    plt.close(fig)
+    return [json_path, md_path, png_path]
+
+
+def run(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    out: Path = args.out
+    for stale in ("work", "runs"):
+        if (out / stale).exists():
+            shutil.rmtree(out / stale)
+    bench = Bench(args)
+    bench.work.mkdir(parents=True, exist_ok=True)
+    regions = tuple(r.strip().upper() for r in args.regions.split(",") if r.strip())
+    counts: list[int] = args.worker_counts
+    try:
+        bundle, transactions, data_label = bench.train()
+        say(f"[2/3] starting the origin and an edge with {counts[0]} worker(s), loading offers")
+        bench.placement, _ = placement_for(counts[0], not args.no_pin)
+        bench.start_edgerec(bundle, transactions, regions)
+        first = bench.targets["edgerec"]["hosts"][0]
+        contract = bench.probe_contract(first, regions[-1])
+        manifest = json.loads((bundle / "manifest.json").read_text())
+        traffic = build_traffic(transactions, regions, manifest["context_length"], args.anonymous_share)
+        requests = write_wrk_requests(
+            bench.work / "wrk.tsv", traffic, TARGET_KIND["edgerec"], contract, bench.cdn_secret
+        )
+        edge = bench.cluster.edges.pop()  # each count gets its own edge below, started the same way
+        edge.stop()
+        say(f"[3/3] measuring {counts} worker(s), {args.repeat} round(s), {args.duration:g} s each")
+        rounds: list[dict[int, dict[str, Any]]] = []
+        with CpuSampler() as sampler:
+            for round_no in range(args.repeat):
+                order = counts if round_no % 2 == 0 else counts[::-1]
+                rounds.append({n: measure(bench, regions, n, round_no, requests, sampler) for n in order})
+        report = {
+            "command": "python -m benchmarks.scaling " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+            "machine": {
+                "cpus": len(os.sched_getaffinity(0)),
+                "processor": platform.processor() or platform.machine(),
+                "python": platform.python_version(),
+                "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+            },
+            "settings": {
+                "duration_s": args.duration,
+                "warmup_s": args.warmup,
+                "repeat": args.repeat,
+                "connections_per_worker": args.connections,
+                "data": data_label,
+                "regions": list(regions),
+                "offers_per_region": args.offers_per_region,
+                "anonymous_share": args.anonymous_share,
+                "events": "on",
+                "contract": contract.to_json(),
+            },
+            "rows": summarize(rounds, counts),
+            "rounds": [{str(n): r for n, r in rnd.items()} for rnd in rounds],
+            "wall_seconds": round(time.monotonic() - started, 1),
+        }
+        for path in write_outputs(out, report):
+            say(f"  wrote {path}")
+        return 0
+    finally:
+        bench.stop_all()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    missing = wrk_missing()
+    if missing:
+        print(missing, file=sys.stderr)
+        return 2
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
