@@ -331,8 +331,25 @@ class Bench:
             "round (ratios.access_log_on_vs_off_rps)",
         }
 
+    def start_edgerec_granian(self, regions: tuple[str, ...]) -> None:
+        """A second edge like the first, its app served by granian's ASGI server instead of uvicorn
+        (benchmarks/edge_granian.py), for the server A/B measured in the same rounds."""
+        edge = self._start_edge(regions, [], "edge-granian", server="granian")
+        edge.name = "edge (granian)"
+        self.targets["edgerec_granian"] = {
+            "hosts": [edge.url],
+            "pids": [edge.pid],
+            "note": "the same edge app on granian (ASGI, uvloop, one worker and runtime thread); compare with "
+            "edgerec (uvicorn) within a round (ratios.granian_vs_uvicorn_capacity_at_full_cpu)",
+        }
+
     def _start_edge(
-        self, regions: tuple[str, ...], args: list[str], label: str, env: dict[str, str] | None = None
+        self,
+        regions: tuple[str, ...],
+        args: list[str],
+        label: str,
+        env: dict[str, str] | None = None,
+        server: str = "uvicorn",
     ) -> Service:
         """An edge of every region with --servers workers and the CDN secret, on the server cores, serving every
         offer."""
@@ -349,6 +366,8 @@ class Bench:
             env={"EDGEREC_CDN_SECRET": self.cdn_secret, **(env or {})},
             label=label,
         )
+        if server == "granian":
+            edge.argv = [sys.executable, "-m", "benchmarks.edge_granian", *edge.args]
         with cores(self.placement.server_cores):
             self.cluster.start_edges(edge, timeout_s=60)
         self.cluster.wait_for_version(0, self.offer_counts, timeout_s=30)
@@ -511,6 +530,7 @@ TARGET_KIND = {
     "edgerec_no_events": "edgerec",
     "edgerec_traced": "edgerec",
     "edgerec_access_log": "edgerec",
+    "edgerec_granian": "edgerec",
     "ceiling": "ceiling",
     "peer": "peer",
     "edgerec_cdn": "cdn",
@@ -699,6 +719,11 @@ def run(args: argparse.Namespace) -> int:
                 bench.start_edgerec_access_log(regions)
             except (RuntimeError, OSError, TimeoutError) as exc:
                 bench.targets["edgerec_access_log"] = {"skipped": f"the edge with the access log did not start: {exc}"}
+        if "edgerec_granian" in wanted:
+            try:
+                bench.start_edgerec_granian(regions)
+            except (RuntimeError, OSError, TimeoutError) as exc:
+                bench.targets["edgerec_granian"] = {"skipped": f"the edge on granian did not start: {exc}"}
         if "ceiling" in wanted:
             bench.start_ceiling(bench.typical_answer(edge_url, traffic, contract))
         if "peer" in wanted:

@@ -16,11 +16,21 @@ LABELS = {
     "edgerec_no_events": "edgerec, events off (--events off)",
     "edgerec_traced": "edgerec, tracing a sample (EDGEREC_TRACE_SAMPLE)",
     "edgerec_access_log": "edgerec, access log on (--access-log on)",
+    "edgerec_granian": "edgerec on granian (ASGI) instead of uvicorn",
     "ceiling": "ceiling (bare Starlette)",
     "peer": "peer",
     "edgerec_cdn": "edgerec behind Varnish (anonymous)",
 }
-ORDER = ("edgerec", "edgerec_no_events", "edgerec_traced", "edgerec_access_log", "ceiling", "peer", "edgerec_cdn")
+ORDER = (
+    "edgerec",
+    "edgerec_no_events",
+    "edgerec_traced",
+    "edgerec_access_log",
+    "edgerec_granian",
+    "ceiling",
+    "peer",
+    "edgerec_cdn",
+)
 EVENTS_BUDGET = 0.95  # with events on, throughput must stay within 5% of throughput with events off
 
 
@@ -154,6 +164,8 @@ def round_ratios(round_results: dict[str, dict[str, Any]], source: str) -> dict[
         "traced_vs_untraced_p99_at_peak": ratio(p99("edgerec_traced"), p99("edgerec")),
         "access_log_on_vs_off_rps": ratio(rps("edgerec_access_log"), rps("edgerec")),
         "access_log_on_vs_off_capacity_at_full_cpu": ratio(full_cpu("edgerec_access_log"), full_cpu("edgerec")),
+        "granian_vs_uvicorn_rps": ratio(rps("edgerec_granian"), rps("edgerec")),
+        "granian_vs_uvicorn_capacity_at_full_cpu": ratio(full_cpu("edgerec_granian"), full_cpu("edgerec")),
         "edgerec_vs_peer_rps": ratio(rps("edgerec"), rps("peer")),
         "edgerec_cdn_vs_edgerec_rps": ratio(rps("edgerec_cdn"), rps("edgerec")),
         "edgerec_vs_peer_p99_at_peak": ratio(p99("edgerec"), p99("peer")),

@@ -1,12 +1,14 @@
 """Throughput against worker processes: one edge with `--workers N` for each N, driven by wrk at full speed.
 
-    python -m benchmarks.scaling --out DIR [--workers 1,2] [--duration S] [--repeat N] [--bundle DIR] [--data PATH]
+    python -m benchmarks.scaling --out DIR [--workers 1,2] [--granian] [--duration S] [--repeat N] [--bundle DIR]
 
 Starts the origin as the latency benchmark does (same offers, same request mix, the CDN secret, events on), then for
 each N an edge of every region with `--workers N` on cores 0..N-1, and wrk on the cores left (one thread per core,
 `--connections` per worker). Where N leaves no core for the load, edge and wrk share all cores and the row says so:
 that figure is a floor, not the server's capacity. Each N gets a warm-up, then the measured run; with --repeat the
-rounds interleave the N's and the median is reported. Writes DIR/scaling.json, DIR/scaling.md and DIR/scaling.png
+rounds interleave the N's and the median is reported. With --granian each round also serves the same edge app on
+granian's ASGI server (benchmarks/edge_granian.py, one worker) beside uvicorn's one worker: the server A/B on one
+pinned core with the same answers. Writes DIR/scaling.json, DIR/scaling.md and DIR/scaling.png
 (req/s and the efficiency per worker against N, with the linear line through N = 1).
 """
 
@@ -37,6 +39,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=8.0, help="measured seconds of each run (default 8)")
     p.add_argument("--warmup", type=float, default=2.0, help="seconds of wrk before each measured run (default 2)")
     p.add_argument("--repeat", type=int, default=1, help="rounds over the worker counts; medians reported")
+    p.add_argument("--granian", action="store_true", help="also the edge app on granian (ASGI), one worker")
     p.add_argument("--connections", type=int, default=16, help="wrk connections per worker (default 16)")
     p.add_argument("--data", default="auto", help="auto (the shared Online Retail data), synthetic, or a CSV path")
     p.add_argument("--bundle", type=Path, help="serve this model bundle instead of training one on --data")
@@ -63,14 +66,22 @@ def placement_for(workers: int, pin: bool) -> tuple[Placement, str | None]:
     return Placement(None, None), f"{workers} workers on {available} cores: edge and wrk share every core"
 
 
+Config = tuple[str, int]  # (server, workers)
+
+
+def label(config: Config) -> str:
+    return f"{config[0]}-{config[1]}"
+
+
 def measure(
-    bench: Bench, regions: tuple[str, ...], workers: int, round_no: int, requests: Path, sampler: CpuSampler
+    bench: Bench, regions: tuple[str, ...], config: Config, round_no: int, requests: Path, sampler: CpuSampler
 ) -> dict[str, Any]:
     args = bench.args
+    server, workers = config
     placement, shared = placement_for(workers, not args.no_pin)
     bench.placement, args.servers = placement, workers
-    edge = bench._start_edge(regions, [], f"edge-w{workers}-r{round_no}")
-    group = f"server:w{workers}"
+    edge = bench._start_edge(regions, [], f"edge-{label(config)}-r{round_no}", server=server)
+    group = f"server:{label(config)}"
     sampler.track(group, [edge.pid])
     try:
         load_cores = placement.load_cores
@@ -78,7 +89,7 @@ def measure(
         connections = max(args.connections * workers, threads)
         runs = bench.out / "runs" / f"round-{round_no}"
         runs.mkdir(parents=True, exist_ok=True)
-        for name, seconds in ((f"w{workers}-warmup", args.warmup), (f"w{workers}", args.duration)):
+        for name, seconds in ((f"{label(config)}-warmup", args.warmup), (label(config), args.duration)):
             result = run_wrk(
                 name, [edge.url], requests, connections, seconds, load_cores, runs, sampler, group, threads=threads
             )
@@ -86,22 +97,23 @@ def measure(
         sampler.untrack(group)
         edge.stop()
         bench.cluster.edges.remove(edge)
-    result.update(workers=workers, wrk_threads=threads, placement=placement.describe())
+    result.update(server=server, workers=workers, wrk_threads=threads, placement=placement.describe())
     result.pop("cdf_ms", None)
     if shared:
         result["shared_cores"] = shared
     say(
-        f"    {workers:3d} worker(s)  {result['rps']:10.1f} req/s  p50 {result['p50_ms']} ms  p99 {result['p99_ms']} ms"
+        f"    {server:8s} {workers:3d} worker(s)  {result['rps']:10.1f} req/s  p50 {result['p50_ms']} ms"
+        f"  p99 {result['p99_ms']} ms"
         f"  errors {result['errors']}  edge CPU {result['cpu_percent']}%  wrk CPU {result['loadgen_cpu_percent']}%"
         + (f"  ({shared})" if shared else "")
     )
     return result
 
 
-def summarize(rounds: list[dict[int, dict[str, Any]]], counts: list[int]) -> list[dict[str, Any]]:
+def summarize(rounds: list[dict[str, dict[str, Any]]], configs: list[Config]) -> list[dict[str, Any]]:
     rows = []
-    for n in counts:
-        runs = [r[n] for r in rounds if n in r]
+    for config in configs:
+        runs = [r[label(config)] for r in rounds if label(config) in r]
         row = dict(runs[len(runs) // 2])  # the keys of one run, the figures below the rounds' medians
         for key in ("rps", "p50_ms", "p99_ms", "cpu_percent", "loadgen_cpu_percent"):
             values = [r[key] for r in runs if r.get(key) is not None]
@@ -109,13 +121,36 @@ def summarize(rounds: list[dict[int, dict[str, Any]]], counts: list[int]) -> lis
         row["errors"] = sum(r["errors"] for r in runs)
         row["rounds_rps"] = [r["rps"] for r in runs]
         rows.append(row)
-    base = next((r["rps"] / r["workers"] for r in rows if r["rps"]), None)
+    base = {}
     for row in rows:
+        base.setdefault(row["server"], row["rps"] / row["workers"] if row["rps"] else None)
         row["rps_per_worker"] = round(row["rps"] / row["workers"], 1)
-        row["efficiency"] = round(row["rps_per_worker"] / base, 3) if base else None
+        first = base[row["server"]]
+        row["efficiency"] = round(row["rps_per_worker"] / first, 3) if first else None
         cpu = row.get("cpu_percent")
         row["cpu_us_per_request"] = round(cpu / 100 * 1e6 / row["rps"], 1) if cpu and row["rps"] else None
     return rows
+
+
+def server_ab(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    """granian against uvicorn at one worker: the median of the ratios within each round (same machine noise)."""
+
+    def cpu_us(run: dict[str, Any]) -> float | None:
+        return run["cpu_percent"] / 100 * 1e6 / run["rps"] if run.get("cpu_percent") and run["rps"] else None
+
+    cpu, rps = [], []
+    for rnd in rounds:
+        g, u = rnd.get("granian-1"), rnd.get("uvicorn-1")
+        if g and u:
+            if cpu_us(g) and cpu_us(u):
+                cpu.append(cpu_us(g) / cpu_us(u))  # type: ignore[operator]
+            if u["rps"]:
+                rps.append(g["rps"] / u["rps"])
+    return {
+        "granian_vs_uvicorn_cpu_per_request": round(statistics.median(cpu), 3) if cpu else None,
+        "granian_vs_uvicorn_rps": round(statistics.median(rps), 3) if rps else None,
+        "rounds_cpu_ratio": [round(x, 3) for x in cpu],
+    }
 
 
 def write_outputs(out: Path, report: dict[str, Any]) -> list[Path]:
@@ -124,7 +159,6 @@ def write_outputs(out: Path, report: dict[str, Any]) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = report["rows"]
     json_path = out / "scaling.json"
     json_path.write_text(json.dumps(report, indent=2) + "\n")
     lines = [
@@ -132,18 +166,27 @@ def write_outputs(out: Path, report: dict[str, Any]) -> list[Path]:
         "",
         f"`{report['command']}`",
         "",
-        "| workers | req/s | req/s per worker | efficiency | p50 ms | p99 ms | errors | edge CPU % | CPU µs/req "
-        "| wrk threads | note |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| server | workers | req/s | req/s per worker | efficiency | p50 ms | p99 ms | errors | edge CPU % "
+        "| CPU µs/req | wrk threads | note |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
-    for r in rows:
+    for r in report["rows"]:
         lines.append(
-            f"| {r['workers']} | {r['rps']:.0f} | {r['rps_per_worker']:.0f} | {r['efficiency']} | {r['p50_ms']} "
+            f"| {r['server']} | {r['workers']} | {r['rps']:.0f} | {r['rps_per_worker']:.0f} | {r['efficiency']} "
+            f"| {r['p50_ms']} "
             f"| {r['p99_ms']} | {r['errors']} | {r['cpu_percent']} | {r['cpu_us_per_request']} | {r['wrk_threads']} "
             f"| {r.get('shared_cores', '')} |"
         )
+    if report.get("server_ab"):
+        ab = report["server_ab"]
+        lines += [
+            "",
+            f"granian / uvicorn at one worker, CPU per request: {ab['granian_vs_uvicorn_cpu_per_request']}"
+            f" (req/s: {ab['granian_vs_uvicorn_rps']})",
+        ]
     md_path = out / "scaling.md"
     md_path.write_text("\n".join(lines) + "\n")
+    rows = [r for r in report["rows"] if r["server"] == "uvicorn"]
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     ns = [r["workers"] for r in rows]
     ax.plot(ns, [r["rps"] for r in rows], "o-", label="edgerec (wrk, full speed)")
@@ -163,6 +206,10 @@ def write_outputs(out: Path, report: dict[str, Any]) -> list[Path]:
     ax2.axhline(1.0, color="grey", linestyle="--")
     ax2.set_xlabel("edge worker processes")
     ax2.set_ylabel("req/s per worker, relative to the first count")
+    for r in report["rows"]:
+        if r["server"] != "uvicorn":
+            ax.plot([r["workers"]], [r["rps"]], "s", label=f"the same edge on {r['server']}")
+            ax.legend()
     fig.suptitle(f"edgerec throughput against workers ({report['machine']['cpus']} CPUs)")
     fig.tight_layout()
     png_path = out / "scaling.png"
@@ -181,6 +228,7 @@ def run(args: argparse.Namespace) -> int:
     bench.work.mkdir(parents=True, exist_ok=True)
     regions = tuple(r.strip().upper() for r in args.regions.split(",") if r.strip())
     counts: list[int] = args.worker_counts
+    configs: list[Config] = [("uvicorn", n) for n in counts] + ([("granian", 1)] if args.granian else [])
     try:
         bundle, transactions, data_label = bench.train()
         say(f"[2/3] starting the origin and an edge with {counts[0]} worker(s), loading offers")
@@ -195,12 +243,13 @@ def run(args: argparse.Namespace) -> int:
         )
         edge = bench.cluster.edges.pop()  # each count gets its own edge below, started the same way
         edge.stop()
-        say(f"[3/3] measuring {counts} worker(s), {args.repeat} round(s), {args.duration:g} s each")
-        rounds: list[dict[int, dict[str, Any]]] = []
+        say(f"[3/3] measuring {[label(c) for c in configs]}, {args.repeat} round(s), {args.duration:g} s each")
+        rounds: list[dict[str, dict[str, Any]]] = []
         with CpuSampler() as sampler:
             for round_no in range(args.repeat):
-                order = counts if round_no % 2 == 0 else counts[::-1]
-                rounds.append({n: measure(bench, regions, n, round_no, requests, sampler) for n in order})
+                order = configs if round_no % 2 == 0 else configs[::-1]
+                rounds.append({label(c): measure(bench, regions, c, round_no, requests, sampler) for c in order})
+        rows = summarize(rounds, configs)
         report = {
             "command": "python -m benchmarks.scaling " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
             "machine": {
@@ -221,8 +270,9 @@ def run(args: argparse.Namespace) -> int:
                 "events": "on",
                 "contract": contract.to_json(),
             },
-            "rows": summarize(rounds, counts),
-            "rounds": [{str(n): r for n, r in rnd.items()} for rnd in rounds],
+            "rows": rows,
+            "server_ab": server_ab(rounds) if args.granian else None,
+            "rounds": rounds,
             "wall_seconds": round(time.monotonic() - started, 1),
         }
         for path in write_outputs(out, report):

@@ -56,13 +56,19 @@ def test_report_json_has_the_shape_the_issue_asks_for(smoke_report: Path) -> Non
 
 def test_edgerec_and_ceiling_were_measured_without_errors(smoke_report: Path) -> None:
     report = json.loads((smoke_report / "report.json").read_text())
-    for name in ("edgerec", "ceiling"):
+    for name in ("edgerec", "edgerec_granian", "ceiling"):
         target = report["targets"][name]
         assert "skipped" not in target, f"{name}: {target.get('skipped')}"
         assert target["rps"] > 0 and target["errors"] == 0, target
     cdn = report["targets"]["edgerec_cdn"]
     # Varnish may be missing on this machine: then the report says why instead of failing.
     assert cdn.get("skipped") or (cdn["rps"] > 0 and cdn["errors"] == 0), cdn
+
+
+def test_the_server_a_b_serves_the_same_edge_on_granian_in_the_same_run(smoke_report: Path) -> None:
+    report = json.loads((smoke_report / "report.json").read_text())
+    assert "granian" in report["targets"]["edgerec_granian"]["note"]
+    assert isinstance(report["ratios"]["granian_vs_uvicorn_rps"], float)
 
 
 def test_report_md_shows_the_table_and_the_readme_section(smoke_report: Path) -> None:
