@@ -406,14 +406,17 @@ class Bench:
 
     # ------------------------------------------------------------ other targets
 
-    def start_ceiling(self, body: bytes) -> None:
+    def start_ceiling(self, body: bytes, raw: bool = False) -> None:
+        """The ceiling: a bare Starlette endpoint on uvicorn answering precomputed JSON; with `raw`, the second
+        reference: the fastest bare endpoint on the edge's own server (a raw ASGI callable on uvicorn)."""
+        name = "ceiling_raw" if raw else "ceiling"
         body_file = self.work / "ceiling-answer.json"
         body_file.write_bytes(body)
         port = free_port()
         proc = Service(
-            name="ceiling",
+            name=name,
             port=port,
-            log_path=self.work / "logs" / "ceiling.log",
+            log_path=self.work / "logs" / f"{name}.log",
             cwd=REPO,
             argv=[
                 sys.executable,
@@ -425,15 +428,19 @@ class Bench:
                 str(self.args.servers),
                 "--body-file",
                 str(body_file),
+                *(["--raw"] if raw else []),
             ],
         )
         self.start_service(proc, self.placement.server_cores)
         proc.wait_ready("/healthz", timeout_s=30)
         hosts, pids = [f"http://127.0.0.1:{port}"], [proc.pid]
-        self.targets["ceiling"] = {
+        answer = f"a fixed {len(body)}-byte JSON (an edgerec answer for k=10)"
+        self.targets[name] = {
             "hosts": hosts,
             "pids": pids,
-            "note": f"answers a fixed {len(body)}-byte JSON (an edgerec answer for k=10) without reading the request",
+            "note": f"a raw ASGI callable on uvicorn (the edge's server): reads the request, answers {answer}"
+            if raw
+            else f"answers {answer} without reading the request",
         }
 
     def start_peer(self, bundle: Path, offers: list[dict], traffic: dict[str, Any], contract: Contract) -> None:
@@ -532,6 +539,7 @@ TARGET_KIND = {
     "edgerec_access_log": "edgerec",
     "edgerec_granian": "edgerec",
     "ceiling": "ceiling",
+    "ceiling_raw": "ceiling",
     "peer": "peer",
     "edgerec_cdn": "cdn",
 }
@@ -724,8 +732,11 @@ def run(args: argparse.Namespace) -> int:
                 bench.start_edgerec_granian(regions)
             except (RuntimeError, OSError, TimeoutError) as exc:
                 bench.targets["edgerec_granian"] = {"skipped": f"the edge on granian did not start: {exc}"}
+        typical = bench.typical_answer(edge_url, traffic, contract)
         if "ceiling" in wanted:
-            bench.start_ceiling(bench.typical_answer(edge_url, traffic, contract))
+            bench.start_ceiling(typical)
+        if "ceiling_raw" in wanted:
+            bench.start_ceiling(typical, raw=True)
         if "peer" in wanted:
             try:
                 bench.start_peer(bundle, offers, traffic, contract)

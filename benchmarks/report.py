@@ -18,6 +18,7 @@ LABELS = {
     "edgerec_access_log": "edgerec, access log on (--access-log on)",
     "edgerec_granian": "edgerec on granian (ASGI) instead of uvicorn",
     "ceiling": "ceiling (bare Starlette)",
+    "ceiling_raw": "second reference: a raw ASGI callable on uvicorn, the edge's server",
     "peer": "peer",
     "edgerec_cdn": "edgerec behind Varnish (anonymous)",
 }
@@ -28,6 +29,7 @@ ORDER = (
     "edgerec_access_log",
     "edgerec_granian",
     "ceiling",
+    "ceiling_raw",
     "peer",
     "edgerec_cdn",
 )
@@ -157,6 +159,7 @@ def round_ratios(round_results: dict[str, dict[str, Any]], source: str) -> dict[
 
     return {
         "edgerec_vs_ceiling_rps": ratio(rps("edgerec"), rps("ceiling")),
+        "edgerec_vs_server_floor_rps": ratio(rps("edgerec"), rps("ceiling_raw")),
         "events_on_vs_off_rps": ratio(rps("edgerec"), rps("edgerec_no_events")),
         "events_on_vs_off_capacity_at_full_cpu": ratio(full_cpu("edgerec"), full_cpu("edgerec_no_events")),
         "traced_vs_untraced_rps": ratio(rps("edgerec_traced"), rps("edgerec")),

@@ -44,7 +44,7 @@ def test_report_json_has_the_shape_the_issue_asks_for(smoke_report: Path) -> Non
         assert T_KEYS <= target.keys(), name
     assert report["targets"]["peer"]["name"]
     assert report["targets"]["peer"]["skipped"]  # --quick makes no peer venv
-    assert {"edgerec_vs_ceiling_rps", "edgerec_vs_peer_rps"} <= report["ratios"].keys()
+    assert {"edgerec_vs_ceiling_rps", "edgerec_vs_server_floor_rps", "edgerec_vs_peer_rps"} <= report["ratios"].keys()
     assert {"rps", "p99_ms"} <= report["at_70pct_peak"]["edgerec"].keys()
     if os.environ.get("EDGEREC_INFRA_STRICT") == "1":  # CI installs wrk (make test): its runs must be there
         assert report["targets"]["edgerec"].get("wrk", {}).get("rps"), report["targets"]["edgerec"].get("wrk")
@@ -56,7 +56,7 @@ def test_report_json_has_the_shape_the_issue_asks_for(smoke_report: Path) -> Non
 
 def test_edgerec_and_ceiling_were_measured_without_errors(smoke_report: Path) -> None:
     report = json.loads((smoke_report / "report.json").read_text())
-    for name in ("edgerec", "edgerec_granian", "ceiling"):
+    for name in ("edgerec", "edgerec_granian", "ceiling", "ceiling_raw"):
         target = report["targets"][name]
         assert "skipped" not in target, f"{name}: {target.get('skipped')}"
         assert target["rps"] > 0 and target["errors"] == 0, target
