@@ -15,6 +15,7 @@ pinned core with the same answers. Writes DIR/scaling.json, DIR/scaling.md and D
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -26,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .flame import Recorder, write_flame
 from .latency import TARGET_KIND, Bench, say
 from .loadgen import run_wrk, write_wrk_requests, wrk_missing
 from .processes import CpuSampler, Placement
@@ -40,6 +42,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, default=2.0, help="seconds of wrk before each measured run (default 2)")
     p.add_argument("--repeat", type=int, default=1, help="rounds over the worker counts; medians reported")
     p.add_argument("--granian", action="store_true", help="also the edge app on granian (ASGI), one worker")
+    p.add_argument(
+        "--flame",
+        action="store_true",
+        help="py-spy each one-worker edge in the first round: flame-*.png, top functions",
+    )
     p.add_argument("--connections", type=int, default=16, help="wrk connections per worker (default 16)")
     p.add_argument("--data", default="auto", help="auto (the shared Online Retail data), synthetic, or a CSV path")
     p.add_argument("--bundle", type=Path, help="serve this model bundle instead of training one on --data")
@@ -89,10 +96,37 @@ def measure(
         connections = max(args.connections * workers, threads)
         runs = bench.out / "runs" / f"round-{round_no}"
         runs.mkdir(parents=True, exist_ok=True)
-        for name, seconds in ((f"{label(config)}-warmup", args.warmup), (label(config), args.duration)):
+        run_wrk(
+            f"{label(config)}-warmup",
+            [edge.url],
+            requests,
+            connections,
+            args.warmup,
+            load_cores,
+            runs,
+            sampler,
+            group,
+            threads=threads,
+        )
+        profile = args.flame and round_no == 0 and workers == 1
+        collapsed = bench.out / f"flame-{label(config)}.txt"
+        with Recorder(edge.pid, args.duration - 1, collapsed) if profile else contextlib.nullcontext() as recorder:
             result = run_wrk(
-                name, [edge.url], requests, connections, seconds, load_cores, runs, sampler, group, threads=threads
+                label(config),
+                [edge.url],
+                requests,
+                connections,
+                args.duration,
+                load_cores,
+                runs,
+                sampler,
+                group,
+                threads=threads,
             )
+        if recorder is not None:
+            png = collapsed.with_suffix(".png")
+            title = f"edgerec on {server}, one worker, under wrk at full speed"
+            result["flame"] = {"error": recorder.error} if recorder.error else write_flame(collapsed, png, title)
     finally:
         sampler.untrack(group)
         edge.stop()
@@ -115,6 +149,7 @@ def summarize(rounds: list[dict[str, dict[str, Any]]], configs: list[Config]) ->
     for config in configs:
         runs = [r[label(config)] for r in rounds if label(config) in r]
         row = dict(runs[len(runs) // 2])  # the keys of one run, the figures below the rounds' medians
+        row.pop("flame", None)
         for key in ("rps", "p50_ms", "p99_ms", "cpu_percent", "loadgen_cpu_percent"):
             values = [r[key] for r in runs if r.get(key) is not None]
             row[key] = round(statistics.median(values), 3) if values else None
@@ -184,6 +219,13 @@ def write_outputs(out: Path, report: dict[str, Any]) -> list[Path]:
             f"granian / uvicorn at one worker, CPU per request: {ab['granian_vs_uvicorn_cpu_per_request']}"
             f" (req/s: {ab['granian_vs_uvicorn_rps']})",
         ]
+    for name, flame in (report.get("flame") or {}).items():
+        lines += ["", f"## Where the CPU goes: {name} (py-spy, {flame.get('samples')} samples)", ""]
+        if flame.get("error"):
+            lines.append(f"not recorded: {flame['error']}")
+            continue
+        lines += [f"![flame graph]({flame['png']})", "", "| function | on the stack | at the top |", "|---|---:|---:|"]
+        lines += [f"| `{t['function']}` | {t['inclusive']:.1%} | {t['self']:.1%} |" for t in flame["top"][:20]]
     md_path = out / "scaling.md"
     md_path.write_text("\n".join(lines) + "\n")
     rows = [r for r in report["rows"] if r["server"] == "uvicorn"]
@@ -272,6 +314,7 @@ def run(args: argparse.Namespace) -> int:
             },
             "rows": rows,
             "server_ab": server_ab(rounds) if args.granian else None,
+            "flame": {name: run["flame"] for name, run in rounds[0].items() if "flame" in run} if rounds else {},
             "rounds": rounds,
             "wall_seconds": round(time.monotonic() - started, 1),
         }
