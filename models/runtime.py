@@ -92,7 +92,8 @@ class Ranker:
                 f"default_ages_days has {self._default_ages.size} entries, context_length is {self.context_length}"
             )
         self._output_names = [output.name for output in session.get_outputs()]
-        # A graph takes a batch of requests ([B, W] contexts); bundles made before 2026-12 take one ([L]).
+        # A graph takes a batch of requests ([B, W] contexts, or a ragged graph's [S] slots with their rows);
+        # bundles made before 2026-12 take one ([L]).
         context_shape = session.get_inputs()[0].shape
         self.batched = self.ragged or len(context_shape) == 2
         # Graphs since 2026-12-01 take a context of any width W <= L (the last W positions): runs then send only
