@@ -27,6 +27,9 @@ PROFILE_INPUTS = (
     "profile_days_since_first",
     "profile_decayed",
 )
+# The ragged profile graph's (newer bundles): the filled slots of a whole batch, with slot_rows. Golden cases of
+# both keep one request's [P] profile row under the padded graph's names.
+SLOT_INPUTS = ("slot_items", "slot_counts", "slot_days_since_last", "slot_days_since_first", "slot_decayed")
 ROW_INPUTS = ("context_items", "context_ages_days", *PROFILE_INPUTS, "candidates", "penalty")
 _INTEGER_INPUTS = frozenset({"context_items", "profile_items", "region", "candidates", "k"})
 REQUIRED_KEYS = ("format", "version", "sha256", "inputs", "outputs", "context_length", "items", "regions", "golden")

@@ -1,9 +1,11 @@
 """Build the ONNX ranking graph: a batch of shopper profiles in, features computed inside, top-k out.
 
 The learned weights are folded into lookup tables and per-feature constants, so a run is a few dozen small kernels
-over [B, P] profile slots and [B, N] candidates, for a batch of requests (one row each) so that the edge ranks every
-request that is ready at once in one run and shares its per-run cost. Two scatters per row build [B, V+1] vectors
-(the item-kNN sums and the repeat scores); everything else runs per slot or per candidate.
+over profile slots and [B, N] candidates, for a batch of requests (one row each) so that the edge ranks every
+request that is ready at once in one run and shares its per-run cost. Two scatters build a (V+1)-vector a row (the
+item-kNN sums and the repeat scores); everything else runs per slot or per candidate. The ragged graph (newer bundles,
+issue #22) takes the filled slots of all requests one after another, each with its row; the padded one
+(before) takes [B, W] slots, every row padded to the widest.
 """
 
 from __future__ import annotations
@@ -12,22 +14,30 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from models.bundle import METADATA_FEATURE_SPEC, METADATA_TRAINING_WINDOW, METADATA_VERSION
+from models.bundle import (
+    METADATA_FEATURE_SPEC,
+    METADATA_TRAINING_WINDOW,
+    METADATA_VERSION,
+    PROFILE_INPUTS,
+    SLOT_INPUTS,
+)
 from models.features import FEATURE_NAMES, RankingModel
 from models.profile import DECAY_DAYS
 
 OPSET = 18  # ScatterElements with reduction="add" needs 16+; 18 is widely supported by onnxruntime
 
-INPUTS = (
+_REQUEST_INPUTS = (("region", "int64", ["B"]), ("candidates", "int64", ["B", "N"]), ("penalty", "float32", ["B", "N"]))
+RAGGED_INPUTS = (
+    # S: the filled slots of the whole batch, request after request (each at most the bundle's context_length, P).
+    *((name, "int64" if name == "slot_items" else "float32", ["S"]) for name in SLOT_INPUTS),
+    ("slot_rows", "int64", ["S"]),  # the batch row (request) each slot belongs to
+    *_REQUEST_INPUTS,
+    ("k", "int64", [1]),
+)
+PADDED_INPUTS = (
     # W, the profile's width, is at most the bundle's context_length (P): a batch sends its widest profile's slots.
-    ("profile_items", "int64", ["B", "W"]),
-    ("profile_counts", "float32", ["B", "W"]),
-    ("profile_days_since_last", "float32", ["B", "W"]),
-    ("profile_days_since_first", "float32", ["B", "W"]),
-    ("profile_decayed", "float32", ["B", "W"]),
-    ("region", "int64", ["B"]),
-    ("candidates", "int64", ["B", "N"]),
-    ("penalty", "float32", ["B", "N"]),
+    *((name, "int64" if name == "profile_items" else "float32", ["B", "W"]) for name in PROFILE_INPUTS),
+    *_REQUEST_INPUTS,
     ("k", "int64", [1]),
 )
 OUTPUTS = (("scores", "float32", ["B", "K"]), ("indices", "int64", ["B", "K"]))
@@ -77,19 +87,26 @@ def folded_tables(model: RankingModel) -> dict[str, np.ndarray]:
         "user_recency_weight": _f32(weight["user_recency_if_repeat"]),
         "user_events_weight": _f32(weight["user_events_if_repeat"]),
         "user_tenure_weight": _f32(weight["user_tenure_if_repeat"]),
+    }
+    for name, _ in _SLOT_TERMS:
+        tables[f"{name}_weight"] = _f32(weight[name])
+    return tables
+
+
+def _constants() -> dict[str, np.ndarray]:
+    """The graphs' fixed numbers and shapes (a graph takes those it uses)."""
+    return {
         "negative_inverse_decay_days": _f32(-1.0 / DECAY_DAYS),
         "no_item": np.zeros(1, dtype=np.int64),
         "zero": _f32(0.0),
         "one": _f32(1.0),
         "one_half": _f32(1.5),
         "rows_shape": np.array([0, -1], dtype=np.int64),  # [B, W, K] -> [B, W * K]
+        "flat_shape": np.array([-1], dtype=np.int64),  # [S, K] -> [S * K]
         "last_axis": np.array([2], dtype=np.int64),
         "column_shape": np.array([-1, 1], dtype=np.int64),  # [B] -> [B, 1]
         "row_axis": np.array([1], dtype=np.int64),
     }
-    for name, _ in _SLOT_TERMS:
-        tables[f"{name}_weight"] = _f32(weight[name])
-    return tables
 
 
 def _value_info(name: str, dtype: str, shape: list) -> onnx.ValueInfoProto:
@@ -104,15 +121,17 @@ def _log1p(value: str, output: str) -> list[onnx.NodeProto]:
     return [_node("Add", [value, "one"], output + "_plus_one"), _node("Log", [output + "_plus_one"], output)]
 
 
-def _slot_nodes() -> list[onnx.NodeProto]:
-    """Per-slot features [B, W] from the profile inputs; padding and unknown items (index 0) are zeroed first."""
+def _slot_nodes(inputs: tuple[str, ...]) -> list[onnx.NodeProto]:
+    """Per-slot features from the profile inputs (items, counts, days since last and first, decayed); padding and
+    unknown items (index 0) are zeroed first."""
+    items, counts, since_last, since_first, decayed = inputs
     return [
-        _node("Greater", ["profile_items", "no_item"], "known"),
+        _node("Greater", [items, "no_item"], "known"),
         _node("Cast", ["known"], "known_ones", to=TensorProto.FLOAT),
-        _node("Mul", ["profile_counts", "known_ones"], "n"),
-        _node("Mul", ["profile_days_since_last", "known_ones"], "a"),
-        _node("Mul", ["profile_days_since_first", "known_ones"], "f"),
-        _node("Mul", ["profile_decayed", "known_ones"], "d"),
+        _node("Mul", [counts, "known_ones"], "n"),
+        _node("Mul", [since_last, "known_ones"], "a"),
+        _node("Mul", [since_first, "known_ones"], "f"),
+        _node("Mul", [decayed, "known_ones"], "d"),
         *_log1p("n", "log_n"),
         *_log1p("d", "log_d"),
         *_log1p("a", "log_a"),
@@ -127,20 +146,17 @@ def _slot_nodes() -> list[onnx.NodeProto]:
         _node("Cast", ["several"], "several_ones", to=TensorProto.FLOAT),
         _node("Sub", ["log_a", "log_gap"], "log_due"),
         _node("Mul", ["log_due", "several_ones"], "overdue"),
-    ]
-
-
-def _user_nodes() -> list[onnx.NodeProto]:
-    """The shopper's terms [B, 1]: recency of the newest purchase, log events, log tenure."""
-    return [
+        # The newest purchase's recency, per slot (the shopper's is the row's maximum).
         _node("Mul", ["a", "negative_inverse_decay_days"], "scaled_ages"),
         _node("Exp", ["scaled_ages"], "age_decay"),
         _node("Where", ["known", "age_decay", "zero"], "slot_recency"),
-        _node("ReduceMax", ["slot_recency", "row_axis"], "user_recency", keepdims=1),
-        _node("ReduceSum", ["n", "row_axis"], "user_events", keepdims=1),
+    ]
+
+
+def _user_terms() -> list[onnx.NodeProto]:
+    """The shopper's weighted terms from its row's user_recency, user_events and user_tenure."""
+    return [
         *_log1p("user_events", "log_events"),
-        _node("ReduceMax", ["f", "row_axis"], "latest_first", keepdims=1),
-        _node("Max", ["latest_first", "zero"], "user_tenure"),
         *_log1p("user_tenure", "log_tenure"),
         _node("Mul", ["user_recency", "user_recency_weight"], "recency_term"),
         _node("Mul", ["log_events", "user_events_weight"], "events_term"),
@@ -148,28 +164,40 @@ def _user_nodes() -> list[onnx.NodeProto]:
     ]
 
 
-def build_ranking_graph(model: RankingModel) -> onnx.ModelProto:
-    """One graph: (profile slots, region, candidates, penalty, k) → (scores, indices); checker-clean.
+def _zeros(shape: str, output: str) -> onnx.NodeProto:
+    value = helper.make_tensor(output + "_value", TensorProto.FLOAT, [1], [0.0])
+    return helper.make_node("ConstantOfShape", [shape], [output], value=value)
 
-    Batched: row b of every input is one request ([B, W] profile slots, [B] regions, [B, N] candidates and penalties;
-    k is shared, so a caller wanting fewer keeps the first ones of its row). A profile's slots are its last W <= P
-    columns (filled slots last); a caller sends only the columns its widest profile fills. Requests with fewer
-    candidates than N pad with item 0 and penalty -inf. Padding and unknown slot items (index 0) add zero to both
-    scatters, so the unknown item scores as "never seen" without a fix-up.
-    """
-    tables = folded_tables(model)
+
+def _candidate_nodes() -> list[onnx.NodeProto]:
+    """Per candidate: regional base, its item-kNN term and its repeat score (0 for an item new to the shopper), read
+    from the [B, V+1] rows knn_rows and repeat_rows; then the top k."""
+    return [
+        _node("Reshape", ["region", "column_shape"], "region_column"),
+        _node("Mul", ["region_column", "item_count"], "region_offset"),
+        _node("Add", ["candidates", "region_offset"], "region_candidates"),
+        _node("Gather", ["region_base_scores", "region_candidates"], "candidate_base", axis=0),
+        _node("GatherElements", ["knn_rows", "candidates"], "candidate_knn_sums", axis=1),
+        *_log1p("candidate_knn_sums", "candidate_knn"),
+        _node("Mul", ["candidate_knn", "item_knn_weight"], "candidate_knn_term"),
+        _node("GatherElements", ["repeat_rows", "candidates"], "candidate_repeat", axis=1),
+        _node("Sum", ["candidate_base", "candidate_knn_term", "candidate_repeat", "penalty"], "ranked_scores"),
+        helper.make_node("Shape", ["candidates"], ["candidate_count"], start=1),
+        # Min keeps k <= N inside the graph.
+        _node("Min", ["k", "candidate_count"], "top_count"),
+        helper.make_node("TopK", ["ranked_scores", "top_count"], ["scores", "indices"], axis=-1, largest=1, sorted=1),
+    ]
+
+
+def _padded_nodes() -> list[onnx.NodeProto]:
+    """[B, W] slots: the scatters write row b of [B, V+1] at each slot's item (and its neighbours)."""
     add = {"axis": 1, "reduction": "add"}
     slot_terms = [f"{feature}_term" for feature, _ in _SLOT_TERMS]
-    nodes = [
+    return [
         helper.make_node("Shape", ["profile_items"], ["batch_size"], end=1),
         _node("Concat", ["batch_size", "item_count"], "batch_items_shape", axis=0),
-        helper.make_node(
-            "ConstantOfShape",
-            ["batch_items_shape"],
-            ["zeros"],
-            value=helper.make_tensor("zeros_value", TensorProto.FLOAT, [1], [0.0]),
-        ),
-        *_slot_nodes(),
+        _zeros("batch_items_shape", "zeros"),
+        *_slot_nodes(PROFILE_INPUTS),
         # item-kNN: each profile item adds its neighbours' cosine weights times its count; padding's row is all zero.
         _node("Gather", ["neighbours", "profile_items"], "slot_neighbours", axis=0),
         _node("Gather", ["neighbour_weights", "profile_items"], "slot_neighbour_weights", axis=0),
@@ -177,37 +205,94 @@ def build_ranking_graph(model: RankingModel) -> onnx.ModelProto:
         _node("Mul", ["slot_neighbour_weights", "n_column"], "weighted_neighbours"),
         _node("Reshape", ["slot_neighbours", "rows_shape"], "flat_neighbours"),
         _node("Reshape", ["weighted_neighbours", "rows_shape"], "flat_neighbour_weights"),
-        _node("ScatterElements", ["zeros", "flat_neighbours", "flat_neighbour_weights"], "knn_sums", **add),
-        _node("GatherElements", ["knn_sums", "profile_items"], "slot_knn_sums", axis=1),
+        _node("ScatterElements", ["zeros", "flat_neighbours", "flat_neighbour_weights"], "knn_rows", **add),
+        _node("GatherElements", ["knn_rows", "profile_items"], "slot_knn_sums", axis=1),
         *_log1p("slot_knn_sums", "slot_knn"),
-        *_user_nodes(),
+        # The shopper's terms [B, 1]: recency of the newest purchase, log events, log tenure.
+        _node("ReduceMax", ["slot_recency", "row_axis"], "user_recency", keepdims=1),
+        _node("ReduceSum", ["n", "row_axis"], "user_events", keepdims=1),
+        _node("ReduceMax", ["f", "row_axis"], "latest_first", keepdims=1),
+        _node("Max", ["latest_first", "zero"], "user_tenure"),
+        *_user_terms(),
         # A slot's repeat score: its weighted features, its item's repeat base, and the shopper's terms.
         *[_node("Mul", [value, f"{feature}_weight"], f"{feature}_term") for feature, value in _SLOT_TERMS],
         _node("Gather", ["repeat_base_scores", "profile_items"], "slot_repeat_base", axis=0),
         _node("Sum", [*slot_terms, "slot_repeat_base", "recency_term", "events_term", "tenure_term"], "slot_scores"),
         _node("Mul", ["slot_scores", "known_ones"], "known_slot_scores"),
-        _node("ScatterElements", ["zeros", "profile_items", "known_slot_scores"], "repeat_scores", **add),
-        # Per candidate: regional base, its item-kNN term, its repeat score (0 for an item new to the shopper).
-        _node("Reshape", ["region", "column_shape"], "region_column"),
-        _node("Mul", ["region_column", "item_count"], "region_offset"),
-        _node("Add", ["candidates", "region_offset"], "region_candidates"),
-        _node("Gather", ["region_base_scores", "region_candidates"], "candidate_base", axis=0),
-        _node("GatherElements", ["knn_sums", "candidates"], "candidate_knn_sums", axis=1),
-        *_log1p("candidate_knn_sums", "candidate_knn"),
-        _node("Mul", ["candidate_knn", "item_knn_weight"], "candidate_knn_term"),
-        _node("GatherElements", ["repeat_scores", "candidates"], "candidate_repeat", axis=1),
-        _node("Sum", ["candidate_base", "candidate_knn_term", "candidate_repeat", "penalty"], "ranked_scores"),
-        helper.make_node("Shape", ["candidates"], ["candidate_count"], start=1),
-        # Min keeps k <= N inside the graph.
-        _node("Min", ["k", "candidate_count"], "top_count"),
-        helper.make_node("TopK", ["ranked_scores", "top_count"], ["scores", "indices"], axis=-1, largest=1, sorted=1),
+        _node("ScatterElements", ["zeros", "profile_items", "known_slot_scores"], "repeat_rows", **add),
+        *_candidate_nodes(),
     ]
+
+
+def _ragged_nodes() -> list[onnx.NodeProto]:
+    """[S] slots with their rows: the scatters write one flat [B·(V+1)] vector at row·(V+1) + item (or neighbour),
+    and reduce the shopper's terms per row into [B]; the candidates read its [B, V+1] view."""
+    add, top = {"axis": 0, "reduction": "add"}, {"axis": 0, "reduction": "max"}
+    slot_terms = [f"{feature}_term" for feature, _ in _SLOT_TERMS]
+    return [
+        helper.make_node("Shape", ["region"], ["batch_size"]),
+        _node("Concat", ["batch_size", "item_count"], "batch_items_shape", axis=0),
+        _node("Mul", ["batch_size", "item_count"], "flat_size"),
+        _zeros("flat_size", "zeros"),
+        _zeros("batch_size", "row_zeros"),
+        *_slot_nodes(SLOT_INPUTS),
+        _node("Mul", ["slot_rows", "item_count"], "slot_offset"),
+        _node("Add", ["slot_items", "slot_offset"], "slot_positions"),
+        # item-kNN: each profile item adds its neighbours' cosine weights times its count; padding's row is all zero.
+        _node("Gather", ["neighbours", "slot_items"], "slot_neighbours", axis=0),
+        _node("Gather", ["neighbour_weights", "slot_items"], "slot_neighbour_weights", axis=0),
+        _node("Unsqueeze", ["n", "row_axis"], "n_column"),
+        _node("Unsqueeze", ["slot_offset", "row_axis"], "offset_column"),
+        _node("Mul", ["slot_neighbour_weights", "n_column"], "weighted_neighbours"),
+        _node("Add", ["slot_neighbours", "offset_column"], "neighbour_positions"),
+        _node("Reshape", ["neighbour_positions", "flat_shape"], "flat_neighbours"),
+        _node("Reshape", ["weighted_neighbours", "flat_shape"], "flat_neighbour_weights"),
+        _node("ScatterElements", ["zeros", "flat_neighbours", "flat_neighbour_weights"], "knn_sums", **add),
+        _node("Gather", ["knn_sums", "slot_positions"], "slot_knn_sums", axis=0),
+        *_log1p("slot_knn_sums", "slot_knn"),
+        # The shopper's terms [B], reduced over its row's slots; zeros start the maxima as padding did (tenure >= 0).
+        _node("ScatterElements", ["row_zeros", "slot_rows", "slot_recency"], "user_recency", **top),
+        _node("ScatterElements", ["row_zeros", "slot_rows", "n"], "user_events", **add),
+        _node("ScatterElements", ["row_zeros", "slot_rows", "f"], "user_tenure", **top),
+        *_user_terms(),
+        _node("Sum", ["recency_term", "events_term", "tenure_term"], "user_terms"),
+        _node("Gather", ["user_terms", "slot_rows"], "slot_user_terms", axis=0),
+        # A slot's repeat score: its weighted features, its item's repeat base, and the shopper's terms.
+        *[_node("Mul", [value, f"{feature}_weight"], f"{feature}_term") for feature, value in _SLOT_TERMS],
+        _node("Gather", ["repeat_base_scores", "slot_items"], "slot_repeat_base", axis=0),
+        _node("Sum", [*slot_terms, "slot_repeat_base", "slot_user_terms"], "slot_scores"),
+        _node("Mul", ["slot_scores", "known_ones"], "known_slot_scores"),
+        _node("ScatterElements", ["zeros", "slot_positions", "known_slot_scores"], "repeat_scores", **add),
+        _node("Reshape", ["knn_sums", "batch_items_shape"], "knn_rows"),
+        _node("Reshape", ["repeat_scores", "batch_items_shape"], "repeat_rows"),
+        *_candidate_nodes(),
+    ]
+
+
+def build_ranking_graph(model: RankingModel, ragged: bool = True) -> onnx.ModelProto:
+    """One graph: (profile slots, region, candidates, penalty, k) → (scores, indices); checker-clean.
+
+    Batched: row b of [B] regions, [B, N] candidates and penalties is one request; k is shared, so a caller wanting
+    fewer keeps the first ones of its row. Ragged (the default): the filled slots of request b are sent with
+    slot_rows b, all requests' slots in one [S] per input. Padded: [B, W] slots, a profile's last W <= P columns
+    (filled slots last), W the widest profile's filled slots. Requests with fewer candidates than N pad with item 0
+    and penalty -inf. Padding and unknown slot items (index 0) add zero to both scatters, so the unknown item scores
+    as "never seen" without a fix-up.
+    """
+    return ranking_graph(folded_tables(model), ragged)
+
+
+def ranking_graph(tables: dict[str, np.ndarray], ragged: bool = True) -> onnx.ModelProto:
+    """The graph of build_ranking_graph around folded tables (folded_tables, or a bundle's initializers)."""
+    nodes = _ragged_nodes() if ragged else _padded_nodes()
+    used = {name for node in nodes for name in node.input}
+    initializers = {name: array for name, array in {**_constants(), **tables}.items() if name in used}
     graph = helper.make_graph(
         nodes,
         "edgerec_ranker",
-        [_value_info(name, dtype, shape) for name, dtype, shape in INPUTS],
+        [_value_info(name, dtype, shape) for name, dtype, shape in (RAGGED_INPUTS if ragged else PADDED_INPUTS)],
         [_value_info(name, dtype, shape) for name, dtype, shape in OUTPUTS],
-        initializer=[numpy_helper.from_array(array, name) for name, array in tables.items()],
+        initializer=[numpy_helper.from_array(array, name) for name, array in initializers.items()],
     )
     onnx_model = helper.make_model(
         graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="edgerec.models"
@@ -230,9 +315,10 @@ def describe(onnx_model: onnx.ModelProto, version: str, training_window: str, fe
     )
 
 
-def signature() -> dict[str, list[dict]]:
+def signature(ragged: bool = True) -> dict[str, list[dict]]:
     """The manifest's inputs/outputs entries: name, dtype and shape (strings are dynamic sizes)."""
+    inputs = RAGGED_INPUTS if ragged else PADDED_INPUTS
     return {
-        "inputs": [{"name": name, "dtype": dtype, "shape": shape} for name, dtype, shape in INPUTS],
+        "inputs": [{"name": name, "dtype": dtype, "shape": shape} for name, dtype, shape in inputs],
         "outputs": [{"name": name, "dtype": dtype, "shape": shape} for name, dtype, shape in OUTPUTS],
     }

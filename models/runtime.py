@@ -13,6 +13,7 @@ from models.bundle import (
     METADATA_FEATURE_SPEC,
     METADATA_VERSION,
     PROFILE_INPUTS,
+    SLOT_INPUTS,
     BundleError,
     check_manifest,
     golden_feeds,
@@ -20,6 +21,7 @@ from models.bundle import (
 )
 from models.encoding import CaseInsensitiveSkus, RequestContext, few_events_context, many_events_context
 from models.features import PreparedProfile, encode_prepared, encode_profile, prepare_columns, prepare_profile
+from models.feeds import Request, context_width, padded_rows, ragged_slots, request_rows
 from models.profile import Profile
 
 __all__ = ["BundleError", "Profile", "Ranker", "RequestContext"]
@@ -78,8 +80,10 @@ class Ranker:
         self._default_ages = np.asarray(manifest["default_ages_days"], dtype=np.float32)
         self._default_ages_list = self._default_ages.tolist()
         input_names = [graph_input.name for graph_input in session.get_inputs()]
-        # Profile graphs read profile slots; context graphs (bundles before 2026-12-04) read the last L events.
-        self.reads_profiles = input_names[0] == "profile_items"
+        # Ragged graphs read the filled profile slots of a whole batch, padded ones [B, W] profile rows; context
+        # graphs (bundles before 2026-12-04) read the last L events.
+        self.ragged = input_names[0] == SLOT_INPUTS[0]
+        self.reads_profiles = self.ragged or input_names[0] == "profile_items"
         self._row_names = PROFILE_INPUTS if self.reads_profiles else ("context_items", "context_ages_days")
         if self.reads_profiles and (self._default_ages.ndim != 1 or self._default_ages.size == 0):
             raise ValueError("default_ages_days is empty")
@@ -88,12 +92,14 @@ class Ranker:
                 f"default_ages_days has {self._default_ages.size} entries, context_length is {self.context_length}"
             )
         self._output_names = [output.name for output in session.get_outputs()]
-        # A graph takes a batch of requests ([B, W] contexts); bundles made before 2026-12 take one ([L]).
+        # A graph takes a batch of requests ([B, W] contexts, or a ragged graph's [S] slots with their rows);
+        # bundles made before 2026-12 take one ([L]).
         context_shape = session.get_inputs()[0].shape
-        self.batched = len(context_shape) == 2
+        self.batched = self.ragged or len(context_shape) == 2
         # Graphs since 2026-12-01 take a context of any width W <= L (the last W positions): runs then send only
-        # the columns the widest context of the batch fills. Older graphs take exactly L.
-        self.trims_context = self.batched and not isinstance(context_shape[1], int)
+        # the columns the widest context of the batch fills (a ragged graph, only the filled slots). Older graphs
+        # take exactly L.
+        self.trims_context = self.ragged or (self.batched and not isinstance(context_shape[1], int))
         self._scalars: dict[int, np.ndarray] = {}
         self._item_index = {str(code).upper(): position + 1 for position, code in enumerate(manifest["items"])}
         # Exact-case hits first (codes as the manifest has them, and in lower case); only a miss pays for .upper().
@@ -130,9 +136,14 @@ class Ranker:
         cases = self.manifest["golden"]
         for number, case in enumerate(cases):
             try:
-                scores, indices = self._session.run(None, golden_feeds(case, self.batched))
-                if self.batched:
-                    scores, indices = scores[0], indices[0]
+                if self.ragged:  # a golden case is one request's profile row: ragged, its slots
+                    feed = golden_feeds(case, batched=False)
+                    request = (self._feed_context(feed), int(feed["region"][0]), feed["candidates"], feed["penalty"])
+                    scores, indices = self._rank_batch([request], int(feed["k"][0]))[0]
+                else:
+                    scores, indices = self._session.run(None, golden_feeds(case, self.batched))
+                    if self.batched:
+                        scores, indices = scores[0], indices[0]
             except Exception as error:  # noqa: BLE001 (onnxruntime's pybind errors derive from Exception only)
                 raise BundleError(f"golden case {number} of {self.version} cannot run: {error}") from None
             self._compare_golden(f"golden case {number}", case, scores, indices)
@@ -295,12 +306,12 @@ class Ranker:
             return np.empty(0, dtype=np.float32), np.empty(0, dtype=np.int64)
         if not isinstance(context, RequestContext):
             context = self._bare_context(np.asarray(context, dtype=np.int64))
-        if not self.batched:
-            return self._run(context.rows(0), self._scalar(region), candidates, penalty, k)
-        first = self.context_length - self.context_width((context,))
-        rows = tuple(row[None, :] for row in context.rows(first))
-        scores, positions = self._run(rows, self._scalar(region), candidates[None, :], penalty[None, :], k)
-        return scores[0], positions[0]
+        if self.batched:
+            return self._rank_batch([(context, region, candidates, penalty)], k)[0]
+        feeds = dict(zip(self._row_names, context.rows(0)))
+        feeds.update(region=self._scalar(region), candidates=candidates, penalty=penalty, k=self._scalar(k))
+        scores, positions = self._session.run(self._output_names, feeds)
+        return scores, positions
 
     def _bare_context(self, items: np.ndarray) -> RequestContext:
         if self.reads_profiles:
@@ -308,19 +319,10 @@ class Ranker:
         return RequestContext(items, self._default_ages)
 
     def context_width(self, contexts: Sequence[RequestContext]) -> int:
-        """How many of the last context columns a run sends: the widest context's events (at least one column)
-        for graphs that take a narrower context, else all L. The columns left out hold only padding (item 0),
-        which adds nothing to any score."""
-        length = self.context_length
-        if not self.trims_context:
-            return length
-        return max(1, max(length if c.width is None else min(c.width, length) for c in contexts))
+        """How many of the last context columns a padded run sends (models.feeds.context_width)."""
+        return context_width(contexts, self.context_length, self.trims_context)
 
-    def rank_many(
-        self,
-        requests: Sequence[tuple[RequestContext, int, np.ndarray, np.ndarray]],
-        k: int,
-    ) -> list[tuple[np.ndarray, np.ndarray]]:
+    def rank_many(self, requests: Sequence[Request], k: int) -> list[tuple[np.ndarray, np.ndarray]]:
         """Several (context, region, candidates, penalty) requests in one run; for each, what rank() gives with k:
         best first, at most k, positions into its own candidates.
 
@@ -330,33 +332,25 @@ class Ranker:
         """
         if not requests:
             return []
-        if not self.batched or len(requests) == 1:
+        if not self.batched:
             return [
                 self.rank(context, region, candidates, penalty, k) for context, region, candidates, penalty in requests
             ]
-        if k <= 0:
-            return [(np.empty(0, dtype=np.float32), np.empty(0, dtype=np.int64)) for _ in requests]
+        return self._rank_batch(requests, k)
+
+    def _rank_batch(self, requests: Sequence[Request], k: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """rank_many for a batched graph: one run."""
         counts = [len(candidates) for _, _, candidates, _ in requests]
         width = max(counts)
-        if width == 0:
+        if k <= 0 or width == 0:
             return [(np.empty(0, dtype=np.float32), np.empty(0, dtype=np.int64)) for _ in requests]
-        first = self.context_length - self.context_width([context for context, _, _, _ in requests])
-        per_request = [context.rows(first) for context, _, _, _ in requests]
-        # One concatenate and a reshape per input: the same arrays as np.stack's, a third of its cost (its Python
-        # per-array checks were 3 of the step's 6.7 µs a request outside onnxruntime at batches of 12).
-        batch = len(requests)
-        rows = tuple(np.concatenate(column).reshape(batch, -1) for column in zip(*per_request))
-        regions = np.fromiter((region for _, region, _, _ in requests), dtype=np.int64, count=len(requests))
-        if min(counts) == width:
-            candidates = np.concatenate([c for _, _, c, _ in requests]).reshape(batch, width)
-            penalties = np.concatenate([p for _, _, _, p in requests]).reshape(batch, width)
+        contexts = [context for context, _, _, _ in requests]
+        if self.ragged:
+            feeds = ragged_slots(contexts)
         else:
-            candidates = np.zeros((len(requests), width), dtype=np.int64)
-            penalties = np.full((len(requests), width), -np.inf, dtype=np.float32)
-            for row, (_, _, c, p) in enumerate(requests):
-                candidates[row, : len(c)] = c
-                penalties[row, : len(p)] = p
-        scores, positions = self._run(rows, regions, candidates, penalties, k)
+            feeds = padded_rows(contexts, self._row_names, self.context_length, self.trims_context)
+        feeds.update(request_rows(requests, width), k=self._scalar(k))
+        scores, positions = self._session.run(self._output_names, feeds)
         results = []
         for row, count in enumerate(counts):
             if count == width:
@@ -365,12 +359,6 @@ class Ranker:
                 own = positions[row] < count
                 results.append((scores[row][own], positions[row][own]))
         return results
-
-    def _run(self, rows: tuple[np.ndarray, ...], regions, candidates, penalty, k: int) -> tuple[np.ndarray, np.ndarray]:
-        feeds = dict(zip(self._row_names, rows))
-        feeds.update(region=regions, candidates=candidates, penalty=penalty, k=self._scalar(k))
-        scores, positions = self._session.run(self._output_names, feeds)
-        return scores, positions
 
     def _scalar(self, value: int) -> np.ndarray:
         """A [1] int64 input, made once per value (regions and k take few values; the arrays are never written)."""

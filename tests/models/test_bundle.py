@@ -22,11 +22,12 @@ def test_bundle_passes_onnx_checker_and_manifest_hashes_the_model(bundle_dir: Pa
     assert manifest["sha256"] == sha256_hex(onnx_bytes)
     assert manifest["version"].startswith("m-") and len(manifest["version"]) == 14
     assert [entry["name"] for entry in manifest["inputs"]] == [
-        "profile_items",
-        "profile_counts",
-        "profile_days_since_last",
-        "profile_days_since_first",
-        "profile_decayed",
+        "slot_items",
+        "slot_counts",
+        "slot_days_since_last",
+        "slot_days_since_first",
+        "slot_decayed",
+        "slot_rows",
         "region",
         "candidates",
         "penalty",

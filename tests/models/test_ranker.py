@@ -6,7 +6,7 @@ import numpy as np
 import onnxruntime
 import pytest
 
-from models.bundle import PROFILE_INPUTS, ROW_INPUTS
+from models.bundle import PROFILE_INPUTS, ROW_INPUTS, SLOT_INPUTS
 from models.data import read_transactions
 from models.encoding import few_events_context, many_events_context
 from models.export import build_ranking_graph
@@ -17,7 +17,11 @@ from models.train import TrainingConfig, fit_ranking_model
 
 
 def run_one(session: onnxruntime.InferenceSession, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """One request through the batched graph: its [P] and [N] inputs as a batch of one row."""
+    """One request through the batched graph: its [P] and [N] inputs as a batch of one row (for a ragged graph, all
+    P slots with slot_rows 0)."""
+    if session.get_inputs()[0].name == SLOT_INPUTS[0]:
+        feeds = {dict(zip(PROFILE_INPUTS, SLOT_INPUTS)).get(name, name): value for name, value in feeds.items()}
+        feeds["slot_rows"] = np.zeros(len(feeds["slot_items"]), dtype=np.int64)
     scores, positions = session.run(
         None, {name: value[None, :] if name in ROW_INPUTS else value for name, value in feeds.items()}
     )
@@ -66,8 +70,9 @@ def trained_model(synthetic_csv: Path) -> RankingModel:
     return fit_ranking_model(read_transactions(synthetic_csv), TrainingConfig()).model
 
 
-def test_onnx_graph_matches_numpy_reference_on_random_profiles(trained_model: RankingModel) -> None:
-    session = onnxruntime.InferenceSession(build_ranking_graph(trained_model).SerializeToString())
+@pytest.mark.parametrize("ragged", [True, False], ids=["ragged", "padded"])
+def test_onnx_graph_matches_numpy_reference_on_random_profiles(trained_model: RankingModel, ragged: bool) -> None:
+    session = onnxruntime.InferenceSession(build_ranking_graph(trained_model, ragged).SerializeToString())
     rng = np.random.default_rng(123)
     item_count = len(trained_model.statistics.vocabulary.items)
     region_count = len(trained_model.statistics.vocabulary.regions)
@@ -209,8 +214,9 @@ def test_bare_item_array_ranks_like_the_same_events_without_ages(ranker: Ranker)
     assert np.array_equal(bare[1], encoded[1]) and np.array_equal(bare[0], encoded[0])
 
 
-def test_time_since_purchase_changes_scores_of_repeats_only(trained_model: RankingModel) -> None:
-    session = onnxruntime.InferenceSession(build_ranking_graph(trained_model).SerializeToString())
+@pytest.mark.parametrize("ragged", [True, False], ids=["ragged", "padded"])
+def test_time_since_purchase_changes_scores_of_repeats_only(trained_model: RankingModel, ragged: bool) -> None:
+    session = onnxruntime.InferenceSession(build_ranking_graph(trained_model, ragged).SerializeToString())
     width = trained_model.slots
     candidates = np.array([2, 7, 9], dtype=np.int64)
 
@@ -291,8 +297,8 @@ def test_a_batch_ranks_each_request_as_it_would_alone(ranker: Ranker) -> None:
 
 
 def test_a_profile_cut_to_its_filled_slots_scores_as_the_full_width_profile(ranker: Ranker) -> None:
-    """The ranker sends only the slots the widest profile of a run fills; the answer is the one of all P slots."""
-    assert ranker.trims_context
+    """The ranker sends only the filled slots; the answer is the one of all P slots."""
+    assert ranker.ragged and ranker.trims_context
     rng = np.random.default_rng(5)
     items = ranker.manifest["items"]
     length = ranker.context_length
@@ -311,31 +317,3 @@ def test_a_profile_cut_to_its_filled_slots_scores_as_the_full_width_profile(rank
             context.items, context.ages_days, None, context.counts, context.days_since_first, context.decayed
         )  # built by hand: its width is not known
         assert ranker.context_width([context, unknown]) == length
-
-
-def test_a_graph_of_a_fixed_context_width_is_sent_the_whole_context(bundle_dir: Path, tmp_path: Path) -> None:
-    """Graphs that take exactly [B, L] (batched bundles made before 2026-12-01): the ranker sends all L columns."""
-    import json
-
-    import onnx
-
-    from models.bundle import read_bundle, write_bundle
-
-    onnx_bytes, manifest = read_bundle(bundle_dir)
-    graph = onnx.load_from_string(onnx_bytes)
-    for value in graph.graph.input:
-        if value.name in PROFILE_INPUTS:
-            value.type.tensor_type.shape.dim[1].dim_value = manifest["context_length"]
-    del graph.metadata_props[:]  # another model now: its description named the bundle it came from
-    fields = {k: v for k, v in manifest.items() if k not in ("format", "version", "sha256", "created_at")}
-    write_bundle(tmp_path, graph.SerializeToString(), json.loads(json.dumps(fields)))
-    fixed = Ranker.load(tmp_path)  # its golden cases pass, alone and in one batch
-    assert fixed.batched and not fixed.trims_context
-    context = fixed.encode_context(manifest["items"][:3])
-    assert fixed.context_width([context]) == fixed.context_length
-    candidates = fixed.item_indices(manifest["items"][:40])
-    penalty = np.zeros(len(candidates), dtype=np.float32)
-    expected_scores, expected_positions = Ranker.load(bundle_dir).rank(context, 1, candidates, penalty, 10)
-    scores, positions = fixed.rank(context, 1, candidates, penalty, 10)
-    np.testing.assert_allclose(scores, expected_scores, rtol=0, atol=1e-6)
-    assert np.array_equal(positions, expected_positions)
