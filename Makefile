@@ -28,26 +28,29 @@ demo: $(STAMP)
 $(CHECKOV): infra/tools/install-checkov.sh
 	PYTHON=$(PYTHON) bash infra/tools/install-checkov.sh
 
+# Debian's packages, for the tools below.
+APT_INSTALL := apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends
+
 # Varnish (Debian's package) is the CDN the edge's cache behaviour is tested behind.
 VARNISHD := /usr/sbin/varnishd
 $(VARNISHD):
-	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends varnish
+	$(APT_INSTALL) varnish
 
 # wrk (Debian's package): the latency benchmark's cross-check and fixed-rate load, run by its smoke test.
 WRK := /usr/bin/wrk
 $(WRK):
-	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk
+	$(APT_INSTALL) wrk
 
 # HAProxy (Debian's package): the load balancer with health checks in front of the edges in the availability drill.
 HAPROXY := /usr/sbin/haproxy
 $(HAPROXY):
-	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends haproxy
+	$(APT_INSTALL) haproxy
 
 # Prometheus (Debian's package): promtool checks and unit-tests the SLO rules and the compose stack's scrape
 # configuration; the server runs the scrape test.
 PROMTOOL := /usr/bin/promtool
 $(PROMTOOL):
-	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
+	$(APT_INSTALL) prometheus
 
 # EDGEREC_INFRA_STRICT=1: a missing tool (checkov, varnishd, wrk, haproxy, promtool, kubectl) fails the run instead of
 # skipping.

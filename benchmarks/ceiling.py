@@ -22,6 +22,8 @@ from starlette.applications import Starlette
 from starlette.responses import Response
 from starlette.routing import Route
 
+from edge_node.server import UVICORN_OPTIONS
+
 from .server_apps import raw_asgi_app
 
 
@@ -72,22 +74,16 @@ def main(argv: list[str] | None = None) -> None:
     os.environ["EDGEREC_CEILING_BODY_FILE"] = str(args.body_file.resolve())
     factory = "benchmarks.ceiling:build_raw_app" if args.raw else "benchmarks.ceiling:build_app"
     app = factory if args.workers > 1 else (build_raw_app() if args.raw else build_app())
-    # The same settings as edge_node.app.serve, so the two differ only in the work per request.
+    # The same settings as edge_node.server.serve, so the two differ only in the work per request.
     uvicorn.run(
         app,
         factory=args.workers > 1,
         workers=args.workers,
         host=args.host,
         port=args.port,
-        loop="uvloop",
         http="httptools",
-        log_level="warning",
-        access_log=False,
-        server_header=False,
-        date_header=False,
-        limit_concurrency=4096,
-        timeout_keep_alive=30,
         h11_max_incomplete_event_size=16 * 1024,
+        **UVICORN_OPTIONS,
     )
 
 

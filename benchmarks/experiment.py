@@ -38,6 +38,7 @@ import numpy as np
 from edgerec.cli.process import Service, http_call
 from edgerec.cli.services import Cluster
 
+from .options import add_data_option, benchmark_parser, say
 from .traffic import resolve_data
 
 EXPERIMENT_ID = "sim-model-vs-popularity"
@@ -46,24 +47,15 @@ EUR_PER_GBP = 1.17
 K = 10
 
 
-def say(message: str) -> None:
-    print(message, flush=True)
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.experiment", description=__doc__.splitlines()[0])
-    p.add_argument("--out", type=Path, required=True, help="directory for report.json, report.md and the PNG")
+    p = benchmark_parser("experiment", __doc__, "report.json, report.md and the PNG")
     p.add_argument("--shoppers", type=int, default=0, help="at most this many shoppers (default: all of them)")
     p.add_argument(
         "--quick",
         action="store_true",
         help="smoke mode: 2 training cuts, at most 300 shoppers and 400 offers per region (about 1 min)",
     )
-    p.add_argument(
-        "--data",
-        default="auto",
-        help="auto (shared Online Retail data when present, else synthetic), synthetic, or a CSV path",
-    )
+    add_data_option(p)
     p.add_argument("--cut", default="2011-09-01", help="history before this date, test from it (default 2011-09-01)")
     p.add_argument("--test-days", type=int, default=61, help="days of the test period (default 61: Sep–Oct)")
     p.add_argument(

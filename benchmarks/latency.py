@@ -34,6 +34,7 @@ from edgerec.cli.services import Cluster
 from . import cdn, peer
 from .histogram import Histogram
 from .loadgen import LoadSettings, run_locust, run_wrk, write_wrk_requests, wrk_missing
+from .options import add_data_option, benchmark_parser, say
 from .otlp_sink import OtlpSink
 from .processes import CpuSampler, Placement, cores
 from .report import EVENTS_BUDGET, ORDER, build_report, write_outputs
@@ -53,13 +54,8 @@ from .traffic import (
 REPO = Path(__file__).resolve().parents[1]
 
 
-def say(message: str) -> None:
-    print(message, flush=True)
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.latency", description=__doc__.splitlines()[0])
-    p.add_argument("--out", type=Path, required=True, help="directory for report.json, report.md and the plots")
+    p = benchmark_parser("latency", __doc__, "report.json, report.md and the plots")
     p.add_argument("--duration", type=float, default=5.0, help="measured seconds of each step (default 5)")
     p.add_argument("--users", type=int, default=32, help="concurrent locust users, also wrk's connections (default 32)")
     p.add_argument("--repeat", type=int, default=1, help="rounds over all targets; medians reported (default 1)")
@@ -79,11 +75,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="fixed-rate steps as fractions of each target's peak (0.7 always included)",
     )
     p.add_argument("--warmup", type=float, default=1.0, help="seconds of each run not measured (default 1)")
-    p.add_argument(
-        "--data",
-        default="auto",
-        help="auto (shared Online Retail data when present, else synthetic), synthetic, or a CSV path",
-    )
+    add_data_option(p)
     p.add_argument(
         "--bundle",
         type=Path,
@@ -290,14 +282,14 @@ class Bench:
     def start_edgerec_no_events(self, regions: tuple[str, ...]) -> None:
         """A second edge like the first (same origin, regions, workers, cores) with events off (EDGEREC_EVENTS=off:
         no impression recorded, no spool, no shipper), for the events on/off ratio measured in the same rounds."""
-        edge = self._start_edge(regions, ["--events", "off"], "edge-no-events")
-        edge.name = "edge (events off)"
-        self.targets["edgerec_no_events"] = {
-            "hosts": [edge.url],
-            "pids": [edge.pid],
-            "note": "the same edge with --events off (no impressions, no spool, no shipper); compare with edgerec "
+        self._start_variant(
+            regions,
+            "edgerec_no_events",
+            "edge (events off)",
+            ["--events", "off"],
+            "the same edge with --events off (no impressions, no spool, no shipper); compare with edgerec "
             "within a round (ratios.events_on_vs_off_rps)",
-        }
+        )
 
     def start_edgerec_traced(self, regions: tuple[str, ...]) -> None:
         """A third edge like the first with tracing on at --trace-sample, exporting OTLP/HTTP to a local sink that
@@ -309,39 +301,58 @@ class Bench:
             "EDGEREC_TRACE_EXPORTER": "otlp",
             "OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint,
         }
-        edge = self._start_edge(regions, [], "edge-traced", env)
-        edge.name = "edge (traced)"
-        self.targets["edgerec_traced"] = {
-            "hosts": [edge.url],
-            "pids": [edge.pid],
-            "sink": sink,
-            "note": f"the same edge tracing a {self.args.trace_sample:g} sample of new traces, OTLP/HTTP to a local "
+        target = self._start_variant(
+            regions,
+            "edgerec_traced",
+            "edge (traced)",
+            [],
+            f"the same edge tracing a {self.args.trace_sample:g} sample of new traces, OTLP/HTTP to a local "
             "sink; compare with edgerec (tracing off) within a round (ratios.traced_vs_untraced_rps)",
-        }
+            env,
+        )
+        target["sink"] = sink
 
     def start_edgerec_access_log(self, regions: tuple[str, ...]) -> None:
         """A second edge like the first with the access log on (EDGEREC_ACCESS_LOG=on: a JSON line per request to
         its log file), for the access log's cost measured in the same rounds."""
-        edge = self._start_edge(regions, ["--access-log", "on"], "edge-access-log")
-        edge.name = "edge (access log on)"
-        self.targets["edgerec_access_log"] = {
-            "hosts": [edge.url],
-            "pids": [edge.pid],
-            "note": "the same edge with --access-log on (a JSON line per request); compare with edgerec within a "
+        self._start_variant(
+            regions,
+            "edgerec_access_log",
+            "edge (access log on)",
+            ["--access-log", "on"],
+            "the same edge with --access-log on (a JSON line per request); compare with edgerec within a "
             "round (ratios.access_log_on_vs_off_rps)",
-        }
+        )
+
+    def _start_variant(
+        self,
+        regions: tuple[str, ...],
+        target: str,
+        shown: str,
+        args: list[str],
+        note: str,
+        env: dict[str, str] | None = None,
+        server: str = "uvicorn",
+    ) -> dict[str, Any]:
+        """A further edge like the first but for `args` and `env`, served as `target` with `note` for the report;
+        its log label follows the target's name (edgerec_no_events: edge-no-events)."""
+        edge = self._start_edge(regions, args, target.replace("edgerec_", "edge-").replace("_", "-"), env, server)
+        edge.name = shown
+        self.targets[target] = {"hosts": [edge.url], "pids": [edge.pid], "note": note}
+        return self.targets[target]
 
     def start_edgerec_granian(self, regions: tuple[str, ...]) -> None:
-        """A second edge like the first, its app served by granian's ASGI server instead of uvicorn
+        """A further edge like the first, its app served by granian's ASGI server instead of uvicorn
         (benchmarks/edge_granian.py), for the server A/B measured in the same rounds."""
-        edge = self._start_edge(regions, [], "edge-granian", server="granian")
-        edge.name = "edge (granian)"
-        self.targets["edgerec_granian"] = {
-            "hosts": [edge.url],
-            "pids": [edge.pid],
-            "note": "the same edge app on granian (ASGI, uvloop, one worker and runtime thread); compare with "
+        self._start_variant(
+            regions,
+            "edgerec_granian",
+            "edge (granian)",
+            [],
+            "the same edge app on granian (ASGI, uvloop, one worker and runtime thread); compare with "
             "edgerec (uvicorn) within a round (ratios.granian_vs_uvicorn_capacity_at_full_cpu)",
-        }
+            server="granian",
+        )
 
     def _start_edge(
         self,
@@ -577,17 +588,23 @@ def measure_target(
     elif wrk_missing():
         result["wrk"] = {"skipped": wrk_missing()}
     else:
-        wrk = run_wrk(
-            f"{name}-wrk",
-            hosts,
-            wrk_files[kind],
-            args.users,
-            args.duration + args.warmup,
-            load.load_cores,
-            runs,
-            sampler,
-            group,
-        )
+
+        def measured_wrk(label: str, rate: float = 0.0) -> dict[str, Any]:
+            seconds = args.duration + args.warmup
+            return run_wrk(
+                f"{name}-{label}",
+                hosts,
+                wrk_files[kind],
+                args.users,
+                seconds,
+                load.load_cores,
+                runs,
+                sampler,
+                group,
+                rate,
+            )
+
+        wrk = measured_wrk("wrk")
         wrk["load_cores"] = len(hosts)  # one single-threaded wrk per host
         wrk["server_cores"] = len(load.server_cores or ()) or 1
         result["wrk"] = wrk
@@ -598,18 +615,7 @@ def measure_target(
         # The latency at 70% of that peak, at a fixed arrival rate from wrk: locust's own jitter on the shared
         # load core sets a floor of several ms under its p99 (the bare ceiling shows it too); wrk's is far lower.
         rate = round(0.7 * wrk["rps"], 1)
-        at70 = run_wrk(
-            f"{name}-wrk-70",
-            hosts,
-            wrk_files[kind],
-            args.users,
-            args.duration + args.warmup,
-            load.load_cores,
-            runs,
-            sampler,
-            group,
-            rate=rate,
-        )
+        at70 = measured_wrk("wrk-70", rate)
         at70["offered_rps"], at70["fraction"] = rate, 0.7
         result["wrk_at_70"] = at70
         say(
@@ -712,26 +718,18 @@ def run(args: argparse.Namespace) -> int:
         traffic_path = bench.work / "traffic.json"
         save_traffic(traffic_path, traffic)
         say("[3/5] starting edgerec with impressions off, the ceiling, the peer and the CDN cache")
-        if "edgerec_no_events" in wanted:
-            try:
-                bench.start_edgerec_no_events(regions)
-            except (RuntimeError, OSError, TimeoutError) as exc:
-                bench.targets["edgerec_no_events"] = {"skipped": f"the edge with impressions off did not start: {exc}"}
-        if "edgerec_traced" in wanted:
-            try:
-                bench.start_edgerec_traced(regions)
-            except (RuntimeError, OSError, TimeoutError) as exc:
-                bench.targets["edgerec_traced"] = {"skipped": f"the traced edge did not start: {exc}"}
-        if "edgerec_access_log" in wanted:
-            try:
-                bench.start_edgerec_access_log(regions)
-            except (RuntimeError, OSError, TimeoutError) as exc:
-                bench.targets["edgerec_access_log"] = {"skipped": f"the edge with the access log did not start: {exc}"}
-        if "edgerec_granian" in wanted:
-            try:
-                bench.start_edgerec_granian(regions)
-            except (RuntimeError, OSError, TimeoutError) as exc:
-                bench.targets["edgerec_granian"] = {"skipped": f"the edge on granian did not start: {exc}"}
+        variants = (
+            ("edgerec_no_events", bench.start_edgerec_no_events, "the edge with impressions off"),
+            ("edgerec_traced", bench.start_edgerec_traced, "the traced edge"),
+            ("edgerec_access_log", bench.start_edgerec_access_log, "the edge with the access log"),
+            ("edgerec_granian", bench.start_edgerec_granian, "the edge on granian"),
+        )
+        for variant, start_variant, what in variants:
+            if variant in wanted:
+                try:
+                    start_variant(regions)
+                except (RuntimeError, OSError, TimeoutError) as exc:
+                    bench.targets[variant] = {"skipped": f"{what} did not start: {exc}"}
         typical = bench.typical_answer(edge_url, traffic, contract)
         if "ceiling" in wanted:
             bench.start_ceiling(typical)

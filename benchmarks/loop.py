@@ -51,6 +51,7 @@ from .experiment import (
     wait_drained,
 )
 from .loop_aa import aa_study
+from .options import benchmark_parser
 from .traffic import resolve_data
 
 ROUNDS = 3
@@ -64,8 +65,7 @@ def log(message: str) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.loop", description=__doc__.splitlines()[0])
-    p.add_argument("--out", type=Path, required=True, help="directory for report.json, report.md and the PNGs")
+    p = benchmark_parser("loop", __doc__, "report.json, report.md and the PNGs")
     p.add_argument(
         "--quick",
         action="store_true",

@@ -26,8 +26,9 @@ import psutil
 from edgerec.cli.process import Service, http_call
 from edgerec.cli.services import Cluster
 
-from .latency import Bench, machine_info, say
+from .latency import Bench, machine_info
 from .loadgen import run_wrk, wrk_missing
+from .options import say
 from .processes import CpuSampler, cores
 from .profile_breakdown import measure_breakdown
 from .profile_propagation import measure_propagation, redis_cleanup

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -324,23 +326,8 @@ def render_markdown(report: dict[str, Any], plots: list[str]) -> str:
         "| target | req/s (locust) | req/s (wrk) | p50 ms | p95 ms | p99 ms | p99.9 ms | max ms | errors "
         "| server CPU % | CPU ms/req | req/s at full CPU |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *_target_rows(targets, _peak_row, "|||||||||| "),
     ]
-    for name in ORDER:
-        t = targets[name]
-        if t.get("skipped"):
-            lines.append(f"| {target_label(name, t)} | skipped: {t['skipped']} |||||||||| ")
-            continue
-        wrk = t.get("wrk") or {}
-        wrk_cell = _fmt(wrk.get("rps"), 0) if "rps" in wrk else f"skipped ({wrk.get('skipped')})"
-        if wrk.get("loadgen_bound"):
-            wrk_cell += " ⚠"
-        bound = " ⚠ load-generator bound" if t.get("loadgen_bound") else ""
-        lines.append(
-            f"| {target_label(name, t)} | {_fmt(t['rps'], 0)}{bound} | {wrk_cell} | {_fmt(t['p50_ms'])} "
-            f"| {_fmt(t['p95_ms'])} | {_fmt(t['p99_ms'])} | {_fmt(t['p999_ms'])} | {_fmt(t['max_ms'])} "
-            f"| {_fmt(t['errors'])} | {_fmt(t['cpu_percent'], 0)} | {_fmt(t.get('cpu_ms_per_request'), 3)} "
-            f"| {_fmt(t.get('capacity_at_full_cpu_rps'), 0)} |"
-        )
     lines += [
         "",
         "wrk latencies (p50/p99/max ms at its own peak, "
@@ -358,23 +345,9 @@ def render_markdown(report: dict[str, Any], plots: list[str]) -> str:
         "| target | knee req/s | p99 there ms | at 70% of peak (locust): req/s | p99 ms "
         "| at 70% of wrk peak (wrk, fixed rate): req/s | p50 ms | p99 ms | server CPU % |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *_target_rows(targets, functools.partial(_knee_row, report), None),
     ]
-    for name in ORDER:
-        t = targets[name]
-        if t.get("skipped"):
-            continue
-        k = t.get("knee") or {}
-        a = report["at_70pct_peak"].get(name) or {}
-        knee_cell = (
-            (("≥ " if k.get("lower_bound") else "") + _fmt(k.get("rps"), 0)) if k.get("rps") else "none under 10 ms"
-        )
-        w = report.get("at_70pct_peak_wrk", {}).get(name) or {}
-        lines.append(
-            f"| {target_label(name, t)} | {knee_cell} "
-            f"| {_fmt(k.get('p99_ms'))} | {_fmt(a.get('rps'), 0)} | {_fmt(a.get('p99_ms'))} "
-            f"| {_fmt(w.get('rps'), 0)} | {_fmt(w.get('p50_ms'))} | {_fmt(w.get('p99_ms'))} "
-            f"| {_fmt(w.get('cpu_percent'), 0)} |"
-        )
+
     if any((w or {}).get("late_sends") for w in report.get("at_70pct_peak_wrk", {}).values()):
         lines += [
             "",
@@ -488,21 +461,18 @@ def plot_events_on_off(path: Path, report: dict[str, Any]) -> bool:
 def readme_section(report: dict[str, Any]) -> list[str]:
     """The short form of this run for README's Benchmarks section: figures, machine, the command."""
     m, t, r = report["machine"], report["targets"], report["ratios"]
+
+    def row(name: str, x: dict[str, Any]) -> str:
+        return (
+            f"| {target_label(name, x)} | {_fmt((x.get('wrk') or {}).get('rps'), 0)} | {_fmt(x['rps'], 0)} "
+            f"| {_fmt(x['p50_ms'])} | {_fmt(x['p99_ms'])} | {_fmt(x['p999_ms'])} | {_knee_rps(x.get('knee') or {})} |"
+        )
+
     rows = [
         "| | req/s (wrk) | req/s (locust) | p50 ms | p99 ms | p99.9 ms | knee req/s (p99 < 10 ms) |",
         "|---|---:|---:|---:|---:|---:|---:|",
+        *_target_rows(t, row, "||||||"),
     ]
-    for name in ORDER:
-        x = t[name]
-        if x.get("skipped"):
-            rows.append(f"| {target_label(name, x)} | skipped: {x['skipped']} ||||||")
-            continue
-        rows.append(
-            f"| {target_label(name, x)} | {_fmt((x.get('wrk') or {}).get('rps'), 0)} | {_fmt(x['rps'], 0)} "
-            f"| {_fmt(x['p50_ms'])} | {_fmt(x['p99_ms'])} | {_fmt(x['p999_ms'])} "
-            f"| {'≥ ' if (x.get('knee') or {}).get('lower_bound') else ''}"
-            f"{_fmt((x.get('knee') or {}).get('rps'), 0)} |"
-        )
     return [
         f"Measured {m.get('started_at')} on {m.get('cpu_model')} ({m.get('logical_cpus')} CPUs, {m.get('os')}), "
         f"{_placement(m)}; {report['settings']['repeat']} round(s), medians.",
@@ -516,6 +486,55 @@ def readme_section(report: dict[str, Any]) -> list[str]:
         "",
         f"Reproduce: `{report['command']}`",
     ]
+
+
+def _peak_row(name: str, t: dict[str, Any]) -> str:
+    wrk = t.get("wrk") or {}
+    wrk_cell = _fmt(wrk.get("rps"), 0) if "rps" in wrk else f"skipped ({wrk.get('skipped')})"
+    if wrk.get("loadgen_bound"):
+        wrk_cell += " ⚠"
+    bound = " ⚠ load-generator bound" if t.get("loadgen_bound") else ""
+    latencies = [_fmt(t[key]) for key in ("p50_ms", "p95_ms", "p99_ms", "p999_ms", "max_ms", "errors")]
+    cpu = [_fmt(t["cpu_percent"], 0), _fmt(t.get("cpu_ms_per_request"), 3)]
+    capacity = _fmt(t.get("capacity_at_full_cpu_rps"), 0)
+    return _row(target_label(name, t), _fmt(t["rps"], 0) + bound, wrk_cell, *latencies, *cpu, capacity)
+
+
+def _knee_row(report: dict[str, Any], name: str, t: dict[str, Any]) -> str:
+    k = t.get("knee") or {}
+    a = report["at_70pct_peak"].get(name) or {}
+    knee_cell = _knee_rps(k) if k.get("rps") else "none under 10 ms"
+    w = report.get("at_70pct_peak_wrk", {}).get(name) or {}
+    return (
+        f"| {target_label(name, t)} | {knee_cell} "
+        f"| {_fmt(k.get('p99_ms'))} | {_fmt(a.get('rps'), 0)} | {_fmt(a.get('p99_ms'))} "
+        f"| {_fmt(w.get('rps'), 0)} | {_fmt(w.get('p50_ms'))} | {_fmt(w.get('p99_ms'))} "
+        f"| {_fmt(w.get('cpu_percent'), 0)} |"
+    )
+
+
+def _row(*cells: str) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _target_rows(
+    targets: dict[str, Any], row: Callable[[str, dict[str, Any]], str], skipped_cells: str | None
+) -> list[str]:
+    """A table's rows, one a target in ORDER; a skipped target's row says why, then skipped_cells (the empty cells
+    of the rest of the row), or is left out where skipped_cells is None."""
+    rows = []
+    for name in ORDER:
+        t = targets[name]
+        if not t.get("skipped"):
+            rows.append(row(name, t))
+        elif skipped_cells is not None:
+            rows.append(f"| {target_label(name, t)} | skipped: {t['skipped']} {skipped_cells}")
+    return rows
+
+
+def _knee_rps(knee: dict[str, Any]) -> str:
+    """The knee's throughput, marked ≥ where the generator never pushed p99 over 10 ms."""
+    return ("≥ " if knee.get("lower_bound") else "") + _fmt(knee.get("rps"), 0)
 
 
 def _placement(m: dict[str, Any]) -> str:

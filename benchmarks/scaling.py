@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from .flame import Recorder, write_flame
-from .latency import TARGET_KIND, Bench, say
+from .latency import TARGET_KIND, Bench
 from .loadgen import run_wrk, write_wrk_requests, wrk_missing
+from .options import say
 from .processes import CpuSampler, Placement
 from .traffic import DEFAULT_REGIONS, build_traffic
 

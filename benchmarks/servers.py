@@ -29,104 +29,42 @@ from .processes import cores, tree_cpu_seconds
 
 REQUEST = b'{"shopper_id":"s-1","region":"GB","k":10,"recent_items":["85123A","71053","84406B"]}'
 
+_QUIET = ["--no-access-log", "--log-level", "warning"]
+
+
+def _uvicorn(app: str) -> list[str]:
+    return ["uvicorn", f"benchmarks.server_apps:{app}", "--http", "httptools", "--loop", "uvloop", *_QUIET]
+
+
+def _granian(interface: str, app: str, runtime: list[str]) -> list[str]:
+    return [
+        "granian",
+        "--interface",
+        interface,
+        f"benchmarks.server_apps:{app}",
+        "--loop",
+        "uvloop",
+        "--workers",
+        "1",
+        *runtime,
+        "--no-ws",
+        "--log-level",
+        "warning",
+    ]
+
+
+# One worker thread each; "st" is granian's single-threaded runtime mode.
+_ONE_THREAD = ["--runtime-threads", "1"]
+_SINGLE_THREADED = ["--runtime-mode", "st"]
+
 TARGETS: dict[str, list[str]] = {
-    "uvicorn-starlette": [
-        "uvicorn",
-        "benchmarks.server_apps:starlette_app",
-        "--http",
-        "httptools",
-        "--loop",
-        "uvloop",
-        "--no-access-log",
-        "--log-level",
-        "warning",
-    ],
-    "uvicorn-asgi-raw": [
-        "uvicorn",
-        "benchmarks.server_apps:asgi_app",
-        "--http",
-        "httptools",
-        "--loop",
-        "uvloop",
-        "--no-access-log",
-        "--log-level",
-        "warning",
-    ],
-    "granian-asgi-starlette": [
-        "granian",
-        "--interface",
-        "asgi",
-        "benchmarks.server_apps:starlette_app",
-        "--loop",
-        "uvloop",
-        "--workers",
-        "1",
-        "--runtime-threads",
-        "1",
-        "--no-ws",
-        "--log-level",
-        "warning",
-    ],
-    "granian-asgi-raw": [
-        "granian",
-        "--interface",
-        "asgi",
-        "benchmarks.server_apps:asgi_app",
-        "--loop",
-        "uvloop",
-        "--workers",
-        "1",
-        "--runtime-threads",
-        "1",
-        "--no-ws",
-        "--log-level",
-        "warning",
-    ],
-    "granian-rsgi-raw-st": [
-        "granian",
-        "--interface",
-        "rsgi",
-        "benchmarks.server_apps:rsgi_app",
-        "--loop",
-        "uvloop",
-        "--workers",
-        "1",
-        "--runtime-mode",
-        "st",
-        "--no-ws",
-        "--log-level",
-        "warning",
-    ],
-    "granian-asgi-raw-st": [
-        "granian",
-        "--interface",
-        "asgi",
-        "benchmarks.server_apps:asgi_app",
-        "--loop",
-        "uvloop",
-        "--workers",
-        "1",
-        "--runtime-mode",
-        "st",
-        "--no-ws",
-        "--log-level",
-        "warning",
-    ],
-    "granian-rsgi-raw": [
-        "granian",
-        "--interface",
-        "rsgi",
-        "benchmarks.server_apps:rsgi_app",
-        "--loop",
-        "uvloop",
-        "--workers",
-        "1",
-        "--runtime-threads",
-        "1",
-        "--no-ws",
-        "--log-level",
-        "warning",
-    ],
+    "uvicorn-starlette": _uvicorn("starlette_app"),
+    "uvicorn-asgi-raw": _uvicorn("asgi_app"),
+    "granian-asgi-starlette": _granian("asgi", "starlette_app", _ONE_THREAD),
+    "granian-asgi-raw": _granian("asgi", "asgi_app", _ONE_THREAD),
+    "granian-rsgi-raw-st": _granian("rsgi", "rsgi_app", _SINGLE_THREADED),
+    "granian-asgi-raw-st": _granian("asgi", "asgi_app", _SINGLE_THREADED),
+    "granian-rsgi-raw": _granian("rsgi", "rsgi_app", _ONE_THREAD),
 }
 REFERENCE = "uvicorn-starlette"
 

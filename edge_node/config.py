@@ -3,7 +3,6 @@ secrets and TLS files resolved and checked together at start, and handed as is t
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import ssl
@@ -13,6 +12,7 @@ from urllib.parse import urlparse
 
 from edgerec.core.access import parse_access_log
 from edgerec.core.settings import (
+    ConfiguredBy,
     SettingError,
     production_mode,
     require_strong_secrets,
@@ -36,7 +36,9 @@ class ConfigError(SettingError):
 
 
 @dataclass(frozen=True)
-class EdgeConfig:
+class EdgeConfig(ConfiguredBy):
+    settings_class = EdgeSettings
+
     host: str
     port: int
     origin_url: str
@@ -101,14 +103,6 @@ class EdgeConfig:
 
     def __repr__(self) -> str:  # no secret in a log line or a traceback
         return f"EdgeConfig(port={self.port}, regions={self.regions}, origin_url={self.origin_url!r})"
-
-    @staticmethod
-    def add_arguments(parser: argparse.ArgumentParser) -> None:
-        EdgeSettings.add_arguments(parser)
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "EdgeConfig":
-        return cls.from_settings(EdgeSettings.from_args(args))
 
     @classmethod
     def from_settings(cls, settings: EdgeSettings) -> "EdgeConfig":

@@ -28,12 +28,23 @@ from .events import EventRecorder
 from .limits import HOLD_HEAD
 from .metrics import EdgeMetrics
 from .rules import Rules
-from .serving import Answer, candidates, find_profile, rank, render, resolve_region, score, shopper_context
+from .serving import (
+    Answer,
+    ShopperContext,
+    candidates,
+    find_profile,
+    rank,
+    render,
+    resolve_region,
+    score,
+    shopper_context,
+)
 from .shoppers import ShopperProfiles
 from .state import EdgeState, StateHolder
 from .traces import AnswerTrace
 from .validation import (
     RateLimited,
+    RecommendationRequest,
     RequestError,
     parse_anonymous_query,
     parse_recommendation_request,
@@ -199,16 +210,7 @@ class RecommendationsEndpoint:
         context = shopper_context(request, record, state.catalogs[region], inputs)
         if trace is not None:
             mark = trace.step("edge.profile", mark)
-        chosen = candidates(state, region, request, context, self.rules)
-        if trace is not None:
-            trace.step("edge.rules.mask", mark)
-        scored = await score(chosen, context, self.batcher, trace.context if trace is not None else None)
-        if trace is not None:
-            mark = time.time_ns()
-        answer = rank(chosen, scored)
-        if trace is not None:
-            trace.step("edge.rules.rank", mark)
-            trace.answered(answer.fields(), len(answer.positions), scored.batch_size, None)
+        answer = await self._ranked(state, region, request, context, trace, mark, None)
         payload = render(answer, request_id)
         self._observe(answer)
         if self.recorder is not None:
@@ -236,16 +238,7 @@ class RecommendationsEndpoint:
         if cached is None:
             context = shopper_context(request)
             mark = time.time_ns() if trace is not None else 0
-            chosen = candidates(state, region, request, context, self.rules)
-            if trace is not None:
-                trace.step("edge.rules.mask", mark)
-            scored = await score(chosen, context, self.batcher, trace.context if trace is not None else None)
-            if trace is not None:
-                mark = time.time_ns()
-            answer = rank(chosen, scored)
-            if trace is not None:
-                trace.step("edge.rules.rank", mark)
-                trace.answered(answer.fields(), len(answer.positions), scored.batch_size, "miss")
+            answer = await self._ranked(state, region, request, context, trace, mark, "miss")
             offer_ids = answer.offer_ids
             etag = etag_for(*key, *offer_ids)
             # The last item: the answer's cache headers, per value of vary_on_geo, made on first use.
@@ -273,6 +266,30 @@ class RecommendationsEndpoint:
         if etag_matches(viewer.if_none_match, etag):
             return 304, headers, b""
         return 200, headers, payload
+
+    async def _ranked(
+        self,
+        state: EdgeState,
+        region: str,
+        request: RecommendationRequest,
+        context: ShopperContext,
+        trace: AnswerTrace | None,
+        mark: int,
+        cache: str | None,
+    ) -> Answer:
+        """Mask, score and rank, the steps both walks share; a traced answer gets the spans of the rule mask (from
+        `mark`), the model run and the ranking rules, and is marked answered with its `cache` outcome."""
+        chosen = candidates(state, region, request, context, self.rules)
+        if trace is not None:
+            trace.step("edge.rules.mask", mark)
+        scored = await score(chosen, context, self.batcher, trace.context if trace is not None else None)
+        if trace is not None:
+            mark = time.time_ns()
+        answer = rank(chosen, scored)
+        if trace is not None:
+            trace.step("edge.rules.rank", mark)
+            trace.answered(answer.fields(), len(answer.positions), scored.batch_size, cache)
+        return answer
 
     def _observe(self, answer: Answer) -> None:
         if answer.fallback is not None:

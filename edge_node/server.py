@@ -74,6 +74,19 @@ def _multiprocess_metrics(data_dir: Path) -> None:
     os.environ[MULTIPROC_ENV] = str(directory)
 
 
+# uvicorn's settings the edge serves with, also benchmarks.ceiling's, so that the two differ only in the work per
+# request.
+UVICORN_OPTIONS: dict[str, Any] = dict(
+    loop="uvloop",
+    log_level="warning",
+    access_log=False,
+    server_header=False,
+    date_header=False,
+    limit_concurrency=4096,
+    timeout_keep_alive=30,
+)
+
+
 def serve(config: EdgeConfig) -> None:
     from edgerec.core.logs import logging_config
 
@@ -82,15 +95,9 @@ def serve(config: EdgeConfig) -> None:
     options = dict(
         host=config.host,
         port=config.port,
-        loop="uvloop",
         http=GuardedHttpToolsProtocol,
         log_config=logging_config(),
-        log_level="warning",
-        access_log=False,
-        server_header=False,
-        date_header=False,
-        limit_concurrency=4096,
-        timeout_keep_alive=30,
+        **UVICORN_OPTIONS,
         # After the drain window (the lifespan holds SIGTERM back until then): see graceful_shutdown_s.
         timeout_graceful_shutdown=graceful_shutdown_s(config),
         # uvicorn would otherwise take X-Forwarded-For from any connection of a "trusted" peer (127.0.0.1

@@ -75,41 +75,24 @@ def feature_spec_digest(fields: dict) -> str:
     return sha256_hex(json.dumps(spec, sort_keys=True, separators=(",", ":"), allow_nan=False).encode("utf-8"))
 
 
-def golden_case(
-    context: np.ndarray,
-    ages_days: np.ndarray,
-    region: int,
-    candidates: np.ndarray,
-    excluded_positions: list[int],
-    k: int,
-    expected_scores: np.ndarray,
-    expected_indices: np.ndarray,
-) -> dict:
-    """One golden request and its expected answer, as JSON lists."""
-    history = {
+def sequence_history(context: np.ndarray, ages_days: np.ndarray) -> dict[str, list]:
+    """The shopper inputs of a sequence graph's golden case, as JSON lists."""
+    return {
         "context_items": [int(v) for v in context],
         "context_ages_days": [float(np.float32(v)) for v in ages_days],
     }
-    return _golden(history, region, candidates, excluded_positions, k, expected_scores, expected_indices)
 
 
-def golden_profile_case(
-    slots: dict[str, np.ndarray],
-    region: int,
-    candidates: np.ndarray,
-    excluded_positions: list[int],
-    k: int,
-    expected_scores: np.ndarray,
-    expected_indices: np.ndarray,
-) -> dict:
-    """A golden request of a profile graph: slots maps the ProfileSlots fields (items, counts, ...) to [P] arrays."""
+def profile_history(slots: dict[str, np.ndarray]) -> dict[str, list]:
+    """The shopper inputs of a profile graph's golden case: slots maps the ProfileSlots fields (items, counts, ...)
+    to [P] arrays."""
     inputs: dict[str, list] = {"profile_items": [int(v) for v in slots["items"]]}
     for field, name in zip(("counts", "days_since_last", "days_since_first", "decayed"), PROFILE_INPUTS[1:]):
         inputs[name] = [float(np.float32(v)) for v in slots[field]]
-    return _golden(inputs, region, candidates, excluded_positions, k, expected_scores, expected_indices)
+    return inputs
 
 
-def _golden(
+def golden_case(
     history: dict[str, list],
     region: int,
     candidates: np.ndarray,
@@ -118,8 +101,9 @@ def _golden(
     expected_scores: np.ndarray,
     expected_indices: np.ndarray,
 ) -> dict:
-    """A golden case of a graph whose shopper inputs are `history`: the rest of the request and the expected answer
-    as JSON lists, in the manifest's order."""
+    """One golden request and its expected answer, of a graph whose shopper inputs are `history`
+    (sequence_history, profile_history): the rest of the request and the answer as JSON lists, in the manifest's
+    order."""
     return {
         "inputs": {
             **history,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.bundle import golden_profile_case
+from models.bundle import golden_case, profile_history
 from models.data import Transactions
 from models.features import SLOT_FIELDS, ProfileSlots, RankingModel, rank_reference
 from models.samples import HeldOut
@@ -50,8 +50,8 @@ def golden_cases(model: RankingModel, held_out: HeldOut, rng: np.random.Generato
         if len(finite) < len(scores) or (len(full) > 1 and np.min(np.abs(np.diff(full[: K + 3]))) < 1e-3):
             continue
         cases.append(
-            golden_profile_case(
-                {name: getattr(slots, name)[0] for name in SLOT_FIELDS},
+            golden_case(
+                profile_history({name: getattr(slots, name)[0] for name in SLOT_FIELDS}),
                 region,
                 candidates,
                 excluded,

@@ -139,6 +139,15 @@ def stocked(cluster: Cluster, skus: list[str]) -> Iterator[Cluster]:
         cluster.stop()
 
 
+@contextlib.contextmanager
+def stocked_origin(directory: Path, bundle_dir: Path, skus: list[str], origin_env: dict[str, str]) -> Iterator[Cluster]:
+    """A cluster of `directory` with its origin started under `origin_env`, then stocked (see stocked)."""
+    cluster = Cluster(directory, bundle_dir, origin_env=origin_env)
+    cluster.start_origin()
+    with stocked(cluster, skus):
+        yield cluster
+
+
 @pytest.fixture(scope="session")
 def catalog_skus(bundle_dir: Path) -> list[str]:
     import json

@@ -30,10 +30,9 @@ class ProfileCollector:
             yield GaugeMetricFamily(
                 "edgerec_profiles_budget_bytes", "Memory budget of the profile store", value=self.store.budget_bytes
             )
-        lookups = CounterMetricFamily("edgerec_profiles_lookups", "Profile reads by result", labels=["result"])
-        lookups.add_metric(["hit"], stats.hits)
-        lookups.add_metric(["miss"], stats.misses)
-        yield lookups
+        yield _by_label(
+            "edgerec_profiles_lookups", "Profile reads by result", "result", hit=stats.hits, miss=stats.misses
+        )
         yield CounterMetricFamily(
             "edgerec_profiles_evictions",
             "Profiles moved out of memory for the budget (still on disk)",
@@ -41,25 +40,33 @@ class ProfileCollector:
         )
         yield CounterMetricFamily("edgerec_profiles_expired", "Profiles dropped for retention", value=stats.expired)
         yield CounterMetricFamily("edgerec_profiles_erased", "Profiles erased", value=stats.erased)
-        corrupt = CounterMetricFamily(
+        yield _by_label(
             "edgerec_profiles_corrupt",
             "Stored profiles refused (undecryptable or undecodable records; whole files moved aside)",
-            labels=["what"],
+            "what",
+            record=stats.corrupt_records,
+            file=stats.corrupt_files,
         )
-        corrupt.add_metric(["record"], stats.corrupt_records)
-        corrupt.add_metric(["file"], stats.corrupt_files)
-        yield corrupt
         yield CounterMetricFamily(
             "edgerec_profiles_write_failures",
             "Profile updates not stored (disk error, Redis down)",
             value=stats.write_failures,
         )
-        redis = CounterMetricFamily(
-            "edgerec_profiles_redis_failures", "Redis reads answered as misses, by reason", labels=["reason"]
+        yield _by_label(
+            "edgerec_profiles_redis_failures",
+            "Redis reads answered as misses, by reason",
+            "reason",
+            timeout=stats.redis_timeouts,
+            error=stats.redis_errors,
         )
-        redis.add_metric(["timeout"], stats.redis_timeouts)
-        redis.add_metric(["error"], stats.redis_errors)
-        yield redis
+
+
+def _by_label(name: str, documentation: str, label: str, **counts: float) -> CounterMetricFamily:
+    """A counter with one sample per value of its one label."""
+    family = CounterMetricFamily(name, documentation, labels=[label])
+    for value, count in counts.items():
+        family.add_metric([value], count)
+    return family
 
 
 def register_profile_metrics(registry: CollectorRegistry, store: Any) -> ProfileCollector:

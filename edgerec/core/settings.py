@@ -11,7 +11,7 @@ import math
 import os
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Callable, Mapping, Self
+from typing import Annotated, Any, Callable, ClassVar, Mapping, Self
 from urllib.parse import urlparse
 
 from pydantic import AfterValidator, BeforeValidator, Field, ValidationError
@@ -323,3 +323,22 @@ class ServiceSettings(BaseSettings):
             message = f"{error['input']!r}: {message[:1].lower()}{message[1:]}"
         where = f"(from {source})" if source else "(not set)"
         return SettingError(" ".join(f"{cls.label(name)}: {message} {where}".split()))
+
+
+class ConfiguredBy:
+    """A service's checked config made from its ServiceSettings (`settings_class`): the flags those add to a parser,
+    and the config from the parsed flags by the service's own `from_settings`."""
+
+    settings_class: ClassVar[type[ServiceSettings]]
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        cls.settings_class.add_arguments(parser)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Self:
+        return cls.from_settings(cls.settings_class.from_args(args))
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Self:
+        raise NotImplementedError

@@ -3,14 +3,13 @@ secrets (tokens.py, the signing keys) and the TLS listener resolved, checked tog
 
 from __future__ import annotations
 
-import argparse
 import os
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
 from edgerec.core.access import parse_access_log
-from edgerec.core.settings import SettingError, production_mode
+from edgerec.core.settings import ConfiguredBy, SettingError, production_mode
 from edgerec.core.shutdown import DEFAULT_DRAIN_S, DEFAULT_SHUTDOWN_TIMEOUT_S
 from edgerec.core.tls import DEFAULT_RELOAD_INTERVAL_S, server_context
 from edgerec.core.tracing import TracingError, check_installed
@@ -25,7 +24,9 @@ class ConfigError(SettingError):
 
 
 @dataclass(frozen=True)
-class OriginConfig:
+class OriginConfig(ConfiguredBy):
+    settings_class = OriginSettings
+
     host: str
     port: int
     db_path: Path
@@ -63,14 +64,6 @@ class OriginConfig:
             f"regions_with_tokens={sorted(self.credentials.region_tokens)}, "
             f"key_id={self.signer and self.signer.key_id})"
         )
-
-    @staticmethod
-    def add_arguments(parser: argparse.ArgumentParser) -> None:
-        OriginSettings.add_arguments(parser)
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "OriginConfig":
-        return cls.from_settings(OriginSettings.from_args(args))
 
     @classmethod
     def from_settings(cls, settings: OriginSettings) -> "OriginConfig":

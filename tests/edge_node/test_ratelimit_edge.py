@@ -23,6 +23,12 @@ def _get(edge, client_ip: str | None, secret: str | None = CDN_SECRET):
     return http_call(edge.url, "GET", "/v1/recommendations?region=GB&k=3", headers=headers)
 
 
+def _post(edge, path: str, document: dict, client_ip: str = "203.0.113.7"):
+    """A JSON POST through the CDN (its shared secret) for the shopper at client_ip."""
+    headers = {"Content-Type": "application/json", "X-Forwarded-For": client_ip, "X-Edgerec-CDN-Secret": CDN_SECRET}
+    return http_call(edge.url, "POST", path, json.dumps(document).encode(), headers)
+
+
 def _metric(edge, name: str, route: str) -> float:
     _, _, body = http_call(edge.url, "GET", "/metrics")
     match = re.search(rf'^{name}\{{route="{re.escape(route)}"\}} (\S+)$', body.decode(), re.M)
@@ -49,33 +55,15 @@ def test_a_client_over_its_rate_gets_429_while_another_client_is_served(limited_
     error = json.loads(body)["error"]
     assert error["code"] == "rate_limited" and error["message"]
     # POST (personalized) and /v1/events draw on the same client's bucket.
-    status, headers, body = http_call(
-        edge.url,
-        "POST",
-        "/v1/recommendations",
-        json.dumps({"recent_items": catalog_skus[:2], "region": "GB"}).encode(),
-        {"Content-Type": "application/json", "X-Forwarded-For": "203.0.113.7", "X-Edgerec-CDN-Secret": CDN_SECRET},
-    )
+    status, headers, body = _post(edge, "/v1/recommendations", {"recent_items": catalog_skus[:2], "region": "GB"})
     assert status == 429 and int(headers["retry-after"]) >= 1
     events = {"events": [{"type": "click", "request_id": "r1", "offer_ids": [f"GB-{catalog_skus[0]}"]}]}
-    status, headers, body = http_call(
-        edge.url,
-        "POST",
-        "/v1/events",
-        json.dumps(events).encode(),
-        {"Content-Type": "application/json", "X-Forwarded-For": "203.0.113.7", "X-Edgerec-CDN-Secret": CDN_SECRET},
-    )
+    status, headers, body = _post(edge, "/v1/events", events)
     assert status == 429 and int(headers["retry-after"]) >= 1
     assert json.loads(body)["error"]["code"] == "rate_limited"
     # Another shopper behind the same CDN is served.
     assert _get(edge, "203.0.113.8")[0] == 200
-    status, _, _ = http_call(
-        edge.url,
-        "POST",
-        "/v1/events",
-        json.dumps(events).encode(),
-        {"Content-Type": "application/json", "X-Forwarded-For": "203.0.113.9", "X-Edgerec-CDN-Secret": CDN_SECRET},
-    )
+    status, _, _ = _post(edge, "/v1/events", events, "203.0.113.9")
     assert status == 202
     # The refusals are counted by route; health and metrics are never limited.
     assert _metric(edge, "edgerec_rate_limited_total", "/v1/recommendations") == 2

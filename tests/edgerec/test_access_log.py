@@ -10,9 +10,8 @@ import time
 import pytest
 
 from edgerec.cli.process import http_call, http_json
-from edgerec.cli.services import Cluster
 from edgerec.core.access import AccessLog, parse_access_log, query_names
-from tests.conftest import stocked
+from tests.conftest import stocked_origin
 
 SHOPPER = "shopper-7f3a91c2-secret"
 FIELDS = {"ts", "level", "logger", "msg", "method", "path", "query", "status", "duration_ms", "bytes", "request_id"}
@@ -47,9 +46,9 @@ def ask(edge, shopper: str = SHOPPER) -> None:
 
 @pytest.fixture(scope="module")
 def logged_cluster(tmp_path_factory, bundle_dir, catalog_skus):
-    cluster = Cluster(tmp_path_factory.mktemp("access-log"), bundle_dir, origin_env={"EDGEREC_ACCESS_LOG": "on"})
-    cluster.start_origin()
-    with stocked(cluster, catalog_skus[:10]):
+    with stocked_origin(
+        tmp_path_factory.mktemp("access-log"), bundle_dir, catalog_skus[:10], {"EDGEREC_ACCESS_LOG": "on"}
+    ) as cluster:
         yield cluster
 
 

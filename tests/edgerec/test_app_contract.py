@@ -33,17 +33,21 @@ def secrets_env(monkeypatch, tmp_path):
     monkeypatch.setenv(CONTRACT["edge"]["env"]["regions"], "DE,FR")
 
 
+def _parse_with(monkeypatch, config_class, service: str, values: dict[str, str]):
+    """The config parsed with the service's contract variables set to these values (by their contract names)."""
+    for name, value in values.items():
+        monkeypatch.setenv(CONTRACT[service]["env"][name], value)
+    return _parse(config_class)
+
+
 def test_default_ports_are_the_contract_ports(secrets_env):
     assert _parse(EdgeConfig).port == CONTRACT["edge"]["port"]
     assert _parse(OriginConfig).port == CONTRACT["origin"]["port"]
 
 
 def test_the_edge_reads_the_contract_variables(secrets_env, monkeypatch):
-    env = CONTRACT["edge"]["env"]
-    monkeypatch.setenv(env["port"], "9001")
-    monkeypatch.setenv(env["origin_url"], "https://origin.example:8443")
-    monkeypatch.setenv(env["data_dir"], "/var/lib/edgerec")
-    config = _parse(EdgeConfig)
+    values = {"port": "9001", "origin_url": "https://origin.example:8443", "data_dir": "/var/lib/edgerec"}
+    config = _parse_with(monkeypatch, EdgeConfig, "edge", values)
     assert (config.port, config.origin_url, str(config.data_dir)) == (
         9001,
         "https://origin.example:8443",
@@ -54,11 +58,8 @@ def test_the_edge_reads_the_contract_variables(secrets_env, monkeypatch):
 
 
 def test_the_origin_reads_the_contract_variables_and_accepts_every_listed_token(secrets_env, monkeypatch):
-    env = CONTRACT["origin"]["env"]
-    monkeypatch.setenv(env["port"], "9002")
-    monkeypatch.setenv(env["db"], "/data/origin.db")
-    monkeypatch.setenv(env["blob_dir"], "/data/blobs")
-    config = _parse(OriginConfig)
+    values = {"port": "9002", "db": "/data/origin.db", "blob_dir": "/data/blobs"}
+    config = _parse_with(monkeypatch, OriginConfig, "origin", values)
     assert (config.port, str(config.db_path), str(config.blob_dir)) == (9002, "/data/origin.db", "/data/blobs")
     # The origin keeps only the tokens' digests, in the order given.
     assert config.credentials.sync_tokens == tuple(

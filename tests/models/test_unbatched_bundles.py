@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from models.bundle import golden_case, write_bundle
+from models.bundle import golden_case, sequence_history, write_bundle
 from models.runtime import Ranker
 
 ITEMS = [f"SKU{i}" for i in range(1, 31)]
@@ -77,8 +77,7 @@ def _write_unbatched(tmp_path, golden: list) -> None:
 def _bundle(tmp_path, cases: list[tuple[np.ndarray, list[int], int]]) -> Ranker:
     golden = [
         golden_case(
-            np.zeros(LENGTH, dtype=np.int64),
-            np.ones(LENGTH),
+            sequence_history(np.zeros(LENGTH, dtype=np.int64), np.ones(LENGTH)),
             0,
             candidates,
             excluded,
@@ -114,8 +113,7 @@ def test_an_unbatched_bundle_with_a_wrong_golden_case_is_refused(tmp_path):
     candidates = np.array([5, 2, 9, 1])
     golden = [
         golden_case(
-            np.zeros(LENGTH, dtype=np.int64),
-            np.ones(LENGTH),
+            sequence_history(np.zeros(LENGTH, dtype=np.int64), np.ones(LENGTH)),
             0,
             candidates,
             [],

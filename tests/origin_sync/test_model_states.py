@@ -195,21 +195,14 @@ def test_publish_stores_without_serving_until_activated_and_list_shows_every_sta
     assert _served_model(cluster) is None
     # An experiment may try the candidate, never the merely published model.
     auth = {"Authorization": f"Bearer {cluster.admin_token}"}
-    status, body = http_json(
-        cluster.origin.url,
-        "PUT",
-        "/v1/admin/experiments/x",
-        {"id": "x", "variants": [{"name": "control"}, {"name": "new", "model": first}]},
-        auth,
-    )
+
+    def experiment_trying(model: str):
+        experiment = {"id": "x", "variants": [{"name": "control"}, {"name": "new", "model": model}]}
+        return http_json(cluster.origin.url, "PUT", "/v1/admin/experiments/x", experiment, auth)
+
+    status, body = experiment_trying(first)
     assert status == 422 and "only published" in body["error"]["message"] and first in body["error"]["message"]
-    status, _ = http_json(
-        cluster.origin.url,
-        "PUT",
-        "/v1/admin/experiments/x",
-        {"id": "x", "variants": [{"name": "control"}, {"name": "new", "model": second}]},
-        auth,
-    )
+    status, _ = experiment_trying(second)
     assert status == 200
 
     result = _cli(cluster, "model", "activate", first)

@@ -210,31 +210,18 @@ def test_a_published_model_can_be_rolled_back_to_and_reactivating_the_active_one
 
 def test_an_experiment_naming_an_unknown_model_is_refused_422_even_where_it_would_overlap(shared):
     auth = {"Authorization": f"Bearer {shared.admin_token}"}
-    status, _ = http_json(
-        shared.origin.url,
-        "PUT",
-        "/v1/admin/experiments/gb-1",
-        {"variants": [{"name": "a"}, {"name": "b"}], "regions": ["GB"]},
-        auth,
-    )
+
+    def put_gb_experiment(name: str, variant_b: dict):
+        experiment = {"variants": [{"name": "a"}, {"name": "b", **variant_b}], "regions": ["GB"]}
+        return http_json(shared.origin.url, "PUT", f"/v1/admin/experiments/{name}", experiment, auth)
+
+    status, _ = put_gb_experiment("gb-1", {})
     assert status == 200
-    status, answer = http_json(
-        shared.origin.url,
-        "PUT",
-        "/v1/admin/experiments/gb-2",
-        {"variants": [{"name": "a"}, {"name": "b", "model": "m-unknown"}], "regions": ["GB"]},
-        auth,
-    )
+    status, answer = put_gb_experiment("gb-2", {"model": "m-unknown"})
     assert status == 422 and answer["error"]["code"] == "invalid_experiment", answer
     assert "m-unknown" in answer["error"]["message"]
     # A valid body that overlaps is still refused for the overlap.
-    status, answer = http_json(
-        shared.origin.url,
-        "PUT",
-        "/v1/admin/experiments/gb-2",
-        {"variants": [{"name": "a"}, {"name": "b"}], "regions": ["GB"]},
-        auth,
-    )
+    status, answer = put_gb_experiment("gb-2", {})
     assert status == 409 and answer["error"]["code"] == "experiment_overlap", answer
 
 

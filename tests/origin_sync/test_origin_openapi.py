@@ -16,8 +16,7 @@ from openapi_spec_validator import validate
 from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 
-from edgerec.cli.services import Cluster
-from tests.conftest import stocked
+from tests.conftest import stocked_origin
 
 
 @schemathesis.serializer("application/x-msgpack")
@@ -38,9 +37,9 @@ def _packable(value):
 
 @pytest.fixture(scope="module")
 def fuzzed_origin(tmp_path_factory, bundle_dir, catalog_skus):
-    cluster = Cluster(tmp_path_factory.mktemp("fuzzed-origin"), bundle_dir, origin_env={"EDGEREC_MAX_WAIT_S": "0.2"})
-    cluster.start_origin()
-    with stocked(cluster, catalog_skus[:5]):
+    with stocked_origin(
+        tmp_path_factory.mktemp("fuzzed-origin"), bundle_dir, catalog_skus[:5], {"EDGEREC_MAX_WAIT_S": "0.2"}
+    ) as cluster:
         yield cluster
 
 

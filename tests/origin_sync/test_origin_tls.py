@@ -81,27 +81,24 @@ def test_mutual_tls_requires_a_certificate_that_names_the_tokens_region(tmp_path
         edge = cluster.start_edge("GB", env=edge_tls_env(pki, cert=pki.edge_cert("GB")))
         assert http_call(edge.url, "GET", "/readyz")[0] == 200
         # A certificate for DE with the GB token: 403 with a JSON error.
-        status, _, body = http_call(
-            cluster.origin.url,
-            "GET",
-            "/v1/sync/snapshot?regions=GB",
-            None,
-            sync_headers(gb_token),
-            ssl_context=pki.client_context(pki.edge_cert("DE")),
-        )
+
+        def gb_snapshot_with_certificate_for(region: str):
+            return http_call(
+                cluster.origin.url,
+                "GET",
+                "/v1/sync/snapshot?regions=GB",
+                None,
+                sync_headers(gb_token),
+                ssl_context=pki.client_context(pki.edge_cert(region)),
+            )
+
+        status, _, body = gb_snapshot_with_certificate_for("DE")
         assert status == 403
         error = json.loads(body)["error"]
         assert error["code"] == "certificate_mismatch" and "DE" in error["message"]
         assert gb_token not in body.decode()
         # The same token with its own region's certificate is served.
-        status, _, _ = http_call(
-            cluster.origin.url,
-            "GET",
-            "/v1/sync/snapshot?regions=GB",
-            None,
-            sync_headers(gb_token),
-            ssl_context=pki.client_context(pki.edge_cert("GB")),
-        )
+        status, _, _ = gb_snapshot_with_certificate_for("GB")
         assert status == 200
         # No certificate at all: the handshake is refused, the token never reaches the origin's handlers.
         with pytest.raises(OSError):
