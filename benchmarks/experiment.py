@@ -38,7 +38,7 @@ import numpy as np
 from edgerec.cli.process import Service, http_call
 from edgerec.cli.services import Cluster
 
-from .options import add_data_option, benchmark_parser, say
+from .options import add_data_option, benchmark_parser, interruptible, say
 from .traffic import resolve_data
 
 EXPERIMENT_ID = "sim-model-vs-popularity"
@@ -656,11 +656,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        return run(args)
-    except KeyboardInterrupt:
-        return 130
+    return interruptible(run, parse_args(argv))
 
 
 if __name__ == "__main__":

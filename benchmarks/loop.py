@@ -51,7 +51,7 @@ from .experiment import (
     wait_drained,
 )
 from .loop_aa import aa_study
-from .options import benchmark_parser
+from .options import benchmark_parser, interruptible
 from .traffic import resolve_data
 
 ROUNDS = 3
@@ -487,10 +487,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        return run(parse_args(argv))
-    except KeyboardInterrupt:
-        return 130
+    return interruptible(run, parse_args(argv))
 
 
 if __name__ == "__main__":

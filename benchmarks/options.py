@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Callable
 
 
 def say(message: str) -> None:
     print(message, flush=True)
+
+
+def interruptible(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """`run(args)`'s exit status, or 130 (as a shell reports SIGINT) on Ctrl-C instead of a traceback."""
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        return 130
 
 
 def benchmark_parser(module: str, doc: str, outputs: str) -> argparse.ArgumentParser:

@@ -30,7 +30,7 @@ from typing import Any
 from .flame import Recorder, write_flame
 from .latency import TARGET_KIND, Bench
 from .loadgen import run_wrk, write_wrk_requests, wrk_missing
-from .options import say
+from .options import interruptible, say
 from .processes import CpuSampler, Placement
 from .traffic import DEFAULT_REGIONS, build_traffic
 
@@ -332,10 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(missing, file=sys.stderr)
         return 2
-    try:
-        return run(args)
-    except KeyboardInterrupt:
-        return 130
+    return interruptible(run, args)
 
 
 if __name__ == "__main__":
