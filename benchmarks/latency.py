@@ -1,10 +1,10 @@
-"""Latency under load: edgerec against its ceiling, a peer model server, itself behind a CDN cache, itself
+"""Latency under load: edgerec against its ceiling, two peer model servers, itself behind a CDN cache, itself
 with impressions off (the events on/off cost) and itself tracing a sample of its answers (the tracing cost).
 
     python -m benchmarks.latency --out DIR [--duration S] [--users U] [--repeat N] [--servers N]
     python -m benchmarks.latency --out DIR --profiles N [--catalog-offers M] [--repeat N]  (benchmarks.profiles_mode)
 
-Starts everything as a user would (origin, edge, bare Starlette, MLServer, Varnish: real processes on
+Starts everything as a user would (origin, edge, bare Starlette, MLServer, PyTriton, Varnish: processes on
 loopback, servers pinned apart from the load), drives realistic shopper traffic with locust, cross-checks
 throughput with wrk, and writes DIR/report.json, DIR/report.md, DIR/latency_cdf.png and
 DIR/throughput_p99.png (and DIR/events_on_off.png). Per target and round: a closed-loop peak run, a wrk run,
@@ -14,6 +14,7 @@ then fixed-rate steps at fractions of the peak, from which the knee (highest req
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -37,7 +38,7 @@ from .loadgen import LoadSettings, run_locust, run_wrk, write_wrk_requests, wrk_
 from .options import add_data_option, benchmark_parser, say
 from .otlp_sink import OtlpSink
 from .processes import CpuSampler, Placement, cores
-from .report import EVENTS_BUDGET, ORDER, build_report, write_outputs
+from .report import EVENTS_BUDGET, ORDER, PEERS, build_report, write_outputs
 from .traffic import (
     DEFAULT_REGIONS,
     GEO_HEADER,
@@ -85,7 +86,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--regions", default=",".join(DEFAULT_REGIONS), help="regions of the traffic (default GB,DE,FR)")
     p.add_argument("--offers-per-region", type=int, default=200, help="candidates per request (default 200)")
     p.add_argument("--anonymous-share", type=float, default=0.3, help="share of anonymous shoppers (default 0.3)")
-    p.add_argument("--targets", default=",".join(ORDER), help=f"subset of {','.join(ORDER)}")
+    p.add_argument("--targets", default=",".join(ORDER), help=f"subset of {','.join(ORDER)} (peer: both peers)")
     p.add_argument(
         "--quick", action="store_true", help="smoke mode: no peer (no venv made), only the 0.7 step; for tests"
     )
@@ -101,7 +102,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--peer-venv",
         type=Path,
         default=None,
-        help=f"the peer's venv (default {peer.default_venv_dir()}); made on first use",
+        help=f"MLServer's venv (default {peer.PEERS['peer_mlserver'].default_venv_dir()}); made on first use",
+    )
+    p.add_argument(
+        "--pytriton-venv",
+        type=Path,
+        default=None,
+        help=f"PyTriton's venv (default {peer.PEERS['peer_pytriton'].default_venv_dir()}); made on first use",
     )
     p.add_argument(
         "--peer-parallel-workers",
@@ -117,9 +124,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--profiles: a number of shoppers")
     if args.duration <= 0 or args.users < 1 or args.repeat < 1 or args.servers < 1:
         p.error("--duration, --users, --repeat and --servers must be positive")
-    unknown = set(args.targets.split(",")) - set(ORDER)
+    unknown = set(args.targets.split(",")) - set(ORDER) - {"peer"}
     if unknown:
         p.error(f"--targets: unknown {', '.join(sorted(unknown))}")
+    targets = args.targets.split(",")
+    if "peer" in targets:  # both peers; the report's `peer` is the best of them
+        args.targets = ",".join(dict.fromkeys(t for name in targets for t in (PEERS if name == "peer" else (name,))))
     return args
 
 
@@ -454,51 +464,56 @@ class Bench:
             else f"answers {answer} without reading the request",
         }
 
-    def start_peer(self, bundle: Path, offers: list[dict], traffic: dict[str, Any], contract: Contract) -> None:
+    def start_peer(
+        self, name: str, bundle: Path, offers: list[dict], traffic: dict[str, Any], contract: Contract
+    ) -> None:
+        """One peer (benchmarks/peer.py PEERS): its venv, --servers instances on the server cores, a parity check."""
+        spec = peer.PEERS[name]
         if self.args.quick:
-            self.targets["peer"] = {
-                "skipped": "--quick (no peer venv made in smoke mode)",
-                "name": f"MLServer {peer.MLSERVER_VERSION}",
-            }
+            self.targets[name] = {"skipped": "--quick (no peer venv made in smoke mode)", "name": spec.label}
             return
-        venv = self.args.peer_venv or peer.default_venv_dir()
+        venv = {"peer_mlserver": self.args.peer_venv, "peer_pytriton": self.args.pytriton_venv}[name]
+        workdir = self.work / name
         try:
-            mlserver = peer.ensure_venv(venv, self.work / "logs" / "peer-venv.log")
+            python = spec.ensure_venv(venv or spec.default_venv_dir(), self.work / "logs" / f"{name}-venv.log")
         except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
-            self.targets["peer"] = {
-                "skipped": f"could not make the peer's venv: {exc}",
-                "name": f"MLServer {peer.MLSERVER_VERSION}",
-            }
+            self.targets[name] = {"skipped": f"could not make the peer's venv: {exc}", "name": spec.label}
             return
-        version = peer.mlserver_version(mlserver)
+        version = spec.versions(python)
+        settings = peer.InstanceSettings(bundle, offers, self.args.peer_parallel_workers)
         hosts, pids = [], []
         for i in range(self.args.servers):
-            proc, url = peer.mlserver_process(
-                mlserver, self.work / "peer", bundle, offers, i, self.args.peer_parallel_workers
-            )
-            self.start_service(proc, self.placement.server_cores)
-            proc.wait_ready(f"/v2/models/{peer.PEER_MODEL}/ready", timeout_s=120)
+            proc, url = spec.instance(python, workdir, i, settings)
+            with cores(self.placement.server_cores):
+                proc.start()
+            self.started.append(functools.partial(peer.stop_instance, proc))
+            for path in spec.ready_paths:
+                proc.wait_ready(path, timeout_s=120)
             hosts.append(url)
             pids.append(proc.pid)
-        parity = self.peer_parity(hosts[0], traffic, contract)
-        self.targets["peer"] = {
+        config = {
+            "peer_mlserver": "custom runtime (benchmarks/peer_runtime/mlserver_runtime.py), parallel_workers="
+            f"{self.args.peer_parallel_workers}, debug false, gzip_enabled false",
+            "peer_pytriton": "@batch inference function (benchmarks/peer_runtime/pytriton_runtime.py), dynamic "
+            "batching (max batch 64, no queue delay), one ONNX run per batch; string tensors padded to a power "
+            "of two so that requests share shapes",
+        }[name]
+        self.targets[name] = {
             "hosts": hosts,
             "pids": pids,
-            "name": f"MLServer {version.split()[0] if version else peer.MLSERVER_VERSION}",
-            "config": f"custom runtime (benchmarks/peer_runtime/mlserver_runtime.py), parallel_workers="
-            f"{self.args.peer_parallel_workers}, debug false, gzip_enabled false, "
-            f"uvloop {version.split()[1] if version else '?'}, "
-            f"{self.args.servers} instance(s)",
-            "parity": parity,
+            "name": spec.label,
+            "version": version,
+            "config": f"{config}, {self.args.servers} instance(s); {version}",
+            "parity": self.peer_parity(name, hosts[0], traffic, contract),
             "note": "Open Inference Protocol JSON in and out; answers offer ids and scores only "
             "(edgerec also returns title, price and currency per offer)",
         }
 
-    def peer_parity(self, peer_url: str, traffic: dict[str, Any], contract: Contract) -> str:
+    def peer_parity(self, name: str, peer_url: str, traffic: dict[str, Any], contract: Contract) -> str:
         """The same shoppers through edgerec and the peer must get the same offers in the same order."""
         edge_url = self.targets["edgerec"]["hosts"][0]
         edge_mix = RequestMix(traffic, "edgerec", contract, self.cdn_secret, seed=99)
-        peer_mix = RequestMix(traffic, "peer", contract, self.cdn_secret, seed=99)
+        peer_mix = RequestMix(traffic, TARGET_KIND[name], contract, self.cdn_secret, seed=99)
         same = total = 0
         for _ in range(30):
             a, b = edge_mix.next(), peer_mix.next()
@@ -509,7 +524,8 @@ class Bench:
             total += 1
             edge_ids = [o["offer_id"] for o in json.loads(ra)["offers"]]
             outputs = {o["name"]: o["data"] for o in json.loads(rb)["outputs"]}
-            same += edge_ids == outputs.get("offer_ids")
+            # Triton's batched answers end in empty ids where an answer is shorter than its batch's longest.
+            same += edge_ids == [offer_id for offer_id in outputs.get("offer_ids", []) if offer_id]
         return f"{same}/{total} sampled requests got the same offers in the same order from both"
 
     def start_cdn(self, contract: Contract) -> None:
@@ -551,7 +567,8 @@ TARGET_KIND = {
     "edgerec_granian": "edgerec",
     "ceiling": "ceiling",
     "ceiling_raw": "ceiling",
-    "peer": "peer",
+    "peer_mlserver": "peer",
+    "peer_pytriton": "peer_padded",
     "edgerec_cdn": "cdn",
 }
 
@@ -573,7 +590,7 @@ def measure_target(
     runs = bench.out / "runs" / f"round-{round_no}"
     runs.mkdir(parents=True, exist_ok=True)
     counters_before = _cache_counters(target)
-    result: dict[str, Any] = {k: target[k] for k in ("name", "config", "parity", "note") if k in target}
+    result: dict[str, Any] = {k: target[k] for k in ("name", "version", "config", "parity", "note") if k in target}
     warm_up(bench, name, kind, hosts, load, sampler, wrk_files, runs)
     peak = run_locust(f"{name}-peak", kind, hosts, load, args.duration, 0.0, runs, sampler, group)
     peak["load_cores"] = max(1, load.locust_processes)
@@ -735,18 +752,15 @@ def run(args: argparse.Namespace) -> int:
             bench.start_ceiling(typical)
         if "ceiling_raw" in wanted:
             bench.start_ceiling(typical, raw=True)
-        if "peer" in wanted:
+        for name in (n for n in PEERS if n in wanted):
             try:
-                bench.start_peer(bundle, offers, traffic, contract)
-            except (RuntimeError, OSError) as exc:
-                bench.targets["peer"] = {
-                    "skipped": f"the peer did not start: {exc}",
-                    "name": f"MLServer {peer.MLSERVER_VERSION}",
-                }
-            if "skipped" in bench.targets["peer"]:
-                say(f"      peer skipped: {bench.targets['peer']['skipped']}")
+                bench.start_peer(name, bundle, offers, traffic, contract)
+            except (RuntimeError, OSError, TimeoutError) as exc:
+                bench.targets[name] = {"skipped": f"the peer did not start: {exc}", "name": peer.PEERS[name].label}
+            if "skipped" in bench.targets[name]:
+                say(f"      {name} skipped: {bench.targets[name]['skipped']}")
             else:
-                say(f"      peer: {bench.targets['peer']['name']}; {bench.targets['peer']['parity']}")
+                say(f"      {name}: {bench.targets[name]['name']}; {bench.targets[name]['parity']}")
         if "edgerec_cdn" in wanted:
             try:
                 bench.start_cdn(contract)
@@ -798,8 +812,9 @@ def run(args: argparse.Namespace) -> int:
                     this_round.setdefault(name, {"skipped": bench.targets.get(name, {}).get("skipped", "not run")})
                 rounds.append(this_round)
         machine["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
-        if "peer" in bench.targets and "name" in bench.targets["peer"]:
-            machine["versions"]["peer"] = f"{bench.targets['peer']['name']}: {bench.targets['peer'].get('config')}"
+        for name in PEERS:
+            if "name" in bench.targets.get(name, {}):
+                machine["versions"][name] = f"{bench.targets[name]['name']}: {bench.targets[name].get('config')}"
         settings = {
             "duration_s": args.duration,
             "warmup_s": args.warmup,

@@ -8,7 +8,7 @@ present, synthetic otherwise); anonymous shoppers send no history and take the C
 
 Settings come from the environment (the harness sets them):
 EDGEREC_BENCH_TRAFFIC (traffic JSON; built from the data when unset), EDGEREC_BENCH_TARGET
-(edgerec | ceiling | cdn | peer), EDGEREC_BENCH_HOSTS (comma-separated base URLs; users spread over
+(edgerec | ceiling | cdn | peer | peer_padded), EDGEREC_BENCH_HOSTS (comma-separated base URLs; users spread over
 them), EDGEREC_BENCH_RATE (total offered req/s; 0 = each user sends as fast as answers come),
 EDGEREC_BENCH_USERS, EDGEREC_BENCH_CONTRACT (JSON, what the edge understands),
 EDGEREC_CDN_SECRET, EDGEREC_BENCH_HIST_DIR and EDGEREC_BENCH_WARMUP_S (where, and after how long,

@@ -21,7 +21,9 @@ LABELS = {
     "edgerec_granian": "edgerec on granian (ASGI) instead of uvicorn",
     "ceiling": "ceiling (bare Starlette)",
     "ceiling_raw": "second reference: a raw ASGI callable on uvicorn, the edge's server",
-    "peer": "peer",
+    "peer_mlserver": "peer: MLServer",
+    "peer_pytriton": "peer: PyTriton",
+    "peer": "peer (the best of this run's peers)",
     "edgerec_cdn": "edgerec behind Varnish (anonymous)",
 }
 ORDER = (
@@ -32,9 +34,12 @@ ORDER = (
     "edgerec_granian",
     "ceiling",
     "ceiling_raw",
-    "peer",
+    "peer_mlserver",
+    "peer_pytriton",
     "edgerec_cdn",
 )
+# The peer model servers, each measured as a target; the report's `peer` is the one with the higher req/s.
+PEERS = ("peer_mlserver", "peer_pytriton")
 EVENTS_BUDGET = 0.95  # with events on, throughput must stay within 5% of throughput with events off
 
 
@@ -124,7 +129,7 @@ def summarize_target(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         "lower_bound": all(k and k["lower_bound"] for k in knees),
     }
     out["steps"] = measured[-1].get("steps", [])
-    for key in ("name", "config", "cache", "parity", "note"):
+    for key in ("name", "version", "config", "cache", "parity", "note"):
         if key in measured[-1]:
             out[key] = measured[-1][key]
     return out
@@ -185,18 +190,64 @@ def at_fraction(round_results: dict[str, Any], fraction: float) -> dict[str, Any
     return match[0] if match else None
 
 
+def best_peer(targets: dict[str, dict[str, Any]], source: str) -> str | None:
+    """The measured peer with the higher req/s in this run (by `source`, else locust's); None when none was."""
+    measured = [name for name in PEERS if not targets[name].get("skipped") and targets[name].get("rps")]
+    if not measured:
+        return None
+    return max(measured, key=lambda name: capacity(targets[name], source) or targets[name]["rps"])
+
+
+def peer_summary(targets: dict[str, dict[str, Any]], best: str | None) -> dict[str, Any]:
+    """`targets.peer`: a copy of the best peer's summary with its target name, or why no peer was measured."""
+    if best is not None:
+        return {**targets[best], "target": best}
+    out: dict[str, Any] = {f: None for f in T_FIELDS}
+    out["skipped"] = "; ".join(f"{name}: {targets[name].get('skipped')}" for name in PEERS)
+    out["name"] = " / ".join(str(targets[name].get("name") or name) for name in PEERS)
+    return out
+
+
+def peers_by_name(targets: dict[str, dict[str, Any]], best: str | None) -> dict[str, dict[str, Any]]:
+    """Each peer by name (mlserver, pytriton): its req/s, p99, CPU per request and version, or why it was skipped."""
+    peers = {}
+    for name in PEERS:
+        t = targets[name]
+        entry: dict[str, Any] = {
+            "target": name,
+            "name": t.get("name"),
+            "version": t.get("version"),
+            "best": name == best,
+        }
+        if t.get("skipped"):
+            entry["skipped"] = t["skipped"]
+        else:
+            entry.update(
+                rps=t["rps"],
+                wrk_rps=(t.get("wrk") or {}).get("rps"),
+                p99_ms=t["p99_ms"],
+                cpu_ms_per_request=t.get("cpu_ms_per_request"),
+            )
+        peers[name.removeprefix("peer_")] = entry
+    return peers
+
+
 def build_report(
     machine: dict[str, Any], settings: dict[str, Any], rounds: list[dict[str, dict[str, Any]]], command: str
 ) -> dict[str, Any]:
     targets = {name: summarize_target([r[name] for r in rounds if name in r]) for name in ORDER}
     source = "wrk" if all((targets[n].get("wrk") or {}).get("rps") for n in ("edgerec", "ceiling")) else "locust"
+    best = best_peer(targets, source)
+    targets["peer"] = peer_summary(targets, best)
+    # Within each round the best peer stands as `peer`, so its ratios, 70% steps and wins read as before.
+    rounds = [{**r, "peer": r.get(best, {})} if best else r for r in rounds]
     per_round = [round_ratios(r, source) for r in rounds]
     ratios: dict[str, Any] = {k: median([pr[k] for pr in per_round]) for k in per_round[0]} if per_round else {}
     ratios["source"] = f"{source} (median over rounds of the ratio within each round)"
     per_round_locust = [round_ratios(r, "locust") for r in rounds]
     ratios_locust = {k: median([pr[k] for pr in per_round_locust]) for k in per_round_locust[0]} if rounds else {}
     at70 = {}
-    for name in ORDER:
+    for name in (*ORDER, "peer"):
         picks = [at_fraction(r.get(name), 0.7) for r in rounds]
         picks = [p for p in picks if p]
         if picks:
@@ -209,7 +260,7 @@ def build_report(
             }
     # The same at a fixed arrival rate from wrk (70% of wrk's own closed-loop peak in that round).
     at70_wrk = {}
-    for name in ORDER:
+    for name in (*ORDER, "peer"):
         picks = [(r.get(name) or {}).get("wrk_at_70") for r in rounds]
         picks = [p for p in picks if p and p.get("rps")]
         if picks:
@@ -225,11 +276,12 @@ def build_report(
         "machine": machine,
         "settings": settings,
         "targets": targets,
+        "peers": peers_by_name(targets, best),
         "ratios": ratios,
         "ratios_locust": ratios_locust,
         "at_70pct_peak": at70,
         "at_70pct_peak_wrk": at70_wrk,
-        "rounds": [_strip(r) for r in rounds],
+        "rounds": [_strip({k: v for k, v in r.items() if k != "peer"}) for r in rounds],
         # Peak req/s of the same edge with events on and off, round by round (both measured in the same round).
         "events_on_off_rounds": [
             {
@@ -301,7 +353,7 @@ def _fmt(value: Any, digits: int = 2) -> str:
 
 def target_label(name: str, t: dict[str, Any]) -> str:
     label = LABELS[name]
-    if name == "peer" and t.get("name"):
+    if name.startswith("peer") and t.get("name"):
         label = f"peer: {t['name']}"
     return label
 
@@ -362,6 +414,8 @@ def render_markdown(report: dict[str, Any], plots: list[str]) -> str:
         "",
         "## Ratios (within each round, then the median)",
         "",
+        f"The peer in these ratios is the best of this run's peers (the higher req/s): {best_peer_label(report)}.",
+        "",
         f"- edgerec / ceiling throughput: **{_fmt(r.get('edgerec_vs_ceiling_rps'), 3)}**",
         f"- edgerec / peer throughput: **{_fmt(r.get('edgerec_vs_peer_rps'), 3)}**",
         f"- edgerec behind the CDN / edgerec direct: {_fmt(r.get('edgerec_cdn_vs_edgerec_rps'), 3)}",
@@ -384,18 +438,20 @@ def render_markdown(report: dict[str, Any], plots: list[str]) -> str:
     if targets["peer"].get("skipped"):
         lines += [f"**Peer:** not measured ({targets['peer']['skipped']}).", ""]
     elif wins:
-        lines += ["**Where the peer wins:**", "", *[f"- {w}" for w in wins], ""]
+        lines += [f"**Where the best peer ({targets['peer'].get('name')}) wins:**", "", *[f"- {w}" for w in wins], ""]
     else:
-        lines += [f"**The peer ({targets['peer'].get('name')}) beats edgerec on no measured figure.**", ""]
-    if targets["peer"].get("config"):
-        lines += [f"Peer set-up: {targets['peer']['name']}, {targets['peer']['config']}.  "]
-    parity = targets["peer"].get("parity")
-    if parity:
-        lines += [f"Peer parity check: {parity}.", ""]
+        lines += [f"**The best peer ({targets['peer'].get('name')}) beats edgerec on no measured figure.**", ""]
+    for name in PEERS:
+        t = targets[name]
+        if t.get("config"):
+            lines += [f"Peer set-up: {t['name']}, {t['config']}.  "]
+        if t.get("parity"):
+            lines += [f"Peer parity check ({t['name']}): {t['parity']}.  "]
+    lines += [""]
     cache = targets["edgerec_cdn"].get("cache")
     if cache:
         lines += [f"Varnish cache counters during the CDN runs: {cache}", ""]
-    notes = [f"- {name}: {t['note']}" for name, t in targets.items() if t.get("note")]
+    notes = [f"- {name}: {t['note']}" for name, t in targets.items() if t.get("note") and name != "peer"]
     if any(t.get("loadgen_bound") or (t.get("wrk") or {}).get("loadgen_bound") for t in targets.values()):
         notes.append(
             "- ⚠ marks a run whose load generator used its core(s) fully while the server did not: that "
@@ -479,7 +535,8 @@ def readme_section(report: dict[str, Any]) -> list[str]:
         "",
         *rows,
         "",
-        f"edgerec / ceiling: {_fmt(r.get('edgerec_vs_ceiling_rps'), 2)}; edgerec / peer: "
+        f"edgerec / ceiling: {_fmt(r.get('edgerec_vs_ceiling_rps'), 2)}; edgerec / best peer "
+        f"({best_peer_label(report)}): "
         f"{_fmt(r.get('edgerec_vs_peer_rps'), 2)} (req/s, {r.get('source', '').split(' ')[0]}); events on / off: "
         f"{_fmt(r.get('events_on_vs_off_rps'), 3)} ({events_verdict(r.get('events_on_vs_off_rps'))}).",
         *([f"Where the peer wins: {'; '.join(report['peer_wins'])}."] if report["peer_wins"] else []),
@@ -535,6 +592,20 @@ def _target_rows(
 def _knee_rps(knee: dict[str, Any]) -> str:
     """The knee's throughput, marked ≥ where the generator never pushed p99 over 10 ms."""
     return ("≥ " if knee.get("lower_bound") else "") + _fmt(knee.get("rps"), 0)
+
+
+def best_peer_label(report: dict[str, Any]) -> str:
+    best = report["targets"]["peer"]
+    if best.get("skipped"):
+        return "none measured"
+    others = [
+        f"{p['name']} {_fmt(p.get('wrk_rps') or p.get('rps'), 0)} req/s"
+        if not p.get("skipped")
+        else f"{p['name']} skipped"
+        for p in report.get("peers", {}).values()
+        if not p.get("best")
+    ]
+    return f"{best.get('name')}" + (f" (against {', '.join(others)})" if others else "")
 
 
 def _placement(m: dict[str, Any]) -> str:

@@ -35,6 +35,9 @@ DEVICES = {"mobile": 0.55, "desktop": 0.35, "tablet": 0.05, "app": 0.05}
 GEO_HEADER = "CloudFront-Viewer-Country"
 SECRET_HEADER = "X-Edgerec-CDN-Secret"
 PEER_MODEL = "recommender"
+# The peers' request bodies: "peer" as MLServer's users send them, "peer_padded" as a client of a model with
+# dynamic batching sends them (Triton merges only requests whose tensors have the same shapes).
+PEER_KINDS = ("peer", "peer_padded")
 PATH = "/v1/recommendations"
 
 
@@ -176,7 +179,7 @@ class RequestMix:
     target: "edgerec" (and "ceiling", which answers anything): the edge's API, with the CDN's
     headers as the CDN would forward them; "cdn": anonymous GETs only, as browsers send them to
     the CDN (the geo header stands in for the CDN's own geo lookup); "peer": the same shoppers in
-    the peer model server's protocol (KServe V2 / Open Inference Protocol).
+    the peer model servers' protocol (KServe V2 / Open Inference Protocol), one body for MLServer and Triton.
     """
 
     def __init__(
@@ -207,7 +210,7 @@ class RequestMix:
         return {GEO_HEADER: region, SECRET_HEADER: self.cdn_secret}
 
     def anonymous(self, region: str, k: int) -> HttpRequest:
-        if self.target == "peer":
+        if self.target in PEER_KINDS:
             return self._peer(region, k, [], [], "anonymous")
         if self.target == "cdn":
             query = {"k": k} if self.contract.geo_header else {"region": region, "k": k}
@@ -226,7 +229,7 @@ class RequestMix:
         )
 
     def returning_shopper(self, region: str, k: int, shopper: dict[str, Any]) -> HttpRequest:
-        if self.target == "peer":
+        if self.target in PEER_KINDS:
             return self._peer(region, k, shopper["recent_items"], shopper.get("exclude", []), "returning")
         body = {**shopper, "k": k}
         if not self.contract.geo_header:
@@ -240,17 +243,29 @@ class RequestMix:
         )
 
     def _peer(self, region: str, k: int, recent: list[str], exclude: list[str], kind: str) -> HttpRequest:
-        # Open Inference Protocol JSON, as MLServer's users send it (StringCodec for the string tensors).
+        # Open Inference Protocol JSON that both peers take: each tensor a batch of one ([1, n]), as Triton wants
+        # for a model with dynamic batching (MLServer's StringCodec reads it too), and the optional lists left out
+        # when empty (PyTriton 0.7 cannot pass an empty BYTES tensor to its inference function).
+        if self.target == "peer_padded":  # always both lists, each in one of a few shapes: batches can form
+            recent, exclude = bucket_padded(recent), bucket_padded(exclude)
         inputs = [
-            {"name": "recent_items", "shape": [len(recent)], "datatype": "BYTES", "data": recent},
-            {"name": "region", "shape": [1], "datatype": "BYTES", "data": [region]},
-            {"name": "k", "shape": [1], "datatype": "INT64", "data": [k]},
+            {"name": "region", "shape": [1, 1], "datatype": "BYTES", "data": [region]},
+            {"name": "k", "shape": [1, 1], "datatype": "INT64", "data": [k]},
         ]
+        if recent:
+            inputs.insert(0, {"name": "recent_items", "shape": [1, len(recent)], "datatype": "BYTES", "data": recent})
         if exclude:
-            inputs.append({"name": "exclude", "shape": [len(exclude)], "datatype": "BYTES", "data": exclude})
+            inputs.append({"name": "exclude", "shape": [1, len(exclude)], "datatype": "BYTES", "data": exclude})
         body = json.dumps({"inputs": inputs}, separators=(",", ":")).encode()
         return HttpRequest(kind, "POST", f"/v2/models/{PEER_MODEL}/infer", {"Content-Type": "application/json"}, body)
 
     def sample(self, count: int) -> Iterator[HttpRequest]:
         for _ in range(count):
             yield self.next()
+
+
+def bucket_padded(values: list[str]) -> list[str]:
+    """values left-padded with "" (which the peers read as padding) to the next power of two, at least one: a few
+    shapes for Triton's batcher to merge, none of them empty."""
+    width = 1 << max(0, len(values) - 1).bit_length()
+    return [""] * (width - len(values)) + values

@@ -97,3 +97,57 @@ def test_tracing_at_a_sample_is_measured_in_the_same_run(smoke_report: Path) -> 
     assert isinstance(report["ratios"]["traced_vs_untraced_rps"], float)
     assert report["settings"]["trace_sample"] == 0.01
     assert "- tracing a 0.01 sample / tracing off" in (smoke_report / "report.md").read_text()
+
+
+def _measured(rps: float, wrk_rps: float, p99_ms: float, **extra: object) -> dict:
+    """One target's result in one round as measure_target returns it: a peak run, a wrk run, one 70% step."""
+    peak = {"rps": rps, "p50_ms": p99_ms / 3, "p95_ms": p99_ms / 2, "p99_ms": p99_ms, "p999_ms": p99_ms * 2}
+    peak.update(max_ms=p99_ms * 3, errors=0, cpu_percent=90.0, loadgen_cpu_percent=50.0, users=32)
+    wrk = {**peak, "rps": wrk_rps, "connections": 32}
+    step = {**peak, "rps": 0.7 * rps, "offered_rps": 0.7 * rps, "fraction": 0.7}
+    return {"peak": peak, "wrk": wrk, "steps": [step], **extra}
+
+
+def test_the_report_names_the_peer_with_the_higher_req_s_and_lists_each_peer() -> None:
+    from benchmarks.report import ORDER, build_report
+
+    skipped = {"skipped": "not in --targets"}
+    rounds = [
+        {
+            **{name: skipped for name in ORDER},
+            "edgerec": _measured(9000, 11000, 6.0),
+            "ceiling": _measured(10000, 30000, 5.0),
+            "peer_mlserver": _measured(300, 320, 40.0, name="MLServer 1.7.1", version="MLServer 1.7.1, uvloop 0.21.0"),
+            "peer_pytriton": _measured(450, 500, 30.0, name="PyTriton 0.7.0", version="PyTriton 0.7.0"),
+        }
+    ]
+    report = build_report({"versions": {}}, {}, rounds, "python -m benchmarks.latency")
+    assert {"targets", "ratios", "at_70pct_peak"} <= report.keys()
+    peer = report["targets"]["peer"]
+    assert peer["name"] == "PyTriton 0.7.0" and peer["target"] == "peer_pytriton" and peer["wrk"]["rps"] == 500
+    assert report["ratios"]["edgerec_vs_peer_rps"] == round(11000 / 500, 3)  # wrk's, as edgerec and ceiling have it
+    assert report["at_70pct_peak"]["peer"]["rps"] == report["at_70pct_peak"]["peer_pytriton"]["rps"]
+    peers = report["peers"]
+    assert peers["pytriton"] == {
+        "target": "peer_pytriton",
+        "name": "PyTriton 0.7.0",
+        "version": "PyTriton 0.7.0",
+        "best": True,
+        "rps": 450,
+        "wrk_rps": 500,
+        "p99_ms": 30.0,
+        "cpu_ms_per_request": round(90.0 * 10.0 / 450, 4),
+    }
+    assert peers["mlserver"]["best"] is False and peers["mlserver"]["rps"] == 300
+    assert "peer" not in report["rounds"][0]  # the best peer stands in the ratios, not twice in the rounds
+
+    # One peer skipped: the other is the best; none measured: `peer` says why for each.
+    rounds[0]["peer_pytriton"] = {"skipped": "the peer did not start: no libpython", "name": "PyTriton 0.7.0"}
+    report = build_report({"versions": {}}, {}, rounds, "python -m benchmarks.latency")
+    assert report["targets"]["peer"]["name"] == "MLServer 1.7.1"
+    assert report["peers"]["pytriton"]["skipped"] == "the peer did not start: no libpython"
+    assert report["ratios"]["edgerec_vs_peer_rps"] == round(11000 / 320, 3)
+    rounds[0]["peer_mlserver"] = {"skipped": "--quick (no peer venv made in smoke mode)", "name": "MLServer 1.7.1"}
+    report = build_report({"versions": {}}, {}, rounds, "python -m benchmarks.latency")
+    assert report["targets"]["peer"]["skipped"].count("peer_") == 2 and report["targets"]["peer"]["rps"] is None
+    assert report["ratios"]["edgerec_vs_peer_rps"] is None and report["peer_wins"] == []

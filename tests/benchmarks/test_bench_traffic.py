@@ -50,6 +50,10 @@ def test_peer_requests_carry_the_same_shopper_in_the_open_inference_protocol() -
     assert req.path == "/v2/models/recommender/infer"
     assert inputs["recent_items"]["data"] == ["22423"] and inputs["region"]["data"] == ["DE"]
     assert inputs["k"]["data"] == [10] and inputs["exclude"]["data"] == ["DE-22423"]
+    # A batch of one per tensor, as Triton's batching models take it (MLServer reads it too).
+    assert inputs["recent_items"]["shape"] == [1, 1] and inputs["k"]["shape"] == [1, 1]
+    anonymous = {i["name"] for i in json.loads(mix.anonymous("DE", 10).body)["inputs"]}
+    assert anonymous == {"region", "k"}  # no empty BYTES tensors: PyTriton 0.7 cannot pass them on
 
 
 def test_histogram_quantiles_are_within_one_percent_of_the_exact_ones() -> None:
@@ -74,3 +78,14 @@ def test_recorder_skips_the_warm_up_and_counts_errors_apart() -> None:
     assert measured is not None
     assert measured.total.count == 1 and measured.total.errors == 1
     assert measured.summary()["requests"] == 2
+
+
+def test_padded_peer_requests_send_power_of_two_shapes_that_triton_can_batch() -> None:
+    from benchmarks.traffic import bucket_padded
+
+    assert bucket_padded([]) == [""] and bucket_padded(["a"]) == ["a"]
+    assert bucket_padded(["a", "b", "c"]) == ["", "a", "b", "c"] and len(bucket_padded(["x"] * 5)) == 8
+    mix = RequestMix(TRAFFIC, "peer_padded", Contract(anonymous_get=True, geo_header=True), "secret", seed=1)
+    anonymous = {i["name"]: i for i in json.loads(mix.anonymous("DE", 10).body)["inputs"]}
+    assert anonymous["recent_items"]["shape"] == [1, 1] and anonymous["recent_items"]["data"] == [""]
+    assert anonymous["exclude"]["data"] == [""]
