@@ -22,9 +22,7 @@ module "origin" {
   name = local.name
   tags = var.tags
 
-  vpc_id              = var.networks[var.origin_region].vpc_id
-  private_subnet_ids  = var.networks[var.origin_region].private_subnet_ids
-  database_subnet_ids = var.networks[var.origin_region].database_subnet_ids
+  network = var.networks[var.origin_region]
   # Edges reach the origin over Transit Gateway / VPC peering.
   ingress_cidr_blocks = [for r in local.edge_regions : var.networks[r].vpc_cidr]
 
@@ -65,9 +63,7 @@ module "edge_eu_west_1" {
   tags    = var.tags
   markets = var.markets["eu-west-1"]
 
-  vpc_id             = var.networks["eu-west-1"].vpc_id
-  public_subnet_ids  = var.networks["eu-west-1"].public_subnet_ids
-  private_subnet_ids = var.networks["eu-west-1"].private_subnet_ids
+  network = var.networks["eu-west-1"]
 
   certificate_arn  = var.certificates["eu-west-1"]
   edge_domain_name = local.edge_domain_name
@@ -93,9 +89,7 @@ module "edge_eu_central_1" {
   tags    = var.tags
   markets = var.markets["eu-central-1"]
 
-  vpc_id             = var.networks["eu-central-1"].vpc_id
-  public_subnet_ids  = var.networks["eu-central-1"].public_subnet_ids
-  private_subnet_ids = var.networks["eu-central-1"].private_subnet_ids
+  network = var.networks["eu-central-1"]
 
   certificate_arn  = var.certificates["eu-central-1"]
   edge_domain_name = local.edge_domain_name
@@ -121,9 +115,7 @@ module "edge_us_east_1" {
   tags    = var.tags
   markets = var.markets["us-east-1"]
 
-  vpc_id             = var.networks["us-east-1"].vpc_id
-  public_subnet_ids  = var.networks["us-east-1"].public_subnet_ids
-  private_subnet_ids = var.networks["us-east-1"].private_subnet_ids
+  network = var.networks["us-east-1"]
 
   certificate_arn  = var.certificates["us-east-1"]
   edge_domain_name = local.edge_domain_name

@@ -71,9 +71,11 @@ module "service" {
   kms_key_description = "${local.prefix}: logs, sync token"
   log_retention_days  = var.log_retention_days
 
-  vpc_id          = var.vpc_id
-  alb_subnet_ids  = var.public_subnet_ids
-  task_subnet_ids = var.private_subnet_ids
+  network = {
+    vpc_id          = var.network.vpc_id
+    alb_subnet_ids  = var.network.public_subnet_ids
+    task_subnet_ids = var.network.private_subnet_ids
+  }
   internal        = false
   alb_name_prefix = "ee-"
   alb_description = "edgerec edge ALB: HTTPS from CloudFront origin-facing ranges only"

@@ -72,9 +72,11 @@ module "service" {
   kms_key_description = "${var.name} origin: database (incl. model blobs), secrets, logs"
   log_retention_days  = var.log_retention_days
 
-  vpc_id          = var.vpc_id
-  alb_subnet_ids  = var.private_subnet_ids
-  task_subnet_ids = var.private_subnet_ids
+  network = {
+    vpc_id          = var.network.vpc_id
+    alb_subnet_ids  = var.network.private_subnet_ids
+    task_subnet_ids = var.network.private_subnet_ids
+  }
   internal        = var.internal
   alb_name_prefix = "eo-"
   alb_description = "edgerec origin ALB: HTTPS from the edge VPCs and operators"
@@ -120,7 +122,7 @@ resource "aws_vpc_security_group_egress_rule" "tasks_to_db" {
 resource "aws_security_group" "db" {
   name_prefix = "${var.name}-origin-db-"
   description = "edgerec origin PostgreSQL: only from origin tasks"
-  vpc_id      = var.vpc_id
+  vpc_id      = var.network.vpc_id
 
   tags = local.tags
 
@@ -147,7 +149,7 @@ resource "aws_vpc_security_group_ingress_rule" "db_from_tasks" {
 resource "aws_db_subnet_group" "this" {
   name_prefix = "${var.name}-origin-"
   description = "edgerec origin database subnets"
-  subnet_ids  = var.database_subnet_ids
+  subnet_ids  = var.network.database_subnet_ids
 
   tags = local.tags
 }

@@ -67,7 +67,7 @@ resource "aws_cloudwatch_log_group" "this" {
 resource "aws_security_group" "alb" {
   name_prefix = "${var.prefix}-alb-"
   description = var.alb_description
-  vpc_id      = var.vpc_id
+  vpc_id      = var.network.vpc_id
 
   tags = local.tags
 
@@ -104,7 +104,7 @@ resource "aws_vpc_security_group_egress_rule" "alb_to_tasks" {
 resource "aws_security_group" "tasks" {
   name_prefix = "${var.prefix}-tasks-"
   description = "edgerec ${var.component} tasks"
-  vpc_id      = var.vpc_id
+  vpc_id      = var.network.vpc_id
 
   tags = local.tags
 
@@ -145,7 +145,7 @@ resource "aws_lb" "this" {
   internal                   = var.internal
   load_balancer_type         = "application"
   security_groups            = [aws_security_group.alb.id]
-  subnets                    = var.alb_subnet_ids
+  subnets                    = var.network.alb_subnet_ids
   drop_invalid_header_fields = true
   enable_deletion_protection = var.deletion_protection
   idle_timeout               = var.idle_timeout
@@ -165,7 +165,7 @@ resource "aws_lb_target_group" "this" {
   port                 = var.container_port
   protocol             = var.target_protocol
   target_type          = "ip"
-  vpc_id               = var.vpc_id
+  vpc_id               = var.network.vpc_id
   deregistration_delay = 30
 
   # A task gets traffic only while this answers 200 (the edge's /readyz: it has state and a model).
@@ -387,7 +387,7 @@ resource "aws_ecs_service" "this" {
   }
 
   network_configuration {
-    subnets          = var.task_subnet_ids
+    subnets          = var.network.task_subnet_ids
     security_groups  = [aws_security_group.tasks.id]
     assign_public_ip = false
   }
