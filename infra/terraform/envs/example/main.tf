@@ -10,8 +10,11 @@ locals {
   replica_regions = { for r in local.edge_regions : r => null }
 
   # A replica has the primary's ARN with its own region.
-  cdn_secret_arn    = { for r in local.edge_regions : r => replace(module.cdn.cdn_secret_arn, ":${module.cdn.cdn_secret_region}:", ":${r}:") }
-  pseudonym_key_arn = { for r in local.edge_regions : r => replace(module.cdn.pseudonym_key_secret_arn, ":${module.cdn.cdn_secret_region}:", ":${r}:") }
+  edge_secret_arns = {
+    for r in local.edge_regions : r => {
+      for key, arn in module.cdn.secret_arns : key => replace(arn, ":${module.cdn.cdn_secret_region}:", ":${r}:")
+    }
+  }
 
   edges = [module.edge_eu_west_1, module.edge_eu_central_1, module.edge_us_east_1]
 }
@@ -72,8 +75,8 @@ module "edge_eu_west_1" {
   image                    = var.edge_image
   origin_url               = module.origin.origin_url
   origin_public_keys       = var.origin_public_keys
-  cdn_secret_arn           = local.cdn_secret_arn["eu-west-1"]
-  pseudonym_key_secret_arn = local.pseudonym_key_arn["eu-west-1"]
+  cdn_secret_arn           = local.edge_secret_arns["eu-west-1"].cdn_secret
+  pseudonym_key_secret_arn = local.edge_secret_arns["eu-west-1"].pseudonym_key
   cdn_secret_header_values = var.cdn_secret_header_values
 
   alb_access_logs_bucket = var.log_buckets["eu-west-1"]
@@ -98,8 +101,8 @@ module "edge_eu_central_1" {
   image                    = var.edge_image
   origin_url               = module.origin.origin_url
   origin_public_keys       = var.origin_public_keys
-  cdn_secret_arn           = local.cdn_secret_arn["eu-central-1"]
-  pseudonym_key_secret_arn = local.pseudonym_key_arn["eu-central-1"]
+  cdn_secret_arn           = local.edge_secret_arns["eu-central-1"].cdn_secret
+  pseudonym_key_secret_arn = local.edge_secret_arns["eu-central-1"].pseudonym_key
   cdn_secret_header_values = var.cdn_secret_header_values
 
   alb_access_logs_bucket = var.log_buckets["eu-central-1"]
@@ -124,8 +127,8 @@ module "edge_us_east_1" {
   image                    = var.edge_image
   origin_url               = module.origin.origin_url
   origin_public_keys       = var.origin_public_keys
-  cdn_secret_arn           = local.cdn_secret_arn["us-east-1"]
-  pseudonym_key_secret_arn = local.pseudonym_key_arn["us-east-1"]
+  cdn_secret_arn           = local.edge_secret_arns["us-east-1"].cdn_secret
+  pseudonym_key_secret_arn = local.edge_secret_arns["us-east-1"].pseudonym_key
   # The CDN secret's primary lives in us-east-1, encrypted with the CDN module's key.
   secrets_kms_key_arns     = [module.cdn.kms_key_arn]
   cdn_secret_header_values = var.cdn_secret_header_values
@@ -142,8 +145,8 @@ resource "aws_route53_record" "cdn" {
   type    = each.value
 
   alias {
-    name                   = module.cdn.distribution_domain_name
-    zone_id                = module.cdn.distribution_hosted_zone_id
+    name                   = module.cdn.distribution.domain_name
+    zone_id                = module.cdn.distribution.hosted_zone_id
     evaluate_target_health = false
   }
 }
