@@ -47,5 +47,5 @@ output "log_group_name" {
 
 output "sync_token_secret" {
   description = "This region's sync-token secret, arn and name (value put out of band; the origin's region-tokens secret lists the same token for each of markets)."
-  value       = { arn = aws_secretsmanager_secret.sync_token.arn, name = aws_secretsmanager_secret.sync_token.name }
+  value       = { arn = module.service.secret_arns["sync_token"], name = local.sync_token_secret_name }
 }

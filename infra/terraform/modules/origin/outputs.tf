@@ -46,5 +46,5 @@ output "database" {
 
 output "secret_arns" {
   description = "ARN of each origin secret (values put out of band), by key: admin_token, sync_token (all regions, EDGEREC_SYNC_TOKEN), region_tokens (EDGEREC_REGION_TOKENS), signing_key (Ed25519, EDGEREC_SIGNING_KEY)."
-  value       = { for key, secret in aws_secretsmanager_secret.this : key => secret.arn }
+  value       = module.service.secret_arns
 }

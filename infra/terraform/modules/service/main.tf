@@ -33,6 +33,9 @@ locals {
     }, c)
   ]
 
+  # What the execution role may read: this module's secrets and the caller's others.
+  secret_arns = concat([for s in aws_secretsmanager_secret.this : s.arn], var.secret_arns)
+
   required_header = var.required_header_name != null
   autoscaling_policies = {
     for k, p in {
@@ -50,6 +53,20 @@ module "kms_key" {
   description       = var.kms_key_description
   log_group_pattern = "/edgerec/${var.name}/*"
   tags              = local.tags
+}
+
+# The caller's secrets: containers only. Each value is put out of band (infra/terraform/README.md), so that it never
+# appears in code, plans, state or outputs.
+resource "aws_secretsmanager_secret" "this" {
+  #checkov:skip=CKV2_AWS_57:Every origin and edge-region secret rotates by an operator-driven overlap procedure in infra/terraform/README.md (two admin or sync tokens valid during the switch, region tokens new|old with the origin first and then that region's edges, a signing key trusted by the edges through origin_public_keys before the origin signs with it); a rotation Lambda cannot order those redeploys.
+  for_each = var.secrets
+
+  name                    = "${var.name}/${each.value.name}"
+  description             = each.value.description
+  kms_key_id              = module.kms_key.arn
+  recovery_window_in_days = var.secret_recovery_window_days
+
+  tags = local.tags
 }
 
 resource "aws_cloudwatch_log_group" "this" {
@@ -309,7 +326,7 @@ data "aws_iam_policy_document" "execution_secrets" {
   statement {
     sid       = "ReadInjectedSecrets"
     actions   = ["secretsmanager:GetSecretValue"]
-    resources = var.secret_arns
+    resources = local.secret_arns
   }
 
   statement {

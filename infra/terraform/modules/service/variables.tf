@@ -210,9 +210,19 @@ variable "task" {
   }
 }
 
+variable "secrets" {
+  description = "Secrets Manager secrets of the caller that this module creates, by key: the name below <name>/ and a description. On the service's KMS key, containers only (the values are put out of band); the execution role may read them (output secret_arns)."
+  type = map(object({
+    name        = string
+    description = string
+  }))
+  default = {}
+}
+
 variable "secret_arns" {
-  description = "Secrets Manager secrets the execution role may read (those the containers inject, JSON-key suffixes removed)."
+  description = "Other Secrets Manager secrets the execution role may read (those the containers inject, JSON-key suffixes removed), besides the ones of var.secrets."
   type        = list(string)
+  default     = []
 }
 
 variable "secrets_kms_key_arns" {
