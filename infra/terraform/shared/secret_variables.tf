@@ -1,5 +1,6 @@
-# The setting of every module that creates Secrets Manager secrets (cdn, origin, edge_region), written once: each
-# one's secret_variables.tf is a link to this file.
+# The setting of every module with Secrets Manager secrets (cdn; service, which creates the origin's and an edge
+# region's, and origin and edge_region, which pass it on), written once: each one's secret_variables.tf is a link to
+# this file.
 
 variable "secret_recovery_window_days" {
   description = "Days a deleted secret of this module stays recoverable."
