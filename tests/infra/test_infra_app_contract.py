@@ -26,10 +26,15 @@ def _secret_names(container: dict) -> set[str]:
     return {e["name"] for e in container.get("secrets", [])}
 
 
-def _secret_name(module, key: str) -> str:
-    """The name of one secret of a module's `aws_secretsmanager_secret.this`, made for_each over local.secrets."""
-    secret = module.resource("aws_secretsmanager_secret")
-    assert secret["for_each"] == "${local.secrets}"
+def _secret_name(module, key: str, shared=None) -> str:
+    """The name of one secret of local.secrets: made for_each by the module's `aws_secretsmanager_secret.this`, or,
+    given `shared` (modules/service), passed to its service, whose `aws_secretsmanager_secret.this` makes them."""
+    if shared is None:
+        secret, secrets = module.resource("aws_secretsmanager_secret"), "${local.secrets}"
+    else:
+        assert module.module("service")["secrets"] == "${local.secrets}"
+        secret, secrets = shared.resource("aws_secretsmanager_secret"), "${var.secrets}"
+    assert secret["for_each"] == secrets
     assert secret["name"] == "${var.name}/${each.value.name}"
     return f"${{var.name}}/{module.locals()['secrets'][key]['name']}"
 
@@ -175,9 +180,9 @@ def test_origin_environment_uses_contract_names_and_secrets_come_from_secrets_ma
 
 def test_secrets_are_named_as_in_the_contract(hcl_modules, contract):
     names = contract["secrets"]["names"]
-    origin = hcl_modules["origin"]
-    assert _secret_name(origin, "admin_token") == f"${{var.name}}/{names['admin_token']}"
-    assert _secret_name(origin, "sync_token") == f"${{var.name}}/{names['sync_token']}"
+    origin, shared = hcl_modules["origin"], hcl_modules["service"]
+    assert _secret_name(origin, "admin_token", shared) == f"${{var.name}}/{names['admin_token']}"
+    assert _secret_name(origin, "sync_token", shared) == f"${{var.name}}/{names['sync_token']}"
     cdn = hcl_modules["cdn"]
     assert _secret_name(cdn, "cdn_secret") == f"${{var.name}}/{names['cdn_secret']}"
     sep = contract["secrets"]["value_separator"]
@@ -189,8 +194,8 @@ def test_origin_secrets_map_to_the_right_env_vars(hcl_modules, contract):
     c = hcl_modules["origin"].locals()["container_definition"]
     secrets = {e["name"]: e["valueFrom"] for e in c["secrets"]}
     env = contract["origin"]["secret_env"]
-    assert secrets[env["admin_token"]] == '${aws_secretsmanager_secret.this["admin_token"].arn}'
-    assert secrets[env["sync_token"]] == '${aws_secretsmanager_secret.this["sync_token"].arn}'
+    assert secrets[env["admin_token"]] == '${module.service.secret_arns["admin_token"]}'
+    assert secrets[env["sync_token"]] == '${module.service.secret_arns["sync_token"]}'
     assert secrets[env["db_password"]].endswith(":password::")
 
 
@@ -342,22 +347,22 @@ def test_origin_blob_dir_is_a_local_cache_on_a_writable_volume(hcl_modules, cont
 
 
 def test_origin_signing_key_and_region_tokens_are_secrets_named_as_in_the_contract(hcl_modules, contract):
-    origin = hcl_modules["origin"]
+    origin, shared = hcl_modules["origin"], hcl_modules["service"]
     names = contract["secrets"]["names"]
     for key in ("signing_key", "region_tokens"):
-        assert _secret_name(origin, key) == f"${{var.name}}/{names[key]}"
-    assert not origin.resources("aws_secretsmanager_secret_version"), "token and key values are put out of band"
+        assert _secret_name(origin, key, shared) == f"${{var.name}}/{names[key]}"
+    for module in (origin, shared):
+        assert not module.resources("aws_secretsmanager_secret_version"), "token and key values are put out of band"
     c = origin.locals()["container_definition"]
     secrets = {e["name"]: e["valueFrom"] for e in c["secrets"]}
     env = contract["origin"]["secret_env"]
-    assert secrets[env["signing_key"]] == '${aws_secretsmanager_secret.this["signing_key"].arn}'
-    assert secrets[env["region_tokens"]] == '${aws_secretsmanager_secret.this["region_tokens"].arn}'
+    assert secrets[env["signing_key"]] == '${module.service.secret_arns["signing_key"]}'
+    assert secrets[env["region_tokens"]] == '${module.service.secret_arns["region_tokens"]}'
     # No origin secret (the all-regions token included) is replicated to the edge regions.
-    assert "replica" not in origin.resource("aws_secretsmanager_secret")
-    # The execution role reads every one of them (modules/service's execution_secrets policy reads secret_arns).
-    readable = origin.module("service")["secret_arns"]
-    assert "for s in aws_secretsmanager_secret.this : s.arn" in readable
-    _assert_execution_role_reads_secret_arns(hcl_modules["service"])
+    assert "replica" not in shared.resource("aws_secretsmanager_secret")
+    # The execution role reads every one of them (modules/service's execution_secrets policy reads its own secrets
+    # and secret_arns).
+    _assert_execution_role_reads_secret_arns(shared)
 
 
 def _assert_execution_role_reads_secret_arns(shared) -> None:
@@ -367,23 +372,25 @@ def _assert_execution_role_reads_secret_arns(shared) -> None:
         if "execution_secrets" in b.get("aws_iam_policy_document", {})
     )
     statements = policy["statement"]
-    assert statements[0]["resources"] == "${var.secret_arns}"
+    assert statements[0]["resources"] == "${local.secret_arns}"
+    readable = shared.locals()["secret_arns"]
+    assert "for s in aws_secretsmanager_secret.this : s.arn" in readable and "var.secret_arns" in readable
     assert statements[0]["actions"] == ["secretsmanager:GetSecretValue"]
 
 
 def test_each_edge_region_has_its_own_sync_token_secret(hcl_modules, contract):
-    edge = hcl_modules["edge_region"]
-    secret = edge.resource("aws_secretsmanager_secret", "sync_token")
-    assert secret["name"] == "${local.sync_token_secret_name}"
+    edge, shared = hcl_modules["edge_region"], hcl_modules["service"]
     assert (
-        edge.locals()["sync_token_secret_name"]
+        _secret_name(edge, "sync_token", shared)
         == f"${{var.name}}/{contract['secrets']['names']['sync_token']}-${{local.region}}"
     )
-    assert secret["kms_key_id"] == "${module.service.kms_key_arn}"
+    assert edge.locals()["sync_token_secret_name"] == "${var.name}/${local.secrets.sync_token.name}"
+    secret = shared.resource("aws_secretsmanager_secret")
+    assert secret["kms_key_id"] == "${module.kms_key.arn}"
     assert "replica" not in secret
     c = edge.locals()["container_definition"]
     secrets = {e["name"]: e["valueFrom"] for e in c["secrets"]}
-    assert secrets[contract["edge"]["secret_env"]["sync_token"]] == "${aws_secretsmanager_secret.sync_token.arn}"
+    assert secrets[contract["edge"]["secret_env"]["sync_token"]] == '${module.service.secret_arns["sync_token"]}'
     assert "sync_token_secret_arn" not in edge.variables()
     assert not edge.resources("aws_secretsmanager_secret_version"), "token values are put out of band"
 

@@ -10,8 +10,11 @@ locals {
   replica_regions = { for r in local.edge_regions : r => null }
 
   # A replica has the primary's ARN with its own region.
-  cdn_secret_arn    = { for r in local.edge_regions : r => replace(module.cdn.cdn_secret_arn, ":${module.cdn.cdn_secret_region}:", ":${r}:") }
-  pseudonym_key_arn = { for r in local.edge_regions : r => replace(module.cdn.pseudonym_key_secret_arn, ":${module.cdn.cdn_secret_region}:", ":${r}:") }
+  edge_secret_arns = {
+    for r in local.edge_regions : r => {
+      for key, arn in module.cdn.secret_arns : key => replace(arn, ":${module.cdn.cdn_secret_region}:", ":${r}:")
+    }
+  }
 
   edges = [module.edge_eu_west_1, module.edge_eu_central_1, module.edge_us_east_1]
 }
@@ -22,9 +25,7 @@ module "origin" {
   name = local.name
   tags = var.tags
 
-  vpc_id              = var.networks[var.origin_region].vpc_id
-  private_subnet_ids  = var.networks[var.origin_region].private_subnet_ids
-  database_subnet_ids = var.networks[var.origin_region].database_subnet_ids
+  network = var.networks[var.origin_region]
   # Edges reach the origin over Transit Gateway / VPC peering.
   ingress_cidr_blocks = [for r in local.edge_regions : var.networks[r].vpc_cidr]
 
@@ -65,9 +66,7 @@ module "edge_eu_west_1" {
   tags    = var.tags
   markets = var.markets["eu-west-1"]
 
-  vpc_id             = var.networks["eu-west-1"].vpc_id
-  public_subnet_ids  = var.networks["eu-west-1"].public_subnet_ids
-  private_subnet_ids = var.networks["eu-west-1"].private_subnet_ids
+  network = var.networks["eu-west-1"]
 
   certificate_arn  = var.certificates["eu-west-1"]
   edge_domain_name = local.edge_domain_name
@@ -76,8 +75,8 @@ module "edge_eu_west_1" {
   image                    = var.edge_image
   origin_url               = module.origin.origin_url
   origin_public_keys       = var.origin_public_keys
-  cdn_secret_arn           = local.cdn_secret_arn["eu-west-1"]
-  pseudonym_key_secret_arn = local.pseudonym_key_arn["eu-west-1"]
+  cdn_secret_arn           = local.edge_secret_arns["eu-west-1"].cdn_secret
+  pseudonym_key_secret_arn = local.edge_secret_arns["eu-west-1"].pseudonym_key
   cdn_secret_header_values = var.cdn_secret_header_values
 
   alb_access_logs_bucket = var.log_buckets["eu-west-1"]
@@ -93,9 +92,7 @@ module "edge_eu_central_1" {
   tags    = var.tags
   markets = var.markets["eu-central-1"]
 
-  vpc_id             = var.networks["eu-central-1"].vpc_id
-  public_subnet_ids  = var.networks["eu-central-1"].public_subnet_ids
-  private_subnet_ids = var.networks["eu-central-1"].private_subnet_ids
+  network = var.networks["eu-central-1"]
 
   certificate_arn  = var.certificates["eu-central-1"]
   edge_domain_name = local.edge_domain_name
@@ -104,8 +101,8 @@ module "edge_eu_central_1" {
   image                    = var.edge_image
   origin_url               = module.origin.origin_url
   origin_public_keys       = var.origin_public_keys
-  cdn_secret_arn           = local.cdn_secret_arn["eu-central-1"]
-  pseudonym_key_secret_arn = local.pseudonym_key_arn["eu-central-1"]
+  cdn_secret_arn           = local.edge_secret_arns["eu-central-1"].cdn_secret
+  pseudonym_key_secret_arn = local.edge_secret_arns["eu-central-1"].pseudonym_key
   cdn_secret_header_values = var.cdn_secret_header_values
 
   alb_access_logs_bucket = var.log_buckets["eu-central-1"]
@@ -121,9 +118,7 @@ module "edge_us_east_1" {
   tags    = var.tags
   markets = var.markets["us-east-1"]
 
-  vpc_id             = var.networks["us-east-1"].vpc_id
-  public_subnet_ids  = var.networks["us-east-1"].public_subnet_ids
-  private_subnet_ids = var.networks["us-east-1"].private_subnet_ids
+  network = var.networks["us-east-1"]
 
   certificate_arn  = var.certificates["us-east-1"]
   edge_domain_name = local.edge_domain_name
@@ -132,8 +127,8 @@ module "edge_us_east_1" {
   image                    = var.edge_image
   origin_url               = module.origin.origin_url
   origin_public_keys       = var.origin_public_keys
-  cdn_secret_arn           = local.cdn_secret_arn["us-east-1"]
-  pseudonym_key_secret_arn = local.pseudonym_key_arn["us-east-1"]
+  cdn_secret_arn           = local.edge_secret_arns["us-east-1"].cdn_secret
+  pseudonym_key_secret_arn = local.edge_secret_arns["us-east-1"].pseudonym_key
   # The CDN secret's primary lives in us-east-1, encrypted with the CDN module's key.
   secrets_kms_key_arns     = [module.cdn.kms_key_arn]
   cdn_secret_header_values = var.cdn_secret_header_values
@@ -150,8 +145,8 @@ resource "aws_route53_record" "cdn" {
   type    = each.value
 
   alias {
-    name                   = module.cdn.distribution_domain_name
-    zone_id                = module.cdn.distribution_hosted_zone_id
+    name                   = module.cdn.distribution.domain_name
+    zone_id                = module.cdn.distribution.hosted_zone_id
     evaluate_target_health = false
   }
 }

@@ -1,33 +1,22 @@
 # No secret value is ever an output: only ARNs, ids and names.
 
-output "distribution_id" {
-  description = "CloudFront distribution id (for invalidations)."
-  value       = aws_cloudfront_distribution.this.id
+output "distribution" {
+  description = "The CloudFront distribution: id (for invalidations), domain_name and hosted_zone_id (the target of the aliases' DNS records)."
+  value = {
+    id             = aws_cloudfront_distribution.this.id
+    domain_name    = aws_cloudfront_distribution.this.domain_name
+    hosted_zone_id = aws_cloudfront_distribution.this.hosted_zone_id
+  }
 }
 
-output "distribution_domain_name" {
-  description = "CloudFront domain name (target of the aliases' DNS records)."
-  value       = aws_cloudfront_distribution.this.domain_name
-}
-
-output "distribution_hosted_zone_id" {
-  description = "Hosted zone id for alias records to the distribution."
-  value       = aws_cloudfront_distribution.this.hosted_zone_id
+output "secret_arns" {
+  description = "ARN of each fleet-wide edge secret in the primary region (cdn_secret_region), by key: cdn_secret and pseudonym_key; a replica in another region has the same ARN with that region."
+  value       = { for key, secret in aws_secretsmanager_secret.this : key => secret.arn }
 }
 
 output "web_acl_arn" {
   description = "WAFv2 web ACL attached to the distribution."
   value       = aws_wafv2_web_acl.this.arn
-}
-
-output "pseudonym_key_secret_arn" {
-  description = "ARN of the edges' pseudonym key secret in us-east-1; replicas in other regions have the same ARN with that region."
-  value       = aws_secretsmanager_secret.this["pseudonym_key"].arn
-}
-
-output "cdn_secret_arn" {
-  description = "ARN of the CDN secret in us-east-1; replicas in other regions have the same ARN with that region."
-  value       = aws_secretsmanager_secret.this["cdn_secret"].arn
 }
 
 output "cdn_secret_region" {

@@ -1,18 +1,5 @@
-variable "name" {
-  description = "Name prefix for every resource of the CDN (e.g. \"edgerec-prod\")."
-  type        = string
-
-  validation {
-    condition     = can(regex("^[a-z][a-z0-9-]{1,30}[a-z0-9]$", var.name))
-    error_message = "name must be 3-32 characters of lowercase letters, digits and hyphens, starting with a letter."
-  }
-}
-
-variable "tags" {
-  description = "Tags added to every resource."
-  type        = map(string)
-  default     = {}
-}
+# name, tags and log_retention_days: deployment_variables.tf; secret_recovery_window_days: secret_variables.tf;
+# cdn_secret_header_values: cdn_secret_variables.tf (links to ../../shared/).
 
 variable "aliases" {
   description = "Shopper-facing domain names of the distribution (e.g. [\"reco.example.com\"])."
@@ -39,27 +26,10 @@ variable "edge_domain_name" {
   type        = string
 }
 
-variable "cdn_secret_header_values" {
-  description = "CDN shared-secret values (sensitive). The first is injected as X-Edgerec-CDN-Secret on every origin request; during a rotation the second (old) one stays accepted by the edges. Stored in Secrets Manager for the edge containers."
-  type        = list(string)
-  sensitive   = true
-
-  validation {
-    condition     = length(var.cdn_secret_header_values) >= 1 && length(var.cdn_secret_header_values) <= 2 && alltrue([for v in var.cdn_secret_header_values : length(v) >= 32 && !strcontains(v, ",")])
-    error_message = "Give one or two CDN secret values of at least 32 characters, without commas."
-  }
-}
-
 variable "secret_replica_regions" {
   description = "Edge regions the CDN-secret secret is replicated to. Map of region to KMS key ARN there (null for the AWS managed key)."
   type        = map(string)
   default     = {}
-}
-
-variable "secret_recovery_window_days" {
-  description = "Days a deleted secret stays recoverable."
-  type        = number
-  default     = 7
 }
 
 variable "price_class" {
@@ -93,15 +63,4 @@ variable "rate_limit_per_5min" {
 variable "logging_bucket_domain_name" {
   description = "Bucket (regional domain name, ACLs enabled for the awslogsdelivery account) receiving CloudFront standard logs."
   type        = string
-}
-
-variable "log_retention_days" {
-  description = "CloudWatch Logs retention of the WAF logs."
-  type        = number
-  default     = 365
-
-  validation {
-    condition     = contains([1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653], var.log_retention_days)
-    error_message = "log_retention_days must be a value CloudWatch Logs accepts."
-  }
 }

@@ -27,30 +27,21 @@ locals {
   client_certificate = var.client_certificate_secret_arn != null
   tls_init_enabled   = var.origin_ca_bundle != null || local.client_certificate
 
-  # The sync token of this region's edges; the origin's region-tokens secret lists it for each of var.markets.
-  sync_token_secret_name = "${var.name}/sync-token-${local.region}"
+  # This region's sync token (EDGEREC_SYNC_TOKEN), created in the edge's own region (by modules/service), so edges
+  # start without a cross-region call and hold no other region's token; the origin's region-tokens secret lists it
+  # for each of var.markets.
+  secrets = {
+    sync_token = {
+      name        = "sync-token-${local.region}"
+      description = "edgerec sync token of the ${local.region} edges (EDGEREC_SYNC_TOKEN), valid at the origin for markets ${join(",", var.markets)} only."
+    }
+  }
+  sync_token_secret_name = "${var.name}/${local.secrets.sync_token.name}"
 
   tags = merge(var.tags, {
     "edgerec:component" = "edge"
     "edgerec:region"    = local.region
   })
-}
-
-################################################################################
-# This region's sync token (EDGEREC_SYNC_TOKEN). Created here, in the edge's own
-# region, so edges start without a cross-region call and hold no other
-# region's token. Terraform creates the container only; the value is put out of
-# band (infra/terraform/README.md) and never appears in code, plans or state.
-################################################################################
-
-resource "aws_secretsmanager_secret" "sync_token" {
-  #checkov:skip=CKV2_AWS_57:Rotation is the new|old overlap procedure in infra/terraform/README.md: the origin must accept the new token before this region's edges send it, which a rotation Lambda cannot order.
-  name                    = local.sync_token_secret_name
-  description             = "edgerec sync token of the ${local.region} edges (EDGEREC_SYNC_TOKEN), valid at the origin for markets ${join(",", var.markets)} only."
-  kms_key_id              = module.service.kms_key_arn
-  recovery_window_in_days = var.secret_recovery_window_days
-
-  tags = local.tags
 }
 
 ################################################################################
@@ -71,9 +62,11 @@ module "service" {
   kms_key_description = "${local.prefix}: logs, sync token"
   log_retention_days  = var.log_retention_days
 
-  vpc_id          = var.vpc_id
-  alb_subnet_ids  = var.public_subnet_ids
-  task_subnet_ids = var.private_subnet_ids
+  network = {
+    vpc_id          = var.network.vpc_id
+    alb_subnet_ids  = var.network.public_subnet_ids
+    task_subnet_ids = var.network.private_subnet_ids
+  }
   internal        = false
   alb_name_prefix = "ee-"
   alb_description = "edgerec edge ALB: HTTPS from CloudFront origin-facing ranges only"
@@ -99,9 +92,12 @@ module "service" {
   container_port = local.container_port
   data_dir       = local.data_dir
   task           = var.task
-  secret_arns = concat([aws_secretsmanager_secret.sync_token.arn, var.cdn_secret_arn, var.pseudonym_key_secret_arn],
-  local.client_certificate ? [var.client_certificate_secret_arn] : [])
-  secrets_kms_key_arns = var.secrets_kms_key_arns
+
+  # The sync token is this module's; the CDN secret and pseudonym key replicas and the client certificate are given.
+  secrets                     = local.secrets
+  secret_recovery_window_days = var.secret_recovery_window_days
+  secret_arns                 = concat([var.cdn_secret_arn, var.pseudonym_key_secret_arn], local.client_certificate ? [var.client_certificate_secret_arn] : [])
+  secrets_kms_key_arns        = var.secrets_kms_key_arns
 
   min_capacity        = var.min_capacity
   max_capacity        = var.max_capacity
@@ -199,7 +195,7 @@ locals {
     local.client_certificate ? local.client_certificate_environment : [])
 
     secrets = [
-      { name = "EDGEREC_SYNC_TOKEN", valueFrom = aws_secretsmanager_secret.sync_token.arn },
+      { name = "EDGEREC_SYNC_TOKEN", valueFrom = module.service.secret_arns["sync_token"] },
       { name = "EDGEREC_CDN_SECRET", valueFrom = var.cdn_secret_arn },
       { name = "EDGEREC_PSEUDONYM_KEY", valueFrom = var.pseudonym_key_secret_arn },
     ]

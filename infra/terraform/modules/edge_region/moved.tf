@@ -27,3 +27,8 @@ moved {
   from = aws_appautoscaling_policy.requests
   to   = module.service.aws_appautoscaling_policy.this["requests"]
 }
+
+moved {
+  from = aws_secretsmanager_secret.sync_token
+  to   = module.service.aws_secretsmanager_secret.this["sync_token"]
+}

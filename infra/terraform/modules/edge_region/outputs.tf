@@ -45,12 +45,7 @@ output "log_group_name" {
   value       = module.service.log_group_name
 }
 
-output "sync_token_secret_arn" {
-  description = "ARN of this region's sync-token secret (value put out of band; the origin's region-tokens secret lists the same token for each of markets)."
-  value       = aws_secretsmanager_secret.sync_token.arn
-}
-
-output "sync_token_secret_name" {
-  description = "Name of this region's sync-token secret."
-  value       = aws_secretsmanager_secret.sync_token.name
+output "sync_token_secret" {
+  description = "This region's sync-token secret, arn and name (value put out of band; the origin's region-tokens secret lists the same token for each of markets)."
+  value       = { arn = module.service.secret_arns["sync_token"], name = local.sync_token_secret_name }
 }

@@ -1,15 +1,6 @@
-# Inputs passed on to modules/service (name, network, certificate, image, task size, logs) are validated there.
-
-variable "name" {
-  description = "Name prefix for every resource of this edge region (e.g. \"edgerec-prod\"); the region is appended where names must be unique."
-  type        = string
-}
-
-variable "tags" {
-  description = "Tags added to every resource."
-  type        = map(string)
-  default     = {}
-}
+# Inputs passed on to modules/service (name, network, certificate, image, task size, logs) are validated there. name,
+# tags and log_retention_days: deployment_variables.tf; secret_recovery_window_days: secret_variables.tf;
+# cdn_secret_header_values: cdn_secret_variables.tf (links to ../../shared/).
 
 variable "markets" {
   description = "Market codes this region serves (EDGEREC_REGIONS), e.g. [\"DE\", \"FR\"]."
@@ -21,19 +12,13 @@ variable "markets" {
   }
 }
 
-variable "vpc_id" {
-  description = "VPC of this edge region."
-  type        = string
-}
-
-variable "public_subnet_ids" {
-  description = "Public subnets (at least two AZs) for the internet-facing ALB that CloudFront connects to."
-  type        = list(string)
-}
-
-variable "private_subnet_ids" {
-  description = "Private subnets (at least two AZs) for the Fargate tasks."
-  type        = list(string)
+variable "network" {
+  description = "This region's network: its VPC, the public subnets (at least two AZs) of the internet-facing ALB that CloudFront connects to, and the private subnets (at least two AZs) of the Fargate tasks."
+  type = object({
+    vpc_id             = string
+    public_subnet_ids  = list(string)
+    private_subnet_ids = list(string)
+  })
 }
 
 variable "certificate_arn" {
@@ -93,17 +78,6 @@ variable "untrusted_cdn_headers" {
   }
 }
 
-variable "secret_recovery_window_days" {
-  description = "Days this region's deleted sync-token secret stays recoverable."
-  type        = number
-  default     = 7
-
-  validation {
-    condition     = var.secret_recovery_window_days >= 7 && var.secret_recovery_window_days <= 30
-    error_message = "secret_recovery_window_days must be between 7 and 30."
-  }
-}
-
 variable "cdn_secret_arn" {
   description = "ARN of the CDN shared-secret replica in this region (EDGEREC_CDN_SECRET)."
   type        = string
@@ -118,17 +92,6 @@ variable "secrets_kms_key_arns" {
   description = "Other KMS keys that encrypt injected secrets in this region, i.e. the CDN secret's replica when not on the AWS managed key (this module's own key, which encrypts the sync token, is always allowed)."
   type        = list(string)
   default     = []
-}
-
-variable "cdn_secret_header_values" {
-  description = "Accepted values of the X-Edgerec-CDN-Secret header (one, or two during a rotation). The listener forwards only requests that carry one of them."
-  type        = list(string)
-  sensitive   = true
-
-  validation {
-    condition     = length(var.cdn_secret_header_values) >= 1 && length(var.cdn_secret_header_values) <= 2 && alltrue([for v in var.cdn_secret_header_values : length(v) >= 32 && !strcontains(v, ",")])
-    error_message = "Give one or two CDN secret values of at least 32 characters, without commas."
-  }
 }
 
 variable "image" {
@@ -186,12 +149,6 @@ variable "deletion_protection" {
   description = "Deletion protection for the load balancer."
   type        = bool
   default     = true
-}
-
-variable "log_retention_days" {
-  description = "CloudWatch Logs retention for the edge's container logs."
-  type        = number
-  default     = 365
 }
 
 variable "origin_ca_bundle" {

@@ -34,25 +34,14 @@ locals {
 ################################################################################
 
 locals {
-  # key => the secret's name below <name>/, the variable it is injected as, and what it holds.
+  # key => the secret's name below <name>/, the variable it is injected as, and what it holds. modules/service
+  # creates them on its KMS key.
   secrets = {
     admin_token   = { name = "admin-token", description = "edgerec origin admin API token (EDGEREC_ADMIN_TOKEN)." }
     sync_token    = { name = "sync-token", description = "edgerec all-regions sync token(s) accepted by the origin (EDGEREC_SYNC_TOKEN); transitional/break-glass, no edge holds it." }
     region_tokens = { name = "region-tokens", description = "edgerec per-region edge sync tokens accepted by the origin (EDGEREC_REGION_TOKENS: GB=new|old,DE=...)." }
     signing_key   = { name = "signing-key", description = "edgerec origin Ed25519 signing key, PEM (EDGEREC_SIGNING_KEY); made by `edgerec origin keygen`." }
   }
-}
-
-resource "aws_secretsmanager_secret" "this" {
-  #checkov:skip=CKV2_AWS_57:Every origin secret rotates by an operator-driven overlap procedure in infra/terraform/README.md (two admin or sync tokens valid during the switch, region tokens new|old with origin first then that region's edges, a signing key trusted by the edges through origin_public_keys before the origin signs with it); a rotation Lambda cannot order those redeploys.
-  for_each = local.secrets
-
-  name                    = "${var.name}/${each.value.name}"
-  description             = each.value.description
-  kms_key_id              = module.service.kms_key_arn
-  recovery_window_in_days = var.secret_recovery_window_days
-
-  tags = local.tags
 }
 
 ################################################################################
@@ -72,9 +61,11 @@ module "service" {
   kms_key_description = "${var.name} origin: database (incl. model blobs), secrets, logs"
   log_retention_days  = var.log_retention_days
 
-  vpc_id          = var.vpc_id
-  alb_subnet_ids  = var.private_subnet_ids
-  task_subnet_ids = var.private_subnet_ids
+  network = {
+    vpc_id          = var.network.vpc_id
+    alb_subnet_ids  = var.network.private_subnet_ids
+    task_subnet_ids = var.network.private_subnet_ids
+  }
   internal        = var.internal
   alb_name_prefix = "eo-"
   alb_description = "edgerec origin ALB: HTTPS from the edge VPCs and operators"
@@ -98,7 +89,11 @@ module "service" {
   container_port = local.container_port
   data_dir       = local.data_dir
   task           = var.task
-  secret_arns    = concat([for s in aws_secretsmanager_secret.this : s.arn], [aws_db_instance.this.master_user_secret[0].secret_arn])
+
+  # The four origin secrets are this module's; the database password's secret is RDS's.
+  secrets                     = local.secrets
+  secret_recovery_window_days = var.secret_recovery_window_days
+  secret_arns                 = [aws_db_instance.this.master_user_secret[0].secret_arn]
 
   # No autoscaling policy: min = max pins the count at desired_count.
   min_capacity = var.desired_count
@@ -120,7 +115,7 @@ resource "aws_vpc_security_group_egress_rule" "tasks_to_db" {
 resource "aws_security_group" "db" {
   name_prefix = "${var.name}-origin-db-"
   description = "edgerec origin PostgreSQL: only from origin tasks"
-  vpc_id      = var.vpc_id
+  vpc_id      = var.network.vpc_id
 
   tags = local.tags
 
@@ -147,7 +142,7 @@ resource "aws_vpc_security_group_ingress_rule" "db_from_tasks" {
 resource "aws_db_subnet_group" "this" {
   name_prefix = "${var.name}-origin-"
   description = "edgerec origin database subnets"
-  subnet_ids  = var.database_subnet_ids
+  subnet_ids  = var.network.database_subnet_ids
 
   tags = local.tags
 }
@@ -343,10 +338,10 @@ locals {
     ]
 
     secrets = [
-      { name = "EDGEREC_ADMIN_TOKEN", valueFrom = aws_secretsmanager_secret.this["admin_token"].arn },
-      { name = "EDGEREC_SYNC_TOKEN", valueFrom = aws_secretsmanager_secret.this["sync_token"].arn },
-      { name = "EDGEREC_REGION_TOKENS", valueFrom = aws_secretsmanager_secret.this["region_tokens"].arn },
-      { name = "EDGEREC_SIGNING_KEY", valueFrom = aws_secretsmanager_secret.this["signing_key"].arn },
+      { name = "EDGEREC_ADMIN_TOKEN", valueFrom = module.service.secret_arns["admin_token"] },
+      { name = "EDGEREC_SYNC_TOKEN", valueFrom = module.service.secret_arns["sync_token"] },
+      { name = "EDGEREC_REGION_TOKENS", valueFrom = module.service.secret_arns["region_tokens"] },
+      { name = "EDGEREC_SIGNING_KEY", valueFrom = module.service.secret_arns["signing_key"] },
       { name = "PGPASSWORD", valueFrom = "${aws_db_instance.this.master_user_secret[0].secret_arn}:password::" },
     ]
 

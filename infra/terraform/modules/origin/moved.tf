@@ -32,3 +32,8 @@ moved {
   from = aws_secretsmanager_secret.signing_key
   to   = aws_secretsmanager_secret.this["signing_key"]
 }
+
+moved {
+  from = aws_secretsmanager_secret.this
+  to   = module.service.aws_secretsmanager_secret.this
+}

@@ -30,42 +30,21 @@ output "task_security_group_id" {
   value       = module.service.task_security_group_id
 }
 
-output "db_endpoint" {
-  description = "PostgreSQL endpoint (host:port)."
-  value       = aws_db_instance.this.endpoint
-}
-
-output "db_instance_identifier" {
-  description = "RDS instance identifier (for point-in-time restore)."
-  value       = aws_db_instance.this.identifier
-}
-
-output "db_master_user_secret_arn" {
-  description = "ARN of the RDS-managed secret holding the database password."
-  value       = aws_db_instance.this.master_user_secret[0].secret_arn
-}
-
 output "kms_key_arn" {
   description = "Customer managed KMS key of the origin."
   value       = module.service.kms_key_arn
 }
 
-output "admin_token_secret_arn" {
-  description = "ARN of the admin token secret (value put out of band)."
-  value       = aws_secretsmanager_secret.this["admin_token"].arn
+output "database" {
+  description = "The PostgreSQL instance: endpoint (host:port), instance_identifier (for point-in-time restore) and master_user_secret_arn (the RDS-managed secret holding the password)."
+  value = {
+    endpoint               = aws_db_instance.this.endpoint
+    instance_identifier    = aws_db_instance.this.identifier
+    master_user_secret_arn = aws_db_instance.this.master_user_secret[0].secret_arn
+  }
 }
 
-output "sync_token_secret_arn" {
-  description = "ARN of the all-regions sync token secret (EDGEREC_SYNC_TOKEN at the origin; value put out of band)."
-  value       = aws_secretsmanager_secret.this["sync_token"].arn
-}
-
-output "region_tokens_secret_arn" {
-  description = "ARN of the per-region sync tokens secret (EDGEREC_REGION_TOKENS; value put out of band)."
-  value       = aws_secretsmanager_secret.this["region_tokens"].arn
-}
-
-output "signing_key_secret_arn" {
-  description = "ARN of the origin's Ed25519 signing key secret (EDGEREC_SIGNING_KEY; value put out of band)."
-  value       = aws_secretsmanager_secret.this["signing_key"].arn
+output "secret_arns" {
+  description = "ARN of each origin secret (values put out of band), by key: admin_token, sync_token (all regions, EDGEREC_SYNC_TOKEN), region_tokens (EDGEREC_REGION_TOKENS), signing_key (Ed25519, EDGEREC_SIGNING_KEY)."
+  value       = module.service.secret_arns
 }

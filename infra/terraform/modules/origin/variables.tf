@@ -1,32 +1,17 @@
-# Inputs passed on to modules/service (name, network, certificate, image, task size, logs) are validated there.
+# Inputs passed on to modules/service (name, network, certificate, image, task size, logs) are validated there. name,
+# tags and log_retention_days: deployment_variables.tf; secret_recovery_window_days: secret_variables.tf (links to
+# ../../shared/).
 
-variable "name" {
-  description = "Name prefix for every resource of the origin (e.g. \"edgerec-prod\")."
-  type        = string
-}
-
-variable "tags" {
-  description = "Tags added to every resource."
-  type        = map(string)
-  default     = {}
-}
-
-variable "vpc_id" {
-  description = "VPC that hosts the origin's load balancer, tasks and database."
-  type        = string
-}
-
-variable "private_subnet_ids" {
-  description = "Private subnets (at least two AZs) for the internal ALB and the Fargate tasks."
-  type        = list(string)
-}
-
-variable "database_subnet_ids" {
-  description = "Isolated subnets (at least two AZs) for the Multi-AZ PostgreSQL instance."
-  type        = list(string)
+variable "network" {
+  description = "The origin's network: the VPC of its load balancer, tasks and database, its private subnets (at least two AZs: the internal ALB and the Fargate tasks) and its isolated database subnets (at least two AZs: the Multi-AZ PostgreSQL instance)."
+  type = object({
+    vpc_id              = string
+    private_subnet_ids  = list(string)
+    database_subnet_ids = list(string)
+  })
 
   validation {
-    condition     = length(var.database_subnet_ids) >= 2
+    condition     = length(var.network.database_subnet_ids) >= 2
     error_message = "Give at least two database subnets in different availability zones."
   }
 }
@@ -153,23 +138,6 @@ variable "change_log_retention" {
 variable "alb_access_logs_bucket" {
   description = "Existing bucket (with the ELB log delivery policy) receiving the ALB's access logs."
   type        = string
-}
-
-variable "log_retention_days" {
-  description = "CloudWatch Logs retention for the origin's container logs."
-  type        = number
-  default     = 365
-}
-
-variable "secret_recovery_window_days" {
-  description = "Days a deleted secret stays recoverable."
-  type        = number
-  default     = 7
-
-  validation {
-    condition     = var.secret_recovery_window_days >= 7 && var.secret_recovery_window_days <= 30
-    error_message = "secret_recovery_window_days must be between 7 and 30."
-  }
 }
 
 variable "client_ca_bundle_s3" {

@@ -33,6 +33,9 @@ locals {
     }, c)
   ]
 
+  # What the execution role may read: this module's secrets and the caller's others.
+  secret_arns = concat([for s in aws_secretsmanager_secret.this : s.arn], var.secret_arns)
+
   required_header = var.required_header_name != null
   autoscaling_policies = {
     for k, p in {
@@ -52,6 +55,20 @@ module "kms_key" {
   tags              = local.tags
 }
 
+# The caller's secrets: containers only. Each value is put out of band (infra/terraform/README.md), so that it never
+# appears in code, plans, state or outputs.
+resource "aws_secretsmanager_secret" "this" {
+  #checkov:skip=CKV2_AWS_57:Every origin and edge-region secret rotates by an operator-driven overlap procedure in infra/terraform/README.md (two admin or sync tokens valid during the switch, region tokens new|old with the origin first and then that region's edges, a signing key trusted by the edges through origin_public_keys before the origin signs with it); a rotation Lambda cannot order those redeploys.
+  for_each = var.secrets
+
+  name                    = "${var.name}/${each.value.name}"
+  description             = each.value.description
+  kms_key_id              = module.kms_key.arn
+  recovery_window_in_days = var.secret_recovery_window_days
+
+  tags = local.tags
+}
+
 resource "aws_cloudwatch_log_group" "this" {
   name              = "/edgerec/${var.name}/${var.component}"
   retention_in_days = var.log_retention_days
@@ -67,7 +84,7 @@ resource "aws_cloudwatch_log_group" "this" {
 resource "aws_security_group" "alb" {
   name_prefix = "${var.prefix}-alb-"
   description = var.alb_description
-  vpc_id      = var.vpc_id
+  vpc_id      = var.network.vpc_id
 
   tags = local.tags
 
@@ -104,7 +121,7 @@ resource "aws_vpc_security_group_egress_rule" "alb_to_tasks" {
 resource "aws_security_group" "tasks" {
   name_prefix = "${var.prefix}-tasks-"
   description = "edgerec ${var.component} tasks"
-  vpc_id      = var.vpc_id
+  vpc_id      = var.network.vpc_id
 
   tags = local.tags
 
@@ -145,7 +162,7 @@ resource "aws_lb" "this" {
   internal                   = var.internal
   load_balancer_type         = "application"
   security_groups            = [aws_security_group.alb.id]
-  subnets                    = var.alb_subnet_ids
+  subnets                    = var.network.alb_subnet_ids
   drop_invalid_header_fields = true
   enable_deletion_protection = var.deletion_protection
   idle_timeout               = var.idle_timeout
@@ -165,7 +182,7 @@ resource "aws_lb_target_group" "this" {
   port                 = var.container_port
   protocol             = var.target_protocol
   target_type          = "ip"
-  vpc_id               = var.vpc_id
+  vpc_id               = var.network.vpc_id
   deregistration_delay = 30
 
   # A task gets traffic only while this answers 200 (the edge's /readyz: it has state and a model).
@@ -309,7 +326,7 @@ data "aws_iam_policy_document" "execution_secrets" {
   statement {
     sid       = "ReadInjectedSecrets"
     actions   = ["secretsmanager:GetSecretValue"]
-    resources = var.secret_arns
+    resources = local.secret_arns
   }
 
   statement {
@@ -387,7 +404,7 @@ resource "aws_ecs_service" "this" {
   }
 
   network_configuration {
-    subnets          = var.task_subnet_ids
+    subnets          = var.network.task_subnet_ids
     security_groups  = [aws_security_group.tasks.id]
     assign_public_ip = false
   }

@@ -5,6 +5,11 @@ output "kms_key_arn" {
   value       = module.kms_key.arn
 }
 
+output "secret_arns" {
+  description = "ARN of each secret of var.secrets, by its key."
+  value       = { for key, secret in aws_secretsmanager_secret.this : key => secret.arn }
+}
+
 output "log_group_name" {
   description = "CloudWatch log group of the containers."
   value       = aws_cloudwatch_log_group.this.name

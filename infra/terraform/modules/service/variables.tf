@@ -1,14 +1,5 @@
-# The validations of what the origin and the edge regions pass through live here, once.
-
-variable "name" {
-  description = "Name of the deployment (e.g. \"edgerec-prod\"): the log group is /edgerec/<name>/<component>."
-  type        = string
-
-  validation {
-    condition     = can(regex("^[a-z][a-z0-9-]{1,30}[a-z0-9]$", var.name))
-    error_message = "name must be 3-32 characters of lowercase letters, digits and hyphens, starting with a letter."
-  }
-}
+# The validations of what the origin and the edge regions pass through live here, once (name, tags and
+# log_retention_days: deployment_variables.tf, a link to ../../shared/deployment_variables.tf).
 
 variable "component" {
   description = "What runs here, in names and descriptions: \"origin\" or \"edge\"."
@@ -30,57 +21,29 @@ variable "iam_name_prefix" {
   type        = string
 }
 
-variable "tags" {
-  description = "Tags added to every resource."
-  type        = map(string)
-  default     = {}
-}
-
 variable "kms_key_description" {
   description = "What the service's KMS key encrypts (logs, the injected secrets, anything the caller adds)."
   type        = string
 }
 
-variable "log_retention_days" {
-  description = "CloudWatch Logs retention of the container logs."
-  type        = number
-  default     = 365
-
-  validation {
-    condition     = contains([1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653], var.log_retention_days)
-    error_message = "log_retention_days must be a value CloudWatch Logs accepts."
-  }
-}
-
 # --- network and front door ---------------------------------------------------------------------------
 
-variable "vpc_id" {
-  description = "VPC of the load balancer and the tasks."
-  type        = string
+variable "network" {
+  description = "Where the service runs: the VPC, the subnets of the load balancer and the (private) subnets of the Fargate tasks, each at least two availability zones."
+  type = object({
+    vpc_id          = string
+    alb_subnet_ids  = list(string)
+    task_subnet_ids = list(string)
+  })
 
   validation {
-    condition     = can(regex("^vpc-[0-9a-f]+$", var.vpc_id))
-    error_message = "vpc_id must look like vpc-0123abcd."
+    condition     = can(regex("^vpc-[0-9a-f]+$", var.network.vpc_id))
+    error_message = "network.vpc_id must look like vpc-0123abcd."
   }
-}
-
-variable "alb_subnet_ids" {
-  description = "Subnets (at least two AZs) of the load balancer."
-  type        = list(string)
 
   validation {
-    condition     = length(var.alb_subnet_ids) >= 2
-    error_message = "Give at least two subnets for the load balancer, in different availability zones."
-  }
-}
-
-variable "task_subnet_ids" {
-  description = "Private subnets (at least two AZs) of the Fargate tasks."
-  type        = list(string)
-
-  validation {
-    condition     = length(var.task_subnet_ids) >= 2
-    error_message = "Give at least two private subnets in different availability zones."
+    condition     = length(var.network.alb_subnet_ids) >= 2 && length(var.network.task_subnet_ids) >= 2
+    error_message = "Give at least two subnets for the load balancer and two private subnets for the tasks, in different availability zones."
   }
 }
 
@@ -247,9 +210,19 @@ variable "task" {
   }
 }
 
+variable "secrets" {
+  description = "Secrets Manager secrets of the caller that this module creates, by key: the name below <name>/ and a description. On the service's KMS key, containers only (the values are put out of band); the execution role may read them (output secret_arns)."
+  type = map(object({
+    name        = string
+    description = string
+  }))
+  default = {}
+}
+
 variable "secret_arns" {
-  description = "Secrets Manager secrets the execution role may read (those the containers inject, JSON-key suffixes removed)."
+  description = "Other Secrets Manager secrets the execution role may read (those the containers inject, JSON-key suffixes removed), besides the ones of var.secrets."
   type        = list(string)
+  default     = []
 }
 
 variable "secrets_kms_key_arns" {

@@ -91,12 +91,12 @@ run "the_example_plans_with_every_service_named_as_the_runbooks_say" {
   }
 
   assert {
-    condition     = output.edge_services["eu-central-1"].service == "edgerec-prod-edge-eu-central-1" && join(",", output.edge_services["us-east-1"].markets) == "US,CA"
+    condition     = output.edge_regions["eu-central-1"].service == "edgerec-prod-edge-eu-central-1" && join(",", output.edge_regions["us-east-1"].markets) == "US,CA"
     error_message = "an edge region's service name or markets are off"
   }
 
   assert {
-    condition     = output.edge_sync_tokens["eu-west-1"].secret_name == "edgerec-prod/sync-token-eu-west-1"
+    condition     = output.edge_regions["eu-west-1"].sync_token_secret.name == "edgerec-prod/sync-token-eu-west-1"
     error_message = "an edge region's sync-token secret is not <name>/sync-token-<region>"
   }
 

@@ -1,0 +1,1 @@
+../../shared/cdn_secret_variables.tf

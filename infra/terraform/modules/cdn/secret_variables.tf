@@ -1,0 +1,1 @@
+../../shared/secret_variables.tf

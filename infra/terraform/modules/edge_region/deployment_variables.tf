@@ -1,0 +1,1 @@
+../../shared/deployment_variables.tf
