@@ -93,6 +93,8 @@ def test_an_origin_whose_chain_does_not_extend_the_copy_is_refused_and_counted(t
         for i, sku in enumerate(catalog_skus[:12]):
             put_offer(rogue.url, ADMIN, make_offer(f"GB-rogue-{i}", sku))
         edge = _edge(tmp_path, [good, rogue])
+        # Ready can come before the first sync has landed on a loaded machine: the copy to keep is the good one's.
+        wait_until(lambda: readyz(edge)["synced_version"] > 0, timeout_s=30, what="the good origin's copy synced")
         served_before = _offer_ids(edge, catalog_skus[0])
         version = readyz(edge)["synced_version"]
         good.kill()
