@@ -399,7 +399,9 @@ def _tmpfs(path: Path, size_kb: int) -> bool:
 
 def test_a_full_or_unwritable_state_directory_does_not_stop_serving(seeded, catalog_skus, tmp_path):
     data_dir = tmp_path / "small-disk"
-    if not _tmpfs(data_dir, 512):
+    # Room for the replica's copy (about 75 KB) and a sync's files in flight beside it; the filler below takes the
+    # rest to the last byte (at 512 KB a loaded CI machine once found the disk full before the filler opened).
+    if not _tmpfs(data_dir, 2048):
         missing_part("mounting a small tmpfs (the full disk) and remounting it read-only both need root")
     try:
         # The replica's copy alone on the small disk: a file open for writing there (the profile store, the event
