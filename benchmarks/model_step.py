@@ -8,7 +8,10 @@ Requests are recent-items contexts of lognormal length (median about 20 events, 
 vocabulary, 200 candidates in each of three regions with a tenth excluded, k = 10. Prints µs per batch and per
 request for both, and the difference: what the step costs outside onnxruntime. With --ab it first checks that both
 graphs give the same answers on every batch, and ends with the medians over rounds and the median of each round's
-ragged/padded ratio (rounds alternate which graph goes first: the machine's noise falls on both).
+ragged/padded ratio (rounds alternate which graph goes first: the machine's noise falls on both). With --encode,
+for a ragged bundle, the step from the requests' item codes instead: each request's events summarised alone
+(encode_context, as the edge did before 2026-12-04) against the batch summarising all of them (request_context),
+in interleaved rounds, after checking that both give the same answers.
 """
 
 from __future__ import annotations
@@ -70,8 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=3, help="measurements, or rounds with --ab (default 3)")
     p.add_argument("--runs", type=int, default=2000, help="runs a measurement (default 2000)")
     p.add_argument("--ab", action="store_true", help="also time the other graph layout of the same model")
+    p.add_argument("--encode", action="store_true", help="time the events' summary per request against per batch")
     args = p.parse_args(argv)
     ranker = Ranker.load(args.bundle)
+    if args.encode:
+        return _encode_ab(ranker, args)
     rankers = [ranker, _other_layout(args.bundle, ranker)] if args.ab else [ranker]
     items = ranker.manifest["items"]
     rng = np.random.default_rng(1)
@@ -120,6 +126,46 @@ def main(argv: list[str] | None = None) -> int:
         for key, what in (("step", "rank_many"), ("run", "session.run")):
             ratios = [r / p for r, p in zip(measured["ragged"][key], measured["padded"][key])]
             print(f"{what} ragged/padded, median of the rounds' ratios: {statistics.median(ratios):.3f}")
+    return 0
+
+
+def _encode_ab(ranker: Ranker, args: argparse.Namespace) -> int:
+    if not ranker.ragged:
+        raise SystemExit("--encode needs a ragged bundle (edgerec model train since 2026-12-04)")
+    items = ranker.manifest["items"]
+    rng = np.random.default_rng(1)
+    candidates = np.sort(rng.choice(np.arange(1, len(items) + 1), 200, replace=False))
+    penalty = np.where(rng.random(200) < 0.1, -np.inf, 0).astype(np.float32)
+    batches = [
+        [
+            [items[i] for i in rng.integers(0, len(items), int(min(200, rng.lognormal(3, 1) + 1)))]
+            for _ in range(args.batch)
+        ]
+        for _ in range(64)
+    ]
+    ways = {"per request": ranker.encode_context, "per batch": ranker.request_context}
+
+    def step(encode, skus_batch: list[list[str]]) -> list:
+        return ranker.rank_many([(encode(skus), 1, candidates, penalty) for skus in skus_batch], 10)
+
+    for skus_batch in batches:
+        alone, together = (step(encode, skus_batch) for encode in ways.values())
+        for (a_scores, a_positions), (t_scores, t_positions) in zip(alone, together):
+            if not (np.array_equal(a_positions, t_positions) and np.allclose(a_scores, t_scores, atol=1e-5)):
+                raise SystemExit("the two summaries give different answers")
+    print("answers: the same on every request of 64 batches", flush=True)
+    measured: dict[str, list[float]] = {name: [] for name in ways}
+    for round_number in range(args.repeat):
+        order = list(ways.items())
+        for name, encode in order if round_number % 2 == 0 else order[::-1]:
+            started = time.perf_counter()
+            for i in range(args.runs):
+                step(encode, batches[i % len(batches)])
+            us = (time.perf_counter() - started) / args.runs * 1e6
+            measured[name].append(us)
+            print(f"{name}: {us:.1f} µs a batch of {args.batch}, {us / args.batch:.1f} a request", flush=True)
+    ratios = [b / r for b, r in zip(measured["per batch"], measured["per request"])]
+    print(f"per batch / per request, median of the rounds' ratios: {statistics.median(ratios):.3f}")
     return 0
 
 

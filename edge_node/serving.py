@@ -184,7 +184,7 @@ async def score(chosen: Candidates, context: ShopperContext, batcher: InferenceB
         elif context.history is not None and model.reads_profiles:
             encoded = model.encode_profile(context.history, context.now)
         else:
-            encoded = model.encode_context(context.items, ages_days=context.ages_days)
+            encoded = model.request_context(context.items, ages_days=context.ages_days)
     except Exception:  # noqa: BLE001 - any failure of the model must still leave the shopper an answer
         log.exception("model %s cannot encode a request; answering from regional popularity", model.version)
         return MODEL_ERROR

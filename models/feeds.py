@@ -8,9 +8,10 @@ from typing import Sequence
 import numpy as np
 
 from models.bundle import SLOT_INPUTS
-from models.encoding import RequestContext
+from models.encoding import RecentEvents, RequestContext, batch_event_slots
 
-Request = tuple[RequestContext, int, np.ndarray, np.ndarray]  # (context, region, candidates, penalty)
+# (context, region, candidates, penalty); RecentEvents only for ragged graphs
+Request = tuple[RequestContext | RecentEvents, int, np.ndarray, np.ndarray]
 
 
 def context_width(contexts: Sequence[RequestContext], length: int, trims: bool) -> int:
@@ -34,14 +35,28 @@ def padded_rows(
     return {name: np.concatenate(column).reshape(batch, -1) for name, column in zip(names, zip(*per_request))}
 
 
-def ragged_slots(contexts: Sequence[RequestContext]) -> dict[str, np.ndarray]:
+def ragged_slots(
+    contexts: Sequence[RequestContext | RecentEvents], default_ages: np.ndarray, width: int
+) -> dict[str, np.ndarray]:
     """The filled slots of every context, one context after another, and slot_rows: each slot's context (row). A
-    context of unknown width sends all its slots; its padding adds nothing to any score."""
-    widths = [len(c.items) if c.width is None else min(c.width, len(c.items)) for c in contexts]
-    per_request = [context.rows(len(context.items) - width) for context, width in zip(contexts, widths)]
+    context of unknown width sends all its slots; its padding adds nothing to any score. RecentEvents are
+    summarised here, all of the batch's at once, each to its strongest `width` items (batch_event_slots)."""
+    events = [c for c in contexts if isinstance(c, RecentEvents)]
+    if len(events) == len(contexts):  # a batch of requests that sent their events: the edge's usual one
+        return batch_event_slots(events, default_ages, width)
+    rows = [row for row, c in enumerate(contexts) if isinstance(c, RequestContext)]
+    encoded = [c for c in contexts if isinstance(c, RequestContext)]
+    widths = [len(c.items) if c.width is None else min(c.width, len(c.items)) for c in encoded]
+    per_request = [context.rows(len(context.items) - width) for context, width in zip(encoded, widths)]
     feeds = {name: np.concatenate(column) for name, column in zip(SLOT_INPUTS, zip(*per_request))}
-    feeds["slot_rows"] = np.repeat(np.arange(len(contexts), dtype=np.int64), widths)
-    return feeds
+    feeds["slot_rows"] = np.repeat(np.asarray(rows, dtype=np.int64), widths)
+    if not events:
+        return feeds
+    summarised = batch_event_slots(events, default_ages, width)
+    event_rows = np.asarray([row for row, c in enumerate(contexts) if isinstance(c, RecentEvents)], dtype=np.int64)
+    summarised["slot_rows"] = event_rows[summarised["slot_rows"]]
+    # Each row's slots keep their order; rows interleave, which the graph's per-row sums and maxima do not see.
+    return {name: np.concatenate((feeds[name], summarised[name])) for name in feeds}
 
 
 def request_rows(requests: Sequence[Request], width: int) -> dict[str, np.ndarray]:

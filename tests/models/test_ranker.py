@@ -8,9 +8,10 @@ import pytest
 
 from models.bundle import PROFILE_INPUTS, ROW_INPUTS, SLOT_INPUTS
 from models.data import read_transactions
-from models.encoding import few_events_context, many_events_context
+from models.encoding import RecentEvents, batch_event_slots, few_events_context, many_events_context
 from models.export import build_ranking_graph
 from models.features import ProfileSlots, RankingModel
+from models.feeds import ragged_slots
 from models.profile import DAY_SECONDS, build
 from models.runtime import Ranker, RequestContext
 from models.train import TrainingConfig, fit_ranking_model
@@ -186,6 +187,69 @@ def test_short_and_long_event_lists_are_summarised_alike(ranker: Ranker) -> None
         long = many_events_context(ranker.item_indices(skus), ranker._event_ages(skus, sent), ranker.context_length)
         assert np.array_equal(short.items, long.items) and np.allclose(short.ages_days, long.ages_days)
         assert np.allclose(short.days_since_first, long.days_since_first) and np.allclose(short.decayed, long.decayed)
+
+
+def random_events(rng: np.random.Generator, items: list[str]) -> tuple[list[str], list[float] | None]:
+    """A request's recent items as shoppers send them: none to hundreds, repeats, unknown and lower-case codes,
+    and ages that are sometimes missing, NaN or negative (the default then)."""
+    count = int(rng.choice([0, 1, 3, 20, 64, 65, 300]))
+    skus = [items[i] if i < len(items) else "NO-SUCH" for i in rng.integers(0, len(items) + 3, count)]
+    skus = [sku.lower() if rng.random() < 0.1 else sku for sku in skus]
+    if rng.random() < 0.5:
+        return skus, None
+    ages = rng.uniform(-5, 300, count)
+    ages[rng.random(count) < 0.1] = np.nan
+    return skus, ages.tolist()
+
+
+def test_a_batch_summarises_its_events_as_each_request_would_alone(ranker: Ranker) -> None:
+    """request_context leaves the summary to the batch (one vectorised pass): the same slots, in the same order, as
+    encode_context gives request by request, for the graph's width and for a narrow one that cuts items off."""
+    rng = np.random.default_rng(21)
+    items = ranker.manifest["items"]
+    defaults = np.asarray(ranker.manifest["default_ages_days"], dtype=np.float32)
+    for _ in range(40):
+        sent = [random_events(rng, items) for _ in range(int(rng.integers(1, 14)))]
+        alone = ragged_slots([ranker.encode_context(s, ages_days=a) for s, a in sent], defaults, ranker.context_length)
+        together = ragged_slots(
+            [ranker.request_context(s, ages_days=a) for s, a in sent], defaults, ranker.context_length
+        )
+        assert together.keys() == alone.keys()
+        for name in ("slot_items", "slot_rows", "slot_counts"):
+            assert np.array_equal(together[name], alone[name]), name
+        for name in SLOT_INPUTS[2:]:
+            np.testing.assert_allclose(together[name], alone[name], rtol=1e-6, err_msg=name)
+        events = [ranker.request_context(s, ages_days=a) for s, a in sent]
+        assert all(isinstance(e, RecentEvents) for e in events)
+        narrow = batch_event_slots(events, defaults, 3)  # type: ignore[arg-type]
+        for row, event in enumerate(events):
+            assert isinstance(event, RecentEvents)
+            ages = event.ages_days if event.ages_days is not None else ranker._event_ages(sent[row][0], None)
+            own = many_events_context(np.asarray(event.items, dtype=np.int64), ages, 3)
+            mine = narrow["slot_rows"] == row
+            assert np.array_equal(narrow["slot_items"][mine], own.items[3 - own.width :])
+            np.testing.assert_allclose(narrow["slot_decayed"][mine], own.decayed[3 - own.width :], rtol=1e-6)
+
+
+def test_a_batch_mixing_sent_events_and_profiles_ranks_each_as_alone(ranker: Ranker) -> None:
+    rng = np.random.default_rng(5)
+    items = ranker.manifest["items"]
+    candidates = ranker.item_indices(items[:120])
+    penalty = np.where(rng.random(len(candidates)) < 0.1, -np.inf, 0.0).astype(np.float32)
+    now = 1_320_000_000.0
+    requests = []
+    for row in range(10):
+        skus, ages = random_events(rng, items)
+        if row % 3 == 0:
+            profile = build((sku, now - row * DAY_SECONDS) for sku in skus)
+            context = ranker.encode_profile(profile, now)
+        else:
+            context = ranker.request_context(skus, ages_days=ages)  # type: ignore[assignment]
+        requests.append((context, 1 + row % 2, candidates, penalty))
+    for (context, region, _, _), (scores, positions) in zip(requests, ranker.rank_many(requests, 10)):
+        alone_scores, alone_positions = ranker.rank(context, region, candidates, penalty, 10)
+        np.testing.assert_allclose(scores, alone_scores, rtol=0, atol=1e-5)
+        assert np.array_equal(candidates[positions], candidates[alone_positions])
 
 
 def test_a_profile_ranks_as_the_request_that_sends_the_same_events(ranker: Ranker) -> None:
