@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from edgerec.cli.process import http_call
+
 from .flame import Recorder, write_flame
 from .latency import TARGET_KIND, Bench
 from .loadgen import run_wrk, write_wrk_requests, wrk_missing
@@ -109,6 +111,7 @@ def measure(
             group,
             threads=threads,
         )
+        batches_before = inference_batches(edge.url)
         profile = args.flame and round_no == 0 and workers == 1
         collapsed = bench.out / f"flame-{label(config)}.txt"
         with Recorder(edge.pid, args.duration - 1, collapsed) if profile else contextlib.nullcontext() as recorder:
@@ -124,6 +127,7 @@ def measure(
                 group,
                 threads=threads,
             )
+        result["mean_batch"] = mean_batch(batches_before, inference_batches(edge.url))
         if recorder is not None:
             png = collapsed.with_suffix(".png")
             title = f"edgerec on {server}, one worker, under wrk at full speed"
@@ -140,9 +144,30 @@ def measure(
         f"    {server:8s} {workers:3d} worker(s)  {result['rps']:10.1f} req/s  p50 {result['p50_ms']} ms"
         f"  p99 {result['p99_ms']} ms"
         f"  errors {result['errors']}  edge CPU {result['cpu_percent']}%  wrk CPU {result['loadgen_cpu_percent']}%"
-        + (f"  ({shared})" if shared else "")
+        f"  batch {result['mean_batch']}" + (f"  ({shared})" if shared else "")
     )
     return result
+
+
+def inference_batches(url: str) -> tuple[float, float]:
+    """The edge's model runs so far and the requests they scored (edgerec_inference_batch_size's count and sum,
+    all workers' with prometheus-client's multiprocess mode)."""
+    status, _, body = http_call(url, "GET", "/metrics")
+    if status != 200:
+        raise RuntimeError(f"the edge's /metrics answered HTTP {status}")
+    values = {"count": 0.0, "sum": 0.0}
+    for line in body.decode().splitlines():
+        name, _, value = line.partition(" ")
+        for key in values:
+            if name == f"edgerec_inference_batch_size_{key}":
+                values[key] += float(value)
+    return values["count"], values["sum"]
+
+
+def mean_batch(before: tuple[float, float], after: tuple[float, float]) -> float | None:
+    """Requests a model run during the measured run (runs are one per pass of the event loop that had any)."""
+    runs = after[0] - before[0]
+    return round((after[1] - before[1]) / runs, 2) if runs else None
 
 
 def summarize(rounds: list[dict[str, dict[str, Any]]], configs: list[Config]) -> list[dict[str, Any]]:
@@ -151,7 +176,7 @@ def summarize(rounds: list[dict[str, dict[str, Any]]], configs: list[Config]) ->
         runs = [r[label(config)] for r in rounds if label(config) in r]
         row = dict(runs[len(runs) // 2])  # the keys of one run, the figures below the rounds' medians
         row.pop("flame", None)
-        for key in ("rps", "p50_ms", "p99_ms", "cpu_percent", "loadgen_cpu_percent"):
+        for key in ("rps", "p50_ms", "p99_ms", "cpu_percent", "loadgen_cpu_percent", "mean_batch"):
             values = [r[key] for r in runs if r.get(key) is not None]
             row[key] = round(statistics.median(values), 3) if values else None
         row["errors"] = sum(r["errors"] for r in runs)
@@ -203,14 +228,15 @@ def write_outputs(out: Path, report: dict[str, Any]) -> list[Path]:
         f"`{report['command']}`",
         "",
         "| server | workers | req/s | req/s per worker | efficiency | p50 ms | p99 ms | errors | edge CPU % "
-        "| CPU µs/req | wrk threads | note |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| CPU µs/req | requests a model run | wrk threads | note |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for r in report["rows"]:
         lines.append(
             f"| {r['server']} | {r['workers']} | {r['rps']:.0f} | {r['rps_per_worker']:.0f} | {r['efficiency']} "
             f"| {r['p50_ms']} "
-            f"| {r['p99_ms']} | {r['errors']} | {r['cpu_percent']} | {r['cpu_us_per_request']} | {r['wrk_threads']} "
+            f"| {r['p99_ms']} | {r['errors']} | {r['cpu_percent']} | {r['cpu_us_per_request']} | {r.get('mean_batch')} "
+            f"| {r['wrk_threads']} "
             f"| {r.get('shared_cores', '')} |"
         )
     if report.get("server_ab"):

@@ -112,47 +112,49 @@ class RecentEvents:
     ages_days: np.ndarray | None = None
 
 
-def batch_event_slots(events: Sequence[RecentEvents], default_ages: np.ndarray, width: int) -> dict[str, np.ndarray]:
+def batch_event_slots(
+    events: Sequence[RecentEvents], default_ages: np.ndarray, width: int, vocabulary: int
+) -> dict[str, np.ndarray]:
     """The ragged slots of a batch of event lists, as many_events_context and models.feeds.ragged_slots give them
     request by request (the same values in the same order), in one vectorised pass over all the batch's events:
     the per-request Python of few_events_context was the edge's largest cost outside the server (docs/benchmarks.md).
 
-    An event's default age is default_ages' entry for its position from the newest (positions past it take the
-    oldest). Slots are grouped by request (slot_rows, ascending), each request's strongest `width` items kept,
-    strongest last, ties by item index."""
-    lengths = np.fromiter((len(e.items) for e in events), dtype=np.int64, count=len(events))
-    items = np.fromiter(chain.from_iterable(e.items for e in events), dtype=np.int64, count=int(lengths.sum()))
-    rows = np.repeat(np.arange(len(events), dtype=np.int64), lengths)
+    `vocabulary`: more than the largest item index. An event's default age is default_ages' entry for its position
+    from the newest (positions past it take the oldest). Slots are grouped by request (slot_rows, ascending), each
+    request's strongest `width` known items kept, strongest last, ties by item index. About 30 numpy calls a batch
+    whatever its size: a batch of one costs more than few_events_context, one of four about the same."""
+    lengths = [len(e.items) for e in events]
+    total = sum(lengths)
+    if not total:
+        nothing = np.empty(0, dtype=np.int64)
+        return dict(zip(_SLOT_NAMES, (nothing, *(np.empty(0, dtype=np.float32),) * 4, nothing)))
+    items = np.fromiter(chain.from_iterable(e.items for e in events), dtype=np.int64, count=total)
+    rows = np.repeat(np.arange(len(events)), lengths)
     ends = np.cumsum(lengths)
-    from_oldest_default = np.arange(len(items)) - ends[rows] + len(default_ages)  # the newest: the last default
-    ages = default_ages[np.maximum(from_oldest_default, 0)]
-    for event, end, length in zip(events, ends.tolist(), lengths.tolist()):
+    position = np.arange(len(default_ages) - total, len(default_ages))  # in default_ages, counted from the newest
+    position += (total - ends)[rows]
+    ages = default_ages[np.maximum(position, 0, out=position)]
+    for event, end, length in zip(events, ends.tolist(), lengths):
         if event.ages_days is not None:
             ages[end - length : end] = event.ages_days
-    known = items > 0
-    vocabulary = int(items.max(initial=0)) + 1
-    key = rows[known] * vocabulary + items[known]
+    key = rows * vocabulary + items
     order = np.argsort(key, kind="stable")  # runs of one (request, item), in event order: summed by reduceat
-    key, days = key[order], ages[known][order].astype(np.float64)
-    if not len(key):
-        empty = np.empty(0, dtype=np.float32)
-        return dict(zip(_SLOT_NAMES, (key, empty, empty, empty, empty, key)))
-    is_start = np.empty(len(key), dtype=bool)
-    is_start[0] = True
-    np.not_equal(key[1:], key[:-1], out=is_start[1:])
-    starts = np.flatnonzero(is_start)
+    key, days = key[order], ages[order].astype(np.float64)
+    starts = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1])))
     decayed = np.add.reduceat(np.exp(days * (-1.0 / DECAY_DAYS)), starts)
     run_rows, run_items = np.divmod(key[starts], vocabulary)
+    decayed[run_items == 0] = -1.0  # the unknown item: weaker than any known one, and dropped below
     strength = np.lexsort((run_items, decayed, run_rows))  # by request, then weakest first, ties by item
-    run_rows = run_rows[strength]
-    from_strongest = np.cumsum(np.bincount(run_rows, minlength=len(events)))[run_rows] - np.arange(len(strength))
-    kept = strength[from_strongest <= width]
+    ranked_rows = run_rows[strength]
+    from_strongest = np.cumsum(np.bincount(ranked_rows, minlength=len(events)))[ranked_rows] - np.arange(len(strength))
+    keep = (from_strongest <= width) & (run_items[strength] > 0)
+    kept = strength[keep]
     columns = (
         run_items[kept],
-        np.diff(starts, append=len(key))[kept].astype(np.float32),
+        (np.append(starts[1:], len(key)) - starts)[kept].astype(np.float32),
         np.minimum.reduceat(days, starts)[kept].astype(np.float32),
         np.maximum.reduceat(days, starts)[kept].astype(np.float32),
         decayed[kept].astype(np.float32),
-        run_rows[from_strongest <= width],
+        ranked_rows[keep],
     )
     return dict(zip(_SLOT_NAMES, columns))

@@ -36,14 +36,15 @@ def padded_rows(
 
 
 def ragged_slots(
-    contexts: Sequence[RequestContext | RecentEvents], default_ages: np.ndarray, width: int
+    contexts: Sequence[RequestContext | RecentEvents], default_ages: np.ndarray, width: int, vocabulary: int
 ) -> dict[str, np.ndarray]:
     """The filled slots of every context, one context after another, and slot_rows: each slot's context (row). A
     context of unknown width sends all its slots; its padding adds nothing to any score. RecentEvents are
-    summarised here, all of the batch's at once, each to its strongest `width` items (batch_event_slots)."""
+    summarised here, all of the batch's at once, each to its strongest `width` items (batch_event_slots; item
+    indices below `vocabulary`)."""
     events = [c for c in contexts if isinstance(c, RecentEvents)]
     if len(events) == len(contexts):  # a batch of requests that sent their events: the edge's usual one
-        return batch_event_slots(events, default_ages, width)
+        return batch_event_slots(events, default_ages, width, vocabulary)
     rows = [row for row, c in enumerate(contexts) if isinstance(c, RequestContext)]
     encoded = [c for c in contexts if isinstance(c, RequestContext)]
     widths = [len(c.items) if c.width is None else min(c.width, len(c.items)) for c in encoded]
@@ -52,7 +53,7 @@ def ragged_slots(
     feeds["slot_rows"] = np.repeat(np.asarray(rows, dtype=np.int64), widths)
     if not events:
         return feeds
-    summarised = batch_event_slots(events, default_ages, width)
+    summarised = batch_event_slots(events, default_ages, width, vocabulary)
     event_rows = np.asarray([row for row, c in enumerate(contexts) if isinstance(c, RecentEvents)], dtype=np.int64)
     summarised["slot_rows"] = event_rows[summarised["slot_rows"]]
     # Each row's slots keep their order; rows interleave, which the graph's per-row sums and maxima do not see.

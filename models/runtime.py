@@ -362,7 +362,7 @@ class Ranker:
             return [(np.empty(0, dtype=np.float32), np.empty(0, dtype=np.int64)) for _ in requests]
         contexts = [context for context, _, _, _ in requests]
         if self.ragged:
-            feeds = ragged_slots(contexts, self._default_ages, self.context_length)
+            feeds = ragged_slots(contexts, self._default_ages, self.context_length, len(self._item_index) + 1)
         else:
             feeds = padded_rows(contexts, self._row_names, self.context_length, self.trims_context)
         feeds.update(request_rows(requests, width), k=self._scalar(k))

@@ -20,6 +20,7 @@ def test_the_workers_benchmark_measures_each_count_with_a_real_edge_and_plots_th
     for row in rows.values():
         assert row["errors"] == 0 and row["rps"] > 50, row
         assert 0 < row["cpu_us_per_request"] < 100_000, row
+        assert row["mean_batch"] >= 1.0, row  # the edge's own count of requests a model run, from /metrics
     assert rows[1]["efficiency"] == 1.0
     assert rows[1]["placement"]["pinned"] and rows[1]["placement"]["server_cores"] == [0]
     # Two workers on this 2-core machine leave no core for wrk: the row says its figure is shared with the load.

@@ -208,12 +208,11 @@ def test_a_batch_summarises_its_events_as_each_request_would_alone(ranker: Ranke
     rng = np.random.default_rng(21)
     items = ranker.manifest["items"]
     defaults = np.asarray(ranker.manifest["default_ages_days"], dtype=np.float32)
-    for _ in range(40):
-        sent = [random_events(rng, items) for _ in range(int(rng.integers(1, 14)))]
-        alone = ragged_slots([ranker.encode_context(s, ages_days=a) for s, a in sent], defaults, ranker.context_length)
-        together = ragged_slots(
-            [ranker.request_context(s, ages_days=a) for s, a in sent], defaults, ranker.context_length
-        )
+    edge_cases: list[list[tuple[list[str], list[float] | None]]] = [[([], None)], [(["NO-SUCH"], None), ([], None)]]
+    for sent in edge_cases + [[random_events(rng, items) for _ in range(int(rng.integers(1, 14)))] for _ in range(40)]:
+        shape = (defaults, ranker.context_length, len(items) + 1)
+        alone = ragged_slots([ranker.encode_context(s, ages_days=a) for s, a in sent], *shape)
+        together = ragged_slots([ranker.request_context(s, ages_days=a) for s, a in sent], *shape)
         assert together.keys() == alone.keys()
         for name in ("slot_items", "slot_rows", "slot_counts"):
             assert np.array_equal(together[name], alone[name]), name
@@ -221,7 +220,7 @@ def test_a_batch_summarises_its_events_as_each_request_would_alone(ranker: Ranke
             np.testing.assert_allclose(together[name], alone[name], rtol=1e-6, err_msg=name)
         events = [ranker.request_context(s, ages_days=a) for s, a in sent]
         assert all(isinstance(e, RecentEvents) for e in events)
-        narrow = batch_event_slots(events, defaults, 3)  # type: ignore[arg-type]
+        narrow = batch_event_slots(events, defaults, 3, len(items) + 1)  # type: ignore[arg-type]
         for row, event in enumerate(events):
             assert isinstance(event, RecentEvents)
             ages = event.ages_days if event.ages_days is not None else ranker._event_ages(sent[row][0], None)
