@@ -2,12 +2,13 @@
 and the breaker that sends answers to the fallback while the model is over its latency budget.
 
 uvicorn parses every request that arrived in a pass of the loop and starts its task; each task takes its request
-to its candidates and encoded context and waits here. The first one schedules the flush two passes on (a
-call_soon that call_soons it), so a batch holds the requests that became ready in that pass and the next: one at
-low load (the wait added is one empty pass of the loop, a few µs), more under saturation, where the per-run costs
-of ORT (about 40 nodes), of summarising the batch's events (about 30 numpy calls) and cold caches are shared.
-Flushing in the very next pass gave 4.7 requests a run under wrk on one worker of the 2-core machine, the second
-pass 7.6, and 14-16% more answers a second at a lower p99 (`python -m benchmarks.scaling --workers 1`, A/B).
+to its candidates and encoded context and waits here. The first one starts the batch, which gathers while each
+pass of the loop brings more requests, for at most MAX_PASSES passes, then runs: one request at low load (the
+wait added is two passes of the loop with nothing else to do, a few µs), more under saturation, where the per-run
+costs of ORT (about 40 nodes), of summarising the batch's events (about 30 numpy calls) and cold caches are
+shared. Under wrk on one worker of the 2-core machine, flushing in the very next pass gave 4.7 requests a run and
+6,000-6,200 answers a second; gathering so, 14.3 and 8,270, at a lower p99 (`python -m benchmarks.scaling
+--workers 1`, A/B).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from .traces import model_spans
 log = logging.getLogger("edgerec.edge")
 
 MAX_BATCH = 64  # bounds one run (about 1.5 ms on the 2-core machine at 200 candidates) and so the wait
+MAX_PASSES = 4  # passes of the event loop a batch may gather requests in, while each pass brings more
 # Why the model did not score a request (the answer then comes from the fallback and says this reason).
 FALLBACK_MODEL_ERROR = "model_error"
 FALLBACK_LATENCY_BUDGET = "latency_budget"
@@ -94,6 +96,7 @@ class InferenceBatcher:
         batch_sizes: Any,
         max_batch: int = MAX_BATCH,
         tracing: Tracing = DISABLED,
+        max_passes: int = MAX_PASSES,
     ) -> None:
         self.breaker = breaker
         self.tracing = tracing
@@ -101,6 +104,7 @@ class InferenceBatcher:
         self._inference = inference_seconds  # prometheus Histogram: seconds per run
         self._batch_sizes = batch_sizes  # prometheus Histogram: requests per run
         self._pending: list[tuple[ScoreRequest, asyncio.Future[Scores]]] = []
+        self.max_passes = max_passes
 
     def submit(self, request: ScoreRequest) -> asyncio.Future[Scores]:
         """A future of the request's Scores, done once its run is (a failed run gives MODEL_ERROR); never raises.
@@ -108,10 +112,19 @@ class InferenceBatcher:
         One future per request, not one per batch: cancelling a request's task cancels its future only."""
         loop = asyncio.get_running_loop()
         if not self._pending:
-            loop.call_soon(loop.call_soon, self._flush)  # the next pass's ready requests join too
+            loop.call_soon(self._gather, loop, 1, 0)
         waiter = loop.create_future()
         self._pending.append((request, waiter))
         return waiter
+
+    def _gather(self, loop: asyncio.AbstractEventLoop, passes: int, seen: int) -> None:
+        """Runs once a pass while the batch gathers (`seen`: its requests at the last call, 0 at the first): flushes
+        when the last pass brought no request, when it has waited max_passes passes, or when it is full."""
+        count = len(self._pending)
+        if count > seen and passes < self.max_passes and count < self.max_batch:
+            loop.call_soon(self._gather, loop, passes + 1, count)
+        else:
+            self._flush()
 
     def _flush(self) -> None:
         pending, self._pending = self._pending, []

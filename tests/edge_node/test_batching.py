@@ -94,6 +94,35 @@ def test_requests_ready_together_share_a_run_and_get_the_answers_they_get_alone(
     assert registry.get_sample_value("run_seconds_count") == 2
 
 
+async def _staggered(batcher: InferenceBatcher, state: EdgeState, bodies: list[bytes], passes_apart: int):
+    """The requests' walks started `passes_apart` passes of the event loop after one another."""
+    walks = []
+    for body in bodies:
+        walks.append(asyncio.ensure_future(_walk(batcher, state, body)))
+        for _ in range(passes_apart):
+            await asyncio.sleep(0)
+    return await asyncio.gather(*walks)
+
+
+@pytest.mark.parametrize(
+    ("passes_apart", "max_passes", "runs"),
+    [
+        (1, 4, 1),  # each pass brings one more: all four gather into one run
+        (1, 2, 2),  # ... but a batch waits max_passes passes at most
+        (3, 4, 4),  # a pass that brings nothing ends the wait: requests further apart run alone
+    ],
+)
+def test_a_batch_gathers_while_each_pass_brings_requests_and_no_longer(
+    state, catalog_skus, passes_apart, max_passes, runs
+):
+    registry, run_seconds, batch_sizes = _histograms()
+    breaker = ModelBreaker(RULES.model_budget_ms, RULES.breaker_cooldown_s)
+    batcher = InferenceBatcher(breaker, run_seconds, batch_sizes, max_passes=max_passes)
+    answers = asyncio.run(_staggered(batcher, state, _bodies(catalog_skus, 4), passes_apart))
+    assert all(answer.fallback is None for answer in answers)
+    assert registry.get_sample_value("batch_size_count") == runs and registry.get_sample_value("batch_size_sum") == 4
+
+
 def test_a_request_the_model_fails_on_falls_back_alone_and_its_batch_is_served(state, catalog_skus):
     # An item index beyond the model's vocabulary makes onnxruntime's Gather fail: a real model error, in DE only.
     broken = dataclasses.replace(state.catalogs["DE"], candidates=np.full_like(state.catalogs["DE"].candidates, 10**6))
