@@ -25,6 +25,9 @@ PROFILE_ROWS = (
     "profile_decayed",
 )
 CONTEXT_ROWS = ("context_items", "context_ages_days")
+# Ragged graphs (since 2026-12-04, later that day) read the filled slots of the whole batch, each slot's row in
+# slot_rows: the same per-item summary as PROFILE_ROWS.
+SLOT_ROWS = ("slot_items", "slot_counts", "slot_days_since_last", "slot_days_since_first", "slot_decayed")
 SHARED_FEEDS = {"region", "candidates", "penalty", "k"}
 DEFAULT_DECAY_DAYS = 180.0  # models/profile.py's, for manifests that do not say
 
@@ -65,17 +68,21 @@ class Scorer:
         )
         graph_inputs = self._session.get_inputs()
         names = {i.name for i in graph_inputs}
-        self.reads_profiles = graph_inputs[0].name == PROFILE_ROWS[0]
-        if self.reads_profiles:
-            self._rows: tuple[str, ...] = PROFILE_ROWS
+        self.ragged = graph_inputs[0].name == SLOT_ROWS[0]
+        self.reads_profiles = self.ragged or graph_inputs[0].name == PROFILE_ROWS[0]
+        if self.ragged:
+            self._rows: tuple[str, ...] = SLOT_ROWS
+        elif self.reads_profiles:
+            self._rows = PROFILE_ROWS
         else:
             self._rows = tuple(n for n in CONTEXT_ROWS if n in names)
-        if names != set(self._rows) | SHARED_FEEDS:
+        if names != set(self._rows) | SHARED_FEEDS | ({"slot_rows"} if self.ragged else set()):
             # The graph's signature moved on: say so rather than serve something else than the edge does.
             raise ValueError(f"the ranking graph takes {sorted(names)}; this scorer feeds {self._rows} and more")
         first_shape = graph_inputs[0].shape
-        self.batched = len(first_shape) == 2  # graphs since 2026-12 take a batch of requests
-        self._trims = self.batched and not isinstance(first_shape[1], int)  # and since 12-01 any width up to L
+        self.batched = self.ragged or len(first_shape) == 2  # graphs since 2026-12 take a batch of requests
+        # and since 12-01 any width up to L
+        self._trims = self.ragged or (self.batched and not isinstance(first_shape[1], int))
         self._length = int(manifest["context_length"])
         self._default_ages = np.asarray(manifest["default_ages_days"], dtype=np.float32)
         self._decay_days = float((manifest.get("profile") or {}).get("decay_days", DEFAULT_DECAY_DAYS))
@@ -138,8 +145,12 @@ class Scorer:
     def _run_batch(self, requests: Sequence[tuple[Sequence[str], str, int, Sequence[str]]]) -> list[Answer]:
         regions = [self._regions[region.upper()] for _, region, _, _ in requests]
         encoded = [self._row(recent) for recent, _, _, _ in requests]
-        width = max(1, max(filled for filled, _ in encoded)) if self._trims else self._length
-        columns = [np.stack([row[c][self._length - width :] for _, row in encoded]) for c in range(len(self._rows))]
+        if self.ragged:  # each row's filled slots, one row after another
+            columns = [np.concatenate([row[c][self._length - filled :] for filled, row in encoded]) for c in range(5)]
+            slot_rows = np.repeat(np.arange(len(encoded), dtype=np.int64), [filled for filled, _ in encoded])
+        else:
+            width = max(1, max(filled for filled, _ in encoded)) if self._trims else self._length
+            columns = [np.stack([row[c][self._length - width :] for _, row in encoded]) for c in range(len(self._rows))]
         count = max(len(r.candidates) for r in regions)
         candidates = np.zeros((len(requests), count), dtype=np.int64)
         penalties = np.full((len(requests), count), -np.inf, dtype=np.float32)
@@ -148,6 +159,8 @@ class Scorer:
             penalties[i, : len(region.candidates)] = self._penalty(region, exclude)
         k = max(k for _, _, k, _ in requests)
         feeds: dict[str, Any] = dict(zip(self._rows, columns))
+        if self.ragged:
+            feeds["slot_rows"] = slot_rows
         feeds.update(
             region=np.array([r.index for r in regions], dtype=np.int64),
             candidates=candidates,
