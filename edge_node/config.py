@@ -12,6 +12,7 @@ from urllib.parse import urlparse
 
 from edgerec.core.access import parse_access_log
 from edgerec.core.settings import (
+    ConfigError,
     ConfiguredBy,
     SettingError,
     production_mode,
@@ -22,17 +23,12 @@ from edgerec.core.settings import (
 )
 from edgerec.core.shutdown import DEFAULT_DRAIN_S, DEFAULT_SHUTDOWN_TIMEOUT_S
 from edgerec.core.tls import DEFAULT_RELOAD_INTERVAL_S, client_context, server_context
-from edgerec.core.tracing import TracingError, check_installed
 from origin_sync.wire.fields import parse_regions
 from origin_sync.wire.signing import Verifier
 
 from .cdn import CdnPolicy
 from .rules import Rules
 from .settings import EdgeSettings, parse_markets
-
-
-class ConfigError(SettingError):
-    """A setting is missing or invalid; the message names the flag and the variable."""
 
 
 @dataclass(frozen=True)
@@ -135,11 +131,7 @@ class EdgeConfig(ConfiguredBy):
                 require_tls_beyond_loopback("--origin/EDGEREC_ORIGIN_URL", origin.strip())
         _check_tls_files(settings)
         profile_redis_url = _profile_redis_url(settings)
-        if settings.trace_sample > 0:
-            try:
-                check_installed(settings.trace_exporter)
-            except TracingError as exc:
-                raise ConfigError(str(exc)) from None
+        settings.check_tracing_installed()
         cdn = CdnPolicy(
             secrets=cdn_secrets,
             geo_headers=tuple(h.strip().lower() for h in settings.geo_headers.split(",") if h.strip()),

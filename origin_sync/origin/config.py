@@ -9,18 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgerec.core.access import parse_access_log
-from edgerec.core.settings import ConfiguredBy, SettingError, production_mode
+from edgerec.core.settings import ConfigError, ConfiguredBy, SettingError, production_mode
 from edgerec.core.shutdown import DEFAULT_DRAIN_S, DEFAULT_SHUTDOWN_TIMEOUT_S
 from edgerec.core.tls import DEFAULT_RELOAD_INTERVAL_S, server_context
-from edgerec.core.tracing import TracingError, check_installed
 from origin_sync.origin.credentials import Credentials
 from origin_sync.origin.settings import OriginSettings, parse_event_sinks, parse_retention
 from origin_sync.origin.tokens import hash_credentials, read_token_settings, refuse_weak_origin_secrets
 from origin_sync.wire.signing import Signer, load_private_key
-
-
-class ConfigError(SettingError):
-    """A setting is missing or invalid; the message names the flag and the variable."""
 
 
 @dataclass(frozen=True)
@@ -84,11 +79,7 @@ class OriginConfig(ConfiguredBy):
                     "in front of it with --behind-tls-proxy/EDGEREC_ORIGIN_BEHIND_TLS_PROXY=true"
                 )
         retention_versions, retention_seconds = parse_retention(settings.log_retention)
-        if settings.trace_sample > 0:
-            try:
-                check_installed(settings.trace_exporter)
-            except TracingError as exc:
-                raise ConfigError(str(exc)) from None
+        settings.check_tracing_installed()
         return cls(
             host=settings.host,
             port=settings.port,
