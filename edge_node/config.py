@@ -10,9 +10,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from edgerec.core.access import parse_access_log
+from edgerec.core.service import ServiceConfig
 from edgerec.core.settings import (
-    ConfiguredBy,
+    ConfigError,
     SettingError,
     production_mode,
     require_strong_secrets,
@@ -20,9 +20,7 @@ from edgerec.core.settings import (
     secret_from_env,
     secret_values_from_env,
 )
-from edgerec.core.shutdown import DEFAULT_DRAIN_S, DEFAULT_SHUTDOWN_TIMEOUT_S
 from edgerec.core.tls import DEFAULT_RELOAD_INTERVAL_S, client_context, server_context
-from edgerec.core.tracing import TracingError, check_installed
 from origin_sync.wire.fields import parse_regions
 from origin_sync.wire.signing import Verifier
 
@@ -31,16 +29,10 @@ from .rules import Rules
 from .settings import EdgeSettings, parse_markets
 
 
-class ConfigError(SettingError):
-    """A setting is missing or invalid; the message names the flag and the variable."""
-
-
 @dataclass(frozen=True)
-class EdgeConfig(ConfiguredBy):
+class EdgeConfig(ServiceConfig):
     settings_class = EdgeSettings
 
-    host: str
-    port: int
     origin_url: str
     regions: tuple[str, ...]
     sync_token: str
@@ -56,7 +48,6 @@ class EdgeConfig(ConfiguredBy):
     sync_backoff_max_s: float = 10.0
     workers: int = 1
     event_spool_max_mb: int = 1024  # the event spool's bound on disk; past it new events are dropped and counted
-    access_log_rate: float = 0.0  # the share of requests with an access log line (EDGEREC_ACCESS_LOG); 0 = off
     events: bool = True  # impressions recorded and /v1/events taken; off: neither (EDGEREC_EVENTS=off)
     events_ack: str = "write"  # a 202 of /v1/events once its events are written, or "fsync": fdatasync'ed too
     pseudonym_key: str = ""  # EDGEREC_PSEUDONYM_KEY: the keyed hash of shopper ids in events (secret)
@@ -70,7 +61,6 @@ class EdgeConfig(ConfiguredBy):
     tls_cert_file: str = ""  # the shopper listener serves HTTPS with these ("" = plain HTTP behind a CDN/LB)
     tls_key_file: str = ""
     tls_reload_interval_s: float = DEFAULT_RELOAD_INTERVAL_S  # checks of the listener's and client's certificate files
-    production: bool = False
     # Shopper profiles (edge_node.shoppers): "embedded", "redis" or "off"; no store without a pseudonym key.
     profile_store: str = "embedded"
     profile_dir: str = ""  # the embedded store's directory ("" = <data_dir>/profiles)
@@ -82,10 +72,6 @@ class EdgeConfig(ConfiguredBy):
     profile_redis_prefix: str = "edgerec:profile:"
     profile_read_timeout_s: float = 0.005
     profile_write_timeout_s: float = 0.05
-    trace_sample: float = 0.0  # share of new traces recorded; 0 = tracing off (EDGEREC_TRACE_SAMPLE)
-    trace_exporter: str = "otlp"
-    drain_s: float = DEFAULT_DRAIN_S  # after SIGTERM, /readyz 503 draining while answers go on (EDGEREC_DRAIN_S)
-    shutdown_timeout_s: float = DEFAULT_SHUTDOWN_TIMEOUT_S  # SIGTERM to exit, drain included
 
     @property
     def profile_directory(self) -> Path:
@@ -135,11 +121,7 @@ class EdgeConfig(ConfiguredBy):
                 require_tls_beyond_loopback("--origin/EDGEREC_ORIGIN_URL", origin.strip())
         _check_tls_files(settings)
         profile_redis_url = _profile_redis_url(settings)
-        if settings.trace_sample > 0:
-            try:
-                check_installed(settings.trace_exporter)
-            except TracingError as exc:
-                raise ConfigError(str(exc)) from None
+        settings.check_tracing_installed()
         cdn = CdnPolicy(
             secrets=cdn_secrets,
             geo_headers=tuple(h.strip().lower() for h in settings.geo_headers.split(",") if h.strip()),
@@ -155,8 +137,7 @@ class EdgeConfig(ConfiguredBy):
             model_budget_ms=settings.model_budget_ms,
         )
         return cls(
-            host=settings.host,
-            port=settings.port,
+            **cls.common_fields(settings, production),
             origin_url=settings.origin,
             regions=regions,
             sync_token=sync_token,
@@ -172,7 +153,6 @@ class EdgeConfig(ConfiguredBy):
             default_k=min(10, settings.max_k),
             workers=settings.workers,
             event_spool_max_mb=settings.event_spool_max_mb,
-            access_log_rate=parse_access_log(settings.access_log),
             events=settings.events == "on",
             events_ack=settings.events_ack,
             pseudonym_key=pseudonym_key,
@@ -186,7 +166,6 @@ class EdgeConfig(ConfiguredBy):
             tls_cert_file=settings.tls_cert,
             tls_key_file=settings.tls_key,
             tls_reload_interval_s=settings.tls_reload_interval,
-            production=production,
             profile_store=settings.profile_store,
             profile_dir=settings.profile_dir,
             profile_budget_bytes=settings.profile_budget_mb * 1024 * 1024,
@@ -197,10 +176,6 @@ class EdgeConfig(ConfiguredBy):
             profile_redis_prefix=settings.profile_redis_prefix,
             profile_read_timeout_s=settings.profile_read_timeout_ms / 1000.0,
             profile_write_timeout_s=settings.profile_write_timeout_ms / 1000.0,
-            trace_sample=settings.trace_sample,
-            trace_exporter=settings.trace_exporter,
-            drain_s=settings.drain,
-            shutdown_timeout_s=settings.shutdown_timeout,
         )
 
 

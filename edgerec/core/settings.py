@@ -53,6 +53,11 @@ class SettingError(ValueError):
     """A setting is missing or invalid; the message names the variable or flag, never a secret's value."""
 
 
+class ConfigError(SettingError):
+    """A service's settings refused at start as its config checks them together (edge_node.config,
+    origin_sync.origin.config): the message names the flag and the variable."""
+
+
 def secret_from_env(variable: str, environ: Mapping[str, str] | None = None) -> str:
     """A secret's text: the variable's value, or the contents of the file `<variable>_FILE` names (stripped).
 

@@ -16,7 +16,7 @@ from typing import Any, Iterator, Mapping, MutableMapping, Sequence
 
 from pydantic import field_validator
 
-from .settings import ServiceSettings, setting
+from .settings import ConfigError, ServiceSettings, setting
 
 TRACEPARENT = "traceparent"
 EXPORTERS = ("otlp", "console", "file:PATH")
@@ -77,6 +77,14 @@ class TraceSettings(ServiceSettings):
     @classmethod
     def _exporter(cls, spec: str) -> str:
         return check_exporter(spec)
+
+    def check_tracing_installed(self) -> None:
+        """At a service's start: with tracing on, the packages it needs are installed (check_installed)."""
+        if self.trace_sample > 0:
+            try:
+                check_installed(self.trace_exporter)
+            except TracingError as exc:
+                raise ConfigError(str(exc)) from None
 
 
 @dataclass(frozen=True)

@@ -8,27 +8,19 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgerec.core.access import parse_access_log
-from edgerec.core.settings import ConfiguredBy, SettingError, production_mode
-from edgerec.core.shutdown import DEFAULT_DRAIN_S, DEFAULT_SHUTDOWN_TIMEOUT_S
+from edgerec.core.service import ServiceConfig
+from edgerec.core.settings import ConfigError, SettingError, production_mode
 from edgerec.core.tls import DEFAULT_RELOAD_INTERVAL_S, server_context
-from edgerec.core.tracing import TracingError, check_installed
 from origin_sync.origin.credentials import Credentials
 from origin_sync.origin.settings import OriginSettings, parse_event_sinks, parse_retention
 from origin_sync.origin.tokens import hash_credentials, read_token_settings, refuse_weak_origin_secrets
 from origin_sync.wire.signing import Signer, load_private_key
 
 
-class ConfigError(SettingError):
-    """A setting is missing or invalid; the message names the flag and the variable."""
-
-
 @dataclass(frozen=True)
-class OriginConfig(ConfiguredBy):
+class OriginConfig(ServiceConfig):
     settings_class = OriginSettings
 
-    host: str
-    port: int
     db_path: Path
     blob_dir: Path
     credentials: Credentials  # digests only; reloaded at run time from the same settings (see load_credentials)
@@ -48,14 +40,8 @@ class OriginConfig(ConfiguredBy):
     sync_rate_limit_rps: float = 100.0  # per sync token, shared by every edge worker presenting it; 0 = no limit
     sync_rate_limit_burst: int = 500
     audit_retention_s: float | None = 365 * 86400.0
-    access_log_rate: float = 0.0  # the share of requests with an access log line (EDGEREC_ACCESS_LOG); 0 = off
     tls: OriginTls | None = None  # HTTPS listener; None = plain HTTP (loopback/dev, or behind a TLS proxy)
     behind_tls_proxy: bool = False  # declared: a proxy in front terminates TLS (lets production serve plain HTTP)
-    production: bool = False
-    trace_sample: float = 0.0  # share of new traces recorded; 0 = tracing off (EDGEREC_TRACE_SAMPLE)
-    trace_exporter: str = "otlp"
-    drain_s: float = DEFAULT_DRAIN_S  # after SIGTERM, /readyz 503 draining while requests go on (EDGEREC_DRAIN_S)
-    shutdown_timeout_s: float = DEFAULT_SHUTDOWN_TIMEOUT_S  # SIGTERM to exit, drain included
     sequential_tuning_n: int = 5000  # units per variant at which the reports' mSPRT is most powerful
 
     def __repr__(self) -> str:  # no secret in a log line or a traceback
@@ -84,14 +70,9 @@ class OriginConfig(ConfiguredBy):
                     "in front of it with --behind-tls-proxy/EDGEREC_ORIGIN_BEHIND_TLS_PROXY=true"
                 )
         retention_versions, retention_seconds = parse_retention(settings.log_retention)
-        if settings.trace_sample > 0:
-            try:
-                check_installed(settings.trace_exporter)
-            except TracingError as exc:
-                raise ConfigError(str(exc)) from None
+        settings.check_tracing_installed()
         return cls(
-            host=settings.host,
-            port=settings.port,
+            **cls.common_fields(settings, production),
             db_path=Path(settings.db),
             blob_dir=Path(settings.blob_dir),
             credentials=credentials,
@@ -111,14 +92,8 @@ class OriginConfig(ConfiguredBy):
             sync_rate_limit_rps=settings.sync_rate_limit_rps,
             sync_rate_limit_burst=settings.sync_rate_limit_burst,
             audit_retention_s=parse_retention(settings.audit_retention)[1],
-            access_log_rate=parse_access_log(settings.access_log),
             tls=tls,
             behind_tls_proxy=settings.behind_tls_proxy,
-            production=production,
-            trace_sample=settings.trace_sample,
-            trace_exporter=settings.trace_exporter,
-            drain_s=settings.drain,
-            shutdown_timeout_s=settings.shutdown_timeout,
             sequential_tuning_n=settings.sequential_tuning_n,
         )
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import subprocess
-import sys
 import time
 
 import pytest
@@ -15,6 +13,7 @@ import pytest
 from edgerec.cli.process import http_call, http_json
 from edgerec.cli.services import Cluster
 from origin_sync.wire.events import encode_batch, pseudonym_key, pseudonymize
+from tests.cli_support import run_cli
 from tests.conftest import seed
 from tests.conftest import wait_until as wait_for
 
@@ -226,43 +225,21 @@ def test_erasure_removes_one_shoppers_events_and_the_report_reads_the_rest(seede
         time.sleep(0.02)
     expected = shop(edge, range(100), catalog_skus) + probes
     wait_for(lambda: stored(cluster) == expected, what="the events at the origin")
-    env = {
-        "EDGEREC_ADMIN_TOKEN": cluster.admin_token,
-        "EDGEREC_PSEUDONYM_KEY": cluster.pseudonym_key,
-        "PATH": "/usr/bin:/bin",
-    }
+    origin, token = ("--origin", cluster.origin.url), cluster.admin_token
+    pseudonym_env = {"EDGEREC_PSEUDONYM_KEY": cluster.pseudonym_key}
     pseudonym = pseudonymize(pseudonym_key(cluster.pseudonym_key), "shopper-6")
     assert stored(cluster, "SELECT COUNT(*) FROM events WHERE shopper = ?", (pseudonym,)) == 3
-    erase = subprocess.run(
-        [sys.executable, "-m", "edgerec", "events", "erase", "--shopper", "shopper-6", "--origin", cluster.origin.url],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    # The CLI hashes the shopper id itself, with the edges' pseudonym key.
+    erase = run_cli(
+        "events", "erase", "--shopper", "shopper-6", *origin, admin_token=token, env=pseudonym_env, timeout=60
     )
     assert erase.returncode == 0 and "erased 3 events" in erase.stdout, erase.stderr
     assert stored(cluster, "SELECT COUNT(*) FROM events WHERE shopper = ?", (pseudonym,)) == 0
     assert stored(cluster) == expected - 3
 
     plot = tmp_path / "e1.png"
-    report = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "edgerec",
-            "experiments",
-            "report",
-            "e1",
-            "--json",
-            "--plot",
-            str(plot),
-            "--origin",
-            cluster.origin.url,
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    report = run_cli(
+        "experiments", "report", "e1", "--json", "--plot", str(plot), *origin, admin_token=token, timeout=120
     )
     assert report.returncode == 0, report.stderr
     result = json.loads(report.stdout)
@@ -270,13 +247,7 @@ def test_erasure_removes_one_shoppers_events_and_the_report_reads_the_rest(seede
     assert sum(v["impressions"] for v in variants.values()) == 99 + 1  # shopper-6's was erased; x's probe
     assert sum(v["clicks"] for v in variants.values()) == 99  # every shopper clicked (not the probe)
     assert result["sample_ratio"]["p_value"] is not None and plot.stat().st_size > 1000
-    text = subprocess.run(
-        [sys.executable, "-m", "edgerec", "experiments", "report", "e1", "--origin", cluster.origin.url],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    text = run_cli("experiments", "report", "e1", *origin, admin_token=token, timeout=120)
     assert "sample ratio" in text.stdout and "winner" in text.stdout, text.stderr
 
 

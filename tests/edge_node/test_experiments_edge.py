@@ -4,14 +4,13 @@ with both models side by side, the same shopper in the same variant on every edg
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 
 import pytest
 
 from edgerec.cli.process import http_json
 from origin_sync.wire.experiments import assign
+from tests.cli_support import run_cli
 from tests.conftest import make_offer
 
 
@@ -100,22 +99,10 @@ def test_an_experiment_takes_effect_atomically_with_its_data_version_and_splits_
     assert status == 200 and cached["experiment"] is None
 
     # Stopping it (CLI: end = now) takes it out with the next data version.
-    env = {"EDGEREC_ADMIN_TOKEN": cluster.admin_token, "PATH": "/usr/bin:/bin"}
-    stop = subprocess.run(
-        [sys.executable, "-m", "edgerec", "experiments", "stop", "ranker-v2", "--origin", cluster.origin.url],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    origin, token = ("--origin", cluster.origin.url), cluster.admin_token
+    stop = run_cli("experiments", "stop", "ranker-v2", *origin, admin_token=token, timeout=60)
     assert stop.returncode == 0, stop.stderr
-    listing = subprocess.run(
-        [sys.executable, "-m", "edgerec", "experiments", "list", "--origin", cluster.origin.url],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    listing = run_cli("experiments", "list", *origin, admin_token=token, timeout=60)
     assert "ranker-v2\tended" in listing.stdout, listing.stdout + listing.stderr
     deadline = time.monotonic() + 10
     while recommend(gb, "s-1", catalog_skus)["experiment"] is not None:

@@ -23,21 +23,11 @@ from origin_sync.wire.events import (
     encode_frame,
     encode_frames_batch,
 )
+from tests.events_support import event_row
 
 
 def impression_row(number: int, region: str = "GB") -> list:
-    row = dict.fromkeys(EVENT_FIELDS)
-    row.update(
-        id=f"r{number}",
-        kind="impression",
-        ts=time.time(),
-        region=region,
-        request_id=f"r{number}",
-        offer_ids=[f"{region}-{number % 7}", f"{region}-{number % 11}"],
-        model_version="m-1",
-        data_version=number,
-    )
-    return [row[field] for field in EVENT_FIELDS]
+    return event_row(number, region=region, offer_ids=[f"{region}-{number % 7}", f"{region}-{number % 11}"])
 
 
 def test_rows_appended_while_the_writer_runs_are_written_exactly_once(tmp_path):
@@ -139,16 +129,9 @@ def test_a_segment_is_synced_and_closed_for_the_shipper_by_the_sync_thread(tmp_p
 
 
 def click_row(number: int) -> list:
-    row = dict.fromkeys(EVENT_FIELDS)
-    row.update(
-        id=f"c{number}",
-        kind="click",
-        ts=time.time(),
-        region="GB",
-        request_id=f"r{number}",
-        offer_ids=[f"GB-{number % 7}"],
+    return event_row(
+        number, id=f"c{number}", kind="click", offer_ids=[f"GB-{number % 7}"], model_version=None, data_version=None
     )
-    return [row[field] for field in EVENT_FIELDS]
 
 
 def open_segment_events(spool: EventSpool) -> tuple[list[str], int]:

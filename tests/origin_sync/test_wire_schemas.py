@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 
 import pytest
 
@@ -22,6 +21,7 @@ from origin_sync.wire.experiments import InvalidExperiment, validate_experiment
 from origin_sync.wire.fields import ID_RULE, MAX_ID_CHARS
 from origin_sync.wire.offers import InvalidOffer, patched_offer, validate_offer
 from origin_sync.wire.protocol import canonical
+from tests.events_support import event_row
 
 
 def test_the_canonical_bytes_of_an_offer_and_an_experiment_are_those_signed_before_the_structs():
@@ -113,34 +113,20 @@ def test_a_refused_experiment_names_the_variant_and_the_field():
     assert checked["regions"] == [] and checked["variants"][0]["boosts"] == {}
 
 
-def _row(number: int, **values) -> list:
-    row = dict.fromkeys(EVENT_FIELDS)
-    row.update(
-        id=f"r{number}",
-        kind="impression",
-        ts=time.time(),
-        region="GB",
-        request_id=f"r{number}",
-        offer_ids=["GB-1"],
-        model_version="m-1",
-        data_version=number,
-    )
-    row.update(values)
-    return [row[field] for field in EVENT_FIELDS]
-
-
 def test_a_refused_event_row_is_named_by_its_index_in_the_batch_across_frames():
-    frames = encode_frame([_row(n) for n in range(3)]) + encode_frame([_row(3), _row(4, kind="view")])
+    frames = encode_frame([event_row(n) for n in range(3)]) + encode_frame([event_row(3), event_row(4, kind="view")])
     with pytest.raises(InvalidEvents, match=r"^events\[4\]\.kind: one of impression, click"):
         decode_batch(encode_frames_batch("b1", ["GB"], frames))
     with pytest.raises(InvalidEvents, match=r"^events\[1\]\.ts: epoch seconds"):
         decode_batch(
             encode_batch(
-                "b1", ["GB"], [dict(zip(EVENT_FIELDS, _row(0))), dict(zip(EVENT_FIELDS, _row(1, ts=float("nan"))))]
+                "b1",
+                ["GB"],
+                [dict(zip(EVENT_FIELDS, event_row(0))), dict(zip(EVENT_FIELDS, event_row(1, ts=float("nan"))))],
             )
         )
     with pytest.raises(InvalidEvents, match=r"^events\[2\]: expected a map with exactly the fields"):
-        decode_batch(encode_frames_batch("b1", ["GB"], encode_frame([_row(0), _row(1), _row(2)[:-1]])))
+        decode_batch(encode_frames_batch("b1", ["GB"], encode_frame([event_row(0), event_row(1), event_row(2)[:-1]])))
 
 
 def test_edge_and_origin_take_the_same_ids_an_event_the_edge_accepts_the_origin_accepts():
@@ -159,7 +145,7 @@ def test_edge_and_origin_take_the_same_ids_an_event_the_edge_accepts_the_origin_
         ]
     }
     [event] = decode_feedback(json.dumps(body).encode())
-    row = _row(
+    row = event_row(
         0,
         id="e1",
         kind=event.type,
